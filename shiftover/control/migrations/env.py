@@ -1,0 +1,24 @@
+"""Alembic environment for the control store; run through ``ControlStore.upgrade``."""
+
+from __future__ import annotations
+
+from alembic import context
+
+from shiftover.control.schema import metadata
+
+VERSION_TABLE = "so_alembic_version"
+
+
+def run_migrations() -> None:
+    connection = context.config.attributes["connection"]
+    context.configure(
+        connection=connection,
+        target_metadata=metadata,
+        version_table=VERSION_TABLE,
+        render_as_batch=connection.dialect.name == "sqlite",
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+run_migrations()

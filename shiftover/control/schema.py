@@ -1,0 +1,141 @@
+"""The control store's tables. Alembic revisions in ``migrations/versions`` create them.
+
+Every domain module (flags, backfill checkpoints, reconciliation, diff) reads and writes
+its own tables here through SQLAlchemy Core; ``store.ControlStore`` owns the connection.
+Keys of user rows are stored as canonical JSON text (``key_json``) so any key shape fits.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+KEY = sa.String(512)  # canonical JSON of a row key; bounded so MySQL can index it
+
+migrations = sa.Table(
+    "so_migrations",
+    metadata,
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("phase", sa.String(40), nullable=False),
+    sa.Column("spec", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+audit_log = sa.Table(
+    "so_audit_log",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("migration", sa.String(200), nullable=False, index=True),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("action", sa.String(40), nullable=False),  # phase | approval | flag | repair | gate | ...
+    sa.Column("detail", sa.JSON, nullable=False),
+)
+
+checkpoints = sa.Table(
+    "so_checkpoints",
+    metadata,
+    sa.Column("migration", sa.String(200), primary_key=True),
+    sa.Column("segment", sa.Integer, primary_key=True),
+    sa.Column("lo", sa.Text),  # JSON key, exclusive lower bound (NULL: open)
+    sa.Column("hi", sa.Text),  # JSON key, inclusive upper bound (NULL: open)
+    sa.Column("last_key", sa.Text),  # JSON key of the last committed row
+    sa.Column("rows_copied", sa.BigInteger, nullable=False, default=0),
+    sa.Column("state", sa.String(20), nullable=False),  # pending | running | done | failed
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+flags = sa.Table(
+    "so_flags",
+    metadata,
+    sa.Column("key", sa.String(200), primary_key=True),
+    sa.Column("value", sa.JSON, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_by", sa.String(200), nullable=False),
+)
+
+reconcile_queue = sa.Table(
+    "so_reconcile_queue",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("migration", sa.String(200), nullable=False),
+    sa.Column("key_json", KEY, nullable=False),
+    sa.Column("op", sa.String(10), nullable=False),  # upsert | delete
+    sa.Column("state", sa.String(10), nullable=False),  # pending | done | dead
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("last_error", sa.Text),
+    sa.Column("enqueued_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_so_reconcile_pending", "migration", "state", "id"),
+)
+
+validation_failures = sa.Table(
+    "so_validation_failures",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("migration", sa.String(200), nullable=False),
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("key_json", KEY, nullable=False),
+    sa.Column("kind", sa.String(10), nullable=False),  # missing | extra | changed
+    sa.Column("columns", sa.JSON),
+    sa.Column("detail", sa.JSON),
+    sa.Column("found_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("repaired_at", sa.DateTime(timezone=True)),
+    sa.Index("ix_so_validation_failures_run", "migration", "run_id"),
+)
+
+diff_segments = sa.Table(
+    "so_diff_segments",
+    metadata,
+    sa.Column("migration", sa.String(200), primary_key=True),
+    sa.Column("run_id", sa.String(64), primary_key=True),
+    sa.Column("segment", sa.Integer, primary_key=True),
+    sa.Column("lo", sa.Text),
+    sa.Column("hi", sa.Text),
+    sa.Column("state", sa.String(10), nullable=False),  # pending | equal | differ
+    sa.Column("differences", sa.Integer, nullable=False, default=0),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+gate_results = sa.Table(
+    "so_gate_results",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("migration", sa.String(200), nullable=False, index=True),
+    sa.Column("stage", sa.String(40), nullable=False),
+    sa.Column("gate", sa.String(60), nullable=False),
+    sa.Column("passed", sa.Boolean, nullable=False),
+    sa.Column("blocking", sa.Boolean, nullable=False),
+    sa.Column("summary", sa.Text, nullable=False),
+    sa.Column("report", sa.JSON),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+)
+
+shadow_mismatches = sa.Table(
+    "so_shadow_mismatches",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("migration", sa.String(200), nullable=False),
+    sa.Column("key_json", KEY, nullable=False),
+    sa.Column("columns", sa.JSON),
+    sa.Column("old_value", sa.JSON),
+    sa.Column("new_value", sa.JSON),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_so_shadow_mismatches_at", "migration", "at"),
+)
+
+# Counters the application side reports in batches (shadow reads, mismatches, secondary
+# write errors, latencies); gates sum them over a time window.
+metrics = sa.Table(
+    "so_metrics",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("migration", sa.String(200), nullable=False),
+    sa.Column("name", sa.String(60), nullable=False),
+    sa.Column("value", sa.Float, nullable=False),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_so_metrics_window", "migration", "name", "at"),
+)

@@ -1,0 +1,180 @@
+"""The control store: where a migration's phase, audit log and progress live.
+
+A SQLite file by default, PostgreSQL (or MySQL) by URL. Its schema is versioned by the
+Alembic revisions beside this module; ``open_store`` upgrades it to head on first use.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.engine import Engine
+
+from shiftover.connect import get_engine, redact
+from shiftover.control import schema
+from shiftover.errors import ControlStoreError, PhaseError
+from shiftover.phases import Phase, allowed_next
+
+DEFAULT_URL = "sqlite:///.shiftover/control.db"
+_MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def key_to_json(key: tuple[Any, ...] | list[Any]) -> str:
+    """Canonical text of a row key, as stored in ``key_json`` columns."""
+    return json.dumps(list(key), default=str, separators=(",", ":"))
+
+
+def key_from_json(text: str) -> tuple[Any, ...]:
+    return tuple(json.loads(text))
+
+
+@dataclass(frozen=True)
+class PhaseChange:
+    at: datetime
+    actor: str
+    phase: str
+    previous: str | None
+    reason: str
+
+
+class ControlStore:
+    """Phases and the audit log; domain modules use ``engine`` for their own tables."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @property
+    def url(self) -> str:
+        return redact(self.engine.url)
+
+    # -- schema -------------------------------------------------------------------
+    def upgrade(self) -> None:
+        """Bring the control store's schema to the newest revision."""
+        cfg = Config()
+        cfg.set_main_option("script_location", str(_MIGRATIONS_DIR))
+        try:
+            with self.engine.begin() as conn:
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+        except sa.exc.OperationalError as exc:
+            raise ControlStoreError(f"control store {self.url} is unreachable: {exc.orig}") from None
+
+    # -- migrations and phases ----------------------------------------------------
+    def register(self, name: str, spec: dict[str, Any], actor: str = "shiftover") -> Phase:
+        """Record a migration in ``planned`` (or keep its current phase and refresh its spec)."""
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                sa.select(schema.migrations.c.phase).where(schema.migrations.c.name == name)
+            ).first()
+            now = utcnow()
+            if row is not None:
+                conn.execute(
+                    schema.migrations.update()
+                    .where(schema.migrations.c.name == name)
+                    .values(spec=spec, updated_at=now)
+                )
+                return Phase(row.phase)
+            conn.execute(
+                schema.migrations.insert().values(
+                    name=name, phase=Phase.PLANNED, spec=spec, created_at=now, updated_at=now
+                )
+            )
+            _audit(conn, name, actor, "phase", {"phase": Phase.PLANNED, "previous": None, "reason": "registered"})
+        return Phase.PLANNED
+
+    def phase(self, name: str) -> Phase:
+        with self.engine.connect() as conn:
+            value = conn.execute(
+                sa.select(schema.migrations.c.phase).where(schema.migrations.c.name == name)
+            ).scalar()
+        if value is None:
+            raise ControlStoreError(f"no migration named {name!r} in control store {self.url}")
+        return Phase(value)
+
+    def transition(self, name: str, wanted: Phase, actor: str, reason: str = "") -> Phase:
+        """Move ``name`` to ``wanted`` if the lifecycle allows it; audited. Returns the old phase."""
+        with self.engine.begin() as conn:
+            current = _locked_phase(conn, name)
+            if current is None:
+                raise ControlStoreError(f"no migration named {name!r} in control store {self.url}")
+            if wanted not in allowed_next(current):
+                raise PhaseError(name, current, wanted, sorted(allowed_next(current)))
+            conn.execute(
+                schema.migrations.update()
+                .where(schema.migrations.c.name == name)
+                .values(phase=wanted, updated_at=utcnow())
+            )
+            _audit(conn, name, actor, "phase", {"phase": wanted, "previous": current, "reason": reason})
+        return current
+
+    def advance_to(self, name: str, wanted: Phase, actor: str, reason: str = "") -> bool:
+        """Transition unless already there (re-runs resume); True when a transition happened."""
+        if self.phase(name) == wanted and wanted not in (Phase.READS_CANARY, Phase.BACKFILLING):
+            return False
+        self.transition(name, wanted, actor, reason)
+        return True
+
+    def history(self, name: str) -> list[PhaseChange]:
+        rows = self.audit_entries(name, action="phase")
+        return [
+            PhaseChange(
+                at=r["at"],
+                actor=r["actor"],
+                phase=r["detail"]["phase"],
+                previous=r["detail"].get("previous"),
+                reason=r["detail"].get("reason", ""),
+            )
+            for r in rows
+        ]
+
+    # -- audit --------------------------------------------------------------------
+    def audit(self, name: str, actor: str, action: str, detail: dict[str, Any]) -> None:
+        with self.engine.begin() as conn:
+            _audit(conn, name, actor, action, detail)
+
+    def audit_entries(self, name: str, action: str | None = None) -> list[dict[str, Any]]:
+        t = schema.audit_log
+        query = sa.select(t).where(t.c.migration == name).order_by(t.c.id)
+        if action:
+            query = query.where(t.c.action == action)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(query)]
+
+    def migrations(self) -> list[dict[str, Any]]:
+        t = schema.migrations
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(sa.select(t.c.name, t.c.phase, t.c.updated_at))]
+
+
+def _locked_phase(conn: sa.Connection, name: str) -> Phase | None:
+    query = sa.select(schema.migrations.c.phase).where(schema.migrations.c.name == name)
+    if conn.dialect.name != "sqlite":
+        query = query.with_for_update()
+    value = conn.execute(query).scalar()
+    return Phase(value) if value is not None else None
+
+
+def _audit(conn: sa.Connection, name: str, actor: str, action: str, detail: dict[str, Any]) -> None:
+    conn.execute(
+        schema.audit_log.insert().values(
+            migration=name, at=utcnow(), actor=actor, action=action, detail=json.loads(json.dumps(detail, default=str))
+        )
+    )
+
+
+def open_store(url: str = DEFAULT_URL) -> ControlStore:
+    """The control store at ``url``, upgraded to the current schema."""
+    store = ControlStore(get_engine(url))
+    store.upgrade()
+    return store
