@@ -1,0 +1,84 @@
+"""How source rows become target rows: the resolved column mapping every engine works from.
+
+The spec names columns loosely (all columns, renames, SQL expressions, a Python transform);
+``preflight.resolve_mapping`` turns it, checked against the live tables, into a
+``TableMapping`` that the copy, diff and dual-write engines share.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+
+@dataclass(frozen=True)
+class ColumnMap:
+    """One target column: read from ``source`` (or computed by ``sql``) and written as ``target``."""
+
+    source: str
+    target: str
+    sql: str | None = None
+
+    def select_expr(self, table: sa.Table) -> sa.ColumnElement[Any]:
+        """The expression that reads this column's value from the source table."""
+        if self.sql is not None:
+            return sa.literal_column(f"({self.sql})").label(self.target)
+        return table.c[self.source].label(self.target)
+
+
+@dataclass(frozen=True)
+class TableMapping:
+    source_table: str
+    target_table: str
+    key: tuple[str, ...]  # source names of the key columns, in key order
+    columns: tuple[ColumnMap, ...]
+    source_schema: str | None = None
+    target_schema: str | None = None
+    transform: Callable[[Any], Any] | None = None  # pandas DataFrame -> DataFrame, target names
+
+    @property
+    def target_key(self) -> tuple[str, ...]:
+        by_source = {c.source: c.target for c in self.columns}
+        return tuple(by_source[k] for k in self.key)
+
+    @property
+    def target_columns(self) -> tuple[str, ...]:
+        return tuple(c.target for c in self.columns)
+
+    @property
+    def fast_path(self) -> bool:
+        """True when rows can stream database to database without passing through pandas."""
+        return self.transform is None
+
+    def source_table_obj(self, engine: sa.Engine) -> sa.Table:
+        return reflect_table(engine, self.source_table, self.source_schema)
+
+    def target_table_obj(self, engine: sa.Engine) -> sa.Table:
+        return reflect_table(engine, self.target_table, self.target_schema)
+
+    def select_source(self, table: sa.Table) -> sa.Select[Any]:
+        """SELECT of every mapped column, labelled with target names, in key order."""
+        return sa.select(*(c.select_expr(table) for c in self.columns)).order_by(
+            *(table.c[k] for k in self.key)
+        )
+
+
+_reflected: dict[tuple[str, str | None, str], sa.Table] = {}
+
+
+def reflect_table(engine: sa.Engine, name: str, schema: str | None = None) -> sa.Table:
+    """Reflect a table once per engine (cached: reflection costs a round trip per column set)."""
+    cache_key = (name, schema, engine.url.render_as_string(hide_password=False))
+    table = _reflected.get(cache_key)
+    if table is None:
+        table = sa.Table(name, sa.MetaData(), schema=schema, autoload_with=engine)
+        _reflected[cache_key] = table
+    return table
+
+
+def forget_reflections() -> None:
+    """Drop cached reflections (after DDL: a created, renamed or dropped table)."""
+    _reflected.clear()

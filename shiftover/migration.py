@@ -1,0 +1,41 @@
+"""A migration opened for work: its spec resolved against live databases, with engines and
+the control store. Flows build one at their edge and pass it (or its parts) down."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.engine import Engine
+
+from shiftover.connect import get_engine
+from shiftover.control.store import ControlStore, open_store
+from shiftover.mapping import TableMapping
+from shiftover.preflight import resolve_mapping
+from shiftover.spec import MigrationSpec
+
+
+@dataclass(frozen=True)
+class Migration:
+    spec: MigrationSpec
+    mapping: TableMapping
+    source: Engine
+    target: Engine
+    store: ControlStore
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+def open_migration(spec: MigrationSpec, control_url: str, *, require_target: bool = True) -> Migration:
+    """Check the spec against its databases, open the control store and register the migration."""
+    mapping = resolve_mapping(spec, require_target=require_target)
+    store = open_store(control_url)
+    store.register(spec.name, spec.model_dump(mode="json", by_alias=True))
+    return Migration(
+        spec=spec,
+        mapping=mapping,
+        source=get_engine(spec.source.url),
+        target=get_engine(spec.target.url),
+        store=store,
+    )

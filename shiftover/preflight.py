@@ -1,0 +1,112 @@
+"""Check a spec against the live databases before anything is written.
+
+Every problem becomes a ``SpecError`` naming the spec field: an unreachable database
+(password never shown), an unknown table or column, a key that is not a primary or
+unique key, a key column missing from the target.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from shiftover.connect import get_engine, redact
+from shiftover.errors import SpecError
+from shiftover.mapping import ColumnMap, TableMapping, forget_reflections
+from shiftover.spec import Endpoint, MigrationSpec
+
+
+def resolve_mapping(spec: MigrationSpec, *, require_target: bool = True) -> TableMapping:
+    """The spec's ``TableMapping``, checked against both databases."""
+    source_cols = _table_columns(spec.source, "source")
+    columns = _mapped_columns(spec, source_cols)
+    _check_unique_key(spec.source, spec.key, "key")
+    mapping = TableMapping(
+        source_table=spec.source.table,
+        target_table=spec.target.table,
+        source_schema=spec.source.schema_name,
+        target_schema=spec.target.schema_name,
+        key=spec.key,
+        columns=columns,
+        transform=spec.load_transform(),
+    )
+    if require_target:
+        check_target(spec, mapping)
+    return mapping
+
+
+def check_target(spec: MigrationSpec, mapping: TableMapping) -> None:
+    """The target table exists, holds every mapped column, and has the key as a unique key."""
+    target_cols = _table_columns(spec.target, "target")
+    missing = [c for c in mapping.target_columns if c not in target_cols]
+    key_missing = [k for k in mapping.target_key if k in missing]
+    if key_missing:
+        raise SpecError("key", f"key column(s) {key_missing} missing from target table {spec.target.table!r}")
+    if missing:
+        raise SpecError("columns", f"column(s) {missing} missing from target table {spec.target.table!r}")
+    _check_unique_key(spec.target, mapping.target_key, "target.table")
+
+
+def _mapped_columns(spec: MigrationSpec, source_cols: list[str]) -> tuple[ColumnMap, ...]:
+    for key_col in spec.key:
+        if key_col not in source_cols:
+            raise SpecError("key", f"key column {key_col!r} not in source table {spec.source.table!r}")
+    if not spec.columns:
+        return tuple(ColumnMap(source=c, target=c) for c in source_cols)
+    mapped = []
+    for i, col in enumerate(spec.columns):
+        if col.sql is None and col.name not in source_cols:
+            raise SpecError(
+                f"columns.{i}.name",
+                f"unknown column {col.name!r} in source table {spec.source.table!r} "
+                f"(has: {', '.join(source_cols)})",
+            )
+        mapped.append(ColumnMap(source=col.name, target=col.target_name, sql=col.sql))
+    return tuple(mapped)
+
+
+def _table_columns(endpoint: Endpoint, field: str) -> list[str]:
+    inspector = _inspect(endpoint, field)
+    if not inspector.has_table(endpoint.table, schema=endpoint.schema_name):
+        raise SpecError(f"{field}.table", f"no table {endpoint.table!r} in {redact(endpoint.url)}")
+    return [c["name"] for c in inspector.get_columns(endpoint.table, schema=endpoint.schema_name)]
+
+
+def _check_unique_key(endpoint: Endpoint, key: tuple[str, ...], field: str) -> None:
+    inspector = _inspect(endpoint, field)
+    pk = inspector.get_pk_constraint(endpoint.table, schema=endpoint.schema_name)
+    candidates = [tuple(pk.get("constrained_columns") or ())]
+    candidates += [tuple(u["column_names"]) for u in inspector.get_unique_constraints(endpoint.table, schema=endpoint.schema_name)]
+    candidates += [
+        tuple(ix["column_names"])
+        for ix in inspector.get_indexes(endpoint.table, schema=endpoint.schema_name)
+        if ix.get("unique")
+    ]
+    if not any(set(c) == set(key) and c for c in candidates):
+        found = [list(c) for c in candidates if c]
+        raise SpecError(
+            field,
+            f"table {endpoint.table!r} has no primary or unique key on {list(key)} "
+            f"(its keys: {found or 'none'}); add one or declare the key that exists",
+        )
+
+
+def _inspect(endpoint: Endpoint, field: str) -> sa.Inspector:
+    try:
+        engine = get_engine(endpoint.url)
+        with engine.connect():
+            pass
+        return sa.inspect(engine)
+    except sa.exc.ArgumentError as exc:
+        raise SpecError(f"{field.split('.')[0]}.url", f"not a database URL: {exc}") from None
+    except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+        reason = str(exc.orig).splitlines()[0] if exc.orig else type(exc).__name__
+        raise SpecError(
+            f"{field.split('.')[0]}.url", f"cannot reach {redact(endpoint.url)}: {reason}"
+        ) from None
+    except ModuleNotFoundError as exc:
+        raise SpecError(f"{field.split('.')[0]}.url", f"no driver for {redact(endpoint.url)}: {exc}") from None
+
+
+def refresh() -> None:
+    """Forget cached reflections after DDL."""
+    forget_reflections()

@@ -1,0 +1,100 @@
+"""Make a set of keys in one store equal to the source of truth: the one primitive that the
+dual-writer's secondary write, the reconciliation drain and the diff's repair share.
+
+For each key: if the source has the row, upsert its full image (mapped) into the target;
+if not, delete it from the target. Rows are read back from the source rather than taken
+from the caller, so what lands is what the source of truth holds now.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.engine import Engine
+
+from shiftover.mapping import TableMapping
+
+Key = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    upserted: int
+    deleted: int
+
+
+def sync_keys(source: Engine, target: Engine, mapping: TableMapping, keys: Iterable[Key]) -> SyncResult:
+    """Copy ``keys`` from source to target (upsert present rows, delete absent ones)."""
+    keys = list(dict.fromkeys(tuple(k) for k in keys))
+    if not keys:
+        return SyncResult(0, 0)
+    rows = fetch_rows(source, mapping, keys)
+    present = {tuple(r[c] for c in mapping.target_key) for r in rows}
+    gone = [k for k in keys if k not in present]
+    target_table = mapping.target_table_obj(target)
+    with target.begin() as conn:
+        upsert_rows(conn, target_table, rows, mapping.target_key)
+        delete_keys(conn, target_table, mapping.target_key, gone)
+    return SyncResult(upserted=len(rows), deleted=len(gone))
+
+
+def fetch_rows(source: Engine, mapping: TableMapping, keys: Sequence[Key]) -> list[dict[str, Any]]:
+    """Mapped row images (target column names) of ``keys`` in the source; absent keys are skipped."""
+    table = mapping.source_table_obj(source)
+    out: list[dict[str, Any]] = []
+    with source.connect() as conn:
+        for batch in _batches(keys, 500):
+            query = mapping.select_source(table).where(key_in(table, mapping.key, batch))
+            out.extend(dict(r._mapping) for r in conn.execute(query))
+    if mapping.transform is not None and out:
+        import pandas as pd
+
+        frame = mapping.transform(pd.DataFrame(out))
+        out = frame.to_dict("records")
+    return out
+
+
+def key_in(table: sa.Table, key: Sequence[str], keys: Sequence[Key]) -> sa.ColumnElement[bool]:
+    """``key IN (...)`` for single or composite keys."""
+    if len(key) == 1:
+        return table.c[key[0]].in_([k[0] for k in keys])
+    return sa.tuple_(*(table.c[k] for k in key)).in_([tuple(k) for k in keys])
+
+
+def upsert_rows(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]], key: Sequence[str]) -> None:
+    """Insert rows, overwriting any row with the same key (per-dialect upsert)."""
+    if not rows:
+        return
+    dialect = conn.dialect.name
+    for batch in _batches(rows, 500):
+        if dialect == "postgresql":
+            stmt = postgresql.insert(table).values(batch)
+            updates = {c: stmt.excluded[c] for c in batch[0] if c not in key}
+            stmt = stmt.on_conflict_do_update(index_elements=list(key), set_=updates) if updates else stmt.on_conflict_do_nothing(index_elements=list(key))
+        elif dialect in ("mysql", "mariadb"):
+            stmt = mysql.insert(table).values(batch)
+            updates = {c: stmt.inserted[c] for c in batch[0] if c not in key}
+            stmt = stmt.on_duplicate_key_update(updates or {key[0]: stmt.inserted[key[0]]})
+        elif dialect == "sqlite":
+            stmt = sqlite.insert(table).values(batch)
+            updates = {c: stmt.excluded[c] for c in batch[0] if c not in key}
+            stmt = stmt.on_conflict_do_update(index_elements=list(key), set_=updates) if updates else stmt.on_conflict_do_nothing(index_elements=list(key))
+        else:  # pragma: no cover - other dialects are not supported targets
+            raise NotImplementedError(dialect)
+        conn.execute(stmt)
+
+
+def delete_keys(conn: sa.Connection, table: sa.Table, key: Sequence[str], keys: Sequence[Key]) -> int:
+    deleted = 0
+    for batch in _batches(list(keys), 500):
+        deleted += conn.execute(table.delete().where(key_in(table, key, batch))).rowcount
+    return deleted
+
+
+def _batches(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]

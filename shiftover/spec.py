@@ -1,0 +1,265 @@
+"""A migration declared as data: the YAML spec and its pydantic model.
+
+``load_spec`` checks the file's shape (types, unknown gates, canary order, target differs
+from source); ``shiftover.preflight.check_databases`` then checks it against the live
+databases (tables, columns, keys). Both run before anything is written.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from shiftover.errors import SpecError
+
+GATE_NAMES = frozenset(
+    {
+        "row_count",  # row parity between source and target
+        "checksum",  # per-segment checksum diff with bisection and repair
+        "expectations",  # Great Expectations suite on the target
+        "shadow_mismatch",  # shadow-read mismatch rate under a threshold
+        "reconcile_drained",  # reconciliation queue empty
+        "error_rate",  # dual-writer secondary error rate under a threshold
+        "lag",  # a lag/load query under a threshold
+    }
+)
+
+STAGES = ("backfill", "validate", "canary", "switch_writes", "decommission")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Endpoint(_Model):
+    """One side of the migration: a database URL and a table in it."""
+
+    url: str
+    table: str
+    schema_name: str | None = Field(default=None, alias="schema")
+
+
+class ColumnSpec(_Model):
+    """A column to copy. ``target`` renames it; ``sql`` computes it from source columns."""
+
+    name: str
+    target: str | None = None
+    sql: str | None = None
+
+    @property
+    def target_name(self) -> str:
+        return self.target or self.name
+
+
+class BackfillSpec(_Model):
+    chunk_rows: Annotated[int, Field(gt=0, le=1_000_000)] = 10_000
+    concurrency: Annotated[int, Field(ge=1, le=64)] = 2
+    max_rows_per_second: Annotated[float, Field(gt=0)] | None = None
+    target_chunk_seconds: Annotated[float, Field(gt=0)] | None = None
+    lag_query: str | None = None
+    lag_threshold: float | None = None
+    create_target: bool = False
+
+    @model_validator(mode="after")
+    def _lag_pair(self) -> BackfillSpec:
+        if (self.lag_query is None) != (self.lag_threshold is None):
+            raise ValueError("lag_query and lag_threshold go together")
+        return self
+
+
+class ValidationSpec(_Model):
+    segments: Annotated[int, Field(ge=1, le=4096)] = 16
+    row_threshold: Annotated[int, Field(ge=1)] = 2_000  # below this, compare rows instead of bisecting
+    max_differences: Annotated[int, Field(ge=1)] = 10_000
+    float_tolerance: Annotated[float, Field(ge=0)] | None = None
+    timestamp_precision: Literal["s", "ms", "us"] = "us"
+    exclude: tuple[str, ...] = ()
+    repair: bool = True
+    max_repair_rounds: Annotated[int, Field(ge=0, le=20)] = 3
+
+
+class Expectation(_Model):
+    """A Great Expectations expectation by its snake_case name, e.g. ``expect_column_values_to_not_be_null``."""
+
+    type: str
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    severity: Literal["blocking", "warning"] = "blocking"
+
+
+class GateSpec(_Model):
+    name: str
+    blocking: bool = True
+    threshold: float | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in GATE_NAMES:
+            raise ValueError(f"unknown gate {value!r}; known gates: {', '.join(sorted(GATE_NAMES))}")
+        return value
+
+
+def _default_gates() -> dict[str, tuple[GateSpec, ...]]:
+    return {
+        "validate": (GateSpec(name="row_count"), GateSpec(name="checksum"), GateSpec(name="expectations")),
+        "canary": (GateSpec(name="reconcile_drained"), GateSpec(name="shadow_mismatch", threshold=0.0)),
+        "switch_writes": (GateSpec(name="reconcile_drained"), GateSpec(name="checksum")),
+    }
+
+
+class CanarySpec(_Model):
+    steps: tuple[Annotated[float, Field(gt=0, le=100)], ...] = (1, 10, 50, 100)
+    soak_seconds: Annotated[float, Field(ge=0)] = 0
+    shadow_reads: bool = True
+
+    @field_validator("steps")
+    @classmethod
+    def _increasing(cls, steps: tuple[float, ...]) -> tuple[float, ...]:
+        if not steps:
+            raise ValueError("at least one canary step is needed (end with 100)")
+        for before, after in zip(steps, steps[1:], strict=False):
+            if after <= before:
+                raise ValueError(f"canary steps must increase: {before} is followed by {after}")
+        if steps[-1] != 100:
+            raise ValueError(f"the last canary step must be 100, not {steps[-1]}")
+        return steps
+
+
+class ApprovalSpec(_Model):
+    approvers: tuple[str, ...] = ()  # empty: anyone may approve
+    timeout_seconds: Annotated[float, Field(gt=0)] = 3600
+
+
+class ArchiveSpec(_Model):
+    suffix: str = "_shiftover_archive"
+    retention_days: Annotated[float, Field(ge=0)] = 7
+    export_parquet: str | None = None  # a directory
+
+
+class MigrationSpec(_Model):
+    """The whole declaration of one migration."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")]
+    source: Endpoint
+    target: Endpoint
+    key: tuple[str, ...]
+    columns: tuple[ColumnSpec, ...] = ()  # empty: every source column, same names
+    transform: str | None = None  # "package.module:function" over a pandas DataFrame chunk
+    backfill: BackfillSpec = BackfillSpec()
+    validation: ValidationSpec = ValidationSpec()
+    expectations: tuple[Expectation, ...] = ()
+    gates: dict[str, tuple[GateSpec, ...]] = Field(default_factory=_default_gates)
+    canary: CanarySpec = CanarySpec()
+    approvals: ApprovalSpec = ApprovalSpec()
+    archive: ArchiveSpec = ArchiveSpec()
+
+    @field_validator("key", mode="before")
+    @classmethod
+    def _key_list(cls, value: Any) -> Any:
+        return (value,) if isinstance(value, str) else value
+
+    @field_validator("key")
+    @classmethod
+    def _key_nonempty(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("at least one key column is needed")
+        if len(set(value)) != len(value):
+            raise ValueError("key columns repeat")
+        return value
+
+    @field_validator("columns", mode="before")
+    @classmethod
+    def _column_shorthand(cls, value: Any) -> Any:
+        if isinstance(value, list | tuple):
+            return [{"name": c} if isinstance(c, str) else c for c in value]
+        return value
+
+    @field_validator("gates", mode="before")
+    @classmethod
+    def _gate_shorthand(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        merged: dict[str, Any] = dict(_default_gates())
+        for stage, gates in value.items():
+            if stage not in STAGES:
+                raise ValueError(f"unknown stage {stage!r}; stages with gates: {', '.join(STAGES)}")
+            merged[stage] = [{"name": g} if isinstance(g, str) else g for g in (gates or [])]
+        return merged
+
+    @field_validator("transform")
+    @classmethod
+    def _transform_path(cls, value: str | None) -> str | None:
+        if value is not None and ":" not in value:
+            raise ValueError("transform must be 'package.module:function'")
+        return value
+
+    @model_validator(mode="after")
+    def _coherent(self) -> MigrationSpec:
+        if _same_place(self.source, self.target):
+            raise ValueError("target is identical to source (same database and table)")
+        names = [c.name for c in self.columns]
+        if len(set(names)) != len(names):
+            raise ValueError("columns repeat")
+        targets = [c.target_name for c in self.columns]
+        if len(set(targets)) != len(targets):
+            raise ValueError("two columns map to the same target column")
+        if self.columns:
+            missing = [k for k in self.key if k not in names]
+            if missing:
+                raise ValueError(f"key column(s) {missing} must be listed in columns")
+            computed_keys = [c.name for c in self.columns if c.name in self.key and c.sql]
+            if computed_keys:
+                raise ValueError(f"key column(s) {computed_keys} cannot be computed by sql")
+        return self
+
+    def load_transform(self) -> Callable[[Any], Any] | None:
+        """Import the spec's Python transform, if any."""
+        if self.transform is None:
+            return None
+        module_name, _, attr = self.transform.partition(":")
+        try:
+            return getattr(importlib.import_module(module_name), attr)  # type: ignore[no-any-return]
+        except (ImportError, AttributeError) as exc:
+            raise SpecError("transform", f"cannot import {self.transform!r}: {exc}") from None
+
+    def gates_for(self, stage: str) -> tuple[GateSpec, ...]:
+        return self.gates.get(stage, ())
+
+
+def _same_place(a: Endpoint, b: Endpoint) -> bool:
+    from shiftover.connect import normalise_url
+
+    same_db = normalise_url(a.url).render_as_string(False) == normalise_url(b.url).render_as_string(False)
+    return same_db and a.table == b.table and a.schema_name == b.schema_name
+
+
+def parse_spec(data: dict[str, Any]) -> MigrationSpec:
+    """Validate a spec dict; the first problem becomes a ``SpecError`` naming its field."""
+    try:
+        return MigrationSpec.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or "(spec)"
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            message = "unknown field"
+        raise SpecError(field, message) from None
+
+
+def load_spec(path: str | Path) -> MigrationSpec:
+    """Read and validate a YAML spec file."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise SpecError("(file)", f"no spec file at {path}") from None
+    except yaml.YAMLError as exc:
+        raise SpecError("(file)", f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise SpecError("(file)", f"{path} must hold a mapping at the top level")
+    return parse_spec(data)
