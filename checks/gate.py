@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from shiftover.control import schema
@@ -42,7 +42,7 @@ def run_gate(migration: Migration, stage: str, spec: GateSpec) -> GateResult:
     """Run one gate and record its result; a blocking gate's verdict is kept as declared."""
     _load_builtin_gates()
     result = GATES[spec.name](migration, spec)
-    result = GateResult(**{**result.__dict__, "blocking": spec.blocking})
+    result = replace(result, blocking=spec.blocking)
     record_result(migration, stage, result)
     return result
 

@@ -11,7 +11,7 @@ from shiftover.connect import get_engine
 from shiftover.control.store import ControlStore, open_store
 from shiftover.mapping import TableMapping
 from shiftover.preflight import resolve_mapping
-from shiftover.spec import MigrationSpec
+from shiftover.spec import MigrationSpec, load_spec
 
 
 @dataclass(frozen=True)
@@ -39,3 +39,8 @@ def open_migration(spec: MigrationSpec, control_url: str, *, require_target: boo
         target=get_engine(spec.target.url),
         store=store,
     )
+
+
+def load_migration(spec_path: str, control_url: str, *, require_target: bool = True) -> Migration:
+    """``open_migration`` for a spec file: what every flow calls at its edge."""
+    return open_migration(load_spec(spec_path), control_url, require_target=require_target)
