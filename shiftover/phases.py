@@ -55,7 +55,8 @@ ROLLBACK_FROM: frozenset[Phase] = frozenset(ORDER[ORDER.index(Phase.DUAL_WRITING
 _EXTRA: dict[Phase, set[Phase]] = {
     Phase.BACKFILLING: {Phase.BACKFILLING},  # a resumed backfill re-enters its phase
     Phase.BACKFILLED: {Phase.BACKFILLING},  # a top-up backfill after new data
-    Phase.VALIDATED: {Phase.BACKFILLING},
+    Phase.VALIDATED: {Phase.BACKFILLING, Phase.READS_CANARY, Phase.READS_SWITCHED},  # no shadow stage
+    Phase.SHADOW_READING: {Phase.READS_SWITCHED},  # a single 100% step
     Phase.READS_CANARY: {Phase.READS_CANARY},  # one transition per canary step
     Phase.ROLLED_BACK: {Phase.DUAL_WRITING, Phase.PLANNED},  # start again after a rollback
 }

@@ -1,0 +1,137 @@
+"""Approvals before irreversible steps: a typed form that Prefect shows on the paused run.
+
+The form is built per migration so the *server* refuses bad input and the run stays paused:
+the approver may not be empty (and must be on the allow-list when the spec has one), and
+the confirmation must be the migration's exact name. The flow checks the answer again
+(``check_approval``) because a form is only as good as its last validation.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import Field, create_model
+from prefect.input import RunInput
+
+from shiftover.errors import ApprovalError
+
+AUTO_APPROVER = "auto-approved (demo)"
+
+
+class Approval(RunInput):
+    """What a person fills in to let an irreversible step go ahead."""
+
+    approver: str = Field(min_length=1, description="Who approves (must not be empty)")
+    confirm_name: str = Field(min_length=1, description="Type the migration's name to confirm")
+    reason: str = Field(default="", description="Why it is safe to go ahead")
+    decision: Literal["approve", "reject"] = Field(default="approve", description="Reject stops the run here")
+
+
+@dataclass(frozen=True)
+class ApprovalRecord:
+    step: str
+    approver: str
+    reason: str
+    automatic: bool
+
+    def as_detail(self) -> dict[str, Any]:
+        return {"step": self.step, "approver": self.approver, "reason": self.reason, "automatic": self.automatic}
+
+
+class ApprovalOutcome(StrEnum):
+    APPROVED = "approved"
+    TIMED_OUT = "timed_out"
+    REFUSED = "refused"
+
+
+def approval_form(migration: str, approvers: tuple[str, ...] = ()) -> type[Approval]:
+    """An ``Approval`` subclass whose JSON schema pins the confirmation (and the approvers)."""
+    approver_field: Any = Field(min_length=1, description="Who approves (must not be empty)")
+    if approvers:
+        allowed = "|".join(re.escape(a) for a in approvers)
+        approver_field = Field(pattern=f"^({allowed})$", description=f"One of: {', '.join(approvers)}")
+    confirm_field = Field(
+        pattern=f"^{re.escape(migration)}$", description=f"Type {migration!r} to confirm"
+    )
+    return create_model(  # type: ignore[call-overload, no-any-return]
+        "Approval",
+        __base__=Approval,
+        approver=(str, approver_field),
+        confirm_name=(str, confirm_field),
+    )
+
+
+def check_approval(
+    answer: Approval, migration: str, approvers: tuple[str, ...], step: str
+) -> ApprovalRecord:
+    """Re-check a submitted form; raises ``ApprovalError`` naming what is wrong."""
+    approver = answer.approver.strip()
+    if answer.decision == "reject":
+        raise ApprovalError(f"{step!r} rejected by {approver or 'an empty approver'}: {answer.reason or 'no reason given'}")
+    if not approver:
+        raise ApprovalError(f"approval of {step!r} refused: the approver is empty")
+    if approvers and approver not in approvers:
+        raise ApprovalError(
+            f"approval of {step!r} refused: {approver!r} is not an allowed approver ({', '.join(approvers)})"
+        )
+    if answer.confirm_name != migration:
+        raise ApprovalError(
+            f"approval of {step!r} refused: confirmation {answer.confirm_name!r} is not the migration's name {migration!r}"
+        )
+    return ApprovalRecord(step=step, approver=approver, reason=answer.reason, automatic=False)
+
+
+def auto_approval(step: str) -> ApprovalRecord:
+    """The record of an approval answered by the demo, marked as automatic in the audit log."""
+    return ApprovalRecord(step=step, approver=AUTO_APPROVER, reason="demo run answers approvals itself", automatic=True)
+
+
+def request_approval(
+    store: Any,
+    migration: str,
+    step: str,
+    summary: str,
+    *,
+    approvers: tuple[str, ...],
+    timeout_seconds: float,
+    poll_interval_seconds: int = 10,
+    auto_approve: bool = False,
+) -> ApprovalRecord:
+    """Pause the calling flow run until a valid approval arrives; audited either way.
+
+    Must be called from a flow (never a task). A refused answer (rejection, or a form that
+    passed the server but fails ``check_approval``) ends the wait with ``ApprovalError``;
+    a time-out raises ``ApprovalError`` too, and the migration stays in its last safe phase.
+    """
+    from prefect.artifacts import create_markdown_artifact
+    from prefect.exceptions import FlowPauseTimeout
+    from prefect.flow_runs import pause_flow_run
+
+    if auto_approve:
+        record = auto_approval(step)
+        store.audit(migration, record.approver, "approval", record.as_detail())
+        return record
+    create_markdown_artifact(key=_artifact_key(migration, step), markdown=summary,
+                             description=f"approval requested: {step}")
+    store.audit(migration, "shiftover", "approval_requested", {"step": step, "timeout_seconds": timeout_seconds})
+    form = approval_form(migration, approvers).with_initial_data(description=summary)
+    try:
+        answer = pause_flow_run(wait_for_input=form, timeout=int(timeout_seconds),
+                                poll_interval=poll_interval_seconds, key=f"approve-{step}")
+    except FlowPauseTimeout:
+        store.audit(migration, "shiftover", "approval_timed_out", {"step": step})
+        raise ApprovalError(f"no approval for {step!r} within {timeout_seconds:g}s; nothing was changed") from None
+    try:
+        record = check_approval(answer, migration, approvers, step)
+    except ApprovalError as exc:
+        store.audit(migration, answer.approver or "(empty)", "approval_refused", {"step": step, "why": str(exc)})
+        raise
+    store.audit(migration, record.approver, "approval", record.as_detail())
+    return record
+
+
+def _artifact_key(migration: str, step: str) -> str:
+    return re.sub(r"[^a-z0-9-]", "-", f"{migration}-approve-{step}".lower())

@@ -1,0 +1,59 @@
+"""A migration's story for people: plan, phase timeline and gate results as markdown,
+published as a Prefect artifact and printed by ``shiftover status``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from shiftover.control import schema
+from shiftover.control.store import ControlStore
+from shiftover.plan import explain
+from shiftover.spec import MigrationSpec
+
+
+def last_gate_results(store: ControlStore, migration: str, limit: int = 20) -> list[dict[str, Any]]:
+    t = schema.gate_results
+    query = (
+        sa.select(t.c.at, t.c.stage, t.c.gate, t.c.passed, t.c.blocking, t.c.summary)
+        .where(t.c.migration == migration)
+        .order_by(t.c.id.desc())
+        .limit(limit)
+    )
+    with store.engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(query)][::-1]
+
+
+def render_story(store: ControlStore, spec: MigrationSpec) -> str:
+    """Markdown: the plan, every phase change with who and when, and the latest gate results."""
+    lines = [f"# Migration `{spec.name}`", "", f"Phase now: **{store.phase(spec.name)}**", "", "## Timeline", "",
+             "| when (UTC) | phase | from | who | why |", "|---|---|---|---|---|"]
+    for change in store.history(spec.name):
+        lines.append(f"| {change.at:%Y-%m-%d %H:%M:%S} | {change.phase} | {change.previous or ''} | "
+                     f"{change.actor} | {change.reason} |")
+    approvals = store.audit_entries(spec.name, action="approval")
+    if approvals:
+        lines += ["", "## Approvals", "", "| when | step | approver | reason |", "|---|---|---|---|"]
+        for a in approvals:
+            d = a["detail"]
+            lines.append(f"| {a['at']:%H:%M:%S} | {d['step']} | {d['approver']} | {d.get('reason', '')} |")
+    gates = last_gate_results(store, spec.name)
+    if gates:
+        lines += ["", "## Gates", "", "| when | stage | gate | result | summary |", "|---|---|---|---|---|"]
+        for g in gates:
+            verdict = "passed" if g["passed"] else ("FAILED" if g["blocking"] else "warning")
+            lines.append(f"| {g['at']:%H:%M:%S} | {g['stage']} | {g['gate']} | {verdict} | {g['summary']} |")
+    lines += ["", "## Plan", "", "```", explain(spec), "```"]
+    return "\n".join(lines)
+
+
+def publish_story(store: ControlStore, spec: MigrationSpec) -> None:
+    """The story as a markdown artifact of the current flow run (a no-op outside one)."""
+    from prefect.artifacts import create_markdown_artifact
+    from prefect.context import FlowRunContext
+
+    if FlowRunContext.get() is None:
+        return
+    key = "".join(ch if ch.isalnum() or ch == "-" else "-" for ch in f"{spec.name}-story".lower())
+    create_markdown_artifact(key=key, markdown=render_story(store, spec), description=f"story of {spec.name}")
