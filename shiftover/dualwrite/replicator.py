@@ -1,0 +1,165 @@
+"""The secondary write: make the other store equal for a key, inline or on worker threads.
+
+Every failure ends in the durable reconciliation queue; if even the control store is down,
+keys wait in memory (``backlog``) and are enqueued by the next ``retry_backlog``. In the
+asynchronous mode each key always lands on the same worker (hash of the key), so writes
+to one key are replicated in order; a worker takes up to ``batch`` keys at a time and
+reads their current image from the source of truth, so coalesced updates still converge.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from shiftover import reconcile
+from shiftover.dualwrite import shadow
+from shiftover.dualwrite.shadow import Recorder
+from shiftover.mapping import TableMapping
+from shiftover.rowsync import Key, sync_keys
+
+log = logging.getLogger(__name__)
+
+# A unit of secondary work: copy ``key`` from ``src`` to ``dst`` through ``mapping``.
+Job = tuple[Engine, Engine, TableMapping, Key, str]
+
+
+class Replicator:
+    """Runs secondary writes and records what failed. ``asynchronous=False`` runs them inline."""
+
+    def __init__(self, store: Engine, migration: str, recorder: Recorder, *, asynchronous: bool,
+                 queue_size: int = 10_000, workers: int = 2, batch: int = 100) -> None:
+        self.store = store
+        self.migration = migration
+        self.recorder = recorder
+        self.asynchronous = asynchronous
+        self.batch = batch
+        self._backlog: list[tuple[Key, str, str]] = []
+        self._backlog_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._queues: list[queue.Queue[Job]] = []
+        self._threads: list[threading.Thread] = []
+        if asynchronous:
+            per_worker = max(1, queue_size // workers)
+            for i in range(workers):
+                q: queue.Queue[Job] = queue.Queue(maxsize=per_worker)
+                t = threading.Thread(target=self._work, args=(q,), name=f"shiftover-dualwrite-{i}", daemon=True)
+                self._queues.append(q)
+                self._threads.append(t)
+                t.start()
+
+    # -- submitting ---------------------------------------------------------------
+    def submit(self, job: Job) -> None:
+        """Replicate now (sync) or hand to the key's worker (async); never raises."""
+        if not self.asynchronous:
+            self._run([job])
+            return
+        q = self._queues[hash(job[3]) % len(self._queues)]
+        try:
+            q.put_nowait(job)
+        except queue.Full:
+            self.recorder.count(shadow.QUEUE_OVERFLOWS)
+            self.park([(job[3], job[4])], "async queue full")
+
+    def _run(self, jobs: Sequence[Job]) -> None:
+        src, dst, mapping = jobs[0][0], jobs[0][1], jobs[0][2]
+        keys = [j[3] for j in jobs]
+        self.recorder.count(shadow.SECONDARY_WRITES, len(keys))
+        try:
+            sync_keys(src, dst, mapping, keys)
+        except Exception as exc:  # noqa: BLE001 - a secondary failure never reaches the application
+            self.recorder.count(shadow.SECONDARY_ERRORS, len(keys))
+            self.park([(j[3], j[4]) for j in jobs], f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+
+    # -- durable record -----------------------------------------------------------
+    def park(self, items: Sequence[tuple[Key, str]], error: str) -> None:
+        """Record keys for reconciliation; keep them in memory if the control store is down too."""
+        try:
+            reconcile.enqueue(self.store, self.migration, items, error)
+            self.recorder.count(shadow.ENQUEUED, len(items))
+        except Exception as exc:  # noqa: BLE001
+            log.error("reconciliation queue unreachable (%s): %d key(s) held in memory", exc, len(items))
+            with self._backlog_lock:
+                self._backlog.extend((k, op, error) for k, op in items)
+
+    def retry_backlog(self) -> int:
+        """Enqueue keys held in memory while the control store was down; returns how many are left."""
+        with self._backlog_lock:
+            backlog, self._backlog = self._backlog, []
+        if backlog:
+            try:
+                reconcile.enqueue(self.store, self.migration, [(k, op) for k, op, _ in backlog], backlog[-1][2])
+                self.recorder.count(shadow.ENQUEUED, len(backlog))
+            except Exception:  # noqa: BLE001
+                with self._backlog_lock:
+                    self._backlog[:0] = backlog
+        return len(self._backlog)
+
+    @property
+    def backlog(self) -> int:
+        return len(self._backlog)
+
+    # -- async workers ------------------------------------------------------------
+    def _work(self, q: queue.Queue[Job]) -> None:
+        while not self._stop.is_set() or not q.empty():
+            try:
+                first = q.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            jobs = [first]
+            while len(jobs) < self.batch:
+                try:
+                    jobs.append(q.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                for group in _by_route(jobs):
+                    self._run(group)
+            finally:
+                for _ in jobs:
+                    q.task_done()
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until every submitted secondary write has run (or been queued durably)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for q in self._queues:
+            while q.unfinished_tasks:
+                if deadline is not None and time.monotonic() > deadline:
+                    return
+                time.sleep(0.002)
+
+    def close(self) -> None:
+        self.flush(timeout=30)
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=5)
+        self.retry_backlog()
+
+
+def _by_route(jobs: Sequence[Job]) -> list[list[Job]]:
+    """Split a batch where the route (engines, mapping) changes, keeping order within each key."""
+    groups: dict[tuple[int, int, int], list[Job]] = {}
+    for job in jobs:
+        groups.setdefault((id(job[0]), id(job[1]), id(job[2])), []).append(job)
+    return list(groups.values())
+
+
+def run_later(interval: float, fn: Callable[[], Any], stop: threading.Event) -> threading.Thread:
+    """A daemon thread calling ``fn`` every ``interval`` seconds until ``stop`` is set."""
+
+    def loop() -> None:
+        while not stop.wait(interval):
+            try:
+                fn()
+            except Exception:  # noqa: BLE001
+                log.exception("periodic dual-writer task failed")
+
+    thread = threading.Thread(target=loop, name="shiftover-dualwrite-ticker", daemon=True)
+    thread.start()
+    return thread

@@ -1,0 +1,182 @@
+"""The dual-writer: what the application calls instead of writing its table directly.
+
+Rows are in the old table's column names (the application's shape). The write mode comes from
+the migration's flags, read from the ``FlagClient``'s cache on every call:
+
+- ``old_only`` / ``new_only``: one store.
+- ``dual_old_primary``: write old in its own transaction, then make new equal for that key with
+  ``rowsync.sync_keys`` (the full row image read back from old; deletes propagate).
+- ``dual_new_primary``: write new first (renames only), then make old equal from new.
+
+A failed secondary write never reaches the caller: the key goes to the reconciliation queue.
+A failed primary write raises as it would without Shiftover.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from shiftover.dualwrite import shadow
+from shiftover.dualwrite.reads import RoutedReader
+from shiftover.dualwrite.replicator import Replicator, run_later
+from shiftover.dualwrite.shadow import Recorder
+from shiftover.flags.client import FlagClient
+from shiftover.flags.routing import Routing, WriteMode
+from shiftover.mapping import TableMapping
+from shiftover.reconcile import require_reversible, reverse_mapping
+from shiftover.rowsync import Key, key_in, upsert_rows
+from shiftover.spec import MigrationSpec
+
+_NEW_PRIMARY = (WriteMode.DUAL_NEW_PRIMARY, WriteMode.NEW_ONLY)
+
+
+class DualWriter:
+    """Writes one table through the migration's current write mode. Thread-safe; share one."""
+
+    def __init__(self, old: Engine, new: Engine, mapping: TableMapping, flags: FlagClient, store: Engine,
+                 migration: str, *, asynchronous: bool = False, queue_size: int = 10_000, workers: int = 2,
+                 shadow_sample: float = 1.0, max_mismatch_rows: int = 100, metrics_interval: float = 1.0) -> None:
+        self.old, self.new, self.mapping = old, new, mapping
+        self.flags, self.store, self.migration = flags, store, migration
+        self.recorder = Recorder(store, migration, max_mismatch_rows=max_mismatch_rows)
+        self.replicator = Replicator(store, migration, self.recorder, asynchronous=asynchronous,
+                                     queue_size=queue_size, workers=workers)
+        self.reader = RoutedReader(old, new, mapping, self.recorder, shadow_sample=shadow_sample)
+        self._renames = {c.source: c.target for c in mapping.columns if c.sql is None}
+        self._reverse: TableMapping | None = None
+        if self.routing().writes in _NEW_PRIMARY:
+            self._reverse_mapping()  # refuse at construction when new cannot be primary
+        self._stripes = [threading.Lock() for _ in range(64)]
+        self._owns_flags = False
+        self._stop = threading.Event()
+        self._ticker = run_later(metrics_interval, self._tick, self._stop)
+
+    @classmethod
+    def from_spec(cls, spec: MigrationSpec, control_url: str, **kw: Any) -> DualWriter:
+        """A dual-writer for a spec: engines, mapping and control store resolved from it."""
+        from shiftover.connect import get_engine
+        from shiftover.control.store import open_store
+        from shiftover.preflight import resolve_mapping
+
+        store = open_store(control_url).engine
+        flags = kw.pop("flags", None)
+        owns = flags is None
+        if flags is None:
+            flags = FlagClient(store, prefix=f"{spec.name}:", ttl=kw.pop("ttl", 1.0))
+        writer = cls(get_engine(spec.source.url), get_engine(spec.target.url), resolve_mapping(spec), flags, store,
+                     spec.name, **kw)
+        writer._owns_flags = owns
+        return writer
+
+    # -- routing ------------------------------------------------------------------
+    def routing(self) -> Routing:
+        return self.flags.routing(self.migration)
+
+    def key_of(self, row: Mapping[str, Any]) -> Key:
+        try:
+            return tuple(row[k] for k in self.mapping.key)
+        except KeyError as exc:
+            raise ValueError(f"row lacks key column {exc.args[0]!r} (key: {list(self.mapping.key)})") from None
+
+    # -- writes -------------------------------------------------------------------
+    def insert(self, row: Mapping[str, Any]) -> None:
+        self._write("insert", self.key_of(row), dict(row))
+
+    def upsert(self, row: Mapping[str, Any]) -> None:
+        self._write("upsert", self.key_of(row), dict(row))
+
+    def update(self, key: Key, values: Mapping[str, Any]) -> None:
+        self._write("update", tuple(key), dict(values))
+
+    def delete(self, key: Key) -> None:
+        self._write("delete", tuple(key), {})
+
+    def _write(self, op: str, key: Key, values: dict[str, Any]) -> None:
+        mode = self.routing().writes
+        queue_op = "delete" if op == "delete" else "upsert"
+        self.recorder.count(shadow.WRITES)
+        with self._stripes[hash(key) % len(self._stripes)]:
+            if mode in _NEW_PRIMARY:
+                reverse = self._reverse_mapping()
+                self._primary(self.new, self.mapping.target_table_obj(self.new), self.mapping.target_key,
+                              op, key, self._to_new(values))
+                if mode == WriteMode.DUAL_NEW_PRIMARY:
+                    self.replicator.submit((self.new, self.old, reverse, key, queue_op))
+                return
+            self._primary(self.old, self.mapping.source_table_obj(self.old), self.mapping.key, op, key, values)
+            if mode == WriteMode.DUAL_OLD_PRIMARY:
+                self.replicator.submit((self.old, self.new, self.mapping, key, queue_op))
+
+    @staticmethod
+    def _primary(engine: Engine, table: sa.Table, key_cols: tuple[str, ...], op: str, key: Key,
+                 values: dict[str, Any]) -> None:
+        with engine.begin() as conn:
+            if op == "insert":
+                conn.execute(table.insert().values(values))
+            elif op == "upsert":
+                upsert_rows(conn, table, [values], key_cols)
+            elif op == "update":
+                conn.execute(table.update().where(key_in(table, key_cols, [key])).values(values))
+            else:
+                conn.execute(table.delete().where(key_in(table, key_cols, [key])))
+
+    def _to_new(self, values: dict[str, Any]) -> dict[str, Any]:
+        unknown = [c for c in values if c not in self._renames]
+        if unknown:
+            raise ValueError(f"column(s) {unknown} are not mapped to the new table {self.mapping.target_table!r}")
+        return {self._renames[c]: v for c, v in values.items()}
+
+    def _reverse_mapping(self) -> TableMapping:
+        if self._reverse is None:
+            require_reversible(self.mapping)
+            self._reverse = reverse_mapping(self.mapping)
+        return self._reverse
+
+    # -- reads --------------------------------------------------------------------
+    def read(self, key: Key, attributes: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+        """The row (old column names) from the store the routing picks; shadowed when the flag says so."""
+        return self.reader.read(tuple(key), self.routing(), attributes)
+
+    # -- ORM sessions -------------------------------------------------------------
+    def attach(self, session_or_factory: Any) -> None:
+        """Replicate an ORM session's committed writes to the old table (see ``dualwrite.session``)."""
+        from shiftover.dualwrite.session import attach_session
+
+        attach_session(self, session_or_factory)
+
+    def replicate_committed(self, keys: dict[Key, str]) -> None:
+        """Secondary writes for keys an ORM session just committed to the old table."""
+        mode = self.routing().writes
+        if mode == WriteMode.OLD_ONLY:
+            return
+        for key, op in keys.items():
+            self.replicator.submit((self.old, self.new, self.mapping, key, op))
+
+    # -- lifecycle ----------------------------------------------------------------
+    def _tick(self) -> None:
+        self.replicator.retry_backlog()
+        self.recorder.flush()
+
+    def flush(self) -> None:
+        """Wait for pending secondary writes, then write counters and held keys to the control store."""
+        self.replicator.flush()
+        self._tick()
+
+    def close(self) -> None:
+        self.replicator.close()
+        self._stop.set()
+        self._ticker.join(timeout=5)
+        self._tick()
+        if self._owns_flags:
+            self.flags.close()
+
+    def __enter__(self) -> DualWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

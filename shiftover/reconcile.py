@@ -1,0 +1,207 @@
+"""The reconciliation queue: keys whose secondary write failed, drained from the source of truth.
+
+The dual-writer enqueues ``(migration, key, op)`` whenever the other store could not be made
+equal; ``drain_queue`` re-copies each key with ``rowsync.sync_keys`` in the direction the
+current write mode says (old -> new while old is primary, new -> old once new is), retries
+failed keys on later drains, and moves a key to ``dead`` after ``max_attempts`` failures.
+A drain is idempotent: copying a key that is already equal changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from shiftover.control import schema
+from shiftover.control.store import key_from_json, key_to_json, utcnow
+from shiftover.flags.routing import WriteMode, read_routing
+from shiftover.mapping import ColumnMap, TableMapping
+from shiftover.rowsync import Key, sync_keys
+
+PENDING, DONE, DEAD = "pending", "done", "dead"
+_q = schema.reconcile_queue
+
+
+@dataclass(frozen=True)
+class Entry:
+    id: int
+    key: Key
+    op: str
+    attempts: int
+
+
+@dataclass
+class DrainResult:
+    direction: str  # "old->new" | "new->old" | "none"
+    synced: int = 0  # keys made equal
+    failed: int = 0  # keys that failed this time (left pending)
+    dead: int = 0  # keys moved to dead this time
+    entries: int = 0  # queue rows consumed
+    errors: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"direction": self.direction, "synced": self.synced, "failed": self.failed, "dead": self.dead,
+                "entries": self.entries, "errors": self.errors[:20]}
+
+
+def enqueue(store_engine: Engine, migration: str, items: Iterable[tuple[Key, str]], error: str | None = None) -> int:
+    """Record keys (with their op, ``upsert`` or ``delete``) for reconciliation; one transaction."""
+    now = utcnow()
+    rows = [
+        {"migration": migration, "key_json": key_to_json(key), "op": op, "state": PENDING, "attempts": 0,
+         "last_error": error[:2000] if error else None, "enqueued_at": now, "updated_at": now}
+        for key, op in items
+    ]
+    if rows:
+        with store_engine.begin() as conn:
+            conn.execute(_q.insert(), rows)
+    return len(rows)
+
+
+def queue_depth(store_engine: Engine, migration: str) -> dict[str, int]:
+    """Queue rows by state: ``{"pending": n, "dead": n, "done": n}`` (zeros included)."""
+    query = sa.select(_q.c.state, sa.func.count()).where(_q.c.migration == migration).group_by(_q.c.state)
+    depth = {PENDING: 0, DEAD: 0, DONE: 0}
+    with store_engine.connect() as conn:
+        for state, count in conn.execute(query):
+            depth[state] = int(count)
+    return depth
+
+
+def pending_entries(store_engine: Engine, migration: str, limit: int) -> list[Entry]:
+    query = (sa.select(_q.c.id, _q.c.key_json, _q.c.op, _q.c.attempts)
+             .where(_q.c.migration == migration, _q.c.state == PENDING).order_by(_q.c.id).limit(limit))
+    with store_engine.connect() as conn:
+        return [Entry(r.id, key_from_json(r.key_json), r.op, r.attempts) for r in conn.execute(query)]
+
+
+def dead_entries(store_engine: Engine, migration: str, limit: int = 100) -> list[dict[str, Any]]:
+    """Dead-lettered keys with their last error, for reports."""
+    query = (sa.select(_q.c.key_json, _q.c.op, _q.c.attempts, _q.c.last_error)
+             .where(_q.c.migration == migration, _q.c.state == DEAD).order_by(_q.c.id).limit(limit))
+    with store_engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(query)]
+
+
+def retry_dead(store_engine: Engine, migration: str) -> int:
+    """Put dead-lettered keys back to pending with a fresh attempt count (after fixing the cause)."""
+    with store_engine.begin() as conn:
+        return conn.execute(_q.update().where(_q.c.migration == migration, _q.c.state == DEAD)
+                            .values(state=PENDING, attempts=0, updated_at=utcnow())).rowcount
+
+
+def purge_done(store_engine: Engine, migration: str) -> int:
+    with store_engine.begin() as conn:
+        return conn.execute(_q.delete().where(_q.c.migration == migration, _q.c.state == DONE)).rowcount
+
+
+def reverse_mapping(mapping: TableMapping) -> TableMapping:
+    """The mapping from the new table back to the old one; only renames can be reversed."""
+    require_reversible(mapping)
+    return TableMapping(
+        source_table=mapping.target_table,
+        target_table=mapping.source_table,
+        source_schema=mapping.target_schema,
+        target_schema=mapping.source_schema,
+        key=mapping.target_key,
+        columns=tuple(ColumnMap(source=c.target, target=c.source) for c in mapping.columns),
+    )
+
+
+def require_reversible(mapping: TableMapping) -> None:
+    """New can only be the source of truth when old rows can be rebuilt from new ones."""
+    from shiftover.errors import SpecError
+
+    if mapping.transform is not None:
+        raise SpecError("transform", "a Python transform cannot be reversed, so the new store cannot become "
+                        "primary while the old one is still written; keep old primary or drop the transform")
+    computed = [c.target for c in mapping.columns if c.sql is not None]
+    if computed:
+        raise SpecError("columns", f"column(s) {computed} are computed by SQL and cannot be written back to the "
+                        "old table; new-primary dual-write needs a mapping of renames only")
+
+
+def drain_direction(store_engine: Engine, migration: str) -> str:
+    mode = read_routing(store_engine, migration).writes
+    if mode == WriteMode.NEW_ONLY:
+        return "none"
+    return "new->old" if mode == WriteMode.DUAL_NEW_PRIMARY else "old->new"
+
+
+def drain_queue(
+    source: Engine,
+    target: Engine,
+    store_engine: Engine,
+    mapping: TableMapping,
+    migration: str,
+    *,
+    max_keys: int = 10_000,
+    batch: int = 500,
+    max_attempts: int = 5,
+) -> DrainResult:
+    """Re-copy up to ``max_keys`` queued keys from the current source of truth.
+
+    ``source``/``target`` are the migration's old and new engines; the direction follows the
+    write mode. In new-only mode the old store is no longer written, so entries are closed.
+    """
+    direction = drain_direction(store_engine, migration)
+    result = DrainResult(direction)
+    while result.entries < max_keys:
+        entries = pending_entries(store_engine, migration, min(batch, max_keys - result.entries))
+        if not entries:
+            break
+        result.entries += len(entries)
+        if direction == "none":
+            _finish(store_engine, [e.id for e in entries], DONE)
+            continue
+        if direction == "old->new":
+            _drain_batch(source, target, mapping, store_engine, entries, max_attempts, result)
+        else:
+            _drain_batch(target, source, reverse_mapping(mapping), store_engine, entries, max_attempts, result)
+    return result
+
+
+def _drain_batch(src: Engine, dst: Engine, mapping: TableMapping, store: Engine, entries: Sequence[Entry],
+                 max_attempts: int, result: DrainResult) -> None:
+    by_key: dict[Key, list[Entry]] = {}
+    for e in entries:
+        by_key.setdefault(e.key, []).append(e)
+    try:
+        sync_keys(src, dst, mapping, list(by_key))
+    except Exception:  # noqa: BLE001 - fall back to one key at a time to isolate the bad ones
+        for key, group in by_key.items():
+            _drain_one(src, dst, mapping, store, key, group, max_attempts, result)
+        return
+    _finish(store, [e.id for e in entries], DONE)
+    result.synced += len(by_key)
+
+
+def _drain_one(src: Engine, dst: Engine, mapping: TableMapping, store: Engine, key: Key,
+               group: list[Entry], max_attempts: int, result: DrainResult) -> None:
+    try:
+        sync_keys(src, dst, mapping, [key])
+    except Exception as exc:  # noqa: BLE001 - recorded on the entry, retried on the next drain
+        error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        result.errors.append(f"{key_to_json(key)}: {error}")
+        attempts = max(e.attempts for e in group) + 1
+        state = DEAD if attempts >= max_attempts else PENDING
+        with store.begin() as conn:
+            conn.execute(_q.update().where(_q.c.id.in_([e.id for e in group]))
+                         .values(attempts=attempts, state=state, last_error=error[:2000], updated_at=utcnow()))
+        if state == DEAD:
+            result.dead += 1
+        else:
+            result.failed += 1
+        return
+    _finish(store, [e.id for e in group], DONE)
+    result.synced += 1
+
+
+def _finish(store: Engine, ids: list[int], state: str) -> None:
+    with store.begin() as conn:
+        for i in range(0, len(ids), 500):
+            conn.execute(_q.update().where(_q.c.id.in_(ids[i:i + 500])).values(state=state, updated_at=utcnow()))

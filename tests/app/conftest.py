@@ -1,0 +1,62 @@
+"""Fixtures for the application side: an old and a new orders table on a real server."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from shiftover.connect import get_engine
+from shiftover.control.store import ControlStore
+from shiftover.demo import create_orders, orders_table
+from shiftover.flags.client import FlagClient
+from shiftover.flags.routing import WriteMode, set_write_mode
+from shiftover.mapping import TableMapping
+from shiftover.preflight import resolve_mapping
+from shiftover.spec import parse_spec
+
+
+@dataclass
+class Pair:
+    old: sa.Engine
+    new: sa.Engine
+    mapping: TableMapping
+    store: ControlStore
+    name: str
+    flags: FlagClient
+
+    def set_mode(self, mode: WriteMode) -> None:
+        set_write_mode(self.store.engine, self.name, mode, "test")
+        self.flags.refresh()
+
+    def rows(self, which: str) -> list[tuple[Any, ...]]:
+        """Every row of one side, in target column order, normalised for comparison."""
+        engine = self.old if which == "old" else self.new
+        table = self.mapping.source_table if which == "old" else self.mapping.target_table
+        cols = [c.source if which == "old" else c.target for c in self.mapping.columns]
+        with engine.connect() as conn:
+            result = conn.execute(sa.text(f"SELECT {', '.join(cols)} FROM {table} ORDER BY id"))
+            return [tuple(str(v) if v is not None else None for v in r) for r in result]
+
+
+def make_pair(old_url: str, new_url: str, store: ControlStore, *, rows: int = 50, name: str = "orders_move") -> Pair:
+    old, new = get_engine(old_url), get_engine(new_url)
+    create_orders(old, rows=rows)
+    orders_table().create(new)
+    spec = parse_spec({"name": name, "source": {"url": old_url, "table": "orders"},
+                       "target": {"url": new_url, "table": "orders"}, "key": ["id"]})
+    flags = FlagClient(store.engine, prefix=f"{name}:", start=False)
+    return Pair(old, new, resolve_mapping(spec), store, name, flags)
+
+
+@pytest.fixture
+def pg_pair(pg_database: Callable[[], str], control_store: ControlStore) -> Pair:
+    return make_pair(pg_database(), pg_database(), control_store)
+
+
+@pytest.fixture
+def maria_pair(mariadb_database: Callable[[], str], control_store: ControlStore) -> Pair:
+    return make_pair(mariadb_database(), mariadb_database(), control_store)
