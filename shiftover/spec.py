@@ -124,9 +124,9 @@ class CanarySpec(_Model):
             raise ValueError("at least one canary step is needed (end with 100)")
         for before, after in zip(steps, steps[1:], strict=False):
             if after <= before:
-                raise ValueError(f"canary steps must increase: {before} is followed by {after}")
+                raise ValueError(f"canary steps must increase: {before:g} is followed by {after:g}")
         if steps[-1] != 100:
-            raise ValueError(f"the last canary step must be 100, not {steps[-1]}")
+            raise ValueError(f"the last canary step must be 100, not {steps[-1]:g}")
         return steps
 
 

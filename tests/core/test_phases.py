@@ -1,0 +1,63 @@
+"""The lifecycle is a persisted state machine that refuses illegal transitions."""
+
+from __future__ import annotations
+
+import pytest
+
+from shiftover.control.store import ControlStore
+from shiftover.errors import PhaseError
+from shiftover.phases import IRREVERSIBLE, NEEDS_APPROVAL, ORDER, ROLLBACK_FROM, Phase, allowed_next, is_at_least
+
+
+def test_forward_order_is_walkable() -> None:
+    for before, after in zip(ORDER, ORDER[1:], strict=False):
+        assert after in allowed_next(before)
+
+
+def test_no_skipping_ahead() -> None:
+    assert Phase.VALIDATED not in allowed_next(Phase.DUAL_WRITING)
+    assert Phase.WRITES_SWITCHED not in allowed_next(Phase.VALIDATED)
+
+
+def test_rollback_only_from_reversible_phases() -> None:
+    assert Phase.ROLLED_BACK in allowed_next(Phase.WRITES_SWITCHED)
+    for phase in IRREVERSIBLE:
+        assert phase not in ROLLBACK_FROM
+        assert Phase.ROLLED_BACK not in allowed_next(phase)
+    assert Phase.PLANNED not in ROLLBACK_FROM
+
+
+def test_approval_before_each_irreversible_or_truth_moving_step() -> None:
+    assert {Phase.WRITES_SWITCHED, Phase.OLD_WRITES_STOPPED, Phase.DECOMMISSIONED} == NEEDS_APPROVAL
+
+
+def test_is_at_least() -> None:
+    assert is_at_least(Phase.VALIDATED, Phase.BACKFILLED)
+    assert not is_at_least(Phase.BACKFILLING, Phase.BACKFILLED)
+    assert not is_at_least(Phase.ROLLED_BACK, Phase.PLANNED)
+
+
+def test_store_persists_transitions_and_audits_them(control_store: ControlStore) -> None:
+    control_store.register("m", {"name": "m"})
+    control_store.transition("m", Phase.DUAL_WRITING, "alice", "go")
+    assert control_store.phase("m") is Phase.DUAL_WRITING
+    with pytest.raises(PhaseError) as err:
+        control_store.transition("m", Phase.WRITES_SWITCHED, "bob")
+    assert "is 'dual_writing' and cannot go to 'writes_switched'" in str(err.value)
+    assert control_store.phase("m") is Phase.DUAL_WRITING  # nothing changed
+    history = control_store.history("m")
+    assert [(h.phase, h.actor) for h in history] == [("planned", "shiftover"), ("dual_writing", "alice")]
+    assert history[1].reason == "go"
+
+
+def test_register_is_idempotent(control_store: ControlStore) -> None:
+    control_store.register("m", {"v": 1})
+    control_store.transition("m", Phase.DUAL_WRITING, "alice")
+    assert control_store.register("m", {"v": 2}) is Phase.DUAL_WRITING
+    assert len(control_store.history("m")) == 2
+
+
+def test_advance_to_is_idempotent_on_reruns(control_store: ControlStore) -> None:
+    control_store.register("m", {})
+    assert control_store.advance_to("m", Phase.DUAL_WRITING, "a")
+    assert not control_store.advance_to("m", Phase.DUAL_WRITING, "a")
