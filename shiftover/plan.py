@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from shiftover.connect import redact
 from shiftover.phases import IRREVERSIBLE, NEEDS_APPROVAL, Phase
 from shiftover.spec import GateSpec, MigrationSpec
 
@@ -32,7 +33,7 @@ class Stage:
 
 def build_plan(spec: MigrationSpec) -> list[Stage]:
     """Every stage of ``spec``'s migration, in the order they run."""
-    src, dst = spec.source.table, spec.target.table
+    src, dst = f"old {spec.source.table}", f"new {spec.target.table}"
     stages = [
         Stage("dual_write", "dual-write", Phase.DUAL_WRITING,
               f"writes go to {src} (source of truth) then {dst}; failures queue for reconciliation",
@@ -61,18 +62,19 @@ def build_plan(spec: MigrationSpec) -> list[Stage]:
         Stage("stop_old_writes", "decommission", Phase.OLD_WRITES_STOPPED,
               f"{src} stops receiving writes", ""),
         Stage("archive", "decommission", Phase.ARCHIVED,
-              f"rename {src} to {src}{spec.archive.suffix}"
+              f"rename {src} to {spec.source.table}{spec.archive.suffix}"
               + (f", export Parquet to {spec.archive.export_parquet}" if spec.archive.export_parquet else "")
               + f", keep {spec.archive.retention_days:g} day(s)",
               "", spec.gates_for("decommission")),
-        Stage("drop", "decommission", Phase.DECOMMISSIONED, f"drop {src}{spec.archive.suffix}", ""),
+        Stage("drop", "decommission", Phase.DECOMMISSIONED, f"drop {spec.source.table}{spec.archive.suffix}", ""),
     ]
     return stages
 
 
 def explain(spec: MigrationSpec) -> str:
     """The plan as text: one numbered line a stage, its gates, approvals and inverse."""
-    lines = [f"Migration {spec.name}: {spec.source.table} -> {spec.target.table}"]
+    lines = [f"Migration {spec.name}: {spec.source.table} ({redact(spec.source.url)}) -> "
+             f"{spec.target.table} ({redact(spec.target.url)})"]
     for i, stage in enumerate(build_plan(spec), 1):
         marks = []
         if stage.needs_approval:

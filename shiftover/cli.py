@@ -1,0 +1,146 @@
+"""``shiftover``: the command line. Commands parse, call one function, and report.
+
+Configuration is read here, once: the control store URL comes from ``--control-url`` or
+``SHIFTOVER_CONTROL_URL``; everything below receives typed objects.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from shiftover.control.store import DEFAULT_URL
+from shiftover.errors import ShiftoverError
+
+app = typer.Typer(help="Zero-downtime database migrations as Prefect workflows.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+
+ControlUrl = Annotated[str, typer.Option("--control-url", envvar="SHIFTOVER_CONTROL_URL",
+                                         help="Control store URL (SQLite file by default).")]
+SpecPath = Annotated[Path, typer.Argument(help="The migration's YAML spec.")]
+
+
+def _fail(exc: Exception) -> None:
+    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=2)
+
+
+@app.command()
+def demo(
+    rows: Annotated[int, typer.Option(help="Rows in the demo orders table.")] = 100_000,
+    workdir: Annotated[Path, typer.Option(help="Where the demo's databases live.")] = Path(".shiftover/demo"),
+    writes_per_second: Annotated[float, typer.Option(help="Simulated application write rate.")] = 200.0,
+) -> None:
+    """Migrate a demo orders table between two SQLite files while an application keeps writing."""
+    from shiftover.demo.run import run_demo
+
+    try:
+        report = run_demo(rows=rows, workdir=workdir, writes_per_second=writes_per_second)
+    except ShiftoverError as exc:
+        _fail(exc)
+    typer.echo(report.render())
+    if report.final_differences != 0:
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def plan(spec: SpecPath) -> None:
+    """Print the stages, gates and approvals of a migration without touching any data."""
+    from shiftover.plan import explain
+    from shiftover.spec import load_spec
+
+    try:
+        typer.echo(explain(load_spec(spec)))
+    except ShiftoverError as exc:
+        _fail(exc)
+
+
+@app.command()
+def check(spec: SpecPath) -> None:
+    """Check a spec against its live databases (tables, columns, keys) and print the mapping."""
+    from shiftover.preflight import resolve_mapping
+    from shiftover.spec import load_spec
+
+    try:
+        mapping = resolve_mapping(load_spec(spec))
+    except ShiftoverError as exc:
+        _fail(exc)
+    typer.echo(f"ok: {mapping.source_table} -> {mapping.target_table}, key {list(mapping.key)}")
+    for col in mapping.columns:
+        typer.echo(f"  {col.sql or col.source} -> {col.target}")
+
+
+@app.command()
+def run(
+    spec: SpecPath,
+    control_url: ControlUrl = DEFAULT_URL,
+    auto_approve: Annotated[bool, typer.Option(help="Answer approvals automatically (recorded as such).")] = False,
+    stop_after: Annotated[str | None, typer.Option(help="Stop after this stage flow, e.g. 'validate'.")] = None,
+) -> None:
+    """Run the whole migration flow here (approvals wait in the Prefect UI unless --auto-approve)."""
+    from flows.migrate import migrate
+
+    try:
+        result = migrate(str(spec), control_url, auto_approve=auto_approve, stop_after=stop_after)
+    except ShiftoverError as exc:
+        _fail(exc)
+    typer.echo(json.dumps(result, indent=2, default=str))
+
+
+@app.command()
+def status(
+    name: Annotated[str | None, typer.Argument(help="Migration name; all migrations when omitted.")] = None,
+    control_url: ControlUrl = DEFAULT_URL,
+) -> None:
+    """Phase, progress and last gate results of a migration."""
+    from shiftover.status import render_status
+
+    try:
+        typer.echo(render_status(control_url, name))
+    except ShiftoverError as exc:
+        _fail(exc)
+
+
+@app.command()
+def approve(
+    flow_run_id: Annotated[str, typer.Argument(help="The paused flow run's id (shown in the Prefect UI).")],
+    approver: Annotated[str, typer.Option(help="Who approves.")],
+    confirm_name: Annotated[str, typer.Option("--confirm-name", help="The migration's name, typed to confirm.")],
+    reason: Annotated[str, typer.Option(help="Why it is safe.")] = "",
+    reject: Annotated[bool, typer.Option(help="Reject instead: the run stops in its last safe phase.")] = False,
+) -> None:
+    """Answer a paused run's approval from the terminal (needs PREFECT_API_URL)."""
+    from uuid import UUID
+
+    from prefect.flow_runs import resume_flow_run
+
+    payload: dict[str, Any] = {"approver": approver, "confirm_name": confirm_name, "reason": reason,
+                               "decision": "reject" if reject else "approve"}
+    try:
+        resume_flow_run(UUID(flow_run_id), run_input=payload)
+    except Exception as exc:  # noqa: BLE001 - the server's refusal is the message to show
+        _fail(exc)
+    typer.echo(f"{'rejected' if reject else 'approved'}: flow run {flow_run_id}")
+
+
+@app.command()
+def rollback(
+    spec: SpecPath,
+    reason: Annotated[str, typer.Option(help="Why (goes to the audit log).")] = "manual rollback from the CLI",
+    control_url: ControlUrl = DEFAULT_URL,
+) -> None:
+    """Return reads and writes to the old store now (any phase before the old store stops being written)."""
+    from flows.rollback import rollback as rollback_flow
+
+    try:
+        result = rollback_flow(str(spec), control_url, reason=reason)
+    except ShiftoverError as exc:
+        _fail(exc)
+    typer.echo(json.dumps(result, default=str))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()
