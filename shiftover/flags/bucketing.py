@@ -23,8 +23,8 @@ def key_text(bucket_key: Any) -> str:
     if isinstance(bucket_key, str):
         return bucket_key
     if isinstance(bucket_key, tuple | list):
-        if len(bucket_key) == 1 and isinstance(bucket_key[0], str):
-            return bucket_key[0]
+        if len(bucket_key) == 1:  # a one-column row key buckets like the bare value (user id 42 == (42,))
+            return key_text(bucket_key[0])
         return json.dumps(list(bucket_key), default=str, separators=(",", ":"))
     return str(bucket_key)
 

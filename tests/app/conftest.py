@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -16,6 +18,7 @@ from shiftover.flags.client import FlagClient
 from shiftover.flags.routing import WriteMode, set_write_mode
 from shiftover.mapping import TableMapping
 from shiftover.preflight import resolve_mapping
+from shiftover.rowsync import sync_keys
 from shiftover.spec import parse_spec
 
 
@@ -49,7 +52,16 @@ def make_pair(old_url: str, new_url: str, store: ControlStore, *, rows: int = 50
     spec = parse_spec({"name": name, "source": {"url": old_url, "table": "orders"},
                        "target": {"url": new_url, "table": "orders"}, "key": ["id"]})
     flags = FlagClient(store.engine, prefix=f"{name}:", start=False)
-    return Pair(old, new, resolve_mapping(spec), store, name, flags)
+    pair = Pair(old, new, resolve_mapping(spec), store, name, flags)
+    sync_keys(old, new, pair.mapping, [(i,) for i in range(1, rows + 1)])  # a finished backfill
+    return pair
+
+
+def order(order_id: int, **changes: Any) -> dict[str, Any]:
+    """A row in the application's shape."""
+    row = {"id": order_id, "customer_id": 7, "amount": Decimal("12.50"), "status": "new", "note": None,
+           "created_at": datetime(2025, 1, 1, 12), "updated_at": datetime(2025, 1, 1, 12)}
+    return {**row, **changes}
 
 
 @pytest.fixture
