@@ -1,0 +1,294 @@
+"""The chunk loop of one segment: read a keyset chunk, write it insert-if-absent, checkpoint.
+
+Two loops share the same contract. A PostgreSQL → PostgreSQL copy without a Python
+transform streams ``COPY TO`` into ``COPY FROM`` (rows are never decoded). Every other pair
+reads chunks through SQLAlchemy in a reader thread (the next chunk is read while the last is
+written), passes them through the optional pandas transform and the cross-engine value
+conversion, and hands them to the target dialect's writer. A checkpoint is committed after
+each chunk's target commit, so a crash re-reads at most one chunk per segment.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from shiftover.backfill import checkpoints
+from shiftover.backfill.errors import copy_error
+from shiftover.backfill.keyset import Key, KeyRange, range_clause
+from shiftover.backfill.mysql import MySQLWriter
+from shiftover.backfill.postgres import PostgresWriter, column_type_oids
+from shiftover.backfill.session import compile_query, dedicated_connection
+from shiftover.backfill.sqlite import SQLiteWriter
+from shiftover.backfill.throttle import Throttle
+from shiftover.backfill.typemap import row_converter
+from shiftover.errors import CopyError, TransientCopyError
+from shiftover.mapping import TableMapping
+
+Row = tuple[Any, ...]
+WRITERS = {"postgresql": PostgresWriter, "mysql": MySQLWriter, "sqlite": SQLiteWriter}
+
+
+@dataclass(frozen=True)
+class SegmentReport:
+    segment: int
+    rows_read: int
+    rows_inserted: int
+    chunks: int
+    seconds: float
+    complete: bool  # False: stopped by the time budget, resumable
+
+
+@dataclass(frozen=True)
+class Chunk:
+    rows: list[Row]
+    range: KeyRange  # (previous checkpoint, last key of the chunk]
+    final: bool
+
+
+def copy_segment(
+    source: Engine,
+    target: Engine,
+    store_engine: Engine,
+    mapping: TableMapping,
+    migration: str,
+    segment: int,
+    throttle: Throttle,
+    *,
+    deadline: float | None = None,
+    attempts: int = 5,
+) -> SegmentReport:
+    """Copy what remains of one planned segment; lost connections are retried from the checkpoint.
+
+    ``deadline`` is a ``time.time()`` after which no new chunk starts (committed chunks stay).
+    Data errors raise ``CopyError`` at once and mark the segment failed; the next run retries it.
+    """
+    retrying = Retrying(
+        retry=retry_if_exception_type(TransientCopyError),
+        stop=stop_after_attempt(attempts),
+        wait=wait_exponential(multiplier=0.5, max=10),
+        reraise=True,
+    )
+    try:
+        for attempt in retrying:
+            with attempt:
+                return _copy_segment_once(source, target, store_engine, mapping, migration, segment, throttle, deadline)
+    except CopyError:
+        checkpoints.mark_segment(store_engine, migration, segment, checkpoints.FAILED)
+        raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _copy_segment_once(
+    source: Engine, target: Engine, store_engine: Engine, mapping: TableMapping, migration: str,
+    segment: int, throttle: Throttle, deadline: float | None,
+) -> SegmentReport:
+    state = next(s for s in checkpoints.load_plan(store_engine, migration) if s.segment.index == segment)
+    if state.done:
+        return SegmentReport(segment, 0, 0, 0, 0.0, True)
+    started = time.monotonic()
+    loop = _stream_loop if _can_stream(source, target, mapping) else _rows_loop
+    tally = _Tally()
+    complete = loop(source, target, mapping, state.remaining, throttle, deadline, tally,
+                    lambda key, rows, final: checkpoints.record_chunk(store_engine, migration, segment, key, rows, done=final))
+    return SegmentReport(segment, tally.read, tally.inserted, tally.chunks, time.monotonic() - started, complete)
+
+
+@dataclass
+class _Tally:
+    read: int = 0
+    inserted: int = 0
+    chunks: int = 0
+    current: KeyRange | None = None
+
+
+Checkpoint = Callable[[Key | None, int, bool], None]
+
+
+def _expired(deadline: float | None) -> bool:
+    return deadline is not None and time.time() >= deadline
+
+
+def _may_start_chunk(throttle: Throttle, deadline: float | None) -> bool:
+    return throttle.wait_until_allowed(lambda: _expired(deadline)) and not _expired(deadline)
+
+
+def _can_stream(source: Engine, target: Engine, mapping: TableMapping) -> bool:
+    return source.dialect.name == target.dialect.name == "postgresql" and mapping.fast_path
+
+
+# -- PostgreSQL → PostgreSQL: COPY to COPY ---------------------------------------------
+def _stream_loop(
+    source: Engine, target: Engine, mapping: TableMapping, remaining: KeyRange, throttle: Throttle,
+    deadline: float | None, tally: _Tally, checkpoint: Checkpoint,
+) -> bool:
+    src_table, tgt_table = mapping.source_table_obj(source), mapping.target_table_obj(target)
+    writer = PostgresWriter(target, mapping, tgt_table)
+    raw = dedicated_connection(source)
+    conn: Any = raw.driver
+    conn.autocommit = True
+    conn.execute("SET TIME ZONE 'UTC'")
+    lo, hi = remaining.lo, remaining.hi
+    binary: bool | None = None
+    try:
+        while True:
+            if not _may_start_chunk(throttle, deadline):
+                return False
+            rows = throttle.chunk_rows()
+            end = _chunk_end(conn, source, src_table, mapping.key, KeyRange(lo, hi), rows)
+            chunk = KeyRange(lo, end if end is not None else hi)
+            tally.current = chunk
+            select, params = compile_query(
+                mapping.select_source(src_table).where(range_clause(src_table, mapping.key, chunk.lo, chunk.hi, "postgresql")),
+                source,
+            )
+            if binary is None:
+                binary = column_type_oids(conn, select, params) == column_type_oids(
+                    writer.conn, *compile_query(sa.select(*(tgt_table.c[c] for c in mapping.target_columns)), target)
+                )
+                writer.conn.commit()
+            throttle.acquire(rows)
+            began = time.monotonic()
+            read, inserted = _guarded(mapping, chunk, lambda: writer.write_stream(conn, select, params, binary, chunk))
+            throttle.record(read, time.monotonic() - began)
+            checkpoint(end, read, end is None)
+            tally.read, tally.inserted, tally.chunks = tally.read + read, tally.inserted + inserted, tally.chunks + 1
+            if end is None:
+                return True
+            lo = end
+    finally:
+        writer.close()
+        raw.close()
+
+
+def _chunk_end(conn: Any, engine: Engine, table: sa.Table, key: tuple[str, ...], within: KeyRange, rows: int) -> Key | None:
+    """The key ``rows`` rows past ``within.lo`` (None when fewer remain): the chunk's inclusive end."""
+    cols = [table.c[k] for k in key]
+    query = sa.select(*cols).where(range_clause(table, key, within.lo, within.hi, engine.dialect.name))
+    query = query.order_by(*cols).offset(rows - 1).limit(1)
+    sql_text, params = compile_query(query, engine)
+    row = conn.execute(sql_text, params).fetchone()
+    return tuple(row) if row is not None else None
+
+
+# -- every other pair: rows through Python ------------------------------------------------
+def _rows_loop(
+    source: Engine, target: Engine, mapping: TableMapping, remaining: KeyRange, throttle: Throttle,
+    deadline: float | None, tally: _Tally, checkpoint: Checkpoint,
+) -> bool:
+    src_table, tgt_table = mapping.source_table_obj(source), mapping.target_table_obj(target)
+    convert = row_converter(mapping, src_table, tgt_table, target.dialect)
+    writer = WRITERS[target.dialect.name](target, mapping, tgt_table)
+    reader = _ChunkReader(source, mapping, src_table, remaining, throttle)
+    try:
+        for chunk in reader:
+            tally.current = chunk.range
+            if not _may_start_chunk(throttle, deadline):
+                return False
+            throttle.acquire(len(chunk.rows))
+            began = time.monotonic()
+            rows = _prepared(mapping, chunk.rows, convert)
+            inserted = _guarded(mapping, chunk.range, lambda: writer.write_rows(rows, chunk.range))
+            throttle.record(len(chunk.rows), time.monotonic() - began)
+            checkpoint(None if chunk.final else chunk.range.hi, len(chunk.rows), chunk.final)
+            tally.read, tally.inserted, tally.chunks = tally.read + len(chunk.rows), tally.inserted + inserted, tally.chunks + 1
+        return True
+    finally:
+        reader.stop()
+        writer.close()
+
+
+def _prepared(mapping: TableMapping, rows: list[Row], convert: Callable[[Sequence[Row]], list[Row]] | None) -> Sequence[Row]:
+    if mapping.transform is not None and rows:
+        rows = transform_rows(mapping, rows)
+    return convert(rows) if convert is not None else rows
+
+
+def transform_rows(mapping: TableMapping, rows: list[Row]) -> list[Row]:
+    """Run the spec's pandas transform over a chunk; values come back as plain Python objects."""
+    import pandas as pd
+
+    assert mapping.transform is not None
+    frame = mapping.transform(pd.DataFrame.from_records(rows, columns=list(mapping.target_columns)))
+    frame = frame[list(mapping.target_columns)].astype(object)
+    frame = frame.where(frame.notna(), None)
+    return [tuple(r) for r in frame.itertuples(index=False, name=None)]
+
+
+class _ChunkReader:
+    """Reads keyset chunks in a thread, one ahead of the writer (a bounded queue)."""
+
+    def __init__(self, engine: Engine, mapping: TableMapping, table: sa.Table, remaining: KeyRange, throttle: Throttle) -> None:
+        self.engine, self.mapping, self.table, self.remaining, self.throttle = engine, mapping, table, remaining, throttle
+        self.key_index = [mapping.target_columns.index(mapping.target_key[i]) for i in range(len(mapping.key))]
+        self.queue: queue.Queue[Chunk | BaseException | None] = queue.Queue(maxsize=1)
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="backfill-reader", daemon=True)
+        self.thread.start()
+
+    def __iter__(self) -> Iterator[Chunk]:
+        while True:
+            item = self.queue.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+            if item.final:
+                return
+
+    def _run(self) -> None:
+        try:
+            lo, hi = self.remaining.lo, self.remaining.hi
+            with self.engine.connect() as conn:
+                while not self.stopped.is_set():
+                    chunk = self._read(conn, lo, hi)
+                    conn.commit()  # no long transaction held open on the source
+                    self._put(chunk)
+                    if chunk.final:
+                        return
+                    lo = chunk.range.hi
+        except BaseException as exc:  # noqa: BLE001 - handed to the writer's thread
+            self._put(exc)
+
+    def _read(self, conn: sa.Connection, lo: Key | None, hi: Key | None) -> Chunk:
+        rows_wanted = self.throttle.chunk_rows()
+        where = range_clause(self.table, self.mapping.key, lo, hi, self.engine.dialect.name)
+        query = self.mapping.select_source(self.table).where(where).limit(rows_wanted)
+        rows = _guarded(self.mapping, KeyRange(lo, hi), lambda: [tuple(r) for r in conn.execute(query)])
+        final = len(rows) < rows_wanted
+        last = tuple(rows[-1][i] for i in self.key_index) if rows else lo
+        return Chunk(rows, KeyRange(lo, hi if final else last), final)
+
+    def _put(self, item: Chunk | BaseException) -> None:
+        while not self.stopped.is_set():
+            try:
+                self.queue.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.thread.join(timeout=5)
+
+
+def _guarded(mapping: TableMapping, key_range: KeyRange, work: Callable[[], Any]) -> Any:
+    """Run database work; driver errors become ``CopyError`` / ``TransientCopyError`` naming the range."""
+    try:
+        return work()
+    except CopyError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - classified below, re-raised as the right family
+        error = copy_error(mapping.source_table, key_range.describe(), exc)
+        if error is None:
+            raise
+        raise error from exc

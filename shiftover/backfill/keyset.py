@@ -1,0 +1,163 @@
+"""Keyset ranges over any key (integer, UUID, text, composite) and segments planned from sampled quantiles.
+
+A ``KeyRange`` is ``(lo, hi]``: ``lo`` exclusive, ``hi`` inclusive, ``None`` for an open end.
+Every comparison and every ORDER BY runs in the source database, so its collation decides
+the order of text keys; no OFFSET from the start of the table is ever used.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from shiftover.control.store import key_to_json
+from shiftover.errors import CopyError
+from shiftover.mapping import TableMapping
+
+Key = tuple[Any, ...]
+
+SAMPLES_PER_SEGMENT = 64
+
+
+@dataclass(frozen=True)
+class KeyRange:
+    lo: Key | None  # exclusive; None: from the first key
+    hi: Key | None  # inclusive; None: to the last key
+
+    def describe(self) -> str:
+        lo = key_to_json(self.lo) if self.lo is not None else "start"
+        hi = key_to_json(self.hi) if self.hi is not None else "end"
+        return f"keys ({lo}, {hi}]"
+
+
+@dataclass(frozen=True)
+class Segment:
+    index: int
+    range: KeyRange
+
+
+def key_columns(table: sa.Table, key: tuple[str, ...]) -> list[sa.Column[Any]]:
+    return [table.c[k] for k in key]
+
+
+def range_clause(
+    table: sa.Table, key: tuple[str, ...], lo: Key | None, hi: Key | None, dialect: str
+) -> sa.ColumnElement[bool]:
+    """``key > lo AND key <= hi`` for a key of any width."""
+    cols = key_columns(table, key)
+    tuples = dialect in ("postgresql", "sqlite")  # they index row comparisons; MySQL does not reliably
+    parts: list[sa.ColumnElement[bool]] = []
+    if lo is not None:
+        parts.append(_compare(cols, lo, strict=True, greater=True, tuples=tuples))
+    if hi is not None:
+        parts.append(_compare(cols, hi, strict=False, greater=False, tuples=tuples))
+    return sa.and_(sa.true(), *parts)
+
+
+def _compare(
+    cols: list[sa.Column[Any]], values: Key, *, strict: bool, greater: bool, tuples: bool
+) -> sa.ColumnElement[bool]:
+    """Row comparison: a tuple where the engine indexes it, else spelt out as OR/AND."""
+    binds = [sa.bindparam(None, coerce_key_value(c, v), type_=c.type) for c, v in zip(cols, values, strict=True)]
+    if len(cols) == 1:
+        return _op(cols[0], binds[0], strict=strict, greater=greater)
+    if tuples:
+        return _op(sa.tuple_(*cols), sa.tuple_(*binds), strict=strict, greater=greater)
+    terms: list[sa.ColumnElement[bool]] = []
+    for i in range(len(cols)):
+        equal = [cols[j] == binds[j] for j in range(i)]
+        last = i == len(cols) - 1
+        terms.append(sa.and_(*equal, _op(cols[i], binds[i], strict=strict or not last, greater=greater)))
+    return sa.or_(*terms)
+
+
+def _op(left: Any, right: Any, *, strict: bool, greater: bool) -> sa.ColumnElement[bool]:
+    if greater:
+        return left > right if strict else left >= right  # type: ignore[no-any-return]
+    return left < right if strict else left <= right  # type: ignore[no-any-return]
+
+
+def coerce_key_value(column: sa.Column[Any], value: Any) -> Any:
+    """A key value read back from JSON, as the column's Python type (UUIDs and datetimes are text in JSON)."""
+    if value is None or not isinstance(value, str):
+        return value
+    try:
+        python_type = column.type.python_type
+    except NotImplementedError:
+        return value
+    if python_type is uuid.UUID:
+        return uuid.UUID(value)
+    if python_type is datetime:
+        return datetime.fromisoformat(value)
+    if python_type is date:
+        return date.fromisoformat(value)
+    if python_type is Decimal:
+        return Decimal(value)
+    return value
+
+
+def order_by(table: sa.Table, key: tuple[str, ...]) -> list[sa.Column[Any]]:
+    return key_columns(table, key)
+
+
+def count_rows(engine: Engine, table: sa.Table) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
+
+
+def check_key_not_null(engine: Engine, table: sa.Table, key: tuple[str, ...]) -> None:
+    """A key with NULLs cannot be paged by keyset: refuse before anything is copied."""
+    nulls = sa.or_(*(c.is_(None) for c in key_columns(table, key)))
+    with engine.connect() as conn:
+        count = conn.execute(sa.select(sa.func.count()).select_from(table).where(nulls)).scalar_one()
+    if count:
+        raise CopyError(table.name, "all keys", f"{count} row(s) have NULL in key column(s) {list(key)}")
+
+
+def sample_keys(engine: Engine, table: sa.Table, key: tuple[str, ...], total: int, wanted: int) -> list[Key]:
+    """About ``wanted`` keys sampled at random, sorted by the database (its collation)."""
+    cols = key_columns(table, key)
+    fraction = min(1.0, wanted / max(total, 1))
+    if fraction >= 1.0:
+        query = sa.select(*cols).order_by(*cols)
+    elif engine.dialect.name == "postgresql":
+        sampled = sa.tablesample(table, sa.func.bernoulli(fraction * 100))
+        query = sa.select(*(sampled.c[k] for k in key)).order_by(*(sampled.c[k] for k in key))
+    elif engine.dialect.name == "mysql":
+        query = sa.select(*cols).where(sa.func.rand() < fraction).order_by(*cols)
+    else:
+        threshold = int(fraction * 1_000_000)
+        query = sa.select(*cols).where(sa.func.abs(sa.func.random()) % 1_000_000 < threshold).order_by(*cols)
+    with engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(query)]
+
+
+def plan_segments(engine: Engine, mapping: TableMapping, count: int) -> tuple[list[Segment], int]:
+    """Split the source key space into up to ``count`` segments of similar row counts.
+
+    Boundaries are quantiles of a random sample (not min/max arithmetic, which fails on
+    gapped, UUID and text keys). The first and last segments are open so rows added after
+    planning still fall into one. Returns the segments and the source row count.
+    """
+    table = mapping.source_table_obj(engine)
+    check_key_not_null(engine, table, mapping.key)
+    total = count_rows(engine, table)
+    if count <= 1 or total < count * 2:
+        return [Segment(0, KeyRange(None, None))], total
+    sample = sample_keys(engine, table, mapping.key, total, count * SAMPLES_PER_SEGMENT)
+    bounds: list[Key] = []
+    for i in range(1, count):
+        if not sample:
+            break
+        candidate = sample[min(len(sample) - 1, i * len(sample) // count)]
+        if not bounds or candidate != bounds[-1]:
+            bounds.append(candidate)
+    edges: list[Key | None] = [None, *bounds, None]
+    segments = [Segment(i, KeyRange(edges[i], edges[i + 1])) for i in range(len(edges) - 1)]
+    return segments, total

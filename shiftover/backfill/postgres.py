@@ -1,0 +1,128 @@
+"""PostgreSQL write path: COPY into a session-private staging table, then insert-if-absent.
+
+When the chunk's key range holds no row in the target yet (the common case of a first
+copy), rows are COPYed straight into the target: if a dual-written row lands in the range
+meanwhile, the COPY fails on the key, rolls back whole, and the chunk goes through staging,
+so a row already in the target is never overwritten. A PostgreSQL source can stream
+``COPY (SELECT ...) TO STDOUT`` into the target's ``COPY FROM STDIN`` without decoding rows
+(binary when both sides have the same column types).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+import sqlalchemy as sa
+from psycopg import sql
+from psycopg.copy import QueuedLibpqWriter
+from sqlalchemy.engine import Engine
+
+from shiftover.backfill.keyset import KeyRange, range_clause
+from shiftover.backfill.session import compile_query, dedicated_connection
+from shiftover.mapping import TableMapping
+
+
+class PostgresWriter:
+    """Holds one target session for a segment: its staging table lives as long as the writer."""
+
+    def __init__(self, engine: Engine, mapping: TableMapping, target: sa.Table) -> None:
+        self.engine = engine
+        self.mapping = mapping
+        self.target = target
+        self.raw = dedicated_connection(engine)
+        self.conn: psycopg.Connection[Any] = self.raw.driver  # type: ignore[assignment]
+        self.conn.execute("SET TIME ZONE 'UTC'")
+        self.columns = sql.SQL(", ").join(sql.Identifier(c) for c in mapping.target_columns)
+        self.table = _qualified(mapping.target_table, mapping.target_schema)
+        self.stage = sql.Identifier(f"so_stage_{uuid.uuid4().hex[:12]}")
+        self.conn.execute(
+            sql.SQL("CREATE TEMP TABLE {} ON COMMIT DELETE ROWS AS SELECT {} FROM {} WITH NO DATA").format(
+                self.stage, self.columns, self.table
+            )
+        )
+        self.conn.commit()
+        self._insert = sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT ({}) DO NOTHING").format(
+            self.table, self.columns, self.columns, self.stage,
+            sql.SQL(", ").join(sql.Identifier(k) for k in mapping.target_key),
+        )
+
+    def close(self) -> None:
+        self.raw.close()
+
+    # -- rows already in Python ------------------------------------------------------
+    def write_rows(self, rows: Sequence[Sequence[Any]], key_range: KeyRange) -> int:
+        """Insert-if-absent ``rows`` (target column order) and commit; returns rows inserted."""
+        return self._write(lambda dest: self._copy_rows(dest, rows), key_range)[1]
+
+    def _copy_rows(self, dest: sql.Composable, rows: Sequence[Sequence[Any]]) -> int:
+        with self.conn.cursor() as cur:
+            with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(dest, self.columns)) as copy:
+                for row in rows:
+                    copy.write_row(row)
+            return cur.rowcount
+
+    # -- rows streamed from a PostgreSQL source ------------------------------------------
+    def write_stream(
+        self, source: psycopg.Connection[Any], select: str, params: Any, binary: bool, key_range: KeyRange
+    ) -> tuple[int, int]:
+        """COPY the source query's rows in, undecoded; returns (rows read, rows inserted)."""
+        fmt = sql.SQL("(FORMAT BINARY)" if binary else "")
+        copy_out = sql.SQL("COPY ({}) TO STDOUT {}").format(sql.SQL(select), fmt)  # type: ignore[arg-type]
+
+        def stream(dest: sql.Composable) -> int:
+            with source.cursor() as rcur, rcur.copy(copy_out, params) as out:
+                with self.conn.cursor() as wcur:
+                    copy_in = sql.SQL("COPY {} ({}) FROM STDIN {}").format(dest, self.columns, fmt)
+                    with wcur.copy(copy_in, writer=QueuedLibpqWriter(wcur)) as inp:
+                        for block in out:
+                            inp.write(block)
+                    return wcur.rowcount
+
+        return self._write(stream, key_range)
+
+    # -- the two ways in -----------------------------------------------------------------
+    def _write(self, copy_into: Any, key_range: KeyRange) -> tuple[int, int]:
+        """Run ``copy_into(destination)`` straight into the target when safe, else via staging."""
+        if self._range_empty(key_range):
+            try:
+                copied = int(copy_into(self.table))
+                self.conn.commit()
+                return copied, copied
+            except psycopg.errors.UniqueViolation:
+                self.conn.rollback()  # a dual-written row arrived first: go the careful way
+            except BaseException:
+                self.conn.rollback()
+                raise
+        try:
+            copied = int(copy_into(self.stage))
+            with self.conn.cursor() as cur:
+                cur.execute(self._insert)
+                inserted = cur.rowcount
+            self.conn.commit()
+        except BaseException:
+            self.conn.rollback()
+            raise
+        return copied, inserted
+
+    def _range_empty(self, key_range: KeyRange) -> bool:
+        where = range_clause(self.target, self.mapping.target_key, key_range.lo, key_range.hi, "postgresql")
+        query, params = compile_query(sa.select(sa.literal(1)).select_from(self.target).where(where).limit(1), self.engine)
+        with self.conn.cursor() as cur:
+            cur.execute(query, params)
+            found = cur.fetchone() is not None
+        self.conn.commit()
+        return not found
+
+
+def _qualified(table: str, schema: str | None) -> sql.Composable:
+    return sql.Identifier(schema, table) if schema else sql.Identifier(table)
+
+
+def column_type_oids(conn: psycopg.Connection[Any], query: str, params: Any) -> list[int]:
+    """The result column types of a query (its first zero rows), to decide binary COPY."""
+    with conn.cursor() as cur:
+        cur.execute(f"SELECT * FROM ({query}) AS so_probe LIMIT 0", params)
+        return [d.type_code for d in cur.description or []]

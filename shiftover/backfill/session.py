@@ -1,0 +1,36 @@
+"""Connections and statements for the copy loop: private sessions and SQL compiled for a driver."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.pool import PoolProxiedConnection
+
+
+class DedicatedConnection:
+    """A driver connection taken out of the pool: session settings and temp tables die with it."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._raw: PoolProxiedConnection = engine.raw_connection()
+        self.driver: Any = self._raw.driver_connection
+        self._raw.detach()
+
+    def close(self) -> None:
+        self._raw.close()
+
+
+def dedicated_connection(engine: Engine) -> DedicatedConnection:
+    return DedicatedConnection(engine)
+
+
+def compile_query(statement: sa.Executable, engine: Engine) -> tuple[str, Any]:
+    """SQL text and parameters in the engine driver's own paramstyle (for COPY and raw cursors)."""
+    compiled = statement.compile(dialect=engine.dialect)  # type: ignore[attr-defined]
+    params = compiled.construct_params()
+    processors = compiled._bind_processors  # noqa: SLF001 - the driver-level values SQLAlchemy would send
+    values = {name: processors[name](v) if name in processors else v for name, v in params.items()}
+    if compiled.positional:
+        return str(compiled), tuple(values[name] for name in compiled.positiontup)
+    return str(compiled), values

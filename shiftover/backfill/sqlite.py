@@ -1,0 +1,50 @@
+"""SQLite write path: one large transaction per chunk, insert-if-absent by the key.
+
+``INSERT OR IGNORE`` would also skip rows that break NOT NULL or CHECK constraints, so the
+conflict clause names the key: only an existing key is skipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from shiftover.backfill.keyset import KeyRange
+from shiftover.backfill.session import dedicated_connection
+from shiftover.mapping import TableMapping
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+class SQLiteWriter:
+    def __init__(self, engine: Engine, mapping: TableMapping, target: sa.Table) -> None:
+        self.raw = dedicated_connection(engine)
+        self.conn = self.raw.driver
+        table = _quote(mapping.target_table)
+        if mapping.target_schema:
+            table = f"{_quote(mapping.target_schema)}.{table}"
+        columns = ", ".join(_quote(c) for c in mapping.target_columns)
+        marks = ", ".join(["?"] * len(mapping.target_columns))
+        keys = ", ".join(_quote(k) for k in mapping.target_key)
+        self.insert = f"INSERT INTO {table} ({columns}) VALUES ({marks}) ON CONFLICT ({keys}) DO NOTHING"
+
+    def write_rows(self, rows: Sequence[Sequence[Any]], key_range: KeyRange) -> int:
+        cur = self.conn.cursor()  # type: ignore[union-attr]
+        try:
+            cur.executemany(self.insert, rows)
+            inserted = cur.rowcount
+            self.conn.commit()  # type: ignore[union-attr]
+        except BaseException:
+            self.conn.rollback()  # type: ignore[union-attr]
+            raise
+        finally:
+            cur.close()
+        return max(int(inserted), 0)
+
+    def close(self) -> None:
+        self.raw.close()

@@ -1,0 +1,155 @@
+"""How fast the backfill may go, decided while it runs.
+
+Settings come from the spec and are overridden at run time by the flag
+``<migration>:backfill.throttle`` (``{"paused": bool, "max_rows_per_second": float,
+"chunk_rows": int}``), which the CLI writes with ``set_throttle``: pause, resume and retune
+take effect within ``refresh_seconds`` without a restart. While paused, or while the lag
+probe reads over its threshold, no chunk starts, so nothing is written.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from shiftover.flags.store import get_flag, set_flag
+from shiftover.spec import BackfillSpec
+
+MIN_CHUNK_ROWS = 500
+MAX_CHUNK_ROWS = 1_000_000
+
+
+def throttle_flag_key(migration: str) -> str:
+    return f"{migration}:backfill.throttle"
+
+
+def set_throttle(
+    store_engine: Engine,
+    migration: str,
+    *,
+    paused: bool | None = None,
+    max_rows_per_second: float | None = None,
+    chunk_rows: int | None = None,
+    actor: str = "cli",
+) -> dict[str, Any]:
+    """Pause, resume or retune a running backfill. ``max_rows_per_second=0`` removes the cap."""
+    if max_rows_per_second is not None and max_rows_per_second < 0:
+        raise ValueError("max_rows_per_second must be >= 0 (0 removes the cap)")
+    if chunk_rows is not None and not MIN_CHUNK_ROWS <= chunk_rows <= MAX_CHUNK_ROWS:
+        raise ValueError(f"chunk_rows must be between {MIN_CHUNK_ROWS} and {MAX_CHUNK_ROWS}")
+    key = throttle_flag_key(migration)
+    current = get_flag(store_engine, key)
+    value = dict(current.value) if current else {}
+    for name, new in (("paused", paused), ("max_rows_per_second", max_rows_per_second), ("chunk_rows", chunk_rows)):
+        if new is not None:
+            value[name] = new
+    set_flag(store_engine, key, value, actor, migration=migration,
+             expected_version=current.version if current else 0, reason="backfill throttle")
+    return value
+
+
+@dataclass(frozen=True)
+class ThrottleSettings:
+    paused: bool
+    max_rows_per_second: float | None
+    chunk_rows: int
+
+
+class Throttle:
+    """Shared by every segment of one run: a global rows/s cap, chunk sizing, pause and lag probe.
+
+    ``clock`` and ``sleep`` are the seams tests replace.
+    """
+
+    def __init__(
+        self,
+        spec: BackfillSpec,
+        *,
+        store_engine: Engine | None = None,
+        migration: str = "",
+        lag_engine: Engine | None = None,
+        refresh_seconds: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.spec = spec
+        self.store_engine = store_engine
+        self.migration = migration
+        self.lag_engine = lag_engine
+        self.refresh_seconds = refresh_seconds
+        self.clock = clock
+        self.sleep = sleep
+        self._lock = threading.Lock()
+        self._next_slot = 0.0
+        self._tuned_chunk = spec.chunk_rows
+        self._settings = ThrottleSettings(False, spec.max_rows_per_second, spec.chunk_rows)
+        self._read_at = -1e18
+        self._override_chunk: int | None = None
+
+    # -- run-time settings -----------------------------------------------------------
+    def settings(self) -> ThrottleSettings:
+        """Spec settings overridden by the throttle flag (re-read at most every ``refresh_seconds``)."""
+        now = self.clock()
+        if self.store_engine is None or now - self._read_at < self.refresh_seconds:
+            return self._settings
+        flag = get_flag(self.store_engine, throttle_flag_key(self.migration))
+        value = flag.value if flag else {}
+        cap = value.get("max_rows_per_second", self.spec.max_rows_per_second)
+        self._override_chunk = value.get("chunk_rows")
+        self._settings = ThrottleSettings(
+            paused=bool(value.get("paused", False)),
+            max_rows_per_second=float(cap) if cap else None,
+            chunk_rows=int(self._override_chunk or self._tuned_chunk),
+        )
+        self._read_at = now
+        return self._settings
+
+    def chunk_rows(self) -> int:
+        self.settings()
+        return int(self._override_chunk or self._tuned_chunk)
+
+    # -- gates before a chunk ----------------------------------------------------------
+    def wait_until_allowed(self, expired: Callable[[], bool] | None = None) -> bool:
+        """Block while paused or lagging; False when ``expired()`` turned true while waiting."""
+        while True:
+            if expired is not None and expired():
+                return False
+            if not self.settings().paused and not self.lagging():
+                return True
+            self.sleep(min(self.refresh_seconds, 1.0))
+
+    def lagging(self) -> bool:
+        if self.lag_engine is None or self.spec.lag_query is None or self.spec.lag_threshold is None:
+            return False
+        with self.lag_engine.connect() as conn:
+            value = conn.execute(sa.text(self.spec.lag_query)).scalar()
+        return value is not None and float(value) > self.spec.lag_threshold
+
+    def acquire(self, rows: int) -> None:
+        """Reserve ``rows`` under the global rows/s cap, sleeping until their slot comes."""
+        cap = self.settings().max_rows_per_second
+        if not cap or rows <= 0:
+            return
+        with self._lock:
+            now = self.clock()
+            start = max(now, self._next_slot)
+            self._next_slot = start + rows / cap
+        if start > now:
+            self.sleep(start - now)
+
+    # -- after a chunk -------------------------------------------------------------------
+    def record(self, rows: int, seconds: float) -> None:
+        """Steer the chunk size toward ``target_chunk_seconds`` (halving/doubling at most)."""
+        target = self.spec.target_chunk_seconds
+        if not target or rows <= 0 or seconds <= 0:
+            return
+        ideal = rows * target / seconds
+        with self._lock:
+            bounded = min(max(ideal, self._tuned_chunk / 2), self._tuned_chunk * 2)
+            self._tuned_chunk = int(min(max(bounded, MIN_CHUNK_ROWS), MAX_CHUNK_ROWS))

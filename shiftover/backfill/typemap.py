@@ -1,0 +1,184 @@
+"""Values and tables across engines.
+
+``row_converter`` turns rows read with one engine's driver into values the other engine's
+writer accepts (JSON, UUID, booleans, time zones, binary), touching only the columns that
+need it. ``target_table_for`` derives a target table from the source schema with a
+cross-engine type mapping; ``target_ddl`` shows its CREATE TABLE (``shiftover plan``)
+before ``create_target_table`` runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
+from sqlalchemy.engine import Engine
+from sqlalchemy.schema import CreateTable
+
+from shiftover.mapping import TableMapping, forget_reflections
+
+Convert = Callable[[Any], Any]
+Row = tuple[Any, ...]
+
+
+# -- values ---------------------------------------------------------------------------
+def _json_text(value: Any) -> Any:
+    return value if isinstance(value, str) else json.dumps(value, default=str)
+
+
+def _to_bool(value: Any) -> Any:
+    return bool(value) if isinstance(value, int) else value
+
+
+def _to_int(value: Any) -> Any:
+    return int(value) if isinstance(value, bool) else value
+
+
+def _to_text(value: Any) -> Any:
+    return str(value) if isinstance(value, uuid.UUID) else value
+
+
+def _to_bytes(value: Any) -> Any:
+    return bytes(value) if isinstance(value, memoryview) else value
+
+
+def _naive_utc(value: Any) -> Any:
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return value.astimezone(UTC).replace(tzinfo=None)
+    return value
+
+
+def _aware_utc(value: Any) -> Any:
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def _timezone(type_: sa.types.TypeEngine[Any] | None) -> bool | None:
+    return bool(type_.timezone) if isinstance(type_, sa.DateTime) else None
+
+
+def _target_steps(source_type: sa.types.TypeEngine[Any] | None, target_type: sa.types.TypeEngine[Any], dialect: str) -> list[Convert]:
+    """Conversions from canonical Python values to what the target's writer takes."""
+    steps: list[Convert] = []
+    if isinstance(target_type, sa.DateTime) and _timezone(source_type) != _timezone(target_type):
+        steps.append(_aware_utc if target_type.timezone and dialect == "postgresql" else _naive_utc)
+    if dialect == "sqlite":
+        return steps  # the SQLAlchemy bind processors of SQLite types follow (see column_converter)
+    if isinstance(target_type, sa.JSON):
+        steps.append(_json_text)
+    elif isinstance(target_type, sa.Boolean) and dialect == "postgresql":
+        steps.append(_to_bool)
+    elif isinstance(target_type, sa.Integer) and dialect == "postgresql" and isinstance(source_type, sa.Boolean):
+        steps.append(_to_int)
+    elif dialect == "mysql":
+        if source_type is None or isinstance(source_type, sa.Uuid):
+            steps.append(_to_text)
+        if isinstance(source_type, sa.LargeBinary):
+            steps.append(_to_bytes)
+    return steps
+
+
+def column_converter(
+    source_type: sa.types.TypeEngine[Any] | None,
+    target_type: sa.types.TypeEngine[Any],
+    target_dialect: sa.Dialect,
+) -> Convert | None:
+    """One column's conversion, or None when values pass through unchanged."""
+    steps: list[Convert] = []  # values arrive through SQLAlchemy: source result processing is done
+    steps.extend(_target_steps(source_type, target_type, target_dialect.name))
+    if target_dialect.name == "sqlite":
+        write = target_type.bind_processor(target_dialect)  # SQLite's storage conventions (dates as text...)
+        if write is not None:
+            steps.append(write)
+    if not steps:
+        return None
+
+    def convert(value: Any) -> Any:
+        if value is None:
+            return None
+        for step in steps:
+            value = step(value)
+            if value is None:
+                return None
+        return value
+
+    return convert
+
+
+def row_converter(
+    mapping: TableMapping, source: sa.Table, target: sa.Table, target_dialect: sa.Dialect
+) -> Callable[[Sequence[Row]], list[Row]] | None:
+    """A converter for whole chunks (columns in ``mapping.columns`` order), or None if none is needed."""
+    converters: list[tuple[int, Convert]] = []
+    for i, col in enumerate(mapping.columns):
+        source_type = source.c[col.source].type if col.sql is None and col.source in source.c else None
+        convert = column_converter(source_type, target.c[col.target].type, target_dialect)
+        if convert is not None:
+            converters.append((i, convert))
+    if not converters:
+        return None
+
+    def convert_rows(rows: Sequence[Row]) -> list[Row]:
+        out = []
+        for row in rows:
+            values = list(row)
+            for i, convert in converters:
+                values[i] = convert(values[i])
+            out.append(tuple(values))
+        return out
+
+    return convert_rows
+
+
+# -- tables ---------------------------------------------------------------------------
+def _portable_type(type_: sa.types.TypeEngine[Any], dialect: str, is_key: bool) -> sa.types.TypeEngine[Any]:
+    try:
+        generic = type_.as_generic()
+    except NotImplementedError:
+        generic = sa.Text() if not isinstance(type_, sa.LargeBinary) else sa.LargeBinary()
+    if dialect == "mysql":
+        if isinstance(generic, sa.DateTime):
+            return mysql.DATETIME(fsp=6)
+        if isinstance(generic, sa.String) and (is_key or isinstance(generic, sa.Text)) and not generic.length:
+            return sa.String(255) if is_key else mysql.LONGTEXT()
+        if isinstance(generic, sa.LargeBinary):
+            return mysql.LONGBLOB()
+    return generic
+
+
+def target_table_for(source_engine: Engine, target_dialect: str, mapping: TableMapping) -> sa.Table:
+    """The target table implied by the source schema: mapped columns, portable types, the key as primary key."""
+    source = mapping.source_table_obj(source_engine)
+    target_key = set(mapping.target_key)
+    columns = []
+    for col in mapping.columns:
+        is_key = col.target in target_key
+        if col.sql is None:
+            src = source.c[col.source]
+            type_, nullable = _portable_type(src.type, target_dialect, is_key), src.nullable and not is_key
+        else:
+            type_, nullable = (sa.String(255) if target_dialect == "mysql" else sa.Text()), True
+        columns.append(sa.Column(col.target, type_, primary_key=is_key, nullable=nullable, autoincrement=False))
+    return sa.Table(mapping.target_table, sa.MetaData(), *columns, schema=mapping.target_schema)
+
+
+def target_ddl(source_engine: Engine, target_engine: Engine, mapping: TableMapping) -> str:
+    """The CREATE TABLE that ``create_target_table`` would run, for plans and dry runs."""
+    table = target_table_for(source_engine, target_engine.dialect.name, mapping)
+    return str(CreateTable(table).compile(dialect=target_engine.dialect)).strip()
+
+
+def create_target_table(source_engine: Engine, target_engine: Engine, mapping: TableMapping) -> bool:
+    """Create the target table from the source schema unless it exists; True when created."""
+    inspector = sa.inspect(target_engine)
+    if inspector.has_table(mapping.target_table, schema=mapping.target_schema):
+        return False
+    target_table_for(source_engine, target_engine.dialect.name, mapping).create(target_engine)
+    forget_reflections()
+    return True
