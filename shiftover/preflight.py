@@ -77,7 +77,7 @@ def _check_unique_key(endpoint: Endpoint, key: tuple[str, ...], field: str) -> N
     candidates = [tuple(pk.get("constrained_columns") or ())]
     candidates += [tuple(u["column_names"]) for u in inspector.get_unique_constraints(endpoint.table, schema=endpoint.schema_name)]
     candidates += [
-        tuple(ix["column_names"])
+        tuple(c for c in ix["column_names"] if c is not None)
         for ix in inspector.get_indexes(endpoint.table, schema=endpoint.schema_name)
         if ix.get("unique")
     ]

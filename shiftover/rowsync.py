@@ -67,25 +67,31 @@ def key_in(table: sa.Table, key: Sequence[str], keys: Sequence[Key]) -> sa.Colum
 
 def upsert_rows(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]], key: Sequence[str]) -> None:
     """Insert rows, overwriting any row with the same key (per-dialect upsert)."""
-    if not rows:
-        return
-    dialect = conn.dialect.name
+    build = _UPSERTS[conn.dialect.name]
     for batch in _batches(rows, 500):
-        if dialect == "postgresql":
-            stmt = postgresql.insert(table).values(batch)
-            updates = {c: stmt.excluded[c] for c in batch[0] if c not in key}
-            stmt = stmt.on_conflict_do_update(index_elements=list(key), set_=updates) if updates else stmt.on_conflict_do_nothing(index_elements=list(key))
-        elif dialect in ("mysql", "mariadb"):
-            stmt = mysql.insert(table).values(batch)
-            updates = {c: stmt.inserted[c] for c in batch[0] if c not in key}
-            stmt = stmt.on_duplicate_key_update(updates or {key[0]: stmt.inserted[key[0]]})
-        elif dialect == "sqlite":
-            stmt = sqlite.insert(table).values(batch)
-            updates = {c: stmt.excluded[c] for c in batch[0] if c not in key}
-            stmt = stmt.on_conflict_do_update(index_elements=list(key), set_=updates) if updates else stmt.on_conflict_do_nothing(index_elements=list(key))
-        else:  # pragma: no cover - other dialects are not supported targets
-            raise NotImplementedError(dialect)
-        conn.execute(stmt)
+        conn.execute(build(table, list(batch), list(key)))
+
+
+def _upsert_on_conflict(insert: Any, table: sa.Table, rows: list[dict[str, Any]], key: list[str]) -> Any:
+    stmt = insert(table).values(rows)
+    updates = {c: stmt.excluded[c] for c in rows[0] if c not in key}
+    if not updates:
+        return stmt.on_conflict_do_nothing(index_elements=key)
+    return stmt.on_conflict_do_update(index_elements=key, set_=updates)
+
+
+def _upsert_mysql(table: sa.Table, rows: list[dict[str, Any]], key: list[str]) -> Any:
+    stmt = mysql.insert(table).values(rows)
+    updates = {c: stmt.inserted[c] for c in rows[0] if c not in key}
+    return stmt.on_duplicate_key_update(updates or {key[0]: stmt.inserted[key[0]]})
+
+
+_UPSERTS: dict[str, Any] = {
+    "postgresql": lambda t, r, k: _upsert_on_conflict(postgresql.insert, t, r, k),
+    "sqlite": lambda t, r, k: _upsert_on_conflict(sqlite.insert, t, r, k),
+    "mysql": _upsert_mysql,
+    "mariadb": _upsert_mysql,
+}
 
 
 def delete_keys(conn: sa.Connection, table: sa.Table, key: Sequence[str], keys: Sequence[Key]) -> int:

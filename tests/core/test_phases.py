@@ -61,3 +61,17 @@ def test_advance_to_is_idempotent_on_reruns(control_store: ControlStore) -> None
     control_store.register("m", {})
     assert control_store.advance_to("m", Phase.DUAL_WRITING, "a")
     assert not control_store.advance_to("m", Phase.DUAL_WRITING, "a")
+
+
+@pytest.mark.parametrize("server", ["pg_database", "mariadb_database"])
+def test_control_store_on_database_servers(server: str, request: pytest.FixtureRequest) -> None:
+    """The control store's Alembic revisions apply on PostgreSQL and MariaDB too, idempotently."""
+    from shiftover.control.store import open_store
+
+    url = request.getfixturevalue(server)()
+    store = open_store(url)
+    open_store(url)  # a second upgrade is a no-op
+    store.register("m", {"name": "m"})
+    store.transition("m", Phase.DUAL_WRITING, "alice")
+    assert store.phase("m") is Phase.DUAL_WRITING
+    assert [h.phase for h in store.history("m")] == ["planned", "dual_writing"]
