@@ -1,0 +1,127 @@
+"""Stage 2: copy the history of the old table into the new one, resumably, while dual-writes run.
+
+Plans segments once (saved in the control store), runs one task per unfinished segment,
+``concurrency`` at a time, and shows progress as it goes. With a time budget (the nightly
+window of the scheduled deployment) it stops starting chunks at the budget's end and
+returns ``incomplete``; the next run resumes from the checkpoints.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.futures import wait
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from flows.runtime import actor, require_phase
+from shiftover.backfill import (
+    BackfillStatus, backfill_status, clear_plan, load_plan, make_throttle, prepare_backfill,
+)
+from shiftover.backfill.copy import SegmentReport
+from shiftover.backfill.run import summarise
+from shiftover.control.store import DEFAULT_URL
+from shiftover.migration import Migration, open_migration
+from shiftover.phases import Phase
+from shiftover.spec import load_spec
+from tasks.backfill import copy_segment_task
+
+BACKFILL_FROM = {Phase.DUAL_WRITING, Phase.BACKFILLING, Phase.BACKFILLED, Phase.VALIDATED}
+MAX_CONCURRENCY = 16
+
+
+@flow(name="backfill", task_runner=ThreadPoolTaskRunner(max_workers=MAX_CONCURRENCY))
+def backfill(
+    spec_path: str,
+    control_url: str = DEFAULT_URL,
+    time_budget_seconds: float | None = None,
+    concurrency: int | None = None,
+) -> dict[str, Any]:
+    """Copy every row absent from the target; ``complete`` is False when the budget ran out first."""
+    started = time.monotonic()
+    deadline = time.time() + time_budget_seconds if time_budget_seconds else None
+    spec = load_spec(spec_path)
+    migration = open_migration(spec, control_url, require_target=not spec.backfill.create_target)
+    phase = migration.store.phase(migration.name)
+    require_phase(migration.name, phase, BACKFILL_FROM, Phase.BACKFILLING)
+    if phase in (Phase.BACKFILLED, Phase.VALIDATED) and _plan_finished(migration):
+        clear_plan(migration.store.engine, migration.name)  # a top-up: copy rows added since
+    migration.store.advance_to(migration.name, Phase.BACKFILLING, actor(), "backfill started")
+    workers = min(concurrency or spec.backfill.concurrency, MAX_CONCURRENCY)
+    plan = prepare_backfill(migration, workers)
+    total = _source_rows(migration)
+    reports = _run_segments(migration, [s.segment.index for s in plan if not s.done], workers, deadline, total)
+    summary = summarise(reports, time.monotonic() - started, len(plan))
+    status = backfill_status(migration.store.engine, migration.name)
+    summary.complete = status.complete
+    publish_table(status, summary.as_dict(), total)
+    if summary.complete:
+        migration.store.advance_to(migration.name, Phase.BACKFILLED, actor(), f"{status.rows_copied} rows copied")
+    get_run_logger().info("backfill of %s: %s", migration.name, summary.as_dict())
+    return summary.as_dict()
+
+
+def _plan_finished(migration: Migration) -> bool:
+    plan = load_plan(migration.store.engine, migration.name)
+    return bool(plan) and all(s.done for s in plan)
+
+
+def _run_segments(
+    migration: Migration, todo: list[int], workers: int, deadline: float | None, total: int
+) -> list[SegmentReport]:
+    """Keep ``workers`` segment tasks in flight; refresh the progress artifact while they run."""
+    throttle = make_throttle(migration)
+    progress = create_progress_artifact(0.0, key=artifact_key(migration.name, "progress"),
+                                        description=f"backfill of {migration.name}")
+    pending, running, finished = list(todo), [], []  # type: ignore[var-annotated]
+    began = time.monotonic()
+    while pending or running:
+        while pending and len(running) < workers:
+            running.append(copy_segment_task.submit(migration, pending.pop(0), throttle, deadline))
+        done = wait(running, timeout=1.0).done
+        running = [f for f in running if f not in done]
+        finished.extend(done)
+        _update_progress(progress, migration, total, time.monotonic() - began)
+    reports: list[SegmentReport] = [f.result() for f in finished]  # raises the first CopyError
+    return reports
+
+
+def _source_rows(migration: Migration) -> int:
+    from shiftover.backfill.keyset import count_rows
+
+    return count_rows(migration.source, migration.mapping.source_table_obj(migration.source))
+
+
+def _update_progress(artifact_id: Any, migration: Migration, total: int, seconds: float) -> None:
+    status = backfill_status(migration.store.engine, migration.name)
+    percent = 100.0 if status.complete else min(99.9, 100.0 * status.rows_copied / max(total, 1))
+    update_progress_artifact(artifact_id, percent, description=progress_line(status, total, seconds))
+
+
+def progress_line(status: BackfillStatus, total: int, seconds: float) -> str:
+    """'1,200,000 / 2,000,000 rows, 180,000 rows/s, ETA 4 s, 3/8 segments done'."""
+    rate = status.rows_copied / seconds if seconds > 0 else 0.0
+    eta = (max(total - status.rows_copied, 0) / rate) if rate > 0 else float("nan")
+    return (f"{status.rows_copied:,} / {total:,} rows, {rate:,.0f} rows/s, ETA {eta:,.0f} s, "
+            f"{status.segments_done}/{status.segments} segments done")
+
+
+def publish_table(status: BackfillStatus, summary: dict[str, Any], total: int) -> None:
+    """One table artifact per run: per-segment state, with totals, rows/s and ETA in its description."""
+    rows = [{k: v for k, v in seg.items() if k != "updated_at"} for seg in status.per_segment]
+    rate = summary["rows_per_second"]
+    left = 0 if status.complete else max(total - status.rows_copied, 0)
+    eta = "done" if status.complete else (f"{left / rate:,.0f} s" if rate else "unknown")
+    description = (f"backfill of {status.migration}: {status.rows_copied:,} of ~{total:,} rows copied "
+                   f"({summary['rows_copied']:,} this run, {rate:,.0f} rows/s), ETA {eta}, "
+                   f"{status.segments_done}/{status.segments} segments done, state {summary['state']}")
+    create_table_artifact(rows, key=artifact_key(status.migration, "segments"), description=description)
+
+
+def artifact_key(migration: str, what: str) -> str:
+    """Artifact keys allow lowercase letters, digits and dashes only."""
+    return f"backfill-{re.sub(r'[^a-z0-9-]+', '-', migration.lower()).strip('-')}-{what}"
+
