@@ -1,0 +1,114 @@
+"""Narrowing a differing range down to candidate keys.
+
+Integer keys: one grouped scan per side returns the checksums of ``FANOUT`` buckets at once;
+only the differing buckets are looked into again, until a bucket holds at most
+``row_threshold`` rows, whose (key, hash) pairs are then compared. Other keys (text, UUID,
+composite) are cut by sampling the source's keys, one checksum per sub-range, as reladiff does.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from shiftover.diff.checksum import Checksum, Side, bucket_checksums, range_checksum, row_hashes
+from shiftover.diff.normalize import ColumnRule
+from shiftover.diff.report import Key
+from shiftover.diff.rows import key_token
+from shiftover.diff.segments import KeyRange, integer_span, sampled_ranges
+
+FANOUT = 32
+_count_lock = threading.Lock()
+T = TypeVar("T")
+
+
+@dataclass
+class Narrowing:
+    """What every step of one diff shares: both sides, the key rules, limits and the side pool."""
+
+    source: Side
+    target: Side
+    key_rules: list[ColumnRule]
+    row_threshold: int
+    pool: Executor
+    integer_span: tuple[int, int] | None = None  # [min, max] of an integer key over both sides
+    limit: int = 10_000  # max_differences: past this many candidate keys the diff stops
+    found: int = 0
+    source_rows: int = 0
+    target_rows: int = 0
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def both(self, fn: Callable[..., T], *args: Any) -> tuple[T, T]:
+        """Run ``fn(side, *args)`` on the source and the target at the same time."""
+        s = self.pool.submit(fn, self.source, *args)
+        t = self.pool.submit(fn, self.target, *args)
+        return s.result(), t.result()
+
+
+def candidate_keys(n: Narrowing, rng: KeyRange) -> list[Key]:
+    """Keys in ``rng`` whose rows may differ (their row hashes differ or one side lacks them)."""
+    if n.stop.is_set():
+        return []
+    if n.integer_span is not None:
+        return _integer_candidates(n, rng)
+    return _sampled_candidates(n, rng, None)
+
+
+def _integer_candidates(n: Narrowing, rng: KeyRange) -> list[Key]:
+    assert n.integer_span is not None
+    start, end = integer_span(rng, *n.integer_span)
+    if end < start:
+        return []
+    width = max(1, -(-(end - start + 1) // FANOUT))
+    src, tgt = n.both(bucket_checksums, rng, start, width)
+    out: list[Key] = []
+    for bucket in sorted(src.keys() | tgt.keys()):
+        a, b = src.get(bucket, (0, 0)), tgt.get(bucket, (0, 0))
+        if a == b:
+            continue
+        lo = start + bucket * width
+        sub = KeyRange((lo - 1,), (lo + width - 1,))
+        if width == 1 or max(a[0], b[0]) <= n.row_threshold:
+            out.extend(_row_candidates(n, sub))
+        else:
+            out.extend(_integer_candidates(n, sub))
+        if n.stop.is_set():
+            break
+    return out
+
+
+def _sampled_candidates(n: Narrowing, rng: KeyRange, sums: tuple[Checksum, Checksum] | None) -> list[Key]:
+    src, tgt = sums or n.both(range_checksum, rng)
+    if src == tgt:
+        return []
+    if max(src[0], tgt[0]) <= n.row_threshold:
+        return _row_candidates(n, rng)
+    subs = sampled_ranges(n.source.engine, n.source.table, n.source.key, rng, FANOUT, src[0])
+    if len(subs) == 1:
+        return _row_candidates(n, rng)
+    out: list[Key] = []
+    for sub in subs:
+        out.extend(_sampled_candidates(n, sub, None))
+        if n.stop.is_set():
+            break
+    return out
+
+
+def _row_candidates(n: Narrowing, rng: KeyRange) -> list[Key]:
+    """Compare (key, row hash) pairs of a small range; return keys that differ or are one-sided."""
+    src, tgt = n.both(row_hashes, rng)
+    src_map = {key_token(n.key_rules, k): (k, h) for k, h in src}
+    tgt_map = {key_token(n.key_rules, k): (k, h) for k, h in tgt}
+    out = []
+    for token in src_map.keys() | tgt_map.keys():
+        a, b = src_map.get(token), tgt_map.get(token)
+        if a is None or b is None or a[1] != b[1]:
+            out.append((a or b)[0])  # type: ignore[index]
+    with _count_lock:
+        n.found += len(out)
+        if n.found > n.limit:
+            n.stop.set()
+    return out

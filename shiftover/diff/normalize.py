@@ -1,0 +1,356 @@
+"""Normalisation: the per-engine SQL (and the Python twin) that turns equal data into equal text.
+
+Every compared column gets a ``ColumnRule``: a *kind* decided from the types on both sides
+(a CHAR on either side pads, a boolean on either side makes the pair boolean, ...) and, per
+side, a SQL expression that renders the value as canonical text, NULL kept as NULL. The row
+text joins those with a separator and a NULL marker, so NULL and '' hash differently.
+
+    kind        canonical text
+    integer     decimal digits
+    decimal     fixed scale (the larger declared scale of the two sides)
+    float       round(x / float_tolerance) (or the engine's text on a same-engine pair)
+    text        the UTF-8 value (CHAR on either side: trailing spaces trimmed)
+    boolean     '1' / '0'
+    date        YYYY-MM-DD
+    time        HH:MM:SS.ffffff
+    timestamp   YYYY-MM-DD HH:MM:SS.ffffff in UTC, truncated to timestamp_precision
+    json        canonical JSON (same-engine pairs in SQL; cross-engine pairs compared in Python)
+    uuid        32 lowercase hex digits
+    binary      lowercase hex
+
+SQLite has no md5 or formatting functions of the kind needed: ``register_sqlite_functions``
+adds Python ones to each connection (``so_norm``, ``so_hash60``, ``so_sum``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import unicodedata
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql, postgresql
+
+from shiftover.errors import DiffError
+from shiftover.spec import ValidationSpec
+
+SEP = "\x1f"  # between columns of the row text
+NULL_MARK = "\x1e"  # a NULL, distinct from ''
+_PRECISION_UNIT = {"s": "second", "ms": "milliseconds", "us": "microseconds"}
+_PRECISION_DIVISOR = {"s": 1_000_000, "ms": 1_000, "us": 1}
+
+
+@dataclass(frozen=True)
+class ColumnRule:
+    """How one target column is compared: its kind and each side's canonical-text SQL."""
+
+    target: str
+    kind: str
+    scale: int | None = None  # decimal
+    pad: bool = False  # text: trailing spaces do not count
+    in_sql: bool = True  # False: compared in Python only (cross-engine JSON)
+    source_sql: str = ""
+    target_sql: str = ""
+
+
+def classify(column: str, col_type: sa.types.TypeEngine[Any]) -> str:
+    """The kind of one side's column type, or DiffError naming the column and the fixes."""
+    t = col_type
+    if isinstance(t, sa.Boolean) or (isinstance(t, mysql.TINYINT) and getattr(t, "display_width", None) == 1):
+        return "boolean"
+    if isinstance(t, sa.Integer):
+        return "integer"
+    if isinstance(t, sa.Float) or isinstance(t, mysql.DOUBLE | mysql.FLOAT | postgresql.DOUBLE_PRECISION | postgresql.REAL):
+        return "float"
+    if isinstance(t, sa.Numeric):
+        return "decimal"
+    if isinstance(t, sa.DateTime):
+        return "timestamp"
+    if isinstance(t, sa.Date):
+        return "date"
+    if isinstance(t, sa.Time):
+        return "time"
+    if isinstance(t, sa.JSON):
+        return "json"
+    if isinstance(t, sa.Uuid):
+        return "uuid"
+    if isinstance(t, sa.LargeBinary | sa.types._Binary):
+        return "binary"
+    if isinstance(t, sa.CHAR | sa.NCHAR):
+        return "char"
+    if isinstance(t, sa.String | sa.Enum):
+        return "text"
+    raise DiffError(
+        f"column {column!r} has type {t!r}, which has no normalisation rule; "
+        "exclude it (validation.exclude), or map it through a transform to a supported type "
+        "(integer, decimal, float, text, boolean, date, time, timestamp, json, uuid, binary)"
+    )
+
+
+def pair_kind(column: str, source_kind: str | None, target_kind: str) -> str:
+    """The kind both sides are compared as (``source_kind`` None: a SQL-expression column)."""
+    kinds = {target_kind} if source_kind is None else {source_kind, target_kind}
+    if len(kinds) == 1:
+        kind = kinds.pop()
+        return "text" if kind == "char" else kind
+    for wins in ("json", "uuid", "boolean"):
+        if wins in kinds:
+            return wins
+    if kinds == {"char", "text"}:
+        return "text"
+    if kinds <= {"integer", "decimal"}:
+        return "decimal"
+    if kinds <= {"integer", "decimal", "float"}:
+        return "float"
+    if kinds == {"timestamp", "date"}:
+        return "timestamp"
+    if "text" in kinds or "char" in kinds:
+        return (kinds - {"text", "char"}).pop()  # e.g. SQLite TEXT holding dates: parse as the other kind
+    raise DiffError(
+        f"column {column!r} is {source_kind} in the source and {target_kind} in the target; "
+        "add a transform (columns[].sql) that converts it, or exclude it (validation.exclude)"
+    )
+
+
+def decimal_scale(col_type: sa.types.TypeEngine[Any]) -> int | None:
+    return getattr(col_type, "scale", None) if isinstance(col_type, sa.Numeric) else None
+
+
+def side_sql(dialect: str, rule: ColumnRule, own_kind: str, expr: str, col_type: Any, options: ValidationSpec) -> str:
+    """SQL rendering ``expr`` (a column or a parenthesised expression) as the rule's canonical text."""
+    builder = {"postgresql": _pg, "mysql": _my, "mariadb": _my, "sqlite": _lite}[dialect]
+    tz = bool(getattr(col_type, "timezone", False))
+    return builder(rule, own_kind, expr, tz, options)
+
+
+def _pg(rule: ColumnRule, own: str, x: str, tz: bool, o: ValidationSpec) -> str:
+    kind = rule.kind
+    if kind == "integer":
+        return f"({x})::text"
+    if kind == "decimal":
+        return f"trim_scale(({x})::numeric)::text" if rule.scale is None else f"round(({x})::numeric, {rule.scale})::text"
+    if kind == "float":
+        if o.float_tolerance:
+            return f"round((({x})::float8 / {o.float_tolerance!r})::numeric)::text"
+        return f"({x})::float8::text"
+    if kind == "text":
+        return f"rtrim(({x})::text, ' ')" if rule.pad else f"({x})::text"
+    if kind == "boolean":
+        cond = f"({x})" if own == "boolean" else f"({x}) <> 0"
+        return f"CASE WHEN {cond} THEN '1' WHEN NOT {cond} THEN '0' END"
+    if kind == "date":
+        return f"to_char(({x})::date, 'YYYY-MM-DD')"
+    if kind == "time":
+        return f"to_char(date_trunc('{_PRECISION_UNIT[o.timestamp_precision]}', ({x})::interval), 'HH24:MI:SS.US')"
+    if kind == "timestamp":
+        value = f"(({x}) AT TIME ZONE 'UTC')" if tz else f"({x})::timestamp"
+        return f"to_char(date_trunc('{_PRECISION_UNIT[o.timestamp_precision]}', {value}), 'YYYY-MM-DD HH24:MI:SS.US')"
+    if kind == "json":
+        return f"({x})::jsonb::text"
+    if kind == "uuid":
+        return f"replace(lower(({x})::text), '-', '')"
+    if kind == "binary":
+        return f"encode(({x})::bytea, 'hex')"
+    raise AssertionError(kind)
+
+
+def _my(rule: ColumnRule, own: str, x: str, tz: bool, o: ValidationSpec) -> str:
+    kind = rule.kind
+    if kind == "integer":
+        return f"CAST({x} AS CHAR)"
+    if kind == "decimal":
+        return f"CAST(CAST({x} AS DECIMAL(65, {rule.scale if rule.scale is not None else 30})) AS CHAR)"
+    if kind == "float":
+        if o.float_tolerance:
+            return f"CAST(CAST(ROUND({x} / {o.float_tolerance!r}) AS DECIMAL(65, 0)) AS CHAR)"
+        return f"CAST({x} AS CHAR)"
+    if kind == "text":
+        return f"TRIM(TRAILING ' ' FROM {x})" if rule.pad else f"{x}"
+    if kind == "boolean":
+        return f"CASE WHEN {x} <> 0 THEN '1' WHEN {x} = 0 THEN '0' END"
+    if kind == "date":
+        return f"DATE_FORMAT({x}, '%Y-%m-%d')"
+    if kind in ("time", "timestamp"):
+        fmt = "%H:%i:%s" if kind == "time" else "%Y-%m-%d %H:%i:%s"
+        div = _PRECISION_DIVISOR[o.timestamp_precision]
+        micro = f"MICROSECOND({x})" if div == 1 else f"(MICROSECOND({x}) - MICROSECOND({x}) % {div})"
+        fn = "TIME_FORMAT" if kind == "time" else "DATE_FORMAT"
+        return f"CONCAT({fn}({x}, '{fmt}.'), LPAD({micro}, 6, '0'))"
+    if kind == "json":
+        return f"JSON_NORMALIZE({x})"
+    if kind == "uuid":
+        return f"REPLACE(LOWER(CAST({x} AS CHAR)), '-', '')"
+    if kind == "binary":
+        return f"LOWER(HEX({x}))"
+    raise AssertionError(kind)
+
+
+def _lite(rule: ColumnRule, own: str, x: str, tz: bool, o: ValidationSpec) -> str:
+    if rule.kind == "integer":
+        return f"CAST({x} AS TEXT)"
+    if rule.kind == "text" and not rule.pad:
+        return f"CAST({x} AS TEXT)"
+    if rule.kind == "binary":
+        return f"lower(hex({x}))"
+    return f"so_norm('{rule_code(rule, o)}', {x})"
+
+
+def rule_code(rule: ColumnRule, o: ValidationSpec) -> str:
+    """The rule as a short string for the SQLite function ``so_norm`` (kind:arg)."""
+    arg: Any = {
+        "decimal": rule.scale,
+        "float": o.float_tolerance,
+        "text": int(rule.pad),
+        "timestamp": o.timestamp_precision,
+        "time": o.timestamp_precision,
+    }.get(rule.kind)
+    return f"{rule.kind}:{'' if arg is None else arg}"
+
+
+# -- the Python twin: used by SQLite's so_norm and by the row-level compare ------------------
+
+
+def canonical_text(kind: str, value: Any, arg: Any = None) -> str | None:
+    """The canonical text of one value (same text the SQL renders), None for NULL."""
+    if value is None:
+        return None
+    return _TEXT[kind](value, arg)
+
+
+def _dec(value: Any, scale: Any) -> str:
+    d = value if isinstance(value, Decimal) else Decimal(str(value))
+    if scale in (None, ""):
+        return f"{d.normalize():f}"
+    return f"{d.quantize(Decimal(1).scaleb(-int(scale))):f}"
+
+
+def _float(value: Any, tol: Any) -> str:
+    if tol in (None, ""):
+        return repr(float(value))
+    return str(round(float(value) / float(tol)))
+
+
+def _text(value: Any, pad: Any) -> str:
+    text = value.decode() if isinstance(value, bytes) else str(value)
+    text = unicodedata.normalize("NFC", text)
+    return text.rstrip(" ") if pad in (1, "1", True) else text
+
+
+def _bool(value: Any, _: Any) -> str:
+    if isinstance(value, str):
+        return "1" if value.strip().lower() in ("1", "t", "true", "y", "yes") else "0"
+    return "1" if value else "0"
+
+
+def _as_datetime(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day)
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+
+
+def _timestamp(value: Any, precision: Any) -> str:
+    dt = _as_datetime(value)
+    if dt.tzinfo is not None:
+        dt = dt.astimezone(UTC).replace(tzinfo=None)
+    div = _PRECISION_DIVISOR[precision or "us"]
+    dt = dt.replace(microsecond=dt.microsecond - dt.microsecond % div)
+    return dt.strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def _date(value: Any, _: Any) -> str:
+    return _as_datetime(value).strftime("%Y-%m-%d") if not isinstance(value, date) else value.strftime("%Y-%m-%d")
+
+
+def _time(value: Any, precision: Any) -> str:
+    t = value if isinstance(value, time) else (time.fromisoformat(str(value)) if not hasattr(value, "seconds") else None)
+    if t is None:  # a timedelta (MySQL TIME)
+        total = int(value.total_seconds())
+        t = time(total // 3600 % 24, total // 60 % 60, total % 60, value.microseconds)
+    div = _PRECISION_DIVISOR[precision or "us"]
+    return t.replace(microsecond=t.microsecond - t.microsecond % div).strftime("%H:%M:%S.%f")
+
+
+def _json(value: Any, _: Any) -> str:
+    data = json.loads(value) if isinstance(value, str | bytes) else value
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _uuid(value: Any, _: Any) -> str:
+    return value.hex if isinstance(value, uuid.UUID) else str(value).replace("-", "").lower()
+
+
+def _binary(value: Any, _: Any) -> str:
+    return bytes(value).hex()
+
+
+_TEXT = {
+    "integer": lambda v, _: str(int(v)),
+    "decimal": _dec,
+    "float": _float,
+    "text": _text,
+    "char": lambda v, _: _text(v, 1),
+    "boolean": _bool,
+    "date": _date,
+    "time": _time,
+    "timestamp": _timestamp,
+    "json": _json,
+    "uuid": _uuid,
+    "binary": _binary,
+}
+
+
+def values_equal(rule: ColumnRule, a: Any, b: Any, options: ValidationSpec) -> bool:
+    """Row-level equality: canonical text, floats within the declared tolerance."""
+    if a is None or b is None:
+        return a is None and b is None
+    if rule.kind == "float":
+        tol = options.float_tolerance or 0.0
+        return abs(float(a) - float(b)) <= tol if tol else float(a) == float(b)
+    return canonical_text(rule.kind, a, _python_arg(rule, options)) == canonical_text(
+        rule.kind, b, _python_arg(rule, options)
+    )
+
+
+def _python_arg(rule: ColumnRule, options: ValidationSpec) -> Any:
+    return rule_code(rule, options).split(":", 1)[1] or None
+
+
+# -- SQLite functions ---------------------------------------------------------------------
+
+
+def hash60(text: str | None) -> int:
+    """The first 60 bits of md5(row text) as an integer: what every engine sums."""
+    return int(hashlib.md5((text or "").encode()).hexdigest()[:15], 16)
+
+
+def _so_norm(code: str, value: Any) -> str | None:
+    kind, _, arg = code.partition(":")
+    return canonical_text(kind, value, arg or None)
+
+
+class _ExactSum:
+    """SUM without SQLite's 64-bit overflow; returns decimal text."""
+
+    def __init__(self) -> None:
+        self.total = 0
+
+    def step(self, value: int | None) -> None:
+        if value is not None:
+            self.total += value
+
+    def finalize(self) -> str:
+        return str(self.total)
+
+
+def register_sqlite_functions(dbapi_connection: Any) -> None:
+    """Add so_norm, so_hash60 and so_sum to a sqlite3 connection (idempotent)."""
+    dbapi_connection.create_function("so_norm", 2, _so_norm, deterministic=True)
+    dbapi_connection.create_function("so_hash60", 1, hash60, deterministic=True)
+    dbapi_connection.create_aggregate("so_sum", 1, _ExactSum)

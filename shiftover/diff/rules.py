@@ -1,0 +1,119 @@
+"""The comparison plan for one table pair: a ``ColumnRule`` per compared column, checked
+before any work (unknown types, column sets that differ, keys that can hold NULLs)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from shiftover.diff.normalize import ColumnRule, classify, decimal_scale, pair_kind, side_sql
+from shiftover.errors import DiffError
+from shiftover.mapping import ColumnMap, TableMapping
+from shiftover.spec import ValidationSpec
+
+
+def build_rules(source: Engine, target: Engine, mapping: TableMapping, options: ValidationSpec) -> list[ColumnRule]:
+    """One rule per compared target column (key columns first), or DiffError naming the column."""
+    src = mapping.source_table_obj(source)
+    tgt = mapping.target_table_obj(target)
+    check_column_sets(mapping, src, tgt, options)
+    if mapping.transform is not None and not options.exclude:
+        raise DiffError(
+            "the spec has a Python transform, which no database can replay; list the columns it "
+            "writes in validation.exclude so the others are compared in the database"
+        )
+    same_engine = source.dialect.name == target.dialect.name
+    compared = [c for c in mapping.columns if c.target not in options.exclude and c.source not in options.exclude]
+    key_first = sorted(compared, key=lambda c: (c.source not in mapping.key, mapping.key.index(c.source) if c.source in mapping.key else 0))
+    return [_rule(c, src, tgt, source, target, options, same_engine) for c in key_first]
+
+
+def check_column_sets(mapping: TableMapping, src: sa.Table, tgt: sa.Table, options: ValidationSpec) -> None:
+    """Every target column is mapped or excluded; every mapped column exists on its side."""
+    mapped = set(mapping.target_columns)
+    extra = [c.name for c in tgt.columns if c.name not in mapped and c.name not in options.exclude]
+    if extra:
+        raise DiffError(
+            f"target table {tgt.name!r} has column(s) {extra} that no source column maps to; "
+            "map them in the spec's columns (rename or sql) or list them in validation.exclude"
+        )
+    for col in mapping.columns:
+        if col.sql is None and col.source not in src.c:
+            raise DiffError(f"column {col.source!r} is not in source table {src.name!r}; fix the spec's columns")
+        if col.target not in tgt.c:
+            raise DiffError(f"column {col.target!r} is not in target table {tgt.name!r}; fix the spec's columns")
+    unknown = [c for c in options.exclude if c not in mapped and c not in {m.source for m in mapping.columns}]
+    if unknown:
+        raise DiffError(f"validation.exclude names unknown column(s) {unknown}")
+    keys = set(mapping.key) | set(mapping.target_key)
+    excluded_keys = keys & set(options.exclude)
+    if excluded_keys:
+        raise DiffError(f"key column(s) {sorted(excluded_keys)} cannot be excluded from validation")
+
+
+def _rule(
+    col: ColumnMap, src: sa.Table, tgt: sa.Table, source: Engine, target: Engine, o: ValidationSpec, same_engine: bool
+) -> ColumnRule:
+    tgt_type = tgt.c[col.target].type
+    tgt_kind = classify(col.target, tgt_type)
+    src_type: Any = src.c[col.source].type if col.sql is None else tgt_type
+    src_kind = classify(col.source, src_type) if col.sql is None else None
+    kind = pair_kind(col.target, src_kind, tgt_kind)
+    if kind == "float" and not o.float_tolerance and not same_engine:
+        raise DiffError(
+            f"column {col.target!r} holds floats compared across engines; declare "
+            "validation.float_tolerance (e.g. 1e-9) or exclude the column"
+        )
+    scales = [s for s in (decimal_scale(src_type), decimal_scale(tgt_type)) if s is not None]
+    pad = "char" in (src_kind, tgt_kind)
+    in_sql = not (kind == "json" and not same_engine)
+    rule = ColumnRule(target=col.target, kind=kind, scale=max(scales) if scales else None, pad=pad, in_sql=in_sql)
+    if not in_sql:
+        return rule
+    src_expr = f"({col.sql})" if col.sql is not None else _quoted(source, col.source)
+    return replace(
+        rule,
+        source_sql=side_sql(source.dialect.name, rule, src_kind or kind, src_expr, src_type, o),
+        target_sql=side_sql(target.dialect.name, rule, tgt_kind, _quoted(target, col.target), tgt_type, o),
+    )
+
+
+def _quoted(engine: Engine, name: str) -> str:
+    return engine.dialect.identifier_preparer.quote(name)
+
+
+def check_keys(engine: Engine, table: sa.Table, key: tuple[str, ...], side: str) -> None:
+    """A key that may hold NULLs or duplicates cannot address rows: refuse before any work."""
+    cols = [table.c[k] for k in key]
+    with engine.connect() as conn:
+        if any(c.nullable for c in cols):
+            nulls = conn.execute(
+                sa.select(sa.func.count()).select_from(table).where(sa.or_(*(c.is_(None) for c in cols)))
+            ).scalar_one()
+            if nulls:
+                raise DiffError(
+                    f"{side} table {table.name!r} has {nulls} row(s) with a NULL in key {list(key)}; "
+                    "fill or delete them, or declare a key that is NOT NULL"
+                )
+        if not _has_unique(table, key):
+            dup = conn.execute(
+                sa.select(*cols).group_by(*cols).having(sa.func.count() > 1).limit(1)
+            ).first()
+            if dup is not None:
+                raise DiffError(
+                    f"{side} table {table.name!r} has duplicate key {tuple(dup)} in {list(key)}; "
+                    "declare a unique key or deduplicate the table"
+                )
+
+
+def _has_unique(table: sa.Table, key: tuple[str, ...]) -> bool:
+    wanted = set(key)
+    if {c.name for c in table.primary_key.columns} == wanted:
+        return True
+    for cons in table.constraints:
+        if isinstance(cons, sa.UniqueConstraint) and {c.name for c in cons.columns} == wanted:
+            return True
+    return any(ix.unique and {c.name for c in ix.columns} == wanted for ix in table.indexes)

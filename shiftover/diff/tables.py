@@ -1,0 +1,187 @@
+"""The diff of a table pair: plan segments, narrow each to candidate keys, compare rows.
+
+``diff_tables`` is the plain entry point the checksum gate, the cutover re-check and the
+demo call; ``diff_keys`` re-checks a known set of keys (after a repair, or the keys the
+reconciliation queue touched). Both check their input before any work and raise DiffError.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from shiftover.diff.bisect import Narrowing, candidate_keys
+from shiftover.diff.checksum import Side, build_side, key_bounds
+from shiftover.diff.failures import DiffProgress
+from shiftover.diff.normalize import ColumnRule
+from shiftover.diff.report import DiffReport, Difference, Key
+from shiftover.diff.rows import compare_keys, key_token, python_column_keys
+from shiftover.diff.rules import build_rules, check_keys
+from shiftover.diff.segments import KeyRange, integer_ranges, sampled_ranges
+from shiftover.errors import DiffError
+from shiftover.mapping import TableMapping
+from shiftover.spec import ValidationSpec
+
+
+@dataclass(frozen=True)
+class DiffPlan:
+    """Everything checked and built before the first checksum query."""
+
+    source: Side
+    target: Side
+    rules: list[ColumnRule]
+    mapping: TableMapping
+    options: ValidationSpec
+
+
+def plan_diff(
+    source: Engine,
+    target: Engine,
+    mapping: TableMapping,
+    options: ValidationSpec,
+    *,
+    since: datetime | None = None,
+    since_column: str = "updated_at",
+    check_key_values: bool = True,
+) -> DiffPlan:
+    """Rules and both sides' hash SQL; DiffError for any input the diff cannot handle."""
+    rules = build_rules(source, target, mapping, options)
+    src_table, tgt_table = mapping.source_table_obj(source), mapping.target_table_obj(target)
+    if check_key_values:
+        check_keys(source, src_table, mapping.key, "source")
+        check_keys(target, tgt_table, mapping.target_key, "target")
+    src = build_side(source, src_table, mapping.key, rules, source=True)
+    tgt = build_side(target, tgt_table, mapping.target_key, rules, source=False)
+    if since is not None:
+        src, tgt = _since(src, tgt, mapping, since, since_column)
+    return DiffPlan(src, tgt, rules, mapping, options)
+
+
+def _since(src: Side, tgt: Side, mapping: TableMapping, since: datetime, column: str) -> tuple[Side, Side]:
+    by_source = {c.source: c.target for c in mapping.columns if c.sql is None}
+    if column not in by_source or column not in src.table.c:
+        raise DiffError(f"cannot limit the diff to rows changed since {since}: no column {column!r} in the source")
+    from dataclasses import replace
+
+    def limited(side: Side, name: str) -> Side:
+        quoted = side.engine.dialect.identifier_preparer.quote(name)
+        return replace(side, filter_sql=f"{quoted} >= :so_since", filter_params=(("so_since", since),))
+
+    return limited(src, column), limited(tgt, by_source[column])
+
+
+def diff_tables(
+    source: Engine,
+    target: Engine,
+    mapping: TableMapping,
+    options: ValidationSpec,
+    *,
+    since: datetime | None = None,
+    since_column: str = "updated_at",
+    progress: DiffProgress | None = None,
+    workers: int = 2,
+) -> DiffReport:
+    """Compare the whole table pair (or rows changed ``since``) segment by segment in parallel.
+
+    ``progress`` records each finished segment in the control store, so a crashed run called
+    again with the same run id skips what it already compared.
+    """
+    started = time.perf_counter()
+    plan = plan_diff(source, target, mapping, options, since=since, since_column=since_column)
+    report = DiffReport(table=mapping.target_table, run_id=progress.run_id if progress else None)
+    with ThreadPoolExecutor(max_workers=2 * workers, thread_name_prefix="so-diff-side") as side_pool:
+        narrowing = _narrowing(plan, side_pool)
+        segments = _segments(plan, narrowing, progress)
+        report.segments = len(segments)
+        todo = [(i, rng) for i, (rng, done) in enumerate(segments) if not done]
+        if progress is not None:
+            report.differences.extend(progress.recorded_differences())
+            report.segments_resumed = report.segments - len(todo)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="so-diff-seg") as seg_pool:
+            for i, found in zip(
+                [i for i, _ in todo],
+                seg_pool.map(lambda job: _segment(plan, narrowing, job[1]), todo),
+                strict=True,
+            ):
+                if progress is not None:
+                    progress.finish_segment(i, found)
+                report.differences.extend(found)
+                if len(report.differences) > options.max_differences:
+                    narrowing.stop.set()
+    _totals(report, narrowing, options.max_differences)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _narrowing(plan: DiffPlan, pool: ThreadPoolExecutor) -> Narrowing:
+    key_rules = plan.rules[: len(plan.mapping.key)]
+    n = Narrowing(plan.source, plan.target, key_rules, plan.options.row_threshold, pool, limit=plan.options.max_differences)
+    (slo, shi, n.source_rows), (tlo, thi, n.target_rows) = n.both(key_bounds)
+    if len(plan.mapping.key) == 1 and plan.rules[0].kind == "integer":
+        lows = [int(v) for v in (slo, tlo) if v is not None]
+        highs = [int(v) for v in (shi, thi) if v is not None]
+        n.integer_span = (min(lows), max(highs)) if lows else (0, -1)
+    return n
+
+
+def _segments(plan: DiffPlan, n: Narrowing, progress: DiffProgress | None) -> list[tuple[KeyRange, bool]]:
+    if progress is not None:
+        saved = progress.load_segments()
+        if saved:
+            return saved
+    parts = plan.options.segments
+    if n.integer_span is not None:
+        lo, hi = n.integer_span
+        ranges = integer_ranges(lo, hi, parts) if hi >= lo else [KeyRange(None, None)]
+    else:
+        whole = KeyRange(None, None)
+        ranges = sampled_ranges(plan.source.engine, plan.source.table, plan.source.key, whole, parts, n.source_rows)
+    if progress is not None:
+        progress.save_segments(ranges)
+    return [(r, False) for r in ranges]
+
+
+def _segment(plan: DiffPlan, n: Narrowing, rng: KeyRange) -> list[Difference]:
+    if n.stop.is_set():
+        return []
+    keys = candidate_keys(n, rng)
+    keys += python_column_keys(plan.source, plan.target, plan.mapping, plan.rules, plan.options, rng)
+    diffs = compare_keys(plan.source, plan.target, plan.mapping, plan.rules, plan.options, keys)
+    return _sorted(plan, diffs)
+
+
+def _sorted(plan: DiffPlan, diffs: list[Difference]) -> list[Difference]:
+    key_rules = plan.rules[: len(plan.mapping.key)]
+    try:
+        return sorted(diffs, key=lambda d: d.key)
+    except TypeError:
+        return sorted(diffs, key=lambda d: key_token(key_rules, d.key))  # type: ignore[arg-type]
+
+
+def _totals(report: DiffReport, n: Narrowing, limit: int) -> None:
+    report.source_rows, report.target_rows = n.source_rows, n.target_rows
+    report.truncated = n.stop.is_set()
+    del report.differences[limit:]
+
+
+def diff_keys(
+    source: Engine, target: Engine, mapping: TableMapping, options: ValidationSpec, keys: Iterable[Key]
+) -> DiffReport:
+    """Compare just ``keys`` (row images fetched by key): the re-check after a repair."""
+    started = time.perf_counter()
+    plan = plan_diff(source, target, mapping, options, check_key_values=False)
+    keys = [tuple(k) for k in keys]
+    diffs = compare_keys(plan.source, plan.target, plan.mapping, plan.rules, options, keys)
+    report = DiffReport(table=mapping.target_table, differences=_sorted(plan, diffs), source_rows=len(keys))
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def differing_keys(report: DiffReport) -> Sequence[Key]:
+    return [d.key for d in report.differences]
