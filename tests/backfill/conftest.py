@@ -1,0 +1,56 @@
+"""Helpers for the backfill tests: build a migration over two real databases and compare tables."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from shiftover.connect import get_engine
+from shiftover.control.store import ControlStore
+from shiftover.migration import Migration, open_migration
+from shiftover.spec import parse_spec
+
+
+def control_url(store: ControlStore) -> str:
+    return store.engine.url.render_as_string(hide_password=False)
+
+
+def run_sql(url: str, *statements: str) -> None:
+    with get_engine(url).begin() as conn:
+        for statement in statements:
+            conn.execute(sa.text(statement))
+
+
+def rows_of(url: str, query: str) -> list[tuple[Any, ...]]:
+    with get_engine(url).connect() as conn:
+        return [tuple(r) for r in conn.execute(sa.text(query))]
+
+
+@pytest.fixture
+def make_migration(control_store: ControlStore) -> Callable[..., Migration]:
+    """Build a migration between two URLs (same table name unless told), registered in the control store."""
+
+    def make(source: str, target: str, *, table: str = "items", key: Any = "id", target_table: str | None = None,
+             name: str = "m1", **fields: Any) -> Migration:
+        data: dict[str, Any] = {
+            "name": name,
+            "source": {"url": source, "table": table},
+            "target": {"url": target, "table": target_table or table},
+            "key": key,
+        }
+        backfill = {k: fields.pop(k) for k in list(fields) if k in {
+            "chunk_rows", "concurrency", "max_rows_per_second", "target_chunk_seconds",
+            "lag_query", "lag_threshold", "create_target"}}
+        data["backfill"] = backfill
+        data.update(fields)
+        spec = parse_spec(data)
+        return open_migration(spec, control_url(control_store), require_target=not backfill.get("create_target"))
+
+    return make
+
+
+def dialect(url: str) -> str:
+    return sa.make_url(url).get_backend_name()
