@@ -1,0 +1,212 @@
+"""Data gates: row parity, the checksum diff (with repair), and Great Expectations suites.
+
+Each gate is a plain function of ``(Migration, GateSpec)``; the checksum gate's re-check
+scope (rows changed since a time, or given keys) comes from ``diff_scope``, which the
+validate and cutover flows set around ``run_gate``. ``GateSpec.threshold`` is the number of
+differences (or rows of count difference) tolerated; default zero.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from checks.gate import GateResult, gate
+from checks.report import markdown_table
+from shiftover.control import schema
+from shiftover.control.store import key_from_json
+from shiftover.diff import DiffProgress, DiffReport, diff_keys, diff_tables, new_run_id, repair, unfinished_run
+from shiftover.diff.failures import save_differences
+from shiftover.diff.report import Key
+from shiftover.errors import DiffError
+from shiftover.migration import Migration
+from shiftover.spec import GateSpec
+
+EVIDENCE_CAP = 1_000  # rows kept in a GateResult; artifacts show fewer
+
+
+@dataclass(frozen=True)
+class DiffScope:
+    """What the checksum gate compares: everything, rows changed since a time, or given keys."""
+
+    since: datetime | None = None
+    since_column: str = "updated_at"
+    keys: tuple[Key, ...] | None = None
+    actor: str = "shiftover"
+
+
+_scope: ContextVar[DiffScope] = ContextVar("shiftover_diff_scope", default=DiffScope())
+
+
+@contextmanager
+def diff_scope(scope: DiffScope) -> Iterator[None]:
+    """Run gates with this diff scope (the checksum gate reads it)."""
+    token = _scope.set(scope)
+    try:
+        yield
+    finally:
+        _scope.reset(token)
+
+
+# -- row_count ------------------------------------------------------------------------------
+
+
+def count_rows(engine: sa.Engine, table: sa.Table) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
+
+
+@gate("row_count")
+def row_count_gate(migration: Migration, spec: GateSpec) -> GateResult:
+    """Source and target hold the same number of rows (within ``threshold`` rows)."""
+    m = migration.mapping
+    src = count_rows(migration.source, m.source_table_obj(migration.source))
+    tgt = count_rows(migration.target, m.target_table_obj(migration.target))
+    tolerated = int(spec.threshold or 0)
+    passed = abs(src - tgt) <= tolerated
+    summary = f"source {src} rows, target {tgt} rows" + ("" if passed else f" (off by {tgt - src})")
+    row = {"source_table": m.source_table, "source_rows": src, "target_table": m.target_table, "target_rows": tgt}
+    return GateResult(
+        gate="row_count", passed=passed, summary=summary, rows=[row], markdown=markdown_table([row]),
+        metrics={"source_rows": src, "target_rows": tgt, "tolerated": tolerated},
+    )
+
+
+# -- checksum -------------------------------------------------------------------------------
+
+
+@gate("checksum")
+def checksum_gate(migration: Migration, spec: GateSpec) -> GateResult:
+    """Diff → record failures → repair (if the spec says so) → re-check the repaired keys."""
+    return check_checksum(migration, spec, _scope.get())
+
+
+def check_checksum(migration: Migration, spec: GateSpec, scope: DiffScope = DiffScope()) -> GateResult:
+    """The checksum gate as a plain function (the cutover re-check calls it with a scope)."""
+    options = migration.spec.validation
+    try:
+        report, run_id = _diff(migration, scope)
+    except DiffError as exc:
+        return GateResult(gate="checksum", passed=False, summary=f"diff cannot run: {exc}", markdown=str(exc))
+    remaining, repaired = report.differences, None
+    if report.differences and options.repair:
+        repaired = repair(
+            migration.source, migration.target, migration.mapping, options, report.differences,
+            store=migration.store, migration=migration.name, run_id=run_id, actor=scope.actor,
+        )
+        remaining = repaired.remaining
+    tolerated = int(spec.threshold or 0)
+    passed = len(remaining) <= tolerated and not report.truncated
+    return GateResult(
+        gate="checksum",
+        passed=passed,
+        summary=_checksum_summary(report, remaining, repaired, tolerated),
+        rows=_evidence(report, remaining),
+        markdown=_checksum_markdown(report, remaining, repaired),
+        metrics=_checksum_metrics(report, remaining, repaired, tolerated),
+    )
+
+
+def _diff(migration: Migration, scope: DiffScope) -> tuple[DiffReport, str]:
+    m, options = migration, migration.spec.validation
+    if scope.keys is not None:
+        run_id = new_run_id()
+        report = diff_keys(m.source, m.target, m.mapping, options, scope.keys)
+        save_differences(m.store.engine, m.name, run_id, report.differences)
+        report.run_id = run_id
+        return report, run_id
+    run_id = (unfinished_run(m.store.engine, m.name) if scope.since is None else None) or new_run_id()
+    progress = DiffProgress(m.store.engine, m.name, run_id)
+    report = diff_tables(
+        m.source, m.target, m.mapping, options, since=scope.since, since_column=scope.since_column, progress=progress
+    )
+    return report, run_id
+
+
+def _checksum_summary(report: DiffReport, remaining: Sequence[Any], repaired: Any, tolerated: int) -> str:
+    if report.truncated:
+        return f"{report.summary()}; fix the copy and re-run (the diff stopped early)"
+    if not report.differences:
+        return f"{report.summary()} in {report.seconds:.1f} s"
+    fixed = "" if repaired is None else f"; repaired {len(report.differences) - len(remaining)} in {repaired.rounds} round(s)"
+    left = f"; {len(remaining)} still differ" + (f" (tolerated: {tolerated})" if tolerated else "")
+    return f"{report.summary()}{fixed}{left}"
+
+
+def _evidence(report: DiffReport, remaining: Sequence[Any]) -> list[dict[str, Any]]:
+    still = {str(d.key) for d in remaining}
+    return [{**d.as_row(), "repaired": str(d.key) not in still} for d in report.differences[:EVIDENCE_CAP]]
+
+
+def _checksum_markdown(report: DiffReport, remaining: Sequence[Any], repaired: Any) -> str:
+    counts = report.counts()
+    lines = [
+        f"- rows: source {report.source_rows}, target {report.target_rows}",
+        f"- segments: {report.segments} ({report.segments_resumed} resumed from run `{report.run_id}`)",
+        f"- differences: {len(report.differences)} (missing {counts['missing']}, extra {counts['extra']}, "
+        f"changed {counts['changed']}){' — stopped at max_differences' if report.truncated else ''}",
+    ]
+    if repaired is not None:
+        lines.append(f"- repair: {repaired.upserted} upserted, {repaired.deleted} deleted, {len(remaining)} still differ")
+    table = markdown_table(_evidence(report, remaining), total=len(report.differences))
+    return "\n".join(lines) + ("\n\n" + table if table else "")
+
+
+def _checksum_metrics(report: DiffReport, remaining: Sequence[Any], repaired: Any, tolerated: int) -> dict[str, Any]:
+    return {
+        "run_id": report.run_id,
+        "differences": len(report.differences),
+        "evidence_total": len(report.differences),
+        "remaining": len(remaining),
+        "repaired": 0 if repaired is None else len(report.differences) - len(remaining),
+        "truncated": report.truncated,
+        "seconds": round(report.seconds, 3),
+        "source_rows": report.source_rows,
+        "target_rows": report.target_rows,
+        "tolerated": tolerated,
+    }
+
+
+def queued_keys(migration: Migration) -> tuple[Key, ...]:
+    """Keys the reconciliation queue has touched for this migration (any state)."""
+    q = schema.reconcile_queue
+    query = sa.select(q.c.key_json).where(q.c.migration == migration.name).distinct()
+    with migration.store.engine.connect() as conn:
+        return tuple(key_from_json(r) for (r,) in conn.execute(query))
+
+
+# -- expectations ---------------------------------------------------------------------------
+
+
+@gate("expectations")
+def expectations_gate(migration: Migration, spec: GateSpec) -> GateResult:
+    """The spec's GX suite (or the default one) on the target; warnings never block."""
+    from shiftover.expectations import default_suite, run_expectations
+
+    m = migration.mapping
+    suite = list(migration.spec.expectations) or default_suite(m.target_key)
+    source_rows = count_rows(migration.source, m.source_table_obj(migration.source))
+    try:
+        outcomes = run_expectations(
+            migration.target, m.target_table, suite, schema=m.target_schema, parameters={"source_rows": source_rows}
+        )
+    except DiffError as exc:
+        return GateResult(gate="expectations", passed=False, summary=str(exc), markdown=str(exc))
+    blocking = [o for o in outcomes if not o.success and o.severity == "blocking"]
+    warnings = [o for o in outcomes if not o.success and o.severity == "warning"]
+    summary = f"{len(outcomes) - len(blocking) - len(warnings)}/{len(outcomes)} expectations met"
+    if blocking:
+        summary += f"; failed: {', '.join(o.type for o in blocking)}"
+    if warnings:
+        summary += f"; warnings: {', '.join(o.type for o in warnings)}"
+    rows = [o.as_row() for o in outcomes]
+    return GateResult(
+        gate="expectations", passed=not blocking, summary=summary, rows=rows, markdown=markdown_table(rows),
+        metrics={"failed": len(blocking), "warnings": len(warnings), "source_rows": source_rows},
+    )
