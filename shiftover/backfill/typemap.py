@@ -28,7 +28,7 @@ Row = tuple[Any, ...]
 
 # -- values ---------------------------------------------------------------------------
 def _json_text(value: Any) -> Any:
-    return value if isinstance(value, str) else json.dumps(value, default=str)
+    return json.dumps(value, default=str) if isinstance(value, dict | list) else value
 
 
 def _to_bool(value: Any) -> Any:
@@ -63,20 +63,21 @@ def _timezone(type_: sa.types.TypeEngine[Any] | None) -> bool | None:
     return bool(type_.timezone) if isinstance(type_, sa.DateTime) else None
 
 
-def _target_steps(source_type: sa.types.TypeEngine[Any] | None, target_type: sa.types.TypeEngine[Any], dialect: str) -> list[Convert]:
+def _target_steps(
+    source_type: sa.types.TypeEngine[Any] | None, target_type: sa.types.TypeEngine[Any], dialect: str
+) -> list[Convert]:
     """Conversions from canonical Python values to what the target's writer takes."""
     steps: list[Convert] = []
     if isinstance(target_type, sa.DateTime) and _timezone(source_type) != _timezone(target_type):
         steps.append(_aware_utc if target_type.timezone and dialect == "postgresql" else _naive_utc)
-    if dialect == "sqlite":
-        return steps  # the SQLAlchemy bind processors of SQLite types follow (see column_converter)
-    if isinstance(target_type, sa.JSON):
-        steps.append(_json_text)
-    elif isinstance(target_type, sa.Boolean) and dialect == "postgresql":
+    json_in = isinstance(source_type, sa.JSON) or source_type is None
+    if isinstance(target_type, sa.JSON) or (json_in and not isinstance(target_type, sa.Uuid)):
+        steps.append(_json_text)  # text already is JSON (MySQL and SQLite hand JSON over as text)
+    if isinstance(target_type, sa.Boolean) and dialect == "postgresql":
         steps.append(_to_bool)
     elif isinstance(target_type, sa.Integer) and dialect == "postgresql" and isinstance(source_type, sa.Boolean):
         steps.append(_to_int)
-    elif dialect == "mysql":
+    if dialect != "postgresql" and not isinstance(target_type, sa.Uuid):
         if source_type is None or isinstance(source_type, sa.Uuid):
             steps.append(_to_text)
         if isinstance(source_type, sa.LargeBinary):
@@ -92,7 +93,7 @@ def column_converter(
     """One column's conversion, or None when values pass through unchanged."""
     steps: list[Convert] = []  # values arrive through SQLAlchemy: source result processing is done
     steps.extend(_target_steps(source_type, target_type, target_dialect.name))
-    if target_dialect.name == "sqlite":
+    if target_dialect.name == "sqlite" and not isinstance(target_type, sa.JSON):
         write = target_type.bind_processor(target_dialect)  # SQLite's storage conventions (dates as text...)
         if write is not None:
             steps.append(write)
