@@ -72,9 +72,10 @@ def queue_depth(store_engine: Engine, migration: str) -> dict[str, int]:
     return depth
 
 
-def pending_entries(store_engine: Engine, migration: str, limit: int) -> list[Entry]:
+def pending_entries(store_engine: Engine, migration: str, limit: int, after_id: int = 0) -> list[Entry]:
     query = (sa.select(_q.c.id, _q.c.key_json, _q.c.op, _q.c.attempts)
-             .where(_q.c.migration == migration, _q.c.state == PENDING).order_by(_q.c.id).limit(limit))
+             .where(_q.c.migration == migration, _q.c.state == PENDING, _q.c.id > after_id)
+             .order_by(_q.c.id).limit(limit))
     with store_engine.connect() as conn:
         return [Entry(r.id, key_from_json(r.key_json), r.op, r.attempts) for r in conn.execute(query)]
 
@@ -150,10 +151,12 @@ def drain_queue(
     """
     direction = drain_direction(store_engine, migration)
     result = DrainResult(direction)
+    last_id = 0  # each entry is tried once per drain; failures wait for the next one
     while result.entries < max_keys:
-        entries = pending_entries(store_engine, migration, min(batch, max_keys - result.entries))
+        entries = pending_entries(store_engine, migration, min(batch, max_keys - result.entries), last_id)
         if not entries:
             break
+        last_id = entries[-1].id
         result.entries += len(entries)
         if direction == "none":
             _finish(store_engine, [e.id for e in entries], DONE)
@@ -173,32 +176,43 @@ def _drain_batch(src: Engine, dst: Engine, mapping: TableMapping, store: Engine,
     try:
         sync_keys(src, dst, mapping, list(by_key))
     except Exception:  # noqa: BLE001 - fall back to one key at a time to isolate the bad ones
+        unreachable = 0
         for key, group in by_key.items():
-            _drain_one(src, dst, mapping, store, key, group, max_attempts, result)
+            if unreachable >= 3:  # a store that is down fails every key alike: stop knocking
+                _record_failure(store, key, group, max_attempts, result, "skipped: store unreachable")
+                continue
+            error = _drain_one(src, dst, mapping, store, key, group, max_attempts, result)
+            unreachable = unreachable + 1 if isinstance(error, sa.exc.OperationalError | sa.exc.InterfaceError) else 0
         return
     _finish(store, [e.id for e in entries], DONE)
     result.synced += len(by_key)
 
 
 def _drain_one(src: Engine, dst: Engine, mapping: TableMapping, store: Engine, key: Key,
-               group: list[Entry], max_attempts: int, result: DrainResult) -> None:
+               group: list[Entry], max_attempts: int, result: DrainResult) -> Exception | None:
     try:
         sync_keys(src, dst, mapping, [key])
     except Exception as exc:  # noqa: BLE001 - recorded on the entry, retried on the next drain
         error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-        result.errors.append(f"{key_to_json(key)}: {error}")
-        attempts = max(e.attempts for e in group) + 1
-        state = DEAD if attempts >= max_attempts else PENDING
-        with store.begin() as conn:
-            conn.execute(_q.update().where(_q.c.id.in_([e.id for e in group]))
-                         .values(attempts=attempts, state=state, last_error=error[:2000], updated_at=utcnow()))
-        if state == DEAD:
-            result.dead += 1
-        else:
-            result.failed += 1
-        return
+        _record_failure(store, key, group, max_attempts, result, error)
+        return exc
     _finish(store, [e.id for e in group], DONE)
     result.synced += 1
+    return None
+
+
+def _record_failure(store: Engine, key: Key, group: list[Entry], max_attempts: int, result: DrainResult,
+                    error: str) -> None:
+    result.errors.append(f"{key_to_json(key)}: {error}")
+    attempts = max(e.attempts for e in group) + 1
+    state = DEAD if attempts >= max_attempts else PENDING
+    with store.begin() as conn:
+        conn.execute(_q.update().where(_q.c.id.in_([e.id for e in group]))
+                     .values(attempts=attempts, state=state, last_error=error[:2000], updated_at=utcnow()))
+    if state == DEAD:
+        result.dead += 1
+    else:
+        result.failed += 1
 
 
 def _finish(store: Engine, ids: list[int], state: str) -> None:
