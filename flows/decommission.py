@@ -1,9 +1,14 @@
-"""Stage 5: stop writing the old table, archive it, and drop it after a retention period and
-a second approval. Every step is audited; a re-run resumes at the first step not yet done."""
+"""Stage 5: stop writing the old table, archive it, soak for a retention period, and drop it
+after a second approval. Every step is audited; a re-run resumes at the first step not yet done.
+
+    writes_switched --approval--> old_writes_stopped --(triggers removed, renamed, Parquet)--> archived
+        --retention period, approval--> decommissioned (archive dropped, routing flags removed)
+"""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -22,12 +27,32 @@ from tasks.gates import check_gates
 DECOMMISSION_FROM = {Phase.WRITES_SWITCHED, Phase.OLD_WRITES_STOPPED, Phase.ARCHIVED}
 
 
+@task(name="remove-capture", cache_policy=NO_CACHE)
+def remove_capture(migration: Migration) -> bool:
+    """Drop the change-capture triggers on the old table, if they were installed."""
+    from shiftover.capture.changelog import capture_installed
+    from shiftover.capture.changelog import remove_capture as drop_triggers
+
+    if not capture_installed(migration.source, migration.mapping):
+        return False
+    drop_triggers(migration.source, migration.mapping)
+    return True
+
+
 @task(name="archive-old-table", cache_policy=NO_CACHE)
 def archive_old_table(migration: Migration) -> str:
     src = migration.spec.source
     name = retire.archive_name(src.table, migration.spec.archive.suffix)
     retire.rename_table(migration.source, src.table, name, src.schema_name)
     return name
+
+
+@task(name="export-archive", cache_policy=NO_CACHE, retries=1)
+def export_archive(migration: Migration, directory: str) -> dict[str, Any]:
+    src = migration.spec.source
+    done = retire.export_parquet(migration.source, retire.archive_name(src.table, migration.spec.archive.suffix),
+                                 directory, src.schema_name)
+    return {"path": done.path, "rows": done.rows}
 
 
 @task(name="drop-archive", cache_policy=NO_CACHE)
@@ -45,8 +70,14 @@ def decommission(
     approval_timeout_seconds: float | None = None,
     poll_interval_seconds: int = 10,
     auto_approve: bool = False,
+    export_parquet: str | None = None,
+    suspend: bool | None = None,
 ) -> dict[str, object]:
-    """Retire the old table. The drop waits for the retention period and an approval."""
+    """Retire the old table. The drop waits for the retention period and a second approval.
+
+    ``export_parquet`` (a directory; default: the spec's ``archive.export_parquet``) writes the
+    archive to Parquet before the retention period starts.
+    """
     migration = load_migration(spec_path, control_url, require_target=True)
     store, name = migration.store, migration.name
     phase = store.phase(name)
@@ -55,35 +86,52 @@ def decommission(
     require_phase(name, phase, DECOMMISSION_FROM, Phase.OLD_WRITES_STOPPED)
     stages = {s.name: s for s in build_plan(migration.spec) if s.flow == "decommission"}
     approval = dict(approvers=migration.spec.approvals.approvers, poll_interval_seconds=poll_interval_seconds,
-                    auto_approve=auto_approve,
+                    auto_approve=auto_approve, suspend=suspend,
                     timeout_seconds=approval_timeout_seconds or migration.spec.approvals.timeout_seconds)
     if phase is Phase.WRITES_SWITCHED:
         _approve(migration, stages["stop_old_writes"], approval)
         flips.stop_old_writes(control_url, name, actor())
         store.advance_to(name, Phase.OLD_WRITES_STOPPED, actor(), "old table no longer written")
     if store.phase(name) is Phase.OLD_WRITES_STOPPED:
-        check_gates(migration, "decommission", stages["archive"].gates)
-        archived = archive_old_table(migration)
-        store.advance_to(name, Phase.ARCHIVED, actor(), f"old table renamed to {archived}")
+        archive(migration, stages["archive"], export_parquet or migration.spec.archive.export_parquet)
     retention = timedelta(days=migration.spec.archive.retention_days) if retention_seconds is None \
         else timedelta(seconds=retention_seconds)
-    archived_at = _phase_entered(migration, Phase.ARCHIVED)
-    if utcnow() - archived_at < retention:
-        due = archived_at + retention
+    due = phase_entered(migration, Phase.ARCHIVED) + retention
+    if utcnow() < due:
+        store.audit(name, actor(), "retention", {"drop_due": due.isoformat()})
         get_run_logger().info("archive kept until %s; run decommission again after that", due.isoformat())
         return {"phase": Phase.ARCHIVED, "drop_due": due.isoformat()}
     _approve(migration, stages["drop"], approval)
-    drop_archive(migration)
-    store.advance_to(name, Phase.DECOMMISSIONED, actor(), "archive dropped")
-    return {"phase": Phase.DECOMMISSIONED}
+    dropped = drop_archive(migration)
+    store.audit(name, actor(), "drop", {"table": retire.archive_name(migration.spec.source.table,
+                                                                      migration.spec.archive.suffix),
+                                        "dropped": dropped})
+    removed = retire.remove_routing_flags(store.engine, name, actor())
+    store.advance_to(name, Phase.DECOMMISSIONED, actor(), f"archive dropped; flags removed: {', '.join(removed)}")
+    return {"phase": Phase.DECOMMISSIONED, "flags_removed": removed}
 
 
-def _approve(migration: Migration, stage: Stage, approval: dict[str, object]) -> None:
+def archive(migration: Migration, stage: Stage, parquet_dir: str | None) -> None:
+    """Triggers off, old table renamed as the archive, optionally exported: each step audited."""
+    store, name = migration.store, migration.name
+    check_gates(migration, "decommission", stage.gates, actor=actor())
+    if remove_capture(migration):
+        store.audit(name, actor(), "capture", {"removed": True})
+    archived = archive_old_table(migration)
+    store.audit(name, actor(), "archive", {"table": archived})
+    if parquet_dir:
+        exported = export_archive(migration, parquet_dir)
+        store.audit(name, actor(), "export", exported)
+    store.advance_to(name, Phase.ARCHIVED, actor(), f"old table renamed to {archived}")
+
+
+def _approve(migration: Migration, stage: Stage, approval: dict[str, Any]) -> None:
     summary = approval_summary(migration, stage, [])
-    request_approval(migration.store, migration.name, stage.name, summary, **approval)  # type: ignore[arg-type]
+    request_approval(migration.store, migration.name, stage.name, summary, **approval)
 
 
-def _phase_entered(migration: Migration, phase: Phase):  # type: ignore[no-untyped-def]
+def phase_entered(migration: Migration, phase: Phase) -> datetime:
+    """When the migration last entered ``phase`` (from the audit log)."""
     entries = [h for h in migration.store.history(migration.name) if h.phase == phase]
     at = entries[-1].at
     return at if at.tzinfo else at.replace(tzinfo=utcnow().tzinfo)

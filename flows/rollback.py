@@ -1,4 +1,8 @@
-"""Rollback: from any reversible phase, reads and writes return to the old store at once."""
+"""Rollback: from any reversible phase, reads and writes return to the old store at once.
+
+Its own deployment (one click in the UI) and `shiftover rollback`; application clients see the
+flip within their flag TTL. Only the spec and the control store are needed, not the databases,
+unless writes were already switched (then queued writes are drained to the old store first)."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from shiftover.errors import PhaseError
 from shiftover.flags.routing import WriteMode, read_routing
 from shiftover.phases import ROLLBACK_FROM, Phase
 from shiftover.spec import load_spec
+from shiftover.story import publish_story
 from tasks import routing as flips
 
 
@@ -29,10 +34,11 @@ def rollback(
     before = read_routing(store.engine, spec.name)
     if before.writes is WriteMode.DUAL_NEW_PRIMARY:
         _drain_to_old(spec_path, control_url)
-    flips.rollback_routing(control_url, spec.name, actor(), reason, keep_dual_write)
+    flipped_at = flips.rollback_routing(control_url, spec.name, actor(), reason, keep_dual_write)
     store.transition(spec.name, Phase.ROLLED_BACK, actor(), reason)
-    get_run_logger().info("%s rolled back from %s: %s", spec.name, phase, reason)
-    return {"phase": Phase.ROLLED_BACK, "from": phase}
+    get_run_logger().info("%s rolled back from %s at %s: %s", spec.name, phase, flipped_at.isoformat(), reason)
+    publish_story(store, spec)
+    return {"phase": Phase.ROLLED_BACK, "from": phase, "flipped_at": flipped_at.isoformat()}
 
 
 def _drain_to_old(spec_path: str, control_url: str) -> None:

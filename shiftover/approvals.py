@@ -99,16 +99,21 @@ def request_approval(
     timeout_seconds: float,
     poll_interval_seconds: int = 10,
     auto_approve: bool = False,
+    suspend: bool | None = None,
 ) -> ApprovalRecord:
     """Pause the calling flow run until a valid approval arrives; audited either way.
 
     Must be called from a flow (never a task). A refused answer (rejection, or a form that
     passed the server but fails ``check_approval``) ends the wait with ``ApprovalError``;
     a time-out raises ``ApprovalError`` too, and the migration stays in its last safe phase.
+
+    ``suspend`` (default: when this run was started from a deployment and is not a subflow)
+    waits with ``suspend_flow_run``: the process exits, no worker slot is held, and the flow
+    re-runs from the top once resumed, finding the answer under the same key.
     """
     from prefect.artifacts import create_markdown_artifact
     from prefect.exceptions import FlowPauseTimeout
-    from prefect.flow_runs import pause_flow_run
+    from prefect.flow_runs import pause_flow_run, suspend_flow_run
 
     if auto_approve:
         record = auto_approval(step)
@@ -119,8 +124,11 @@ def request_approval(
     store.audit(migration, "shiftover", "approval_requested", {"step": step, "timeout_seconds": timeout_seconds})
     form = approval_form(migration, approvers).with_initial_data(description=summary)
     try:
-        answer = pause_flow_run(wait_for_input=form, timeout=int(timeout_seconds),
-                                poll_interval=poll_interval_seconds, key=f"approve-{step}")
+        if suspend if suspend is not None else suspendable_run():
+            answer = suspend_flow_run(wait_for_input=form, timeout=int(timeout_seconds), key=f"approve-{step}")
+        else:
+            answer = pause_flow_run(wait_for_input=form, timeout=int(timeout_seconds),
+                                    poll_interval=poll_interval_seconds, key=f"approve-{step}")
     except FlowPauseTimeout:
         store.audit(migration, "shiftover", "approval_timed_out", {"step": step})
         raise ApprovalError(f"no approval for {step!r} within {timeout_seconds:g}s; nothing was changed") from None
@@ -131,6 +139,15 @@ def request_approval(
         raise
     store.audit(migration, record.approver, "approval", record.as_detail())
     return record
+
+
+def suspendable_run() -> bool:
+    """True for a top-level flow run started from a deployment (only those can be suspended)."""
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    run = ctx.flow_run if ctx is not None else None
+    return run is not None and run.deployment_id is not None and run.parent_task_run_id is None
 
 
 def _artifact_key(migration: str, step: str) -> str:

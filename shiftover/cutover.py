@@ -9,10 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from shiftover.control.store import utcnow
+from shiftover.control import schema
+from shiftover.control.store import _audit, utcnow
+from shiftover.errors import FlagError, GateError
 from shiftover.flags.routing import (
     WriteMode,
     read_routing,
@@ -51,27 +55,76 @@ class WriteSwitch:
     version: int
 
 
-def switch_writes(store: Engine, migration: str, actor: str) -> WriteSwitch:
+@dataclass(frozen=True)
+class WriteFence:
+    """What the write switch checks just before it flips: the queue and the last diff."""
+
+    pending: int
+    dead: int
+    last_diff: dict[str, Any] | None  # the latest checksum gate result, or None
+
+    @property
+    def problems(self) -> list[str]:
+        found = []
+        if self.pending or self.dead:
+            found.append(f"reconciliation queue not drained ({self.pending} pending, {self.dead} dead)")
+        if self.last_diff is None:
+            found.append("no checksum diff has run for this migration")
+        elif not self.last_diff["passed"]:
+            found.append(f"the last checksum diff at {self.last_diff['at']} failed: {self.last_diff['summary']}")
+        return found
+
+
+def read_write_fence(store: Engine, migration: str) -> WriteFence:
+    """The queue depth now and the latest checksum gate result from the control store."""
+    from shiftover.reconcile import queue_depth
+
+    depth = queue_depth(store, migration)
+    t = schema.gate_results
+    query = (sa.select(t.c.passed, t.c.summary, t.c.at).where(t.c.migration == migration, t.c.gate == "checksum")
+             .order_by(t.c.id.desc()).limit(1))
+    with store.connect() as conn:
+        row = conn.execute(query).first()
+    return WriteFence(depth["pending"], depth["dead"], dict(row._mapping) if row else None)
+
+
+def switch_writes(store: Engine, migration: str, actor: str, *, fenced: bool = True) -> WriteSwitch:
     """Make the new store the source of truth; the old one is still written for rollback.
 
-    Fenced: only a run that saw the writes flag in dual-old-primary mode may switch it, and
-    the compare-and-set refuses a second switch from the same version.
+    Fenced: refused (``GateError``) unless the reconciliation queue is drained and the last
+    checksum diff is clean; then only a run that saw the writes flag in dual-old-primary
+    mode may switch it, and the compare-and-set refuses a second switch from that version
+    (``FlagError``), so two concurrent runs cannot both switch. The switch time is audited.
     """
     routing = read_routing(store, migration)
     if routing.writes is WriteMode.DUAL_NEW_PRIMARY:
-        return WriteSwitch(at=utcnow(), version=routing.version)
+        return WriteSwitch(at=_switched_at(store, migration) or utcnow(), version=routing.version)
     if routing.writes is not WriteMode.DUAL_OLD_PRIMARY:
-        from shiftover.errors import FlagError
-
         raise FlagError(
             f"writes of {migration!r} are {routing.writes}, not {WriteMode.DUAL_OLD_PRIMARY}: "
             "dual-write must be on before writes switch"
         )
+    if fenced:
+        fence = read_write_fence(store, migration)
+        if fence.problems:
+            raise GateError("write_fence", "; ".join(fence.problems), report=[fence])
     version = set_write_mode(
         store, migration, WriteMode.DUAL_NEW_PRIMARY, actor,
         expected_version=routing.version, reason="switch writes to the new store",
     )
-    return WriteSwitch(at=utcnow(), version=version)
+    at = utcnow()
+    with store.begin() as conn:
+        _audit(conn, migration, actor, "write_switch", {"at": at.isoformat(), "version": version})
+    return WriteSwitch(at=at, version=version)
+
+
+def _switched_at(store: Engine, migration: str) -> datetime | None:
+    t = schema.audit_log
+    query = (sa.select(t.c.detail).where(t.c.migration == migration, t.c.action == "write_switch")
+             .order_by(t.c.id.desc()).limit(1))
+    with store.connect() as conn:
+        detail = conn.execute(query).scalar()
+    return datetime.fromisoformat(detail["at"]) if detail else None
 
 
 def stop_old_writes(store: Engine, migration: str, actor: str) -> None:
@@ -79,8 +132,13 @@ def stop_old_writes(store: Engine, migration: str, actor: str) -> None:
     set_write_mode(store, migration, WriteMode.NEW_ONLY, actor, reason="stop writing the old store")
 
 
-def rollback_routing(store: Engine, migration: str, actor: str, reason: str, *, keep_dual_write: bool = True) -> None:
-    """Reads and writes back to the old store at once (new still written unless told not to)."""
+def rollback_routing(
+    store: Engine, migration: str, actor: str, reason: str, *, keep_dual_write: bool = True
+) -> datetime:
+    """Reads and writes back to the old store at once (new still written unless told not to).
+
+    Returns when the last flag was written: application clients see it within their TTL.
+    """
     routing = read_routing(store, migration)
     writes = WriteMode.DUAL_OLD_PRIMARY if keep_dual_write else WriteMode.OLD_ONLY
     if routing.reads_percent:
@@ -89,3 +147,4 @@ def rollback_routing(store: Engine, migration: str, actor: str, reason: str, *, 
         set_write_mode(store, migration, writes, actor, reason=f"rollback: {reason}")
     if routing.shadow:
         set_shadow(store, migration, False, actor, reason=f"rollback: {reason}")
+    return utcnow()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
@@ -12,14 +14,28 @@ from shiftover.spec import GateSpec
 
 
 @task(name="gates", cache_policy=NO_CACHE)
-def check_gates(migration: Migration, stage: str, gates: tuple[GateSpec, ...] | None = None) -> list[GateResult]:
-    """Run the gates; publish every result (passed or not) before a blocking failure stops the flow."""
+def check_gates(
+    migration: Migration, stage: str, gates: tuple[GateSpec, ...] | None = None, *, changed_since: datetime | None = None,
+    actor: str = "shiftover",
+) -> list[GateResult]:
+    """Run the gates; publish every result (passed or not) before a blocking failure stops the flow.
+
+    ``changed_since`` narrows the checksum gate to rows changed since then (when the table
+    has an ``updated_at`` column; otherwise the whole table is compared).
+    """
+    from checks.data import DiffScope, diff_scope
     from checks.report import publish_gate_results
 
-    try:
-        results = run_gates(migration, stage, gates)
-    except GateError as exc:
-        publish_gate_results(list(exc.report or []), stage, migration.name)
-        raise
+    since = changed_since if changed_since is not None and _has_updated_at(migration) else None
+    with diff_scope(DiffScope(since=since, actor=actor)):
+        try:
+            results = run_gates(migration, stage, gates)
+        except GateError as exc:
+            publish_gate_results(list(exc.report or []), stage, migration.name)
+            raise
     publish_gate_results(results, stage, migration.name)
     return results
+
+
+def _has_updated_at(migration: Migration) -> bool:
+    return any(c.source == "updated_at" for c in migration.mapping.columns)

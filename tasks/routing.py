@@ -3,6 +3,8 @@ retry is safe; the irreversible ones are not retried (see STYLE: retry only idem
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
@@ -37,5 +39,7 @@ def stop_old_writes(control_url: str, migration: str, actor: str) -> None:
 
 
 @task(name="rollback-routing", retries=3, retry_delay_seconds=1, cache_policy=NO_CACHE)
-def rollback_routing(control_url: str, migration: str, actor: str, reason: str, keep_dual_write: bool = True) -> None:
-    cutover.rollback_routing(get_engine(control_url), migration, actor, reason, keep_dual_write=keep_dual_write)
+def rollback_routing(
+    control_url: str, migration: str, actor: str, reason: str, keep_dual_write: bool = True
+) -> datetime:
+    return cutover.rollback_routing(get_engine(control_url), migration, actor, reason, keep_dual_write=keep_dual_write)
