@@ -123,12 +123,13 @@ def request_approval(
                              description=f"approval requested: {step}")
     store.audit(migration, "shiftover", "approval_requested", {"step": step, "timeout_seconds": timeout_seconds})
     form = approval_form(migration, approvers).with_initial_data(description=summary)
+    key = pause_key(step)
     try:
         if suspend if suspend is not None else suspendable_run():
-            answer = suspend_flow_run(wait_for_input=form, timeout=int(timeout_seconds), key=f"approve-{step}")
+            answer = suspend_flow_run(wait_for_input=form, timeout=int(timeout_seconds), key=key)
         else:
             answer = pause_flow_run(wait_for_input=form, timeout=int(timeout_seconds),
-                                    poll_interval=poll_interval_seconds, key=f"approve-{step}")
+                                    poll_interval=poll_interval_seconds, key=key)
     except FlowPauseTimeout:
         store.audit(migration, "shiftover", "approval_timed_out", {"step": step})
         raise ApprovalError(f"no approval for {step!r} within {timeout_seconds:g}s; nothing was changed") from None
@@ -139,6 +140,11 @@ def request_approval(
         raise
     store.audit(migration, record.approver, "approval", record.as_detail())
     return record
+
+
+def pause_key(step: str) -> str:
+    """The pause's key (Prefect allows lowercase letters, digits and dashes): one per step."""
+    return re.sub(r"[^a-z0-9-]", "-", f"approve-{step}".lower())
 
 
 def suspendable_run() -> bool:
