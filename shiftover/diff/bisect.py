@@ -21,6 +21,7 @@ from shiftover.diff.rows import key_token
 from shiftover.diff.segments import KeyRange, integer_span, sampled_ranges
 
 FANOUT = 32
+DENSE_ROWS = 250_000  # above this, a range with many differing buckets is narrowed further
 _count_lock = threading.Lock()
 T = TypeVar("T")
 
@@ -64,20 +65,38 @@ def _integer_candidates(n: Narrowing, rng: KeyRange) -> list[Key]:
         return []
     width = max(1, -(-(end - start + 1) // FANOUT))
     src, tgt = n.both(bucket_checksums, rng, start, width)
+    differing = [b for b in sorted(src.keys() | tgt.keys()) if src.get(b, (0, 0)) != tgt.get(b, (0, 0))]
+    rows = max(sum(c for c, _ in src.values()), sum(c for c, _ in tgt.values()))
+    if len(differing) > FANOUT // 4 and rows <= DENSE_ROWS:
+        return _row_candidates(n, rng)  # differences everywhere: one fetch beats many small ones
     out: list[Key] = []
-    for bucket in sorted(src.keys() | tgt.keys()):
+    small: list[int] = []
+    for bucket in differing:
         a, b = src.get(bucket, (0, 0)), tgt.get(bucket, (0, 0))
-        if a == b:
-            continue
-        lo = start + bucket * width
-        sub = KeyRange((lo - 1,), (lo + width - 1,))
         if width == 1 or max(a[0], b[0]) <= n.row_threshold:
-            out.extend(_row_candidates(n, sub))
+            small.append(bucket)
         else:
-            out.extend(_integer_candidates(n, sub))
+            out.extend(_integer_candidates(n, _bucket_range(start, width, bucket, bucket)))
         if n.stop.is_set():
-            break
+            return out
+    for first, last in _runs(small):
+        out.extend(_row_candidates(n, _bucket_range(start, width, first, last)))
     return out
+
+
+def _bucket_range(start: int, width: int, first: int, last: int) -> KeyRange:
+    return KeyRange((start + first * width - 1,), (start + (last + 1) * width - 1,))
+
+
+def _runs(buckets: list[int]) -> list[tuple[int, int]]:
+    """Consecutive bucket numbers merged into (first, last) runs: one query per run."""
+    runs: list[tuple[int, int]] = []
+    for b in buckets:
+        if runs and runs[-1][1] == b - 1:
+            runs[-1] = (runs[-1][0], b)
+        else:
+            runs.append((b, b))
+    return runs
 
 
 def _sampled_candidates(n: Narrowing, rng: KeyRange, sums: tuple[Checksum, Checksum] | None) -> list[Key]:

@@ -25,6 +25,8 @@ _BATCH = 1_000
 
 def key_token(rules: Sequence[ColumnRule], key: Key) -> tuple[str | None, ...]:
     """A key's engine-independent identity (a UUID object and its text form match)."""
+    if all(r.kind == "integer" for r in rules):
+        return tuple(int(v) for v in key)  # type: ignore[return-value]
     return tuple(canonical_text(r.kind, v, None if r.kind != "decimal" else r.scale) for r, v in zip(rules, key, strict=False))
 
 
@@ -98,7 +100,6 @@ def python_column_keys(
     py_rules = [r for r in rules if not r.in_sql]
     if not py_rules:
         return []
-    key_rules = rules[: len(mapping.key)]
     src = _range_values(source, mapping, py_rules, rng, is_source=True)
     tgt = _range_values(target, mapping, py_rules, rng, is_source=False)
     out = []
@@ -106,7 +107,6 @@ def python_column_keys(
         a, b = src.get(token), tgt.get(token)
         if a is None or b is None or not all(values_equal(r, a[1][i], b[1][i], options) for i, r in enumerate(py_rules)):
             out.append((a or b)[0])  # type: ignore[index]
-    del key_rules
     return out
 
 

@@ -74,11 +74,36 @@ def _rule(
     if not in_sql:
         return rule
     src_expr = f"({col.sql})" if col.sql is not None else _quoted(source, col.source)
+    if same_engine and col.sql is None and _native_ok(rule, src_type, tgt_type, source, o):
+        cast = _NATIVE[source.dialect.name]
+        return replace(rule, source_sql=cast.format(src_expr), target_sql=cast.format(_quoted(target, col.target)))
     return replace(
         rule,
         source_sql=side_sql(source.dialect.name, rule, src_kind or kind, src_expr, src_type, o),
         target_sql=side_sql(target.dialect.name, rule, tgt_kind, _quoted(target, col.target), tgt_type, o),
     )
+
+
+# Same engine, same declared type: the engine's own text of the value is already canonical,
+# and much cheaper than formatting (to_char alone costs a third of a PostgreSQL scan).
+_NATIVE = {"postgresql": "({})::text", "mysql": "{}", "mariadb": "{}", "sqlite": "CAST({} AS TEXT)"}
+_NATIVE_KINDS = {"postgresql": {"integer", "decimal", "text", "date", "timestamp", "uuid", "float"},
+                 "mysql": {"integer", "decimal", "text", "date", "timestamp", "float"},
+                 "sqlite": {"integer", "text"}}
+
+
+def _native_ok(rule: ColumnRule, src_type: Any, tgt_type: Any, engine: Engine, o: ValidationSpec) -> bool:
+    dialect = engine.dialect.name
+    if rule.kind not in _NATIVE_KINDS.get("mysql" if dialect == "mariadb" else dialect, set()):
+        return False
+    if rule.kind == "timestamp" and o.timestamp_precision != "us":
+        return False
+    if rule.kind == "float" and o.float_tolerance:
+        return False
+    try:
+        return str(src_type.compile(engine.dialect)) == str(tgt_type.compile(engine.dialect))
+    except Exception:  # noqa: BLE001 - a type that cannot compile is not comparable natively
+        return False
 
 
 def _quoted(engine: Engine, name: str) -> str:

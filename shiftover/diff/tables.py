@@ -56,11 +56,22 @@ def plan_diff(
     if check_key_values:
         check_keys(source, src_table, mapping.key, "source")
         check_keys(target, tgt_table, mapping.target_key, "target")
-    src = build_side(source, src_table, mapping.key, rules, source=True)
-    tgt = build_side(target, tgt_table, mapping.target_key, rules, source=False)
+    fast = _same_postgres(source, target)
+    src = build_side(source, src_table, mapping.key, rules, source=True, fast_hash=fast)
+    tgt = build_side(target, tgt_table, mapping.target_key, rules, source=False, fast_hash=fast)
     if since is not None:
         src, tgt = _since(src, tgt, mapping, since, since_column)
     return DiffPlan(src, tgt, rules, mapping, options)
+
+
+def _same_postgres(source: Engine, target: Engine) -> bool:
+    if source.dialect.name != "postgresql" or target.dialect.name != "postgresql":
+        return False
+    versions = []
+    for engine in (source, target):
+        with engine.connect() as conn:
+            versions.append(conn.dialect.server_version_info[:1])  # type: ignore[index]
+    return versions[0] == versions[1]
 
 
 def _since(src: Side, tgt: Side, mapping: TableMapping, since: datetime, column: str) -> tuple[Side, Side]:
