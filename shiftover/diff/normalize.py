@@ -98,19 +98,19 @@ def pair_kind(column: str, source_kind: str | None, target_kind: str) -> str:
     if len(kinds) == 1:
         kind = kinds.pop()
         return "text" if kind == "char" else kind
-    for wins in ("json", "uuid", "boolean"):
-        if wins in kinds:
-            return wins
     if kinds == {"char", "text"}:
-        return "text"
+        return "text"  # compared with trailing spaces trimmed (the rule's pad)
+    if kinds == {"boolean", "integer"}:
+        return "boolean"  # MySQL/SQLite store booleans as integers
     if kinds <= {"integer", "decimal"}:
         return "decimal"
     if kinds <= {"integer", "decimal", "float"}:
         return "float"
     if kinds == {"timestamp", "date"}:
         return "timestamp"
-    if "text" in kinds or "char" in kinds:
-        return (kinds - {"text", "char"}).pop()  # e.g. SQLite TEXT holding dates: parse as the other kind
+    textual = kinds & {"text", "char"}
+    if textual and len(kinds - textual) == 1:
+        return (kinds - textual).pop()  # JSON or UUID kept as text, or SQLite TEXT holding dates
     raise DiffError(
         f"column {column!r} is {source_kind} in the source and {target_kind} in the target; "
         "add a transform (columns[].sql) that converts it, or exclude it (validation.exclude)"
