@@ -1,0 +1,162 @@
+"""Issue 5 §2–3: the fenced write switch (two concurrent runs, one switch) and rollback from
+every reversible phase, with the time until an application's flag client sees it."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+
+import pytest
+import sqlalchemy as sa
+
+from shiftover.control import schema
+from shiftover.control.store import ControlStore, open_store, utcnow
+from shiftover.cutover import WriteSwitch, read_write_fence, switch_writes
+from shiftover.errors import FlagError, GateError, PhaseError
+from shiftover.flags.client import FlagClient
+from shiftover.flags.routing import WriteMode, read_routing, set_write_mode
+from shiftover.phases import ORDER, ROLLBACK_FROM, Phase
+from shiftover.reconcile import enqueue
+
+from .conftest import Setup
+
+CONTROL_STORES = ["sqlite", "postgres"]
+
+
+@pytest.fixture(params=CONTROL_STORES)
+def store(request: pytest.FixtureRequest, tmp_path) -> ControlStore:  # type: ignore[no-untyped-def]
+    if request.param == "sqlite":
+        return open_store(f"sqlite:///{tmp_path}/control.db")
+    return open_store(request.getfixturevalue("pg_database")())
+
+
+def ready_to_switch(store: ControlStore, name: str, diff_passed: bool = True) -> None:
+    store.register(name, {})
+    set_write_mode(store.engine, name, WriteMode.DUAL_OLD_PRIMARY, "test")
+    with store.engine.begin() as conn:
+        conn.execute(schema.gate_results.insert().values(
+            migration=name, stage="switch_writes", gate="checksum", passed=diff_passed, blocking=True,
+            summary="0 differences" if diff_passed else "3 rows differ", report={}, at=utcnow()))
+
+
+def race(store: ControlStore, name: str) -> list[object]:
+    """Two runs switch at the same moment; each returns its WriteSwitch or the error it got."""
+    barrier, outcomes = threading.Barrier(2), [None, None]
+
+    def attempt(i: int) -> None:
+        barrier.wait()
+        try:
+            outcomes[i] = switch_writes(store.engine, name, f"run-{i}")
+        except FlagError as exc:
+            outcomes[i] = exc
+
+    threads = [threading.Thread(target=attempt, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    return outcomes
+
+
+def test_two_concurrent_switches_switch_once(store: ControlStore) -> None:
+    for round_ in range(5):
+        name = f"race-{round_}"
+        ready_to_switch(store, name)
+        before = read_routing(store.engine, name).version
+        outcomes = race(store, name)
+        switches = store.audit_entries(name, action="write_switch")
+        assert len(switches) == 1, outcomes  # exactly one run flipped the flag
+        assert read_routing(store.engine, name).version == before + 1
+        winner = [o for o in outcomes if isinstance(o, WriteSwitch)]
+        assert winner and all(w.version == before + 1 for w in winner)
+        # the other run either lost the compare-and-set or found the switch already made
+        assert all(isinstance(o, FlagError | WriteSwitch) for o in outcomes)
+        flips = [a for a in store.audit_entries(name, action="flag") if a["detail"]["value"] == "dual_new_primary"]
+        assert len(flips) == 1
+
+
+def test_the_compare_and_set_refuses_a_stale_switch(store: ControlStore) -> None:
+    ready_to_switch(store, "stale")
+    seen = read_routing(store.engine, "stale").version
+    set_write_mode(store.engine, "stale", WriteMode.DUAL_NEW_PRIMARY, "other run", expected_version=seen)
+    with pytest.raises(FlagError, match="another run changed it first"):
+        set_write_mode(store.engine, "stale", WriteMode.DUAL_NEW_PRIMARY, "late run", expected_version=seen)
+
+
+def test_the_fence_refuses_a_queue_backlog_or_a_dirty_diff(control_store: ControlStore) -> None:
+    ready_to_switch(control_store, "queued")
+    enqueue(control_store.engine, "queued", [((1,), "upsert")], "new store down")
+    with pytest.raises(GateError, match="reconciliation queue not drained .1 pending"):
+        switch_writes(control_store.engine, "queued", "test")
+    ready_to_switch(control_store, "dirty", diff_passed=False)
+    with pytest.raises(GateError, match="last checksum diff .* failed: 3 rows differ"):
+        switch_writes(control_store.engine, "dirty", "test")
+    control_store.register("never-diffed", {})
+    set_write_mode(control_store.engine, "never-diffed", WriteMode.DUAL_OLD_PRIMARY, "test")
+    assert read_write_fence(control_store.engine, "never-diffed").problems == [
+        "no checksum diff has run for this migration"]
+    for name in ("queued", "dirty"):
+        assert read_routing(control_store.engine, name).writes is WriteMode.DUAL_OLD_PRIMARY
+        assert not control_store.audit_entries(name, action="write_switch")
+
+
+REVERSIBLE = [p for p in ORDER if p in ROLLBACK_FROM]
+
+
+@pytest.mark.flows
+@pytest.mark.parametrize("phase", REVERSIBLE, ids=str)
+def test_rollback_from_every_reversible_phase(prefect_harness: None, make_migration, phase: Phase) -> None:  # type: ignore[no-untyped-def]
+    from flows.rollback import rollback
+
+    setup: Setup = make_migration(phase)
+    result = rollback(setup.spec_path, setup.control_url, reason=f"drill from {phase}")
+    routing = read_routing(setup.store.engine, setup.name)
+    assert (routing.writes, routing.reads_percent, routing.shadow) == (WriteMode.DUAL_OLD_PRIMARY, 0, False)
+    assert result["from"] == phase and setup.store.phase(setup.name) is Phase.ROLLED_BACK
+    assert setup.store.history(setup.name)[-1].reason == f"drill from {phase}"
+
+
+@pytest.mark.flows
+def test_rollback_is_refused_once_the_old_store_stopped_being_written(prefect_harness: None, make_migration) -> None:  # type: ignore[no-untyped-def]
+    from flows.rollback import rollback
+    from shiftover import cutover as flips
+
+    setup: Setup = make_migration(Phase.WRITES_SWITCHED)
+    flips.stop_old_writes(setup.store.engine, setup.name, "test")
+    setup.store.transition(setup.name, Phase.OLD_WRITES_STOPPED, "test")
+    with pytest.raises(PhaseError, match="old_writes_stopped"):
+        rollback(setup.spec_path, setup.control_url)
+    assert read_routing(setup.store.engine, setup.name).writes is WriteMode.NEW_ONLY
+
+
+@pytest.mark.flows
+def test_an_application_sees_the_rollback_within_its_flag_ttl(prefect_harness: None, make_migration) -> None:  # type: ignore[no-untyped-def]
+    """Measured: from the rollback flow's last flag write until a FlagClient (TTL 1 s) routes to old."""
+    from flows.rollback import rollback
+
+    setup: Setup = make_migration(Phase.WRITES_SWITCHED)
+    ttl = 1.0
+    with FlagClient(setup.store.engine, prefix=f"{setup.name}:", ttl=ttl) as client:
+        assert client.routing(setup.name).writes is WriteMode.DUAL_NEW_PRIMARY
+        seen: list[datetime] = []
+        watcher = threading.Thread(target=_watch, args=(client, setup.name, seen), daemon=True)
+        watcher.start()
+        result = rollback(setup.spec_path, setup.control_url, reason="timing drill")
+        watcher.join(ttl * 3)
+    flipped = datetime.fromisoformat(str(result["flipped_at"]))
+    assert seen, "the flag client never saw the rollback"
+    elapsed = (seen[0] - flipped).total_seconds()
+    print(f"rollback visible to the application {elapsed:.3f} s after the flip (TTL {ttl:g} s)")
+    assert elapsed <= ttl + 0.25
+
+
+def _watch(client: FlagClient, name: str, seen: list[datetime]) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        routing = client.routing(name)
+        if routing.writes is WriteMode.DUAL_OLD_PRIMARY and routing.reads_percent == 0:
+            seen.append(utcnow())
+            return
+        time.sleep(0.005)
