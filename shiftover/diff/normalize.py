@@ -136,7 +136,8 @@ def _pg(rule: ColumnRule, own: str, x: str, tz: bool, o: ValidationSpec) -> str:
         return f"trim_scale(({x})::numeric)::text" if rule.scale is None else f"round(({x})::numeric, {rule.scale})::text"
     if kind == "float":
         if o.float_tolerance:
-            return f"round((({x})::float8 / {o.float_tolerance!r})::numeric)::text"
+            return (f"CASE WHEN abs({x}) < {_big(o)} THEN round((({x})::float8 / {o.float_tolerance!r})::numeric)::text "
+                    f"ELSE ({x})::float8::text END")
         return f"({x})::float8::text"
     if kind == "text":
         return f"rtrim(({x})::text, ' ')" if rule.pad else f"({x})::text"
@@ -167,7 +168,8 @@ def _my(rule: ColumnRule, own: str, x: str, tz: bool, o: ValidationSpec) -> str:
         return f"CAST(CAST({x} AS DECIMAL(65, {rule.scale if rule.scale is not None else 30})) AS CHAR)"
     if kind == "float":
         if o.float_tolerance:
-            return f"CAST(CAST(ROUND({x} / {o.float_tolerance!r}) AS DECIMAL(65, 0)) AS CHAR)"
+            return (f"CASE WHEN ABS({x}) < {_big(o)} THEN CAST(CAST(ROUND({x} / {o.float_tolerance!r}) AS DECIMAL(65, 0)) "
+                    f"AS CHAR) ELSE CAST({x} AS CHAR) END")
         return f"CAST({x} AS CHAR)"
     if kind == "text":
         return f"TRIM(TRAILING ' ' FROM {x})" if rule.pad else f"{x}"
@@ -188,6 +190,13 @@ def _my(rule: ColumnRule, own: str, x: str, tz: bool, o: ValidationSpec) -> str:
     if kind == "binary":
         return f"LOWER(HEX({x}))"
     raise AssertionError(kind)
+
+
+BIG_STEPS = 1e15  # past this many tolerance steps a float is hashed as its own text (no overflow)
+
+
+def _big(o: ValidationSpec) -> str:
+    return repr(BIG_STEPS * (o.float_tolerance or 0.0))
 
 
 def _lite(rule: ColumnRule, own: str, x: str, tz: bool, o: ValidationSpec) -> str:
@@ -230,7 +239,7 @@ def _dec(value: Any, scale: Any) -> str:
 
 
 def _float(value: Any, tol: Any) -> str:
-    if tol in (None, ""):
+    if tol in (None, "") or not abs(float(value)) < BIG_STEPS * float(tol):
         return repr(float(value))
     return str(round(float(value) / float(tol)))
 

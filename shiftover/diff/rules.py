@@ -45,7 +45,8 @@ def check_column_sets(mapping: TableMapping, src: sa.Table, tgt: sa.Table, optio
             raise DiffError(f"column {col.source!r} is not in source table {src.name!r}; fix the spec's columns")
         if col.target not in tgt.c:
             raise DiffError(f"column {col.target!r} is not in target table {tgt.name!r}; fix the spec's columns")
-    unknown = [c for c in options.exclude if c not in mapped and c not in {m.source for m in mapping.columns}]
+    known = mapped | {m.source for m in mapping.columns} | {c.name for c in tgt.columns}
+    unknown = [c for c in options.exclude if c not in known]
     if unknown:
         raise DiffError(f"validation.exclude names unknown column(s) {unknown}")
     keys = set(mapping.key) | set(mapping.target_key)
