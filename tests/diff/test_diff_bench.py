@@ -1,0 +1,27 @@
+"""bench/validate.py at a tiny size: it builds, measures and finds exactly the changed keys."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import uuid
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "validate.py"
+
+
+def test_validate_bench_runs_tiny(pg_database, mariadb_database) -> None:  # type: ignore[no-untyped-def]
+    pg_database(), mariadb_database()  # skips (or fails under CI) without the servers
+    spec = importlib.util.spec_from_file_location("bench_validate", BENCH)
+    assert spec and spec.loader
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench  # dataclasses look their module up
+    spec.loader.exec_module(bench)
+
+    rows = bench.main(["--rows", "3000", "--skip-reladiff", "--drop", "--prefix", f"so_bt_{uuid.uuid4().hex[:8]}"])
+
+    assert [(r["pair"], r["case"]) for r in rows] == [
+        (p, c) for p in ("pg-pg", "pg-mariadb") for c in ("a equal", "b 10 changed", "c 1% changed")
+    ]
+    assert all(r["exact"] for r in rows), rows
+    assert [r["found"] for r in rows] == [0, 10, 30] * 2
