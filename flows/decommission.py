@@ -17,10 +17,13 @@ from flows.cutover import approval_summary
 from flows.runtime import actor, require_phase
 from shiftover import decommission as retire
 from shiftover.approvals import request_approval
-from shiftover.control.store import DEFAULT_URL, utcnow
+from shiftover.connect import get_engine
+from shiftover.control.store import DEFAULT_URL, open_store, utcnow
 from shiftover.migration import Migration, load_migration
 from shiftover.phases import Phase
 from shiftover.plan import Stage, build_plan
+from shiftover.preflight import resolve_mapping
+from shiftover.spec import load_spec
 from tasks import routing as flips
 from tasks.gates import check_gates
 
@@ -78,7 +81,7 @@ def decommission(
     ``export_parquet`` (a directory; default: the spec's ``archive.export_parquet``) writes the
     archive to Parquet before the retention period starts.
     """
-    migration = load_migration(spec_path, control_url, require_target=True)
+    migration = open_for_decommission(spec_path, control_url)
     store, name = migration.store, migration.name
     phase = store.phase(name)
     if phase is Phase.DECOMMISSIONED:
@@ -109,6 +112,20 @@ def decommission(
     removed = retire.remove_routing_flags(store.engine, name, actor())
     store.advance_to(name, Phase.DECOMMISSIONED, actor(), f"archive dropped; flags removed: {', '.join(removed)}")
     return {"phase": Phase.DECOMMISSIONED, "flags_removed": removed}
+
+
+def open_for_decommission(spec_path: str, control_url: str) -> Migration:
+    """The migration, checked against its databases; once archived, against the archive table
+    (the old table's name no longer exists), keeping the spec as declared."""
+    spec = load_spec(spec_path)
+    store = open_store(control_url)
+    store.register(spec.name, spec.model_dump(mode="json", by_alias=True))
+    if store.phase(spec.name) is not Phase.ARCHIVED:
+        return load_migration(spec_path, control_url, require_target=True)
+    archived = spec.source.model_copy(update={"table": retire.archive_name(spec.source.table, spec.archive.suffix)})
+    mapping = resolve_mapping(spec.model_copy(update={"source": archived}))
+    return Migration(spec=spec, mapping=mapping, source=get_engine(spec.source.url),
+                     target=get_engine(spec.target.url), store=store)
 
 
 def archive(migration: Migration, stage: Stage, parquet_dir: str | None) -> None:
