@@ -1,7 +1,7 @@
 """The chunk loop of one segment: read a keyset chunk, write it insert-if-absent, checkpoint.
 
-Two loops share the same contract. A PostgreSQL → PostgreSQL copy without a Python
-transform streams ``COPY TO`` into ``COPY FROM`` (rows are never decoded). Every other pair
+Two loops share the same contract. A copy into PostgreSQL from PostgreSQL or MySQL without a
+Python transform streams COPY data (rows are never decoded; see ``sources``). Every other pair
 reads chunks through SQLAlchemy in a reader thread (the next chunk is read while the last is
 written), passes them through the optional pandas transform and the cross-engine value
 conversion, and hands them to the target dialect's writer. A checkpoint is committed after
@@ -25,8 +25,8 @@ from shiftover.backfill import checkpoints
 from shiftover.backfill.errors import copy_error
 from shiftover.backfill.keyset import Key, KeyRange, range_clause
 from shiftover.backfill.mysql import MySQLWriter
-from shiftover.backfill.postgres import PostgresWriter, column_type_oids
-from shiftover.backfill.session import compile_query, dedicated_connection
+from shiftover.backfill.postgres import PostgresWriter
+from shiftover.backfill.sources import stream_for
 from shiftover.backfill.sqlite import SQLiteWriter
 from shiftover.backfill.throttle import Throttle
 from shiftover.backfill.typemap import row_converter
@@ -122,61 +122,40 @@ def _may_start_chunk(throttle: Throttle, deadline: float | None) -> bool:
 
 
 def _can_stream(source: Engine, target: Engine, mapping: TableMapping) -> bool:
-    return source.dialect.name == target.dialect.name == "postgresql" and mapping.fast_path
+    return stream_for(source, target, mapping) is not None
 
 
-# -- PostgreSQL → PostgreSQL: COPY to COPY ---------------------------------------------
+# -- PostgreSQL or MySQL → PostgreSQL: COPY data, never decoded ---------------------------
 def _stream_loop(
     source: Engine, target: Engine, mapping: TableMapping, remaining: KeyRange, throttle: Throttle,
     deadline: float | None, tally: _Tally, checkpoint: Checkpoint,
 ) -> bool:
-    src_table, tgt_table = mapping.source_table_obj(source), mapping.target_table_obj(target)
-    writer = PostgresWriter(target, mapping, tgt_table)
-    raw = dedicated_connection(source)
-    conn: Any = raw.driver
-    conn.autocommit = True
-    conn.execute("SET TIME ZONE 'UTC'")
+    stream_class = stream_for(source, target, mapping)
+    assert stream_class is not None
+    writer = PostgresWriter(target, mapping, mapping.target_table_obj(target))
     lo, hi = remaining.lo, remaining.hi
-    binary: bool | None = None
     try:
-        while True:
-            if not _may_start_chunk(throttle, deadline):
-                return False
-            rows = throttle.chunk_rows()
-            end = _chunk_end(conn, source, src_table, mapping.key, KeyRange(lo, hi), rows)
-            chunk = KeyRange(lo, end if end is not None else hi)
-            tally.current = chunk
-            select, params = compile_query(
-                mapping.select_source(src_table).where(range_clause(src_table, mapping.key, chunk.lo, chunk.hi, "postgresql")),
-                source,
-            )
-            if binary is None:
-                binary = column_type_oids(conn, select, params) == column_type_oids(
-                    writer.conn, *compile_query(sa.select(*(tgt_table.c[c] for c in mapping.target_columns)), target)
-                )
-                writer.conn.commit()
-            throttle.acquire(rows)
-            began = time.monotonic()
-            read, inserted = _guarded(mapping, chunk, lambda: writer.write_stream(conn, select, params, binary, chunk))
-            throttle.record(read, time.monotonic() - began)
-            checkpoint(end, read, end is None)
-            tally.read, tally.inserted, tally.chunks = tally.read + read, tally.inserted + inserted, tally.chunks + 1
-            if end is None:
-                return True
-            lo = end
+        stream = _guarded(mapping, remaining, lambda: stream_class(source, mapping, writer))
+        try:
+            while True:
+                if not _may_start_chunk(throttle, deadline):
+                    return False
+                rows = throttle.chunk_rows()
+                end = _guarded(mapping, KeyRange(lo, hi), lambda: stream.chunk_end(KeyRange(lo, hi), rows))
+                chunk = KeyRange(lo, end if end is not None else hi)
+                throttle.acquire(rows)
+                began = time.monotonic()
+                read, inserted = _guarded(mapping, chunk, lambda: stream.copy_chunk(writer, chunk))
+                throttle.record(read, time.monotonic() - began)
+                checkpoint(end, read, end is None)
+                tally.read, tally.inserted, tally.chunks = tally.read + read, tally.inserted + inserted, tally.chunks + 1
+                if end is None:
+                    return True
+                lo = end
+        finally:
+            stream.close()
     finally:
         writer.close()
-        raw.close()
-
-
-def _chunk_end(conn: Any, engine: Engine, table: sa.Table, key: tuple[str, ...], within: KeyRange, rows: int) -> Key | None:
-    """The key ``rows`` rows past ``within.lo`` (None when fewer remain): the chunk's inclusive end."""
-    cols = [table.c[k] for k in key]
-    query = sa.select(*cols).where(range_clause(table, key, within.lo, within.hi, engine.dialect.name))
-    query = query.order_by(*cols).offset(rows - 1).limit(1)
-    sql_text, params = compile_query(query, engine)
-    row = conn.execute(sql_text, params).fetchone()
-    return tuple(row) if row is not None else None
 
 
 # -- every other pair: rows through Python ------------------------------------------------

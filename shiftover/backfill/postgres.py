@@ -3,15 +3,14 @@
 When the chunk's key range holds no row in the target yet (the common case of a first
 copy), rows are COPYed straight into the target: if a dual-written row lands in the range
 meanwhile, the COPY fails on the key, rolls back whole, and the chunk goes through staging,
-so a row already in the target is never overwritten. A PostgreSQL source can stream
-``COPY (SELECT ...) TO STDOUT`` into the target's ``COPY FROM STDIN`` without decoding rows
-(binary when both sides have the same column types).
+so a row already in the target is never overwritten. ``write_blocks`` takes COPY data
+from the streams in ``sources`` (rows never decoded in Python).
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import psycopg
@@ -64,22 +63,18 @@ class PostgresWriter:
                     copy.write_row(row)
             return cur.rowcount
 
-    # -- rows streamed from a PostgreSQL source ------------------------------------------
-    def write_stream(
-        self, source: psycopg.Connection[Any], select: str, params: Any, binary: bool, key_range: KeyRange
-    ) -> tuple[int, int]:
-        """COPY the source query's rows in, undecoded; returns (rows read, rows inserted)."""
+    # -- COPY data streamed from a source --------------------------------------------------
+    def write_blocks(self, blocks: Callable[[], Iterable[bytes]], binary: bool, key_range: KeyRange) -> tuple[int, int]:
+        """COPY the blocks that ``blocks()`` yields (COPY text or binary data); returns (rows read, rows inserted)."""
         fmt = sql.SQL("(FORMAT BINARY)" if binary else "")
-        copy_out = sql.SQL("COPY ({}) TO STDOUT {}").format(sql.SQL(select), fmt)  # type: ignore[arg-type]
 
         def stream(dest: sql.Composable) -> int:
-            with source.cursor() as rcur, rcur.copy(copy_out, params) as out:
-                with self.conn.cursor() as wcur:
-                    copy_in = sql.SQL("COPY {} ({}) FROM STDIN {}").format(dest, self.columns, fmt)
-                    with wcur.copy(copy_in, writer=QueuedLibpqWriter(wcur)) as inp:
-                        for block in out:
-                            inp.write(block)
-                    return wcur.rowcount
+            with self.conn.cursor() as cur:
+                copy_in = sql.SQL("COPY {} ({}) FROM STDIN {}").format(dest, self.columns, fmt)
+                with cur.copy(copy_in, writer=QueuedLibpqWriter(cur)) as inp:
+                    for block in blocks():
+                        inp.write(block)
+                return cur.rowcount
 
         return self._write(stream, key_range)
 
@@ -115,6 +110,19 @@ class PostgresWriter:
             found = cur.fetchone() is not None
         self.conn.commit()
         return not found
+
+
+def batched(out: Iterable[bytes], batch_bytes: int = 1 << 20) -> Iterator[bytes]:
+    """COPY data regrouped into ~1 MB blocks: libpq hands it over one row at a time, and a
+    write per row would cost more than the copy itself."""
+    buffer = bytearray()
+    for block in out:
+        buffer += block
+        if len(buffer) >= batch_bytes:
+            yield bytes(buffer)
+            buffer.clear()
+    if buffer:
+        yield bytes(buffer)
 
 
 def _qualified(table: str, schema: str | None) -> sql.Composable:
