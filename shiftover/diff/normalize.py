@@ -124,14 +124,24 @@ def decimal_scale(col_type: sa.types.TypeEngine[Any]) -> int | None:
 def side_sql(dialect: str, rule: ColumnRule, own_kind: str, expr: str, col_type: Any, options: ValidationSpec) -> str:
     """SQL rendering ``expr`` (a column or a parenthesised expression) as the rule's canonical text."""
     builder = {"postgresql": _pg, "mysql": _my, "mariadb": _my, "sqlite": _lite}[dialect]
-    tz = bool(getattr(col_type, "timezone", False))
-    return builder(rule, own_kind, expr, tz, options)
+    return builder(rule, own_kind, expr, col_type, options)
 
 
-def _pg(rule: ColumnRule, own: str, x: str, tz: bool, o: ValidationSpec) -> str:
+def _same_scale(rule: ColumnRule, own: str, col_type: Any) -> bool:
+    """The column's own text already has the rule's fixed scale (no rounding to pay for)."""
+    return own == "decimal" and rule.scale is not None and decimal_scale(col_type) == rule.scale
+
+
+def _pg(rule: ColumnRule, own: str, x: str, col_type: Any, o: ValidationSpec) -> str:
     kind = rule.kind
-    if kind == "integer":
+    tz = bool(getattr(col_type, "timezone", False))
+    if kind == "integer" or (kind == "decimal" and _same_scale(rule, own, col_type)):
         return f"({x})::text"
+    if kind == "timestamp" and o.timestamp_precision == "us":
+        # timestamp::text drops zero fractions ('12:00:00', '12:00:00.5'): pad to six digits,
+        # four times cheaper than to_char. Odd years (BC, > 9999) only cost a row compare.
+        text = f"(({x}) AT TIME ZONE 'UTC')::text" if tz else f"({x})::timestamp::text"
+        return f"rpad(CASE WHEN length({text}) = 19 THEN {text} || '.' ELSE {text} END, 26, '0')"
     if kind == "decimal":
         return f"trim_scale(({x})::numeric)::text" if rule.scale is None else f"round(({x})::numeric, {rule.scale})::text"
     if kind == "float":
@@ -160,10 +170,13 @@ def _pg(rule: ColumnRule, own: str, x: str, tz: bool, o: ValidationSpec) -> str:
     raise AssertionError(kind)
 
 
-def _my(rule: ColumnRule, own: str, x: str, tz: bool, o: ValidationSpec) -> str:
+def _my(rule: ColumnRule, own: str, x: str, col_type: Any, o: ValidationSpec) -> str:
     kind = rule.kind
-    if kind == "integer":
-        return f"CAST({x} AS CHAR)"
+    if kind == "integer" or (kind == "decimal" and _same_scale(rule, own, col_type)):
+        return f"{x}"  # CONCAT_WS renders numbers itself
+    if kind == "timestamp" and own == "timestamp" and o.timestamp_precision == "us":
+        fsp = int(getattr(col_type, "fsp", 0) or 0)  # DATETIME(fsp) renders exactly fsp digits
+        return f"CONCAT({x}, '{'.' if fsp == 0 else ''}{'0' * (6 - fsp)}')" if fsp < 6 else f"CAST({x} AS CHAR)"
     if kind == "decimal":
         return f"CAST(CAST({x} AS DECIMAL(65, {rule.scale if rule.scale is not None else 30})) AS CHAR)"
     if kind == "float":
@@ -199,7 +212,7 @@ def _big(o: ValidationSpec) -> str:
     return repr(BIG_STEPS * (o.float_tolerance or 0.0))
 
 
-def _lite(rule: ColumnRule, own: str, x: str, tz: bool, o: ValidationSpec) -> str:
+def _lite(rule: ColumnRule, own: str, x: str, col_type: Any, o: ValidationSpec) -> str:
     if rule.kind == "integer":
         return f"CAST({x} AS TEXT)"
     if rule.kind == "text" and not rule.pad:
