@@ -23,7 +23,7 @@ def test_row_count_gate_reports_both_counts(open_orders, orders_urls) -> None:  
     break_target(orders_urls[1])  # -2 +1 rows
     result = row_count_gate(m, GateSpec(name="row_count"))
     assert not result.passed
-    assert result.metrics == {"source_rows": ORDERS, "target_rows": ORDERS - 1, "tolerated": 0}
+    assert result.metrics == {"source_rows": ORDERS, "target_rows": ORDERS - 1, "tolerated": 0, "writes_in_flight": 0}
     assert row_count_gate(m, GateSpec(name="row_count", threshold=1)).passed
 
 

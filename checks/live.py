@@ -1,0 +1,73 @@
+"""Counting rows while the application keeps writing.
+
+Under dual-write, source and target counts taken a moment apart differ by the writes in
+flight. Each write changes a count by at most one, and the dual-writer reports its writes
+to the control store (``so_metrics``, flushed every second), so a target count taken between
+two source counts ``a`` and ``b`` is consistent when it lies in
+``[min(a, b) - w, max(a, b) + w]``, ``w`` being the writes reported around that window.
+With no dual-writer reporting (old store only, trigger capture), ``w`` is zero and the
+comparison is exact.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TypeVar
+
+import sqlalchemy as sa
+
+from shiftover.control.store import utcnow
+from shiftover.dualwrite.shadow import WRITES, sum_metrics
+from shiftover.flags.routing import WriteMode, read_routing
+from shiftover.migration import Migration
+
+T = TypeVar("T")
+
+METRICS_FLUSH_SECONDS = 1.0  # the dual-writer's reporting interval (DualWriter.metrics_interval)
+_LOOKBACK = timedelta(seconds=2)  # writes started shortly before the window may still be in flight
+
+
+@dataclass(frozen=True)
+class CountBand:
+    source_before: int
+    source_after: int
+    writes_in_window: int
+
+    @property
+    def low(self) -> int:
+        return min(self.source_before, self.source_after) - self.writes_in_window
+
+    @property
+    def high(self) -> int:
+        return max(self.source_before, self.source_after) + self.writes_in_window
+
+    def holds(self, target_rows: int) -> bool:
+        return self.low <= target_rows <= self.high
+
+    def describe(self) -> str:
+        if self.writes_in_window == 0 and self.source_before == self.source_after:
+            return f"source {self.source_before} rows (no writes in flight)"
+        return (f"source {self.source_before}..{self.source_after} rows with {self.writes_in_window} "
+                f"application writes in flight: consistent range {self.low}..{self.high}")
+
+
+def count_source(migration: Migration) -> int:
+    table = migration.mapping.source_table_obj(migration.source)
+    with migration.source.connect() as conn:
+        return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
+
+
+def around_source_counts(migration: Migration, measure_target: Callable[[int], T]) -> tuple[T, CountBand]:
+    """Run ``measure_target(source_count)`` between two source counts; return its result and the band."""
+    window_start = utcnow() - _LOOKBACK
+    before = count_source(migration)
+    result = measure_target(before)
+    after = count_source(migration)
+    writes = 0
+    if read_routing(migration.store.engine, migration.name).writes is not WriteMode.OLD_ONLY:
+        time.sleep(METRICS_FLUSH_SECONDS + 0.2)  # let every dual-writer report the window's writes
+        writes = int(sum_metrics(migration.store.engine, migration.name, [WRITES], window_start)[WRITES])
+    return result, CountBand(before, after, writes)
