@@ -90,9 +90,9 @@ def _run_segments(
 
 
 def _source_rows(migration: Migration) -> int:
-    from shiftover.backfill.keyset import count_rows
+    from shiftover.backfill.keyset import estimate_rows
 
-    return count_rows(migration.source, migration.mapping.source_table_obj(migration.source))
+    return estimate_rows(migration.source, migration.mapping.source_table_obj(migration.source))
 
 
 def _update_progress(artifact_id: Any, migration: Migration, total: int, seconds: float) -> None:
