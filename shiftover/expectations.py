@@ -110,7 +110,10 @@ def run_expectations(
         by_id[added.id] = exp
     definition = ctx.validation_definitions.add(gx.ValidationDefinition(name="shiftover", data=batch, suite=suite))
     result = definition.run(expectation_parameters=parameters or {}, result_format="SUMMARY")
-    outcomes = {id(by_id[r.expectation_config.id]): _outcome(by_id[r.expectation_config.id], r) for r in result.results}
+    outcomes = {}
+    for r in result.results:
+        exp = by_id[r.expectation_config.id]  # type: ignore[union-attr]
+        outcomes[id(exp)] = _outcome(exp, r)
     return [outcomes[id(exp)] for exp in expectations]
 
 

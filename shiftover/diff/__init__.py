@@ -14,9 +14,15 @@ rows, row-level comparison, repair from the source of truth, progress in the con
 
 from __future__ import annotations
 
-from shiftover.diff.failures import DiffProgress, ValidationStatus, new_run_id, unfinished_run, validation_status
+from shiftover.diff.failures import (
+    DiffProgress,
+    ValidationStatus,
+    new_run_id,
+    unfinished_run,
+    validation_status,
+)
 from shiftover.diff.repair import RepairResult, repair
-from shiftover.diff.report import CHANGED, EXTRA, MISSING, DiffReport, Difference
+from shiftover.diff.report import CHANGED, EXTRA, MISSING, Difference, DiffReport
 from shiftover.diff.tables import diff_keys, diff_tables, plan_diff
 
 __all__ = [

@@ -86,8 +86,8 @@ def side_connection(side: Side) -> Iterator[sa.Connection]:
         yield conn
 
 
-def _where(side: Side, rng: KeyRange) -> list[sa.ColumnElement[bool]]:
-    clauses = [range_clause(side.key_columns, rng)]
+def _where(side: Side, rng: KeyRange) -> list[sa.ColumnElement[bool] | sa.TextClause]:
+    clauses: list[sa.ColumnElement[bool] | sa.TextClause] = [range_clause(side.key_columns, rng)]
     if side.filter_sql:
         clauses.append(sa.text(side.filter_sql).bindparams(**dict(side.filter_params)))
     return clauses
@@ -95,7 +95,7 @@ def _where(side: Side, rng: KeyRange) -> list[sa.ColumnElement[bool]]:
 
 def range_checksum(side: Side, rng: KeyRange) -> Checksum:
     """Count and hash sum of the rows in ``rng``."""
-    query = sa.select(sa.func.count(), sa.literal_column(side.row_sum)).select_from(side.table).where(*_where(side, rng))
+    query: Any = sa.select(sa.func.count(), sa.literal_column(side.row_sum)).select_from(side.table).where(*_where(side, rng))
     with side_connection(side) as conn:
         count, total = conn.execute(query).one()
     return int(count), int(total or 0)
@@ -105,12 +105,12 @@ def bucket_checksums(side: Side, rng: KeyRange, base: int, width: int) -> dict[i
     """Checksums of integer-key buckets ``(key - base) // width`` inside ``rng``, in one scan."""
     key = side.engine.dialect.identifier_preparer.quote(side.key[0])
     op = "DIV" if side.dialect in ("mysql", "mariadb") else "/"
-    bucket = sa.literal_column(f"(({key} - {int(base)}) {op} {int(width)})").label("b")
+    bucket: sa.Label[Any] = sa.literal_column(f"(({key} - {int(base)}) {op} {int(width)})").label("b")
     query = (
         sa.select(bucket, sa.func.count(), sa.literal_column(side.row_sum))
         .select_from(side.table)
         .where(*_where(side, rng))
-        .group_by(sa.literal_column("b") if side.dialect != "postgresql" else sa.literal_column("1"))
+        .group_by(sa.literal_column("b"))
     )
     with side_connection(side) as conn:
         return {int(b): (int(c), int(s or 0)) for b, c, s in conn.execute(query)}

@@ -65,7 +65,7 @@ def classify(column: str, col_type: sa.types.TypeEngine[Any]) -> str:
         return "boolean"
     if isinstance(t, sa.Integer):
         return "integer"
-    if isinstance(t, sa.Float) or isinstance(t, mysql.DOUBLE | mysql.FLOAT | postgresql.DOUBLE_PRECISION | postgresql.REAL):
+    if isinstance(t, sa.Float | mysql.DOUBLE | mysql.FLOAT | postgresql.DOUBLE_PRECISION | postgresql.REAL):
         return "float"
     if isinstance(t, sa.Numeric):
         return "decimal"
@@ -274,7 +274,7 @@ def _as_datetime(value: Any) -> datetime:
         return value
     if isinstance(value, date):
         return datetime(value.year, value.month, value.day)
-    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    return datetime.fromisoformat(str(value))
 
 
 def _timestamp(value: Any, precision: Any) -> str:

@@ -26,7 +26,7 @@ _BATCH = 1_000
 def key_token(rules: Sequence[ColumnRule], key: Key) -> tuple[str | None, ...]:
     """A key's engine-independent identity (a UUID object and its text form match)."""
     if all(r.kind == "integer" for r in rules):
-        return tuple(int(v) for v in key)  # type: ignore[return-value]
+        return tuple(str(int(v)) for v in key)
     return tuple(canonical_text(r.kind, v, None if r.kind != "decimal" else r.scale) for r, v in zip(rules, key, strict=False))
 
 

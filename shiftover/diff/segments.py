@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 import sqlalchemy as sa
@@ -65,7 +66,7 @@ def integer_ranges(lo: int, hi: int, parts: int) -> list[KeyRange]:
     width = max(1, -(-(hi - lo + 1) // parts))
     cuts = list(range(lo - 1 + width, hi, width))
     bounds: list[Key | None] = [None, *[(c,) for c in cuts], None]
-    return [KeyRange(a, b) for a, b in zip(bounds, bounds[1:], strict=False)]
+    return [KeyRange(a, b) for a, b in pairwise(bounds)]
 
 
 def integer_span(rng: KeyRange, lo: int, hi: int) -> tuple[int, int]:
@@ -92,4 +93,4 @@ def sampled_ranges(
     with engine.connect() as conn:
         cuts = [tuple(r) for r in conn.execute(query)][: parts - 1]
     bounds: list[Key | None] = [rng.lo, *cuts, rng.hi]
-    return [KeyRange(a, b) for a, b in zip(bounds, bounds[1:], strict=False) if a != b]
+    return [KeyRange(a, b) for a, b in pairwise(bounds) if a != b]

@@ -12,7 +12,6 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy.engine import Engine
 
@@ -20,7 +19,7 @@ from shiftover.diff.bisect import Narrowing, candidate_keys
 from shiftover.diff.checksum import Side, build_side, key_bounds
 from shiftover.diff.failures import DiffProgress
 from shiftover.diff.normalize import ColumnRule
-from shiftover.diff.report import DiffReport, Difference, Key
+from shiftover.diff.report import Difference, DiffReport, Key
 from shiftover.diff.rows import compare_keys, key_token, python_column_keys
 from shiftover.diff.rules import build_rules, check_keys
 from shiftover.diff.segments import KeyRange, integer_ranges, sampled_ranges

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from shiftover.connect import get_engine
 from shiftover.diff import diff_tables
 from shiftover.spec import ValidationSpec
+
 from .matrix import EXPECTED, ROWS, apply_changes, fill, mapping
 
 OPTIONS = ValidationSpec(segments=4, row_threshold=8, float_tolerance=1e-9)

@@ -12,7 +12,7 @@ from shiftover.control.store import open_store
 from shiftover.errors import GateError
 from shiftover.phases import Phase
 
-from .conftest import bring_to_backfilled, break_target, spec_dict, write_spec
+from .conftest import break_target, bring_to_backfilled, spec_dict, write_spec
 
 pytestmark = pytest.mark.flows
 

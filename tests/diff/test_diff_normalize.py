@@ -22,7 +22,7 @@ from shiftover.spec import ValidationSpec
     ("kind", "a", "b", "arg"),
     [
         ("decimal", Decimal("1.5"), 1.50, "2"),
-        ("decimal", Decimal("10.000"), Decimal("10"), None),
+        ("decimal", Decimal("10.000"), Decimal(10), None),
         ("timestamp", datetime(2024, 1, 1, 14, 0, tzinfo=timezone(timedelta(hours=2))), datetime(2024, 1, 1, 12, 0), "us"),
         ("timestamp", datetime(2024, 1, 1, 12, 0, 0, 999), "2024-01-01 12:00:00", "ms"),
         ("text", "cafe\u0301", "café", "0"),
