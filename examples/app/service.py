@@ -26,6 +26,7 @@ import sqlalchemy as sa
 from shiftover.dualwrite import DualWriter
 from shiftover.spec import load_spec
 
+log = logging.getLogger("examples.orders")
 _PATH = re.compile(r"^/orders/(-?\d+)$")
 
 
@@ -124,21 +125,21 @@ def make_server(service: OrdersService, host: str = "127.0.0.1", port: int = 0) 
                     service.delete(order_id)
             except (ValueError, sa.exc.IntegrityError) as exc:
                 return self._send(HTTPStatus.BAD_REQUEST, {"error": str(exc).splitlines()[0]})
-            except Exception as exc:  # noqa: BLE001 - the primary store failed: the request fails
-                logging.exception("write failed")
+            except Exception as exc:
+                log.exception("write failed")
                 return self._send(HTTPStatus.SERVICE_UNAVAILABLE, {"error": type(exc).__name__})
             return self._send(HTTPStatus.NO_CONTENT)
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             self._route("GET")
 
-        def do_PUT(self) -> None:  # noqa: N802
+        def do_PUT(self) -> None:
             self._route("PUT")
 
-        def do_PATCH(self) -> None:  # noqa: N802
+        def do_PATCH(self) -> None:
             self._route("PATCH")
 
-        def do_DELETE(self) -> None:  # noqa: N802
+        def do_DELETE(self) -> None:
             self._route("DELETE")
 
     server = ThreadingHTTPServer((host, port), Handler)

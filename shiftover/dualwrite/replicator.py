@@ -20,6 +20,7 @@ from sqlalchemy.engine import Engine
 
 from shiftover import reconcile
 from shiftover.dualwrite import shadow
+from shiftover.dualwrite.image import apply_image
 from shiftover.dualwrite.shadow import Recorder
 from shiftover.mapping import TableMapping
 from shiftover.rowsync import Key, sync_keys
@@ -34,12 +35,13 @@ class Replicator:
     """Runs secondary writes and records what failed. ``asynchronous=False`` runs them inline."""
 
     def __init__(self, store: Engine, migration: str, recorder: Recorder, *, asynchronous: bool,
-                 queue_size: int = 10_000, workers: int = 2, batch: int = 100) -> None:
+                 queue_size: int = 10_000, workers: int = 2, batch: int = 100, linger: float = 0.005) -> None:
         self.store = store
         self.migration = migration
         self.recorder = recorder
         self.asynchronous = asynchronous
         self.batch = batch
+        self.linger = linger
         self._backlog: list[tuple[Key, str, str]] = []
         self._backlog_lock = threading.Lock()
         self._stop = threading.Event()
@@ -66,6 +68,16 @@ class Replicator:
         except queue.Full:
             self.recorder.count(shadow.QUEUE_OVERFLOWS)
             self.park([(job[3], job[4])], "async queue full")
+
+    def apply(self, dst: Engine, mapping: TableMapping, keys: list[Key], image: list[dict[str, Any]],
+              items: Sequence[tuple[Key, str]]) -> None:
+        """Write images read on the primary's connection to the secondary, inline; never raises."""
+        self.recorder.count(shadow.SECONDARY_WRITES, len(keys))
+        try:
+            apply_image(dst, mapping, keys, image)
+        except Exception as exc:  # noqa: BLE001 - a secondary failure never reaches the application
+            self.recorder.count(shadow.SECONDARY_ERRORS, len(keys))
+            self.park(items, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
 
     def _run(self, jobs: Sequence[Job]) -> None:
         src, dst, mapping = jobs[0][0], jobs[0][1], jobs[0][2]
@@ -113,9 +125,11 @@ class Replicator:
             except queue.Empty:
                 continue
             jobs = [first]
+            until = time.monotonic() + self.linger  # wait a moment so bursts share one round trip
             while len(jobs) < self.batch:
+                left = until - time.monotonic()
                 try:
-                    jobs.append(q.get_nowait())
+                    jobs.append(q.get(timeout=left) if left > 0 else q.get_nowait())
                 except queue.Empty:
                     break
             try:
@@ -157,7 +171,7 @@ def run_later(interval: float, fn: Callable[[], Any], stop: threading.Event) -> 
         while not stop.wait(interval):
             try:
                 fn()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("periodic dual-writer task failed")
 
     thread = threading.Thread(target=loop, name="shiftover-dualwrite-ticker", daemon=True)

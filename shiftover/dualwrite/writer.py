@@ -4,8 +4,9 @@ Rows are in the old table's column names (the application's shape). The write mo
 the migration's flags, read from the ``FlagClient``'s cache on every call:
 
 - ``old_only`` / ``new_only``: one store.
-- ``dual_old_primary``: write old in its own transaction, then make new equal for that key with
-  ``rowsync.sync_keys`` (the full row image read back from old; deletes propagate).
+- ``dual_old_primary``: write old in its own transaction, then make new equal for that key: the
+  full row image (deletes propagate) is read back from old inside the write's transaction
+  (synchronous mode, see ``image``) or by ``rowsync.sync_keys`` on a worker (asynchronous mode).
 - ``dual_new_primary``: write new first (renames only), then make old equal from new.
 
 A failed secondary write never reaches the caller: the key goes to the reconciliation queue.
@@ -18,10 +19,10 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from shiftover.dualwrite import shadow
+from shiftover.dualwrite.image import read_image
 from shiftover.dualwrite.reads import RoutedReader
 from shiftover.dualwrite.replicator import Replicator, run_later
 from shiftover.dualwrite.shadow import Recorder
@@ -35,6 +36,16 @@ from shiftover.spec import MigrationSpec
 _NEW_PRIMARY = (WriteMode.DUAL_NEW_PRIMARY, WriteMode.NEW_ONLY)
 
 
+def _can_return(engine: Engine, mapping: TableMapping) -> bool:
+    """RETURNING gives the image in one round trip (PostgreSQL, SQLite; MariaDB has no UPDATE ... RETURNING)."""
+    return engine.dialect.name in ("postgresql", "sqlite") and mapping.transform is None
+
+
+def op_for(op: str, key: Key, written: Key) -> str:
+    """The reconciliation op for a touched key: the old key of a moved row is gone from the source."""
+    return "delete" if op == "delete" or key != written else "upsert"
+
+
 class DualWriter:
     """Writes one table through the migration's current write mode. Thread-safe; share one."""
 
@@ -46,6 +57,7 @@ class DualWriter:
         self.recorder = Recorder(store, migration, max_mismatch_rows=max_mismatch_rows)
         self.replicator = Replicator(store, migration, self.recorder, asynchronous=asynchronous,
                                      queue_size=queue_size, workers=workers)
+        self._async = asynchronous
         self.reader = RoutedReader(old, new, mapping, self.recorder, shadow_sample=shadow_sample)
         self._renames = {c.source: c.target for c in mapping.columns if c.sql is None}
         self._reverse: TableMapping | None = None
@@ -98,32 +110,55 @@ class DualWriter:
 
     def _write(self, op: str, key: Key, values: dict[str, Any]) -> None:
         mode = self.routing().writes
-        queue_op = "delete" if op == "delete" else "upsert"
         self.recorder.count(shadow.WRITES)
+        keys = self._touched_keys(op, key, values)
         with self._stripes[hash(key) % len(self._stripes)]:
             if mode in _NEW_PRIMARY:
-                reverse = self._reverse_mapping()
-                self._primary(self.new, self.mapping.target_table_obj(self.new), self.mapping.target_key,
-                              op, key, self._to_new(values))
-                if mode == WriteMode.DUAL_NEW_PRIMARY:
-                    self.replicator.submit((self.new, self.old, reverse, key, queue_op))
+                route = (self.new, self.old, self._reverse_mapping())
+                primary_values = self._to_new(values)
+            else:
+                route = (self.old, self.new, self.mapping)
+                primary_values = values
+            dual = mode in (WriteMode.DUAL_OLD_PRIMARY, WriteMode.DUAL_NEW_PRIMARY)
+            src, dst, mapping = route
+            image = self._primary(src, mapping, op, key, primary_values, keys if dual and not self._async else None)
+            if not dual:
                 return
-            self._primary(self.old, self.mapping.source_table_obj(self.old), self.mapping.key, op, key, values)
-            if mode == WriteMode.DUAL_OLD_PRIMARY:
-                self.replicator.submit((self.old, self.new, self.mapping, key, queue_op))
+            if self._async:
+                for k in keys:
+                    self.replicator.submit((src, dst, mapping, k, op_for(op, k, key)))
+            else:
+                self.replicator.apply(dst, mapping, keys, image or [], [(k, op_for(op, k, key)) for k in keys])
+
+    def _touched_keys(self, op: str, key: Key, values: dict[str, Any]) -> list[Key]:
+        """The key written, plus the new key when an update or upsert moves the row."""
+        if op == "delete":
+            return [key]
+        moved = tuple(values.get(col, part) for col, part in zip(self.mapping.key, key, strict=True))
+        return [key] if moved == key else [key, moved]
 
     @staticmethod
-    def _primary(engine: Engine, table: sa.Table, key_cols: tuple[str, ...], op: str, key: Key,
-                 values: dict[str, Any]) -> None:
+    def _primary(engine: Engine, mapping: TableMapping, op: str, key: Key, values: dict[str, Any],
+                 image_keys: list[Key] | None) -> list[dict[str, Any]] | None:
+        """Write the primary in its own transaction; with ``image_keys``, read their images before commit."""
+        table = mapping.source_table_obj(engine)
+        key_cols = mapping.key
+        returning = image_keys is not None and _can_return(engine, mapping)
         with engine.begin() as conn:
-            if op == "insert":
-                conn.execute(table.insert().values(values))
-            elif op == "upsert":
+            if op == "upsert":
                 upsert_rows(conn, table, [values], key_cols)
-            elif op == "update":
-                conn.execute(table.update().where(key_in(table, key_cols, [key])).values(values))
-            else:
+            elif op == "delete":
                 conn.execute(table.delete().where(key_in(table, key_cols, [key])))
+                if image_keys == [key]:
+                    return []  # the row is gone: its image is "absent", no need to read it back
+            else:
+                stmt = (table.insert().values(values) if op == "insert"
+                        else table.update().where(key_in(table, key_cols, [key])).values(values))
+                if returning:  # the image in the write's own round trip
+                    stmt = stmt.returning(*(c.select_expr(table) for c in mapping.columns))
+                    return [dict(r._mapping) for r in conn.execute(stmt)]
+                conn.execute(stmt)
+            return read_image(conn, mapping, table, image_keys) if image_keys else None
 
     def _to_new(self, values: dict[str, Any]) -> dict[str, Any]:
         unknown = [c for c in values if c not in self._renames]

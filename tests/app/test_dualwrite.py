@@ -87,8 +87,7 @@ def test_new_primary_refused_for_computed_columns(pg_pair: Pair) -> None:
 
 def test_secondary_failure_never_fails_the_caller_and_is_queued(pair: Pair) -> None:
     pair.set_mode(WriteMode.DUAL_OLD_PRIMARY)
-    dead = sa.create_engine(pair.new.url.set(port=1), connect_args={"connect_timeout": 1}
-                            if pair.new.dialect.name == "postgresql" else {"connect_timeout": 1})
+    dead = sa.create_engine(pair.new.url.set(port=1), connect_args={"connect_timeout": 1})
     with DualWriter(pair.old, dead, pair.mapping, pair.flags, pair.store.engine, pair.name) as writer:
         exercise(writer)
     depth = queue_depth(pair.store.engine, pair.name)

@@ -21,8 +21,8 @@ from .conftest import Pair
 from .netfault import FlakyProxy
 
 sys.path.insert(0, str(Path(__file__).parents[2]))  # the repository root, for examples/
-from examples.app.loadgen import run_load  # noqa: E402
-from examples.app.service import OrdersService, make_server  # noqa: E402
+from examples.app.loadgen import run_load
+from examples.app.service import OrdersService, make_server
 
 OUTAGE_SECONDS = 10  # as the issue asks: the new database gone for ten seconds under load
 

@@ -13,9 +13,9 @@ from shiftover.control.store import open_store
 from shiftover.demo import create_orders, orders_table
 from shiftover.flags.routing import WriteMode, set_write_mode
 from shiftover.mapping import forget_reflections
+from shiftover.preflight import resolve_mapping
 from shiftover.reconcile import enqueue, queue_depth
 from shiftover.rowsync import sync_keys
-from shiftover.preflight import resolve_mapping
 from shiftover.spec import load_spec
 
 pytestmark = pytest.mark.flows

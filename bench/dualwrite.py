@@ -1,0 +1,151 @@
+"""Dual-write latency against the local PostgreSQL, every ratio against old-only in the same run.
+
+    .venv/bin/python bench/dualwrite.py                 # 3000 single-row writes per mode
+    .venv/bin/python bench/dualwrite.py --writes 50     # tiny (the test suite runs this)
+
+Measures an application loop of single-row updates through the ``DualWriter`` in old-only,
+dual-write synchronous and dual-write asynchronous modes (p50/p99), the cost of a cached flag
+read, and the write overhead of trigger capture (a plain update with and without the capture
+triggers). Targets from issue 6: async p99 <= 1.2x old-only, sync p99 <= 2.2x, flag read < 5 us.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import tempfile
+import time
+import timeit
+import uuid
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from shiftover.capture import install_capture, remove_capture
+from shiftover.connect import dispose_engines, get_engine
+from shiftover.control.store import open_store
+from shiftover.demo import create_orders, orders_table
+from shiftover.dualwrite import DualWriter
+from shiftover.flags.client import FlagClient
+from shiftover.flags.routing import WriteMode, set_write_mode
+from shiftover.preflight import resolve_mapping
+from shiftover.rowsync import sync_keys
+from shiftover.spec import parse_spec
+
+TARGETS = {"async p99": 1.2, "sync p99": 2.2}
+
+
+def percentiles(samples: list[float]) -> tuple[float, float]:
+    ordered = sorted(samples)
+    return statistics.median(ordered), ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+
+def run(admin_url: str, writes: int, rows: int) -> dict[str, tuple[float, float]]:
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    dbs = [f"so_bench_{uuid.uuid4().hex[:8]}" for _ in range(2)]
+    with admin.connect() as conn:
+        for db in dbs:
+            conn.execute(sa.text(f"CREATE DATABASE {db}"))
+    try:
+        return _measure(admin_url, dbs, writes, rows)
+    finally:
+        dispose_engines()
+        with admin.connect() as conn:
+            for db in dbs:
+                conn.execute(sa.text(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+
+
+def _measure(admin_url: str, dbs: list[str], writes: int, rows: int) -> dict[str, tuple[float, float]]:
+    old_url, new_url = (sa.make_url(admin_url).set(database=db).render_as_string(False) for db in dbs)
+    old, new = get_engine(old_url), get_engine(new_url)
+    create_orders(old, rows=rows)
+    orders_table().create(new)
+    spec = parse_spec({"name": "bench", "source": {"url": old_url, "table": "orders"},
+                       "target": {"url": new_url, "table": "orders"}, "key": ["id"]})
+    mapping = resolve_mapping(spec)
+    sync_keys(old, new, mapping, [(i,) for i in range(1, rows + 1)])
+    control = open_store(f"sqlite:///{tempfile.mkdtemp()}/control.db")
+    flags = FlagClient(control.engine, prefix="bench", start=False)
+    results: dict[str, tuple[float, float]] = {}
+
+    # Three writers side by side, one migration name each, called in turn write by write, so
+    # drift on a shared machine (other processes, checkpoints) hits every mode alike.
+    modes = {"old-only": (WriteMode.OLD_ONLY, False), "dual sync": (WriteMode.DUAL_OLD_PRIMARY, False),
+             "dual async": (WriteMode.DUAL_OLD_PRIMARY, True)}
+    writers = {}
+    for i, (name, (mode, asynchronous)) in enumerate(modes.items()):
+        set_write_mode(control.engine, f"bench{i}", mode, "bench")
+        flags.refresh()
+        writers[name] = DualWriter(old, new, mapping, flags, control.engine, f"bench{i}", asynchronous=asynchronous)
+    collected: dict[str, list[float]] = {name: [] for name in modes}
+    rng = random.Random(1)
+    for n in range(writes * 3 + 150):
+        for name, writer in writers.items():
+            key = rng.randrange(1, rows + 1)
+            started = time.perf_counter()
+            writer.update((key,), {"note": f"w{key}"})
+            if n >= 150:  # the first rounds warm pools and caches
+                collected[name].append(time.perf_counter() - started)
+    for writer in writers.values():
+        writer.close()
+    results.update({name: percentiles(s) for name, s in collected.items()})
+
+    # Trigger capture: the same update on two equal tables, one with the capture triggers, interleaved.
+    plain_table = create_orders(old, name="orders_plain", rows=rows)
+    captured_table = mapping.source_table_obj(old)
+    install_capture(old, mapping)
+    timings: dict[str, list[float]] = {"plain update": [], "plain + capture": []}
+    for n in range(writes * 3 + 150):
+        for name, table in (("plain update", plain_table), ("plain + capture", captured_table)):
+            key = rng.randrange(1, rows + 1)
+            started = time.perf_counter()
+            with old.begin() as conn:
+                conn.execute(table.update().where(table.c.id == key).values(note=f"p{key}"))
+            if n >= 150:
+                timings[name].append(time.perf_counter() - started)
+    remove_capture(old, mapping)
+    results.update({name: percentiles(s) for name, s in timings.items()})
+
+    get_cost = min(timeit.repeat(lambda: flags.get("bench1:writes"), number=100_000, repeat=5)) / 100_000
+    routing_cost = min(timeit.repeat(lambda: flags.routing("bench1"), number=100_000, repeat=5)) / 100_000
+    results["flag get"] = (get_cost, get_cost)
+    results["flag routing"] = (routing_cost, routing_cost)
+    return results
+
+
+def report(results: dict[str, tuple[float, float]], writes: int) -> list[str]:
+    base50, base99 = results["old-only"]
+    lines = [f"dual-write latency, {writes * 3} single-row updates per mode, modes interleaved (PostgreSQL)",
+             f"{'mode':<16}{'p50 ms':>9}{'p99 ms':>9}{'p50 x':>8}{'p99 x':>8}"]
+    for name in ("old-only", "dual sync", "dual async"):
+        p50, p99 = results[name]
+        lines.append(f"{name:<16}{p50 * 1e3:>9.3f}{p99 * 1e3:>9.3f}{p50 / base50:>8.2f}{p99 / base99:>8.2f}")
+    plain50, plain99 = results["plain update"]
+    cap50, cap99 = results["plain + capture"]
+    lines.append(f"{'trigger capture':<16}{cap50 * 1e3:>9.3f}{cap99 * 1e3:>9.3f}{cap50 / plain50:>8.2f}{cap99 / plain99:>8.2f}"
+                 "   (vs a plain update without triggers)")
+    verdicts = {"async p99": results["dual async"][1] / base99, "sync p99": results["dual sync"][1] / base99}
+    for name, ratio in verdicts.items():
+        lines.append(f"{name}: {ratio:.2f}x old-only (target <= {TARGETS[name]}x) "
+                     f"{'MET' if ratio <= TARGETS[name] else 'MISSED'}")
+    for name in ("flag get", "flag routing"):
+        cost = results[name][0] * 1e6
+        lines.append(f"cached {name.split()[1]} read: {cost:.3f} us (target < 5 us) {'MET' if cost < 5 else 'MISSED'}")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--writes", type=int, default=3000, help="timed writes per mode and round")
+    parser.add_argument("--rows", type=int, default=20_000, help="rows in the table")
+    parser.add_argument("--pg", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+    args = parser.parse_args(argv)
+    print("\n".join(report(run(args.pg, args.writes, args.rows), args.writes)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).parent.parent))
+    sys.exit(main())
