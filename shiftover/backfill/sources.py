@@ -121,7 +121,7 @@ class MySQLStream(_KeysetStream):
     def copy_chunk(self, writer: PostgresWriter, chunk: KeyRange, fetch_rows: int = 10_000) -> tuple[int, int]:
         cols = [self.table.c[k] for k in self.mapping.key]
         where = range_clause(self.table, self.mapping.key, chunk.lo, chunk.hi, "mysql")
-        select, params = compile_query(sa.select(self.line).where(where).order_by(*cols), self.engine)
+        select, params = compile_query(sa.select(self.line).select_from(self.table).where(where).order_by(*cols), self.engine)
 
         def blocks() -> Iterator[bytes]:
             import pymysql.cursors
