@@ -72,3 +72,15 @@ def pg_pair(pg_database: Callable[[], str], control_store: ControlStore) -> Pair
 @pytest.fixture
 def maria_pair(mariadb_database: Callable[[], str], control_store: ControlStore) -> Pair:
     return make_pair(mariadb_database(), mariadb_database(), control_store)
+
+
+@pytest.fixture
+def sqlite_pair(sqlite_database: Callable[[], str], control_store: ControlStore) -> Pair:
+    return make_pair(sqlite_database(), sqlite_database(), control_store)
+
+
+def unreachable(engine: sa.Engine) -> sa.Engine:
+    """The same database as seen from a process that cannot reach it (refused, or no such file)."""
+    if engine.dialect.name == "sqlite":
+        return sa.create_engine("sqlite:////nonexistent-dir/unreachable.db")
+    return sa.create_engine(engine.url.set(port=1), connect_args={"connect_timeout": 1})

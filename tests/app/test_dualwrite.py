@@ -15,10 +15,10 @@ from shiftover.flags.routing import WriteMode
 from shiftover.mapping import ColumnMap
 from shiftover.reconcile import drain_queue, queue_depth
 
-from .conftest import Pair, order
+from .conftest import Pair, order, unreachable
 
 
-@pytest.fixture(params=["pg", "maria"])
+@pytest.fixture(params=["pg", "maria", "sqlite"])
 def pair(request: pytest.FixtureRequest) -> Pair:
     return request.getfixturevalue(f"{request.param}_pair")
 
@@ -87,7 +87,7 @@ def test_new_primary_refused_for_computed_columns(pg_pair: Pair) -> None:
 
 def test_secondary_failure_never_fails_the_caller_and_is_queued(pair: Pair) -> None:
     pair.set_mode(WriteMode.DUAL_OLD_PRIMARY)
-    dead = sa.create_engine(pair.new.url.set(port=1), connect_args={"connect_timeout": 1})
+    dead = unreachable(pair.new)
     with DualWriter(pair.old, dead, pair.mapping, pair.flags, pair.store.engine, pair.name) as writer:
         exercise(writer)
     depth = queue_depth(pair.store.engine, pair.name)
