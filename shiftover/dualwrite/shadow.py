@@ -13,7 +13,7 @@ import json
 import logging
 import math
 import threading
-from collections import Counter
+from collections import defaultdict
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -92,7 +92,7 @@ class Recorder:
         self.migration = migration
         self.max_mismatch_rows = max_mismatch_rows
         self._lock = threading.Lock()
-        self._counters: Counter[str] = Counter()
+        self._counters: defaultdict[str, float] = defaultdict(float)
         self._mismatches: list[dict[str, Any]] = []
 
     def count(self, name: str, value: float = 1) -> None:
@@ -110,7 +110,7 @@ class Recorder:
 
     def flush(self) -> bool:
         with self._lock:
-            counters, self._counters = self._counters, Counter()
+            counters, self._counters = self._counters, defaultdict(float)
             mismatches, self._mismatches = self._mismatches, []
         if not counters and not mismatches:
             return True
@@ -125,7 +125,8 @@ class Recorder:
         except Exception as exc:  # noqa: BLE001 - metrics must never hurt the application
             log.warning("could not write metrics to the control store (%s); kept for the next flush", exc)
             with self._lock:
-                self._counters.update(counters)
+                for name, value in counters.items():
+                    self._counters[name] += value
             return False
         return True
 
