@@ -1,0 +1,198 @@
+"""A real Prefect stack for the UI tests: ``prefect server`` on a free port with its own
+PREFECT_HOME, the process work pool, deployments from prefect.yaml and a worker; and headless
+Debian Chromium driven by Playwright, with every non-local host blocked.
+
+Each test gets its own demo dataset (SQLite, a few thousand orders) and spec file, passed to
+the deployment as parameters. Flow processes are stopped (the worker's process group) before
+the server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+from urllib.request import Request, urlopen
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = REPO / ".venv" / "bin"
+OUTPUT = REPO / "test-output"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Stack:
+    url: str  # http://127.0.0.1:PORT
+    env: dict[str, str]
+    home: Path
+
+    @property
+    def api(self) -> str:
+        return f"{self.url}/api"
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        request = Request(f"{self.api}{path}", data=data, method=method, headers={"content-type": "application/json"})
+        with urlopen(request, timeout=10) as response:  # noqa: S310 - a local test server
+            text = response.read()
+        return json.loads(text) if text else None
+
+    def prefect(self, *args: str, timeout: float = 120) -> str:
+        done = subprocess.run([str(BIN / "prefect"), *args], cwd=REPO, env=self.env, capture_output=True, text=True,
+                              timeout=timeout)
+        assert done.returncode == 0, f"prefect {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
+        return done.stdout
+
+    def deploy(self, name: str, parameters: dict[str, Any]) -> str:
+        """Deploy ``name`` from prefect.yaml with these parameters; returns the deployment id."""
+        self.prefect("deploy", "--name", name, "--no-prompt", "--params", json.dumps(parameters))
+        [deployment] = [d for d in self.call("POST", "/deployments/filter", {}) if d["name"] == name]
+        return str(deployment["id"])
+
+    def flow_runs(self, state: str | None = None) -> list[dict[str, Any]]:
+        body: dict[str, Any] = {"sort": "START_TIME_DESC"}
+        if state:
+            body["flow_runs"] = {"state": {"type": {"any_": [state]}}}
+        return list(self.call("POST", "/flow_runs/filter", body))
+
+    def wait_for_run(self, state: str, timeout: float = 60, flow_name: str | None = None,
+                     run_id: str | None = None) -> dict[str, Any]:
+        flows = {f["id"]: f["name"] for f in self.call("POST", "/flows/filter", {})} if flow_name else {}
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for run in self.flow_runs(state):
+                if run_id and run["id"] != run_id:
+                    continue
+                if flow_name and flows.get(run["flow_id"], self._flow_name(run["flow_id"])) != flow_name:
+                    continue
+                return run
+            time.sleep(0.5)
+        raise AssertionError(f"no {flow_name or ''} run {run_id or ''} in state {state} within {timeout}s; "
+                             f"runs: {[(r['name'], r['state_type']) for r in self.flow_runs()]}")
+
+    def _flow_name(self, flow_id: str) -> str:
+        return str(self.call("GET", f"/flows/{flow_id}")["name"])
+
+
+def _start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    out = log.open("wb")
+    return subprocess.Popen(args, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """Stop a process and everything it started (its own session)."""
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(5)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} missing: run scripts/install-browser")
+    home = tmp_path_factory.mktemp("prefect-home")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_API_URL": f"{url}/api",
+           "PREFECT_UI_API_URL": f"{url}/api", "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
+           "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_WORKER_PREFETCH_SECONDS": "1",
+           "PREFECT_LOGGING_LEVEL": "INFO"}
+    env.pop("PREFECT_PROFILES_PATH", None)
+    server = _start([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)], env,
+                    home / "server.log")
+    worker = None
+    try:
+        _wait_healthy(url, server, home / "server.log")
+        stack = Stack(url, env, home)
+        stack.prefect("work-pool", "create", "shiftover", "--type", "process")
+        worker = _start([str(BIN / "prefect"), "worker", "start", "--pool", "shiftover"], env, home / "worker.log")
+        yield stack
+    finally:
+        if worker is not None:
+            _stop(worker)  # flow processes first: a flow whose server has gone can hang
+        _stop(server)
+
+
+def _wait_healthy(url: str, server: subprocess.Popen[bytes], log: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise AssertionError(f"prefect server exited:\n{log.read_text()[-2000:]}")
+        try:
+            with urlopen(f"{url}/api/health", timeout=2):  # noqa: S310 - local
+                return
+        except OSError:
+            time.sleep(0.3)
+    raise AssertionError(f"prefect server not healthy after {timeout}s:\n{log.read_text()[-2000:]}")
+
+
+@pytest.fixture
+def page(stack: Stack) -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    OUTPUT.mkdir(exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        context.route("**/*", _local_only)
+        page = context.new_page()
+        page.set_default_timeout(15_000)
+        yield page
+        context.close()
+        browser.close()
+
+
+def _local_only(route: Any) -> None:
+    host = urlparse(route.request.url).hostname
+    if host in ("127.0.0.1", "localhost"):
+        route.continue_()
+    else:
+        route.abort()
+
+
+@pytest.fixture
+def demo_spec(tmp_path: Path) -> Callable[[str], dict[str, str]]:
+    """``demo_spec(name)``: old/new SQLite orders databases and a spec; returns deployment parameters."""
+    from shiftover.connect import get_engine
+    from shiftover.demo import create_orders, orders_table
+
+    def make(name: str, rows: int = 3_000) -> dict[str, str]:
+        old_url, new_url = f"sqlite:///{tmp_path}/{name}-old.db", f"sqlite:///{tmp_path}/{name}-new.db"
+        create_orders(get_engine(old_url), rows=rows)
+        orders_table().create(get_engine(new_url))
+        spec = {"name": name, "source": {"url": old_url, "table": "orders"},
+                "target": {"url": new_url, "table": "orders"}, "key": ["id"],
+                "backfill": {"chunk_rows": 1_000, "concurrency": 1}, "validation": {"segments": 4},
+                "canary": {"steps": [100], "soak_seconds": 0, "shadow_reads": False},
+                "gates": {"validate": ["row_count", "checksum"], "canary": ["reconcile_drained"],
+                          "switch_writes": ["reconcile_drained", "checksum"]},
+                "approvals": {"approvers": ["alice"], "timeout_seconds": 300}}
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(spec))
+        return {"spec_path": str(path), "control_url": f"sqlite:///{tmp_path}/{name}-control.db"}
+
+    return make

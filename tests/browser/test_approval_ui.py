@@ -1,0 +1,138 @@
+"""Issue 5, proven the way a person does it: trigger the migration deployment from the Prefect
+UI, wait for the pause, fill and submit the approval form, and watch the migration move on.
+
+Opt-in (``--browser``); ``.ci/run`` installs Chromium and runs them. Screenshots of the paused
+run, the form and the artifacts go to ``test-output/``.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from shiftover.control.store import open_store
+from shiftover.flags.routing import WriteMode, read_routing
+from shiftover.phases import Phase
+
+from .conftest import OUTPUT, Stack
+
+pytestmark = pytest.mark.browser
+
+APPROVER = "alice"
+
+
+def shot(page: Any, name: str) -> None:
+    page.screenshot(path=str(OUTPUT / f"{name}.png"), full_page=True)
+
+
+def quick_run(page: Any, stack: Stack, deployment_id: str) -> None:
+    """Deployment page -> "Run" -> "Quick run", as a person starts a migration."""
+    page.goto(f"{stack.url}/v2/deployments/deployment/{deployment_id}")
+    page.get_by_role("button", name=re.compile(r"^Run$")).click()
+    page.get_by_role("menuitem", name="Quick run").click()
+    # spec_path has no default in the flow's signature, so the UI shows the deployment's
+    # parameters (the test's spec) in a "Run Deployment" dialog before it runs.
+    dialog = page.get_by_role("dialog", name="Run Deployment")
+    dialog.get_by_text("spec_path").wait_for()
+    shot(page, "ui-run-deployment")
+    dialog.get_by_role("button", name=re.compile(r"^Run$")).click()
+    dialog.wait_for(state="hidden")
+
+
+def open_resume_form(page: Any, stack: Stack, run_id: str) -> Any:
+    page.goto(f"{stack.url}/v2/runs/flow-run/{run_id}")
+    page.get_by_text("Paused").first.wait_for()
+    page.get_by_role("button", name="Open menu").click()
+    page.get_by_role("menuitem", name="Resume").click()
+    dialog = page.get_by_role("dialog", name="Resume Flow Run")
+    dialog.wait_for()
+    return dialog
+
+
+def submit(dialog: Any, approver: str, confirm: str, reason: str) -> None:
+    dialog.get_by_role("textbox", name="Approver").fill(approver)
+    dialog.get_by_role("textbox", name="Confirm Name").fill(confirm)
+    dialog.get_by_role("textbox", name="Reason (Optional)").fill(reason)
+    dialog.get_by_role("button", name="Resume").click()
+
+
+def wait_phase(control_url: str, name: str, phase: Phase, timeout: float = 30) -> None:
+    store = open_store(control_url)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and store.phase(name) is not phase:
+        time.sleep(0.3)
+    assert store.phase(name) is phase
+
+
+def test_approval_in_the_ui_lets_the_migration_switch_writes(
+    stack: Stack, page: Any, demo_spec: Callable[..., dict[str, str]]
+) -> None:
+    params = demo_spec("ui-orders")
+    deployment = stack.deploy("migrate", {**params, "poll_interval_seconds": 1, "stop_after": "cutover",
+                                          "flag_ttl_seconds": 0.2})
+    quick_run(page, stack, deployment)
+    paused = stack.wait_for_run("PAUSED", timeout=60, flow_name="cutover")
+    assert open_store(params["control_url"]).phase("ui-orders") is Phase.READS_SWITCHED
+
+    dialog = open_resume_form(page, stack, paused["id"])
+    shot(page, "ui-approval-paused-run")
+    submit(dialog, APPROVER, "ui-orders", "gates green, clicked in the UI")
+    page.get_by_text("Flow run resumed").wait_for()
+
+    wait_phase(params["control_url"], "ui-orders", Phase.WRITES_SWITCHED)
+    store = open_store(params["control_url"])
+    assert read_routing(store.engine, "ui-orders").writes is WriteMode.DUAL_NEW_PRIMARY
+    [approval] = store.audit_entries("ui-orders", action="approval")
+    assert approval["actor"] == APPROVER and approval["detail"]["reason"] == "gates green, clicked in the UI"
+    parent = stack.wait_for_run("COMPLETED", timeout=30, flow_name="migrate")
+    page.goto(f"{stack.url}/v2/runs/flow-run/{parent['id']}?tab=Artifacts")
+    page.get_by_text("ui-orders-story").first.wait_for()
+    shot(page, "ui-approval-artifacts")
+
+
+def test_a_wrong_confirmation_in_the_ui_keeps_the_run_paused(
+    stack: Stack, page: Any, demo_spec: Callable[..., dict[str, str]]
+) -> None:
+    params = demo_spec("ui-wrong")
+    deployment = stack.deploy("cutover", {**params, "poll_interval_seconds": 1, "suspend": False})
+    store = open_store(params["control_url"])
+    _validated(params, "ui-wrong")
+    quick_run(page, stack, deployment)
+    paused = stack.wait_for_run("PAUSED", timeout=60, flow_name="cutover")
+
+    dialog = open_resume_form(page, stack, paused["id"])
+    submit(dialog, APPROVER, "ui-orders", "wrong migration typed")
+    time.sleep(2)  # the server answers with an error toast; give the run every chance to move
+    shot(page, "ui-wrong-confirmation-refused")
+    assert stack.call("GET", f"/flow_runs/{paused['id']}")["state_type"] == "PAUSED"
+    assert dialog.is_visible()
+    assert store.phase("ui-wrong") is Phase.READS_SWITCHED
+    assert read_routing(store.engine, "ui-wrong").writes is WriteMode.DUAL_OLD_PRIMARY
+
+    dialog.get_by_role("textbox", name="Confirm Name").fill("ui-wrong")
+    dialog.get_by_role("button", name="Resume").click()
+    page.get_by_text("Flow run resumed").wait_for()
+    wait_phase(params["control_url"], "ui-wrong", Phase.WRITES_SWITCHED)
+
+
+def _validated(params: dict[str, str], name: str) -> None:
+    """Bring the second migration to reads_switched without the UI (the first test covers that path)."""
+    from checks.gate import run_gates
+    from shiftover import cutover as flips
+    from shiftover.migration import load_migration
+    from shiftover.phases import ORDER
+    from shiftover.rowsync import sync_keys
+    from shiftover.spec import GateSpec
+
+    m = load_migration(params["spec_path"], params["control_url"])
+    sync_keys(m.source, m.target, m.mapping, [(i,) for i in range(1, 3_001)])
+    flips.enable_dual_write(m.store.engine, name, "test")
+    run_gates(m, "validate", (GateSpec(name="checksum"),))
+    flips.move_reads(m.store.engine, name, 100, "test")
+    for phase in ORDER[1 : ORDER.index(Phase.READS_SWITCHED) + 1]:
+        if phase not in (Phase.SHADOW_READING, Phase.READS_CANARY):
+            m.store.transition(name, phase, "test", "setup")
