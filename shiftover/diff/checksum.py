@@ -116,12 +116,11 @@ def bucket_checksums(side: Side, rng: KeyRange, base: int, width: int) -> dict[i
         return {int(b): (int(c), int(s or 0)) for b, c, s in conn.execute(query)}
 
 
-def row_hashes(side: Side, rng: KeyRange) -> list[tuple[tuple[Any, ...], int]]:
-    """(key, row hash) of every row in ``rng``: the row-level compare without the row data."""
+def row_hashes(side: Side, rng: KeyRange) -> list[Any]:
+    """Rows of (key columns..., row hash) in ``rng``: the row-level compare without the row data."""
     query = sa.select(*side.key_columns, sa.literal_column(side.row_hash)).select_from(side.table).where(*_where(side, rng))
-    n = len(side.key)
     with side_connection(side) as conn:
-        return [(tuple(r[:n]), int(r[n])) for r in conn.execute(query)]
+        return list(conn.execute(query).tuples())
 
 
 def key_bounds(side: Side) -> tuple[Any, Any, int]:

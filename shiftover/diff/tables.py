@@ -28,6 +28,9 @@ from shiftover.mapping import TableMapping
 from shiftover.spec import ValidationSpec
 
 
+SEGMENT_ROWS = 65_536  # large tables get more segments: cheaper re-scans, finer resume
+
+
 @dataclass(frozen=True)
 class DiffPlan:
     """Everything checked and built before the first checksum query."""
@@ -145,7 +148,7 @@ def _segments(plan: DiffPlan, n: Narrowing, progress: DiffProgress | None) -> li
         saved = progress.load_segments()
         if saved:
             return saved
-    parts = plan.options.segments
+    parts = max(plan.options.segments, -(-max(n.source_rows, n.target_rows) // SEGMENT_ROWS))
     if n.integer_span is not None:
         lo, hi = n.integer_span
         ranges = integer_ranges(lo, hi, parts) if hi >= lo else [KeyRange(None, None)]
