@@ -27,7 +27,6 @@ from shiftover.errors import DiffError
 from shiftover.mapping import TableMapping
 from shiftover.spec import ValidationSpec
 
-
 SEGMENT_ROWS = 65_536  # large tables get more segments: cheaper re-scans, finer resume
 
 
