@@ -94,15 +94,19 @@ def test_approval_in_the_ui_lets_the_migration_switch_writes(
     shot(page, "ui-approval-artifacts")
 
 
-def test_a_wrong_confirmation_in_the_ui_keeps_the_run_paused(
+def test_a_wrong_confirmation_in_the_ui_keeps_the_suspended_run_paused(
     stack: Stack, page: Any, demo_spec: Callable[..., dict[str, str]]
 ) -> None:
     params = demo_spec("ui-wrong")
-    deployment = stack.deploy("cutover", {**params, "poll_interval_seconds": 1, "suspend": False})
+    # A top-level deployed run waits with suspend_flow_run: its process exits (no worker slot
+    # held) and, once resumed, the worker runs it again from the top, which resumes from the
+    # control store and finds the answer under the pause key.
+    deployment = stack.deploy("cutover", {**params, "poll_interval_seconds": 1})
     store = open_store(params["control_url"])
     _validated(params, "ui-wrong")
     quick_run(page, stack, deployment)
     paused = stack.wait_for_run("PAUSED", timeout=60, flow_name="cutover")
+    assert paused["state_name"] == "Suspended"
 
     dialog = open_resume_form(page, stack, paused["id"])
     submit(dialog, APPROVER, "ui-orders", "wrong migration typed")
@@ -117,6 +121,8 @@ def test_a_wrong_confirmation_in_the_ui_keeps_the_run_paused(
     dialog.get_by_role("button", name="Resume").click()
     page.get_by_text("Flow run resumed").wait_for()
     wait_phase(params["control_url"], "ui-wrong", Phase.WRITES_SWITCHED)
+    stack.wait_for_run("COMPLETED", timeout=30, run_id=paused["id"])
+    assert [a["actor"] for a in store.audit_entries("ui-wrong", action="approval")] == [APPROVER]
 
 
 def _validated(params: dict[str, str], name: str) -> None:
