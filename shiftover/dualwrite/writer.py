@@ -10,11 +10,15 @@ the migration's flags, read from the ``FlagClient``'s cache on every call:
 - ``dual_new_primary``: write new first (renames only), then make old equal from new.
 
 A failed secondary write never reaches the caller: the key goes to the reconciliation queue.
-A failed primary write raises as it would without Shiftover.
+A failed primary write raises as it would without Shiftover. A mapping with SQL-computed columns
+or a Python transform cannot run new-primary: construction in that mode raises ``SpecError``,
+and a later switch to it is refused (the writer stays old-primary and logs the error); flows
+should call ``shiftover.reconcile.require_reversible`` before switching.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -22,6 +26,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from shiftover.dualwrite import shadow
+from shiftover.errors import SpecError
 from shiftover.dualwrite.image import read_image
 from shiftover.dualwrite.reads import RoutedReader
 from shiftover.dualwrite.replicator import Replicator, run_later
@@ -33,6 +38,7 @@ from shiftover.reconcile import require_reversible, reverse_mapping
 from shiftover.rowsync import Key, key_in, upsert_rows
 from shiftover.spec import MigrationSpec
 
+log = logging.getLogger(__name__)
 _NEW_PRIMARY = (WriteMode.DUAL_NEW_PRIMARY, WriteMode.NEW_ONLY)
 
 
@@ -61,6 +67,7 @@ class DualWriter:
         self.reader = RoutedReader(old, new, mapping, self.recorder, shadow_sample=shadow_sample)
         self._renames = {c.source: c.target for c in mapping.columns if c.sql is None}
         self._reverse: TableMapping | None = None
+        self._refused = False
         if self.routing().writes in _NEW_PRIMARY:
             self._reverse_mapping()  # refuse at construction when new cannot be primary
         self._stripes = [threading.Lock() for _ in range(64)]
@@ -109,7 +116,7 @@ class DualWriter:
         self._write("delete", tuple(key), {})
 
     def _write(self, op: str, key: Key, values: dict[str, Any]) -> None:
-        mode = self.routing().writes
+        mode = self._followable(self.routing().writes)
         self.recorder.count(shadow.WRITES)
         keys = self._touched_keys(op, key, values)
         with self._stripes[hash(key) % len(self._stripes)]:
@@ -129,6 +136,20 @@ class DualWriter:
                     self.replicator.submit((src, dst, mapping, k, op_for(op, k, key)))
             else:
                 self.replicator.apply(dst, mapping, keys, image or [], [(k, op_for(op, k, key)) for k in keys])
+
+    def _followable(self, mode: WriteMode) -> WriteMode:
+        """Refuse a switch to new-primary that this mapping cannot serve: keep old primary (both
+        stores still written, nothing lost) and say so loudly, rather than fail every request."""
+        if mode not in _NEW_PRIMARY or self._reverse is not None:
+            return mode
+        try:
+            self._reverse_mapping()
+        except SpecError as exc:
+            if not self._refused:
+                log.error("%s: refusing to follow the switch to %s, staying old-primary: %s", self.migration, mode, exc)
+                self._refused = True
+            return WriteMode.DUAL_OLD_PRIMARY
+        return mode
 
     def _touched_keys(self, op: str, key: Key, values: dict[str, Any]) -> list[Key]:
         """The key written, plus the new key when an update or upsert moves the row."""

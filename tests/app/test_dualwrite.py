@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from decimal import Decimal
 
@@ -74,7 +75,7 @@ def test_new_only_leaves_old_untouched(pair: Pair) -> None:
     assert "1001" in [r[0] for r in pair.rows("new")]
 
 
-def test_new_primary_refused_for_computed_columns(pg_pair: Pair) -> None:
+def test_new_primary_refused_for_computed_columns(pg_pair: Pair, caplog: pytest.LogCaptureFixture) -> None:
     from dataclasses import replace
 
     cols = tuple(ColumnMap(c.source, c.target, "upper(status)" if c.target == "status" else None)
@@ -83,6 +84,15 @@ def test_new_primary_refused_for_computed_columns(pg_pair: Pair) -> None:
     pg_pair.set_mode(WriteMode.DUAL_NEW_PRIMARY)
     with pytest.raises(SpecError, match="computed by SQL"):
         DualWriter(pg_pair.old, pg_pair.new, computed, pg_pair.flags, pg_pair.store.engine, pg_pair.name)
+    pg_pair.set_mode(WriteMode.DUAL_OLD_PRIMARY)
+    with DualWriter(pg_pair.old, pg_pair.new, computed, pg_pair.flags, pg_pair.store.engine, pg_pair.name) as w:
+        pg_pair.set_mode(WriteMode.DUAL_NEW_PRIMARY)  # a switch this mapping cannot serve
+        with caplog.at_level(logging.ERROR):
+            w.update((2,), {"status": "paid", "note": "after the refused switch"})
+    assert "refusing to follow" in caplog.text
+    with pg_pair.new.connect() as conn:  # still old-primary: old written, new kept equal through the mapping
+        assert conn.execute(sa.text("SELECT status, note FROM orders WHERE id = 2")).one() == (
+            "PAID", "after the refused switch")
 
 
 def test_secondary_failure_never_fails_the_caller_and_is_queued(pair: Pair) -> None:
