@@ -1,0 +1,60 @@
+"""The CLI parses, calls one function and reports; bad input exits 2 with the reason."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from shiftover.cli import app
+from shiftover.connect import get_engine
+from shiftover.control.store import open_store
+from shiftover.demo import create_orders
+from shiftover.phases import Phase
+
+EXAMPLE = str(Path(__file__).parents[2] / "examples" / "orders.yaml")
+runner = CliRunner()
+
+
+def test_plan_prints_stages_without_touching_data() -> None:
+    result = runner.invoke(app, ["plan", EXAMPLE])
+    assert result.exit_code == 0, result.output
+    assert "switch_writes" in result.output and "[APPROVAL]" in result.output
+
+
+def test_plan_of_a_bad_spec_names_the_field(tmp_path: Path) -> None:
+    spec = tmp_path / "bad.yaml"
+    spec.write_text("name: m\nsource: {url: 'sqlite:///a.db', table: t}\ntarget: {url: 'sqlite:///b.db', table: t}\n"
+                    "key: id\ncanary: {steps: [10, 5, 100]}\n")
+    result = runner.invoke(app, ["plan", str(spec)])
+    assert result.exit_code == 2
+    assert "spec field 'canary.steps': canary steps must increase: 10 is followed by 5" in result.output
+    assert not (tmp_path / "a.db").exists()
+
+
+def test_check_resolves_the_mapping_against_the_databases(tmp_path: Path) -> None:
+    old, new = f"sqlite:///{tmp_path}/old.db", f"sqlite:///{tmp_path}/new.db"
+    create_orders(get_engine(old), rows=3)
+    create_orders(get_engine(new), rows=0)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"name: m\nsource: {{url: '{old}', table: orders}}\ntarget: {{url: '{new}', table: orders}}\n"
+                    "key: id\ncolumns: [id, {name: amount, target: amount}]\n")
+    ok = runner.invoke(app, ["check", str(spec)])
+    assert ok.exit_code == 0 and "ok: orders -> orders, key ['id']" in ok.output
+    spec.write_text(spec.read_text().replace("table: orders}\nkey", "table: ordrs}\nkey"))
+    bad = runner.invoke(app, ["check", str(spec)])
+    assert bad.exit_code == 2 and "spec field 'target.table': no table 'ordrs'" in bad.output
+
+
+def test_status_shows_phase_routing_and_history(tmp_path: Path) -> None:
+    control = f"sqlite:///{tmp_path}/control.db"
+    store = open_store(control)
+    store.register("orders-v2", {"name": "orders-v2"})
+    store.transition("orders-v2", Phase.DUAL_WRITING, "alice", "go")
+    result = runner.invoke(app, ["status", "orders-v2", "--control-url", control])
+    assert result.exit_code == 0, result.output
+    assert "orders-v2: dual_writing" in result.output
+    assert "routing: writes old_only, reads 0% new, shadow off" in result.output
+    assert "dual_writing (alice) go" in result.output
+    unknown = runner.invoke(app, ["status", "nope", "--control-url", control])
+    assert unknown.exit_code == 2 and "no migration named 'nope'" in unknown.output
