@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from shiftover.control.store import ControlStore, open_store
-from shiftover.flags.routing import read_routing
+from shiftover.flags.routing import WriteMode, read_routing
 from shiftover.story import last_gate_results
 
 
@@ -19,10 +19,10 @@ def render_status(control_url: str, name: str | None = None) -> str:
 
 def render_one(store: ControlStore, name: str) -> str:
     routing = read_routing(store.engine, name)
+    reads = 100.0 if routing.writes is WriteMode.NEW_ONLY else routing.reads_percent  # new-only reads new
     lines = [
         f"{name}: {store.phase(name)}",
-        f"  routing: writes {routing.writes}, reads {routing.reads_percent:g}% new, "
-        f"shadow {'on' if routing.shadow else 'off'}",
+        f"  routing: writes {routing.writes}, reads {reads:g}% new, shadow {'on' if routing.shadow else 'off'}",
     ]
     for section in _SECTIONS:
         lines.extend(f"  {line}" for line in section(store, name))
@@ -38,5 +38,36 @@ def render_one(store: ControlStore, name: str) -> str:
     return "\n".join(lines)
 
 
-# Each stage's module contributes lines about its own progress (backfill, diff, queue).
-_SECTIONS: list[Callable[[ControlStore, str], list[str]]] = []
+def backfill_lines(store: ControlStore, name: str) -> list[str]:
+    from shiftover.backfill.checkpoints import backfill_status
+
+    status = backfill_status(store.engine, name)
+    if not status.segments:
+        return ["backfill: not started"]
+    lines = [f"backfill: {status.rows_copied} rows copied, {status.segments_done}/{status.segments} segments done"]
+    lines += [f"  segment {s['segment']} {s['range']}: {s['state']}, {s['rows_copied']} rows"
+              for s in status.per_segment if s["state"] != "done"][:8]
+    return lines
+
+
+def validation_lines(store: ControlStore, name: str) -> list[str]:
+    from shiftover.diff import validation_status
+
+    status = validation_status(store.engine, name)
+    if status.run_id is None:
+        return ["validation: not run"]
+    lines = [f"validation: last run {status.run_id}: {status.segments_done}/{status.segments} segments, "
+             f"{status.failures} differing keys ({status.unrepaired} unrepaired)"]
+    lines += [f"  {s['kind']} {s['key']} {s['columns']}".rstrip() for s in status.sample]
+    return lines
+
+
+def queue_lines(store: ControlStore, name: str) -> list[str]:
+    from shiftover.reconcile import queue_depth
+
+    depth = queue_depth(store.engine, name)
+    return [f"reconciliation queue: {depth.get('pending', 0)} pending, {depth.get('dead', 0)} dead"]
+
+
+# Each stage contributes lines about its own progress, read from its own tables.
+_SECTIONS: list[Callable[[ControlStore, str], list[str]]] = [backfill_lines, validation_lines, queue_lines]
