@@ -8,7 +8,8 @@ from prefect import flow, get_run_logger
 
 from flows.runtime import actor, require_phase
 from shiftover.control.store import DEFAULT_URL
-from shiftover.migration import load_migration
+from shiftover.migration import Migration, open_migration
+from shiftover.spec import load_spec
 from shiftover.phases import Phase, is_at_least
 from tasks.routing import enable_dual_write
 
@@ -16,7 +17,7 @@ from tasks.routing import enable_dual_write
 @flow(name="dual-write")
 def dual_write(spec_path: str, control_url: str = DEFAULT_URL, flag_ttl_seconds: float = 1.0) -> dict[str, str]:
     """Flip the writes flag to dual-write, then wait two flag TTLs so no write is missed by the backfill."""
-    migration = load_migration(spec_path, control_url)
+    migration = open_with_target(spec_path, control_url)
     phase = migration.store.phase(migration.name)
     if is_at_least(phase, Phase.DUAL_WRITING):
         return {"phase": phase, "note": "dual-write already on"}
@@ -26,3 +27,18 @@ def dual_write(spec_path: str, control_url: str = DEFAULT_URL, flag_ttl_seconds:
     migration.store.advance_to(migration.name, Phase.DUAL_WRITING, actor(), "dual-write on")
     get_run_logger().info("dual-write is on for %s", migration.name)
     return {"phase": Phase.DUAL_WRITING}
+
+
+def open_with_target(spec_path: str, control_url: str) -> Migration:
+    """Open the migration; with ``backfill.create_target`` create the target table first, so
+    the dual-writer has somewhere to write before the backfill starts."""
+    from shiftover.backfill.typemap import create_target_table
+    from shiftover.preflight import check_target, refresh
+
+    spec = load_spec(spec_path)
+    migration = open_migration(spec, control_url, require_target=not spec.backfill.create_target)
+    if spec.backfill.create_target and create_target_table(migration.source, migration.target, migration.mapping):
+        refresh()
+        migration.store.audit(spec.name, actor(), "create_target", {"table": spec.target.table})
+    check_target(spec, migration.mapping)
+    return migration

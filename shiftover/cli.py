@@ -47,13 +47,19 @@ def demo(
 
 
 @app.command()
-def plan(spec: SpecPath) -> None:
+def plan(
+    spec: SpecPath,
+    ddl: Annotated[bool, typer.Option("--ddl", help="Also print the DDL Shiftover would run (reads schemas).")] = False,
+) -> None:
     """Print the stages, gates and approvals of a migration without touching any data."""
-    from shiftover.plan import explain
+    from shiftover.plan import explain, explain_ddl
     from shiftover.spec import load_spec
 
     try:
-        typer.echo(explain(load_spec(spec)))
+        loaded = load_spec(spec)
+        typer.echo(explain(loaded))
+        if ddl:
+            typer.echo(explain_ddl(loaded))
     except ShiftoverError as exc:
         _fail(exc)
 

@@ -91,3 +91,22 @@ def explain(spec: MigrationSpec) -> str:
     approvers = ", ".join(spec.approvals.approvers) or "anyone"
     lines.append(f"Approvals by {approvers}; time-out {spec.approvals.timeout_seconds:g}s fails safe.")
     return "\n".join(lines)
+
+
+def explain_ddl(spec: MigrationSpec) -> str:
+    """The DDL Shiftover would run for ``spec``, as text: the target table (when it would be
+    created from the source schema) and the change-capture triggers. Reads schemas, writes nothing."""
+    from shiftover.capture.changelog import capture_ddl
+    from shiftover.connect import get_engine
+    from shiftover.preflight import resolve_mapping
+
+    parts = []
+    if spec.backfill.create_target:
+        from shiftover.backfill.typemap import target_ddl
+
+        mapping = resolve_mapping(spec, require_target=False)
+        parts += ["-- target table (backfill.create_target: created before dual-write if absent)",
+                  target_ddl(get_engine(spec.source.url), get_engine(spec.target.url), mapping) + ";"]
+    parts += ["-- trigger capture on the old table (for applications that cannot use the dual-writer)",
+              capture_ddl(spec)]
+    return "\n".join(parts)

@@ -58,3 +58,20 @@ def test_status_shows_phase_routing_and_history(tmp_path: Path) -> None:
     assert "dual_writing (alice) go" in result.output
     unknown = runner.invoke(app, ["status", "nope", "--control-url", control])
     assert unknown.exit_code == 2 and "no migration named 'nope'" in unknown.output
+
+
+def test_plan_ddl_shows_the_target_table_and_capture_triggers_before_creating_anything(
+    tmp_path: Path, pg_database, mariadb_database  # type: ignore[no-untyped-def]
+) -> None:
+    import sqlalchemy as sa
+
+    src, dst = pg_database(), mariadb_database()
+    create_orders(get_engine(src), rows=2)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"name: m\nsource: {{url: '{src}', table: orders}}\ntarget: {{url: '{dst}', table: orders}}\n"
+                    "key: id\nbackfill: {create_target: true}\n")
+    result = runner.invoke(app, ["plan", str(spec), "--ddl"])
+    assert result.exit_code == 0, result.output
+    assert "CREATE TABLE orders (" in result.output and "DATETIME(6) NOT NULL" in result.output
+    assert "CREATE TRIGGER so_capture_orders" in result.output
+    assert not sa.inspect(get_engine(dst)).has_table("orders")  # shown, not created
