@@ -50,7 +50,7 @@ def _worker(base: str, stop: threading.Event, keys: range, seed: int, stats: Loa
             pause: float) -> None:
     rng = random.Random(seed)
     parts = urlsplit(base)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=30)
     while not stop.is_set():
         key = rng.choice(keys)
         op = rng.choices(("put", "patch", "delete", "get"), weights=(5, 3, 1, 3))[0]
@@ -66,7 +66,7 @@ def _worker(base: str, stop: threading.Event, keys: range, seed: int, stats: Loa
         except (OSError, http.client.HTTPException) as exc:
             good = False
             conn.close()
-            conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+            conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=30)
             with lock:
                 stats.errors.append(f"{op} {key}: {exc}")
         with lock:
