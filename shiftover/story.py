@@ -48,6 +48,29 @@ def render_story(store: ControlStore, spec: MigrationSpec) -> str:
     return "\n".join(lines)
 
 
+def render_picture(store: ControlStore, spec: MigrationSpec) -> str:
+    """The timeline picture as a markdown image (a PNG data URI), or a note why there is none."""
+    from shiftover.timeline import png_data_uri, read_timeline, render_png
+
+    timeline = read_timeline(store, spec.name)
+    try:
+        png = render_png(timeline)
+    except ImportError:
+        return "_(install matplotlib for the timeline picture)_"
+    return f"![timeline of {spec.name}]({png_data_uri(png)})"
+
+
+def validation_failures(store: ControlStore, migration: str, limit: int = 50) -> list[dict[str, Any]]:
+    """The latest rows the diff found different (for a table artifact), plain values only."""
+    t = schema.validation_failures
+    query = (sa.select(t.c.found_at, t.c.key_json, t.c.kind, t.c.columns, t.c.repaired_at)
+             .where(t.c.migration == migration).order_by(t.c.id.desc()).limit(limit))
+    with store.engine.connect() as conn:
+        return [{"found_at": str(r.found_at), "key": r.key_json, "kind": r.kind,
+                 "columns": ", ".join(r.columns or []), "repaired": r.repaired_at is not None}
+                for r in conn.execute(query)]
+
+
 def publish_story(store: ControlStore, spec: MigrationSpec) -> None:
     """The story as a markdown artifact of the current flow run (a no-op outside one)."""
     from prefect.artifacts import create_markdown_artifact
@@ -55,5 +78,14 @@ def publish_story(store: ControlStore, spec: MigrationSpec) -> None:
 
     if FlowRunContext.get() is None:
         return
+    from prefect.artifacts import create_table_artifact
+
     key = "".join(ch if ch.isalnum() or ch == "-" else "-" for ch in f"{spec.name}-story".lower())
-    create_markdown_artifact(key=key, markdown=render_story(store, spec), description=f"story of {spec.name}")
+    failures = validation_failures(store, spec.name)
+    story = render_story(store, spec)
+    if failures:
+        create_table_artifact(key=f"{key}-validation-failures", table=failures,
+                              description=f"rows the diff found different for {spec.name} (latest {len(failures)})")
+        story += f"\n\n**Validation failures:** {len(failures)} latest in the artifact `{key}-validation-failures`."
+    story = story.replace("## Timeline", "## Timeline\n\n" + render_picture(store, spec), 1)
+    create_markdown_artifact(key=key, markdown=story, description=f"story of {spec.name}")

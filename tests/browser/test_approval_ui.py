@@ -92,6 +92,11 @@ def test_approval_in_the_ui_lets_the_migration_switch_writes(
     page.goto(f"{stack.url}/v2/runs/flow-run/{parent['id']}?tab=Artifacts")
     page.get_by_text("ui-orders-story").first.wait_for()
     shot(page, "ui-approval-artifacts")
+    page.get_by_text("ui-orders-story").first.click()
+    picture = page.locator("img[alt='timeline of ui-orders']")
+    picture.wait_for()
+    assert picture.evaluate("img => img.complete && img.naturalWidth") > 100  # the UI renders the data URI
+    shot(page, "ui-story")
 
 
 def test_a_wrong_confirmation_in_the_ui_keeps_the_suspended_run_paused(

@@ -1,0 +1,114 @@
+"""A migration's timeline as a picture: phases over time, rows copied, shadow-read mismatch rate.
+
+``read_timeline`` gathers the series from the control store (plain data, testable without a
+plot); ``render_png`` draws them with matplotlib (imported lazily, headless Agg backend).
+The story artifact embeds the PNG as a data URI.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+
+from shiftover.control import schema
+from shiftover.control.store import ControlStore
+from shiftover.dualwrite.shadow import SHADOW_MISMATCHES, SHADOW_READS
+
+
+@dataclass(frozen=True)
+class Timeline:
+    migration: str
+    phases: list[tuple[datetime, str]] = field(default_factory=list)  # (entered at, phase)
+    rows_copied: list[tuple[datetime, int]] = field(default_factory=list)  # cumulative, by checkpoint time
+    mismatch_rate: list[tuple[datetime, float, int]] = field(default_factory=list)  # (at, rate, reads)
+
+    @property
+    def empty(self) -> bool:
+        return not self.phases
+
+
+def read_timeline(store: ControlStore, migration: str) -> Timeline:
+    """Phase changes, checkpointed copy progress and shadow-read counters of one migration."""
+    phases = [(_utc(h.at), h.phase) for h in store.history(migration)]
+    return Timeline(migration, phases, _rows_copied(store, migration), _mismatch_rate(store, migration))
+
+
+def _utc(at: datetime) -> datetime:
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+def _rows_copied(store: ControlStore, migration: str) -> list[tuple[datetime, int]]:
+    t = schema.checkpoints
+    query = sa.select(t.c.updated_at, t.c.rows_copied).where(t.c.migration == migration).order_by(t.c.updated_at)
+    total, points = 0, []
+    with store.engine.connect() as conn:
+        for at, rows in conn.execute(query):
+            total += int(rows or 0)
+            points.append((_utc(at), total))
+    return points
+
+
+def _mismatch_rate(store: ControlStore, migration: str) -> list[tuple[datetime, float, int]]:
+    """Mismatches / reads per flush of the dual-writers' counters."""
+    m = schema.metrics
+    query = (sa.select(m.c.at, m.c.name, sa.func.sum(m.c.value))
+             .where(m.c.migration == migration, m.c.name.in_([SHADOW_READS, SHADOW_MISMATCHES]))
+             .group_by(m.c.at, m.c.name).order_by(m.c.at))
+    by_time: dict[datetime, dict[str, float]] = {}
+    with store.engine.connect() as conn:
+        for at, name, value in conn.execute(query):
+            by_time.setdefault(_utc(at), {})[name] = float(value or 0)
+    return [(at, v.get(SHADOW_MISMATCHES, 0.0) / v[SHADOW_READS], int(v[SHADOW_READS]))
+            for at, v in by_time.items() if v.get(SHADOW_READS)]
+
+
+def render_png(timeline: Timeline, width_inches: float = 9.0, dpi: int = 80) -> bytes:
+    """Three stacked panels sharing the time axis; PNG bytes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    fig, (top, mid, low) = plt.subplots(3, 1, sharex=True, figsize=(width_inches, 6.0),
+                                        gridspec_kw={"height_ratios": [1.4, 1, 1]})
+    try:
+        _draw_phases(top, timeline)
+        _draw_series(mid, [(a, r) for a, r in timeline.rows_copied], "rows copied", "tab:blue")
+        _draw_series(low, [(a, r * 100) for a, r, _ in timeline.mismatch_rate], "shadow mismatch %", "tab:red")
+        fig.suptitle(f"Migration {timeline.migration}")
+        fig.autofmt_xdate()
+        fig.tight_layout()
+        out = io.BytesIO()
+        fig.savefig(out, format="png", dpi=dpi)
+        return out.getvalue()
+    finally:
+        plt.close(fig)
+
+
+def _draw_phases(ax, timeline: Timeline) -> None:  # type: ignore[no-untyped-def]
+    """One bar per phase, from when it was entered until the next phase (or now)."""
+    end = datetime.now(UTC)
+    names = list(dict.fromkeys(p for _, p in timeline.phases))
+    for (start, phase), nxt in zip(timeline.phases, [*timeline.phases[1:], (end, "")], strict=True):
+        color = "tab:red" if phase == "rolled_back" else "tab:green"
+        ax.barh(names.index(phase), (nxt[0] - start).total_seconds() / 86_400, left=start, height=0.6, color=color)
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_title("phases", fontsize=9, loc="left")
+
+
+def _draw_series(ax, points: list[tuple[datetime, float]], label: str, color: str) -> None:  # type: ignore[no-untyped-def]
+    ax.set_title(label, fontsize=9, loc="left")
+    if not points:
+        ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center", va="center", color="grey")
+        return
+    ax.step([a for a, _ in points], [v for _, v in points], where="post", color=color)
+    ax.set_ylim(bottom=0)
+
+
+def png_data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode()
