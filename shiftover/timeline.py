@@ -77,7 +77,10 @@ def render_png(timeline: Timeline, width_inches: float = 9.0, dpi: int = 80) -> 
                                         gridspec_kw={"height_ratios": [1.4, 1, 1]})
     try:
         _draw_phases(top, timeline)
-        _draw_series(mid, [(a, r) for a, r in timeline.rows_copied], "rows copied", "tab:blue")
+        copied = list(timeline.rows_copied)
+        if copied:  # the total holds until now
+            copied.append((max(datetime.now(UTC), copied[-1][0]), copied[-1][1]))
+        _draw_series(mid, copied, "rows copied", "tab:blue", fill=True)
         _draw_series(low, [(a, r * 100) for a, r, _ in timeline.mismatch_rate], "shadow mismatch %", "tab:red")
         fig.suptitle(f"Migration {timeline.migration}")
         fig.autofmt_xdate()
@@ -101,12 +104,16 @@ def _draw_phases(ax, timeline: Timeline) -> None:  # type: ignore[no-untyped-def
     ax.set_title("phases", fontsize=9, loc="left")
 
 
-def _draw_series(ax, points: list[tuple[datetime, float]], label: str, color: str) -> None:  # type: ignore[no-untyped-def]
+def _draw_series(ax, points: list[tuple[datetime, float]], label: str, color: str,  # type: ignore[no-untyped-def]
+                 fill: bool = False) -> None:
     ax.set_title(label, fontsize=9, loc="left")
     if not points:
         ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center", va="center", color="grey")
         return
-    ax.step([a for a, _ in points], [v for _, v in points], where="post", color=color)
+    times, values = [a for a, _ in points], [v for _, v in points]
+    ax.step(times, values, where="post", color=color)
+    if fill:
+        ax.fill_between(times, values, step="post", color=color, alpha=0.25)
     ax.set_ylim(bottom=0)
 
 
