@@ -116,3 +116,23 @@ def test_failed_blocking_gate_stops_before_any_later_stage(prefect_harness: None
     assert not phases & {"validated", "shadow_reading", "reads_canary", "writes_switched"}
     routing = read_routing(store.engine, "orders-e2e")
     assert (routing.reads_percent, routing.shadow, routing.writes) == (0.0, False, WriteMode.DUAL_OLD_PRIMARY)
+
+
+def test_target_created_from_the_source_schema_before_dual_write(prefect_harness: None, tmp_path: Path,
+                                                                  sqlite_database: Callable[[], str],
+                                                                  pg_database: Callable[[], str]) -> None:
+    import sqlalchemy as sa
+
+    from flows.migrate import migrate
+
+    src, dst = sqlite_database(), pg_database()
+    create_orders(get_engine(src), rows=1_500)
+    spec_path = write_spec(tmp_path, src, dst, backfill={"chunk_rows": 500, "create_target": True})
+    control_url = f"sqlite:///{tmp_path}/control.db"
+    migrate(str(spec_path), control_url, auto_approve=True, stop_after="validate", flag_ttl_seconds=0.1)
+    store = open_store(control_url)
+    assert store.phase("orders-e2e") is Phase.VALIDATED
+    assert [a["detail"]["table"] for a in store.audit_entries("orders-e2e", action="create_target")] == ["orders"]
+    columns = {c["name"]: c for c in sa.inspect(get_engine(dst)).get_columns("orders")}
+    assert set(columns) == {"id", "customer_id", "amount", "status", "note", "created_at", "updated_at"}
+    assert count_differences(str(spec_path), control_url) == 0
