@@ -166,8 +166,8 @@ def approval_summary(migration: Migration, stage: Stage, gate_lines: list[str]) 
         "",
         f"**What happens:** {stage.does}.",
         f"**Undo:** {stage.inverse or 'this step cannot be undone'}.",
-        f"**Now:** phase `{migration.store.phase(migration.name)}`, writes `{routing.writes}`, "
-        f"reads {routing.reads_percent:g}% on the new store.",
+        (f"**Now:** phase `{migration.store.phase(migration.name)}`, writes `{routing.writes}`, "
+         f"reads {routing.reads_percent:g}% on the new store."),
         "",
         "### Gates",
         *(gate_lines or ["- (no gates at this step)"]),

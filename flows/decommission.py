@@ -88,9 +88,11 @@ def decommission(
         return {"phase": phase, "note": "already decommissioned"}
     require_phase(name, phase, DECOMMISSION_FROM, Phase.OLD_WRITES_STOPPED)
     stages = {s.name: s for s in build_plan(migration.spec) if s.flow == "decommission"}
-    approval = dict(approvers=migration.spec.approvals.approvers, poll_interval_seconds=poll_interval_seconds,
-                    auto_approve=auto_approve, suspend=suspend,
-                    timeout_seconds=approval_timeout_seconds or migration.spec.approvals.timeout_seconds)
+    approval: dict[str, Any] = {
+        "approvers": migration.spec.approvals.approvers, "poll_interval_seconds": poll_interval_seconds,
+        "auto_approve": auto_approve, "suspend": suspend,
+        "timeout_seconds": approval_timeout_seconds or migration.spec.approvals.timeout_seconds,
+    }
     if phase is Phase.WRITES_SWITCHED:
         _approve(migration, stages["stop_old_writes"], approval)
         flips.stop_old_writes(control_url, name, actor())

@@ -12,7 +12,7 @@ from flows.runtime import actor
 from shiftover.control.store import DEFAULT_URL, open_store
 from shiftover.errors import PhaseError
 from shiftover.flags.routing import WriteMode, read_routing
-from shiftover.phases import ROLLBACK_FROM, Phase
+from shiftover.phases import ROLLBACK_FROM, Phase, allowed_next
 from shiftover.spec import load_spec
 from shiftover.story import publish_story
 from tasks import routing as flips
@@ -30,7 +30,7 @@ def rollback(
     if phase is Phase.ROLLED_BACK:
         return {"phase": phase, "note": "already rolled back"}
     if phase not in ROLLBACK_FROM:
-        raise PhaseError(spec.name, phase, Phase.ROLLED_BACK, sorted(ROLLBACK_FROM))
+        raise PhaseError(spec.name, phase, Phase.ROLLED_BACK, sorted(allowed_next(phase)))
     before = read_routing(store.engine, spec.name)
     if before.writes is WriteMode.DUAL_NEW_PRIMARY:
         _drain_to_old(spec_path, control_url)

@@ -77,7 +77,7 @@ def render_png(timeline: Timeline, width_inches: float = 9.0, dpi: int = 80) -> 
                                         gridspec_kw={"height_ratios": [1.4, 1, 1]})
     try:
         _draw_phases(top, timeline)
-        copied = list(timeline.rows_copied)
+        copied: list[tuple[datetime, float]] = [(a, float(r)) for a, r in timeline.rows_copied]
         if copied:  # the total holds until now
             copied.append((max(datetime.now(UTC), copied[-1][0]), copied[-1][1]))
         _draw_series(mid, copied, "rows copied", "tab:blue", fill=True)
