@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import Field, create_model
 from prefect.input import RunInput
+from pydantic import Field, create_model
 
 from shiftover.errors import ApprovalError
 
