@@ -22,6 +22,7 @@ from shiftover.flags.routing import Routing, WriteMode, read_routing
 from shiftover.migration import Migration, load_migration
 from shiftover.phases import Phase, is_at_least
 from shiftover.plan import Stage, build_plan
+from shiftover.reconcile import require_reversible
 from tasks import routing as flips
 from tasks.gates import check_gates
 
@@ -143,7 +144,12 @@ def switch_writes_after_approval(
     auto_approve: bool,
     suspend: bool | None = None,
 ) -> None:
-    """Gate (queue drained, clean diff), approval, then the fenced write switch."""
+    """Reversibility, gates (queue drained, clean diff), approval, then the fenced write switch.
+
+    The mapping must be reversible (renames only) so the old store can keep being written
+    from the new one: otherwise a rollback after the switch would lose writes.
+    """
+    require_reversible(migration.mapping)
     results = check_gates(migration, "switch_writes", stage.gates, actor=actor())
     summary = approval_summary(migration, stage, [f"- {r.gate}: {'passed' if r.passed else 'FAILED'} — {r.summary}"
                                                   for r in results])

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from datetime import datetime
 
 import pytest
-import sqlalchemy as sa
 
 from shiftover.control import schema
 from shiftover.control.store import ControlStore, open_store, utcnow
@@ -160,3 +158,41 @@ def _watch(client: FlagClient, name: str, seen: list[datetime]) -> None:
             seen.append(utcnow())
             return
         time.sleep(0.005)
+
+
+@pytest.mark.flows
+def test_after_the_switch_the_old_store_keeps_every_write_so_a_rollback_loses_nothing(
+    prefect_harness: None, make_migration  # type: ignore[no-untyped-def]
+) -> None:
+    """Reverse dual-write: with new primary, the application's writes still reach old."""
+    import sqlalchemy as sa
+
+    from flows.cutover import cutover
+    from flows.rollback import rollback
+    from shiftover.dualwrite import DualWriter
+
+    setup: Setup = make_migration(Phase.READS_SWITCHED)
+    cutover(setup.spec_path, setup.control_url, auto_approve=True)
+    m = setup.migration
+    with FlagClient(setup.store.engine, prefix=f"{setup.name}:", ttl=0.2) as flags, \
+            DualWriter(m.source, m.target, m.mapping, flags, setup.store.engine, setup.name) as writer:
+        assert writer.routing().writes is WriteMode.DUAL_NEW_PRIMARY
+        writer.update((5,), {"status": "shipped", "note": "after the switch"})
+        writer.delete((6,))
+    rollback(setup.spec_path, setup.control_url, reason="drill after the switch")
+    with m.source.connect() as conn:
+        assert conn.execute(sa.text("SELECT status, note FROM orders WHERE id = 5")).one() == ("shipped",
+                                                                                            "after the switch")
+        assert conn.execute(sa.text("SELECT count(*) FROM orders WHERE id = 6")).scalar() == 0
+
+
+@pytest.mark.flows
+def test_a_mapping_that_cannot_be_reversed_never_switches_writes(prefect_harness: None, make_migration) -> None:  # type: ignore[no-untyped-def]
+    from flows.cutover import cutover
+    from shiftover.errors import SpecError
+
+    cols = ["id", "customer_id", "amount", "status", "created_at", "updated_at", {"name": "note", "sql": "upper(note)"}]
+    setup: Setup = make_migration(Phase.READS_SWITCHED, columns=cols)
+    with pytest.raises(SpecError, match="cannot be written back"):
+        cutover(setup.spec_path, setup.control_url, auto_approve=True)
+    assert read_routing(setup.store.engine, setup.name).writes is WriteMode.DUAL_OLD_PRIMARY
