@@ -19,7 +19,12 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.runtime import actor, require_phase
 from shiftover.backfill import (
-    BackfillStatus, backfill_status, clear_plan, load_plan, make_throttle, prepare_backfill,
+    BackfillStatus,
+    backfill_status,
+    clear_plan,
+    load_plan,
+    make_throttle,
+    prepare_backfill,
 )
 from shiftover.backfill.copy import SegmentReport
 from shiftover.backfill.run import summarise
@@ -33,7 +38,7 @@ BACKFILL_FROM = {Phase.DUAL_WRITING, Phase.BACKFILLING, Phase.BACKFILLED, Phase.
 MAX_CONCURRENCY = 16
 
 
-@flow(name="backfill", task_runner=ThreadPoolTaskRunner(max_workers=MAX_CONCURRENCY))
+@flow(name="backfill", task_runner=ThreadPoolTaskRunner(max_workers=MAX_CONCURRENCY))  # type: ignore[arg-type]
 def backfill(
     spec_path: str,
     control_url: str = DEFAULT_URL,

@@ -34,7 +34,9 @@ from shiftover.errors import CopyError, TransientCopyError
 from shiftover.mapping import TableMapping
 
 Row = tuple[Any, ...]
-WRITERS = {"postgresql": PostgresWriter, "mysql": MySQLWriter, "sqlite": SQLiteWriter}
+WRITERS: dict[str, type[PostgresWriter | MySQLWriter | SQLiteWriter]] = {
+    "postgresql": PostgresWriter, "mysql": MySQLWriter, "sqlite": SQLiteWriter,
+}
 
 
 @dataclass(frozen=True)
@@ -135,17 +137,17 @@ def _stream_loop(
     writer = PostgresWriter(target, mapping, mapping.target_table_obj(target))
     lo, hi = remaining.lo, remaining.hi
     try:
-        stream = _guarded(mapping, remaining, lambda: stream_class(source, mapping, writer))
+        stream = _guarded(mapping, remaining, stream_class, source, mapping, writer)
         try:
             while True:
                 if not _may_start_chunk(throttle, deadline):
                     return False
                 rows = throttle.chunk_rows()
-                end = _guarded(mapping, KeyRange(lo, hi), lambda: stream.chunk_end(KeyRange(lo, hi), rows))
+                end = _guarded(mapping, KeyRange(lo, hi), stream.chunk_end, KeyRange(lo, hi), rows)
                 chunk = KeyRange(lo, end if end is not None else hi)
                 throttle.acquire(rows)
                 began = time.monotonic()
-                read, inserted = _guarded(mapping, chunk, lambda: stream.copy_chunk(writer, chunk))
+                read, inserted = _guarded(mapping, chunk, stream.copy_chunk, writer, chunk)
                 throttle.record(read, time.monotonic() - began)
                 checkpoint(end, read, end is None)
                 tally.read, tally.inserted, tally.chunks = tally.read + read, tally.inserted + inserted, tally.chunks + 1
@@ -175,7 +177,7 @@ def _rows_loop(
             throttle.acquire(len(chunk.rows))
             began = time.monotonic()
             rows = _prepared(mapping, chunk.rows, convert)
-            inserted = _guarded(mapping, chunk.range, lambda: writer.write_rows(rows, chunk.range))
+            inserted = _guarded(mapping, chunk.range, writer.write_rows, rows, chunk.range)
             throttle.record(len(chunk.rows), time.monotonic() - began)
             checkpoint(None if chunk.final else chunk.range.hi, len(chunk.rows), chunk.final)
             tally.read, tally.inserted, tally.chunks = tally.read + len(chunk.rows), tally.inserted + inserted, tally.chunks + 1
@@ -242,7 +244,7 @@ class _ChunkReader:
         rows_wanted = self.throttle.chunk_rows()
         where = range_clause(self.table, self.mapping.key, lo, hi, self.engine.dialect.name)
         query = self.mapping.select_source(self.table).where(where).limit(rows_wanted)
-        rows = _guarded(self.mapping, KeyRange(lo, hi), lambda: [tuple(r) for r in conn.execute(query)])
+        rows = _guarded(self.mapping, KeyRange(lo, hi), _fetch, conn, query)
         final = len(rows) < rows_wanted
         last = tuple(rows[-1][i] for i in self.key_index) if rows else lo
         return Chunk(rows, KeyRange(lo, hi if final else last), final)
@@ -260,13 +262,17 @@ class _ChunkReader:
         self.thread.join(timeout=5)
 
 
-def _guarded(mapping: TableMapping, key_range: KeyRange, work: Callable[[], Any]) -> Any:
+def _fetch(conn: sa.Connection, query: sa.Select[Any]) -> list[Row]:
+    return [tuple(r) for r in conn.execute(query)]
+
+
+def _guarded(mapping: TableMapping, key_range: KeyRange, work: Callable[..., Any], *args: Any) -> Any:
     """Run database work; driver errors become ``CopyError`` / ``TransientCopyError`` naming the range."""
     try:
-        return work()
+        return work(*args)
     except CopyError:
         raise
-    except Exception as exc:  # noqa: BLE001 - classified below, re-raised as the right family
+    except Exception as exc:
         error = copy_error(mapping.source_table, key_range.describe(), exc)
         if error is None:
             raise

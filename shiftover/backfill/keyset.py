@@ -113,7 +113,7 @@ def count_rows(engine: Engine, table: sa.Table) -> int:
 
 def estimate_rows(engine: Engine, table: sa.Table) -> int:
     """The planner's row estimate where the engine keeps one (no full scan), else an exact count."""
-    query = None
+    query: sa.Select[Any] | None = None
     if engine.dialect.name == "postgresql":
         name = f"{table.schema}.{table.name}" if table.schema else table.name
         query = sa.select(sa.column("reltuples")).select_from(sa.table("pg_class")).where(

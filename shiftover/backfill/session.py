@@ -29,7 +29,7 @@ def compile_query(statement: sa.Executable, engine: Engine) -> tuple[str, Any]:
     """SQL text and parameters in the engine driver's own paramstyle (for COPY and raw cursors)."""
     compiled = statement.compile(dialect=engine.dialect)  # type: ignore[attr-defined]
     params = compiled.construct_params()
-    processors = compiled._bind_processors  # noqa: SLF001 - the driver-level values SQLAlchemy would send
+    processors = compiled._bind_processors
     values = {name: processors[name](v) if name in processors else v for name, v in params.items()}
     if compiled.positional:
         return str(compiled), tuple(values[name] for name in compiled.positiontup)

@@ -116,7 +116,7 @@ class MySQLStream(_KeysetStream):
             else:
                 source_col = self.table.c[col.source]
                 fields.append(copy_text_expr(source_col, source_col.type, engine.dialect))
-        self.line = sa.literal_column(f"CONCAT_WS({_mysql_literal(chr(9))}, {', '.join(fields)})")
+        self.line: sa.ColumnElement[Any] = sa.literal_column(f"CONCAT_WS({_mysql_literal(chr(9))}, {', '.join(fields)})")
 
     def copy_chunk(self, writer: PostgresWriter, chunk: KeyRange, fetch_rows: int = 10_000) -> tuple[int, int]:
         cols = [self.table.c[k] for k in self.mapping.key]
@@ -137,8 +137,12 @@ class MySQLStream(_KeysetStream):
         return writer.write_blocks(blocks, False, chunk)
 
 
-def stream_for(source: Engine, target: Engine, mapping: TableMapping) -> type[PostgresStream] | type[MySQLStream] | None:
+def stream_for(source: Engine, target: Engine, mapping: TableMapping) -> type[PostgresStream | MySQLStream] | None:
     """The direct stream for this pair of engines, or None (rows then pass through Python)."""
     if target.dialect.name != "postgresql" or not mapping.fast_path:
         return None
-    return {"postgresql": PostgresStream, "mysql": MySQLStream}.get(source.dialect.name)
+    if source.dialect.name == "postgresql":
+        return PostgresStream
+    if source.dialect.name == "mysql":
+        return MySQLStream
+    return None

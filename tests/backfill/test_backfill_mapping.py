@@ -27,7 +27,7 @@ def test_never_overwrites_a_dual_written_row(target_engine, pg_database, mariadb
     _fill(source, 500)
     run_sql(target, DDL, "INSERT INTO items VALUES (7, -7, 'newer'), (450, -450, 'newer')")
     run_backfill(make_migration(source, target, chunk_rows=60, concurrency=2))
-    rows = dict((r[0], r[1:]) for r in rows_of(target, "SELECT id, n, v FROM items"))
+    rows = {r[0]: r[1:] for r in rows_of(target, "SELECT id, n, v FROM items")}
     assert len(rows) == 500
     assert rows[7] == (-7, "newer") and rows[450] == (-450, "newer") and rows[8] == (8, "v8")
 

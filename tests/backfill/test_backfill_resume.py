@@ -3,6 +3,7 @@ ends with identical tables, and re-reads at most one chunk per segment."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -69,10 +70,8 @@ def _wait_for_progress(store, name: str, minimum: int, child: subprocess.Popen[b
     while time.monotonic() < deadline:
         if child.poll() is not None:
             raise AssertionError(f"child ended early: {child.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
-        try:
+        with contextlib.suppress(Exception):  # the child may be creating the plan right now
             if backfill_status(store.engine, name).rows_copied >= minimum:
                 return
-        except Exception:  # noqa: BLE001 - the child may be creating the plan right now
-            pass
         time.sleep(0.05)
     raise AssertionError("no progress within 60 s")
