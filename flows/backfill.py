@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -78,7 +79,7 @@ def _run_segments(
     migration: Migration, todo: list[int], workers: int, deadline: float | None, total: int
 ) -> list[SegmentReport]:
     """Keep ``workers`` segment tasks in flight; refresh the progress artifact while they run."""
-    throttle = make_throttle(migration)
+    throttle = make_throttle(migration, overrides=prefect_variable_reader(throttle_variable_name(migration.name)))
     progress = create_progress_artifact(0.0, key=artifact_key(migration.name, "progress"),
                                         description=f"backfill of {migration.name}")
     pending, running, finished = list(todo), [], []  # type: ignore[var-annotated]
@@ -92,6 +93,26 @@ def _run_segments(
         _update_progress(progress, migration, total, time.monotonic() - began)
     reports: list[SegmentReport] = [f.result() for f in finished]  # raises the first CopyError
     return reports
+
+
+def throttle_variable_name(migration: str) -> str:
+    """The Prefect variable the UI can set to pause or retune a running backfill, e.g.
+    ``{"paused": true}`` or ``{"max_rows_per_second": 5000, "chunk_rows": 20000}``."""
+    return "shiftover_backfill_throttle_" + re.sub(r"[^a-z0-9_]+", "_", migration.lower())
+
+
+def prefect_variable_reader(name: str) -> Callable[[], dict[str, Any] | None]:
+    """Read a JSON-object Prefect variable; a missing, unreadable or non-object value means no override."""
+    from prefect.variables import Variable
+
+    def read() -> dict[str, Any] | None:
+        try:
+            value = Variable.get(name)
+        except Exception:  # noqa: BLE001 - the UI override is optional; the flag store still applies
+            return None
+        return value if isinstance(value, dict) else None
+
+    return read
 
 
 def _source_rows(migration: Migration) -> int:

@@ -46,14 +46,14 @@ def prepare_backfill(migration: Migration, concurrency: int | None = None) -> li
     return checkpoints.save_plan(migration.store.engine, migration.name, segments)
 
 
-def make_throttle(migration: Migration, **overrides: Any) -> Throttle:
+def make_throttle(migration: Migration, **options: Any) -> Throttle:
     """The run's one throttle: spec settings, the flag store for run-time changes, the lag probe."""
     return Throttle(
         migration.spec.backfill,
         store_engine=migration.store.engine,
         migration=migration.name,
         lag_engine=migration.source,
-        **overrides,
+        **options,
     )
 
 

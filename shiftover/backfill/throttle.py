@@ -2,8 +2,9 @@
 
 Settings come from the spec and are overridden at run time by the flag
 ``<migration>:backfill.throttle`` (``{"paused": bool, "max_rows_per_second": float,
-"chunk_rows": int}``), which the CLI writes with ``set_throttle``: pause, resume and retune
-take effect within ``refresh_seconds`` without a restart. While paused, or while the lag
+"chunk_rows": int}``), which the CLI writes with ``set_throttle``, and then by an optional ``overrides`` callable
+(the flow passes one that reads a Prefect variable, so the UI can do the same): pause,
+resume and retune take effect within ``refresh_seconds`` without a restart. While paused, or while the lag
 probe reads over its threshold, no chunk starts, so nothing is written.
 """
 
@@ -74,6 +75,7 @@ class Throttle:
         store_engine: Engine | None = None,
         migration: str = "",
         lag_engine: Engine | None = None,
+        overrides: Callable[[], dict[str, Any] | None] | None = None,
         refresh_seconds: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
@@ -82,6 +84,7 @@ class Throttle:
         self.store_engine = store_engine
         self.migration = migration
         self.lag_engine = lag_engine
+        self.overrides = overrides
         self.refresh_seconds = refresh_seconds
         self.clock = clock
         self.sleep = sleep
@@ -96,10 +99,11 @@ class Throttle:
     def settings(self) -> ThrottleSettings:
         """Spec settings overridden by the throttle flag (re-read at most every ``refresh_seconds``)."""
         now = self.clock()
-        if self.store_engine is None or now - self._read_at < self.refresh_seconds:
+        if (self.store_engine is None and self.overrides is None) or now - self._read_at < self.refresh_seconds:
             return self._settings
-        flag = get_flag(self.store_engine, throttle_flag_key(self.migration))
-        value = flag.value if flag else {}
+        flag = get_flag(self.store_engine, throttle_flag_key(self.migration)) if self.store_engine else None
+        value = dict(flag.value) if flag else {}
+        value.update((self.overrides() if self.overrides else None) or {})
         cap = value.get("max_rows_per_second", self.spec.max_rows_per_second)
         self._override_chunk = value.get("chunk_rows")
         self._settings = ThrottleSettings(

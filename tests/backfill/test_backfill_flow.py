@@ -79,3 +79,33 @@ def test_time_budget_stops_cleanly_and_next_run_resumes(prefect_harness, pg_data
     assert second["complete"] and control_store.phase("flow-budget") == Phase.BACKFILLED
     assert second["rows_copied"] <= 6000 - copied + 2 * 200  # resumed, at most a chunk per segment again
     assert rows_of(target, "SELECT count(*) FROM items")[0][0] == 6000
+
+
+def test_prefect_variable_pauses_a_running_flow(prefect_harness, pg_database, control_store, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """What the UI does: set a variable; the running backfill holds, then resumes when it is cleared."""
+    import threading
+    import time
+
+    from prefect.variables import Variable
+
+    from flows.backfill import backfill, throttle_variable_name
+
+    source, target = pg_database(), pg_database()
+    _items(source, target, 3000)
+    spec = _spec(tmp_path, source, target, "flow-ui", chunk_rows=300, concurrency=2)
+    url = control_url(control_store)
+    control_store.register("flow-ui", {})
+    control_store.transition("flow-ui", Phase.DUAL_WRITING, "test")
+    name = throttle_variable_name("flow-ui")
+    Variable.set(name, {"paused": True}, overwrite=True)
+    result: dict = {}
+    thread = threading.Thread(target=lambda: result.update(summary=backfill(spec, url)))
+    thread.start()
+    try:
+        time.sleep(3.0)
+        assert rows_of(target, "SELECT count(*) FROM items")[0][0] == 0
+        Variable.set(name, {"paused": False}, overwrite=True)
+        thread.join(timeout=60)
+    finally:
+        Variable.unset(name)
+    assert result["summary"]["complete"] and rows_of(target, "SELECT count(*) FROM items")[0][0] == 3000
