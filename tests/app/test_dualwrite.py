@@ -32,6 +32,7 @@ def exercise(writer: DualWriter) -> None:
     writer.upsert(order(3, status="cancelled"))
     writer.delete((4,))
     writer.update((5,), {"note": "touched"})
+    writer.update((6,), {"id": 3000, "note": "moved"})  # a key change: old key gone, new key present
 
 
 @pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
@@ -44,7 +45,7 @@ def test_dual_old_primary_keeps_both_equal(pair: Pair, asynchronous: bool) -> No
         old = pair.rows("old")
         assert old == pair.rows("new")
     ids = [r[0] for r in old]
-    assert "1001" in ids and "1002" in ids and "4" not in ids
+    assert "1001" in ids and "1002" in ids and "3000" in ids and "4" not in ids and "6" not in ids
     assert queue_depth(pair.store.engine, pair.name)["pending"] == 0
 
 
@@ -101,11 +102,11 @@ def test_secondary_failure_never_fails_the_caller_and_is_queued(pair: Pair) -> N
     with DualWriter(pair.old, dead, pair.mapping, pair.flags, pair.store.engine, pair.name) as writer:
         exercise(writer)
     depth = queue_depth(pair.store.engine, pair.name)
-    assert depth["pending"] == 6
+    assert depth["pending"] == 8
     result = drain_queue(pair.old, pair.new, pair.store.engine, pair.mapping, pair.name)
-    assert (result.direction, result.synced, result.failed) == ("old->new", 5, 0)  # 1001 queued twice
+    assert (result.direction, result.synced, result.failed) == ("old->new", 7, 0)  # 1001 queued twice
     assert pair.rows("old") == pair.rows("new")
-    assert queue_depth(pair.store.engine, pair.name) == {"pending": 0, "dead": 0, "done": 6}
+    assert queue_depth(pair.store.engine, pair.name) == {"pending": 0, "dead": 0, "done": 8}
 
 
 def test_async_keeps_per_key_order_under_concurrency(pg_pair: Pair) -> None:
