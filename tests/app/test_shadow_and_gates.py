@@ -94,3 +94,21 @@ def test_lag_gate_runs_the_declared_query(pg_pair: Pair) -> None:
     assert not result.passed and result.metrics["lag"] == 50
     assert lag(slow, GateSpec(name="lag", threshold=100)).passed
     assert lag(migration_of(pg_pair), GateSpec(name="lag")).passed
+
+
+def test_shadow_sampling_and_mismatch_cap(pg_pair: Pair) -> None:
+    set_shadow(pg_pair.store.engine, pg_pair.name, True, "test")
+    pg_pair.flags.refresh()
+    with pg_pair.new.begin() as conn:
+        conn.execute(sa.text("UPDATE orders SET note = 'drift'"))  # every row now differs
+    since = utcnow()
+    with DualWriter(pg_pair.old, pg_pair.new, pg_pair.mapping, pg_pair.flags, pg_pair.store.engine, pg_pair.name,
+                    shadow_sample=0.5, max_mismatch_rows=3, metrics_interval=600) as writer:
+        for k in range(1, 51):
+            writer.read((k,))
+            writer.read((k,))
+        writer.flush()
+    reads, mismatches = mismatch_rate(pg_pair.store.engine, pg_pair.name, since)
+    assert 30 < reads < 70 and mismatches == reads  # about half of 100 reads shadowed, all differ
+    with pg_pair.store.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM so_shadow_mismatches")).scalar() == 3  # capped per flush
