@@ -5,6 +5,7 @@ dual-writer's recorder, the reconciliation queue, rows written to the new table.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
@@ -38,14 +39,14 @@ class Traffic(threading.Thread):
                 self.recorder.flush()
 
 
-def run_canary(setup: Setup, report: Callable[[Recorder], None] | None = None) -> GateError:
+def run_canary(setup: Setup, report: Callable[[Recorder], None] | None = None, soak: float = 1.5) -> GateError:
     from flows.cutover import cutover
 
     traffic = Traffic(setup, report or (lambda r: None))
     traffic.start()
     try:
         with pytest.raises(GateError) as failed:
-            cutover(setup.spec_path, setup.control_url, soak_seconds=1.5, watch_seconds=0.3)
+            cutover(setup.spec_path, setup.control_url, soak_seconds=soak, watch_seconds=0.3)
     finally:
         traffic.stop.set()
         traffic.join()
@@ -70,7 +71,9 @@ def test_shadow_mismatches_roll_reads_back(prefect_harness: None, make_migration
         r.count(SHADOW_READS, 20)
         r.mismatch((7,), ["amount"], {"amount": "1.00"}, {"amount": "1.10"})
 
-    failed = run_canary(setup, reads)
+    started = time.monotonic()
+    failed = run_canary(setup, reads, soak=8)
+    assert time.monotonic() - started < 6  # caught by the watch during the soak, not at its end
     assert failed.gate == "shadow_mismatch"
     entry = assert_rolled_back(setup, "shadow_mismatch")
     assert "shadow reads differ" in entry["detail"]["summary"]
