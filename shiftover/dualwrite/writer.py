@@ -21,16 +21,16 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Self
 
 from sqlalchemy.engine import Engine
 
 from shiftover.dualwrite import shadow
-from shiftover.errors import SpecError
 from shiftover.dualwrite.image import read_image
 from shiftover.dualwrite.reads import RoutedReader
 from shiftover.dualwrite.replicator import Replicator, run_later
 from shiftover.dualwrite.shadow import Recorder
+from shiftover.errors import SpecError
 from shiftover.flags.client import FlagClient
 from shiftover.flags.routing import Routing, WriteMode
 from shiftover.mapping import TableMapping
@@ -231,7 +231,7 @@ class DualWriter:
         if self._owns_flags:
             self.flags.close()
 
-    def __enter__(self) -> DualWriter:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

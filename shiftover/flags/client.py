@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 from sqlalchemy.engine import Engine
 
@@ -152,7 +152,7 @@ class FlagClient:
         if self._thread is not None:
             self._thread.join(timeout=5)
 
-    def __enter__(self) -> FlagClient:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
