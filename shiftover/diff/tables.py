@@ -126,6 +126,7 @@ def diff_tables(
                 report.differences.extend(found)
                 if len(report.differences) > options.max_differences:
                     narrowing.stop.set()
+    report.differences = _unique(plan, report.differences)
     _totals(report, narrowing, options.max_differences)
     report.seconds = time.perf_counter() - started
     return report
@@ -174,6 +175,16 @@ def _sorted(plan: DiffPlan, diffs: list[Difference]) -> list[Difference]:
         return sorted(diffs, key=lambda d: d.key)
     except TypeError:
         return sorted(diffs, key=lambda d: key_token(key_rules, d.key))  # type: ignore[arg-type]
+
+
+def _unique(plan: DiffPlan, diffs: list[Difference]) -> list[Difference]:
+    """One entry per key: with collations that order text keys differently on the two engines,
+    a key can fall in one segment on the source and another on the target."""
+    key_rules = plan.rules[: len(plan.mapping.key)]
+    seen: dict[tuple[str | None, ...], Difference] = {}
+    for d in diffs:
+        seen.setdefault(key_token(key_rules, d.key), d)
+    return list(seen.values())
 
 
 def _totals(report: DiffReport, n: Narrowing, limit: int) -> None:
