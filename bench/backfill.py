@@ -36,7 +36,7 @@ MARIADB_DDL = ("CREATE TABLE {name} (id bigint PRIMARY KEY, customer_id bigint N
                "status varchar(20) NOT NULL, note text, created_at datetime(6) NOT NULL, updated_at datetime(6) NOT NULL)")
 PG_FILL = ("INSERT INTO {name} SELECT g, g % 50000, (g % 1000000) / 100.0, "
            "(ARRAY['new','paid','shipped','delivered','cancelled'])[1 + g % 5], "
-           "CASE WHEN g % 10 < 3 THEN NULL ELSE 'note ' || (g * 7919 % 1000000) END, "
+           "CASE WHEN g % 10 < 3 THEN NULL ELSE 'note ' || (g::bigint * 7919 % 1000000) END, "
            "timestamp '2024-01-01' + g * interval '7 seconds', "
            "timestamp '2024-01-01' + g * interval '7 seconds' + (g % 600) * interval '1 minute' "
            "FROM generate_series(1, {rows}) AS g")
@@ -110,10 +110,14 @@ def copy_ceiling(source: str, target: str) -> float:
         return f"host={u.host} port={u.port or 5432} user={u.username} dbname={u.database}"
 
     began = time.perf_counter()
-    with psycopg.connect(conninfo(source)) as src, psycopg.connect(conninfo(target)) as dst:
-        with src.cursor().copy("COPY orders TO STDOUT") as out, dst.cursor().copy("COPY orders FROM STDIN") as inp:
-            for block in out:
-                inp.write(block)
+    with (
+        psycopg.connect(conninfo(source)) as src,
+        psycopg.connect(conninfo(target)) as dst,
+        src.cursor().copy("COPY orders TO STDOUT") as out,
+        dst.cursor().copy("COPY orders FROM STDIN") as inp,
+    ):
+        for block in out:
+            inp.write(block)
     return time.perf_counter() - began
 
 
@@ -221,7 +225,7 @@ def measure(args: argparse.Namespace, small: int, dbs: Databases, tmp: Path) -> 
         run(url, PG_DDL.format(name="orders"))
     run(my_old, MARIADB_DDL.format(name="orders"), MARIADB_FILL.format(name="orders", rows=rows))
 
-    ceiling = copy_ceiling(pg_old, pg_ceiling)
+    ceilings = [copy_ceiling(pg_old, pg_ceiling)]
     base_rows = min(args.baseline_rows, rows)
     baseline = executemany_baseline(my_old, pg_base, base_rows)
 
@@ -234,6 +238,9 @@ def measure(args: argparse.Namespace, small: int, dbs: Databases, tmp: Path) -> 
         my_spec = write_spec(tmp / "my.yaml", "bench-my", my_old, pg_from_my, args.concurrency, args.chunk_rows)
         my_seconds, my_summary = flow_backfill(my_spec, control)
     assert pg_summary["complete"] and my_summary["complete"]
+    run(pg_ceiling, "TRUNCATE orders")
+    ceilings.append(copy_ceiling(pg_old, pg_ceiling))  # again after the flow: the faster one is the ceiling
+    ceiling = min(ceilings)
     zero_diff = pg_fingerprint(pg_old) == pg_fingerprint(pg_new) == pg_fingerprint(pg_from_my)
 
     rss = rss_runs(dbs, tmp, args, small)
@@ -268,7 +275,7 @@ def report(rows: int, ceiling: float, pg_seconds: float, base_rows: int, baselin
         return f"  {name:<46} {seconds:8.2f} s  {n / seconds:>12,.0f} rows/s"
 
     print(f"\norders: {rows:,} rows, 7 columns")
-    print(line("COPY TO | COPY FROM (ceiling, PG -> PG)", ceiling, rows))
+    print(line("COPY TO | COPY FROM (ceiling, PG -> PG, best of 2)", ceiling, rows))
     print(line("Shiftover flow PG -> PG", pg_seconds, rows))
     print(line(f"SQLAlchemy executemany MariaDB -> PG ({base_rows:,})", baseline, base_rows))
     print(line("Shiftover flow MariaDB -> PG", my_seconds, rows))
@@ -279,7 +286,7 @@ def report(rows: int, ceiling: float, pg_seconds: float, base_rows: int, baselin
     print(f"MariaDB -> PG vs executemany (rows/s): {my_ratio:.2f}  (target >= 2.00)")
     print("peak RSS of a backfill process (MB):")
     for engine in ("pg", "my"):
-        (s_sec, s_rss), (f_sec, f_rss) = rss[f"{engine}-small"], rss[f"{engine}-full"]
+        (_, s_rss), (_, f_rss) = rss[f"{engine}-small"], rss[f"{engine}-full"]
         name = "PG -> PG" if engine == "pg" else "MariaDB -> PG"
         print(f"  {name:<14} {small:>10,} rows: {s_rss:6.0f}   {rows:>10,} rows: {f_rss:6.0f}   "
               f"growth {f_rss / s_rss:.2f}x  (target < 300 MB, flat)")

@@ -10,6 +10,7 @@ each chunk's target commit, so a crash re-reads at most one chunk per segment.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
@@ -204,6 +205,19 @@ def transform_rows(mapping: TableMapping, rows: list[Row]) -> list[Row]:
     return [tuple(r) for r in frame.itertuples(index=False, name=None)]
 
 
+@contextlib.contextmanager
+def utc_session(conn: sa.Connection) -> Iterator[None]:
+    """MySQL TIMESTAMP columns read in UTC (what the writers assume), then the pooled session restored."""
+    if conn.dialect.name != "mysql":
+        yield
+        return
+    conn.exec_driver_sql("SET SESSION time_zone = '+00:00'")
+    try:
+        yield
+    finally:
+        conn.exec_driver_sql("SET SESSION time_zone = DEFAULT")
+
+
 class _ChunkReader:
     """Reads keyset chunks in a thread, one ahead of the writer (a bounded queue)."""
 
@@ -229,7 +243,7 @@ class _ChunkReader:
     def _run(self) -> None:
         try:
             lo, hi = self.remaining.lo, self.remaining.hi
-            with self.engine.connect() as conn:
+            with self.engine.connect() as conn, utc_session(conn):
                 while not self.stopped.is_set():
                     chunk = self._read(conn, lo, hi)
                     conn.commit()  # no long transaction held open on the source
