@@ -144,15 +144,26 @@ def sample_keys(engine: Engine, table: sa.Table, key: tuple[str, ...], total: in
     if fraction >= 1.0:
         query = sa.select(*cols).order_by(*cols)
     elif engine.dialect.name == "postgresql":
-        # SYSTEM samples whole pages (no full scan); oversample since neighbouring rows come together.
-        method = sa.func.system if total > 200_000 else sa.func.bernoulli
-        sampled = sa.tablesample(table, method(min(100.0, fraction * 100 * (4 if total > 200_000 else 1))))
-        query = sa.select(*(sampled.c[k] for k in key)).order_by(*(sampled.c[k] for k in key))
+        # SYSTEM samples whole pages (no full scan) but may come back short: then BERNOULLI.
+        if total > 200_000:
+            sample = _run_sample(engine, _pg_sample(table, key, sa.func.system, fraction * 400))
+            if len(sample) >= wanted // 4:
+                return sample
+        query = _pg_sample(table, key, sa.func.bernoulli, fraction * 100)
     elif engine.dialect.name == "mysql":
         query = sa.select(*cols).where(sa.func.rand() < fraction).order_by(*cols)
     else:
         threshold = int(fraction * 1_000_000)
         query = sa.select(*cols).where(sa.func.abs(sa.func.random()) % 1_000_000 < threshold).order_by(*cols)
+    return _run_sample(engine, query)
+
+
+def _pg_sample(table: sa.Table, key: tuple[str, ...], method: Any, percent: float) -> sa.Select[Any]:
+    sampled = sa.tablesample(table, method(min(100.0, percent)))
+    return sa.select(*(sampled.c[k] for k in key)).order_by(*(sampled.c[k] for k in key))
+
+
+def _run_sample(engine: Engine, query: sa.Select[Any]) -> list[Key]:
     with engine.connect() as conn:
         return [tuple(r) for r in conn.execute(query)]
 

@@ -102,3 +102,19 @@ def test_segments_follow_the_data_not_min_max(pg_database, make_migration):  # t
     uppers = [s.range.hi[0] for s in segments[:-1]]
     assert all(u < 4000 for u in uppers), uppers
     assert segments[0].range.lo is None and segments[-1].range.hi is None
+
+
+def test_large_table_segments_are_balanced(pg_database, make_migration):  # type: ignore[no-untyped-def]
+    """Above 200k rows the sample comes from whole pages (no full scan); segments stay balanced."""
+    source, target = pg_database(), pg_database()
+    for url in (source, target):
+        _tables(url, "id bigint", "id")
+    run_sql(source, "INSERT INTO items SELECT g * 3, g, 'v' FROM generate_series(1, 300000) g", "ANALYZE items")
+    migration = make_migration(source, target)
+    segments, total = plan_segments(migration.source, migration.mapping, 4)
+    assert len(segments) == 4 and 250_000 < total < 350_000
+    for segment in segments:
+        lo = segment.range.lo[0] if segment.range.lo else 0
+        hi = segment.range.hi[0] if segment.range.hi else 10**12
+        share = rows_of(source, f"SELECT count(*) FROM items WHERE id > {lo} AND id <= {hi}")[0][0] / 300_000
+        assert 0.1 < share < 0.45, (segment, share)
