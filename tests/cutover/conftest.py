@@ -110,8 +110,13 @@ def make_migration(tmp_path: Path) -> Iterator[Callable[..., Setup]]:
 def paused_run(flow_name: str, timeout: float = 20.0) -> UUID:
     """Wait for a PAUSED run of ``flow_name`` (as a person would wait for the UI to show it)."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterState, \
-        FlowRunFilterStateType
+    from prefect.client.schemas.filters import (
+        FlowFilter,
+        FlowFilterName,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
     from prefect.client.schemas.objects import StateType
     from prefect.client.schemas.sorting import FlowRunSort
 

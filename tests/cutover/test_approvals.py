@@ -9,6 +9,7 @@ from shiftover.approvals import Approval, approval_form, check_approval
 from shiftover.errors import ApprovalError
 from shiftover.flags.routing import WriteMode, read_routing
 from shiftover.phases import Phase
+
 from .conftest import Approver
 
 pytestmark = pytest.mark.flows
