@@ -14,6 +14,8 @@ import argparse
 import json
 import logging
 import re
+import signal
+import threading
 from dataclasses import asdict
 from datetime import date, datetime
 from decimal import Decimal
@@ -159,6 +161,8 @@ def main(argv: list[str] | None = None) -> None:
     writer = DualWriter.from_spec(load_spec(args.spec), args.control_url, asynchronous=args.async_secondary)
     server = make_server(OrdersService(writer), args.host, args.port)
     print(f"orders service on http://{args.host}:{server.server_port}", flush=True)
+    # SIGTERM stops like Ctrl-C, so queued asynchronous secondary writes are flushed before exit.
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
     try:
         server.serve_forever()
     except KeyboardInterrupt:
