@@ -4,7 +4,9 @@ The application keeps its models and sessions bound to the old store. After each
 keys of the migrated table's new, changed and deleted objects are collected; after the commit
 they are replicated through the dual-writer (so the secondary write happens only for committed
 data, and a rollback replicates nothing). The secondary side follows the same rules as the
-Core methods: failures go to the reconciliation queue.
+Core methods: failures go to the reconciliation queue. This hook serves the phases where old is
+the source of truth; after the write switch, sessions should be bound to the new store (or use
+the Core methods), and the writer logs an error when an old-bound session commits then.
 """
 
 from __future__ import annotations

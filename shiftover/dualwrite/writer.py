@@ -76,6 +76,7 @@ class DualWriter:
         self._renames = {c.source: c.target for c in mapping.columns if c.sql is None}
         self._reverse: TableMapping | None = None
         self._refused = False
+        self._warned_orm = False
         if self.routing().writes in _NEW_PRIMARY:
             self._reverse_mapping()  # refuse at construction when new cannot be primary
         self._stripes = [threading.Lock() for _ in range(64)]
@@ -221,6 +222,12 @@ class DualWriter:
         mode = self.routing().writes
         if mode == WriteMode.OLD_ONLY:
             return
+        if mode in _NEW_PRIMARY and not self._warned_orm:
+            # The session wrote the old table although new is the source of truth: copy it across,
+            # but a failure queued now would be drained new -> old and undo the write in old.
+            log.error("%s: an ORM session bound to the old store committed while writes are %s; bind sessions "
+                      "to the new store or use the Core methods after the write switch", self.migration, mode)
+            self._warned_orm = True
         for key, op in keys.items():
             self.replicator.submit((self.old, self.new, self.mapping, key, op))
 
