@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -27,6 +28,9 @@ class GateResult:
 GateFn = Callable[[Migration, GateSpec], GateResult]
 GATES: dict[str, GateFn] = {}
 
+# The stage whose gates are running, for gates that vary by stage (e.g. expectations per stage).
+CURRENT_STAGE: ContextVar[str | None] = ContextVar("shiftover_gate_stage", default=None)
+
 
 def gate(name: str) -> Callable[[GateFn], GateFn]:
     """Register a gate function under a spec gate name."""
@@ -41,7 +45,11 @@ def gate(name: str) -> Callable[[GateFn], GateFn]:
 def run_gate(migration: Migration, stage: str, spec: GateSpec) -> GateResult:
     """Run one gate and record its result; a blocking gate's verdict is kept as declared."""
     _load_builtin_gates()
-    result = GATES[spec.name](migration, spec)
+    token = CURRENT_STAGE.set(stage)
+    try:
+        result = GATES[spec.name](migration, spec)
+    finally:
+        CURRENT_STAGE.reset(token)
     result = replace(result, blocking=spec.blocking)
     record_result(migration, stage, result)
     return result

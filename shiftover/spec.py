@@ -89,6 +89,15 @@ class Expectation(_Model):
     type: str
     kwargs: dict[str, Any] = Field(default_factory=dict)
     severity: Literal["blocking", "warning"] = "blocking"
+    stages: tuple[str, ...] = ()  # stages whose expectations gate runs it; empty: every stage
+
+    @field_validator("stages")
+    @classmethod
+    def _known_stages(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [s for s in value if s not in STAGES]
+        if unknown:
+            raise ValueError(f"unknown stage(s) {unknown}; stages with gates: {', '.join(STAGES)}")
+        return value
 
 
 class GateSpec(_Model):
@@ -107,7 +116,12 @@ class GateSpec(_Model):
 def _default_gates() -> dict[str, tuple[GateSpec, ...]]:
     return {
         "validate": (GateSpec(name="row_count"), GateSpec(name="checksum"), GateSpec(name="expectations")),
-        "canary": (GateSpec(name="reconcile_drained"), GateSpec(name="shadow_mismatch", threshold=0.0)),
+        "canary": (
+            GateSpec(name="reconcile_drained"),
+            GateSpec(name="shadow_mismatch", threshold=0.0),
+            GateSpec(name="error_rate"),
+            GateSpec(name="checksum"),  # over rows changed during the step when the table has updated_at
+        ),
         "switch_writes": (GateSpec(name="reconcile_drained"), GateSpec(name="checksum")),
     }
 
