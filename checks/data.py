@@ -17,7 +17,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from checks.gate import GateResult, gate
+from checks.gate import CURRENT_STAGE, GateResult, gate
 from checks.live import CountBand, around_source_counts
 from checks.report import markdown_table
 from shiftover.control import schema
@@ -204,7 +204,7 @@ def expectations_gate(migration: Migration, spec: GateSpec) -> GateResult:
     from shiftover.expectations import default_suite, run_expectations
 
     m = migration.mapping
-    suite = merge_suites(default_suite(m.target_key), migration.spec.expectations)
+    suite = merge_suites(default_suite(m.target_key), stage_expectations(migration, CURRENT_STAGE.get()))
     try:
         outcomes, band = around_source_counts(migration, lambda source_rows: run_expectations(
             migration.target, m.target_table, suite, schema=m.target_schema, parameters={"source_rows": source_rows}
@@ -225,6 +225,11 @@ def expectations_gate(migration: Migration, spec: GateSpec) -> GateResult:
         gate="expectations", passed=not blocking, summary=summary, rows=rows, markdown=markdown_table(rows),
         metrics={"failed": len(blocking), "warnings": len(warnings), "source_rows": source_rows},
     )
+
+
+def stage_expectations(migration: Migration, stage: str | None) -> list[Expectation]:
+    """The spec's expectations for ``stage`` (those naming no stage run in every stage)."""
+    return [e for e in migration.spec.expectations if not e.stages or stage is None or stage in e.stages]
 
 
 def merge_suites(defaults: Sequence[Expectation], declared: Sequence[Expectation]) -> list[Expectation]:

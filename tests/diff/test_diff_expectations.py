@@ -64,3 +64,21 @@ def test_gates_and_validate_flow_do_not_import_great_expectations() -> None:
     code = "import sys, checks.data, checks.report, flows.validate; print('great_expectations' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_expectations_run_only_in_the_stages_they_name(open_orders) -> None:  # type: ignore[no-untyped-def]
+    from checks.gate import run_gate
+
+    too_tight = {"column": "amount", "min_value": 0, "max_value": 10}
+    m = open_orders(expectations=[
+        {"type": "expect_column_values_to_be_between", "kwargs": too_tight, "stages": ["switch_writes"]},
+        {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "status"}},
+    ])
+    validate = run_gate(m, "validate", GateSpec(name="expectations"))
+    switch = run_gate(m, "switch_writes", GateSpec(name="expectations"))
+
+    declared_validate = [(r["expectation"], r["kwargs"]) for r in validate.rows[:1]]
+    assert validate.passed and declared_validate == [("expect_column_values_to_not_be_null", "column=status")]
+    assert len(validate.rows) == 1 + 3  # plus the default suite: key unique, key not null, row count
+    assert not switch.passed and switch.rows[0]["expectation"] == "expect_column_values_to_be_between"
+    assert len(switch.rows) == 2 + 3
