@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import os
 import uuid
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
 from collections.abc import Callable, Iterator
 
 import pytest

@@ -64,7 +64,8 @@ class SimulatedApp:
         roll = self._rng.random()
         existing = (self._rng.randrange(1, self._next_id),)
         if roll < 0.3:
-            self.writer.insert(order_row(self._next_id, self._rng))
+            now = datetime.now().replace(microsecond=0)
+            self.writer.insert({**order_row(self._next_id, self._rng), "created_at": now, "updated_at": now})
             self._next_id += 1
             self.stats.inserts += 1
         elif roll < 0.75:
