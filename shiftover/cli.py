@@ -33,10 +33,15 @@ def demo(
     rows: Annotated[int, typer.Option(help="Rows in the demo orders table.")] = 100_000,
     workdir: Annotated[Path, typer.Option(help="Where the demo's databases live.")] = Path(".shiftover/demo"),
     writes_per_second: Annotated[float, typer.Option(help="Simulated application write rate.")] = 200.0,
+    prepare_only: Annotated[bool, typer.Option(help="Only create the databases and the spec (for the UI).")] = False,
 ) -> None:
     """Migrate a demo orders table between two SQLite files while an application keeps writing."""
-    from shiftover.demo.run import run_demo
+    from shiftover.demo.run import prepare, run_demo
 
+    if prepare_only:
+        spec_path, _control = prepare(workdir, rows)
+        typer.echo(f"demo databases ready; spec: {spec_path}")
+        return
     try:
         report = run_demo(rows=rows, workdir=workdir, writes_per_second=writes_per_second)
     except ShiftoverError as exc:
