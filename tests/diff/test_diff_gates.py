@@ -136,3 +136,24 @@ def test_changed_target_engine_url_is_never_in_the_report(open_orders, orders_ur
     break_target(orders_urls[1])
     result = check_checksum(m, GateSpec(name="checksum"))
     assert "postgres@" not in result.markdown and get_engine(orders_urls[0]).url.database not in result.markdown
+
+
+def test_keys_from_the_reconciliation_queue_scope_the_recheck(open_orders, orders_urls, control_store) -> None:  # type: ignore[no-untyped-def]
+    from checks.data import queued_keys
+    from shiftover.control.store import key_to_json, utcnow
+
+    m = open_orders(validation={"repair": False})
+    break_target(orders_urls[1])
+    now = utcnow()
+    with control_store.engine.begin() as conn:
+        conn.execute(schema.reconcile_queue.insert(), [
+            {"migration": m.name, "key_json": key_to_json(k), "op": "upsert", "state": "done", "attempts": 1,
+             "enqueued_at": now, "updated_at": now}
+            for k in ((250,), (300,), (301,), (250,))
+        ])
+
+    keys = queued_keys(m)
+    result = check_checksum(m, GateSpec(name="checksum"), DiffScope(keys=keys))
+
+    assert sorted(keys) == [(250,), (300,), (301,)]
+    assert {r["key"]: r["kind"] for r in result.rows} == {"250": "changed", "300": "missing"}
