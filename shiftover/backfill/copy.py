@@ -80,10 +80,15 @@ def copy_segment(
         wait=wait_exponential(multiplier=0.5, max=10),
         reraise=True,
     )
+    tally = _Tally()  # shared by the attempts: rows copied before a lost connection still count
+    started = time.monotonic()
     try:
         for attempt in retrying:
             with attempt:
-                return _copy_segment_once(source, target, store_engine, mapping, migration, segment, throttle, deadline)
+                complete = _copy_segment_once(source, target, store_engine, mapping, migration, segment,
+                                              throttle, deadline, tally)
+                return SegmentReport(segment, tally.read, tally.inserted, tally.chunks,
+                                     time.monotonic() - started, complete)
     except CopyError:
         checkpoints.mark_segment(store_engine, migration, segment, checkpoints.FAILED)
         raise
@@ -92,17 +97,18 @@ def copy_segment(
 
 def _copy_segment_once(
     source: Engine, target: Engine, store_engine: Engine, mapping: TableMapping, migration: str,
-    segment: int, throttle: Throttle, deadline: float | None,
-) -> SegmentReport:
+    segment: int, throttle: Throttle, deadline: float | None, tally: _Tally,
+) -> bool:
+    """One attempt from the segment's last checkpoint; True when the segment is done."""
     state = next(s for s in checkpoints.load_plan(store_engine, migration) if s.segment.index == segment)
     if state.done:
-        return SegmentReport(segment, 0, 0, 0, 0.0, True)
-    started = time.monotonic()
+        return True
     loop = _stream_loop if _can_stream(source, target, mapping) else _rows_loop
-    tally = _Tally()
-    complete = loop(source, target, mapping, state.remaining, throttle, deadline, tally,
-                    lambda key, rows, final: checkpoints.record_chunk(store_engine, migration, segment, key, rows, done=final))
-    return SegmentReport(segment, tally.read, tally.inserted, tally.chunks, time.monotonic() - started, complete)
+
+    def checkpoint(key: Key | None, rows: int, final: bool) -> None:
+        checkpoints.record_chunk(store_engine, migration, segment, key, rows, done=final)
+
+    return loop(source, target, mapping, state.remaining, throttle, deadline, tally, checkpoint)
 
 
 @dataclass
@@ -110,7 +116,6 @@ class _Tally:
     read: int = 0
     inserted: int = 0
     chunks: int = 0
-    current: KeyRange | None = None
 
 
 Checkpoint = Callable[[Key | None, int, bool], None]
@@ -172,7 +177,6 @@ def _rows_loop(
     reader = _ChunkReader(source, mapping, src_table, remaining, throttle)
     try:
         for chunk in reader:
-            tally.current = chunk.range
             if not _may_start_chunk(throttle, deadline):
                 return False
             throttle.acquire(len(chunk.rows))

@@ -104,8 +104,13 @@ def test_segments_follow_the_data_not_min_max(pg_database, make_migration):  # t
     assert segments[0].range.lo is None and segments[-1].range.hi is None
 
 
-def test_large_table_segments_are_balanced(pg_database, make_migration):  # type: ignore[no-untyped-def]
-    """Above 200k rows the sample comes from whole pages (no full scan); segments stay balanced."""
+@pytest.mark.parametrize("page_sample", [False, True])
+def test_segments_are_balanced(page_sample, pg_database, make_migration, monkeypatch):  # type: ignore[no-untyped-def]
+    """Row sample or (for very big tables) page sample: segments get similar row counts."""
+    from shiftover.backfill import keyset
+
+    if page_sample:
+        monkeypatch.setattr(keyset, "PAGE_SAMPLE_ROWS", 100_000)
     source, target = pg_database(), pg_database()
     for url in (source, target):
         _tables(url, "id bigint", "id")
