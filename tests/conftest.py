@@ -116,3 +116,17 @@ def prefect_harness() -> Iterator[None]:
     with prefect_test_harness(server_startup_timeout=60):
         with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
             yield
+
+
+@pytest.fixture
+def database_url(request: pytest.FixtureRequest, sqlite_database: Callable[[], str]) -> Callable[[str], str]:
+    """``database_url("postgres" | "mariadb" | "sqlite")``: the URL of a new, empty database of that kind."""
+    fixtures = {"postgres": "pg_database", "mariadb": "mariadb_database"}
+
+    def make(kind: str) -> str:
+        if kind == "sqlite":
+            return sqlite_database()
+        factory: Callable[[], str] = request.getfixturevalue(fixtures[kind])
+        return factory()
+
+    return make

@@ -22,11 +22,8 @@ def spec_for(src: str, dst: str, **over: object):  # type: ignore[no-untyped-def
 
 
 @pytest.fixture(params=["sqlite", "postgres", "mariadb"])
-def two_databases(request: pytest.FixtureRequest, sqlite_database: Callable[[], str]) -> tuple[str, str]:
-    factory = {"sqlite": lambda: sqlite_database,
-               "postgres": lambda: request.getfixturevalue("pg_database"),
-               "mariadb": lambda: request.getfixturevalue("mariadb_database")}[request.param]()
-    src, dst = factory(), factory()
+def two_databases(request: pytest.FixtureRequest, database_url: Callable[[str], str]) -> tuple[str, str]:
+    src, dst = database_url(request.param), database_url(request.param)
     create_orders(get_engine(src), rows=10)
     create_orders(get_engine(dst), rows=0)
     return src, dst

@@ -16,14 +16,9 @@ from shiftover.spec import parse_spec
 
 
 @pytest.fixture(params=["sqlite->sqlite", "postgres->postgres", "mariadb->postgres", "postgres->mariadb"])
-def pair(request: pytest.FixtureRequest, sqlite_database: Callable[[], str]) -> tuple[str, str]:
-    def factory(kind: str) -> Callable[[], str]:
-        if kind == "sqlite":
-            return sqlite_database
-        return request.getfixturevalue("pg_database" if kind == "postgres" else "mariadb_database")
-
+def pair(request: pytest.FixtureRequest, database_url: Callable[[str], str]) -> tuple[str, str]:
     src_kind, dst_kind = request.param.split("->")
-    return factory(src_kind)(), factory(dst_kind)()
+    return database_url(src_kind), database_url(dst_kind)
 
 
 def rows(url: str) -> dict[int, tuple[object, ...]]:

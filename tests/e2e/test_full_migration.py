@@ -47,14 +47,9 @@ def write_spec(tmp_path: Path, src: str, dst: str, **over: object) -> Path:
 
 
 @pytest.fixture(params=["postgres->postgres", "mariadb->postgres", "sqlite->sqlite"])
-def databases(request: pytest.FixtureRequest, sqlite_database: Callable[[], str]) -> tuple[str, str]:
-    def factory(kind: str) -> Callable[[], str]:
-        if kind == "sqlite":
-            return sqlite_database
-        return request.getfixturevalue("pg_database" if kind == "postgres" else "mariadb_database")
-
+def databases(request: pytest.FixtureRequest, database_url: Callable[[str], str]) -> tuple[str, str]:
     src_kind, dst_kind = request.param.split("->")
-    src, dst = factory(src_kind)(), factory(dst_kind)()
+    src, dst = database_url(src_kind), database_url(dst_kind)
     create_orders(get_engine(src), rows=ROWS)
     create_orders(get_engine(dst), rows=0)
     return src, dst
