@@ -62,8 +62,14 @@ def _measure(admin_url: str, dbs: list[str], writes: int, rows: int) -> dict[str
     old, new = get_engine(old_url), get_engine(new_url)
     create_orders(old, rows=rows)
     orders_table().create(new)
-    spec = parse_spec({"name": "bench", "source": {"url": old_url, "table": "orders"},
-                       "target": {"url": new_url, "table": "orders"}, "key": ["id"]})
+    spec = parse_spec(
+        {
+            "name": "bench",
+            "source": {"url": old_url, "table": "orders"},
+            "target": {"url": new_url, "table": "orders"},
+            "key": ["id"],
+        }
+    )
     mapping = resolve_mapping(spec)
     sync_keys(old, new, mapping, [(i,) for i in range(1, rows + 1)])
     control = open_store(f"sqlite:///{tempfile.mkdtemp()}/control.db")
@@ -72,8 +78,11 @@ def _measure(admin_url: str, dbs: list[str], writes: int, rows: int) -> dict[str
 
     # Three writers side by side, one migration name each, called in turn write by write, so
     # drift on a shared machine (other processes, checkpoints) hits every mode alike.
-    modes = {"old-only": (WriteMode.OLD_ONLY, False), "dual sync": (WriteMode.DUAL_OLD_PRIMARY, False),
-             "dual async": (WriteMode.DUAL_OLD_PRIMARY, True)}
+    modes = {
+        "old-only": (WriteMode.OLD_ONLY, False),
+        "dual sync": (WriteMode.DUAL_OLD_PRIMARY, False),
+        "dual async": (WriteMode.DUAL_OLD_PRIMARY, True),
+    }
     writers = {}
     for i, (name, (mode, asynchronous)) in enumerate(modes.items()):
         set_write_mode(control.engine, f"bench{i}", mode, "bench")
@@ -117,19 +126,25 @@ def _measure(admin_url: str, dbs: list[str], writes: int, rows: int) -> dict[str
 
 def report(results: dict[str, tuple[float, float]], writes: int) -> list[str]:
     base50, base99 = results["old-only"]
-    lines = [f"dual-write latency, {writes * 3} single-row updates per mode, modes interleaved (PostgreSQL)",
-             f"{'mode':<16}{'p50 ms':>9}{'p99 ms':>9}{'p50 x':>8}{'p99 x':>8}"]
+    lines = [
+        f"dual-write latency, {writes * 3} single-row updates per mode, modes interleaved (PostgreSQL)",
+        f"{'mode':<16}{'p50 ms':>9}{'p99 ms':>9}{'p50 x':>8}{'p99 x':>8}",
+    ]
     for name in ("old-only", "dual sync", "dual async"):
         p50, p99 = results[name]
         lines.append(f"{name:<16}{p50 * 1e3:>9.3f}{p99 * 1e3:>9.3f}{p50 / base50:>8.2f}{p99 / base99:>8.2f}")
     plain50, plain99 = results["plain update"]
     cap50, cap99 = results["plain + capture"]
-    lines.append(f"{'trigger capture':<16}{cap50 * 1e3:>9.3f}{cap99 * 1e3:>9.3f}{cap50 / plain50:>8.2f}{cap99 / plain99:>8.2f}"
-                 "   (vs a plain update without triggers)")
+    lines.append(
+        f"{'trigger capture':<16}{cap50 * 1e3:>9.3f}{cap99 * 1e3:>9.3f}{cap50 / plain50:>8.2f}{cap99 / plain99:>8.2f}"
+        "   (vs a plain update without triggers)"
+    )
     verdicts = {"async p99": results["dual async"][1] / base99, "sync p99": results["dual sync"][1] / base99}
     for name, ratio in verdicts.items():
-        lines.append(f"{name}: {ratio:.2f}x old-only (target <= {TARGETS[name]}x) "
-                     f"{'MET' if ratio <= TARGETS[name] else 'MISSED'}")
+        lines.append(
+            f"{name}: {ratio:.2f}x old-only (target <= {TARGETS[name]}x) "
+            f"{'MET' if ratio <= TARGETS[name] else 'MISSED'}"
+        )
     for name in ("flag get", "flag routing"):
         cost = results[name][0] * 1e6
         lines.append(f"cached {name.split()[1]} read: {cost:.3f} us (target < 5 us) {'MET' if cost < 5 else 'MISSED'}")

@@ -85,8 +85,10 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
 def prepare(args: argparse.Namespace) -> Databases:
     pg_admin = sa.create_engine(args.pg, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
     my_admin = sa.create_engine(args.mariadb, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
-    dbs = Databases(*(sa.make_url(args.pg).set(database=f"{args.prefix}_{n}").render_as_string(False) for n in ("a", "b")),
-                    sa.make_url(args.mariadb).set(database=f"{args.prefix}_m").render_as_string(False))
+    dbs = Databases(
+        *(sa.make_url(args.pg).set(database=f"{args.prefix}_{n}").render_as_string(False) for n in ("a", "b")),
+        sa.make_url(args.mariadb).set(database=f"{args.prefix}_m").render_as_string(False),
+    )
     for url, admin in ((dbs.pg_a, pg_admin), (dbs.pg_b, pg_admin), (dbs.maria, my_admin)):
         if args.reuse and _has_rows(url, args.rows):
             continue
@@ -195,8 +197,10 @@ def reladiff(source: str, target: str, args: argparse.Namespace) -> tuple[float,
     def run() -> set[int]:
         a = connect_to_table(uri(source), "orders", "id", thread_count=args.workers)
         b = connect_to_table(uri(target), "orders", "id", thread_count=args.workers)
-        found = {int(row[0]) for _, row in rd_diff(a, b, extra_columns=COLUMNS[1:], threaded=True,
-                                                  max_threadpool_size=args.workers)}
+        found = {
+            int(row[0])
+            for _, row in rd_diff(a, b, extra_columns=COLUMNS[1:], threaded=True, max_threadpool_size=args.workers)
+        }
         a.database.close()
         b.database.close()
         return found
@@ -221,8 +225,15 @@ def run_pair(name: str, source: str, target: str, args: argparse.Namespace) -> l
         if expected:
             change(target, where, "1")
         so_s, so_keys = shiftover(source, target, args)
-        row: dict[str, Any] = {"pair": name, "case": case, "shiftover_s": so_s, "floor_s": both,
-                               "exact": so_keys == expected, "found": len(so_keys), "expected": len(expected)}
+        row: dict[str, Any] = {
+            "pair": name,
+            "case": case,
+            "shiftover_s": so_s,
+            "floor_s": both,
+            "exact": so_keys == expected,
+            "found": len(so_keys),
+            "expected": len(expected),
+        }
         if not args.skip_reladiff and (case != "c 1% changed" or args.reladiff_many):
             rd_s, rd_keys = reladiff(source, target, args)
             row.update(reladiff_s=rd_s, reladiff_found=len(rd_keys))
@@ -234,8 +245,10 @@ def run_pair(name: str, source: str, target: str, args: argparse.Namespace) -> l
 
 
 def _print_row(row: dict[str, Any]) -> None:
-    text = (f"{row['pair']:<11} {row['case']:<13} shiftover {row['shiftover_s']:6.2f} s "
-            f"({row['shiftover_s'] / row['floor_s']:.2f}x floor)")
+    text = (
+        f"{row['pair']:<11} {row['case']:<13} shiftover {row['shiftover_s']:6.2f} s "
+        f"({row['shiftover_s'] / row['floor_s']:.2f}x floor)"
+    )
     if "reladiff_s" in row:
         text += f"  reladiff {row['reladiff_s']:6.2f} s  ratio {row['shiftover_s'] / row['reladiff_s']:.2f}x"
         text += f" (reladiff found {row['reladiff_found']})"

@@ -77,18 +77,32 @@ def row_count_gate(migration: Migration, spec: GateSpec) -> GateResult:
     """Source and target hold the same number of rows (within ``threshold`` rows), allowing
     for application writes in flight while the counts are taken (see ``checks.live``)."""
     m = migration.mapping
-    tgt, band = around_source_counts(migration, lambda _src: count_rows(migration.target,
-                                                                           m.target_table_obj(migration.target)))
+    tgt, band = around_source_counts(
+        migration, lambda _src: count_rows(migration.target, m.target_table_obj(migration.target))
+    )
     tolerated = int(spec.threshold or 0)
     passed = band.low - tolerated <= tgt <= band.high + tolerated
     src = band.source_after
     summary = f"target {tgt} rows; {band.describe()}" + ("" if passed else f" (off by {tgt - src})")
-    row = {"source_table": m.source_table, "source_rows": src, "target_table": m.target_table, "target_rows": tgt,
-           "writes_in_flight": band.writes_in_window}
+    row = {
+        "source_table": m.source_table,
+        "source_rows": src,
+        "target_table": m.target_table,
+        "target_rows": tgt,
+        "writes_in_flight": band.writes_in_window,
+    }
     return GateResult(
-        gate="row_count", passed=passed, summary=summary, rows=[row], markdown=markdown_table([row]),
-        metrics={"source_rows": src, "target_rows": tgt, "tolerated": tolerated,
-                 "writes_in_flight": band.writes_in_window},
+        gate="row_count",
+        passed=passed,
+        summary=summary,
+        rows=[row],
+        markdown=markdown_table([row]),
+        metrics={
+            "source_rows": src,
+            "target_rows": tgt,
+            "tolerated": tolerated,
+            "writes_in_flight": band.writes_in_window,
+        },
     )
 
 
@@ -111,8 +125,15 @@ def check_checksum(migration: Migration, spec: GateSpec, scope: DiffScope = Diff
     remaining, repaired = report.differences, None
     if report.differences and options.repair:
         repaired = repair(
-            migration.source, migration.target, migration.mapping, options, report.differences,
-            store=migration.store, migration=migration.name, run_id=run_id, actor=scope.actor,
+            migration.source,
+            migration.target,
+            migration.mapping,
+            options,
+            report.differences,
+            store=migration.store,
+            migration=migration.name,
+            run_id=run_id,
+            actor=scope.actor,
         )
         remaining = repaired.remaining
     tolerated = int(spec.threshold or 0)
@@ -148,7 +169,11 @@ def _checksum_summary(report: DiffReport, remaining: Sequence[Any], repaired: An
         return f"{report.summary()}; fix the copy and re-run (the diff stopped early)"
     if not report.differences:
         return f"{report.summary()} in {report.seconds:.1f} s"
-    fixed = "" if repaired is None else f"; repaired {len(report.differences) - len(remaining)} in {repaired.rounds} round(s)"
+    fixed = (
+        ""
+        if repaired is None
+        else f"; repaired {len(report.differences) - len(remaining)} in {repaired.rounds} round(s)"
+    )
     left = f"; {len(remaining)} still differ" + (f" (tolerated: {tolerated})" if tolerated else "")
     return f"{report.summary()}{fixed}{left}"
 
@@ -163,11 +188,15 @@ def _checksum_markdown(report: DiffReport, remaining: Sequence[Any], repaired: A
     lines = [
         f"- rows: source {report.source_rows}, target {report.target_rows}",
         f"- segments: {report.segments} ({report.segments_resumed} resumed from run `{report.run_id}`)",
-        (f"- differences: {len(report.differences)} (missing {counts['missing']}, extra {counts['extra']}, "
-         f"changed {counts['changed']}){' — stopped at max_differences' if report.truncated else ''}"),
+        (
+            f"- differences: {len(report.differences)} (missing {counts['missing']}, extra {counts['extra']}, "
+            f"changed {counts['changed']}){' — stopped at max_differences' if report.truncated else ''}"
+        ),
     ]
     if repaired is not None:
-        lines.append(f"- repair: {repaired.upserted} upserted, {repaired.deleted} deleted, {len(remaining)} still differ")
+        lines.append(
+            f"- repair: {repaired.upserted} upserted, {repaired.deleted} deleted, {len(remaining)} still differ"
+        )
     table = markdown_table(_evidence(report, remaining), total=len(report.differences))
     return "\n".join(lines) + ("\n\n" + table if table else "")
 
@@ -206,9 +235,12 @@ def expectations_gate(migration: Migration, spec: GateSpec) -> GateResult:
     m = migration.mapping
     suite = merge_suites(default_suite(m.target_key), stage_expectations(migration, CURRENT_STAGE.get()))
     try:
-        outcomes, band = around_source_counts(migration, lambda source_rows: run_expectations(
-            migration.target, m.target_table, suite, schema=m.target_schema, parameters={"source_rows": source_rows}
-        ))
+        outcomes, band = around_source_counts(
+            migration,
+            lambda source_rows: run_expectations(
+                migration.target, m.target_table, suite, schema=m.target_schema, parameters={"source_rows": source_rows}
+            ),
+        )
     except DiffError as exc:
         return GateResult(gate="expectations", passed=False, summary=str(exc), markdown=str(exc))
     outcomes = [settle_row_count(o, band) for o in outcomes]
@@ -222,7 +254,11 @@ def expectations_gate(migration: Migration, spec: GateSpec) -> GateResult:
         summary += f"; warnings: {', '.join(o.type for o in warnings)}"
     rows = [o.as_row() for o in outcomes]
     return GateResult(
-        gate="expectations", passed=not blocking, summary=summary, rows=rows, markdown=markdown_table(rows),
+        gate="expectations",
+        passed=not blocking,
+        summary=summary,
+        rows=rows,
+        markdown=markdown_table(rows),
         metrics={"failed": len(blocking), "warnings": len(warnings), "source_rows": source_rows},
     )
 

@@ -84,5 +84,5 @@ def record_result(migration: Migration, stage: str, result: GateResult) -> None:
 
 def _load_builtin_gates() -> None:
     # Importing the modules registers their gates; GX is imported lazily inside its gate.
-    import checks.data  # noqa: F401
+    import checks.data
     import checks.traffic  # noqa: F401

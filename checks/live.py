@@ -50,8 +50,10 @@ class CountBand:
     def describe(self) -> str:
         if self.writes_in_window == 0 and self.source_before == self.source_after:
             return f"source {self.source_before} rows (no writes in flight)"
-        return (f"source {self.source_before}..{self.source_after} rows with {self.writes_in_window} "
-                f"application writes in flight: consistent range {self.low}..{self.high}")
+        return (
+            f"source {self.source_before}..{self.source_after} rows with {self.writes_in_window} "
+            f"application writes in flight: consistent range {self.low}..{self.high}"
+        )
 
 
 def count_source(migration: Migration) -> int:

@@ -45,7 +45,12 @@ def render_overview(results: Sequence[GateResult], stage: str, migration: str) -
     """Markdown: one line per gate with its verdict, then each gate's own report."""
     failed = [r for r in results if not r.passed and r.blocking]
     verdict = "**blocked**" if failed else "passed"
-    lines = [f"# Gates of stage `{stage}` for `{migration}`: {verdict}", "", "| gate | verdict | blocking | summary |", "|---|---|---|---|"]
+    lines = [
+        f"# Gates of stage `{stage}` for `{migration}`: {verdict}",
+        "",
+        "| gate | verdict | blocking | summary |",
+        "|---|---|---|---|",
+    ]
     for r in results:
         mark = "pass" if r.passed else ("FAIL" if r.blocking else "warn")
         lines.append(f"| {r.gate} | {mark} | {'yes' if r.blocking else 'no'} | {_cell(r.summary)} |")

@@ -34,30 +34,55 @@ def shadow_mismatch(migration: Migration, spec: GateSpec) -> GateResult:
     reads, mismatches = mismatch_rate(migration.store.engine, migration.name, since)
     metrics = {"reads": reads, "mismatches": mismatches, "threshold": threshold, "since": since.isoformat()}
     if reads == 0:
-        return GateResult("shadow_mismatch", True, f"no shadow reads since {since:%H:%M:%S}: nothing to compare",
-                          metrics=metrics)
+        return GateResult(
+            "shadow_mismatch", True, f"no shadow reads since {since:%H:%M:%S}: nothing to compare", metrics=metrics
+        )
     rate = mismatches / reads
     metrics["rate"] = rate
     samples = recent_mismatches(migration.store.engine, migration.name, since)
-    rows = [{"key": s["key_json"], "columns": ", ".join(s["columns"] or []), "old": str(s["old_value"]),
-             "new": str(s["new_value"])} for s in samples]
+    rows = [
+        {
+            "key": s["key_json"],
+            "columns": ", ".join(s["columns"] or []),
+            "old": str(s["old_value"]),
+            "new": str(s["new_value"]),
+        }
+        for s in samples
+    ]
     passed = rate <= threshold
     summary = f"{mismatches} of {reads} shadow reads differ ({rate:.4%}; allowed {threshold:.4%})"
-    return GateResult("shadow_mismatch", passed, summary, rows=rows, metrics=metrics,
-                      markdown=_table("Shadow-read mismatches", rows) if rows else "")
+    return GateResult(
+        "shadow_mismatch",
+        passed,
+        summary,
+        rows=rows,
+        metrics=metrics,
+        markdown=_table("Shadow-read mismatches", rows) if rows else "",
+    )
 
 
 @gate("reconcile_drained")
 def reconcile_drained(migration: Migration, spec: GateSpec) -> GateResult:
     depth = queue_depth(migration.store.engine, migration.name)
     passed = depth["pending"] == 0 and depth["dead"] == 0
-    rows = [{"key": d["key_json"], "op": d["op"], "attempts": d["attempts"], "error": d["last_error"] or ""}
-            for d in dead_entries(migration.store.engine, migration.name)]
-    summary = ("reconciliation queue drained" if passed else
-               f"{depth['pending']} key(s) pending and {depth['dead']} dead in the reconciliation queue: "
-               "run the reconcile flow; dead keys need their cause fixed, then `retry_dead`")
-    return GateResult("reconcile_drained", passed, summary, rows=rows, metrics=dict(depth),
-                      markdown=_table("Dead-lettered keys", rows) if rows else "")
+    rows = [
+        {"key": d["key_json"], "op": d["op"], "attempts": d["attempts"], "error": d["last_error"] or ""}
+        for d in dead_entries(migration.store.engine, migration.name)
+    ]
+    summary = (
+        "reconciliation queue drained"
+        if passed
+        else f"{depth['pending']} key(s) pending and {depth['dead']} dead in the reconciliation queue: "
+        "run the reconcile flow; dead keys need their cause fixed, then `retry_dead`"
+    )
+    return GateResult(
+        "reconcile_drained",
+        passed,
+        summary,
+        rows=rows,
+        metrics=dict(depth),
+        markdown=_table("Dead-lettered keys", rows) if rows else "",
+    )
 
 
 @gate("error_rate")

@@ -14,8 +14,14 @@ from tasks import reconcile as steps
 
 
 @flow(name="capture-replay")
-def capture_replay(spec_path: str, control_url: str = DEFAULT_URL, follow_seconds: float = 0.0,
-                   poll_seconds: float = 1.0, batch: int = 1_000, install: bool = True) -> dict:
+def capture_replay(
+    spec_path: str,
+    control_url: str = DEFAULT_URL,
+    follow_seconds: float = 0.0,
+    poll_seconds: float = 1.0,
+    batch: int = 1_000,
+    install: bool = True,
+) -> dict:
     """Replay the changelog until it is empty; with ``follow_seconds`` keep replaying that long."""
     migration = load_migration(spec_path, control_url)
     audit_actor = "prefect:capture-replay"

@@ -62,8 +62,9 @@ def cutover(
         elif stage.percent is not None:
             run_canary_step(migration, control_url, stage, soak, watch_seconds)
         else:
-            switch_writes_after_approval(migration, control_url, stage, approval_timeout_seconds,
-                                         poll_interval_seconds, auto_approve, suspend)
+            switch_writes_after_approval(
+                migration, control_url, stage, approval_timeout_seconds, poll_interval_seconds, auto_approve, suspend
+            )
     return {"phase": migration.store.phase(migration.name)}
 
 
@@ -76,8 +77,9 @@ def stage_done(stage: Stage, phase: Phase, routing: Routing) -> bool:
     return is_at_least(phase, Phase.WRITES_SWITCHED)
 
 
-def run_canary_step(migration: Migration, control_url: str, stage: Stage, soak_seconds: float,
-                    watch_seconds: float = WATCH_SECONDS) -> None:
+def run_canary_step(
+    migration: Migration, control_url: str, stage: Stage, soak_seconds: float, watch_seconds: float = WATCH_SECONDS
+) -> None:
     """Raise reads to the step's percentage, soak while the gates watch, then gate the step.
 
     The traffic gates run every ``watch_seconds`` during the soak; at its end every canary
@@ -113,8 +115,12 @@ def roll_back_canary(migration: Migration, control_url: str, stage: Stage, exc: 
     """Reads back to the old store, the reason audited and published, the migration rolled back."""
     why = f"canary gate {exc.gate} failed at {stage.percent:g}% of reads: {exc.summary}"
     at = flips.rollback_routing(control_url, migration.name, actor(), why)
-    migration.store.audit(migration.name, actor(), "auto_rollback",
-                          {"step": stage.name, "gate": exc.gate, "summary": exc.summary, "flipped_at": at})
+    migration.store.audit(
+        migration.name,
+        actor(),
+        "auto_rollback",
+        {"step": stage.name, "gate": exc.gate, "summary": exc.summary, "flipped_at": at},
+    )
     migration.store.transition(migration.name, Phase.ROLLED_BACK, actor(), f"automatic rollback: {why}")
     publish_rollback_report(migration, stage, exc, at)
     get_run_logger().error("automatic rollback: %s", why)
@@ -125,14 +131,21 @@ def publish_rollback_report(migration: Migration, stage: Stage, exc: GateError, 
 
     from checks.report import artifact_key, render_overview
 
-    lines = [f"# Automatic rollback of `{migration.name}`", "",
-             f"- **step:** `{stage.name}` ({stage.percent:g}% of reads)",
-             f"- **failed gate:** `{exc.gate}` — {exc.summary}",
-             f"- **reads and writes back on the old store at:** {at.isoformat()}",
-             f"- **phase now:** `{migration.store.phase(migration.name)}`", "",
-             render_overview(list(exc.report or []), "canary", migration.name) if exc.report else ""]
-    create_markdown_artifact(key=artifact_key(migration.name, "auto-rollback"), markdown="\n".join(lines),
-                             description=f"automatic rollback: {exc.gate} failed at {stage.percent:g}%")
+    lines = [
+        f"# Automatic rollback of `{migration.name}`",
+        "",
+        f"- **step:** `{stage.name}` ({stage.percent:g}% of reads)",
+        f"- **failed gate:** `{exc.gate}` — {exc.summary}",
+        f"- **reads and writes back on the old store at:** {at.isoformat()}",
+        f"- **phase now:** `{migration.store.phase(migration.name)}`",
+        "",
+        render_overview(list(exc.report or []), "canary", migration.name) if exc.report else "",
+    ]
+    create_markdown_artifact(
+        key=artifact_key(migration.name, "auto-rollback"),
+        markdown="\n".join(lines),
+        description=f"automatic rollback: {exc.gate} failed at {stage.percent:g}%",
+    )
 
 
 def switch_writes_after_approval(
@@ -151,17 +164,27 @@ def switch_writes_after_approval(
     """
     require_reversible(migration.mapping)
     results = check_gates(migration, "switch_writes", stage.gates, actor=actor())
-    summary = approval_summary(migration, stage, [f"- {r.gate}: {'passed' if r.passed else 'FAILED'} — {r.summary}"
-                                                  for r in results])
+    summary = approval_summary(
+        migration, stage, [f"- {r.gate}: {'passed' if r.passed else 'FAILED'} — {r.summary}" for r in results]
+    )
     request_approval(
-        migration.store, migration.name, stage.name, summary,
+        migration.store,
+        migration.name,
+        stage.name,
+        summary,
         approvers=migration.spec.approvals.approvers,
         timeout_seconds=timeout_seconds or migration.spec.approvals.timeout_seconds,
-        poll_interval_seconds=poll_interval_seconds, auto_approve=auto_approve, suspend=suspend,
+        poll_interval_seconds=poll_interval_seconds,
+        auto_approve=auto_approve,
+        suspend=suspend,
     )
     switch = flips.switch_writes(control_url, migration.name, actor())
-    migration.store.advance_to(migration.name, Phase.WRITES_SWITCHED, actor(),
-                               f"writes switched at {switch.at.isoformat()} (flag version {switch.version})")
+    migration.store.advance_to(
+        migration.name,
+        Phase.WRITES_SWITCHED,
+        actor(),
+        f"writes switched at {switch.at.isoformat()} (flag version {switch.version})",
+    )
 
 
 def approval_summary(migration: Migration, stage: Stage, gate_lines: list[str]) -> str:
@@ -172,8 +195,10 @@ def approval_summary(migration: Migration, stage: Stage, gate_lines: list[str]) 
         "",
         f"**What happens:** {stage.does}.",
         f"**Undo:** {stage.inverse or 'this step cannot be undone'}.",
-        (f"**Now:** phase `{migration.store.phase(migration.name)}`, writes `{routing.writes}`, "
-         f"reads {routing.reads_percent:g}% on the new store."),
+        (
+            f"**Now:** phase `{migration.store.phase(migration.name)}`, writes `{routing.writes}`, "
+            f"reads {routing.reads_percent:g}% on the new store."
+        ),
         "",
         "### Gates",
         *(gate_lines or ["- (no gates at this step)"]),

@@ -53,16 +53,18 @@ def archive_old_table(migration: Migration) -> str:
 @task(name="export-archive", cache_policy=NO_CACHE, retries=1)
 def export_archive(migration: Migration, directory: str) -> dict[str, Any]:
     src = migration.spec.source
-    done = retire.export_parquet(migration.source, retire.archive_name(src.table, migration.spec.archive.suffix),
-                                 directory, src.schema_name)
+    done = retire.export_parquet(
+        migration.source, retire.archive_name(src.table, migration.spec.archive.suffix), directory, src.schema_name
+    )
     return {"path": done.path, "rows": done.rows}
 
 
 @task(name="drop-archive", cache_policy=NO_CACHE)
 def drop_archive(migration: Migration) -> bool:
     src = migration.spec.source
-    return retire.drop_table(migration.source, retire.archive_name(src.table, migration.spec.archive.suffix),
-                             src.schema_name)
+    return retire.drop_table(
+        migration.source, retire.archive_name(src.table, migration.spec.archive.suffix), src.schema_name
+    )
 
 
 @flow(name="decommission")
@@ -89,8 +91,10 @@ def decommission(
     require_phase(name, phase, DECOMMISSION_FROM, Phase.OLD_WRITES_STOPPED)
     stages = {s.name: s for s in build_plan(migration.spec) if s.flow == "decommission"}
     approval: dict[str, Any] = {
-        "approvers": migration.spec.approvals.approvers, "poll_interval_seconds": poll_interval_seconds,
-        "auto_approve": auto_approve, "suspend": suspend,
+        "approvers": migration.spec.approvals.approvers,
+        "poll_interval_seconds": poll_interval_seconds,
+        "auto_approve": auto_approve,
+        "suspend": suspend,
         "timeout_seconds": approval_timeout_seconds or migration.spec.approvals.timeout_seconds,
     }
     if phase is Phase.WRITES_SWITCHED:
@@ -99,8 +103,11 @@ def decommission(
         store.advance_to(name, Phase.OLD_WRITES_STOPPED, actor(), "old table no longer written")
     if store.phase(name) is Phase.OLD_WRITES_STOPPED:
         archive(migration, stages["archive"], export_parquet or migration.spec.archive.export_parquet)
-    retention = timedelta(days=migration.spec.archive.retention_days) if retention_seconds is None \
+    retention = (
+        timedelta(days=migration.spec.archive.retention_days)
+        if retention_seconds is None
         else timedelta(seconds=retention_seconds)
+    )
     due = phase_entered(migration, Phase.ARCHIVED) + retention
     if utcnow() < due:
         store.audit(name, actor(), "retention", {"drop_due": due.isoformat()})
@@ -108,9 +115,12 @@ def decommission(
         return {"phase": Phase.ARCHIVED, "drop_due": due.isoformat()}
     _approve(migration, stages["drop"], approval)
     dropped = drop_archive(migration)
-    store.audit(name, actor(), "drop", {"table": retire.archive_name(migration.spec.source.table,
-                                                                      migration.spec.archive.suffix),
-                                        "dropped": dropped})
+    store.audit(
+        name,
+        actor(),
+        "drop",
+        {"table": retire.archive_name(migration.spec.source.table, migration.spec.archive.suffix), "dropped": dropped},
+    )
     removed = retire.remove_routing_flags(store.engine, name, actor())
     store.advance_to(name, Phase.DECOMMISSIONED, actor(), f"archive dropped; flags removed: {', '.join(removed)}")
     return {"phase": Phase.DECOMMISSIONED, "flags_removed": removed}
@@ -126,8 +136,9 @@ def open_for_decommission(spec_path: str, control_url: str) -> Migration:
         return load_migration(spec_path, control_url, require_target=True)
     archived = spec.source.model_copy(update={"table": retire.archive_name(spec.source.table, spec.archive.suffix)})
     mapping = resolve_mapping(spec.model_copy(update={"source": archived}))
-    return Migration(spec=spec, mapping=mapping, source=get_engine(spec.source.url),
-                     target=get_engine(spec.target.url), store=store)
+    return Migration(
+        spec=spec, mapping=mapping, source=get_engine(spec.source.url), target=get_engine(spec.target.url), store=store
+    )
 
 
 def archive(migration: Migration, stage: Stage, parquet_dir: str | None) -> None:

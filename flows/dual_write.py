@@ -9,8 +9,8 @@ from prefect import flow, get_run_logger
 from flows.runtime import actor, require_phase
 from shiftover.control.store import DEFAULT_URL
 from shiftover.migration import Migration, open_migration
-from shiftover.spec import load_spec
 from shiftover.phases import Phase, is_at_least
+from shiftover.spec import load_spec
 from tasks.routing import enable_dual_write
 
 

@@ -41,13 +41,22 @@ def migrate(
         "dual-write": lambda: dual_write(spec_path, control_url, flag_ttl_seconds=flag_ttl_seconds),
         "backfill": lambda: backfill(spec_path, control_url),
         "validate": lambda: validate(spec_path, control_url),
-        "cutover": lambda: cutover(spec_path, control_url, soak_seconds=soak_seconds, auto_approve=auto_approve,
-                                   approval_timeout_seconds=approval_timeout_seconds,
-                                   poll_interval_seconds=poll_interval_seconds),
-        "decommission": lambda: decommission(spec_path, control_url, retention_seconds=retention_seconds,
-                                             auto_approve=auto_approve,
-                                             approval_timeout_seconds=approval_timeout_seconds,
-                                             poll_interval_seconds=poll_interval_seconds),
+        "cutover": lambda: cutover(
+            spec_path,
+            control_url,
+            soak_seconds=soak_seconds,
+            auto_approve=auto_approve,
+            approval_timeout_seconds=approval_timeout_seconds,
+            poll_interval_seconds=poll_interval_seconds,
+        ),
+        "decommission": lambda: decommission(
+            spec_path,
+            control_url,
+            retention_seconds=retention_seconds,
+            auto_approve=auto_approve,
+            approval_timeout_seconds=approval_timeout_seconds,
+            poll_interval_seconds=poll_interval_seconds,
+        ),
     }
     results: dict[str, object] = {}
     try:

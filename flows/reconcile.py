@@ -21,25 +21,31 @@ def reconcile(spec_path: str, control_url: str = DEFAULT_URL, max_keys: int = 10
     """Drain up to ``max_keys`` queued keys; returns the drain's counts and the queue depth after it."""
     migration = load_migration(spec_path, control_url)
     before = steps.depth(migration)
-    drained = steps.drain(migration, max_keys, max_attempts) if before["pending"] else {
-        "direction": "none", "synced": 0, "failed": 0, "dead": 0, "entries": 0, "errors": []}
+    drained = (
+        steps.drain(migration, max_keys, max_attempts)
+        if before["pending"]
+        else {"direction": "none", "synced": 0, "failed": 0, "dead": 0, "entries": 0, "errors": []}
+    )
     after = steps.depth(migration)
     log = get_run_logger()
     log.info("%s: drained %d key(s) %s; queue now %s", migration.name, drained["synced"], drained["direction"], after)
     create_markdown_artifact(
         key=f"{_slug(migration.name)}-reconcile",
-        markdown=(f"### Reconciliation of `{migration.name}`\n\n| | pending | dead |\n|---|---|---|\n"
-                  f"| before | {before['pending']} | {before['dead']} |\n| after | {after['pending']} | {after['dead']} |\n\n"
-                  f"Direction {drained['direction']}: {drained['synced']} key(s) copied, {drained['failed']} failed, "
-                  f"{drained['dead']} moved to dead."),
+        markdown=(
+            f"### Reconciliation of `{migration.name}`\n\n| | pending | dead |\n|---|---|---|\n"
+            f"| before | {before['pending']} | {before['dead']} |\n| after | {after['pending']} | {after['dead']} |\n\n"
+            f"Direction {drained['direction']}: {drained['synced']} key(s) copied, {drained['failed']} failed, "
+            f"{drained['dead']} moved to dead."
+        ),
         description="reconciliation drain",
     )
     if after["dead"]:
         log.warning("%d dead key(s): fix the cause, then shiftover.reconcile.retry_dead", after["dead"])
-        create_table_artifact(key=f"{_slug(migration.name)}-dead-keys",
-                              table=[{k: str(v) for k, v in d.items()} for d in dead_entries(migration.store.engine,
-                                                                                               migration.name)],
-                              description="dead-lettered keys")
+        create_table_artifact(
+            key=f"{_slug(migration.name)}-dead-keys",
+            table=[{k: str(v) for k, v in d.items()} for d in dead_entries(migration.store.engine, migration.name)],
+            description="dead-lettered keys",
+        )
     return {"before": before, "after": after, **drained}
 
 

@@ -53,9 +53,7 @@ def approval_form(migration: str, approvers: tuple[str, ...] = ()) -> type[Appro
     if approvers:
         allowed = "|".join(re.escape(a) for a in approvers)
         approver_field = Field(pattern=f"^({allowed})$", description=f"One of: {', '.join(approvers)}")
-    confirm_field = Field(
-        pattern=f"^{re.escape(migration)}$", description=f"Type {migration!r} to confirm"
-    )
+    confirm_field = Field(pattern=f"^{re.escape(migration)}$", description=f"Type {migration!r} to confirm")
     return create_model(  # type: ignore[call-overload, no-any-return]
         "Approval",
         __base__=Approval,
@@ -64,13 +62,13 @@ def approval_form(migration: str, approvers: tuple[str, ...] = ()) -> type[Appro
     )
 
 
-def check_approval(
-    answer: Approval, migration: str, approvers: tuple[str, ...], step: str
-) -> ApprovalRecord:
+def check_approval(answer: Approval, migration: str, approvers: tuple[str, ...], step: str) -> ApprovalRecord:
     """Re-check a submitted form; raises ``ApprovalError`` naming what is wrong."""
     approver = answer.approver.strip()
     if answer.decision == "reject":
-        raise ApprovalError(f"{step!r} rejected by {approver or 'an empty approver'}: {answer.reason or 'no reason given'}")
+        raise ApprovalError(
+            f"{step!r} rejected by {approver or 'an empty approver'}: {answer.reason or 'no reason given'}"
+        )
     if not approver:
         raise ApprovalError(f"approval of {step!r} refused: the approver is empty")
     if approvers and approver not in approvers:
@@ -79,7 +77,8 @@ def check_approval(
         )
     if answer.confirm_name != migration:
         raise ApprovalError(
-            f"approval of {step!r} refused: confirmation {answer.confirm_name!r} is not the migration's name {migration!r}"
+            f"approval of {step!r} refused: confirmation {answer.confirm_name!r} "
+            f"is not the migration's name {migration!r}"
         )
     return ApprovalRecord(step=step, approver=approver, reason=answer.reason, automatic=False)
 
@@ -119,8 +118,9 @@ def request_approval(
         record = auto_approval(step)
         store.audit(migration, record.approver, "approval", record.as_detail())
         return record
-    create_markdown_artifact(key=_artifact_key(migration, step), markdown=summary,
-                             description=f"approval requested: {step}")
+    create_markdown_artifact(
+        key=_artifact_key(migration, step), markdown=summary, description=f"approval requested: {step}"
+    )
     store.audit(migration, "shiftover", "approval_requested", {"step": step, "timeout_seconds": timeout_seconds})
     form = approval_form(migration, approvers).with_initial_data(description=summary)
     key = pause_key(step)
@@ -128,8 +128,9 @@ def request_approval(
         if suspend if suspend is not None else suspendable_run():
             answer = suspend_flow_run(wait_for_input=form, timeout=int(timeout_seconds), key=key)
         else:
-            answer = pause_flow_run(wait_for_input=form, timeout=int(timeout_seconds),
-                                    poll_interval=poll_interval_seconds, key=key)
+            answer = pause_flow_run(
+                wait_for_input=form, timeout=int(timeout_seconds), poll_interval=poll_interval_seconds, key=key
+            )
     except FlowPauseTimeout:
         store.audit(migration, "shiftover", "approval_timed_out", {"step": step})
         raise ApprovalError(f"no approval for {step!r} within {timeout_seconds:g}s; nothing was changed") from None

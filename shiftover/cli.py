@@ -15,11 +15,14 @@ import typer
 from shiftover.control.store import DEFAULT_URL
 from shiftover.errors import ShiftoverError
 
-app = typer.Typer(help="Zero-downtime database migrations as Prefect workflows.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="Zero-downtime database migrations as Prefect workflows.", no_args_is_help=True, pretty_exceptions_enable=False
+)
 
-ControlUrl = Annotated[str, typer.Option("--control-url", envvar="SHIFTOVER_CONTROL_URL",
-                                         help="Control store URL (SQLite file by default).")]
+ControlUrl = Annotated[
+    str,
+    typer.Option("--control-url", envvar="SHIFTOVER_CONTROL_URL", help="Control store URL (SQLite file by default)."),
+]
 SpecPath = Annotated[Path, typer.Argument(help="The migration's YAML spec.")]
 
 
@@ -128,11 +131,15 @@ def approve(
 
     from prefect.flow_runs import resume_flow_run
 
-    payload: dict[str, Any] = {"approver": approver, "confirm_name": confirm_name, "reason": reason,
-                               "decision": "reject" if reject else "approve"}
+    payload: dict[str, Any] = {
+        "approver": approver,
+        "confirm_name": confirm_name,
+        "reason": reason,
+        "decision": "reject" if reject else "approve",
+    }
     try:
         resume_flow_run(UUID(flow_run_id), run_input=payload)
-    except Exception as exc:  # noqa: BLE001 - the server's refusal is the message to show
+    except Exception as exc:
         _fail(exc)
     typer.echo(f"{'rejected' if reject else 'approved'}: flow run {flow_run_id}")
 

@@ -81,8 +81,12 @@ def read_write_fence(store: Engine, migration: str) -> WriteFence:
 
     depth = queue_depth(store, migration)
     t = schema.gate_results
-    query = (sa.select(t.c.passed, t.c.summary, t.c.at).where(t.c.migration == migration, t.c.gate == "checksum")
-             .order_by(t.c.id.desc()).limit(1))
+    query = (
+        sa.select(t.c.passed, t.c.summary, t.c.at)
+        .where(t.c.migration == migration, t.c.gate == "checksum")
+        .order_by(t.c.id.desc())
+        .limit(1)
+    )
     with store.connect() as conn:
         row = conn.execute(query).first()
     return WriteFence(depth["pending"], depth["dead"], dict(row._mapping) if row else None)
@@ -109,8 +113,12 @@ def switch_writes(store: Engine, migration: str, actor: str, *, fenced: bool = T
         if fence.problems:
             raise GateError("write_fence", "; ".join(fence.problems), report=[fence])
     version = set_write_mode(
-        store, migration, WriteMode.DUAL_NEW_PRIMARY, actor,
-        expected_version=routing.version, reason="switch writes to the new store",
+        store,
+        migration,
+        WriteMode.DUAL_NEW_PRIMARY,
+        actor,
+        expected_version=routing.version,
+        reason="switch writes to the new store",
     )
     at = utcnow()
     with store.begin() as conn:
@@ -120,8 +128,12 @@ def switch_writes(store: Engine, migration: str, actor: str, *, fenced: bool = T
 
 def _switched_at(store: Engine, migration: str) -> datetime | None:
     t = schema.audit_log
-    query = (sa.select(t.c.detail).where(t.c.migration == migration, t.c.action == "write_switch")
-             .order_by(t.c.id.desc()).limit(1))
+    query = (
+        sa.select(t.c.detail)
+        .where(t.c.migration == migration, t.c.action == "write_switch")
+        .order_by(t.c.id.desc())
+        .limit(1)
+    )
     with store.connect() as conn:
         detail = conn.execute(query).scalar()
     return datetime.fromisoformat(detail["at"]) if detail else None

@@ -47,8 +47,9 @@ def drop_table(engine: Engine, name: str, schema: str | None = None) -> bool:
     return True
 
 
-def export_parquet(engine: Engine, table: str, directory: str | Path, schema: str | None = None,
-                   chunk_rows: int = 50_000) -> ParquetExport:
+def export_parquet(
+    engine: Engine, table: str, directory: str | Path, schema: str | None = None, chunk_rows: int = 50_000
+) -> ParquetExport:
     """Write ``table`` to ``directory/<table>.parquet`` in chunks (bounded memory); returns rows and path."""
     import pandas as pd
     import pyarrow as pa
@@ -94,8 +95,11 @@ def remove_routing_flags(store: Engine, migration: str, actor: str) -> list[str]
     t = tables.flags
     keep = writes_key(migration)
     with store.begin() as conn:
-        keys = [k for (k,) in conn.execute(sa.select(t.c.key).where(t.c.key.startswith(f"{migration}:", autoescape=True)))
-                if k != keep]
+        keys = [
+            k
+            for (k,) in conn.execute(sa.select(t.c.key).where(t.c.key.startswith(f"{migration}:", autoescape=True)))
+            if k != keep
+        ]
         if keys:
             conn.execute(t.delete().where(t.c.key.in_(keys)))
         _audit(conn, migration, actor, "flags_removed", {"removed": keys, "kept": keep})

@@ -1,16 +1,16 @@
 """Shiftover's one exception tree. Every error carries its evidence and says what to do.
 
-    ShiftoverError
-    ├── SpecError                 the spec file or its databases disagree (field, problem)
-    ├── ControlStoreError         the control store is unreachable or at an unknown version
-    ├── PhaseError                an illegal phase transition (from, to, allowed)
-    ├── FlagError                 a flag write lost a version race or names an unknown flag
-    ├── CopyError                 a backfill chunk failed (table, key range, cause)
-    │   └── TransientCopyError    a lost connection: retried with backoff
-    ├── DiffError                 the diff cannot run as declared (column, fix)
-    ├── GateError                 a blocking gate failed (the report)
-    ├── ApprovalError             an approval was refused, malformed or timed out
-    └── CaptureError              trigger capture could not be installed or replayed
+ShiftoverError
+├── SpecError                 the spec file or its databases disagree (field, problem)
+├── ControlStoreError         the control store is unreachable or at an unknown version
+├── PhaseError                an illegal phase transition (from, to, allowed)
+├── FlagError                 a flag write lost a version race or names an unknown flag
+├── CopyError                 a backfill chunk failed (table, key range, cause)
+│   └── TransientCopyError    a lost connection: retried with backoff
+├── DiffError                 the diff cannot run as declared (column, fix)
+├── GateError                 a blocking gate failed (the report)
+├── ApprovalError             an approval was refused, malformed or timed out
+└── CaptureError              trigger capture could not be installed or replayed
 """
 
 from __future__ import annotations

@@ -81,7 +81,7 @@ def check_expectations(expectations: Sequence[Expectation]) -> None:
             expectation_class(exp.type)(**exp.kwargs)
         except DiffError:
             raise
-        except Exception as exc:  # noqa: BLE001 - GX raises pydantic and its own errors
+        except Exception as exc:
             raise DiffError(f"expectation {exp.type!r} with {exp.kwargs}: {exc}".splitlines()[0]) from None
 
 

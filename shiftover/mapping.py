@@ -61,9 +61,7 @@ class TableMapping:
 
     def select_source(self, table: sa.Table) -> sa.Select[Any]:
         """SELECT of every mapped column, labelled with target names, in key order."""
-        return sa.select(*(c.select_expr(table) for c in self.columns)).order_by(
-            *(table.c[k] for k in self.key)
-        )
+        return sa.select(*(c.select_expr(table) for c in self.columns)).order_by(*(table.c[k] for k in self.key))
 
 
 _reflected: dict[tuple[str, str | None, str], sa.Table] = {}

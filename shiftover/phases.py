@@ -45,12 +45,12 @@ IRREVERSIBLE: frozenset[Phase] = frozenset({Phase.OLD_WRITES_STOPPED, Phase.ARCH
 
 # Entering these phases waits for a person's approval: the write switch (new becomes the
 # source of truth), stopping writes to the old store, and dropping it.
-NEEDS_APPROVAL: frozenset[Phase] = frozenset(
-    {Phase.WRITES_SWITCHED, Phase.OLD_WRITES_STOPPED, Phase.DECOMMISSIONED}
-)
+NEEDS_APPROVAL: frozenset[Phase] = frozenset({Phase.WRITES_SWITCHED, Phase.OLD_WRITES_STOPPED, Phase.DECOMMISSIONED})
 
 # Phases from which the rollback flow can return reads and writes to the old store.
-ROLLBACK_FROM: frozenset[Phase] = frozenset(ORDER[ORDER.index(Phase.DUAL_WRITING) : ORDER.index(Phase.OLD_WRITES_STOPPED)])
+ROLLBACK_FROM: frozenset[Phase] = frozenset(
+    ORDER[ORDER.index(Phase.DUAL_WRITING) : ORDER.index(Phase.OLD_WRITES_STOPPED)]
+)
 
 _EXTRA: dict[Phase, set[Phase]] = {
     Phase.BACKFILLING: {Phase.BACKFILLING},  # a resumed backfill re-enters its phase

@@ -57,8 +57,7 @@ def _mapped_columns(spec: MigrationSpec, source_cols: list[str]) -> tuple[Column
         if col.sql is None and col.name not in source_cols:
             raise SpecError(
                 f"columns.{i}.name",
-                f"unknown column {col.name!r} in source table {spec.source.table!r} "
-                f"(has: {', '.join(source_cols)})",
+                f"unknown column {col.name!r} in source table {spec.source.table!r} (has: {', '.join(source_cols)})",
             )
         mapped.append(ColumnMap(source=col.name, target=col.target_name, sql=col.sql))
     return tuple(mapped)
@@ -75,7 +74,9 @@ def _check_unique_key(endpoint: Endpoint, key: tuple[str, ...], field: str) -> N
     inspector = _inspect(endpoint, field)
     pk = inspector.get_pk_constraint(endpoint.table, schema=endpoint.schema_name)
     candidates = [tuple(pk.get("constrained_columns") or ())]
-    candidates += [tuple(u["column_names"]) for u in inspector.get_unique_constraints(endpoint.table, schema=endpoint.schema_name)]
+    candidates += [
+        tuple(u["column_names"]) for u in inspector.get_unique_constraints(endpoint.table, schema=endpoint.schema_name)
+    ]
     candidates += [
         tuple(c for c in ix["column_names"] if c is not None)
         for ix in inspector.get_indexes(endpoint.table, schema=endpoint.schema_name)
@@ -100,9 +101,7 @@ def _inspect(endpoint: Endpoint, field: str) -> sa.Inspector:
         raise SpecError(f"{field.split('.')[0]}.url", f"not a database URL: {exc}") from None
     except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
         reason = str(exc.orig).splitlines()[0] if exc.orig else type(exc).__name__
-        raise SpecError(
-            f"{field.split('.')[0]}.url", f"cannot reach {redact(endpoint.url)}: {reason}"
-        ) from None
+        raise SpecError(f"{field.split('.')[0]}.url", f"cannot reach {redact(endpoint.url)}: {reason}") from None
     except ModuleNotFoundError as exc:
         raise SpecError(f"{field.split('.')[0]}.url", f"no driver for {redact(endpoint.url)}: {exc}") from None
 

@@ -44,16 +44,30 @@ class DrainResult:
     errors: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"direction": self.direction, "synced": self.synced, "failed": self.failed, "dead": self.dead,
-                "entries": self.entries, "errors": self.errors[:20]}
+        return {
+            "direction": self.direction,
+            "synced": self.synced,
+            "failed": self.failed,
+            "dead": self.dead,
+            "entries": self.entries,
+            "errors": self.errors[:20],
+        }
 
 
 def enqueue(store_engine: Engine, migration: str, items: Iterable[tuple[Key, str]], error: str | None = None) -> int:
     """Record keys (with their op, ``upsert`` or ``delete``) for reconciliation; one transaction."""
     now = utcnow()
     rows = [
-        {"migration": migration, "key_json": key_to_json(key), "op": op, "state": PENDING, "attempts": 0,
-         "last_error": error[:2000] if error else None, "enqueued_at": now, "updated_at": now}
+        {
+            "migration": migration,
+            "key_json": key_to_json(key),
+            "op": op,
+            "state": PENDING,
+            "attempts": 0,
+            "last_error": error[:2000] if error else None,
+            "enqueued_at": now,
+            "updated_at": now,
+        }
         for key, op in items
     ]
     if rows:
@@ -73,17 +87,24 @@ def queue_depth(store_engine: Engine, migration: str) -> dict[str, int]:
 
 
 def pending_entries(store_engine: Engine, migration: str, limit: int, after_id: int = 0) -> list[Entry]:
-    query = (sa.select(_q.c.id, _q.c.key_json, _q.c.op, _q.c.attempts)
-             .where(_q.c.migration == migration, _q.c.state == PENDING, _q.c.id > after_id)
-             .order_by(_q.c.id).limit(limit))
+    query = (
+        sa.select(_q.c.id, _q.c.key_json, _q.c.op, _q.c.attempts)
+        .where(_q.c.migration == migration, _q.c.state == PENDING, _q.c.id > after_id)
+        .order_by(_q.c.id)
+        .limit(limit)
+    )
     with store_engine.connect() as conn:
         return [Entry(r.id, key_from_json(r.key_json), r.op, r.attempts) for r in conn.execute(query)]
 
 
 def dead_entries(store_engine: Engine, migration: str, limit: int = 100) -> list[dict[str, Any]]:
     """Dead-lettered keys with their last error, for reports."""
-    query = (sa.select(_q.c.key_json, _q.c.op, _q.c.attempts, _q.c.last_error)
-             .where(_q.c.migration == migration, _q.c.state == DEAD).order_by(_q.c.id).limit(limit))
+    query = (
+        sa.select(_q.c.key_json, _q.c.op, _q.c.attempts, _q.c.last_error)
+        .where(_q.c.migration == migration, _q.c.state == DEAD)
+        .order_by(_q.c.id)
+        .limit(limit)
+    )
     with store_engine.connect() as conn:
         return [dict(r._mapping) for r in conn.execute(query)]
 
@@ -91,8 +112,11 @@ def dead_entries(store_engine: Engine, migration: str, limit: int = 100) -> list
 def retry_dead(store_engine: Engine, migration: str) -> int:
     """Put dead-lettered keys back to pending with a fresh attempt count (after fixing the cause)."""
     with store_engine.begin() as conn:
-        return conn.execute(_q.update().where(_q.c.migration == migration, _q.c.state == DEAD)
-                            .values(state=PENDING, attempts=0, updated_at=utcnow())).rowcount
+        return conn.execute(
+            _q.update()
+            .where(_q.c.migration == migration, _q.c.state == DEAD)
+            .values(state=PENDING, attempts=0, updated_at=utcnow())
+        ).rowcount
 
 
 def purge_done(store_engine: Engine, migration: str) -> int:
@@ -118,12 +142,18 @@ def require_reversible(mapping: TableMapping) -> None:
     from shiftover.errors import SpecError
 
     if mapping.transform is not None:
-        raise SpecError("transform", "a Python transform cannot be reversed, so the new store cannot become "
-                        "primary while the old one is still written; keep old primary or drop the transform")
+        raise SpecError(
+            "transform",
+            "a Python transform cannot be reversed, so the new store cannot become "
+            "primary while the old one is still written; keep old primary or drop the transform",
+        )
     computed = [c.target for c in mapping.columns if c.sql is not None]
     if computed:
-        raise SpecError("columns", f"column(s) {computed} are computed by SQL and cannot be written back to the "
-                        "old table; new-primary dual-write needs a mapping of renames only")
+        raise SpecError(
+            "columns",
+            f"column(s) {computed} are computed by SQL and cannot be written back to the "
+            "old table; new-primary dual-write needs a mapping of renames only",
+        )
 
 
 def drain_direction(store_engine: Engine, migration: str) -> str:
@@ -168,14 +198,21 @@ def drain_queue(
     return result
 
 
-def _drain_batch(src: Engine, dst: Engine, mapping: TableMapping, store: Engine, entries: Sequence[Entry],
-                 max_attempts: int, result: DrainResult) -> None:
+def _drain_batch(
+    src: Engine,
+    dst: Engine,
+    mapping: TableMapping,
+    store: Engine,
+    entries: Sequence[Entry],
+    max_attempts: int,
+    result: DrainResult,
+) -> None:
     by_key: dict[Key, list[Entry]] = {}
     for e in entries:
         by_key.setdefault(e.key, []).append(e)
     try:
         sync_keys(src, dst, mapping, list(by_key))
-    except Exception:  # noqa: BLE001 - fall back to one key at a time to isolate the bad ones
+    except Exception:
         unreachable = 0
         for key, group in by_key.items():
             if unreachable >= 3:  # a store that is down fails every key alike: stop knocking
@@ -188,11 +225,19 @@ def _drain_batch(src: Engine, dst: Engine, mapping: TableMapping, store: Engine,
     result.synced += len(by_key)
 
 
-def _drain_one(src: Engine, dst: Engine, mapping: TableMapping, store: Engine, key: Key,
-               group: list[Entry], max_attempts: int, result: DrainResult) -> Exception | None:
+def _drain_one(
+    src: Engine,
+    dst: Engine,
+    mapping: TableMapping,
+    store: Engine,
+    key: Key,
+    group: list[Entry],
+    max_attempts: int,
+    result: DrainResult,
+) -> Exception | None:
     try:
         sync_keys(src, dst, mapping, [key])
-    except Exception as exc:  # noqa: BLE001 - recorded on the entry, retried on the next drain
+    except Exception as exc:
         error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         _record_failure(store, key, group, max_attempts, result, error)
         return exc
@@ -201,14 +246,18 @@ def _drain_one(src: Engine, dst: Engine, mapping: TableMapping, store: Engine, k
     return None
 
 
-def _record_failure(store: Engine, key: Key, group: list[Entry], max_attempts: int, result: DrainResult,
-                    error: str) -> None:
+def _record_failure(
+    store: Engine, key: Key, group: list[Entry], max_attempts: int, result: DrainResult, error: str
+) -> None:
     result.errors.append(f"{key_to_json(key)}: {error}")
     attempts = max(e.attempts for e in group) + 1
     state = DEAD if attempts >= max_attempts else PENDING
     with store.begin() as conn:
-        conn.execute(_q.update().where(_q.c.id.in_([e.id for e in group]))
-                     .values(attempts=attempts, state=state, last_error=error[:2000], updated_at=utcnow()))
+        conn.execute(
+            _q.update()
+            .where(_q.c.id.in_([e.id for e in group]))
+            .values(attempts=attempts, state=state, last_error=error[:2000], updated_at=utcnow())
+        )
     if state == DEAD:
         result.dead += 1
     else:
@@ -218,4 +267,4 @@ def _record_failure(store: Engine, key: Key, group: list[Entry], max_attempts: i
 def _finish(store: Engine, ids: list[int], state: str) -> None:
     with store.begin() as conn:
         for i in range(0, len(ids), 500):
-            conn.execute(_q.update().where(_q.c.id.in_(ids[i:i + 500])).values(state=state, updated_at=utcnow()))
+            conn.execute(_q.update().where(_q.c.id.in_(ids[i : i + 500])).values(state=state, updated_at=utcnow()))

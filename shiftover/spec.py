@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
+from itertools import pairwise
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -136,7 +137,7 @@ class CanarySpec(_Model):
     def _increasing(cls, steps: tuple[float, ...]) -> tuple[float, ...]:
         if not steps:
             raise ValueError("at least one canary step is needed (end with 100)")
-        for before, after in zip(steps, steps[1:], strict=False):
+        for before, after in pairwise(steps):
             if after <= before:
                 raise ValueError(f"canary steps must increase: {before:g} is followed by {after:g}")
         if steps[-1] != 100:

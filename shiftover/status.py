@@ -45,8 +45,11 @@ def backfill_lines(store: ControlStore, name: str) -> list[str]:
     if not status.segments:
         return ["backfill: not started"]
     lines = [f"backfill: {status.rows_copied} rows copied, {status.segments_done}/{status.segments} segments done"]
-    lines += [f"  segment {s['segment']} {s['range']}: {s['state']}, {s['rows_copied']} rows"
-              for s in status.per_segment if s["state"] != "done"][:8]
+    lines += [
+        f"  segment {s['segment']} {s['range']}: {s['state']}, {s['rows_copied']} rows"
+        for s in status.per_segment
+        if s["state"] != "done"
+    ][:8]
     return lines
 
 
@@ -56,8 +59,10 @@ def validation_lines(store: ControlStore, name: str) -> list[str]:
     status = validation_status(store.engine, name)
     if status.run_id is None:
         return ["validation: not run"]
-    lines = [f"validation: last run {status.run_id}: {status.segments_done}/{status.segments} segments, "
-             f"{status.failures} differing keys ({status.unrepaired} unrepaired)"]
+    lines = [
+        f"validation: last run {status.run_id}: {status.segments_done}/{status.segments} segments, "
+        f"{status.failures} differing keys ({status.unrepaired} unrepaired)"
+    ]
     lines += [f"  {s['kind']} {s['key']} {s['columns']}".rstrip() for s in status.sample]
     return lines
 

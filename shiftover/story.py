@@ -27,11 +27,21 @@ def last_gate_results(store: ControlStore, migration: str, limit: int = 20) -> l
 
 def render_story(store: ControlStore, spec: MigrationSpec) -> str:
     """Markdown: the plan, every phase change with who and when, and the latest gate results."""
-    lines = [f"# Migration `{spec.name}`", "", f"Phase now: **{store.phase(spec.name)}**", "", "## Timeline", "",
-             "| when (UTC) | phase | from | who | why |", "|---|---|---|---|---|"]
+    lines = [
+        f"# Migration `{spec.name}`",
+        "",
+        f"Phase now: **{store.phase(spec.name)}**",
+        "",
+        "## Timeline",
+        "",
+        "| when (UTC) | phase | from | who | why |",
+        "|---|---|---|---|---|",
+    ]
     for change in store.history(spec.name):
-        lines.append(f"| {change.at:%Y-%m-%d %H:%M:%S} | {change.phase} | {change.previous or ''} | "
-                     f"{change.actor} | {change.reason} |")
+        lines.append(
+            f"| {change.at:%Y-%m-%d %H:%M:%S} | {change.phase} | {change.previous or ''} | "
+            f"{change.actor} | {change.reason} |"
+        )
     approvals = store.audit_entries(spec.name, action="approval")
     if approvals:
         lines += ["", "## Approvals", "", "| when | step | approver | reason |", "|---|---|---|---|"]
@@ -63,12 +73,23 @@ def render_picture(store: ControlStore, spec: MigrationSpec) -> str:
 def validation_failures(store: ControlStore, migration: str, limit: int = 50) -> list[dict[str, Any]]:
     """The latest rows the diff found different (for a table artifact), plain values only."""
     t = schema.validation_failures
-    query = (sa.select(t.c.found_at, t.c.key_json, t.c.kind, t.c.columns, t.c.repaired_at)
-             .where(t.c.migration == migration).order_by(t.c.id.desc()).limit(limit))
+    query = (
+        sa.select(t.c.found_at, t.c.key_json, t.c.kind, t.c.columns, t.c.repaired_at)
+        .where(t.c.migration == migration)
+        .order_by(t.c.id.desc())
+        .limit(limit)
+    )
     with store.engine.connect() as conn:
-        return [{"found_at": str(r.found_at), "key": r.key_json, "kind": r.kind,
-                 "columns": ", ".join(r.columns or []), "repaired": r.repaired_at is not None}
-                for r in conn.execute(query)]
+        return [
+            {
+                "found_at": str(r.found_at),
+                "key": r.key_json,
+                "kind": r.kind,
+                "columns": ", ".join(r.columns or []),
+                "repaired": r.repaired_at is not None,
+            }
+            for r in conn.execute(query)
+        ]
 
 
 def publish_story(store: ControlStore, spec: MigrationSpec) -> None:
@@ -84,8 +105,11 @@ def publish_story(store: ControlStore, spec: MigrationSpec) -> None:
     failures = validation_failures(store, spec.name)
     story = render_story(store, spec)
     if failures:
-        create_table_artifact(key=f"{key}-validation-failures", table=failures,
-                              description=f"rows the diff found different for {spec.name} (latest {len(failures)})")
+        create_table_artifact(
+            key=f"{key}-validation-failures",
+            table=failures,
+            description=f"rows the diff found different for {spec.name} (latest {len(failures)})",
+        )
         story += f"\n\n**Validation failures:** {len(failures)} latest in the artifact `{key}-validation-failures`."
     story = story.replace("## Timeline", "## Timeline\n\n" + render_picture(store, spec), 1)
     create_markdown_artifact(key=key, markdown=story, description=f"story of {spec.name}")

@@ -55,15 +55,21 @@ def _rows_copied(store: ControlStore, migration: str) -> list[tuple[datetime, in
 def _mismatch_rate(store: ControlStore, migration: str) -> list[tuple[datetime, float, int]]:
     """Mismatches / reads per flush of the dual-writers' counters."""
     m = schema.metrics
-    query = (sa.select(m.c.at, m.c.name, sa.func.sum(m.c.value))
-             .where(m.c.migration == migration, m.c.name.in_([SHADOW_READS, SHADOW_MISMATCHES]))
-             .group_by(m.c.at, m.c.name).order_by(m.c.at))
+    query = (
+        sa.select(m.c.at, m.c.name, sa.func.sum(m.c.value))
+        .where(m.c.migration == migration, m.c.name.in_([SHADOW_READS, SHADOW_MISMATCHES]))
+        .group_by(m.c.at, m.c.name)
+        .order_by(m.c.at)
+    )
     by_time: dict[datetime, dict[str, float]] = {}
     with store.engine.connect() as conn:
         for at, name, value in conn.execute(query):
             by_time.setdefault(_utc(at), {})[name] = float(value or 0)
-    return [(at, v.get(SHADOW_MISMATCHES, 0.0) / v[SHADOW_READS], int(v[SHADOW_READS]))
-            for at, v in by_time.items() if v.get(SHADOW_READS)]
+    return [
+        (at, v.get(SHADOW_MISMATCHES, 0.0) / v[SHADOW_READS], int(v[SHADOW_READS]))
+        for at, v in by_time.items()
+        if v.get(SHADOW_READS)
+    ]
 
 
 def render_png(timeline: Timeline, width_inches: float = 9.0, dpi: int = 80) -> bytes:
@@ -73,8 +79,9 @@ def render_png(timeline: Timeline, width_inches: float = 9.0, dpi: int = 80) -> 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    fig, (top, mid, low) = plt.subplots(3, 1, sharex=True, figsize=(width_inches, 6.0),
-                                        gridspec_kw={"height_ratios": [1.4, 1, 1]})
+    fig, (top, mid, low) = plt.subplots(
+        3, 1, sharex=True, figsize=(width_inches, 6.0), gridspec_kw={"height_ratios": [1.4, 1, 1]}
+    )
     try:
         _draw_phases(top, timeline)
         copied: list[tuple[datetime, float]] = [(a, float(r)) for a, r in timeline.rows_copied]
@@ -104,8 +111,13 @@ def _draw_phases(ax, timeline: Timeline) -> None:  # type: ignore[no-untyped-def
     ax.set_title("phases", fontsize=9, loc="left")
 
 
-def _draw_series(ax, points: list[tuple[datetime, float]], label: str, color: str,  # type: ignore[no-untyped-def]
-                 fill: bool = False) -> None:
+def _draw_series(
+    ax,
+    points: list[tuple[datetime, float]],
+    label: str,
+    color: str,  # type: ignore[no-untyped-def]
+    fill: bool = False,
+) -> None:
     ax.set_title(label, fontsize=9, loc="left")
     if not points:
         ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center", va="center", color="grey")

@@ -15,7 +15,11 @@ from shiftover.spec import GateSpec
 
 @task(name="gates", cache_policy=NO_CACHE)
 def check_gates(
-    migration: Migration, stage: str, gates: tuple[GateSpec, ...] | None = None, *, changed_since: datetime | None = None,
+    migration: Migration,
+    stage: str,
+    gates: tuple[GateSpec, ...] | None = None,
+    *,
+    changed_since: datetime | None = None,
     actor: str = "shiftover",
 ) -> list[GateResult]:
     """Run the gates; publish every result (passed or not) before a blocking failure stops the flow.

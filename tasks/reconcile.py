@@ -14,8 +14,15 @@ from shiftover.migration import Migration
 
 @task(name="drain-reconcile-queue", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
 def drain(migration: Migration, max_keys: int, max_attempts: int = 5) -> dict[str, Any]:
-    result = reconcile.drain_queue(migration.source, migration.target, migration.store.engine, migration.mapping,
-                                   migration.name, max_keys=max_keys, max_attempts=max_attempts)
+    result = reconcile.drain_queue(
+        migration.source,
+        migration.target,
+        migration.store.engine,
+        migration.mapping,
+        migration.name,
+        max_keys=max_keys,
+        max_attempts=max_attempts,
+    )
     return result.as_dict()
 
 
@@ -31,8 +38,9 @@ def install_capture(migration: Migration) -> str:
 
 @task(name="replay-changelog", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
 def replay(migration: Migration, batch: int, max_changes: int | None = None) -> dict[str, int]:
-    result = capture.replay_changelog(migration.source, migration.target, migration.mapping, batch=batch,
-                                      max_changes=max_changes)
+    result = capture.replay_changelog(
+        migration.source, migration.target, migration.mapping, batch=batch, max_changes=max_changes
+    )
     return {"changes": result.changes, "keys": result.keys, "batches": result.batches, "remaining": result.remaining}
 
 

@@ -41,22 +41,31 @@ class LoadStats:
 
 def random_order(order_id: int, rng: random.Random) -> dict[str, Any]:
     created = datetime(2025, 1, 1) + timedelta(seconds=rng.randrange(10**7))
-    return {"customer_id": rng.randrange(1, 50_000), "amount": f"{rng.randrange(100, 10**6) / 100:.2f}",
-            "status": rng.choice(STATUSES), "note": rng.choice([None, f"note {rng.randrange(10**6)}"]),
-            "created_at": created.isoformat(), "updated_at": (created + timedelta(minutes=5)).isoformat()}
+    return {
+        "customer_id": rng.randrange(1, 50_000),
+        "amount": f"{rng.randrange(100, 10**6) / 100:.2f}",
+        "status": rng.choice(STATUSES),
+        "note": rng.choice([None, f"note {rng.randrange(10**6)}"]),
+        "created_at": created.isoformat(),
+        "updated_at": (created + timedelta(minutes=5)).isoformat(),
+    }
 
 
-def _worker(base: str, stop: threading.Event, keys: range, seed: int, stats: LoadStats, lock: threading.Lock,
-            pause: float) -> None:
+def _worker(
+    base: str, stop: threading.Event, keys: range, seed: int, stats: LoadStats, lock: threading.Lock, pause: float
+) -> None:
     rng = random.Random(seed)
     parts = urlsplit(base)
     conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=30)
     while not stop.is_set():
         key = rng.choice(keys)
         op = rng.choices(("put", "patch", "delete", "get"), weights=(5, 3, 1, 3))[0]
-        method, body = {"put": ("PUT", random_order(key, rng)),
-                        "patch": ("PATCH", {"status": rng.choice(STATUSES), "note": f"patched {rng.random():.6f}"}),
-                        "delete": ("DELETE", None), "get": ("GET", None)}[op]
+        method, body = {
+            "put": ("PUT", random_order(key, rng)),
+            "patch": ("PATCH", {"status": rng.choice(STATUSES), "note": f"patched {rng.random():.6f}"}),
+            "delete": ("DELETE", None),
+            "get": ("GET", None),
+        }[op]
         try:
             payload = json.dumps(body).encode() if body is not None else None
             conn.request(method, f"/orders/{key}", body=payload, headers={"Content-Type": "application/json"})
@@ -78,12 +87,22 @@ def _worker(base: str, stop: threading.Event, keys: range, seed: int, stats: Loa
     conn.close()
 
 
-def run_load(base_url: str, seconds: float, *, threads: int = 4, keys: range = range(1, 2001), seed: int = 1,
-             pause: float = 0.0, stop: threading.Event | None = None) -> LoadStats:
+def run_load(
+    base_url: str,
+    seconds: float,
+    *,
+    threads: int = 4,
+    keys: range = range(1, 2001),
+    seed: int = 1,
+    pause: float = 0.0,
+    stop: threading.Event | None = None,
+) -> LoadStats:
     """Drive the service for ``seconds`` (or until ``stop`` is set) from ``threads`` connections."""
     stats, lock, stop = LoadStats(), threading.Lock(), stop or threading.Event()
-    workers = [threading.Thread(target=_worker, args=(base_url, stop, keys, seed + i, stats, lock, pause), daemon=True)
-               for i in range(threads)]
+    workers = [
+        threading.Thread(target=_worker, args=(base_url, stop, keys, seed + i, stats, lock, pause), daemon=True)
+        for i in range(threads)
+    ]
     for w in workers:
         w.start()
     stop.wait(seconds)

@@ -61,8 +61,11 @@ class OrdersService:
         return self.writer.read((order_id,))
 
     def health(self) -> dict[str, Any]:
-        return {"flags": asdict(self.writer.flags.status()), "routing": str(self.writer.routing().writes),
-                "held_keys": self.writer.replicator.backlog}
+        return {
+            "flags": asdict(self.writer.flags.status()),
+            "routing": str(self.writer.routing().writes),
+            "held_keys": self.writer.replicator.backlog,
+        }
 
 
 def _coerce(sql_type: sa.types.TypeEngine[Any], value: Any) -> Any:

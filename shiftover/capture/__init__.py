@@ -10,5 +10,12 @@ from shiftover.capture.changelog import (
     replay_changelog,
 )
 
-__all__ = ["ReplayResult", "capture_ddl", "capture_installed", "changelog_depth", "install_capture",
-           "remove_capture", "replay_changelog"]
+__all__ = [
+    "ReplayResult",
+    "capture_ddl",
+    "capture_installed",
+    "changelog_depth",
+    "install_capture",
+    "remove_capture",
+    "replay_changelog",
+]

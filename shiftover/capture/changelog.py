@@ -66,8 +66,9 @@ def changelog_depth(old: Engine, mapping: TableMapping) -> int:
         return int(conn.execute(sa.select(sa.func.count()).select_from(log)).scalar() or 0)
 
 
-def replay_changelog(old: Engine, new: Engine, mapping: TableMapping, *, batch: int = 1_000,
-                     max_changes: int | None = None) -> ReplayResult:
+def replay_changelog(
+    old: Engine, new: Engine, mapping: TableMapping, *, batch: int = 1_000, max_changes: int | None = None
+) -> ReplayResult:
     """Apply captured changes to the new table in sequence order, until the changelog is empty."""
     log = _changelog_table(old, mapping)
     changes = keys = batches = 0
@@ -88,8 +89,14 @@ def replay_changelog(old: Engine, new: Engine, mapping: TableMapping, *, batch: 
 
 def _changelog_table(old: Engine, mapping: TableMapping) -> sa.Table:
     names = names_for(mapping)
-    return sa.Table(names.changelog, sa.MetaData(), sa.Column("seq", sa.BigInteger, primary_key=True),
-                    sa.Column("op", sa.String(1)), sa.Column("key_json", sa.Text), schema=names.schema)
+    return sa.Table(
+        names.changelog,
+        sa.MetaData(),
+        sa.Column("seq", sa.BigInteger, primary_key=True),
+        sa.Column("op", sa.String(1)),
+        sa.Column("key_json", sa.Text),
+        schema=names.schema,
+    )
 
 
 def _run(engine: Engine, statements: list[str], what: str) -> None:

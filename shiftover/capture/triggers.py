@@ -51,11 +51,15 @@ def remove_ddl(dialect: sa.Dialect, names: CaptureNames, *, keep_changelog: bool
     table = _qt(dialect, names.table, names.schema)
     log = _qt(dialect, names.changelog, names.schema)
     if dialect.name == "postgresql":
-        stmts = [f"DROP TRIGGER IF EXISTS {_q(dialect, names.trigger)} ON {table}",
-                 f"DROP FUNCTION IF EXISTS {_qt(dialect, names.trigger, names.schema)}()"]
+        stmts = [
+            f"DROP TRIGGER IF EXISTS {_q(dialect, names.trigger)} ON {table}",
+            f"DROP FUNCTION IF EXISTS {_qt(dialect, names.trigger, names.schema)}()",
+        ]
     else:
-        stmts = [f"DROP TRIGGER IF EXISTS {_qt(dialect, f'{names.trigger}_{s}', names.schema if dialect.name != 'sqlite' else None)}"
-                 for s in ("ins", "upd", "del")]
+        stmts = [
+            f"DROP TRIGGER IF EXISTS {_qt(dialect, f'{names.trigger}_{s}', names.schema if dialect.name != 'sqlite' else None)}"  # noqa: E501
+            for s in ("ins", "upd", "del")
+        ]
     return stmts if keep_changelog else [*stmts, f"DROP TABLE IF EXISTS {log}"]
 
 
@@ -99,7 +103,7 @@ def _mysql(d: sa.Dialect, n: CaptureNames, key: Sequence[str]) -> list[str]:
         *(f"DROP TRIGGER IF EXISTS {trig(s)}" for s in ("ins", "upd", "del")),
         f"CREATE TRIGGER {trig('ins')} AFTER INSERT ON {table} FOR EACH ROW "
         f"INSERT INTO {log} (op, key_json) VALUES ('I', JSON_ARRAY({new_key}))",
-        f"""CREATE TRIGGER {trig('upd')} AFTER UPDATE ON {table} FOR EACH ROW BEGIN
+        f"""CREATE TRIGGER {trig("upd")} AFTER UPDATE ON {table} FOR EACH ROW BEGIN
   IF NOT ({same_key}) THEN INSERT INTO {log} (op, key_json) VALUES ('D', JSON_ARRAY({old_key})); END IF;
   INSERT INTO {log} (op, key_json) VALUES ('U', JSON_ARRAY({new_key}));
 END""",

@@ -74,15 +74,11 @@ class ControlStore:
     def register(self, name: str, spec: dict[str, Any], actor: str = "shiftover") -> Phase:
         """Record a migration in ``planned`` (or keep its current phase and refresh its spec)."""
         with self.engine.begin() as conn:
-            row = conn.execute(
-                sa.select(schema.migrations.c.phase).where(schema.migrations.c.name == name)
-            ).first()
+            row = conn.execute(sa.select(schema.migrations.c.phase).where(schema.migrations.c.name == name)).first()
             now = utcnow()
             if row is not None:
                 conn.execute(
-                    schema.migrations.update()
-                    .where(schema.migrations.c.name == name)
-                    .values(spec=spec, updated_at=now)
+                    schema.migrations.update().where(schema.migrations.c.name == name).values(spec=spec, updated_at=now)
                 )
                 return Phase(row.phase)
             conn.execute(
@@ -95,9 +91,7 @@ class ControlStore:
 
     def phase(self, name: str) -> Phase:
         with self.engine.connect() as conn:
-            value = conn.execute(
-                sa.select(schema.migrations.c.phase).where(schema.migrations.c.name == name)
-            ).scalar()
+            value = conn.execute(sa.select(schema.migrations.c.phase).where(schema.migrations.c.name == name)).scalar()
         if value is None:
             raise ControlStoreError(f"no migration named {name!r} in control store {self.url}")
         return Phase(value)

@@ -70,7 +70,9 @@ def prepare(workdir: Path, rows: int) -> tuple[Path, str]:
     return spec_path, f"sqlite:///{workdir.resolve()}/control.db"
 
 
-def run_demo(rows: int = 100_000, workdir: Path = Path(".shiftover/demo"), writes_per_second: float = 200.0) -> DemoReport:
+def run_demo(
+    rows: int = 100_000, workdir: Path = Path(".shiftover/demo"), writes_per_second: float = 200.0
+) -> DemoReport:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
     from flows.decommission import decommission
@@ -102,9 +104,17 @@ def run_demo(rows: int = 100_000, workdir: Path = Path(".shiftover/demo"), write
     store = open_store(control_url)
     from shiftover.reconcile import queue_depth
 
-    report = DemoReport(rows=rows, seconds=time.monotonic() - started, history=store.history(spec.name), app=stats,
-                        final_differences=differences, rows_old=rows_old, rows_new=rows_new,
-                        stage_seconds=stage_seconds, queue=queue_depth(store.engine, spec.name))
+    report = DemoReport(
+        rows=rows,
+        seconds=time.monotonic() - started,
+        history=store.history(spec.name),
+        app=stats,
+        final_differences=differences,
+        rows_old=rows_old,
+        rows_new=rows_new,
+        stage_seconds=stage_seconds,
+        queue=queue_depth(store.engine, spec.name),
+    )
     dispose_engines()
     return report
 

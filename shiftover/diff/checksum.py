@@ -43,7 +43,13 @@ class Side:
 
 
 def build_side(
-    engine: Engine, table: sa.Table, key: tuple[str, ...], rules: Sequence[ColumnRule], *, source: bool, fast_hash: bool = False
+    engine: Engine,
+    table: sa.Table,
+    key: tuple[str, ...],
+    rules: Sequence[ColumnRule],
+    *,
+    source: bool,
+    fast_hash: bool = False,
 ) -> Side:
     """The hash SQL for one side from the rules (source or target expressions).
 
@@ -95,7 +101,9 @@ def _where(side: Side, rng: KeyRange) -> list[sa.ColumnElement[bool] | sa.TextCl
 
 def range_checksum(side: Side, rng: KeyRange) -> Checksum:
     """Count and hash sum of the rows in ``rng``."""
-    query: Any = sa.select(sa.func.count(), sa.literal_column(side.row_sum)).select_from(side.table).where(*_where(side, rng))
+    query: Any = (
+        sa.select(sa.func.count(), sa.literal_column(side.row_sum)).select_from(side.table).where(*_where(side, rng))
+    )
     with side_connection(side) as conn:
         count, total = conn.execute(query).one()
     return int(count), int(total or 0)
@@ -118,7 +126,9 @@ def bucket_checksums(side: Side, rng: KeyRange, base: int, width: int) -> dict[i
 
 def row_hashes(side: Side, rng: KeyRange) -> list[Any]:
     """Rows of (key columns..., row hash) in ``rng``: the row-level compare without the row data."""
-    query = sa.select(*side.key_columns, sa.literal_column(side.row_hash)).select_from(side.table).where(*_where(side, rng))
+    query = (
+        sa.select(*side.key_columns, sa.literal_column(side.row_hash)).select_from(side.table).where(*_where(side, rng))
+    )
     with side_connection(side) as conn:
         return list(conn.execute(query).tuples())
 

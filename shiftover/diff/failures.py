@@ -45,7 +45,11 @@ class DiffProgress:
     run_id: str
 
     def load_segments(self) -> list[tuple[KeyRange, bool]]:
-        query = sa.select(_SEG).where(_SEG.c.migration == self.migration, _SEG.c.run_id == self.run_id).order_by(_SEG.c.segment)
+        query = (
+            sa.select(_SEG)
+            .where(_SEG.c.migration == self.migration, _SEG.c.run_id == self.run_id)
+            .order_by(_SEG.c.segment)
+        )
         with self.store.connect() as conn:
             rows = conn.execute(query).all()
         return [(KeyRange.from_json(r.lo, r.hi), r.state != "pending") for r in rows]
@@ -53,8 +57,16 @@ class DiffProgress:
     def save_segments(self, ranges: Sequence[KeyRange]) -> None:
         now = utcnow()
         rows = [
-            {"migration": self.migration, "run_id": self.run_id, "segment": i, "lo": r.to_json()[0],
-             "hi": r.to_json()[1], "state": "pending", "differences": 0, "updated_at": now}
+            {
+                "migration": self.migration,
+                "run_id": self.run_id,
+                "segment": i,
+                "lo": r.to_json()[0],
+                "hi": r.to_json()[1],
+                "state": "pending",
+                "differences": 0,
+                "updated_at": now,
+            }
             for i, r in enumerate(ranges)
         ]
         with self.store.begin() as conn:
@@ -82,8 +94,15 @@ def record_differences(conn: sa.Connection, migration: str, run_id: str, found: 
     conn.execute(
         _FAIL.insert(),
         [
-            {"migration": migration, "run_id": run_id, "key_json": key_to_json(d.key), "kind": d.kind,
-             "columns": list(d.columns), "detail": d.detail or None, "found_at": now}
+            {
+                "migration": migration,
+                "run_id": run_id,
+                "key_json": key_to_json(d.key),
+                "kind": d.kind,
+                "columns": list(d.columns),
+                "detail": d.detail or None,
+                "found_at": now,
+            }
             for d in found
         ],
     )
@@ -111,7 +130,9 @@ def mark_repaired(store: Engine, migration: str, run_id: str, keys: Sequence[Key
         for i in range(0, len(texts), 500):
             conn.execute(
                 _FAIL.update()
-                .where(_FAIL.c.migration == migration, _FAIL.c.run_id == run_id, _FAIL.c.key_json.in_(texts[i : i + 500]))
+                .where(
+                    _FAIL.c.migration == migration, _FAIL.c.run_id == run_id, _FAIL.c.key_json.in_(texts[i : i + 500])
+                )
                 .values(repaired_at=utcnow())
             )
 

@@ -143,11 +143,15 @@ def _pg(rule: ColumnRule, own: str, x: str, col_type: Any, o: ValidationSpec) ->
         text = f"(({x}) AT TIME ZONE 'UTC')::text" if tz else f"({x})::timestamp::text"
         return f"rpad(CASE WHEN length({text}) = 19 THEN {text} || '.' ELSE {text} END, 26, '0')"
     if kind == "decimal":
-        return f"trim_scale(({x})::numeric)::text" if rule.scale is None else f"round(({x})::numeric, {rule.scale})::text"
+        return (
+            f"trim_scale(({x})::numeric)::text" if rule.scale is None else f"round(({x})::numeric, {rule.scale})::text"
+        )
     if kind == "float":
         if o.float_tolerance:
-            return (f"CASE WHEN abs({x}) < {_big(o)} THEN round((({x})::float8 / {o.float_tolerance!r})::numeric)::text "
-                    f"ELSE ({x})::float8::text END")
+            return (
+                f"CASE WHEN abs({x}) < {_big(o)} THEN round((({x})::float8 / {o.float_tolerance!r})::numeric)::text "
+                f"ELSE ({x})::float8::text END"
+            )
         return f"({x})::float8::text"
     if kind == "text":
         return f"rtrim(({x})::text, ' ')" if rule.pad else f"({x})::text"
@@ -181,8 +185,10 @@ def _my(rule: ColumnRule, own: str, x: str, col_type: Any, o: ValidationSpec) ->
         return f"CAST(CAST({x} AS DECIMAL(65, {rule.scale if rule.scale is not None else 30})) AS CHAR)"
     if kind == "float":
         if o.float_tolerance:
-            return (f"CASE WHEN ABS({x}) < {_big(o)} THEN CAST(CAST(ROUND({x} / {o.float_tolerance!r}) AS DECIMAL(65, 0)) "
-                    f"AS CHAR) ELSE CAST({x} AS CHAR) END")
+            return (
+                f"CASE WHEN ABS({x}) < {_big(o)} THEN CAST(CAST(ROUND({x} / {o.float_tolerance!r}) AS DECIMAL(65, 0)) "
+                f"AS CHAR) ELSE CAST({x} AS CHAR) END"
+            )
         return f"CAST({x} AS CHAR)"
     if kind == "text":
         return f"TRIM(TRAILING ' ' FROM {x})" if rule.pad else f"{x}"
@@ -291,7 +297,11 @@ def _date(value: Any, _: Any) -> str:
 
 
 def _time(value: Any, precision: Any) -> str:
-    t = value if isinstance(value, time) else (time.fromisoformat(str(value)) if not hasattr(value, "seconds") else None)
+    t = (
+        value
+        if isinstance(value, time)
+        else (time.fromisoformat(str(value)) if not hasattr(value, "seconds") else None)
+    )
     if t is None:  # a timedelta (MySQL TIME)
         total = int(value.total_seconds())
         t = time(total // 3600 % 24, total // 60 % 60, total % 60, value.microseconds)

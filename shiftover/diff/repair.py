@@ -69,8 +69,14 @@ def _fixed(keys: Sequence[Key], still: Sequence[Difference]) -> list[Key]:
 
 
 def _audit(
-    store: ControlStore, migration: str, actor: str, round_no: int, upserted: int, deleted: int,
-    keys: Sequence[Key], still: Sequence[Difference],
+    store: ControlStore,
+    migration: str,
+    actor: str,
+    round_no: int,
+    upserted: int,
+    deleted: int,
+    keys: Sequence[Key],
+    still: Sequence[Difference],
 ) -> None:
     store.audit(
         migration,

@@ -27,11 +27,18 @@ def key_token(rules: Sequence[ColumnRule], key: Key) -> tuple[str | None, ...]:
     """A key's engine-independent identity (a UUID object and its text form match)."""
     if all(r.kind == "integer" for r in rules):
         return tuple(str(int(v)) for v in key)
-    return tuple(canonical_text(r.kind, v, None if r.kind != "decimal" else r.scale) for r, v in zip(rules, key, strict=False))
+    return tuple(
+        canonical_text(r.kind, v, None if r.kind != "decimal" else r.scale) for r, v in zip(rules, key, strict=False)
+    )
 
 
 def compare_keys(
-    source: Side, target: Side, mapping: TableMapping, rules: Sequence[ColumnRule], options: ValidationSpec, keys: Iterable[Key]
+    source: Side,
+    target: Side,
+    mapping: TableMapping,
+    rules: Sequence[ColumnRule],
+    options: ValidationSpec,
+    keys: Iterable[Key],
 ) -> list[Difference]:
     """Differences among ``keys`` (source or target key values), in key order of the input."""
     key_rules = rules[: len(mapping.key)]
@@ -53,7 +60,11 @@ def compare_keys(
 
 
 def compare_images(
-    key: Key, src: dict[str, Any] | None, tgt: dict[str, Any] | None, rules: Sequence[ColumnRule], options: ValidationSpec
+    key: Key,
+    src: dict[str, Any] | None,
+    tgt: dict[str, Any] | None,
+    rules: Sequence[ColumnRule],
+    options: ValidationSpec,
 ) -> Difference | None:
     """The difference between two row images (target column names), or None when equal."""
     if src is None and tgt is None:
@@ -94,7 +105,12 @@ def _select(side: Side, mapping: TableMapping, is_source: bool) -> sa.Select[Any
 
 
 def python_column_keys(
-    source: Side, target: Side, mapping: TableMapping, rules: Sequence[ColumnRule], options: ValidationSpec, rng: KeyRange
+    source: Side,
+    target: Side,
+    mapping: TableMapping,
+    rules: Sequence[ColumnRule],
+    options: ValidationSpec,
+    rng: KeyRange,
 ) -> list[Key]:
     """Keys in ``rng`` whose Python-only columns (cross-engine JSON) differ: streamed per range."""
     py_rules = [r for r in rules if not r.in_sql]
@@ -105,7 +121,11 @@ def python_column_keys(
     out = []
     for token in src.keys() | tgt.keys():
         a, b = src.get(token), tgt.get(token)
-        if a is None or b is None or not all(values_equal(r, a[1][i], b[1][i], options) for i, r in enumerate(py_rules)):
+        if (
+            a is None
+            or b is None
+            or not all(values_equal(r, a[1][i], b[1][i], options) for i, r in enumerate(py_rules))
+        ):
             out.append((a or b)[0])  # type: ignore[index]
     return out
 

@@ -27,7 +27,10 @@ def build_rules(source: Engine, target: Engine, mapping: TableMapping, options: 
         )
     same_engine = source.dialect.name == target.dialect.name
     compared = [c for c in mapping.columns if c.target not in options.exclude and c.source not in options.exclude]
-    key_first = sorted(compared, key=lambda c: (c.source not in mapping.key, mapping.key.index(c.source) if c.source in mapping.key else 0))
+    key_first = sorted(
+        compared,
+        key=lambda c: (c.source not in mapping.key, mapping.key.index(c.source) if c.source in mapping.key else 0),
+    )
     return [_rule(c, src, tgt, source, target, options, same_engine) for c in key_first]
 
 
@@ -88,9 +91,11 @@ def _rule(
 # Same engine, same declared type: the engine's own text of the value is already canonical,
 # and much cheaper than formatting (to_char alone costs a third of a PostgreSQL scan).
 _NATIVE = {"postgresql": "({})::text", "mysql": "{}", "mariadb": "{}", "sqlite": "CAST({} AS TEXT)"}
-_NATIVE_KINDS = {"postgresql": {"integer", "decimal", "text", "date", "timestamp", "uuid", "float"},
-                 "mysql": {"integer", "decimal", "text", "date", "timestamp", "float"},
-                 "sqlite": {"integer", "text"}}
+_NATIVE_KINDS = {
+    "postgresql": {"integer", "decimal", "text", "date", "timestamp", "uuid", "float"},
+    "mysql": {"integer", "decimal", "text", "date", "timestamp", "float"},
+    "sqlite": {"integer", "text"},
+}
 
 
 def _native_ok(rule: ColumnRule, src_type: Any, tgt_type: Any, engine: Engine, o: ValidationSpec) -> bool:
@@ -103,7 +108,7 @@ def _native_ok(rule: ColumnRule, src_type: Any, tgt_type: Any, engine: Engine, o
         return False
     try:
         return str(src_type.compile(engine.dialect)) == str(tgt_type.compile(engine.dialect))
-    except Exception:  # noqa: BLE001 - a type that cannot compile is not comparable natively
+    except Exception:
         return False
 
 
@@ -125,9 +130,7 @@ def check_keys(engine: Engine, table: sa.Table, key: tuple[str, ...], side: str)
                     "fill or delete them, or declare a key that is NOT NULL"
                 )
         if not _has_unique(table, key):
-            dup = conn.execute(
-                sa.select(*cols).group_by(*cols).having(sa.func.count() > 1).limit(1)
-            ).first()
+            dup = conn.execute(sa.select(*cols).group_by(*cols).having(sa.func.count() > 1).limit(1)).first()
             if dup is not None:
                 raise DiffError(
                     f"{side} table {table.name!r} has duplicate key {tuple(dup)} in {list(key)}; "

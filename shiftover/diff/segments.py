@@ -89,7 +89,11 @@ def sampled_ranges(
         .where(range_clause(cols, rng))
         .subquery()
     )
-    query = sa.select(*(numbered.c[k] for k in key)).where(numbered.c.so_rn % step == 0).order_by(*(numbered.c[k] for k in key))
+    query = (
+        sa.select(*(numbered.c[k] for k in key))
+        .where(numbered.c.so_rn % step == 0)
+        .order_by(*(numbered.c[k] for k in key))
+    )
     with engine.connect() as conn:
         cuts = [tuple(r) for r in conn.execute(query)][: parts - 1]
     bounds: list[Key | None] = [rng.lo, *cuts, rng.hi]

@@ -134,7 +134,9 @@ def diff_tables(
 
 def _narrowing(plan: DiffPlan, pool: ThreadPoolExecutor) -> Narrowing:
     key_rules = plan.rules[: len(plan.mapping.key)]
-    n = Narrowing(plan.source, plan.target, key_rules, plan.options.row_threshold, pool, limit=plan.options.max_differences)
+    n = Narrowing(
+        plan.source, plan.target, key_rules, plan.options.row_threshold, pool, limit=plan.options.max_differences
+    )
     (slo, shi, n.source_rows), (tlo, thi, n.target_rows) = n.both(key_bounds)
     if len(plan.mapping.key) == 1 and plan.rules[0].kind == "integer":
         lows = [int(v) for v in (slo, tlo) if v is not None]

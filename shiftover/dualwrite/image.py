@@ -46,8 +46,9 @@ def apply_image(target: Engine, mapping: TableMapping, keys: list[Key], rows: li
 _CLIENT_SIDE_AUTOCOMMIT = frozenset({"postgresql", "sqlite"})
 
 
-def _write(conn: sa.Connection, table: sa.Table, mapping: TableMapping, rows: list[dict[str, Any]],
-           gone: list[Key]) -> None:
+def _write(
+    conn: sa.Connection, table: sa.Table, mapping: TableMapping, rows: list[dict[str, Any]], gone: list[Key]
+) -> None:
     if rows:
         upsert_rows(conn, table, rows, mapping.target_key)
     if gone:

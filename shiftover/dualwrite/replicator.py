@@ -34,8 +34,18 @@ Job = tuple[Engine, Engine, TableMapping, Key, str]
 class Replicator:
     """Runs secondary writes and records what failed. ``asynchronous=False`` runs them inline."""
 
-    def __init__(self, store: Engine, migration: str, recorder: Recorder, *, asynchronous: bool,
-                 queue_size: int = 10_000, workers: int = 2, batch: int = 100, linger: float = 0.005) -> None:
+    def __init__(
+        self,
+        store: Engine,
+        migration: str,
+        recorder: Recorder,
+        *,
+        asynchronous: bool,
+        queue_size: int = 10_000,
+        workers: int = 2,
+        batch: int = 100,
+        linger: float = 0.005,
+    ) -> None:
         self.store = store
         self.migration = migration
         self.recorder = recorder
@@ -69,13 +79,19 @@ class Replicator:
             self.recorder.count(shadow.QUEUE_OVERFLOWS)
             self.park([(job[3], job[4])], "async queue full")
 
-    def apply(self, dst: Engine, mapping: TableMapping, keys: list[Key], image: list[dict[str, Any]],
-              items: Sequence[tuple[Key, str]]) -> None:
+    def apply(
+        self,
+        dst: Engine,
+        mapping: TableMapping,
+        keys: list[Key],
+        image: list[dict[str, Any]],
+        items: Sequence[tuple[Key, str]],
+    ) -> None:
         """Write images read on the primary's connection to the secondary, inline; never raises."""
         self.recorder.count(shadow.SECONDARY_WRITES, len(keys))
         try:
             apply_image(dst, mapping, keys, image)
-        except Exception as exc:  # noqa: BLE001 - a secondary failure never reaches the application
+        except Exception as exc:
             self.recorder.count(shadow.SECONDARY_ERRORS, len(keys))
             self.park(items, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
 
@@ -85,9 +101,11 @@ class Replicator:
         self.recorder.count(shadow.SECONDARY_WRITES, len(keys))
         try:
             sync_keys(src, dst, mapping, keys)
-        except Exception as exc:  # noqa: BLE001 - a secondary failure never reaches the application
+        except Exception as exc:
             self.recorder.count(shadow.SECONDARY_ERRORS, len(keys))
-            self.park([(j[3], j[4]) for j in jobs], f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+            self.park(
+                [(j[3], j[4]) for j in jobs], f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            )
 
     # -- durable record -----------------------------------------------------------
     def park(self, items: Sequence[tuple[Key, str]], error: str) -> None:
@@ -95,7 +113,7 @@ class Replicator:
         try:
             reconcile.enqueue(self.store, self.migration, items, error)
             self.recorder.count(shadow.ENQUEUED, len(items))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             log.error("reconciliation queue unreachable (%s): %d key(s) held in memory", exc, len(items))
             with self._backlog_lock:
                 self._backlog.extend((k, op, error) for k, op in items)
@@ -108,7 +126,7 @@ class Replicator:
             try:
                 reconcile.enqueue(self.store, self.migration, [(k, op) for k, op, _ in backlog], backlog[-1][2])
                 self.recorder.count(shadow.ENQUEUED, len(backlog))
-            except Exception:  # noqa: BLE001
+            except Exception:
                 with self._backlog_lock:
                     self._backlog[:0] = backlog
         return len(self._backlog)

@@ -52,7 +52,7 @@ def normalise(value: Any) -> Any:
 
 def _equal(a: Any, b: Any) -> bool:
     a, b = normalise(a), normalise(b)
-    if isinstance(a, float) and isinstance(b, float | int) or isinstance(b, float) and isinstance(a, int):
+    if (isinstance(a, float) and isinstance(b, float | int)) or (isinstance(b, float) and isinstance(a, int)):
         return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-9)
     return bool(a == b)
 
@@ -103,10 +103,16 @@ class Recorder:
         with self._lock:
             self._counters[SHADOW_MISMATCHES] += 1
             if len(self._mismatches) < self.max_mismatch_rows:
-                self._mismatches.append({
-                    "migration": self.migration, "key_json": key_to_json(key), "columns": columns,
-                    "old_value": _jsonable(old, columns), "new_value": _jsonable(new, columns), "at": utcnow(),
-                })
+                self._mismatches.append(
+                    {
+                        "migration": self.migration,
+                        "key_json": key_to_json(key),
+                        "columns": columns,
+                        "old_value": _jsonable(old, columns),
+                        "new_value": _jsonable(new, columns),
+                        "at": utcnow(),
+                    }
+                )
 
     def flush(self) -> bool:
         with self._lock:
@@ -115,14 +121,16 @@ class Recorder:
         if not counters and not mismatches:
             return True
         now = utcnow()
-        rows = [{"migration": self.migration, "name": n, "value": float(v), "at": now} for n, v in counters.items() if v]
+        rows = [
+            {"migration": self.migration, "name": n, "value": float(v), "at": now} for n, v in counters.items() if v
+        ]
         try:
             with self.store.begin() as conn:
                 if rows:
                     conn.execute(schema.metrics.insert(), rows)
                 if mismatches:
                     conn.execute(schema.shadow_mismatches.insert(), mismatches)
-        except Exception as exc:  # noqa: BLE001 - metrics must never hurt the application
+        except Exception as exc:
             log.warning("could not write metrics to the control store (%s); kept for the next flush", exc)
             with self._lock:
                 for name, value in counters.items():
@@ -134,8 +142,11 @@ class Recorder:
 def sum_metrics(store_engine: Engine, migration: str, names: list[str], since: datetime) -> dict[str, float]:
     """Sum of each named counter recorded at or after ``since`` (zeros included)."""
     m = schema.metrics
-    query = (sa.select(m.c.name, sa.func.sum(m.c.value))
-             .where(m.c.migration == migration, m.c.name.in_(names), m.c.at >= since).group_by(m.c.name))
+    query = (
+        sa.select(m.c.name, sa.func.sum(m.c.value))
+        .where(m.c.migration == migration, m.c.name.in_(names), m.c.at >= since)
+        .group_by(m.c.name)
+    )
     out = dict.fromkeys(names, 0.0)
     with store_engine.connect() as conn:
         for name, total in conn.execute(query):
@@ -157,7 +168,11 @@ def error_rate(store_engine: Engine, migration: str, since: datetime) -> tuple[i
 
 def recent_mismatches(store_engine: Engine, migration: str, since: datetime, limit: int = 20) -> list[dict[str, Any]]:
     t = schema.shadow_mismatches
-    query = (sa.select(t.c.key_json, t.c.columns, t.c.old_value, t.c.new_value, t.c.at)
-             .where(t.c.migration == migration, t.c.at >= since).order_by(t.c.id.desc()).limit(limit))
+    query = (
+        sa.select(t.c.key_json, t.c.columns, t.c.old_value, t.c.new_value, t.c.at)
+        .where(t.c.migration == migration, t.c.at >= since)
+        .order_by(t.c.id.desc())
+        .limit(limit)
+    )
     with store_engine.connect() as conn:
         return [dict(r._mapping) for r in conn.execute(query)]

@@ -63,14 +63,28 @@ def op_for(op: str, key: Key, written: Key) -> str:
 class DualWriter:
     """Writes one table through the migration's current write mode. Thread-safe; share one."""
 
-    def __init__(self, old: Engine, new: Engine, mapping: TableMapping, flags: FlagClient, store: Engine,
-                 migration: str, *, asynchronous: bool = False, queue_size: int = 10_000, workers: int = 2,
-                 shadow_sample: float = 1.0, max_mismatch_rows: int = 100, metrics_interval: float = 1.0) -> None:
+    def __init__(
+        self,
+        old: Engine,
+        new: Engine,
+        mapping: TableMapping,
+        flags: FlagClient,
+        store: Engine,
+        migration: str,
+        *,
+        asynchronous: bool = False,
+        queue_size: int = 10_000,
+        workers: int = 2,
+        shadow_sample: float = 1.0,
+        max_mismatch_rows: int = 100,
+        metrics_interval: float = 1.0,
+    ) -> None:
         self.old, self.new, self.mapping = old, new, mapping
         self.flags, self.store, self.migration = flags, store, migration
         self.recorder = Recorder(store, migration, max_mismatch_rows=max_mismatch_rows)
-        self.replicator = Replicator(store, migration, self.recorder, asynchronous=asynchronous,
-                                     queue_size=queue_size, workers=workers)
+        self.replicator = Replicator(
+            store, migration, self.recorder, asynchronous=asynchronous, queue_size=queue_size, workers=workers
+        )
         self._async = asynchronous
         self.reader = RoutedReader(old, new, mapping, self.recorder, shadow_sample=shadow_sample)
         self._renames = {c.source: c.target for c in mapping.columns if c.sql is None}
@@ -99,8 +113,15 @@ class DualWriter:
         owns = flags is None
         if flags is None:
             flags = FlagClient(store, prefix=f"{spec.name}:", ttl=kw.pop("ttl", 1.0))
-        writer = cls(get_engine(spec.source.url), get_engine(spec.target.url), resolve_mapping(spec), flags, store,
-                     spec.name, **kw)
+        writer = cls(
+            get_engine(spec.source.url),
+            get_engine(spec.target.url),
+            resolve_mapping(spec),
+            flags,
+            store,
+            spec.name,
+            **kw,
+        )
         writer._owns_flags = owns
         return writer
 
@@ -171,8 +192,9 @@ class DualWriter:
         return [key] if moved == key else [key, moved]
 
     @staticmethod
-    def _primary(engine: Engine, mapping: TableMapping, op: str, key: Key, values: dict[str, Any],
-                 image_keys: list[Key] | None) -> list[dict[str, Any]] | None:
+    def _primary(
+        engine: Engine, mapping: TableMapping, op: str, key: Key, values: dict[str, Any], image_keys: list[Key] | None
+    ) -> list[dict[str, Any]] | None:
         """Write the primary in its own transaction; with ``image_keys``, read their images before commit."""
         table = mapping.source_table_obj(engine)
         key_cols = mapping.key
@@ -185,8 +207,11 @@ class DualWriter:
                 if image_keys == [key]:
                     return []  # the row is gone: its image is "absent", no need to read it back
             else:
-                stmt = (table.insert().values(values) if op == "insert"
-                        else table.update().where(key_in(table, key_cols, [key])).values(values))
+                stmt = (
+                    table.insert().values(values)
+                    if op == "insert"
+                    else table.update().where(key_in(table, key_cols, [key])).values(values)
+                )
                 if returning:  # the image in the write's own round trip
                     stmt = stmt.returning(*(c.select_expr(table) for c in mapping.columns))
                     return [dict(r._mapping) for r in conn.execute(stmt)]
@@ -225,8 +250,12 @@ class DualWriter:
         if mode in _NEW_PRIMARY and not self._warned_orm:
             # The session wrote the old table although new is the source of truth: copy it across,
             # but a failure queued now would be drained new -> old and undo the write in old.
-            log.error("%s: an ORM session bound to the old store committed while writes are %s; bind sessions "
-                      "to the new store or use the Core methods after the write switch", self.migration, mode)
+            log.error(
+                "%s: an ORM session bound to the old store committed while writes are %s; bind sessions "
+                "to the new store or use the Core methods after the write switch",
+                self.migration,
+                mode,
+            )
             self._warned_orm = True
         for key, op in keys.items():
             self.replicator.submit((self.old, self.new, self.mapping, key, op))

@@ -110,7 +110,7 @@ class FlagClient:
             return False
         try:
             flags = read_flags(self.engine, self.prefix)
-        except Exception as exc:  # noqa: BLE001 - any failure means "keep serving what we have"
+        except Exception as exc:
             self._record_failure(exc)
             return False
         if flags != self._snapshot.flags:

@@ -39,8 +39,9 @@ class ShiftoverProvider(AbstractProvider):
         self.client.close()
 
     # -- typed resolvers ----------------------------------------------------------
-    def resolve_boolean_details(self, flag_key: str, default_value: bool,
-                                evaluation_context: EvaluationContext | None = None) -> FlagResolutionDetails[bool]:
+    def resolve_boolean_details(
+        self, flag_key: str, default_value: bool, evaluation_context: EvaluationContext | None = None
+    ) -> FlagResolutionDetails[bool]:
         raw = self.client.get(flag_key, _MISSING)
         if raw is _MISSING:
             return self._missing(flag_key, default_value)
@@ -50,21 +51,25 @@ class ShiftoverProvider(AbstractProvider):
             return self._rollout(flag_key, raw, default_value, evaluation_context)
         return _mismatch(default_value, flag_key, raw)
 
-    def resolve_string_details(self, flag_key: str, default_value: str,
-                               evaluation_context: EvaluationContext | None = None) -> FlagResolutionDetails[str]:
+    def resolve_string_details(
+        self, flag_key: str, default_value: str, evaluation_context: EvaluationContext | None = None
+    ) -> FlagResolutionDetails[str]:
         return self._typed(flag_key, default_value, (str,))
 
-    def resolve_integer_details(self, flag_key: str, default_value: int,
-                                evaluation_context: EvaluationContext | None = None) -> FlagResolutionDetails[int]:
+    def resolve_integer_details(
+        self, flag_key: str, default_value: int, evaluation_context: EvaluationContext | None = None
+    ) -> FlagResolutionDetails[int]:
         return self._typed(flag_key, default_value, (int,))
 
-    def resolve_float_details(self, flag_key: str, default_value: float,
-                              evaluation_context: EvaluationContext | None = None) -> FlagResolutionDetails[float]:
+    def resolve_float_details(
+        self, flag_key: str, default_value: float, evaluation_context: EvaluationContext | None = None
+    ) -> FlagResolutionDetails[float]:
         details = self._typed(flag_key, default_value, (int, float))
         return FlagResolutionDetails(float(details.value), details.error_code, details.error_message, details.reason)
 
-    def resolve_object_details(self, flag_key: str, default_value: Any,
-                               evaluation_context: EvaluationContext | None = None) -> FlagResolutionDetails[Any]:
+    def resolve_object_details(
+        self, flag_key: str, default_value: Any, evaluation_context: EvaluationContext | None = None
+    ) -> FlagResolutionDetails[Any]:
         return self._typed(flag_key, default_value, (Mapping, Sequence))
 
     # -- helpers ------------------------------------------------------------------
@@ -76,18 +81,27 @@ class ShiftoverProvider(AbstractProvider):
             return _mismatch(default, flag_key, raw)
         return FlagResolutionDetails(raw, reason=self._reason())
 
-    def _rollout(self, flag_key: str, raw: Any, default: bool, ctx: EvaluationContext | None) -> FlagResolutionDetails[bool]:
+    def _rollout(
+        self, flag_key: str, raw: Any, default: bool, ctx: EvaluationContext | None
+    ) -> FlagResolutionDetails[bool]:
         if ctx is None or ctx.targeting_key is None:
-            return FlagResolutionDetails(default, ErrorCode.TARGETING_KEY_MISSING,
-                                         f"{flag_key} is a percentage rollout: pass a targeting key", Reason.ERROR)
+            return FlagResolutionDetails(
+                default,
+                ErrorCode.TARGETING_KEY_MISSING,
+                f"{flag_key} is a percentage rollout: pass a targeting key",
+                Reason.ERROR,
+            )
         attributes = dict(ctx.attributes)
         if flag_key.endswith(_READS):
             routing = self.client.routing(flag_key.removesuffix(_READS))
             targeted = routing.targeting.decide(ctx.targeting_key, attributes)
             value = routing.reads_new(ctx.targeting_key, attributes)
         else:
-            rollout = (Rollout(float(raw.get("percent", 0)), Targeting.from_value(raw)) if isinstance(raw, Mapping)
-                       else Rollout(float(raw)))
+            rollout = (
+                Rollout(float(raw.get("percent", 0)), Targeting.from_value(raw))
+                if isinstance(raw, Mapping)
+                else Rollout(float(raw))
+            )
             targeted = rollout.targeting.decide(ctx.targeting_key, attributes)
             value = rollout.includes(flag_key, ctx.targeting_key, attributes)
         reason = Reason.TARGETING_MATCH if targeted is not None else Reason.SPLIT
@@ -109,5 +123,9 @@ _MISSING: Any = object()
 
 
 def _mismatch(default: Any, flag_key: str, raw: Any) -> FlagResolutionDetails[Any]:
-    return FlagResolutionDetails(default, ErrorCode.TYPE_MISMATCH,
-                                 f"flag {flag_key!r} holds {type(raw).__name__}, not the requested type", Reason.ERROR)
+    return FlagResolutionDetails(
+        default,
+        ErrorCode.TYPE_MISMATCH,
+        f"flag {flag_key!r} holds {type(raw).__name__}, not the requested type",
+        Reason.ERROR,
+    )

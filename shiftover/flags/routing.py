@@ -59,8 +59,9 @@ class Routing:
     def kill(self) -> Routing:
         """This routing with the kill switch applied (see the module docstring)."""
         writes = WriteMode.OLD_ONLY if self.writes == WriteMode.DUAL_OLD_PRIMARY else self.writes
-        return Routing(writes=writes, reads_percent=0.0, shadow=False, version=self.version,
-                       migration=self.migration, killed=True)
+        return Routing(
+            writes=writes, reads_percent=0.0, shadow=False, version=self.version, migration=self.migration, killed=True
+        )
 
     def reads_new(self, bucket_key: Any, attributes: Mapping[str, Any] | None = None) -> bool:
         """Whether a read of ``bucket_key`` goes to the new store (targeting, then percentage)."""
@@ -99,11 +100,23 @@ def read_routing(engine: Engine, migration: str) -> Routing:
 
 
 def set_write_mode(
-    engine: Engine, migration: str, mode: WriteMode, actor: str, *, expected_version: int | None = None,
+    engine: Engine,
+    migration: str,
+    mode: WriteMode,
+    actor: str,
+    *,
+    expected_version: int | None = None,
     reason: str = "",
 ) -> int:
-    return set_flag(engine, writes_key(migration), str(mode), actor, migration=migration,
-                    expected_version=expected_version, reason=reason)
+    return set_flag(
+        engine,
+        writes_key(migration),
+        str(mode),
+        actor,
+        migration=migration,
+        expected_version=expected_version,
+        reason=reason,
+    )
 
 
 def set_reads_percent(engine: Engine, migration: str, percent: float, actor: str, reason: str = "") -> int:

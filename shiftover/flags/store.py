@@ -75,7 +75,12 @@ def set_flag(
             )
             if done.rowcount != 1:
                 raise FlagError(f"flag {key!r} changed while it was being written; re-read and decide again")
-        detail = {"flag": key, "value": value, "previous": current.value if current else None,
-                  "version": version + 1, "reason": reason}
+        detail = {
+            "flag": key,
+            "value": value,
+            "previous": current.value if current else None,
+            "version": version + 1,
+            "reason": reason,
+        }
         _audit(conn, migration or key.split(":", 1)[0], actor, "flag", detail)
     return version + 1

@@ -49,8 +49,14 @@ def make_pair(old_url: str, new_url: str, store: ControlStore, *, rows: int = 50
     old, new = get_engine(old_url), get_engine(new_url)
     create_orders(old, rows=rows)
     orders_table().create(new)
-    spec = parse_spec({"name": name, "source": {"url": old_url, "table": "orders"},
-                       "target": {"url": new_url, "table": "orders"}, "key": ["id"]})
+    spec = parse_spec(
+        {
+            "name": name,
+            "source": {"url": old_url, "table": "orders"},
+            "target": {"url": new_url, "table": "orders"},
+            "key": ["id"],
+        }
+    )
     flags = FlagClient(store.engine, prefix=f"{name}:", start=False)
     pair = Pair(old, new, resolve_mapping(spec), store, name, flags)
     sync_keys(old, new, pair.mapping, [(i,) for i in range(1, rows + 1)])  # a finished backfill
@@ -59,8 +65,15 @@ def make_pair(old_url: str, new_url: str, store: ControlStore, *, rows: int = 50
 
 def order(order_id: int, **changes: Any) -> dict[str, Any]:
     """A row in the application's shape."""
-    row = {"id": order_id, "customer_id": 7, "amount": Decimal("12.50"), "status": "new", "note": None,
-           "created_at": datetime(2025, 1, 1, 12), "updated_at": datetime(2025, 1, 1, 12)}
+    row = {
+        "id": order_id,
+        "customer_id": 7,
+        "amount": Decimal("12.50"),
+        "status": "new",
+        "note": None,
+        "created_at": datetime(2025, 1, 1, 12),
+        "updated_at": datetime(2025, 1, 1, 12),
+    }
     return {**row, **changes}
 
 

@@ -10,8 +10,20 @@ ROOT = Path(__file__).parents[2]
 
 
 def test_bench_dualwrite_tiny() -> None:
-    out = subprocess.run([sys.executable, str(ROOT / "bench" / "dualwrite.py"), "--writes", "20", "--rows", "300"],
-                         capture_output=True, text=True, timeout=300, check=True).stdout
-    for line in ("old-only", "dual sync", "dual async", "trigger capture", "async p99:", "sync p99:",
-                 "cached get read:"):
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "dualwrite.py"), "--writes", "20", "--rows", "300"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    ).stdout
+    for line in (
+        "old-only",
+        "dual sync",
+        "dual async",
+        "trigger capture",
+        "async p99:",
+        "sync p99:",
+        "cached get read:",
+    ):
         assert line in out, out

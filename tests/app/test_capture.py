@@ -30,14 +30,18 @@ ROWS = 2_000
 def copy_if_absent(old: sa.Engine, new: sa.Engine, mapping: TableMapping, chunk: int = 200) -> None:
     """A keyset copy of the rows present at its start, inserting only absent keys (as a backfill does)."""
     src, dst = mapping.source_table_obj(old), mapping.target_table_obj(new)
-    insert = {"postgresql": lambda: sa.dialects.postgresql.insert(dst).on_conflict_do_nothing(),
-              "mysql": lambda: dst.insert().prefix_with("IGNORE"),
-              "sqlite": lambda: dst.insert().prefix_with("OR IGNORE")}[new.dialect.name]()
+    insert = {
+        "postgresql": lambda: sa.dialects.postgresql.insert(dst).on_conflict_do_nothing(),
+        "mysql": lambda: dst.insert().prefix_with("IGNORE"),
+        "sqlite": lambda: dst.insert().prefix_with("OR IGNORE"),
+    }[new.dialect.name]()
     last = 0
     while last < ROWS:
         with old.connect() as conn:
-            rows = [dict(r._mapping) for r in conn.execute(
-                mapping.select_source(src).where(src.c.id > last, src.c.id <= ROWS).limit(chunk))]
+            rows = [
+                dict(r._mapping)
+                for r in conn.execute(mapping.select_source(src).where(src.c.id > last, src.c.id <= ROWS).limit(chunk))
+            ]
         if not rows:
             break
         with new.begin() as conn:
@@ -53,8 +57,11 @@ def write_while(old: sa.Engine, stop: threading.Event) -> None:
         with old.begin() as conn:
             roll = rng.random()
             if roll < 0.4:
-                conn.execute(table.update().where(table.c.id == rng.randrange(1, ROWS + 1))
-                             .values(status="paid", note=f"n{rng.random():.5f}"))
+                conn.execute(
+                    table.update()
+                    .where(table.c.id == rng.randrange(1, ROWS + 1))
+                    .values(status="paid", note=f"n{rng.random():.5f}")
+                )
             elif roll < 0.7:
                 conn.execute(table.insert().values(order_row(next_id, rng)))
                 mine.append(next_id)
@@ -74,13 +81,20 @@ def all_rows(engine: sa.Engine) -> list[tuple[str, ...]]:
 @pytest.mark.parametrize("server", ["pg", "maria", "sqlite"])
 def test_capture_during_concurrent_copy_ends_equal(server: str, request: pytest.FixtureRequest) -> None:
     make: Callable[[], str] = request.getfixturevalue(
-        {"pg": "pg_database", "maria": "mariadb_database", "sqlite": "sqlite_database"}[server])
+        {"pg": "pg_database", "maria": "mariadb_database", "sqlite": "sqlite_database"}[server]
+    )
     old_url, new_url = make(), make()
     old, new = get_engine(old_url), get_engine(new_url)
     create_orders(old, rows=ROWS)
     orders_table().create(new)
-    spec = parse_spec({"name": "cap", "source": {"url": old_url, "table": "orders"},
-                       "target": {"url": new_url, "table": "orders"}, "key": ["id"]})
+    spec = parse_spec(
+        {
+            "name": "cap",
+            "source": {"url": old_url, "table": "orders"},
+            "target": {"url": new_url, "table": "orders"},
+            "key": ["id"],
+        }
+    )
     mapping = resolve_mapping(spec)
     assert "so_changelog_orders" in capture_ddl(spec)
     install_capture(old, mapping)

@@ -38,8 +38,9 @@ def exercise(writer: DualWriter) -> None:
 @pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
 def test_dual_old_primary_keeps_both_equal(pair: Pair, asynchronous: bool) -> None:
     pair.set_mode(WriteMode.DUAL_OLD_PRIMARY)
-    with DualWriter(pair.old, pair.new, pair.mapping, pair.flags, pair.store.engine, pair.name,
-                    asynchronous=asynchronous) as writer:
+    with DualWriter(
+        pair.old, pair.new, pair.mapping, pair.flags, pair.store.engine, pair.name, asynchronous=asynchronous
+    ) as writer:
         exercise(writer)
         writer.flush()
         old = pair.rows("old")
@@ -79,8 +80,10 @@ def test_new_only_leaves_old_untouched(pair: Pair) -> None:
 def test_new_primary_refused_for_computed_columns(pg_pair: Pair, caplog: pytest.LogCaptureFixture) -> None:
     from dataclasses import replace
 
-    cols = tuple(ColumnMap(c.source, c.target, "upper(status)" if c.target == "status" else None)
-                 for c in pg_pair.mapping.columns)
+    cols = tuple(
+        ColumnMap(c.source, c.target, "upper(status)" if c.target == "status" else None)
+        for c in pg_pair.mapping.columns
+    )
     computed = replace(pg_pair.mapping, columns=cols)
     pg_pair.set_mode(WriteMode.DUAL_NEW_PRIMARY)
     with pytest.raises(SpecError, match="computed by SQL"):
@@ -93,7 +96,9 @@ def test_new_primary_refused_for_computed_columns(pg_pair: Pair, caplog: pytest.
     assert "refusing to follow" in caplog.text
     with pg_pair.new.connect() as conn:  # still old-primary: old written, new kept equal through the mapping
         assert conn.execute(sa.text("SELECT status, note FROM orders WHERE id = 2")).one() == (
-            "PAID", "after the refused switch")
+            "PAID",
+            "after the refused switch",
+        )
 
 
 def test_secondary_failure_never_fails_the_caller_and_is_queued(pair: Pair) -> None:
@@ -111,8 +116,17 @@ def test_secondary_failure_never_fails_the_caller_and_is_queued(pair: Pair) -> N
 
 def test_async_keeps_per_key_order_under_concurrency(pg_pair: Pair) -> None:
     pg_pair.set_mode(WriteMode.DUAL_OLD_PRIMARY)
-    with DualWriter(pg_pair.old, pg_pair.new, pg_pair.mapping, pg_pair.flags, pg_pair.store.engine, pg_pair.name,
-                    asynchronous=True, workers=3) as writer:
+    with DualWriter(
+        pg_pair.old,
+        pg_pair.new,
+        pg_pair.mapping,
+        pg_pair.flags,
+        pg_pair.store.engine,
+        pg_pair.name,
+        asynchronous=True,
+        workers=3,
+    ) as writer:
+
         def hammer(thread: int) -> None:
             for i in range(40):
                 writer.update(((i % 5) + 1,), {"note": f"t{thread}-{i}"})
@@ -128,8 +142,17 @@ def test_async_keeps_per_key_order_under_concurrency(pg_pair: Pair) -> None:
 
 def test_async_queue_overflow_goes_to_the_durable_queue(pg_pair: Pair) -> None:
     pg_pair.set_mode(WriteMode.DUAL_OLD_PRIMARY)
-    with DualWriter(pg_pair.old, pg_pair.new, pg_pair.mapping, pg_pair.flags, pg_pair.store.engine, pg_pair.name,
-                    asynchronous=True, queue_size=1, workers=1) as writer:
+    with DualWriter(
+        pg_pair.old,
+        pg_pair.new,
+        pg_pair.mapping,
+        pg_pair.flags,
+        pg_pair.store.engine,
+        pg_pair.name,
+        asynchronous=True,
+        queue_size=1,
+        workers=1,
+    ) as writer:
         for i in range(1, 31):
             writer.update((i,), {"note": "burst"})
     assert queue_depth(pg_pair.store.engine, pg_pair.name)["pending"] > 0  # nothing silently dropped

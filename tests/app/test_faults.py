@@ -28,8 +28,9 @@ OUTAGE_SECONDS = 10  # as the issue asks: the new database gone for ten seconds 
 
 
 def through(proxy: FlakyProxy, engine: sa.Engine) -> sa.Engine:
-    return sa.create_engine(engine.url.set(host="127.0.0.1", port=proxy.port), pool_pre_ping=True,
-                            connect_args={"connect_timeout": 2})
+    return sa.create_engine(
+        engine.url.set(host="127.0.0.1", port=proxy.port), pool_pre_ping=True, connect_args={"connect_timeout": 2}
+    )
 
 
 def differing_keys(pair: Pair) -> set[int]:
@@ -52,14 +53,16 @@ def serve(writer: DualWriter) -> Iterator[str]:
     server.server_close()
 
 
-@pytest.mark.parametrize(("asynchronous", "outage_seconds"), [(False, OUTAGE_SECONDS), (True, 3)],
-                         ids=["sync-10s", "async-3s"])
+@pytest.mark.parametrize(
+    ("asynchronous", "outage_seconds"), [(False, OUTAGE_SECONDS), (True, 3)], ids=["sync-10s", "async-3s"]
+)
 def test_new_database_outage_loses_nothing(pg_pair: Pair, asynchronous: bool, outage_seconds: float) -> None:
     proxy = FlakyProxy("127.0.0.1", pg_pair.new.url.port or 5432)
     new = through(proxy, pg_pair.new)
     pg_pair.set_mode(WriteMode.DUAL_OLD_PRIMARY)
-    writer = DualWriter(pg_pair.old, new, pg_pair.mapping, pg_pair.flags, pg_pair.store.engine, pg_pair.name,
-                        asynchronous=asynchronous)
+    writer = DualWriter(
+        pg_pair.old, new, pg_pair.mapping, pg_pair.flags, pg_pair.store.engine, pg_pair.name, asynchronous=asynchronous
+    )
     urls = serve(writer)
     url = next(urls)
     stop = threading.Event()
@@ -83,7 +86,9 @@ def test_new_database_outage_loses_nothing(pg_pair: Pair, asynchronous: bool, ou
     assert sum(stats.ok.values()) > 200
     affected = differing_keys(pg_pair)
     assert affected, "the outage should have left the new store behind"
-    assert affected <= queued_keys(pg_pair), f"keys differ but were never queued: {sorted(affected - queued_keys(pg_pair))[:10]}"
+    assert affected <= queued_keys(pg_pair), (
+        f"keys differ but were never queued: {sorted(affected - queued_keys(pg_pair))[:10]}"
+    )
     result = drain_queue(pg_pair.old, pg_pair.new, pg_pair.store.engine, pg_pair.mapping, pg_pair.name)
     assert result.failed == 0 and result.dead == 0
     assert differing_keys(pg_pair) == set()

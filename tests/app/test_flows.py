@@ -28,8 +28,16 @@ def setup(tmp_path: Path) -> tuple[str, str, sa.Engine, sa.Engine]:
     create_orders(old, rows=100)
     orders_table().create(new)
     spec_path = tmp_path / "spec.yaml"
-    spec_path.write_text(yaml.safe_dump({"name": "flowtest", "source": {"url": old_url, "table": "orders"},
-                                         "target": {"url": new_url, "table": "orders"}, "key": ["id"]}))
+    spec_path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "flowtest",
+                "source": {"url": old_url, "table": "orders"},
+                "target": {"url": new_url, "table": "orders"},
+                "key": ["id"],
+            }
+        )
+    )
     yield str(spec_path), f"sqlite:///{tmp_path}/control.db", old, new
     forget_reflections()
 
@@ -56,8 +64,9 @@ def test_reconcile_flow_drains_the_queue(prefect_harness: None, setup: tuple[str
     assert again["synced"] == 0 and queue_depth(store.engine, "flowtest")["pending"] == 0
 
 
-def test_capture_flows_install_replay_and_remove(prefect_harness: None,
-                                                 setup: tuple[str, str, sa.Engine, sa.Engine]) -> None:
+def test_capture_flows_install_replay_and_remove(
+    prefect_harness: None, setup: tuple[str, str, sa.Engine, sa.Engine]
+) -> None:
     from flows.capture import capture_remove, capture_replay
 
     spec_path, control_url, old, new = setup

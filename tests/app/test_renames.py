@@ -21,21 +21,39 @@ from shiftover.spec import load_spec
 from .conftest import order
 
 
-def test_renamed_columns_through_every_dual_mode(pg_database: Callable[[], str], control_store: ControlStore,
-                                                 tmp_path: Path) -> None:
+def test_renamed_columns_through_every_dual_mode(
+    pg_database: Callable[[], str], control_store: ControlStore, tmp_path: Path
+) -> None:
     old_url, new_url = pg_database(), pg_database()
     old, new = get_engine(old_url), get_engine(new_url)
     create_orders(old, rows=20)
     with new.begin() as conn:
-        conn.execute(sa.text(
-            "CREATE TABLE purchases (order_id bigint PRIMARY KEY, customer_id bigint NOT NULL, total numeric(12,2) "
-            "NOT NULL, state varchar(20) NOT NULL, note text, created_at timestamp NOT NULL, updated_at timestamp NOT NULL)"))
+        conn.execute(
+            sa.text(
+                "CREATE TABLE purchases (order_id bigint PRIMARY KEY, customer_id bigint NOT NULL, total numeric(12,2) "
+                "NOT NULL, state varchar(20) NOT NULL, note text, created_at timestamp NOT NULL, updated_at timestamp NOT NULL)"  # noqa: E501
+            )
+        )
     spec_path = tmp_path / "spec.yaml"
-    spec_path.write_text(yaml.safe_dump({
-        "name": "rename", "source": {"url": old_url, "table": "orders"}, "target": {"url": new_url, "table": "purchases"},
-        "key": ["id"], "columns": [{"name": "id", "target": "order_id"}, "customer_id",
-                                   {"name": "amount", "target": "total"}, {"name": "status", "target": "state"},
-                                   "note", "created_at", "updated_at"]}))
+    spec_path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "rename",
+                "source": {"url": old_url, "table": "orders"},
+                "target": {"url": new_url, "table": "purchases"},
+                "key": ["id"],
+                "columns": [
+                    {"name": "id", "target": "order_id"},
+                    "customer_id",
+                    {"name": "amount", "target": "total"},
+                    {"name": "status", "target": "state"},
+                    "note",
+                    "created_at",
+                    "updated_at",
+                ],
+            }
+        )
+    )
     control_url = control_store.engine.url.render_as_string(False)
     writer = DualWriter.from_spec(load_spec(spec_path), control_url, ttl=0.05)
     try:

@@ -16,9 +16,15 @@ from .conftest import Pair
 
 
 def migration_of(pair: Pair, **spec_extra: object) -> Migration:
-    spec = parse_spec({"name": pair.name, "source": {"url": pair.old.url.render_as_string(False), "table": "orders"},
-                       "target": {"url": pair.new.url.render_as_string(False), "table": "orders"}, "key": ["id"],
-                       **spec_extra})
+    spec = parse_spec(
+        {
+            "name": pair.name,
+            "source": {"url": pair.old.url.render_as_string(False), "table": "orders"},
+            "target": {"url": pair.new.url.render_as_string(False), "table": "orders"},
+            "key": ["id"],
+            **spec_extra,
+        }
+    )
     return Migration(spec=spec, mapping=pair.mapping, source=pair.old, target=pair.new, store=pair.store)
 
 
@@ -34,8 +40,9 @@ def test_shadow_read_returns_old_and_records_mismatch(pg_pair: Pair) -> None:
     set_shadow(pg_pair.store.engine, pg_pair.name, True, "test")
     pg_pair.flags.refresh()
     corrupt_new(pg_pair, 3)
-    with DualWriter(pg_pair.old, pg_pair.new, pg_pair.mapping, pg_pair.flags, pg_pair.store.engine,
-                    pg_pair.name) as writer:
+    with DualWriter(
+        pg_pair.old, pg_pair.new, pg_pair.mapping, pg_pair.flags, pg_pair.store.engine, pg_pair.name
+    ) as writer:
         assert writer.read((3,))["status"] != "WRONG"  # type: ignore[index]
         for k in range(4, 14):
             assert writer.read((k,)) is not None
@@ -56,16 +63,18 @@ def test_reads_move_to_new_by_percentage_with_old_as_shadow(pg_pair: Pair) -> No
     set_shadow(pg_pair.store.engine, pg_pair.name, True, "test")
     pg_pair.flags.refresh()
     since = utcnow()
-    with DualWriter(pg_pair.old, pg_pair.new, pg_pair.mapping, pg_pair.flags, pg_pair.store.engine,
-                    pg_pair.name) as writer:
+    with DualWriter(
+        pg_pair.old, pg_pair.new, pg_pair.mapping, pg_pair.flags, pg_pair.store.engine, pg_pair.name
+    ) as writer:
         assert writer.read((5,))["status"] == "WRONG"  # type: ignore[index]
         writer.flush()
     assert mismatch_rate(pg_pair.store.engine, pg_pair.name, since) == (1, 1)
     set_reads_percent(pg_pair.store.engine, pg_pair.name, 50, "test")
     set_shadow(pg_pair.store.engine, pg_pair.name, False, "test")
     pg_pair.flags.refresh()
-    with DualWriter(pg_pair.old, pg_pair.new, pg_pair.mapping, pg_pair.flags, pg_pair.store.engine,
-                    pg_pair.name) as writer:
+    with DualWriter(
+        pg_pair.old, pg_pair.new, pg_pair.mapping, pg_pair.flags, pg_pair.store.engine, pg_pair.name
+    ) as writer:
         corrupt_all = pg_pair.new.begin()
         with corrupt_all as conn:
             conn.execute(sa.text("UPDATE orders SET note = 'from-new'"))
@@ -102,8 +111,17 @@ def test_shadow_sampling_and_mismatch_cap(pg_pair: Pair) -> None:
     with pg_pair.new.begin() as conn:
         conn.execute(sa.text("UPDATE orders SET note = 'drift'"))  # every row now differs
     since = utcnow()
-    with DualWriter(pg_pair.old, pg_pair.new, pg_pair.mapping, pg_pair.flags, pg_pair.store.engine, pg_pair.name,
-                    shadow_sample=0.5, max_mismatch_rows=3, metrics_interval=600) as writer:
+    with DualWriter(
+        pg_pair.old,
+        pg_pair.new,
+        pg_pair.mapping,
+        pg_pair.flags,
+        pg_pair.store.engine,
+        pg_pair.name,
+        shadow_sample=0.5,
+        max_mismatch_rows=3,
+        metrics_interval=600,
+    ) as writer:
         for k in range(1, 51):
             writer.read((k,))
             writer.read((k,))

@@ -29,8 +29,14 @@ REPO = Path(__file__).resolve().parents[2]
 BIN = REPO / ".venv" / "bin"
 OUTPUT = REPO / "test-output"
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def free_port() -> int:
@@ -57,8 +63,15 @@ class Stack:
         return json.loads(text) if text else None
 
     def prefect(self, *args: str, timeout: float = 120) -> str:
-        done = subprocess.run([str(BIN / "prefect"), *args], cwd=REPO, env=self.env, capture_output=True, text=True,
-                              timeout=timeout, check=False)
+        done = subprocess.run(
+            [str(BIN / "prefect"), *args],
+            cwd=REPO,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
         assert done.returncode == 0, f"prefect {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
         return done.stdout
 
@@ -74,8 +87,9 @@ class Stack:
             body["flow_runs"] = {"state": {"type": {"any_": [state]}}}
         return list(self.call("POST", "/flow_runs/filter", body))
 
-    def wait_for_run(self, state: str, timeout: float = 60, flow_name: str | None = None,
-                     run_id: str | None = None) -> dict[str, Any]:
+    def wait_for_run(
+        self, state: str, timeout: float = 60, flow_name: str | None = None, run_id: str | None = None
+    ) -> dict[str, Any]:
         flows = {f["id"]: f["name"] for f in self.call("POST", "/flows/filter", {})} if flow_name else {}
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -86,8 +100,10 @@ class Stack:
                     continue
                 return run
             time.sleep(0.5)
-        raise AssertionError(f"no {flow_name or ''} run {run_id or ''} in state {state} within {timeout}s; "
-                             f"runs: {[(r['name'], r['state_type']) for r in self.flow_runs()]}")
+        raise AssertionError(
+            f"no {flow_name or ''} run {run_id or ''} in state {state} within {timeout}s; "
+            f"runs: {[(r['name'], r['state_type']) for r in self.flow_runs()]}"
+        )
 
     def _flow_name(self, flow_id: str) -> str:
         return str(self.call("GET", f"/flows/{flow_id}")["name"])
@@ -117,13 +133,21 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     home = tmp_path_factory.mktemp("prefect-home")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_API_URL": f"{url}/api",
-           "PREFECT_UI_API_URL": f"{url}/api", "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
-           "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_WORKER_PREFETCH_SECONDS": "1",
-           "PREFECT_LOGGING_LEVEL": "INFO"}
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_API_URL": f"{url}/api",
+        "PREFECT_UI_API_URL": f"{url}/api",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
+        "PREFECT_WORKER_PREFETCH_SECONDS": "1",
+        "PREFECT_LOGGING_LEVEL": "INFO",
+    }
     env.pop("PREFECT_PROFILES_PATH", None)
-    server = _start([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)], env,
-                    home / "server.log")
+    server = _start(
+        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)], env, home / "server.log"
+    )
     worker = None
     try:
         _wait_healthy(url, server, home / "server.log")
@@ -184,13 +208,21 @@ def demo_spec(tmp_path: Path) -> Callable[[str], dict[str, str]]:
         old_url, new_url = f"sqlite:///{tmp_path}/{name}-old.db", f"sqlite:///{tmp_path}/{name}-new.db"
         create_orders(get_engine(old_url), rows=rows)
         orders_table().create(get_engine(new_url))
-        spec = {"name": name, "source": {"url": old_url, "table": "orders"},
-                "target": {"url": new_url, "table": "orders"}, "key": ["id"],
-                "backfill": {"chunk_rows": 1_000, "concurrency": 1}, "validation": {"segments": 4},
-                "canary": {"steps": [100], "soak_seconds": 0, "shadow_reads": False},
-                "gates": {"validate": ["row_count", "checksum"], "canary": ["reconcile_drained"],
-                          "switch_writes": ["reconcile_drained", "checksum"]},
-                "approvals": {"approvers": ["alice"], "timeout_seconds": 300}}
+        spec = {
+            "name": name,
+            "source": {"url": old_url, "table": "orders"},
+            "target": {"url": new_url, "table": "orders"},
+            "key": ["id"],
+            "backfill": {"chunk_rows": 1_000, "concurrency": 1},
+            "validation": {"segments": 4},
+            "canary": {"steps": [100], "soak_seconds": 0, "shadow_reads": False},
+            "gates": {
+                "validate": ["row_count", "checksum"],
+                "canary": ["reconcile_drained"],
+                "switch_writes": ["reconcile_drained", "checksum"],
+            },
+            "approvals": {"approvers": ["alice"], "timeout_seconds": 300},
+        }
         path = tmp_path / f"{name}.yaml"
         path.write_text(yaml.safe_dump(spec))
         return {"spec_path": str(path), "control_url": f"sqlite:///{tmp_path}/{name}-control.db"}

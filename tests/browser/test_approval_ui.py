@@ -72,8 +72,9 @@ def test_approval_in_the_ui_lets_the_migration_switch_writes(
     stack: Stack, page: Any, demo_spec: Callable[..., dict[str, str]]
 ) -> None:
     params = demo_spec("ui-orders")
-    deployment = stack.deploy("migrate", {**params, "poll_interval_seconds": 1, "stop_after": "cutover",
-                                          "flag_ttl_seconds": 0.2})
+    deployment = stack.deploy(
+        "migrate", {**params, "poll_interval_seconds": 1, "stop_after": "cutover", "flag_ttl_seconds": 0.2}
+    )
     quick_run(page, stack, deployment)
     paused = stack.wait_for_run("PAUSED", timeout=60, flow_name="cutover")
     assert open_store(params["control_url"]).phase("ui-orders") is Phase.READS_SWITCHED

@@ -24,8 +24,10 @@ def test_plan_prints_stages_without_touching_data() -> None:
 
 def test_plan_of_a_bad_spec_names_the_field(tmp_path: Path) -> None:
     spec = tmp_path / "bad.yaml"
-    spec.write_text("name: m\nsource: {url: 'sqlite:///a.db', table: t}\ntarget: {url: 'sqlite:///b.db', table: t}\n"
-                    "key: id\ncanary: {steps: [10, 5, 100]}\n")
+    spec.write_text(
+        "name: m\nsource: {url: 'sqlite:///a.db', table: t}\ntarget: {url: 'sqlite:///b.db', table: t}\n"
+        "key: id\ncanary: {steps: [10, 5, 100]}\n"
+    )
     result = runner.invoke(app, ["plan", str(spec)])
     assert result.exit_code == 2
     assert "spec field 'canary.steps': canary steps must increase: 10 is followed by 5" in result.output
@@ -37,8 +39,10 @@ def test_check_resolves_the_mapping_against_the_databases(tmp_path: Path) -> Non
     create_orders(get_engine(old), rows=3)
     create_orders(get_engine(new), rows=0)
     spec = tmp_path / "spec.yaml"
-    spec.write_text(f"name: m\nsource: {{url: '{old}', table: orders}}\ntarget: {{url: '{new}', table: orders}}\n"
-                    "key: id\ncolumns: [id, {name: amount, target: amount}]\n")
+    spec.write_text(
+        f"name: m\nsource: {{url: '{old}', table: orders}}\ntarget: {{url: '{new}', table: orders}}\n"
+        "key: id\ncolumns: [id, {name: amount, target: amount}]\n"
+    )
     ok = runner.invoke(app, ["check", str(spec)])
     assert ok.exit_code == 0 and "ok: orders -> orders, key ['id']" in ok.output
     spec.write_text(spec.read_text().replace("table: orders}\nkey", "table: ordrs}\nkey"))
@@ -61,15 +65,19 @@ def test_status_shows_phase_routing_and_history(tmp_path: Path) -> None:
 
 
 def test_plan_ddl_shows_the_target_table_and_capture_triggers_before_creating_anything(
-    tmp_path: Path, pg_database, mariadb_database  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+    pg_database,
+    mariadb_database,  # type: ignore[no-untyped-def]
 ) -> None:
     import sqlalchemy as sa
 
     src, dst = pg_database(), mariadb_database()
     create_orders(get_engine(src), rows=2)
     spec = tmp_path / "spec.yaml"
-    spec.write_text(f"name: m\nsource: {{url: '{src}', table: orders}}\ntarget: {{url: '{dst}', table: orders}}\n"
-                    "key: id\nbackfill: {create_target: true}\n")
+    spec.write_text(
+        f"name: m\nsource: {{url: '{src}', table: orders}}\ntarget: {{url: '{dst}', table: orders}}\n"
+        "key: id\nbackfill: {create_target: true}\n"
+    )
     result = runner.invoke(app, ["plan", str(spec), "--ddl"])
     assert result.exit_code == 0, result.output
     assert "CREATE TABLE orders (" in result.output and "DATETIME(6) NOT NULL" in result.output

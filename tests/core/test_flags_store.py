@@ -18,7 +18,9 @@ def test_versions_and_audit(control_store: ControlStore) -> None:
     assert flag is not None and flag.value is False and flag.version == 2 and flag.updated_by == "bob"
     audit = control_store.audit_entries("m", action="flag")
     assert [(a["actor"], a["detail"]["value"], a["detail"]["previous"]) for a in audit] == [
-        ("alice", True, None), ("bob", False, True)]
+        ("alice", True, None),
+        ("bob", False, True),
+    ]
 
 
 def test_compare_and_set_refuses_a_stale_writer(control_store: ControlStore) -> None:
@@ -36,5 +38,5 @@ def test_routing_defaults_to_old_store_only(control_store: ControlStore) -> None
     set_reads_percent(control_store.engine, "m", 10, "a")
     routing = read_routing(control_store.engine, "m")
     assert (routing.writes, routing.reads_percent, routing.version) == (WriteMode.DUAL_OLD_PRIMARY, 10.0, 1)
-    with pytest.raises(ValueError, match="within 0..100"):
+    with pytest.raises(ValueError, match=r"within 0\.\.100"):
         set_reads_percent(control_store.engine, "m", 150, "a")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import pytest
 
 from shiftover.control.store import ControlStore
@@ -10,7 +12,7 @@ from shiftover.phases import IRREVERSIBLE, NEEDS_APPROVAL, ORDER, ROLLBACK_FROM,
 
 
 def test_forward_order_is_walkable() -> None:
-    for before, after in zip(ORDER, ORDER[1:], strict=False):
+    for before, after in pairwise(ORDER):
         assert after in allowed_next(before)
 
 

@@ -22,9 +22,15 @@ def test_plan_order_and_approvals() -> None:
 
 
 def test_plan_without_shadow_reads_goes_straight_to_canary() -> None:
-    spec = parse_spec({"name": "m", "source": {"url": "sqlite:///a.db", "table": "t"},
-                       "target": {"url": "sqlite:///b.db", "table": "t"}, "key": "id",
-                       "canary": {"steps": [100], "shadow_reads": False}})
+    spec = parse_spec(
+        {
+            "name": "m",
+            "source": {"url": "sqlite:///a.db", "table": "t"},
+            "target": {"url": "sqlite:///b.db", "table": "t"},
+            "key": "id",
+            "canary": {"steps": [100], "shadow_reads": False},
+        }
+    )
     plan = build_plan(spec)
     assert "shadow_reads" not in [s.name for s in plan]
     assert [s.reaches for s in plan if s.percent] == [Phase.READS_SWITCHED]

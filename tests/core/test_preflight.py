@@ -15,8 +15,12 @@ from shiftover.spec import parse_spec
 
 
 def spec_for(src: str, dst: str, **over: object):  # type: ignore[no-untyped-def]
-    data: dict[str, object] = {"name": "m", "source": {"url": src, "table": "orders"},
-                               "target": {"url": dst, "table": "orders"}, "key": ["id"]}
+    data: dict[str, object] = {
+        "name": "m",
+        "source": {"url": src, "table": "orders"},
+        "target": {"url": dst, "table": "orders"},
+        "key": ["id"],
+    }
     data.update(over)
     return parse_spec(data)
 
@@ -73,10 +77,13 @@ def test_table_without_any_key(sqlite_database: Callable[[], str]) -> None:
         resolve_mapping(spec_for(src, dst))
 
 
-@pytest.mark.parametrize("url", [
-    "postgresql://postgres:s3cret-pw@127.0.0.1:1/nowhere",
-    "mysql://root:s3cret-pw@127.0.0.1:1/nowhere",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://postgres:s3cret-pw@127.0.0.1:1/nowhere",
+        "mysql://root:s3cret-pw@127.0.0.1:1/nowhere",
+    ],
+)
 def test_unreachable_database_hides_password(url: str, sqlite_database: Callable[[], str]) -> None:
     with pytest.raises(SpecError) as err:
         resolve_mapping(spec_for(url, sqlite_database()))

@@ -23,16 +23,19 @@ def pair(request: pytest.FixtureRequest, database_url: Callable[[str], str]) -> 
 
 def rows(url: str) -> dict[int, tuple[object, ...]]:
     with get_engine(url).connect() as conn:
-        return {r[0]: (Decimal(str(r[1])).quantize(Decimal("0.01")), r[2], r[3]) for r in conn.execute(
-            sa.text("SELECT id, amount, status, note FROM orders ORDER BY id"))}
+        return {
+            r[0]: (Decimal(str(r[1])).quantize(Decimal("0.01")), r[2], r[3])
+            for r in conn.execute(sa.text("SELECT id, amount, status, note FROM orders ORDER BY id"))
+        }
 
 
 def test_upserts_present_rows_and_deletes_absent_ones(pair: tuple[str, str]) -> None:
     src, dst = pair
     create_orders(get_engine(src), rows=20)
     create_orders(get_engine(dst), rows=0)
-    spec = parse_spec({"name": "m", "source": {"url": src, "table": "orders"},
-                       "target": {"url": dst, "table": "orders"}, "key": "id"})
+    spec = parse_spec(
+        {"name": "m", "source": {"url": src, "table": "orders"}, "target": {"url": dst, "table": "orders"}, "key": "id"}
+    )
     mapping = resolve_mapping(spec)
     assert sync_keys(get_engine(src), get_engine(dst), mapping, [(1,), (2,), (3,)]).upserted == 3
     with get_engine(src).begin() as conn:

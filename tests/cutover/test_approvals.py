@@ -41,7 +41,8 @@ def test_approval_from_a_thread_switches_writes(prefect_harness: None, make_migr
 
 
 def test_wrong_confirmation_is_refused_by_the_server_then_a_correct_one_completes(
-    prefect_harness: None, make_migration  # type: ignore[no-untyped-def]
+    prefect_harness: None,
+    make_migration,  # type: ignore[no-untyped-def]
 ) -> None:
     setup = make_migration(Phase.READS_SWITCHED)
     person = Approver("cutover", [{**GOOD, "confirm_name": "orders"}, {**GOOD, "approver": ""}, GOOD])
@@ -70,7 +71,8 @@ def test_only_listed_approvers_are_accepted(prefect_harness: None, make_migratio
 
 
 def test_time_out_leaves_the_migration_in_its_last_reversible_phase(
-    prefect_harness: None, make_migration  # type: ignore[no-untyped-def]
+    prefect_harness: None,
+    make_migration,  # type: ignore[no-untyped-def]
 ) -> None:
     setup = make_migration(Phase.READS_SWITCHED)
     with pytest.raises(ApprovalError, match="no approval"):

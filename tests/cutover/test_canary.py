@@ -98,8 +98,10 @@ def test_a_recently_changed_row_that_differs_rolls_reads_back(prefect_harness: N
 
     def diverge(_: Recorder) -> None:  # a write that reached the new table wrong, during the step
         with setup.migration.target.begin() as conn:
-            conn.execute(sa.text("UPDATE orders SET amount = amount + 1, updated_at = :now WHERE id = 11"),
-                         {"now": datetime.now() + timedelta(hours=1)})
+            conn.execute(
+                sa.text("UPDATE orders SET amount = amount + 1, updated_at = :now WHERE id = 11"),
+                {"now": datetime.now() + timedelta(hours=1)},
+            )
 
     failed = run_canary(setup, diverge)
     assert failed.gate == "checksum"
@@ -116,19 +118,22 @@ def test_a_clean_canary_soaks_and_reaches_reads_switched(prefect_harness: None, 
     traffic.start()
     started = datetime.now()
     try:
-        result = cutover(setup.spec_path, setup.control_url, soak_seconds=1.0, watch_seconds=0.3,
-                         auto_approve=True)
+        result = cutover(setup.spec_path, setup.control_url, soak_seconds=1.0, watch_seconds=0.3, auto_approve=True)
     finally:
         traffic.stop.set()
         traffic.join()
     assert result["phase"] == Phase.WRITES_SWITCHED
     assert (datetime.now() - started).total_seconds() >= 2.0  # two steps, each held for its soak
     phases = [h.phase for h in setup.store.history(setup.name)]
-    assert phases[-5:] == [Phase.SHADOW_READING, Phase.READS_CANARY, Phase.READS_CANARY, Phase.READS_SWITCHED,
-                           Phase.WRITES_SWITCHED]
+    assert phases[-5:] == [
+        Phase.SHADOW_READING,
+        Phase.READS_CANARY,
+        Phase.READS_CANARY,
+        Phase.READS_SWITCHED,
+        Phase.WRITES_SWITCHED,
+    ]
     gates = {(g["gate"], g["passed"]) for g in _gate_rows(setup)}
-    assert gates == {("reconcile_drained", True), ("shadow_mismatch", True), ("error_rate", True),
-                     ("checksum", True)}
+    assert gates == {("reconcile_drained", True), ("shadow_mismatch", True), ("error_rate", True), ("checksum", True)}
     assert read_routing(setup.store.engine, setup.name).writes is WriteMode.DUAL_NEW_PRIMARY
 
 

@@ -22,8 +22,9 @@ def test_cli_refuses_a_wrong_name_then_approves(prefect_harness: None, make_migr
     outcome: dict[str, object] = {}
 
     def run() -> None:
-        outcome["result"] = cutover(setup.spec_path, setup.control_url, soak_seconds=0, poll_interval_seconds=1,
-                                    approval_timeout_seconds=30)
+        outcome["result"] = cutover(
+            setup.spec_path, setup.control_url, soak_seconds=0, poll_interval_seconds=1, approval_timeout_seconds=30
+        )
 
     flow_thread = threading.Thread(target=run, daemon=True)
     flow_thread.start()
@@ -32,8 +33,9 @@ def test_cli_refuses_a_wrong_name_then_approves(prefect_harness: None, make_migr
     wrong = runner.invoke(app, ["approve", run_id, "--approver", "alice", "--confirm-name", "orders"])
     assert wrong.exit_code == 2 and "error:" in wrong.output
     assert run_state(paused_run("cutover")) == "PAUSED"
-    right = runner.invoke(app, ["approve", run_id, "--approver", "alice", "--confirm-name", "orders-cut",
-                                "--reason", "gates green"])
+    right = runner.invoke(
+        app, ["approve", run_id, "--approver", "alice", "--confirm-name", "orders-cut", "--reason", "gates green"]
+    )
     assert right.exit_code == 0, right.output
     assert f"approved: flow run {run_id}" in right.output
     flow_thread.join(30)

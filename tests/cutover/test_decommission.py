@@ -31,7 +31,9 @@ def decommission(setup: Setup, **kw):  # type: ignore[no-untyped-def]
 
 
 def test_archive_is_kept_for_the_retention_period_then_dropped_after_a_second_approval(
-    prefect_harness: None, make_migration, tmp_path  # type: ignore[no-untyped-def]
+    prefect_harness: None,
+    make_migration,
+    tmp_path,  # type: ignore[no-untyped-def]
 ) -> None:
     setup: Setup = make_migration(Phase.WRITES_SWITCHED)
     first = Approver("decommission", [{"approver": "alice", "confirm_name": setup.name, "reason": "soaked a week"}])
@@ -47,8 +49,9 @@ def test_archive_is_kept_for_the_retention_period_then_dropped_after_a_second_ap
 
     again = decommission(setup, retention_seconds=3600)  # within the retention: no approval asked, nothing dropped
     assert again["phase"] == Phase.ARCHIVED and ARCHIVE in tables(setup)
-    assert [a["detail"]["step"] for a in setup.store.audit_entries(setup.name, action="approval_requested")] \
-        == ["stop_old_writes"]
+    assert [a["detail"]["step"] for a in setup.store.audit_entries(setup.name, action="approval_requested")] == [
+        "stop_old_writes"
+    ]
 
     second = Approver("decommission", [{"approver": "bob", "confirm_name": setup.name, "reason": "retention over"}])
     second.start()
@@ -71,8 +74,9 @@ def test_a_drop_without_approval_keeps_the_archive(prefect_harness: None, make_m
     from flows.decommission import decommission as flow
 
     with pytest.raises(ApprovalError, match="no approval for 'drop'"):
-        flow(setup.spec_path, setup.control_url, retention_seconds=0, approval_timeout_seconds=2,
-             poll_interval_seconds=1)
+        flow(
+            setup.spec_path, setup.control_url, retention_seconds=0, approval_timeout_seconds=2, poll_interval_seconds=1
+        )
     assert setup.store.phase(setup.name) is Phase.ARCHIVED and ARCHIVE in tables(setup)
 
 

@@ -14,8 +14,14 @@ from shiftover.spec import parse_spec
 from shiftover.story import render_picture, render_story
 from shiftover.timeline import read_timeline, render_png
 
-SPEC = parse_spec({"name": "story", "source": {"url": "sqlite:///old.db", "table": "orders"},
-                   "target": {"url": "sqlite:///new.db", "table": "orders"}, "key": ["id"]})
+SPEC = parse_spec(
+    {
+        "name": "story",
+        "source": {"url": "sqlite:///old.db", "table": "orders"},
+        "target": {"url": "sqlite:///new.db", "table": "orders"},
+        "key": ["id"],
+    }
+)
 
 
 @pytest.fixture
@@ -25,21 +31,41 @@ def told(control_store: ControlStore) -> ControlStore:
     for phase in (Phase.DUAL_WRITING, Phase.BACKFILLING, Phase.BACKFILLED, Phase.VALIDATED, Phase.SHADOW_READING):
         s.transition("story", phase, "test", f"to {phase}")
     with s.engine.begin() as conn:
-        conn.execute(schema.checkpoints.insert(), [
-            {"migration": "story", "segment": i, "rows_copied": 500, "state": "done",
-             "updated_at": now - timedelta(seconds=30 - i)} for i in range(4)])
-        conn.execute(schema.metrics.insert(), [
-            {"migration": "story", "name": SHADOW_READS, "value": 100, "at": now - timedelta(seconds=5)},
-            {"migration": "story", "name": SHADOW_MISMATCHES, "value": 2, "at": now - timedelta(seconds=5)},
-            {"migration": "story", "name": SHADOW_READS, "value": 100, "at": now}])
+        conn.execute(
+            schema.checkpoints.insert(),
+            [
+                {
+                    "migration": "story",
+                    "segment": i,
+                    "rows_copied": 500,
+                    "state": "done",
+                    "updated_at": now - timedelta(seconds=30 - i),
+                }
+                for i in range(4)
+            ],
+        )
+        conn.execute(
+            schema.metrics.insert(),
+            [
+                {"migration": "story", "name": SHADOW_READS, "value": 100, "at": now - timedelta(seconds=5)},
+                {"migration": "story", "name": SHADOW_MISMATCHES, "value": 2, "at": now - timedelta(seconds=5)},
+                {"migration": "story", "name": SHADOW_READS, "value": 100, "at": now},
+            ],
+        )
     s.audit("story", "alice", "approval", {"step": "switch_writes", "approver": "alice", "reason": "green"})
     return s
 
 
 def test_timeline_series_come_from_the_control_store(told: ControlStore) -> None:
     timeline = read_timeline(told, "story")
-    assert [p for _, p in timeline.phases] == ["planned", "dual_writing", "backfilling", "backfilled", "validated",
-                                              "shadow_reading"]
+    assert [p for _, p in timeline.phases] == [
+        "planned",
+        "dual_writing",
+        "backfilling",
+        "backfilled",
+        "validated",
+        "shadow_reading",
+    ]
     assert [r for _, r in timeline.rows_copied] == [500, 1000, 1500, 2000]
     assert [(rate, reads) for _, rate, reads in timeline.mismatch_rate] == [(0.02, 100), (0.0, 100)]
 

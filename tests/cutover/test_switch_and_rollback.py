@@ -34,9 +34,18 @@ def ready_to_switch(store: ControlStore, name: str, diff_passed: bool = True) ->
     store.register(name, {})
     set_write_mode(store.engine, name, WriteMode.DUAL_OLD_PRIMARY, "test")
     with store.engine.begin() as conn:
-        conn.execute(schema.gate_results.insert().values(
-            migration=name, stage="switch_writes", gate="checksum", passed=diff_passed, blocking=True,
-            summary="0 differences" if diff_passed else "3 rows differ", report={}, at=utcnow()))
+        conn.execute(
+            schema.gate_results.insert().values(
+                migration=name,
+                stage="switch_writes",
+                gate="checksum",
+                passed=diff_passed,
+                blocking=True,
+                summary="0 differences" if diff_passed else "3 rows differ",
+                report={},
+                at=utcnow(),
+            )
+        )
 
 
 def race(store: ControlStore, name: str) -> list[object]:
@@ -86,15 +95,16 @@ def test_the_compare_and_set_refuses_a_stale_switch(store: ControlStore) -> None
 def test_the_fence_refuses_a_queue_backlog_or_a_dirty_diff(control_store: ControlStore) -> None:
     ready_to_switch(control_store, "queued")
     enqueue(control_store.engine, "queued", [((1,), "upsert")], "new store down")
-    with pytest.raises(GateError, match="reconciliation queue not drained .1 pending"):
+    with pytest.raises(GateError, match=r"reconciliation queue not drained .1 pending"):
         switch_writes(control_store.engine, "queued", "test")
     ready_to_switch(control_store, "dirty", diff_passed=False)
-    with pytest.raises(GateError, match="last checksum diff .* failed: 3 rows differ"):
+    with pytest.raises(GateError, match=r"last checksum diff .* failed: 3 rows differ"):
         switch_writes(control_store.engine, "dirty", "test")
     control_store.register("never-diffed", {})
     set_write_mode(control_store.engine, "never-diffed", WriteMode.DUAL_OLD_PRIMARY, "test")
     assert read_write_fence(control_store.engine, "never-diffed").problems == [
-        "no checksum diff has run for this migration"]
+        "no checksum diff has run for this migration"
+    ]
     for name in ("queued", "dirty"):
         assert read_routing(control_store.engine, name).writes is WriteMode.DUAL_OLD_PRIMARY
         assert not control_store.audit_entries(name, action="write_switch")
@@ -162,7 +172,8 @@ def _watch(client: FlagClient, name: str, seen: list[datetime]) -> None:
 
 @pytest.mark.flows
 def test_after_the_switch_the_old_store_keeps_every_write_so_a_rollback_loses_nothing(
-    prefect_harness: None, make_migration  # type: ignore[no-untyped-def]
+    prefect_harness: None,
+    make_migration,  # type: ignore[no-untyped-def]
 ) -> None:
     """Reverse dual-write: with new primary, the application's writes still reach old."""
     import sqlalchemy as sa
@@ -174,15 +185,19 @@ def test_after_the_switch_the_old_store_keeps_every_write_so_a_rollback_loses_no
     setup: Setup = make_migration(Phase.READS_SWITCHED)
     cutover(setup.spec_path, setup.control_url, auto_approve=True)
     m = setup.migration
-    with FlagClient(setup.store.engine, prefix=f"{setup.name}:", ttl=0.2) as flags, \
-            DualWriter(m.source, m.target, m.mapping, flags, setup.store.engine, setup.name) as writer:
+    with (
+        FlagClient(setup.store.engine, prefix=f"{setup.name}:", ttl=0.2) as flags,
+        DualWriter(m.source, m.target, m.mapping, flags, setup.store.engine, setup.name) as writer,
+    ):
         assert writer.routing().writes is WriteMode.DUAL_NEW_PRIMARY
         writer.update((5,), {"status": "shipped", "note": "after the switch"})
         writer.delete((6,))
     rollback(setup.spec_path, setup.control_url, reason="drill after the switch")
     with m.source.connect() as conn:
-        assert conn.execute(sa.text("SELECT status, note FROM orders WHERE id = 5")).one() == ("shipped",
-                                                                                            "after the switch")
+        assert conn.execute(sa.text("SELECT status, note FROM orders WHERE id = 5")).one() == (
+            "shipped",
+            "after the switch",
+        )
         assert conn.execute(sa.text("SELECT count(*) FROM orders WHERE id = 6")).scalar() == 0
 
 

@@ -21,8 +21,13 @@ ORDERS = 600
 
 
 def spec_dict(source_url: str, target_url: str, **extra: Any) -> dict[str, Any]:
-    return {"name": "orders-move", "source": {"url": source_url, "table": "orders"},
-            "target": {"url": target_url, "table": "orders"}, "key": ["id"], **extra}
+    return {
+        "name": "orders-move",
+        "source": {"url": source_url, "table": "orders"},
+        "target": {"url": target_url, "table": "orders"},
+        "key": ["id"],
+        **extra,
+    }
 
 
 @pytest.fixture
@@ -51,11 +56,22 @@ def break_target(url: str) -> dict[tuple[int], str]:
     with engine.begin() as conn:
         conn.execute(t.update().where(t.c.id.in_([10, 250, 599])).values(status="tampered"))
         conn.execute(t.delete().where(t.c.id.in_([42, 300])))
-        conn.execute(sa.insert(t).from_select(
-            [c.name for c in t.columns],
-            sa.select(sa.literal(5000).label("id"), *[t.c[c.name] for c in t.columns if c.name != "id"]).where(t.c.id == 1),
-        ))
-    return {(10,): "changed", (250,): "changed", (599,): "changed", (42,): "missing", (300,): "missing", (5000,): "extra"}
+        conn.execute(
+            sa.insert(t).from_select(
+                [c.name for c in t.columns],
+                sa.select(sa.literal(5000).label("id"), *[t.c[c.name] for c in t.columns if c.name != "id"]).where(
+                    t.c.id == 1
+                ),
+            )
+        )
+    return {
+        (10,): "changed",
+        (250,): "changed",
+        (599,): "changed",
+        (42,): "missing",
+        (300,): "missing",
+        (5000,): "extra",
+    }
 
 
 def write_spec(tmp_path: Path, data: dict[str, Any]) -> str:

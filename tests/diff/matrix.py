@@ -78,6 +78,7 @@ def apply_changes(engine: sa.Engine, name: str = "matrix") -> None:
     t = matrix_table(name)
     aware = engine.dialect.name == "postgresql"
     with engine.begin() as conn:
+
         def upd(i: int, **values: Any) -> None:
             conn.execute(t.update().where(t.c.id == i).values(**values))
 

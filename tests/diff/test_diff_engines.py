@@ -58,7 +58,8 @@ def test_composite_text_key_across_engines(pg_database, mariadb_database) -> Non
 
     def table() -> sa.Table:
         return sa.Table(
-            "events", sa.MetaData(),
+            "events",
+            sa.MetaData(),
             sa.Column("region", sa.String(20), primary_key=True),
             sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
             sa.Column("payload", sa.Text),
@@ -91,8 +92,9 @@ def test_text_keys_ordered_differently_by_each_engine(pg_database, mariadb_datab
     from shiftover.mapping import ColumnMap, TableMapping
 
     def table() -> sa.Table:
-        return sa.Table("codes", sa.MetaData(), sa.Column("code", sa.String(20), primary_key=True),
-                        sa.Column("n", sa.Integer))
+        return sa.Table(
+            "codes", sa.MetaData(), sa.Column("code", sa.String(20), primary_key=True), sa.Column("n", sa.Integer)
+        )
 
     codes = [f"{p}{i:03d}" for i in range(60) for p in ("a", "B", "_", "z", "é")]
     engines = []

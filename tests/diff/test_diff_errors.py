@@ -52,13 +52,19 @@ def test_a_type_without_a_rule_names_the_column_and_the_fixes(pg_database) -> No
 
 
 def test_a_key_with_nulls_or_duplicates_is_refused(pg_database) -> None:  # type: ignore[no-untyped-def]
-    nulls = _tables([pg_database(), pg_database()], "CREATE TABLE t (id int UNIQUE, v text)",
-                    "INSERT INTO t VALUES (1, 'a'), (NULL, 'b')")
+    nulls = _tables(
+        [pg_database(), pg_database()],
+        "CREATE TABLE t (id int UNIQUE, v text)",
+        "INSERT INTO t VALUES (1, 'a'), (NULL, 'b')",
+    )
     with pytest.raises(DiffError, match=r"source table 't' has 1 row\(s\) with a NULL in key \['id'\]"):
         diff_tables(*nulls, _mapping("id", "v"), ValidationSpec())
 
-    dups = _tables([pg_database(), pg_database()], "CREATE TABLE t (id int NOT NULL, v text)",
-                   "INSERT INTO t VALUES (1, 'a'), (1, 'b')")
+    dups = _tables(
+        [pg_database(), pg_database()],
+        "CREATE TABLE t (id int NOT NULL, v text)",
+        "INSERT INTO t VALUES (1, 'a'), (1, 'b')",
+    )
     with pytest.raises(DiffError, match=r"duplicate key \(1,\) in \['id'\]; declare a unique key"):
         diff_tables(*dups, _mapping("id", "v"), ValidationSpec())
 
@@ -72,8 +78,9 @@ def test_floats_across_engines_need_a_tolerance(pg_database, sqlite_database) ->
 
 
 def test_a_python_transform_needs_its_columns_excluded(pg_database) -> None:  # type: ignore[no-untyped-def]
-    src, tgt = _tables([pg_database(), pg_database()], "CREATE TABLE t (id int PRIMARY KEY, v text)",
-                       "INSERT INTO t VALUES (1, 'a')")
+    src, tgt = _tables(
+        [pg_database(), pg_database()], "CREATE TABLE t (id int PRIMARY KEY, v text)", "INSERT INTO t VALUES (1, 'a')"
+    )
     mapping = TableMapping("t", "t", ("id",), (ColumnMap("id", "id"), ColumnMap("v", "v")), transform=lambda df: df)
     with pytest.raises(DiffError, match="Python transform"):
         diff_tables(src, tgt, mapping, ValidationSpec())
@@ -89,8 +96,15 @@ def test_renamed_and_computed_columns_compare_with_their_source(pg_database, mar
     with tgt.begin() as conn:
         conn.execute(sa.text("CREATE TABLE t2 (id int PRIMARY KEY, amount decimal(10,2), label varchar(20))"))
         conn.execute(sa.text("INSERT INTO t2 VALUES (1, 1.50, 'x'), (2, 0.98, 'y')"))
-    mapping = TableMapping("t", "t2", ("id",), (
-        ColumnMap("id", "id"), ColumnMap("cents", "amount", sql="cents / 100.0"), ColumnMap("name", "label"),
-    ))
+    mapping = TableMapping(
+        "t",
+        "t2",
+        ("id",),
+        (
+            ColumnMap("id", "id"),
+            ColumnMap("cents", "amount", sql="cents / 100.0"),
+            ColumnMap("name", "label"),
+        ),
+    )
     report = diff_tables(src, tgt, mapping, ValidationSpec())
     assert [(d.key, d.kind, d.columns) for d in report.differences] == [((2,), "changed", ("amount",))]

@@ -34,11 +34,13 @@ def test_a_failing_blocking_expectation_blocks_and_a_warning_does_not(open_order
     too_tight = {"column": "amount", "min_value": 0, "max_value": 10}
     statuses = {"column": "status", "value_set": ["new", "paid", "shipped", "delivered", "cancelled"]}
 
-    warned = open_orders(expectations=[
-        {"type": "expect_column_values_to_be_between", "kwargs": in_range},
-        {"type": "expect_column_values_to_be_in_set", "kwargs": statuses},
-        {"type": "expect_column_values_to_be_between", "kwargs": too_tight, "severity": "warning"},
-    ])
+    warned = open_orders(
+        expectations=[
+            {"type": "expect_column_values_to_be_between", "kwargs": in_range},
+            {"type": "expect_column_values_to_be_in_set", "kwargs": statuses},
+            {"type": "expect_column_values_to_be_between", "kwargs": too_tight, "severity": "warning"},
+        ]
+    )
     result = expectations_gate(warned, GateSpec(name="expectations"))
     assert result.passed
     assert "warnings: expect_column_values_to_be_between" in result.summary
@@ -70,10 +72,12 @@ def test_expectations_run_only_in_the_stages_they_name(open_orders) -> None:  # 
     from checks.gate import run_gate
 
     too_tight = {"column": "amount", "min_value": 0, "max_value": 10}
-    m = open_orders(expectations=[
-        {"type": "expect_column_values_to_be_between", "kwargs": too_tight, "stages": ["switch_writes"]},
-        {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "status"}},
-    ])
+    m = open_orders(
+        expectations=[
+            {"type": "expect_column_values_to_be_between", "kwargs": too_tight, "stages": ["switch_writes"]},
+            {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "status"}},
+        ]
+    )
     validate = run_gate(m, "validate", GateSpec(name="expectations"))
     switch = run_gate(m, "switch_writes", GateSpec(name="expectations"))
 

@@ -19,8 +19,12 @@ pytestmark = pytest.mark.flows
 
 def test_failing_checksum_gate_fails_the_flow_with_an_artifact(prefect_harness, orders_urls, tmp_path) -> None:  # type: ignore[no-untyped-def]
     control_url = f"sqlite:///{tmp_path}/control.db"
-    data = spec_dict(*orders_urls, name="orders-blocked", validation={"repair": False},
-                     gates={"validate": ["row_count", "checksum", "expectations"]})
+    data = spec_dict(
+        *orders_urls,
+        name="orders-blocked",
+        validation={"repair": False},
+        gates={"validate": ["row_count", "checksum", "expectations"]},
+    )
     data["gates"]["validate"][0] = {"name": "row_count", "blocking": False}  # report, don't stop
     spec_path = write_spec(tmp_path, data)
     store = open_store(control_url)

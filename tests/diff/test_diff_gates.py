@@ -89,12 +89,19 @@ def test_a_crashed_diff_resumes_from_its_finished_segments(open_orders, orders_u
     expected = break_target(orders_urls[1])
     run_id = new_run_id()
     with pytest.raises(_Crash):
-        diff_tables(m.source, m.target, m.mapping, m.spec.validation,
-                    progress=_CrashingProgress(control_store.engine, m.name, run_id), workers=1)
+        diff_tables(
+            m.source,
+            m.target,
+            m.mapping,
+            m.spec.validation,
+            progress=_CrashingProgress(control_store.engine, m.name, run_id),
+            workers=1,
+        )
     assert unfinished_run(control_store.engine, m.name) == run_id
 
-    resumed = diff_tables(m.source, m.target, m.mapping, m.spec.validation,
-                          progress=DiffProgress(control_store.engine, m.name, run_id))
+    resumed = diff_tables(
+        m.source, m.target, m.mapping, m.spec.validation, progress=DiffProgress(control_store.engine, m.name, run_id)
+    )
 
     assert resumed.segments == 6 and resumed.segments_resumed == 2
     assert {d.key: d.kind for d in resumed.differences} == expected
@@ -146,11 +153,21 @@ def test_keys_from_the_reconciliation_queue_scope_the_recheck(open_orders, order
     break_target(orders_urls[1])
     now = utcnow()
     with control_store.engine.begin() as conn:
-        conn.execute(schema.reconcile_queue.insert(), [
-            {"migration": m.name, "key_json": key_to_json(k), "op": "upsert", "state": "done", "attempts": 1,
-             "enqueued_at": now, "updated_at": now}
-            for k in ((250,), (300,), (301,), (250,))
-        ])
+        conn.execute(
+            schema.reconcile_queue.insert(),
+            [
+                {
+                    "migration": m.name,
+                    "key_json": key_to_json(k),
+                    "op": "upsert",
+                    "state": "done",
+                    "attempts": 1,
+                    "enqueued_at": now,
+                    "updated_at": now,
+                }
+                for k in ((250,), (300,), (301,), (250,))
+            ],
+        )
 
     keys = queued_keys(m)
     result = check_checksum(m, GateSpec(name="checksum"), DiffScope(keys=keys))

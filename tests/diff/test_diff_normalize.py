@@ -23,7 +23,12 @@ from shiftover.spec import ValidationSpec
     [
         ("decimal", Decimal("1.5"), 1.50, "2"),
         ("decimal", Decimal("10.000"), Decimal(10), None),
-        ("timestamp", datetime(2024, 1, 1, 14, 0, tzinfo=timezone(timedelta(hours=2))), datetime(2024, 1, 1, 12, 0), "us"),
+        (
+            "timestamp",
+            datetime(2024, 1, 1, 14, 0, tzinfo=timezone(timedelta(hours=2))),
+            datetime(2024, 1, 1, 12, 0),
+            "us",
+        ),
         ("timestamp", datetime(2024, 1, 1, 12, 0, 0, 999), "2024-01-01 12:00:00", "ms"),
         ("text", "cafe\u0301", "café", "0"),
         ("text", "ab   ", "ab", "1"),
@@ -91,8 +96,14 @@ def test_integer_ranges_cover_everything_with_open_ends() -> None:
 
 def test_reports_render_capped_plain_rows() -> None:
     rows = [{"key": i, "amount": Decimal("1.50"), "at": datetime(2024, 1, 1, tzinfo=UTC)} for i in range(120)]
-    result = GateResult(gate="checksum", passed=False, summary="120 differing", rows=rows,
-                        markdown="details", metrics={"evidence_total": 5000})
+    result = GateResult(
+        gate="checksum",
+        passed=False,
+        summary="120 differing",
+        rows=rows,
+        markdown="details",
+        metrics={"evidence_total": 5000},
+    )
     shown, description = render_evidence(result)
     assert len(shown) == 50 and shown[0] == {"key": 0, "amount": "1.50", "at": "2024-01-01 00:00:00+00:00"}
     assert description == "checksum: 120 differing (showing 50 of 5000)"

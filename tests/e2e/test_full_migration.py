@@ -55,8 +55,7 @@ def databases(request: pytest.FixtureRequest, database_url: Callable[[str], str]
     return src, dst
 
 
-def test_full_migration_under_live_writes(prefect_harness: None, tmp_path: Path,
-                                          databases: tuple[str, str]) -> None:
+def test_full_migration_under_live_writes(prefect_harness: None, tmp_path: Path, databases: tuple[str, str]) -> None:
     from flows.decommission import decommission
     from flows.migrate import migrate
     from flows.reconcile import reconcile
@@ -67,8 +66,14 @@ def test_full_migration_under_live_writes(prefect_harness: None, tmp_path: Path,
     writer = DualWriter.from_spec(spec, control_url)
     app = SimulatedApp(writer, first_free_id=ROWS + 1, writes_per_second=150).start()
     try:
-        migrate(str(spec_path), control_url, auto_approve=True, stop_after="cutover", poll_interval_seconds=1,
-                flag_ttl_seconds=0.5)
+        migrate(
+            str(spec_path),
+            control_url,
+            auto_approve=True,
+            stop_after="cutover",
+            poll_interval_seconds=1,
+            flag_ttl_seconds=0.5,
+        )
     finally:
         stats = app.stop()
         writer.close()
@@ -91,15 +96,18 @@ def test_full_migration_under_live_writes(prefect_harness: None, tmp_path: Path,
     assert all(a["detail"]["automatic"] for a in approvals)
 
 
-def test_failed_blocking_gate_stops_before_any_later_stage(prefect_harness: None, tmp_path: Path,
-                                                            sqlite_database: Callable[[], str]) -> None:
+def test_failed_blocking_gate_stops_before_any_later_stage(
+    prefect_harness: None, tmp_path: Path, sqlite_database: Callable[[], str]
+) -> None:
     from flows.migrate import migrate
 
     src, dst = sqlite_database(), sqlite_database()
     create_orders(get_engine(src), rows=500)
     create_orders(get_engine(dst), rows=0)
-    impossible = {"type": "expect_column_values_to_be_between",
-                  "kwargs": {"column": "amount", "min_value": 0, "max_value": 1}}
+    impossible = {
+        "type": "expect_column_values_to_be_between",
+        "kwargs": {"column": "amount", "min_value": 0, "max_value": 1},
+    }
     spec_path = write_spec(tmp_path, src, dst, expectations=[impossible])
     control_url = f"sqlite:///{tmp_path}/control.db"
     with pytest.raises(GateError) as err:
@@ -113,9 +121,9 @@ def test_failed_blocking_gate_stops_before_any_later_stage(prefect_harness: None
     assert (routing.reads_percent, routing.shadow, routing.writes) == (0.0, False, WriteMode.DUAL_OLD_PRIMARY)
 
 
-def test_target_created_from_the_source_schema_before_dual_write(prefect_harness: None, tmp_path: Path,
-                                                                  sqlite_database: Callable[[], str],
-                                                                  pg_database: Callable[[], str]) -> None:
+def test_target_created_from_the_source_schema_before_dual_write(
+    prefect_harness: None, tmp_path: Path, sqlite_database: Callable[[], str], pg_database: Callable[[], str]
+) -> None:
     import sqlalchemy as sa
 
     from flows.migrate import migrate

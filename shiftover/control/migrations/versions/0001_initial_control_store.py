@@ -10,7 +10,6 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-
 revision = "0001"
 down_revision = None
 branch_labels = None
@@ -82,9 +81,7 @@ def upgrade() -> None:
 
     op.create_table(
         "so_metrics",
-        sa.Column(
-            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
-        ),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
         sa.Column("migration", sa.String(length=200), nullable=False),
         sa.Column("name", sa.String(length=60), nullable=False),
         sa.Column("value", sa.Float(), nullable=False),
@@ -105,9 +102,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "so_reconcile_queue",
-        sa.Column(
-            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
-        ),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
         sa.Column("migration", sa.String(length=200), nullable=False),
         sa.Column("key_json", sa.String(length=512), nullable=False),
         sa.Column("op", sa.String(length=10), nullable=False),
@@ -123,9 +118,7 @@ def upgrade() -> None:
 
     op.create_table(
         "so_shadow_mismatches",
-        sa.Column(
-            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
-        ),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
         sa.Column("migration", sa.String(length=200), nullable=False),
         sa.Column("key_json", sa.String(length=512), nullable=False),
         sa.Column("columns", sa.JSON(), nullable=True),
@@ -139,9 +132,7 @@ def upgrade() -> None:
 
     op.create_table(
         "so_validation_failures",
-        sa.Column(
-            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
-        ),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
         sa.Column("migration", sa.String(length=200), nullable=False),
         sa.Column("run_id", sa.String(length=64), nullable=False),
         sa.Column("key_json", sa.String(length=512), nullable=False),
