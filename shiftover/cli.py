@@ -160,5 +160,47 @@ def rollback(
     typer.echo(json.dumps(result, default=str))
 
 
+@app.command()
+def throttle(
+    name: Annotated[str, typer.Argument(help="Migration name.")],
+    pause: Annotated[bool, typer.Option("--pause", help="Pause the running backfill (it writes nothing).")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Resume a paused backfill.")] = False,
+    max_rows_per_second: Annotated[float | None, typer.Option(help="Rows/s cap; 0 removes it.")] = None,
+    chunk_rows: Annotated[int | None, typer.Option(help="Rows per chunk.")] = None,
+    control_url: ControlUrl = DEFAULT_URL,
+) -> None:
+    """Pause, resume or retune a running backfill without restarting it."""
+    from shiftover.backfill.throttle import set_throttle
+    from shiftover.control.store import open_store
+
+    if pause and resume:
+        _fail(ValueError("--pause and --resume contradict each other"))
+    paused = True if pause else (False if resume else None)
+    try:
+        value = set_throttle(
+            open_store(control_url).engine,
+            name,
+            paused=paused,
+            max_rows_per_second=max_rows_per_second,
+            chunk_rows=chunk_rows,
+            actor="cli",
+        )
+    except (ShiftoverError, ValueError) as exc:
+        _fail(exc)
+    typer.echo(f"backfill throttle of {name}: {json.dumps(value)}")
+
+
+@app.command()
+def reconcile(spec: SpecPath, control_url: ControlUrl = DEFAULT_URL) -> None:
+    """Drain the reconciliation queue now (keys the secondary store missed)."""
+    from flows.reconcile import reconcile as reconcile_flow
+
+    try:
+        result = reconcile_flow(str(spec), control_url)
+    except ShiftoverError as exc:
+        _fail(exc)
+    typer.echo(json.dumps(result, default=str))
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

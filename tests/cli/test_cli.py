@@ -83,3 +83,20 @@ def test_plan_ddl_shows_the_target_table_and_capture_triggers_before_creating_an
     assert "CREATE TABLE orders (" in result.output and "DATETIME(6) NOT NULL" in result.output
     assert "CREATE TRIGGER so_capture_orders" in result.output
     assert not sa.inspect(get_engine(dst)).has_table("orders")  # shown, not created
+
+
+def test_throttle_pauses_and_retunes_through_the_flag_store(tmp_path: Path) -> None:
+    from shiftover.backfill.throttle import throttle_flag_key
+    from shiftover.flags.store import get_flag
+
+    control = f"sqlite:///{tmp_path}/control.db"
+    paused = runner.invoke(app, ["throttle", "m", "--pause", "--max-rows-per-second", "500", "--control-url", control])
+    assert paused.exit_code == 0, paused.output
+    flag = get_flag(open_store(control).engine, throttle_flag_key("m"))
+    assert flag is not None and flag.value == {"paused": True, "max_rows_per_second": 500.0}
+    resumed = runner.invoke(app, ["throttle", "m", "--resume", "--control-url", control])
+    assert resumed.exit_code == 0 and '"paused": false' in resumed.output
+    bad = runner.invoke(app, ["throttle", "m", "--chunk-rows", "3", "--control-url", control])
+    assert bad.exit_code == 2 and "chunk_rows must be between" in bad.output
+    both = runner.invoke(app, ["throttle", "m", "--pause", "--resume", "--control-url", control])
+    assert both.exit_code == 2 and "contradict" in both.output
