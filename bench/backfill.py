@@ -30,24 +30,32 @@ sys.path.insert(0, str(ROOT))
 PG_ADMIN = os.environ.get("SHIFTOVER_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 MARIADB_ADMIN = os.environ.get("SHIFTOVER_TEST_MARIADB", "mysql+pymysql://root@127.0.0.1:3306/mysql")
 
-PG_DDL = ("CREATE TABLE {name} (id bigint PRIMARY KEY, customer_id bigint NOT NULL, "
-          "amount numeric(12,2) NOT NULL, status varchar(20) NOT NULL, note text, "
-          "created_at timestamp NOT NULL, updated_at timestamp NOT NULL)")
-MARIADB_DDL = ("CREATE TABLE {name} (id bigint PRIMARY KEY, customer_id bigint NOT NULL, "
-               "amount decimal(12,2) NOT NULL, status varchar(20) NOT NULL, note text, "
-               "created_at datetime(6) NOT NULL, updated_at datetime(6) NOT NULL)")
-PG_FILL = ("INSERT INTO {name} SELECT g, g % 50000, (g % 1000000) / 100.0, "
-           "(ARRAY['new','paid','shipped','delivered','cancelled'])[1 + g % 5], "
-           "CASE WHEN g % 10 < 3 THEN NULL ELSE 'note ' || (g::bigint * 7919 % 1000000) END, "
-           "timestamp '2024-01-01' + g * interval '7 seconds', "
-           "timestamp '2024-01-01' + g * interval '7 seconds' + (g % 600) * interval '1 minute' "
-           "FROM generate_series(1, {rows}) AS g")
-MARIADB_FILL = ("INSERT INTO {name} SELECT seq, seq % 50000, (seq % 1000000) / 100.0, "
-                "ELT(1 + seq % 5, 'new','paid','shipped','delivered','cancelled'), "
-                "IF(seq % 10 < 3, NULL, CONCAT('note ', seq * 7919 % 1000000)), "
-                "TIMESTAMP('2024-01-01') + INTERVAL seq * 7 SECOND, "
-                "TIMESTAMP('2024-01-01') + INTERVAL seq * 7 SECOND + INTERVAL seq % 600 MINUTE "
-                "FROM seq_1_to_{rows}")
+PG_DDL = (
+    "CREATE TABLE {name} (id bigint PRIMARY KEY, customer_id bigint NOT NULL, "
+    "amount numeric(12,2) NOT NULL, status varchar(20) NOT NULL, note text, "
+    "created_at timestamp NOT NULL, updated_at timestamp NOT NULL)"
+)
+MARIADB_DDL = (
+    "CREATE TABLE {name} (id bigint PRIMARY KEY, customer_id bigint NOT NULL, "
+    "amount decimal(12,2) NOT NULL, status varchar(20) NOT NULL, note text, "
+    "created_at datetime(6) NOT NULL, updated_at datetime(6) NOT NULL)"
+)
+PG_FILL = (
+    "INSERT INTO {name} SELECT g, g % 50000, (g % 1000000) / 100.0, "
+    "(ARRAY['new','paid','shipped','delivered','cancelled'])[1 + g % 5], "
+    "CASE WHEN g % 10 < 3 THEN NULL ELSE 'note ' || (g::bigint * 7919 % 1000000) END, "
+    "timestamp '2024-01-01' + g * interval '7 seconds', "
+    "timestamp '2024-01-01' + g * interval '7 seconds' + (g % 600) * interval '1 minute' "
+    "FROM generate_series(1, {rows}) AS g"
+)
+MARIADB_FILL = (
+    "INSERT INTO {name} SELECT seq, seq % 50000, (seq % 1000000) / 100.0, "
+    "ELT(1 + seq % 5, 'new','paid','shipped','delivered','cancelled'), "
+    "IF(seq % 10 < 3, NULL, CONCAT('note ', seq * 7919 % 1000000)), "
+    "TIMESTAMP('2024-01-01') + INTERVAL seq * 7 SECOND, "
+    "TIMESTAMP('2024-01-01') + INTERVAL seq * 7 SECOND + INTERVAL seq % 600 MINUTE "
+    "FROM seq_1_to_{rows}"
+)
 
 
 class Databases:
@@ -107,7 +115,8 @@ def scalar(url: str, query: str) -> Any:
 
 def pg_fingerprint(url: str, table: str = "orders") -> tuple[int, str]:
     return scalar(url, f"SELECT count(*) FROM {table}"), scalar(
-        url, f"SELECT md5(string_agg(t::text, ',' ORDER BY id)) FROM {table} t")
+        url, f"SELECT md5(string_agg(t::text, ',' ORDER BY id)) FROM {table} t"
+    )
 
 
 # -- the measurements --------------------------------------------------------------------
@@ -140,8 +149,12 @@ def executemany_baseline(source: str, target: str, rows: int) -> float:
     last = 0
     with src.connect() as s, dst.begin() as d:
         while last < rows:
-            batch = [dict(r._mapping) for r in s.execute(
-                sa.text("SELECT * FROM orders WHERE id > :last ORDER BY id LIMIT 10000"), {"last": last})]
+            batch = [
+                dict(r._mapping)
+                for r in s.execute(
+                    sa.text("SELECT * FROM orders WHERE id > :last ORDER BY id LIMIT 10000"), {"last": last}
+                )
+            ]
             if not batch:
                 break
             d.execute(table.insert(), batch)
@@ -153,8 +166,13 @@ def executemany_baseline(source: str, target: str, rows: int) -> float:
 
 
 def write_spec(path: Path, name: str, source: str, target: str, concurrency: int, chunk_rows: int) -> str:
-    spec = {"name": name, "source": {"url": source, "table": "orders"}, "target": {"url": target, "table": "orders"},
-            "key": "id", "backfill": {"concurrency": concurrency, "chunk_rows": chunk_rows}}
+    spec = {
+        "name": name,
+        "source": {"url": source, "table": "orders"},
+        "target": {"url": target, "table": "orders"},
+        "key": "id",
+        "backfill": {"concurrency": concurrency, "chunk_rows": chunk_rows},
+    }
     path.write_text(json.dumps(spec))  # JSON is YAML
     return str(path)
 
@@ -186,7 +204,9 @@ def child_rss(spec_path: str, control_url: str) -> tuple[float, int]:
     """Run the plain backfill in a fresh process; its seconds and peak RSS (MB)."""
     out = subprocess.run(
         [sys.executable, __file__, "--child", spec_path, control_url],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     result = json.loads(out.stdout.strip().splitlines()[-1])
     return result["seconds"], result["peak_rss_mb"]
@@ -247,8 +267,9 @@ def measure(args: argparse.Namespace, small: int, dbs: Databases, tmp: Path) -> 
     base_rows = min(args.baseline_rows, rows)
     baseline = executemany_baseline(my_old, pg_base, base_rows)
 
-    with prefect_test_harness(server_startup_timeout=60), temporary_settings(
-        updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None, PREFECT_LOGGING_LEVEL: "WARNING"}
+    with (
+        prefect_test_harness(server_startup_timeout=60),
+        temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None, PREFECT_LOGGING_LEVEL: "WARNING"}),
     ):
         control = f"sqlite:///{tmp}/control.db"
         warm_up(dbs, tmp, control)  # the first flow run in a process pays Prefect's and SQLAlchemy's set-up
@@ -274,8 +295,10 @@ def rss_runs(dbs: Databases, tmp: Path, args: argparse.Namespace, small: int) ->
     run(sources["pg"], PG_DDL.format(name="orders"), PG_FILL.format(name="orders", rows=small))
     run(sources["my"], MARIADB_DDL.format(name="orders"), MARIADB_FILL.format(name="orders", rows=small))
     for label, size, source in (
-        ("pg-small", small, sources["pg"]), ("my-small", small, sources["my"]),
-        ("pg-full", args.rows, None), ("my-full", args.rows, None),
+        ("pg-small", small, sources["pg"]),
+        ("my-small", small, sources["my"]),
+        ("pg-full", args.rows, None),
+        ("my-full", args.rows, None),
     ):
         if source is None:  # the full-size sources built for the timed runs are gone with their targets filled
             source = dbs.pg() if label.startswith("pg") else dbs.mariadb()
@@ -288,8 +311,17 @@ def rss_runs(dbs: Databases, tmp: Path, args: argparse.Namespace, small: int) ->
     return out
 
 
-def report(rows: int, ceiling: float, pg_seconds: float, base_rows: int, baseline: float, my_seconds: float,
-           zero_diff: bool, rss: dict[str, tuple[float, int]], small: int) -> None:
+def report(
+    rows: int,
+    ceiling: float,
+    pg_seconds: float,
+    base_rows: int,
+    baseline: float,
+    my_seconds: float,
+    zero_diff: bool,
+    rss: dict[str, tuple[float, int]],
+    small: int,
+) -> None:
     def line(name: str, seconds: float, n: int) -> str:
         return f"  {name:<46} {seconds:8.2f} s  {n / seconds:>12,.0f} rows/s"
 
@@ -307,8 +339,10 @@ def report(rows: int, ceiling: float, pg_seconds: float, base_rows: int, baselin
     for engine in ("pg", "my"):
         (_, s_rss), (_, f_rss) = rss[f"{engine}-small"], rss[f"{engine}-full"]
         name = "PG -> PG" if engine == "pg" else "MariaDB -> PG"
-        print(f"  {name:<14} {small:>10,} rows: {s_rss:6.0f}   {rows:>10,} rows: {f_rss:6.0f}   "
-              f"growth {f_rss / s_rss:.2f}x  (target < 300 MB, flat)")
+        print(
+            f"  {name:<14} {small:>10,} rows: {s_rss:6.0f}   {rows:>10,} rows: {f_rss:6.0f}   "
+            f"growth {f_rss / s_rss:.2f}x  (target < 300 MB, flat)"
+        )
 
 
 if __name__ == "__main__":

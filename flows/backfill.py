@@ -80,8 +80,9 @@ def _run_segments(
 ) -> list[SegmentReport]:
     """Keep ``workers`` segment tasks in flight; refresh the progress artifact while they run."""
     throttle = make_throttle(migration, overrides=prefect_variable_reader(throttle_variable_name(migration.name)))
-    progress = create_progress_artifact(0.0, key=artifact_key(migration.name, "progress"),
-                                        description=f"backfill of {migration.name}")
+    progress = create_progress_artifact(
+        0.0, key=artifact_key(migration.name, "progress"), description=f"backfill of {migration.name}"
+    )
     pending, running, finished = list(todo), [], []  # type: ignore[var-annotated]
     began = time.monotonic()
     while pending or running:
@@ -108,7 +109,7 @@ def prefect_variable_reader(name: str) -> Callable[[], dict[str, Any] | None]:
     def read() -> dict[str, Any] | None:
         try:
             value = Variable.get(name)
-        except Exception:  # noqa: BLE001 - the UI override is optional; the flag store still applies
+        except Exception:
             return None
         return value if isinstance(value, dict) else None
 
@@ -131,8 +132,10 @@ def progress_line(status: BackfillStatus, total: int, seconds: float) -> str:
     """'1,200,000 / 2,000,000 rows, 180,000 rows/s, ETA 4 s, 3/8 segments done'."""
     rate = status.rows_copied / seconds if seconds > 0 else 0.0
     eta = (max(total - status.rows_copied, 0) / rate) if rate > 0 else float("nan")
-    return (f"{status.rows_copied:,} / {total:,} rows, {rate:,.0f} rows/s, ETA {eta:,.0f} s, "
-            f"{status.segments_done}/{status.segments} segments done")
+    return (
+        f"{status.rows_copied:,} / {total:,} rows, {rate:,.0f} rows/s, ETA {eta:,.0f} s, "
+        f"{status.segments_done}/{status.segments} segments done"
+    )
 
 
 def publish_table(status: BackfillStatus, summary: dict[str, Any], total: int) -> None:
@@ -141,13 +144,14 @@ def publish_table(status: BackfillStatus, summary: dict[str, Any], total: int) -
     rate = summary["rows_per_second"]
     left = 0 if status.complete else max(total - status.rows_copied, 0)
     eta = "done" if status.complete else (f"{left / rate:,.0f} s" if rate else "unknown")
-    description = (f"backfill of {status.migration}: {status.rows_copied:,} of ~{total:,} rows copied "
-                   f"({summary['rows_copied']:,} this run, {rate:,.0f} rows/s), ETA {eta}, "
-                   f"{status.segments_done}/{status.segments} segments done, state {summary['state']}")
+    description = (
+        f"backfill of {status.migration}: {status.rows_copied:,} of ~{total:,} rows copied "
+        f"({summary['rows_copied']:,} this run, {rate:,.0f} rows/s), ETA {eta}, "
+        f"{status.segments_done}/{status.segments} segments done, state {summary['state']}"
+    )
     create_table_artifact(rows, key=artifact_key(status.migration, "segments"), description=description)
 
 
 def artifact_key(migration: str, what: str) -> str:
     """Artifact keys allow lowercase letters, digits and dashes only."""
     return f"backfill-{re.sub(r'[^a-z0-9-]+', '-', migration.lower()).strip('-')}-{what}"
-

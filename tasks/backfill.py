@@ -14,6 +14,12 @@ def copy_segment_task(migration: Migration, segment: int, throttle: Throttle, de
     """Copy what remains of one segment. Lost connections are retried inside, from the checkpoint;
     Prefect retries are off because a data error will not go away by itself."""
     return copy_segment(
-        migration.source, migration.target, migration.store.engine, migration.mapping,
-        migration.name, segment, throttle, deadline=deadline,
+        migration.source,
+        migration.target,
+        migration.store.engine,
+        migration.mapping,
+        migration.name,
+        segment,
+        throttle,
+        deadline=deadline,
     )

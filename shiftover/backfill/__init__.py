@@ -13,8 +13,22 @@ from shiftover.backfill.throttle import Throttle, set_throttle, throttle_flag_ke
 from shiftover.backfill.typemap import create_target_table, target_ddl
 
 __all__ = [
-    "BackfillStatus", "BackfillSummary", "KeyRange", "Segment", "SegmentReport", "Throttle",
-    "backfill_status", "clear_plan", "copy_segment", "create_target_table", "load_plan",
-    "make_throttle", "plan_segments", "prepare_backfill", "run_backfill", "set_throttle",
-    "target_ddl", "throttle_flag_key",
+    "BackfillStatus",
+    "BackfillSummary",
+    "KeyRange",
+    "Segment",
+    "SegmentReport",
+    "Throttle",
+    "backfill_status",
+    "clear_plan",
+    "copy_segment",
+    "create_target_table",
+    "load_plan",
+    "make_throttle",
+    "plan_segments",
+    "prepare_backfill",
+    "run_backfill",
+    "set_throttle",
+    "target_ddl",
+    "throttle_flag_key",
 ]

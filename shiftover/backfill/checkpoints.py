@@ -71,9 +71,16 @@ def save_plan(engine: Engine, migration: str, segments: list[Segment]) -> list[S
             conn.execute(
                 t.insert(),
                 [
-                    {"migration": migration, "segment": s.index, "lo": _json_or_none(s.range.lo),
-                     "hi": _json_or_none(s.range.hi), "last_key": None, "rows_copied": 0,
-                     "state": PENDING, "updated_at": now}
+                    {
+                        "migration": migration,
+                        "segment": s.index,
+                        "lo": _json_or_none(s.range.lo),
+                        "hi": _json_or_none(s.range.hi),
+                        "last_key": None,
+                        "rows_copied": 0,
+                        "state": PENDING,
+                        "updated_at": now,
+                    }
                     for s in segments
                 ],
             )
@@ -105,7 +112,9 @@ def mark_segment(engine: Engine, migration: str, segment: int, state: str) -> No
     t = schema.checkpoints
     with engine.begin() as conn:
         conn.execute(
-            t.update().where(t.c.migration == migration, t.c.segment == segment).values(state=state, updated_at=utcnow())
+            t.update()
+            .where(t.c.migration == migration, t.c.segment == segment)
+            .values(state=state, updated_at=utcnow())
         )
 
 
@@ -133,9 +142,14 @@ def backfill_status(engine: Engine, migration: str) -> BackfillStatus:
         segments=len(states),
         segments_done=sum(1 for s in states if s.done),
         per_segment=[
-            {"segment": s.segment.index, "range": s.segment.range.describe(), "state": s.state,
-             "rows_copied": s.rows_copied, "last_key": _json_or_none(s.last_key),
-             "updated_at": s.updated_at.isoformat() if s.updated_at else None}
+            {
+                "segment": s.segment.index,
+                "range": s.segment.range.describe(),
+                "state": s.state,
+                "rows_copied": s.rows_copied,
+                "last_key": _json_or_none(s.last_key),
+                "updated_at": s.updated_at.isoformat() if s.updated_at else None,
+            }
             for s in states
         ],
     )

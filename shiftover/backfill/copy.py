@@ -36,7 +36,9 @@ from shiftover.mapping import TableMapping
 
 Row = tuple[Any, ...]
 WRITERS: dict[str, type[PostgresWriter | MySQLWriter | SQLiteWriter]] = {
-    "postgresql": PostgresWriter, "mysql": MySQLWriter, "sqlite": SQLiteWriter,
+    "postgresql": PostgresWriter,
+    "mysql": MySQLWriter,
+    "sqlite": SQLiteWriter,
 }
 
 
@@ -85,10 +87,12 @@ def copy_segment(
     try:
         for attempt in retrying:
             with attempt:
-                complete = _copy_segment_once(source, target, store_engine, mapping, migration, segment,
-                                              throttle, deadline, tally)
-                return SegmentReport(segment, tally.read, tally.inserted, tally.chunks,
-                                     time.monotonic() - started, complete)
+                complete = _copy_segment_once(
+                    source, target, store_engine, mapping, migration, segment, throttle, deadline, tally
+                )
+                return SegmentReport(
+                    segment, tally.read, tally.inserted, tally.chunks, time.monotonic() - started, complete
+                )
     except CopyError:
         checkpoints.mark_segment(store_engine, migration, segment, checkpoints.FAILED)
         raise
@@ -96,8 +100,15 @@ def copy_segment(
 
 
 def _copy_segment_once(
-    source: Engine, target: Engine, store_engine: Engine, mapping: TableMapping, migration: str,
-    segment: int, throttle: Throttle, deadline: float | None, tally: _Tally,
+    source: Engine,
+    target: Engine,
+    store_engine: Engine,
+    mapping: TableMapping,
+    migration: str,
+    segment: int,
+    throttle: Throttle,
+    deadline: float | None,
+    tally: _Tally,
 ) -> bool:
     """One attempt from the segment's last checkpoint; True when the segment is done."""
     state = next(s for s in checkpoints.load_plan(store_engine, migration) if s.segment.index == segment)
@@ -135,8 +146,14 @@ def _can_stream(source: Engine, target: Engine, mapping: TableMapping) -> bool:
 
 # -- PostgreSQL or MySQL → PostgreSQL: COPY data, never decoded ---------------------------
 def _stream_loop(
-    source: Engine, target: Engine, mapping: TableMapping, remaining: KeyRange, throttle: Throttle,
-    deadline: float | None, tally: _Tally, checkpoint: Checkpoint,
+    source: Engine,
+    target: Engine,
+    mapping: TableMapping,
+    remaining: KeyRange,
+    throttle: Throttle,
+    deadline: float | None,
+    tally: _Tally,
+    checkpoint: Checkpoint,
 ) -> bool:
     stream_class = stream_for(source, target, mapping)
     assert stream_class is not None
@@ -156,7 +173,11 @@ def _stream_loop(
                 read, inserted = _guarded(mapping, chunk, stream.copy_chunk, writer, chunk)
                 throttle.record(read, time.monotonic() - began)
                 checkpoint(end, read, end is None)
-                tally.read, tally.inserted, tally.chunks = tally.read + read, tally.inserted + inserted, tally.chunks + 1
+                tally.read, tally.inserted, tally.chunks = (
+                    tally.read + read,
+                    tally.inserted + inserted,
+                    tally.chunks + 1,
+                )
                 if end is None:
                     return True
                 lo = end
@@ -168,8 +189,14 @@ def _stream_loop(
 
 # -- every other pair: rows through Python ------------------------------------------------
 def _rows_loop(
-    source: Engine, target: Engine, mapping: TableMapping, remaining: KeyRange, throttle: Throttle,
-    deadline: float | None, tally: _Tally, checkpoint: Checkpoint,
+    source: Engine,
+    target: Engine,
+    mapping: TableMapping,
+    remaining: KeyRange,
+    throttle: Throttle,
+    deadline: float | None,
+    tally: _Tally,
+    checkpoint: Checkpoint,
 ) -> bool:
     src_table, tgt_table = mapping.source_table_obj(source), mapping.target_table_obj(target)
     convert = row_converter(mapping, src_table, tgt_table, target.dialect)
@@ -185,14 +212,20 @@ def _rows_loop(
             inserted = _guarded(mapping, chunk.range, writer.write_rows, rows, chunk.range)
             throttle.record(len(chunk.rows), time.monotonic() - began)
             checkpoint(None if chunk.final else chunk.range.hi, len(chunk.rows), chunk.final)
-            tally.read, tally.inserted, tally.chunks = tally.read + len(chunk.rows), tally.inserted + inserted, tally.chunks + 1
+            tally.read, tally.inserted, tally.chunks = (
+                tally.read + len(chunk.rows),
+                tally.inserted + inserted,
+                tally.chunks + 1,
+            )
         return True
     finally:
         reader.stop()
         writer.close()
 
 
-def _prepared(mapping: TableMapping, rows: list[Row], convert: Callable[[Sequence[Row]], list[Row]] | None) -> Sequence[Row]:
+def _prepared(
+    mapping: TableMapping, rows: list[Row], convert: Callable[[Sequence[Row]], list[Row]] | None
+) -> Sequence[Row]:
     if mapping.transform is not None and rows:
         rows = transform_rows(mapping, rows)
     return convert(rows) if convert is not None else rows
@@ -225,8 +258,16 @@ def utc_session(conn: sa.Connection) -> Iterator[None]:
 class _ChunkReader:
     """Reads keyset chunks in a thread, one ahead of the writer (a bounded queue)."""
 
-    def __init__(self, engine: Engine, mapping: TableMapping, table: sa.Table, remaining: KeyRange, throttle: Throttle) -> None:
-        self.engine, self.mapping, self.table, self.remaining, self.throttle = engine, mapping, table, remaining, throttle
+    def __init__(
+        self, engine: Engine, mapping: TableMapping, table: sa.Table, remaining: KeyRange, throttle: Throttle
+    ) -> None:
+        self.engine, self.mapping, self.table, self.remaining, self.throttle = (
+            engine,
+            mapping,
+            table,
+            remaining,
+            throttle,
+        )
         self.key_index = [mapping.target_columns.index(mapping.target_key[i]) for i in range(len(mapping.key))]
         self.queue: queue.Queue[Chunk | BaseException | None] = queue.Queue(maxsize=1)
         self.stopped = threading.Event()
@@ -255,7 +296,7 @@ class _ChunkReader:
                     if chunk.final:
                         return
                     lo = chunk.range.hi
-        except BaseException as exc:  # noqa: BLE001 - handed to the writer's thread
+        except BaseException as exc:
             self._put(exc)
 
     def _read(self, conn: sa.Connection, lo: Key | None, hi: Key | None) -> Chunk:

@@ -117,8 +117,11 @@ def estimate_rows(engine: Engine, table: sa.Table) -> int:
     query: sa.Select[Any] | None = None
     if engine.dialect.name == "postgresql":
         name = f"{table.schema}.{table.name}" if table.schema else table.name
-        query = sa.select(sa.column("reltuples")).select_from(sa.table("pg_class")).where(
-            sa.column("oid") == sa.func.to_regclass(sa.literal(f'"{name}"' if not table.schema else name)))
+        query = (
+            sa.select(sa.column("reltuples"))
+            .select_from(sa.table("pg_class"))
+            .where(sa.column("oid") == sa.func.to_regclass(sa.literal(f'"{name}"' if not table.schema else name)))
+        )
     if query is not None:
         with engine.connect() as conn:
             value = conn.execute(query).scalar()

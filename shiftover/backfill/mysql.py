@@ -37,8 +37,7 @@ class MySQLWriter:
         marks = ", ".join(["%s"] * len(mapping.target_columns))
         first_key = _quote(mapping.target_key[0])
         self.insert = (
-            f"INSERT INTO {table} ({columns}) VALUES ({marks}) "
-            f"ON DUPLICATE KEY UPDATE {first_key} = {first_key}"
+            f"INSERT INTO {table} ({columns}) VALUES ({marks}) ON DUPLICATE KEY UPDATE {first_key} = {first_key}"
         )
 
     def write_rows(self, rows: Sequence[Sequence[Any]], key_range: KeyRange) -> int:

@@ -44,7 +44,10 @@ class PostgresWriter:
         )
         self.conn.commit()
         self._insert = sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT ({}) DO NOTHING").format(
-            self.table, self.columns, self.columns, self.stage,
+            self.table,
+            self.columns,
+            self.columns,
+            self.stage,
             sql.SQL(", ").join(sql.Identifier(k) for k in mapping.target_key),
         )
 
@@ -104,7 +107,9 @@ class PostgresWriter:
 
     def _range_empty(self, key_range: KeyRange) -> bool:
         where = range_clause(self.target, self.mapping.target_key, key_range.lo, key_range.hi, "postgresql")
-        query, params = compile_query(sa.select(sa.literal(1)).select_from(self.target).where(where).limit(1), self.engine)
+        query, params = compile_query(
+            sa.select(sa.literal(1)).select_from(self.target).where(where).limit(1), self.engine
+        )
         with self.conn.cursor() as cur:
             cur.execute(query, params)
             found = cur.fetchone() is not None

@@ -109,8 +109,17 @@ def run_backfill(
     workers = max(1, min(concurrency or migration.spec.backfill.concurrency, len(todo) or 1))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="segment") as pool:
         futures = [
-            pool.submit(copy_segment, migration.source, migration.target, migration.store.engine,
-                        migration.mapping, migration.name, index, throttle, deadline=deadline)
+            pool.submit(
+                copy_segment,
+                migration.source,
+                migration.target,
+                migration.store.engine,
+                migration.mapping,
+                migration.name,
+                index,
+                throttle,
+                deadline=deadline,
+            )
             for index in todo
         ]
         reports = [f.result() for f in futures]

@@ -66,7 +66,8 @@ class PostgresStream(_KeysetStream):
         select, params = compile_query(self.chunk_query(KeyRange(None, None)), self.engine)
         target_cols = sa.select(*(writer.target.c[c] for c in self.mapping.target_columns))
         same = column_type_oids(self.conn, select, params) == column_type_oids(
-            writer.conn, *compile_query(target_cols, writer.engine))
+            writer.conn, *compile_query(target_cols, writer.engine)
+        )
         writer.conn.commit()
         return same
 
@@ -116,12 +117,16 @@ class MySQLStream(_KeysetStream):
             else:
                 source_col = self.table.c[col.source]
                 fields.append(copy_text_expr(source_col, source_col.type, engine.dialect))
-        self.line: sa.ColumnElement[Any] = sa.literal_column(f"CONCAT_WS({_mysql_literal(chr(9))}, {', '.join(fields)})")
+        self.line: sa.ColumnElement[Any] = sa.literal_column(
+            f"CONCAT_WS({_mysql_literal(chr(9))}, {', '.join(fields)})"
+        )
 
     def copy_chunk(self, writer: PostgresWriter, chunk: KeyRange, fetch_rows: int = 10_000) -> tuple[int, int]:
         cols = [self.table.c[k] for k in self.mapping.key]
         where = range_clause(self.table, self.mapping.key, chunk.lo, chunk.hi, "mysql")
-        select, params = compile_query(sa.select(self.line).select_from(self.table).where(where).order_by(*cols), self.engine)
+        select, params = compile_query(
+            sa.select(self.line).select_from(self.table).where(where).order_by(*cols), self.engine
+        )
 
         def blocks() -> Iterator[bytes]:
             import pymysql.cursors

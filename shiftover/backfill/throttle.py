@@ -50,8 +50,15 @@ def set_throttle(
     for name, new in (("paused", paused), ("max_rows_per_second", max_rows_per_second), ("chunk_rows", chunk_rows)):
         if new is not None:
             value[name] = new
-    set_flag(store_engine, key, value, actor, migration=migration,
-             expected_version=current.version if current else 0, reason="backfill throttle")
+    set_flag(
+        store_engine,
+        key,
+        value,
+        actor,
+        migration=migration,
+        expected_version=current.version if current else 0,
+        reason="backfill throttle",
+    )
     return value
 
 

@@ -33,17 +33,36 @@ def rows_of(url: str, query: str) -> list[tuple[Any, ...]]:
 def make_migration(control_store: ControlStore) -> Callable[..., Migration]:
     """Build a migration between two URLs (same table name unless told), registered in the control store."""
 
-    def make(source: str, target: str, *, table: str = "items", key: Any = "id", target_table: str | None = None,
-             name: str = "m1", **fields: Any) -> Migration:
+    def make(
+        source: str,
+        target: str,
+        *,
+        table: str = "items",
+        key: Any = "id",
+        target_table: str | None = None,
+        name: str = "m1",
+        **fields: Any,
+    ) -> Migration:
         data: dict[str, Any] = {
             "name": name,
             "source": {"url": source, "table": table},
             "target": {"url": target, "table": target_table or table},
             "key": key,
         }
-        backfill = {k: fields.pop(k) for k in list(fields) if k in {
-            "chunk_rows", "concurrency", "max_rows_per_second", "target_chunk_seconds",
-            "lag_query", "lag_threshold", "create_target"}}
+        backfill = {
+            k: fields.pop(k)
+            for k in list(fields)
+            if k
+            in {
+                "chunk_rows",
+                "concurrency",
+                "max_rows_per_second",
+                "target_chunk_seconds",
+                "lag_query",
+                "lag_threshold",
+                "create_target",
+            }
+        }
         data["backfill"] = backfill
         data.update(fields)
         spec = parse_spec(data)

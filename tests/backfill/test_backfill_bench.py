@@ -16,9 +16,22 @@ BENCH = Path(__file__).resolve().parents[2] / "bench" / "backfill.py"
 def test_bench_runs_at_a_tiny_size(pg_database, mariadb_database) -> None:  # type: ignore[no-untyped-def]
     assert pg_database and mariadb_database  # the fixtures skip (or fail in CI) without the servers
     done = subprocess.run(
-        [sys.executable, str(BENCH), "--rows", "2000", "--small-rows", "1000", "--baseline-rows", "1000",
-         "--chunk-rows", "500"],
-        check=False, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            str(BENCH),
+            "--rows",
+            "2000",
+            "--small-rows",
+            "1000",
+            "--baseline-rows",
+            "1000",
+            "--chunk-rows",
+            "500",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     out = done.stdout

@@ -32,8 +32,9 @@ def test_classification() -> None:
 
 
 @pytest.mark.parametrize("target_engine", ["postgresql", "mysql"])
-def test_value_too_long_stops_with_range_and_resumes_after_fix(target_engine, pg_database, mariadb_database,
-                                                               make_migration) -> None:  # type: ignore[no-untyped-def]
+def test_value_too_long_stops_with_range_and_resumes_after_fix(
+    target_engine, pg_database, mariadb_database, make_migration
+) -> None:  # type: ignore[no-untyped-def]
     source = pg_database()
     target = pg_database() if target_engine == "postgresql" else mariadb_database()
     _items(source, 1000)
@@ -50,8 +51,12 @@ def test_value_too_long_stops_with_range_and_resumes_after_fix(target_engine, pg
     assert rows_of(target, "SELECT count(*) FROM items")[0][0] == 600  # committed chunks stay
     assert backfill_status(migration.store.engine, migration.name).per_segment[0]["state"] == "failed"
 
-    run_sql(target, "ALTER TABLE items MODIFY v varchar(40)" if target_engine == "mysql"
-            else "ALTER TABLE items ALTER COLUMN v TYPE varchar(40)")
+    run_sql(
+        target,
+        "ALTER TABLE items MODIFY v varchar(40)"
+        if target_engine == "mysql"
+        else "ALTER TABLE items ALTER COLUMN v TYPE varchar(40)",
+    )
     run_backfill(make_migration(source, target, chunk_rows=100, concurrency=1))
     assert rows_of(target, "SELECT count(*) FROM items")[0][0] == 1000
 
@@ -67,8 +72,11 @@ def test_out_of_range(pg_database, make_migration) -> None:  # type: ignore[no-u
 
 def test_null_key_refused_before_copying(pg_database, make_migration) -> None:  # type: ignore[no-untyped-def]
     source, target = pg_database(), pg_database()
-    run_sql(source, "CREATE TABLE items (id bigint UNIQUE, n integer NOT NULL, v varchar(40))",
-            "INSERT INTO items VALUES (1, 1, 'a'), (NULL, 2, 'b'), (3, 3, 'c')")
+    run_sql(
+        source,
+        "CREATE TABLE items (id bigint UNIQUE, n integer NOT NULL, v varchar(40))",
+        "INSERT INTO items VALUES (1, 1, 'a'), (NULL, 2, 'b'), (3, 3, 'c')",
+    )
     run_sql(target, DDL)
     with pytest.raises(CopyError, match="NULL in key"):
         run_backfill(make_migration(source, target))
@@ -100,7 +108,7 @@ def _run_in_thread(migration):  # type: ignore[no-untyped-def]
     def work() -> None:
         try:
             outcome["summary"] = run_backfill(migration, throttle=make_throttle(migration, refresh_seconds=0.1))
-        except Exception as exc:  # noqa: BLE001 - handed to the test
+        except Exception as exc:
             outcome["error"] = exc
 
     thread = threading.Thread(target=work)
@@ -136,8 +144,11 @@ def test_lost_connection_is_retried(pg_database, make_migration) -> None:  # typ
     thread, outcome = _run_in_thread(make_migration(source, target, chunk_rows=100, max_rows_per_second=4000))
     _wait_rows(target, 300)
     database = sa.make_url(target).database
-    killed = rows_of(source, f"SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
-                             f"WHERE datname = '{database}' AND backend_type = 'client backend'")[0][0]
+    killed = rows_of(
+        source,
+        f"SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
+        f"WHERE datname = '{database}' AND backend_type = 'client backend'",
+    )[0][0]
     assert killed >= 1
     thread.join(timeout=60)
     assert "error" not in outcome, outcome.get("error")

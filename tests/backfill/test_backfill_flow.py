@@ -16,8 +16,17 @@ pytestmark = pytest.mark.flows
 
 def _spec(tmp_path, source: str, target: str, name: str, **backfill) -> str:  # type: ignore[no-untyped-def]
     path = tmp_path / f"{name}.yaml"
-    path.write_text(json.dumps({"name": name, "source": {"url": source, "table": "items"},
-                                "target": {"url": target, "table": "items"}, "key": "id", "backfill": backfill}))
+    path.write_text(
+        json.dumps(
+            {
+                "name": name,
+                "source": {"url": source, "table": "items"},
+                "target": {"url": target, "table": "items"},
+                "key": "id",
+                "backfill": backfill,
+            }
+        )
+    )
     return str(path)
 
 
@@ -56,8 +65,7 @@ def test_flow_copies_and_moves_phase(prefect_harness, pg_database, control_store
     assert progress is not None and float(progress.data) == 100.0
 
 
-def test_time_budget_stops_cleanly_and_next_run_resumes(prefect_harness, pg_database, control_store,
-                                                         tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_time_budget_stops_cleanly_and_next_run_resumes(prefect_harness, pg_database, control_store, tmp_path) -> None:  # type: ignore[no-untyped-def]
     from flows.backfill import backfill
 
     source, target = pg_database(), pg_database()

@@ -15,24 +15,41 @@ N = 1500
 FILL = {
     "postgresql": "INSERT INTO items SELECT {key_expr}, g, 'v' || g FROM generate_series(1, {n}) AS s(g)",
     "mysql": "INSERT INTO items SELECT {key_expr}, seq, CONCAT('v', seq) FROM seq_1_to_{n} AS s",
-    "sqlite": ("WITH RECURSIVE s(g) AS (SELECT 1 UNION ALL SELECT g + 1 FROM s WHERE g < {n}) "
-               "INSERT INTO items SELECT {key_expr}, g, 'v' || g FROM s"),
+    "sqlite": (
+        "WITH RECURSIVE s(g) AS (SELECT 1 UNION ALL SELECT g + 1 FROM s WHERE g < {n}) "
+        "INSERT INTO items SELECT {key_expr}, g, 'v' || g FROM s"
+    ),
 }
 
 KEYS = {
-    "int": ({"postgresql": "id integer", "mysql": "id int", "sqlite": "id integer"},
-            {"postgresql": "g", "mysql": "seq", "sqlite": "g"}, "id"),
-    "bigint_gaps": ({"postgresql": "id bigint", "mysql": "id bigint", "sqlite": "id integer"},
-                    {"postgresql": "g::bigint * g * 1000003", "mysql": "seq * seq * 1000003", "sqlite": "g * g * 1000003"},
-                    "id"),
-    "uuid": ({"postgresql": "id uuid", "mysql": "id uuid", "sqlite": "id char(36)"},
-             {"postgresql": "md5(g::text)::uuid", "mysql": "UUID()",
-              "sqlite": "lower(hex(randomblob(16)))"}, "id"),
-    "text_collated": ({"postgresql": 'id text COLLATE "en-US-x-icu"', "mysql": "id varchar(40) COLLATE utf8mb4_unicode_ci",
-                       "sqlite": "id text COLLATE NOCASE"},
-                      {"postgresql": "(CASE WHEN g % 2 = 0 THEN 'K' ELSE 'k' END) || 'é' || g",
-                       "mysql": "CONCAT(IF(seq % 2 = 0, 'K', 'j'), 'é', seq)",
-                       "sqlite": "(CASE WHEN g % 2 = 0 THEN 'K' ELSE 'j' END) || 'é' || g"}, "id"),
+    "int": (
+        {"postgresql": "id integer", "mysql": "id int", "sqlite": "id integer"},
+        {"postgresql": "g", "mysql": "seq", "sqlite": "g"},
+        "id",
+    ),
+    "bigint_gaps": (
+        {"postgresql": "id bigint", "mysql": "id bigint", "sqlite": "id integer"},
+        {"postgresql": "g::bigint * g * 1000003", "mysql": "seq * seq * 1000003", "sqlite": "g * g * 1000003"},
+        "id",
+    ),
+    "uuid": (
+        {"postgresql": "id uuid", "mysql": "id uuid", "sqlite": "id char(36)"},
+        {"postgresql": "md5(g::text)::uuid", "mysql": "UUID()", "sqlite": "lower(hex(randomblob(16)))"},
+        "id",
+    ),
+    "text_collated": (
+        {
+            "postgresql": 'id text COLLATE "en-US-x-icu"',
+            "mysql": "id varchar(40) COLLATE utf8mb4_unicode_ci",
+            "sqlite": "id text COLLATE NOCASE",
+        },
+        {
+            "postgresql": "(CASE WHEN g % 2 = 0 THEN 'K' ELSE 'k' END) || 'é' || g",
+            "mysql": "CONCAT(IF(seq % 2 = 0, 'K', 'j'), 'é', seq)",
+            "sqlite": "(CASE WHEN g % 2 = 0 THEN 'K' ELSE 'j' END) || 'é' || g",
+        },
+        "id",
+    ),
 }
 
 
@@ -52,8 +69,9 @@ def _databases(engine_name, pg_database, mariadb_database, sqlite_database):  # 
 
 @pytest.mark.parametrize("engine_name", ["postgresql", "mysql", "sqlite"])
 @pytest.mark.parametrize("key_kind", list(KEYS))
-def test_every_key_copies_every_row_once(engine_name, key_kind, pg_database, mariadb_database, sqlite_database,
-                                         make_migration):  # type: ignore[no-untyped-def]
+def test_every_key_copies_every_row_once(
+    engine_name, key_kind, pg_database, mariadb_database, sqlite_database, make_migration
+):  # type: ignore[no-untyped-def]
     decls, exprs, pk = KEYS[key_kind]
     source, target = _databases(engine_name, pg_database, mariadb_database, sqlite_database)
     for url in (source, target):
@@ -76,8 +94,11 @@ def test_composite_key(engine_name, pg_database, mariadb_database, sqlite_databa
     decl = "a integer NOT NULL, b varchar(20) NOT NULL, n integer NOT NULL"
     for url in (source, target):
         _tables(url, decl, "a, b", composite=True)
-    exprs = {"postgresql": "g % 7, 'b' || (g / 7)", "mysql": "seq % 7, CONCAT('b', seq DIV 7)",
-             "sqlite": "g % 7, 'b' || (g / 7)"}
+    exprs = {
+        "postgresql": "g % 7, 'b' || (g / 7)",
+        "mysql": "seq % 7, CONCAT('b', seq DIV 7)",
+        "sqlite": "g % 7, 'b' || (g / 7)",
+    }
     fill = FILL[engine_name].replace(", 'v' || g", "").replace(", CONCAT('v', seq)", "")
     run_sql(source, fill.format(key_expr=exprs[engine_name], n=N))
     migration = make_migration(source, target, key=["a", "b"], chunk_rows=97, concurrency=2)
@@ -94,8 +115,11 @@ def test_segments_follow_the_data_not_min_max(pg_database, make_migration):  # t
     source, target = pg_database(), pg_database()
     for url in (source, target):
         _tables(url, "id bigint", "id")
-    run_sql(source, "INSERT INTO items SELECT g, g, 'v' FROM generate_series(1, 4000) g",
-            "INSERT INTO items VALUES (10000000000, 0, 'far'), (20000000000, 0, 'farther')")
+    run_sql(
+        source,
+        "INSERT INTO items SELECT g, g, 'v' FROM generate_series(1, 4000) g",
+        "INSERT INTO items VALUES (10000000000, 0, 'far'), (20000000000, 0, 'farther')",
+    )
     migration = make_migration(source, target)
     segments, total = plan_segments(migration.source, migration.mapping, 4)
     assert total == 4002 and len(segments) == 4

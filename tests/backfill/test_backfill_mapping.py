@@ -20,8 +20,9 @@ def _fill(url: str, n: int) -> None:
 
 
 @pytest.mark.parametrize("target_engine", ["postgresql", "mysql", "sqlite"])
-def test_never_overwrites_a_dual_written_row(target_engine, pg_database, mariadb_database, sqlite_database,
-                                             make_migration) -> None:  # type: ignore[no-untyped-def]
+def test_never_overwrites_a_dual_written_row(
+    target_engine, pg_database, mariadb_database, sqlite_database, make_migration
+) -> None:  # type: ignore[no-untyped-def]
     source = pg_database()
     target = {"postgresql": pg_database, "mysql": mariadb_database, "sqlite": sqlite_database}[target_engine]()
     _fill(source, 500)
@@ -41,12 +42,20 @@ def shout(frame):  # type: ignore[no-untyped-def]
 def test_renames_sql_columns_and_transform(with_transform, pg_database, make_migration) -> None:  # type: ignore[no-untyped-def]
     source, target = pg_database(), pg_database()
     _fill(source, 300)
-    run_sql(target, "CREATE TABLE items_v2 (id bigint PRIMARY KEY, amount integer NOT NULL, label text, "
-                    "doubled bigint)")
+    run_sql(
+        target, "CREATE TABLE items_v2 (id bigint PRIMARY KEY, amount integer NOT NULL, label text, doubled bigint)"
+    )
     migration = make_migration(
-        source, target, target_table="items_v2", chunk_rows=70,
-        columns=[{"name": "id"}, {"name": "n", "target": "amount"}, {"name": "v", "target": "label"},
-                 {"name": "doubled", "sql": "n * 2"}],
+        source,
+        target,
+        target_table="items_v2",
+        chunk_rows=70,
+        columns=[
+            {"name": "id"},
+            {"name": "n", "target": "amount"},
+            {"name": "v", "target": "label"},
+            {"name": "doubled", "sql": "n * 2"},
+        ],
     )
     if with_transform:  # the slow path: every chunk passes through pandas, then the same writer
         migration = dataclasses.replace(migration, mapping=dataclasses.replace(migration.mapping, transform=shout))
@@ -57,16 +66,24 @@ def test_renames_sql_columns_and_transform(with_transform, pg_database, make_mig
     assert len(rows) == 300 and rows[0] == (1, 1, label, 2)
 
 
-@pytest.mark.parametrize(("source_engine", "target_engine"), [("mysql", "postgresql"), ("postgresql", "mysql"),
-                                                             ("postgresql", "sqlite")])
-def test_create_target_from_source_schema(source_engine, target_engine, pg_database, mariadb_database,
-                                          sqlite_database, make_migration) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(
+    ("source_engine", "target_engine"), [("mysql", "postgresql"), ("postgresql", "mysql"), ("postgresql", "sqlite")]
+)
+def test_create_target_from_source_schema(
+    source_engine, target_engine, pg_database, mariadb_database, sqlite_database, make_migration
+) -> None:  # type: ignore[no-untyped-def]
     make = {"postgresql": pg_database, "mysql": mariadb_database, "sqlite": sqlite_database}
     source, target = make[source_engine](), make[target_engine]()
-    run_sql(source, "CREATE TABLE items (id bigint PRIMARY KEY, amount decimal(12,2) NOT NULL, "
-                    "status varchar(20) NOT NULL, note text, created_at timestamp(6) NULL, flag boolean)")
-    run_sql(source, "INSERT INTO items VALUES (1, 12.34, 'paid', NULL, '2024-01-02 03:04:05.678901', TRUE), "
-                    "(2, -1.00, 'new', 'x', NULL, FALSE)")
+    run_sql(
+        source,
+        "CREATE TABLE items (id bigint PRIMARY KEY, amount decimal(12,2) NOT NULL, "
+        "status varchar(20) NOT NULL, note text, created_at timestamp(6) NULL, flag boolean)",
+    )
+    run_sql(
+        source,
+        "INSERT INTO items VALUES (1, 12.34, 'paid', NULL, '2024-01-02 03:04:05.678901', TRUE), "
+        "(2, -1.00, 'new', 'x', NULL, FALSE)",
+    )
     migration = make_migration(source, target, create_target=True)
     ddl = target_ddl(migration.source, migration.target, migration.mapping)
     assert ddl.startswith("CREATE TABLE items") and "PRIMARY KEY (id)" in ddl

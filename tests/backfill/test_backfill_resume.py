@@ -44,8 +44,11 @@ def test_sigkill_then_resume(target_engine, pg_database, mariadb_database, make_
     migration = make_migration(source, target, chunk_rows=CHUNK, concurrency=2, max_rows_per_second=6000)
     spec_json = migration.spec.model_dump_json(by_alias=True)
 
-    child = subprocess.Popen([sys.executable, "-c", CHILD, spec_json, control_url(control_store)],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, spec_json, control_url(control_store)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         _wait_for_progress(control_store, migration.name, minimum=3 * CHUNK, child=child)
     finally:

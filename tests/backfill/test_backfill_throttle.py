@@ -48,8 +48,14 @@ def test_chunk_size_steers_toward_target_time() -> None:
 
 def test_flag_overrides_spec(control_store) -> None:  # type: ignore[no-untyped-def]
     clock = FakeClock()
-    throttle = Throttle(BackfillSpec(chunk_rows=1000), store_engine=control_store.engine, migration="m",
-                        clock=clock, sleep=clock.sleep, refresh_seconds=1.0)
+    throttle = Throttle(
+        BackfillSpec(chunk_rows=1000),
+        store_engine=control_store.engine,
+        migration="m",
+        clock=clock,
+        sleep=clock.sleep,
+        refresh_seconds=1.0,
+    )
     assert throttle.settings().max_rows_per_second is None
     set_throttle(control_store.engine, "m", max_rows_per_second=50, chunk_rows=700)
     assert throttle.chunk_rows() == 1000  # cached until refresh_seconds pass
@@ -122,8 +128,7 @@ def test_lag_probe_holds_copying(pg_database, make_migration) -> None:  # type: 
     source, target = pg_database(), pg_database()
     _items(source, target, 2000)
     run_sql(source, "CREATE TABLE lag (seconds float)", "INSERT INTO lag VALUES (30)")
-    migration = make_migration(source, target, chunk_rows=500,
-                               lag_query="SELECT seconds FROM lag", lag_threshold=5)
+    migration = make_migration(source, target, chunk_rows=500, lag_query="SELECT seconds FROM lag", lag_threshold=5)
     thread, result = _start(migration)
     time.sleep(1.0)
     assert rows_of(target, "SELECT count(*) FROM items")[0][0] == 0

@@ -17,24 +17,55 @@ from shiftover.backfill import run_backfill
 from .conftest import rows_of, run_sql
 
 DDL = {
-    "postgresql": ("CREATE TABLE items (id bigint PRIMARY KEY, amount numeric(12,2), plain_ts timestamp, "
-                   "zoned_ts timestamptz, flag boolean, doc jsonb, ref uuid, bin bytea, note text)"),
-    "mysql": ("CREATE TABLE items (id bigint PRIMARY KEY, amount decimal(12,2), plain_ts datetime(6), "
-              "zoned_ts timestamp(6) NULL, flag boolean, doc json, ref uuid, bin longblob, note text)"),
-    "sqlite": ("CREATE TABLE items (id integer PRIMARY KEY, amount numeric(12,2), plain_ts datetime, "
-               "zoned_ts timestamp, flag boolean, doc json, ref char(36), bin blob, note text)"),
+    "postgresql": (
+        "CREATE TABLE items (id bigint PRIMARY KEY, amount numeric(12,2), plain_ts timestamp, "
+        "zoned_ts timestamptz, flag boolean, doc jsonb, ref uuid, bin bytea, note text)"
+    ),
+    "mysql": (
+        "CREATE TABLE items (id bigint PRIMARY KEY, amount decimal(12,2), plain_ts datetime(6), "
+        "zoned_ts timestamp(6) NULL, flag boolean, doc json, ref uuid, bin longblob, note text)"
+    ),
+    "sqlite": (
+        "CREATE TABLE items (id integer PRIMARY KEY, amount numeric(12,2), plain_ts datetime, "
+        "zoned_ts timestamp, flag boolean, doc json, ref char(36), bin blob, note text)"
+    ),
 }
 
 REF = uuid.UUID("1b4e28ba-2fa1-11d2-883f-0016d3cca427")
 ROWS = [
-    {"id": 1, "amount": Decimal("1234567890.12"), "plain_ts": datetime(2024, 2, 29, 23, 59, 58, 123456),
-     "zoned_ts": datetime(2024, 7, 1, 12, 0, 0, 654321, tzinfo=UTC), "flag": True,
-     "doc": {"a": [1, 2, {"b": "é"}]}, "ref": REF, "bin": b"\x00\xff\x10binary", "note": "it's"},
-    {"id": 2, "amount": Decimal("-0.01"), "plain_ts": datetime(1999, 12, 31, 0, 0, 0),
-     "zoned_ts": datetime(2000, 1, 1, 0, 0, 0, tzinfo=UTC), "flag": False,
-     "doc": [], "ref": uuid.UUID(int=0), "bin": b"", "note": "tab\tnew\nline \\ back"},
-    {"id": 3, "amount": None, "plain_ts": None, "zoned_ts": None, "flag": None, "doc": None,
-     "ref": None, "bin": None, "note": None},
+    {
+        "id": 1,
+        "amount": Decimal("1234567890.12"),
+        "plain_ts": datetime(2024, 2, 29, 23, 59, 58, 123456),
+        "zoned_ts": datetime(2024, 7, 1, 12, 0, 0, 654321, tzinfo=UTC),
+        "flag": True,
+        "doc": {"a": [1, 2, {"b": "é"}]},
+        "ref": REF,
+        "bin": b"\x00\xff\x10binary",
+        "note": "it's",
+    },
+    {
+        "id": 2,
+        "amount": Decimal("-0.01"),
+        "plain_ts": datetime(1999, 12, 31, 0, 0, 0),
+        "zoned_ts": datetime(2000, 1, 1, 0, 0, 0, tzinfo=UTC),
+        "flag": False,
+        "doc": [],
+        "ref": uuid.UUID(int=0),
+        "bin": b"",
+        "note": "tab\tnew\nline \\ back",
+    },
+    {
+        "id": 3,
+        "amount": None,
+        "plain_ts": None,
+        "zoned_ts": None,
+        "flag": None,
+        "doc": None,
+        "ref": None,
+        "bin": None,
+        "note": None,
+    },
 ]
 
 
@@ -62,8 +93,11 @@ def _literal_row(r: dict[str, Any], engine: str) -> str:
             return f"X'{v.hex()}'"
         if name in ("ref", "note"):
             escaped = str(v).replace("'", "''")
-            return f"E'{escaped}'".replace("\\", "\\\\") if engine == "postgresql" and "\\" in str(v) else (
-                f"'{escaped}'" if engine != "mysql" else "'" + escaped.replace("\\", "\\\\") + "'")
+            return (
+                f"E'{escaped}'".replace("\\", "\\\\")
+                if engine == "postgresql" and "\\" in str(v)
+                else (f"'{escaped}'" if engine != "mysql" else "'" + escaped.replace("\\", "\\\\") + "'")
+            )
         return str(v)
 
     return "(" + ", ".join(lit(k, v) for k, v in r.items()) + ")"
@@ -97,13 +131,18 @@ def _expected() -> list[tuple[Any, ...]]:
     return [normalise(tuple(r.values())) for r in ROWS]
 
 
-PAIRS = [("mysql", "postgresql"), ("sqlite", "postgresql"), ("postgresql", "mysql"),
-         ("postgresql", "sqlite"), ("postgresql", "postgresql"), ("mysql", "sqlite")]
+PAIRS = [
+    ("mysql", "postgresql"),
+    ("sqlite", "postgresql"),
+    ("postgresql", "mysql"),
+    ("postgresql", "sqlite"),
+    ("postgresql", "postgresql"),
+    ("mysql", "sqlite"),
+]
 
 
 @pytest.mark.parametrize(("source_engine", "target_engine"), PAIRS)
-def test_type_matrix(source_engine, target_engine, pg_database, mariadb_database, sqlite_database,
-                     make_migration):  # type: ignore[no-untyped-def]
+def test_type_matrix(source_engine, target_engine, pg_database, mariadb_database, sqlite_database, make_migration):  # type: ignore[no-untyped-def]
     make = {"postgresql": pg_database, "mysql": mariadb_database, "sqlite": sqlite_database}
     source, target = make[source_engine](), make[target_engine]()
     run_sql(source, DDL[source_engine])
