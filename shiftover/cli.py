@@ -35,10 +35,10 @@ def _fail(exc: Exception) -> None:
 def demo(
     rows: Annotated[int, typer.Option(help="Rows in the demo orders table.")] = 100_000,
     workdir: Annotated[Path, typer.Option(help="Where the demo's databases live.")] = Path(".shiftover/demo"),
-    writes_per_second: Annotated[float, typer.Option(help="Simulated application write rate.")] = 200.0,
+    requests_per_second: Annotated[float, typer.Option(help="Load on the example service.")] = 200.0,
     prepare_only: Annotated[bool, typer.Option(help="Only create the databases and the spec (for the UI).")] = False,
 ) -> None:
-    """Migrate a demo orders table between two SQLite files while an application keeps writing."""
+    """Migrate a demo orders table between two SQLite files while the example service keeps serving."""
     from shiftover.demo.run import prepare, run_demo
 
     if prepare_only:
@@ -46,7 +46,7 @@ def demo(
         typer.echo(f"demo databases ready; spec: {spec_path}")
         return
     try:
-        report = run_demo(rows=rows, workdir=workdir, writes_per_second=writes_per_second)
+        report = run_demo(rows=rows, workdir=workdir, requests_per_second=requests_per_second)
     except ShiftoverError as exc:
         _fail(exc)
     typer.echo(report.render())

@@ -47,8 +47,13 @@ def random_order(order_id: int, rng: random.Random) -> dict[str, Any]:
         "status": rng.choice(STATUSES),
         "note": rng.choice([None, f"note {rng.randrange(10**6)}"]),
         "created_at": created.isoformat(),
-        "updated_at": (created + timedelta(minutes=5)).isoformat(),
+        "updated_at": _now(),
     }
+
+
+def _now() -> str:
+    """Writes stamp ``updated_at`` as a service would, so checks of recently changed rows see them."""
+    return datetime.now().replace(microsecond=0).isoformat()
 
 
 def _worker(
@@ -62,7 +67,10 @@ def _worker(
         op = rng.choices(("put", "patch", "delete", "get"), weights=(5, 3, 1, 3))[0]
         method, body = {
             "put": ("PUT", random_order(key, rng)),
-            "patch": ("PATCH", {"status": rng.choice(STATUSES), "note": f"patched {rng.random():.6f}"}),
+            "patch": (
+                "PATCH",
+                {"status": rng.choice(STATUSES), "note": f"patched {rng.random():.6f}", "updated_at": _now()},
+            ),
             "delete": ("DELETE", None),
             "get": ("GET", None),
         }[op]

@@ -1,6 +1,7 @@
 """``shiftover demo``: a full migration of a live orders table between two SQLite files.
 
-A simulated application keeps writing through the dual-writer from before dual-write is
+The example orders service keeps serving HTTP, driven by its load generator, with its writes
+going through the dual-writer from before dual-write is
 switched on until after writes have moved; approvals are answered automatically and
 recorded as such. It ends with the phase history and a final diff of the two tables.
 """
@@ -15,9 +16,10 @@ from pathlib import Path
 
 import yaml
 
+from examples.app.loadgen import LoadStats
 from shiftover.connect import dispose_engines, get_engine
 from shiftover.control.store import PhaseChange, open_store
-from shiftover.demo.app import AppStats, SimulatedApp
+from shiftover.demo.app import LiveApplication, writes
 from shiftover.demo.orders import create_orders
 from shiftover.dualwrite import DualWriter
 from shiftover.spec import load_spec
@@ -30,7 +32,7 @@ class DemoReport:
     rows: int
     seconds: float
     history: list[PhaseChange]
-    app: AppStats
+    app: LoadStats
     final_differences: int
     rows_old: int
     rows_new: int
@@ -43,9 +45,9 @@ class DemoReport:
             lines.append(f"  {h.at:%H:%M:%S}  {h.phase:<20} {h.actor:<34} {h.reason}")
         lines += [
             "",
-            f"Application during the migration: {self.app.writes} writes ({self.app.inserts} inserts, "
-            f"{self.app.updates} updates, {self.app.deletes} deletes), {self.app.reads} reads, "
-            f"{self.app.failed_requests} failed requests",
+            f"The orders service (examples/app) under its load generator during the migration: "
+            f"{writes(self.app)} writes and {self.app.ok['get']} reads over HTTP "
+            f"({self.app.summary()}); {self.app.total_failed} failed requests",
             f"Reconciliation queue at the end: {self.queue}",
             "Stage times: " + ", ".join(f"{k} {v:.1f}s" for k, v in self.stage_seconds.items()),
             f"Rows: old {self.rows_old}, new {self.rows_new} (started with {self.rows})",
@@ -71,7 +73,7 @@ def prepare(workdir: Path, rows: int) -> tuple[Path, str]:
 
 
 def run_demo(
-    rows: int = 100_000, workdir: Path = Path(".shiftover/demo"), writes_per_second: float = 200.0
+    rows: int = 100_000, workdir: Path = Path(".shiftover/demo"), requests_per_second: float = 200.0
 ) -> DemoReport:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -84,7 +86,8 @@ def run_demo(
     spec_path, control_url = prepare(workdir, rows)
     spec = load_spec(spec_path)
     writer = DualWriter.from_spec(spec, control_url)
-    app = SimulatedApp(writer, first_free_id=rows + 1, writes_per_second=writes_per_second).start()
+    keys = range(1, rows + rows // 20 + 1)  # a twentieth of the writes insert new orders
+    app = LiveApplication(writer, keys, requests_per_second=requests_per_second).start()
     stage_seconds: dict[str, float] = {}
     try:
         t = time.monotonic()
