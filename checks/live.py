@@ -1,10 +1,11 @@
 """Counting rows while the application keeps writing.
 
 Under dual-write, source and target counts taken a moment apart differ by the writes in
-flight. Each write changes a count by at most one, and the dual-writer reports its writes
-to the control store (``so_metrics``, flushed every second), so a target count taken between
-two source counts ``a`` and ``b`` is consistent when it lies in
-``[min(a, b) - w, max(a, b) + w]``, ``w`` being the writes reported around that window.
+flight. Each insert or delete changes a count by one (updates by none), and the dual-writer
+reports them to the control store (``so_metrics``, flushed every second), so a target count
+taken between two source counts ``a`` and ``b`` is consistent when it lies in
+``[min(a, b) - w, max(a, b) + w]``, ``w`` being the count-changing writes reported around
+that window.
 With no dual-writer reporting (old store only, trigger capture), ``w`` is zero and the
 comparison is exact.
 """
@@ -20,7 +21,7 @@ from typing import TypeVar
 import sqlalchemy as sa
 
 from shiftover.control.store import utcnow
-from shiftover.dualwrite.shadow import WRITES, sum_metrics
+from shiftover.dualwrite.shadow import ROW_COUNT_CHANGES, sum_metrics
 from shiftover.flags.routing import WriteMode, read_routing
 from shiftover.migration import Migration
 
@@ -71,5 +72,7 @@ def around_source_counts(migration: Migration, measure_target: Callable[[int], T
     writes = 0
     if read_routing(migration.store.engine, migration.name).writes is not WriteMode.OLD_ONLY:
         time.sleep(METRICS_FLUSH_SECONDS + 0.2)  # let every dual-writer report the window's writes
-        writes = int(sum_metrics(migration.store.engine, migration.name, [WRITES], window_start)[WRITES])
+        writes = int(
+            sum_metrics(migration.store.engine, migration.name, [ROW_COUNT_CHANGES], window_start)[ROW_COUNT_CHANGES]
+        )
     return result, CountBand(before, after, writes)

@@ -33,6 +33,7 @@ SHADOW_MISMATCHES = "shadow_mismatches"
 SHADOW_ERRORS = "shadow_errors"
 SHADOW_NEW_MS = "shadow_new_ms"  # sum of milliseconds spent on the shadow side
 WRITES = "writes"
+ROW_COUNT_CHANGES = "row_count_changes"  # inserts, upserts (they may insert) and deletes: what moves a count
 SECONDARY_WRITES = "secondary_writes"
 SECONDARY_ERRORS = "secondary_errors"
 QUEUE_OVERFLOWS = "queue_overflows"

@@ -151,6 +151,8 @@ class DualWriter:
     def _write(self, op: str, key: Key, values: dict[str, Any]) -> None:
         mode = self._followable(self.routing().writes)
         self.recorder.count(shadow.WRITES)
+        if op != "update":
+            self.recorder.count(shadow.ROW_COUNT_CHANGES)
         keys = self._touched_keys(op, key, values)
         with self._stripes[hash(key) % len(self._stripes)]:
             if mode in _NEW_PRIMARY:
@@ -245,6 +247,8 @@ class DualWriter:
     def replicate_committed(self, keys: dict[Key, str]) -> None:
         """Secondary writes for keys an ORM session just committed to the old table."""
         mode = self.routing().writes
+        self.recorder.count(shadow.WRITES, len(keys))
+        self.recorder.count(shadow.ROW_COUNT_CHANGES, len(keys))  # a session's upserts may insert
         if mode == WriteMode.OLD_ONLY:
             return
         if mode in _NEW_PRIMARY and not self._warned_orm:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 from checks.live import CountBand
 
 
@@ -16,3 +18,37 @@ def test_band_widens_by_the_writes_in_flight() -> None:
     assert (band.low, band.high) == (97, 107)
     assert band.holds(97) and band.holds(107) and not band.holds(96) and not band.holds(108)
     assert "3 application writes in flight" in band.describe()
+
+
+def test_dual_writer_reports_the_writes_that_move_a_count(control_store, sqlite_database) -> None:  # type: ignore[no-untyped-def]
+    from datetime import timedelta
+
+    from shiftover.connect import get_engine
+    from shiftover.control.store import utcnow
+    from shiftover.demo import create_orders, order_row
+    from shiftover.dualwrite import DualWriter
+    from shiftover.dualwrite.shadow import ROW_COUNT_CHANGES, WRITES, sum_metrics
+    from shiftover.flags.client import FlagClient
+    from shiftover.flags.routing import WriteMode, set_write_mode
+    from shiftover.preflight import resolve_mapping
+    from shiftover.spec import parse_spec
+
+    old, new = sqlite_database(), sqlite_database()
+    create_orders(get_engine(old), rows=5)
+    create_orders(get_engine(new), rows=0)
+    spec = parse_spec(
+        {"name": "m", "source": {"url": old, "table": "orders"}, "target": {"url": new, "table": "orders"}, "key": "id"}
+    )
+    set_write_mode(control_store.engine, "m", WriteMode.DUAL_OLD_PRIMARY, "test")
+    since = utcnow() - timedelta(seconds=1)
+    flags = FlagClient(control_store.engine, prefix="m:")
+    with DualWriter(get_engine(old), get_engine(new), resolve_mapping(spec), flags, control_store.engine, "m") as w:
+        rng = random.Random(1)
+        w.insert(order_row(6, rng))
+        w.insert(order_row(7, rng))
+        w.update((1,), {"status": "paid"})
+        w.update((2,), {"status": "paid"})
+        w.delete((3,))
+    flags.close()
+    sums = sum_metrics(control_store.engine, "m", [WRITES, ROW_COUNT_CHANGES], since)
+    assert (sums[WRITES], sums[ROW_COUNT_CHANGES]) == (5, 3)
