@@ -33,12 +33,13 @@ def open_with_target(spec_path: str, control_url: str) -> Migration:
     """Open the migration; with ``backfill.create_target`` create the target table first, so
     the dual-writer has somewhere to write before the backfill starts."""
     from shiftover.backfill.typemap import create_target_table
-    from shiftover.preflight import check_target, refresh
+    from shiftover.mapping import forget_reflections
+    from shiftover.preflight import check_target
 
     spec = load_spec(spec_path)
     migration = open_migration(spec, control_url, require_target=not spec.backfill.create_target)
     if spec.backfill.create_target and create_target_table(migration.source, migration.target, migration.mapping):
-        refresh()
+        forget_reflections()
         migration.store.audit(spec.name, actor(), "create_target", {"table": spec.target.table})
     check_target(spec, migration.mapping)
     return migration

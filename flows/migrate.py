@@ -5,8 +5,6 @@ Re-running it resumes: every stage flow skips what the control store says is don
 
 from __future__ import annotations
 
-from itertools import groupby
-
 from prefect import flow
 
 from flows.backfill import backfill
@@ -37,6 +35,10 @@ def migrate(
     ``stop_after`` names a stage flow ("backfill", "validate", "cutover", ...) to stop after.
     """
     spec = load_spec(spec_path)
+    plan = build_plan(spec)
+    stage_flows = list(dict.fromkeys(s.flow for s in plan))
+    if stop_after is not None and stop_after not in stage_flows:
+        raise ValueError(f"stop_after={stop_after!r} is not a stage flow; use one of {', '.join(stage_flows)}")
     runners = {
         "dual-write": lambda: dual_write(spec_path, control_url, flag_ttl_seconds=flag_ttl_seconds),
         "backfill": lambda: backfill(spec_path, control_url),
@@ -60,7 +62,7 @@ def migrate(
     }
     results: dict[str, object] = {}
     try:
-        for flow_name, _stages in groupby(build_plan(spec), key=lambda s: s.flow):
+        for flow_name in stage_flows:
             results[flow_name] = runners[flow_name]()
             if flow_name == stop_after:
                 break

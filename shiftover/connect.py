@@ -80,8 +80,3 @@ def _create_sqlite_engine(url: URL) -> Engine:
         cursor.close()
 
     return engine
-
-
-def dialect_of(engine: Engine) -> str:
-    """'postgresql', 'mysql' (MariaDB too) or 'sqlite'."""
-    return engine.dialect.name

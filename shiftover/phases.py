@@ -72,10 +72,6 @@ def allowed_next(current: Phase) -> set[Phase]:
     return nxt
 
 
-def can_transition(current: Phase, wanted: Phase) -> bool:
-    return wanted in allowed_next(current)
-
-
 def is_at_least(current: Phase, wanted: Phase) -> bool:
     """True when ``current`` is ``wanted`` or later in the forward order (rolled_back is never)."""
     if current not in ORDER or wanted not in ORDER:

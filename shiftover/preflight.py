@@ -11,15 +11,16 @@ import sqlalchemy as sa
 
 from shiftover.connect import get_engine, redact
 from shiftover.errors import SpecError
-from shiftover.mapping import ColumnMap, TableMapping, forget_reflections
+from shiftover.mapping import ColumnMap, TableMapping
 from shiftover.spec import Endpoint, MigrationSpec
 
 
 def resolve_mapping(spec: MigrationSpec, *, require_target: bool = True) -> TableMapping:
     """The spec's ``TableMapping``, checked against both databases."""
-    source_cols = _table_columns(spec.source, "source")
+    inspector = _inspect(spec.source, "source")
+    source_cols = _table_columns(inspector, spec.source, "source")
     columns = _mapped_columns(spec, source_cols)
-    _check_unique_key(spec.source, spec.key, "key")
+    _check_unique_key(inspector, spec.source, spec.key, "key")
     mapping = TableMapping(
         source_table=spec.source.table,
         target_table=spec.target.table,
@@ -36,14 +37,15 @@ def resolve_mapping(spec: MigrationSpec, *, require_target: bool = True) -> Tabl
 
 def check_target(spec: MigrationSpec, mapping: TableMapping) -> None:
     """The target table exists, holds every mapped column, and has the key as a unique key."""
-    target_cols = _table_columns(spec.target, "target")
+    inspector = _inspect(spec.target, "target")
+    target_cols = _table_columns(inspector, spec.target, "target")
     missing = [c for c in mapping.target_columns if c not in target_cols]
     key_missing = [k for k in mapping.target_key if k in missing]
     if key_missing:
         raise SpecError("key", f"key column(s) {key_missing} missing from target table {spec.target.table!r}")
     if missing:
         raise SpecError("columns", f"column(s) {missing} missing from target table {spec.target.table!r}")
-    _check_unique_key(spec.target, mapping.target_key, "target.table")
+    _check_unique_key(inspector, spec.target, mapping.target_key, "target.table")
 
 
 def _mapped_columns(spec: MigrationSpec, source_cols: list[str]) -> tuple[ColumnMap, ...]:
@@ -63,15 +65,13 @@ def _mapped_columns(spec: MigrationSpec, source_cols: list[str]) -> tuple[Column
     return tuple(mapped)
 
 
-def _table_columns(endpoint: Endpoint, field: str) -> list[str]:
-    inspector = _inspect(endpoint, field)
+def _table_columns(inspector: sa.Inspector, endpoint: Endpoint, field: str) -> list[str]:
     if not inspector.has_table(endpoint.table, schema=endpoint.schema_name):
         raise SpecError(f"{field}.table", f"no table {endpoint.table!r} in {redact(endpoint.url)}")
     return [c["name"] for c in inspector.get_columns(endpoint.table, schema=endpoint.schema_name)]
 
 
-def _check_unique_key(endpoint: Endpoint, key: tuple[str, ...], field: str) -> None:
-    inspector = _inspect(endpoint, field)
+def _check_unique_key(inspector: sa.Inspector, endpoint: Endpoint, key: tuple[str, ...], field: str) -> None:
     pk = inspector.get_pk_constraint(endpoint.table, schema=endpoint.schema_name)
     candidates = [tuple(pk.get("constrained_columns") or ())]
     candidates += [
@@ -91,21 +91,18 @@ def _check_unique_key(endpoint: Endpoint, key: tuple[str, ...], field: str) -> N
         )
 
 
-def _inspect(endpoint: Endpoint, field: str) -> sa.Inspector:
+def _inspect(endpoint: Endpoint, side: str) -> sa.Inspector:
+    """An inspector on a reachable database, or a ``SpecError`` on ``<side>.url`` (password hidden)."""
+    field = f"{side}.url"
     try:
         engine = get_engine(endpoint.url)
         with engine.connect():
             pass
         return sa.inspect(engine)
     except sa.exc.ArgumentError as exc:
-        raise SpecError(f"{field.split('.')[0]}.url", f"not a database URL: {exc}") from None
+        raise SpecError(field, f"not a database URL: {exc}") from None
     except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
         reason = str(exc.orig).splitlines()[0] if exc.orig else type(exc).__name__
-        raise SpecError(f"{field.split('.')[0]}.url", f"cannot reach {redact(endpoint.url)}: {reason}") from None
+        raise SpecError(field, f"cannot reach {redact(endpoint.url)}: {reason}") from None
     except ModuleNotFoundError as exc:
-        raise SpecError(f"{field.split('.')[0]}.url", f"no driver for {redact(endpoint.url)}: {exc}") from None
-
-
-def refresh() -> None:
-    """Forget cached reflections after DDL."""
-    forget_reflections()
+        raise SpecError(field, f"no driver for {redact(endpoint.url)}: {exc}") from None

@@ -139,3 +139,18 @@ def test_target_created_from_the_source_schema_before_dual_write(
     columns = {c["name"]: c for c in sa.inspect(get_engine(dst)).get_columns("orders")}
     assert set(columns) == {"id", "customer_id", "amount", "status", "note", "created_at", "updated_at"}
     assert count_differences(str(spec_path), control_url) == 0
+
+
+def test_unknown_stop_after_is_refused_before_anything_runs(
+    prefect_harness: None, tmp_path: Path, sqlite_database: Callable[[], str]
+) -> None:
+    from flows.migrate import migrate
+
+    src, dst = sqlite_database(), sqlite_database()
+    create_orders(get_engine(src), rows=10)
+    create_orders(get_engine(dst), rows=0)
+    spec_path = write_spec(tmp_path, src, dst)
+    control_url = f"sqlite:///{tmp_path}/control.db"
+    with pytest.raises(ValueError, match=r"stop_after='validation' is not a stage flow; use one of dual-write, "):
+        migrate(str(spec_path), control_url, stop_after="validation")
+    assert not (tmp_path / "control.db").exists()  # refused before the control store was even opened
