@@ -14,7 +14,7 @@ from flows.dual_write import dual_write
 from flows.validate import validate
 from shiftover.control.store import DEFAULT_URL, open_store
 from shiftover.plan import build_plan
-from shiftover.spec import load_spec
+from shiftover.spec import MigrationSpec, load_spec
 from shiftover.story import publish_story
 
 
@@ -35,10 +35,7 @@ def migrate(
     ``stop_after`` names a stage flow ("backfill", "validate", "cutover", ...) to stop after.
     """
     spec = load_spec(spec_path)
-    plan = build_plan(spec)
-    stage_flows = list(dict.fromkeys(s.flow for s in plan))
-    if stop_after is not None and stop_after not in stage_flows:
-        raise ValueError(f"stop_after={stop_after!r} is not a stage flow; use one of {', '.join(stage_flows)}")
+    stage_flows = check_stop_after(spec, stop_after)
     runners = {
         "dual-write": lambda: dual_write(spec_path, control_url, flag_ttl_seconds=flag_ttl_seconds),
         "backfill": lambda: backfill(spec_path, control_url),
@@ -69,3 +66,11 @@ def migrate(
     finally:
         publish_story(open_store(control_url), spec)
     return results
+
+
+def check_stop_after(spec: MigrationSpec, stop_after: str | None) -> list[str]:
+    """The plan's stage flows in order; ``ValueError`` when ``stop_after`` is none of them."""
+    stage_flows = list(dict.fromkeys(s.flow for s in build_plan(spec)))
+    if stop_after is not None and stop_after not in stage_flows:
+        raise ValueError(f"stop_after={stop_after!r} is not a stage flow; use one of {', '.join(stage_flows)}")
+    return stage_flows

@@ -95,11 +95,13 @@ def run(
     stop_after: Annotated[str | None, typer.Option(help="Stop after this stage flow, e.g. 'validate'.")] = None,
 ) -> None:
     """Run the whole migration flow here (approvals wait in the Prefect UI unless --auto-approve)."""
-    from flows.migrate import migrate
+    from flows.migrate import check_stop_after, migrate
+    from shiftover.spec import load_spec
 
     try:
+        check_stop_after(load_spec(spec), stop_after)  # refuse bad input before a flow run starts
         result = migrate(str(spec), control_url, auto_approve=auto_approve, stop_after=stop_after)
-    except ShiftoverError as exc:
+    except (ShiftoverError, ValueError) as exc:
         _fail(exc)
     typer.echo(json.dumps(result, indent=2, default=str))
 

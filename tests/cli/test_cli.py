@@ -100,3 +100,12 @@ def test_throttle_pauses_and_retunes_through_the_flag_store(tmp_path: Path) -> N
     assert bad.exit_code == 2 and "chunk_rows must be between" in bad.output
     both = runner.invoke(app, ["throttle", "m", "--pause", "--resume", "--control-url", control])
     assert both.exit_code == 2 and "contradict" in both.output
+
+
+def test_run_refuses_an_unknown_stop_after(tmp_path: Path) -> None:
+    result = runner.invoke(
+        app, ["run", EXAMPLE, "--stop-after", "nope", "--control-url", f"sqlite:///{tmp_path}/control.db"]
+    )
+    assert result.exit_code == 2
+    assert "stop_after='nope' is not a stage flow" in result.output
+    assert not (tmp_path / "control.db").exists()
