@@ -139,7 +139,7 @@ def publish_rollback_report(migration: Migration, stage: Stage, exc: GateError, 
         f"- **reads and writes back on the old store at:** {at.isoformat()}",
         f"- **phase now:** `{migration.store.phase(migration.name)}`",
         "",
-        render_overview(list(exc.report or []), "canary", migration.name) if exc.report else "",
+        render_overview(list(exc.report), "canary", migration.name) if exc.report else "",
     ]
     create_markdown_artifact(
         key=artifact_key(migration.name, "auto-rollback"),
@@ -164,16 +164,11 @@ def switch_writes_after_approval(
     """
     require_reversible(migration.mapping)
     results = check_gates(migration, "switch_writes", stage.gates, actor=actor())
-    summary = approval_summary(
-        migration, stage, [f"- {r.gate}: {'passed' if r.passed else 'FAILED'} — {r.summary}" for r in results]
-    )
-    request_approval(
-        migration.store,
-        migration.name,
-        stage.name,
-        summary,
-        approvers=migration.spec.approvals.approvers,
-        timeout_seconds=timeout_seconds or migration.spec.approvals.timeout_seconds,
+    approve_stage(
+        migration,
+        stage,
+        [f"- {r.gate}: {'passed' if r.passed else 'FAILED'} — {r.summary}" for r in results],
+        timeout_seconds=timeout_seconds,
         poll_interval_seconds=poll_interval_seconds,
         auto_approve=auto_approve,
         suspend=suspend,
@@ -184,6 +179,30 @@ def switch_writes_after_approval(
         Phase.WRITES_SWITCHED,
         actor(),
         f"writes switched at {switch.at.isoformat()} (flag version {switch.version})",
+    )
+
+
+def approve_stage(
+    migration: Migration,
+    stage: Stage,
+    gate_lines: list[str],
+    *,
+    timeout_seconds: float | None,
+    poll_interval_seconds: int,
+    auto_approve: bool,
+    suspend: bool | None,
+) -> None:
+    """Pause for the approval of ``stage``: the spec's approvers, its time-out unless the flow gave one."""
+    request_approval(
+        migration.store,
+        migration.name,
+        stage.name,
+        approval_summary(migration, stage, gate_lines),
+        approvers=migration.spec.approvals.approvers,
+        timeout_seconds=timeout_seconds or migration.spec.approvals.timeout_seconds,
+        poll_interval_seconds=poll_interval_seconds,
+        auto_approve=auto_approve,
+        suspend=suspend,
     )
 
 

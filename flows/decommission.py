@@ -13,13 +13,12 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.cutover import approval_summary
+from flows.cutover import approve_stage
 from flows.runtime import actor, require_phase
 from shiftover import decommission as retire
-from shiftover.approvals import request_approval
 from shiftover.connect import get_engine
 from shiftover.control.store import DEFAULT_URL, open_store, utcnow
-from shiftover.migration import Migration, load_migration
+from shiftover.migration import Migration
 from shiftover.phases import Phase
 from shiftover.plan import Stage, build_plan
 from shiftover.preflight import resolve_mapping
@@ -45,26 +44,22 @@ def remove_capture(migration: Migration) -> bool:
 @task(name="archive-old-table", cache_policy=NO_CACHE)
 def archive_old_table(migration: Migration) -> str:
     src = migration.spec.source
-    name = retire.archive_name(src.table, migration.spec.archive.suffix)
+    name = retire.archive_table(migration.spec)
     retire.rename_table(migration.source, src.table, name, src.schema_name)
     return name
 
 
 @task(name="export-archive", cache_policy=NO_CACHE, retries=1)
 def export_archive(migration: Migration, directory: str) -> dict[str, Any]:
-    src = migration.spec.source
-    done = retire.export_parquet(
-        migration.source, retire.archive_name(src.table, migration.spec.archive.suffix), directory, src.schema_name
-    )
+    spec = migration.spec
+    done = retire.export_parquet(migration.source, retire.archive_table(spec), directory, spec.source.schema_name)
     return {"path": done.path, "rows": done.rows}
 
 
 @task(name="drop-archive", cache_policy=NO_CACHE)
 def drop_archive(migration: Migration) -> bool:
-    src = migration.spec.source
-    return retire.drop_table(
-        migration.source, retire.archive_name(src.table, migration.spec.archive.suffix), src.schema_name
-    )
+    spec = migration.spec
+    return retire.drop_table(migration.source, retire.archive_table(spec), spec.source.schema_name)
 
 
 @flow(name="decommission")
@@ -90,15 +85,14 @@ def decommission(
         return {"phase": phase, "note": "already decommissioned"}
     require_phase(name, phase, DECOMMISSION_FROM, Phase.OLD_WRITES_STOPPED)
     stages = {s.name: s for s in build_plan(migration.spec) if s.flow == "decommission"}
-    approval: dict[str, Any] = {
-        "approvers": migration.spec.approvals.approvers,
+    wait: dict[str, Any] = {
+        "timeout_seconds": approval_timeout_seconds,
         "poll_interval_seconds": poll_interval_seconds,
         "auto_approve": auto_approve,
         "suspend": suspend,
-        "timeout_seconds": approval_timeout_seconds or migration.spec.approvals.timeout_seconds,
     }
     if phase is Phase.WRITES_SWITCHED:
-        _approve(migration, stages["stop_old_writes"], approval)
+        approve_stage(migration, stages["stop_old_writes"], [], **wait)
         flips.stop_old_writes(control_url, name, actor())
         store.advance_to(name, Phase.OLD_WRITES_STOPPED, actor(), "old table no longer written")
     if store.phase(name) is Phase.OLD_WRITES_STOPPED:
@@ -113,14 +107,9 @@ def decommission(
         store.audit(name, actor(), "retention", {"drop_due": due.isoformat()})
         get_run_logger().info("archive kept until %s; run decommission again after that", due.isoformat())
         return {"phase": Phase.ARCHIVED, "drop_due": due.isoformat()}
-    _approve(migration, stages["drop"], approval)
+    approve_stage(migration, stages["drop"], [], **wait)
     dropped = drop_archive(migration)
-    store.audit(
-        name,
-        actor(),
-        "drop",
-        {"table": retire.archive_name(migration.spec.source.table, migration.spec.archive.suffix), "dropped": dropped},
-    )
+    store.audit(name, actor(), "drop", {"table": retire.archive_table(migration.spec), "dropped": dropped})
     removed = retire.remove_routing_flags(store.engine, name, actor())
     store.advance_to(name, Phase.DECOMMISSIONED, actor(), f"archive dropped; flags removed: {', '.join(removed)}")
     return {"phase": Phase.DECOMMISSIONED, "flags_removed": removed}
@@ -131,13 +120,17 @@ def open_for_decommission(spec_path: str, control_url: str) -> Migration:
     (the old table's name no longer exists), keeping the spec as declared."""
     spec = load_spec(spec_path)
     store = open_store(control_url)
-    store.register(spec.name, spec.model_dump(mode="json", by_alias=True))
-    if store.phase(spec.name) is not Phase.ARCHIVED:
-        return load_migration(spec_path, control_url, require_target=True)
-    archived = spec.source.model_copy(update={"table": retire.archive_name(spec.source.table, spec.archive.suffix)})
-    mapping = resolve_mapping(spec.model_copy(update={"source": archived}))
+    checked = spec
+    if store.register(spec.name, spec.model_dump(mode="json", by_alias=True)) is Phase.ARCHIVED:
+        checked = spec.model_copy(
+            update={"source": spec.source.model_copy(update={"table": retire.archive_table(spec)})}
+        )
     return Migration(
-        spec=spec, mapping=mapping, source=get_engine(spec.source.url), target=get_engine(spec.target.url), store=store
+        spec=spec,
+        mapping=resolve_mapping(checked),
+        source=get_engine(spec.source.url),
+        target=get_engine(spec.target.url),
+        store=store,
     )
 
 
@@ -153,11 +146,6 @@ def archive(migration: Migration, stage: Stage, parquet_dir: str | None) -> None
         exported = export_archive(migration, parquet_dir)
         store.audit(name, actor(), "export", exported)
     store.advance_to(name, Phase.ARCHIVED, actor(), f"old table renamed to {archived}")
-
-
-def _approve(migration: Migration, stage: Stage, approval: dict[str, Any]) -> None:
-    summary = approval_summary(migration, stage, [])
-    request_approval(migration.store, migration.name, stage.name, summary, **approval)
 
 
 def phase_entered(migration: Migration, phase: Phase) -> datetime:

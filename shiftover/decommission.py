@@ -12,12 +12,17 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from shiftover.control import schema as tables
+from shiftover.control.store import _audit
 from shiftover.errors import ShiftoverError
+from shiftover.flags.routing import writes_key
 from shiftover.mapping import forget_reflections
+from shiftover.spec import MigrationSpec
 
 
-def archive_name(table: str, suffix: str) -> str:
-    return f"{table}{suffix}"
+def archive_table(spec: MigrationSpec) -> str:
+    """The name the old table is kept under between the archive step and the drop."""
+    return f"{spec.source.table}{spec.archive.suffix}"
 
 
 def rename_table(engine: Engine, old: str, new: str, schema: str | None = None) -> None:
@@ -88,10 +93,6 @@ def remove_routing_flags(store: Engine, migration: str, actor: str) -> list[str]
     the dual-writer would otherwise fall back to the no-flag default (old store only) and
     write to a table that no longer exists.
     """
-    from shiftover.control import schema as tables
-    from shiftover.control.store import _audit
-    from shiftover.flags.routing import writes_key
-
     t = tables.flags
     keep = writes_key(migration)
     with store.begin() as conn:
