@@ -1,8 +1,9 @@
 """Moving reads, then writes, to the new store, and back: every step is a flag flip.
 
-Each forward step has its inverse beside it; ``rollback_routing`` undoes all of them at
-once. The write switch is fenced by a compare-and-set on the writes flag, so two runs
-cannot both switch.
+``rollback_routing`` is the one inverse of every step before ``stop_old_writes`` (the
+irreversible one): reads and writes go back to the old store at once (the new store is still
+written unless told not to). The write switch is fenced by a compare-and-set on the writes
+flag, so two runs cannot both switch.
 """
 
 from __future__ import annotations
@@ -32,16 +33,8 @@ def enable_dual_write(store: Engine, migration: str, actor: str) -> None:
         set_write_mode(store, migration, WriteMode.DUAL_OLD_PRIMARY, actor, reason="enable dual-write")
 
 
-def disable_dual_write(store: Engine, migration: str, actor: str) -> None:
-    set_write_mode(store, migration, WriteMode.OLD_ONLY, actor, reason="undo dual-write")
-
-
 def start_shadow_reads(store: Engine, migration: str, actor: str) -> None:
     set_shadow(store, migration, True, actor, reason="shadow reads on")
-
-
-def stop_shadow_reads(store: Engine, migration: str, actor: str) -> None:
-    set_shadow(store, migration, False, actor, reason="shadow reads off")
 
 
 def move_reads(store: Engine, migration: str, percent: float, actor: str) -> None:

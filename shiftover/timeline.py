@@ -26,10 +26,6 @@ class Timeline:
     rows_copied: list[tuple[datetime, int]] = field(default_factory=list)  # cumulative, by checkpoint time
     mismatch_rate: list[tuple[datetime, float, int]] = field(default_factory=list)  # (at, rate, reads)
 
-    @property
-    def empty(self) -> bool:
-        return not self.phases
-
 
 def read_timeline(store: ControlStore, migration: str) -> Timeline:
     """Phase changes, checkpointed copy progress and shadow-read counters of one migration."""
