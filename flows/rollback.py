@@ -25,8 +25,7 @@ def rollback(
     """Flip reads to 0% and writes to the old store; audited. Refused once the old store stopped being written."""
     spec = load_spec(spec_path)
     store = open_store(control_url)
-    store.register(spec.name, spec.model_dump(mode="json", by_alias=True))
-    phase = store.phase(spec.name)
+    phase = store.register(spec.name, spec.model_dump(mode="json", by_alias=True))
     if phase is Phase.ROLLED_BACK:
         return {"phase": phase, "note": "already rolled back"}
     if phase not in ROLLBACK_FROM:

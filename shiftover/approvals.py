@@ -16,6 +16,7 @@ from typing import Any, Literal
 from prefect.input import RunInput
 from pydantic import Field, create_model
 
+from shiftover.control.store import ControlStore
 from shiftover.errors import ApprovalError
 
 AUTO_APPROVER = "auto-approved (demo)"
@@ -49,17 +50,13 @@ class ApprovalOutcome(StrEnum):
 
 def approval_form(migration: str, approvers: tuple[str, ...] = ()) -> type[Approval]:
     """An ``Approval`` subclass whose JSON schema pins the confirmation (and the approvers)."""
-    approver_field: Any = Field(min_length=1, description="Who approves (must not be empty)")
-    if approvers:
+    fields: dict[str, Any] = {
+        "confirm_name": (str, Field(pattern=f"^{re.escape(migration)}$", description=f"Type {migration!r} to confirm"))
+    }
+    if approvers:  # otherwise the base class's non-empty approver stands
         allowed = "|".join(re.escape(a) for a in approvers)
-        approver_field = Field(pattern=f"^({allowed})$", description=f"One of: {', '.join(approvers)}")
-    confirm_field = Field(pattern=f"^{re.escape(migration)}$", description=f"Type {migration!r} to confirm")
-    return create_model(  # type: ignore[call-overload, no-any-return]
-        "Approval",
-        __base__=Approval,
-        approver=(str, approver_field),
-        confirm_name=(str, confirm_field),
-    )
+        fields["approver"] = (str, Field(pattern=f"^({allowed})$", description=f"One of: {', '.join(approvers)}"))
+    return create_model("Approval", __base__=Approval, **fields)  # type: ignore[call-overload, no-any-return]
 
 
 def check_approval(answer: Approval, migration: str, approvers: tuple[str, ...], step: str) -> ApprovalRecord:
@@ -89,7 +86,7 @@ def auto_approval(step: str) -> ApprovalRecord:
 
 
 def request_approval(
-    store: Any,
+    store: ControlStore,
     migration: str,
     step: str,
     summary: str,
