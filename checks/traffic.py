@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 
 from checks.gate import GateResult, gate
+from checks.report import markdown_table
 from shiftover.control.store import utcnow
 from shiftover.dualwrite.shadow import error_rate, mismatch_rate, recent_mismatches
 from shiftover.migration import Migration
@@ -57,7 +58,7 @@ def shadow_mismatch(migration: Migration, spec: GateSpec) -> GateResult:
         summary,
         rows=rows,
         metrics=metrics,
-        markdown=_table("Shadow-read mismatches", rows) if rows else "",
+        markdown=_table("Shadow-read mismatches", rows),
     )
 
 
@@ -81,7 +82,7 @@ def reconcile_drained(migration: Migration, spec: GateSpec) -> GateResult:
         summary,
         rows=rows,
         metrics=dict(depth),
-        markdown=_table("Dead-lettered keys", rows) if rows else "",
+        markdown=_table("Dead-lettered keys", rows, total=depth["dead"]),
     )
 
 
@@ -110,8 +111,5 @@ def lag(migration: Migration, spec: GateSpec) -> GateResult:
     return GateResult("lag", passed, summary, metrics={"lag": measured, "threshold": threshold})
 
 
-def _table(title: str, rows: list[dict[str, object]]) -> str:
-    head = list(rows[0])
-    lines = [f"### {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(str(r[h]).replace("|", "\\|")[:80] for h in head) + " |" for r in rows]
-    return "\n".join(lines)
+def _table(title: str, rows: list[dict[str, object]], total: int | None = None) -> str:
+    return f"### {title}\n\n{markdown_table(rows, total)}" if rows else ""
