@@ -10,9 +10,10 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from checks.report import artifact_key
 from shiftover.control.store import DEFAULT_URL
 from shiftover.migration import load_migration
-from shiftover.reconcile import dead_entries
+from shiftover.reconcile import DrainResult, dead_entries
 from tasks import reconcile as steps
 
 
@@ -21,16 +22,12 @@ def reconcile(spec_path: str, control_url: str = DEFAULT_URL, max_keys: int = 10
     """Drain up to ``max_keys`` queued keys; returns the drain's counts and the queue depth after it."""
     migration = load_migration(spec_path, control_url)
     before = steps.depth(migration)
-    drained = (
-        steps.drain(migration, max_keys, max_attempts)
-        if before["pending"]
-        else {"direction": "none", "synced": 0, "failed": 0, "dead": 0, "entries": 0, "errors": []}
-    )
+    drained = steps.drain(migration, max_keys, max_attempts) if before["pending"] else DrainResult("none").as_dict()
     after = steps.depth(migration)
     log = get_run_logger()
     log.info("%s: drained %d key(s) %s; queue now %s", migration.name, drained["synced"], drained["direction"], after)
     create_markdown_artifact(
-        key=f"{_slug(migration.name)}-reconcile",
+        key=artifact_key(migration.name, "reconcile"),
         markdown=(
             f"### Reconciliation of `{migration.name}`\n\n| | pending | dead |\n|---|---|---|\n"
             f"| before | {before['pending']} | {before['dead']} |\n| after | {after['pending']} | {after['dead']} |\n\n"
@@ -42,13 +39,8 @@ def reconcile(spec_path: str, control_url: str = DEFAULT_URL, max_keys: int = 10
     if after["dead"]:
         log.warning("%d dead key(s): fix the cause, then shiftover.reconcile.retry_dead", after["dead"])
         create_table_artifact(
-            key=f"{_slug(migration.name)}-dead-keys",
+            key=artifact_key(migration.name, "dead-keys"),
             table=[{k: str(v) for k, v in d.items()} for d in dead_entries(migration.store.engine, migration.name)],
             description="dead-lettered keys",
         )
     return {"before": before, "after": after, **drained}
-
-
-def _slug(name: str) -> str:
-    """Artifact keys allow lowercase letters, digits and dashes only."""
-    return "".join(c if c.isalnum() else "-" for c in name.lower())
