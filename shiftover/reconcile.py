@@ -76,6 +76,12 @@ def enqueue(store_engine: Engine, migration: str, items: Iterable[tuple[Key, str
     return len(rows)
 
 
+def describe_error(exc: BaseException) -> str:
+    """An error as stored in ``last_error``: its type and the first line of its message."""
+    message = str(exc)
+    return f"{type(exc).__name__}: {message.splitlines()[0] if message else ''}"
+
+
 def queue_depth(store_engine: Engine, migration: str) -> dict[str, int]:
     """Queue rows by state: ``{"pending": n, "dead": n, "done": n}`` (zeros included)."""
     query = sa.select(_q.c.state, sa.func.count()).where(_q.c.migration == migration).group_by(_q.c.state)
@@ -181,6 +187,8 @@ def drain_queue(
     """
     direction = drain_direction(store_engine, migration)
     result = DrainResult(direction)
+    if direction == "new->old":
+        source, target, mapping = target, source, reverse_mapping(mapping)
     last_id = 0  # each entry is tried once per drain; failures wait for the next one
     while result.entries < max_keys:
         entries = pending_entries(store_engine, migration, min(batch, max_keys - result.entries), last_id)
@@ -191,10 +199,7 @@ def drain_queue(
         if direction == "none":
             _finish(store_engine, [e.id for e in entries], DONE)
             continue
-        if direction == "old->new":
-            _drain_batch(source, target, mapping, store_engine, entries, max_attempts, result)
-        else:
-            _drain_batch(target, source, reverse_mapping(mapping), store_engine, entries, max_attempts, result)
+        _drain_batch(source, target, mapping, store_engine, entries, max_attempts, result)
     return result
 
 
@@ -238,7 +243,7 @@ def _drain_one(
     try:
         sync_keys(src, dst, mapping, [key])
     except Exception as exc:
-        error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        error = describe_error(exc)
         _record_failure(store, key, group, max_attempts, result, error)
         return exc
     _finish(store, [e.id for e in group], DONE)

@@ -93,7 +93,7 @@ class Replicator:
             apply_image(dst, mapping, keys, image)
         except Exception as exc:
             self.recorder.count(shadow.SECONDARY_ERRORS, len(keys))
-            self.park(items, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+            self.park(items, reconcile.describe_error(exc))
 
     def _run(self, jobs: Sequence[Job]) -> None:
         src, dst, mapping = jobs[0][0], jobs[0][1], jobs[0][2]
@@ -103,9 +103,7 @@ class Replicator:
             sync_keys(src, dst, mapping, keys)
         except Exception as exc:
             self.recorder.count(shadow.SECONDARY_ERRORS, len(keys))
-            self.park(
-                [(j[3], j[4]) for j in jobs], f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-            )
+            self.park([(j[3], j[4]) for j in jobs], reconcile.describe_error(exc))
 
     # -- durable record -----------------------------------------------------------
     def park(self, items: Sequence[tuple[Key, str]], error: str) -> None:
