@@ -36,7 +36,7 @@ from shiftover.errors import SpecError
 from shiftover.flags.client import FlagClient
 from shiftover.flags.routing import Routing, WriteMode
 from shiftover.mapping import TableMapping
-from shiftover.reconcile import require_reversible, reverse_mapping
+from shiftover.reconcile import reverse_mapping
 from shiftover.rowsync import Key, key_in, upsert_rows
 from shiftover.spec import MigrationSpec
 
@@ -228,8 +228,7 @@ class DualWriter:
 
     def _reverse_mapping(self) -> TableMapping:
         if self._reverse is None:
-            require_reversible(self.mapping)
-            self._reverse = reverse_mapping(self.mapping)
+            self._reverse = reverse_mapping(self.mapping)  # raises SpecError when not reversible
         return self._reverse
 
     # -- reads --------------------------------------------------------------------
