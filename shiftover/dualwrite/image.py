@@ -8,6 +8,7 @@ secondary only after the primary has committed.
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from typing import Any
 
 import sqlalchemy as sa
@@ -33,23 +34,18 @@ def apply_image(target: Engine, mapping: TableMapping, keys: list[Key], rows: li
     table = mapping.target_table_obj(target)
     present = {tuple(r[c] for c in mapping.target_key) for r in rows}
     gone = [k for k in keys if k not in present]
-    if (not rows or not gone) and target.dialect.name in _CLIENT_SIDE_AUTOCOMMIT:
+    one_statement = not rows or not gone
+    if one_statement and target.dialect.name in _CLIENT_SIDE_AUTOCOMMIT:
         # One statement is atomic on its own: autocommit saves the BEGIN and COMMIT round trips.
-        with target.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            _write(conn, table, mapping, rows, gone)
-        return
-    with target.begin() as conn:
-        _write(conn, table, mapping, rows, gone)
+        writing: AbstractContextManager[sa.Connection] = target.connect().execution_options(
+            isolation_level="AUTOCOMMIT"
+        )
+    else:
+        writing = target.begin()
+    with writing as conn:
+        upsert_rows(conn, table, rows, mapping.target_key)  # both are no-ops on an empty list
+        delete_keys(conn, table, mapping.target_key, gone)
 
 
 # Drivers whose autocommit switch costs no round trip (PyMySQL's sends SET AUTOCOMMIT each way).
 _CLIENT_SIDE_AUTOCOMMIT = frozenset({"postgresql", "sqlite"})
-
-
-def _write(
-    conn: sa.Connection, table: sa.Table, mapping: TableMapping, rows: list[dict[str, Any]], gone: list[Key]
-) -> None:
-    if rows:
-        upsert_rows(conn, table, rows, mapping.target_key)
-    if gone:
-        delete_keys(conn, table, mapping.target_key, gone)
