@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from shiftover.connect import get_engine
 from shiftover.control.store import ControlStore
 from shiftover.demo import create_orders, orders_table
+from shiftover.dualwrite import DualWriter
 from shiftover.flags.client import FlagClient
 from shiftover.flags.routing import WriteMode, set_write_mode
 from shiftover.mapping import TableMapping
@@ -34,6 +35,12 @@ class Pair:
     def set_mode(self, mode: WriteMode) -> None:
         set_write_mode(self.store.engine, self.name, mode, "test")
         self.flags.refresh()
+
+    def writer(self, *, new: sa.Engine | None = None, mapping: TableMapping | None = None, **kw: Any) -> DualWriter:
+        """A dual-writer for this pair (``new`` or ``mapping`` swapped in when given)."""
+        return DualWriter(
+            self.old, new or self.new, mapping or self.mapping, self.flags, self.store.engine, self.name, **kw
+        )
 
     def rows(self, which: str) -> list[tuple[Any, ...]]:
         """Every row of one side, in target column order, normalised for comparison."""

@@ -38,9 +38,7 @@ def exercise(writer: DualWriter) -> None:
 @pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
 def test_dual_old_primary_keeps_both_equal(pair: Pair, asynchronous: bool) -> None:
     pair.set_mode(WriteMode.DUAL_OLD_PRIMARY)
-    with DualWriter(
-        pair.old, pair.new, pair.mapping, pair.flags, pair.store.engine, pair.name, asynchronous=asynchronous
-    ) as writer:
+    with pair.writer(asynchronous=asynchronous) as writer:
         exercise(writer)
         writer.flush()
         old = pair.rows("old")
@@ -51,7 +49,7 @@ def test_dual_old_primary_keeps_both_equal(pair: Pair, asynchronous: bool) -> No
 
 
 def test_old_only_writes_old_alone(pair: Pair) -> None:
-    with DualWriter(pair.old, pair.new, pair.mapping, pair.flags, pair.store.engine, pair.name) as writer:
+    with pair.writer() as writer:
         exercise(writer)
     old, new = pair.rows("old"), pair.rows("new")
     assert "1001" in [r[0] for r in old] and "1001" not in [r[0] for r in new]
@@ -60,7 +58,7 @@ def test_old_only_writes_old_alone(pair: Pair) -> None:
 
 def test_dual_new_primary_writes_new_then_old(pair: Pair) -> None:
     pair.set_mode(WriteMode.DUAL_NEW_PRIMARY)
-    with DualWriter(pair.old, pair.new, pair.mapping, pair.flags, pair.store.engine, pair.name) as writer:
+    with pair.writer() as writer:
         exercise(writer)
         writer.flush()
     assert pair.rows("old") == pair.rows("new")
@@ -70,7 +68,7 @@ def test_dual_new_primary_writes_new_then_old(pair: Pair) -> None:
 def test_new_only_leaves_old_untouched(pair: Pair) -> None:
     pair.set_mode(WriteMode.NEW_ONLY)
     before = pair.rows("old")
-    with DualWriter(pair.old, pair.new, pair.mapping, pair.flags, pair.store.engine, pair.name) as writer:
+    with pair.writer() as writer:
         exercise(writer)
         assert writer.read((1001,))["status"] == "paid"  # type: ignore[index]
     assert pair.rows("old") == before
@@ -87,9 +85,9 @@ def test_new_primary_refused_for_computed_columns(pg_pair: Pair, caplog: pytest.
     computed = replace(pg_pair.mapping, columns=cols)
     pg_pair.set_mode(WriteMode.DUAL_NEW_PRIMARY)
     with pytest.raises(SpecError, match="computed by SQL"):
-        DualWriter(pg_pair.old, pg_pair.new, computed, pg_pair.flags, pg_pair.store.engine, pg_pair.name)
+        pg_pair.writer(mapping=computed)
     pg_pair.set_mode(WriteMode.DUAL_OLD_PRIMARY)
-    with DualWriter(pg_pair.old, pg_pair.new, computed, pg_pair.flags, pg_pair.store.engine, pg_pair.name) as w:
+    with pg_pair.writer(mapping=computed) as w:
         pg_pair.set_mode(WriteMode.DUAL_NEW_PRIMARY)  # a switch this mapping cannot serve
         with caplog.at_level(logging.ERROR):
             w.update((2,), {"status": "paid", "note": "after the refused switch"})
@@ -104,7 +102,7 @@ def test_new_primary_refused_for_computed_columns(pg_pair: Pair, caplog: pytest.
 def test_secondary_failure_never_fails_the_caller_and_is_queued(pair: Pair) -> None:
     pair.set_mode(WriteMode.DUAL_OLD_PRIMARY)
     dead = unreachable(pair.new)
-    with DualWriter(pair.old, dead, pair.mapping, pair.flags, pair.store.engine, pair.name) as writer:
+    with pair.writer(new=dead) as writer:
         exercise(writer)
     depth = queue_depth(pair.store.engine, pair.name)
     assert depth["pending"] == 8
@@ -116,16 +114,7 @@ def test_secondary_failure_never_fails_the_caller_and_is_queued(pair: Pair) -> N
 
 def test_async_keeps_per_key_order_under_concurrency(pg_pair: Pair) -> None:
     pg_pair.set_mode(WriteMode.DUAL_OLD_PRIMARY)
-    with DualWriter(
-        pg_pair.old,
-        pg_pair.new,
-        pg_pair.mapping,
-        pg_pair.flags,
-        pg_pair.store.engine,
-        pg_pair.name,
-        asynchronous=True,
-        workers=3,
-    ) as writer:
+    with pg_pair.writer(asynchronous=True, workers=3) as writer:
 
         def hammer(thread: int) -> None:
             for i in range(40):
@@ -142,17 +131,7 @@ def test_async_keeps_per_key_order_under_concurrency(pg_pair: Pair) -> None:
 
 def test_async_queue_overflow_goes_to_the_durable_queue(pg_pair: Pair) -> None:
     pg_pair.set_mode(WriteMode.DUAL_OLD_PRIMARY)
-    with DualWriter(
-        pg_pair.old,
-        pg_pair.new,
-        pg_pair.mapping,
-        pg_pair.flags,
-        pg_pair.store.engine,
-        pg_pair.name,
-        asynchronous=True,
-        queue_size=1,
-        workers=1,
-    ) as writer:
+    with pg_pair.writer(asynchronous=True, queue_size=1, workers=1) as writer:
         for i in range(1, 31):
             writer.update((i,), {"note": "burst"})
     assert queue_depth(pg_pair.store.engine, pg_pair.name)["pending"] > 0  # nothing silently dropped
@@ -177,7 +156,7 @@ class Order(Base):
 
 def test_orm_session_commits_are_replicated_rollbacks_are_not(pair: Pair) -> None:
     pair.set_mode(WriteMode.DUAL_OLD_PRIMARY)
-    with DualWriter(pair.old, pair.new, pair.mapping, pair.flags, pair.store.engine, pair.name) as writer:
+    with pair.writer() as writer:
         with Session(pair.old) as session:
             writer.attach(session)
             session.add(Order(**order(2001)))

@@ -6,13 +6,12 @@ import sqlalchemy as sa
 
 from checks.traffic import lag, reconcile_drained, secondary_error_rate, shadow_mismatch
 from shiftover.control.store import utcnow
-from shiftover.dualwrite import DualWriter
 from shiftover.dualwrite.shadow import mismatch_rate
 from shiftover.flags.routing import WriteMode, set_reads_percent, set_shadow
 from shiftover.migration import Migration
 from shiftover.spec import GateSpec, parse_spec
 
-from .conftest import Pair
+from .conftest import Pair, unreachable
 
 
 def migration_of(pair: Pair, **spec_extra: object) -> Migration:
@@ -40,9 +39,7 @@ def test_shadow_read_returns_old_and_records_mismatch(pg_pair: Pair) -> None:
     set_shadow(pg_pair.store.engine, pg_pair.name, True, "test")
     pg_pair.flags.refresh()
     corrupt_new(pg_pair, 3)
-    with DualWriter(
-        pg_pair.old, pg_pair.new, pg_pair.mapping, pg_pair.flags, pg_pair.store.engine, pg_pair.name
-    ) as writer:
+    with pg_pair.writer() as writer:
         assert writer.read((3,))["status"] != "WRONG"  # type: ignore[index]
         for k in range(4, 14):
             assert writer.read((k,)) is not None
@@ -54,6 +51,7 @@ def test_shadow_read_returns_old_and_records_mismatch(pg_pair: Pair) -> None:
     assert row.key_json == "[3]" and "status" in row.columns and "WRONG" in row.new_value
     failed = shadow_mismatch(migration, GateSpec(name="shadow_mismatch", threshold=0.0))
     assert not failed.passed and failed.metrics["mismatches"] == 1 and failed.rows[0]["key"] == "[3]"
+    assert failed.markdown.startswith("### Shadow-read mismatches") and "| [3] | status |" in failed.markdown
     assert shadow_mismatch(migration, GateSpec(name="shadow_mismatch", threshold=0.1)).passed
 
 
@@ -63,20 +61,15 @@ def test_reads_move_to_new_by_percentage_with_old_as_shadow(pg_pair: Pair) -> No
     set_shadow(pg_pair.store.engine, pg_pair.name, True, "test")
     pg_pair.flags.refresh()
     since = utcnow()
-    with DualWriter(
-        pg_pair.old, pg_pair.new, pg_pair.mapping, pg_pair.flags, pg_pair.store.engine, pg_pair.name
-    ) as writer:
+    with pg_pair.writer() as writer:
         assert writer.read((5,))["status"] == "WRONG"  # type: ignore[index]
         writer.flush()
     assert mismatch_rate(pg_pair.store.engine, pg_pair.name, since) == (1, 1)
     set_reads_percent(pg_pair.store.engine, pg_pair.name, 50, "test")
     set_shadow(pg_pair.store.engine, pg_pair.name, False, "test")
     pg_pair.flags.refresh()
-    with DualWriter(
-        pg_pair.old, pg_pair.new, pg_pair.mapping, pg_pair.flags, pg_pair.store.engine, pg_pair.name
-    ) as writer:
-        corrupt_all = pg_pair.new.begin()
-        with corrupt_all as conn:
+    with pg_pair.writer() as writer:
+        with pg_pair.new.begin() as conn:
             conn.execute(sa.text("UPDATE orders SET note = 'from-new'"))
         from_new = sum(writer.read((k,))["note"] == "from-new" for k in range(1, 51))  # type: ignore[index]
     assert 12 < from_new < 38  # about half, bucketed by key
@@ -87,8 +80,7 @@ def test_reconcile_drained_and_error_rate_gates(pg_pair: Pair) -> None:
     pg_pair.store.register(pg_pair.name, {})
     assert reconcile_drained(migration, GateSpec(name="reconcile_drained")).passed
     pg_pair.set_mode(WriteMode.DUAL_OLD_PRIMARY)
-    dead = sa.create_engine(pg_pair.new.url.set(port=1), connect_args={"connect_timeout": 1})
-    with DualWriter(pg_pair.old, dead, pg_pair.mapping, pg_pair.flags, pg_pair.store.engine, pg_pair.name) as w:
+    with pg_pair.writer(new=unreachable(pg_pair.new)) as w:
         w.update((1,), {"note": "x"})
         w.update((2,), {"note": "y"})
     drained = reconcile_drained(migration, GateSpec(name="reconcile_drained"))
@@ -111,17 +103,7 @@ def test_shadow_sampling_and_mismatch_cap(pg_pair: Pair) -> None:
     with pg_pair.new.begin() as conn:
         conn.execute(sa.text("UPDATE orders SET note = 'drift'"))  # every row now differs
     since = utcnow()
-    with DualWriter(
-        pg_pair.old,
-        pg_pair.new,
-        pg_pair.mapping,
-        pg_pair.flags,
-        pg_pair.store.engine,
-        pg_pair.name,
-        shadow_sample=0.5,
-        max_mismatch_rows=3,
-        metrics_interval=600,
-    ) as writer:
+    with pg_pair.writer(shadow_sample=0.5, max_mismatch_rows=3, metrics_interval=600) as writer:
         for k in range(1, 51):
             writer.read((k,))
             writer.read((k,))
