@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from shiftover.control import schema
-from shiftover.control.store import _audit, utcnow
+from shiftover.control.store import ControlStore, utcnow
 from shiftover.errors import FlagError, GateError
 from shiftover.flags.routing import (
     WriteMode,
@@ -114,22 +114,13 @@ def switch_writes(store: Engine, migration: str, actor: str, *, fenced: bool = T
         reason="switch writes to the new store",
     )
     at = utcnow()
-    with store.begin() as conn:
-        _audit(conn, migration, actor, "write_switch", {"at": at.isoformat(), "version": version})
+    ControlStore(store).audit(migration, actor, "write_switch", {"at": at.isoformat(), "version": version})
     return WriteSwitch(at=at, version=version)
 
 
 def _switched_at(store: Engine, migration: str) -> datetime | None:
-    t = schema.audit_log
-    query = (
-        sa.select(t.c.detail)
-        .where(t.c.migration == migration, t.c.action == "write_switch")
-        .order_by(t.c.id.desc())
-        .limit(1)
-    )
-    with store.connect() as conn:
-        detail = conn.execute(query).scalar()
-    return datetime.fromisoformat(detail["at"]) if detail else None
+    switches = ControlStore(store).audit_entries(migration, action="write_switch")
+    return datetime.fromisoformat(switches[-1]["detail"]["at"]) if switches else None
 
 
 def stop_old_writes(store: Engine, migration: str, actor: str) -> None:

@@ -94,13 +94,11 @@ def validation_failures(store: ControlStore, migration: str, limit: int = 50) ->
 
 def publish_story(store: ControlStore, spec: MigrationSpec) -> None:
     """The story as a markdown artifact of the current flow run (a no-op outside one)."""
-    from prefect.artifacts import create_markdown_artifact
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
     from prefect.context import FlowRunContext
 
     if FlowRunContext.get() is None:
         return
-    from prefect.artifacts import create_table_artifact
-
     key = "".join(ch if ch.isalnum() or ch == "-" else "-" for ch in f"{spec.name}-story".lower())
     failures = validation_failures(store, spec.name)
     story = render_story(store, spec)

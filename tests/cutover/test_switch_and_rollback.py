@@ -82,6 +82,9 @@ def test_two_concurrent_switches_switch_once(store: ControlStore) -> None:
         assert all(isinstance(o, FlagError | WriteSwitch) for o in outcomes)
         flips = [a for a in store.audit_entries(name, action="flag") if a["detail"]["value"] == "dual_new_primary"]
         assert len(flips) == 1
+        # a re-run finds the switch made and reports the audited one, without switching again
+        assert switch_writes(store.engine, name, "re-run") == winner[0]
+        assert len(store.audit_entries(name, action="write_switch")) == 1
 
 
 def test_the_compare_and_set_refuses_a_stale_switch(store: ControlStore) -> None:
