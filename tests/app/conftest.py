@@ -52,18 +52,22 @@ class Pair:
             return [tuple(str(v) if v is not None else None for v in r) for r in result]
 
 
+def orders_spec(name: str, old_url: str, new_url: str, **extra: Any) -> dict[str, Any]:
+    """A spec (as parsed YAML) moving the demo ``orders`` table from ``old_url`` to ``new_url``."""
+    return {
+        "name": name,
+        "source": {"url": old_url, "table": "orders"},
+        "target": {"url": new_url, "table": "orders"},
+        "key": ["id"],
+        **extra,
+    }
+
+
 def make_pair(old_url: str, new_url: str, store: ControlStore, *, rows: int = 50, name: str = "orders_move") -> Pair:
     old, new = get_engine(old_url), get_engine(new_url)
     create_orders(old, rows=rows)
     orders_table().create(new)
-    spec = parse_spec(
-        {
-            "name": name,
-            "source": {"url": old_url, "table": "orders"},
-            "target": {"url": new_url, "table": "orders"},
-            "key": ["id"],
-        }
-    )
+    spec = parse_spec(orders_spec(name, old_url, new_url))
     flags = FlagClient(store.engine, prefix=f"{name}:", start=False)
     pair = Pair(old, new, resolve_mapping(spec), store, name, flags)
     sync_keys(old, new, pair.mapping, [(i,) for i in range(1, rows + 1)])  # a finished backfill

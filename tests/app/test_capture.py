@@ -24,6 +24,8 @@ from shiftover.mapping import TableMapping
 from shiftover.preflight import resolve_mapping
 from shiftover.spec import parse_spec
 
+from .conftest import orders_spec
+
 ROWS = 2_000
 
 
@@ -87,14 +89,7 @@ def test_capture_during_concurrent_copy_ends_equal(server: str, request: pytest.
     old, new = get_engine(old_url), get_engine(new_url)
     create_orders(old, rows=ROWS)
     orders_table().create(new)
-    spec = parse_spec(
-        {
-            "name": "cap",
-            "source": {"url": old_url, "table": "orders"},
-            "target": {"url": new_url, "table": "orders"},
-            "key": ["id"],
-        }
-    )
+    spec = parse_spec(orders_spec("cap", old_url, new_url))
     mapping = resolve_mapping(spec)
     assert "so_changelog_orders" in capture_ddl(spec)
     install_capture(old, mapping)

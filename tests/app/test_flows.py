@@ -18,6 +18,8 @@ from shiftover.reconcile import enqueue, queue_depth
 from shiftover.rowsync import sync_keys
 from shiftover.spec import load_spec
 
+from .conftest import orders_spec
+
 pytestmark = pytest.mark.flows
 
 
@@ -28,16 +30,7 @@ def setup(tmp_path: Path) -> tuple[str, str, sa.Engine, sa.Engine]:
     create_orders(old, rows=100)
     orders_table().create(new)
     spec_path = tmp_path / "spec.yaml"
-    spec_path.write_text(
-        yaml.safe_dump(
-            {
-                "name": "flowtest",
-                "source": {"url": old_url, "table": "orders"},
-                "target": {"url": new_url, "table": "orders"},
-                "key": ["id"],
-            }
-        )
-    )
+    spec_path.write_text(yaml.safe_dump(orders_spec("flowtest", old_url, new_url)))
     yield str(spec_path), f"sqlite:///{tmp_path}/control.db", old, new
     forget_reflections()
 

@@ -11,19 +11,12 @@ from shiftover.flags.routing import WriteMode, set_reads_percent, set_shadow
 from shiftover.migration import Migration
 from shiftover.spec import GateSpec, parse_spec
 
-from .conftest import Pair, unreachable
+from .conftest import Pair, orders_spec, unreachable
 
 
 def migration_of(pair: Pair, **spec_extra: object) -> Migration:
-    spec = parse_spec(
-        {
-            "name": pair.name,
-            "source": {"url": pair.old.url.render_as_string(False), "table": "orders"},
-            "target": {"url": pair.new.url.render_as_string(False), "table": "orders"},
-            "key": ["id"],
-            **spec_extra,
-        }
-    )
+    urls = (pair.old.url.render_as_string(False), pair.new.url.render_as_string(False))
+    spec = parse_spec(orders_spec(pair.name, *urls, **spec_extra))
     return Migration(spec=spec, mapping=pair.mapping, source=pair.old, target=pair.new, store=pair.store)
 
 
