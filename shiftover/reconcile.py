@@ -125,11 +125,6 @@ def retry_dead(store_engine: Engine, migration: str) -> int:
         ).rowcount
 
 
-def purge_done(store_engine: Engine, migration: str) -> int:
-    with store_engine.begin() as conn:
-        return conn.execute(_q.delete().where(_q.c.migration == migration, _q.c.state == DONE)).rowcount
-
-
 def reverse_mapping(mapping: TableMapping) -> TableMapping:
     """The mapping from the new table back to the old one; only renames can be reversed."""
     require_reversible(mapping)

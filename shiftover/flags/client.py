@@ -84,9 +84,6 @@ class FlagClient:
             snap.routings[migration] = routing
         return routing.kill() if self._local_kill else routing
 
-    def is_enabled(self, key: str, default: bool = False) -> bool:
-        return bool(self.get(key, default))
-
     def is_enabled_for(self, key: str, bucket_key: Any, percent: float | None = None) -> bool:
         """Percentage rollout of flag ``key`` for ``bucket_key``; the percentage is the flag's value
         unless given. Monotone: raising the percentage never turns a key off."""
