@@ -1,7 +1,7 @@
 """Dual-write latency against the local PostgreSQL, every ratio against old-only in the same run.
 
-    .venv/bin/python bench/dualwrite.py                 # 3000 single-row writes per mode
-    .venv/bin/python bench/dualwrite.py --writes 50     # tiny (the test suite runs this)
+    .venv/bin/python bench/dualwrite.py                 # 3 x 3000 timed single-row updates per mode
+    .venv/bin/python bench/dualwrite.py --writes 20 --rows 300   # tiny (the test suite runs this)
 
 Measures an application loop of single-row updates through the ``DualWriter`` in old-only,
 dual-write synchronous and dual-write asynchronous modes (p50/p99), the cost of a cached flag
@@ -19,6 +19,7 @@ import tempfile
 import time
 import timeit
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -35,6 +36,7 @@ from shiftover.rowsync import sync_keys
 from shiftover.spec import parse_spec
 
 TARGETS = {"async p99": 1.2, "sync p99": 2.2}
+WARMUP = 150  # untimed first rounds: they warm pools and caches
 
 
 def percentiles(samples: list[float]) -> tuple[float, float]:
@@ -88,40 +90,52 @@ def _measure(admin_url: str, dbs: list[str], writes: int, rows: int) -> dict[str
         set_write_mode(control.engine, f"bench{i}", mode, "bench")
         flags.refresh()
         writers[name] = DualWriter(old, new, mapping, flags, control.engine, f"bench{i}", asynchronous=asynchronous)
-    collected: dict[str, list[float]] = {name: [] for name in modes}
     rng = random.Random(1)
-    for n in range(writes * 3 + 150):
-        for name, writer in writers.items():
-            key = rng.randrange(1, rows + 1)
-            started = time.perf_counter()
-            writer.update((key,), {"note": f"w{key}"})
-            if n >= 150:  # the first rounds warm pools and caches
-                collected[name].append(time.perf_counter() - started)
+    steps = {name: _update_through(writer) for name, writer in writers.items()}
+    results.update(interleaved(steps, writes * 3, rows, rng))
     for writer in writers.values():
         writer.close()
-    results.update({name: percentiles(s) for name, s in collected.items()})
 
     # Trigger capture: the same update on two equal tables, one with the capture triggers, interleaved.
     plain_table = create_orders(old, name="orders_plain", rows=rows)
     captured_table = mapping.source_table_obj(old)
     install_capture(old, mapping)
-    timings: dict[str, list[float]] = {"plain update": [], "plain + capture": []}
-    for n in range(writes * 3 + 150):
-        for name, table in (("plain update", plain_table), ("plain + capture", captured_table)):
-            key = rng.randrange(1, rows + 1)
-            started = time.perf_counter()
-            with old.begin() as conn:
-                conn.execute(table.update().where(table.c.id == key).values(note=f"p{key}"))
-            if n >= 150:
-                timings[name].append(time.perf_counter() - started)
+    steps = {"plain update": _plain_update(old, plain_table), "plain + capture": _plain_update(old, captured_table)}
+    results.update(interleaved(steps, writes * 3, rows, rng))
     remove_capture(old, mapping)
-    results.update({name: percentiles(s) for name, s in timings.items()})
 
     get_cost = min(timeit.repeat(lambda: flags.get("bench1:writes"), number=100_000, repeat=5)) / 100_000
     routing_cost = min(timeit.repeat(lambda: flags.routing("bench1"), number=100_000, repeat=5)) / 100_000
     results["flag get"] = (get_cost, get_cost)
     results["flag routing"] = (routing_cost, routing_cost)
     return results
+
+
+def interleaved(
+    steps: dict[str, Callable[[int], None]], rounds: int, rows: int, rng: random.Random
+) -> dict[str, tuple[float, float]]:
+    """(p50, p99) seconds of each step, called in turn on a random key per call, after ``WARMUP`` rounds."""
+    timings: dict[str, list[float]] = {name: [] for name in steps}
+    for n in range(rounds + WARMUP):
+        for name, step in steps.items():
+            key = rng.randrange(1, rows + 1)
+            started = time.perf_counter()
+            step(key)
+            if n >= WARMUP:
+                timings[name].append(time.perf_counter() - started)
+    return {name: percentiles(s) for name, s in timings.items()}
+
+
+def _update_through(writer: DualWriter) -> Callable[[int], None]:
+    return lambda key: writer.update((key,), {"note": f"w{key}"})
+
+
+def _plain_update(engine: sa.Engine, table: sa.Table) -> Callable[[int], None]:
+    def step(key: int) -> None:
+        with engine.begin() as conn:
+            conn.execute(table.update().where(table.c.id == key).values(note=f"p{key}"))
+
+    return step
 
 
 def report(results: dict[str, tuple[float, float]], writes: int) -> list[str]:
