@@ -60,9 +60,7 @@ def test_new_database_outage_loses_nothing(pg_pair: Pair, asynchronous: bool, ou
     proxy = FlakyProxy("127.0.0.1", pg_pair.new.url.port or 5432)
     new = through(proxy, pg_pair.new)
     pg_pair.set_mode(WriteMode.DUAL_OLD_PRIMARY)
-    writer = DualWriter(
-        pg_pair.old, new, pg_pair.mapping, pg_pair.flags, pg_pair.store.engine, pg_pair.name, asynchronous=asynchronous
-    )
+    writer = pg_pair.writer(new=new, asynchronous=asynchronous)
     urls = serve(writer)
     url = next(urls)
     stop = threading.Event()
