@@ -9,6 +9,7 @@ compare-and-set on the writes flag) so two runs cannot both switch.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from datetime import datetime
 
 from prefect import flow, get_run_logger
@@ -28,6 +29,16 @@ from tasks.gates import check_gates
 
 CUTOVER_FROM = {Phase.VALIDATED, Phase.SHADOW_READING, Phase.READS_CANARY, Phase.READS_SWITCHED}
 WATCH_SECONDS = 5.0  # how often the traffic gates are checked during a soak
+
+
+@dataclass(frozen=True)
+class ApprovalWait:
+    """How a flow waits for its approvals, from the flow's parameters (time-out: the spec's when None)."""
+
+    timeout_seconds: float | None
+    poll_interval_seconds: int
+    auto_approve: bool
+    suspend: bool | None
 
 
 @flow(name="cutover")
@@ -52,6 +63,7 @@ def cutover(
         return {"phase": phase, "note": "writes already switched"}
     require_phase(migration.name, phase, CUTOVER_FROM, Phase.SHADOW_READING)
     soak = migration.spec.canary.soak_seconds if soak_seconds is None else soak_seconds
+    wait = ApprovalWait(approval_timeout_seconds, poll_interval_seconds, auto_approve, suspend)
     for stage in (s for s in build_plan(migration.spec) if s.flow == "cutover"):
         routing = read_routing(migration.store.engine, migration.name)
         if stage_done(stage, migration.store.phase(migration.name), routing):
@@ -62,9 +74,7 @@ def cutover(
         elif stage.percent is not None:
             run_canary_step(migration, control_url, stage, soak, watch_seconds)
         else:
-            switch_writes_after_approval(
-                migration, control_url, stage, approval_timeout_seconds, poll_interval_seconds, auto_approve, suspend
-            )
+            switch_writes_after_approval(migration, control_url, stage, wait)
     return {"phase": migration.store.phase(migration.name)}
 
 
@@ -148,15 +158,7 @@ def publish_rollback_report(migration: Migration, stage: Stage, exc: GateError, 
     )
 
 
-def switch_writes_after_approval(
-    migration: Migration,
-    control_url: str,
-    stage: Stage,
-    timeout_seconds: float | None,
-    poll_interval_seconds: int,
-    auto_approve: bool,
-    suspend: bool | None = None,
-) -> None:
+def switch_writes_after_approval(migration: Migration, control_url: str, stage: Stage, wait: ApprovalWait) -> None:
     """Reversibility, gates (queue drained, clean diff), approval, then the fenced write switch.
 
     The mapping must be reversible (renames only) so the old store can keep being written
@@ -165,13 +167,7 @@ def switch_writes_after_approval(
     require_reversible(migration.mapping)
     results = check_gates(migration, "switch_writes", stage.gates, actor=actor())
     approve_stage(
-        migration,
-        stage,
-        [f"- {r.gate}: {'passed' if r.passed else 'FAILED'} — {r.summary}" for r in results],
-        timeout_seconds=timeout_seconds,
-        poll_interval_seconds=poll_interval_seconds,
-        auto_approve=auto_approve,
-        suspend=suspend,
+        migration, stage, [f"- {r.gate}: {'passed' if r.passed else 'FAILED'} — {r.summary}" for r in results], wait
     )
     switch = flips.switch_writes(control_url, migration.name, actor())
     migration.store.advance_to(
@@ -182,27 +178,18 @@ def switch_writes_after_approval(
     )
 
 
-def approve_stage(
-    migration: Migration,
-    stage: Stage,
-    gate_lines: list[str],
-    *,
-    timeout_seconds: float | None,
-    poll_interval_seconds: int,
-    auto_approve: bool,
-    suspend: bool | None,
-) -> None:
-    """Pause for the approval of ``stage``: the spec's approvers, its time-out unless the flow gave one."""
+def approve_stage(migration: Migration, stage: Stage, gate_lines: list[str], wait: ApprovalWait) -> None:
+    """Pause for the approval of ``stage`` by one of the spec's approvers."""
     request_approval(
         migration.store,
         migration.name,
         stage.name,
         approval_summary(migration, stage, gate_lines),
         approvers=migration.spec.approvals.approvers,
-        timeout_seconds=timeout_seconds or migration.spec.approvals.timeout_seconds,
-        poll_interval_seconds=poll_interval_seconds,
-        auto_approve=auto_approve,
-        suspend=suspend,
+        timeout_seconds=wait.timeout_seconds or migration.spec.approvals.timeout_seconds,
+        poll_interval_seconds=wait.poll_interval_seconds,
+        auto_approve=wait.auto_approve,
+        suspend=wait.suspend,
     )
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.cutover import approve_stage
+from flows.cutover import ApprovalWait, approve_stage
 from flows.runtime import actor, require_phase
 from shiftover import decommission as retire
 from shiftover.connect import get_engine
@@ -85,14 +85,9 @@ def decommission(
         return {"phase": phase, "note": "already decommissioned"}
     require_phase(name, phase, DECOMMISSION_FROM, Phase.OLD_WRITES_STOPPED)
     stages = {s.name: s for s in build_plan(migration.spec) if s.flow == "decommission"}
-    wait: dict[str, Any] = {
-        "timeout_seconds": approval_timeout_seconds,
-        "poll_interval_seconds": poll_interval_seconds,
-        "auto_approve": auto_approve,
-        "suspend": suspend,
-    }
+    wait = ApprovalWait(approval_timeout_seconds, poll_interval_seconds, auto_approve, suspend)
     if phase is Phase.WRITES_SWITCHED:
-        approve_stage(migration, stages["stop_old_writes"], [], **wait)
+        approve_stage(migration, stages["stop_old_writes"], [], wait)
         flips.stop_old_writes(control_url, name, actor())
         store.advance_to(name, Phase.OLD_WRITES_STOPPED, actor(), "old table no longer written")
     if store.phase(name) is Phase.OLD_WRITES_STOPPED:
@@ -107,7 +102,7 @@ def decommission(
         store.audit(name, actor(), "retention", {"drop_due": due.isoformat()})
         get_run_logger().info("archive kept until %s; run decommission again after that", due.isoformat())
         return {"phase": Phase.ARCHIVED, "drop_due": due.isoformat()}
-    approve_stage(migration, stages["drop"], [], **wait)
+    approve_stage(migration, stages["drop"], [], wait)
     dropped = drop_archive(migration)
     store.audit(name, actor(), "drop", {"table": retire.archive_table(migration.spec), "dropped": dropped})
     removed = retire.remove_routing_flags(store.engine, name, actor())
