@@ -14,7 +14,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy.engine import Engine
 
@@ -27,8 +27,15 @@ from shiftover.rowsync import Key, sync_keys
 
 log = logging.getLogger(__name__)
 
-# A unit of secondary work: copy ``key`` from ``src`` to ``dst`` through ``mapping``.
-Job = tuple[Engine, Engine, TableMapping, Key, str]
+
+class Job(NamedTuple):
+    """A unit of secondary work: copy ``key`` from ``src`` to ``dst`` through ``mapping``."""
+
+    src: Engine
+    dst: Engine
+    mapping: TableMapping
+    key: Key
+    op: str  # the reconciliation op should the copy fail: "upsert" or "delete"
 
 
 class Replicator:
@@ -72,12 +79,12 @@ class Replicator:
         if not self.asynchronous:
             self._run([job])
             return
-        q = self._queues[hash(job[3]) % len(self._queues)]
+        q = self._queues[hash(job.key) % len(self._queues)]
         try:
             q.put_nowait(job)
         except queue.Full:
             self.recorder.count(shadow.QUEUE_OVERFLOWS)
-            self.park([(job[3], job[4])], "async queue full")
+            self.park([(job.key, job.op)], "async queue full")
 
     def apply(
         self,
@@ -96,14 +103,14 @@ class Replicator:
             self.park(items, reconcile.describe_error(exc))
 
     def _run(self, jobs: Sequence[Job]) -> None:
-        src, dst, mapping = jobs[0][0], jobs[0][1], jobs[0][2]
-        keys = [j[3] for j in jobs]
+        first = jobs[0]
+        keys = [j.key for j in jobs]
         self.recorder.count(shadow.SECONDARY_WRITES, len(keys))
         try:
-            sync_keys(src, dst, mapping, keys)
+            sync_keys(first.src, first.dst, first.mapping, keys)
         except Exception as exc:
             self.recorder.count(shadow.SECONDARY_ERRORS, len(keys))
-            self.park([(j[3], j[4]) for j in jobs], reconcile.describe_error(exc))
+            self.park([(j.key, j.op) for j in jobs], reconcile.describe_error(exc))
 
     # -- durable record -----------------------------------------------------------
     def park(self, items: Sequence[tuple[Key, str]], error: str) -> None:
@@ -176,7 +183,7 @@ def _by_route(jobs: Sequence[Job]) -> list[list[Job]]:
     """Split a batch where the route (engines, mapping) changes, keeping order within each key."""
     groups: dict[tuple[int, int, int], list[Job]] = {}
     for job in jobs:
-        groups.setdefault((id(job[0]), id(job[1]), id(job[2])), []).append(job)
+        groups.setdefault((id(job.src), id(job.dst), id(job.mapping)), []).append(job)
     return list(groups.values())
 
 

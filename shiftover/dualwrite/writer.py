@@ -30,7 +30,7 @@ from sqlalchemy.engine import Engine
 from shiftover.dualwrite import shadow
 from shiftover.dualwrite.image import read_image
 from shiftover.dualwrite.reads import RoutedReader
-from shiftover.dualwrite.replicator import Replicator, run_later
+from shiftover.dualwrite.replicator import Job, Replicator, run_later
 from shiftover.dualwrite.shadow import Recorder
 from shiftover.errors import SpecError
 from shiftover.flags.client import FlagClient
@@ -168,7 +168,7 @@ class DualWriter:
                 return
             if self._async:
                 for k in keys:
-                    self.replicator.submit((src, dst, mapping, k, op_for(op, k, key)))
+                    self.replicator.submit(Job(src, dst, mapping, k, op_for(op, k, key)))
             else:
                 self.replicator.apply(dst, mapping, keys, image or [], [(k, op_for(op, k, key)) for k in keys])
 
@@ -261,7 +261,7 @@ class DualWriter:
             )
             self._warned_orm = True
         for key, op in keys.items():
-            self.replicator.submit((self.old, self.new, self.mapping, key, op))
+            self.replicator.submit(Job(self.old, self.new, self.mapping, key, op))
 
     # -- lifecycle ----------------------------------------------------------------
     def _tick(self) -> None:
