@@ -7,7 +7,7 @@ import sqlalchemy as sa
 from shiftover.flags.routing import WriteMode
 from shiftover.reconcile import dead_entries, drain_queue, enqueue, queue_depth, retry_dead
 
-from .conftest import Pair
+from .conftest import Pair, unreachable
 
 
 def test_drain_follows_the_write_mode(pg_pair: Pair) -> None:
@@ -52,7 +52,7 @@ def test_failing_keys_retry_then_go_dead_and_can_be_retried(pg_pair: Pair) -> No
 
 def test_drain_against_a_dead_store_stops_knocking_and_keeps_keys_pending(pg_pair: Pair) -> None:
     eng = pg_pair.store.engine
-    dead = sa.create_engine(pg_pair.new.url.set(port=1), connect_args={"connect_timeout": 1})
+    dead = unreachable(pg_pair.new)
     enqueue(eng, pg_pair.name, [((i,), "upsert") for i in range(1, 21)])
     result = drain_queue(pg_pair.old, dead, eng, pg_pair.mapping, pg_pair.name)
     assert (result.synced, result.failed, result.dead) == (0, 20, 0)
