@@ -96,7 +96,7 @@ class Stack:
             for run in self.flow_runs(state):
                 if run_id and run["id"] != run_id:
                     continue
-                if flow_name and flows.get(run["flow_id"], self._flow_name(run["flow_id"])) != flow_name:
+                if flow_name and (flows.get(run["flow_id"]) or self._flow_name(run["flow_id"])) != flow_name:
                     continue
                 return run
             time.sleep(0.5)
