@@ -14,7 +14,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from shiftover.diff.checksum import Checksum, Side, bucket_checksums, range_checksum, row_hashes
+from shiftover.diff.checksum import Side, bucket_checksums, range_checksum, row_hashes
 from shiftover.diff.normalize import ColumnRule
 from shiftover.diff.report import Key
 from shiftover.diff.rows import key_token
@@ -55,14 +55,9 @@ def candidate_keys(n: Narrowing, rng: KeyRange) -> list[Key]:
         return []
     if n.integer_span is not None:
         # A plain checksum first: most segments are equal, and a grouped scan costs more.
-        if _equal(n.both(range_checksum, rng)):
-            return []
-        return _integer_candidates(n, rng)
-    return _sampled_candidates(n, rng, None)
-
-
-def _equal(sums: tuple[Checksum, Checksum]) -> bool:
-    return sums[0] == sums[1]
+        src, tgt = n.both(range_checksum, rng)
+        return [] if src == tgt else _integer_candidates(n, rng)
+    return _sampled_candidates(n, rng)
 
 
 def _integer_candidates(n: Narrowing, rng: KeyRange) -> list[Key]:
@@ -106,8 +101,8 @@ def _runs(buckets: list[int]) -> list[tuple[int, int]]:
     return runs
 
 
-def _sampled_candidates(n: Narrowing, rng: KeyRange, sums: tuple[Checksum, Checksum] | None) -> list[Key]:
-    src, tgt = sums or n.both(range_checksum, rng)
+def _sampled_candidates(n: Narrowing, rng: KeyRange) -> list[Key]:
+    src, tgt = n.both(range_checksum, rng)
     if src == tgt:
         return []
     if max(src[0], tgt[0]) <= n.row_threshold:
@@ -117,7 +112,7 @@ def _sampled_candidates(n: Narrowing, rng: KeyRange, sums: tuple[Checksum, Check
         return _row_candidates(n, rng)
     out: list[Key] = []
     for sub in subs:
-        out.extend(_sampled_candidates(n, sub, None))
+        out.extend(_sampled_candidates(n, sub))
         if n.stop.is_set():
             break
     return out

@@ -39,7 +39,6 @@ class DiffReport:
     source_rows: int = 0
     target_rows: int = 0
     segments: int = 0
-    segments_equal: int = 0
     segments_resumed: int = 0
     truncated: bool = False  # stopped at max_differences
     seconds: float = 0.0

@@ -17,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-Key = tuple[Any, ...]
+from shiftover.diff.report import Key
 
 
 @dataclass(frozen=True)

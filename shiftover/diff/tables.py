@@ -8,9 +8,9 @@ reconciliation queue touched). Both check their input before any work and raise 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from sqlalchemy.engine import Engine
@@ -79,7 +79,6 @@ def _since(src: Side, tgt: Side, mapping: TableMapping, since: datetime, column:
     by_source = {c.source: c.target for c in mapping.columns if c.sql is None}
     if column not in by_source or column not in src.table.c:
         raise DiffError(f"cannot limit the diff to rows changed since {since}: no column {column!r} in the source")
-    from dataclasses import replace
 
     def limited(side: Side, name: str) -> Side:
         quoted = side.engine.dialect.identifier_preparer.quote(name)
@@ -206,7 +205,3 @@ def diff_keys(
     report = DiffReport(table=mapping.target_table, differences=_sorted(plan, diffs), source_rows=len(keys))
     report.seconds = time.perf_counter() - started
     return report
-
-
-def differing_keys(report: DiffReport) -> Sequence[Key]:
-    return [d.key for d in report.differences]
