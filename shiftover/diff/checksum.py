@@ -134,11 +134,13 @@ def row_hashes(side: Side, rng: KeyRange) -> list[Any]:
 
 
 def key_bounds(side: Side) -> tuple[Any, Any, int]:
-    """Smallest and largest key of a single-column key, and the row count."""
+    """Smallest and largest value of the first key column, and the row count (filter applied)."""
     col = side.key_columns[0]
-    query = sa.select(sa.func.min(col), sa.func.max(col), sa.func.count()).select_from(side.table)
-    if side.filter_sql:
-        query = query.where(sa.text(side.filter_sql).bindparams(**dict(side.filter_params)))
-    with side.engine.connect() as conn:
+    query = (
+        sa.select(sa.func.min(col), sa.func.max(col), sa.func.count())
+        .select_from(side.table)
+        .where(*_where(side, KeyRange(None, None)))
+    )
+    with side_connection(side) as conn:
         lo, hi, count = conn.execute(query).one()
     return lo, hi, int(count)
