@@ -293,18 +293,17 @@ def _timestamp(value: Any, precision: Any) -> str:
 
 
 def _date(value: Any, _: Any) -> str:
-    return _as_datetime(value).strftime("%Y-%m-%d") if not isinstance(value, date) else value.strftime("%Y-%m-%d")
+    return _as_datetime(value).strftime("%Y-%m-%d")
 
 
 def _time(value: Any, precision: Any) -> str:
-    t = (
-        value
-        if isinstance(value, time)
-        else (time.fromisoformat(str(value)) if not hasattr(value, "seconds") else None)
-    )
-    if t is None:  # a timedelta (MySQL TIME)
+    if isinstance(value, time):
+        t = value
+    elif hasattr(value, "seconds"):  # a timedelta (MySQL TIME)
         total = int(value.total_seconds())
         t = time(total // 3600 % 24, total // 60 % 60, total % 60, value.microseconds)
+    else:
+        t = time.fromisoformat(str(value))
     div = _PRECISION_DIVISOR[precision or "us"]
     return t.replace(microsecond=t.microsecond - t.microsecond % div).strftime("%H:%M:%S.%f")
 
@@ -327,7 +326,6 @@ _TEXT = {
     "decimal": _dec,
     "float": _float,
     "text": _text,
-    "char": lambda v, _: _text(v, 1),
     "boolean": _bool,
     "date": _date,
     "time": _time,
@@ -345,9 +343,8 @@ def values_equal(rule: ColumnRule, a: Any, b: Any, options: ValidationSpec) -> b
     if rule.kind == "float":
         tol = options.float_tolerance or 0.0
         return abs(float(a) - float(b)) <= tol if tol else float(a) == float(b)
-    return canonical_text(rule.kind, a, _python_arg(rule, options)) == canonical_text(
-        rule.kind, b, _python_arg(rule, options)
-    )
+    arg = _python_arg(rule, options)
+    return canonical_text(rule.kind, a, arg) == canonical_text(rule.kind, b, arg)
 
 
 def _python_arg(rule: ColumnRule, options: ValidationSpec) -> Any:
