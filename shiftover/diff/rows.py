@@ -116,8 +116,9 @@ def python_column_keys(
     py_rules = [r for r in rules if not r.in_sql]
     if not py_rules:
         return []
-    src = _range_values(source, mapping, py_rules, rng, is_source=True)
-    tgt = _range_values(target, mapping, py_rules, rng, is_source=False)
+    key_rules = rules[: len(mapping.key)]
+    src = _range_values(source, mapping, key_rules, py_rules, rng, is_source=True)
+    tgt = _range_values(target, mapping, key_rules, py_rules, rng, is_source=False)
     out = []
     for token in src.keys() | tgt.keys():
         a, b = src.get(token), tgt.get(token)
@@ -131,7 +132,13 @@ def python_column_keys(
 
 
 def _range_values(
-    side: Side, mapping: TableMapping, py_rules: Sequence[ColumnRule], rng: KeyRange, *, is_source: bool
+    side: Side,
+    mapping: TableMapping,
+    key_rules: Sequence[ColumnRule],
+    py_rules: Sequence[ColumnRule],
+    rng: KeyRange,
+    *,
+    is_source: bool,
 ) -> dict[tuple[str | None, ...], tuple[Key, list[Any]]]:
     by_target = {c.target: c for c in mapping.columns}
     cols = [by_target[r.target].select_expr(side.table) if is_source else side.table.c[r.target] for r in py_rules]
@@ -141,5 +148,5 @@ def _range_values(
     with side_connection(side) as conn:
         for row in conn.execute(query):
             key = tuple(row[:n])
-            out[tuple(str(k) for k in key)] = (key, list(row[n:]))
+            out[key_token(key_rules, key)] = (key, list(row[n:]))
     return out
