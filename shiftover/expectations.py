@@ -74,15 +74,17 @@ def expectation_class(name: str) -> Any:
     return cls
 
 
-def check_expectations(expectations: Sequence[Expectation]) -> None:
-    """Build every expectation once, so a bad name or argument fails before any query."""
+def build_expectations(expectations: Sequence[Expectation]) -> list[Any]:
+    """The GX expectation objects, all built before any query: a bad name or argument fails first."""
+    built = []
     for exp in expectations:
         try:
-            expectation_class(exp.type)(**exp.kwargs)
+            built.append(expectation_class(exp.type)(**exp.kwargs))
         except DiffError:
             raise
         except Exception as exc:
             raise DiffError(f"expectation {exp.type!r} with {exp.kwargs}: {exc}".splitlines()[0]) from None
+    return built
 
 
 def run_expectations(
@@ -97,24 +99,18 @@ def run_expectations(
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
-    check_expectations(expectations)
+    built = build_expectations(expectations)
     logging.getLogger("great_expectations.data_context.types.base").setLevel(logging.WARNING)
     ctx = gx.get_context(mode="ephemeral")
     ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
     asset = _datasource(ctx, engine).add_table_asset(name="target", table_name=table, schema_name=schema)
     batch = asset.add_batch_definition_whole_table("whole table")
     suite = ctx.suites.add(gx.ExpectationSuite(name="shiftover"))
-    by_id = {}
-    for exp in expectations:
-        added = suite.add_expectation(expectation_class(exp.type)(**exp.kwargs))
-        by_id[added.id] = exp
+    ids = [suite.add_expectation(gx_exp).id for gx_exp in built]
     definition = ctx.validation_definitions.add(gx.ValidationDefinition(name="shiftover", data=batch, suite=suite))
     result = definition.run(expectation_parameters=parameters or {}, result_format="SUMMARY")
-    outcomes = {}
-    for r in result.results:
-        exp = by_id[r.expectation_config.id]  # type: ignore[union-attr]
-        outcomes[id(exp)] = _outcome(exp, r)
-    return [outcomes[id(exp)] for exp in expectations]
+    by_id = {r.expectation_config.id: r for r in result.results}  # type: ignore[union-attr]
+    return [_outcome(exp, by_id[gx_id]) for exp, gx_id in zip(expectations, ids, strict=True)]
 
 
 def _datasource(ctx: Any, engine: Engine) -> Any:
