@@ -20,11 +20,14 @@ import sqlalchemy as sa
 from checks.gate import CURRENT_STAGE, GateResult, gate
 from checks.live import CountBand, around_source_counts
 from checks.report import markdown_table
+from shiftover.backfill.keyset import count_rows
 from shiftover.control import schema
 from shiftover.control.store import key_from_json
 from shiftover.diff import (
+    Difference,
     DiffProgress,
     DiffReport,
+    RepairResult,
     diff_keys,
     diff_tables,
     new_run_id,
@@ -65,11 +68,6 @@ def diff_scope(scope: DiffScope) -> Iterator[None]:
 
 
 # -- row_count ------------------------------------------------------------------------------
-
-
-def count_rows(engine: sa.Engine, table: sa.Table) -> int:
-    with engine.connect() as conn:
-        return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
 
 
 @gate("row_count")
@@ -164,7 +162,9 @@ def _diff(migration: Migration, scope: DiffScope) -> tuple[DiffReport, str]:
     return report, run_id
 
 
-def _checksum_summary(report: DiffReport, remaining: Sequence[Any], repaired: Any, tolerated: int) -> str:
+def _checksum_summary(
+    report: DiffReport, remaining: Sequence[Difference], repaired: RepairResult | None, tolerated: int
+) -> str:
     if report.truncated:
         return f"{report.summary()}; fix the copy and re-run (the diff stopped early)"
     if not report.differences:
@@ -178,12 +178,12 @@ def _checksum_summary(report: DiffReport, remaining: Sequence[Any], repaired: An
     return f"{report.summary()}{fixed}{left}"
 
 
-def _evidence(report: DiffReport, remaining: Sequence[Any]) -> list[dict[str, Any]]:
+def _evidence(report: DiffReport, remaining: Sequence[Difference]) -> list[dict[str, Any]]:
     still = {str(d.key) for d in remaining}
     return [{**d.as_row(), "repaired": str(d.key) not in still} for d in report.differences[:EVIDENCE_CAP]]
 
 
-def _checksum_markdown(report: DiffReport, remaining: Sequence[Any], repaired: Any) -> str:
+def _checksum_markdown(report: DiffReport, remaining: Sequence[Difference], repaired: RepairResult | None) -> str:
     counts = report.counts()
     lines = [
         f"- rows: source {report.source_rows}, target {report.target_rows}",
@@ -201,7 +201,9 @@ def _checksum_markdown(report: DiffReport, remaining: Sequence[Any], repaired: A
     return "\n".join(lines) + ("\n\n" + table if table else "")
 
 
-def _checksum_metrics(report: DiffReport, remaining: Sequence[Any], repaired: Any, tolerated: int) -> dict[str, Any]:
+def _checksum_metrics(
+    report: DiffReport, remaining: Sequence[Difference], repaired: RepairResult | None, tolerated: int
+) -> dict[str, Any]:
     return {
         "run_id": report.run_id,
         "differences": len(report.differences),

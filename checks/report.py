@@ -29,9 +29,7 @@ def plain_rows(rows: Sequence[dict[str, Any]], cap: int = MAX_ROWS) -> list[dict
 
 
 def _plain(value: Any) -> Any:
-    if value is None or isinstance(value, bool | int | str):
-        return value
-    if isinstance(value, float):
+    if value is None or isinstance(value, bool | int | float | str):
         return value
     if isinstance(value, Decimal | datetime | date):
         return str(value)
