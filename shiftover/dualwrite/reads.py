@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -45,7 +45,14 @@ class RoutedReader:
         self._experiment(key, self.old_image(key, old_row), lambda: self.read_new(key), new_is_control=False)
         return old_row
 
-    def _experiment(self, key: Key, control: dict[str, Any] | None, candidate_fn: Any, *, new_is_control: bool) -> None:
+    def _experiment(
+        self,
+        key: Key,
+        control: dict[str, Any] | None,
+        candidate_fn: Callable[[], dict[str, Any] | None],
+        *,
+        new_is_control: bool,
+    ) -> None:
         """Run the other side, compare, record; never raises."""
         started = time.perf_counter()
         try:
