@@ -11,6 +11,7 @@ each chunk's target commit, so a crash re-reads at most one chunk per segment.
 from __future__ import annotations
 
 import contextlib
+import functools
 import queue
 import threading
 import time
@@ -27,7 +28,7 @@ from shiftover.backfill.errors import copy_error
 from shiftover.backfill.keyset import Key, KeyRange, range_clause
 from shiftover.backfill.mysql import MySQLWriter
 from shiftover.backfill.postgres import PostgresWriter
-from shiftover.backfill.sources import stream_for
+from shiftover.backfill.sources import MySQLStream, PostgresStream, stream_for
 from shiftover.backfill.sqlite import SQLiteWriter
 from shiftover.backfill.throttle import Throttle
 from shiftover.backfill.typemap import row_converter
@@ -144,6 +145,34 @@ def _can_stream(source: Engine, target: Engine, mapping: TableMapping) -> bool:
     return stream_for(source, target, mapping) is not None
 
 
+@dataclass(frozen=True)
+class _Step:
+    """One chunk ready to write: the rows it reserves under the cap, and its checkpoint."""
+
+    rows: int
+    end: Key | None  # the checkpoint once written; None: the segment's last chunk
+    write: Callable[[], tuple[int, int]]  # (rows read, rows inserted), committed in the target
+
+
+def _run_steps(
+    steps: Iterator[_Step], throttle: Throttle, deadline: float | None, tally: _Tally, checkpoint: Checkpoint
+) -> bool:
+    """The contract both loops share: gate, reserve, write, steer, checkpoint; True when done."""
+    while _may_start_chunk(throttle, deadline):
+        step = next(steps, None)
+        if step is None:
+            return True
+        throttle.acquire(step.rows)
+        began = time.monotonic()
+        read, inserted = step.write()
+        throttle.record(read, time.monotonic() - began)
+        checkpoint(step.end, read, step.end is None)
+        tally.read, tally.inserted, tally.chunks = tally.read + read, tally.inserted + inserted, tally.chunks + 1
+        if step.end is None:
+            return True
+    return False
+
+
 # -- PostgreSQL or MySQL → PostgreSQL: COPY data, never decoded ---------------------------
 def _stream_loop(
     source: Engine,
@@ -158,33 +187,35 @@ def _stream_loop(
     stream_class = stream_for(source, target, mapping)
     assert stream_class is not None
     writer = PostgresWriter(target, mapping, mapping.target_table_obj(target))
-    lo, hi = remaining.lo, remaining.hi
     try:
         stream = _guarded(mapping, remaining, stream_class, source, mapping, writer)
         try:
-            while True:
-                if not _may_start_chunk(throttle, deadline):
-                    return False
-                rows = throttle.chunk_rows()
-                end = _guarded(mapping, KeyRange(lo, hi), stream.chunk_end, KeyRange(lo, hi), rows)
-                chunk = KeyRange(lo, end if end is not None else hi)
-                throttle.acquire(rows)
-                began = time.monotonic()
-                read, inserted = _guarded(mapping, chunk, stream.copy_chunk, writer, chunk)
-                throttle.record(read, time.monotonic() - began)
-                checkpoint(end, read, end is None)
-                tally.read, tally.inserted, tally.chunks = (
-                    tally.read + read,
-                    tally.inserted + inserted,
-                    tally.chunks + 1,
-                )
-                if end is None:
-                    return True
-                lo = end
+            return _run_steps(
+                _stream_steps(stream, writer, mapping, remaining, throttle), throttle, deadline, tally, checkpoint
+            )
         finally:
             stream.close()
     finally:
         writer.close()
+
+
+def _stream_steps(
+    stream: PostgresStream | MySQLStream,
+    writer: PostgresWriter,
+    mapping: TableMapping,
+    remaining: KeyRange,
+    throttle: Throttle,
+) -> Iterator[_Step]:
+    """Chunks cut by a keyset boundary query as each one is about to start (its size is current)."""
+    lo, hi = remaining.lo, remaining.hi
+    while True:
+        rows = throttle.chunk_rows()
+        end = _guarded(mapping, KeyRange(lo, hi), stream.chunk_end, KeyRange(lo, hi), rows)
+        chunk = KeyRange(lo, end if end is not None else hi)
+        yield _Step(rows, end, functools.partial(_guarded, mapping, chunk, stream.copy_chunk, writer, chunk))
+        if end is None:
+            return
+        lo = end
 
 
 # -- every other pair: rows through Python ------------------------------------------------
@@ -203,24 +234,28 @@ def _rows_loop(
     writer = WRITERS[target.dialect.name](target, mapping, tgt_table)
     reader = _ChunkReader(source, mapping, src_table, remaining, throttle)
     try:
-        for chunk in reader:
-            if not _may_start_chunk(throttle, deadline):
-                return False
-            throttle.acquire(len(chunk.rows))
-            began = time.monotonic()
-            rows = _prepared(mapping, chunk.rows, convert)
-            inserted = _guarded(mapping, chunk.range, writer.write_rows, rows, chunk.range)
-            throttle.record(len(chunk.rows), time.monotonic() - began)
-            checkpoint(None if chunk.final else chunk.range.hi, len(chunk.rows), chunk.final)
-            tally.read, tally.inserted, tally.chunks = (
-                tally.read + len(chunk.rows),
-                tally.inserted + inserted,
-                tally.chunks + 1,
+        steps = (
+            _Step(
+                len(c.rows),
+                None if c.final else c.range.hi,
+                functools.partial(_write_chunk, writer, mapping, convert, c),
             )
-        return True
+            for c in reader
+        )
+        return _run_steps(steps, throttle, deadline, tally, checkpoint)
     finally:
         reader.stop()
         writer.close()
+
+
+def _write_chunk(
+    writer: PostgresWriter | MySQLWriter | SQLiteWriter,
+    mapping: TableMapping,
+    convert: Callable[[Sequence[Row]], list[Row]] | None,
+    chunk: Chunk,
+) -> tuple[int, int]:
+    rows = _prepared(mapping, chunk.rows, convert)
+    return len(chunk.rows), _guarded(mapping, chunk.range, writer.write_rows, rows, chunk.range)
 
 
 def _prepared(
