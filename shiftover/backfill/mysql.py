@@ -15,12 +15,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from shiftover.backfill.keyset import KeyRange
-from shiftover.backfill.session import dedicated_connection
+from shiftover.backfill.session import dedicated_connection, quoted_names
 from shiftover.mapping import TableMapping
-
-
-def _quote(name: str) -> str:
-    return "`" + name.replace("`", "``") + "`"
 
 
 class MySQLWriter:
@@ -30,12 +26,9 @@ class MySQLWriter:
         with self.conn.cursor() as cur:  # type: ignore[union-attr]
             cur.execute("SET SESSION sql_mode = CONCAT(@@sql_mode, ',STRICT_ALL_TABLES')")
             cur.execute("SET SESSION time_zone = '+00:00'")
-        table = _quote(mapping.target_table)
-        if mapping.target_schema:
-            table = f"{_quote(mapping.target_schema)}.{table}"
-        columns = ", ".join(_quote(c) for c in mapping.target_columns)
+        table, columns = quoted_names(engine, target, mapping.target_columns)
         marks = ", ".join(["%s"] * len(mapping.target_columns))
-        first_key = _quote(mapping.target_key[0])
+        first_key = engine.dialect.identifier_preparer.quote(mapping.target_key[0])
         self.insert = (
             f"INSERT INTO {table} ({columns}) VALUES ({marks}) ON DUPLICATE KEY UPDATE {first_key} = {first_key}"
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -23,6 +24,12 @@ class DedicatedConnection:
 
 def dedicated_connection(engine: Engine) -> DedicatedConnection:
     return DedicatedConnection(engine)
+
+
+def quoted_names(engine: Engine, table: sa.Table, columns: Sequence[str]) -> tuple[str, str]:
+    """The (schema-qualified) table and a column list, quoted for raw SQL on this engine's driver."""
+    preparer = engine.dialect.identifier_preparer
+    return preparer.format_table(table), ", ".join(preparer.quote(c) for c in columns)
 
 
 def compile_query(statement: sa.Executable, engine: Engine) -> tuple[str, Any]:

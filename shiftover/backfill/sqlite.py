@@ -13,24 +13,17 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from shiftover.backfill.keyset import KeyRange
-from shiftover.backfill.session import dedicated_connection
+from shiftover.backfill.session import dedicated_connection, quoted_names
 from shiftover.mapping import TableMapping
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 class SQLiteWriter:
     def __init__(self, engine: Engine, mapping: TableMapping, target: sa.Table) -> None:
         self.raw = dedicated_connection(engine)
         self.conn = self.raw.driver
-        table = _quote(mapping.target_table)
-        if mapping.target_schema:
-            table = f"{_quote(mapping.target_schema)}.{table}"
-        columns = ", ".join(_quote(c) for c in mapping.target_columns)
+        table, columns = quoted_names(engine, target, mapping.target_columns)
         marks = ", ".join(["?"] * len(mapping.target_columns))
-        keys = ", ".join(_quote(k) for k in mapping.target_key)
+        keys = quoted_names(engine, target, mapping.target_key)[1]
         self.insert = f"INSERT INTO {table} ({columns}) VALUES ({marks}) ON CONFLICT ({keys}) DO NOTHING"
 
     def write_rows(self, rows: Sequence[Sequence[Any]], key_range: KeyRange) -> int:
