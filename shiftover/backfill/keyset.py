@@ -103,10 +103,6 @@ def coerce_key_value(column: sa.Column[Any], value: Any) -> Any:
     return value
 
 
-def order_by(table: sa.Table, key: tuple[str, ...]) -> list[sa.Column[Any]]:
-    return key_columns(table, key)
-
-
 def count_rows(engine: Engine, table: sa.Table) -> int:
     with engine.connect() as conn:
         return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
@@ -166,7 +162,8 @@ def sample_keys(engine: Engine, table: sa.Table, key: tuple[str, ...], total: in
 
 def _pg_sample(table: sa.Table, key: tuple[str, ...], method: Any, percent: float) -> sa.Select[Any]:
     sampled = sa.tablesample(table, method(min(100.0, percent)))
-    return sa.select(*(sampled.c[k] for k in key)).order_by(*(sampled.c[k] for k in key))
+    cols = [sampled.c[k] for k in key]
+    return sa.select(*cols).order_by(*cols)
 
 
 def _run_sample(engine: Engine, query: sa.Select[Any]) -> list[Key]:

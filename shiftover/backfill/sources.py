@@ -19,7 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from shiftover.backfill.keyset import Key, KeyRange, range_clause
+from shiftover.backfill.keyset import Key, KeyRange, key_columns, range_clause
 from shiftover.backfill.postgres import PostgresWriter, batched, column_type_oids
 from shiftover.backfill.session import compile_query, dedicated_connection
 from shiftover.mapping import TableMapping
@@ -35,7 +35,7 @@ class _KeysetStream:
 
     def chunk_end(self, within: KeyRange, rows: int) -> Key | None:
         """The key ``rows`` rows past ``within.lo`` (None when fewer remain): the chunk's inclusive end."""
-        cols = [self.table.c[k] for k in self.mapping.key]
+        cols = key_columns(self.table, self.mapping.key)
         where = range_clause(self.table, self.mapping.key, within.lo, within.hi, self.engine.dialect.name)
         query = sa.select(*cols).where(where).order_by(*cols).offset(rows - 1).limit(1)
         sql_text, params = compile_query(query, self.engine)
@@ -122,7 +122,7 @@ class MySQLStream(_KeysetStream):
         )
 
     def copy_chunk(self, writer: PostgresWriter, chunk: KeyRange, fetch_rows: int = 10_000) -> tuple[int, int]:
-        cols = [self.table.c[k] for k in self.mapping.key]
+        cols = key_columns(self.table, self.mapping.key)
         where = range_clause(self.table, self.mapping.key, chunk.lo, chunk.hi, "mysql")
         select, params = compile_query(
             sa.select(self.line).select_from(self.table).where(where).order_by(*cols), self.engine
