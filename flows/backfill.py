@@ -15,9 +15,10 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
-from prefect.futures import wait
+from prefect.futures import PrefectFuture, wait
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from checks.report import artifact_key
 from flows.runtime import actor, require_phase
 from shiftover.backfill import (
     BackfillStatus,
@@ -28,6 +29,7 @@ from shiftover.backfill import (
     prepare_backfill,
 )
 from shiftover.backfill.copy import SegmentReport
+from shiftover.backfill.keyset import estimate_rows
 from shiftover.backfill.run import summarise
 from shiftover.control.store import DEFAULT_URL
 from shiftover.migration import Migration, open_migration
@@ -81,9 +83,11 @@ def _run_segments(
     """Keep ``workers`` segment tasks in flight; refresh the progress artifact while they run."""
     throttle = make_throttle(migration, overrides=prefect_variable_reader(throttle_variable_name(migration.name)))
     progress = create_progress_artifact(
-        0.0, key=artifact_key(migration.name, "progress"), description=f"backfill of {migration.name}"
+        0.0, key=artifact_key("backfill", migration.name, "progress"), description=f"backfill of {migration.name}"
     )
-    pending, running, finished = list(todo), [], []  # type: ignore[var-annotated]
+    pending = list(todo)
+    running: list[PrefectFuture[SegmentReport]] = []
+    finished: list[PrefectFuture[SegmentReport]] = []
     began = time.monotonic()
     while pending or running:
         while pending and len(running) < workers:
@@ -92,8 +96,7 @@ def _run_segments(
         running = [f for f in running if f not in done]
         finished.extend(done)
         _update_progress(progress, migration, total, time.monotonic() - began)
-    reports: list[SegmentReport] = [f.result() for f in finished]  # raises the first CopyError
-    return reports
+    return [f.result() for f in finished]  # raises the first CopyError
 
 
 def throttle_variable_name(migration: str) -> str:
@@ -117,8 +120,6 @@ def prefect_variable_reader(name: str) -> Callable[[], dict[str, Any] | None]:
 
 
 def _source_rows(migration: Migration) -> int:
-    from shiftover.backfill.keyset import estimate_rows
-
     return estimate_rows(migration.source, migration.mapping.source_table_obj(migration.source))
 
 
@@ -149,9 +150,4 @@ def publish_table(status: BackfillStatus, summary: dict[str, Any], total: int) -
         f"({summary['rows_copied']:,} this run, {rate:,.0f} rows/s), ETA {eta}, "
         f"{status.segments_done}/{status.segments} segments done, state {summary['state']}"
     )
-    create_table_artifact(rows, key=artifact_key(status.migration, "segments"), description=description)
-
-
-def artifact_key(migration: str, what: str) -> str:
-    """Artifact keys allow lowercase letters, digits and dashes only."""
-    return f"backfill-{re.sub(r'[^a-z0-9-]+', '-', migration.lower()).strip('-')}-{what}"
+    create_table_artifact(rows, key=artifact_key("backfill", status.migration, "segments"), description=description)

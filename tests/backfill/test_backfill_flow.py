@@ -39,7 +39,8 @@ def _items(source: str, target: str, n: int) -> None:
 def test_flow_copies_and_moves_phase(prefect_harness, pg_database, control_store, tmp_path) -> None:  # type: ignore[no-untyped-def]
     from prefect.artifacts import Artifact
 
-    from flows.backfill import artifact_key, backfill
+    from checks.report import artifact_key
+    from flows.backfill import backfill
 
     source, target = pg_database(), pg_database()
     _items(source, target, 5000)
@@ -58,10 +59,10 @@ def test_flow_copies_and_moves_phase(prefect_harness, pg_database, control_store
     assert control_store.phase("flow-ok") == Phase.BACKFILLED
     query = "SELECT id, n, v FROM items ORDER BY id"
     assert rows_of(target, query) == rows_of(source, query)
-    table = Artifact.get(artifact_key("flow-ok", "segments"))
+    table = Artifact.get(artifact_key("backfill", "flow-ok", "segments"))
     assert table is not None and "5,000" in (table.description or "")
     assert json.loads(table.data)[0]["state"] == "done"
-    progress = Artifact.get(artifact_key("flow-ok", "progress"))
+    progress = Artifact.get(artifact_key("backfill", "flow-ok", "progress"))
     assert progress is not None and float(progress.data) == 100.0
 
 
