@@ -86,8 +86,9 @@ def prepare(args: argparse.Namespace) -> Databases:
     pg_admin = sa.create_engine(args.pg, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
     my_admin = sa.create_engine(args.mariadb, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
     dbs = Databases(
-        *(sa.make_url(args.pg).set(database=f"{args.prefix}_{n}").render_as_string(False) for n in ("a", "b")),
-        sa.make_url(args.mariadb).set(database=f"{args.prefix}_m").render_as_string(False),
+        _db_url(args.pg, f"{args.prefix}_a"),
+        _db_url(args.pg, f"{args.prefix}_b"),
+        _db_url(args.mariadb, f"{args.prefix}_m"),
     )
     for url, admin in ((dbs.pg_a, pg_admin), (dbs.pg_b, pg_admin), (dbs.maria, my_admin)):
         if args.reuse and _has_rows(url, args.rows):
@@ -95,6 +96,10 @@ def prepare(args: argparse.Namespace) -> Databases:
         seconds = _build(url, admin, args.rows)
         print(f"built {sa.make_url(url).database}: {args.rows:,} rows in {seconds:.1f} s")
     return dbs
+
+
+def _db_url(admin_url: str, database: str) -> str:
+    return sa.make_url(admin_url).set(database=database).render_as_string(False)
 
 
 def _has_rows(url: str, rows: int) -> bool:
@@ -108,11 +113,8 @@ def _has_rows(url: str, rows: int) -> bool:
 def _build(url: str, admin: sa.Engine, rows: int) -> float:
     db = sa.make_url(url).database
     start = time.perf_counter()
+    _drop_database(admin, db)
     with admin.connect() as conn:
-        if admin.dialect.name == "postgresql":
-            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
-        else:
-            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {db}"))
         conn.execute(sa.text(f"CREATE DATABASE {db}"))
     engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
     pg = engine.dialect.name == "postgresql"
@@ -274,10 +276,14 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
 def _drop(args: argparse.Namespace, dbs: Databases) -> None:
     for admin_url, url in ((args.pg, dbs.pg_a), (args.pg, dbs.pg_b), (args.mariadb, dbs.maria)):
         admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
-        force = " WITH (FORCE)" if admin.dialect.name == "postgresql" else ""
-        with admin.connect() as conn:
-            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {sa.make_url(url).database}{force}"))
+        _drop_database(admin, sa.make_url(url).database)
         admin.dispose()
+
+
+def _drop_database(admin: sa.Engine, db: str | None) -> None:
+    force = " WITH (FORCE)" if admin.dialect.name == "postgresql" else ""
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"DROP DATABASE IF EXISTS {db}{force}"))
 
 
 if __name__ == "__main__":
