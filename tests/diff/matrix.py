@@ -84,7 +84,7 @@ def apply_changes(engine: sa.Engine, name: str = "matrix") -> None:
 
         upd(3, price=Decimal("99999.99"))
         upd(4, label="naïve café 4 ")  # a trailing space in a VARCHAR is data
-        upd(5, label="")  # NULL became '' (row 5's label is not null: make it NULL in source terms)
+        upd(5, label="")  # a text value became ''
         upd(10, label="")  # NULL in the source, '' here
         upd(6, seen_at=datetime(2024, 5, 6, 7, 8, 9, 100007))  # one microsecond
         conn.execute(t.delete().where(t.c.id == 7))
