@@ -283,27 +283,27 @@ def measure(args: argparse.Namespace, small: int, dbs: Databases, tmp: Path) -> 
     ceiling = min(ceilings)
     zero_diff = pg_fingerprint(pg_old) == pg_fingerprint(pg_new) == pg_fingerprint(pg_from_my)
 
-    rss = rss_runs(dbs, tmp, args, small)
+    rss = rss_runs(dbs, tmp, args, small, {"pg": pg_old, "my": my_old})
     report(rows, ceiling, pg_seconds, base_rows, baseline, my_seconds, zero_diff, rss, small)
     return 0 if zero_diff else 1
 
 
-def rss_runs(dbs: Databases, tmp: Path, args: argparse.Namespace, small: int) -> dict[str, tuple[float, int]]:
-    """Peak RSS of fresh backfill processes (no Prefect) at the small size and the full size."""
+def rss_runs(
+    dbs: Databases, tmp: Path, args: argparse.Namespace, small: int, full: dict[str, str]
+) -> dict[str, tuple[float, int]]:
+    """Peak RSS of fresh backfill processes (no Prefect) at the small size and the full size.
+
+    ``full`` holds the full-size sources of the timed runs (read-only there), copied again here."""
     out: dict[str, tuple[float, int]] = {}
     sources = {"pg": dbs.pg(), "my": dbs.mariadb()}
     run(sources["pg"], PG_DDL.format(name="orders"), PG_FILL.format(name="orders", rows=small))
     run(sources["my"], MARIADB_DDL.format(name="orders"), MARIADB_FILL.format(name="orders", rows=small))
-    for label, size, source in (
-        ("pg-small", small, sources["pg"]),
-        ("my-small", small, sources["my"]),
-        ("pg-full", args.rows, None),
-        ("my-full", args.rows, None),
+    for label, source in (
+        ("pg-small", sources["pg"]),
+        ("my-small", sources["my"]),
+        ("pg-full", full["pg"]),
+        ("my-full", full["my"]),
     ):
-        if source is None:  # the full-size sources built for the timed runs are gone with their targets filled
-            source = dbs.pg() if label.startswith("pg") else dbs.mariadb()
-            ddl, fill = (PG_DDL, PG_FILL) if label.startswith("pg") else (MARIADB_DDL, MARIADB_FILL)
-            run(source, ddl.format(name="orders"), fill.format(name="orders", rows=size))
         target = dbs.pg()
         run(target, PG_DDL.format(name="orders"))
         spec = write_spec(tmp / f"{label}.yaml", f"rss-{label}", source, target, args.concurrency, args.chunk_rows)
