@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
+from shiftover.backfill import make_throttle, run_backfill
 from shiftover.connect import get_engine
 from shiftover.control.store import ControlStore
 from shiftover.migration import Migration, open_migration
@@ -27,6 +29,30 @@ def run_sql(url: str, *statements: str) -> None:
 def rows_of(url: str, query: str) -> list[tuple[Any, ...]]:
     with get_engine(url).connect() as conn:
         return [tuple(r) for r in conn.execute(sa.text(query))]
+
+
+ITEMS_DDL = "CREATE TABLE items (id bigint PRIMARY KEY, n integer NOT NULL, v varchar(40))"
+
+
+def fill_items(url: str, n: int) -> None:
+    """The ``items`` table on PostgreSQL holding rows ``(g, g, 'v<g>')`` for g in 1..n."""
+    run_sql(url, ITEMS_DDL, f"INSERT INTO items SELECT g, g, 'v' || g FROM generate_series(1, {n}) g")
+
+
+def start_backfill(migration: Migration) -> tuple[threading.Thread, dict[str, Any]]:
+    """``run_backfill`` in a thread (throttle settings re-read every 0.1 s); the outcome gets
+    ``summary`` or ``error`` when it ends."""
+    outcome: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            outcome["summary"] = run_backfill(migration, throttle=make_throttle(migration, refresh_seconds=0.1))
+        except Exception as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    return thread, outcome
 
 
 @pytest.fixture

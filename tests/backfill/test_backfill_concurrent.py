@@ -13,18 +13,17 @@ from shiftover.backfill import run_backfill
 from shiftover.connect import get_engine
 from shiftover.rowsync import sync_keys
 
-from .conftest import rows_of, run_sql
+from .conftest import ITEMS_DDL, fill_items, rows_of, run_sql
 
 N = 8000
-DDL = "CREATE TABLE items (id bigint PRIMARY KEY, n integer NOT NULL, v varchar(40))"
 
 
 @pytest.mark.parametrize("target_engine", ["postgresql", "mysql"])
 def test_dual_writes_during_backfill_survive(target_engine, pg_database, mariadb_database, make_migration) -> None:  # type: ignore[no-untyped-def]
     source = pg_database()
     target = pg_database() if target_engine == "postgresql" else mariadb_database()
-    run_sql(source, DDL, f"INSERT INTO items SELECT g, g, 'v' || g FROM generate_series(1, {N}) g")
-    run_sql(target, DDL)
+    fill_items(source, N)
+    run_sql(target, ITEMS_DDL)
     migration = make_migration(source, target, chunk_rows=250, concurrency=2, max_rows_per_second=8000)
     stop = threading.Event()
     written: list[int] = []

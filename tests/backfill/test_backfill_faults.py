@@ -3,24 +3,17 @@ cause; committed chunks stay; transient connection losses are retried; the next 
 
 from __future__ import annotations
 
-import threading
 import time
 
 import psycopg
 import pytest
 import sqlalchemy as sa
 
-from shiftover.backfill import backfill_status, make_throttle, run_backfill
+from shiftover.backfill import backfill_status, run_backfill
 from shiftover.backfill.errors import copy_error
 from shiftover.errors import CopyError, SpecError, TransientCopyError
 
-from .conftest import rows_of, run_sql
-
-DDL = "CREATE TABLE items (id bigint PRIMARY KEY, n integer NOT NULL, v varchar(40))"
-
-
-def _items(source: str, n: int) -> None:
-    run_sql(source, DDL, f"INSERT INTO items SELECT g, g, 'v' || g FROM generate_series(1, {n}) g")
+from .conftest import ITEMS_DDL, fill_items, rows_of, run_sql, start_backfill
 
 
 def test_classification() -> None:
@@ -37,9 +30,9 @@ def test_value_too_long_stops_with_range_and_resumes_after_fix(
 ) -> None:  # type: ignore[no-untyped-def]
     source = pg_database()
     target = pg_database() if target_engine == "postgresql" else mariadb_database()
-    _items(source, 1000)
+    fill_items(source, 1000)
     run_sql(source, "UPDATE items SET v = repeat('x', 30) WHERE id = 650")
-    run_sql(target, DDL.replace("varchar(40)", "varchar(20)"))
+    run_sql(target, ITEMS_DDL.replace("varchar(40)", "varchar(20)"))
     migration = make_migration(source, target, chunk_rows=100, concurrency=1)
 
     with pytest.raises(CopyError) as caught:
@@ -63,9 +56,9 @@ def test_value_too_long_stops_with_range_and_resumes_after_fix(
 
 def test_out_of_range(pg_database, make_migration) -> None:  # type: ignore[no-untyped-def]
     source, target = pg_database(), pg_database()
-    _items(source, 300)
+    fill_items(source, 300)
     run_sql(source, "UPDATE items SET n = 100000 WHERE id = 200")
-    run_sql(target, DDL.replace("n integer", "n smallint"))
+    run_sql(target, ITEMS_DDL.replace("n integer", "n smallint"))
     with pytest.raises(CopyError, match="out of range"):
         run_backfill(make_migration(source, target, chunk_rows=50))
 
@@ -77,7 +70,7 @@ def test_null_key_refused_before_copying(pg_database, make_migration) -> None:  
         "CREATE TABLE items (id bigint UNIQUE, n integer NOT NULL, v varchar(40))",
         "INSERT INTO items VALUES (1, 1, 'a'), (NULL, 2, 'b'), (3, 3, 'c')",
     )
-    run_sql(target, DDL)
+    run_sql(target, ITEMS_DDL)
     with pytest.raises(CopyError, match="NULL in key"):
         run_backfill(make_migration(source, target))
     assert rows_of(target, "SELECT count(*) FROM items")[0][0] == 0
@@ -86,15 +79,15 @@ def test_null_key_refused_before_copying(pg_database, make_migration) -> None:  
 def test_key_that_is_not_unique_is_refused(pg_database, make_migration) -> None:  # type: ignore[no-untyped-def]
     source, target = pg_database(), pg_database()
     run_sql(source, "CREATE TABLE items (id bigint PRIMARY KEY, n integer NOT NULL, v varchar(40))")
-    run_sql(target, DDL)
+    run_sql(target, ITEMS_DDL)
     with pytest.raises(SpecError, match="no primary or unique key"):
         make_migration(source, target, key="n")
 
 
 def test_different_column_set(pg_database, make_migration) -> None:  # type: ignore[no-untyped-def]
     source, target = pg_database(), pg_database()
-    _items(source, 100)
-    run_sql(target, DDL)
+    fill_items(source, 100)
+    run_sql(target, ITEMS_DDL)
     migration = make_migration(source, target)
     run_sql(target, "ALTER TABLE items DROP COLUMN v")  # changed after the spec was checked
     with pytest.raises(CopyError, match=r"lacks column\(s\) \['v'\]"):
@@ -102,33 +95,23 @@ def test_different_column_set(pg_database, make_migration) -> None:  # type: ign
     assert rows_of(target, "SELECT count(*) FROM items")[0][0] == 0
 
 
-def _run_in_thread(migration):  # type: ignore[no-untyped-def]
-    outcome: dict = {}
-
-    def work() -> None:
-        try:
-            outcome["summary"] = run_backfill(migration, throttle=make_throttle(migration, refresh_seconds=0.1))
-        except Exception as exc:
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=work)
-    thread.start()
-    return thread, outcome
-
-
-def _wait_rows(url: str, at_least: int) -> None:
+def _start_midway(pg_database, make_migration, rows_per_second: int):  # type: ignore[no-untyped-def]
+    """A PG → PG backfill of 4000 rows running in a thread, once 300 rows are in the target."""
+    source, target = pg_database(), pg_database()
+    fill_items(source, 4000)
+    run_sql(target, ITEMS_DDL)
+    thread, outcome = start_backfill(
+        make_migration(source, target, chunk_rows=100, max_rows_per_second=rows_per_second)
+    )
     deadline = time.monotonic() + 30
-    while rows_of(url, "SELECT count(*) FROM items")[0][0] < at_least:
+    while rows_of(target, "SELECT count(*) FROM items")[0][0] < 300:
         assert time.monotonic() < deadline
         time.sleep(0.05)
+    return source, target, thread, outcome
 
 
 def test_source_dropped_mid_run(pg_database, make_migration) -> None:  # type: ignore[no-untyped-def]
-    source, target = pg_database(), pg_database()
-    _items(source, 4000)
-    run_sql(target, DDL)
-    thread, outcome = _run_in_thread(make_migration(source, target, chunk_rows=100, max_rows_per_second=2000))
-    _wait_rows(target, 300)
+    source, target, thread, outcome = _start_midway(pg_database, make_migration, 2000)
     run_sql(source, "DROP TABLE items")
     thread.join(timeout=30)
     error = outcome.get("error")
@@ -138,11 +121,7 @@ def test_source_dropped_mid_run(pg_database, make_migration) -> None:  # type: i
 
 
 def test_lost_connection_is_retried(pg_database, make_migration) -> None:  # type: ignore[no-untyped-def]
-    source, target = pg_database(), pg_database()
-    _items(source, 4000)
-    run_sql(target, DDL)
-    thread, outcome = _run_in_thread(make_migration(source, target, chunk_rows=100, max_rows_per_second=4000))
-    _wait_rows(target, 300)
+    source, target, thread, outcome = _start_midway(pg_database, make_migration, 4000)
     database = sa.make_url(target).database
     killed = rows_of(
         source,

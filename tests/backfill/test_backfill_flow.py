@@ -9,7 +9,7 @@ import pytest
 from shiftover.errors import PhaseError
 from shiftover.phases import Phase
 
-from .conftest import control_url, rows_of, run_sql
+from .conftest import ITEMS_DDL, control_url, fill_items, rows_of, run_sql
 
 pytestmark = pytest.mark.flows
 
@@ -30,10 +30,13 @@ def _spec(tmp_path, source: str, target: str, name: str, **backfill) -> str:  # 
     return str(path)
 
 
-def _items(source: str, target: str, n: int) -> None:
-    ddl = "CREATE TABLE items (id bigint PRIMARY KEY, n integer NOT NULL, v varchar(40))"
-    run_sql(source, ddl, f"INSERT INTO items SELECT g, g, 'v' || g FROM generate_series(1, {n}) g")
-    run_sql(target, ddl)
+def _prepare(pg_database, control_store, tmp_path, name: str, rows: int, **backfill):  # type: ignore[no-untyped-def]
+    """``rows`` items in a new source, an empty target, a spec file, and the migration registered (planned)."""
+    source, target = pg_database(), pg_database()
+    fill_items(source, rows)
+    run_sql(target, ITEMS_DDL)
+    control_store.register(name, {})
+    return source, target, _spec(tmp_path, source, target, name, **backfill), control_url(control_store)
 
 
 def test_flow_copies_and_moves_phase(prefect_harness, pg_database, control_store, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -42,11 +45,9 @@ def test_flow_copies_and_moves_phase(prefect_harness, pg_database, control_store
     from checks.report import artifact_key
     from flows.backfill import backfill
 
-    source, target = pg_database(), pg_database()
-    _items(source, target, 5000)
-    spec = _spec(tmp_path, source, target, "flow-ok", chunk_rows=700, concurrency=3)
-    url = control_url(control_store)
-    control_store.register("flow-ok", {})
+    source, target, spec, url = _prepare(
+        pg_database, control_store, tmp_path, "flow-ok", 5000, chunk_rows=700, concurrency=3
+    )
 
     with pytest.raises(PhaseError):  # planned: dual-writes must be on before the backfill
         backfill(spec, url)
@@ -69,11 +70,16 @@ def test_flow_copies_and_moves_phase(prefect_harness, pg_database, control_store
 def test_time_budget_stops_cleanly_and_next_run_resumes(prefect_harness, pg_database, control_store, tmp_path) -> None:  # type: ignore[no-untyped-def]
     from flows.backfill import backfill
 
-    source, target = pg_database(), pg_database()
-    _items(source, target, 6000)
-    spec = _spec(tmp_path, source, target, "flow-budget", chunk_rows=200, concurrency=2, max_rows_per_second=2000)
-    url = control_url(control_store)
-    control_store.register("flow-budget", {})
+    _, target, spec, url = _prepare(
+        pg_database,
+        control_store,
+        tmp_path,
+        "flow-budget",
+        6000,
+        chunk_rows=200,
+        concurrency=2,
+        max_rows_per_second=2000,
+    )
     control_store.transition("flow-budget", Phase.DUAL_WRITING, "test")
 
     first = backfill(spec, url, time_budget_seconds=1.0)
@@ -99,11 +105,9 @@ def test_prefect_variable_pauses_a_running_flow(prefect_harness, pg_database, co
 
     from flows.backfill import backfill, throttle_variable_name
 
-    source, target = pg_database(), pg_database()
-    _items(source, target, 3000)
-    spec = _spec(tmp_path, source, target, "flow-ui", chunk_rows=300, concurrency=2)
-    url = control_url(control_store)
-    control_store.register("flow-ui", {})
+    _, target, spec, url = _prepare(
+        pg_database, control_store, tmp_path, "flow-ui", 3000, chunk_rows=300, concurrency=2
+    )
     control_store.transition("flow-ui", Phase.DUAL_WRITING, "test")
     name = throttle_variable_name("flow-ui")
     Variable.set(name, {"paused": True}, overwrite=True)

@@ -10,13 +10,7 @@ import pytest
 from shiftover.backfill import run_backfill, target_ddl
 from shiftover.mapping import forget_reflections
 
-from .conftest import rows_of, run_sql
-
-DDL = "CREATE TABLE items (id bigint PRIMARY KEY, n integer NOT NULL, v varchar(40))"
-
-
-def _fill(url: str, n: int) -> None:
-    run_sql(url, DDL, f"INSERT INTO items SELECT g, g, 'v' || g FROM generate_series(1, {n}) g")
+from .conftest import ITEMS_DDL, fill_items, rows_of, run_sql
 
 
 @pytest.mark.parametrize("target_engine", ["postgresql", "mysql", "sqlite"])
@@ -25,8 +19,8 @@ def test_never_overwrites_a_dual_written_row(
 ) -> None:  # type: ignore[no-untyped-def]
     source = pg_database()
     target = {"postgresql": pg_database, "mysql": mariadb_database, "sqlite": sqlite_database}[target_engine]()
-    _fill(source, 500)
-    run_sql(target, DDL, "INSERT INTO items VALUES (7, -7, 'newer'), (450, -450, 'newer')")
+    fill_items(source, 500)
+    run_sql(target, ITEMS_DDL, "INSERT INTO items VALUES (7, -7, 'newer'), (450, -450, 'newer')")
     run_backfill(make_migration(source, target, chunk_rows=60, concurrency=2))
     rows = {r[0]: r[1:] for r in rows_of(target, "SELECT id, n, v FROM items")}
     assert len(rows) == 500
@@ -41,7 +35,7 @@ def shout(frame):  # type: ignore[no-untyped-def]
 @pytest.mark.parametrize("with_transform", [False, True])
 def test_renames_sql_columns_and_transform(with_transform, pg_database, make_migration) -> None:  # type: ignore[no-untyped-def]
     source, target = pg_database(), pg_database()
-    _fill(source, 300)
+    fill_items(source, 300)
     run_sql(
         target, "CREATE TABLE items_v2 (id bigint PRIMARY KEY, amount integer NOT NULL, label text, doubled bigint)"
     )

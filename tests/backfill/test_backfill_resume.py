@@ -15,7 +15,7 @@ import pytest
 
 from shiftover.backfill import backfill_status, run_backfill
 
-from .conftest import control_url, rows_of, run_sql
+from .conftest import ITEMS_DDL, control_url, fill_items, rows_of, run_sql
 
 N, CHUNK = 12_000, 400
 
@@ -29,18 +29,13 @@ CHILD = textwrap.dedent("""
     run_backfill(open_migration(spec, sys.argv[2]))
 """)
 
-DDL = {
-    "postgresql": "CREATE TABLE items (id bigint PRIMARY KEY, n integer NOT NULL, v varchar(40))",
-    "mysql": "CREATE TABLE items (id bigint PRIMARY KEY, n integer NOT NULL, v varchar(40))",
-}
-
 
 @pytest.mark.parametrize("target_engine", ["postgresql", "mysql"])
 def test_sigkill_then_resume(target_engine, pg_database, mariadb_database, make_migration, control_store):  # type: ignore[no-untyped-def]
     source = pg_database()
     target = pg_database() if target_engine == "postgresql" else mariadb_database()
-    run_sql(source, DDL["postgresql"], f"INSERT INTO items SELECT g, g, 'v' || g FROM generate_series(1, {N}) g")
-    run_sql(target, DDL[target_engine])
+    fill_items(source, N)
+    run_sql(target, ITEMS_DDL)
     migration = make_migration(source, target, chunk_rows=CHUNK, concurrency=2, max_rows_per_second=6000)
     spec_json = migration.spec.model_dump_json(by_alias=True)
 

@@ -3,7 +3,6 @@ and run-time settings come from the flag store."""
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
@@ -12,7 +11,7 @@ from shiftover.backfill import backfill_status, run_backfill, set_throttle
 from shiftover.backfill.throttle import Throttle
 from shiftover.spec import BackfillSpec
 
-from .conftest import rows_of, run_sql
+from .conftest import ITEMS_DDL, fill_items, rows_of, run_sql, start_backfill
 
 
 class FakeClock:
@@ -68,12 +67,6 @@ def test_flag_overrides_spec(control_store) -> None:  # type: ignore[no-untyped-
         set_throttle(control_store.engine, "m", chunk_rows=1)
 
 
-def _items(source: str, target: str, n: int) -> None:
-    ddl = "CREATE TABLE items (id bigint PRIMARY KEY, n integer NOT NULL, v varchar(40))"
-    run_sql(source, ddl, f"INSERT INTO items SELECT g, g, 'v' || g FROM generate_series(1, {n}) g")
-    run_sql(target, ddl)
-
-
 class TimedThrottle(Throttle):
     """Records when each chunk finished, to measure the steady rate without start-up costs."""
 
@@ -88,7 +81,8 @@ class TimedThrottle(Throttle):
 
 def test_cap_holds_within_20_percent(pg_database, make_migration) -> None:  # type: ignore[no-untyped-def]
     source, target = pg_database(), pg_database()
-    _items(source, target, 6000)
+    fill_items(source, 6000)
+    run_sql(target, ITEMS_DDL)
     cap = 3000
     migration = make_migration(source, target, chunk_rows=150, concurrency=2, max_rows_per_second=cap)
     throttle = TimedThrottle(migration.spec.backfill, store_engine=migration.store.engine, migration=migration.name)
@@ -99,22 +93,13 @@ def test_cap_holds_within_20_percent(pg_database, make_migration) -> None:  # ty
     assert 0.8 * cap <= rate <= 1.2 * cap, rate
 
 
-def _start(migration) -> tuple[threading.Thread, dict]:  # type: ignore[no-untyped-def]
-    from shiftover.backfill import make_throttle
-
-    result: dict = {}
-    throttle = make_throttle(migration, refresh_seconds=0.1)
-    thread = threading.Thread(target=lambda: result.update(summary=run_backfill(migration, throttle=throttle)))
-    thread.start()
-    return thread, result
-
-
 def test_paused_writes_nothing_until_resumed(pg_database, make_migration, control_store) -> None:  # type: ignore[no-untyped-def]
     source, target = pg_database(), pg_database()
-    _items(source, target, 3000)
+    fill_items(source, 3000)
+    run_sql(target, ITEMS_DDL)
     migration = make_migration(source, target, chunk_rows=500, concurrency=2)
     set_throttle(control_store.engine, migration.name, paused=True)
-    thread, result = _start(migration)
+    thread, result = start_backfill(migration)
     time.sleep(1.0)
     assert rows_of(target, "SELECT count(*) FROM items")[0][0] == 0
     assert backfill_status(control_store.engine, migration.name).rows_copied == 0
@@ -126,10 +111,11 @@ def test_paused_writes_nothing_until_resumed(pg_database, make_migration, contro
 
 def test_lag_probe_holds_copying(pg_database, make_migration) -> None:  # type: ignore[no-untyped-def]
     source, target = pg_database(), pg_database()
-    _items(source, target, 2000)
+    fill_items(source, 2000)
+    run_sql(target, ITEMS_DDL)
     run_sql(source, "CREATE TABLE lag (seconds float)", "INSERT INTO lag VALUES (30)")
     migration = make_migration(source, target, chunk_rows=500, lag_query="SELECT seconds FROM lag", lag_threshold=5)
-    thread, result = _start(migration)
+    thread, result = start_backfill(migration)
     time.sleep(1.0)
     assert rows_of(target, "SELECT count(*) FROM items")[0][0] == 0
     run_sql(source, "UPDATE lag SET seconds = 1")
