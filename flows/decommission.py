@@ -146,5 +146,4 @@ def archive(migration: Migration, stage: Stage, parquet_dir: str | None) -> None
 def phase_entered(migration: Migration, phase: Phase) -> datetime:
     """When the migration last entered ``phase`` (from the audit log)."""
     entries = [h for h in migration.store.history(migration.name) if h.phase == phase]
-    at = entries[-1].at
-    return at if at.tzinfo else at.replace(tzinfo=utcnow().tzinfo)
+    return entries[-1].at

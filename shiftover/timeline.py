@@ -29,12 +29,8 @@ class Timeline:
 
 def read_timeline(store: ControlStore, migration: str) -> Timeline:
     """Phase changes, checkpointed copy progress and shadow-read counters of one migration."""
-    phases = [(_utc(h.at), h.phase) for h in store.history(migration)]
+    phases = [(h.at, h.phase) for h in store.history(migration)]
     return Timeline(migration, phases, _rows_copied(store, migration), _mismatch_rate(store, migration))
-
-
-def _utc(at: datetime) -> datetime:
-    return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
 def _rows_copied(store: ControlStore, migration: str) -> list[tuple[datetime, int]]:
@@ -44,7 +40,7 @@ def _rows_copied(store: ControlStore, migration: str) -> list[tuple[datetime, in
     with store.engine.connect() as conn:
         for at, rows in conn.execute(query):
             total += int(rows or 0)
-            points.append((_utc(at), total))
+            points.append((at, total))
     return points
 
 
@@ -60,7 +56,7 @@ def _mismatch_rate(store: ControlStore, migration: str) -> list[tuple[datetime, 
     by_time: dict[datetime, dict[str, float]] = {}
     with store.engine.connect() as conn:
         for at, name, value in conn.execute(query):
-            by_time.setdefault(_utc(at), {})[name] = float(value or 0)
+            by_time.setdefault(at, {})[name] = float(value or 0)
     return [
         (at, v.get(SHADOW_MISMATCHES, 0.0) / v[SHADOW_READS], int(v[SHADOW_READS]))
         for at, v in by_time.items()

@@ -7,9 +7,30 @@ Keys of user rows are stored as canonical JSON text (``key_json``) so any key sh
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import sqlalchemy as sa
 
 metadata = sa.MetaData()
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """Timestamps stored in UTC and read back time-zone aware on every engine (SQLite and
+    MySQL keep no zone, so their values come back naive: they are UTC by construction)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+
 
 KEY = sa.String(512)  # canonical JSON of a row key; bounded so MySQL can index it
 
@@ -19,8 +40,8 @@ migrations = sa.Table(
     sa.Column("name", sa.String(200), primary_key=True),
     sa.Column("phase", sa.String(40), nullable=False),
     sa.Column("spec", sa.JSON, nullable=False),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
 )
 
 audit_log = sa.Table(
@@ -28,7 +49,7 @@ audit_log = sa.Table(
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("migration", sa.String(200), nullable=False, index=True),
-    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("at", UTCDateTime(), nullable=False),
     sa.Column("actor", sa.String(200), nullable=False),
     sa.Column("action", sa.String(40), nullable=False),  # phase | approval | flag | repair | gate | ...
     sa.Column("detail", sa.JSON, nullable=False),
@@ -44,7 +65,7 @@ checkpoints = sa.Table(
     sa.Column("last_key", sa.Text),  # JSON key of the last committed row
     sa.Column("rows_copied", sa.BigInteger, nullable=False, default=0),
     sa.Column("state", sa.String(20), nullable=False),  # pending | running | done | failed
-    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
 )
 
 flags = sa.Table(
@@ -53,7 +74,7 @@ flags = sa.Table(
     sa.Column("key", sa.String(200), primary_key=True),
     sa.Column("value", sa.JSON, nullable=False),
     sa.Column("version", sa.Integer, nullable=False),
-    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
     sa.Column("updated_by", sa.String(200), nullable=False),
 )
 
@@ -67,8 +88,8 @@ reconcile_queue = sa.Table(
     sa.Column("state", sa.String(10), nullable=False),  # pending | done | dead
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
     sa.Column("last_error", sa.Text),
-    sa.Column("enqueued_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("enqueued_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
     sa.Index("ix_so_reconcile_pending", "migration", "state", "id"),
 )
 
@@ -82,8 +103,8 @@ validation_failures = sa.Table(
     sa.Column("kind", sa.String(10), nullable=False),  # missing | extra | changed
     sa.Column("columns", sa.JSON),
     sa.Column("detail", sa.JSON),
-    sa.Column("found_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("repaired_at", sa.DateTime(timezone=True)),
+    sa.Column("found_at", UTCDateTime(), nullable=False),
+    sa.Column("repaired_at", UTCDateTime()),
     sa.Index("ix_so_validation_failures_run", "migration", "run_id"),
 )
 
@@ -97,7 +118,7 @@ diff_segments = sa.Table(
     sa.Column("hi", sa.Text),
     sa.Column("state", sa.String(10), nullable=False),  # pending | equal | differ
     sa.Column("differences", sa.Integer, nullable=False, default=0),
-    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
 )
 
 gate_results = sa.Table(
@@ -111,7 +132,7 @@ gate_results = sa.Table(
     sa.Column("blocking", sa.Boolean, nullable=False),
     sa.Column("summary", sa.Text, nullable=False),
     sa.Column("report", sa.JSON),
-    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("at", UTCDateTime(), nullable=False),
 )
 
 shadow_mismatches = sa.Table(
@@ -123,7 +144,7 @@ shadow_mismatches = sa.Table(
     sa.Column("columns", sa.JSON),
     sa.Column("old_value", sa.JSON),
     sa.Column("new_value", sa.JSON),
-    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("at", UTCDateTime(), nullable=False),
     sa.Index("ix_so_shadow_mismatches_at", "migration", "at"),
 )
 
@@ -136,6 +157,6 @@ metrics = sa.Table(
     sa.Column("migration", sa.String(200), nullable=False),
     sa.Column("name", sa.String(60), nullable=False),
     sa.Column("value", sa.Float, nullable=False),
-    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("at", UTCDateTime(), nullable=False),
     sa.Index("ix_so_metrics_window", "migration", "name", "at"),
 )
