@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from itertools import pairwise
 
 import pytest
@@ -50,6 +51,7 @@ def test_store_persists_transitions_and_audits_them(control_store: ControlStore)
     history = control_store.history("m")
     assert [(h.phase, h.actor) for h in history] == [("planned", "shiftover"), ("dual_writing", "alice")]
     assert history[1].reason == "go"
+    assert history[1].at.utcoffset() == timedelta(0)  # UTC-aware even where SQLite keeps no zone
 
 
 def test_register_is_idempotent(control_store: ControlStore) -> None:
@@ -77,3 +79,4 @@ def test_control_store_on_database_servers(server: str, request: pytest.FixtureR
     store.transition("m", Phase.DUAL_WRITING, "alice")
     assert store.phase("m") is Phase.DUAL_WRITING
     assert [h.phase for h in store.history("m")] == ["planned", "dual_writing"]
+    assert all(h.at.utcoffset() == timedelta(0) for h in store.history("m"))
