@@ -61,13 +61,13 @@ class DiffProgress:
                 "migration": self.migration,
                 "run_id": self.run_id,
                 "segment": i,
-                "lo": r.to_json()[0],
-                "hi": r.to_json()[1],
+                "lo": lo,
+                "hi": hi,
                 "state": "pending",
                 "differences": 0,
                 "updated_at": now,
             }
-            for i, r in enumerate(ranges)
+            for i, (lo, hi) in enumerate(r.to_json() for r in ranges)
         ]
         with self.store.begin() as conn:
             conn.execute(_SEG.insert(), rows)

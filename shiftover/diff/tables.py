@@ -2,7 +2,8 @@
 
 ``diff_tables`` is the plain entry point the checksum gate, the cutover re-check and the
 demo call; ``diff_keys`` re-checks a known set of keys (after a repair, or the keys the
-reconciliation queue touched). Both check their input before any work and raise DiffError.
+reconciliation queue touched). Both check the column mapping before any work (``diff_tables``
+also the key values: no NULLs, no duplicates) and raise DiffError.
 """
 
 from __future__ import annotations
@@ -39,6 +40,11 @@ class DiffPlan:
     rules: list[ColumnRule]
     mapping: TableMapping
     options: ValidationSpec
+
+    @property
+    def key_rules(self) -> list[ColumnRule]:
+        """The key columns' rules (``build_rules`` puts them first, in key order)."""
+        return self.rules[: len(self.mapping.key)]
 
 
 def plan_diff(
@@ -132,9 +138,8 @@ def diff_tables(
 
 
 def _narrowing(plan: DiffPlan, pool: ThreadPoolExecutor) -> Narrowing:
-    key_rules = plan.rules[: len(plan.mapping.key)]
     n = Narrowing(
-        plan.source, plan.target, key_rules, plan.options.row_threshold, pool, limit=plan.options.max_differences
+        plan.source, plan.target, plan.key_rules, plan.options.row_threshold, pool, limit=plan.options.max_differences
     )
     (slo, shi, n.source_rows), (tlo, thi, n.target_rows) = n.both(key_bounds)
     if len(plan.mapping.key) == 1 and plan.rules[0].kind == "integer":
@@ -171,20 +176,18 @@ def _segment(plan: DiffPlan, n: Narrowing, rng: KeyRange) -> list[Difference]:
 
 
 def _sorted(plan: DiffPlan, diffs: list[Difference]) -> list[Difference]:
-    key_rules = plan.rules[: len(plan.mapping.key)]
     try:
         return sorted(diffs, key=lambda d: d.key)
     except TypeError:
-        return sorted(diffs, key=lambda d: key_token(key_rules, d.key))  # type: ignore[arg-type]
+        return sorted(diffs, key=lambda d: key_token(plan.key_rules, d.key))  # type: ignore[arg-type]
 
 
 def _unique(plan: DiffPlan, diffs: list[Difference]) -> list[Difference]:
     """One entry per key: with collations that order text keys differently on the two engines,
     a key can fall in one segment on the source and another on the target."""
-    key_rules = plan.rules[: len(plan.mapping.key)]
     seen: dict[tuple[str | None, ...], Difference] = {}
     for d in diffs:
-        seen.setdefault(key_token(key_rules, d.key), d)
+        seen.setdefault(key_token(plan.key_rules, d.key), d)
     return list(seen.values())
 
 
