@@ -114,7 +114,7 @@ def checksum_gate(migration: Migration, spec: GateSpec) -> GateResult:
 
 
 def check_checksum(migration: Migration, spec: GateSpec, scope: DiffScope = DiffScope()) -> GateResult:
-    """The checksum gate as a plain function (the cutover re-check calls it with a scope)."""
+    """The checksum gate with its scope passed in (``checksum_gate`` takes it from ``diff_scope``)."""
     options = migration.spec.validation
     try:
         report, run_id = _diff(migration, scope)
