@@ -51,8 +51,9 @@ def validate(
             publish_gate_results(results, STAGE, migration.name)
             raise GateError(result.gate, result.summary, report=results)
     publish_gate_results(results, STAGE, migration.name)
-    migration.store.advance_to(migration.name, Phase.VALIDATED, actor(), _reason(results))
-    get_run_logger().info("validation of %s: %s", migration.name, _reason(results))
+    reason = _reason(results)
+    migration.store.advance_to(migration.name, Phase.VALIDATED, actor(), reason)
+    get_run_logger().info("validation of %s: %s", migration.name, reason)
     return {
         "migration": migration.name,
         "phase": str(Phase.VALIDATED),
