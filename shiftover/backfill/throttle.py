@@ -66,7 +66,7 @@ def set_throttle(
 class ThrottleSettings:
     paused: bool
     max_rows_per_second: float | None
-    chunk_rows: int
+    chunk_rows: int | None  # set at run time; None: the size steered by ``record``
 
 
 class Throttle:
@@ -98,9 +98,8 @@ class Throttle:
         self._lock = threading.Lock()
         self._next_slot = 0.0
         self._tuned_chunk = spec.chunk_rows
-        self._settings = ThrottleSettings(False, spec.max_rows_per_second, spec.chunk_rows)
+        self._settings = ThrottleSettings(False, spec.max_rows_per_second, None)
         self._read_at = -1e18
-        self._override_chunk: int | None = None
 
     # -- run-time settings -----------------------------------------------------------
     def settings(self) -> ThrottleSettings:
@@ -112,18 +111,17 @@ class Throttle:
         value = dict(flag.value) if flag else {}
         value.update((self.overrides() if self.overrides else None) or {})
         cap = value.get("max_rows_per_second", self.spec.max_rows_per_second)
-        self._override_chunk = value.get("chunk_rows")
+        chunk = value.get("chunk_rows")
         self._settings = ThrottleSettings(
             paused=bool(value.get("paused", False)),
             max_rows_per_second=float(cap) if cap else None,
-            chunk_rows=int(self._override_chunk or self._tuned_chunk),
+            chunk_rows=int(chunk) if chunk else None,
         )
         self._read_at = now
         return self._settings
 
     def chunk_rows(self) -> int:
-        self.settings()
-        return int(self._override_chunk or self._tuned_chunk)
+        return self.settings().chunk_rows or self._tuned_chunk
 
     # -- gates before a chunk ----------------------------------------------------------
     def wait_until_allowed(self, expired: Callable[[], bool] | None = None) -> bool:
