@@ -91,8 +91,8 @@ def column_converter(
     target_dialect: sa.Dialect,
 ) -> Convert | None:
     """One column's conversion, or None when values pass through unchanged."""
-    steps: list[Convert] = []  # values arrive through SQLAlchemy: source result processing is done
-    steps.extend(_target_steps(source_type, target_type, target_dialect.name))
+    # values arrive through SQLAlchemy (source result processing is done): only the target's side remains
+    steps = _target_steps(source_type, target_type, target_dialect.name)
     if target_dialect.name == "sqlite" and not isinstance(target_type, sa.JSON):
         write = target_type.bind_processor(target_dialect)  # SQLite's storage conventions (dates as text...)
         if write is not None:
