@@ -59,6 +59,23 @@ class TableMapping:
     def target_table_obj(self, engine: sa.Engine) -> sa.Table:
         return reflect_table(engine, self.target_table, self.target_schema)
 
+    def transform_frame(self, frame: Any) -> Any:
+        """The spec's pandas transform over a chunk, cut to the target columns in order, with plain
+        Python values and NULL as ``None`` (pandas' NaN/NaT must never reach a database)."""
+        assert self.transform is not None
+        columns = list(self.target_columns)
+        out = self.transform(frame)[columns].astype(object)
+        return out.where(out.notna(), None)
+
+    def transform_records(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """``transform_frame`` for row dicts (target names); rows pass through when there is no transform."""
+        if self.transform is None or not rows:
+            return rows
+        import pandas as pd
+
+        records: list[dict[str, Any]] = self.transform_frame(pd.DataFrame.from_records(rows)).to_dict("records")
+        return records
+
     def select_source(self, table: sa.Table) -> sa.Select[Any]:
         """SELECT of every mapped column, labelled with target names, in key order."""
         return sa.select(*(c.select_expr(table) for c in self.columns)).order_by(*(table.c[k] for k in self.key))

@@ -50,12 +50,7 @@ def fetch_rows(source: Engine, mapping: TableMapping, keys: Sequence[Key]) -> li
         for batch in _batches(keys, 500):
             query = mapping.select_source(table).where(key_in(table, mapping.key, batch))
             out.extend(dict(r._mapping) for r in conn.execute(query))
-    if mapping.transform is not None and out:
-        import pandas as pd
-
-        frame = mapping.transform(pd.DataFrame(out))
-        out = frame.to_dict("records")
-    return out
+    return mapping.transform_records(out)
 
 
 def key_in(table: sa.Table, key: Sequence[str], keys: Sequence[Key]) -> sa.ColumnElement[bool]:

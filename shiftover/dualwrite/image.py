@@ -21,12 +21,7 @@ from shiftover.rowsync import Key, delete_keys, key_in, upsert_rows
 def read_image(conn: sa.Connection, mapping: TableMapping, table: sa.Table, keys: list[Key]) -> list[dict[str, Any]]:
     """The mapped rows (target column names) of ``keys`` as ``conn`` sees them now."""
     query = mapping.select_source(table).where(key_in(table, mapping.key, keys))
-    rows = [dict(r._mapping) for r in conn.execute(query)]
-    if mapping.transform is not None and rows:
-        import pandas as pd
-
-        rows = mapping.transform(pd.DataFrame(rows)).to_dict("records")
-    return rows
+    return mapping.transform_records([dict(r._mapping) for r in conn.execute(query)])
 
 
 def apply_image(target: Engine, mapping: TableMapping, keys: list[Key], rows: list[dict[str, Any]]) -> None:

@@ -45,3 +45,26 @@ def test_upserts_present_rows_and_deletes_absent_ones(pair: tuple[str, str]) -> 
     assert (result.upserted, result.deleted) == (1, 2)
     assert rows(dst) == {k: v for k, v in rows(src).items() if k in (1, 2)}
     assert rows(dst)[2][0] == Decimal("12.34") and rows(dst)[2][2] is None
+
+
+def blank_notes(frame):  # type: ignore[no-untyped-def]
+    """A transform in pandas style: a missing value is NaN."""
+    frame["note"] = float("nan")
+    frame["status"] = frame["status"].str.upper()
+    return frame
+
+
+def test_transformed_rows_reach_the_target_with_null_not_nan(pair: tuple[str, str]) -> None:
+    from dataclasses import replace
+
+    src, dst = pair
+    create_orders(get_engine(src), rows=4)
+    create_orders(get_engine(dst), rows=0)
+    spec = parse_spec(
+        {"name": "m", "source": {"url": src, "table": "orders"}, "target": {"url": dst, "table": "orders"}, "key": "id"}
+    )
+    mapping = replace(resolve_mapping(spec), transform=blank_notes)
+    sync_keys(get_engine(src), get_engine(dst), mapping, [(1,), (2,)])
+    with get_engine(dst).connect() as conn:
+        got = conn.execute(sa.text("SELECT id, status, note FROM orders ORDER BY id")).all()
+    assert [(r[0], r[1].isupper(), r[2]) for r in got] == [(1, True, None), (2, True, None)]
