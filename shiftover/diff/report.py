@@ -54,10 +54,6 @@ class DiffReport:
             out[d.kind] += 1
         return out
 
-    @property
-    def keys(self) -> list[Key]:
-        return [d.key for d in self.differences]
-
     def summary(self) -> str:
         if self.equal:
             return f"{self.table}: equal ({self.source_rows} rows, {self.segments} segments)"
