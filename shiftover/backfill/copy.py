@@ -115,12 +115,16 @@ def _copy_segment_once(
     state = next(s for s in checkpoints.load_plan(store_engine, migration) if s.segment.index == segment)
     if state.done:
         return True
-    loop = _stream_loop if _can_stream(source, target, mapping) else _rows_loop
 
     def checkpoint(key: Key | None, rows: int, final: bool) -> None:
         checkpoints.record_chunk(store_engine, migration, segment, key, rows, done=final)
 
-    return loop(source, target, mapping, state.remaining, throttle, deadline, tally, checkpoint)
+    stream_class = stream_for(source, target, mapping)
+    if stream_class is not None:
+        return _stream_loop(
+            stream_class, source, target, mapping, state.remaining, throttle, deadline, tally, checkpoint
+        )
+    return _rows_loop(source, target, mapping, state.remaining, throttle, deadline, tally, checkpoint)
 
 
 @dataclass
@@ -139,10 +143,6 @@ def _expired(deadline: float | None) -> bool:
 
 def _may_start_chunk(throttle: Throttle, deadline: float | None) -> bool:
     return throttle.wait_until_allowed(lambda: _expired(deadline)) and not _expired(deadline)
-
-
-def _can_stream(source: Engine, target: Engine, mapping: TableMapping) -> bool:
-    return stream_for(source, target, mapping) is not None
 
 
 @dataclass(frozen=True)
@@ -175,6 +175,7 @@ def _run_steps(
 
 # -- PostgreSQL or MySQL → PostgreSQL: COPY data, never decoded ---------------------------
 def _stream_loop(
+    stream_class: type[PostgresStream | MySQLStream],
     source: Engine,
     target: Engine,
     mapping: TableMapping,
@@ -184,8 +185,6 @@ def _stream_loop(
     tally: _Tally,
     checkpoint: Checkpoint,
 ) -> bool:
-    stream_class = stream_for(source, target, mapping)
-    assert stream_class is not None
     writer = PostgresWriter(target, mapping, mapping.target_table_obj(target))
     try:
         stream = _guarded(mapping, remaining, stream_class, source, mapping, writer)
