@@ -231,7 +231,7 @@ def queued_keys(migration: Migration) -> tuple[Key, ...]:
 
 @gate("expectations")
 def expectations_gate(migration: Migration, spec: GateSpec) -> GateResult:
-    """The spec's GX suite (or the default one) on the target; warnings never block."""
+    """The spec's expectations for this stage plus the default suite, on the target; warnings never block."""
     from shiftover.expectations import default_suite, run_expectations
 
     m = migration.mapping

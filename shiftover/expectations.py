@@ -2,8 +2,9 @@
 
 GX costs about 3 s and 240 MB to import, so it is imported inside ``run_expectations``
 only: flows that run no GX gate never pay for it. Each run uses a fresh ephemeral context
-(no files, no Data Docs). With no expectations declared the default suite checks the key
-(unique, not null) and the row count against the source's (a run-time ``$PARAMETER``).
+(no files, no Data Docs). The default suite, which the expectations gate adds to the declared
+ones, checks the key (unique, not null) and the row count against the source's (a run-time
+``$PARAMETER``).
 """
 
 from __future__ import annotations
