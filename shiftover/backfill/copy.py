@@ -269,11 +269,8 @@ def transform_rows(mapping: TableMapping, rows: list[Row]) -> list[Row]:
     """Run the spec's pandas transform over a chunk; values come back as plain Python objects."""
     import pandas as pd
 
-    assert mapping.transform is not None
-    frame = mapping.transform(pd.DataFrame.from_records(rows, columns=list(mapping.target_columns)))
-    frame = frame[list(mapping.target_columns)].astype(object)
-    frame = frame.where(frame.notna(), None)
-    return [tuple(r) for r in frame.itertuples(index=False, name=None)]
+    frame = mapping.transform_frame(pd.DataFrame.from_records(rows, columns=list(mapping.target_columns)))
+    return list(frame.itertuples(index=False, name=None))
 
 
 @contextlib.contextmanager
