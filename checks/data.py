@@ -20,7 +20,6 @@ import sqlalchemy as sa
 from checks.gate import CURRENT_STAGE, GateResult, gate
 from checks.live import CountBand, around_source_counts
 from checks.report import markdown_table
-from shiftover.backfill.keyset import count_rows
 from shiftover.control import schema
 from shiftover.control.store import key_from_json
 from shiftover.diff import (
@@ -39,6 +38,7 @@ from shiftover.diff.report import Key
 from shiftover.errors import DiffError
 from shiftover.expectations import ExpectationOutcome
 from shiftover.migration import Migration
+from shiftover.rowsync import count_rows
 from shiftover.spec import Expectation, GateSpec
 
 EVIDENCE_CAP = 1_000  # rows kept in a GateResult; artifacts show fewer

@@ -18,12 +18,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TypeVar
 
-import sqlalchemy as sa
-
 from shiftover.control.store import utcnow
 from shiftover.dualwrite.shadow import ROW_COUNT_CHANGES, sum_metrics
 from shiftover.flags.routing import WriteMode, read_routing
 from shiftover.migration import Migration
+from shiftover.rowsync import count_rows
 
 T = TypeVar("T")
 
@@ -58,9 +57,7 @@ class CountBand:
 
 
 def count_source(migration: Migration) -> int:
-    table = migration.mapping.source_table_obj(migration.source)
-    with migration.source.connect() as conn:
-        return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
+    return count_rows(migration.source, migration.mapping.source_table_obj(migration.source))
 
 
 def around_source_counts(migration: Migration, measure_target: Callable[[int], T]) -> tuple[T, CountBand]:

@@ -53,6 +53,12 @@ def fetch_rows(source: Engine, mapping: TableMapping, keys: Sequence[Key]) -> li
     return mapping.transform_records(out)
 
 
+def count_rows(engine: Engine, table: sa.Table) -> int:
+    """``SELECT count(*)`` of a table."""
+    with engine.connect() as conn:
+        return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
+
+
 def key_in(table: sa.Table, key: Sequence[str], keys: Sequence[Key]) -> sa.ColumnElement[bool]:
     """``key IN (...)`` for single or composite keys."""
     if len(key) == 1:

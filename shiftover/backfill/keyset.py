@@ -19,6 +19,7 @@ from sqlalchemy.engine import Engine
 from shiftover.control.store import key_to_json
 from shiftover.errors import CopyError
 from shiftover.mapping import TableMapping
+from shiftover.rowsync import count_rows
 
 Key = tuple[Any, ...]
 
@@ -101,11 +102,6 @@ def coerce_key_value(column: sa.Column[Any], value: Any) -> Any:
     if python_type is Decimal:
         return Decimal(value)
     return value
-
-
-def count_rows(engine: Engine, table: sa.Table) -> int:
-    with engine.connect() as conn:
-        return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
 
 
 def estimate_rows(engine: Engine, table: sa.Table) -> int:

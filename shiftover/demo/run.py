@@ -22,6 +22,8 @@ from shiftover.control.store import PhaseChange, open_store
 from shiftover.demo.app import LiveApplication, writes
 from shiftover.demo.orders import create_orders
 from shiftover.dualwrite import DualWriter
+from shiftover.migration import Migration, load_migration
+from shiftover.rowsync import count_rows
 from shiftover.spec import load_spec
 
 EXAMPLE_SPEC = Path(__file__).parents[2] / "examples" / "orders.yaml"
@@ -98,9 +100,11 @@ def run_demo(
         writer.close()
     t = time.monotonic()
     reconcile(str(spec_path), control_url)
-    differences = count_differences(str(spec_path), control_url)
+    migration = load_migration(str(spec_path), control_url)
+    differences = count_differences(migration)
     stage_seconds["final diff"] = time.monotonic() - t
-    rows_old, rows_new = _count(spec.source.url), _count(spec.target.url)
+    rows_old = count_rows(migration.source, migration.mapping.source_table_obj(migration.source))
+    rows_new = count_rows(migration.target, migration.mapping.target_table_obj(migration.target))
     t = time.monotonic()
     decommission(str(spec_path), control_url, retention_seconds=0, auto_approve=True)
     stage_seconds["decommission"] = time.monotonic() - t
@@ -122,17 +126,8 @@ def run_demo(
     return report
 
 
-def count_differences(spec_path: str, control_url: str) -> int:
+def count_differences(m: Migration) -> int:
     """A full checksum diff of old against new (no repair): the demo's proof of equality."""
     from shiftover.diff import diff_tables
-    from shiftover.migration import load_migration
 
-    m = load_migration(spec_path, control_url)
     return len(diff_tables(m.source, m.target, m.mapping, m.spec.validation).differences)
-
-
-def _count(url: str) -> int:
-    import sqlalchemy as sa
-
-    with get_engine(url).connect() as conn:
-        return int(conn.execute(sa.text("SELECT count(*) FROM orders")).scalar_one())

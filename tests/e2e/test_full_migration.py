@@ -21,6 +21,7 @@ from shiftover.demo.run import count_differences
 from shiftover.dualwrite import DualWriter
 from shiftover.errors import GateError
 from shiftover.flags.routing import WriteMode, read_routing
+from shiftover.migration import load_migration
 from shiftover.phases import Phase
 from shiftover.spec import load_spec
 
@@ -84,7 +85,7 @@ def test_full_migration_under_live_writes(prefect_harness: None, tmp_path: Path,
     assert read_routing(store.engine, spec.name).writes is WriteMode.DUAL_NEW_PRIMARY
 
     reconcile(str(spec_path), control_url)
-    assert count_differences(str(spec_path), control_url) == 0
+    assert count_differences(load_migration(str(spec_path), control_url)) == 0
 
     decommission(str(spec_path), control_url, retention_seconds=0, auto_approve=True)
     assert store.phase(spec.name) is Phase.DECOMMISSIONED
@@ -138,7 +139,7 @@ def test_target_created_from_the_source_schema_before_dual_write(
     assert [a["detail"]["table"] for a in store.audit_entries("orders-e2e", action="create_target")] == ["orders"]
     columns = {c["name"]: c for c in sa.inspect(get_engine(dst)).get_columns("orders")}
     assert set(columns) == {"id", "customer_id", "amount", "status", "note", "created_at", "updated_at"}
-    assert count_differences(str(spec_path), control_url) == 0
+    assert count_differences(load_migration(str(spec_path), control_url)) == 0
 
 
 def test_unknown_stop_after_is_refused_before_anything_runs(
