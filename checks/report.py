@@ -7,20 +7,15 @@ them to Prefect and does nothing outside a flow or task run.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
 from checks.gate import GateResult
+from shiftover.story import artifact_key
 
 MAX_ROWS = 50  # evidence rows per table artifact
-
-
-def artifact_key(*parts: str) -> str:
-    """Prefect artifact keys allow lowercase letters, digits and dashes only."""
-    return re.sub(r"-+", "-", re.sub(r"[^a-z0-9-]", "-", "-".join(parts).lower())).strip("-")[:100]
 
 
 def plain_rows(rows: Sequence[dict[str, Any]], cap: int = MAX_ROWS) -> list[dict[str, Any]]:

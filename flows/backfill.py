@@ -18,7 +18,6 @@ from prefect.artifacts import create_progress_artifact, create_table_artifact, u
 from prefect.futures import PrefectFuture, wait
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from checks.report import artifact_key
 from flows.runtime import actor, require_phase
 from shiftover.backfill import (
     BackfillStatus,
@@ -35,6 +34,7 @@ from shiftover.control.store import DEFAULT_URL
 from shiftover.migration import Migration, open_migration
 from shiftover.phases import Phase
 from shiftover.spec import load_spec
+from shiftover.story import artifact_key
 from tasks.backfill import copy_segment_task
 
 BACKFILL_FROM = {Phase.DUAL_WRITING, Phase.BACKFILLING, Phase.BACKFILLED, Phase.VALIDATED}

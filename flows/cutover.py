@@ -139,7 +139,8 @@ def roll_back_canary(migration: Migration, control_url: str, stage: Stage, exc: 
 def publish_rollback_report(migration: Migration, stage: Stage, exc: GateError, at: datetime) -> None:
     from prefect.artifacts import create_markdown_artifact
 
-    from checks.report import artifact_key, render_overview
+    from checks.report import render_overview
+    from shiftover.story import artifact_key
 
     lines = [
         f"# Automatic rollback of `{migration.name}`",

@@ -10,10 +10,10 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from checks.report import artifact_key
 from shiftover.control.store import DEFAULT_URL
 from shiftover.migration import load_migration
 from shiftover.reconcile import DrainResult, dead_entries
+from shiftover.story import artifact_key
 from tasks import reconcile as steps
 
 

@@ -18,6 +18,7 @@ from pydantic import Field, create_model
 
 from shiftover.control.store import ControlStore
 from shiftover.errors import ApprovalError
+from shiftover.story import artifact_key
 
 AUTO_APPROVER = "auto-approved (demo)"
 
@@ -116,7 +117,7 @@ def request_approval(
         store.audit(migration, record.approver, "approval", record.as_detail())
         return record
     create_markdown_artifact(
-        key=_artifact_key(migration, step), markdown=summary, description=f"approval requested: {step}"
+        key=artifact_key(migration, "approve", step), markdown=summary, description=f"approval requested: {step}"
     )
     store.audit(migration, "shiftover", "approval_requested", {"step": step, "timeout_seconds": timeout_seconds})
     form = approval_form(migration, approvers).with_initial_data(description=summary)
@@ -142,7 +143,7 @@ def request_approval(
 
 def pause_key(step: str) -> str:
     """The pause's key (Prefect allows lowercase letters, digits and dashes): one per step."""
-    return re.sub(r"[^a-z0-9-]", "-", f"approve-{step}".lower())
+    return artifact_key("approve", step)
 
 
 def suspendable_run() -> bool:
@@ -152,7 +153,3 @@ def suspendable_run() -> bool:
     ctx = FlowRunContext.get()
     run = ctx.flow_run if ctx is not None else None
     return run is not None and run.deployment_id is not None and run.parent_task_run_id is None
-
-
-def _artifact_key(migration: str, step: str) -> str:
-    return re.sub(r"[^a-z0-9-]", "-", f"{migration}-approve-{step}".lower())

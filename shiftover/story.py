@@ -3,6 +3,7 @@ published as a Prefect artifact and printed by ``shiftover status``."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import sqlalchemy as sa
@@ -92,6 +93,11 @@ def validation_failures(store: ControlStore, migration: str, limit: int = 50) ->
         ]
 
 
+def artifact_key(*parts: str) -> str:
+    """A Prefect artifact or pause key from ``parts``: lowercase letters, digits and single dashes only."""
+    return re.sub(r"-+", "-", re.sub(r"[^a-z0-9-]", "-", "-".join(parts).lower())).strip("-")[:100]
+
+
 def publish_story(store: ControlStore, spec: MigrationSpec) -> None:
     """The story as a markdown artifact of the current flow run (a no-op outside one)."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -99,7 +105,7 @@ def publish_story(store: ControlStore, spec: MigrationSpec) -> None:
 
     if FlowRunContext.get() is None:
         return
-    key = "".join(ch if ch.isalnum() or ch == "-" else "-" for ch in f"{spec.name}-story".lower())
+    key = artifact_key(spec.name, "story")
     failures = validation_failures(store, spec.name)
     story = render_story(store, spec)
     if failures:

@@ -42,8 +42,8 @@ def _prepare(pg_database, control_store, tmp_path, name: str, rows: int, **backf
 def test_flow_copies_and_moves_phase(prefect_harness, pg_database, control_store, tmp_path) -> None:  # type: ignore[no-untyped-def]
     from prefect.artifacts import Artifact
 
-    from checks.report import artifact_key
     from flows.backfill import backfill
+    from shiftover.story import artifact_key
 
     source, target, spec, url = _prepare(
         pg_database, control_store, tmp_path, "flow-ok", 5000, chunk_rows=700, concurrency=3

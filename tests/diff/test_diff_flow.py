@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 from prefect.artifacts import Artifact
 
-from checks.report import artifact_key
 from flows.validate import validate
 from shiftover.control.store import open_store
 from shiftover.errors import GateError
 from shiftover.phases import Phase
+from shiftover.story import artifact_key
 
 from .conftest import break_target, bring_to_backfilled, spec_dict, write_spec
 

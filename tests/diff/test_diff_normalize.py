@@ -11,11 +11,12 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql
 
 from checks.gate import GateResult
-from checks.report import artifact_key, markdown_table, plain_rows, render_evidence, render_overview
+from checks.report import markdown_table, plain_rows, render_evidence, render_overview
 from shiftover.diff.normalize import ColumnRule, canonical_text, classify, hash60, pair_kind, values_equal
 from shiftover.diff.segments import KeyRange, integer_ranges, integer_span
 from shiftover.errors import DiffError
 from shiftover.spec import ValidationSpec
+from shiftover.story import artifact_key
 
 
 @pytest.mark.parametrize(
