@@ -91,11 +91,7 @@ def _fetch(side: Side, mapping: TableMapping, keys: Sequence[Key], *, is_source:
         for i in range(0, len(keys), _BATCH):
             where = key_in(side.table, key_names, keys[i : i + _BATCH])
             out.extend(dict(r._mapping) for r in conn.execute(_select(side, mapping, is_source).where(where)))
-    if is_source and mapping.transform is not None and out:
-        import pandas as pd
-
-        out = mapping.transform(pd.DataFrame(out)).to_dict("records")
-    return out
+    return mapping.transform_records(out) if is_source else out
 
 
 def _select(side: Side, mapping: TableMapping, is_source: bool) -> sa.Select[Any]:
