@@ -24,6 +24,7 @@ from shiftover.flags.routing import (
     set_reads_percent,
     set_shadow,
     set_write_mode,
+    writes_key,
 )
 
 
@@ -91,11 +92,12 @@ def switch_writes(store: Engine, migration: str, actor: str, *, fenced: bool = T
     Fenced: refused (``GateError``) unless the reconciliation queue is drained and the last
     checksum diff is clean; then only a run that saw the writes flag in dual-old-primary
     mode may switch it, and the compare-and-set refuses a second switch from that version
-    (``FlagError``), so two concurrent runs cannot both switch. The switch time is audited.
+    (``FlagError``), so two concurrent runs cannot both switch. The switch time is the flip's
+    own audit time (written in the flag's transaction), so every run reports the same one.
     """
     routing = read_routing(store, migration)
     if routing.writes is WriteMode.DUAL_NEW_PRIMARY:
-        return WriteSwitch(at=_switched_at(store, migration) or utcnow(), version=routing.version)
+        return WriteSwitch(at=_flipped_at(store, migration, routing.version), version=routing.version)
     if routing.writes is not WriteMode.DUAL_OLD_PRIMARY:
         raise FlagError(
             f"writes of {migration!r} are {routing.writes}, not {WriteMode.DUAL_OLD_PRIMARY}: "
@@ -113,14 +115,23 @@ def switch_writes(store: Engine, migration: str, actor: str, *, fenced: bool = T
         expected_version=routing.version,
         reason="switch writes to the new store",
     )
-    at = utcnow()
+    at = _flipped_at(store, migration, version)
     ControlStore(store).audit(migration, actor, "write_switch", {"at": at.isoformat(), "version": version})
     return WriteSwitch(at=at, version=version)
 
 
-def _switched_at(store: Engine, migration: str) -> datetime | None:
-    switches = ControlStore(store).audit_entries(migration, action="write_switch")
-    return datetime.fromisoformat(switches[-1]["detail"]["at"]) if switches else None
+def _flipped_at(store: Engine, migration: str, version: int) -> datetime:
+    """When the writes flag reached ``version``: the audit entry its own transaction wrote."""
+    key = writes_key(migration)
+    flips = [
+        a["at"]
+        for a in ControlStore(store).audit_entries(migration, action="flag")
+        if a["detail"]["flag"] == key and a["detail"]["version"] == version
+    ]
+    if not flips:
+        raise FlagError(f"no audit entry for version {version} of flag {key!r}")
+    at: datetime = flips[-1]
+    return at
 
 
 def stop_old_writes(store: Engine, migration: str, actor: str) -> None:

@@ -78,6 +78,7 @@ def test_two_concurrent_switches_switch_once(store: ControlStore) -> None:
         assert read_routing(store.engine, name).version == before + 1
         winner = [o for o in outcomes if isinstance(o, WriteSwitch)]
         assert winner and all(w.version == before + 1 for w in winner)
+        assert len({w.at for w in winner}) == 1  # a run that found the switch made reports its exact time
         # the other run either lost the compare-and-set or found the switch already made
         assert all(isinstance(o, FlagError | WriteSwitch) for o in outcomes)
         flips = [a for a in store.audit_entries(name, action="flag") if a["detail"]["value"] == "dual_new_primary"]
