@@ -1,5 +1,9 @@
 """Narrowing a differing range down to candidate keys.
 
+Every segment is screened first: integer keys by the range digest (one md5 per range; a pair
+of PostgreSQL servers of one major version by the hashtextextended sum, cheaper still there),
+other keys by the order-insensitive sum. Only a segment that differs is narrowed.
+
 Integer keys: one grouped scan per side returns the checksums of ``FANOUT`` buckets at once;
 only the differing buckets are looked into again, until a bucket holds at most
 ``row_threshold`` rows, whose (key, hash) pairs are then compared. Other keys (text, UUID,
@@ -14,7 +18,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from shiftover.diff.checksum import Side, bucket_checksums, range_checksum, row_hashes
+from shiftover.diff.checksum import Side, bucket_checksums, range_checksum, range_digest, row_hashes
 from shiftover.diff.normalize import ColumnRule
 from shiftover.diff.report import Key
 from shiftover.diff.rows import key_token
@@ -38,8 +42,11 @@ class Narrowing:
     integer_span: tuple[int, int] | None = None  # [min, max] of an integer key over both sides
     limit: int = 10_000  # max_differences: past this many candidate keys the diff stops
     found: int = 0
-    source_rows: int = 0
+    differing: int = 0  # segments whose screen differed (narrowed further)
+    source_rows: int = 0  # counted, or the engine's estimate until ``counted``
     target_rows: int = 0
+    counted: bool = True  # False: the totals are the screened segments' counts (``screened``)
+    screened: list[int] = field(default_factory=lambda: [0, 0])  # rows screened: source, target
     stop: threading.Event = field(default_factory=threading.Event)
 
     def both(self, fn: Callable[..., T], *args: Any) -> tuple[T, T]:
@@ -54,10 +61,22 @@ def candidate_keys(n: Narrowing, rng: KeyRange) -> list[Key]:
     if n.stop.is_set():
         return []
     if n.integer_span is not None:
-        # A plain checksum first: most segments are equal, and a grouped scan costs more.
-        src, tgt = n.both(range_checksum, rng)
-        return [] if src == tgt else _integer_candidates(n, rng)
-    return _sampled_candidates(n, rng)
+        # A plain screen first: most segments are equal, and a grouped scan costs more.
+        screen = range_checksum if n.source.fast_hash else range_digest
+        src, tgt = n.both(screen, rng)
+        with _count_lock:
+            n.screened[0] += src[0]
+            n.screened[1] += tgt[0]
+        if src == tgt and None not in (src[1], tgt[1]):
+            return []
+        _count_differing(n)
+        return _integer_candidates(n, rng)
+    return _sampled_candidates(n, rng, top=True)
+
+
+def _count_differing(n: Narrowing) -> None:
+    with _count_lock:
+        n.differing += 1
 
 
 def _integer_candidates(n: Narrowing, rng: KeyRange) -> list[Key]:
@@ -101,10 +120,12 @@ def _runs(buckets: list[int]) -> list[tuple[int, int]]:
     return runs
 
 
-def _sampled_candidates(n: Narrowing, rng: KeyRange) -> list[Key]:
+def _sampled_candidates(n: Narrowing, rng: KeyRange, *, top: bool = False) -> list[Key]:
     src, tgt = n.both(range_checksum, rng)
     if src == tgt:
         return []
+    if top:
+        _count_differing(n)
     if max(src[0], tgt[0]) <= n.row_threshold:
         return _row_candidates(n, rng)
     subs = sampled_ranges(n.source.engine, n.source.table, n.source.key, rng, FANOUT, src[0])

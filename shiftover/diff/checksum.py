@@ -1,8 +1,16 @@
-"""Per-range count and hash sum computed inside each database.
+"""Per-range checksums computed inside each database.
 
-A row's hash is the first 60 bits of md5 of its normalised text; a range's checksum is
-``count(*)`` and the exact sum of those hashes (PostgreSQL and MariaDB sum into NUMERIC/
-DECIMAL, SQLite through ``so_sum``), so equal ranges give equal pairs on every engine.
+Two kinds, both over the rows' canonical text (``normalize``):
+
+- the **digest** of a range: ``count(*)`` and md5 of the row texts joined in key order. One md5
+  per range instead of one per row, so it is the cheap screen every segment of an integer key
+  goes through first. Its order comes from the key (an ``ORDER BY``, or on MariaDB/MySQL the
+  primary key's own range scan); if an engine ever returned another order, the digests would
+  differ and the range would be narrowed with the sums below: slower, never wrong.
+- the **sum** of a range: ``count(*)`` and the exact sum of each row's 60-bit hash (the first
+  60 bits of md5; PostgreSQL and MariaDB sum into NUMERIC/DECIMAL, SQLite through ``so_sum``).
+  Order-insensitive and groupable, so it narrows a differing range into buckets in one scan,
+  and screens the keys whose order engines disagree on (text, UUID, composite keys).
 """
 
 from __future__ import annotations
@@ -19,6 +27,9 @@ from shiftover.diff.normalize import NULL_MARK, SEP, ColumnRule, register_sqlite
 from shiftover.diff.segments import KeyRange, range_clause
 
 Checksum = tuple[int, int]  # (rows, sum of 60-bit hashes)
+Digest = tuple[int, str | None]  # (rows, md5 of the row texts in key order; None: not computed)
+ROW_SEP = "\n"  # between row texts in a digest
+GROUP_CONCAT_MAX = 4_294_967_295  # MariaDB/MySQL: one GROUP_CONCAT's cap for the session (4 GiB)
 
 
 @dataclass(frozen=True)
@@ -28,8 +39,11 @@ class Side:
     engine: Engine
     table: sa.Table
     key: tuple[str, ...]  # this side's names of the key columns, in key order
+    row_text: str  # SQL: the row's canonical text (never NULL)
     row_hash: str  # SQL: the row's 60-bit hash as an integer
     row_sum: str  # SQL: the exact sum of row hashes over a group
+    key_is_primary: bool = False  # the key is the table's primary key (its range scan is in key order)
+    fast_hash: bool = False  # row_hash is PostgreSQL's hashtextextended (both sides one major version)
     filter_sql: str | None = None  # e.g. "updated_at >= :since"
     filter_params: tuple[tuple[str, Any], ...] = ()
 
@@ -56,9 +70,11 @@ def build_side(
     ``fast_hash`` (both sides PostgreSQL of one major version): ``hashtextextended``, a 64-bit
     non-cryptographic hash about twice as fast as md5; both sides must agree on it.
     """
-    exprs = [r.source_sql if source else r.target_sql for r in rules if r.in_sql]
     dialect = engine.dialect.name
-    text = _row_text(dialect, exprs)
+    parts = [
+        (r.source_sql if source else r.target_sql, r.needs_null_mark(dialect, source=source)) for r in rules if r.in_sql
+    ]
+    text = _row_text(dialect, parts)
     if dialect == "postgresql" and fast_hash:
         row_hash = f"hashtextextended({text}, 0)"
         row_sum = f"sum({row_hash})"
@@ -71,14 +87,18 @@ def build_side(
     else:
         row_hash = f"so_hash60({text})"
         row_sum = f"so_sum({row_hash})"
-    return Side(engine=engine, table=table, key=key, row_hash=row_hash, row_sum=row_sum)
+    primary = tuple(c.name for c in table.primary_key.columns) == key
+    return Side(engine, table, key, text, row_hash, row_sum, key_is_primary=primary, fast_hash=fast_hash)
 
 
-def _row_text(dialect: str, exprs: list[str]) -> str:
-    parts = [f"COALESCE({e}, '{NULL_MARK}')" for e in exprs]
+def _row_text(dialect: str, parts: list[tuple[str, bool]]) -> str:
+    """The columns' texts joined by SEP, a possibly-NULL one as NULL_MARK when it is NULL."""
+    texts = [f"COALESCE({e}, '{NULL_MARK}')" if nullable else e for e, nullable in parts]
     if dialect in ("mysql", "mariadb"):
-        return f"CONCAT_WS('{SEP}', {', '.join(parts)})"
-    return f" || '{SEP}' || ".join(parts)
+        return f"CONCAT_WS('{SEP}', {', '.join(texts)})"
+    if dialect == "postgresql" and len(texts) < 100:  # concat_ws: one call, not one per column
+        return f"concat_ws('{SEP}', {', '.join(texts)})"
+    return f" || '{SEP}' || ".join(texts)
 
 
 @contextmanager
@@ -88,7 +108,7 @@ def side_connection(side: Side) -> Iterator[sa.Connection]:
         if side.dialect == "sqlite":
             register_sqlite_functions(conn.connection.driver_connection)
         elif side.dialect in ("mysql", "mariadb"):
-            conn.exec_driver_sql("SET time_zone = '+00:00'")
+            conn.exec_driver_sql(f"SET time_zone = '+00:00', group_concat_max_len = {GROUP_CONCAT_MAX}")
         yield conn
 
 
@@ -109,9 +129,52 @@ def range_checksum(side: Side, rng: KeyRange) -> Checksum:
     return int(count), int(total or 0)
 
 
+def range_digest(side: Side, rng: KeyRange) -> Digest:
+    """Count and md5 of the row texts of ``rng`` joined in key order.
+
+    The digest is None when MariaDB/MySQL warned while building it (a GROUP_CONCAT cut at its
+    cap, a value it could not convert): the caller then compares the range by its sums.
+    """
+    where = _where(side, rng)
+    if side.dialect in ("mysql", "mariadb"):
+        order = "" if side.key_is_primary else " ORDER BY " + ", ".join(_quoted(side, k) for k in side.key)
+        joined = f"MD5(GROUP_CONCAT({side.row_text}{order} SEPARATOR '{ROW_SEP}'))"
+        table: Any = side.table
+        query: Any = sa.select(sa.func.count(), sa.literal_column(joined)).select_from(table).where(*where)
+        if side.key_is_primary:  # the primary key's range scan gives key order without a sort
+            query = query.with_hint(table, "FORCE INDEX (PRIMARY)", "mysql").with_hint(
+                table, "FORCE INDEX (PRIMARY)", "mariadb"
+            )
+        with side_connection(side) as conn:
+            count, digest = conn.execute(query).one()
+            if conn.exec_driver_sql("SELECT @@warning_count").scalar():
+                digest = None
+        return int(count), digest
+    rows = (
+        sa.select(sa.literal_column(side.row_text).label("t"))
+        .select_from(side.table)
+        .where(*where)
+        .order_by(*side.key_columns)
+        .subquery("so_rows")
+    )
+    joined_rows = (
+        sa.func.string_agg(rows.c.t, sa.literal(ROW_SEP))
+        if side.dialect == "postgresql"
+        else sa.func.group_concat(rows.c.t, sa.literal(ROW_SEP))
+    )
+    md5 = sa.func.md5 if side.dialect == "postgresql" else sa.func.so_md5
+    with side_connection(side) as conn:
+        count, digest = conn.execute(sa.select(sa.func.count(), md5(joined_rows)).select_from(rows)).one()
+    return int(count), digest
+
+
+def _quoted(side: Side, name: str) -> str:
+    return side.engine.dialect.identifier_preparer.quote(name)
+
+
 def bucket_checksums(side: Side, rng: KeyRange, base: int, width: int) -> dict[int, Checksum]:
     """Checksums of integer-key buckets ``(key - base) // width`` inside ``rng``, in one scan."""
-    key = side.engine.dialect.identifier_preparer.quote(side.key[0])
+    key = _quoted(side, side.key[0])
     op = "DIV" if side.dialect in ("mysql", "mariadb") else "/"
     bucket: sa.Label[Any] = sa.literal_column(f"(({key} - {int(base)}) {op} {int(width)})").label("b")
     query = (
@@ -133,14 +196,43 @@ def row_hashes(side: Side, rng: KeyRange) -> list[Any]:
         return list(conn.execute(query).tuples())
 
 
-def key_bounds(side: Side) -> tuple[Any, Any, int]:
-    """Smallest and largest value of the first key column, and the row count (filter applied)."""
+def key_bounds(side: Side, count: bool = True) -> tuple[Any, Any, int | None]:
+    """Smallest and largest value of the first key column, and the row count (filter applied).
+
+    Without ``count`` the bounds come from the key's index alone and the count is None.
+    """
     col = side.key_columns[0]
+    counted: Any = sa.func.count() if count else sa.null()
     query = (
-        sa.select(sa.func.min(col), sa.func.max(col), sa.func.count())
+        sa.select(sa.func.min(col), sa.func.max(col), counted)
         .select_from(side.table)
         .where(*_where(side, KeyRange(None, None)))
     )
     with side_connection(side) as conn:
-        lo, hi, count = conn.execute(query).one()
-    return lo, hi, int(count)
+        lo, hi, rows = conn.execute(query).one()
+    return lo, hi, None if rows is None else int(rows)
+
+
+def estimated_rows(side: Side) -> int | None:
+    """The engine's own estimate of the table's rows (its statistics, no scan), or None.
+
+    Good enough to size segments; PostgreSQL has none before the first ANALYZE, SQLite none at all.
+    """
+    table = side.table
+    with side_connection(side) as conn:
+        if side.dialect == "postgresql":
+            name = side.engine.dialect.identifier_preparer.format_table(table)
+            value = conn.execute(
+                sa.text("SELECT reltuples FROM pg_class WHERE oid = to_regclass(:name)"), {"name": name}
+            ).scalar()
+        elif side.dialect in ("mysql", "mariadb"):
+            value = conn.execute(
+                sa.text(
+                    "SELECT TABLE_ROWS FROM information_schema.TABLES "
+                    "WHERE TABLE_SCHEMA = COALESCE(:schema, DATABASE()) AND TABLE_NAME = :name"
+                ),
+                {"schema": table.schema, "name": table.name},
+            ).scalar()
+        else:
+            value = None
+    return int(value) if value is not None and value > 0 else None

@@ -13,13 +13,14 @@ text joins those with a separator and a NULL marker, so NULL and '' hash differe
     boolean     '1' / '0'
     date        YYYY-MM-DD
     time        HH:MM:SS.ffffff
-    timestamp   YYYY-MM-DD HH:MM:SS.ffffff in UTC, truncated to timestamp_precision
+    timestamp   seconds since 1970-01-01 UTC with six decimals ('-1.500000'), truncated to
+                timestamp_precision (PostgreSQL 14+ extract(epoch), MariaDB TO_SECONDS)
     json        canonical JSON (same-engine pairs in SQL; cross-engine pairs compared in Python)
     uuid        32 lowercase hex digits
     binary      lowercase hex
 
 SQLite has no md5 or formatting functions of the kind needed: ``register_sqlite_functions``
-adds Python ones to each connection (``so_norm``, ``so_hash60``, ``so_sum``).
+adds Python ones to each connection (``so_norm``, ``so_hash60``, ``so_sum``, ``so_md5``).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import json
 import unicodedata
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -43,6 +44,8 @@ SEP = "\x1f"  # between columns of the row text
 NULL_MARK = "\x1e"  # a NULL, distinct from ''
 _PRECISION_UNIT = {"s": "second", "ms": "milliseconds", "us": "microseconds"}
 _PRECISION_DIVISOR = {"s": 1_000_000, "ms": 1_000, "us": 1}
+_TO_SECONDS_1970 = 62_167_219_200  # MariaDB/MySQL TO_SECONDS('1970-01-01')
+_EPOCH = datetime(1970, 1, 1)
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,20 @@ class ColumnRule:
     in_sql: bool = True  # False: compared in Python only (cross-engine JSON)
     source_sql: str = ""
     target_sql: str = ""
+    source_nullable: bool = True  # False: a plain NOT NULL column (its text needs no NULL marker)
+    target_nullable: bool = True
+
+    def needs_null_mark(self, dialect: str, *, source: bool) -> bool:
+        """Whether this side's SQL text can be NULL, so the row text must mark it.
+
+        Skipping the marker where it cannot matter saves a function call per value. Kept where the
+        SQL can turn a value into NULL: MariaDB's date functions on zero dates, JSON_NORMALIZE
+        on bad JSON, and every SQLite value (its rules run in Python).
+        """
+        nullable = self.source_nullable if source else self.target_nullable
+        if nullable or dialect == "sqlite":
+            return True
+        return dialect in ("mysql", "mariadb") and self.kind in ("timestamp", "date", "time", "json")
 
 
 def classify(column: str, col_type: sa.types.TypeEngine[Any]) -> str:
@@ -137,11 +154,6 @@ def _pg(rule: ColumnRule, own: str, x: str, col_type: Any, o: ValidationSpec) ->
     tz = bool(getattr(col_type, "timezone", False))
     if kind == "integer" or (kind == "decimal" and _same_scale(rule, own, col_type)):
         return f"({x})::text"
-    if kind == "timestamp" and o.timestamp_precision == "us":
-        # timestamp::text drops zero fractions ('12:00:00', '12:00:00.5'): pad to six digits,
-        # four times cheaper than to_char. Odd years (BC, > 9999) only cost a row compare.
-        text = f"(({x}) AT TIME ZONE 'UTC')::text" if tz else f"({x})::timestamp::text"
-        return f"rpad(CASE WHEN length({text}) = 19 THEN {text} || '.' ELSE {text} END, 26, '0')"
     if kind == "decimal":
         return (
             f"trim_scale(({x})::numeric)::text" if rule.scale is None else f"round(({x})::numeric, {rule.scale})::text"
@@ -163,8 +175,12 @@ def _pg(rule: ColumnRule, own: str, x: str, col_type: Any, o: ValidationSpec) ->
     if kind == "time":
         return f"to_char(date_trunc('{_PRECISION_UNIT[o.timestamp_precision]}', ({x})::interval), 'HH24:MI:SS.US')"
     if kind == "timestamp":
+        # extract(epoch) of a timestamptz is UTC already; PostgreSQL 14+ gives it six decimals,
+        # three times cheaper than formatting with to_char.
+        if o.timestamp_precision == "us":
+            return f"extract(epoch from ({x}))::text" if tz else f"extract(epoch from ({x})::timestamp)::text"
         value = f"(({x}) AT TIME ZONE 'UTC')" if tz else f"({x})::timestamp"
-        return f"to_char(date_trunc('{_PRECISION_UNIT[o.timestamp_precision]}', {value}), 'YYYY-MM-DD HH24:MI:SS.US')"
+        return f"extract(epoch from date_trunc('{_PRECISION_UNIT[o.timestamp_precision]}', {value}))::text"
     if kind == "json":
         return f"({x})::jsonb::text"
     if kind == "uuid":
@@ -178,9 +194,16 @@ def _my(rule: ColumnRule, own: str, x: str, col_type: Any, o: ValidationSpec) ->
     kind = rule.kind
     if kind == "integer" or (kind == "decimal" and _same_scale(rule, own, col_type)):
         return f"{x}"  # CONCAT_WS renders numbers itself
-    if kind == "timestamp" and own == "timestamp" and o.timestamp_precision == "us":
-        fsp = int(getattr(col_type, "fsp", 0) or 0)  # DATETIME(fsp) renders exactly fsp digits
-        return f"CONCAT({x}, '{'.' if fsp == 0 else ''}{'0' * (6 - fsp)}')" if fsp < 6 else f"CAST({x} AS CHAR)"
+    if kind == "timestamp":
+        # Seconds since 1970 (TO_SECONDS counts from year 0 and, unlike UNIX_TIMESTAMP, covers
+        # every year); the session runs in UTC, so a TIMESTAMP column reads as UTC.
+        seconds = f"(TO_SECONDS({x}) - {_TO_SECONDS_1970})"
+        div = _PRECISION_DIVISOR[o.timestamp_precision]
+        fsp = 0 if own == "date" else int(getattr(col_type, "fsp", 6) or 0) if own == "timestamp" else 6
+        if fsp == 0 or div == 1_000_000:
+            return f"CONCAT({seconds}, '.000000')"
+        micro = f"MICROSECOND({x})" if div == 1 else f"(MICROSECOND({x}) - MICROSECOND({x}) % {div})"
+        return f"CAST({seconds} + {micro} * 0.000001 AS DECIMAL(24, 6))"
     if kind == "decimal":
         return f"CAST(CAST({x} AS DECIMAL(65, {rule.scale if rule.scale is not None else 30})) AS CHAR)"
     if kind == "float":
@@ -196,12 +219,10 @@ def _my(rule: ColumnRule, own: str, x: str, col_type: Any, o: ValidationSpec) ->
         return f"CASE WHEN {x} <> 0 THEN '1' WHEN {x} = 0 THEN '0' END"
     if kind == "date":
         return f"DATE_FORMAT({x}, '%Y-%m-%d')"
-    if kind in ("time", "timestamp"):
-        fmt = "%H:%i:%s" if kind == "time" else "%Y-%m-%d %H:%i:%s"
+    if kind == "time":
         div = _PRECISION_DIVISOR[o.timestamp_precision]
         micro = f"MICROSECOND({x})" if div == 1 else f"(MICROSECOND({x}) - MICROSECOND({x}) % {div})"
-        fn = "TIME_FORMAT" if kind == "time" else "DATE_FORMAT"
-        return f"CONCAT({fn}({x}, '{fmt}.'), LPAD({micro}, 6, '0'))"
+        return f"CONCAT(TIME_FORMAT({x}, '%H:%i:%s.'), LPAD({micro}, 6, '0'))"
     if kind == "json":
         return f"JSON_NORMALIZE({x})"
     if kind == "uuid":
@@ -287,9 +308,10 @@ def _timestamp(value: Any, precision: Any) -> str:
     dt = _as_datetime(value)
     if dt.tzinfo is not None:
         dt = dt.astimezone(UTC).replace(tzinfo=None)
-    div = _PRECISION_DIVISOR[precision or "us"]
-    dt = dt.replace(microsecond=dt.microsecond - dt.microsecond % div)
-    return dt.strftime("%Y-%m-%d %H:%M:%S.%f")
+    micros = (dt - _EPOCH) // timedelta(microseconds=1)
+    micros -= micros % _PRECISION_DIVISOR[precision or "us"]  # floor, as date_trunc does
+    seconds, fraction = divmod(abs(micros), 1_000_000)
+    return f"{'-' if micros < 0 else ''}{seconds}.{fraction:06d}"
 
 
 def _date(value: Any, _: Any) -> str:
@@ -379,7 +401,12 @@ class _ExactSum:
 
 
 def register_sqlite_functions(dbapi_connection: Any) -> None:
-    """Add so_norm, so_hash60 and so_sum to a sqlite3 connection (idempotent)."""
+    """Add so_norm, so_hash60, so_sum and so_md5 to a sqlite3 connection (idempotent)."""
     dbapi_connection.create_function("so_norm", 2, _so_norm, deterministic=True)
     dbapi_connection.create_function("so_hash60", 1, hash60, deterministic=True)
     dbapi_connection.create_aggregate("so_sum", 1, _ExactSum)
+    dbapi_connection.create_function("so_md5", 1, _md5, deterministic=True)
+
+
+def _md5(text: str | None) -> str | None:
+    return None if text is None else hashlib.md5(text.encode()).hexdigest()

@@ -40,6 +40,7 @@ class DiffReport:
     target_rows: int = 0
     segments: int = 0
     segments_resumed: int = 0
+    segments_differing: int = 0  # segments whose checksum differed and were narrowed to rows
     truncated: bool = False  # stopped at max_differences
     seconds: float = 0.0
     run_id: str | None = None

@@ -74,7 +74,15 @@ def _rule(
     scales = [s for s in (decimal_scale(src_type), decimal_scale(tgt_type)) if s is not None]
     pad = "char" in (src_kind, tgt_kind)
     in_sql = not (kind == "json" and not same_engine)
-    rule = ColumnRule(target=col.target, kind=kind, scale=max(scales) if scales else None, pad=pad, in_sql=in_sql)
+    rule = ColumnRule(
+        target=col.target,
+        kind=kind,
+        scale=max(scales) if scales else None,
+        pad=pad,
+        in_sql=in_sql,
+        source_nullable=col.sql is not None or bool(src.c[col.source].nullable),
+        target_nullable=bool(tgt.c[col.target].nullable),
+    )
     if not in_sql:
         return rule
     src_expr = f"({col.sql})" if col.sql is not None else _quoted(source, col.source)

@@ -17,7 +17,7 @@ from datetime import datetime
 from sqlalchemy.engine import Engine
 
 from shiftover.diff.bisect import Narrowing, candidate_keys
-from shiftover.diff.checksum import Side, build_side, key_bounds
+from shiftover.diff.checksum import Side, build_side, estimated_rows, key_bounds
 from shiftover.diff.failures import DiffProgress
 from shiftover.diff.normalize import ColumnRule
 from shiftover.diff.report import Difference, DiffReport, Key
@@ -63,7 +63,9 @@ def plan_diff(
     if check_key_values:
         check_keys(source, src_table, mapping.key, "source")
         check_keys(target, tgt_table, mapping.target_key, "target")
-    fast = _same_postgres(source, target)
+    versions = {side: _postgres_major(engine) for side, engine in (("source", source), ("target", target))}
+    _check_postgres(versions, rules)
+    fast = None not in versions.values() and versions["source"] == versions["target"]
     src = build_side(source, src_table, mapping.key, rules, source=True, fast_hash=fast)
     tgt = build_side(target, tgt_table, mapping.target_key, rules, source=False, fast_hash=fast)
     if since is not None:
@@ -71,14 +73,23 @@ def plan_diff(
     return DiffPlan(src, tgt, rules, mapping, options)
 
 
-def _same_postgres(source: Engine, target: Engine) -> bool:
-    if source.dialect.name != "postgresql" or target.dialect.name != "postgresql":
-        return False
-    versions = []
-    for engine in (source, target):
-        with engine.connect() as conn:
-            versions.append(conn.dialect.server_version_info[:1])  # type: ignore[index]
-    return versions[0] == versions[1]
+def _postgres_major(engine: Engine) -> int | None:
+    if engine.dialect.name != "postgresql":
+        return None
+    with engine.connect() as conn:
+        return int(conn.dialect.server_version_info[0])  # type: ignore[index]
+
+
+def _check_postgres(versions: dict[str, int | None], rules: list[ColumnRule]) -> None:
+    """Timestamps are compared as extract(epoch) text, which has six decimals from PostgreSQL 14."""
+    if not any(r.kind == "timestamp" and r.in_sql for r in rules):
+        return
+    for side, major in versions.items():
+        if major is not None and major < 14:
+            raise DiffError(
+                f"the {side} is PostgreSQL {major}; comparing timestamps needs PostgreSQL 14 or newer "
+                "(upgrade, or list the timestamp columns in validation.exclude)"
+            )
 
 
 def _since(src: Side, tgt: Side, mapping: TableMapping, since: datetime, column: str) -> tuple[Side, Side]:
@@ -113,8 +124,9 @@ def diff_tables(
     plan = plan_diff(source, target, mapping, options, since=since, since_column=since_column)
     report = DiffReport(table=mapping.target_table, run_id=progress.run_id if progress else None)
     with ThreadPoolExecutor(max_workers=2 * workers, thread_name_prefix="so-diff-side") as side_pool:
-        narrowing = _narrowing(plan, side_pool)
-        segments = _segments(plan, narrowing, progress)
+        saved = progress.load_segments() if progress is not None else []
+        narrowing = _narrowing(plan, side_pool, count=bool(saved))
+        segments = saved or _segments(plan, narrowing, progress)
         report.segments = len(segments)
         todo = [(i, rng) for i, (rng, done) in enumerate(segments) if not done]
         if progress is not None:
@@ -137,12 +149,25 @@ def diff_tables(
     return report
 
 
-def _narrowing(plan: DiffPlan, pool: ThreadPoolExecutor) -> Narrowing:
+def _narrowing(plan: DiffPlan, pool: ThreadPoolExecutor, *, count: bool) -> Narrowing:
+    """Key bounds of both sides, and the row counts unless the segments can report them.
+
+    An integer key's segments are screened with their row counts, so a full count (0.6 s of a
+    2M-row MariaDB table) is skipped when both engines' statistics can size the segments; a
+    resumed run (whose finished segments are not screened again) counts.
+    """
     n = Narrowing(
         plan.source, plan.target, plan.key_rules, plan.options.row_threshold, pool, limit=plan.options.max_differences
     )
-    (slo, shi, n.source_rows), (tlo, thi, n.target_rows) = n.both(key_bounds)
-    if len(plan.mapping.key) == 1 and plan.rules[0].kind == "integer":
+    integer = len(plan.mapping.key) == 1 and plan.rules[0].kind == "integer"
+    estimates: tuple[int | None, int | None] = (None, None)
+    if integer and not count and plan.source.filter_sql is None:
+        estimates = n.both(estimated_rows)
+    n.counted = None in estimates
+    (slo, shi, src_rows), (tlo, thi, tgt_rows) = n.both(key_bounds, n.counted)
+    n.source_rows = src_rows if src_rows is not None else estimates[0] or 0
+    n.target_rows = tgt_rows if tgt_rows is not None else estimates[1] or 0
+    if integer:
         lows = [int(v) for v in (slo, tlo) if v is not None]
         highs = [int(v) for v in (shi, thi) if v is not None]
         n.integer_span = (min(lows), max(highs)) if lows else (0, -1)
@@ -150,10 +175,6 @@ def _narrowing(plan: DiffPlan, pool: ThreadPoolExecutor) -> Narrowing:
 
 
 def _segments(plan: DiffPlan, n: Narrowing, progress: DiffProgress | None) -> list[tuple[KeyRange, bool]]:
-    if progress is not None:
-        saved = progress.load_segments()
-        if saved:
-            return saved
     parts = max(plan.options.segments, -(-max(n.source_rows, n.target_rows) // SEGMENT_ROWS))
     if n.integer_span is not None:
         lo, hi = n.integer_span
@@ -192,7 +213,12 @@ def _unique(plan: DiffPlan, diffs: list[Difference]) -> list[Difference]:
 
 
 def _totals(report: DiffReport, n: Narrowing, limit: int) -> None:
+    if not n.counted and n.stop.is_set():  # stopped early: not every segment was screened
+        n.source_rows, n.target_rows = (key_bounds(side)[2] or 0 for side in (n.source, n.target))
+    elif not n.counted:
+        n.source_rows, n.target_rows = n.screened
     report.source_rows, report.target_rows = n.source_rows, n.target_rows
+    report.segments_differing = n.differing
     report.truncated = n.stop.is_set()
     del report.differences[limit:]
 
