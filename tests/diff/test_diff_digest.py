@@ -1,0 +1,165 @@
+"""The segment screens on the real servers: the ordered digest, its fallback to the sums,
+timestamps as epoch text, NOT NULL columns without a NULL marker, and row totals taken from
+the segments instead of a full count."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from shiftover.connect import get_engine
+from shiftover.diff import checksum as checksum_module
+from shiftover.diff import diff_tables
+from shiftover.diff import tables as tables_module
+from shiftover.diff.checksum import range_checksum, range_digest
+from shiftover.diff.segments import KeyRange
+from shiftover.diff.tables import _check_postgres, plan_diff
+from shiftover.errors import DiffError
+from shiftover.mapping import ColumnMap, TableMapping
+from shiftover.spec import ValidationSpec
+
+ROWS = 300
+OPTIONS = ValidationSpec(segments=4, row_threshold=8)
+STAMPS = [
+    datetime(1969, 12, 31, 23, 59, 58, 500000),  # before 1970, with a fraction
+    datetime(1900, 2, 28, 1, 2, 3, 999999),
+    datetime(1970, 1, 1),
+    datetime(2024, 1, 1, 0, 0, 7, 123456),
+    datetime(2038, 1, 19, 3, 14, 8, 1),  # past the 32-bit UNIX_TIMESTAMP range
+    datetime(9999, 12, 31, 23, 59, 59, 999999),  # the last second every engine holds
+]
+
+
+def events(not_null: bool) -> sa.Table:
+    """``whole`` holds whole seconds (a MariaDB DATETIME(0)); ``exact`` microseconds."""
+    return sa.Table(
+        "events",
+        sa.MetaData(),
+        sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=False),
+        sa.Column("name", sa.String(40), nullable=not not_null),
+        sa.Column("whole", sa.DateTime(), nullable=not not_null),
+        sa.Column("exact", sa.DateTime().with_variant(sa.dialects.mysql.DATETIME(fsp=6), "mysql", "mariadb")),
+    )
+
+
+def event(i: int) -> dict[str, Any]:
+    stamp = STAMPS[i % len(STAMPS)] - timedelta(days=i % 3)
+    return {
+        "id": i,
+        "name": "" if i % 7 == 0 else f"event {i}",
+        "whole": stamp.replace(microsecond=0),
+        "exact": None if i % 11 == 0 else stamp,
+    }
+
+
+def fill(url: str, *, not_null: bool) -> sa.Engine:
+    engine = get_engine(url)
+    table = events(not_null)
+    table.create(engine)
+    with engine.begin() as conn:
+        conn.execute(table.insert(), [event(i) for i in range(1, ROWS + 1)])
+    return engine
+
+
+MAPPING = TableMapping("events", "events", ("id",), tuple(ColumnMap(c, c) for c in ("id", "name", "whole", "exact")))
+PAIRS = [("pg", "mariadb"), ("mariadb", "pg"), ("sqlite", "pg"), ("mariadb", "sqlite")]
+
+
+@pytest.fixture
+def make_url(pg_database, mariadb_database, sqlite_database) -> Callable[[str], str]:  # type: ignore[no-untyped-def]
+    return lambda name: {"pg": pg_database, "mariadb": mariadb_database, "sqlite": sqlite_database}[name]()
+
+
+@pytest.mark.parametrize(("src", "tgt"), PAIRS, ids=[f"{a}-to-{b}" for a, b in PAIRS])
+def test_equal_timestamps_hash_equal_and_one_microsecond_is_found(make_url, src: str, tgt: str) -> None:  # type: ignore[no-untyped-def]
+    # The source's columns are NOT NULL (no NULL marker in its row text), the target's nullable.
+    source = fill(make_url(src), not_null=True) if src != "sqlite" else fill(make_url(src), not_null=False)
+    target = fill(make_url(tgt), not_null=False)
+
+    equal = diff_tables(source, target, MAPPING, OPTIONS)
+    assert equal.differences == []
+    assert equal.segments_differing == 0  # every segment's digest agreed in the databases
+
+    t = events(False)
+    with target.begin() as conn:
+        conn.execute(t.update().where(t.c.id == 40).values(exact=event(40)["exact"] + timedelta(microseconds=1)))
+        conn.execute(t.update().where(t.c.id == 41).values(name=None))  # '' or text -> NULL
+    found = diff_tables(source, target, MAPPING, OPTIONS)
+    assert {d.key: d.columns for d in found.differences} == {(40,): ("exact",), (41,): ("name",)}
+
+
+def test_truncating_to_milliseconds_hides_only_what_lies_below(pg_database, mariadb_database) -> None:  # type: ignore[no-untyped-def]
+    source, target = fill(pg_database(), not_null=False), fill(mariadb_database(), not_null=False)
+    t = events(False)
+    with target.begin() as conn:
+        # rows 3 and 297 (other segments) hold 2024-01-01 00:00:07.123456
+        conn.execute(t.update().where(t.c.id == 3).values(exact=datetime(2024, 1, 1, 0, 0, 7, 123999)))  # same ms
+        conn.execute(t.update().where(t.c.id == 297).values(exact=datetime(2024, 1, 1, 0, 0, 7, 124000)))
+    report = diff_tables(source, target, MAPPING, ValidationSpec(segments=4, timestamp_precision="ms"))
+    assert [d.key for d in report.differences] == [(297,)]
+    assert report.segments_differing == 1  # row 3 hashed equal in both databases
+
+
+def test_a_digest_mariadb_cannot_build_falls_back_to_the_sums(mariadb_database, pg_database, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    source, target = fill(pg_database(), not_null=False), fill(mariadb_database(), not_null=False)
+    monkeypatch.setattr(checksum_module, "GROUP_CONCAT_MAX", 64)  # MariaDB cuts the text and warns
+    plan = plan_diff(source, target, MAPPING, OPTIONS)
+    whole = KeyRange(None, None)
+    rows, digest = range_digest(plan.target, whole)
+    assert (rows, digest) == (ROWS, None)
+    assert range_digest(plan.source, whole)[1] is not None
+
+    t = events(False)
+    with target.begin() as conn:
+        conn.execute(t.delete().where(t.c.id == 77))
+    report = diff_tables(source, target, MAPPING, OPTIONS)
+    assert [(d.key, d.kind) for d in report.differences] == [((77,), "missing")]
+    assert report.segments_differing == report.segments  # every screen fell back to the sums
+    assert range_checksum(plan.source, whole)[0] == ROWS
+
+
+def test_row_totals_are_exact_when_statistics_only_size_the_segments(
+    pg_database, mariadb_database, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    source, target = fill(pg_database(), not_null=False), fill(mariadb_database(), not_null=False)
+    with source.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql("ANALYZE events")
+    with target.connect() as conn:
+        conn.exec_driver_sql("ANALYZE TABLE events")
+    t = events(False)
+    for engine in (source, target):  # the statistics are stale from here on
+        with engine.begin() as conn:
+            conn.execute(t.insert(), [event(i) for i in range(ROWS + 1, ROWS + 51)])
+    with target.begin() as conn:
+        conn.execute(t.delete().where(t.c.id > ROWS + 40))
+
+    counts: list[bool] = []
+    real_bounds = tables_module.key_bounds
+
+    def key_bounds(side: Any, count: bool = True) -> Any:
+        counts.append(count)
+        return real_bounds(side, count)
+
+    monkeypatch.setattr(tables_module, "key_bounds", key_bounds)
+    report = diff_tables(source, target, MAPPING, OPTIONS)
+    assert counts == [False, False]  # sized by the statistics, nothing counted
+    assert (report.source_rows, report.target_rows) == (ROWS + 50, ROWS + 40)
+    assert len(report.differences) == 10
+
+    stopped = diff_tables(source, target, MAPPING, ValidationSpec(segments=4, row_threshold=8, max_differences=3))
+    assert stopped.truncated
+    assert (stopped.source_rows, stopped.target_rows) == (ROWS + 50, ROWS + 40)
+
+
+def test_old_postgresql_is_refused_before_timestamps_are_compared() -> None:
+    from shiftover.diff.normalize import ColumnRule
+
+    rules = [ColumnRule(target="at", kind="timestamp")]
+    with pytest.raises(DiffError, match=r"target is PostgreSQL 13.*PostgreSQL 14 or newer.*validation.exclude"):
+        _check_postgres({"source": 15, "target": 13}, rules)
+    _check_postgres({"source": 15, "target": None}, rules)
+    _check_postgres({"source": 13, "target": 13}, [ColumnRule(target="n", kind="integer")])
