@@ -18,7 +18,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from shiftover.diff.checksum import Side, bucket_checksums, range_checksum, range_digest, row_hashes
+from shiftover.diff.checksum import Side, TableStats, bucket_checksums, range_checksum, range_digest, row_hashes
 from shiftover.diff.normalize import ColumnRule
 from shiftover.diff.report import Key
 from shiftover.diff.rows import key_token
@@ -47,6 +47,7 @@ class Narrowing:
     target_rows: int = 0
     counted: bool = True  # False: the totals are the screened segments' counts (``screened``)
     screened: list[int] = field(default_factory=lambda: [0, 0])  # rows screened: source, target
+    stats: tuple[TableStats, TableStats] = (TableStats(None, None), TableStats(None, None))
     stop: threading.Event = field(default_factory=threading.Event)
 
     def both(self, fn: Callable[..., T], *args: Any) -> tuple[T, T]:

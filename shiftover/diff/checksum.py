@@ -132,8 +132,10 @@ def range_checksum(side: Side, rng: KeyRange) -> Checksum:
 def range_digest(side: Side, rng: KeyRange) -> Digest:
     """Count and md5 of the row texts of ``rng`` joined in key order.
 
-    The digest is None when MariaDB/MySQL warned while building it (a GROUP_CONCAT cut at its
-    cap, a value it could not convert): the caller then compares the range by its sums.
+    The digest is None when the engine could not build it: MariaDB/MySQL warned (a GROUP_CONCAT
+    cut at its cap, a value it could not convert), or the joined text passed PostgreSQL's 1 GB
+    or SQLite's size limit. The caller then compares the range by its sums. Segments are sized
+    from the tables' byte estimates so that this stays the exception.
     """
     where = _where(side, rng)
     if side.dialect in ("mysql", "mariadb"):
@@ -163,9 +165,20 @@ def range_digest(side: Side, rng: KeyRange) -> Digest:
         else sa.func.group_concat(rows.c.t, sa.literal(ROW_SEP))
     )
     md5 = sa.func.md5 if side.dialect == "postgresql" else sa.func.so_md5
-    with side_connection(side) as conn:
-        count, digest = conn.execute(sa.select(sa.func.count(), md5(joined_rows)).select_from(rows)).one()
+    try:
+        with side_connection(side) as conn:
+            count, digest = conn.execute(sa.select(sa.func.count(), md5(joined_rows)).select_from(rows)).one()
+    except sa.exc.DBAPIError as error:
+        if not _too_big(error):
+            raise
+        return range_checksum(side, rng)[0], None  # rows too wide to join: the sums compare them
     return int(count), digest
+
+
+def _too_big(error: sa.exc.DBAPIError) -> bool:
+    """PostgreSQL's 1 GB text limit or out of memory (SQLSTATE 54000, 53200), SQLite's TOOBIG."""
+    sqlstate = getattr(error.orig, "sqlstate", None)
+    return sqlstate in ("54000", "53200") or "too big" in str(error.orig)
 
 
 def _quoted(side: Side, name: str) -> str:
@@ -213,26 +226,36 @@ def key_bounds(side: Side, count: bool = True) -> tuple[Any, Any, int | None]:
     return lo, hi, None if rows is None else int(rows)
 
 
-def estimated_rows(side: Side) -> int | None:
-    """The engine's own estimate of the table's rows (its statistics, no scan), or None.
+@dataclass(frozen=True)
+class TableStats:
+    """The engine's own estimates of a table's size (its statistics, no scan)."""
 
-    Good enough to size segments; PostgreSQL has none before the first ANALYZE, SQLite none at all.
-    """
+    rows: int | None  # None: the engine has none (PostgreSQL before the first ANALYZE, SQLite)
+    bytes: int | None  # stored bytes, TOAST and off-page columns included
+
+
+def table_stats(side: Side) -> TableStats:
+    """Row and byte estimates, good enough to size segments (and nothing else)."""
     table = side.table
     with side_connection(side) as conn:
         if side.dialect == "postgresql":
             name = side.engine.dialect.identifier_preparer.format_table(table)
-            value = conn.execute(
-                sa.text("SELECT reltuples FROM pg_class WHERE oid = to_regclass(:name)"), {"name": name}
-            ).scalar()
+            row = conn.execute(
+                sa.text("SELECT reltuples, pg_table_size(oid) FROM pg_class WHERE oid = to_regclass(:name)"),
+                {"name": name},
+            ).first()
         elif side.dialect in ("mysql", "mariadb"):
-            value = conn.execute(
+            row = conn.execute(
                 sa.text(
-                    "SELECT TABLE_ROWS FROM information_schema.TABLES "
+                    "SELECT TABLE_ROWS, DATA_LENGTH FROM information_schema.TABLES "
                     "WHERE TABLE_SCHEMA = COALESCE(:schema, DATABASE()) AND TABLE_NAME = :name"
                 ),
                 {"schema": table.schema, "name": table.name},
-            ).scalar()
+            ).first()
         else:
-            value = None
-    return int(value) if value is not None and value > 0 else None
+            row = None
+    rows, size = row if row is not None else (None, None)
+    return TableStats(
+        rows=int(rows) if rows is not None and rows > 0 else None,
+        bytes=int(size) if size is not None and size > 0 else None,
+    )

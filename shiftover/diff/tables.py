@@ -17,7 +17,7 @@ from datetime import datetime
 from sqlalchemy.engine import Engine
 
 from shiftover.diff.bisect import Narrowing, candidate_keys
-from shiftover.diff.checksum import Side, build_side, estimated_rows, key_bounds
+from shiftover.diff.checksum import Side, build_side, key_bounds, table_stats
 from shiftover.diff.failures import DiffProgress
 from shiftover.diff.normalize import ColumnRule
 from shiftover.diff.report import Difference, DiffReport, Key
@@ -29,6 +29,7 @@ from shiftover.mapping import TableMapping
 from shiftover.spec import ValidationSpec
 
 SEGMENT_ROWS = 65_536  # large tables get more segments: cheaper re-scans, finer resume
+SEGMENT_BYTES = 64 * 2**20  # and wide rows more again: a segment's joined text stays far below 1 GB
 
 
 @dataclass(frozen=True)
@@ -160,9 +161,10 @@ def _narrowing(plan: DiffPlan, pool: ThreadPoolExecutor, *, count: bool) -> Narr
         plan.source, plan.target, plan.key_rules, plan.options.row_threshold, pool, limit=plan.options.max_differences
     )
     integer = len(plan.mapping.key) == 1 and plan.rules[0].kind == "integer"
+    n.stats = n.both(table_stats)
     estimates: tuple[int | None, int | None] = (None, None)
     if integer and not count and plan.source.filter_sql is None:
-        estimates = n.both(estimated_rows)
+        estimates = (n.stats[0].rows, n.stats[1].rows)
     n.counted = None in estimates
     (slo, shi, src_rows), (tlo, thi, tgt_rows) = n.both(key_bounds, n.counted)
     n.source_rows = src_rows if src_rows is not None else estimates[0] or 0
@@ -175,7 +177,12 @@ def _narrowing(plan: DiffPlan, pool: ThreadPoolExecutor, *, count: bool) -> Narr
 
 
 def _segments(plan: DiffPlan, n: Narrowing, progress: DiffProgress | None) -> list[tuple[KeyRange, bool]]:
-    parts = max(plan.options.segments, -(-max(n.source_rows, n.target_rows) // SEGMENT_ROWS))
+    stored = max(stats.bytes or 0 for stats in n.stats)
+    parts = max(
+        plan.options.segments,
+        -(-max(n.source_rows, n.target_rows) // SEGMENT_ROWS),
+        -(-stored // SEGMENT_BYTES),
+    )
     if n.integer_span is not None:
         lo, hi = n.integer_span
         ranges = integer_ranges(lo, hi, parts) if hi >= lo else [KeyRange(None, None)]

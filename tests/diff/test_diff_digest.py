@@ -4,6 +4,7 @@ the segments instead of a full count."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -163,3 +164,21 @@ def test_old_postgresql_is_refused_before_timestamps_are_compared() -> None:
         _check_postgres({"source": 15, "target": 13}, rules)
     _check_postgres({"source": 15, "target": None}, rules)
     _check_postgres({"source": 13, "target": 13}, [ColumnRule(target="n", kind="integer")])
+
+
+def test_a_digest_past_the_engines_size_limit_falls_back_to_the_sums(sqlite_database) -> None:  # type: ignore[no-untyped-def]
+    """SQLite's SQLITE_LIMIT_LENGTH stands in for PostgreSQL's 1 GB text limit: same error path."""
+    engines = [fill(sqlite_database(), not_null=False) for _ in range(2)]
+    for engine in engines:
+        engine.dispose()
+        sa.event.listen(engine, "connect", lambda dbapi, _: dbapi.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 2_000))
+    source, target = engines
+    plan = plan_diff(source, target, MAPPING, OPTIONS)
+    assert range_digest(plan.source, KeyRange(None, None)) == (ROWS, None)
+
+    t = events(False)
+    with target.begin() as conn:
+        conn.execute(t.update().where(t.c.id == 5).values(name="changed"))
+    report = diff_tables(source, target, MAPPING, OPTIONS)
+    assert [(d.key, d.columns) for d in report.differences] == [((5,), ("name",))]
+    assert report.segments_differing == report.segments
