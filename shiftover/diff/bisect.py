@@ -18,7 +18,15 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from shiftover.diff.checksum import Side, TableStats, bucket_checksums, range_checksum, range_digest, row_hashes
+from shiftover.diff.checksum import (
+    Side,
+    TableStats,
+    bucket_checksums,
+    int_key_hashes,
+    range_checksum,
+    range_digest,
+    row_hashes,
+)
 from shiftover.diff.normalize import ColumnRule
 from shiftover.diff.report import Key
 from shiftover.diff.rows import key_token
@@ -43,6 +51,7 @@ class Narrowing:
     limit: int = 10_000  # max_differences: past this many candidate keys the diff stops
     found: int = 0
     differing: int = 0  # segments whose screen differed (narrowed further)
+    dense: bool = False  # the last bucket scan found differences in most buckets
     source_rows: int = 0  # counted, or the engine's estimate until ``counted``
     target_rows: int = 0
     counted: bool = True  # False: the totals are the screened segments' counts (``screened``)
@@ -71,6 +80,8 @@ def candidate_keys(n: Narrowing, rng: KeyRange) -> list[Key]:
         if src == tgt and None not in (src[1], tgt[1]):
             return []
         _count_differing(n)
+        if n.dense and max(src[0], tgt[0]) <= DENSE_ROWS:
+            return _row_candidates(n, rng)  # the last narrowed segment differed everywhere: skip its bucket scan
         return _integer_candidates(n, rng)
     return _sampled_candidates(n, rng, top=True)
 
@@ -89,7 +100,8 @@ def _integer_candidates(n: Narrowing, rng: KeyRange) -> list[Key]:
     src, tgt = n.both(bucket_checksums, rng, start, width)
     differing = [b for b in sorted(src.keys() | tgt.keys()) if src.get(b, (0, 0)) != tgt.get(b, (0, 0))]
     rows = max(sum(c for c, _ in src.values()), sum(c for c, _ in tgt.values()))
-    if len(differing) > FANOUT // 4 and rows <= DENSE_ROWS:
+    n.dense = len(differing) > FANOUT // 4
+    if n.dense and rows <= DENSE_ROWS:
         return _row_candidates(n, rng)  # differences everywhere: one fetch beats many small ones
     out: list[Key] = []
     small: list[int] = []
@@ -140,8 +152,7 @@ def _sampled_candidates(n: Narrowing, rng: KeyRange, *, top: bool = False) -> li
     return out
 
 
-def _int_key_differences(src: list[Any], tgt: list[Any]) -> list[Key]:
-    a, b = dict(src), dict(tgt)
+def _int_key_differences(a: dict[int, Any], b: dict[int, Any]) -> list[Key]:
     return [(k,) for k, h in a.items() if b.get(k) != h] + [(k,) for k in b.keys() - a.keys()]
 
 
@@ -158,12 +169,14 @@ def _keyed_differences(n: Narrowing, src: list[Any], tgt: list[Any]) -> list[Key
 
 
 def _row_candidates(n: Narrowing, rng: KeyRange) -> list[Key]:
-    """Compare (key, row hash) pairs of a small range; return keys that differ or are one-sided."""
-    src, tgt = n.both(row_hashes, rng)
-    if len(n.key_rules) == 1 and n.key_rules[0].kind == "integer":
-        out = _int_key_differences(src, tgt)  # the hot path: plain dicts, no per-row tokens
+    """Compare (key, row hash) pairs of a range; return keys that differ or are one-sided."""
+    integer = len(n.key_rules) == 1 and n.key_rules[0].kind == "integer"
+    maps = n.both(int_key_hashes, rng) if integer else None  # the hot path: one string per side
+    if maps is not None and maps[0] is not None and maps[1] is not None:
+        out = _int_key_differences(maps[0], maps[1])
     else:
-        out = _keyed_differences(n, src, tgt)
+        src, tgt = n.both(row_hashes, rng)
+        out = _int_key_differences(dict(src), dict(tgt)) if integer else _keyed_differences(n, src, tgt)
     with _count_lock:
         n.found += len(out)
         if n.found > n.limit:

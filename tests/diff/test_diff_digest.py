@@ -16,7 +16,7 @@ from shiftover.connect import get_engine
 from shiftover.diff import checksum as checksum_module
 from shiftover.diff import diff_tables
 from shiftover.diff import tables as tables_module
-from shiftover.diff.checksum import range_checksum, range_digest
+from shiftover.diff.checksum import int_key_hashes, range_checksum, range_digest
 from shiftover.diff.segments import KeyRange
 from shiftover.diff.tables import _check_postgres, plan_diff
 from shiftover.errors import DiffError
@@ -84,6 +84,10 @@ def test_equal_timestamps_hash_equal_and_one_microsecond_is_found(make_url, src:
     equal = diff_tables(source, target, MAPPING, OPTIONS)
     assert equal.differences == []
     assert equal.segments_differing == 0  # every segment's digest agreed in the databases
+    plan = plan_diff(source, target, MAPPING, OPTIONS)
+    hashes = int_key_hashes(plan.source, KeyRange(None, None))
+    assert hashes is not None and len(hashes) == ROWS
+    assert hashes == int_key_hashes(plan.target, KeyRange(None, None))  # the row-level hashes agree too
 
     t = events(False)
     with target.begin() as conn:
@@ -181,4 +185,16 @@ def test_a_digest_past_the_engines_size_limit_falls_back_to_the_sums(sqlite_data
         conn.execute(t.update().where(t.c.id == 5).values(name="changed"))
     report = diff_tables(source, target, MAPPING, OPTIONS)
     assert [(d.key, d.columns) for d in report.differences] == [((5,), ("name",))]
+    assert report.segments_differing == report.segments
+
+
+def test_differences_in_every_segment_are_all_found(pg_database, mariadb_database) -> None:  # type: ignore[no-untyped-def]
+    """The dense path: after one segment differs in most buckets, the next skip their bucket scans."""
+    source, target = fill(pg_database(), not_null=False), fill(mariadb_database(), not_null=False)
+    t = events(False)
+    with target.begin() as conn:
+        conn.execute(t.update().where(t.c.id % 3 == 0).values(name="changed"))
+    report = diff_tables(source, target, MAPPING, ValidationSpec(segments=4, row_threshold=8, max_differences=1_000))
+    assert [d.key for d in report.differences] == [(i,) for i in range(3, ROWS + 1, 3)]
+    assert {d.columns for d in report.differences} == {("name",)}
     assert report.segments_differing == report.segments
