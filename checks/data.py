@@ -187,7 +187,10 @@ def _checksum_markdown(report: DiffReport, remaining: Sequence[Difference], repa
     counts = report.counts()
     lines = [
         f"- rows: source {report.source_rows}, target {report.target_rows}",
-        f"- segments: {report.segments} ({report.segments_resumed} resumed from run `{report.run_id}`)",
+        (
+            f"- segments: {report.segments} ({report.segments_differing} differed and were narrowed to rows, "
+            f"{report.segments_resumed} resumed from run `{report.run_id}`)"
+        ),
         (
             f"- differences: {len(report.differences)} (missing {counts['missing']}, extra {counts['extra']}, "
             f"changed {counts['changed']}){' — stopped at max_differences' if report.truncated else ''}"
@@ -212,6 +215,8 @@ def _checksum_metrics(
         "repaired": 0 if repaired is None else len(report.differences) - len(remaining),
         "truncated": report.truncated,
         "seconds": round(report.seconds, 3),
+        "segments": report.segments,
+        "segments_differing": report.segments_differing,
         "source_rows": report.source_rows,
         "target_rows": report.target_rows,
         "tolerated": tolerated,

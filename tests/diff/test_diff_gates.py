@@ -53,6 +53,9 @@ def test_checksum_gate_without_repair_fails_with_the_keys(open_orders, orders_ur
     assert not result.passed
     assert "6 differing key(s): 2 missing, 1 extra, 3 changed" in result.summary
     assert {(int(r["key"]),): r["kind"] for r in result.rows} == expected
+    # 6 keys in at most 6 segments were narrowed; the others passed their screen
+    assert 1 <= result.metrics["segments_differing"] <= 6 < result.metrics["segments"]
+    assert f"{result.metrics['segments_differing']} differed and were narrowed to rows" in result.markdown
     assert check_checksum(m, GateSpec(name="checksum", threshold=6)).passed  # a declared tolerance
     status = validation_status(control_store.engine, m.name)
     assert status.unrepaired == 6 and len(status.sample) == 5
