@@ -33,6 +33,12 @@ class FlakyProxy:
     def down(self) -> None:
         with self._lock:
             if self._listener is not None:
+                # shutdown first: close() alone neither wakes the thread blocked in accept() nor
+                # stops the kernel from completing new connections while that call holds the socket
+                try:
+                    self._listener.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
                 self._listener.close()
                 self._listener = None
             for conn in self._conns:
