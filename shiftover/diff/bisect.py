@@ -77,11 +77,14 @@ def candidate_keys(n: Narrowing, rng: KeyRange) -> list[Key]:
         with _count_lock:
             n.screened[0] += src[0]
             n.screened[1] += tgt[0]
-        if src == tgt and None not in (src[1], tgt[1]):
-            return []
+        if src == tgt and (src[0] == 0 or None not in (src[1], tgt[1])):
+            return []  # equal, or empty on both sides (an empty range has no digest)
         _count_differing(n)
         if n.dense and max(src[0], tgt[0]) <= DENSE_ROWS:
-            return _row_candidates(n, rng)  # the last narrowed segment differed everywhere: skip its bucket scan
+            # the last narrowed segment differed everywhere: skip this one's bucket scan
+            keys = _row_candidates(n, rng)
+            n.dense = len(keys) > FANOUT // 4
+            return keys
         return _integer_candidates(n, rng)
     return _sampled_candidates(n, rng, top=True)
 

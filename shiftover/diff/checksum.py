@@ -28,7 +28,9 @@ from shiftover.diff.segments import KeyRange, range_clause
 
 Checksum = tuple[int, int]  # (rows, sum of 60-bit hashes)
 Digest = tuple[int, str | None]  # (rows, md5 of the row texts in key order; None: not computed)
-ROW_SEP = "\n"  # between row texts in a digest
+# Between row texts in a digest: the byte 0xFF, which no UTF-8 text holds, so the joined bytes
+# split back into the same rows only (a "\n" in a value could fake a row boundary).
+ROW_SEP = b"\xff"
 GROUP_CONCAT_MAX = 4_294_967_295  # MariaDB/MySQL: one GROUP_CONCAT's cap for the session (4 GiB)
 
 
@@ -140,7 +142,7 @@ def range_digest(side: Side, rng: KeyRange) -> Digest:
     where = _where(side, rng)
     if side.dialect in ("mysql", "mariadb"):
         order = "" if side.key_is_primary else " ORDER BY " + ", ".join(_quoted(side, k) for k in side.key)
-        joined = f"MD5(GROUP_CONCAT({side.row_text}{order} SEPARATOR '{ROW_SEP}'))"
+        joined = f"MD5(GROUP_CONCAT({side.row_text}{order} SEPARATOR X'{ROW_SEP.hex()}'))"
         table: Any = side.table
         query: Any = sa.select(sa.func.count(), sa.literal_column(joined)).select_from(table).where(*where)
         if side.key_is_primary:  # the primary key's range scan gives key order without a sort
@@ -159,15 +161,14 @@ def range_digest(side: Side, rng: KeyRange) -> Digest:
         .order_by(*side.key_columns)
         .subquery("so_rows")
     )
-    joined_rows = (
-        sa.func.string_agg(rows.c.t, sa.literal(ROW_SEP))
-        if side.dialect == "postgresql"
-        else sa.func.group_concat(rows.c.t, sa.literal(ROW_SEP))
-    )
-    md5 = sa.func.md5 if side.dialect == "postgresql" else sa.func.so_md5
+    if side.dialect == "postgresql":  # text cannot hold 0xFF: join the rows' UTF-8 bytes
+        utf8 = sa.func.convert_to(rows.c.t, sa.literal_column("'UTF8'"))
+        digest_sql: Any = sa.func.md5(sa.func.string_agg(utf8, sa.literal_column(f"'\\x{ROW_SEP.hex()}'::bytea")))
+    else:
+        digest_sql = sa.func.so_digest(rows.c.t)  # a Python aggregate, fed in the subquery's order
     try:
         with side_connection(side) as conn:
-            count, digest = conn.execute(sa.select(sa.func.count(), md5(joined_rows)).select_from(rows)).one()
+            count, digest = conn.execute(sa.select(sa.func.count(), digest_sql).select_from(rows)).one()
     except sa.exc.DBAPIError as error:
         if not _too_big(error):
             raise
@@ -259,11 +260,13 @@ class TableStats:
 
     rows: int | None  # None: the engine has none (PostgreSQL before the first ANALYZE, SQLite)
     bytes: int | None  # stored bytes, TOAST and off-page columns included
+    max_packet: int | None = None  # MariaDB/MySQL max_allowed_packet: it caps a GROUP_CONCAT too
 
 
 def table_stats(side: Side) -> TableStats:
     """Row and byte estimates, good enough to size segments (and nothing else)."""
     table = side.table
+    packet = None
     with side_connection(side) as conn:
         if side.dialect == "postgresql":
             name = side.engine.dialect.identifier_preparer.format_table(table)
@@ -279,10 +282,12 @@ def table_stats(side: Side) -> TableStats:
                 ),
                 {"schema": table.schema, "name": table.name},
             ).first()
+            packet = int(conn.exec_driver_sql("SELECT @@max_allowed_packet").scalar_one())
         else:
             row = None
     rows, size = row if row is not None else (None, None)
     return TableStats(
         rows=int(rows) if rows is not None and rows > 0 else None,
         bytes=int(size) if size is not None and size > 0 else None,
+        max_packet=packet,
     )

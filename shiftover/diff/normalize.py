@@ -20,7 +20,8 @@ text joins those with a separator and a NULL marker, so NULL and '' hash differe
     binary      lowercase hex
 
 SQLite has no md5 or formatting functions of the kind needed: ``register_sqlite_functions``
-adds Python ones to each connection (``so_norm``, ``so_hash60``, ``so_sum``, ``so_md5``).
+adds Python ones to each connection (``so_norm``, ``so_hash60``, ``so_sum``, ``so_md5``,
+``so_digest``).
 """
 
 from __future__ import annotations
@@ -386,6 +387,24 @@ def _so_norm(code: str, value: Any) -> str | None:
     return canonical_text(kind, value, arg or None)
 
 
+class _Digest:
+    """md5 of the UTF-8 row texts joined by the byte 0xFF, in the order they arrive (as
+    PostgreSQL's string_agg and MariaDB's GROUP_CONCAT build it); None for no rows."""
+
+    def __init__(self) -> None:
+        self.md5 = hashlib.md5()
+        self.rows = 0
+
+    def step(self, text: str | None) -> None:
+        if text is not None:
+            self.md5.update(b"\xff" if self.rows else b"")
+            self.md5.update(text.encode())
+            self.rows += 1
+
+    def finalize(self) -> str | None:
+        return self.md5.hexdigest() if self.rows else None
+
+
 class _ExactSum:
     """SUM without SQLite's 64-bit overflow; returns decimal text."""
 
@@ -401,11 +420,12 @@ class _ExactSum:
 
 
 def register_sqlite_functions(dbapi_connection: Any) -> None:
-    """Add so_norm, so_hash60, so_sum and so_md5 to a sqlite3 connection (idempotent)."""
+    """Add so_norm, so_hash60, so_sum, so_md5 and so_digest to a sqlite3 connection (idempotent)."""
     dbapi_connection.create_function("so_norm", 2, _so_norm, deterministic=True)
     dbapi_connection.create_function("so_hash60", 1, hash60, deterministic=True)
     dbapi_connection.create_aggregate("so_sum", 1, _ExactSum)
     dbapi_connection.create_function("so_md5", 1, _md5, deterministic=True)
+    dbapi_connection.create_aggregate("so_digest", 1, _Digest)
 
 
 def _md5(text: str | None) -> str | None:

@@ -89,9 +89,13 @@ def _rule(
     if same_engine and col.sql is None and _native_ok(rule, src_type, tgt_type, source, o):
         cast = _NATIVE[source.dialect.name]
         return replace(rule, source_sql=cast.format(src_expr), target_sql=cast.format(_quoted(target, col.target)))
+    # An expression's declared type is unknown; the target's stands in for it (a PostgreSQL time
+    # zone, say), but not for what MariaDB renders from the type alone: DATETIME(0)'s lack of a
+    # fraction, a DECIMAL's scale. There the expression is rendered in full (col_type None).
+    expr_type = None if col.sql is not None and source.dialect.name in ("mysql", "mariadb") else src_type
     return replace(
         rule,
-        source_sql=side_sql(source.dialect.name, rule, src_kind or kind, src_expr, src_type, o),
+        source_sql=side_sql(source.dialect.name, rule, src_kind or kind, src_expr, expr_type, o),
         target_sql=side_sql(target.dialect.name, rule, tgt_kind, _quoted(target, col.target), tgt_type, o),
     )
 

@@ -82,8 +82,9 @@ def _postgres_major(engine: Engine) -> int | None:
 
 
 def _check_postgres(versions: dict[str, int | None], rules: list[ColumnRule]) -> None:
-    """Timestamps are compared as extract(epoch) text, which has six decimals from PostgreSQL 14."""
-    if not any(r.kind == "timestamp" and r.in_sql for r in rules):
+    """Timestamps across engines are compared as extract(epoch) text, which has six decimals from
+    PostgreSQL 14 (a same-engine pair of one type compares the engine's own text, any version)."""
+    if not any(r.kind == "timestamp" and "extract(epoch" in r.source_sql + r.target_sql for r in rules):
         return
     for side, major in versions.items():
         if major is not None and major < 14:
@@ -178,10 +179,13 @@ def _narrowing(plan: DiffPlan, pool: ThreadPoolExecutor, *, count: bool) -> Narr
 
 def _segments(plan: DiffPlan, n: Narrowing, progress: DiffProgress | None) -> list[tuple[KeyRange, bool]]:
     stored = max(stats.bytes or 0 for stats in n.stats)
+    # A MariaDB/MySQL GROUP_CONCAT stops at max_allowed_packet (16 MiB by default) whatever
+    # group_concat_max_len says; a row's text can run to about twice its stored bytes.
+    per_segment = min([SEGMENT_BYTES] + [s.max_packet // 4 for s in n.stats if s.max_packet])
     parts = max(
         plan.options.segments,
         -(-max(n.source_rows, n.target_rows) // SEGMENT_ROWS),
-        -(-stored // SEGMENT_BYTES),
+        -(-stored // per_segment),
     )
     if n.integer_span is not None:
         lo, hi = n.integer_span

@@ -4,8 +4,8 @@ the segments instead of a full count."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -163,29 +163,26 @@ def test_row_totals_are_exact_when_statistics_only_size_the_segments(
 def test_old_postgresql_is_refused_before_timestamps_are_compared() -> None:
     from shiftover.diff.normalize import ColumnRule
 
-    rules = [ColumnRule(target="at", kind="timestamp")]
+    epoch = "extract(epoch from (at)::timestamp)::text"
+    rules = [ColumnRule(target="at", kind="timestamp", source_sql="(at)::text", target_sql=epoch)]
     with pytest.raises(DiffError, match=r"target is PostgreSQL 13.*PostgreSQL 14 or newer.*validation.exclude"):
         _check_postgres({"source": 15, "target": 13}, rules)
     _check_postgres({"source": 15, "target": None}, rules)
     _check_postgres({"source": 13, "target": 13}, [ColumnRule(target="n", kind="integer")])
+    native = [ColumnRule(target="at", kind="timestamp", source_sql="(at)::text", target_sql="(at)::text")]
+    _check_postgres({"source": 13, "target": 13}, native)  # a same-type PostgreSQL pair needs no extract
 
 
-def test_a_digest_past_the_engines_size_limit_falls_back_to_the_sums(sqlite_database) -> None:  # type: ignore[no-untyped-def]
-    """SQLite's SQLITE_LIMIT_LENGTH stands in for PostgreSQL's 1 GB text limit: same error path."""
-    engines = [fill(sqlite_database(), not_null=False) for _ in range(2)]
-    for engine in engines:
-        engine.dispose()
-        sa.event.listen(engine, "connect", lambda dbapi, _: dbapi.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 2_000))
-    source, target = engines
+def test_a_digest_past_postgresqls_size_limit_falls_back_to_the_sums(pg_database) -> None:  # type: ignore[no-untyped-def]
+    """A row text PostgreSQL refuses to build (SQLSTATE 54000, as past its 1 GB limit): the range
+    is counted by its sums instead, whose SQL does not depend on the digest's text."""
+    source, target = fill(pg_database(), not_null=False), fill(pg_database(), not_null=False)
     plan = plan_diff(source, target, MAPPING, OPTIONS)
-    assert range_digest(plan.source, KeyRange(None, None)) == (ROWS, None)
-
-    t = events(False)
-    with target.begin() as conn:
-        conn.execute(t.update().where(t.c.id == 5).values(name="changed"))
-    report = diff_tables(source, target, MAPPING, OPTIONS)
-    assert [(d.key, d.columns) for d in report.differences] == [((5,), ("name",))]
-    assert report.segments_differing == report.segments
+    too_long = replace(plan.source, row_text="repeat('x', 1073741824)")  # one byte past MaxAllocSize
+    assert range_digest(too_long, KeyRange(None, None)) == (ROWS, None)
+    wrong = replace(plan.source, row_text="no_such_column")
+    with pytest.raises(sa.exc.ProgrammingError):  # any other error is not swallowed
+        range_digest(wrong, KeyRange(None, None))
 
 
 def test_differences_in_every_segment_are_all_found(pg_database, mariadb_database) -> None:  # type: ignore[no-untyped-def]
@@ -198,3 +195,62 @@ def test_differences_in_every_segment_are_all_found(pg_database, mariadb_databas
     assert [d.key for d in report.differences] == [(i,) for i in range(3, ROWS + 1, 3)]
     assert {d.columns for d in report.differences} == {("name",)}
     assert report.segments_differing == report.segments
+
+
+@pytest.mark.parametrize(("src", "tgt"), [("pg", "mariadb"), ("sqlite", "sqlite")], ids=["pg-to-mariadb", "sqlite"])
+def test_values_holding_the_separators_cannot_move_a_row_boundary(make_url, src: str, tgt: str) -> None:  # type: ignore[no-untyped-def]
+    """Joined with "\\n", these two sides would read as one text: 1|a, 2|b, 3|c."""
+    t = events(False)
+    engines = []
+    for url, rows in (
+        (make_url(src), [{"id": 1, "name": "a\n2\x1fb"}, {"id": 3, "name": "c"}]),
+        (make_url(tgt), [{"id": 1, "name": "a"}, {"id": 2, "name": "b\n3\x1fc"}]),
+    ):
+        engine = get_engine(url)
+        t.create(engine)
+        with engine.begin() as conn:
+            conn.execute(t.insert(), [{**r, "whole": datetime(2024, 1, 1), "exact": None} for r in rows])
+        engines.append(engine)
+    mapping = TableMapping("events", "events", ("id",), tuple(ColumnMap(c, c) for c in ("id", "name")))
+    options = ValidationSpec(segments=1, exclude=("whole", "exact"))
+
+    report = diff_tables(*engines, mapping, options)
+    assert {d.key: d.kind for d in report.differences} == {(1,): "changed", (2,): "extra", (3,): "missing"}
+    assert report.segments_differing == 1
+
+
+def test_a_mariadb_expression_keeps_its_fraction_against_a_whole_second_column(mariadb_database) -> None:  # type: ignore[no-untyped-def]
+    """The target's DATETIME(0) must not make the source expression's text drop its fraction."""
+    source = fill(mariadb_database(), not_null=False)
+    target = get_engine(mariadb_database())
+    at = sa.Table(
+        "events",
+        sa.MetaData(),
+        sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=False),
+        sa.Column("at", sa.DateTime()),  # DATETIME(0): fractions are cut on the way in
+    )
+    at.create(target)
+    with target.begin() as conn:
+        conn.execute(at.insert(), [{"id": i, "at": event(i)["exact"]} for i in range(1, ROWS + 1)])
+    mapping = TableMapping("events", "events", ("id",), (ColumnMap("id", "id"), ColumnMap("exact", "at", sql="exact")))
+
+    report = diff_tables(source, target, mapping, ValidationSpec(segments=4, row_threshold=8))
+    fractional = {(i,) for i in range(1, ROWS + 1) if (event(i)["exact"] or datetime.min).microsecond}
+    assert {d.key for d in report.differences} == fractional
+    assert {d.columns for d in report.differences} == {("at",)}
+
+
+def test_empty_segments_are_not_narrowed(pg_database, mariadb_database) -> None:  # type: ignore[no-untyped-def]
+    """Sparse keys leave most segments empty on both sides: equal, with nothing to narrow."""
+    t = events(False)
+    engines = []
+    for url in (pg_database(), mariadb_database()):
+        engine = get_engine(url)
+        t.create(engine)
+        with engine.begin() as conn:
+            conn.execute(t.insert(), [{**event(i), "id": i * 1_000_000} for i in (1, 2, 3, 1000)])
+        engines.append(engine)
+    report = diff_tables(*engines, MAPPING, ValidationSpec(segments=64))
+    assert report.equal and report.segments == 64
+    assert report.segments_differing == 0
+    assert (report.source_rows, report.target_rows) == (4, 4)
