@@ -180,8 +180,9 @@ def _narrowing(plan: DiffPlan, pool: ThreadPoolExecutor, *, count: bool) -> Narr
 def _segments(plan: DiffPlan, n: Narrowing, progress: DiffProgress | None) -> list[tuple[KeyRange, bool]]:
     stored = max(stats.bytes or 0 for stats in n.stats)
     # A MariaDB/MySQL GROUP_CONCAT stops at max_allowed_packet (16 MiB by default) whatever
-    # group_concat_max_len says; a row's text can run to about twice its stored bytes.
-    per_segment = min([SEGMENT_BYTES] + [s.max_packet // 4 for s in n.stats if s.max_packet])
+    # group_concat_max_len says. Half of it in stored bytes: a text-heavy row renders to about its
+    # stored size; where it renders larger (binary as hex), a segment falls back to the sums.
+    per_segment = min([SEGMENT_BYTES] + [s.max_packet // 2 for s in n.stats if s.max_packet])
     parts = max(
         plan.options.segments,
         -(-max(n.source_rows, n.target_rows) // SEGMENT_ROWS),
