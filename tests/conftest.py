@@ -52,15 +52,16 @@ def _server_or_skip(admin_url: str, name: str) -> sa.Engine:
     return engine
 
 
-def _fresh_database(admin_url: str, name: str) -> Iterator[Callable[[], str]]:
+def _fresh_database(admin_url: str, name: str) -> Iterator[Callable[..., str]]:
     """A factory of new empty databases on a server, all dropped at the end of the test."""
     admin = _server_or_skip(admin_url, name)
     created: list[str] = []
 
-    def make() -> str:
+    def make(options: str = "") -> str:
+        """``options``: trusted SQL after CREATE DATABASE name (an encoding, say)."""
         db = f"so_test_{uuid.uuid4().hex[:10]}"
         with admin.connect() as conn:
-            conn.execute(sa.text(f"CREATE DATABASE {db}"))
+            conn.execute(sa.text(f"CREATE DATABASE {db} {options}"))
         created.append(db)
         return sa.make_url(admin_url).set(database=db).render_as_string(hide_password=False)
 
@@ -77,13 +78,13 @@ def _fresh_database(admin_url: str, name: str) -> Iterator[Callable[[], str]]:
 
 
 @pytest.fixture
-def pg_database() -> Iterator[Callable[[], str]]:
+def pg_database() -> Iterator[Callable[..., str]]:
     """Call it to get the URL of a new, empty PostgreSQL database."""
     yield from _fresh_database(PG_ADMIN_URL, "PostgreSQL")
 
 
 @pytest.fixture
-def mariadb_database() -> Iterator[Callable[[], str]]:
+def mariadb_database() -> Iterator[Callable[..., str]]:
     """Call it to get the URL of a new, empty MariaDB database."""
     yield from _fresh_database(MARIADB_ADMIN_URL, "MariaDB")
 

@@ -135,8 +135,8 @@ def range_digest(side: Side, rng: KeyRange) -> Digest:
     """Count and md5 of the row texts of ``rng`` joined in key order.
 
     The digest is None when the engine could not build it: MariaDB/MySQL warned (a GROUP_CONCAT
-    cut at its cap, a value it could not convert), or the joined text passed PostgreSQL's 1 GB
-    or SQLite's size limit. The caller then compares the range by its sums. Segments are sized
+    cut at its cap, a value it could not convert), or PostgreSQL refused the joined bytes (past
+    its 1 GB limit, or not UTF-8). The caller then compares the range by its sums. Segments are sized
     from the tables' byte estimates so that this stays the exception.
     """
     where = _where(side, rng)
@@ -170,16 +170,16 @@ def range_digest(side: Side, rng: KeyRange) -> Digest:
         with side_connection(side) as conn:
             count, digest = conn.execute(sa.select(sa.func.count(), digest_sql).select_from(rows)).one()
     except sa.exc.DBAPIError as error:
-        if not _too_big(error):
+        if getattr(error.orig, "sqlstate", None) not in _NO_DIGEST:
             raise
-        return range_checksum(side, rng)[0], None  # rows too wide to join: the sums compare them
+        return range_checksum(side, rng)[0], None  # the sums compare what the digest could not join
     return int(count), digest
 
 
-def _too_big(error: sa.exc.DBAPIError) -> bool:
-    """PostgreSQL's 1 GB text limit or out of memory (SQLSTATE 54000, 53200), SQLite's TOOBIG."""
-    sqlstate = getattr(error.orig, "sqlstate", None)
-    return sqlstate in ("54000", "53200") or "too big" in str(error.orig)
+# PostgreSQL errors that mean "this range cannot be digested", not "the diff failed": past the 1 GB
+# text limit or out of memory, and text that is not UTF-8 (an SQL_ASCII database holding other bytes,
+# which convert_to refuses and md5 of the text does not).
+_NO_DIGEST = ("54000", "53200", "22021")
 
 
 def _quoted(side: Side, name: str) -> str:
