@@ -23,14 +23,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from shiftover.diff.normalize import NULL_MARK, SEP, ColumnRule, register_sqlite_functions
+from shiftover.diff.normalize import NULL_MARK, ROW_SEP, SEP, ColumnRule, register_sqlite_functions
 from shiftover.diff.segments import KeyRange, range_clause
 
 Checksum = tuple[int, int]  # (rows, sum of 60-bit hashes)
 Digest = tuple[int, str | None]  # (rows, md5 of the row texts in key order; None: not computed)
-# Between row texts in a digest: the byte 0xFF, which no UTF-8 text holds, so the joined bytes
-# split back into the same rows only (a "\n" in a value could fake a row boundary).
-ROW_SEP = b"\xff"
 GROUP_CONCAT_MAX = 4_294_967_295  # MariaDB/MySQL: one GROUP_CONCAT's cap for the session (4 GiB)
 
 
@@ -151,7 +148,7 @@ def range_digest(side: Side, rng: KeyRange) -> Digest:
             )
         with side_connection(side) as conn:
             count, digest = conn.execute(query).one()
-            if conn.exec_driver_sql("SELECT @@warning_count").scalar():
+            if _warned(conn):
                 digest = None
         return int(count), digest
     rows = (
@@ -180,6 +177,11 @@ def range_digest(side: Side, rng: KeyRange) -> Digest:
 # text limit or out of memory, and text that is not UTF-8 (an SQL_ASCII database holding other bytes,
 # which convert_to refuses and md5 of the text does not).
 _NO_DIGEST = ("54000", "53200", "22021")
+
+
+def _warned(conn: sa.Connection) -> bool:
+    """MariaDB/MySQL warned on the last statement (a GROUP_CONCAT cut at max_allowed_packet, say)."""
+    return bool(conn.exec_driver_sql("SELECT @@warning_count").scalar())
 
 
 def _quoted(side: Side, name: str) -> str:
@@ -218,7 +220,7 @@ def int_key_hashes(side: Side, rng: KeyRange) -> dict[int, str] | None:
     query: Any = sa.select(sa.literal_column(joined)).select_from(side.table).where(*_where(side, rng))
     with side_connection(side) as conn:
         text = conn.execute(query).scalar()
-        if side.dialect in ("mysql", "mariadb") and conn.exec_driver_sql("SELECT @@warning_count").scalar():
+        if side.dialect in ("mysql", "mariadb") and _warned(conn):
             return None
     if not text:
         return {}

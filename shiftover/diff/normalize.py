@@ -43,6 +43,9 @@ from shiftover.spec import ValidationSpec
 
 SEP = "\x1f"  # between columns of the row text
 NULL_MARK = "\x1e"  # a NULL, distinct from ''
+# Between row texts in a segment's digest: the byte 0xFF, which no UTF-8 text holds, so the
+# joined bytes split back into the same rows only (a "\n" in a value could fake a row boundary).
+ROW_SEP = b"\xff"
 _PRECISION_UNIT = {"s": "second", "ms": "milliseconds", "us": "microseconds"}
 _PRECISION_DIVISOR = {"s": 1_000_000, "ms": 1_000, "us": 1}
 _TO_SECONDS_1970 = 62_167_219_200  # MariaDB/MySQL TO_SECONDS('1970-01-01')
@@ -203,8 +206,7 @@ def _my(rule: ColumnRule, own: str, x: str, col_type: Any, o: ValidationSpec) ->
         fsp = 0 if own == "date" else int(getattr(col_type, "fsp", 6) or 0) if own == "timestamp" else 6
         if fsp == 0 or div == 1_000_000:
             return f"CONCAT({seconds}, '.000000')"
-        micro = f"MICROSECOND({x})" if div == 1 else f"(MICROSECOND({x}) - MICROSECOND({x}) % {div})"
-        return f"CAST({seconds} + {micro} * 0.000001 AS DECIMAL(24, 6))"
+        return f"CAST({seconds} + {_my_micro(x, div)} * 0.000001 AS DECIMAL(24, 6))"
     if kind == "decimal":
         return f"CAST(CAST({x} AS DECIMAL(65, {rule.scale if rule.scale is not None else 30})) AS CHAR)"
     if kind == "float":
@@ -221,8 +223,7 @@ def _my(rule: ColumnRule, own: str, x: str, col_type: Any, o: ValidationSpec) ->
     if kind == "date":
         return f"DATE_FORMAT({x}, '%Y-%m-%d')"
     if kind == "time":
-        div = _PRECISION_DIVISOR[o.timestamp_precision]
-        micro = f"MICROSECOND({x})" if div == 1 else f"(MICROSECOND({x}) - MICROSECOND({x}) % {div})"
+        micro = _my_micro(x, _PRECISION_DIVISOR[o.timestamp_precision])
         return f"CONCAT(TIME_FORMAT({x}, '%H:%i:%s.'), LPAD({micro}, 6, '0'))"
     if kind == "json":
         return f"JSON_NORMALIZE({x})"
@@ -231,6 +232,11 @@ def _my(rule: ColumnRule, own: str, x: str, col_type: Any, o: ValidationSpec) ->
     if kind == "binary":
         return f"LOWER(HEX({x}))"
     raise AssertionError(kind)
+
+
+def _my_micro(x: str, div: int) -> str:
+    """MariaDB/MySQL: the microseconds of ``x`` truncated to a multiple of ``div``."""
+    return f"MICROSECOND({x})" if div == 1 else f"(MICROSECOND({x}) - MICROSECOND({x}) % {div})"
 
 
 BIG_STEPS = 1e15  # past this many tolerance steps a float is hashed as its own text (no overflow)
@@ -397,7 +403,7 @@ class _Digest:
 
     def step(self, text: str | None) -> None:
         if text is not None:
-            self.md5.update(b"\xff" if self.rows else b"")
+            self.md5.update(ROW_SEP if self.rows else b"")
             self.md5.update(text.encode())
             self.rows += 1
 
