@@ -87,3 +87,10 @@ class ApprovalError(ShiftoverError):
 
 class CaptureError(ShiftoverError):
     """Trigger-based change capture failed."""
+
+
+def describe_error(exc: BaseException) -> str:
+    """An error in one line, as logs and the control store keep it: its type and the first line
+    of its message."""
+    message = str(exc).strip()
+    return f"{type(exc).__name__}: {message.splitlines()[0] if message else ''}"

@@ -18,6 +18,7 @@ from sqlalchemy.engine import Engine
 
 from shiftover.control import schema
 from shiftover.control.store import key_from_json, key_to_json, utcnow
+from shiftover.errors import describe_error
 from shiftover.flags.routing import WriteMode, read_routing
 from shiftover.mapping import ColumnMap, TableMapping
 from shiftover.rowsync import Key, sync_keys
@@ -74,12 +75,6 @@ def enqueue(store_engine: Engine, migration: str, items: Iterable[tuple[Key, str
         with store_engine.begin() as conn:
             conn.execute(_q.insert(), rows)
     return len(rows)
-
-
-def describe_error(exc: BaseException) -> str:
-    """An error as stored in ``last_error``: its type and the first line of its message."""
-    message = str(exc)
-    return f"{type(exc).__name__}: {message.splitlines()[0] if message else ''}"
 
 
 def queue_depth(store_engine: Engine, migration: str) -> dict[str, int]:

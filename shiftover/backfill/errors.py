@@ -8,7 +8,7 @@ import psycopg
 import pymysql
 import sqlalchemy as sa
 
-from shiftover.errors import CopyError, TransientCopyError
+from shiftover.errors import CopyError, TransientCopyError, describe_error
 
 # MySQL/MariaDB: can't connect, server gone away, lost connection, lock wait timeout, deadlock,
 # server shutdown in progress, query interrupted (a killed connection).
@@ -18,7 +18,7 @@ _MYSQL_TRANSIENT = {1053, 1205, 1213, 1317, 2003, 2006, 2013, 2055}
 def copy_error(table: str, key_range: str, exc: BaseException) -> CopyError | None:
     """The ``CopyError`` for a driver error, or None when ``exc`` is not a database error."""
     orig = exc.orig if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None else exc
-    cause = f"{type(orig).__name__}: {str(orig).strip().splitlines()[0] if str(orig).strip() else ''}"
+    cause = describe_error(orig)
     if _transient(exc, orig):
         return TransientCopyError(table, key_range, cause)
     if isinstance(orig, psycopg.Error | pymysql.err.Error | sqlite3.Error) or isinstance(exc, sa.exc.DBAPIError):

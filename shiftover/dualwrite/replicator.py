@@ -22,6 +22,7 @@ from shiftover import reconcile
 from shiftover.dualwrite import shadow
 from shiftover.dualwrite.image import apply_image
 from shiftover.dualwrite.shadow import Recorder
+from shiftover.errors import describe_error
 from shiftover.mapping import TableMapping
 from shiftover.rowsync import Key, sync_keys
 
@@ -100,7 +101,7 @@ class Replicator:
             apply_image(dst, mapping, keys, image)
         except Exception as exc:
             self.recorder.count(shadow.SECONDARY_ERRORS, len(keys))
-            self.park(items, reconcile.describe_error(exc))
+            self.park(items, describe_error(exc))
 
     def _run(self, jobs: Sequence[Job]) -> None:
         first = jobs[0]
@@ -110,7 +111,7 @@ class Replicator:
             sync_keys(first.src, first.dst, first.mapping, keys)
         except Exception as exc:
             self.recorder.count(shadow.SECONDARY_ERRORS, len(keys))
-            self.park([(j.key, j.op) for j in jobs], reconcile.describe_error(exc))
+            self.park([(j.key, j.op) for j in jobs], describe_error(exc))
 
     # -- durable record -----------------------------------------------------------
     def park(self, items: Sequence[tuple[Key, str]], error: str) -> None:

@@ -18,6 +18,7 @@ from typing import Any, Self
 
 from sqlalchemy.engine import Engine
 
+from shiftover.errors import describe_error
 from shiftover.flags.bucketing import in_rollout
 from shiftover.flags.routing import Routing
 from shiftover.flags.store import Flag, read_flags
@@ -122,7 +123,7 @@ class FlagClient:
 
     def _record_failure(self, exc: BaseException) -> None:
         self._failures += 1
-        message = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        message = describe_error(exc)
         if self._reachable or self._last_error is None:
             state = "last known values" if self._ever else "safe defaults (old store only)"
             log.warning("flag store unreachable (%s); serving %s", message, state)
