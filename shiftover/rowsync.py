@@ -33,13 +33,24 @@ def sync_keys(source: Engine, target: Engine, mapping: TableMapping, keys: Itera
     if not keys:
         return SyncResult(0, 0)
     rows = fetch_rows(source, mapping, keys)
-    present = {tuple(r[c] for c in mapping.target_key) for r in rows}
-    gone = [k for k in keys if k not in present]
-    target_table = mapping.target_table_obj(target)
+    gone = absent_keys(mapping, keys, rows)
     with target.begin() as conn:
-        upsert_rows(conn, target_table, rows, mapping.target_key)
-        delete_keys(conn, target_table, mapping.target_key, gone)
+        write_rows(conn, mapping.target_table_obj(target), mapping, rows, gone)
     return SyncResult(upserted=len(rows), deleted=len(gone))
+
+
+def absent_keys(mapping: TableMapping, keys: Sequence[Key], rows: Sequence[dict[str, Any]]) -> list[Key]:
+    """The ``keys`` that no row of ``rows`` (target column names) carries: rows to delete."""
+    present = {tuple(r[c] for c in mapping.target_key) for r in rows}
+    return [k for k in keys if k not in present]
+
+
+def write_rows(
+    conn: sa.Connection, table: sa.Table, mapping: TableMapping, rows: list[dict[str, Any]], gone: Sequence[Key]
+) -> None:
+    """Upsert ``rows`` and delete ``gone`` in the target (both no-ops when empty)."""
+    upsert_rows(conn, table, rows, mapping.target_key)
+    delete_keys(conn, table, mapping.target_key, gone)
 
 
 def fetch_rows(source: Engine, mapping: TableMapping, keys: Sequence[Key]) -> list[dict[str, Any]]:

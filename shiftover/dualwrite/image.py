@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from shiftover.mapping import TableMapping
-from shiftover.rowsync import Key, delete_keys, key_in, upsert_rows
+from shiftover.rowsync import Key, absent_keys, key_in, write_rows
 
 
 def read_image(conn: sa.Connection, mapping: TableMapping, table: sa.Table, keys: list[Key]) -> list[dict[str, Any]]:
@@ -27,8 +27,7 @@ def read_image(conn: sa.Connection, mapping: TableMapping, table: sa.Table, keys
 def apply_image(target: Engine, mapping: TableMapping, keys: list[Key], rows: list[dict[str, Any]]) -> None:
     """Make ``keys`` in the target equal to ``rows``: upsert those present, delete the rest."""
     table = mapping.target_table_obj(target)
-    present = {tuple(r[c] for c in mapping.target_key) for r in rows}
-    gone = [k for k in keys if k not in present]
+    gone = absent_keys(mapping, keys, rows)
     one_statement = not rows or not gone
     if one_statement and target.dialect.name in _CLIENT_SIDE_AUTOCOMMIT:
         # One statement is atomic on its own: autocommit saves the BEGIN and COMMIT round trips.
@@ -38,8 +37,7 @@ def apply_image(target: Engine, mapping: TableMapping, keys: list[Key], rows: li
     else:
         writing = target.begin()
     with writing as conn:
-        upsert_rows(conn, table, rows, mapping.target_key)  # both are no-ops on an empty list
-        delete_keys(conn, table, mapping.target_key, gone)
+        write_rows(conn, table, mapping, rows, gone)
 
 
 # Drivers whose autocommit switch costs no round trip (PyMySQL's sends SET AUTOCOMMIT each way).
