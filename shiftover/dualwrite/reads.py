@@ -39,7 +39,7 @@ class RoutedReader:
             return self._app_shape_new(self.read_new(key)) if from_new else self.read_old(key)
         if from_new:
             new_row = self.read_new(key)
-            self._experiment(key, new_row, lambda: self.old_image(key, self.read_old(key)), new_is_control=True)
+            self._experiment(key, new_row, lambda: self._old_image_of(key), new_is_control=True)
             return self._app_shape_new(new_row)
         old_row = self.read_old(key)
         self._experiment(key, self.old_image(key, old_row), lambda: self.read_new(key), new_is_control=False)
@@ -88,7 +88,14 @@ class RoutedReader:
             return None
         if self._renames_only:
             return {c.target: old_row[c.source] for c in self.mapping.columns}
-        rows = fetch_rows(self.old, self.mapping, [key])
+        return self._mapped_image(key)
+
+    def _old_image_of(self, key: Key) -> dict[str, Any] | None:
+        """``old_image`` of a key not read yet: one read of the old store either way."""
+        return self.old_image(key, self.read_old(key)) if self._renames_only else self._mapped_image(key)
+
+    def _mapped_image(self, key: Key) -> dict[str, Any] | None:
+        rows = fetch_rows(self.old, self.mapping, [key])  # SQL columns and the transform applied
         return rows[0] if rows else None
 
     def _app_shape_new(self, new_row: dict[str, Any] | None) -> dict[str, Any] | None:

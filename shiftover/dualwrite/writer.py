@@ -85,7 +85,6 @@ class DualWriter:
         self.replicator = Replicator(
             store, migration, self.recorder, asynchronous=asynchronous, queue_size=queue_size, workers=workers
         )
-        self._async = asynchronous
         self.reader = RoutedReader(old, new, mapping, self.recorder, shadow_sample=shadow_sample)
         self._renames = {c.source: c.target for c in mapping.columns if c.sql is None}
         self._reverse: TableMapping | None = None
@@ -163,10 +162,11 @@ class DualWriter:
                 primary_values = values
             dual = mode in (WriteMode.DUAL_OLD_PRIMARY, WriteMode.DUAL_NEW_PRIMARY)
             src, dst, mapping = route
-            image = self._primary(src, mapping, op, key, primary_values, keys if dual and not self._async else None)
+            inline = dual and not self.replicator.asynchronous  # read the image for the inline secondary write
+            image = self._primary(src, mapping, op, key, primary_values, keys if inline else None)
             if not dual:
                 return
-            if self._async:
+            if self.replicator.asynchronous:
                 for k in keys:
                     self.replicator.submit(Job(src, dst, mapping, k, op_for(op, k, key)))
             else:
