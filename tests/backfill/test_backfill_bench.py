@@ -14,7 +14,7 @@ BENCH = Path(__file__).resolve().parents[2] / "bench" / "backfill.py"
 @pytest.mark.postgres
 @pytest.mark.mariadb
 def test_bench_runs_at_a_tiny_size(pg_database, mariadb_database) -> None:  # type: ignore[no-untyped-def]
-    assert pg_database and mariadb_database  # the fixtures skip (or fail in CI) without the servers
+    # pg_database and mariadb_database are requested only to skip (or fail in CI) without the servers
     done = subprocess.run(
         [
             sys.executable,

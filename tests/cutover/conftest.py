@@ -21,7 +21,7 @@ import yaml
 from checks.gate import run_gates
 from shiftover import cutover as flips
 from shiftover.connect import get_engine
-from shiftover.control.store import ControlStore, open_store
+from shiftover.control.store import ControlStore
 from shiftover.demo import create_orders, orders_table
 from shiftover.mapping import forget_reflections
 from shiftover.migration import Migration, load_migration
@@ -172,8 +172,3 @@ class Approver(threading.Thread):
                 self.outcomes.append((verdict, run_state(run_id)))
         except BaseException as exc:
             self.error = exc
-
-
-@pytest.fixture
-def store_of() -> Callable[[str], ControlStore]:
-    return open_store
