@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any, Literal
 
 from prefect.input import RunInput
@@ -41,12 +40,6 @@ class ApprovalRecord:
 
     def as_detail(self) -> dict[str, Any]:
         return {"step": self.step, "approver": self.approver, "reason": self.reason, "automatic": self.automatic}
-
-
-class ApprovalOutcome(StrEnum):
-    APPROVED = "approved"
-    TIMED_OUT = "timed_out"
-    REFUSED = "refused"
 
 
 def approval_form(migration: str, approvers: tuple[str, ...] = ()) -> type[Approval]:

@@ -1,7 +1,7 @@
 """The lifecycle of a migration as data: phases, legal transitions, and which steps are irreversible.
 
-The rollback flow and the approval gates read ``IRREVERSIBLE`` and ``ROLLBACK_FROM``
-instead of hard-coding them.
+The plan reads ``IRREVERSIBLE`` and ``NEEDS_APPROVAL`` and the rollback flow ``ROLLBACK_FROM``
+instead of hard-coding them (the stage flows still name the steps they ask approval for).
 """
 
 from __future__ import annotations

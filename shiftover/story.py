@@ -1,5 +1,5 @@
 """A migration's story for people: plan, phase timeline and gate results as markdown,
-published as a Prefect artifact and printed by ``shiftover status``."""
+published as a Prefect artifact (``shiftover status`` shows its last gate results)."""
 
 from __future__ import annotations
 

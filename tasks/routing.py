@@ -1,5 +1,5 @@
 """Prefect tasks that flip a migration's routing flags. Flag writes are idempotent, so a
-retry is safe; the irreversible ones are not retried (see STYLE: retry only idempotent work)."""
+retry is safe; the irreversible ones are not retried (ARCHITECTURE.md, Conventions)."""
 
 from __future__ import annotations
 

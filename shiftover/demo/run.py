@@ -18,7 +18,7 @@ import yaml
 
 from examples.app.loadgen import LoadStats
 from shiftover.connect import dispose_engines, get_engine
-from shiftover.control.store import PhaseChange, open_store
+from shiftover.control.store import PhaseChange
 from shiftover.demo.app import LiveApplication, writes
 from shiftover.demo.orders import create_orders
 from shiftover.dualwrite import DualWriter
@@ -108,7 +108,7 @@ def run_demo(
     t = time.monotonic()
     decommission(str(spec_path), control_url, retention_seconds=0, auto_approve=True)
     stage_seconds["decommission"] = time.monotonic() - t
-    store = open_store(control_url)
+    store = migration.store  # the same control store: no second open (and Alembic check)
     from shiftover.reconcile import queue_depth
 
     report = DemoReport(
