@@ -59,8 +59,8 @@ def backfill(
         clear_plan(migration.store.engine, migration.name)  # a top-up: copy rows added since
     migration.store.advance_to(migration.name, Phase.BACKFILLING, actor(), "backfill started")
     workers = min(concurrency or spec.backfill.concurrency, MAX_CONCURRENCY)
-    plan = prepare_backfill(migration, workers)
-    total = _source_rows(migration)
+    plan, planned_total = prepare_backfill(migration, workers)
+    total = _source_rows(migration) if planned_total is None else planned_total  # estimated once
     reports = _run_segments(migration, [s.segment.index for s in plan if not s.done], workers, deadline, total)
     summary = summarise(reports, time.monotonic() - started, len(plan))
     status = backfill_status(migration.store.engine, migration.name)

@@ -33,17 +33,22 @@ def check_column_set(migration: Migration) -> None:
         raise CopyError(m.target_table, "all keys", f"target table lacks column(s) {missing} of the mapping")
 
 
-def prepare_backfill(migration: Migration, concurrency: int | None = None) -> list[checkpoints.SegmentState]:
-    """Create the target if the spec asks, check it, and plan segments unless a plan is saved."""
+def prepare_backfill(
+    migration: Migration, concurrency: int | None = None
+) -> tuple[list[checkpoints.SegmentState], int | None]:
+    """Create the target if the spec asks, check it, and plan segments unless a plan is saved.
+
+    Returns the plan and the source row estimate planning made (None for a saved plan).
+    """
     if migration.spec.backfill.create_target:
         create_target_table(migration.source, migration.target, migration.mapping)
     check_column_set(migration)
     saved = checkpoints.load_plan(migration.store.engine, migration.name)
     if saved:
-        return saved
+        return saved, None
     count = concurrency or migration.spec.backfill.concurrency
-    segments, _ = plan_segments(migration.source, migration.mapping, count * 2 if count > 1 else 1)
-    return checkpoints.save_plan(migration.store.engine, migration.name, segments)
+    segments, total = plan_segments(migration.source, migration.mapping, count * 2 if count > 1 else 1)
+    return checkpoints.save_plan(migration.store.engine, migration.name, segments), total
 
 
 def make_throttle(migration: Migration, **options: Any) -> Throttle:
@@ -103,7 +108,7 @@ def run_backfill(
     """Copy every unfinished segment, ``concurrency`` at a time; resumable after any stop."""
     started = time.monotonic()
     deadline = time.time() + time_budget_seconds if time_budget_seconds else None
-    plan = prepare_backfill(migration, concurrency)
+    plan, _ = prepare_backfill(migration, concurrency)
     throttle = throttle or make_throttle(migration)
     todo = [s.segment.index for s in plan if not s.done]
     workers = max(1, min(concurrency or migration.spec.backfill.concurrency, len(todo) or 1))
