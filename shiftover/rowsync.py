@@ -64,6 +64,44 @@ def fetch_rows(source: Engine, mapping: TableMapping, keys: Sequence[Key]) -> li
     return mapping.transform_records(out)
 
 
+@dataclass(frozen=True)
+class TableStats:
+    """The engine's own estimates of a table's size (its statistics, no scan)."""
+
+    rows: int | None  # None: the engine has none (PostgreSQL before the first ANALYZE, SQLite)
+    bytes: int | None  # stored bytes, TOAST and off-page columns included
+    max_packet: int | None = None  # MariaDB/MySQL max_allowed_packet: it caps a GROUP_CONCAT too
+
+
+def table_stats(engine: Engine, table: sa.Table) -> TableStats:
+    """Row and byte estimates from the engine's statistics: good enough to size work, nothing else."""
+    packet = None
+    with engine.connect() as conn:
+        if engine.dialect.name == "postgresql":
+            name = engine.dialect.identifier_preparer.format_table(table)
+            row = conn.execute(
+                sa.text("SELECT reltuples, pg_table_size(oid) FROM pg_class WHERE oid = to_regclass(:name)"),
+                {"name": name},
+            ).first()
+        elif engine.dialect.name in ("mysql", "mariadb"):
+            row = conn.execute(
+                sa.text(
+                    "SELECT TABLE_ROWS, DATA_LENGTH FROM information_schema.TABLES "
+                    "WHERE TABLE_SCHEMA = COALESCE(:schema, DATABASE()) AND TABLE_NAME = :name"
+                ),
+                {"schema": table.schema, "name": table.name},
+            ).first()
+            packet = int(conn.exec_driver_sql("SELECT @@max_allowed_packet").scalar_one())
+        else:
+            row = None
+    rows, size = row if row is not None else (None, None)
+    return TableStats(
+        rows=int(rows) if rows is not None and rows > 0 else None,
+        bytes=int(size) if size is not None and size > 0 else None,
+        max_packet=packet,
+    )
+
+
 def count_rows(engine: Engine, table: sa.Table) -> int:
     """``SELECT count(*)`` of a table."""
     with engine.connect() as conn:

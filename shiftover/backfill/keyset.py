@@ -19,7 +19,7 @@ from sqlalchemy.engine import Engine
 from shiftover.control.store import key_to_json
 from shiftover.errors import CopyError
 from shiftover.mapping import TableMapping
-from shiftover.rowsync import count_rows
+from shiftover.rowsync import count_rows, table_stats
 
 Key = tuple[Any, ...]
 
@@ -105,21 +105,8 @@ def coerce_key_value(column: sa.Column[Any], value: Any) -> Any:
 
 
 def estimate_rows(engine: Engine, table: sa.Table) -> int:
-    """The planner's row estimate where the engine keeps one (no full scan), else an exact count."""
-    query: sa.Select[Any] | None = None
-    if engine.dialect.name == "postgresql":
-        name = f"{table.schema}.{table.name}" if table.schema else table.name
-        query = (
-            sa.select(sa.column("reltuples"))
-            .select_from(sa.table("pg_class"))
-            .where(sa.column("oid") == sa.func.to_regclass(sa.literal(f'"{name}"' if not table.schema else name)))
-        )
-    if query is not None:
-        with engine.connect() as conn:
-            value = conn.execute(query).scalar()
-        if value is not None and value > 0:
-            return int(value)
-    return count_rows(engine, table)
+    """The engine's row estimate where it keeps one (no full scan), else an exact count."""
+    return table_stats(engine, table).rows or count_rows(engine, table)
 
 
 def check_key_not_null(engine: Engine, table: sa.Table, key: tuple[str, ...]) -> None:

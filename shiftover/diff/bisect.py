@@ -20,7 +20,6 @@ from typing import Any, TypeVar
 
 from shiftover.diff.checksum import (
     Side,
-    TableStats,
     bucket_checksums,
     int_key_hashes,
     range_checksum,
@@ -31,6 +30,7 @@ from shiftover.diff.normalize import ColumnRule
 from shiftover.diff.report import Key
 from shiftover.diff.rows import key_token
 from shiftover.diff.segments import KeyRange, integer_span, sampled_ranges
+from shiftover.rowsync import TableStats
 
 FANOUT = 32
 DENSE_ROWS = 250_000  # above this, a range with many differing buckets is narrowed further

@@ -25,6 +25,8 @@ from sqlalchemy.engine import Engine
 
 from shiftover.diff.normalize import NULL_MARK, ROW_SEP, SEP, ColumnRule, register_sqlite_functions
 from shiftover.diff.segments import KeyRange, range_clause
+from shiftover.rowsync import TableStats
+from shiftover.rowsync import table_stats as rowsync_table_stats
 
 Checksum = tuple[int, int]  # (rows, sum of 60-bit hashes)
 Digest = tuple[int, str | None]  # (rows, md5 of the row texts in key order; None: not computed)
@@ -256,40 +258,6 @@ def key_bounds(side: Side, count: bool = True) -> tuple[Any, Any, int | None]:
     return lo, hi, None if rows is None else int(rows)
 
 
-@dataclass(frozen=True)
-class TableStats:
-    """The engine's own estimates of a table's size (its statistics, no scan)."""
-
-    rows: int | None  # None: the engine has none (PostgreSQL before the first ANALYZE, SQLite)
-    bytes: int | None  # stored bytes, TOAST and off-page columns included
-    max_packet: int | None = None  # MariaDB/MySQL max_allowed_packet: it caps a GROUP_CONCAT too
-
-
 def table_stats(side: Side) -> TableStats:
-    """Row and byte estimates, good enough to size segments (and nothing else)."""
-    table = side.table
-    packet = None
-    with side_connection(side) as conn:
-        if side.dialect == "postgresql":
-            name = side.engine.dialect.identifier_preparer.format_table(table)
-            row = conn.execute(
-                sa.text("SELECT reltuples, pg_table_size(oid) FROM pg_class WHERE oid = to_regclass(:name)"),
-                {"name": name},
-            ).first()
-        elif side.dialect in ("mysql", "mariadb"):
-            row = conn.execute(
-                sa.text(
-                    "SELECT TABLE_ROWS, DATA_LENGTH FROM information_schema.TABLES "
-                    "WHERE TABLE_SCHEMA = COALESCE(:schema, DATABASE()) AND TABLE_NAME = :name"
-                ),
-                {"schema": table.schema, "name": table.name},
-            ).first()
-            packet = int(conn.exec_driver_sql("SELECT @@max_allowed_packet").scalar_one())
-        else:
-            row = None
-    rows, size = row if row is not None else (None, None)
-    return TableStats(
-        rows=int(rows) if rows is not None and rows > 0 else None,
-        bytes=int(size) if size is not None and size > 0 else None,
-        max_packet=packet,
-    )
+    """The side's table statistics (``rowsync.table_stats``), to size segments."""
+    return rowsync_table_stats(side.engine, side.table)
