@@ -122,8 +122,9 @@ def test_capture_during_concurrent_copy_ends_equal(server: str, request: pytest.
     assert len(rows) > ROWS  # the writer inserted rows during the copy
     assert rows == all_rows(new)
 
-    remove_capture(old, mapping, keep_changelog=True)
-    assert not capture_installed(old, mapping)
+    remove_capture(old, mapping, keep_changelog=True)  # triggers off, changelog kept to watch
     with old.begin() as conn:
         conn.execute(sa.text("UPDATE orders SET note = 'after removal' WHERE id = 1"))  # no trigger left to fire
     assert changelog_depth(old, mapping) == 0
+    remove_capture(old, mapping)
+    assert not capture_installed(old, mapping)
