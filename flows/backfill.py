@@ -1,9 +1,10 @@
-"""Stage 2: copy the history of the old table into the new one, resumably, while dual-writes run.
+"""Stage 2, backfill: copy the history of the old table into the new one, resumably, while
+dual-writes run. Undo: nothing (the old table is untouched).
 
 Plans segments once (saved in the control store), runs one task per unfinished segment,
 ``concurrency`` at a time, and shows progress as it goes. With a time budget (the nightly
-window of the scheduled deployment) it stops starting chunks at the budget's end and
-returns ``incomplete``; the next run resumes from the checkpoints.
+window of the scheduled deployment) it stops starting chunks at the budget's end and the stage
+stays incomplete; the next run resumes from the checkpoints.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from prefect.artifacts import create_progress_artifact, create_table_artifact, u
 from prefect.futures import PrefectFuture, wait
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.runtime import actor, require_phase
+from flows.context import RunContext, RunOptions
+from flows.evaluate import Outcome, run_plan
 from shiftover.backfill import (
     BackfillStatus,
     backfill_status,
@@ -31,13 +33,12 @@ from shiftover.backfill.copy import SegmentReport
 from shiftover.backfill.keyset import estimate_rows
 from shiftover.backfill.run import summarise
 from shiftover.control.store import DEFAULT_URL
-from shiftover.migration import Migration, open_migration
+from shiftover.migration import Migration
 from shiftover.phases import Phase
-from shiftover.spec import load_spec
+from shiftover.plan import BackfillStage
 from shiftover.story import artifact_key
 from tasks.backfill import copy_segment_task
 
-BACKFILL_FROM = {Phase.DUAL_WRITING, Phase.BACKFILLING, Phase.BACKFILLED, Phase.VALIDATED}
 MAX_CONCURRENCY = 16
 
 
@@ -48,17 +49,22 @@ def backfill(
     time_budget_seconds: float | None = None,
     concurrency: int | None = None,
 ) -> dict[str, Any]:
-    """Copy every row absent from the target; ``complete`` is False when the budget ran out first."""
+    """Copy every row absent from the new table; stops starting chunks when the budget runs out
+    (the next run resumes from the checkpoints)."""
+    options = RunOptions(time_budget_seconds=time_budget_seconds, concurrency=concurrency)
+    return run_plan(spec_path, control_url, options, flows={"backfill"})
+
+
+def run_backfill(ctx: RunContext, stage: BackfillStage) -> Outcome:
+    """Plan segments once (saved), copy the unfinished ones ``concurrency`` at a time, report progress."""
     started = time.monotonic()
-    deadline = time.time() + time_budget_seconds if time_budget_seconds else None
-    spec = load_spec(spec_path)
-    migration = open_migration(spec, control_url, require_target=not spec.backfill.create_target)
-    phase = migration.store.phase(migration.name)
-    require_phase(migration.name, phase, BACKFILL_FROM, Phase.BACKFILLING)
-    if phase in (Phase.BACKFILLED, Phase.VALIDATED) and _plan_finished(migration):
-        clear_plan(migration.store.engine, migration.name)  # a top-up: copy rows added since
-    migration.store.advance_to(migration.name, Phase.BACKFILLING, actor(), "backfill started")
-    workers = min(concurrency or spec.backfill.concurrency, MAX_CONCURRENCY)
+    budget = ctx.options.time_budget_seconds
+    deadline = time.time() + budget if budget else None
+    migration = ctx.migration
+    if ctx.state().phase is Phase.DUAL_WRITING and _plan_finished(migration):
+        clear_plan(migration.store.engine, migration.name)  # a restart after rollback: copy rows added since
+    ctx.advance(Phase.BACKFILLING, "backfill started")
+    workers = min(ctx.options.concurrency or migration.spec.backfill.concurrency, MAX_CONCURRENCY)
     plan, planned_total = prepare_backfill(migration, workers)
     total = _source_rows(migration) if planned_total is None else planned_total  # estimated once
     reports = _run_segments(migration, [s.segment.index for s in plan if not s.done], workers, deadline, total)
@@ -66,10 +72,8 @@ def backfill(
     status = backfill_status(migration.store.engine, migration.name)
     summary.complete = status.complete
     publish_table(status, summary.as_dict(), total)
-    if summary.complete:
-        migration.store.advance_to(migration.name, Phase.BACKFILLED, actor(), f"{status.rows_copied} rows copied")
     get_run_logger().info("backfill of %s: %s", migration.name, summary.as_dict())
-    return summary.as_dict()
+    return Outcome(status.complete, f"{status.rows_copied} rows copied", summary.as_dict())
 
 
 def _plan_finished(migration: Migration) -> bool:

@@ -1,24 +1,22 @@
-"""The whole migration, end to end: walks the plan and runs each stage's flow as a subflow.
+"""The whole migration, end to end: the evaluator walks the plan in this one top-level run.
 
-Re-running it resumes: every stage flow skips what the control store says is done.
+Stages run in this run itself (not as subflows), so an approval pauses the run the operator
+sees (its Resume button is on the ``migrate`` run). Re-running it resumes: every stage whose
+``done`` predicate holds is skipped, and a finished migration returns at once.
 """
 
 from __future__ import annotations
 
 from prefect import flow
+from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.backfill import backfill
-from flows.cutover import cutover
-from flows.decommission import decommission
-from flows.dual_write import dual_write
-from flows.validate import validate
-from shiftover.control.store import DEFAULT_URL, open_store
-from shiftover.plan import build_plan
-from shiftover.spec import MigrationSpec, load_spec
-from shiftover.story import publish_story
+from flows.backfill import MAX_CONCURRENCY
+from flows.context import RunOptions
+from flows.evaluate import run_plan
+from shiftover.control.store import DEFAULT_URL
 
 
-@flow(name="migrate")
+@flow(name="migrate", task_runner=ThreadPoolTaskRunner(max_workers=MAX_CONCURRENCY))  # type: ignore[arg-type]
 def migrate(
     spec_path: str,
     control_url: str = DEFAULT_URL,
@@ -29,48 +27,24 @@ def migrate(
     retention_seconds: float | None = None,
     flag_ttl_seconds: float = 1.0,
     stop_after: str | None = None,
+    restart: bool = False,
+    suspend: bool | None = None,
+    lease_wait_seconds: float = 0.0,
 ) -> dict[str, object]:
     """Dual-write, backfill, validate, cut over and decommission one table.
 
-    ``stop_after`` names a stage flow ("backfill", "validate", "cutover", ...) to stop after.
+    ``stop_after`` names a stage ("validate", "reads_10pct") or a stage flow ("cutover") to stop
+    after; ``restart`` starts a rolled-back migration again from dual-write; ``lease_wait_seconds``
+    waits that long for another run of the same migration to finish instead of refusing at once.
     """
-    spec = load_spec(spec_path)
-    stage_flows = check_stop_after(spec, stop_after)
-    runners = {
-        "dual-write": lambda: dual_write(spec_path, control_url, flag_ttl_seconds=flag_ttl_seconds),
-        "backfill": lambda: backfill(spec_path, control_url),
-        "validate": lambda: validate(spec_path, control_url),
-        "cutover": lambda: cutover(
-            spec_path,
-            control_url,
-            soak_seconds=soak_seconds,
-            auto_approve=auto_approve,
-            approval_timeout_seconds=approval_timeout_seconds,
-            poll_interval_seconds=poll_interval_seconds,
-        ),
-        "decommission": lambda: decommission(
-            spec_path,
-            control_url,
-            retention_seconds=retention_seconds,
-            auto_approve=auto_approve,
-            approval_timeout_seconds=approval_timeout_seconds,
-            poll_interval_seconds=poll_interval_seconds,
-        ),
-    }
-    results: dict[str, object] = {}
-    try:
-        for flow_name in stage_flows:
-            results[flow_name] = runners[flow_name]()
-            if flow_name == stop_after:
-                break
-    finally:
-        publish_story(open_store(control_url), spec)
-    return results
-
-
-def check_stop_after(spec: MigrationSpec, stop_after: str | None) -> list[str]:
-    """The plan's stage flows in order; ``ValueError`` when ``stop_after`` is none of them."""
-    stage_flows = list(dict.fromkeys(s.flow for s in build_plan(spec)))
-    if stop_after is not None and stop_after not in stage_flows:
-        raise ValueError(f"stop_after={stop_after!r} is not a stage flow; use one of {', '.join(stage_flows)}")
-    return stage_flows
+    options = RunOptions(
+        soak_seconds=soak_seconds,
+        approval_timeout_seconds=approval_timeout_seconds,
+        poll_interval_seconds=poll_interval_seconds,
+        auto_approve=auto_approve,
+        suspend=suspend,
+        flag_ttl_seconds=flag_ttl_seconds,
+        retention_seconds=retention_seconds,
+        lease_wait_seconds=lease_wait_seconds,
+    )
+    return run_plan(spec_path, control_url, options, stop_after=stop_after, restart=restart)

@@ -1,21 +1,27 @@
-"""Rollback: from any reversible phase, reads and writes return to the old store at once.
+"""Rollback: from any reversible phase, reads and writes return to the old store, and nothing
+the new store alone holds is lost (``shiftover.rollback`` has the procedure).
 
-Its own deployment (one click in the UI) and `shiftover rollback`; application clients see the
-flip within their flag TTL. Only the spec and the control store are needed, not the databases,
-unless writes were already switched (then queued writes are drained to the old store first)."""
+Its own deployment (one click in the UI) and ``shiftover rollback``; application clients see the
+flip within their flag TTL. It needs the spec and the control store; the databases only when the
+new store leads (writes switched), to copy what only it holds to the old one first. It never waits
+for the lease: it revokes it, so the run that held it stops, and cancels its pending approvals
+(their paused Prefect runs too, so the Resume form can no longer be used).
+"""
 
 from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
+from flows.approval import ROLLBACK_ANSWERER
+from flows.context import open_plan
 from flows.runtime import actor
-from shiftover.control.store import DEFAULT_URL, open_store
-from shiftover.errors import PhaseError
-from shiftover.flags.routing import WriteMode, read_routing
-from shiftover.phases import ROLLBACK_FROM, Phase, allowed_next
-from shiftover.spec import load_spec
+from shiftover.approvals import ApprovalRequest
+from shiftover.control.store import DEFAULT_URL
+from shiftover.flags.routing import WriteMode
+from shiftover.migration import resume_migration
+from shiftover.phases import Phase
+from shiftover.rollback import roll_back
 from shiftover.story import publish_story
-from tasks import routing as flips
 
 
 @flow(name="rollback")
@@ -23,25 +29,40 @@ def rollback(
     spec_path: str, control_url: str = DEFAULT_URL, reason: str = "manual rollback", keep_dual_write: bool = True
 ) -> dict[str, object]:
     """Flip reads to 0% and writes to the old store; audited. Refused once the old store stopped being written."""
-    spec = load_spec(spec_path)
-    store = open_store(control_url)
-    phase = store.register(spec.name, spec.model_dump(mode="json", by_alias=True))
-    if phase is Phase.ROLLED_BACK:
-        return {"phase": phase, "note": "already rolled back"}
-    if phase not in ROLLBACK_FROM:
-        raise PhaseError(spec.name, phase, Phase.ROLLED_BACK, sorted(allowed_next(phase)))
-    before = read_routing(store.engine, spec.name)
-    if before.writes is WriteMode.DUAL_NEW_PRIMARY:
-        _drain_to_old(spec_path, control_url)
-    flipped_at = flips.rollback_routing(control_url, spec.name, actor(), reason, keep_dual_write)
-    store.transition(spec.name, Phase.ROLLED_BACK, actor(), reason)
-    get_run_logger().info("%s rolled back from %s at %s: %s", spec.name, phase, flipped_at.isoformat(), reason)
-    publish_story(store, spec)
-    return {"phase": Phase.ROLLED_BACK, "from": phase, "flipped_at": flipped_at.isoformat()}
+    opened = open_plan(spec_path, control_url)
+    state, name = opened.state, opened.spec.name
+    if state.phase is Phase.ROLLED_BACK:
+        return {"phase": state.phase, "note": "already rolled back"}
+    engines = {}
+    if state.routing.writes is WriteMode.DUAL_NEW_PRIMARY:
+        m = resume_migration(opened.spec, opened.store, state.phase)
+        engines = {"old": m.source, "new": m.target, "mapping": m.mapping}
+    result = roll_back(opened.store, opened.plan, state, actor(), reason, keep_dual_write=keep_dual_write, **engines)
+    cancel_paused_runs(result.cancelled, name, f"cancelled by a rollback: {reason}")
+    get_run_logger().info("%s rolled back from %s: %s", name, state.phase, result.as_dict())
+    try:
+        publish_story(opened.store, opened.spec)
+    except Exception as exc:  # never mask the rollback's own outcome
+        get_run_logger().warning("could not publish the story of %s: %s", name, exc)
+    return result.as_dict()
 
 
-def _drain_to_old(spec_path: str, control_url: str) -> None:
-    """After the write switch the old store may lag by queued writes: drain them before it leads again."""
-    from flows.reconcile import reconcile
+def cancel_paused_runs(requests: list[ApprovalRequest], migration: str, reason: str) -> None:
+    """Answer every Prefect run paused on a cancelled request with a rejection, so it wakes, finds
+    its request cancelled and stops, and its Resume form is gone (a cancelled Prefect state would
+    leave an in-process pause polling until its time-out).
 
-    reconcile(spec_path=spec_path, control_url=control_url)
+    Best effort (the run may be gone or answered): the control store already refuses any answer
+    to a cancelled request."""
+    from prefect.flow_runs import resume_flow_run
+
+    log = get_run_logger()
+    answer = {"approver": ROLLBACK_ANSWERER, "confirm_name": migration, "reason": reason[:500], "decision": "reject"}
+    for request in requests:
+        kind, _, run_id = request.holder.partition("/")
+        if kind != "flow-run" or not run_id:
+            continue
+        try:
+            resume_flow_run(run_id, run_input=answer)
+        except Exception as exc:
+            log.warning("could not close the pause of run %s: %s", run_id, exc)

@@ -1,7 +1,7 @@
-"""Stage 3: prove the copy equal before any read moves: row parity, the checksum diff with
-repair, and the Great Expectations suite. A failing blocking gate fails the flow with its
-report (artifacts), and the migration stays ``backfilled``: no later stage runs.
-"""
+"""Stage 3, validate: prove the copy equal before any read moves: the checksum diff with repair
+from the old store, row parity and the Great Expectations suite. A failing blocking gate fails
+the flow with its report (artifacts) and the migration stays ``backfilled``: no later stage runs.
+Undo: nothing (repairs only made the new store equal to the old one)."""
 
 from __future__ import annotations
 
@@ -10,18 +10,15 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from checks.data import DiffScope, queued_keys
-from checks.gate import GateResult
+from checks.data import queued_keys
+from checks.gate import DiffScope, GateContext, GateResult
 from checks.report import publish_gate_results
-from flows.runtime import actor, require_phase
+from flows.context import RunContext, RunOptions
+from flows.evaluate import Outcome, run_plan
 from shiftover.control.store import DEFAULT_URL
 from shiftover.errors import GateError, SpecError
-from shiftover.migration import load_migration
-from shiftover.phases import Phase
+from shiftover.plan import ValidateStage
 from tasks.validate import run_validation_gate
-
-STAGE = "validate"
-VALIDATE_FROM = {Phase.BACKFILLED, Phase.VALIDATED}
 
 
 @flow(name="validate")
@@ -31,44 +28,40 @@ def validate(
     since: str | None = None,
     keys_from_queue: bool = False,
 ) -> dict[str, Any]:
-    """Run the spec's validate gates; advance to ``validated`` only when none blocks.
+    """Run the spec's validate gates; the migration becomes ``validated`` only when none blocks.
 
     ``since`` (ISO time) limits the checksum diff to rows updated since then;
     ``keys_from_queue`` limits it to the keys the reconciliation queue has touched.
     """
-    migration = load_migration(spec_path, control_url)
-    require_phase(migration.name, migration.store.phase(migration.name), VALIDATE_FROM, Phase.VALIDATED)
-    scope = DiffScope(
-        since=_parse_since(since),
-        keys=queued_keys(migration) if keys_from_queue else None,
-        actor=actor(),
+    options = RunOptions(since=parse_since(since), keys_from_queue=keys_from_queue)
+    return run_plan(spec_path, control_url, options, flows={"validate"})
+
+
+def run_validate(ctx: RunContext, stage: ValidateStage) -> Outcome:
+    """Each gate in order; the first blocking failure publishes the report and raises ``GateError``."""
+    m = ctx.migration
+    keys = queued_keys(m) if ctx.options.keys_from_queue else None
+    gate_ctx = GateContext(
+        m, stage.gate_section or "validate", DiffScope(since=ctx.options.since, keys=keys), ctx.actor
     )
     results: list[GateResult] = []
-    for gate_spec in migration.spec.gates_for(STAGE):
-        result = run_validation_gate(migration, STAGE, gate_spec, scope)
+    for gate_spec in stage.gates:
+        result = run_validation_gate(gate_ctx, gate_spec)
         results.append(result)
         if result.blocking and not result.passed:
-            publish_gate_results(results, STAGE, migration.name)
+            publish_gate_results(results, gate_ctx.stage, m.name)
             raise GateError(result.gate, result.summary, report=results)
-    publish_gate_results(results, STAGE, migration.name)
-    reason = _reason(results)
-    migration.store.advance_to(migration.name, Phase.VALIDATED, actor(), reason)
-    get_run_logger().info("validation of %s: %s", migration.name, reason)
-    return {
-        "migration": migration.name,
-        "phase": str(Phase.VALIDATED),
-        "gates": [{"gate": r.gate, "passed": r.passed, "blocking": r.blocking, "summary": r.summary} for r in results],
-    }
+    publish_gate_results(results, gate_ctx.stage, m.name)
+    reason = "; ".join(f"{r.gate}: {r.summary}" for r in results) or "no gates declared"
+    get_run_logger().info("validation of %s: %s", m.name, reason)
+    gates = [{"gate": r.gate, "passed": r.passed, "blocking": r.blocking, "summary": r.summary} for r in results]
+    return Outcome(True, reason, {"gates": gates})
 
 
-def _parse_since(since: str | None) -> datetime | None:
+def parse_since(since: str | None) -> datetime | None:
     if since is None:
         return None
     try:
         return datetime.fromisoformat(since)
     except ValueError:
         raise SpecError("since", f"not an ISO date or time: {since!r}") from None
-
-
-def _reason(results: list[GateResult]) -> str:
-    return "; ".join(f"{r.gate}: {r.summary}" for r in results) or "no gates declared"

@@ -1,34 +1,35 @@
-"""Approvals before irreversible steps: a typed form that Prefect shows on the paused run.
+"""Approvals before irreversible steps, bound to the state they approve.
 
-The form is built per migration so the *server* refuses bad input and the run stays paused:
-the approver may not be empty (and must be on the allow-list when the spec has one), and
-the confirmation must be the migration's exact name. The flow checks the answer again
-(``check_approval``) because a form is only as good as its last validation.
+Each request is recorded with the step and the migration's epoch at the time it was asked. An
+answer counts only while its request is still pending, the migration is still at that epoch and
+the asking run still holds the lease, all checked in one transaction with the acceptance; a
+rollback cancels every pending request. So an answer given before a rollback (or for another
+run) can never move the migration. The form itself (a Prefect ``RunInput``) lives with the flows.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Protocol
 
-from prefect.input import RunInput
-from pydantic import Field, create_model
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
 
-from shiftover.control.store import ControlStore
-from shiftover.errors import ApprovalError
-from shiftover.story import artifact_key
+from shiftover.control import schema
+from shiftover.control.store import Fence, _audit, utcnow
+from shiftover.errors import ApprovalError, LeaseLostError, StaleApprovalError
 
-AUTO_APPROVER = "auto-approved (demo)"
+PENDING, APPROVED, REFUSED, CANCELLED, TIMED_OUT = "pending", "approved", "refused", "cancelled", "timed_out"
+_r = schema.approval_requests
 
 
-class Approval(RunInput):
-    """What a person fills in to let an irreversible step go ahead."""
+class Answer(Protocol):
+    """What an approver submitted (the flows' form, or any object with these fields)."""
 
-    approver: str = Field(min_length=1, description="Who approves (must not be empty)")
-    confirm_name: str = Field(min_length=1, description="Type the migration's name to confirm")
-    reason: str = Field(default="", description="Why it is safe to go ahead")
-    decision: Literal["approve", "reject"] = Field(default="approve", description="Reject stops the run here")
+    approver: str
+    confirm_name: str
+    reason: str
+    decision: str
 
 
 @dataclass(frozen=True)
@@ -42,107 +43,132 @@ class ApprovalRecord:
         return {"step": self.step, "approver": self.approver, "reason": self.reason, "automatic": self.automatic}
 
 
-def approval_form(migration: str, approvers: tuple[str, ...] = ()) -> type[Approval]:
-    """An ``Approval`` subclass whose JSON schema pins the confirmation (and the approvers)."""
-    fields: dict[str, Any] = {
-        "confirm_name": (str, Field(pattern=f"^{re.escape(migration)}$", description=f"Type {migration!r} to confirm"))
-    }
-    if approvers:  # otherwise the base class's non-empty approver stands
-        allowed = "|".join(re.escape(a) for a in approvers)
-        fields["approver"] = (str, Field(pattern=f"^({allowed})$", description=f"One of: {', '.join(approvers)}"))
-    return create_model("Approval", __base__=Approval, **fields)  # type: ignore[call-overload, no-any-return]
+@dataclass(frozen=True)
+class ApprovalRequest:
+    id: int
+    migration: str
+    step: str
+    epoch: int
+    holder: str
+    state: str
 
 
-def check_approval(answer: Approval, migration: str, approvers: tuple[str, ...], step: str) -> ApprovalRecord:
-    """Re-check a submitted form; raises ``ApprovalError`` naming what is wrong."""
-    approver = answer.approver.strip()
+def check_approval(answer: Answer, migration: str, approvers: tuple[str, ...], step: str) -> ApprovalRecord:
+    """Re-check a submitted form (whitespace trimmed); raises ``ApprovalError`` naming what is wrong."""
+    approver, reason, confirm = answer.approver.strip(), answer.reason.strip(), answer.confirm_name.strip()
     if answer.decision == "reject":
-        raise ApprovalError(
-            f"{step!r} rejected by {approver or 'an empty approver'}: {answer.reason or 'no reason given'}"
-        )
+        raise ApprovalError(f"{step!r} rejected by {approver or 'an empty approver'}: {reason or 'no reason given'}")
     if not approver:
         raise ApprovalError(f"approval of {step!r} refused: the approver is empty")
     if approvers and approver not in approvers:
         raise ApprovalError(
             f"approval of {step!r} refused: {approver!r} is not an allowed approver ({', '.join(approvers)})"
         )
-    if answer.confirm_name != migration:
+    if confirm != migration:
         raise ApprovalError(
-            f"approval of {step!r} refused: confirmation {answer.confirm_name!r} "
-            f"is not the migration's name {migration!r}"
+            f"approval of {step!r} refused: confirmation {confirm!r} is not the migration's name {migration!r}"
         )
-    return ApprovalRecord(step=step, approver=approver, reason=answer.reason, automatic=False)
+    return ApprovalRecord(step=step, approver=approver, reason=reason, automatic=False)
 
 
-def auto_approval(step: str) -> ApprovalRecord:
-    """The record of an approval answered by the demo, marked as automatic in the audit log."""
-    return ApprovalRecord(step=step, approver=AUTO_APPROVER, reason="demo run answers approvals itself", automatic=True)
-
-
-def request_approval(
-    store: ControlStore,
-    migration: str,
-    step: str,
-    summary: str,
-    *,
-    approvers: tuple[str, ...],
-    timeout_seconds: float,
-    poll_interval_seconds: int = 10,
-    auto_approve: bool = False,
-    suspend: bool | None = None,
-) -> ApprovalRecord:
-    """Pause the calling flow run until a valid approval arrives; audited either way.
-
-    Must be called from a flow (never a task). A refused answer (rejection, or a form that
-    passed the server but fails ``check_approval``) ends the wait with ``ApprovalError``;
-    a time-out raises ``ApprovalError`` too, and the migration stays in its last safe phase.
-
-    ``suspend`` (default: when this run was started from a deployment and is not a subflow)
-    waits with ``suspend_flow_run``: the process exits, no worker slot is held, and the flow
-    re-runs from the top once resumed, finding the answer under the same key.
-    """
-    from prefect.artifacts import create_markdown_artifact
-    from prefect.exceptions import FlowPauseTimeout
-    from prefect.flow_runs import pause_flow_run, suspend_flow_run
-
-    if auto_approve:
-        record = auto_approval(step)
-        store.audit(migration, record.approver, "approval", record.as_detail())
-        return record
-    create_markdown_artifact(
-        key=artifact_key(migration, "approve", step), markdown=summary, description=f"approval requested: {step}"
-    )
-    store.audit(migration, "shiftover", "approval_requested", {"step": step, "timeout_seconds": timeout_seconds})
-    form = approval_form(migration, approvers).with_initial_data(description=summary)
-    key = pause_key(step)
-    try:
-        if suspend if suspend is not None else suspendable_run():
-            answer = suspend_flow_run(wait_for_input=form, timeout=int(timeout_seconds), key=key)
-        else:
-            answer = pause_flow_run(
-                wait_for_input=form, timeout=int(timeout_seconds), poll_interval=poll_interval_seconds, key=key
+def open_request(engine: Engine, migration: str, step: str, lease: Fence, holder: str) -> ApprovalRequest:
+    """The pending request for ``step`` at the lease's epoch by ``holder`` (a suspended run that
+    resumes asks again and finds it), or a new one."""
+    with engine.begin() as conn:
+        lease.check(conn)
+        row = conn.execute(
+            sa.select(_r)
+            .where(
+                _r.c.migration == migration,
+                _r.c.step == step,
+                _r.c.epoch == lease.epoch,
+                _r.c.holder == holder,
+                _r.c.state == PENDING,
             )
-    except FlowPauseTimeout:
-        store.audit(migration, "shiftover", "approval_timed_out", {"step": step})
-        raise ApprovalError(f"no approval for {step!r} within {timeout_seconds:g}s; nothing was changed") from None
-    try:
-        record = check_approval(answer, migration, approvers, step)
-    except ApprovalError as exc:
-        store.audit(migration, answer.approver or "(empty)", "approval_refused", {"step": step, "why": str(exc)})
-        raise
-    store.audit(migration, record.approver, "approval", record.as_detail())
-    return record
+            .order_by(_r.c.id.desc())
+        ).first()
+        if row is not None:
+            return _request(row)
+        new_id = conn.execute(
+            _r.insert().values(
+                migration=migration, step=step, epoch=lease.epoch, holder=holder, state=PENDING, requested_at=utcnow()
+            )
+        ).inserted_primary_key[0]
+        _audit(conn, migration, holder, "approval_requested", {"step": step, "epoch": lease.epoch, "request": new_id})
+    return ApprovalRequest(int(new_id), migration, step, lease.epoch, holder, PENDING)
 
 
-def pause_key(step: str) -> str:
-    """The pause's key (Prefect allows lowercase letters, digits and dashes): one per step."""
-    return artifact_key("approve", step)
+def require_pending(engine: Engine, request: ApprovalRequest) -> None:
+    """``StaleApprovalError`` when the request is no longer pending (a rollback cancelled it)."""
+    with engine.connect() as conn:
+        state = conn.execute(sa.select(_r.c.state).where(_r.c.id == request.id)).scalar()
+    if state != PENDING:
+        raise StaleApprovalError(
+            f"the approval of {request.step!r} is no longer wanted: its request was {state} "
+            "(a rollback cancels pending approvals); nothing was changed"
+        )
 
 
-def suspendable_run() -> bool:
-    """True for a top-level flow run started from a deployment (only those can be suspended)."""
-    from prefect.context import FlowRunContext
+def accept_request(engine: Engine, request: ApprovalRequest, record: ApprovalRecord, lease: Fence) -> None:
+    """Count the answer: only while the request is pending, at its epoch, and the lease holds."""
+    with engine.begin() as conn:
+        state = conn.execute(sa.select(_r.c.state).where(_r.c.id == request.id)).scalar()
+        if state != PENDING:
+            raise StaleApprovalError(
+                f"the approval of {request.step!r} answered by {record.approver} came after the request was "
+                f"{state} (a rollback cancels pending approvals); nothing was changed"
+            )
+        if lease.epoch != request.epoch:
+            raise StaleApprovalError(
+                f"the approval of {request.step!r} was asked at epoch {request.epoch}, but this run is at "
+                f"epoch {lease.epoch}; nothing was changed"
+            )
+        try:
+            lease.check(conn)
+        except LeaseLostError as exc:
+            raise StaleApprovalError(
+                f"the approval of {request.step!r} by {record.approver} is for a state that no longer holds: {exc}"
+            ) from None
+        _answer(conn, request.id, APPROVED, record.approver)
+        _audit(conn, request.migration, record.approver, "approval", {**record.as_detail(), "epoch": request.epoch})
 
-    ctx = FlowRunContext.get()
-    run = ctx.flow_run if ctx is not None else None
-    return run is not None and run.deployment_id is not None and run.parent_task_run_id is None
+
+def close_request(engine: Engine, request: ApprovalRequest, state: str, who: str, why: str) -> None:
+    """A refused or timed-out request: closed, audited; the migration stays where it is."""
+    with engine.begin() as conn:
+        _answer(conn, request.id, state, who)
+        action = "approval_timed_out" if state == TIMED_OUT else "approval_refused"
+        _audit(conn, request.migration, who, action, {"step": request.step, "epoch": request.epoch, "why": why})
+
+
+def cancel_pending(conn: Connection, migration: str, who: str) -> list[ApprovalRequest]:
+    """Inside a rollback's transaction: every pending request of ``migration`` is cancelled."""
+    rows = conn.execute(sa.select(_r).where(_r.c.migration == migration, _r.c.state == PENDING)).all()
+    if rows:
+        conn.execute(
+            _r.update()
+            .where(_r.c.id.in_([r.id for r in rows]))
+            .values(state=CANCELLED, answered_at=utcnow(), answered_by=who[:200])
+        )
+    return [_request(r) for r in rows]
+
+
+def pending_requests(engine: Engine, migration: str | None = None) -> list[ApprovalRequest]:
+    query = sa.select(_r).where(_r.c.state == PENDING).order_by(_r.c.id)
+    if migration is not None:
+        query = query.where(_r.c.migration == migration)
+    with engine.connect() as conn:
+        return [_request(r) for r in conn.execute(query)]
+
+
+def _answer(conn: Connection, request_id: int, state: str, who: str) -> None:
+    """Close a request that is still pending (a cancelled one stays cancelled)."""
+    conn.execute(
+        _r.update()
+        .where(_r.c.id == request_id, _r.c.state == PENDING)
+        .values(state=state, answered_at=utcnow(), answered_by=who[:200])
+    )
+
+
+def _request(row: Any) -> ApprovalRequest:
+    return ApprovalRequest(int(row.id), row.migration, row.step, int(row.epoch), row.holder, row.state)

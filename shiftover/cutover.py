@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from shiftover.control import schema
-from shiftover.control.store import ControlStore, utcnow
+from shiftover.control.store import ControlStore, Fence, utcnow
 from shiftover.errors import FlagError, GateError
 from shiftover.flags.routing import (
     WriteMode,
@@ -28,19 +28,19 @@ from shiftover.flags.routing import (
 )
 
 
-def enable_dual_write(store: Engine, migration: str, actor: str) -> None:
+def enable_dual_write(store: Engine, migration: str, actor: str, fence: Fence | None = None) -> None:
     """Old stays the source of truth; every write also reaches the new store."""
     if read_routing(store, migration).writes != WriteMode.DUAL_OLD_PRIMARY:
-        set_write_mode(store, migration, WriteMode.DUAL_OLD_PRIMARY, actor, reason="enable dual-write")
+        set_write_mode(store, migration, WriteMode.DUAL_OLD_PRIMARY, actor, reason="enable dual-write", fence=fence)
 
 
-def start_shadow_reads(store: Engine, migration: str, actor: str) -> None:
-    set_shadow(store, migration, True, actor, reason="shadow reads on")
+def start_shadow_reads(store: Engine, migration: str, actor: str, fence: Fence | None = None) -> None:
+    set_shadow(store, migration, True, actor, reason="shadow reads on", fence=fence)
 
 
-def move_reads(store: Engine, migration: str, percent: float, actor: str) -> None:
+def move_reads(store: Engine, migration: str, percent: float, actor: str, fence: Fence | None = None) -> None:
     """Send ``percent`` of reads (bucketed by key) to the new store."""
-    set_reads_percent(store, migration, percent, actor, reason=f"canary reads at {percent:g}%")
+    set_reads_percent(store, migration, percent, actor, reason=f"canary reads at {percent:g}%", fence=fence)
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,9 @@ def read_write_fence(store: Engine, migration: str) -> WriteFence:
     return WriteFence(depth["pending"], depth["dead"], dict(row._mapping) if row else None)
 
 
-def switch_writes(store: Engine, migration: str, actor: str, *, fenced: bool = True) -> WriteSwitch:
+def switch_writes(
+    store: Engine, migration: str, actor: str, *, fenced: bool = True, fence: Fence | None = None
+) -> WriteSwitch:
     """Make the new store the source of truth; the old one is still written for rollback.
 
     Fenced: refused (``GateError``) unless the reconciliation queue is drained and the last
@@ -114,6 +116,7 @@ def switch_writes(store: Engine, migration: str, actor: str, *, fenced: bool = T
         actor,
         expected_version=routing.version,
         reason="switch writes to the new store",
+        fence=fence,
     )
     at = _flipped_at(store, migration, version)
     ControlStore(store).audit(migration, actor, "write_switch", {"at": at.isoformat(), "version": version})
@@ -134,9 +137,9 @@ def _flipped_at(store: Engine, migration: str, version: int) -> datetime:
     return at
 
 
-def stop_old_writes(store: Engine, migration: str, actor: str) -> None:
+def stop_old_writes(store: Engine, migration: str, actor: str, fence: Fence | None = None) -> None:
     """The irreversible step: the old store stops receiving writes."""
-    set_write_mode(store, migration, WriteMode.NEW_ONLY, actor, reason="stop writing the old store")
+    set_write_mode(store, migration, WriteMode.NEW_ONLY, actor, reason="stop writing the old store", fence=fence)
 
 
 def rollback_routing(

@@ -3,6 +3,9 @@
 ShiftoverError
 ├── SpecError                 the spec file or its databases disagree (field, problem)
 ├── ControlStoreError         the control store is unreachable or at an unknown version
+├── LeaseError                who may act on a migration
+│   ├── LeaseHeldError        another run holds the migration (its run id, until when)
+│   └── LeaseLostError        this run's lease was revoked or taken over: it stops
 ├── PhaseError                an illegal phase transition (from, to, allowed)
 ├── FlagError                 a flag write lost a version race or names an unknown flag
 ├── CopyError                 a backfill chunk failed (table, key range, cause)
@@ -10,6 +13,8 @@ ShiftoverError
 ├── DiffError                 the diff cannot run as declared (column, fix)
 ├── GateError                 a blocking gate failed (the report)
 ├── ApprovalError             an approval was refused, malformed or timed out
+│   └── StaleApprovalError    the answer was given for an older state of the migration
+├── RollbackRefusedError      a rollback would lose writes: names what is pending
 └── CaptureError              trigger capture could not be installed or replayed
 """
 
@@ -49,6 +54,32 @@ class PhaseError(ShiftoverError):
         )
 
 
+class LeaseError(ShiftoverError):
+    """Who may act on a migration: one run at a time."""
+
+    def __init__(self, migration: str, message: str) -> None:
+        self.migration = migration
+        super().__init__(message)
+
+
+class LeaseHeldError(LeaseError):
+    """Another run holds the migration; names it and when its lease runs out."""
+
+    def __init__(self, migration: str, holder: str, expires_at: Any) -> None:
+        self.holder = holder
+        self.expires_at = expires_at
+        until = expires_at.isoformat(timespec="seconds") if hasattr(expires_at, "isoformat") else str(expires_at)
+        super().__init__(
+            migration,
+            f"migration {migration!r} is being run by {holder} (lease until {until}); "
+            "wait for that run to end, cancel it, or retry with --wait",
+        )
+
+
+class LeaseLostError(LeaseError):
+    """This run no longer holds the migration (a rollback or another run took over)."""
+
+
 class FlagError(ShiftoverError):
     """A flag write was refused."""
 
@@ -83,6 +114,22 @@ class GateError(ShiftoverError):
 
 class ApprovalError(ShiftoverError):
     """An approval that was refused, malformed, or never came."""
+
+
+class StaleApprovalError(ApprovalError):
+    """An answer for a request made at an older state (a rollback or another run came between)."""
+
+
+class RollbackRefusedError(ShiftoverError):
+    """A rollback that would lose writes only the new store holds; ``pending`` counts them."""
+
+    def __init__(self, migration: str, pending: int, detail: str) -> None:
+        self.migration = migration
+        self.pending = pending
+        super().__init__(
+            f"rollback of {migration!r} refused: {pending} write(s) only the new store holds could not be "
+            f"copied to the old store ({detail}); nothing was flipped. Fix the old store and run rollback again"
+        )
 
 
 class CaptureError(ShiftoverError):

@@ -1,10 +1,13 @@
 """The reconciliation queue: keys whose secondary write failed, drained from the source of truth.
 
-The dual-writer enqueues ``(migration, key, op)`` whenever the other store could not be made
-equal; ``drain_queue`` re-copies each key with ``rowsync.sync_keys`` in the direction the
-current write mode says (old -> new while old is primary, new -> old once new is), retries
-failed keys on later drains, and moves a key to ``dead`` after ``max_attempts`` failures.
-A drain is idempotent: copying a key that is already equal changes nothing.
+The dual-writer enqueues ``(migration, key, op, direction)`` whenever the other store could not
+be made equal; ``direction`` is fixed when the write fails (old -> new while old is primary,
+new -> old once new is), because the store that was the source of truth *for that write* holds
+its value: deciding it at drain time would copy a stale old row over the only copy of a write
+made after the switch, once a rollback has flipped the mode back. For each key the newest entry
+decides. ``drain_queue`` re-copies keys with ``rowsync.sync_keys``, retries failed keys on later
+drains, and moves a key to ``dead`` after ``max_attempts`` failures. A drain is idempotent:
+copying a key that is already equal changes nothing.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from shiftover.mapping import ColumnMap, TableMapping
 from shiftover.rowsync import Key, sync_keys
 
 PENDING, DONE, DEAD = "pending", "done", "dead"
+OLD_TO_NEW, NEW_TO_OLD = "old->new", "new->old"
 _q = schema.reconcile_queue
 
 
@@ -33,6 +37,7 @@ class Entry:
     key: Key
     op: str
     attempts: int
+    direction: str | None = None  # None: queued before directions were recorded
 
 
 @dataclass
@@ -55,14 +60,26 @@ class DrainResult:
         }
 
 
-def enqueue(store_engine: Engine, migration: str, items: Iterable[tuple[Key, str]], error: str | None = None) -> int:
-    """Record keys (with their op, ``upsert`` or ``delete``) for reconciliation; one transaction."""
+def enqueue(
+    store_engine: Engine,
+    migration: str,
+    items: Iterable[tuple[Key, str]],
+    error: str | None = None,
+    direction: str | None = None,
+) -> int:
+    """Record keys (with their op, ``upsert`` or ``delete``) for reconciliation; one transaction.
+
+    ``direction`` (``old->new`` | ``new->old``): from the store that was the source of truth
+    for the failed write to the other one."""
+    if direction not in (None, OLD_TO_NEW, NEW_TO_OLD):
+        raise ValueError(f"direction must be {OLD_TO_NEW!r} or {NEW_TO_OLD!r}, not {direction!r}")
     now = utcnow()
     rows = [
         {
             "migration": migration,
             "key_json": key_to_json(key),
             "op": op,
+            "direction": direction,
             "state": PENDING,
             "attempts": 0,
             "last_error": error[:2000] if error else None,
@@ -89,13 +106,13 @@ def queue_depth(store_engine: Engine, migration: str) -> dict[str, int]:
 
 def pending_entries(store_engine: Engine, migration: str, limit: int, after_id: int = 0) -> list[Entry]:
     query = (
-        sa.select(_q.c.id, _q.c.key_json, _q.c.op, _q.c.attempts)
+        sa.select(_q.c.id, _q.c.key_json, _q.c.op, _q.c.attempts, _q.c.direction)
         .where(_q.c.migration == migration, _q.c.state == PENDING, _q.c.id > after_id)
         .order_by(_q.c.id)
         .limit(limit)
     )
     with store_engine.connect() as conn:
-        return [Entry(r.id, key_from_json(r.key_json), r.op, r.attempts) for r in conn.execute(query)]
+        return [Entry(r.id, key_from_json(r.key_json), r.op, r.attempts, r.direction) for r in conn.execute(query)]
 
 
 def dead_entries(store_engine: Engine, migration: str, limit: int = 100) -> list[dict[str, Any]]:
@@ -153,10 +170,28 @@ def require_reversible(mapping: TableMapping) -> None:
 
 
 def drain_direction(store_engine: Engine, migration: str) -> str:
+    """The direction the write mode gives entries queued without one (and ``none`` once the old
+    store is no longer written)."""
     mode = read_routing(store_engine, migration).writes
     if mode == WriteMode.NEW_ONLY:
         return "none"
-    return "new->old" if mode == WriteMode.DUAL_NEW_PRIMARY else "old->new"
+    return NEW_TO_OLD if mode == WriteMode.DUAL_NEW_PRIMARY else OLD_TO_NEW
+
+
+def pending_by_direction(store_engine: Engine, migration: str) -> dict[str, int]:
+    """Pending keys per direction (entries without one count under the write mode's)."""
+    fallback = drain_direction(store_engine, migration)
+    query = (
+        sa.select(_q.c.direction, sa.func.count())
+        .where(_q.c.migration == migration, _q.c.state == PENDING)
+        .group_by(_q.c.direction)
+    )
+    counts: dict[str, int] = {}
+    with store_engine.connect() as conn:
+        for direction, n in conn.execute(query):
+            name = direction or fallback
+            counts[name] = counts.get(name, 0) + int(n)
+    return counts
 
 
 def drain_queue(
@@ -169,28 +204,54 @@ def drain_queue(
     max_keys: int = 10_000,
     batch: int = 500,
     max_attempts: int = 5,
+    only: str | None = None,
 ) -> DrainResult:
-    """Re-copy up to ``max_keys`` queued keys from the current source of truth.
+    """Re-copy up to ``max_keys`` queued keys, each from the store its newest entry names.
 
-    ``source``/``target`` are the migration's old and new engines; the direction follows the
-    write mode. In new-only mode the old store is no longer written, so entries are closed.
+    ``source``/``target`` are the migration's old and new engines. Entries queued without a
+    direction follow the write mode; in new-only mode the old store is no longer written, so
+    old-bound entries are closed. ``only`` drains one direction and leaves the other pending.
     """
-    direction = drain_direction(store_engine, migration)
-    result = DrainResult(direction)
-    if direction == "new->old":
-        source, target, mapping = target, source, reverse_mapping(mapping)
+    fallback = drain_direction(store_engine, migration)
+    result = DrainResult(only or fallback)
     last_id = 0  # each entry is tried once per drain; failures wait for the next one
     while result.entries < max_keys:
         entries = pending_entries(store_engine, migration, min(batch, max_keys - result.entries), last_id)
         if not entries:
             break
         last_id = entries[-1].id
-        result.entries += len(entries)
-        if direction == "none":
-            _finish(store_engine, [e.id for e in entries], DONE)
-            continue
-        _drain_batch(source, target, mapping, store_engine, entries, max_attempts, result)
+        for direction, group in _by_direction(store_engine, migration, entries, fallback).items():
+            if only is not None and direction != only:
+                continue
+            result.entries += len(group)
+            if fallback == "none":  # the old store is no longer written: nothing to reconcile
+                _finish(store_engine, [e.id for e in group], DONE)
+            elif direction == NEW_TO_OLD:
+                _drain_batch(target, source, reverse_mapping(mapping), store_engine, group, max_attempts, result)
+            else:
+                _drain_batch(source, target, mapping, store_engine, group, max_attempts, result)
     return result
+
+
+def _by_direction(
+    store_engine: Engine, migration: str, entries: Sequence[Entry], fallback: str
+) -> dict[str, list[Entry]]:
+    """Entries grouped by the direction of their key's newest pending entry, over the whole queue
+    (not this batch only): the last failed write decides which store holds the key's value."""
+    newest: dict[Key, str] = {}
+    texts = sorted({key_to_json(e.key) for e in entries})
+    query = (
+        sa.select(_q.c.key_json, _q.c.direction)
+        .where(_q.c.migration == migration, _q.c.state == PENDING, _q.c.key_json.in_(texts))
+        .order_by(_q.c.id)
+    )
+    with store_engine.connect() as conn:
+        for key_json, direction in conn.execute(query):
+            newest[key_from_json(key_json)] = direction or fallback
+    groups: dict[str, list[Entry]] = {}
+    for e in entries:
+        groups.setdefault(newest.get(e.key, e.direction or fallback), []).append(e)
+    return groups
 
 
 def _drain_batch(

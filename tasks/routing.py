@@ -1,45 +1,50 @@
-"""Prefect tasks that flip a migration's routing flags. Flag writes are idempotent, so a
-retry is safe; the irreversible ones are not retried (ARCHITECTURE.md, Conventions)."""
+"""Prefect tasks that flip a migration's routing flags, each fenced by the run's lease (a run a
+rollback has overtaken flips nothing). Flag writes are idempotent, so the reversible ones are
+retried on a lost connection; the irreversible ones are not retried (ARCHITECTURE.md, Conventions)."""
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from sqlalchemy.engine import Engine
 
 from shiftover import cutover
-from shiftover.connect import get_engine
+from shiftover.control.store import Fence
 from shiftover.cutover import WriteSwitch
+from shiftover.errors import ShiftoverError
 
 
-@task(name="enable-dual-write", retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)
-def enable_dual_write(control_url: str, migration: str, actor: str) -> None:
-    cutover.enable_dual_write(get_engine(control_url), migration, actor)
+def _transient(task: object, run: object, state: object) -> bool:
+    """Retry only what is not one of Shiftover's own refusals (a lost lease will not come back)."""
+    try:
+        state.result()  # type: ignore[attr-defined]
+    except ShiftoverError:
+        return False
+    except Exception:
+        return True
+    return False
 
 
-@task(name="shadow-reads", retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)
-def start_shadow_reads(control_url: str, migration: str, actor: str) -> None:
-    cutover.start_shadow_reads(get_engine(control_url), migration, actor)
+@task(name="enable-dual-write", retries=2, retry_delay_seconds=1, retry_condition_fn=_transient, cache_policy=NO_CACHE)
+def enable_dual_write(store: Engine, migration: str, actor: str, fence: Fence) -> None:
+    cutover.enable_dual_write(store, migration, actor, fence)
 
 
-@task(name="move-reads", retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)
-def move_reads(control_url: str, migration: str, percent: float, actor: str) -> None:
-    cutover.move_reads(get_engine(control_url), migration, percent, actor)
+@task(name="shadow-reads", retries=2, retry_delay_seconds=1, retry_condition_fn=_transient, cache_policy=NO_CACHE)
+def start_shadow_reads(store: Engine, migration: str, actor: str, fence: Fence) -> None:
+    cutover.start_shadow_reads(store, migration, actor, fence)
+
+
+@task(name="move-reads", retries=2, retry_delay_seconds=1, retry_condition_fn=_transient, cache_policy=NO_CACHE)
+def move_reads(store: Engine, migration: str, percent: float, actor: str, fence: Fence) -> None:
+    cutover.move_reads(store, migration, percent, actor, fence)
 
 
 @task(name="switch-writes", cache_policy=NO_CACHE)
-def switch_writes(control_url: str, migration: str, actor: str) -> WriteSwitch:
-    return cutover.switch_writes(get_engine(control_url), migration, actor)
+def switch_writes(store: Engine, migration: str, actor: str, fence: Fence) -> WriteSwitch:
+    return cutover.switch_writes(store, migration, actor, fence=fence)
 
 
 @task(name="stop-old-writes", cache_policy=NO_CACHE)
-def stop_old_writes(control_url: str, migration: str, actor: str) -> None:
-    cutover.stop_old_writes(get_engine(control_url), migration, actor)
-
-
-@task(name="rollback-routing", retries=3, retry_delay_seconds=1, cache_policy=NO_CACHE)
-def rollback_routing(
-    control_url: str, migration: str, actor: str, reason: str, keep_dual_write: bool = True
-) -> datetime:
-    return cutover.rollback_routing(get_engine(control_url), migration, actor, reason, keep_dual_write=keep_dual_write)
+def stop_old_writes(store: Engine, migration: str, actor: str, fence: Fence) -> None:
+    cutover.stop_old_writes(store, migration, actor, fence)

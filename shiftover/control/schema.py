@@ -42,6 +42,30 @@ migrations = sa.Table(
     sa.Column("spec", sa.JSON, nullable=False),
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
+    # The version of the migration's state: bumped by every phase change, rollback and change of
+    # lease holder, so an approval or a flip decided at an older state is refused.
+    sa.Column("epoch", sa.Integer, nullable=False, server_default="0"),
+    # The one run that may act on the migration (``control.lease``): who, and until when.
+    sa.Column("lease_holder", sa.String(200)),
+    sa.Column("lease_expires_at", UTCDateTime()),
+)
+
+# Approval requests: each names the step and the epoch it was asked at; an answer counts only
+# while the request is pending and the migration is still at that epoch (``approvals``).
+approval_requests = sa.Table(
+    "so_approval_requests",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("migration", sa.String(200), nullable=False),
+    sa.Column("step", sa.String(60), nullable=False),
+    sa.Column("epoch", sa.Integer, nullable=False),
+    sa.Column("holder", sa.String(200), nullable=False),  # the run that asked (its lease holder id)
+    sa.Column("state", sa.String(12), nullable=False),  # pending | approved | refused | cancelled | timed_out
+    sa.Column("requested_at", UTCDateTime(), nullable=False),
+    sa.Column("answered_at", UTCDateTime()),
+    sa.Column("answered_by", sa.String(200)),
+    sa.Column("detail", sa.JSON),
+    sa.Index("ix_so_approval_requests_pending", "migration", "state"),
 )
 
 audit_log = sa.Table(
@@ -85,6 +109,9 @@ reconcile_queue = sa.Table(
     sa.Column("migration", sa.String(200), nullable=False),
     sa.Column("key_json", KEY, nullable=False),
     sa.Column("op", sa.String(10), nullable=False),  # upsert | delete
+    # old->new | new->old: the direction of the write that failed, fixed when it was queued (NULL:
+    # queued before directions were recorded; follows the write mode)
+    sa.Column("direction", sa.String(10)),
     sa.Column("state", sa.String(10), nullable=False),  # pending | done | dead
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
     sa.Column("last_error", sa.Text),

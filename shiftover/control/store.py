@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 from alembic import command
@@ -37,6 +37,14 @@ def key_to_json(key: tuple[Any, ...] | list[Any]) -> str:
 
 def key_from_json(text: str) -> tuple[Any, ...]:
     return tuple(json.loads(text))
+
+
+class Fence(Protocol):
+    """What a fenced write checks inside its transaction (``control.lease.Lease``)."""
+
+    epoch: int
+
+    def check(self, conn: sa.Connection) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -96,23 +104,21 @@ class ControlStore:
             raise ControlStoreError(f"no migration named {name!r} in control store {self.url}")
         return Phase(value)
 
-    def transition(self, name: str, wanted: Phase, actor: str, reason: str = "") -> Phase:
-        """Move ``name`` to ``wanted`` if the lifecycle allows it; audited. Returns the old phase."""
+    def transition(
+        self, name: str, wanted: Phase, actor: str, reason: str = "", *, lease: Fence | None = None
+    ) -> Phase:
+        """Move ``name`` to ``wanted`` if the lifecycle allows it; audited, epoch bumped. With a
+        ``lease``, only while that lease still holds (checked in the same transaction).
+        Returns the old phase."""
         with self.engine.begin() as conn:
-            current = _locked_phase(conn, name)
-            if current is None:
-                raise ControlStoreError(f"no migration named {name!r} in control store {self.url}")
-            if wanted not in allowed_next(current):
-                raise PhaseError(name, current, wanted, sorted(allowed_next(current)))
-            conn.execute(
-                schema.migrations.update()
-                .where(schema.migrations.c.name == name)
-                .values(phase=wanted, updated_at=utcnow())
-            )
-            _audit(conn, name, actor, "phase", {"phase": wanted, "previous": current, "reason": reason})
+            if lease is not None:
+                lease.check(conn)
+            current = self._move(conn, name, wanted, actor, reason)
+            if lease is not None:
+                lease.epoch += 1
         return current
 
-    def advance_to(self, name: str, wanted: Phase, actor: str, reason: str = "") -> bool:
+    def advance_to(self, name: str, wanted: Phase, actor: str, reason: str = "", *, lease: Fence | None = None) -> bool:
         """Transition unless already there (re-runs resume); True when a transition happened.
 
         Phases the lifecycle lets re-enter themselves (a canary step, a resumed backfill) are
@@ -120,8 +126,32 @@ class ControlStore:
         current = self.phase(name)
         if current == wanted and wanted not in allowed_next(current):
             return False
-        self.transition(name, wanted, actor, reason)
+        self.transition(name, wanted, actor, reason, lease=lease)
         return True
+
+    def complete_stage(
+        self, name: str, stage: str, reaches: Phase, actor: str, reason: str, *, lease: Fence | None = None
+    ) -> None:
+        """Record ``stage`` as done and enter the phase it reaches, in one (fenced) transaction."""
+        with self.engine.begin() as conn:
+            if lease is not None:
+                lease.check(conn)
+            if _locked_phase(conn, name) != reaches:
+                self._move(conn, name, reaches, actor, reason)
+                if lease is not None:
+                    lease.epoch += 1
+            _audit(conn, name, actor, "stage", {"stage": stage, "phase": reaches, "reason": reason})
+
+    def _move(self, conn: sa.Connection, name: str, wanted: Phase, actor: str, reason: str) -> Phase:
+        current = _locked_phase(conn, name)
+        if current is None:
+            raise ControlStoreError(f"no migration named {name!r} in control store {self.url}")
+        if wanted not in allowed_next(current):
+            raise PhaseError(name, current, wanted, sorted(allowed_next(current)))
+        t = schema.migrations
+        conn.execute(t.update().where(t.c.name == name).values(phase=wanted, epoch=t.c.epoch + 1, updated_at=utcnow()))
+        _audit(conn, name, actor, "phase", {"phase": wanted, "previous": current, "reason": reason})
+        return current
 
     def history(self, name: str) -> list[PhaseChange]:
         rows = self.audit_entries(name, action="phase")

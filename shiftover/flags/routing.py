@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
+from shiftover.control.store import Fence
 from shiftover.flags.bucketing import Targeting, in_rollout
 from shiftover.flags.store import Flag, read_flags, set_flag
 
@@ -107,6 +108,7 @@ def set_write_mode(
     *,
     expected_version: int | None = None,
     reason: str = "",
+    fence: Fence | None = None,
 ) -> int:
     return set_flag(
         engine,
@@ -116,17 +118,22 @@ def set_write_mode(
         migration=migration,
         expected_version=expected_version,
         reason=reason,
+        fence=fence,
     )
 
 
-def set_reads_percent(engine: Engine, migration: str, percent: float, actor: str, reason: str = "") -> int:
+def set_reads_percent(
+    engine: Engine, migration: str, percent: float, actor: str, reason: str = "", fence: Fence | None = None
+) -> int:
     if not 0 <= percent <= 100:
         raise ValueError(f"read percentage must be within 0..100, not {percent}")
-    return set_flag(engine, reads_key(migration), percent, actor, migration=migration, reason=reason)
+    return set_flag(engine, reads_key(migration), percent, actor, migration=migration, reason=reason, fence=fence)
 
 
-def set_shadow(engine: Engine, migration: str, on: bool, actor: str, reason: str = "") -> int:
-    return set_flag(engine, shadow_key(migration), on, actor, migration=migration, reason=reason)
+def set_shadow(
+    engine: Engine, migration: str, on: bool, actor: str, reason: str = "", fence: Fence | None = None
+) -> int:
+    return set_flag(engine, shadow_key(migration), on, actor, migration=migration, reason=reason, fence=fence)
 
 
 def set_reads_targeting(engine: Engine, migration: str, targeting: Targeting, actor: str, reason: str = "") -> int:

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from shiftover.control import schema
-from shiftover.control.store import _audit, utcnow
+from shiftover.control.store import Fence, _audit, utcnow
 from shiftover.errors import FlagError
 
 
@@ -53,10 +53,16 @@ def set_flag(
     migration: str = "",
     expected_version: int | None = None,
     reason: str = "",
+    fence: Fence | None = None,
 ) -> int:
-    """Write a flag; returns its new version. ``expected_version=0`` means 'must not exist yet'."""
+    """Write a flag; returns its new version. ``expected_version=0`` means 'must not exist yet'.
+
+    With a ``fence`` (the flipping run's lease), the write happens only while that lease holds,
+    checked in the flag's own transaction: a run overtaken by a rollback flips nothing."""
     t = schema.flags
     with engine.begin() as conn:
+        if fence is not None:
+            fence.check(conn)
         current = conn.execute(sa.select(t.c.version, t.c.value).where(t.c.key == key)).first()
         version = current.version if current else 0
         if expected_version is not None and expected_version != version:

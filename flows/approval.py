@@ -1,0 +1,128 @@
+"""The approval pause: a typed form Prefect shows on the paused run, bound to a request that
+the control store holds at the migration's epoch (``shiftover.approvals``).
+
+The form is built per migration so the *server* refuses bad input and the run stays paused:
+the approver may not be empty (and must be on the allow-list when the spec has one), and the
+confirmation must be the migration's exact name. The flow checks the answer again, then counts
+it only if its request is still pending at the same epoch (a rollback cancels it).
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+from typing import Any, Literal
+
+from prefect.input import RunInput
+from pydantic import Field, create_model
+
+from shiftover.approvals import (
+    REFUSED,
+    TIMED_OUT,
+    ApprovalRecord,
+    accept_request,
+    check_approval,
+    close_request,
+    open_request,
+    require_pending,
+)
+from shiftover.errors import ApprovalError
+from shiftover.story import artifact_key
+
+# The name a rollback answers a pending pause with (always a rejection): the form accepts it so
+# the server lets the paused run wake; the run then finds its request cancelled and stops.
+ROLLBACK_ANSWERER = "rollback"
+
+
+class Approval(RunInput):
+    """What a person fills in to let an irreversible step go ahead."""
+
+    approver: str = Field(min_length=1, description="Who approves (must not be empty)")
+    confirm_name: str = Field(min_length=1, description="Type the migration's name to confirm")
+    reason: str = Field(default="", description="Why it is safe to go ahead")
+    decision: Literal["approve", "reject"] = Field(default="approve", description="Reject stops the run here")
+
+
+def approval_form(migration: str, approvers: tuple[str, ...] = ()) -> type[Approval]:
+    """An ``Approval`` subclass whose JSON schema pins the confirmation (and the approvers);
+    surrounding whitespace is allowed by the patterns and trimmed by ``check_approval``."""
+    fields: dict[str, Any] = {
+        "confirm_name": (
+            str,
+            Field(pattern=rf"^\s*{re.escape(migration)}\s*$", description=f"Type {migration!r} to confirm"),
+        )
+    }
+    if approvers:  # otherwise the base class's non-empty approver stands
+        allowed = "|".join(re.escape(a) for a in (*approvers, ROLLBACK_ANSWERER))
+        fields["approver"] = (
+            str,
+            Field(pattern=rf"^\s*({allowed})\s*$", description=f"One of: {', '.join(approvers)}"),
+        )
+    else:
+        fields["approver"] = (str, Field(pattern=r"\S", description="Who approves (must not be blank)"))
+    return create_model("Approval", __base__=Approval, **fields)  # type: ignore[call-overload, no-any-return]
+
+
+def auto_approval(step: str, actor: str) -> ApprovalRecord:
+    """The record of an approval the run gave itself (``auto_approve``), marked automatic."""
+    who = f"auto-approve ({actor} on {socket.gethostname()})"
+    return ApprovalRecord(step=step, approver=who, reason="auto_approve was set for this run", automatic=True)
+
+
+def pause_key(step: str, epoch: int) -> str:
+    """The pause's key (lowercase letters, digits and dashes): one per step and epoch, so an answer
+    stored for an older state is never found by a newer pause."""
+    return artifact_key("approve", step, f"e{epoch}")
+
+
+def obtain_approval(ctx: Any, step: str, summary: str) -> ApprovalRecord:
+    """Pause the calling flow run until a valid approval of ``step`` arrives; count it against the lease.
+
+    ``ctx`` is the run's ``flows.context.RunContext``. Must be called from a flow (never a task).
+    A rejection, a form that fails ``check_approval`` or a time-out raises ``ApprovalError`` and the
+    migration stays in its last safe phase; an answer to a stale request raises ``StaleApprovalError``.
+    """
+    from prefect.artifacts import create_markdown_artifact
+    from prefect.exceptions import FlowPauseTimeout
+    from prefect.flow_runs import pause_flow_run, suspend_flow_run
+
+    store, name = ctx.migration.store, ctx.migration.name
+    if ctx.options.auto_approve:
+        record = auto_approval(step, ctx.actor)
+        store.audit(name, record.approver, "approval", record.as_detail())
+        return record
+    request = open_request(store.engine, name, step, ctx.lease, ctx.holder)
+    create_markdown_artifact(
+        key=artifact_key(name, "approve", step), markdown=summary, description=f"approval requested: {step}"
+    )
+    approvers = ctx.migration.spec.approvals.approvers
+    timeout = int(ctx.options.approval_timeout_seconds or ctx.migration.spec.approvals.timeout_seconds)
+    form = approval_form(name, approvers).with_initial_data(description=summary)
+    key = pause_key(step, request.epoch)
+    try:
+        if ctx.options.suspend if ctx.options.suspend is not None else suspendable_run():
+            answer = suspend_flow_run(wait_for_input=form, timeout=timeout, key=key)
+        else:
+            answer = pause_flow_run(
+                wait_for_input=form, timeout=timeout, poll_interval=ctx.options.poll_interval_seconds, key=key
+            )
+    except FlowPauseTimeout:
+        close_request(store.engine, request, TIMED_OUT, "shiftover", f"no answer within {timeout}s")
+        raise ApprovalError(f"no approval for {step!r} within {timeout}s; nothing was changed") from None
+    require_pending(store.engine, request)
+    try:
+        record = check_approval(answer, name, approvers, step)
+    except ApprovalError as exc:
+        close_request(store.engine, request, REFUSED, answer.approver.strip() or "(empty)", str(exc))
+        raise
+    accept_request(store.engine, request, record, ctx.lease)
+    return record
+
+
+def suspendable_run() -> bool:
+    """True for a top-level flow run started from a deployment (only those can be suspended)."""
+    from prefect.context import FlowRunContext
+
+    run_ctx = FlowRunContext.get()
+    run = run_ctx.flow_run if run_ctx is not None else None
+    return run is not None and run.deployment_id is not None and run.parent_task_run_id is None

@@ -1,0 +1,109 @@
+"""One run's context: the spec loaded, the migration opened and its lease taken once, at the edge.
+
+Every stage runner gets the same ``RunContext``; nothing below it reloads the spec, re-checks the
+databases or re-registers the migration.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+
+from shiftover.control.lease import Lease, acquire_lease
+from shiftover.control.store import ControlStore, open_store
+from shiftover.migration import Migration, resume_migration
+from shiftover.phases import Phase
+from shiftover.plan import MigrationState, Plan, build_plan, read_state
+from shiftover.spec import MigrationSpec, load_spec
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What a run's parameters may change (each ``None`` means: the spec's value)."""
+
+    soak_seconds: float | None = None
+    watch_seconds: float = 5.0  # how often the traffic gates are checked during a soak
+    approval_timeout_seconds: float | None = None
+    poll_interval_seconds: int = 10
+    auto_approve: bool = False
+    suspend: bool | None = None  # wait for approvals with suspend_flow_run (default: deployed runs)
+    flag_ttl_seconds: float = 1.0
+    retention_seconds: float | None = None
+    export_parquet: str | None = None
+    time_budget_seconds: float | None = None
+    concurrency: int | None = None
+    since: datetime | None = None  # validate: only rows changed since then
+    keys_from_queue: bool = False  # validate: only keys the reconciliation queue touched
+    lease_wait_seconds: float = 0.0
+
+
+@dataclass
+class RunContext:
+    """The migration, its plan and this run's lease; ``migration`` is replaced when a stage
+    changes what the databases hold (the dual-write stage creating the new table)."""
+
+    migration: Migration
+    plan: Plan
+    lease: Lease
+    holder: str
+    actor: str
+    options: RunOptions
+
+    @property
+    def store(self) -> ControlStore:
+        return self.migration.store
+
+    @property
+    def name(self) -> str:
+        return self.migration.name
+
+    def state(self) -> MigrationState:
+        return read_state(self.store, self.name)
+
+    def advance(self, phase: Phase, reason: str) -> None:
+        """Enter ``phase`` (fenced by the lease) unless already there."""
+        self.store.advance_to(self.name, phase, self.actor, reason, lease=self.lease)
+
+
+@dataclass(frozen=True)
+class Opened:
+    """What the edge knows before it takes the lease."""
+
+    spec: MigrationSpec
+    store: ControlStore
+    plan: Plan
+    state: MigrationState
+
+
+def open_plan(spec_path: str, control_url: str) -> Opened:
+    """Load the spec, open the control store, register the migration, read its state."""
+    spec = load_spec(spec_path)
+    store = open_store(control_url)
+    store.register(spec.name, spec.model_dump(mode="json", by_alias=True))
+    return Opened(spec, store, build_plan(spec), read_state(store, spec.name))
+
+
+@contextmanager
+def hold(opened: Opened, actor: str, options: RunOptions) -> Iterator[RunContext]:
+    """Take the migration's lease for this run, open the databases, and release it at the end."""
+    holder = run_holder()
+    lease = acquire_lease(opened.store.engine, opened.spec.name, holder, wait_seconds=options.lease_wait_seconds)
+    lease.start_heartbeat()
+    try:
+        phase = read_state(opened.store, opened.spec.name).phase
+        migration = resume_migration(opened.spec, opened.store, phase)
+        yield RunContext(migration, opened.plan, lease, holder, actor, options)
+    finally:
+        lease.release()
+
+
+def run_holder() -> str:
+    """This run's name as a lease holder: the Prefect flow run's id (a suspended run that resumes
+    keeps it), or a fresh id outside Prefect."""
+    from prefect.runtime import flow_run
+
+    run_id = flow_run.get_id()
+    return f"flow-run/{run_id}" if run_id else f"process/{uuid.uuid4()}"

@@ -1,0 +1,200 @@
+"""The evaluator: walks a migration's plan and runs every stage that is not done.
+
+For each stage, in plan order: skip it when its ``done`` predicate holds; otherwise let its
+runner say whether it must wait (a retention period), run its gates where the stage declares
+them, ask for its approval if it has one, run it, and record it done (entering its phase) in one
+transaction fenced by the run's lease. The explainer (``shiftover.plan.explain``) reads the same
+stages, so what ``shiftover plan`` prints is what runs. Every stage flow (``dual-write``,
+``backfill``, ``validate``, ``cutover``, ``decommission``) and ``migrate`` call ``run_plan``:
+a stage flow runs its own stages only, and refuses when an earlier stage is not done.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+from typing import Any
+
+from flows.approval import obtain_approval
+from flows.context import RunContext, RunOptions, hold, open_plan
+from flows.runtime import actor
+from shiftover.errors import ShiftoverError
+from shiftover.flags.routing import WriteMode
+from shiftover.phases import Phase
+from shiftover.plan import Plan, Stage
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a stage runner did: ``complete`` False stops the walk (a time budget ran out)."""
+
+    complete: bool
+    reason: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StageRunner:
+    run: Callable[[RunContext, Any], Outcome]
+    # A reason to stop before the stage (e.g. its retention period has not passed), or None.
+    wait: Callable[[RunContext, Any], str | None] | None = None
+    # Raises when the stage cannot run at all, before its gates and approval ask anyone anything.
+    precheck: Callable[[RunContext, Any], None] | None = None
+
+
+class StageOrderError(ShiftoverError):
+    """A stage flow started before the stages it builds on are done."""
+
+
+def run_plan(
+    spec_path: str,
+    control_url: str,
+    options: RunOptions,
+    *,
+    flows: Collection[str] | None = None,
+    stop_after: str | None = None,
+    restart: bool = False,
+) -> dict[str, Any]:
+    """Open the migration once, take its lease, and evaluate its plan (or the stages of ``flows``)."""
+    opened = open_plan(spec_path, control_url)
+    check_stop_after(opened.plan, stop_after)
+    state = opened.state
+    if state.phase is Phase.ROLLED_BACK and not restart:
+        return {"phase": state.phase, "note": rolled_back_note(opened.store, opened.spec.name)}
+    if opened.plan.finished(state):
+        return {"phase": state.phase, "note": f"nothing left to do: every stage is done (phase {state.phase})"}
+    with hold(opened, actor(), options) as ctx:
+        try:
+            if restart and ctx.state().phase is Phase.ROLLED_BACK:
+                ctx.advance(Phase.PLANNED, "restart after rollback: the plan runs again from dual-write")
+            return evaluate(ctx, flows=flows, stop_after=stop_after)
+        finally:
+            publish_story_quietly(ctx)
+
+
+def evaluate(ctx: RunContext, *, flows: Collection[str] | None = None, stop_after: str | None = None) -> dict[str, Any]:
+    """Run what is not done, in plan order; returns what ran, what was skipped, and where it stopped."""
+    from flows.runners import RUNNERS
+
+    report: dict[str, Any] = {"migration": ctx.name, "ran": [], "skipped": [], "stages": {}}
+    entered = False
+    for i, stage in enumerate(ctx.plan):
+        in_scope = flows is None or stage.flow in flows
+        if stage.done(ctx.state()):
+            report["skipped"].append(stage.name)
+            entered = entered or in_scope
+            continue
+        if not in_scope:
+            if entered:
+                break  # past this flow's stages
+            raise StageOrderError(
+                f"{ctx.name}: stage {stage.name!r} is not done yet; run the {stage.flow!r} flow (or migrate) first"
+            )
+        entered = True
+        runner = RUNNERS[type(stage)]
+        waiting = runner.wait(ctx, stage) if runner.wait else None
+        if waiting:
+            report["waiting"] = waiting
+            break
+        outcome = run_stage(ctx, stage, runner)
+        report["stages"][stage.name] = outcome.detail
+        if not outcome.complete:
+            report["incomplete"] = stage.name
+            break
+        report["ran"].append(stage.name)
+        if stop_after is not None and stops_here(ctx.plan, i, stop_after):
+            break
+    report["phase"] = ctx.state().phase
+    return report
+
+
+def run_stage(ctx: RunContext, stage: Stage, runner: StageRunner) -> Outcome:
+    """Gates where the stage declares them, its approval, its work, and its completion (fenced)."""
+    gate_lines: list[str] = []
+    if runner.precheck is not None:
+        runner.precheck(ctx, stage)
+    if stage.gates_run == "before":
+        gate_lines = gate_stage(ctx, stage)
+    if stage.approval is not None:
+        obtain_approval(ctx, stage.name, approval_summary(ctx, stage, gate_lines))
+    outcome = runner.run(ctx, stage)
+    if not outcome.complete:
+        return outcome
+    if stage.gates_run == "after":
+        gate_stage(ctx, stage)
+    ctx.store.complete_stage(ctx.name, stage.name, stage.reaches, ctx.actor, outcome.reason, lease=ctx.lease)
+    return outcome
+
+
+def gate_stage(ctx: RunContext, stage: Stage) -> list[str]:
+    """Run the stage's declared gates (a blocking failure raises ``GateError``); one line each."""
+    from tasks.gates import check_gates
+
+    if not stage.gates or stage.gate_section is None:
+        return []
+    results = check_gates(ctx.migration, stage.gate_section, stage.gates, actor=ctx.actor)
+    return [f"- {r.gate}: {'passed' if r.passed else 'FAILED'} — {r.summary}" for r in results]
+
+
+def approval_summary(ctx: RunContext, stage: Stage, gate_lines: list[str]) -> str:
+    """The markdown on the approval form: what will happen, its undo, the state now, the gates."""
+    state = ctx.state()
+    routing = state.routing
+    lines = [
+        f"## Approve `{stage.name}` for migration `{ctx.name}`",
+        "",
+        f"**What happens:** {stage.does}.",
+        f"**Why a person approves:** {stage.approval.why if stage.approval else '-'}.",
+        f"**Undo:** {stage.inverse.describe() if stage.inverse else 'this step cannot be undone'}.",
+        (
+            f"**Now:** phase `{state.phase}` (epoch {state.epoch}), writes `{routing.writes}`, "
+            f"reads {routing.reads_percent:g}% on the new store."
+        ),
+        "",
+        "### Gates",
+        *(gate_lines or ["- (no gates at this step)"]),
+        "",
+        f"Type **{ctx.name}** in *Confirm Name* to approve. A rollback before you answer cancels this request.",
+    ]
+    if not stage.reversible:
+        lines.insert(4, "**This step is IRREVERSIBLE.**")
+    if routing.writes is WriteMode.DUAL_NEW_PRIMARY:
+        lines.insert(4, "**Note:** the new store is already the source of truth.")
+    return "\n".join(lines)
+
+
+def check_stop_after(plan: Plan, stop_after: str | None) -> None:
+    """``ValueError`` unless ``stop_after`` names a stage or a stage flow of ``plan``."""
+    names = [s.name for s in plan] + list(plan.flows)
+    if stop_after is not None and stop_after not in names:
+        raise ValueError(f"stop_after={stop_after!r} is no stage or stage flow; use one of {', '.join(names)}")
+
+
+def stops_here(plan: Plan, index: int, stop_after: str) -> bool:
+    """True after the named stage, or after the last stage of the named flow."""
+    stage = plan[index]
+    if stage.name == stop_after:
+        return True
+    following = plan[index + 1] if index + 1 < len(plan) else None
+    return stage.flow == stop_after and (following is None or following.flow != stop_after)
+
+
+def rolled_back_note(store: Any, migration: str) -> str:
+    last = [h for h in store.history(migration) if h.phase == Phase.ROLLED_BACK][-1]
+    return (
+        f"{migration} was rolled back at {last.at.isoformat(timespec='seconds')} by {last.actor} ({last.reason}); "
+        "nothing was run. To start again from dual-write (the copied rows are kept and topped up, then "
+        "validated again): `shiftover run SPEC --restart` (flow parameter restart=true)"
+    )
+
+
+def publish_story_quietly(ctx: RunContext) -> None:
+    """The story artifact; a failure to publish it is logged, never raised over the run's own error."""
+    from prefect import get_run_logger
+
+    from shiftover.story import publish_story
+
+    try:
+        publish_story(ctx.store, ctx.migration.spec)
+    except Exception as exc:  # the run's own outcome matters more than its story
+        get_run_logger().warning("could not publish the story of %s: %s", ctx.name, exc)

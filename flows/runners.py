@@ -1,0 +1,39 @@
+"""How each kind of stage runs: the explicit table the evaluator reads (no registration by import).
+
+Every stage type of ``shiftover.plan`` has exactly one runner here; ``tests/core`` checks it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from flows.backfill import run_backfill
+from flows.cutover import check_switchable, run_canary_step, run_shadow_reads, run_switch_writes
+from flows.decommission import drop_due, run_archive, run_drop, run_stop_old_writes
+from flows.dual_write import run_dual_write
+from flows.evaluate import StageRunner
+from flows.validate import run_validate
+from shiftover.plan import (
+    ArchiveStage,
+    BackfillStage,
+    CanaryStep,
+    DropStage,
+    DualWriteStage,
+    ShadowReadsStage,
+    Stage,
+    StopOldWritesStage,
+    SwitchWritesStage,
+    ValidateStage,
+)
+
+RUNNERS: Mapping[type[Stage], StageRunner] = {
+    DualWriteStage: StageRunner(run_dual_write),
+    BackfillStage: StageRunner(run_backfill),
+    ValidateStage: StageRunner(run_validate),
+    ShadowReadsStage: StageRunner(run_shadow_reads),
+    CanaryStep: StageRunner(run_canary_step),
+    SwitchWritesStage: StageRunner(run_switch_writes, precheck=check_switchable),
+    StopOldWritesStage: StageRunner(run_stop_old_writes),
+    ArchiveStage: StageRunner(run_archive),
+    DropStage: StageRunner(run_drop, wait=drop_due),
+}

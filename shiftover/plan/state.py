@@ -1,0 +1,34 @@
+"""A migration's state as the plan's ``done`` predicates read it, from the control store."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from shiftover.control import schema
+from shiftover.control.store import ControlStore
+from shiftover.errors import ControlStoreError
+from shiftover.flags.routing import read_routing
+from shiftover.phases import Phase
+from shiftover.plan.stages import MigrationState
+
+
+def read_state(store: ControlStore, migration: str) -> MigrationState:
+    """Phase, epoch, routing and the stages recorded done since the last rollback: three queries."""
+    m, a = schema.migrations, schema.audit_log
+    with store.engine.connect() as conn:
+        row = conn.execute(sa.select(m.c.phase, m.c.epoch).where(m.c.name == migration)).first()
+        if row is None:
+            raise ControlStoreError(f"no migration named {migration!r} in control store {store.url}")
+        since = _last_rollback_id(conn, migration)
+        entries = conn.execute(
+            sa.select(a.c.detail).where(a.c.migration == migration, a.c.action == "stage", a.c.id > since)
+        )
+        completed = frozenset(str(e.detail["stage"]) for e in entries)
+    return MigrationState(Phase(row.phase), int(row.epoch), read_routing(store.engine, migration), completed)
+
+
+def _last_rollback_id(conn: sa.Connection, migration: str) -> int:
+    """The audit id of the last entry that restarts the plan (a rollback), 0 when none."""
+    a = schema.audit_log
+    query = sa.select(sa.func.max(a.c.id)).where(a.c.migration == migration, a.c.action == "rollback")
+    return int(conn.execute(query).scalar() or 0)
