@@ -14,7 +14,7 @@ from datetime import datetime
 
 from prefect import flow, get_run_logger
 
-from checks.gate import run_gates
+from checks.gate import GateContext, run_gates
 from flows.runtime import actor, require_phase
 from shiftover.approvals import request_approval
 from shiftover.control.store import DEFAULT_URL, utcnow
@@ -118,7 +118,7 @@ def watch_soak(migration: Migration, stage: Stage, soak_seconds: float, watch_se
     while (left := deadline - time.monotonic()) > 0:
         time.sleep(min(left, watch_seconds))
         if traffic and deadline - time.monotonic() > 0:
-            run_gates(migration, "canary", traffic)
+            run_gates(GateContext(migration, "canary", actor=actor()), traffic)
 
 
 def roll_back_canary(migration: Migration, control_url: str, stage: Stage, exc: GateError) -> None:

@@ -10,8 +10,8 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from checks.data import DiffScope, queued_keys
-from checks.gate import GateResult
+from checks.data import queued_keys
+from checks.gate import DiffScope, GateContext, GateResult
 from checks.report import publish_gate_results
 from flows.runtime import actor, require_phase
 from shiftover.control.store import DEFAULT_URL
@@ -38,14 +38,11 @@ def validate(
     """
     migration = load_migration(spec_path, control_url)
     require_phase(migration.name, migration.store.phase(migration.name), VALIDATE_FROM, Phase.VALIDATED)
-    scope = DiffScope(
-        since=_parse_since(since),
-        keys=queued_keys(migration) if keys_from_queue else None,
-        actor=actor(),
-    )
+    scope = DiffScope(since=_parse_since(since), keys=queued_keys(migration) if keys_from_queue else None)
+    ctx = GateContext(migration, STAGE, scope, actor())
     results: list[GateResult] = []
     for gate_spec in migration.spec.gates_for(STAGE):
-        result = run_validation_gate(migration, STAGE, gate_spec, scope)
+        result = run_validation_gate(ctx, gate_spec)
         results.append(result)
         if result.blocking and not result.passed:
             publish_gate_results(results, STAGE, migration.name)
