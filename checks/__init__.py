@@ -1,3 +1,3 @@
-"""The gates between stages. Each gate is a plain function ``(Migration, GateSpec) -> GateResult``
-registered by name in ``checks.gate.GATES``; ``run_gates`` runs a stage's gates, records
-their results in the control store and raises ``GateError`` when a blocking one fails."""
+"""The gates between stages. Each gate is a plain function ``(GateContext, GateSpec) -> GateResult``
+(``checks.context``), named in ``checks.registry.GATES``; ``checks.gate.run_gates`` runs a stage's
+gates, records their results in the control store and raises ``GateError`` when a blocking one fails."""

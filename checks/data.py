@@ -1,23 +1,20 @@
 """Data gates: row parity, the checksum diff (with repair), and Great Expectations suites.
 
-Each gate is a plain function of ``(Migration, GateSpec)``; the checksum gate's re-check
-scope (rows changed since a time, or given keys) comes from ``diff_scope``, which the
-validate and cutover flows set around ``run_gate``. ``GateSpec.threshold`` is the number of
+Each gate is a plain function of ``(GateContext, GateSpec)``; the checksum gate compares
+``ctx.scope`` (everything, rows changed since a time, or given keys) and the expectations
+gate runs the spec's expectations for ``ctx.stage``. ``GateSpec.threshold`` is the number of
 differences (or rows of count difference) tolerated; default zero.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from contextvars import ContextVar
-from dataclasses import dataclass, replace
-from datetime import datetime
+from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import sqlalchemy as sa
 
-from checks.gate import CURRENT_STAGE, GateResult, gate
+from checks.context import DiffScope, GateContext, GateResult
 from checks.live import CountBand, around_source_counts
 from checks.report import markdown_table
 from shiftover.control import schema
@@ -44,37 +41,13 @@ from shiftover.spec import Expectation, GateSpec
 EVIDENCE_CAP = 1_000  # rows kept in a GateResult; artifacts show fewer
 
 
-@dataclass(frozen=True)
-class DiffScope:
-    """What the checksum gate compares: everything, rows changed since a time, or given keys."""
-
-    since: datetime | None = None
-    since_column: str = "updated_at"
-    keys: tuple[Key, ...] | None = None
-    actor: str = "shiftover"
-
-
-_scope: ContextVar[DiffScope | None] = ContextVar("shiftover_diff_scope", default=None)
-
-
-@contextmanager
-def diff_scope(scope: DiffScope) -> Iterator[None]:
-    """Run gates with this diff scope (the checksum gate reads it)."""
-    token = _scope.set(scope)
-    try:
-        yield
-    finally:
-        _scope.reset(token)
-
-
 # -- row_count ------------------------------------------------------------------------------
 
 
-@gate("row_count")
-def row_count_gate(migration: Migration, spec: GateSpec) -> GateResult:
+def row_count_gate(ctx: GateContext, spec: GateSpec) -> GateResult:
     """Source and target hold the same number of rows (within ``threshold`` rows), allowing
     for application writes in flight while the counts are taken (see ``checks.live``)."""
-    m = migration.mapping
+    migration, m = ctx.migration, ctx.migration.mapping
     tgt, band = around_source_counts(
         migration, lambda _src: count_rows(migration.target, m.target_table_obj(migration.target))
     )
@@ -107,17 +80,11 @@ def row_count_gate(migration: Migration, spec: GateSpec) -> GateResult:
 # -- checksum -------------------------------------------------------------------------------
 
 
-@gate("checksum")
-def checksum_gate(migration: Migration, spec: GateSpec) -> GateResult:
-    """Diff → record failures → repair (if the spec says so) → re-check the repaired keys."""
-    return check_checksum(migration, spec, _scope.get() or DiffScope())
-
-
-def check_checksum(migration: Migration, spec: GateSpec, scope: DiffScope = DiffScope()) -> GateResult:
-    """The checksum gate with its scope passed in (``checksum_gate`` takes it from ``diff_scope``)."""
-    options = migration.spec.validation
+def checksum_gate(ctx: GateContext, spec: GateSpec) -> GateResult:
+    """Diff ``ctx.scope`` → record failures → repair (if the spec says so) → re-check the repaired keys."""
+    migration, options = ctx.migration, ctx.migration.spec.validation
     try:
-        report, run_id = _diff(migration, scope)
+        report, run_id = _diff(migration, ctx.scope)
     except DiffError as exc:
         return GateResult(gate="checksum", passed=False, summary=f"diff cannot run: {exc}", markdown=str(exc))
     remaining, repaired = report.differences, None
@@ -131,7 +98,7 @@ def check_checksum(migration: Migration, spec: GateSpec, scope: DiffScope = Diff
             store=migration.store,
             migration=migration.name,
             run_id=run_id,
-            actor=scope.actor,
+            actor=ctx.actor,
         )
         remaining = repaired.remaining
     tolerated = int(spec.threshold or 0)
@@ -234,13 +201,12 @@ def queued_keys(migration: Migration) -> tuple[Key, ...]:
 # -- expectations ---------------------------------------------------------------------------
 
 
-@gate("expectations")
-def expectations_gate(migration: Migration, spec: GateSpec) -> GateResult:
+def expectations_gate(ctx: GateContext, spec: GateSpec) -> GateResult:
     """The spec's expectations for this stage plus the default suite, on the target; warnings never block."""
     from shiftover.expectations import default_suite, run_expectations
 
-    m = migration.mapping
-    suite = merge_suites(default_suite(m.target_key), stage_expectations(migration, CURRENT_STAGE.get()))
+    migration, m = ctx.migration, ctx.migration.mapping
+    suite = merge_suites(default_suite(m.target_key), stage_expectations(migration, ctx.stage))
     try:
         outcomes, band = around_source_counts(
             migration,

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
-from checks.gate import GateResult, gate
+from checks.context import GateContext, GateResult
 from checks.report import markdown_table
 from shiftover.control.store import utcnow
 from shiftover.dualwrite.shadow import error_rate, mismatch_rate, recent_mismatches
@@ -28,8 +28,8 @@ def traffic_window(migration: Migration) -> datetime:
     return changes[-1].at
 
 
-@gate("shadow_mismatch")
-def shadow_mismatch(migration: Migration, spec: GateSpec) -> GateResult:
+def shadow_mismatch(ctx: GateContext, spec: GateSpec) -> GateResult:
+    migration = ctx.migration
     threshold = 0.0 if spec.threshold is None else spec.threshold
     since = traffic_window(migration)
     reads, mismatches = mismatch_rate(migration.store.engine, migration.name, since)
@@ -62,8 +62,8 @@ def shadow_mismatch(migration: Migration, spec: GateSpec) -> GateResult:
     )
 
 
-@gate("reconcile_drained")
-def reconcile_drained(migration: Migration, spec: GateSpec) -> GateResult:
+def reconcile_drained(ctx: GateContext, spec: GateSpec) -> GateResult:
+    migration = ctx.migration
     depth = queue_depth(migration.store.engine, migration.name)
     passed = depth["pending"] == 0 and depth["dead"] == 0
     rows = [
@@ -86,8 +86,8 @@ def reconcile_drained(migration: Migration, spec: GateSpec) -> GateResult:
     )
 
 
-@gate("error_rate")
-def secondary_error_rate(migration: Migration, spec: GateSpec) -> GateResult:
+def secondary_error_rate(ctx: GateContext, spec: GateSpec) -> GateResult:
+    migration = ctx.migration
     threshold = DEFAULT_ERROR_RATE if spec.threshold is None else spec.threshold
     since = traffic_window(migration)
     writes, errors = error_rate(migration.store.engine, migration.name, since)
@@ -97,8 +97,8 @@ def secondary_error_rate(migration: Migration, spec: GateSpec) -> GateResult:
     return GateResult("error_rate", rate <= threshold, summary, metrics=metrics)
 
 
-@gate("lag")
-def lag(migration: Migration, spec: GateSpec) -> GateResult:
+def lag(ctx: GateContext, spec: GateSpec) -> GateResult:
+    migration = ctx.migration
     backfill = migration.spec.backfill
     threshold = spec.threshold if spec.threshold is not None else backfill.lag_threshold
     if backfill.lag_query is None or threshold is None:

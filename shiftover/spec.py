@@ -17,18 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from shiftover.errors import SpecError
-
-GATE_NAMES = frozenset(
-    {
-        "row_count",  # row parity between source and target
-        "checksum",  # per-segment checksum diff with bisection and repair
-        "expectations",  # Great Expectations suite on the target
-        "shadow_mismatch",  # shadow-read mismatch rate under a threshold
-        "reconcile_drained",  # reconciliation queue empty
-        "error_rate",  # dual-writer secondary error rate under a threshold
-        "lag",  # a lag/load query under a threshold
-    }
-)
+from shiftover.gates import GATE_NAMES
 
 STAGES = ("backfill", "validate", "canary", "switch_writes", "decommission")
 

@@ -7,7 +7,7 @@ from datetime import datetime
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from checks.gate import GateResult, run_gates
+from checks.gate import DiffScope, GateContext, GateResult, run_gates
 from shiftover.errors import GateError
 from shiftover.migration import Migration
 from shiftover.spec import GateSpec
@@ -27,16 +27,15 @@ def check_gates(
     ``changed_since`` narrows the checksum gate to rows changed since then (when the table
     has an ``updated_at`` column; otherwise the whole table is compared).
     """
-    from checks.data import DiffScope, diff_scope
     from checks.report import publish_gate_results
 
     since = changed_since if changed_since is not None and _has_updated_at(migration) else None
-    with diff_scope(DiffScope(since=since, actor=actor)):
-        try:
-            results = run_gates(migration, stage, gates)
-        except GateError as exc:
-            publish_gate_results(list(exc.report or []), stage, migration.name)
-            raise
+    ctx = GateContext(migration, stage, DiffScope(since=since), actor)
+    try:
+        results = run_gates(ctx, gates)
+    except GateError as exc:
+        publish_gate_results(list(exc.report or []), stage, migration.name)
+        raise
     publish_gate_results(results, stage, migration.name)
     return results
 

@@ -5,14 +5,11 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from checks.data import DiffScope, diff_scope
-from checks.gate import GateResult, run_gate
-from shiftover.migration import Migration
+from checks.gate import GateContext, GateResult, run_gate
 from shiftover.spec import GateSpec
 
 
 @task(name="validation-gate", cache_policy=NO_CACHE, task_run_name="gate-{gate_spec.name}")
-def run_validation_gate(migration: Migration, stage: str, gate_spec: GateSpec, scope: DiffScope) -> GateResult:
+def run_validation_gate(ctx: GateContext, gate_spec: GateSpec) -> GateResult:
     """Run and record one gate (not retried: the checksum gate repairs, and a repair is audited)."""
-    with diff_scope(scope):
-        return run_gate(migration, stage, gate_spec)
+    return run_gate(ctx, gate_spec)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from checks.gate import GateContext
 from checks.traffic import lag, reconcile_drained, secondary_error_rate, shadow_mismatch
 from shiftover.control.store import utcnow
 from shiftover.dualwrite.shadow import mismatch_rate
@@ -42,10 +43,10 @@ def test_shadow_read_returns_old_and_records_mismatch(pg_pair: Pair) -> None:
     with pg_pair.store.engine.connect() as conn:
         row = conn.execute(sa.text("SELECT key_json, columns, old_value, new_value FROM so_shadow_mismatches")).one()
     assert row.key_json == "[3]" and "status" in row.columns and "WRONG" in row.new_value
-    failed = shadow_mismatch(migration, GateSpec(name="shadow_mismatch", threshold=0.0))
+    failed = shadow_mismatch(GateContext(migration, "canary"), GateSpec(name="shadow_mismatch", threshold=0.0))
     assert not failed.passed and failed.metrics["mismatches"] == 1 and failed.rows[0]["key"] == "[3]"
     assert failed.markdown.startswith("### Shadow-read mismatches") and "| [3] | status |" in failed.markdown
-    assert shadow_mismatch(migration, GateSpec(name="shadow_mismatch", threshold=0.1)).passed
+    assert shadow_mismatch(GateContext(migration, "canary"), GateSpec(name="shadow_mismatch", threshold=0.1)).passed
 
 
 def test_reads_move_to_new_by_percentage_with_old_as_shadow(pg_pair: Pair) -> None:
@@ -71,23 +72,23 @@ def test_reads_move_to_new_by_percentage_with_old_as_shadow(pg_pair: Pair) -> No
 def test_reconcile_drained_and_error_rate_gates(pg_pair: Pair) -> None:
     migration = migration_of(pg_pair)
     pg_pair.store.register(pg_pair.name, {})
-    assert reconcile_drained(migration, GateSpec(name="reconcile_drained")).passed
+    assert reconcile_drained(GateContext(migration, "canary"), GateSpec(name="reconcile_drained")).passed
     pg_pair.set_mode(WriteMode.DUAL_OLD_PRIMARY)
     with pg_pair.writer(new=unreachable(pg_pair.new)) as w:
         w.update((1,), {"note": "x"})
         w.update((2,), {"note": "y"})
-    drained = reconcile_drained(migration, GateSpec(name="reconcile_drained"))
+    drained = reconcile_drained(GateContext(migration, "canary"), GateSpec(name="reconcile_drained"))
     assert not drained.passed and drained.metrics["pending"] == 2
-    errors = secondary_error_rate(migration, GateSpec(name="error_rate", threshold=0.5))
+    errors = secondary_error_rate(GateContext(migration, "canary"), GateSpec(name="error_rate", threshold=0.5))
     assert not errors.passed and errors.metrics["secondary_errors"] == 2
 
 
 def test_lag_gate_runs_the_declared_query(pg_pair: Pair) -> None:
     slow = migration_of(pg_pair, backfill={"lag_query": "SELECT count(*) FROM orders", "lag_threshold": 10})
-    result = lag(slow, GateSpec(name="lag"))
+    result = lag(GateContext(slow, "canary"), GateSpec(name="lag"))
     assert not result.passed and result.metrics["lag"] == 50
-    assert lag(slow, GateSpec(name="lag", threshold=100)).passed
-    assert lag(migration_of(pg_pair), GateSpec(name="lag")).passed
+    assert lag(GateContext(slow, "canary"), GateSpec(name="lag", threshold=100)).passed
+    assert lag(GateContext(migration_of(pg_pair), "canary"), GateSpec(name="lag")).passed
 
 
 def test_shadow_sampling_and_mismatch_cap(pg_pair: Pair) -> None:

@@ -133,7 +133,7 @@ def test_a_wrong_confirmation_in_the_ui_keeps_the_suspended_run_paused(
 
 def _validated(params: dict[str, str], name: str) -> None:
     """Bring the second migration to reads_switched without the UI (the first test covers that path)."""
-    from checks.gate import run_gates
+    from checks.gate import GateContext, run_gates
     from shiftover import cutover as flips
     from shiftover.migration import load_migration
     from shiftover.phases import ORDER
@@ -143,7 +143,7 @@ def _validated(params: dict[str, str], name: str) -> None:
     m = load_migration(params["spec_path"], params["control_url"])
     sync_keys(m.source, m.target, m.mapping, [(i,) for i in range(1, 3_001)])
     flips.enable_dual_write(m.store.engine, name, "test")
-    run_gates(m, "validate", (GateSpec(name="checksum"),))
+    run_gates(GateContext(m, "validate"), (GateSpec(name="checksum"),))
     flips.move_reads(m.store.engine, name, 100, "test")
     for phase in ORDER[1 : ORDER.index(Phase.READS_SWITCHED) + 1]:
         if phase not in (Phase.SHADOW_READING, Phase.READS_CANARY):

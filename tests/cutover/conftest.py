@@ -18,7 +18,7 @@ from uuid import UUID
 import pytest
 import yaml
 
-from checks.gate import run_gates
+from checks.gate import GateContext, run_gates
 from shiftover import cutover as flips
 from shiftover.connect import get_engine
 from shiftover.control.store import ControlStore
@@ -73,7 +73,7 @@ def advance(migration: Migration, phase: Phase) -> None:
         if step is Phase.DUAL_WRITING:
             flips.enable_dual_write(engine, name, ACTOR)
         if step is Phase.VALIDATED:
-            run_gates(migration, "validate", (GateSpec(name="checksum"),))
+            run_gates(GateContext(migration, "validate"), (GateSpec(name="checksum"),))
         if step is Phase.SHADOW_READING:
             flips.start_shadow_reads(engine, name, ACTOR)
         if step is Phase.READS_CANARY:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from checks.data import check_checksum
+from checks.data import checksum_gate
+from checks.gate import GateContext
 from shiftover.connect import get_engine
 from shiftover.control import schema
 from shiftover.diff import diff_tables
@@ -34,7 +35,7 @@ def test_a_target_column_nobody_maps_is_refused_before_any_work(open_orders, ord
         conn.execute(sa.text("ALTER TABLE orders ADD COLUMN loyalty_tier int"))
     forget_reflections()
 
-    result = check_checksum(m, GateSpec(name="checksum"))
+    result = checksum_gate(GateContext(m, "validate"), GateSpec(name="checksum"))
 
     assert not result.passed
     assert "['loyalty_tier']" in result.summary and "validation.exclude" in result.summary

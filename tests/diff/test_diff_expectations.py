@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 from checks.data import expectations_gate
+from checks.gate import GateContext
 from shiftover.spec import GateSpec
 
 from .conftest import break_target
@@ -13,7 +14,7 @@ from .conftest import break_target
 
 def test_default_suite_passes_on_a_full_copy_and_fails_on_a_short_one(open_orders, orders_urls) -> None:  # type: ignore[no-untyped-def]
     m = open_orders()
-    ok = expectations_gate(m, GateSpec(name="expectations"))
+    ok = expectations_gate(GateContext(m, "validate"), GateSpec(name="expectations"))
     assert ok.passed, ok.summary
     assert [r["expectation"] for r in ok.rows] == [
         "expect_column_values_to_be_unique",
@@ -22,7 +23,7 @@ def test_default_suite_passes_on_a_full_copy_and_fails_on_a_short_one(open_order
     ]
 
     break_target(orders_urls[1])  # one row fewer than the source
-    short = expectations_gate(m, GateSpec(name="expectations"))
+    short = expectations_gate(GateContext(m, "validate"), GateSpec(name="expectations"))
     assert not short.passed
     assert "failed: expect_table_row_count_to_equal" in short.summary
     row_count = next(r for r in short.rows if r["expectation"] == "expect_table_row_count_to_equal")
@@ -41,24 +42,24 @@ def test_a_failing_blocking_expectation_blocks_and_a_warning_does_not(open_order
             {"type": "expect_column_values_to_be_between", "kwargs": too_tight, "severity": "warning"},
         ]
     )
-    result = expectations_gate(warned, GateSpec(name="expectations"))
+    result = expectations_gate(GateContext(warned, "validate"), GateSpec(name="expectations"))
     assert result.passed
     assert "warnings: expect_column_values_to_be_between" in result.summary
     assert result.metrics["warnings"] == 1 and result.metrics["failed"] == 0
 
     blocked = open_orders(expectations=[{"type": "expect_column_values_to_be_between", "kwargs": too_tight}])
-    result = expectations_gate(blocked, GateSpec(name="expectations"))
+    result = expectations_gate(GateContext(blocked, "validate"), GateSpec(name="expectations"))
     assert not result.passed
     assert result.rows[0]["success"] is False and result.rows[0]["sample"]
 
 
 def test_missing_column_and_unknown_expectation_fail_with_a_reason(open_orders) -> None:  # type: ignore[no-untyped-def]
     missing = open_orders(expectations=[{"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "nope"}}])
-    result = expectations_gate(missing, GateSpec(name="expectations"))
+    result = expectations_gate(GateContext(missing, "validate"), GateSpec(name="expectations"))
     assert not result.passed and "nope" in result.rows[0]["error"]
 
     unknown = open_orders(expectations=[{"type": "expect_the_moon", "kwargs": {}}])
-    result = expectations_gate(unknown, GateSpec(name="expectations"))
+    result = expectations_gate(GateContext(unknown, "validate"), GateSpec(name="expectations"))
     assert not result.passed and "unknown expectation 'expect_the_moon'" in result.summary
 
 
@@ -78,8 +79,8 @@ def test_expectations_run_only_in_the_stages_they_name(open_orders) -> None:  # 
             {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "status"}},
         ]
     )
-    validate = run_gate(m, "validate", GateSpec(name="expectations"))
-    switch = run_gate(m, "switch_writes", GateSpec(name="expectations"))
+    validate = run_gate(GateContext(m, "validate"), GateSpec(name="expectations"))
+    switch = run_gate(GateContext(m, "switch_writes"), GateSpec(name="expectations"))
 
     declared_validate = [(r["expectation"], r["kwargs"]) for r in validate.rows[:1]]
     assert validate.passed and declared_validate == [("expect_column_values_to_not_be_null", "column=status")]

@@ -7,7 +7,8 @@ from datetime import datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from checks.data import DiffScope, check_checksum, row_count_gate
+from checks.data import checksum_gate, row_count_gate
+from checks.gate import DiffScope, GateContext
 from shiftover.connect import get_engine
 from shiftover.control import schema
 from shiftover.demo import orders_table
@@ -19,19 +20,19 @@ from .conftest import ORDERS, break_target
 
 def test_row_count_gate_reports_both_counts(open_orders, orders_urls) -> None:  # type: ignore[no-untyped-def]
     m = open_orders()
-    assert row_count_gate(m, GateSpec(name="row_count")).passed
+    assert row_count_gate(GateContext(m, "validate"), GateSpec(name="row_count")).passed
     break_target(orders_urls[1])  # -2 +1 rows
-    result = row_count_gate(m, GateSpec(name="row_count"))
+    result = row_count_gate(GateContext(m, "validate"), GateSpec(name="row_count"))
     assert not result.passed
     assert result.metrics == {"source_rows": ORDERS, "target_rows": ORDERS - 1, "tolerated": 0, "writes_in_flight": 0}
-    assert row_count_gate(m, GateSpec(name="row_count", threshold=1)).passed
+    assert row_count_gate(GateContext(m, "validate"), GateSpec(name="row_count", threshold=1)).passed
 
 
 def test_checksum_gate_repairs_differences_and_rechecks(open_orders, orders_urls, control_store) -> None:  # type: ignore[no-untyped-def]
     m = open_orders()
     expected = break_target(orders_urls[1])
 
-    result = check_checksum(m, GateSpec(name="checksum"))
+    result = checksum_gate(GateContext(m, "validate"), GateSpec(name="checksum"))
 
     assert result.passed, result.summary
     assert {(int(r["key"]),): r["kind"] for r in result.rows} == expected
@@ -48,7 +49,7 @@ def test_checksum_gate_without_repair_fails_with_the_keys(open_orders, orders_ur
     m = open_orders(validation={"repair": False})
     expected = break_target(orders_urls[1])
 
-    result = check_checksum(m, GateSpec(name="checksum"))
+    result = checksum_gate(GateContext(m, "validate"), GateSpec(name="checksum"))
 
     assert not result.passed
     assert "6 differing key(s): 2 missing, 1 extra, 3 changed" in result.summary
@@ -56,7 +57,9 @@ def test_checksum_gate_without_repair_fails_with_the_keys(open_orders, orders_ur
     # 6 keys in at most 6 segments were narrowed; the others passed their screen
     assert 1 <= result.metrics["segments_differing"] <= 6 < result.metrics["segments"]
     assert f"{result.metrics['segments_differing']} differed and were narrowed to rows" in result.markdown
-    assert check_checksum(m, GateSpec(name="checksum", threshold=6)).passed  # a declared tolerance
+    assert checksum_gate(
+        GateContext(m, "validate"), GateSpec(name="checksum", threshold=6)
+    ).passed  # a declared tolerance
     status = validation_status(control_store.engine, m.name)
     assert status.unrepaired == 6 and len(status.sample) == 5
 
@@ -67,7 +70,7 @@ def test_diff_stops_at_max_differences(open_orders, orders_urls) -> None:  # typ
         conn.execute(orders_table().delete())
 
     report = diff_tables(m.source, m.target, m.mapping, m.spec.validation)
-    result = check_checksum(m, GateSpec(name="checksum"))
+    result = checksum_gate(GateContext(m, "validate"), GateSpec(name="checksum"))
 
     assert report.truncated and len(report.differences) == 10
     assert {d.kind for d in report.differences} == {"missing"}
@@ -125,7 +128,7 @@ def test_since_limits_the_diff_to_recently_updated_rows(open_orders, orders_urls
         conn.execute(t.update().where(t.c.id == 7).values(note="new", updated_at=since + timedelta(hours=2)))
 
     report = diff_tables(m.source, m.target, m.mapping, m.spec.validation, since=since)
-    scoped = check_checksum(m, GateSpec(name="checksum"), DiffScope(since=since))
+    scoped = checksum_gate(GateContext(m, "validate", DiffScope(since=since)), GateSpec(name="checksum"))
 
     assert {d.key: (d.kind, d.columns) for d in report.differences} == {
         (6,): ("changed", ("status", "updated_at")),
@@ -137,14 +140,14 @@ def test_since_limits_the_diff_to_recently_updated_rows(open_orders, orders_urls
 def test_key_scope_compares_only_the_given_keys(open_orders, orders_urls) -> None:  # type: ignore[no-untyped-def]
     m = open_orders(validation={"repair": False})
     break_target(orders_urls[1])
-    result = check_checksum(m, GateSpec(name="checksum"), DiffScope(keys=((10,), (11,), (42,))))
+    result = checksum_gate(GateContext(m, "validate", DiffScope(keys=((10,), (11,), (42,)))), GateSpec(name="checksum"))
     assert {r["key"]: r["kind"] for r in result.rows} == {"10": "changed", "42": "missing"}
 
 
 def test_changed_target_engine_url_is_never_in_the_report(open_orders, orders_urls) -> None:  # type: ignore[no-untyped-def]
     m = open_orders(validation={"repair": False})
     break_target(orders_urls[1])
-    result = check_checksum(m, GateSpec(name="checksum"))
+    result = checksum_gate(GateContext(m, "validate"), GateSpec(name="checksum"))
     assert "postgres@" not in result.markdown and get_engine(orders_urls[0]).url.database not in result.markdown
 
 
@@ -173,7 +176,7 @@ def test_keys_from_the_reconciliation_queue_scope_the_recheck(open_orders, order
         )
 
     keys = queued_keys(m)
-    result = check_checksum(m, GateSpec(name="checksum"), DiffScope(keys=keys))
+    result = checksum_gate(GateContext(m, "validate", DiffScope(keys=keys)), GateSpec(name="checksum"))
 
     assert sorted(keys) == [(250,), (300,), (301,)]
     assert {r["key"]: r["kind"] for r in result.rows} == {"250": "changed", "300": "missing"}
