@@ -78,9 +78,9 @@ class Opened:
     state: MigrationState
 
 
-def open_plan(spec_path: str, control_url: str) -> Opened:
-    """Load the spec, open the control store, register the migration, read its state."""
-    spec = load_spec(spec_path)
+def open_plan(spec: MigrationSpec | str, control_url: str) -> Opened:
+    """Open the control store, register the migration, read its state (``spec``: loaded or a path)."""
+    spec = load_spec(spec) if isinstance(spec, str) else spec
     store = open_store(control_url)
     store.register(spec.name, spec.model_dump(mode="json", by_alias=True))
     return Opened(spec, store, build_plan(spec), read_state(store, spec.name))

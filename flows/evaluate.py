@@ -21,7 +21,8 @@ from flows.runtime import actor
 from shiftover.errors import ShiftoverError
 from shiftover.flags.routing import WriteMode
 from shiftover.phases import Phase
-from shiftover.plan import Plan, Stage
+from shiftover.plan import Stage, build_plan
+from shiftover.spec import load_spec
 
 
 @dataclass(frozen=True)
@@ -56,8 +57,9 @@ def run_plan(
     restart: bool = False,
 ) -> dict[str, Any]:
     """Open the migration once, take its lease, and evaluate its plan (or the stages of ``flows``)."""
-    opened = open_plan(spec_path, control_url)
-    check_stop_after(opened.plan, stop_after)
+    spec = load_spec(spec_path)
+    build_plan(spec).check_stop_after(stop_after)  # refused before the control store is opened
+    opened = open_plan(spec, control_url)
     state = opened.state
     if state.phase is Phase.ROLLED_BACK and not restart:
         return {"phase": state.phase, "note": rolled_back_note(opened.store, opened.spec.name)}
@@ -102,7 +104,7 @@ def evaluate(ctx: RunContext, *, flows: Collection[str] | None = None, stop_afte
             report["incomplete"] = stage.name
             break
         report["ran"].append(stage.name)
-        if stop_after is not None and stops_here(ctx.plan, i, stop_after):
+        if stop_after is not None and ctx.plan.stops_after(i, stop_after):
             break
     report["phase"] = ctx.state().phase
     return report
@@ -161,22 +163,6 @@ def approval_summary(ctx: RunContext, stage: Stage, gate_lines: list[str]) -> st
     if routing.writes is WriteMode.DUAL_NEW_PRIMARY:
         lines.insert(4, "**Note:** the new store is already the source of truth.")
     return "\n".join(lines)
-
-
-def check_stop_after(plan: Plan, stop_after: str | None) -> None:
-    """``ValueError`` unless ``stop_after`` names a stage or a stage flow of ``plan``."""
-    names = [s.name for s in plan] + list(plan.flows)
-    if stop_after is not None and stop_after not in names:
-        raise ValueError(f"stop_after={stop_after!r} is no stage or stage flow; use one of {', '.join(names)}")
-
-
-def stops_here(plan: Plan, index: int, stop_after: str) -> bool:
-    """True after the named stage, or after the last stage of the named flow."""
-    stage = plan[index]
-    if stage.name == stop_after:
-        return True
-    following = plan[index + 1] if index + 1 < len(plan) else None
-    return stage.flow == stop_after and (following is None or following.flow != stop_after)
 
 
 def rolled_back_note(store: Any, migration: str) -> str:

@@ -10,6 +10,8 @@ for the lease: it revokes it, so the run that held it stops, and cancels its pen
 
 from __future__ import annotations
 
+from uuid import UUID
+
 from prefect import flow, get_run_logger
 
 from flows.approval import ROLLBACK_ANSWERER
@@ -33,11 +35,19 @@ def rollback(
     state, name = opened.state, opened.spec.name
     if state.phase is Phase.ROLLED_BACK:
         return {"phase": state.phase, "note": "already rolled back"}
-    engines = {}
-    if state.routing.writes is WriteMode.DUAL_NEW_PRIMARY:
-        m = resume_migration(opened.spec, opened.store, state.phase)
-        engines = {"old": m.source, "new": m.target, "mapping": m.mapping}
-    result = roll_back(opened.store, opened.plan, state, actor(), reason, keep_dual_write=keep_dual_write, **engines)
+    leads = state.routing.writes is WriteMode.DUAL_NEW_PRIMARY
+    m = resume_migration(opened.spec, opened.store, state.phase) if leads else None  # the drain needs both stores
+    result = roll_back(
+        opened.store,
+        opened.plan,
+        state,
+        actor(),
+        reason,
+        old=m.source if m else None,
+        new=m.target if m else None,
+        mapping=m.mapping if m else None,
+        keep_dual_write=keep_dual_write,
+    )
     cancel_paused_runs(result.cancelled, name, f"cancelled by a rollback: {reason}")
     get_run_logger().info("%s rolled back from %s: %s", name, state.phase, result.as_dict())
     try:
@@ -63,6 +73,6 @@ def cancel_paused_runs(requests: list[ApprovalRequest], migration: str, reason: 
         if kind != "flow-run" or not run_id:
             continue
         try:
-            resume_flow_run(run_id, run_input=answer)
+            resume_flow_run(UUID(run_id), run_input=answer)
         except Exception as exc:
             log.warning("could not close the pause of run %s: %s", run_id, exc)

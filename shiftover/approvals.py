@@ -29,7 +29,9 @@ class Answer(Protocol):
     approver: str
     confirm_name: str
     reason: str
-    decision: str
+
+    @property
+    def decision(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -89,13 +91,14 @@ def open_request(engine: Engine, migration: str, step: str, lease: Fence, holder
         ).first()
         if row is not None:
             return _request(row)
-        new_id = conn.execute(
+        inserted = conn.execute(
             _r.insert().values(
                 migration=migration, step=step, epoch=lease.epoch, holder=holder, state=PENDING, requested_at=utcnow()
             )
-        ).inserted_primary_key[0]
+        ).inserted_primary_key
+        new_id = int(inserted[0]) if inserted else 0
         _audit(conn, migration, holder, "approval_requested", {"step": step, "epoch": lease.epoch, "request": new_id})
-    return ApprovalRequest(int(new_id), migration, step, lease.epoch, holder, PENDING)
+    return ApprovalRequest(new_id, migration, step, lease.epoch, holder, PENDING)
 
 
 def require_pending(engine: Engine, request: ApprovalRequest) -> None:

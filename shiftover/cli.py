@@ -92,15 +92,38 @@ def run(
     spec: SpecPath,
     control_url: ControlUrl = DEFAULT_URL,
     auto_approve: Annotated[bool, typer.Option(help="Answer approvals automatically (recorded as such).")] = False,
-    stop_after: Annotated[str | None, typer.Option(help="Stop after this stage flow, e.g. 'validate'.")] = None,
+    stop_after: Annotated[
+        str | None, typer.Option(help="Stop after this stage ('reads_10pct') or stage flow ('validate').")
+    ] = None,
+    restart: Annotated[bool, typer.Option(help="Start a rolled-back migration again from dual-write.")] = False,
+    wait: Annotated[float, typer.Option(help="Seconds to wait for another run of it to finish.")] = 0.0,
 ) -> None:
-    """Run the whole migration flow here (approvals wait in the Prefect UI unless --auto-approve)."""
-    from flows.migrate import check_stop_after, migrate
+    """Run the whole migration flow here, resuming where the control store says it stopped
+    (approvals wait in the Prefect UI unless --auto-approve)."""
+    from shiftover.control.store import open_store
+    from shiftover.plan import build_plan, nothing_left
     from shiftover.spec import load_spec
 
     try:
-        check_stop_after(load_spec(spec), stop_after)  # refuse bad input before a flow run starts
-        result = migrate(str(spec), control_url, auto_approve=auto_approve, stop_after=stop_after)
+        loaded = load_spec(spec)
+        build_plan(loaded).check_stop_after(stop_after)  # refuse bad input before a flow run starts
+        note = None if restart else nothing_left(loaded, open_store(control_url))
+    except (ShiftoverError, ValueError) as exc:
+        _fail(exc)
+    if note:  # answered from the control store alone: no Prefect run is started
+        typer.echo(note)
+        return
+    from flows.migrate import migrate
+
+    try:
+        result = migrate(
+            str(spec),
+            control_url,
+            auto_approve=auto_approve,
+            stop_after=stop_after,
+            restart=restart,
+            lease_wait_seconds=wait,
+        )
     except (ShiftoverError, ValueError) as exc:
         _fail(exc)
     typer.echo(json.dumps(result, indent=2, default=str))

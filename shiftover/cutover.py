@@ -106,9 +106,9 @@ def switch_writes(
             "dual-write must be on before writes switch"
         )
     if fenced:
-        fence = read_write_fence(store, migration)
-        if fence.problems:
-            raise GateError("write_fence", "; ".join(fence.problems), report=[fence])
+        checked = read_write_fence(store, migration)
+        if checked.problems:
+            raise GateError("write_fence", "; ".join(checked.problems), report=[checked])
     version = set_write_mode(
         store,
         migration,

@@ -54,7 +54,7 @@ class RollbackResult:
 def refuse_if_irreversible(plan: Plan, state: MigrationState) -> None:
     """``PhaseError`` once an irreversible stage is done (or the old store is no longer written)."""
     if plan.irreversibly_done(state) or state.routing.writes is WriteMode.NEW_ONLY:
-        allowed = sorted(allowed_next(state.phase) - {Phase.ROLLED_BACK})
+        allowed = sorted(str(p) for p in allowed_next(state.phase) - {Phase.ROLLED_BACK})
         raise PhaseError(plan.migration, state.phase, Phase.ROLLED_BACK, allowed)
 
 

@@ -97,6 +97,11 @@ class ControlStore:
             _audit(conn, name, actor, "phase", {"phase": Phase.PLANNED, "previous": None, "reason": "registered"})
         return Phase.PLANNED
 
+    def has_migration(self, name: str) -> bool:
+        with self.engine.connect() as conn:
+            t = schema.migrations
+            return conn.execute(sa.select(t.c.name).where(t.c.name == name)).first() is not None
+
     def phase(self, name: str) -> Phase:
         with self.engine.connect() as conn:
             value = conn.execute(sa.select(schema.migrations.c.phase).where(schema.migrations.c.name == name)).scalar()

@@ -23,7 +23,7 @@ from shiftover.plan.stages import (
     SwitchWritesStage,
     ValidateStage,
 )
-from shiftover.plan.state import read_state
+from shiftover.plan.state import nothing_left, read_state
 
 __all__ = [
     "STAGE_TYPES",
@@ -45,5 +45,6 @@ __all__ = [
     "build_plan",
     "explain",
     "explain_ddl",
+    "nothing_left",
     "read_state",
 ]

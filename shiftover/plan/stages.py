@@ -228,6 +228,20 @@ class Plan:
     def finished(self, state: MigrationState) -> bool:
         return not self.pending(state)
 
+    def check_stop_after(self, stop_after: str | None) -> None:
+        """``ValueError`` unless ``stop_after`` names a stage or a stage flow of this plan."""
+        names = [s.name for s in self.stages] + list(self.flows)
+        if stop_after is not None and stop_after not in names:
+            raise ValueError(f"stop_after={stop_after!r} is no stage or stage flow; use one of {', '.join(names)}")
+
+    def stops_after(self, index: int, stop_after: str) -> bool:
+        """True after the named stage, or after the last stage of the named flow."""
+        stage = self.stages[index]
+        if stage.name == stop_after:
+            return True
+        following = self.stages[index + 1] if index + 1 < len(self.stages) else None
+        return stage.flow == stop_after and (following is None or following.flow != stop_after)
+
     def irreversibly_done(self, state: MigrationState) -> list[Stage]:
         """Done stages that cannot be undone: once there is one, rollback is impossible."""
         return [s for s in self.stages if not s.reversible and s.done(state)]

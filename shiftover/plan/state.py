@@ -9,7 +9,9 @@ from shiftover.control.store import ControlStore
 from shiftover.errors import ControlStoreError
 from shiftover.flags.routing import read_routing
 from shiftover.phases import Phase
+from shiftover.plan.build import build_plan
 from shiftover.plan.stages import MigrationState
+from shiftover.spec import MigrationSpec
 
 
 def read_state(store: ControlStore, migration: str) -> MigrationState:
@@ -25,6 +27,19 @@ def read_state(store: ControlStore, migration: str) -> MigrationState:
         )
         completed = frozenset(str(e.detail["stage"]) for e in entries)
     return MigrationState(Phase(row.phase), int(row.epoch), read_routing(store.engine, migration), completed)
+
+
+def nothing_left(spec: MigrationSpec, store: ControlStore) -> str | None:
+    """Why a run of ``spec`` would do nothing (finished, or rolled back), or None: read without
+    taking the lease or touching the databases, so a re-run of a finished migration is instant."""
+    if not store.has_migration(spec.name):
+        return None
+    state = read_state(store, spec.name)
+    if state.phase is Phase.ROLLED_BACK:
+        return f"{spec.name} is rolled back; nothing was run. To start again from dual-write: --restart"
+    if build_plan(spec).finished(state):
+        return f"nothing left to do: every stage of {spec.name} is done (phase {state.phase})"
+    return None
 
 
 def _last_rollback_id(conn: sa.Connection, migration: str) -> int:

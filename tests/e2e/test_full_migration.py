@@ -152,6 +152,6 @@ def test_unknown_stop_after_is_refused_before_anything_runs(
     create_orders(get_engine(dst), rows=0)
     spec_path = write_spec(tmp_path, src, dst)
     control_url = f"sqlite:///{tmp_path}/control.db"
-    with pytest.raises(ValueError, match=r"stop_after='validation' is not a stage flow; use one of dual-write, "):
+    with pytest.raises(ValueError, match=r"stop_after='validation' is no stage or stage flow; use one of dual_write, "):
         migrate(str(spec_path), control_url, stop_after="validation")
     assert not (tmp_path / "control.db").exists()  # refused before the control store was even opened
