@@ -18,7 +18,7 @@ from typing import Any
 from flows.approval import obtain_approval
 from flows.context import RunContext, RunOptions, hold, open_plan
 from flows.runtime import actor
-from shiftover.errors import ShiftoverError
+from shiftover.errors import StageOrderError
 from shiftover.flags.routing import WriteMode
 from shiftover.phases import Phase
 from shiftover.plan import Stage, build_plan
@@ -41,10 +41,6 @@ class StageRunner:
     wait: Callable[[RunContext, Any], str | None] | None = None
     # Raises when the stage cannot run at all, before its gates and approval ask anyone anything.
     precheck: Callable[[RunContext, Any], None] | None = None
-
-
-class StageOrderError(ShiftoverError):
-    """A stage flow started before the stages it builds on are done."""
 
 
 def run_plan(
@@ -89,9 +85,7 @@ def evaluate(ctx: RunContext, *, flows: Collection[str] | None = None, stop_afte
         if not in_scope:
             if entered:
                 break  # past this flow's stages
-            raise StageOrderError(
-                f"{ctx.name}: stage {stage.name!r} is not done yet; run the {stage.flow!r} flow (or migrate) first"
-            )
+            raise StageOrderError(ctx.name, ctx.state().phase, stage.name, stage.flow)
         entered = True
         runner = RUNNERS[type(stage)]
         waiting = runner.wait(ctx, stage) if runner.wait else None
@@ -106,6 +100,9 @@ def evaluate(ctx: RunContext, *, flows: Collection[str] | None = None, stop_afte
         report["ran"].append(stage.name)
         if stop_after is not None and ctx.plan.stops_after(i, stop_after):
             break
+    if flows is not None:  # a stage flow answers with its stages' own figures too
+        for detail in report["stages"].values():
+            report.update(detail)
     report["phase"] = ctx.state().phase
     return report
 

@@ -7,6 +7,7 @@ ShiftoverError
 │   ├── LeaseHeldError        another run holds the migration (its run id, until when)
 │   └── LeaseLostError        this run's lease was revoked or taken over: it stops
 ├── PhaseError                an illegal phase transition (from, to, allowed)
+│   └── StageOrderError       a stage flow started before the stages it builds on
 ├── FlagError                 a flag write lost a version race or names an unknown flag
 ├── CopyError                 a backfill chunk failed (table, key range, cause)
 │   └── TransientCopyError    a lost connection: retried with backoff
@@ -78,6 +79,18 @@ class LeaseHeldError(LeaseError):
 
 class LeaseLostError(LeaseError):
     """This run no longer holds the migration (a rollback or another run took over)."""
+
+
+class StageOrderError(PhaseError):
+    """A stage flow started before the stages it builds on are done (nothing was run)."""
+
+    def __init__(self, migration: str, current: str, stage: str, flow: str) -> None:
+        self.migration, self.current, self.wanted, self.allowed = migration, str(current), stage, []
+        ShiftoverError.__init__(
+            self,
+            f"migration {migration!r} is {str(current)!r}: stage {stage!r} is not done yet; "
+            f"run the {flow!r} flow (or migrate) first; nothing was run",
+        )
 
 
 class FlagError(ShiftoverError):

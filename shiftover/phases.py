@@ -1,7 +1,8 @@
-"""The lifecycle of a migration as data: phases, legal transitions, and which steps are irreversible.
+"""The lifecycle of a migration as data: phases and legal transitions.
 
-The plan reads ``IRREVERSIBLE`` and ``NEEDS_APPROVAL`` and the rollback flow ``ROLLBACK_FROM``
-instead of hard-coding them (the stage flows still name the steps they ask approval for).
+Which steps are irreversible and which need an approval is declared by the plan's stages
+(``shiftover.plan``: ``Plan.irreversible_phases``, ``Plan.approval_phases``); ``ROLLBACK_FROM``
+here is the transition graph's side of the same fact, and a test holds the two equal.
 """
 
 from __future__ import annotations
@@ -39,13 +40,6 @@ ORDER: tuple[Phase, ...] = (
     Phase.ARCHIVED,
     Phase.DECOMMISSIONED,
 )
-
-# Entering these phases cannot be undone by a flag flip.
-IRREVERSIBLE: frozenset[Phase] = frozenset({Phase.OLD_WRITES_STOPPED, Phase.ARCHIVED, Phase.DECOMMISSIONED})
-
-# Entering these phases waits for a person's approval: the write switch (new becomes the
-# source of truth), stopping writes to the old store, and dropping it.
-NEEDS_APPROVAL: frozenset[Phase] = frozenset({Phase.WRITES_SWITCHED, Phase.OLD_WRITES_STOPPED, Phase.DECOMMISSIONED})
 
 # Phases from which the rollback flow can return reads and writes to the old store.
 ROLLBACK_FROM: frozenset[Phase] = frozenset(

@@ -107,5 +107,5 @@ def test_run_refuses_an_unknown_stop_after(tmp_path: Path) -> None:
         app, ["run", EXAMPLE, "--stop-after", "nope", "--control-url", f"sqlite:///{tmp_path}/control.db"]
     )
     assert result.exit_code == 2
-    assert "stop_after='nope' is not a stage flow" in result.output
+    assert "stop_after='nope' is no stage or stage flow" in result.output
     assert not (tmp_path / "control.db").exists()

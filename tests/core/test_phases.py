@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from datetime import timedelta
 from itertools import pairwise
+from pathlib import Path
 
 import pytest
 
 from shiftover.control.store import ControlStore
 from shiftover.errors import PhaseError
-from shiftover.phases import IRREVERSIBLE, NEEDS_APPROVAL, ORDER, ROLLBACK_FROM, Phase, allowed_next, is_at_least
+from shiftover.phases import ORDER, ROLLBACK_FROM, Phase, allowed_next, is_at_least
+from shiftover.plan import build_plan
+from shiftover.spec import load_spec
+
+EXAMPLE = Path(__file__).parents[2] / "examples" / "orders.yaml"
 
 
 def test_forward_order_is_walkable() -> None:
@@ -23,15 +28,20 @@ def test_no_skipping_ahead() -> None:
 
 
 def test_rollback_only_from_reversible_phases() -> None:
+    """The transition graph allows a rollback exactly before the plan's first irreversible stage."""
+    plan = build_plan(load_spec(EXAMPLE))
     assert Phase.ROLLED_BACK in allowed_next(Phase.WRITES_SWITCHED)
-    for phase in IRREVERSIBLE:
+    for phase in plan.irreversible_phases:
         assert phase not in ROLLBACK_FROM
         assert Phase.ROLLED_BACK not in allowed_next(phase)
+    first = min(ORDER.index(p) for p in plan.irreversible_phases)
+    assert set(ORDER[1:first]) == ROLLBACK_FROM
     assert Phase.PLANNED not in ROLLBACK_FROM
 
 
 def test_approval_before_each_irreversible_or_truth_moving_step() -> None:
-    assert {Phase.WRITES_SWITCHED, Phase.OLD_WRITES_STOPPED, Phase.DECOMMISSIONED} == NEEDS_APPROVAL
+    plan = build_plan(load_spec(EXAMPLE))
+    assert {Phase.WRITES_SWITCHED, Phase.OLD_WRITES_STOPPED, Phase.DECOMMISSIONED} == plan.approval_phases
 
 
 def test_is_at_least() -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from shiftover.approvals import Approval, approval_form, check_approval
+from flows.approval import Approval, approval_form
+from shiftover.approvals import check_approval
 from shiftover.errors import ApprovalError
 from shiftover.flags.routing import WriteMode, read_routing
 from shiftover.phases import Phase
@@ -99,15 +100,18 @@ def test_a_rejection_stops_before_the_switch(prefect_harness: None, make_migrati
 def test_the_form_schema_pins_the_name_and_the_approvers() -> None:
     form = approval_form("orders-v2", ("alice", "bob"))
     schema = form.model_json_schema()
-    assert schema["properties"]["confirm_name"]["pattern"] == "^orders\\-v2$"
-    assert schema["properties"]["approver"]["pattern"] == "^(alice|bob)$"
+    assert schema["properties"]["confirm_name"]["pattern"] == "^\\s*orders\\-v2\\s*$"
+    assert schema["properties"]["approver"]["pattern"] == "^\\s*(alice|bob|rollback)\\s*$"
     assert set(schema["required"]) >= {"approver", "confirm_name"}
     with pytest.raises(ValueError):
         form(approver="alice", confirm_name="orders-v3")
     with pytest.raises(ValueError):
         form(approver="carol", confirm_name="orders-v2")
+    assert form(approver=" alice ", confirm_name="orders-v2 ").approver == " alice "  # trimmed by the check
     anyone = approval_form("orders-v2").model_json_schema()["properties"]["approver"]
-    assert anyone["minLength"] == 1
+    assert anyone["pattern"] == "\\S"  # not blank: whitespace alone is refused by the server
+    with pytest.raises(ValueError):
+        approval_form("orders-v2")(approver="   ", confirm_name="orders-v2")
 
 
 def test_check_approval_refuses_what_a_lax_form_let_through() -> None:
@@ -117,5 +121,5 @@ def test_check_approval_refuses_what_a_lax_form_let_through() -> None:
     wrong = Approval.model_construct(approver="carol", confirm_name="orders-v2", reason="", decision="approve")
     with pytest.raises(ApprovalError, match="not an allowed approver"):
         check_approval(wrong, "orders-v2", ("alice",), "drop")
-    record = check_approval(Approval(approver="alice", confirm_name="orders-v2"), "orders-v2", ("alice",), "drop")
+    record = check_approval(Approval(approver=" alice ", confirm_name="orders-v2 "), "orders-v2", ("alice",), "drop")
     assert record.approver == "alice" and not record.automatic

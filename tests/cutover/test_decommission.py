@@ -41,7 +41,7 @@ def test_archive_is_kept_for_the_retention_period_then_dropped_after_a_second_ap
     kept = decommission(setup, retention_seconds=3600, export_parquet=str(tmp_path / "export"))
     first.join(10)
     assert first.error is None and first.outcomes[0][0] == "accepted"
-    assert kept["phase"] == Phase.ARCHIVED and "drop_due" in kept
+    assert kept["phase"] == Phase.ARCHIVED and "the archive is kept until" in kept["waiting"]
     assert read_routing(setup.store.engine, setup.name).writes is WriteMode.NEW_ONLY
     assert ARCHIVE in tables(setup) and "orders" not in tables(setup)
     exported = pq.read_table(tmp_path / "export" / f"{ARCHIVE}.parquet")

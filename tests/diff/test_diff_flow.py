@@ -72,4 +72,4 @@ def test_validate_refuses_to_start_before_the_backfill(prefect_harness, orders_u
     state = validate(spec_path, control_url, return_state=True)
 
     assert state.is_failed()
-    assert "cannot go to 'validated'" in str(state.result(raise_on_failure=False))
+    assert "stage 'dual_write' is not done yet; run the 'dual-write' flow" in str(state.result(raise_on_failure=False))
