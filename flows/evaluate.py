@@ -81,6 +81,8 @@ def evaluate(ctx: RunContext, *, flows: Collection[str] | None = None, stop_afte
         if stage.done(ctx.state()):
             report["skipped"].append(stage.name)
             entered = entered or in_scope
+            if stop_after is not None and ctx.plan.stops_after(i, stop_after):
+                break  # asked to stop here, and here is already done
             continue
         if not in_scope:
             if entered:

@@ -78,7 +78,7 @@ def test_done_predicates_resume_exactly_where_the_store_says() -> None:
     # a canary step is done when its gates passed (recorded), not when the flag merely moved
     mid_soak = state(Phase.READS_CANARY, ("shadow_reads", "reads_1pct"), reads_percent=10.0)
     assert [s.name for s in plan.pending(mid_soak)][:2] == ["reads_10pct", "reads_50pct"]
-    assert [s.name for s in plan.pending(state(Phase.READS_SWITCHED))][0] == "switch_writes"
+    assert plan.pending(state(Phase.READS_SWITCHED))[0].name == "switch_writes"
     archived = state(Phase.ARCHIVED)
     assert [s.name for s in plan.pending(archived)] == ["drop"]
     assert plan.finished(state(Phase.DECOMMISSIONED))

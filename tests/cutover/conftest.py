@@ -90,14 +90,16 @@ def make_migration(tmp_path: Path) -> Iterator[Callable[..., Setup]]:
     """``make_migration(phase, **spec_overrides)``: old and new orders tables in sync, at ``phase``."""
     counter = iter(range(100))
 
-    def make(phase: Phase = Phase.VALIDATED, name: str = "orders-cut", **over: Any) -> Setup:
+    def make(
+        phase: Phase = Phase.VALIDATED, name: str = "orders-cut", control_url: str | None = None, **over: Any
+    ) -> Setup:
         tmp = tmp_path / f"m{next(counter)}"
         tmp.mkdir()
         spec_path = write_spec(tmp, name, **over)
         old, new = get_engine(f"sqlite:///{tmp}/old.db"), get_engine(f"sqlite:///{tmp}/new.db")
         create_orders(old, rows=ROWS)
         orders_table().create(new)
-        control_url = f"sqlite:///{tmp}/control.db"
+        control_url = control_url or f"sqlite:///{tmp}/control.db"
         migration = load_migration(str(spec_path), control_url)
         sync_keys(old, new, migration.mapping, [(i,) for i in range(1, ROWS + 1)])
         advance(migration, phase)
