@@ -10,7 +10,8 @@ ShiftoverError
 ├── DiffError                 the diff cannot run as declared (column, fix)
 ├── GateError                 a blocking gate failed (the report)
 ├── ApprovalError             an approval was refused, malformed or timed out
-└── CaptureError              trigger capture could not be installed or replayed
+├── CaptureError              trigger capture could not be installed or replayed
+└── UnsupportedEngineError    a database other than PostgreSQL, MySQL/MariaDB or SQLite (name)
 """
 
 from __future__ import annotations
@@ -87,6 +88,14 @@ class ApprovalError(ShiftoverError):
 
 class CaptureError(ShiftoverError):
     """Trigger-based change capture failed."""
+
+
+class UnsupportedEngineError(ShiftoverError):
+    """A database Shiftover has no engine module for; ``name`` is SQLAlchemy's name of it."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"Shiftover does not support {name!r} databases (PostgreSQL, MySQL/MariaDB and SQLite)")
 
 
 def describe_error(exc: BaseException) -> str:
