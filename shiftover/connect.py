@@ -8,31 +8,20 @@ can share a file. Nothing here ever prints a password: use ``redact`` in message
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
-import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine, make_url
 
-_DRIVERS = {
-    "postgresql": "postgresql+psycopg",
-    "postgres": "postgresql+psycopg",
-    "mysql": "mysql+pymysql",
-    "mariadb": "mysql+pymysql",
-}
+from shiftover.engines import EngineDialect, find_dialect
 
 _engines: dict[str, Engine] = {}
 _lock = threading.Lock()
 
 
 def normalise_url(url: str | URL) -> URL:
-    """Parse a URL and pin the driver Shiftover uses for its dialect."""
+    """Parse a URL and pin the driver Shiftover uses for its engine (``mariadb+pymysql`` kept as spelt)."""
     parsed = make_url(url)
-    driver = _DRIVERS.get(parsed.drivername)
-    if driver:
-        parsed = parsed.set(drivername=driver)
-    if parsed.drivername.startswith("mysql") and "charset" not in parsed.query:
-        parsed = parsed.update_query_dict({"charset": "utf8mb4"})
-    return parsed
+    dialect = find_dialect(parsed)
+    return dialect.normalise_url(parsed) if dialect is not None else parsed
 
 
 def redact(url: str | URL) -> str:
@@ -61,22 +50,4 @@ def dispose_engines() -> None:
 
 
 def _create_engine(url: URL) -> Engine:
-    if url.get_backend_name() == "sqlite":
-        return _create_sqlite_engine(url)
-    return sa.create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=8)
-
-
-def _create_sqlite_engine(url: URL) -> Engine:
-    if url.database and url.database != ":memory:":
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
-
-    @sa.event.listens_for(engine, "connect")
-    def _pragmas(dbapi_connection, _record):  # type: ignore[no-untyped-def]
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.close()
-
-    return engine
+    return (find_dialect(url) or EngineDialect()).create_engine(url)

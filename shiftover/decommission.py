@@ -14,6 +14,7 @@ from sqlalchemy.engine import Engine
 
 from shiftover.control import schema as tables
 from shiftover.control.store import _audit
+from shiftover.engines import dialect_for
 from shiftover.errors import ShiftoverError
 from shiftover.flags.routing import writes_key
 from shiftover.mapping import forget_reflections
@@ -34,12 +35,8 @@ def rename_table(engine: Engine, old: str, new: str, schema: str | None = None) 
         raise ShiftoverError(f"cannot archive: no table {old!r} in {engine.url.render_as_string()}")
     quote = engine.dialect.identifier_preparer.quote
     qualified = f"{quote(schema)}." if schema else ""
-    if engine.dialect.name == "mysql":
-        ddl = f"RENAME TABLE {qualified}{quote(old)} TO {qualified}{quote(new)}"
-    else:
-        ddl = f"ALTER TABLE {qualified}{quote(old)} RENAME TO {quote(new)}"
     with engine.begin() as conn:
-        conn.execute(sa.text(ddl))
+        conn.execute(sa.text(dialect_for(engine).rename_ddl(qualified, quote(old), quote(new))))
     forget_reflections()
 
 

@@ -16,7 +16,8 @@ ShiftoverError
 ├── ApprovalError             an approval was refused, malformed or timed out
 │   └── StaleApprovalError    the answer was given for an older state of the migration
 ├── RollbackRefusedError      a rollback would lose writes: names what is pending
-└── CaptureError              trigger capture could not be installed or replayed
+├── CaptureError              trigger capture could not be installed or replayed
+└── UnsupportedEngineError    a database other than PostgreSQL, MySQL/MariaDB or SQLite (name)
 """
 
 from __future__ import annotations
@@ -147,6 +148,14 @@ class RollbackRefusedError(ShiftoverError):
 
 class CaptureError(ShiftoverError):
     """Trigger-based change capture failed."""
+
+
+class UnsupportedEngineError(ShiftoverError):
+    """A database Shiftover has no engine module for; ``name`` is SQLAlchemy's name of it."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"Shiftover does not support {name!r} databases (PostgreSQL, MySQL/MariaDB and SQLite)")
 
 
 def describe_error(exc: BaseException) -> str:

@@ -10,13 +10,13 @@ ones, checks the key (unique, not null) and the row count against the source's (
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.engine import Engine
 
+from shiftover.engines import dialect_for
 from shiftover.errors import DiffError
 from shiftover.spec import Expectation
 
@@ -115,15 +115,7 @@ def run_expectations(
 
 
 def _datasource(ctx: Any, engine: Engine) -> Any:
-    url = engine.url.render_as_string(hide_password=False)
-    dialect = engine.dialect.name
-    if dialect == "postgresql":
-        return ctx.data_sources.add_postgres(name="target", connection_string=url)
-    if dialect == "sqlite":
-        return ctx.data_sources.add_sqlite(name="target", connection_string=url)
-    with warnings.catch_warnings():  # MySQL/MariaDB: the generic SQL datasource (it warns)
-        warnings.simplefilter("ignore")
-        return ctx.data_sources.add_sql(name="target", connection_string=url)
+    return dialect_for(engine).gx_datasource(ctx, engine.url.render_as_string(hide_password=False))
 
 
 def _outcome(exp: Expectation, res: Any) -> ExpectationOutcome:

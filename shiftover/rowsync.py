@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Engine
 
+from shiftover.engines import dialect_for
 from shiftover.mapping import TableMapping
 
 Key = tuple[Any, ...]
@@ -75,26 +75,8 @@ class TableStats:
 
 def table_stats(engine: Engine, table: sa.Table) -> TableStats:
     """Row and byte estimates from the engine's statistics: good enough to size work, nothing else."""
-    packet = None
     with engine.connect() as conn:
-        if engine.dialect.name == "postgresql":
-            name = engine.dialect.identifier_preparer.format_table(table)
-            row = conn.execute(
-                sa.text("SELECT reltuples, pg_table_size(oid) FROM pg_class WHERE oid = to_regclass(:name)"),
-                {"name": name},
-            ).first()
-        elif engine.dialect.name in ("mysql", "mariadb"):
-            row = conn.execute(
-                sa.text(
-                    "SELECT TABLE_ROWS, DATA_LENGTH FROM information_schema.TABLES "
-                    "WHERE TABLE_SCHEMA = COALESCE(:schema, DATABASE()) AND TABLE_NAME = :name"
-                ),
-                {"schema": table.schema, "name": table.name},
-            ).first()
-            packet = int(conn.exec_driver_sql("SELECT @@max_allowed_packet").scalar_one())
-        else:
-            row = None
-    rows, size = row if row is not None else (None, None)
+        rows, size, packet = dialect_for(engine).read_stats(conn, table)
     return TableStats(
         rows=int(rows) if rows is not None and rows > 0 else None,
         bytes=int(size) if size is not None and size > 0 else None,
@@ -116,32 +98,10 @@ def key_in(table: sa.Table, key: Sequence[str], keys: Sequence[Key]) -> sa.Colum
 
 
 def upsert_rows(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]], key: Sequence[str]) -> None:
-    """Insert rows, overwriting any row with the same key (per-dialect upsert)."""
-    build = _UPSERTS[conn.dialect.name]
+    """Insert rows, overwriting any row with the same key (the engine's own upsert)."""
+    dialect = dialect_for(conn)
     for batch in _batches(rows, 500):
-        conn.execute(build(table, list(batch), list(key)))
-
-
-def _upsert_on_conflict(insert: Any, table: sa.Table, rows: list[dict[str, Any]], key: list[str]) -> Any:
-    stmt = insert(table).values(rows)
-    updates = {c: stmt.excluded[c] for c in rows[0] if c not in key}
-    if not updates:
-        return stmt.on_conflict_do_nothing(index_elements=key)
-    return stmt.on_conflict_do_update(index_elements=key, set_=updates)
-
-
-def _upsert_mysql(table: sa.Table, rows: list[dict[str, Any]], key: list[str]) -> Any:
-    stmt = mysql.insert(table).values(rows)
-    updates = {c: stmt.inserted[c] for c in rows[0] if c not in key}
-    return stmt.on_duplicate_key_update(updates or {key[0]: stmt.inserted[key[0]]})
-
-
-_UPSERTS: dict[str, Any] = {
-    "postgresql": lambda t, r, k: _upsert_on_conflict(postgresql.insert, t, r, k),
-    "sqlite": lambda t, r, k: _upsert_on_conflict(sqlite.insert, t, r, k),
-    "mysql": _upsert_mysql,
-    "mariadb": _upsert_mysql,
-}
+        conn.execute(dialect.upsert(table, list(batch), list(key)))
 
 
 def delete_keys(conn: sa.Connection, table: sa.Table, key: Sequence[str], keys: Sequence[Key]) -> int:

@@ -10,7 +10,6 @@ each chunk's target commit, so a crash re-reads at most one chunk per segment.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import queue
 import threading
@@ -32,15 +31,11 @@ from shiftover.backfill.sources import MySQLStream, PostgresStream, stream_for
 from shiftover.backfill.sqlite import SQLiteWriter
 from shiftover.backfill.throttle import Throttle
 from shiftover.backfill.typemap import row_converter
+from shiftover.engines import dialect_for
 from shiftover.errors import CopyError, TransientCopyError
 from shiftover.mapping import TableMapping
 
 Row = tuple[Any, ...]
-WRITERS: dict[str, type[PostgresWriter | MySQLWriter | SQLiteWriter]] = {
-    "postgresql": PostgresWriter,
-    "mysql": MySQLWriter,
-    "sqlite": SQLiteWriter,
-}
 
 
 @dataclass(frozen=True)
@@ -230,7 +225,7 @@ def _rows_loop(
 ) -> bool:
     src_table, tgt_table = mapping.source_table_obj(source), mapping.target_table_obj(target)
     convert = row_converter(mapping, src_table, tgt_table, target.dialect)
-    writer = WRITERS[target.dialect.name](target, mapping, tgt_table)
+    writer: PostgresWriter | MySQLWriter | SQLiteWriter = dialect_for(target).bulk_writer(target, mapping, tgt_table)
     reader = _ChunkReader(source, mapping, src_table, remaining, throttle)
     try:
         steps = (
@@ -273,19 +268,6 @@ def transform_rows(mapping: TableMapping, rows: list[Row]) -> list[Row]:
     return list(frame.itertuples(index=False, name=None))
 
 
-@contextlib.contextmanager
-def utc_session(conn: sa.Connection) -> Iterator[None]:
-    """MySQL TIMESTAMP columns read in UTC (what the writers assume), then the pooled session restored."""
-    if conn.dialect.name != "mysql":
-        yield
-        return
-    conn.exec_driver_sql("SET SESSION time_zone = '+00:00'")
-    try:
-        yield
-    finally:
-        conn.exec_driver_sql("SET SESSION time_zone = DEFAULT")
-
-
 class _ChunkReader:
     """Reads keyset chunks in a thread, one ahead of the writer (a bounded queue)."""
 
@@ -319,7 +301,7 @@ class _ChunkReader:
     def _run(self) -> None:
         try:
             lo, hi = self.remaining.lo, self.remaining.hi
-            with self.engine.connect() as conn, utc_session(conn):
+            with self.engine.connect() as conn, dialect_for(self.engine).utc_session(conn):
                 while not self.stopped.is_set():
                     chunk = self._read(conn, lo, hi)
                     conn.commit()  # no long transaction held open on the source
@@ -332,7 +314,7 @@ class _ChunkReader:
 
     def _read(self, conn: sa.Connection, lo: Key | None, hi: Key | None) -> Chunk:
         rows_wanted = self.throttle.chunk_rows()
-        where = range_clause(self.table, self.mapping.key, lo, hi, self.engine.dialect.name)
+        where = range_clause(self.table, self.mapping.key, lo, hi, dialect_for(self.engine))
         query = self.mapping.select_source(self.table).where(where).limit(rows_wanted)
         rows = _guarded(self.mapping, KeyRange(lo, hi), _fetch, conn, query)
         final = len(rows) < rows_wanted

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from shiftover.control.store import key_to_json
+from shiftover.engines import EngineDialect, dialect_for, run_sample
 from shiftover.errors import CopyError
 from shiftover.mapping import TableMapping
 from shiftover.rowsync import count_rows, table_stats
@@ -24,7 +25,6 @@ from shiftover.rowsync import count_rows, table_stats
 Key = tuple[Any, ...]
 
 SAMPLES_PER_SEGMENT = 64
-PAGE_SAMPLE_ROWS = 5_000_000
 
 
 @dataclass(frozen=True)
@@ -49,11 +49,11 @@ def key_columns(table: sa.Table, key: tuple[str, ...]) -> list[sa.Column[Any]]:
 
 
 def range_clause(
-    table: sa.Table, key: tuple[str, ...], lo: Key | None, hi: Key | None, dialect: str
+    table: sa.Table, key: tuple[str, ...], lo: Key | None, hi: Key | None, dialect: EngineDialect
 ) -> sa.ColumnElement[bool]:
     """``key > lo AND key <= hi`` for a key of any width."""
     cols = key_columns(table, key)
-    tuples = dialect in ("postgresql", "sqlite")  # they index row comparisons; MySQL does not reliably
+    tuples = dialect.row_value_compare  # PostgreSQL and SQLite index row comparisons; MySQL not reliably
     parts: list[sa.ColumnElement[bool]] = []
     if lo is not None:
         parts.append(_compare(cols, lo, strict=True, greater=True, tuples=tuples))
@@ -122,36 +122,10 @@ def check_key_not_null(engine: Engine, table: sa.Table, key: tuple[str, ...]) ->
 
 def sample_keys(engine: Engine, table: sa.Table, key: tuple[str, ...], total: int, wanted: int) -> list[Key]:
     """About ``wanted`` keys sampled at random, sorted by the database (its collation)."""
-    cols = key_columns(table, key)
-    fraction = min(1.0, wanted / max(total, 1))
-    if fraction >= 1.0:
-        query = sa.select(*cols).order_by(*cols)
-    elif engine.dialect.name == "postgresql":
-        # BERNOULLI scans the table (about 0.15 s per 2M rows here) for a truly random sample;
-        # past PAGE_SAMPLE_ROWS, SYSTEM samples whole pages instead (many rows per page, so
-        # oversampled 50x), and falls back to BERNOULLI when it comes back short.
-        if total > PAGE_SAMPLE_ROWS:
-            sample = _run_sample(engine, _pg_sample(table, key, sa.func.system, fraction * 100 * 50))
-            if len(sample) >= wanted:
-                return sample
-        query = _pg_sample(table, key, sa.func.bernoulli, fraction * 100)
-    elif engine.dialect.name == "mysql":
-        query = sa.select(*cols).where(sa.func.rand() < fraction).order_by(*cols)
-    else:
-        threshold = int(fraction * 1_000_000)
-        query = sa.select(*cols).where(sa.func.abs(sa.func.random()) % 1_000_000 < threshold).order_by(*cols)
-    return _run_sample(engine, query)
-
-
-def _pg_sample(table: sa.Table, key: tuple[str, ...], method: Any, percent: float) -> sa.Select[Any]:
-    sampled = sa.tablesample(table, method(min(100.0, percent)))
-    cols = [sampled.c[k] for k in key]
-    return sa.select(*cols).order_by(*cols)
-
-
-def _run_sample(engine: Engine, query: sa.Select[Any]) -> list[Key]:
-    with engine.connect() as conn:
-        return [tuple(r) for r in conn.execute(query)]
+    if wanted >= max(total, 1):
+        cols = key_columns(table, key)
+        return run_sample(engine, sa.select(*cols).order_by(*cols))
+    return dialect_for(engine).sample_keys(engine, table, key, total, wanted)
 
 
 def plan_segments(engine: Engine, mapping: TableMapping, count: int) -> tuple[list[Segment], int]:

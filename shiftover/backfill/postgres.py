@@ -21,6 +21,7 @@ from sqlalchemy.engine import Engine
 
 from shiftover.backfill.keyset import KeyRange, range_clause
 from shiftover.backfill.session import compile_query, dedicated_connection
+from shiftover.engines import dialect_for
 from shiftover.mapping import TableMapping
 
 
@@ -106,7 +107,7 @@ class PostgresWriter:
         return copied, inserted
 
     def _range_empty(self, key_range: KeyRange) -> bool:
-        where = range_clause(self.target, self.mapping.target_key, key_range.lo, key_range.hi, "postgresql")
+        where = range_clause(self.target, self.mapping.target_key, key_range.lo, key_range.hi, dialect_for(self.engine))
         query, params = compile_query(
             sa.select(sa.literal(1)).select_from(self.target).where(where).limit(1), self.engine
         )

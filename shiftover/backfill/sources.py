@@ -22,12 +22,14 @@ from sqlalchemy.engine import Engine
 from shiftover.backfill.keyset import Key, KeyRange, key_columns, range_clause
 from shiftover.backfill.postgres import PostgresWriter, batched, column_type_oids
 from shiftover.backfill.session import compile_query, dedicated_connection
+from shiftover.engines import dialect_for
 from shiftover.mapping import TableMapping
 
 
 class _KeysetStream:
     def __init__(self, engine: Engine, mapping: TableMapping) -> None:
         self.engine = engine
+        self.dialect = dialect_for(engine)
         self.mapping = mapping
         self.table = mapping.source_table_obj(engine)
         self.session = dedicated_connection(engine)
@@ -36,7 +38,7 @@ class _KeysetStream:
     def chunk_end(self, within: KeyRange, rows: int) -> Key | None:
         """The key ``rows`` rows past ``within.lo`` (None when fewer remain): the chunk's inclusive end."""
         cols = key_columns(self.table, self.mapping.key)
-        where = range_clause(self.table, self.mapping.key, within.lo, within.hi, self.engine.dialect.name)
+        where = range_clause(self.table, self.mapping.key, within.lo, within.hi, self.dialect)
         query = sa.select(*cols).where(where).order_by(*cols).offset(rows - 1).limit(1)
         sql_text, params = compile_query(query, self.engine)
         cur = self.conn.cursor()
@@ -48,7 +50,7 @@ class _KeysetStream:
         return tuple(row) if row is not None else None
 
     def chunk_query(self, chunk: KeyRange) -> sa.Select[Any]:
-        where = range_clause(self.table, self.mapping.key, chunk.lo, chunk.hi, self.engine.dialect.name)
+        where = range_clause(self.table, self.mapping.key, chunk.lo, chunk.hi, self.dialect)
         return self.mapping.select_source(self.table).where(where)
 
     def close(self) -> None:
@@ -123,7 +125,7 @@ class MySQLStream(_KeysetStream):
 
     def copy_chunk(self, writer: PostgresWriter, chunk: KeyRange, fetch_rows: int = 10_000) -> tuple[int, int]:
         cols = key_columns(self.table, self.mapping.key)
-        where = range_clause(self.table, self.mapping.key, chunk.lo, chunk.hi, "mysql")
+        where = range_clause(self.table, self.mapping.key, chunk.lo, chunk.hi, self.dialect)
         select, params = compile_query(
             sa.select(self.line).select_from(self.table).where(where).order_by(*cols), self.engine
         )
@@ -144,10 +146,6 @@ class MySQLStream(_KeysetStream):
 
 def stream_for(source: Engine, target: Engine, mapping: TableMapping) -> type[PostgresStream | MySQLStream] | None:
     """The direct stream for this pair of engines, or None (rows then pass through Python)."""
-    if target.dialect.name != "postgresql" or not mapping.fast_path:
+    if not dialect_for(target).copy_target or not mapping.fast_path:
         return None
-    if source.dialect.name == "postgresql":
-        return PostgresStream
-    if source.dialect.name == "mysql":
-        return MySQLStream
-    return None
+    return dialect_for(source).copy_stream()

@@ -16,10 +16,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Engine
 from sqlalchemy.schema import CreateTable
 
+from shiftover.engines import EngineDialect, dialect_for
 from shiftover.mapping import TableMapping, forget_reflections
 
 Convert = Callable[[Any], Any]
@@ -64,20 +64,20 @@ def _timezone(type_: sa.types.TypeEngine[Any] | None) -> bool | None:
 
 
 def _target_steps(
-    source_type: sa.types.TypeEngine[Any] | None, target_type: sa.types.TypeEngine[Any], dialect: str
+    source_type: sa.types.TypeEngine[Any] | None, target_type: sa.types.TypeEngine[Any], dialect: EngineDialect
 ) -> list[Convert]:
     """Conversions from canonical Python values to what the target's writer takes."""
     steps: list[Convert] = []
     if isinstance(target_type, sa.DateTime) and _timezone(source_type) != _timezone(target_type):
-        steps.append(_aware_utc if target_type.timezone and dialect == "postgresql" else _naive_utc)
+        steps.append(_aware_utc if target_type.timezone and dialect.timezone_aware else _naive_utc)
     json_in = isinstance(source_type, sa.JSON) or source_type is None
     if isinstance(target_type, sa.JSON) or (json_in and not isinstance(target_type, sa.Uuid)):
         steps.append(_json_text)  # text already is JSON (MySQL and SQLite hand JSON over as text)
-    if isinstance(target_type, sa.Boolean) and dialect == "postgresql":
+    if isinstance(target_type, sa.Boolean) and dialect.strict_booleans:
         steps.append(_to_bool)
-    elif isinstance(target_type, sa.Integer) and dialect == "postgresql" and isinstance(source_type, sa.Boolean):
+    elif isinstance(target_type, sa.Integer) and dialect.strict_booleans and isinstance(source_type, sa.Boolean):
         steps.append(_to_int)
-    if dialect != "postgresql" and not isinstance(target_type, sa.Uuid):
+    if not dialect.adapts_uuid_and_buffers and not isinstance(target_type, sa.Uuid):
         if source_type is None or isinstance(source_type, sa.Uuid):
             steps.append(_to_text)
         if isinstance(source_type, sa.LargeBinary):
@@ -92,11 +92,11 @@ def column_converter(
 ) -> Convert | None:
     """One column's conversion, or None when values pass through unchanged."""
     # values arrive through SQLAlchemy (source result processing is done): only the target's side remains
-    steps = _target_steps(source_type, target_type, target_dialect.name)
-    if target_dialect.name == "sqlite" and not isinstance(target_type, sa.JSON):
-        write = target_type.bind_processor(target_dialect)  # SQLite's storage conventions (dates as text...)
-        if write is not None:
-            steps.append(write)
+    engine_dialect = dialect_for(target_dialect)
+    steps = _target_steps(source_type, target_type, engine_dialect)
+    write = engine_dialect.storage_step(target_type, target_dialect)  # SQLite's storage conventions
+    if write is not None:
+        steps.append(write)
     if not steps:
         return None
 
@@ -138,22 +138,15 @@ def row_converter(
 
 
 # -- tables ---------------------------------------------------------------------------
-def _portable_type(type_: sa.types.TypeEngine[Any], dialect: str, is_key: bool) -> sa.types.TypeEngine[Any]:
+def _portable_type(type_: sa.types.TypeEngine[Any], dialect: EngineDialect, is_key: bool) -> sa.types.TypeEngine[Any]:
     try:
         generic = type_.as_generic()
     except NotImplementedError:
         generic = sa.Text() if not isinstance(type_, sa.LargeBinary) else sa.LargeBinary()
-    if dialect == "mysql":
-        if isinstance(generic, sa.DateTime):
-            return mysql.DATETIME(fsp=6)
-        if isinstance(generic, sa.String) and (is_key or isinstance(generic, sa.Text)) and not generic.length:
-            return sa.String(255) if is_key else mysql.LONGTEXT()
-        if isinstance(generic, sa.LargeBinary):
-            return mysql.LONGBLOB()
-    return generic
+    return dialect.portable_type(generic, is_key)
 
 
-def target_table_for(source_engine: Engine, target_dialect: str, mapping: TableMapping) -> sa.Table:
+def target_table_for(source_engine: Engine, target_dialect: EngineDialect, mapping: TableMapping) -> sa.Table:
     """The target table implied by the source schema: mapped columns, portable types, the key as primary key."""
     source = mapping.source_table_obj(source_engine)
     target_key = set(mapping.target_key)
@@ -164,14 +157,14 @@ def target_table_for(source_engine: Engine, target_dialect: str, mapping: TableM
             src = source.c[col.source]
             type_, nullable = _portable_type(src.type, target_dialect, is_key), src.nullable and not is_key
         else:
-            type_, nullable = (sa.String(255) if target_dialect == "mysql" else sa.Text()), True
+            type_, nullable = target_dialect.expression_type(), True
         columns.append(sa.Column(col.target, type_, primary_key=is_key, nullable=nullable, autoincrement=False))
     return sa.Table(mapping.target_table, sa.MetaData(), *columns, schema=mapping.target_schema)
 
 
 def target_ddl(source_engine: Engine, target_engine: Engine, mapping: TableMapping) -> str:
     """The CREATE TABLE that ``create_target_table`` would run, for plans and dry runs."""
-    table = target_table_for(source_engine, target_engine.dialect.name, mapping)
+    table = target_table_for(source_engine, dialect_for(target_engine), mapping)
     return str(CreateTable(table).compile(dialect=target_engine.dialect)).strip()
 
 
@@ -180,6 +173,6 @@ def create_target_table(source_engine: Engine, target_engine: Engine, mapping: T
     inspector = sa.inspect(target_engine)
     if inspector.has_table(mapping.target_table, schema=mapping.target_schema):
         return False
-    target_table_for(source_engine, target_engine.dialect.name, mapping).create(target_engine)
+    target_table_for(source_engine, dialect_for(target_engine), mapping).create(target_engine)
     forget_reflections()
     return True

@@ -18,6 +18,7 @@ from sqlalchemy.engine import Engine
 from shiftover.capture.triggers import CaptureNames, install_ddl, remove_ddl
 from shiftover.connect import normalise_url
 from shiftover.control.store import key_from_json
+from shiftover.engines import backend_name
 from shiftover.errors import CaptureError
 from shiftover.mapping import TableMapping
 from shiftover.rowsync import sync_keys
@@ -106,4 +107,4 @@ def _run(engine: Engine, statements: list[str], what: str) -> None:
                 conn.exec_driver_sql(stmt)
     except sa.exc.DBAPIError as exc:
         reason = str(exc.orig).splitlines()[0] if exc.orig else str(exc)
-        raise CaptureError(f"could not {what} trigger capture on {engine.dialect.name}: {reason}") from None
+        raise CaptureError(f"could not {what} trigger capture on {backend_name(engine)}: {reason}") from None

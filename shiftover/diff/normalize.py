@@ -1,8 +1,9 @@
-"""Normalisation: the per-engine SQL (and the Python twin) that turns equal data into equal text.
+"""Normalisation: the rules (and the Python twin) that turn equal data into equal text.
 
 Every compared column gets a ``ColumnRule``: a *kind* decided from the types on both sides
 (a CHAR on either side pads, a boolean on either side makes the pair boolean, ...) and, per
-side, a SQL expression that renders the value as canonical text, NULL kept as NULL. The row
+side, a SQL expression that renders the value as canonical text, NULL kept as NULL (each
+engine's ``canonical_sql`` in ``shiftover/engines/<engine>.py`` writes it). The row
 text joins those with a separator and a NULL marker, so NULL and '' hash differently.
 
     kind        canonical text
@@ -33,7 +34,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql
@@ -41,14 +42,16 @@ from sqlalchemy.dialects import mysql, postgresql
 from shiftover.errors import DiffError
 from shiftover.spec import ValidationSpec
 
+if TYPE_CHECKING:
+    from shiftover.engines import EngineDialect
+
 SEP = "\x1f"  # between columns of the row text
 NULL_MARK = "\x1e"  # a NULL, distinct from ''
 # Between row texts in a segment's digest: the byte 0xFF, which no UTF-8 text holds, so the
 # joined bytes split back into the same rows only (a "\n" in a value could fake a row boundary).
 ROW_SEP = b"\xff"
-_PRECISION_UNIT = {"s": "second", "ms": "milliseconds", "us": "microseconds"}
-_PRECISION_DIVISOR = {"s": 1_000_000, "ms": 1_000, "us": 1}
-_TO_SECONDS_1970 = 62_167_219_200  # MariaDB/MySQL TO_SECONDS('1970-01-01')
+PRECISION_UNIT = {"s": "second", "ms": "milliseconds", "us": "microseconds"}
+PRECISION_DIVISOR = {"s": 1_000_000, "ms": 1_000, "us": 1}
 _EPOCH = datetime(1970, 1, 1)
 
 
@@ -66,7 +69,7 @@ class ColumnRule:
     source_nullable: bool = True  # False: a plain NOT NULL column (its text needs no NULL marker)
     target_nullable: bool = True
 
-    def needs_null_mark(self, dialect: str, *, source: bool) -> bool:
+    def needs_null_mark(self, dialect: EngineDialect, *, source: bool) -> bool:
         """Whether this side's SQL text can be NULL, so the row text must mark it.
 
         Skipping the marker where it cannot matter saves a function call per value. Kept where the
@@ -74,9 +77,7 @@ class ColumnRule:
         on bad JSON, and every SQLite value (its rules run in Python).
         """
         nullable = self.source_nullable if source else self.target_nullable
-        if nullable or dialect == "sqlite":
-            return True
-        return dialect in ("mysql", "mariadb") and self.kind in ("timestamp", "date", "time", "json")
+        return nullable or dialect.may_null_text(self.kind)
 
 
 def classify(column: str, col_type: sa.types.TypeEngine[Any]) -> str:
@@ -142,118 +143,17 @@ def decimal_scale(col_type: sa.types.TypeEngine[Any]) -> int | None:
     return getattr(col_type, "scale", None) if isinstance(col_type, sa.Numeric) else None
 
 
-def side_sql(dialect: str, rule: ColumnRule, own_kind: str, expr: str, col_type: Any, options: ValidationSpec) -> str:
-    """SQL rendering ``expr`` (a column or a parenthesised expression) as the rule's canonical text."""
-    builder = {"postgresql": _pg, "mysql": _my, "mariadb": _my, "sqlite": _lite}[dialect]
-    return builder(rule, own_kind, expr, col_type, options)
-
-
-def _same_scale(rule: ColumnRule, own: str, col_type: Any) -> bool:
+def same_scale(rule: ColumnRule, own: str, col_type: Any) -> bool:
     """The column's own text already has the rule's fixed scale (no rounding to pay for)."""
     return own == "decimal" and rule.scale is not None and decimal_scale(col_type) == rule.scale
-
-
-def _pg(rule: ColumnRule, own: str, x: str, col_type: Any, o: ValidationSpec) -> str:
-    kind = rule.kind
-    tz = bool(getattr(col_type, "timezone", False))
-    if kind == "integer" or (kind == "decimal" and _same_scale(rule, own, col_type)):
-        return f"({x})::text"
-    if kind == "decimal":
-        return (
-            f"trim_scale(({x})::numeric)::text" if rule.scale is None else f"round(({x})::numeric, {rule.scale})::text"
-        )
-    if kind == "float":
-        if o.float_tolerance:
-            return (
-                f"CASE WHEN abs({x}) < {_big(o)} THEN round((({x})::float8 / {o.float_tolerance!r})::numeric)::text "
-                f"ELSE ({x})::float8::text END"
-            )
-        return f"({x})::float8::text"
-    if kind == "text":
-        return f"rtrim(({x})::text, ' ')" if rule.pad else f"({x})::text"
-    if kind == "boolean":
-        cond = f"({x})" if own == "boolean" else f"({x}) <> 0"
-        return f"CASE WHEN {cond} THEN '1' WHEN NOT {cond} THEN '0' END"
-    if kind == "date":
-        return f"to_char(({x})::date, 'YYYY-MM-DD')"
-    if kind == "time":
-        return f"to_char(date_trunc('{_PRECISION_UNIT[o.timestamp_precision]}', ({x})::interval), 'HH24:MI:SS.US')"
-    if kind == "timestamp":
-        # extract(epoch) of a timestamptz is UTC already; PostgreSQL 14+ gives it six decimals,
-        # 0.5 s per 2M values where padding timestamp::text or to_char cost 1.3 s (measured on PG 15).
-        if o.timestamp_precision == "us":
-            return f"extract(epoch from ({x}))::text" if tz else f"extract(epoch from ({x})::timestamp)::text"
-        value = f"(({x}) AT TIME ZONE 'UTC')" if tz else f"({x})::timestamp"
-        return f"extract(epoch from date_trunc('{_PRECISION_UNIT[o.timestamp_precision]}', {value}))::text"
-    if kind == "json":
-        return f"({x})::jsonb::text"
-    if kind == "uuid":
-        return f"replace(lower(({x})::text), '-', '')"
-    if kind == "binary":
-        return f"encode(({x})::bytea, 'hex')"
-    raise AssertionError(kind)
-
-
-def _my(rule: ColumnRule, own: str, x: str, col_type: Any, o: ValidationSpec) -> str:
-    kind = rule.kind
-    if kind == "integer" or (kind == "decimal" and _same_scale(rule, own, col_type)):
-        return f"{x}"  # CONCAT_WS renders numbers itself
-    if kind == "timestamp":
-        # Seconds since 1970 (TO_SECONDS counts from year 0 and, unlike UNIX_TIMESTAMP, covers
-        # every year); the session runs in UTC, so a TIMESTAMP column reads as UTC.
-        seconds = f"(TO_SECONDS({x}) - {_TO_SECONDS_1970})"
-        div = _PRECISION_DIVISOR[o.timestamp_precision]
-        fsp = 0 if own == "date" else int(getattr(col_type, "fsp", 6) or 0) if own == "timestamp" else 6
-        if fsp == 0 or div == 1_000_000:
-            return f"CONCAT({seconds}, '.000000')"
-        return f"CAST({seconds} + {_my_micro(x, div)} * 0.000001 AS DECIMAL(24, 6))"
-    if kind == "decimal":
-        return f"CAST(CAST({x} AS DECIMAL(65, {rule.scale if rule.scale is not None else 30})) AS CHAR)"
-    if kind == "float":
-        if o.float_tolerance:
-            return (
-                f"CASE WHEN ABS({x}) < {_big(o)} THEN CAST(CAST(ROUND({x} / {o.float_tolerance!r}) AS DECIMAL(65, 0)) "
-                f"AS CHAR) ELSE CAST({x} AS CHAR) END"
-            )
-        return f"CAST({x} AS CHAR)"
-    if kind == "text":
-        return f"TRIM(TRAILING ' ' FROM {x})" if rule.pad else f"{x}"
-    if kind == "boolean":
-        return f"CASE WHEN {x} <> 0 THEN '1' WHEN {x} = 0 THEN '0' END"
-    if kind == "date":
-        return f"DATE_FORMAT({x}, '%Y-%m-%d')"
-    if kind == "time":
-        micro = _my_micro(x, _PRECISION_DIVISOR[o.timestamp_precision])
-        return f"CONCAT(TIME_FORMAT({x}, '%H:%i:%s.'), LPAD({micro}, 6, '0'))"
-    if kind == "json":
-        return f"JSON_NORMALIZE({x})"
-    if kind == "uuid":
-        return f"REPLACE(LOWER(CAST({x} AS CHAR)), '-', '')"
-    if kind == "binary":
-        return f"LOWER(HEX({x}))"
-    raise AssertionError(kind)
-
-
-def _my_micro(x: str, div: int) -> str:
-    """MariaDB/MySQL: the microseconds of ``x`` truncated to a multiple of ``div``."""
-    return f"MICROSECOND({x})" if div == 1 else f"(MICROSECOND({x}) - MICROSECOND({x}) % {div})"
 
 
 BIG_STEPS = 1e15  # past this many tolerance steps a float is hashed as its own text (no overflow)
 
 
-def _big(o: ValidationSpec) -> str:
+def float_cutoff(o: ValidationSpec) -> str:
+    """SQL literal: the magnitude past which a float is hashed as its own text (BIG_STEPS steps)."""
     return repr(BIG_STEPS * (o.float_tolerance or 0.0))
-
-
-def _lite(rule: ColumnRule, own: str, x: str, col_type: Any, o: ValidationSpec) -> str:
-    if rule.kind == "integer":
-        return f"CAST({x} AS TEXT)"
-    if rule.kind == "text" and not rule.pad:
-        return f"CAST({x} AS TEXT)"
-    if rule.kind == "binary":
-        return f"lower(hex({x}))"
-    return f"so_norm('{rule_code(rule, o)}', {x})"
 
 
 def rule_code(rule: ColumnRule, o: ValidationSpec) -> str:
@@ -316,7 +216,7 @@ def _timestamp(value: Any, precision: Any) -> str:
     if dt.tzinfo is not None:
         dt = dt.astimezone(UTC).replace(tzinfo=None)
     micros = (dt - _EPOCH) // timedelta(microseconds=1)
-    micros -= micros % _PRECISION_DIVISOR[precision or "us"]  # floor, as date_trunc does
+    micros -= micros % PRECISION_DIVISOR[precision or "us"]  # floor, as date_trunc does
     seconds, fraction = divmod(abs(micros), 1_000_000)
     return f"{'-' if micros < 0 else ''}{seconds}.{fraction:06d}"
 
@@ -333,7 +233,7 @@ def _time(value: Any, precision: Any) -> str:
         t = time(total // 3600 % 24, total // 60 % 60, total % 60, value.microseconds)
     else:
         t = time.fromisoformat(str(value))
-    div = _PRECISION_DIVISOR[precision or "us"]
+    div = PRECISION_DIVISOR[precision or "us"]
     return t.replace(microsecond=t.microsecond - t.microsecond % div).strftime("%H:%M:%S.%f")
 
 

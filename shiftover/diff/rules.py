@@ -9,7 +9,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from shiftover.diff.normalize import ColumnRule, classify, decimal_scale, pair_kind, side_sql
+from shiftover.diff.normalize import ColumnRule, classify, decimal_scale, pair_kind
+from shiftover.engines import dialect_for, same_dialect
 from shiftover.errors import DiffError
 from shiftover.mapping import ColumnMap, TableMapping
 from shiftover.spec import ValidationSpec
@@ -25,7 +26,7 @@ def build_rules(source: Engine, target: Engine, mapping: TableMapping, options: 
             "the spec has a Python transform, which no database can replay; list the columns it "
             "writes in validation.exclude so the others are compared in the database"
         )
-    same_engine = source.dialect.name == target.dialect.name
+    same_engine = same_dialect(source, target)
     compared = [c for c in mapping.columns if c.target not in options.exclude and c.source not in options.exclude]
     key_first = sorted(
         compared,
@@ -87,32 +88,24 @@ def _rule(
         return rule
     src_expr = f"({col.sql})" if col.sql is not None else _quoted(source, col.source)
     if same_engine and col.sql is None and _native_ok(rule, src_type, tgt_type, source, o):
-        cast = _NATIVE[source.dialect.name]
+        cast = dialect_for(source).native_text
         return replace(rule, source_sql=cast.format(src_expr), target_sql=cast.format(_quoted(target, col.target)))
     # An expression's declared type is unknown; the target's stands in for it (a PostgreSQL time
     # zone, say), but not for what MariaDB renders from the type alone: DATETIME(0)'s lack of a
     # fraction, a DECIMAL's scale. There the expression is rendered in full (col_type None).
-    expr_type = None if col.sql is not None and source.dialect.name in ("mysql", "mariadb") else src_type
+    src_dialect, tgt_dialect = dialect_for(source), dialect_for(target)
+    expr_type = None if col.sql is not None and src_dialect.renders_by_declared_type else src_type
     return replace(
         rule,
-        source_sql=side_sql(source.dialect.name, rule, src_kind or kind, src_expr, expr_type, o),
-        target_sql=side_sql(target.dialect.name, rule, tgt_kind, _quoted(target, col.target), tgt_type, o),
+        source_sql=src_dialect.canonical_sql(rule, src_kind or kind, src_expr, expr_type, o),
+        target_sql=tgt_dialect.canonical_sql(rule, tgt_kind, _quoted(target, col.target), tgt_type, o),
     )
 
 
-# Same engine, same declared type: the engine's own text of the value is already canonical,
-# and much cheaper than formatting (to_char alone costs a third of a PostgreSQL scan).
-_NATIVE = {"postgresql": "({})::text", "mysql": "{}", "mariadb": "{}", "sqlite": "CAST({} AS TEXT)"}
-_NATIVE_KINDS = {
-    "postgresql": {"integer", "decimal", "text", "date", "timestamp", "uuid", "float"},
-    "mysql": {"integer", "decimal", "text", "date", "timestamp", "float"},
-    "sqlite": {"integer", "text"},
-}
-
-
 def _native_ok(rule: ColumnRule, src_type: Any, tgt_type: Any, engine: Engine, o: ValidationSpec) -> bool:
-    dialect = engine.dialect.name
-    if rule.kind not in _NATIVE_KINDS.get("mysql" if dialect == "mariadb" else dialect, set()):
+    """Same engine, same declared type: the engine's own text of the value (``native_text``) is
+    already canonical, and much cheaper than formatting."""
+    if rule.kind not in dialect_for(engine).native_kinds:
         return False
     if rule.kind == "timestamp" and o.timestamp_precision != "us":
         return False

@@ -24,6 +24,7 @@ from shiftover.diff.report import Difference, DiffReport, Key
 from shiftover.diff.rows import compare_keys, key_token, python_column_keys
 from shiftover.diff.rules import build_rules, check_keys
 from shiftover.diff.segments import KeyRange, integer_ranges, sampled_ranges
+from shiftover.engines import dialect_for
 from shiftover.errors import DiffError
 from shiftover.mapping import TableMapping
 from shiftover.spec import ValidationSpec
@@ -64,7 +65,9 @@ def plan_diff(
     if check_key_values:
         check_keys(source, src_table, mapping.key, "source")
         check_keys(target, tgt_table, mapping.target_key, "target")
-    versions = {side: _postgres_major(engine) for side, engine in (("source", source), ("target", target))}
+    versions = {
+        side: dialect_for(engine).postgres_major(engine) for side, engine in (("source", source), ("target", target))
+    }
     _check_postgres(versions, rules)
     fast = None not in versions.values() and versions["source"] == versions["target"]
     src = build_side(source, src_table, mapping.key, rules, source=True, fast_hash=fast)
@@ -72,13 +75,6 @@ def plan_diff(
     if since is not None:
         src, tgt = _since(src, tgt, mapping, since, since_column)
     return DiffPlan(src, tgt, rules, mapping, options)
-
-
-def _postgres_major(engine: Engine) -> int | None:
-    if engine.dialect.name != "postgresql":
-        return None
-    with engine.connect() as conn:
-        return int(conn.dialect.server_version_info[0])  # type: ignore[index]
 
 
 def _check_postgres(versions: dict[str, int | None], rules: list[ColumnRule]) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from shiftover.engines import dialect_for
 from shiftover.mapping import TableMapping
 from shiftover.rowsync import Key, absent_keys, key_in, write_rows
 
@@ -29,8 +30,9 @@ def apply_image(target: Engine, mapping: TableMapping, keys: list[Key], rows: li
     table = mapping.target_table_obj(target)
     gone = absent_keys(mapping, keys, rows)
     one_statement = not rows or not gone
-    if one_statement and target.dialect.name in _CLIENT_SIDE_AUTOCOMMIT:
-        # One statement is atomic on its own: autocommit saves the BEGIN and COMMIT round trips.
+    if one_statement and dialect_for(target).client_side_autocommit:
+        # One statement is atomic on its own: autocommit saves the BEGIN and COMMIT round trips
+        # where the driver switches autocommit without a round trip (PyMySQL sends SET AUTOCOMMIT each way).
         writing: AbstractContextManager[sa.Connection] = target.connect().execution_options(
             isolation_level="AUTOCOMMIT"
         )
@@ -38,7 +40,3 @@ def apply_image(target: Engine, mapping: TableMapping, keys: list[Key], rows: li
         writing = target.begin()
     with writing as conn:
         write_rows(conn, table, mapping, rows, gone)
-
-
-# Drivers whose autocommit switch costs no round trip (PyMySQL's sends SET AUTOCOMMIT each way).
-_CLIENT_SIDE_AUTOCOMMIT = frozenset({"postgresql", "sqlite"})

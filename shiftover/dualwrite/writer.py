@@ -32,6 +32,7 @@ from shiftover.dualwrite.image import read_image
 from shiftover.dualwrite.reads import RoutedReader
 from shiftover.dualwrite.replicator import Job, Replicator, run_later
 from shiftover.dualwrite.shadow import Recorder
+from shiftover.engines import dialect_for
 from shiftover.errors import SpecError
 from shiftover.flags.client import FlagClient
 from shiftover.flags.routing import Routing, WriteMode
@@ -52,7 +53,7 @@ def _close_at_exit(ref: weakref.ref[DualWriter]) -> None:
 
 def _can_return(engine: Engine, mapping: TableMapping) -> bool:
     """RETURNING gives the image in one round trip (PostgreSQL, SQLite; MariaDB has no UPDATE ... RETURNING)."""
-    return engine.dialect.name in ("postgresql", "sqlite") and mapping.transform is None
+    return dialect_for(engine).update_returning and mapping.transform is None
 
 
 def op_for(op: str, key: Key, written: Key) -> str:

@@ -131,10 +131,10 @@ def test_segments_follow_the_data_not_min_max(pg_database, make_migration):  # t
 @pytest.mark.parametrize("page_sample", [False, True])
 def test_segments_are_balanced(page_sample, pg_database, make_migration, monkeypatch):  # type: ignore[no-untyped-def]
     """Row sample or (for very big tables) page sample: segments get similar row counts."""
-    from shiftover.backfill import keyset
+    from shiftover.engines import postgresql
 
     if page_sample:
-        monkeypatch.setattr(keyset, "PAGE_SAMPLE_ROWS", 100_000)
+        monkeypatch.setattr(postgresql, "PAGE_SAMPLE_ROWS", 100_000)
     source, target = pg_database(), pg_database()
     for url in (source, target):
         _tables(url, "id bigint", "id")

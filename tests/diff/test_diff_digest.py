@@ -13,12 +13,12 @@ import pytest
 import sqlalchemy as sa
 
 from shiftover.connect import get_engine
-from shiftover.diff import checksum as checksum_module
 from shiftover.diff import diff_tables
 from shiftover.diff import tables as tables_module
 from shiftover.diff.checksum import int_key_hashes, range_checksum, range_digest
 from shiftover.diff.segments import KeyRange
 from shiftover.diff.tables import _check_postgres, plan_diff
+from shiftover.engines import mysql as mysql_engine
 from shiftover.errors import DiffError
 from shiftover.mapping import ColumnMap, TableMapping
 from shiftover.spec import ValidationSpec
@@ -111,7 +111,7 @@ def test_truncating_to_milliseconds_hides_only_what_lies_below(pg_database, mari
 
 def test_a_digest_mariadb_cannot_build_falls_back_to_the_sums(mariadb_database, pg_database, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     source, target = fill(pg_database(), not_null=False), fill(mariadb_database(), not_null=False)
-    monkeypatch.setattr(checksum_module, "GROUP_CONCAT_MAX", 64)  # MariaDB cuts the text and warns
+    monkeypatch.setattr(mysql_engine, "GROUP_CONCAT_MAX", 64)  # MariaDB cuts the text and warns
     plan = plan_diff(source, target, MAPPING, OPTIONS)
     whole = KeyRange(None, None)
     rows, digest = range_digest(plan.target, whole)
