@@ -185,6 +185,25 @@ def rollback(
     typer.echo(json.dumps(result, default=str))
 
 
+control_app = typer.Typer(help="The control store itself.", no_args_is_help=True)
+app.add_typer(control_app, name="control")
+
+
+@control_app.command("upgrade")
+def control_upgrade(control_url: ControlUrl = DEFAULT_URL) -> None:
+    """Create the control store's schema, or bring it to this Shiftover's revision (stop its flows first)."""
+    from shiftover.connect import get_engine
+    from shiftover.control.store import ControlStore, head_revision
+
+    store = ControlStore(get_engine(control_url))
+    try:
+        before = store.revision()
+        store.upgrade()
+    except ShiftoverError as exc:
+        _fail(exc)
+    typer.echo(f"control store {store.url}: {before or 'empty'} -> {head_revision()}")
+
+
 @app.command()
 def throttle(
     name: Annotated[str, typer.Argument(help="Migration name.")],

@@ -23,6 +23,7 @@ from shiftover.errors import ControlStoreError, PhaseError
 from shiftover.phases import Phase, allowed_next
 
 DEFAULT_URL = "sqlite:///.shiftover/control.db"
+VERSION_TABLE = "so_alembic_version"
 _MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
@@ -77,6 +78,36 @@ class ControlStore:
                 command.upgrade(cfg, "head")
         except sa.exc.OperationalError as exc:
             raise ControlStoreError(f"control store {self.url} is unreachable: {exc.orig}") from None
+
+    def revision(self) -> str | None:
+        """The schema revision the store is at; None when it holds no Shiftover schema yet."""
+        from alembic.runtime.migration import MigrationContext
+
+        try:
+            with self.engine.connect() as conn:
+                context = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
+                return context.get_current_revision()
+        except sa.exc.OperationalError as exc:
+            raise ControlStoreError(f"control store {self.url} is unreachable: {exc.orig}") from None
+
+    def require_current(self, *, create: bool) -> None:
+        """Refuse a store at an older (or newer) schema, naming the command that upgrades it;
+        an empty store is created at the newest revision when ``create`` (the orchestrator's first run)."""
+        found, wanted = self.revision(), head_revision()
+        if found == wanted:
+            return
+        if found is None and create:
+            self.upgrade()
+            return
+        where = f"--control-url '{self.url}'"
+        if found is None:
+            raise ControlStoreError(
+                f"control store {self.url} has no Shiftover schema yet: run `shiftover control upgrade {where}`"
+            )
+        raise ControlStoreError(
+            f"control store {self.url} is at schema revision {found}, this Shiftover needs {wanted}: "
+            f"stop its flows, then run `shiftover control upgrade {where}` (applications never upgrade it)"
+        )
 
     # -- migrations and phases ----------------------------------------------------
     def register(self, name: str, spec: dict[str, Any], actor: str = "shiftover") -> Phase:
@@ -206,8 +237,22 @@ def _audit(conn: sa.Connection, name: str, actor: str, action: str, detail: dict
     )
 
 
-def open_store(url: str = DEFAULT_URL) -> ControlStore:
-    """The control store at ``url``, upgraded to the current schema (about 2-3 ms when already at head)."""
+def head_revision() -> str:
+    """The newest schema revision this Shiftover ships."""
+    from alembic.script import ScriptDirectory
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_MIGRATIONS_DIR))
+    head = ScriptDirectory.from_config(cfg).get_current_head()
+    assert head is not None
+    return head
+
+
+def open_store(url: str = DEFAULT_URL, *, create: bool = True) -> ControlStore:
+    """The control store at ``url``, checked to be at the current schema (a few ms).
+
+    A store with no schema yet is created when ``create`` (flows and the CLI); applications pass
+    ``create=False``. A store at another revision is refused: ``shiftover control upgrade`` moves it."""
     store = ControlStore(get_engine(url))
-    store.upgrade()
+    store.require_current(create=create)
     return store

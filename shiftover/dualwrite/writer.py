@@ -108,7 +108,7 @@ class DualWriter:
         from shiftover.control.store import open_store
         from shiftover.preflight import resolve_mapping
 
-        store = open_store(control_url).engine
+        store = open_store(control_url, create=False).engine  # applications never change its schema
         flags = kw.pop("flags", None)
         owns = flags is None
         if flags is None:

@@ -5,8 +5,7 @@ from __future__ import annotations
 from alembic import context
 
 from shiftover.control.schema import metadata
-
-VERSION_TABLE = "so_alembic_version"
+from shiftover.control.store import VERSION_TABLE
 
 
 def run_migrations() -> None:

@@ -1,0 +1,45 @@
+"""The control store's schema is versioned: only ``shiftover control upgrade`` moves it; an
+application or a flow facing another revision refuses with that command in the message."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.config import Config
+from typer.testing import CliRunner
+
+from shiftover.cli import app
+from shiftover.connect import get_engine
+from shiftover.control.store import _MIGRATIONS_DIR, ControlStore, head_revision, open_store
+from shiftover.errors import ControlStoreError
+
+
+def store_at(url: str, revision: str) -> ControlStore:
+    store = ControlStore(get_engine(url))
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_MIGRATIONS_DIR))
+    with store.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
+    return store
+
+
+def test_an_old_store_is_refused_until_the_upgrade_command_runs(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/control.db"
+    store_at(url, "0001").register("m", {"name": "m"})
+    for create in (True, False):  # neither a flow nor an application upgrades it
+        with pytest.raises(ControlStoreError, match=r"revision 0001, this Shiftover needs .*shiftover control upgrade"):
+            open_store(url, create=create)
+    out = CliRunner().invoke(app, ["control", "upgrade", "--control-url", url])
+    assert out.exit_code == 0 and f"0001 -> {head_revision()}" in out.output
+    store = open_store(url, create=False)
+    assert store.phase("m") == "planned" and store.revision() == head_revision()  # data kept
+
+
+def test_an_application_never_creates_the_store(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/control.db"
+    with pytest.raises(ControlStoreError, match="has no Shiftover schema yet: run `shiftover control upgrade"):
+        open_store(url, create=False)
+    assert open_store(url).revision() == head_revision()  # the orchestrator's first run creates it
