@@ -18,6 +18,7 @@ from typing import Any
 from flows.approval import obtain_approval
 from flows.context import RunContext, RunOptions, hold, open_plan
 from flows.runtime import actor
+from flows.story import publish_story_quietly
 from shiftover.errors import StageOrderError
 from shiftover.flags.routing import WriteMode
 from shiftover.phases import Phase
@@ -67,7 +68,7 @@ def run_plan(
                 ctx.advance(Phase.PLANNED, "restart after rollback: the plan runs again from dual-write")
             return evaluate(ctx, flows=flows, stop_after=stop_after)
         finally:
-            publish_story_quietly(ctx)
+            publish_story_quietly(ctx.store, ctx.migration.spec)
 
 
 def evaluate(ctx: RunContext, *, flows: Collection[str] | None = None, stop_after: str | None = None) -> dict[str, Any]:
@@ -171,15 +172,3 @@ def rolled_back_note(store: Any, migration: str) -> str:
         "nothing was run. To start again from dual-write (the copied rows are kept and topped up, then "
         "validated again): `shiftover run SPEC --restart` (flow parameter restart=true)"
     )
-
-
-def publish_story_quietly(ctx: RunContext) -> None:
-    """The story artifact; a failure to publish it is logged, never raised over the run's own error."""
-    from prefect import get_run_logger
-
-    from shiftover.story import publish_story
-
-    try:
-        publish_story(ctx.store, ctx.migration.spec)
-    except Exception as exc:  # the run's own outcome matters more than its story
-        get_run_logger().warning("could not publish the story of %s: %s", ctx.name, exc)

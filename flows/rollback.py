@@ -17,13 +17,13 @@ from prefect import flow, get_run_logger
 from flows.approval import ROLLBACK_ANSWERER
 from flows.context import open_plan
 from flows.runtime import actor
+from flows.story import publish_story_quietly
 from shiftover.approvals import ApprovalRequest
 from shiftover.control.store import DEFAULT_URL
 from shiftover.flags.routing import WriteMode
 from shiftover.migration import resume_migration
 from shiftover.phases import Phase
 from shiftover.rollback import roll_back
-from shiftover.story import publish_story
 
 
 @flow(name="rollback")
@@ -50,10 +50,7 @@ def rollback(
     )
     cancel_paused_runs(result.cancelled, name, f"cancelled by a rollback: {reason}")
     get_run_logger().info("%s rolled back from %s: %s", name, state.phase, result.as_dict())
-    try:
-        publish_story(opened.store, opened.spec)
-    except Exception as exc:  # never mask the rollback's own outcome
-        get_run_logger().warning("could not publish the story of %s: %s", name, exc)
+    publish_story_quietly(opened.store, opened.spec)
     return result.as_dict()
 
 

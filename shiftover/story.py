@@ -96,24 +96,3 @@ def validation_failures(store: ControlStore, migration: str, limit: int = 50) ->
 def artifact_key(*parts: str) -> str:
     """A Prefect artifact or pause key from ``parts``: lowercase letters, digits and single dashes only."""
     return re.sub(r"-+", "-", re.sub(r"[^a-z0-9-]", "-", "-".join(parts).lower())).strip("-")[:100]
-
-
-def publish_story(store: ControlStore, spec: MigrationSpec) -> None:
-    """The story as a markdown artifact of the current flow run (a no-op outside one)."""
-    from prefect.artifacts import create_markdown_artifact, create_table_artifact
-    from prefect.context import FlowRunContext
-
-    if FlowRunContext.get() is None:
-        return
-    key = artifact_key(spec.name, "story")
-    failures = validation_failures(store, spec.name)
-    story = render_story(store, spec)
-    if failures:
-        create_table_artifact(
-            key=f"{key}-validation-failures",
-            table=failures,
-            description=f"rows the diff found different for {spec.name} (latest {len(failures)})",
-        )
-        story += f"\n\n**Validation failures:** {len(failures)} latest in the artifact `{key}-validation-failures`."
-    story = story.replace("## Timeline", "## Timeline\n\n" + render_picture(store, spec), 1)
-    create_markdown_artifact(key=key, markdown=story, description=f"story of {spec.name}")

@@ -1,0 +1,37 @@
+"""The migration's story as artifacts of the current flow run: what every run publishes at its end."""
+
+from __future__ import annotations
+
+from prefect import get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.context import FlowRunContext
+
+from shiftover.control.store import ControlStore
+from shiftover.spec import MigrationSpec
+from shiftover.story import artifact_key, render_picture, render_story, validation_failures
+
+
+def publish_story(store: ControlStore, spec: MigrationSpec) -> None:
+    """The story as a markdown artifact of the current flow run (a no-op outside one)."""
+    if FlowRunContext.get() is None:
+        return
+    key = artifact_key(spec.name, "story")
+    failures = validation_failures(store, spec.name)
+    story = render_story(store, spec)
+    if failures:
+        create_table_artifact(
+            key=f"{key}-validation-failures",
+            table=failures,
+            description=f"rows the diff found different for {spec.name} (latest {len(failures)})",
+        )
+        story += f"\n\n**Validation failures:** {len(failures)} latest in the artifact `{key}-validation-failures`."
+    story = story.replace("## Timeline", "## Timeline\n\n" + render_picture(store, spec), 1)
+    create_markdown_artifact(key=key, markdown=story, description=f"story of {spec.name}")
+
+
+def publish_story_quietly(store: ControlStore, spec: MigrationSpec) -> None:
+    """``publish_story``; a failure to publish is logged, never raised over the run's own outcome."""
+    try:
+        publish_story(store, spec)
+    except Exception as exc:  # the run's own outcome matters more than its story
+        get_run_logger().warning("could not publish the story of %s: %s", spec.name, exc)
