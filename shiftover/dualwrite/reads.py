@@ -15,10 +15,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from shiftover.dualwrite import shadow
-from shiftover.dualwrite.shadow import Recorder, compare_rows
+from shiftover import metrics
+from shiftover.dualwrite.shadow import compare_rows
 from shiftover.flags.routing import Routing
 from shiftover.mapping import TableMapping
+from shiftover.metrics import Recorder
 from shiftover.rowsync import Key, fetch_rows, key_in
 
 
@@ -58,10 +59,10 @@ class RoutedReader:
         try:
             candidate = candidate_fn()
         except Exception:
-            self.recorder.count(shadow.SHADOW_ERRORS)
+            self.recorder.count(metrics.SHADOW_ERRORS)
             return
-        self.recorder.count(shadow.SHADOW_NEW_MS, (time.perf_counter() - started) * 1000)
-        self.recorder.count(shadow.SHADOW_READS)
+        self.recorder.count(metrics.SHADOW_NEW_MS, (time.perf_counter() - started) * 1000)
+        self.recorder.count(metrics.SHADOW_READS)
         old_image, new_row = (candidate, control) if new_is_control else (control, candidate)
         differing = compare_rows(old_image, new_row)
         if differing:

@@ -27,15 +27,15 @@ from typing import Any, Self
 
 from sqlalchemy.engine import Engine
 
-from shiftover.dualwrite import shadow
+from shiftover import metrics
 from shiftover.dualwrite.image import read_image
 from shiftover.dualwrite.reads import RoutedReader
 from shiftover.dualwrite.replicator import Job, Replicator, run_later
-from shiftover.dualwrite.shadow import Recorder
 from shiftover.errors import SpecError
 from shiftover.flags.client import FlagClient
 from shiftover.flags.routing import Routing, WriteMode
 from shiftover.mapping import TableMapping
+from shiftover.metrics import Recorder
 from shiftover.reconcile import reverse_mapping
 from shiftover.rowsync import Key, key_in, upsert_rows
 from shiftover.spec import MigrationSpec
@@ -149,9 +149,9 @@ class DualWriter:
 
     def _write(self, op: str, key: Key, values: dict[str, Any]) -> None:
         mode = self._followable(self.routing().writes)
-        self.recorder.count(shadow.WRITES)
+        self.recorder.count(metrics.WRITES)
         if op != "update":
-            self.recorder.count(shadow.ROW_COUNT_CHANGES)
+            self.recorder.count(metrics.ROW_COUNT_CHANGES)
         keys = self._touched_keys(op, key, values)
         with self._stripes[hash(key) % len(self._stripes)]:
             if mode in _NEW_PRIMARY:
@@ -246,8 +246,8 @@ class DualWriter:
     def replicate_committed(self, keys: dict[Key, str]) -> None:
         """Secondary writes for keys an ORM session just committed to the old table."""
         mode = self.routing().writes
-        self.recorder.count(shadow.WRITES, len(keys))
-        self.recorder.count(shadow.ROW_COUNT_CHANGES, len(keys))  # a session's upserts may insert
+        self.recorder.count(metrics.WRITES, len(keys))
+        self.recorder.count(metrics.ROW_COUNT_CHANGES, len(keys))  # a session's upserts may insert
         if mode == WriteMode.OLD_ONLY:
             return
         if mode in _NEW_PRIMARY and not self._warned_orm:
