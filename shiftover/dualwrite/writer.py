@@ -38,7 +38,7 @@ from shiftover.mapping import TableMapping
 from shiftover.metrics import Recorder
 from shiftover.reconcile import reverse_mapping
 from shiftover.rowsync import Key, key_in, upsert_rows
-from shiftover.spec import MigrationSpec
+from shiftover.spec import MigrationSpec, ValidationSpec
 
 log = logging.getLogger(__name__)
 _NEW_PRIMARY = (WriteMode.DUAL_NEW_PRIMARY, WriteMode.NEW_ONLY)
@@ -78,6 +78,7 @@ class DualWriter:
         shadow_sample: float = 1.0,
         max_mismatch_rows: int = 100,
         metrics_interval: float = 1.0,
+        validation: ValidationSpec | None = None,
     ) -> None:
         self.old, self.new, self.mapping = old, new, mapping
         self.flags, self.store, self.migration = flags, store, migration
@@ -85,7 +86,7 @@ class DualWriter:
         self.replicator = Replicator(
             store, migration, self.recorder, asynchronous=asynchronous, queue_size=queue_size, workers=workers
         )
-        self.reader = RoutedReader(old, new, mapping, self.recorder, shadow_sample=shadow_sample)
+        self.reader = RoutedReader(old, new, mapping, self.recorder, shadow_sample=shadow_sample, options=validation)
         self._renames = {c.source: c.target for c in mapping.columns if c.sql is None}
         self._reverse: TableMapping | None = None
         self._refused = False
@@ -119,6 +120,7 @@ class DualWriter:
             flags,
             store,
             spec.name,
+            validation=spec.validation,
             **kw,
         )
         writer._owns_flags = owns
