@@ -77,7 +77,7 @@ class Replicator:
     def submit(self, job: Job) -> None:
         """Replicate now (sync) or hand to the key's worker (async); never raises."""
         if not self.asynchronous:
-            self._run([job])
+            self.replicate([job])
             return
         q = self._queues[hash(job.key) % len(self._queues)]
         try:
@@ -102,7 +102,9 @@ class Replicator:
             self.recorder.count(metrics.SECONDARY_ERRORS, len(keys))
             self.park(items, describe_error(exc))
 
-    def _run(self, jobs: Sequence[Job]) -> None:
+    def replicate(self, jobs: Sequence[Job]) -> None:
+        """Copy the jobs' keys (one route) inline, reading each image from the source after its commit;
+        never raises: whatever fails, a computed column included, parks the keys."""
         first = jobs[0]
         keys = [j.key for j in jobs]
         self.recorder.count(metrics.SECONDARY_WRITES, len(keys))
@@ -157,7 +159,7 @@ class Replicator:
                     break
             try:
                 for group in _by_route(jobs):
-                    self._run(group)
+                    self.replicate(group)
             finally:
                 for _ in jobs:
                     q.task_done()

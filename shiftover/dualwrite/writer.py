@@ -6,10 +6,13 @@ the migration's flags, read from the ``FlagClient``'s cache on every call:
 - ``old_only`` / ``new_only``: one store.
 - ``dual_old_primary``: write old in its own transaction, then make new equal for that key: the
   full row image (deletes propagate) is read back from old inside the write's transaction
-  (synchronous mode, see ``image``) or by ``rowsync.sync_keys`` on a worker (asynchronous mode).
+  (synchronous mode, plain columns, see ``image``), or after the commit by ``rowsync.sync_keys``
+  (synchronous mode with ``sql:`` columns or a transform, and on a worker in asynchronous mode).
 - ``dual_new_primary``: write new first (renames only), then make old equal from new.
 
-A failed secondary write never reaches the caller: the key goes to the reconciliation queue.
+A failed secondary write never reaches the caller: the key goes to the reconciliation queue. That
+includes computing the secondary's row (a transform or ``sql:`` column that raises): it runs
+after the primary's commit, never inside it.
 A failed primary write raises as it would without Shiftover. A mapping with SQL-computed columns
 or a Python transform cannot run new-primary: construction in that mode raises ``SpecError``,
 and a later switch to it is refused (the writer stays old-primary and logs the error); flows
@@ -28,7 +31,7 @@ from typing import Any, Self
 from sqlalchemy.engine import Engine
 
 from shiftover import metrics
-from shiftover.dualwrite.image import read_image
+from shiftover.dualwrite.image import image_in_transaction, read_image
 from shiftover.dualwrite.reads import RoutedReader
 from shiftover.dualwrite.replicator import Job, Replicator, run_later
 from shiftover.errors import SpecError
@@ -164,15 +167,19 @@ class DualWriter:
                 primary_values = values
             dual = mode in (WriteMode.DUAL_OLD_PRIMARY, WriteMode.DUAL_NEW_PRIMARY)
             src, dst, mapping = route
-            inline = dual and not self.replicator.asynchronous  # read the image for the inline secondary write
+            # The inline secondary's image is read in the primary's transaction when nothing there can fail.
+            inline = dual and not self.replicator.asynchronous and image_in_transaction(mapping)
             image = self._primary(src, mapping, op, key, primary_values, keys if inline else None)
             if not dual:
                 return
+            items = [(k, op_for(op, k, key)) for k in keys]
             if self.replicator.asynchronous:
-                for k in keys:
-                    self.replicator.submit(Job(src, dst, mapping, k, op_for(op, k, key)))
-            else:
-                self.replicator.apply(dst, mapping, keys, image or [], [(k, op_for(op, k, key)) for k in keys])
+                for k, k_op in items:
+                    self.replicator.submit(Job(src, dst, mapping, k, k_op))
+            elif image is not None:
+                self.replicator.apply(dst, mapping, keys, image, items)
+            else:  # computed columns: read and applied after the commit, failures queued
+                self.replicator.replicate([Job(src, dst, mapping, k, k_op) for k, k_op in items])
 
     def _followable(self, mode: WriteMode) -> WriteMode:
         """Refuse a switch to new-primary that this mapping cannot serve: keep old primary (both
