@@ -19,8 +19,8 @@ from datetime import timedelta
 from typing import TypeVar
 
 from shiftover.control.store import utcnow
-from shiftover.dualwrite.shadow import ROW_COUNT_CHANGES, sum_metrics
 from shiftover.flags.routing import WriteMode, read_routing
+from shiftover.metrics import ROW_COUNT_CHANGES, sum_metrics
 from shiftover.migration import Migration
 from shiftover.rowsync import count_rows
 

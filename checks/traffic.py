@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from checks.context import GateContext, GateResult
 from checks.report import markdown_table
 from shiftover.control.store import utcnow
-from shiftover.dualwrite.shadow import error_rate, mismatch_rate, recent_mismatches
+from shiftover.metrics import error_rate, mismatch_rate, recent_mismatches
 from shiftover.migration import Migration
 from shiftover.reconcile import dead_entries, queue_depth
 from shiftover.spec import GateSpec

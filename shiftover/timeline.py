@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from shiftover.control import schema
 from shiftover.control.store import ControlStore
-from shiftover.dualwrite.shadow import SHADOW_MISMATCHES, SHADOW_READS
+from shiftover.metrics import SHADOW_MISMATCHES, SHADOW_READS
 
 
 @dataclass(frozen=True)

@@ -29,11 +29,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import unicodedata
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -168,7 +167,7 @@ def rule_code(rule: ColumnRule, o: ValidationSpec) -> str:
     return f"{rule.kind}:{'' if arg is None else arg}"
 
 
-# -- the Python twin: used by SQLite's so_norm and by the row-level compare ------------------
+# -- the Python twin: used by SQLite's so_norm and by the row compare (diff.equality) ------------------
 
 
 def canonical_text(kind: str, value: Any, arg: Any = None) -> str | None:
@@ -182,7 +181,7 @@ def _dec(value: Any, scale: Any) -> str:
     d = value if isinstance(value, Decimal) else Decimal(str(value))
     if scale in (None, ""):
         return f"{d.normalize():f}"
-    return f"{d.quantize(Decimal(1).scaleb(-int(scale))):f}"
+    return f"{d.quantize(Decimal(1).scaleb(-int(scale)), rounding=ROUND_HALF_UP):f}"  # as round() in SQL
 
 
 def _float(value: Any, tol: Any) -> str:
@@ -192,8 +191,7 @@ def _float(value: Any, tol: Any) -> str:
 
 
 def _text(value: Any, pad: Any) -> str:
-    text = value.decode() if isinstance(value, bytes) else str(value)
-    text = unicodedata.normalize("NFC", text)
+    text = value.decode() if isinstance(value, bytes) else str(value)  # byte-exact: no Unicode normalisation
     return text.rstrip(" ") if pad in (1, "1", True) else text
 
 
@@ -263,21 +261,6 @@ _TEXT = {
     "uuid": _uuid,
     "binary": _binary,
 }
-
-
-def values_equal(rule: ColumnRule, a: Any, b: Any, options: ValidationSpec) -> bool:
-    """Row-level equality: canonical text, floats within the declared tolerance."""
-    if a is None or b is None:
-        return a is None and b is None
-    if rule.kind == "float":
-        tol = options.float_tolerance or 0.0
-        return abs(float(a) - float(b)) <= tol if tol else float(a) == float(b)
-    arg = _python_arg(rule, options)
-    return canonical_text(rule.kind, a, arg) == canonical_text(rule.kind, b, arg)
-
-
-def _python_arg(rule: ColumnRule, options: ValidationSpec) -> Any:
-    return rule_code(rule, options).split(":", 1)[1] or None
 
 
 # -- SQLite functions ---------------------------------------------------------------------

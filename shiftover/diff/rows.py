@@ -1,8 +1,8 @@
 """Row-level comparison: for candidate keys, fetch both row images and name what differs.
 
-Hash mismatches are only candidates: here values are compared through the Python twin of the
-normalisation (floats within tolerance, Unicode NFC), so near-equal values never show up as
-false differences. Rows are read by key without any ``since`` filter.
+Hash mismatches are only candidates: here values are compared by ``equality.values_equal``, the
+rule shadow reads use too, so the diff and the shadow compare cannot disagree. Rows are read by
+key without any ``since`` filter.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from shiftover.diff.checksum import Side, side_connection
-from shiftover.diff.normalize import ColumnRule, canonical_text, values_equal
+from shiftover.diff.equality import comparable, compare_select, differing_columns, values_equal
+from shiftover.diff.normalize import ColumnRule, canonical_text
 from shiftover.diff.report import CHANGED, EXTRA, MISSING, Difference, Key
 from shiftover.diff.segments import KeyRange, range_clause
 from shiftover.mapping import TableMapping
@@ -47,8 +48,8 @@ def compare_keys(
         wanted.setdefault(key_token(key_rules, k), tuple(k))
     if not wanted:
         return []
-    src_rows = _fetch(source, mapping, list(wanted.values()), is_source=True)
-    tgt_rows = _fetch(target, mapping, list(wanted.values()), is_source=False)
+    src_rows = _fetch(source, mapping, rules, list(wanted.values()), is_source=True)
+    tgt_rows = _fetch(target, mapping, rules, list(wanted.values()), is_source=False)
     by_src = {key_token(key_rules, tuple(r[c] for c in mapping.target_key)): r for r in src_rows}
     by_tgt = {key_token(key_rules, tuple(r[c] for c in mapping.target_key)): r for r in tgt_rows}
     out = []
@@ -73,7 +74,7 @@ def compare_images(
         return Difference(key, MISSING)
     if src is None:
         return Difference(key, EXTRA)
-    changed = [r.target for r in rules if not values_equal(r, src.get(r.target), tgt.get(r.target), options)]
+    changed = differing_columns(rules, src, tgt, options)
     if not changed:
         return None
     detail = {c: [_plain(src.get(c)), _plain(tgt.get(c))] for c in changed}
@@ -84,20 +85,17 @@ def _plain(value: Any) -> Any:
     return value if value is None or isinstance(value, bool | int | float | str) else str(value)
 
 
-def _fetch(side: Side, mapping: TableMapping, keys: Sequence[Key], *, is_source: bool) -> list[dict[str, Any]]:
+def _fetch(
+    side: Side, mapping: TableMapping, rules: Sequence[ColumnRule], keys: Sequence[Key], *, is_source: bool
+) -> list[dict[str, Any]]:
     key_names = mapping.key if is_source else mapping.target_key
     out: list[dict[str, Any]] = []
     with side_connection(side) as conn:
         for i in range(0, len(keys), _BATCH):
             where = key_in(side.table, key_names, keys[i : i + _BATCH])
-            out.extend(dict(r._mapping) for r in conn.execute(_select(side, mapping, is_source).where(where)))
+            query = compare_select(side.table, mapping, rules, is_source=is_source).where(where)
+            out.extend(dict(r._mapping) for r in conn.execute(query))
     return mapping.transform_records(out) if is_source else out
-
-
-def _select(side: Side, mapping: TableMapping, is_source: bool) -> sa.Select[Any]:
-    if is_source:
-        return sa.select(*(c.select_expr(side.table) for c in mapping.columns))
-    return sa.select(*(side.table.c[c] for c in mapping.target_columns))
 
 
 def python_column_keys(
@@ -137,7 +135,10 @@ def _range_values(
     is_source: bool,
 ) -> dict[tuple[str | None, ...], tuple[Key, list[Any]]]:
     by_target = {c.target: c for c in mapping.columns}
-    cols = [by_target[r.target].select_expr(side.table) if is_source else side.table.c[r.target] for r in py_rules]
+    cols = [
+        comparable(by_target[r.target].select_expr(side.table) if is_source else side.table.c[r.target], r, r.target)
+        for r in py_rules
+    ]
     query = sa.select(*side.key_columns, *cols).where(range_clause(side.key_columns, rng))
     n = len(side.key)
     out: dict[tuple[str | None, ...], tuple[Key, list[Any]]] = {}

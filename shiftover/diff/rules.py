@@ -9,7 +9,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from shiftover.diff.normalize import ColumnRule, classify, decimal_scale, pair_kind
+from shiftover.diff.equality import column_rule
+from shiftover.diff.normalize import ColumnRule, classify
 from shiftover.engines import dialect_for, same_dialect
 from shiftover.errors import DiffError
 from shiftover.mapping import ColumnMap, TableMapping
@@ -62,30 +63,19 @@ def check_column_sets(mapping: TableMapping, src: sa.Table, tgt: sa.Table, optio
 def _rule(
     col: ColumnMap, src: sa.Table, tgt: sa.Table, source: Engine, target: Engine, o: ValidationSpec, same_engine: bool
 ) -> ColumnRule:
-    tgt_type = tgt.c[col.target].type
-    tgt_kind = classify(col.target, tgt_type)
-    src_type: Any = src.c[col.source].type if col.sql is None else tgt_type
-    src_kind = classify(col.source, src_type) if col.sql is None else None
-    kind = pair_kind(col.target, src_kind, tgt_kind)
-    if kind == "float" and not o.float_tolerance and not same_engine:
+    rule = column_rule(col, src, tgt)
+    if rule.kind == "float" and not o.float_tolerance and not same_engine:
         raise DiffError(
             f"column {col.target!r} holds floats compared across engines; declare "
             "validation.float_tolerance (e.g. 1e-9) or exclude the column"
         )
-    scales = [s for s in (decimal_scale(src_type), decimal_scale(tgt_type)) if s is not None]
-    pad = "char" in (src_kind, tgt_kind)
-    in_sql = not (kind == "json" and not same_engine)
-    rule = ColumnRule(
-        target=col.target,
-        kind=kind,
-        scale=max(scales) if scales else None,
-        pad=pad,
-        in_sql=in_sql,
-        source_nullable=col.sql is not None or bool(src.c[col.source].nullable),
-        target_nullable=bool(tgt.c[col.target].nullable),
-    )
-    if not in_sql:
-        return rule
+    if rule.kind == "json" and not same_engine:
+        return replace(rule, in_sql=False)  # the engines' canonical JSON texts differ: compared in Python
+    kind = rule.kind
+    tgt_type = tgt.c[col.target].type
+    tgt_kind = classify(col.target, tgt_type)
+    src_type: Any = src.c[col.source].type if col.sql is None else tgt_type
+    src_kind = classify(col.source, src_type) if col.sql is None else None
     src_expr = f"({col.sql})" if col.sql is not None else _quoted(source, col.source)
     if same_engine and col.sql is None and _native_ok(rule, src_type, tgt_type, source, o):
         cast = dialect_for(source).native_text

@@ -3,7 +3,8 @@
 Reading the image inside the primary's transaction (right after the write, under its row
 lock) gives the same full row ``rowsync.sync_keys`` would read back after the commit, and
 saves a connection checkout and three round trips per request. The image is written to the
-secondary only after the primary has committed.
+secondary only after the primary has committed. Only a mapping of plain columns is read there:
+a ``sql:`` column or a transform can fail, and must not fail the application's write.
 """
 
 from __future__ import annotations
@@ -17,6 +18,11 @@ from sqlalchemy.engine import Engine
 from shiftover.engines import dialect_for
 from shiftover.mapping import TableMapping
 from shiftover.rowsync import Key, absent_keys, key_in, write_rows
+
+
+def image_in_transaction(mapping: TableMapping) -> bool:
+    """Whether the image can be read inside the primary's transaction: nothing there may fail but the write."""
+    return mapping.transform is None and all(c.sql is None for c in mapping.columns)
 
 
 def read_image(conn: sa.Connection, mapping: TableMapping, table: sa.Table, keys: list[Key]) -> list[dict[str, Any]]:

@@ -18,12 +18,11 @@ from typing import Any, NamedTuple
 
 from sqlalchemy.engine import Engine
 
-from shiftover import reconcile
-from shiftover.dualwrite import shadow
+from shiftover import metrics, reconcile
 from shiftover.dualwrite.image import apply_image
-from shiftover.dualwrite.shadow import Recorder
 from shiftover.errors import describe_error
 from shiftover.mapping import TableMapping
+from shiftover.metrics import Recorder
 from shiftover.rowsync import Key, sync_keys
 
 log = logging.getLogger(__name__)
@@ -78,13 +77,13 @@ class Replicator:
     def submit(self, job: Job) -> None:
         """Replicate now (sync) or hand to the key's worker (async); never raises."""
         if not self.asynchronous:
-            self._run([job])
+            self.replicate([job])
             return
         q = self._queues[hash(job.key) % len(self._queues)]
         try:
             q.put_nowait(job)
         except queue.Full:
-            self.recorder.count(shadow.QUEUE_OVERFLOWS)
+            self.recorder.count(metrics.QUEUE_OVERFLOWS)
             self.park([(job.key, job.op)], "async queue full")
 
     def apply(
@@ -96,21 +95,23 @@ class Replicator:
         items: Sequence[tuple[Key, str]],
     ) -> None:
         """Write images read on the primary's connection to the secondary, inline; never raises."""
-        self.recorder.count(shadow.SECONDARY_WRITES, len(keys))
+        self.recorder.count(metrics.SECONDARY_WRITES, len(keys))
         try:
             apply_image(dst, mapping, keys, image)
         except Exception as exc:
-            self.recorder.count(shadow.SECONDARY_ERRORS, len(keys))
+            self.recorder.count(metrics.SECONDARY_ERRORS, len(keys))
             self.park(items, describe_error(exc))
 
-    def _run(self, jobs: Sequence[Job]) -> None:
+    def replicate(self, jobs: Sequence[Job]) -> None:
+        """Copy the jobs' keys (one route) inline, reading each image from the source after its commit;
+        never raises: whatever fails, a computed column included, parks the keys."""
         first = jobs[0]
         keys = [j.key for j in jobs]
-        self.recorder.count(shadow.SECONDARY_WRITES, len(keys))
+        self.recorder.count(metrics.SECONDARY_WRITES, len(keys))
         try:
             sync_keys(first.src, first.dst, first.mapping, keys)
         except Exception as exc:
-            self.recorder.count(shadow.SECONDARY_ERRORS, len(keys))
+            self.recorder.count(metrics.SECONDARY_ERRORS, len(keys))
             self.park([(j.key, j.op) for j in jobs], describe_error(exc))
 
     # -- durable record -----------------------------------------------------------
@@ -118,7 +119,7 @@ class Replicator:
         """Record keys for reconciliation; keep them in memory if the control store is down too."""
         try:
             reconcile.enqueue(self.store, self.migration, items, error)
-            self.recorder.count(shadow.ENQUEUED, len(items))
+            self.recorder.count(metrics.ENQUEUED, len(items))
         except Exception as exc:
             log.error("reconciliation queue unreachable (%s): %d key(s) held in memory", exc, len(items))
             with self._backlog_lock:
@@ -131,7 +132,7 @@ class Replicator:
         if backlog:
             try:
                 reconcile.enqueue(self.store, self.migration, [(k, op) for k, op, _ in backlog], backlog[-1][2])
-                self.recorder.count(shadow.ENQUEUED, len(backlog))
+                self.recorder.count(metrics.ENQUEUED, len(backlog))
             except Exception:
                 with self._backlog_lock:
                     self._backlog[:0] = backlog
@@ -158,7 +159,7 @@ class Replicator:
                     break
             try:
                 for group in _by_route(jobs):
-                    self._run(group)
+                    self.replicate(group)
             finally:
                 for _ in jobs:
                     q.task_done()

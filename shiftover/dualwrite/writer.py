@@ -6,10 +6,13 @@ the migration's flags, read from the ``FlagClient``'s cache on every call:
 - ``old_only`` / ``new_only``: one store.
 - ``dual_old_primary``: write old in its own transaction, then make new equal for that key: the
   full row image (deletes propagate) is read back from old inside the write's transaction
-  (synchronous mode, see ``image``) or by ``rowsync.sync_keys`` on a worker (asynchronous mode).
+  (synchronous mode, plain columns, see ``image``), or after the commit by ``rowsync.sync_keys``
+  (synchronous mode with ``sql:`` columns or a transform, and on a worker in asynchronous mode).
 - ``dual_new_primary``: write new first (renames only), then make old equal from new.
 
-A failed secondary write never reaches the caller: the key goes to the reconciliation queue.
+A failed secondary write never reaches the caller: the key goes to the reconciliation queue. That
+includes computing the secondary's row (a transform or ``sql:`` column that raises): it runs
+after the primary's commit, never inside it.
 A failed primary write raises as it would without Shiftover. A mapping with SQL-computed columns
 or a Python transform cannot run new-primary: construction in that mode raises ``SpecError``,
 and a later switch to it is refused (the writer stays old-primary and logs the error); flows
@@ -27,19 +30,19 @@ from typing import Any, Self
 
 from sqlalchemy.engine import Engine
 
-from shiftover.dualwrite import shadow
-from shiftover.dualwrite.image import read_image
+from shiftover import metrics
+from shiftover.dualwrite.image import image_in_transaction, read_image
 from shiftover.dualwrite.reads import RoutedReader
 from shiftover.dualwrite.replicator import Job, Replicator, run_later
-from shiftover.dualwrite.shadow import Recorder
 from shiftover.engines import dialect_for
 from shiftover.errors import SpecError
 from shiftover.flags.client import FlagClient
 from shiftover.flags.routing import Routing, WriteMode
 from shiftover.mapping import TableMapping
+from shiftover.metrics import Recorder
 from shiftover.reconcile import reverse_mapping
 from shiftover.rowsync import Key, key_in, upsert_rows
-from shiftover.spec import MigrationSpec
+from shiftover.spec import MigrationSpec, ValidationSpec
 
 log = logging.getLogger(__name__)
 _NEW_PRIMARY = (WriteMode.DUAL_NEW_PRIMARY, WriteMode.NEW_ONLY)
@@ -79,6 +82,7 @@ class DualWriter:
         shadow_sample: float = 1.0,
         max_mismatch_rows: int = 100,
         metrics_interval: float = 1.0,
+        validation: ValidationSpec | None = None,
     ) -> None:
         self.old, self.new, self.mapping = old, new, mapping
         self.flags, self.store, self.migration = flags, store, migration
@@ -86,7 +90,7 @@ class DualWriter:
         self.replicator = Replicator(
             store, migration, self.recorder, asynchronous=asynchronous, queue_size=queue_size, workers=workers
         )
-        self.reader = RoutedReader(old, new, mapping, self.recorder, shadow_sample=shadow_sample)
+        self.reader = RoutedReader(old, new, mapping, self.recorder, shadow_sample=shadow_sample, options=validation)
         self._renames = {c.source: c.target for c in mapping.columns if c.sql is None}
         self._reverse: TableMapping | None = None
         self._refused = False
@@ -120,6 +124,7 @@ class DualWriter:
             flags,
             store,
             spec.name,
+            validation=spec.validation,
             **kw,
         )
         writer._owns_flags = owns
@@ -150,9 +155,9 @@ class DualWriter:
 
     def _write(self, op: str, key: Key, values: dict[str, Any]) -> None:
         mode = self._followable(self.routing().writes)
-        self.recorder.count(shadow.WRITES)
+        self.recorder.count(metrics.WRITES)
         if op != "update":
-            self.recorder.count(shadow.ROW_COUNT_CHANGES)
+            self.recorder.count(metrics.ROW_COUNT_CHANGES)
         keys = self._touched_keys(op, key, values)
         with self._stripes[hash(key) % len(self._stripes)]:
             if mode in _NEW_PRIMARY:
@@ -163,15 +168,19 @@ class DualWriter:
                 primary_values = values
             dual = mode in (WriteMode.DUAL_OLD_PRIMARY, WriteMode.DUAL_NEW_PRIMARY)
             src, dst, mapping = route
-            inline = dual and not self.replicator.asynchronous  # read the image for the inline secondary write
+            # The inline secondary's image is read in the primary's transaction when nothing there can fail.
+            inline = dual and not self.replicator.asynchronous and image_in_transaction(mapping)
             image = self._primary(src, mapping, op, key, primary_values, keys if inline else None)
             if not dual:
                 return
+            items = [(k, op_for(op, k, key)) for k in keys]
             if self.replicator.asynchronous:
-                for k in keys:
-                    self.replicator.submit(Job(src, dst, mapping, k, op_for(op, k, key)))
-            else:
-                self.replicator.apply(dst, mapping, keys, image or [], [(k, op_for(op, k, key)) for k in keys])
+                for k, k_op in items:
+                    self.replicator.submit(Job(src, dst, mapping, k, k_op))
+            elif image is not None:
+                self.replicator.apply(dst, mapping, keys, image, items)
+            else:  # computed columns: read and applied after the commit, failures queued
+                self.replicator.replicate([Job(src, dst, mapping, k, k_op) for k, k_op in items])
 
     def _followable(self, mode: WriteMode) -> WriteMode:
         """Refuse a switch to new-primary that this mapping cannot serve: keep old primary (both
@@ -247,8 +256,8 @@ class DualWriter:
     def replicate_committed(self, keys: dict[Key, str]) -> None:
         """Secondary writes for keys an ORM session just committed to the old table."""
         mode = self.routing().writes
-        self.recorder.count(shadow.WRITES, len(keys))
-        self.recorder.count(shadow.ROW_COUNT_CHANGES, len(keys))  # a session's upserts may insert
+        self.recorder.count(metrics.WRITES, len(keys))
+        self.recorder.count(metrics.ROW_COUNT_CHANGES, len(keys))  # a session's upserts may insert
         if mode == WriteMode.OLD_ONLY:
             return
         if mode in _NEW_PRIMARY and not self._warned_orm:

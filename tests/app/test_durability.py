@@ -8,7 +8,7 @@ import sqlalchemy as sa
 
 from shiftover.control.store import ControlStore, utcnow
 from shiftover.dualwrite.replicator import Replicator
-from shiftover.dualwrite.shadow import SECONDARY_ERRORS, SECONDARY_WRITES, Recorder, error_rate
+from shiftover.metrics import SECONDARY_ERRORS, SECONDARY_WRITES, Recorder, error_rate
 from shiftover.reconcile import queue_depth
 
 DEAD_STORE = "sqlite:////nonexistent-dir/control.db"

@@ -13,8 +13,8 @@ from shiftover.connect import get_engine
 from shiftover.control.store import ControlStore, utcnow
 from shiftover.demo import create_orders
 from shiftover.dualwrite import DualWriter
-from shiftover.dualwrite.shadow import mismatch_rate
 from shiftover.flags.routing import WriteMode, set_shadow, set_write_mode
+from shiftover.metrics import mismatch_rate
 from shiftover.rowsync import sync_keys
 from shiftover.spec import load_spec
 

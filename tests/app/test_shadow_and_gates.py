@@ -7,8 +7,8 @@ import sqlalchemy as sa
 from checks.gate import GateContext
 from checks.traffic import lag, reconcile_drained, secondary_error_rate, shadow_mismatch
 from shiftover.control.store import utcnow
-from shiftover.dualwrite.shadow import mismatch_rate
 from shiftover.flags.routing import WriteMode, set_reads_percent, set_shadow
+from shiftover.metrics import mismatch_rate
 from shiftover.migration import Migration
 from shiftover.spec import GateSpec, parse_spec
 

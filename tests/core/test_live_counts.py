@@ -27,9 +27,9 @@ def test_dual_writer_reports_the_writes_that_move_a_count(control_store, sqlite_
     from shiftover.control.store import utcnow
     from shiftover.demo import create_orders, order_row
     from shiftover.dualwrite import DualWriter
-    from shiftover.dualwrite.shadow import ROW_COUNT_CHANGES, WRITES, sum_metrics
     from shiftover.flags.client import FlagClient
     from shiftover.flags.routing import WriteMode, set_write_mode
+    from shiftover.metrics import ROW_COUNT_CHANGES, WRITES, sum_metrics
     from shiftover.preflight import resolve_mapping
     from shiftover.spec import parse_spec
 

@@ -12,9 +12,9 @@ from datetime import datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from shiftover.dualwrite.shadow import SECONDARY_ERRORS, SECONDARY_WRITES, SHADOW_READS, Recorder
 from shiftover.errors import GateError
 from shiftover.flags.routing import WriteMode, read_routing
+from shiftover.metrics import SECONDARY_ERRORS, SECONDARY_WRITES, SHADOW_READS, Recorder
 from shiftover.phases import Phase
 from shiftover.reconcile import enqueue
 

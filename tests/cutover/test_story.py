@@ -8,7 +8,7 @@ import pytest
 
 from shiftover.control import schema
 from shiftover.control.store import ControlStore, utcnow
-from shiftover.dualwrite.shadow import SHADOW_MISMATCHES, SHADOW_READS
+from shiftover.metrics import SHADOW_MISMATCHES, SHADOW_READS
 from shiftover.phases import Phase
 from shiftover.spec import parse_spec
 from shiftover.story import render_picture, render_story
