@@ -52,14 +52,16 @@ class Replicator:
         workers: int = 2,
         batch: int = 100,
         linger: float = 0.005,
+        old: Engine | None = None,
     ) -> None:
         self.store = store
+        self.old = old  # writes bound for it run new -> old: queued keys keep that direction
         self.migration = migration
         self.recorder = recorder
         self.asynchronous = asynchronous
         self.batch = batch
         self.linger = linger
-        self._backlog: list[tuple[Key, str, str]] = []
+        self._backlog: list[tuple[Key, str, str, str | None]] = []
         self._backlog_lock = threading.Lock()
         self._stop = threading.Event()
         self._queues: list[queue.Queue[Job]] = []
@@ -84,7 +86,7 @@ class Replicator:
             q.put_nowait(job)
         except queue.Full:
             self.recorder.count(metrics.QUEUE_OVERFLOWS)
-            self.park([(job.key, job.op)], "async queue full")
+            self.park([(job.key, job.op)], "async queue full", self.direction(job.dst))
 
     def apply(
         self,
@@ -100,7 +102,7 @@ class Replicator:
             apply_image(dst, mapping, keys, image)
         except Exception as exc:
             self.recorder.count(metrics.SECONDARY_ERRORS, len(keys))
-            self.park(items, describe_error(exc))
+            self.park(items, describe_error(exc), self.direction(dst))
 
     def replicate(self, jobs: Sequence[Job]) -> None:
         """Copy the jobs' keys (one route) inline, reading each image from the source after its commit;
@@ -112,30 +114,43 @@ class Replicator:
             sync_keys(first.src, first.dst, first.mapping, keys)
         except Exception as exc:
             self.recorder.count(metrics.SECONDARY_ERRORS, len(keys))
-            self.park([(j.key, j.op) for j in jobs], describe_error(exc))
+            self.park([(j.key, j.op) for j in jobs], describe_error(exc), self.direction(first.dst))
 
     # -- durable record -----------------------------------------------------------
-    def park(self, items: Sequence[tuple[Key, str]], error: str) -> None:
-        """Record keys for reconciliation; keep them in memory if the control store is down too."""
+    def direction(self, dst: Engine) -> str | None:
+        """Which way a failed write to ``dst`` must be reconciled (None: unknown, the mode decides)."""
+        if self.old is None:
+            return None
+        return reconcile.NEW_TO_OLD if dst is self.old else reconcile.OLD_TO_NEW
+
+    def park(self, items: Sequence[tuple[Key, str]], error: str, direction: str | None = None) -> None:
+        """Record keys for reconciliation, with the direction of the write that failed; keep them in
+        memory if the control store is down too."""
         try:
-            reconcile.enqueue(self.store, self.migration, items, error)
+            reconcile.enqueue(self.store, self.migration, items, error, direction)
             self.recorder.count(metrics.ENQUEUED, len(items))
         except Exception as exc:
             log.error("reconciliation queue unreachable (%s): %d key(s) held in memory", exc, len(items))
             with self._backlog_lock:
-                self._backlog.extend((k, op, error) for k, op in items)
+                self._backlog.extend((k, op, error, direction) for k, op in items)
 
     def retry_backlog(self) -> int:
         """Enqueue keys held in memory while the control store was down; returns how many are left."""
         with self._backlog_lock:
             backlog, self._backlog = self._backlog, []
-        if backlog:
+        failed = []
+        for direction in dict.fromkeys(d for *_, d in backlog):
+            group = [b for b in backlog if b[3] == direction]
             try:
-                reconcile.enqueue(self.store, self.migration, [(k, op) for k, op, _ in backlog], backlog[-1][2])
-                self.recorder.count(metrics.ENQUEUED, len(backlog))
+                reconcile.enqueue(
+                    self.store, self.migration, [(k, op) for k, op, _, _ in group], group[-1][2], direction
+                )
+                self.recorder.count(metrics.ENQUEUED, len(group))
             except Exception:
-                with self._backlog_lock:
-                    self._backlog[:0] = backlog
+                failed += group
+        if failed:
+            with self._backlog_lock:
+                self._backlog[:0] = failed
         return len(self._backlog)
 
     @property

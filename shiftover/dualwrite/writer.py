@@ -88,7 +88,13 @@ class DualWriter:
         self.flags, self.store, self.migration = flags, store, migration
         self.recorder = Recorder(store, migration, max_mismatch_rows=max_mismatch_rows)
         self.replicator = Replicator(
-            store, migration, self.recorder, asynchronous=asynchronous, queue_size=queue_size, workers=workers
+            store,
+            migration,
+            self.recorder,
+            asynchronous=asynchronous,
+            queue_size=queue_size,
+            workers=workers,
+            old=old,
         )
         self.reader = RoutedReader(old, new, mapping, self.recorder, shadow_sample=shadow_sample, options=validation)
         self._renames = {c.source: c.target for c in mapping.columns if c.sql is None}

@@ -229,3 +229,60 @@ def test_a_rolled_back_migration_says_how_to_go_on_and_restarts_when_asked(
     again = migrate(setup, auto_approve=True, restart=True, stop_after="validate")
     assert again["ran"] == ["dual_write", "backfill", "validate"] and again["phase"] == Phase.VALIDATED
     assert count_differences(load_migration(setup.spec_path, setup.control_url)) == 0
+
+
+def test_a_rollback_after_the_switch_never_loses_a_write_only_the_new_store_holds(
+    prefect_harness: None,
+    make_migration,  # type: ignore[no-untyped-def]
+) -> None:
+    """Writes switched; the old store refuses writes for a while, so 100 application writes are held
+    by the new store alone. A rollback refuses (naming them) until they can be copied, then copies them
+    before the flip. Old and new are then compared row for row with plain SQL, not Shiftover's diff."""
+    import random
+
+    from flows.rollback import rollback
+    from shiftover.demo.orders import order_row
+    from shiftover.dualwrite import DualWriter
+    from shiftover.errors import RollbackRefusedError
+    from shiftover.flags.client import FlagClient
+    from shiftover.reconcile import pending_by_direction
+
+    from .conftest import ROWS
+
+    setup: Setup = make_migration(Phase.WRITES_SWITCHED)
+    m, rng = setup.migration, random.Random(7)
+    read_only = [
+        f"CREATE TRIGGER refuse_{op} BEFORE {op} ON orders BEGIN SELECT RAISE(ABORT, 'read-only'); END"
+        for op in ("INSERT", "UPDATE", "DELETE")
+    ]
+    with m.source.begin() as conn:  # the old store refuses writes for a while
+        for ddl in read_only:
+            conn.execute(sa.text(ddl))
+    with (
+        FlagClient(setup.store.engine, prefix=f"{setup.name}:", ttl=0.2) as flags,
+        DualWriter(m.source, m.target, m.mapping, flags, setup.store.engine, setup.name) as writer,
+    ):
+        for i in range(1, 51):
+            writer.update((i,), {"status": "paid", "note": f"after the switch {i}"})
+        for i in range(ROWS + 1, ROWS + 51):
+            writer.insert(order_row(i, rng))
+    assert pending_by_direction(setup.store.engine, setup.name) == {"new->old": 100}
+
+    with pytest.raises(RollbackRefusedError, match=r"100 write\(s\) only the new store holds"):
+        rollback(setup.spec_path, setup.control_url, reason="drill with the old store read-only")
+    assert read_routing(setup.store.engine, setup.name).writes is WriteMode.DUAL_NEW_PRIMARY  # nothing flipped
+    assert setup.store.phase(setup.name) is Phase.WRITES_SWITCHED
+
+    with m.source.begin() as conn:  # the old store takes writes again
+        for op in ("INSERT", "UPDATE", "DELETE"):
+            conn.execute(sa.text(f"DROP TRIGGER refuse_{op}"))
+    result = rollback(setup.spec_path, setup.control_url, reason="drill, old store back")
+    assert result["drained_to_old"] == 100 and setup.store.phase(setup.name) is Phase.ROLLED_BACK
+    assert read_routing(setup.store.engine, setup.name).writes is WriteMode.DUAL_OLD_PRIMARY
+    query = sa.text(
+        "SELECT id, customer_id, CAST(amount AS TEXT), status, note, created_at, updated_at FROM orders ORDER BY id"
+    )
+    with m.source.connect() as old, m.target.connect() as new:
+        old_rows, new_rows = old.execute(query).all(), new.execute(query).all()
+    assert len(old_rows) == ROWS + 50 and old_rows == new_rows
+    assert pending_by_direction(setup.store.engine, setup.name) == {}
