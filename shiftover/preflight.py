@@ -31,8 +31,33 @@ def resolve_mapping(spec: MigrationSpec, *, require_target: bool = True) -> Tabl
         transform=spec.load_transform(),
     )
     if require_target:
+        refuse_same_table(spec)
         check_target(spec, mapping)
     return mapping
+
+
+def refuse_same_table(spec: MigrationSpec) -> None:
+    """``SpecError`` when source and target are one table under two spellings (host names, drivers,
+    ``orders`` and ``public.orders``, a path and a link to it): asked of the servers themselves, so
+    no spelling can hide it. A run would otherwise archive and drop the only copy."""
+    import uuid
+
+    from shiftover.engines import dialect_for
+
+    source, target = get_engine(spec.source.url), get_engine(spec.target.url)
+    engine = dialect_for(source)
+    if engine is not dialect_for(target):
+        return
+    with source.connect() as a, target.connect() as b:
+        src_id = engine.table_identity(a, spec.source.schema_name, spec.source.table)
+        same = src_id is not None and src_id == engine.table_identity(b, spec.target.schema_name, spec.target.table)
+        if same and engine.same_server(a, b, uuid.uuid4().hex):
+            raise SpecError(
+                "target",
+                f"source {spec.source.table!r} ({redact(spec.source.url)}) and target {spec.target.table!r} "
+                f"({redact(spec.target.url)}) are the same table on the same server; migrating it onto itself "
+                "would archive and drop its only copy. Point the target at another table or database",
+            )
 
 
 def check_target(spec: MigrationSpec, mapping: TableMapping) -> None:

@@ -158,6 +158,16 @@ class EngineDialect:
         """Rename table ``old`` to ``new`` (quoted names; ``schema_prefix`` is '"s".' or '')."""
         return f"ALTER TABLE {schema_prefix}{old} RENAME TO {new}"
 
+    # -- identity: the same table under two spellings ------------------------------------
+    def same_server(self, a: sa.Connection, b: sa.Connection, token: str) -> bool:
+        """Whether two connections reach one server: a session lock taken on ``a`` is seen from ``b``
+        (nothing is written). Engines without server locks compare their own identity instead."""
+        raise NotImplementedError
+
+    def table_identity(self, conn: sa.Connection, schema: str | None, table: str) -> tuple[Any, ...] | None:
+        """What names the table on its server (database and object id or folded name); None when absent."""
+        raise NotImplementedError
+
     def gx_datasource(self, ctx: Any, url: str) -> Any:
         """A Great Expectations datasource named "target" for ``url``."""
         raise NotImplementedError

@@ -190,6 +190,26 @@ END""",
     def rename_ddl(self, schema_prefix: str, old: str, new: str) -> str:
         return f"RENAME TABLE {schema_prefix}{old} TO {schema_prefix}{new}"
 
+    def same_server(self, a: sa.Connection, b: sa.Connection, token: str) -> bool:
+        name = f"shiftover-identity-{token}"[:64]
+        a.execute(sa.select(sa.func.get_lock(name, 5)))
+        try:
+            return not b.execute(sa.select(sa.func.is_free_lock(name))).scalar()
+        finally:
+            a.execute(sa.select(sa.func.release_lock(name)))
+
+    def table_identity(self, conn: sa.Connection, schema: str | None, table: str) -> tuple[Any, ...] | None:
+        """Schema and name as the server folds them (``lower_case_table_names``), if the table exists."""
+        query = sa.text(
+            "SELECT TABLE_SCHEMA, TABLE_NAME, @@lower_case_table_names FROM information_schema.TABLES "
+            "WHERE TABLE_SCHEMA = COALESCE(:s, DATABASE()) AND TABLE_NAME = :t"
+        )
+        row = conn.execute(query, {"s": schema, "t": table}).first()
+        if row is None:
+            return None
+        fold = (lambda x: str(x).lower()) if int(row[2] or 0) else str
+        return ("mysql", fold(row[0]), fold(row[1]))
+
     def gx_datasource(self, ctx: Any, url: str) -> Any:
         import warnings
 

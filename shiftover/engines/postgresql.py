@@ -179,6 +179,19 @@ END $$""",
             f"DROP FUNCTION IF EXISTS {qualified(d, n.trigger, n.schema)}()",
         ]
 
+    def same_server(self, a: sa.Connection, b: sa.Connection, token: str) -> bool:
+        key = sa.select(sa.func.hashtextextended(token, 0)).scalar_subquery()
+        a.execute(sa.select(sa.func.pg_advisory_lock(key)))
+        try:
+            return not b.execute(sa.select(sa.func.pg_try_advisory_lock_shared(key))).scalar()
+        finally:
+            a.execute(sa.select(sa.func.pg_advisory_unlock(key)))
+
+    def table_identity(self, conn: sa.Connection, schema: str | None, table: str) -> tuple[Any, ...] | None:
+        name = ".".join(quote(conn.dialect, p) for p in (schema, table) if p)
+        row = conn.execute(sa.text("SELECT current_database(), to_regclass(:n)::oid"), {"n": name}).one()
+        return None if row[1] is None else ("postgresql", row[0], int(row[1]))
+
     def gx_datasource(self, ctx: Any, url: str) -> Any:
         return ctx.data_sources.add_postgres(name="target", connection_string=url)
 

@@ -121,5 +121,27 @@ class SQLite(EngineDialect):
     def capture_remove_ddl(self, d: sa.Dialect, n: CaptureNames) -> list[str]:
         return [f"DROP TRIGGER IF EXISTS {quote(d, f'{n.trigger}_{s}')}" for s in ("ins", "upd", "del")]
 
+    def same_server(self, a: sa.Connection, b: sa.Connection, token: str) -> bool:
+        return _file_id(a) == _file_id(b)
+
+    def table_identity(self, conn: sa.Connection, schema: str | None, table: str) -> tuple[Any, ...] | None:
+        """The database file (device and inode: one file under any path or link) and the table's
+        own spelling in it (SQLite folds names case-insensitively)."""
+        row = conn.execute(
+            sa.text("SELECT name FROM sqlite_master WHERE type = 'table' AND name = :t COLLATE NOCASE"), {"t": table}
+        ).first()
+        return None if row is None else ("sqlite", _file_id(conn), str(row[0]).lower())
+
     def gx_datasource(self, ctx: Any, url: str) -> Any:
         return ctx.data_sources.add_sqlite(name="target", connection_string=url)
+
+
+def _file_id(conn: sa.Connection) -> tuple[int, int] | str:
+    """The main database file's device and inode; an in-memory database is its own connection."""
+    import os
+
+    path = conn.execute(sa.text("SELECT file FROM pragma_database_list WHERE name = 'main'")).scalar()
+    if not path:
+        return f"memory:{id(conn.connection.dbapi_connection)}"
+    st = os.stat(path)
+    return (st.st_dev, st.st_ino)
