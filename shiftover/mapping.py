@@ -90,8 +90,18 @@ def reflect_table(engine: sa.Engine, name: str, schema: str | None = None) -> sa
     table = _reflected.get(cache_key)
     if table is None:
         table = sa.Table(name, sa.MetaData(), schema=schema, autoload_with=engine)
+        exact_floats(table)
         _reflected[cache_key] = table
     return table
+
+
+def exact_floats(table: sa.Table) -> None:
+    """Floats read as Python floats, never as decimals: SQLAlchemy reflects a MySQL/MariaDB DOUBLE
+    with ``asdecimal=True`` and 10 decimal places, which rounded every value a repair or a drain
+    copied (13.809359999999998 -> 13.80936, 5e-324 -> 0). A float is carried bit for bit."""
+    for column in table.columns:
+        if isinstance(column.type, sa.Float):
+            column.type.asdecimal = False
 
 
 def forget_reflections() -> None:
