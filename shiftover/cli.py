@@ -7,10 +7,17 @@ Configuration is read here, once: the control store URL comes from ``--control-u
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+
+# Without PREFECT_API_URL a flow run starts a temporary Prefect server. Its first start on a machine
+# with no Prefect home runs the server's database migrations: 27 s measured here, against Prefect's
+# 20 s default, so the README's first command failed on a bare machine. Set before Prefect is imported.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 from shiftover.control.store import DEFAULT_URL
 from shiftover.errors import ShiftoverError
