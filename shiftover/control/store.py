@@ -91,19 +91,18 @@ class ControlStore:
             raise ControlStoreError(f"control store {self.url} is unreachable: {exc.orig}") from None
 
     def require_current(self, *, create: bool) -> None:
-        """Refuse a store at an older (or newer) schema, naming the command that upgrades it;
-        an empty store is created at the newest revision when ``create`` (the orchestrator's first run)."""
+        """Refuse a store at an older (or newer) schema, naming the command that upgrades it. An
+        empty store is created at the newest revision when ``create`` (the orchestrator's first run);
+        an application (``create=False``) leaves it empty and keeps its safe default, old store only,
+        until the orchestrator has created it."""
         found, wanted = self.revision(), head_revision()
         if found == wanted:
             return
-        if found is None and create:
-            self.upgrade()
+        if found is None:
+            if create:
+                self.upgrade()
             return
         where = f"--control-url '{self.url}'"
-        if found is None:
-            raise ControlStoreError(
-                f"control store {self.url} has no Shiftover schema yet: run `shiftover control upgrade {where}`"
-            )
         raise ControlStoreError(
             f"control store {self.url} is at schema revision {found}, this Shiftover needs {wanted}: "
             f"stop its flows, then run `shiftover control upgrade {where}` (applications never upgrade it)"
