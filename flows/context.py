@@ -17,7 +17,7 @@ from shiftover.control.store import ControlStore, open_store
 from shiftover.migration import Migration, resume_migration
 from shiftover.phases import Phase
 from shiftover.plan import MigrationState, Plan, build_plan, read_state
-from shiftover.spec import MigrationSpec, load_spec
+from shiftover.spec import MigrationSpec, load_spec, stored_form
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ def open_plan(spec: MigrationSpec | str, control_url: str) -> Opened:
     """Open the control store, register the migration, read its state (``spec``: loaded or a path)."""
     spec = load_spec(spec) if isinstance(spec, str) else spec
     store = open_store(control_url)
-    store.register(spec.name, spec.model_dump(mode="json", by_alias=True))
+    store.register(spec.name, stored_form(spec))
     return Opened(spec, store, build_plan(spec), read_state(store, spec.name))
 
 

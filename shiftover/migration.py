@@ -12,7 +12,7 @@ from shiftover.control.store import ControlStore, open_store
 from shiftover.mapping import TableMapping
 from shiftover.phases import Phase, is_at_least
 from shiftover.preflight import resolve_mapping
-from shiftover.spec import MigrationSpec, load_spec
+from shiftover.spec import MigrationSpec, load_spec, stored_form
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ def open_migration(spec: MigrationSpec, control_url: str, *, require_target: boo
     """Check the spec against its databases, open the control store and register the migration."""
     mapping = resolve_mapping(spec, require_target=require_target)
     store = open_store(control_url)
-    store.register(spec.name, spec.model_dump(mode="json", by_alias=True))
+    store.register(spec.name, stored_form(spec))
     return Migration(
         spec=spec,
         mapping=mapping,

@@ -235,6 +235,17 @@ class MigrationSpec(_Model):
         return self.gates.get(stage, ())
 
 
+def stored_form(spec: MigrationSpec) -> dict[str, Any]:
+    """The spec as the control store keeps it: URLs with their passwords hidden (anyone who can read
+    the control store, every application instance included, must not learn a database password)."""
+    from shiftover.connect import redact
+
+    data = spec.model_dump(mode="json", by_alias=True)
+    for side in ("source", "target"):
+        data[side]["url"] = redact(data[side]["url"])
+    return data
+
+
 def _same_place(a: Endpoint, b: Endpoint) -> bool:
     from shiftover.connect import normalise_url
 

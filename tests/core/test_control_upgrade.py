@@ -42,3 +42,24 @@ def test_an_application_never_creates_the_store(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/control.db"
     assert open_store(url, create=False).revision() is None  # left empty: the application keeps old-only
     assert open_store(url).revision() == head_revision()  # the orchestrator's first run creates it
+
+
+def test_the_stored_spec_keeps_no_password(tmp_path: Path) -> None:
+    import sqlalchemy as sa
+
+    from shiftover.control import schema
+    from shiftover.spec import parse_spec, stored_form
+
+    spec = parse_spec(
+        {
+            "name": "m",
+            "source": {"url": "postgresql://app:s3cret-old@db1/shop", "table": "orders"},
+            "target": {"url": "mysql+pymysql://app:s3cret-new@db2/shop", "table": "orders"},
+            "key": "id",
+        }
+    )
+    store = open_store(f"sqlite:///{tmp_path}/control.db")
+    store.register(spec.name, stored_form(spec))
+    with store.engine.connect() as conn:
+        kept = str(conn.execute(sa.select(schema.migrations.c.spec)).scalar())
+    assert "s3cret" not in kept and "app:***@db1" in kept
