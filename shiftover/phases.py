@@ -42,9 +42,8 @@ ORDER: tuple[Phase, ...] = (
 )
 
 # Phases from which the rollback flow can return reads and writes to the old store.
-ROLLBACK_FROM: frozenset[Phase] = frozenset(
-    ORDER[ORDER.index(Phase.DUAL_WRITING) : ORDER.index(Phase.OLD_WRITES_STOPPED)]
-)
+# Planned included: the dual-write stage flips its flag before it enters dual_writing.
+ROLLBACK_FROM: frozenset[Phase] = frozenset(ORDER[: ORDER.index(Phase.OLD_WRITES_STOPPED)])
 
 _EXTRA: dict[Phase, set[Phase]] = {
     Phase.BACKFILLING: {Phase.BACKFILLING},  # a resumed backfill re-enters its phase

@@ -53,7 +53,8 @@ class RollbackResult:
 
 def refuse_if_irreversible(plan: Plan, state: MigrationState) -> None:
     """``PhaseError`` once an irreversible stage is done (or the old store is no longer written)."""
-    if plan.irreversibly_done(state) or state.routing.writes is WriteMode.NEW_ONLY:
+    gone = plan.irreversibly_done(state) or state.routing.writes is WriteMode.NEW_ONLY
+    if gone or Phase.ROLLED_BACK not in allowed_next(state.phase):
         allowed = sorted(str(p) for p in allowed_next(state.phase) - {Phase.ROLLED_BACK})
         raise PhaseError(plan.migration, state.phase, Phase.ROLLED_BACK, allowed)
 
@@ -82,15 +83,19 @@ def drain_to_old(
     return result.synced, pending, (result.errors[-1] if result.errors else "")
 
 
+_WRITES_ORDER = (WriteMode.OLD_ONLY, WriteMode.DUAL_OLD_PRIMARY, WriteMode.DUAL_NEW_PRIMARY, WriteMode.NEW_ONLY)
+
+
 def flip_routing(store: ControlStore, migration: str, flip: RoutingFlip, actor: str, reason: str) -> datetime:
-    """Step 3: reads first (instant relief), then shadow, then writes; only flags that differ."""
+    """Step 3: reads first (instant relief), then shadow, then writes. A rollback only moves flags
+    back towards the old store (a migration rolled back before its dual-write began stays old-only)."""
     now: Routing = read_routing(store.engine, migration)
     why = f"rollback: {reason}"
-    if flip.reads_percent is not None and now.reads_percent != flip.reads_percent:
+    if flip.reads_percent is not None and now.reads_percent > flip.reads_percent:
         set_reads_percent(store.engine, migration, flip.reads_percent, actor, reason=why)
-    if flip.shadow is not None and now.shadow != flip.shadow:
-        set_shadow(store.engine, migration, flip.shadow, actor, reason=why)
-    if flip.writes is not None and now.writes is not flip.writes:
+    if flip.shadow is False and now.shadow:
+        set_shadow(store.engine, migration, False, actor, reason=why)
+    if flip.writes is not None and _WRITES_ORDER.index(now.writes) > _WRITES_ORDER.index(flip.writes):
         set_write_mode(store.engine, migration, flip.writes, actor, reason=why)
     return utcnow()
 

@@ -286,3 +286,38 @@ def test_a_rollback_after_the_switch_never_loses_a_write_only_the_new_store_hold
         old_rows, new_rows = old.execute(query).all(), new.execute(query).all()
     assert len(old_rows) == ROWS + 50 and old_rows == new_rows
     assert pending_by_direction(setup.store.engine, setup.name) == {}
+
+
+@pytest.mark.parametrize("racing", ["dual_write", "backfill"])
+def test_a_rollback_racing_a_stage_wins_and_the_run_changes_nothing_after_it(
+    prefect_harness: None,
+    make_migration,
+    racing: str,  # type: ignore[no-untyped-def]
+) -> None:
+    """The rollback lands while the run is inside a stage (dual-write's wait for the flag TTLs, or a
+    throttled backfill); the run's next fenced write fails, so nothing it does after the rollback
+    moves the migration."""
+    from flows.rollback import rollback
+
+    if racing == "dual_write":
+        setup: Setup = make_migration(Phase.PLANNED)
+        run = Background(lambda: migrate(setup, auto_approve=True, flag_ttl_seconds=3))
+        inside = lambda: read_routing(setup.store.engine, setup.name).writes is WriteMode.DUAL_OLD_PRIMARY  # noqa: E731
+    else:
+        setup = make_migration(Phase.DUAL_WRITING, backfill={"chunk_rows": 10, "max_rows_per_second": 40})
+        with setup.migration.target.begin() as conn:  # history still to copy
+            conn.execute(sa.text("DELETE FROM orders WHERE id > 20"))
+        run = Background(lambda: migrate(setup, auto_approve=True))
+        inside = lambda: setup.store.phase(setup.name) is Phase.BACKFILLING  # noqa: E731
+    run.start()
+    wait_until(inside)
+    rollback(setup.spec_path, setup.control_url, reason=f"drill during {racing}")
+    run.join(60)
+    assert not run.is_alive() and isinstance(run.error, LeaseLostError), run.error
+    entries = setup.store.audit_entries(setup.name)
+    started = next(i for i, e in enumerate(entries) if e["action"] == "rollback_started")
+    by_run = [e for e in entries[started:] if "migrate" in e["actor"] and e["action"] in ("flag", "phase", "stage")]
+    assert by_run == []
+    assert setup.store.phase(setup.name) is Phase.ROLLED_BACK
+    routing = read_routing(setup.store.engine, setup.name)
+    assert (routing.writes, routing.reads_percent) == (WriteMode.DUAL_OLD_PRIMARY, 0)
