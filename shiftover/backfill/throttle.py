@@ -6,6 +6,11 @@ Settings come from the spec and are overridden at run time by the flag
 (the flow passes one that reads a Prefect variable, so the UI can do the same): pause,
 resume and retune take effect within ``refresh_seconds`` without a restart. While paused, or while the lag
 probe reads over its threshold, no chunk starts, so nothing is written.
+
+Whether the copy loop is holding, and why, is observable: ``Throttle.holding`` is an event set
+while it holds (``held_for`` says "paused" or "lagging"), and each change is audited in the
+control store (``backfill_held`` / ``backfill_resumed``), so an operator or a test can wait for
+the hold instead of sleeping and guessing.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from shiftover.control.store import ControlStore
 from shiftover.flags.store import get_flag, set_flag
 from shiftover.spec import BackfillSpec
 
@@ -72,7 +78,8 @@ class ThrottleSettings:
 class Throttle:
     """Shared by every segment of one run: a global rows/s cap, chunk sizing, pause and lag probe.
 
-    ``clock`` and ``sleep`` are the seams tests replace.
+    ``clock`` and ``sleep`` are the seams tests replace. ``holding`` is set while the copy loop
+    holds (paused or lagging) and cleared when it may copy again.
     """
 
     def __init__(
@@ -100,6 +107,9 @@ class Throttle:
         self._tuned_chunk = spec.chunk_rows
         self._settings = ThrottleSettings(False, spec.max_rows_per_second, None)
         self._read_at = -1e18
+        self._hold_lock = threading.Lock()
+        self.holding = threading.Event()
+        self.held_for: str | None = None  # "paused" | "lagging" while holding
 
     # -- run-time settings -----------------------------------------------------------
     def settings(self) -> ThrottleSettings:
@@ -129,9 +139,25 @@ class Throttle:
         while True:
             if expired is not None and expired():
                 return False
-            if not self.settings().paused and not self.lagging():
+            reason = "paused" if self.settings().paused else "lagging" if self.lagging() else None
+            self._note_hold(reason)
+            if reason is None:
                 return True
             self.sleep(min(self.refresh_seconds, 1.0))
+
+    def _note_hold(self, reason: str | None) -> None:
+        """Publish a change of hold state: an audit entry in the store, then the ``holding`` event."""
+        with self._hold_lock:  # one entry per change, in order, however many segments see it
+            if reason == self.held_for:
+                return
+            if self.store_engine is not None and self.migration:
+                action, detail = ("backfill_resumed", {}) if reason is None else ("backfill_held", {"reason": reason})
+                ControlStore(self.store_engine).audit(self.migration, "backfill", action, detail)
+            self.held_for = reason
+            if reason is None:
+                self.holding.clear()
+            else:
+                self.holding.set()
 
     def lagging(self) -> bool:
         if self.lag_engine is None or self.spec.lag_query is None or self.spec.lag_threshold is None:

@@ -11,7 +11,7 @@ ROOT = Path(__file__).parents[2]
 
 def test_bench_dualwrite_tiny() -> None:
     out = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "dualwrite.py"), "--writes", "20", "--rows", "300"],
+        [sys.executable, str(ROOT / "bench" / "dualwrite.py"), "--writes", "20", "--rows", "300", "--flips", "2"],
         capture_output=True,
         text=True,
         timeout=300,
@@ -25,5 +25,6 @@ def test_bench_dualwrite_tiny() -> None:
         "async p99:",
         "sync p99:",
         "cached get read:",
+        "flip -> client sees it:",
     ):
         assert line in out, out

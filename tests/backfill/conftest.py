@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from shiftover.backfill import make_throttle, run_backfill
+from shiftover.backfill import Throttle, make_throttle, run_backfill
 from shiftover.connect import get_engine
 from shiftover.control.store import ControlStore
 from shiftover.migration import Migration, open_migration
@@ -39,14 +39,15 @@ def fill_items(url: str, n: int) -> None:
     run_sql(url, ITEMS_DDL, f"INSERT INTO items SELECT g, g, 'v' || g FROM generate_series(1, {n}) g")
 
 
-def start_backfill(migration: Migration) -> tuple[threading.Thread, dict[str, Any]]:
-    """``run_backfill`` in a thread (throttle settings re-read every 0.1 s); the outcome gets
-    ``summary`` or ``error`` when it ends."""
+def start_backfill(migration: Migration, throttle: Throttle | None = None) -> tuple[threading.Thread, dict[str, Any]]:
+    """``run_backfill`` in a thread (by default, throttle settings re-read every 0.1 s); the outcome
+    gets ``summary`` or ``error`` when it ends."""
     outcome: dict[str, Any] = {}
+    throttle = throttle or make_throttle(migration, refresh_seconds=0.1)
 
     def work() -> None:
         try:
-            outcome["summary"] = run_backfill(migration, throttle=make_throttle(migration, refresh_seconds=0.1))
+            outcome["summary"] = run_backfill(migration, throttle=throttle)
         except Exception as exc:
             outcome["error"] = exc
 

@@ -99,7 +99,6 @@ def test_time_budget_stops_cleanly_and_next_run_resumes(prefect_harness, pg_data
 def test_prefect_variable_pauses_a_running_flow(prefect_harness, pg_database, control_store, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """What the UI does: set a variable; the running backfill holds, then resumes when it is cleared."""
     import threading
-    import time
 
     from prefect.variables import Variable
 
@@ -115,10 +114,27 @@ def test_prefect_variable_pauses_a_running_flow(prefect_harness, pg_database, co
     thread = threading.Thread(target=lambda: result.update(summary=backfill(spec, url)))
     thread.start()
     try:
-        time.sleep(3.0)
+        held = _wait_for_audit(control_store, "flow-ui", "backfill_held", thread)
+        assert held["detail"] == {"reason": "paused"}
         assert rows_of(target, "SELECT count(*) FROM items")[0][0] == 0
         Variable.set(name, {"paused": False}, overwrite=True)
-        thread.join(timeout=60)
+        thread.join(timeout=120)
     finally:
         Variable.unset(name)
     assert result["summary"]["complete"] and rows_of(target, "SELECT count(*) FROM items")[0][0] == 3000
+    assert [e["action"] for e in control_store.audit_entries("flow-ui") if e["action"].startswith("backfill_")] == [
+        "backfill_held",
+        "backfill_resumed",
+    ]
+
+
+def _wait_for_audit(control_store, migration: str, action: str, thread, timeout: float = 60.0) -> dict:  # type: ignore[no-untyped-def]
+    """The first ``action`` entry of ``migration``'s audit log, polled while ``thread`` runs."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not (entries := control_store.audit_entries(migration, action=action)):
+        assert thread.is_alive(), f"the run ended with no {action!r} entry"
+        assert time.monotonic() < deadline, f"no {action!r} entry within {timeout:g} s"
+        time.sleep(0.05)
+    return entries[0]

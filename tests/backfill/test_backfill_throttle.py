@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from shiftover.backfill import backfill_status, run_backfill, set_throttle
+from shiftover.backfill import backfill_status, make_throttle, run_backfill, set_throttle
 from shiftover.backfill.throttle import Throttle
 from shiftover.spec import BackfillSpec
 
@@ -68,18 +68,23 @@ def test_flag_overrides_spec(control_store) -> None:  # type: ignore[no-untyped-
 
 
 class TimedThrottle(Throttle):
-    """Records when each chunk finished, to measure the steady rate without start-up costs."""
+    """Records when the run first asked for rows and when each chunk was let through the cap."""
 
     def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
         super().__init__(*args, **kwargs)
-        self.finished: list[tuple[float, int]] = []
+        self.first_ask = float("inf")
+        self.let_through: list[tuple[float, int]] = []
 
-    def record(self, rows: int, seconds: float) -> None:
-        self.finished.append((time.monotonic(), rows))
-        super().record(rows, seconds)
+    def acquire(self, rows: int) -> None:
+        self.first_ask = min(self.first_ask, time.monotonic())
+        super().acquire(rows)
+        self.let_through.append((time.monotonic(), rows))
 
 
-def test_cap_holds_within_20_percent(pg_database, make_migration) -> None:  # type: ignore[no-untyped-def]
+def test_cap_is_never_exceeded(pg_database, make_migration) -> None:  # type: ignore[no-untyped-def]
+    """However loaded the machine, by any moment no more rows have started than the cap allows
+    since the first ask (plus the chunk in hand); a slow machine only copies slower. How close
+    the run comes to the cap is printed, not asserted."""
     source, target = pg_database(), pg_database()
     fill_items(source, 6000)
     run_sql(target, ITEMS_DDL)
@@ -88,9 +93,12 @@ def test_cap_holds_within_20_percent(pg_database, make_migration) -> None:  # ty
     throttle = TimedThrottle(migration.spec.backfill, store_engine=migration.store.engine, migration=migration.name)
     summary = run_backfill(migration, throttle=throttle)
     assert summary.complete and summary.rows_copied == 6000
-    (first, _), (last, _) = throttle.finished[0], throttle.finished[-1]
-    rate = sum(rows for _, rows in throttle.finished[1:]) / (last - first)
-    assert 0.8 * cap <= rate <= 1.2 * cap, rate
+    chunk = max(rows for _, rows in throttle.let_through)
+    for at, _ in throttle.let_through:
+        started = sum(rows for when, rows in throttle.let_through if when <= at)
+        assert started <= cap * (at - throttle.first_ask + 0.001) + chunk, (started, at - throttle.first_ask)
+    last = max(when for when, _ in throttle.let_through)
+    print(f"{sum(r for _, r in throttle.let_through) / (last - throttle.first_ask):,.0f} rows/s under a cap of {cap:,}")
 
 
 def test_paused_writes_nothing_until_resumed(pg_database, make_migration, control_store) -> None:  # type: ignore[no-untyped-def]
@@ -99,14 +107,21 @@ def test_paused_writes_nothing_until_resumed(pg_database, make_migration, contro
     run_sql(target, ITEMS_DDL)
     migration = make_migration(source, target, chunk_rows=500, concurrency=2)
     set_throttle(control_store.engine, migration.name, paused=True)
-    thread, result = start_backfill(migration)
-    time.sleep(1.0)
+    throttle = make_throttle(migration, refresh_seconds=0.1)
+    thread, result = start_backfill(migration, throttle)
+    assert throttle.holding.wait(timeout=30), "the backfill never held for the pause"
+    assert throttle.held_for == "paused"
     assert rows_of(target, "SELECT count(*) FROM items")[0][0] == 0
     assert backfill_status(control_store.engine, migration.name).rows_copied == 0
     set_throttle(control_store.engine, migration.name, paused=False)
-    thread.join(timeout=30)
+    thread.join(timeout=60)
     assert result["summary"].complete
     assert rows_of(target, "SELECT count(*) FROM items")[0][0] == 3000
+    assert not throttle.holding.is_set()
+    held = [
+        (e["action"], e["detail"]) for e in control_store.audit_entries(migration.name) if "backfill_" in e["action"]
+    ]
+    assert held == [("backfill_held", {"reason": "paused"}), ("backfill_resumed", {})]
 
 
 def test_lag_probe_holds_copying(pg_database, make_migration) -> None:  # type: ignore[no-untyped-def]
@@ -115,9 +130,11 @@ def test_lag_probe_holds_copying(pg_database, make_migration) -> None:  # type: 
     run_sql(target, ITEMS_DDL)
     run_sql(source, "CREATE TABLE lag (seconds float)", "INSERT INTO lag VALUES (30)")
     migration = make_migration(source, target, chunk_rows=500, lag_query="SELECT seconds FROM lag", lag_threshold=5)
-    thread, result = start_backfill(migration)
-    time.sleep(1.0)
+    throttle = make_throttle(migration, refresh_seconds=0.1)
+    thread, result = start_backfill(migration, throttle)
+    assert throttle.holding.wait(timeout=30), "the backfill never held for the lag"
+    assert throttle.held_for == "lagging"
     assert rows_of(target, "SELECT count(*) FROM items")[0][0] == 0
     run_sql(source, "UPDATE lag SET seconds = 1")
-    thread.join(timeout=30)
+    thread.join(timeout=60)
     assert result["summary"].complete and rows_of(target, "SELECT count(*) FROM items")[0][0] == 2000

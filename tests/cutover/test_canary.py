@@ -5,13 +5,13 @@ dual-writer's recorder, the reconciliation queue, rows written to the new table.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
 
+from shiftover.control import schema
 from shiftover.errors import GateError
 from shiftover.flags.routing import WriteMode, read_routing
 from shiftover.metrics import SECONDARY_ERRORS, SECONDARY_WRITES, SHADOW_READS, Recorder
@@ -65,18 +65,28 @@ def assert_rolled_back(setup: Setup, gate: str) -> dict:
 
 
 def test_shadow_mismatches_roll_reads_back(prefect_harness: None, make_migration) -> None:  # type: ignore[no-untyped-def]
-    setup = make_migration(gates={"canary": [{"name": "shadow_mismatch", "threshold": 0.01}]})
+    """Caught by the watch during the soak, not by the gates at its end: the checksum gate, declared
+    first and run only at the step's end, never ran (no clock involved)."""
+    setup = make_migration(gates={"canary": ["checksum", {"name": "shadow_mismatch", "threshold": 0.01}]})
 
     def reads(r: Recorder) -> None:
         r.count(SHADOW_READS, 20)
         r.mismatch((7,), ["amount"], {"amount": "1.00"}, {"amount": "1.10"})
 
-    started = time.monotonic()
-    failed = run_canary(setup, reads, soak=8)
-    assert time.monotonic() - started < 6  # caught by the watch during the soak, not at its end
+    failed = run_canary(setup, reads, soak=30)
     assert failed.gate == "shadow_mismatch"
+    assert [(r.gate, r.passed) for r in gate_results(setup)][-1] == ("shadow_mismatch", False)
+    assert "checksum" not in {r.gate for r in gate_results(setup)}, "the failure was caught at the step's end"
     entry = assert_rolled_back(setup, "shadow_mismatch")
     assert "shadow reads differ" in entry["detail"]["summary"]
+
+
+def gate_results(setup: Setup) -> list[sa.Row]:
+    """The canary gate results the control store recorded, in order."""
+    t = schema.gate_results
+    query = sa.select(t.c.gate, t.c.passed).where(t.c.migration == setup.name, t.c.stage == "canary").order_by(t.c.id)
+    with setup.store.engine.connect() as conn:
+        return list(conn.execute(query))
 
 
 def test_secondary_write_errors_roll_reads_back(prefect_harness: None, make_migration) -> None:  # type: ignore[no-untyped-def]
