@@ -10,16 +10,25 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from shiftover.control.store import DEFAULT_URL
+from shiftover.control.store import DEFAULT_URL, open_store
 from shiftover.migration import load_migration
+from shiftover.phases import Phase, is_at_least
 from shiftover.reconcile import DrainResult, dead_entries
+from shiftover.spec import load_spec
 from shiftover.story import artifact_key
 from tasks import reconcile as steps
 
 
 @flow(name="reconcile")
 def reconcile(spec_path: str, control_url: str = DEFAULT_URL, max_keys: int = 10_000, max_attempts: int = 5) -> dict:
-    """Drain up to ``max_keys`` queued keys; returns the drain's counts and the queue depth after it."""
+    """Drain up to ``max_keys`` queued keys; returns the drain's counts and the queue depth after it.
+
+    A migration whose old table is archived has nothing left to reconcile (the schedule keeps firing
+    for it): it says so instead of failing on the renamed table."""
+    spec = load_spec(spec_path)
+    store = open_store(control_url)
+    if store.has_migration(spec.name) and is_at_least(store.phase(spec.name), Phase.ARCHIVED):
+        return {"migration": spec.name, "phase": store.phase(spec.name), "note": "archived: nothing to reconcile"}
     migration = load_migration(spec_path, control_url)
     before = steps.depth(migration)
     drained = steps.drain(migration, max_keys, max_attempts) if before["pending"] else DrainResult("none").as_dict()

@@ -161,6 +161,17 @@ def approve(
     """Answer a paused run's approval from the terminal (needs PREFECT_API_URL)."""
     from uuid import UUID
 
+    from prefect.settings import PREFECT_API_URL
+
+    if not PREFECT_API_URL.value():
+        _fail(
+            ShiftoverError(
+                "no Prefect server to answer: set PREFECT_API_URL to the server the paused run uses "
+                "(e.g. http://127.0.0.1:4200/api). A run started by `shiftover run` without it uses a "
+                "temporary server that only lives inside that run: answer in its process, or rerun it against "
+                "a long-lived server (`prefect server start`)"
+            )
+        )
     from prefect.flow_runs import resume_flow_run
 
     payload: dict[str, Any] = {
@@ -172,7 +183,7 @@ def approve(
     try:
         resume_flow_run(UUID(flow_run_id), run_input=payload)
     except Exception as exc:
-        _fail(exc)
+        _fail(ShiftoverError(f"{type(exc).__name__}: {exc}" if str(exc) not in ("", "None") else type(exc).__name__))
     typer.echo(f"{'rejected' if reject else 'approved'}: flow run {flow_run_id}")
 
 

@@ -67,6 +67,22 @@ def validation_lines(store: ControlStore, name: str) -> list[str]:
     return lines
 
 
+def lease_and_approval_lines(store: ControlStore, name: str) -> list[str]:
+    """Which run holds the migration, and every approval waiting for a person (with its answer command)."""
+    from shiftover.approvals import pending_requests
+    from shiftover.control.lease import read_lease
+    from shiftover.control.store import utcnow
+
+    lease = read_lease(store.engine, name)
+    live = lease.holder is not None and lease.expires_at is not None and lease.expires_at > utcnow()
+    lines = [f"held by: {lease.holder} (epoch {lease.epoch})" if live else f"held by: no run (epoch {lease.epoch})"]
+    for r in pending_requests(store.engine, name):
+        run_id = r.holder.partition("/")[2]
+        lines.append(f"approval pending: {r.step} (asked at epoch {r.epoch} by {r.holder})")
+        lines.append(f"  shiftover approve {run_id} --approver NAME --confirm-name {name} --reason '...'")
+    return lines
+
+
 def queue_lines(store: ControlStore, name: str) -> list[str]:
     from shiftover.reconcile import queue_depth
 
@@ -75,4 +91,9 @@ def queue_lines(store: ControlStore, name: str) -> list[str]:
 
 
 # Each stage contributes lines about its own progress, read from its own tables.
-_SECTIONS: list[Callable[[ControlStore, str], list[str]]] = [backfill_lines, validation_lines, queue_lines]
+_SECTIONS: list[Callable[[ControlStore, str], list[str]]] = [
+    lease_and_approval_lines,
+    backfill_lines,
+    validation_lines,
+    queue_lines,
+]

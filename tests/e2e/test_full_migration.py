@@ -89,6 +89,7 @@ def test_full_migration_under_live_writes(prefect_harness: None, tmp_path: Path,
 
     decommission(str(spec_path), control_url, retention_seconds=0, auto_approve=True)
     assert store.phase(spec.name) is Phase.DECOMMISSIONED
+    assert reconcile(str(spec_path), control_url)["note"] == "archived: nothing to reconcile"  # the schedule fires on
     phases = [h.phase for h in store.history(spec.name)]
     assert phases[:5] == ["planned", "dual_writing", "backfilling", "backfilled", "validated"]
     assert phases[-4:] == ["writes_switched", "old_writes_stopped", "archived", "decommissioned"]
