@@ -20,7 +20,7 @@ from shiftover.plan.stages import (
     SwitchWritesStage,
     ValidateStage,
 )
-from shiftover.spec import MigrationSpec
+from shiftover.spec import GateSpec, MigrationSpec
 
 DAY = 86_400.0
 
@@ -51,7 +51,7 @@ def build_plan(spec: MigrationSpec) -> Plan:
             Phase.VALIDATED,
             "checksum diff with bisection and repair from the old store, counts, expectations on the new store",
             NothingToUndo("repairs only made the new store equal to the old one"),
-            spec.gates_for("validate"),
+            repair_first(spec.gates_for("validate")),
             "validate",
         ),
     ]
@@ -67,6 +67,12 @@ def build_plan(spec: MigrationSpec) -> Plan:
     stages += [_canary_step(spec, pct, dst) for pct in spec.canary.steps]
     stages += _switch_and_retire(spec, src, dst)
     return Plan(spec.name, tuple(stages))
+
+
+def repair_first(gates: tuple[GateSpec, ...]) -> tuple[GateSpec, ...]:
+    """The checksum gate (which repairs from the old store) before the others, whatever the declared
+    order: a missing or extra row would otherwise stop ``row_count`` first, and repair never run."""
+    return tuple(sorted(gates, key=lambda g: g.name != "checksum"))
 
 
 def _canary_step(spec: MigrationSpec, pct: float, dst: str) -> CanaryStep:

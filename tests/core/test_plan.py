@@ -100,6 +100,6 @@ def test_explain_lists_gates_approvals_and_inverses() -> None:
     text = explain(load_spec(EXAMPLE))
     assert "switch_writes" in text and "[APPROVAL]" in text
     assert "[APPROVAL, IRREVERSIBLE]" in text
-    assert "gates: row_count, checksum, expectations (during the work)" in text
+    assert "gates: checksum, row_count, expectations (during the work)" in text  # repair first
     assert "gates: reconcile_drained, checksum (before the approval and the work)" in text
     assert "undo: queued writes copied new -> old first, writes flag -> dual_old_primary" in text

@@ -37,7 +37,7 @@ def test_failing_checksum_gate_fails_the_flow_with_an_artifact(prefect_harness, 
     assert state.is_failed()
     error = state.result(raise_on_failure=False)
     assert isinstance(error, GateError) and error.gate == "checksum"
-    assert [r.gate for r in error.report] == ["row_count", "checksum"]  # expectations never ran
+    assert [r.gate for r in error.report] == ["checksum"]  # the diff runs first; nothing after it ran
     assert store.phase("orders-blocked") == Phase.BACKFILLED
     table = Artifact.get(artifact_key("orders-blocked", "validate", "checksum"))
     assert table is not None and "6 differing key(s)" in (table.description or "")
@@ -48,7 +48,8 @@ def test_failing_checksum_gate_fails_the_flow_with_an_artifact(prefect_harness, 
 
 def test_passing_gates_advance_to_validated_after_repair(prefect_harness, orders_urls, tmp_path) -> None:  # type: ignore[no-untyped-def]
     control_url = f"sqlite:///{tmp_path}/control.db"
-    data = spec_dict(*orders_urls, name="orders-repaired", gates={"validate": ["checksum", "row_count"]})
+    # declared with row_count first: a missing row would block it before the diff could repair
+    data = spec_dict(*orders_urls, name="orders-repaired", gates={"validate": ["row_count", "checksum"]})
     spec_path = write_spec(tmp_path, data)
     store = open_store(control_url)
     store.register("orders-repaired", data)
