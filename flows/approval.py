@@ -63,10 +63,28 @@ def approval_form(migration: str, approvers: tuple[str, ...] = ()) -> type[Appro
     return create_model("Approval", __base__=Approval, **fields)  # type: ignore[call-overload, no-any-return]
 
 
-def auto_approval(step: str, actor: str) -> ApprovalRecord:
-    """The record of an approval the run gave itself (``auto_approve``), marked automatic."""
+def auto_approval(step: str, actor: str, permission: str) -> ApprovalRecord:
+    """The record of an approval the run gave itself (``auto_approve``), marked automatic, with who
+    ran it, where, and what allowed it."""
     who = f"auto-approve ({actor} on {socket.gethostname()})"
-    return ApprovalRecord(step=step, approver=who, reason="auto_approve was set for this run", automatic=True)
+    return ApprovalRecord(
+        step=step, approver=who, reason=f"auto_approve set for this run; {permission}", automatic=True
+    )
+
+
+def require_auto_permission(spec: Any, auto_approve: bool) -> str | None:
+    """At the run's edge: ``ApprovalError`` when a run asks to answer approvals itself but the spec
+    names approvers without ``approvals.auto`` (a run parameter cannot waive them)."""
+    if not auto_approve:
+        return None
+    permission: str | None = spec.approvals.auto_permission()
+    if permission is None:
+        raise ApprovalError(
+            f"auto_approve refused for {spec.name!r}: the spec names approvers "
+            f"({', '.join(spec.approvals.approvers)}); only `approvals.auto: true` in the spec lets a run "
+            "answer them itself. Nothing was run"
+        )
+    return permission
 
 
 def pause_key(step: str, epoch: int) -> str:
@@ -87,8 +105,9 @@ def obtain_approval(ctx: Any, step: str, summary: str) -> ApprovalRecord:
     from prefect.flow_runs import pause_flow_run, suspend_flow_run
 
     store, name = ctx.migration.store, ctx.migration.name
-    if ctx.options.auto_approve:
-        record = auto_approval(step, ctx.actor)
+    permission = require_auto_permission(ctx.migration.spec, ctx.options.auto_approve)
+    if permission is not None:
+        record = auto_approval(step, ctx.actor, permission)
         store.audit(name, record.approver, "approval", record.as_detail())
         return record
     request = open_request(store.engine, name, step, ctx.lease, ctx.holder)

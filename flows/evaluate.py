@@ -15,7 +15,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-from flows.approval import obtain_approval
+from flows.approval import obtain_approval, require_auto_permission
 from flows.context import RunContext, RunOptions, hold, open_plan
 from flows.runtime import actor
 from flows.story import publish_story_quietly
@@ -56,6 +56,7 @@ def run_plan(
     """Open the migration once, take its lease, and evaluate its plan (or the stages of ``flows``)."""
     spec = load_spec(spec_path)
     build_plan(spec).check_stop_after(stop_after)  # refused before the control store is opened
+    require_auto_permission(spec, options.auto_approve)
     opened = open_plan(spec, control_url)
     state = opened.state
     if state.phase is Phase.ROLLED_BACK and not restart:

@@ -137,6 +137,15 @@ class CanarySpec(_Model):
 class ApprovalSpec(_Model):
     approvers: tuple[str, ...] = ()  # empty: anyone may approve
     timeout_seconds: Annotated[float, Field(gt=0)] = 3600
+    # A run may answer this spec's approvals itself (--auto-approve) even though it names approvers:
+    # the spec's author, not whoever starts a run, decides that approvals can be waived (demos, drills).
+    auto: bool = False
+
+    def auto_permission(self) -> str | None:
+        """Why a run may answer approvals itself, or None when only a person may."""
+        if self.auto:
+            return "the spec sets approvals.auto"
+        return None if self.approvers else "the spec names no approvers"
 
 
 class ArchiveSpec(_Model):

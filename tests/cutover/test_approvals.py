@@ -123,3 +123,19 @@ def test_check_approval_refuses_what_a_lax_form_let_through() -> None:
         check_approval(wrong, "orders-v2", ("alice",), "drop")
     record = check_approval(Approval(approver=" alice ", confirm_name="orders-v2 "), "orders-v2", ("alice",), "drop")
     assert record.approver == "alice" and not record.automatic
+
+
+def test_a_run_parameter_cannot_waive_named_approvers(prefect_harness: None, make_migration) -> None:  # type: ignore[no-untyped-def]
+    setup = make_migration(Phase.READS_SWITCHED, approvals={"approvers": ["alice"], "timeout_seconds": 30})
+    with pytest.raises(ApprovalError, match=r"auto_approve refused .* only `approvals.auto: true` in the spec"):
+        run_cutover(setup, auto_approve=True)
+    assert read_routing(setup.store.engine, setup.name).writes is WriteMode.DUAL_OLD_PRIMARY
+    assert not setup.store.audit_entries(setup.name, action="approval")
+
+    allowed = make_migration(
+        Phase.READS_SWITCHED, name="orders-drill", approvals={"approvers": ["alice"], "auto": True}
+    )
+    assert run_cutover(allowed, auto_approve=True)["phase"] == Phase.WRITES_SWITCHED
+    [record] = allowed.store.audit_entries(allowed.name, action="approval")
+    assert record["detail"]["automatic"] and "the spec sets approvals.auto" in record["detail"]["reason"]
+    assert record["actor"].startswith("auto-approve (prefect:cutover/")
