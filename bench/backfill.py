@@ -179,8 +179,8 @@ def write_spec(path: Path, name: str, source: str, target: str, concurrency: int
 
 def flow_backfill(spec_path: str, control_url: str) -> tuple[float, dict[str, Any]]:
     """Shiftover's backfill through the real flow: Prefect, checkpoints and progress included."""
-    from flows.backfill import backfill
     from shiftover.control.store import open_store
+    from shiftover.flows.backfill import backfill
     from shiftover.phases import Phase
     from shiftover.spec import load_spec
 

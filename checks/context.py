@@ -1,6 +1,6 @@
 """What a gate function receives and returns: ``(GateContext, GateSpec) -> GateResult``.
 
-Kept apart from ``checks.gate`` (which runs gates through the registry) so the gate modules
+Kept apart from ``shiftover.checks.gate`` (which runs gates through the registry) so the gate modules
 import these types without importing the registry that imports them."""
 
 from __future__ import annotations

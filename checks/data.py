@@ -14,9 +14,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from checks.context import DiffScope, GateContext, GateResult
-from checks.live import CountBand, around_source_counts
-from checks.report import markdown_table
+from shiftover.checks.context import DiffScope, GateContext, GateResult
+from shiftover.checks.live import CountBand, around_source_counts
+from shiftover.checks.report import markdown_table
 from shiftover.control import schema
 from shiftover.control.store import key_from_json
 from shiftover.diff import (
@@ -46,7 +46,7 @@ EVIDENCE_CAP = 1_000  # rows kept in a GateResult; artifacts show fewer
 
 def row_count_gate(ctx: GateContext, spec: GateSpec) -> GateResult:
     """Source and target hold the same number of rows (within ``threshold`` rows), allowing
-    for application writes in flight while the counts are taken (see ``checks.live``)."""
+    for application writes in flight while the counts are taken (see ``shiftover.checks.live``)."""
     migration, m = ctx.migration, ctx.migration.mapping
     tgt, band = around_source_counts(
         migration, lambda _src: count_rows(migration.target, m.target_table_obj(migration.target))

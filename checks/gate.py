@@ -1,15 +1,15 @@
-"""Running a stage's gates: each gate named in the spec is looked up in ``checks.registry.GATES``,
+"""Running a stage's gates: each gate named in the spec is looked up in ``shiftover.checks.registry.GATES``,
 run with a ``GateContext`` and its result recorded in the control store.
 
-``GateContext``, ``DiffScope`` and ``GateResult`` live in ``checks.context`` (the gate modules
+``GateContext``, ``DiffScope`` and ``GateResult`` live in ``shiftover.checks.context`` (the gate modules
 import them from there) and are re-exported here for the callers."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
-from checks.context import DiffScope, GateContext, GateFn, GateResult
-from checks.registry import GATES
+from shiftover.checks.context import DiffScope, GateContext, GateFn, GateResult
+from shiftover.checks.registry import GATES
 from shiftover.control import schema
 from shiftover.control.store import utcnow
 from shiftover.errors import GateError

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from checks.context import GateFn
-from checks.data import checksum_gate, expectations_gate, row_count_gate
-from checks.traffic import lag, reconcile_drained, secondary_error_rate, shadow_mismatch
+from shiftover.checks.context import GateFn
+from shiftover.checks.data import checksum_gate, expectations_gate, row_count_gate
+from shiftover.checks.traffic import lag, reconcile_drained, secondary_error_rate, shadow_mismatch
 
 GATES: Mapping[str, GateFn] = {
     "row_count": row_count_gate,

@@ -12,7 +12,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from checks.context import GateResult
+from shiftover.checks.context import GateResult
 from shiftover.story import artifact_key
 
 MAX_ROWS = 50  # evidence rows per table artifact

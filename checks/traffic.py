@@ -9,8 +9,8 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
-from checks.context import GateContext, GateResult
-from checks.report import markdown_table
+from shiftover.checks.context import GateContext, GateResult
+from shiftover.checks.report import markdown_table
 from shiftover.control.store import utcnow
 from shiftover.metrics import error_rate, mismatch_rate, recent_mismatches
 from shiftover.migration import Migration

@@ -96,7 +96,7 @@ def pause_key(step: str, epoch: int) -> str:
 def obtain_approval(ctx: Any, step: str, summary: str) -> ApprovalRecord:
     """Pause the calling flow run until a valid approval of ``step`` arrives; count it against the lease.
 
-    ``ctx`` is the run's ``flows.context.RunContext``. Must be called from a flow (never a task).
+    ``ctx`` is the run's ``shiftover.flows.context.RunContext``. Must be called from a flow (never a task).
     A rejection, a form that fails ``check_approval`` or a time-out raises ``ApprovalError`` and the
     migration stays in its last safe phase; an answer to a stale request raises ``StaleApprovalError``.
     """

@@ -19,8 +19,6 @@ from prefect.artifacts import create_progress_artifact, create_table_artifact, u
 from prefect.futures import PrefectFuture, wait
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.context import RunContext, RunOptions
-from flows.evaluate import Outcome, run_plan
 from shiftover.backfill import (
     BackfillStatus,
     backfill_status,
@@ -33,11 +31,13 @@ from shiftover.backfill.copy import SegmentReport
 from shiftover.backfill.keyset import estimate_rows
 from shiftover.backfill.run import summarise
 from shiftover.control.store import DEFAULT_URL
+from shiftover.flows.context import RunContext, RunOptions
+from shiftover.flows.evaluate import Outcome, run_plan
 from shiftover.migration import Migration
 from shiftover.phases import Phase
 from shiftover.plan import BackfillStage
 from shiftover.story import artifact_key
-from tasks.backfill import copy_segment_task
+from shiftover.tasks.backfill import copy_segment_task
 
 MAX_CONCURRENCY = 16
 

@@ -10,7 +10,7 @@ from prefect import flow, get_run_logger
 
 from shiftover.control.store import DEFAULT_URL
 from shiftover.migration import load_migration
-from tasks import reconcile as steps
+from shiftover.tasks import reconcile as steps
 
 
 @flow(name="capture-replay")

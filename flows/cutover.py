@@ -14,17 +14,17 @@ from datetime import datetime
 
 from prefect import flow, get_run_logger
 
-from checks.gate import DiffScope, GateContext, run_gates
-from flows.context import RunContext, RunOptions
-from flows.evaluate import Outcome, run_plan
+from shiftover.checks.gate import DiffScope, GateContext, run_gates
 from shiftover.control.store import DEFAULT_URL, utcnow
 from shiftover.errors import GateError
+from shiftover.flows.context import RunContext, RunOptions
+from shiftover.flows.evaluate import Outcome, run_plan
 from shiftover.phases import Phase
 from shiftover.plan import CanaryStep, ShadowReadsStage, SwitchWritesStage, read_state
 from shiftover.reconcile import require_reversible
 from shiftover.rollback import RollbackResult, roll_back
-from tasks import routing as flips
-from tasks.gates import check_gates
+from shiftover.tasks import routing as flips
+from shiftover.tasks.gates import check_gates
 
 
 @flow(name="cutover")
@@ -117,7 +117,7 @@ def roll_back_canary(ctx: RunContext, stage: CanaryStep, exc: GateError) -> None
 def publish_rollback_report(ctx: RunContext, stage: CanaryStep, exc: GateError, result: RollbackResult) -> None:
     from prefect.artifacts import create_markdown_artifact
 
-    from checks.report import render_overview
+    from shiftover.checks.report import render_overview
     from shiftover.story import artifact_key
 
     at: datetime | None = result.flipped_at

@@ -14,14 +14,14 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.context import RunContext, RunOptions
-from flows.evaluate import Outcome, run_plan
 from shiftover import decommission as retire
 from shiftover.control.store import DEFAULT_URL, utcnow
+from shiftover.flows.context import RunContext, RunOptions
+from shiftover.flows.evaluate import Outcome, run_plan
 from shiftover.migration import Migration
 from shiftover.phases import Phase
 from shiftover.plan import ArchiveStage, DropStage, StopOldWritesStage
-from tasks import routing as flips
+from shiftover.tasks import routing as flips
 
 
 @task(name="remove-capture", cache_policy=NO_CACHE)

@@ -10,12 +10,12 @@ import time
 from prefect import flow, get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.context import RunContext, RunOptions
-from flows.evaluate import Outcome, run_plan
 from shiftover.control.store import DEFAULT_URL
+from shiftover.flows.context import RunContext, RunOptions
+from shiftover.flows.evaluate import Outcome, run_plan
 from shiftover.phases import Phase
 from shiftover.plan import DualWriteStage
-from tasks.routing import enable_dual_write
+from shiftover.tasks.routing import enable_dual_write
 
 
 @flow(name="dual-write", task_runner=ThreadPoolTaskRunner(max_workers=4))  # type: ignore[arg-type]

@@ -15,12 +15,12 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-from flows.approval import obtain_approval, require_auto_permission
-from flows.context import RunContext, RunOptions, hold, open_plan
-from flows.runtime import actor
-from flows.story import publish_story_quietly
 from shiftover.errors import StageOrderError
 from shiftover.flags.routing import WriteMode
+from shiftover.flows.approval import obtain_approval, require_auto_permission
+from shiftover.flows.context import RunContext, RunOptions, hold, open_plan
+from shiftover.flows.runtime import actor
+from shiftover.flows.story import publish_story_quietly
 from shiftover.phases import Phase
 from shiftover.plan import Stage, build_plan
 from shiftover.spec import load_spec
@@ -74,7 +74,7 @@ def run_plan(
 
 def evaluate(ctx: RunContext, *, flows: Collection[str] | None = None, stop_after: str | None = None) -> dict[str, Any]:
     """Run what is not done, in plan order; returns what ran, what was skipped, and where it stopped."""
-    from flows.runners import RUNNERS
+    from shiftover.flows.runners import RUNNERS
 
     report: dict[str, Any] = {"migration": ctx.name, "ran": [], "skipped": [], "stages": {}}
     entered = False
@@ -131,7 +131,7 @@ def run_stage(ctx: RunContext, stage: Stage, runner: StageRunner) -> Outcome:
 
 def gate_stage(ctx: RunContext, stage: Stage) -> list[str]:
     """Run the stage's declared gates (a blocking failure raises ``GateError``); one line each."""
-    from tasks.gates import check_gates
+    from shiftover.tasks.gates import check_gates
 
     if not stage.gates or stage.gate_section is None:
         return []

@@ -10,10 +10,10 @@ from __future__ import annotations
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.backfill import MAX_CONCURRENCY
-from flows.context import RunOptions
-from flows.evaluate import run_plan
 from shiftover.control.store import DEFAULT_URL
+from shiftover.flows.backfill import MAX_CONCURRENCY
+from shiftover.flows.context import RunOptions
+from shiftover.flows.evaluate import run_plan
 
 
 @flow(name="migrate", task_runner=ThreadPoolTaskRunner(max_workers=MAX_CONCURRENCY))  # type: ignore[arg-type]

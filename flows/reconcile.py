@@ -16,7 +16,7 @@ from shiftover.phases import Phase, is_at_least
 from shiftover.reconcile import DrainResult, dead_entries
 from shiftover.spec import load_spec
 from shiftover.story import artifact_key
-from tasks import reconcile as steps
+from shiftover.tasks import reconcile as steps
 
 
 @flow(name="reconcile")

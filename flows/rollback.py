@@ -14,13 +14,13 @@ from uuid import UUID
 
 from prefect import flow, get_run_logger
 
-from flows.approval import ROLLBACK_ANSWERER
-from flows.context import open_plan
-from flows.runtime import actor
-from flows.story import publish_story_quietly
 from shiftover.approvals import ApprovalRequest
 from shiftover.control.store import DEFAULT_URL
 from shiftover.flags.routing import WriteMode
+from shiftover.flows.approval import ROLLBACK_ANSWERER
+from shiftover.flows.context import open_plan
+from shiftover.flows.runtime import actor
+from shiftover.flows.story import publish_story_quietly
 from shiftover.migration import resume_migration
 from shiftover.phases import Phase
 from shiftover.rollback import roll_back

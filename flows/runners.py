@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from flows.backfill import run_backfill
-from flows.cutover import check_switchable, run_canary_step, run_shadow_reads, run_switch_writes
-from flows.decommission import drop_due, run_archive, run_drop, run_stop_old_writes
-from flows.dual_write import run_dual_write
-from flows.evaluate import StageRunner
-from flows.validate import run_validate
+from shiftover.flows.backfill import run_backfill
+from shiftover.flows.cutover import check_switchable, run_canary_step, run_shadow_reads, run_switch_writes
+from shiftover.flows.decommission import drop_due, run_archive, run_drop, run_stop_old_writes
+from shiftover.flows.dual_write import run_dual_write
+from shiftover.flows.evaluate import StageRunner
+from shiftover.flows.validate import run_validate
 from shiftover.plan import (
     ArchiveStage,
     BackfillStage,

@@ -10,15 +10,15 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from checks.data import queued_keys
-from checks.gate import DiffScope, GateContext, GateResult
-from checks.report import publish_gate_results
-from flows.context import RunContext, RunOptions
-from flows.evaluate import Outcome, run_plan
+from shiftover.checks.data import queued_keys
+from shiftover.checks.gate import DiffScope, GateContext, GateResult
+from shiftover.checks.report import publish_gate_results
 from shiftover.control.store import DEFAULT_URL
 from shiftover.errors import GateError, SpecError
+from shiftover.flows.context import RunContext, RunOptions
+from shiftover.flows.evaluate import Outcome, run_plan
 from shiftover.plan import ValidateStage
-from tasks.validate import run_validation_gate
+from shiftover.tasks.validate import run_validation_gate
 
 
 @flow(name="validate")

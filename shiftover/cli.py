@@ -120,7 +120,7 @@ def run(
     if note:  # answered from the control store alone: no Prefect run is started
         typer.echo(note)
         return
-    from flows.migrate import migrate
+    from shiftover.flows.migrate import migrate
 
     try:
         result = migrate(
@@ -194,7 +194,7 @@ def rollback(
     control_url: ControlUrl = DEFAULT_URL,
 ) -> None:
     """Return reads and writes to the old store now (any phase before the old store stops being written)."""
-    from flows.rollback import rollback as rollback_flow
+    from shiftover.flows.rollback import rollback as rollback_flow
 
     try:
         result = rollback_flow(str(spec), control_url, reason=reason)
@@ -255,7 +255,7 @@ def throttle(
 @app.command()
 def reconcile(spec: SpecPath, control_url: ControlUrl = DEFAULT_URL) -> None:
     """Drain the reconciliation queue now (keys the secondary store missed)."""
-    from flows.reconcile import reconcile as reconcile_flow
+    from shiftover.flows.reconcile import reconcile as reconcile_flow
 
     try:
         result = reconcile_flow(str(spec), control_url)

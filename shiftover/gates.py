@@ -1,5 +1,5 @@
 """The names of the gates a spec may declare: the one list both the spec's validation and the
-registry of gate functions (``checks.registry.GATES``) are held to. A test keeps the two equal."""
+registry of gate functions (``shiftover.checks.registry.GATES``) are held to. A test keeps the two equal."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ from datetime import datetime
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from checks.gate import DiffScope, GateContext, GateResult, run_gates
+from shiftover.checks.gate import DiffScope, GateContext, GateResult, run_gates
 from shiftover.errors import GateError
 from shiftover.migration import Migration
 from shiftover.spec import GateSpec
@@ -27,7 +27,7 @@ def check_gates(
     ``changed_since`` narrows the checksum gate to rows changed since then (when the table
     has an ``updated_at`` column; otherwise the whole table is compared).
     """
-    from checks.report import publish_gate_results
+    from shiftover.checks.report import publish_gate_results
 
     since = changed_since if changed_since is not None and _has_updated_at(migration) else None
     ctx = GateContext(migration, stage, DiffScope(since=since), actor)

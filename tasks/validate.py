@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from checks.gate import GateContext, GateResult, run_gate
+from shiftover.checks.gate import GateContext, GateResult, run_gate
 from shiftover.spec import GateSpec
 
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import threading
 
-from examples.app.loadgen import LoadStats, run_load
-from examples.app.service import OrdersService, make_server
 from shiftover.dualwrite import DualWriter
+from shiftover.examples.app.loadgen import LoadStats, run_load
+from shiftover.examples.app.service import OrdersService, make_server
 
 WRITE_OPS = ("put", "patch", "delete")
 

@@ -12,21 +12,22 @@ import os
 import shutil
 import time
 from dataclasses import dataclass, field
+from importlib.resources import files
 from pathlib import Path
 
 import yaml
 
-from examples.app.loadgen import LoadStats
 from shiftover.connect import dispose_engines, get_engine
 from shiftover.control.store import PhaseChange
 from shiftover.demo.app import LiveApplication, writes
 from shiftover.demo.orders import create_orders
 from shiftover.dualwrite import DualWriter
+from shiftover.examples.app.loadgen import LoadStats
 from shiftover.migration import Migration, load_migration
 from shiftover.rowsync import count_rows
 from shiftover.spec import load_spec
 
-EXAMPLE_SPEC = Path(__file__).parents[2] / "examples" / "orders.yaml"
+EXAMPLE_SPEC = files("shiftover.examples") / "orders.yaml"  # package data (examples/orders.yaml in the checkout)
 
 
 @dataclass
@@ -79,9 +80,9 @@ def run_demo(
 ) -> DemoReport:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
-    from flows.decommission import decommission
-    from flows.migrate import migrate
-    from flows.reconcile import reconcile
+    from shiftover.flows.decommission import decommission
+    from shiftover.flows.migrate import migrate
+    from shiftover.flows.reconcile import reconcile
 
     started = time.monotonic()
     print(f"Preparing {rows} orders in {workdir}/old.db ...", flush=True)

@@ -2,27 +2,23 @@
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 from shiftover.control.store import key_from_json, open_store
 from shiftover.dualwrite import DualWriter
+from shiftover.examples.app.loadgen import run_load
+from shiftover.examples.app.service import OrdersService, make_server
 from shiftover.flags.client import FlagClient
 from shiftover.flags.routing import WriteMode, set_write_mode
 from shiftover.reconcile import drain_queue, queue_depth
 
 from .conftest import Pair
 from .netfault import FlakyProxy
-
-sys.path.insert(0, str(Path(__file__).parents[2]))  # the repository root, for examples/
-from examples.app.loadgen import run_load
-from examples.app.service import OrdersService, make_server
 
 OUTAGE_SECONDS = 10  # as the issue asks: the new database gone for ten seconds under load
 

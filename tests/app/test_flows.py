@@ -41,7 +41,7 @@ def rows(engine: sa.Engine) -> list[tuple[str, ...]]:
 
 
 def test_reconcile_flow_drains_the_queue(prefect_harness: None, setup: tuple[str, str, sa.Engine, sa.Engine]) -> None:
-    from flows.reconcile import reconcile
+    from shiftover.flows.reconcile import reconcile
 
     spec_path, control_url, old, new = setup
     store = open_store(control_url)
@@ -60,7 +60,7 @@ def test_reconcile_flow_drains_the_queue(prefect_harness: None, setup: tuple[str
 def test_capture_flows_install_replay_and_remove(
     prefect_harness: None, setup: tuple[str, str, sa.Engine, sa.Engine]
 ) -> None:
-    from flows.capture import capture_remove, capture_replay
+    from shiftover.flows.capture import capture_remove, capture_replay
 
     spec_path, control_url, old, new = setup
     first = capture_replay(spec_path=spec_path, control_url=control_url)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from checks.gate import GateContext
-from checks.traffic import lag, reconcile_drained, secondary_error_rate, shadow_mismatch
+from shiftover.checks.gate import GateContext
+from shiftover.checks.traffic import lag, reconcile_drained, secondary_error_rate, shadow_mismatch
 from shiftover.control.store import utcnow
 from shiftover.flags.routing import WriteMode, set_reads_percent, set_shadow
 from shiftover.metrics import mismatch_rate

@@ -42,7 +42,7 @@ def _prepare(pg_database, control_store, tmp_path, name: str, rows: int, **backf
 def test_flow_copies_and_moves_phase(prefect_harness, pg_database, control_store, tmp_path) -> None:  # type: ignore[no-untyped-def]
     from prefect.artifacts import Artifact
 
-    from flows.backfill import backfill
+    from shiftover.flows.backfill import backfill
     from shiftover.story import artifact_key
 
     source, target, spec, url = _prepare(
@@ -68,7 +68,7 @@ def test_flow_copies_and_moves_phase(prefect_harness, pg_database, control_store
 
 
 def test_time_budget_stops_cleanly_and_next_run_resumes(prefect_harness, pg_database, control_store, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from flows.backfill import backfill
+    from shiftover.flows.backfill import backfill
 
     _, target, spec, url = _prepare(
         pg_database,
@@ -102,7 +102,7 @@ def test_prefect_variable_pauses_a_running_flow(prefect_harness, pg_database, co
 
     from prefect.variables import Variable
 
-    from flows.backfill import backfill, throttle_variable_name
+    from shiftover.flows.backfill import backfill, throttle_variable_name
 
     _, target, spec, url = _prepare(
         pg_database, control_store, tmp_path, "flow-ui", 3000, chunk_rows=300, concurrency=2

@@ -133,8 +133,8 @@ def test_a_wrong_confirmation_in_the_ui_keeps_the_suspended_run_paused(
 
 def _validated(params: dict[str, str], name: str) -> None:
     """Bring the second migration to reads_switched without the UI (the first test covers that path)."""
-    from checks.gate import GateContext, run_gates
     from shiftover import cutover as flips
+    from shiftover.checks.gate import GateContext, run_gates
     from shiftover.migration import load_migration
     from shiftover.phases import ORDER
     from shiftover.rowsync import sync_keys

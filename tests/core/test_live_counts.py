@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from checks.live import CountBand
+from shiftover.checks.live import CountBand
 
 
 def test_band_is_exact_without_writes() -> None:

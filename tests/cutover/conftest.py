@@ -18,8 +18,8 @@ from uuid import UUID
 import pytest
 import yaml
 
-from checks.gate import GateContext, run_gates
 from shiftover import cutover as flips
+from shiftover.checks.gate import GateContext, run_gates
 from shiftover.connect import get_engine
 from shiftover.control.store import ControlStore
 from shiftover.demo import create_orders, orders_table

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from flows.approval import Approval, approval_form
 from shiftover.approvals import check_approval
 from shiftover.errors import ApprovalError
 from shiftover.flags.routing import WriteMode, read_routing
+from shiftover.flows.approval import Approval, approval_form
 from shiftover.phases import Phase
 
 from .conftest import Approver
@@ -19,7 +19,7 @@ GOOD = {"approver": "alice", "confirm_name": "orders-cut", "reason": "gates gree
 
 
 def run_cutover(setup, **kw):  # type: ignore[no-untyped-def]
-    from flows.cutover import cutover
+    from shiftover.flows.cutover import cutover
 
     return cutover(setup.spec_path, setup.control_url, soak_seconds=0, poll_interval_seconds=1, **kw)
 

@@ -40,7 +40,7 @@ class Traffic(threading.Thread):
 
 
 def run_canary(setup: Setup, report: Callable[[Recorder], None] | None = None, soak: float = 1.5) -> GateError:
-    from flows.cutover import cutover
+    from shiftover.flows.cutover import cutover
 
     traffic = Traffic(setup, report or (lambda r: None))
     traffic.start()
@@ -121,7 +121,7 @@ def test_a_recently_changed_row_that_differs_rolls_reads_back(prefect_harness: N
 
 
 def test_a_clean_canary_soaks_and_reaches_reads_switched(prefect_harness: None, make_migration) -> None:  # type: ignore[no-untyped-def]
-    from flows.cutover import cutover
+    from shiftover.flows.cutover import cutover
 
     setup = make_migration(gates={"canary": ["reconcile_drained", "shadow_mismatch", "error_rate", "checksum"]})
     traffic = Traffic(setup, lambda r: (r.count(SHADOW_READS, 20), r.count(SECONDARY_WRITES, 20)))

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.flows
 
 
 def test_cli_refuses_a_wrong_name_then_approves(prefect_harness: None, make_migration) -> None:  # type: ignore[no-untyped-def]
-    from flows.cutover import cutover
+    from shiftover.flows.cutover import cutover
 
     setup = make_migration(Phase.READS_SWITCHED)
     outcome: dict[str, object] = {}

@@ -25,7 +25,7 @@ def tables(setup: Setup) -> set[str]:
 
 
 def decommission(setup: Setup, **kw):  # type: ignore[no-untyped-def]
-    from flows.decommission import decommission as flow
+    from shiftover.flows.decommission import decommission as flow
 
     return flow(setup.spec_path, setup.control_url, poll_interval_seconds=1, approval_timeout_seconds=30, **kw)
 
@@ -71,7 +71,7 @@ def test_archive_is_kept_for_the_retention_period_then_dropped_after_a_second_ap
 def test_a_drop_without_approval_keeps_the_archive(prefect_harness: None, make_migration) -> None:  # type: ignore[no-untyped-def]
     setup: Setup = make_migration(Phase.WRITES_SWITCHED)
     decommission(setup, retention_seconds=3600, auto_approve=True)  # stop old writes, archive
-    from flows.decommission import decommission as flow
+    from shiftover.flows.decommission import decommission as flow
 
     with pytest.raises(ApprovalError, match="no approval for 'drop'"):
         flow(

@@ -52,7 +52,7 @@ class Background(threading.Thread):
 
 
 def migrate(setup: Setup, **kw: Any) -> dict[str, Any]:
-    from flows.migrate import migrate as flow
+    from shiftover.flows.migrate import migrate as flow
 
     defaults: dict[str, Any] = {
         "poll_interval_seconds": 1,
@@ -167,7 +167,7 @@ def test_an_approval_pending_at_a_rollback_can_never_switch_writes(
     make_migration,
     control: str | None,  # type: ignore[no-untyped-def]
 ) -> None:
-    from flows.rollback import rollback
+    from shiftover.flows.rollback import rollback
 
     setup: Setup = make_migration(Phase.READS_SWITCHED, control_url=control)
     run = Background(lambda: migrate(setup, stop_after="switch_writes"))
@@ -197,8 +197,8 @@ def test_an_approval_pending_at_a_rollback_can_never_switch_writes(
 def test_a_rollback_during_a_canary_soak_stops_the_run_before_its_next_flip(
     prefect_harness: None, make_migration
 ) -> None:  # type: ignore[no-untyped-def]
-    from flows.cutover import cutover
-    from flows.rollback import rollback
+    from shiftover.flows.cutover import cutover
+    from shiftover.flows.rollback import rollback
 
     setup: Setup = make_migration(Phase.SHADOW_READING, canary={"steps": [50, 100], "soak_seconds": 60})
     run = Background(lambda: cutover(setup.spec_path, setup.control_url, watch_seconds=0.2, auto_approve=True))
@@ -219,7 +219,7 @@ def test_a_rollback_during_a_canary_soak_stops_the_run_before_its_next_flip(
 def test_a_rolled_back_migration_says_how_to_go_on_and_restarts_when_asked(
     prefect_harness: None, make_migration
 ) -> None:  # type: ignore[no-untyped-def]
-    from flows.rollback import rollback
+    from shiftover.flows.rollback import rollback
 
     setup: Setup = make_migration(Phase.READS_CANARY)
     rollback(setup.spec_path, setup.control_url, reason="drill")
@@ -240,11 +240,11 @@ def test_a_rollback_after_the_switch_never_loses_a_write_only_the_new_store_hold
     before the flip. Old and new are then compared row for row with plain SQL, not Shiftover's diff."""
     import random
 
-    from flows.rollback import rollback
     from shiftover.demo.orders import order_row
     from shiftover.dualwrite import DualWriter
     from shiftover.errors import RollbackRefusedError
     from shiftover.flags.client import FlagClient
+    from shiftover.flows.rollback import rollback
     from shiftover.reconcile import pending_by_direction
 
     from .conftest import ROWS
@@ -297,7 +297,7 @@ def test_a_rollback_racing_a_stage_wins_and_the_run_changes_nothing_after_it(
     """The rollback lands while the run is inside a stage (dual-write's wait for the flag TTLs, or a
     throttled backfill); the run's next fenced write fails, so nothing it does after the rollback
     moves the migration."""
-    from flows.rollback import rollback
+    from shiftover.flows.rollback import rollback
 
     if racing == "dual_write":
         setup: Setup = make_migration(Phase.PLANNED)

@@ -122,7 +122,7 @@ REVERSIBLE = [p for p in ORDER if p in ROLLBACK_FROM]
 @pytest.mark.flows
 @pytest.mark.parametrize("phase", REVERSIBLE, ids=str)
 def test_rollback_from_every_reversible_phase(prefect_harness: None, make_migration, phase: Phase) -> None:  # type: ignore[no-untyped-def]
-    from flows.rollback import rollback
+    from shiftover.flows.rollback import rollback
 
     setup: Setup = make_migration(phase)
     result = rollback(setup.spec_path, setup.control_url, reason=f"drill from {phase}")
@@ -135,8 +135,8 @@ def test_rollback_from_every_reversible_phase(prefect_harness: None, make_migrat
 
 @pytest.mark.flows
 def test_rollback_is_refused_once_the_old_store_stopped_being_written(prefect_harness: None, make_migration) -> None:  # type: ignore[no-untyped-def]
-    from flows.rollback import rollback
     from shiftover import cutover as flips
+    from shiftover.flows.rollback import rollback
 
     setup: Setup = make_migration(Phase.WRITES_SWITCHED)
     flips.stop_old_writes(setup.store.engine, setup.name, "test")
@@ -151,7 +151,7 @@ def test_an_application_sees_the_rollback_through_its_flag_client(prefect_harnes
     """A running FlagClient (TTL 1 s) picks up the rollback on its own and routes to old. The delay
     from the flip is printed, not asserted (a shared machine stretches it); bench/dualwrite.py
     measures "flip -> client sees it" against the TTL."""
-    from flows.rollback import rollback
+    from shiftover.flows.rollback import rollback
 
     setup: Setup = make_migration(Phase.WRITES_SWITCHED)
     ttl = 1.0
@@ -185,9 +185,9 @@ def test_after_the_switch_the_old_store_keeps_every_write_so_a_rollback_loses_no
     """Reverse dual-write: with new primary, the application's writes still reach old."""
     import sqlalchemy as sa
 
-    from flows.cutover import cutover
-    from flows.rollback import rollback
     from shiftover.dualwrite import DualWriter
+    from shiftover.flows.cutover import cutover
+    from shiftover.flows.rollback import rollback
 
     setup: Setup = make_migration(Phase.READS_SWITCHED)
     cutover(setup.spec_path, setup.control_url, auto_approve=True)
@@ -210,8 +210,8 @@ def test_after_the_switch_the_old_store_keeps_every_write_so_a_rollback_loses_no
 
 @pytest.mark.flows
 def test_a_mapping_that_cannot_be_reversed_never_switches_writes(prefect_harness: None, make_migration) -> None:  # type: ignore[no-untyped-def]
-    from flows.cutover import cutover
     from shiftover.errors import SpecError
+    from shiftover.flows.cutover import cutover
 
     cols = ["id", "customer_id", "amount", "status", "created_at", "updated_at", {"name": "note", "sql": "upper(note)"}]
     setup: Setup = make_migration(Phase.READS_SWITCHED, columns=cols)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from checks.data import checksum_gate
-from checks.gate import GateContext
+from shiftover.checks.data import checksum_gate
+from shiftover.checks.gate import GateContext
 from shiftover.connect import get_engine
 from shiftover.control import schema
 from shiftover.diff import diff_tables

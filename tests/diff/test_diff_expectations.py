@@ -5,8 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from checks.data import expectations_gate
-from checks.gate import GateContext
+from shiftover.checks.data import expectations_gate
+from shiftover.checks.gate import GateContext
 from shiftover.spec import GateSpec
 
 from .conftest import break_target
@@ -64,13 +64,16 @@ def test_missing_column_and_unknown_expectation_fail_with_a_reason(open_orders) 
 
 
 def test_gates_and_validate_flow_do_not_import_great_expectations() -> None:
-    code = "import sys, checks.data, checks.report, flows.validate; print('great_expectations' in sys.modules)"
+    code = (
+        "import sys, shiftover.checks.data, shiftover.checks.report, shiftover.flows.validate; "
+        "print('great_expectations' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
 
 def test_expectations_run_only_in_the_stages_they_name(open_orders) -> None:  # type: ignore[no-untyped-def]
-    from checks.gate import run_gate
+    from shiftover.checks.gate import run_gate
 
     too_tight = {"column": "amount", "min_value": 0, "max_value": 10}
     m = open_orders(

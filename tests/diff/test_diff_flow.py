@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from prefect.artifacts import Artifact
 
-from flows.validate import validate
 from shiftover.control.store import open_store
 from shiftover.errors import GateError
+from shiftover.flows.validate import validate
 from shiftover.phases import Phase
 from shiftover.story import artifact_key
 

@@ -7,8 +7,8 @@ from datetime import datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from checks.data import checksum_gate, row_count_gate
-from checks.gate import DiffScope, GateContext
+from shiftover.checks.data import checksum_gate, row_count_gate
+from shiftover.checks.gate import DiffScope, GateContext
 from shiftover.connect import get_engine
 from shiftover.control import schema
 from shiftover.demo import orders_table
@@ -152,7 +152,7 @@ def test_changed_target_engine_url_is_never_in_the_report(open_orders, orders_ur
 
 
 def test_keys_from_the_reconciliation_queue_scope_the_recheck(open_orders, orders_urls, control_store) -> None:  # type: ignore[no-untyped-def]
-    from checks.data import queued_keys
+    from shiftover.checks.data import queued_keys
     from shiftover.control.store import key_to_json, utcnow
 
     m = open_orders(validation={"repair": False})

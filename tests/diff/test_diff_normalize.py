@@ -10,8 +10,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql
 
-from checks.gate import GateResult
-from checks.report import markdown_table, plain_rows, render_evidence, render_overview
+from shiftover.checks.gate import GateResult
+from shiftover.checks.report import markdown_table, plain_rows, render_evidence, render_overview
 from shiftover.diff.equality import values_equal
 from shiftover.diff.normalize import ColumnRule, canonical_text, classify, hash60, pair_kind
 from shiftover.diff.segments import KeyRange, integer_ranges, integer_span

@@ -57,9 +57,9 @@ def databases(request: pytest.FixtureRequest, database_url: Callable[[str], str]
 
 
 def test_full_migration_under_live_writes(prefect_harness: None, tmp_path: Path, databases: tuple[str, str]) -> None:
-    from flows.decommission import decommission
-    from flows.migrate import migrate
-    from flows.reconcile import reconcile
+    from shiftover.flows.decommission import decommission
+    from shiftover.flows.migrate import migrate
+    from shiftover.flows.reconcile import reconcile
 
     spec_path = write_spec(tmp_path, *databases)
     control_url = f"sqlite:///{tmp_path}/control.db"
@@ -101,7 +101,7 @@ def test_full_migration_under_live_writes(prefect_harness: None, tmp_path: Path,
 def test_failed_blocking_gate_stops_before_any_later_stage(
     prefect_harness: None, tmp_path: Path, sqlite_database: Callable[[], str]
 ) -> None:
-    from flows.migrate import migrate
+    from shiftover.flows.migrate import migrate
 
     src, dst = sqlite_database(), sqlite_database()
     create_orders(get_engine(src), rows=500)
@@ -128,7 +128,7 @@ def test_target_created_from_the_source_schema_before_dual_write(
 ) -> None:
     import sqlalchemy as sa
 
-    from flows.migrate import migrate
+    from shiftover.flows.migrate import migrate
 
     src, dst = sqlite_database(), pg_database()
     create_orders(get_engine(src), rows=1_500)
@@ -146,7 +146,7 @@ def test_target_created_from_the_source_schema_before_dual_write(
 def test_unknown_stop_after_is_refused_before_anything_runs(
     prefect_harness: None, tmp_path: Path, sqlite_database: Callable[[], str]
 ) -> None:
-    from flows.migrate import migrate
+    from shiftover.flows.migrate import migrate
 
     src, dst = sqlite_database(), sqlite_database()
     create_orders(get_engine(src), rows=10)
