@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
+from shiftover.engines import bigint_id
+
 metadata = sa.MetaData()
 
 
@@ -105,7 +107,7 @@ flags = sa.Table(
 reconcile_queue = sa.Table(
     "so_reconcile_queue",
     metadata,
-    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("id", bigint_id(), primary_key=True, autoincrement=True),
     sa.Column("migration", sa.String(200), nullable=False),
     sa.Column("key_json", KEY, nullable=False),
     sa.Column("op", sa.String(10), nullable=False),  # upsert | delete
@@ -123,7 +125,7 @@ reconcile_queue = sa.Table(
 validation_failures = sa.Table(
     "so_validation_failures",
     metadata,
-    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("id", bigint_id(), primary_key=True, autoincrement=True),
     sa.Column("migration", sa.String(200), nullable=False),
     sa.Column("run_id", sa.String(64), nullable=False),
     sa.Column("key_json", KEY, nullable=False),
@@ -165,7 +167,7 @@ gate_results = sa.Table(
 shadow_mismatches = sa.Table(
     "so_shadow_mismatches",
     metadata,
-    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("id", bigint_id(), primary_key=True, autoincrement=True),
     sa.Column("migration", sa.String(200), nullable=False),
     sa.Column("key_json", KEY, nullable=False),
     sa.Column("columns", sa.JSON),
@@ -180,7 +182,7 @@ shadow_mismatches = sa.Table(
 metrics = sa.Table(
     "so_metrics",
     metadata,
-    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("id", bigint_id(), primary_key=True, autoincrement=True),
     sa.Column("migration", sa.String(200), nullable=False),
     sa.Column("name", sa.String(60), nullable=False),
     sa.Column("value", sa.Float, nullable=False),

@@ -221,9 +221,9 @@ class ControlStore:
 
 
 def _locked_phase(conn: sa.Connection, name: str) -> Phase | None:
-    query = sa.select(schema.migrations.c.phase).where(schema.migrations.c.name == name)
-    if conn.dialect.name != "sqlite":
-        query = query.with_for_update()
+    # FOR UPDATE locks the row on PostgreSQL and MySQL; SQLite's compiler leaves it out (its writers
+    # are serialised by the database lock instead).
+    query = sa.select(schema.migrations.c.phase).where(schema.migrations.c.name == name).with_for_update()
     value = conn.execute(query).scalar()
     return Phase(value) if value is not None else None
 

@@ -173,6 +173,11 @@ class EngineDialect:
         raise NotImplementedError
 
 
+def bigint_id() -> sa.types.TypeEngine[int]:
+    """A 64-bit autoincrement key: SQLite autoincrements only an INTEGER PRIMARY KEY (also 64-bit)."""
+    return sa.BigInteger().with_variant(sa.Integer, "sqlite")
+
+
 def upsert_on_conflict(insert: Any, table: sa.Table, rows: list[dict[str, Any]], key: list[str]) -> Any:
     """``INSERT ... ON CONFLICT (key) DO UPDATE`` (PostgreSQL and SQLite spell it alike)."""
     stmt = insert(table).values(rows)

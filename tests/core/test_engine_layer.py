@@ -2,7 +2,7 @@
 
 The scan reads the source (no import): a ``.dialect.name``, a URL's backend or driver name, or a
 string literal naming an engine outside ``shiftover/engines/`` fails the test with its file and line.
-``shiftover/control/`` is left out while its own rewrite is under way.
+Alembic's revisions of the control store are left out: they are history, never edited.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from shiftover.engines import dialect_for, find_dialect, same_dialect
 from shiftover.errors import UnsupportedEngineError
 
 PACKAGE = Path(__file__).resolve().parents[2] / "shiftover"
-EXEMPT = ("engines", "control")
+EXEMPT = ("engines", "control/migrations")  # Alembic revisions are frozen history
 ENGINE_NAMES = {"postgresql", "postgres", "mysql", "mariadb", "sqlite"}
 NAME_ATTRIBUTES = {"get_backend_name", "get_driver_name", "is_mariadb"}
 
@@ -45,7 +45,7 @@ def test_no_dialect_branch_outside_the_engine_modules() -> None:
     offenders = [
         f"{path.relative_to(PACKAGE.parent)}:{line}: {what}"
         for path in sorted(PACKAGE.rglob("*.py"))
-        if path.relative_to(PACKAGE).parts[0] not in EXEMPT
+        if not any(path.relative_to(PACKAGE).as_posix().startswith(e) for e in EXEMPT)
         for line, what in dialect_branches(path.read_text())
     ]
     assert offenders == [], "engine quirks belong in shiftover/engines/<engine>.py:\n" + "\n".join(offenders)

@@ -14,7 +14,7 @@ def run_migrations() -> None:
         connection=connection,
         target_metadata=metadata,
         version_table=VERSION_TABLE,
-        render_as_batch=connection.dialect.name == "sqlite",
+        render_as_batch=True,  # SQLite alters a table by copying it; elsewhere batch ops are plain ALTERs
     )
     with context.begin_transaction():
         context.run_migrations()
