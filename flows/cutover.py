@@ -106,6 +106,7 @@ def roll_back_canary(ctx: RunContext, stage: CanaryStep, exc: GateError) -> None
         old=m.source,
         new=m.target,
         mapping=m.mapping,
+        options=m.spec.validation,
     )
     ctx.store.audit(
         ctx.name, ctx.actor, "auto_rollback", {"step": stage.name, "gate": exc.gate, "summary": exc.summary}

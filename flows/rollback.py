@@ -46,6 +46,7 @@ def rollback(
         old=m.source if m else None,
         new=m.target if m else None,
         mapping=m.mapping if m else None,
+        options=m.spec.validation if m else None,
         keep_dual_write=keep_dual_write,
     )
     cancel_paused_runs(result.cancelled, name, f"cancelled by a rollback: {reason}")

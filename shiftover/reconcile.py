@@ -48,6 +48,7 @@ class DrainResult:
     dead: int = 0  # keys moved to dead this time
     entries: int = 0  # queue rows consumed
     errors: list[str] = field(default_factory=list)
+    synced_keys: list[Key] = field(default_factory=list)  # for a scoped re-check (not in as_dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -279,6 +280,7 @@ def _drain_batch(
         return
     _finish(store, [e.id for e in entries], DONE)
     result.synced += len(by_key)
+    result.synced_keys.extend(by_key)
 
 
 def _drain_one(
@@ -299,6 +301,7 @@ def _drain_one(
         return exc
     _finish(store, [e.id for e in group], DONE)
     result.synced += 1
+    result.synced_keys.append(key)
     return None
 
 

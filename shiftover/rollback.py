@@ -4,8 +4,9 @@
    every pending approval is cancelled: a run that was carrying on (a canary soak, an approval
    about to be answered) can flip nothing from now on.
 2. **Bring the old store up to date** when the new one is the source of truth: every queued
-   write bound new -> old is copied first; if any cannot be, the rollback is refused and names
-   what is pending (the routing is left as it is: reads and writes keep their source of truth).
+   write bound new -> old is copied first and the copied keys are diffed (old against new); if
+   any cannot be copied or still differ, the rollback is refused and names them (the routing is
+   left as it is: reads and writes keep their source of truth).
 3. **Flip** the routing to the folded inverse of the plan's reversible stages.
 4. **Drain again** what was queued new -> old in the moment before the flip (those entries keep
    their direction, so they can never be copied the wrong way), then enter ``rolled_back``.
@@ -21,12 +22,14 @@ from sqlalchemy.engine import Engine
 from shiftover.approvals import ApprovalRequest, cancel_pending
 from shiftover.control.lease import revoke_lease
 from shiftover.control.store import ControlStore, _audit, utcnow
-from shiftover.errors import PhaseError, RollbackRefusedError
+from shiftover.errors import DiffError, PhaseError, RollbackRefusedError
 from shiftover.flags.routing import Routing, WriteMode, read_routing, set_reads_percent, set_shadow, set_write_mode
 from shiftover.mapping import TableMapping
 from shiftover.phases import Phase, allowed_next
 from shiftover.plan.stages import MigrationState, Plan, RoutingFlip
 from shiftover.reconcile import NEW_TO_OLD, drain_queue, pending_by_direction
+from shiftover.rowsync import Key
+from shiftover.spec import ValidationSpec
 
 
 @dataclass
@@ -76,11 +79,28 @@ def fence_off(store: ControlStore, migration: str, actor: str, reason: str) -> t
 
 def drain_to_old(
     old: Engine, new: Engine, store: ControlStore, mapping: TableMapping, migration: str
-) -> tuple[int, int, str]:
-    """Copy every write queued new -> old; returns (copied, still pending, last error)."""
+) -> tuple[list[Key], int, str]:
+    """Copy every write queued new -> old; returns (keys copied, still pending, last error)."""
     result = drain_queue(old, new, store.engine, mapping, migration, only=NEW_TO_OLD, max_keys=10**9)
     pending = pending_by_direction(store.engine, migration).get(NEW_TO_OLD, 0)
-    return result.synced, pending, (result.errors[-1] if result.errors else "")
+    return result.synced_keys, pending, (result.errors[-1] if result.errors else "")
+
+
+def recheck_copied(
+    old: Engine, new: Engine, mapping: TableMapping, options: ValidationSpec, keys: list[Key]
+) -> tuple[int, str]:
+    """The scoped diff of the keys just copied new -> old (old is the source of the diff's rules):
+    returns (keys still differing, a note). A diff the spec cannot run (a cross-engine float column
+    without a tolerance, say) is noted, not fatal: the copy itself succeeded."""
+    from shiftover.diff import diff_keys
+
+    if not keys:
+        return 0, ""
+    try:
+        report = diff_keys(old, new, mapping, options, keys)
+    except DiffError as exc:
+        return 0, f"the scoped diff of {len(keys)} copied key(s) could not run: {exc}"
+    return len(report.differences), f"{len(keys)} copied key(s) re-checked: {len(report.differences)} differ"
 
 
 _WRITES_ORDER = (WriteMode.OLD_ONLY, WriteMode.DUAL_OLD_PRIMARY, WriteMode.DUAL_NEW_PRIMARY, WriteMode.NEW_ONLY)
@@ -116,6 +136,7 @@ def roll_back(
     old: Engine | None = None,
     new: Engine | None = None,
     mapping: TableMapping | None = None,
+    options: ValidationSpec | None = None,
     keep_dual_write: bool = True,
 ) -> RollbackResult:
     """Steps 1-4 above. ``old``/``new``/``mapping`` are needed only when the new store leads."""
@@ -129,15 +150,18 @@ def roll_back(
         if old is None or new is None or mapping is None:
             raise ValueError("the new store leads: the rollback needs both engines and the mapping to drain")
         copied, pending, error = drain_to_old(old, new, store, mapping, migration)
-        result.drained_to_old = copied
+        result.drained_to_old = len(copied)
+        if not pending:
+            differing, result.note = recheck_copied(old, new, mapping, options or ValidationSpec(), copied)
+            pending, error = differing, (f"{differing} copied key(s) still differ" if differing else error)
         if pending:
             store.audit(migration, actor, "rollback_refused", {"pending": pending, "error": error})
             raise RollbackRefusedError(migration, pending, error or "see the reconciliation queue")
     result.flipped_at = flip_routing(store, migration, flip, actor, reason)
     if leads and flip.drain_to_old_first and old is not None and new is not None and mapping is not None:
-        copied, pending, _ = drain_to_old(old, new, store, mapping, migration)
-        result.drained_to_old += copied
+        late, pending, _ = drain_to_old(old, new, store, mapping, migration)
+        result.drained_to_old += len(late)
         if pending:
-            result.note = f"{pending} write(s) queued new -> old at the flip stay queued in that direction"
+            result.note += f"; {pending} write(s) queued new -> old at the flip stay queued in that direction"
     enter_rolled_back(store, migration, actor, reason, result)
     return result

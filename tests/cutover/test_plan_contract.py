@@ -278,6 +278,7 @@ def test_a_rollback_after_the_switch_never_loses_a_write_only_the_new_store_hold
             conn.execute(sa.text(f"DROP TRIGGER refuse_{op}"))
     result = rollback(setup.spec_path, setup.control_url, reason="drill, old store back")
     assert result["drained_to_old"] == 100 and setup.store.phase(setup.name) is Phase.ROLLED_BACK
+    assert "100 copied key(s) re-checked: 0 differ" in result["note"]  # the rollback's own scoped diff
     assert read_routing(setup.store.engine, setup.name).writes is WriteMode.DUAL_OLD_PRIMARY
     query = sa.text(
         "SELECT id, customer_id, CAST(amount AS TEXT), status, note, created_at, updated_at FROM orders ORDER BY id"
