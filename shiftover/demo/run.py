@@ -72,7 +72,9 @@ def prepare(workdir: Path, rows: int) -> tuple[Path, str]:
     data["source"]["url"], data["target"]["url"] = old_url, new_url
     spec_path = workdir / "orders.yaml"
     spec_path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return spec_path, f"sqlite:///{workdir.resolve()}/control.db"
+    control_url = f"sqlite:///{workdir.resolve()}/control.db"
+    open_store(control_url)  # the orchestrator creates the control store before the application starts
+    return spec_path, control_url
 
 
 def run_demo(
