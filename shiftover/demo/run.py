@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 from shiftover.connect import dispose_engines, get_engine
-from shiftover.control.store import PhaseChange
+from shiftover.control.store import PhaseChange, open_store
 from shiftover.demo.app import LiveApplication, writes
 from shiftover.demo.orders import create_orders
 from shiftover.dualwrite import DualWriter
