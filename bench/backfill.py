@@ -24,6 +24,7 @@ import sqlalchemy as sa
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")  # a cold or loaded machine
 os.environ.setdefault("DO_NOT_TRACK", "1")
 sys.path.insert(0, str(ROOT))
 
@@ -268,7 +269,7 @@ def measure(args: argparse.Namespace, small: int, dbs: Databases, tmp: Path) -> 
     baseline = executemany_baseline(my_old, pg_base, base_rows)
 
     with (
-        prefect_test_harness(server_startup_timeout=60),
+        prefect_test_harness(server_startup_timeout=180),
         temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None, PREFECT_LOGGING_LEVEL: "WARNING"}),
     ):
         control = f"sqlite:///{tmp}/control.db"

@@ -114,7 +114,8 @@ def prefect_harness() -> Iterator[None]:
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=60):
+    # A shared 2-core machine under load took over 60 s to start it once (every flow test then erred).
+    with prefect_test_harness(server_startup_timeout=180):
         with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
             yield
 
