@@ -146,11 +146,11 @@ def approval_summary(ctx: RunContext, stage: Stage, gate_lines: list[str]) -> st
     lines = [
         f"## Approve `{stage.name}` for migration `{ctx.name}`",
         "",
-        f"**What happens:** {stage.does}.",
-        f"**Why a person approves:** {stage.approval.why if stage.approval else '-'}.",
-        f"**Undo:** {stage.inverse.describe() if stage.inverse else 'this step cannot be undone'}.",
+        f"- **What happens:** {stage.does}.",
+        f"- **Why a person approves:** {stage.approval.why if stage.approval else '-'}.",
+        f"- **Undo:** {stage.inverse.describe() if stage.inverse else 'this step cannot be undone'}.",
         (
-            f"**Now:** phase `{state.phase}` (epoch {state.epoch}), writes `{routing.writes}`, "
+            f"- **Now:** phase `{state.phase}` (epoch {state.epoch}), writes `{routing.writes}`, "
             f"reads {routing.reads_percent:g}% on the new store."
         ),
         "",
@@ -160,9 +160,9 @@ def approval_summary(ctx: RunContext, stage: Stage, gate_lines: list[str]) -> st
         f"Type **{ctx.name}** in *Confirm Name* to approve. A rollback before you answer cancels this request.",
     ]
     if not stage.reversible:
-        lines.insert(4, "**This step is IRREVERSIBLE.**")
+        lines.insert(2, "**This step is IRREVERSIBLE.**\n")
     if routing.writes is WriteMode.DUAL_NEW_PRIMARY:
-        lines.insert(4, "**Note:** the new store is already the source of truth.")
+        lines.insert(2, "**Note:** the new store is already the source of truth.\n")
     return "\n".join(lines)
 
 

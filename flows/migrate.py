@@ -28,7 +28,6 @@ def migrate(
     flag_ttl_seconds: float = 1.0,
     stop_after: str | None = None,
     restart: bool = False,
-    suspend: bool | None = None,
     lease_wait_seconds: float = 0.0,
 ) -> dict[str, object]:
     """Dual-write, backfill, validate, cut over and decommission one table.
@@ -42,7 +41,6 @@ def migrate(
         approval_timeout_seconds=approval_timeout_seconds,
         poll_interval_seconds=poll_interval_seconds,
         auto_approve=auto_approve,
-        suspend=suspend,
         flag_ttl_seconds=flag_ttl_seconds,
         retention_seconds=retention_seconds,
         lease_wait_seconds=lease_wait_seconds,

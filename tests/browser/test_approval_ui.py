@@ -45,7 +45,11 @@ def quick_run(page: Any, stack: Stack, deployment_id: str) -> None:
 
 def open_resume_form(page: Any, stack: Stack, run_id: str) -> Any:
     page.goto(f"{stack.url}/v2/runs/flow-run/{run_id}")
-    page.get_by_text("Paused").first.wait_for()
+    try:
+        page.get_by_text(re.compile(r"^(Paused|Suspended)$")).first.wait_for()
+    except Exception:
+        shot(page, "ui-resume-form-not-paused")
+        raise
     page.get_by_role("button", name="Open menu").click()
     page.get_by_role("menuitem", name="Resume").click()
     dialog = page.get_by_role("dialog", name="Resume Flow Run")
@@ -76,7 +80,9 @@ def test_approval_in_the_ui_lets_the_migration_switch_writes(
         "migrate", {**params, "poll_interval_seconds": 1, "stop_after": "cutover", "flag_ttl_seconds": 0.2}
     )
     quick_run(page, stack, deployment)
-    paused = stack.wait_for_run("PAUSED", timeout=60, flow_name="cutover")
+    # The approval pauses the migrate run itself (stages are not subflows): its Resume is on the run
+    # the operator started, and being deployed it suspends (no worker slot held while it waits).
+    paused = stack.wait_for_run("PAUSED", timeout=90, flow_name="migrate")
     assert open_store(params["control_url"]).phase("ui-orders") is Phase.READS_SWITCHED
 
     dialog = open_resume_form(page, stack, paused["id"])
@@ -89,7 +95,7 @@ def test_approval_in_the_ui_lets_the_migration_switch_writes(
     assert read_routing(store.engine, "ui-orders").writes is WriteMode.DUAL_NEW_PRIMARY
     [approval] = store.audit_entries("ui-orders", action="approval")
     assert approval["actor"] == APPROVER and approval["detail"]["reason"] == "gates green, clicked in the UI"
-    parent = stack.wait_for_run("COMPLETED", timeout=30, flow_name="migrate")
+    parent = stack.wait_for_run("COMPLETED", timeout=60, run_id=paused["id"])
     page.goto(f"{stack.url}/v2/runs/flow-run/{parent['id']}?tab=Artifacts")
     page.get_by_text("ui-orders-story").first.wait_for()
     shot(page, "ui-approval-artifacts")
