@@ -3,6 +3,8 @@ with ``resume_flow_run`` as the UI would; refused answers keep the run paused; t
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from shiftover.approvals import check_approval
