@@ -13,25 +13,24 @@ import re
 import socket
 from typing import Any, Literal
 
+from prefect import get_run_logger
 from prefect.input import RunInput
 from pydantic import Field, create_model
 
 from shiftover.approvals import (
     REFUSED,
+    ROLLBACK_ANSWERER,
     TIMED_OUT,
     ApprovalRecord,
     accept_request,
     check_approval,
     close_request,
     open_request,
+    refuse_answer,
     require_pending,
 )
 from shiftover.errors import ApprovalError
 from shiftover.story import artifact_key
-
-# The name a rollback answers a pending pause with (always a rejection): the form accepts it so
-# the server lets the paused run wake; the run then finds its request cancelled and stops.
-ROLLBACK_ANSWERER = "rollback"
 
 
 class Approval(RunInput):
@@ -87,55 +86,92 @@ def require_auto_permission(spec: Any, auto_approve: bool) -> str | None:
     return permission
 
 
-def pause_key(step: str, epoch: int) -> str:
-    """The pause's key (lowercase letters, digits and dashes): one per step and epoch, so an answer
-    stored for an older state is never found by a newer pause."""
-    return artifact_key("approve", step, f"e{epoch}")
+def pause_key(step: str, epoch: int, attempt: int = 0) -> str:
+    """The pause's key (lowercase letters, digits and dashes): one per step, epoch and attempt, so an
+    answer stored for an older state, or one already refused, is never found by a newer pause."""
+    return artifact_key("approve", step, f"e{epoch}", f"a{attempt}")
 
 
 def obtain_approval(ctx: Any, step: str, summary: str) -> ApprovalRecord:
     """Pause the calling flow run until a valid approval of ``step`` arrives; count it against the lease.
 
     ``ctx`` is the run's ``shiftover.flows.context.RunContext``. Must be called from a flow (never a task).
-    A rejection, a form that fails ``check_approval`` or a time-out raises ``ApprovalError`` and the
+    An answer the server let through but ``check_approval`` refuses (an approver off the list, say) is
+    recorded and the question asked again; a rejection or a time-out raises ``ApprovalError`` and the
     migration stays in its last safe phase; an answer to a stale request raises ``StaleApprovalError``.
     """
-    from prefect.artifacts import create_markdown_artifact
-    from prefect.exceptions import FlowPauseTimeout
-    from prefect.flow_runs import pause_flow_run, suspend_flow_run
-
     store, name = ctx.migration.store, ctx.migration.name
     permission = require_auto_permission(ctx.migration.spec, ctx.options.auto_approve)
     if permission is not None:
         record = auto_approval(step, ctx.actor, permission)
         store.audit(name, record.approver, "approval", record.as_detail())
         return record
+    from prefect.artifacts import create_markdown_artifact
+
     request = open_request(store.engine, name, step, ctx.lease, ctx.holder)
     create_markdown_artifact(
         key=artifact_key(name, "approve", step), markdown=summary, description=f"approval requested: {step}"
     )
     approvers = ctx.migration.spec.approvals.approvers
-    timeout = int(ctx.options.approval_timeout_seconds or ctx.migration.spec.approvals.timeout_seconds)
-    form = approval_form(name, approvers).with_initial_data(description=summary)
-    key = pause_key(step, request.epoch)
+    announce(name, step, approvers)
+    while True:
+        answer = wait_for_answer(ctx, request, summary)
+        require_pending(store.engine, request)
+        try:
+            record = check_approval(answer, name, approvers, step)
+        except ApprovalError as exc:
+            who = answer.approver.strip() or "(empty)"
+            if answer.decision == "reject":
+                close_request(store.engine, request, REFUSED, who, str(exc))
+                raise
+            request = refuse_answer(store.engine, request, who, str(exc))  # asked again, under a new key
+            get_run_logger().warning("%s; asking again", exc)
+            continue
+        accept_request(store.engine, request, record, ctx.lease)
+        return record
+
+
+def wait_for_answer(ctx: Any, request: Any, summary: str) -> Approval:
+    """One pause (or suspension, for deployed runs) for the request's current attempt."""
+    from prefect.exceptions import FlowPauseTimeout
+    from prefect.flow_runs import pause_flow_run, suspend_flow_run
+
+    spec = ctx.migration.spec
+    timeout = int(ctx.options.approval_timeout_seconds or spec.approvals.timeout_seconds)
+    form = approval_form(spec.name, spec.approvals.approvers).with_initial_data(description=summary)
+    key = pause_key(request.step, request.epoch, request.attempt)
     try:
         if ctx.options.suspend if ctx.options.suspend is not None else suspendable_run():
-            answer = suspend_flow_run(wait_for_input=form, timeout=timeout, key=key)
+            answer: Approval = suspend_flow_run(wait_for_input=form, timeout=timeout, key=key)
         else:
             answer = pause_flow_run(
                 wait_for_input=form, timeout=timeout, poll_interval=ctx.options.poll_interval_seconds, key=key
             )
     except FlowPauseTimeout:
-        close_request(store.engine, request, TIMED_OUT, "shiftover", f"no answer within {timeout}s")
-        raise ApprovalError(f"no approval for {step!r} within {timeout}s; nothing was changed") from None
-    require_pending(store.engine, request)
-    try:
-        record = check_approval(answer, name, approvers, step)
-    except ApprovalError as exc:
-        close_request(store.engine, request, REFUSED, answer.approver.strip() or "(empty)", str(exc))
-        raise
-    accept_request(store.engine, request, record, ctx.lease)
-    return record
+        close_request(ctx.migration.store.engine, request, TIMED_OUT, "shiftover", f"no answer within {timeout}s")
+        raise ApprovalError(f"no approval for {request.step!r} within {timeout}s; nothing was changed") from None
+    return answer
+
+
+def announce(migration: str, step: str, approvers: tuple[str, ...]) -> None:
+    """Say where the run waits and how to answer: the run id, its page in the UI, the CLI command."""
+    from prefect.runtime import flow_run
+    from prefect.settings import PREFECT_UI_URL
+
+    run_id = flow_run.get_id()
+    ui = PREFECT_UI_URL.value()
+    who = "|".join(approvers) or "NAME"
+    get_run_logger().warning(
+        "waiting for approval of %s (%s): flow run %s%s; from a terminal: "
+        "shiftover approve %s --approver %s --confirm-name %s --reason '...'",
+        step,
+        migration,
+        run_id,
+        f", {ui}/runs/flow-run/{run_id}" if ui else "",
+        run_id,
+        who,
+        migration,
+    )
 
 
 def suspendable_run() -> bool:

@@ -14,10 +14,9 @@ from uuid import UUID
 
 from prefect import flow, get_run_logger
 
-from shiftover.approvals import ApprovalRequest
+from shiftover.approvals import ROLLBACK_ANSWERER, ApprovalRequest
 from shiftover.control.store import DEFAULT_URL
 from shiftover.flags.routing import WriteMode
-from shiftover.flows.approval import ROLLBACK_ANSWERER
 from shiftover.flows.context import open_plan
 from shiftover.flows.runtime import actor
 from shiftover.flows.story import publish_story_quietly

@@ -9,7 +9,7 @@ run) can never move the migration. The form itself (a Prefect ``RunInput``) live
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import sqlalchemy as sa
@@ -20,6 +20,9 @@ from shiftover.control.store import Fence, _audit, utcnow
 from shiftover.errors import ApprovalError, LeaseLostError, StaleApprovalError
 
 PENDING, APPROVED, REFUSED, CANCELLED, TIMED_OUT = "pending", "approved", "refused", "cancelled", "timed_out"
+# The name a rollback answers a pending pause with (always a rejection): the form accepts it so the
+# server lets the paused run wake; the run then finds its request cancelled and stops. Never an approver.
+ROLLBACK_ANSWERER = "rollback"
 _r = schema.approval_requests
 
 
@@ -53,6 +56,7 @@ class ApprovalRequest:
     epoch: int
     holder: str
     state: str
+    attempt: int = 0  # answers refused so far; each new question has its own pause key
 
 
 def check_approval(answer: Answer, migration: str, approvers: tuple[str, ...], step: str) -> ApprovalRecord:
@@ -62,6 +66,8 @@ def check_approval(answer: Answer, migration: str, approvers: tuple[str, ...], s
         raise ApprovalError(f"{step!r} rejected by {approver or 'an empty approver'}: {reason or 'no reason given'}")
     if not approver:
         raise ApprovalError(f"approval of {step!r} refused: the approver is empty")
+    if approver == ROLLBACK_ANSWERER:
+        raise ApprovalError(f"approval of {step!r} refused: {ROLLBACK_ANSWERER!r} is reserved for rollbacks")
     if approvers and approver not in approvers:
         raise ApprovalError(
             f"approval of {step!r} refused: {approver!r} is not an allowed approver ({', '.join(approvers)})"
@@ -144,6 +150,18 @@ def close_request(engine: Engine, request: ApprovalRequest, state: str, who: str
         _audit(conn, request.migration, who, action, {"step": request.step, "epoch": request.epoch, "why": why})
 
 
+def refuse_answer(engine: Engine, request: ApprovalRequest, who: str, why: str) -> ApprovalRequest:
+    """An answer that fails the checks: audited, and the request stays pending for a next answer."""
+    attempt = request.attempt + 1
+    with engine.begin() as conn:
+        conn.execute(
+            _r.update().where(_r.c.id == request.id, _r.c.state == PENDING).values(detail={"attempt": attempt})
+        )
+        detail = {"step": request.step, "epoch": request.epoch, "why": why, "attempt": request.attempt}
+        _audit(conn, request.migration, who, "approval_refused", detail)
+    return replace(request, attempt=attempt)
+
+
 def cancel_pending(conn: Connection, migration: str, who: str) -> list[ApprovalRequest]:
     """Inside a rollback's transaction: every pending request of ``migration`` is cancelled."""
     rows = conn.execute(sa.select(_r).where(_r.c.migration == migration, _r.c.state == PENDING)).all()
@@ -174,4 +192,5 @@ def _answer(conn: Connection, request_id: int, state: str, who: str) -> None:
 
 
 def _request(row: Any) -> ApprovalRequest:
-    return ApprovalRequest(int(row.id), row.migration, row.step, int(row.epoch), row.holder, row.state)
+    attempt = int((row.detail or {}).get("attempt", 0))
+    return ApprovalRequest(int(row.id), row.migration, row.step, int(row.epoch), row.holder, row.state, attempt)

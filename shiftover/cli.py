@@ -82,14 +82,20 @@ def plan(
 @app.command()
 def check(spec: SpecPath) -> None:
     """Check a spec against its live databases (tables, columns, keys) and print the mapping."""
-    from shiftover.preflight import resolve_mapping
+    from shiftover.preflight import resolve_mapping, will_create_target
     from shiftover.spec import load_spec
 
     try:
-        mapping = resolve_mapping(load_spec(spec))
+        loaded = load_spec(spec)
+        created = will_create_target(loaded)
+        mapping = resolve_mapping(loaded, require_target=not created)
     except ShiftoverError as exc:
         _fail(exc)
     typer.echo(f"ok: {mapping.source_table} -> {mapping.target_table}, key {list(mapping.key)}")
+    if created:
+        typer.echo(
+            f"  {mapping.target_table} does not exist yet: the dual-write stage creates it (`plan --ddl` shows it)"
+        )
     for col in mapping.columns:
         typer.echo(f"  {col.sql or col.source} -> {col.target}")
 

@@ -36,6 +36,17 @@ def resolve_mapping(spec: MigrationSpec, *, require_target: bool = True) -> Tabl
     return mapping
 
 
+def target_exists(spec: MigrationSpec) -> bool:
+    """Whether the new table is there yet (``SpecError`` when its database cannot be reached)."""
+    inspector = _inspect(spec.target, "target")
+    return bool(inspector.has_table(spec.target.table, schema=spec.target.schema_name))
+
+
+def will_create_target(spec: MigrationSpec) -> bool:
+    """True when the run will create the new table (``backfill.create_target`` and it is absent)."""
+    return spec.backfill.create_target and not target_exists(spec)
+
+
 def refuse_same_table(spec: MigrationSpec) -> None:
     """``SpecError`` when source and target are one table under two spellings (host names, drivers,
     ``orders`` and ``public.orders``, a path and a link to it): asked of the servers themselves, so

@@ -83,6 +83,12 @@ def test_plan_ddl_shows_the_target_table_and_capture_triggers_before_creating_an
     assert "CREATE TABLE orders (" in result.output and "DATETIME(6) NOT NULL" in result.output
     assert "CREATE TRIGGER so_capture_orders" in result.output
     assert not sa.inspect(get_engine(dst)).has_table("orders")  # shown, not created
+    assert "-- target table: created by the dual-write stage" in result.output
+    check = runner.invoke(app, ["check", str(spec)])  # passes before the first run: the table will be created
+    assert check.exit_code == 0 and "does not exist yet: the dual-write stage creates it" in check.output, check.output
+    spec.write_text(spec.read_text().replace("create_target: true", "create_target: false"))
+    off = runner.invoke(app, ["plan", str(spec), "--ddl"])
+    assert "NOT created by Shiftover" in off.output and "CREATE TABLE orders (" in off.output
 
 
 def test_throttle_pauses_and_retunes_through_the_flag_store(tmp_path: Path) -> None:

@@ -3,6 +3,8 @@ with ``resume_flow_run`` as the UI would; refused answers keep the run paused; t
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from shiftover.approvals import check_approval
@@ -139,3 +141,30 @@ def test_a_run_parameter_cannot_waive_named_approvers(prefect_harness: None, mak
     [record] = allowed.store.audit_entries(allowed.name, action="approval")
     assert record["detail"]["automatic"] and "the spec sets approvals.auto" in record["detail"]["reason"]
     assert record["actor"].startswith("auto-approve (prefect:cutover/")
+
+
+def test_an_answer_the_flow_refuses_is_asked_again(prefect_harness: None, make_migration) -> None:  # type: ignore[no-untyped-def]
+    """The server takes 'rollback' as a name (a rollback's rejections use it), the flow refuses it as an
+    approver: the run records the refusal and asks again instead of failing."""
+    import time
+
+    from prefect.flow_runs import resume_flow_run
+
+    from .conftest import paused_run, run_state
+
+    setup = make_migration(Phase.READS_SWITCHED)
+    result: dict = {}
+    thread = threading.Thread(target=lambda: result.update(run=run_cutover(setup, approval_timeout_seconds=60)))
+    thread.start()
+    run_id = paused_run("cutover")
+    resume_flow_run(run_id, run_input={**GOOD, "approver": "rollback"})
+    deadline = time.monotonic() + 30
+    while run_state(run_id) != "PAUSED":  # refused, asked again
+        assert time.monotonic() < deadline and thread.is_alive(), "the run did not ask again"
+        time.sleep(0.2)
+    resume_flow_run(run_id, run_input=GOOD)
+    thread.join(30)
+    assert result["run"]["phase"] == Phase.WRITES_SWITCHED
+    [refused] = setup.store.audit_entries(setup.name, action="approval_refused")
+    assert "reserved for rollbacks" in refused["detail"]["why"] and refused["actor"] == "rollback"
+    assert [a["actor"] for a in setup.store.audit_entries(setup.name, action="approval")] == ["alice"]
