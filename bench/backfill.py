@@ -344,6 +344,16 @@ def report(
             f"  {name:<14} {small:>10,} rows: {s_rss:6.0f}   {rows:>10,} rows: {f_rss:6.0f}   "
             f"growth {f_rss / s_rss:.2f}x  (target < 300 MB, flat)"
         )
+    figures = {
+        "rows": rows,
+        "pg_pg_vs_copy_ceiling": round(pg_ratio, 3),
+        "mariadb_pg_vs_executemany": round(my_ratio, 3),
+        "pg_pg_rows_per_s": round(rows / pg_seconds),
+        "mariadb_pg_rows_per_s": round(rows / my_seconds),
+        "zero_diff": zero_diff,
+        "peak_rss_mb": {k: round(v[1]) for k, v in sorted(rss.items())},
+    }
+    print(json.dumps(figures))  # the last line: every figure, for scripts
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ the client's TTL + 0.25 s (the claim the rollback test prints but no longer asse
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import statistics
 import sys
@@ -206,6 +207,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     results = run(args.pg, args.writes, args.rows, args.flips, args.flag_ttl)
     print("\n".join(report(results, args.writes, args.flips, args.flag_ttl)))
+    base99 = results["old-only"][1]
+    figures = {
+        "async_p99_vs_old_only": round(results["dual async"][1] / base99, 3),
+        "sync_p99_vs_old_only": round(results["dual sync"][1] / base99, 3),
+        "capture_p99_vs_plain": round(results["plain + capture"][1] / results["plain update"][1], 3),
+        "cached_get_us": round(results["flag get"][0] * 1e6, 4),
+        "cached_routing_us": round(results["flag routing"][0] * 1e6, 4),
+        "flip_seen_max_s": round(results["flip seen"][1], 3),
+    }
+    print(json.dumps(figures))  # the last line: every figure, for scripts
     return 0
 
 

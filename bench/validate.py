@@ -12,6 +12,7 @@ exactly the changed keys. Prints times and ratios measured in the same run.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -286,5 +287,16 @@ def _drop_database(admin: sa.Engine, db: str | None) -> None:
         conn.execute(sa.text(f"DROP DATABASE IF EXISTS {db}{force}"))
 
 
+def figures(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """One dict of the run's figures: per pair and case, the time against the floor and reladiff."""
+    out: dict[str, Any] = {"exact": all(r["exact"] for r in results)}
+    for r in results:
+        name = f"{r['pair']}_{r['case'].split()[0]}".replace("-", "_")
+        out[f"{name}_vs_floor"] = round(r["shiftover_s"] / r["floor_s"], 3)
+        if "reladiff_s" in r:
+            out[f"{name}_vs_reladiff"] = round(r["shiftover_s"] / r["reladiff_s"], 3)
+    return out
+
+
 if __name__ == "__main__":
-    main()
+    print(json.dumps(figures(main())))  # the last line: every figure, for scripts

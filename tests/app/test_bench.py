@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -28,3 +29,5 @@ def test_bench_dualwrite_tiny() -> None:
         "flip -> client sees it:",
     ):
         assert line in out, out
+    figures = json.loads(out.strip().splitlines()[-1])  # the last line holds every figure
+    assert figures["async_p99_vs_old_only"] > 0 and figures["cached_get_us"] > 0

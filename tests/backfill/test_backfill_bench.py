@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -38,3 +39,5 @@ def test_bench_runs_at_a_tiny_size(pg_database, mariadb_database) -> None:  # ty
     assert "zero diff (count + md5 of every row, both targets): True" in out
     for label in ("vs COPY ceiling", "vs executemany", "peak RSS"):
         assert label in out
+    figures = json.loads(out.strip().splitlines()[-1])  # the last line holds every figure
+    assert figures["zero_diff"] is True and figures["pg_pg_vs_copy_ceiling"] > 0
