@@ -1,8 +1,7 @@
 """Moving reads, then writes, to the new store, and back: every step is a flag flip.
 
-``rollback_routing`` is the one inverse of every step before ``stop_old_writes`` (the
-irreversible one): reads and writes go back to the old store at once (the new store is still
-written unless told not to). The write switch is fenced by a compare-and-set on the writes
+Each step's inverse is declared on its stage (``shiftover.plan``) and applied by
+``shiftover.rollback``. The write switch is fenced by a compare-and-set on the writes
 flag, so two runs cannot both switch.
 """
 
@@ -16,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from shiftover.control import schema
-from shiftover.control.store import ControlStore, Fence, utcnow
+from shiftover.control.store import ControlStore, Fence
 from shiftover.errors import FlagError, GateError
 from shiftover.flags.routing import (
     WriteMode,
@@ -140,21 +139,3 @@ def _flipped_at(store: Engine, migration: str, version: int) -> datetime:
 def stop_old_writes(store: Engine, migration: str, actor: str, fence: Fence | None = None) -> None:
     """The irreversible step: the old store stops receiving writes."""
     set_write_mode(store, migration, WriteMode.NEW_ONLY, actor, reason="stop writing the old store", fence=fence)
-
-
-def rollback_routing(
-    store: Engine, migration: str, actor: str, reason: str, *, keep_dual_write: bool = True
-) -> datetime:
-    """Reads and writes back to the old store at once (new still written unless told not to).
-
-    Returns when the last flag was written: application clients see it within their TTL.
-    """
-    routing = read_routing(store, migration)
-    writes = WriteMode.DUAL_OLD_PRIMARY if keep_dual_write else WriteMode.OLD_ONLY
-    if routing.reads_percent:
-        set_reads_percent(store, migration, 0, actor, reason=f"rollback: {reason}")
-    if routing.writes is not writes:
-        set_write_mode(store, migration, writes, actor, reason=f"rollback: {reason}")
-    if routing.shadow:
-        set_shadow(store, migration, False, actor, reason=f"rollback: {reason}")
-    return utcnow()
