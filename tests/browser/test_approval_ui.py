@@ -88,7 +88,7 @@ def test_approval_in_the_ui_lets_the_migration_switch_writes(
     dialog = open_resume_form(page, stack, paused["id"])
     shot(page, "ui-approval-paused-run")
     submit(dialog, APPROVER, "ui-orders", "gates green, clicked in the UI")
-    page.get_by_text("Flow run resumed").wait_for()
+    page.get_by_text("Flow run resumed").wait_for(timeout=60_000)  # a loaded server answers late
 
     wait_phase(params["control_url"], "ui-orders", Phase.WRITES_SWITCHED)
     store = open_store(params["control_url"])
@@ -131,7 +131,7 @@ def test_a_wrong_confirmation_in_the_ui_keeps_the_suspended_run_paused(
 
     dialog.get_by_role("textbox", name="Confirm Name").fill("ui-wrong")
     dialog.get_by_role("button", name="Resume").click()
-    page.get_by_text("Flow run resumed").wait_for()
+    page.get_by_text("Flow run resumed").wait_for(timeout=60_000)  # a loaded server answers late
     wait_phase(params["control_url"], "ui-wrong", Phase.WRITES_SWITCHED)
     stack.wait_for_run("COMPLETED", timeout=30, run_id=paused["id"])
     assert [a["actor"] for a in store.audit_entries("ui-wrong", action="approval")] == [APPROVER]
