@@ -38,6 +38,24 @@ def _fail(exc: Exception) -> None:
     raise typer.Exit(code=2)
 
 
+def _choose_prefect_server() -> None:
+    """Before Prefect is imported: use the configured server, else the project's long-lived one
+    (``shiftover server start``), else say that this run starts a temporary one."""
+    from shiftover.localserver import configured_api_url, use_running_server
+
+    if configured_api_url():
+        return
+    server = use_running_server()
+    if server is not None:
+        typer.echo(f"Prefect server: {server.url} (shiftover server)", err=True)
+    else:
+        typer.echo(
+            "Prefect server: a temporary one for this run only (its UI and pending approvals end with it); "
+            "`shiftover server start` keeps one for the project, so runs start in seconds",
+            err=True,
+        )
+
+
 @app.command()
 def demo(
     rows: Annotated[int, typer.Option(help="Rows in the demo orders table.")] = 100_000,
@@ -126,6 +144,7 @@ def run(
     if note:  # answered from the control store alone: no Prefect run is started
         typer.echo(note)
         return
+    _choose_prefect_server()
     from shiftover.flows.migrate import migrate
 
     try:
@@ -167,15 +186,18 @@ def approve(
     """Answer a paused run's approval from the terminal (needs PREFECT_API_URL)."""
     from uuid import UUID
 
+    from shiftover.localserver import use_running_server
+
+    use_running_server()
     from prefect.settings import PREFECT_API_URL
 
     if not PREFECT_API_URL.value():
         _fail(
             ShiftoverError(
-                "no Prefect server to answer: set PREFECT_API_URL to the server the paused run uses "
-                "(e.g. http://127.0.0.1:4200/api). A run started by `shiftover run` without it uses a "
-                "temporary server that only lives inside that run: answer in its process, or rerun it against "
-                "a long-lived server (`prefect server start`)"
+                "no Prefect server to answer: start the project's with `shiftover server start` and run the "
+                "migration against it, or set PREFECT_API_URL to the server the paused run uses (e.g. "
+                "http://127.0.0.1:4200/api). A run started by `shiftover run` with neither uses a temporary "
+                "server that only lives inside that run"
             )
         )
     from prefect.flow_runs import resume_flow_run
@@ -200,6 +222,7 @@ def rollback(
     control_url: ControlUrl = DEFAULT_URL,
 ) -> None:
     """Return reads and writes to the old store now (any phase before the old store stops being written)."""
+    _choose_prefect_server()
     from shiftover.flows.rollback import rollback as rollback_flow
 
     try:
@@ -207,6 +230,47 @@ def rollback(
     except ShiftoverError as exc:
         _fail(exc)
     typer.echo(json.dumps(result, default=str))
+
+
+server_app = typer.Typer(help="The project's long-lived local Prefect server (UI included).", no_args_is_help=True)
+app.add_typer(server_app, name="server")
+
+
+@server_app.command("start")
+def server_start(
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 4200,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+) -> None:
+    """Start a Prefect server for this project (or find the running one); later commands use it."""
+    from shiftover.localserver import start
+
+    try:
+        server, started = start(host=host, port=port)
+    except ShiftoverError as exc:
+        _fail(exc)
+    typer.echo(f"{'started' if started else 'already running'}: {server.url} (UI), pid {server.pid}, log {server.log}")
+    typer.echo(f"shiftover run/approve use it from here; other tools: export PREFECT_API_URL={server.api_url}")
+
+
+@server_app.command("status")
+def server_status() -> None:
+    """Whether the project's Prefect server runs, and where."""
+    from shiftover.localserver import find_running
+
+    server = find_running()
+    if server is None:
+        typer.echo("not running (start it with `shiftover server start`)")
+        raise typer.Exit(code=1)
+    typer.echo(f"running: {server.url} (UI), pid {server.pid}, log {server.log}")
+
+
+@server_app.command("stop")
+def server_stop() -> None:
+    """Stop the project's Prefect server."""
+    from shiftover.localserver import stop
+
+    server = stop()
+    typer.echo(f"stopped: {server.url}" if server else "not running")
 
 
 control_app = typer.Typer(help="The control store itself.", no_args_is_help=True)
@@ -261,6 +325,7 @@ def throttle(
 @app.command()
 def reconcile(spec: SpecPath, control_url: ControlUrl = DEFAULT_URL) -> None:
     """Drain the reconciliation queue now (keys the secondary store missed)."""
+    _choose_prefect_server()
     from shiftover.flows.reconcile import reconcile as reconcile_flow
 
     try:
