@@ -106,7 +106,9 @@ class Stack:
                     continue
                 return run
             time.sleep(0.5)
-        raise AssertionError(f"no {flow_name or ''} run {run_id or ''} in state {state} within {timeout}s\n{self.diagnostics()}")
+        raise AssertionError(
+            f"no {flow_name or ''} run {run_id or ''} in state {state} within {timeout}s\n{self.diagnostics()}"
+        )
 
     def wait_for_new_run(self, deployment_id: str, before: set[str], timeout: float = 90) -> dict[str, Any]:
         """The run a click created: a run of the deployment that was not there before."""
