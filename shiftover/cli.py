@@ -7,6 +7,7 @@ Configuration is read here, once: the control store URL comes from ``--control-u
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Annotated, Any
@@ -33,9 +34,54 @@ ControlUrl = Annotated[
 SpecPath = Annotated[Path, typer.Argument(help="The migration's YAML spec.")]
 
 
+_DEBUG = False
+
+
+@app.callback()
+def _options(
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on the terminal.")] = False,
+) -> None:
+    global _DEBUG
+    _DEBUG = debug
+
+
 def _fail(exc: Exception) -> None:
+    if _DEBUG:
+        import traceback
+
+        traceback.print_exception(exc)
     typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code=2)
+
+
+class _NoTraceback(logging.Formatter):
+    """Formats like the formatter it wraps, without the traceback: the terminal gets one line per
+    failure and the command's own ``error:`` line; Prefect's API logs keep the whole traceback."""
+
+    def __init__(self, inner: logging.Formatter | None) -> None:
+        super().__init__()
+        self.inner = inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        saved = record.exc_info, record.exc_text, record.stack_info
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        try:
+            return self.inner.format(record)
+        finally:
+            record.exc_info, record.exc_text, record.stack_info = saved
+
+
+def _quiet_tracebacks() -> None:
+    """After Prefect has set up logging: its console handler prints no tracebacks (``--debug`` does)."""
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    if _DEBUG:
+        return
+    loggers = [logging.getLogger(), *(logging.getLogger(n) for n in list(logging.root.manager.loggerDict))]
+    for logger in loggers:
+        for handler in getattr(logger, "handlers", ()):
+            if isinstance(handler, PrefectConsoleHandler) and not isinstance(handler.formatter, _NoTraceback):
+                handler.setFormatter(_NoTraceback(handler.formatter))
 
 
 def _choose_prefect_server() -> None:
@@ -147,6 +193,8 @@ def run(
     _choose_prefect_server()
     from shiftover.flows.migrate import migrate
 
+    _quiet_tracebacks()
+
     try:
         result = migrate(
             str(spec),
@@ -224,6 +272,8 @@ def rollback(
     """Return reads and writes to the old store now (any phase before the old store stops being written)."""
     _choose_prefect_server()
     from shiftover.flows.rollback import rollback as rollback_flow
+
+    _quiet_tracebacks()
 
     try:
         result = rollback_flow(str(spec), control_url, reason=reason)
@@ -327,6 +377,8 @@ def reconcile(spec: SpecPath, control_url: ControlUrl = DEFAULT_URL) -> None:
     """Drain the reconciliation queue now (keys the secondary store missed)."""
     _choose_prefect_server()
     from shiftover.flows.reconcile import reconcile as reconcile_flow
+
+    _quiet_tracebacks()
 
     try:
         result = reconcile_flow(str(spec), control_url)

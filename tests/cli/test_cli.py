@@ -115,3 +115,32 @@ def test_run_refuses_an_unknown_stop_after(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "stop_after='nope' is no stage or stage flow" in result.output
     assert not (tmp_path / "control.db").exists()
+
+
+def test_a_failed_run_ends_in_one_error_line_without_tracebacks(tmp_path: Path) -> None:
+    """Prefect's console logs a failed flow's traceback (80-110 lines); the CLI keeps it for the
+    API logs and --debug, so the terminal shows what failed and the last line says it."""
+    import os
+    import subprocess
+    import sys
+
+    create_orders(get_engine(f"sqlite:///{tmp_path}/old.db"), rows=3)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        "name: m\nsource: {url: 'sqlite:///old.db', table: ordrs}\ntarget: {url: 'sqlite:///new.db', table: orders}\n"
+        "key: id\nbackfill: {create_target: true}\n"
+    )
+    shiftover = str(Path(sys.executable).parent / "shiftover")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
+    run = subprocess.run(
+        [shiftover, "run", "spec.yaml"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    error = "error: spec field 'source.table': no table 'ordrs' in sqlite:///old.db"
+    assert run.returncode == 2, run.stderr[-2000:]
+    assert "Traceback" not in run.stderr and error in run.stderr
+    assert "Encountered exception during execution" in run.stderr  # Prefect's own line stays, shortened
+    debug = subprocess.run(
+        [shiftover, "--debug", "check", "spec.yaml"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert debug.returncode == 2 and "Traceback" in debug.stderr and error in debug.stderr
