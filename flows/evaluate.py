@@ -57,7 +57,8 @@ def run_plan(
     spec = load_spec(spec_path)
     build_plan(spec).check_stop_after(stop_after)  # refused before the control store is opened
     require_auto_permission(spec, options.auto_approve)
-    opened = open_plan(spec, control_url)
+    plan = build_plan(spec)
+    opened = open_plan(spec, control_url, register=flows is None or plan.stages[0].flow in flows)
     state = opened.state
     if state.phase is Phase.ROLLED_BACK and not restart:
         return {"phase": state.phase, "note": rolled_back_note(opened.store, opened.spec.name)}

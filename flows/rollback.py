@@ -30,7 +30,7 @@ def rollback(
     spec_path: str, control_url: str = DEFAULT_URL, reason: str = "manual rollback", keep_dual_write: bool = True
 ) -> dict[str, object]:
     """Flip reads to 0% and writes to the old store; audited. Refused once the old store stopped being written."""
-    opened = open_plan(spec_path, control_url)
+    opened = open_plan(spec_path, control_url, register=False)
     state, name = opened.state, opened.spec.name
     if state.phase is Phase.ROLLED_BACK:
         return {"phase": state.phase, "note": "already rolled back"}
