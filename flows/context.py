@@ -12,8 +12,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
-from shiftover.control.lease import Lease, acquire_lease
 from shiftover.connect import redact
+from shiftover.control.lease import Lease, acquire_lease
 from shiftover.control.store import ControlStore, open_store
 from shiftover.errors import ControlStoreError
 from shiftover.migration import Migration, resume_migration
