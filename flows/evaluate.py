@@ -78,6 +78,7 @@ def evaluate(ctx: RunContext, *, flows: Collection[str] | None = None, stop_afte
 
     report: dict[str, Any] = {"migration": ctx.name, "ran": [], "skipped": [], "stages": {}}
     entered = False
+    preload_expectations(ctx, flows)
     for i, stage in enumerate(ctx.plan):
         in_scope = flows is None or stage.flow in flows
         if stage.done(ctx.state()):
@@ -109,6 +110,21 @@ def evaluate(ctx: RunContext, *, flows: Collection[str] | None = None, stop_afte
             report.update(detail)
     report["phase"] = ctx.state().phase
     return report
+
+
+def preload_expectations(ctx: RunContext, flows: Collection[str] | None) -> None:
+    """Start importing Great Expectations (3 s) in the background when a stage this run may reach
+    has an expectations gate with expectations the spec declares (the defaults need no GX)."""
+    from shiftover.checks.data import stage_expectations
+    from shiftover.expectations import preload_great_expectations
+
+    state = ctx.state()
+    for stage in ctx.plan:
+        if (flows is not None and stage.flow not in flows) or stage.done(state) or stage.gate_section is None:
+            continue
+        if any(g.name == "expectations" for g in stage.gates) and stage_expectations(ctx.migration, stage.gate_section):
+            preload_great_expectations()
+            return
 
 
 def run_stage(ctx: RunContext, stage: Stage, runner: StageRunner) -> Outcome:
