@@ -1,4 +1,5 @@
-"""Data gates: row parity, the checksum diff (with repair), and Great Expectations suites.
+"""Data gates: row parity, the checksum diff (with repair), and the expectations (the default
+suite in plain SQL, the spec's declared expectations through Great Expectations).
 
 Each gate is a plain function of ``(GateContext, GateSpec)``; the checksum gate compares
 ``ctx.scope`` (everything, rows changed since a time, or given keys) and the expectations

@@ -167,3 +167,31 @@ print(result.passed, "great_expectations" in sys.modules)
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["True", "False"]
+
+
+def test_only_a_stage_with_declared_expectations_preloads_great_expectations(monkeypatch, open_orders) -> None:  # type: ignore[no-untyped-def]
+    from types import SimpleNamespace
+
+    import shiftover.expectations
+    from shiftover.flows.evaluate import preload_expectations
+    from shiftover.plan import build_plan
+
+    calls: list[str] = []
+    monkeypatch.setattr(shiftover.expectations, "preload_great_expectations", lambda: calls.append("gx"))
+    declared = [{"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "status"}, "stages": ["validate"]}]
+    for migration, expected in ((open_orders(), []), (open_orders(expectations=declared), ["validate"])):
+        preloaded = []
+        for stage in build_plan(migration.spec):
+            calls.clear()
+            preload_expectations(SimpleNamespace(migration=migration), stage)  # type: ignore[arg-type]
+            preloaded += [stage.name] * len(calls)
+        assert preloaded == expected
+
+
+def test_a_preloaded_great_expectations_is_waited_for() -> None:
+    code = (
+        "import sys, shiftover.expectations as e; e.preload_great_expectations(); "
+        "print(e.expectation_class('expect_column_values_to_not_be_null').__name__, e._preloading.is_alive())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["ExpectColumnValuesToNotBeNull", "False"]
