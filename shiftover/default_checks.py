@@ -19,7 +19,7 @@ from sqlalchemy.engine import Engine
 from shiftover.expectations import ExpectationOutcome, default_suite
 from shiftover.spec import Expectation
 
-SAMPLE = 5  # failing keys named per check
+SAMPLE = 5  # failing keys (or rows with a NULL key) named per check
 
 UNIQUE = ("expect_column_values_to_be_unique", "expect_compound_columns_to_be_unique")
 NOT_NULL = "expect_column_values_to_not_be_null"
@@ -50,7 +50,8 @@ def _counts(conn: sa.Connection, table: sa.Table, key: Sequence[str]) -> dict[st
 
 
 def _duplicates(conn: sa.Connection, table: sa.Table, key: Sequence[str]) -> tuple[int, list[str]]:
-    """Rows whose (non-NULL) key occurs more than once, as GX counts them, and a few such keys."""
+    """Rows whose key occurs more than once, as GX counts them, and a few such keys. A key with a
+    NULL in it is left to the not-null check (GX's compound check may count it here as well)."""
     cols = [table.c[k] for k in key]
     groups = (
         sa.select(*cols, sa.func.count().label("so_n"))
@@ -93,9 +94,11 @@ def _outcome(
     elif check.type == NOT_NULL:
         failing = counts[check.kwargs["column"]]
         sample = _null_rows(conn, table, check.kwargs["column"]) if failing else []
-    else:  # the row count, against the source's count taken around this query
+    elif check.type == ROW_COUNT:  # against the source's count, taken around these queries
         kwargs = {"value": source_rows}
         return _verdict(check, kwargs, counts[""] == source_rows, str(counts[""]), [])
+    else:
+        raise ValueError(f"{check.type} is not a default check (see is_default)")
     return _verdict(check, kwargs, failing == 0, str(failing), sample)
 
 

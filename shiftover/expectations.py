@@ -70,8 +70,9 @@ _preloading: threading.Thread | None = None
 
 
 def preload_great_expectations() -> None:
-    """Import GX in a background thread (once per process), so that a run whose later stage runs
-    declared expectations does not wait the 3 s import there: it overlaps the stages before."""
+    """Import GX in a background thread (once per process), so that a stage whose gates run declared
+    expectations does not wait the 3 s import at its expectations gate: it overlaps the stage's work
+    and the gates before it. ``run_expectations`` waits for it to finish."""
     global _preloading
     if _preloading is None and "great_expectations" not in sys.modules:
         _preloading = threading.Thread(target=_import_quietly, name="shiftover-gx-preload", daemon=True)
@@ -81,7 +82,7 @@ def preload_great_expectations() -> None:
 def _import_quietly() -> None:
     try:
         import great_expectations  # noqa: F401
-    except Exception:
+    except Exception:  # the gate imports it again, in its own thread, and reports the error there
         pass
 
 
