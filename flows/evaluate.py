@@ -112,9 +112,24 @@ def evaluate(ctx: RunContext, *, flows: Collection[str] | None = None, stop_afte
     return report
 
 
+def preload_expectations(ctx: RunContext, stage: Stage) -> None:
+    """Start importing Great Expectations (3 s or more) in the background when the stage has an
+    expectations gate with expectations the spec declares (the default suite needs no GX), so the
+    import overlaps the stage's work and earlier gates. Not earlier: on SQLite a backfill or diff
+    that calls Python per row competes with the import for the GIL."""
+    from shiftover.checks.data import stage_expectations
+    from shiftover.expectations import preload_great_expectations
+
+    if stage.gate_section is None or all(g.name != "expectations" for g in stage.gates):
+        return
+    if stage_expectations(ctx.migration, stage.gate_section):
+        preload_great_expectations()
+
+
 def run_stage(ctx: RunContext, stage: Stage, runner: StageRunner) -> Outcome:
     """Gates where the stage declares them, its approval, its work, and its completion (fenced)."""
     gate_lines: list[str] = []
+    preload_expectations(ctx, stage)
     if runner.precheck is not None:
         runner.precheck(ctx, stage)
     if stage.gates_run == "before":
