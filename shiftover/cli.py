@@ -27,9 +27,21 @@ app = typer.Typer(
     help="Zero-downtime database migrations as Prefect workflows.", no_args_is_help=True, pretty_exceptions_enable=False
 )
 
+
+def _absolute(url: str) -> str:
+    from shiftover.control.store import absolute_url
+
+    return absolute_url(url)
+
+
 ControlUrl = Annotated[
     str,
-    typer.Option("--control-url", envvar="SHIFTOVER_CONTROL_URL", help="Control store URL (SQLite file by default)."),
+    typer.Option(
+        "--control-url",
+        envvar="SHIFTOVER_CONTROL_URL",
+        help="Control store URL (SQLite file by default; a relative path is taken from here).",
+        callback=_absolute,
+    ),
 ]
 SpecPath = Annotated[Path, typer.Argument(help="The migration's YAML spec.")]
 
@@ -113,8 +125,8 @@ def demo(
     from shiftover.demo.run import prepare, run_demo
 
     if prepare_only:
-        spec_path, _control = prepare(workdir, rows)
-        typer.echo(f"demo databases ready; spec: {spec_path}")
+        spec_path, control = prepare(workdir, rows)
+        typer.echo(f"demo databases ready; spec: {spec_path}; control store: {control} (reset)")
         return
     try:
         report = run_demo(rows=rows, workdir=workdir, requests_per_second=requests_per_second)

@@ -14,7 +14,7 @@ def render_status(control_url: str, name: str | None = None) -> str:
     names = [name] if name else [m["name"] for m in store.migrations()]
     if not names:
         return f"no migrations in {store.url}"
-    return "\n\n".join(render_one(store, n) for n in names)
+    return f"control store: {store.url}\n\n" + "\n\n".join(render_one(store, n) for n in names)
 
 
 def render_one(store: ControlStore, name: str) -> str:

@@ -144,3 +144,13 @@ def test_a_failed_run_ends_in_one_error_line_without_tracebacks(tmp_path: Path) 
         [shiftover, "--debug", "check", "spec.yaml"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
     )
     assert debug.returncode == 2 and "Traceback" in debug.stderr and error in debug.stderr
+
+
+def test_a_relative_control_url_is_taken_from_here_and_shown(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.chdir(tmp_path)
+    store = open_store(f"sqlite:///{tmp_path}/.shiftover/control.db")
+    store.register("orders-v2", {"name": "orders-v2"})
+    result = runner.invoke(app, ["status", "--control-url", "sqlite:///.shiftover/control.db"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(f"control store: sqlite:///{tmp_path}/.shiftover/control.db\n")
+    assert "orders-v2: planned" in result.output
