@@ -44,6 +44,11 @@ ControlUrl = Annotated[
     ),
 ]
 SpecPath = Annotated[Path, typer.Argument(help="The migration's YAML spec.")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of text.")]
+
+
+def _echo_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str))
 
 
 _DEBUG = False
@@ -141,13 +146,17 @@ def demo(
 def plan(
     spec: SpecPath,
     ddl: Annotated[bool, typer.Option("--ddl", help="Also print the DDL Shiftover would run (reads schemas).")] = False,
+    as_json: AsJson = False,
 ) -> None:
     """Print the stages, gates and approvals of a migration without touching any data."""
-    from shiftover.plan import explain, explain_ddl
+    from shiftover.plan import explain, explain_ddl, plan_data
     from shiftover.spec import load_spec
 
     try:
         loaded = load_spec(spec)
+        if as_json:
+            _echo_json({**plan_data(loaded), **({"ddl": explain_ddl(loaded)} if ddl else {})})
+            return
         typer.echo(explain(loaded))
         if ddl:
             typer.echo(explain_ddl(loaded))
@@ -225,12 +234,17 @@ def run(
 def status(
     name: Annotated[str | None, typer.Argument(help="Migration name; all migrations when omitted.")] = None,
     control_url: ControlUrl = DEFAULT_URL,
+    history: Annotated[bool, typer.Option("--history", help="The whole audit log, not the last phases.")] = False,
+    as_json: AsJson = False,
 ) -> None:
-    """Phase, progress and last gate results of a migration."""
-    from shiftover.status import render_status
+    """Phase, routing, who holds it, pending approvals, progress and last gate results of a migration."""
+    from shiftover.status import render_status, status_data
 
     try:
-        typer.echo(render_status(control_url, name))
+        if as_json:
+            _echo_json(status_data(control_url, name, history=history))
+        else:
+            typer.echo(render_status(control_url, name, history=history))
     except ShiftoverError as exc:
         _fail(exc)
 

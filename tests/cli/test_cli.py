@@ -154,3 +154,26 @@ def test_a_relative_control_url_is_taken_from_here_and_shown(tmp_path: Path, mon
     assert result.exit_code == 0, result.output
     assert result.output.startswith(f"control store: sqlite:///{tmp_path}/.shiftover/control.db\n")
     assert "orders-v2: planned" in result.output
+
+
+def test_plan_and_status_speak_json_for_scripts(tmp_path: Path) -> None:
+    import json
+
+    plan = runner.invoke(app, ["plan", EXAMPLE, "--json"])
+    assert plan.exit_code == 0, plan.output
+    data = json.loads(plan.output)
+    stages = {s["name"]: s for s in data["stages"]}
+    assert stages["switch_writes"]["approval"] and stages["drop"]["reversible"] is False
+    assert stages["dual_write"]["undo"] == "writes flag -> old_only"
+
+    control = f"sqlite:///{tmp_path}/control.db"
+    store = open_store(control)
+    store.register("orders-v2", {"name": "orders-v2"})
+    store.transition("orders-v2", Phase.DUAL_WRITING, "alice", "go")
+    status = runner.invoke(app, ["status", "orders-v2", "--control-url", control, "--json", "--history"])
+    assert status.exit_code == 0, status.output
+    [m] = json.loads(status.output)["migrations"]
+    assert m["phase"] == "dual_writing" and m["routing"]["writes"] == "old_only" and m["held_by"] is None
+    assert [e["action"] for e in m["audit"]] == ["phase", "phase"]  # registered, then dual-write
+    text = runner.invoke(app, ["status", "orders-v2", "--control-url", control, "--history"])
+    assert "audit log:" in text.output and "phase=dual_writing" in text.output
