@@ -1,7 +1,7 @@
-"""Issue 16's proof that no password is kept or shown: a full migration from MariaDB to PostgreSQL,
-the control store on PostgreSQL, all three behind password-protected roles and named only by
-reference (``${VAR}`` whole and inside a URL, ``file:``), run through the CLI under Prefect's test
-harness; then every output channel is searched for the planted password: the CLI's output,
+"""Issue 16's proof that no password is kept or shown: a full migration from MariaDB to PostgreSQL
+and one from PostgreSQL to MariaDB, the control store on the new store's server, all three behind
+password-protected roles and named only by reference (``${VAR}`` whole and inside a URL, ``file:``),
+run through the CLI under Prefect's test harness; then every output channel is searched for the planted password: the CLI's output,
 everything this process printed or logged, the flow runs' parameters and states, task runs, logs,
 artifacts and events read back through the Prefect API, and every row of every control-store table.
 
@@ -41,64 +41,71 @@ ROWS = 3_000
 
 @dataclass(frozen=True)
 class Roles:
-    old_url: str  # MariaDB, as the role (the password inline: only the test holds these)
-    new_url: str  # PostgreSQL
-    control_url: str  # PostgreSQL, another database
-    new_user: str
-    new_database: str
+    """The URLs as the password-protected roles (the password inline: only the test holds these)."""
+
+    old_url: str
+    new_url: str
+    control_url: str  # on the new store's server, another database
+    mariadb_url: str  # one on MariaDB, which checks passwords
+
+    @property
+    def new_url_by_password_reference(self) -> str:
+        """The new store's URL with only its password replaced by a ``${VAR}`` reference."""
+        as_written = sa.make_url(self.new_url).set(password="PASSWORD").render_as_string(hide_password=False)
+        return as_written.replace(":PASSWORD@", ":${SO_PLANTED_PASSWORD}@")
 
 
-@pytest.fixture
-def password_roles() -> Iterator[Roles]:
-    """A MariaDB user and a PostgreSQL role with the planted password, each owning fresh databases;
-    all dropped at the end."""
+@pytest.fixture(params=["mariadb->postgres", "postgres->mariadb"])
+def password_roles(request: pytest.FixtureRequest) -> Iterator[Roles]:
+    """A MariaDB user and a PostgreSQL role with the planted password, each with two fresh
+    databases (data and control store); all dropped at the end."""
     pg_admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
     my_admin = sa.create_engine(MARIADB_ADMIN_URL, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
     tag = uuid.uuid4().hex[:8]
-    user, new_db, control_db, old_db = f"so_pw_{tag}", f"so_pw_new_{tag}", f"so_pw_ctl_{tag}", f"so_pw_old_{tag}"
+    user, data_db, control_db = f"so_pw_{tag}", f"so_pw_data_{tag}", f"so_pw_ctl_{tag}"
     hosts = ("%", "localhost", "127.0.0.1")
     with pg_admin.connect() as conn:
         conn.execute(sa.text(f"CREATE ROLE {user} LOGIN PASSWORD '{PLANTED}'"))
-        for db in (new_db, control_db):
+        for db in (data_db, control_db):
             conn.execute(sa.text(f"CREATE DATABASE {db} OWNER {user}"))
     with my_admin.connect() as conn:
-        conn.execute(sa.text(f"CREATE DATABASE {old_db}"))
+        for db in (data_db, control_db):
+            conn.execute(sa.text(f"CREATE DATABASE {db}"))
         for host in hosts:
             conn.execute(sa.text(f"CREATE USER '{user}'@'{host}' IDENTIFIED BY '{PLANTED}'"))
-            conn.execute(sa.text(f"GRANT ALL ON {old_db}.* TO '{user}'@'{host}'"))
-    pg, my = sa.make_url(PG_ADMIN_URL), sa.make_url(MARIADB_ADMIN_URL)
+            for db in (data_db, control_db):
+                conn.execute(sa.text(f"GRANT ALL ON {db}.* TO '{user}'@'{host}'"))
     as_role = {"username": user, "password": PLANTED}
+    pg, my = sa.make_url(PG_ADMIN_URL).set(**as_role), sa.make_url(MARIADB_ADMIN_URL).set(**as_role)
+    old, new = (my, pg) if request.param == "mariadb->postgres" else (pg, my)
     try:
         yield Roles(
-            old_url=my.set(**as_role, database=old_db).render_as_string(hide_password=False),
-            new_url=pg.set(**as_role, database=new_db).render_as_string(hide_password=False),
-            control_url=pg.set(**as_role, database=control_db).render_as_string(hide_password=False),
-            new_user=user,
-            new_database=new_db,
+            old_url=old.set(database=data_db).render_as_string(hide_password=False),
+            new_url=new.set(database=data_db).render_as_string(hide_password=False),
+            control_url=new.set(database=control_db).render_as_string(hide_password=False),
+            mariadb_url=my.set(database=data_db).render_as_string(hide_password=False),
         )
     finally:
         dispose_engines()
         forget_reflections()
         with pg_admin.connect() as conn:
-            for db in (new_db, control_db):
+            for db in (data_db, control_db):
                 conn.execute(sa.text(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
             conn.execute(sa.text(f"DROP ROLE IF EXISTS {user}"))
         with my_admin.connect() as conn:
-            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {old_db}"))
+            for db in (data_db, control_db):
+                conn.execute(sa.text(f"DROP DATABASE IF EXISTS {db}"))
             for host in hosts:
                 conn.execute(sa.text(f"DROP USER IF EXISTS '{user}'@'{host}'"))
         pg_admin.dispose()
         my_admin.dispose()
 
 
-def write_spec(tmp_path: Path, new_user: str, new_database: str) -> Path:
+def write_spec(tmp_path: Path, new_url: str) -> Path:
     data = {
         "name": "orders-planted",
         "source": {"url": "${SO_PLANTED_OLD_URL}", "table": "orders"},
-        "target": {
-            "url": f"postgresql+psycopg://{new_user}:${{SO_PLANTED_PG_PASSWORD}}@127.0.0.1:5432/{new_database}",
-            "table": "orders",
-        },
+        "target": {"url": new_url, "table": "orders"},
         "key": ["id"],
         "backfill": {"chunk_rows": 1_000, "concurrency": 2},
         "validation": {"segments": 4},
@@ -126,7 +133,7 @@ def test_no_password_reaches_any_output_channel(
 
     caplog.set_level(logging.DEBUG)
     roles = password_roles
-    refused = sa.make_url(roles.old_url).set(password="not-the-password")
+    refused = sa.make_url(roles.mariadb_url).set(password="not-the-password")
     with pytest.raises(sa.exc.OperationalError):  # MariaDB checks the password: the credential is real
         sa.create_engine(refused, poolclass=sa.pool.NullPool).connect().close()
     create_orders(get_engine(roles.old_url), rows=ROWS)
@@ -134,11 +141,11 @@ def test_no_password_reaches_any_output_channel(
     dispose_engines()
 
     monkeypatch.setenv("SO_PLANTED_OLD_URL", roles.old_url)
-    monkeypatch.setenv("SO_PLANTED_PG_PASSWORD", PLANTED)
+    monkeypatch.setenv("SO_PLANTED_PASSWORD", PLANTED)
     secret_file = tmp_path / "control-url"
     secret_file.write_text(roles.control_url + "\n")
     control_ref = f"file:{secret_file}"
-    spec_path = write_spec(tmp_path, roles.new_user, roles.new_database)
+    spec_path = write_spec(tmp_path, roles.new_url_by_password_reference)
 
     cli = CliRunner()
     outputs = []
@@ -161,7 +168,7 @@ def test_no_password_reaches_any_output_channel(
         "stop_old_writes",
         "drop",
     ]
-    with get_engine("${SO_PLANTED_OLD_URL}").connect() as conn:  # the old table was dropped on MariaDB
+    with get_engine("${SO_PLANTED_OLD_URL}").connect() as conn:  # the old table was dropped
         assert not sa.inspect(conn).has_table("orders")
 
     channels: dict[str, str] = {"cli": "\n".join(outputs)}
