@@ -1,7 +1,9 @@
-"""Issue 16's proof that no password is kept or shown: a full migration from MariaDB to PostgreSQL
-and one from PostgreSQL to MariaDB, the control store on the new store's server, all three behind
-password-protected roles and named only by reference (``${VAR}`` whole and inside a URL, ``file:``),
-run through the CLI under Prefect's test harness; then every output channel is searched for the planted password: the CLI's output,
+"""Issue 16's proof that no password is kept or shown.
+
+A full migration from MariaDB to PostgreSQL, and one from PostgreSQL to MariaDB, with the control
+store on the new store's server: all three behind password-protected roles and named only by
+reference (``${VAR}`` whole and inside a URL, ``file:``), run through the CLI under Prefect's test
+harness. Then every output channel is searched for the planted password: the CLI's output,
 everything this process printed or logged, the flow runs' parameters and states, task runs, logs,
 artifacts and events read back through the Prefect API, and every row of every control-store table.
 
