@@ -2,6 +2,11 @@
 
 Configuration is read here, once: the control store URL comes from ``--control-url`` or
 ``SHIFTOVER_CONTROL_URL``; everything below receives typed objects.
+
+Any URL may be a reference (``${NAME}``, ``file:...``, ``block:secret/...``): commands pass it on
+as written and it is resolved only where a connection is made. A control store URL with an inline
+password never becomes a flow parameter: from ``SHIFTOVER_CONTROL_URL`` the flow is handed the
+reference ``${SHIFTOVER_CONTROL_URL}`` (it runs in this process), from ``--control-url`` it is refused.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 from shiftover.control.store import DEFAULT_URL
-from shiftover.errors import ShiftoverError
+from shiftover.credentials import inline_password_problem, is_reference, register_resolver
+from shiftover.errors import CredentialError, ShiftoverError
 
 app = typer.Typer(
     help="Zero-downtime database migrations as Prefect workflows.", no_args_is_help=True, pretty_exceptions_enable=False
@@ -31,7 +37,7 @@ app = typer.Typer(
 def _absolute(url: str) -> str:
     from shiftover.control.store import absolute_url
 
-    return absolute_url(url)
+    return url if is_reference(url) else absolute_url(url)
 
 
 ControlUrl = Annotated[
@@ -52,6 +58,7 @@ def _echo_json(data: Any) -> None:
 
 
 _DEBUG = False
+CONTROL_URL_VARIABLE = "SHIFTOVER_CONTROL_URL"
 
 
 @app.callback()
@@ -60,6 +67,26 @@ def _options(
 ) -> None:
     global _DEBUG
     _DEBUG = debug
+    # block: references resolve through Prefect, imported only when one is used (check, status...
+    # stay fast); a callback, so every command has it without a registration by import.
+    register_resolver("block", _resolve_block)
+
+
+def _resolve_block(name: str) -> str:
+    from shiftover.flows.credentials import resolve_block
+
+    return resolve_block(name)
+
+
+def _flow_control_url(control_url: str) -> str:
+    """What a flow run is given as ``control_url``: never a URL with an inline password."""
+    if control_url == os.environ.get(CONTROL_URL_VARIABLE) and inline_password_problem(control_url, ""):
+        return f"${{{CONTROL_URL_VARIABLE}}}"  # the flow runs in this process and resolves it here
+    problem = inline_password_problem(control_url, "the flow run's parameters (served by the Prefect API)")
+    if problem is not None:
+        hint = f"; or export the URL as {CONTROL_URL_VARIABLE}, which the CLI hands to the flow by reference"
+        raise CredentialError("--control-url", problem + hint)
+    return control_url
 
 
 def _fail(exc: Exception) -> None:
@@ -205,6 +232,7 @@ def run(
     try:
         loaded = load_spec(spec)
         build_plan(loaded).check_stop_after(stop_after)  # refuse bad input before a flow run starts
+        flow_control_url = _flow_control_url(control_url)
         note = None if restart else nothing_left(loaded, open_store(control_url))
     except (ShiftoverError, ValueError) as exc:
         _fail(exc)
@@ -219,7 +247,7 @@ def run(
     try:
         result = migrate(
             str(spec),
-            control_url,
+            flow_control_url,
             auto_approve=auto_approve,
             stop_after=stop_after,
             restart=restart,
@@ -302,7 +330,7 @@ def rollback(
     _quiet_tracebacks()
 
     try:
-        result = rollback_flow(str(spec), control_url, reason=reason)
+        result = rollback_flow(str(spec), _flow_control_url(control_url), reason=reason)
     except ShiftoverError as exc:
         _fail(exc)
     typer.echo(json.dumps(result, default=str))
@@ -359,8 +387,8 @@ def control_upgrade(control_url: ControlUrl = DEFAULT_URL) -> None:
     from shiftover.connect import get_engine
     from shiftover.control.store import ControlStore, head_revision
 
-    store = ControlStore(get_engine(control_url))
     try:
+        store = ControlStore(get_engine(control_url))
         before = store.revision()
         store.upgrade()
     except ShiftoverError as exc:
@@ -407,7 +435,7 @@ def reconcile(spec: SpecPath, control_url: ControlUrl = DEFAULT_URL) -> None:
     _quiet_tracebacks()
 
     try:
-        result = reconcile_flow(str(spec), control_url)
+        result = reconcile_flow(str(spec), _flow_control_url(control_url))
     except ShiftoverError as exc:
         _fail(exc)
     typer.echo(json.dumps(result, default=str))

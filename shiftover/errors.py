@@ -2,6 +2,8 @@
 
 ShiftoverError
 ├── SpecError                 the spec file or its databases disagree (field, problem)
+├── CredentialError           a password inline where it would be kept, or a reference that does
+│                             not resolve (the field or the reference, never the secret; problem)
 ├── ControlStoreError         the control store is unreachable or at an unknown version
 ├── LeaseError                who may act on a migration
 │   ├── LeaseHeldError        another run holds the migration (its run id, until when)
@@ -36,6 +38,16 @@ class SpecError(ShiftoverError):
         self.field = field
         self.problem = problem
         super().__init__(f"spec field {field!r}: {problem}")
+
+
+class CredentialError(ShiftoverError):
+    """A credential Shiftover will not keep or cannot find: ``field`` is the parameter at fault
+    (``control_url``) or the reference that failed (``${ORDERS_OLD_URL}``), never a secret."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field = field
+        self.problem = problem
+        super().__init__(f"{field}: {problem}")
 
 
 class ControlStoreError(ShiftoverError):
