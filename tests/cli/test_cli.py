@@ -82,6 +82,9 @@ def test_plan_ddl_shows_the_target_table_and_capture_triggers_before_creating_an
     assert result.exit_code == 0, result.output
     assert "CREATE TABLE orders (" in result.output and "DATETIME(6) NOT NULL" in result.output
     assert "CREATE TRIGGER so_capture_orders" in result.output
+    # the control store's least privilege (tests/app/test_least_privilege.py runs the app under it)
+    assert 'GRANT SELECT ON "public"."so_flags", "public"."so_alembic_version" TO "shiftover_app";' in result.output
+    assert "GRANT SELECT ON `shiftover`.`so_flags` TO 'shiftover_app'@'%';" in result.output
     assert not sa.inspect(get_engine(dst)).has_table("orders")  # shown, not created
     assert "-- target table: created by the dual-write stage" in result.output
     check = runner.invoke(app, ["check", str(spec)])  # passes before the first run: the table will be created
