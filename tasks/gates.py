@@ -21,11 +21,15 @@ def check_gates(
     *,
     changed_since: datetime | None = None,
     actor: str = "shiftover",
+    step: str | None = None,
+    heading: str = "",
 ) -> list[GateResult]:
     """Run the gates; publish every result (passed or not) before a blocking failure stops the flow.
 
     ``changed_since`` narrows the checksum gate to rows changed since then (when the table
-    has an ``updated_at`` column; otherwise the whole table is compared).
+    has an ``updated_at`` column; otherwise the whole table is compared). ``step`` names the
+    report when one stage section runs several times (each canary step keeps its own), and
+    ``heading`` says what the step was.
     """
     from shiftover.checks.report import publish_gate_results
 
@@ -34,9 +38,9 @@ def check_gates(
     try:
         results = run_gates(ctx, gates)
     except GateError as exc:
-        publish_gate_results(list(exc.report or []), stage, migration.name)
+        publish_gate_results(list(exc.report or []), step or stage, migration.name, heading)
         raise
-    publish_gate_results(results, stage, migration.name)
+    publish_gate_results(results, step or stage, migration.name, heading)
     return results
 
 
