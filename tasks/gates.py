@@ -34,6 +34,11 @@ def check_gates(
     from shiftover.checks.report import publish_gate_results
 
     since = changed_since if changed_since is not None and _has_updated_at(migration) else None
+    if changed_since is not None and since is None:
+        heading += (
+            " The checksum compared the whole table: the mapping has no `updated_at` column to find the rows "
+            "written during the step."
+        )
     ctx = GateContext(migration, stage, DiffScope(since=since), actor)
     try:
         results = run_gates(ctx, gates)
