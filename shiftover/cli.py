@@ -37,7 +37,12 @@ app = typer.Typer(
 def _absolute(url: str) -> str:
     from shiftover.control.store import absolute_url
 
-    return url if is_reference(url) else absolute_url(url)
+    if is_reference(url):
+        return url
+    try:
+        return absolute_url(url)
+    except (ShiftoverError, ValueError):  # not a URL Shiftover can open: the command says so when it opens it
+        return url
 
 
 ControlUrl = Annotated[

@@ -62,6 +62,10 @@ class EngineDialect:
         """Pin the driver Shiftover ships with when the URL names none."""
         return url.set(drivername=self.bare_driver) if self.bare_driver and "+" not in url.drivername else url
 
+    def absolute_url(self, url: URL) -> URL:
+        """``url`` naming the same database from any working directory (a server's URL already does)."""
+        return url
+
     def create_engine(self, url: URL) -> Engine:
         """A pooled engine for a server database."""
         return sa.create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=8)

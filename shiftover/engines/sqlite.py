@@ -30,6 +30,13 @@ class SQLite(EngineDialect):
     native_text = "CAST({} AS TEXT)"
     native_kinds = frozenset({"integer", "text"})
 
+    def absolute_url(self, url: URL) -> URL:
+        """A relative file path made absolute against the working directory."""
+        path = url.database
+        if not path or path == ":memory:" or path.startswith("file:") or Path(path).is_absolute():
+            return url
+        return url.set(database=str(Path(path).resolve()))
+
     def create_engine(self, url: URL) -> Engine:
         """WAL and a busy timeout, so the flows and a live application can share the file."""
         if url.database and url.database != ":memory:":
