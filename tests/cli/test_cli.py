@@ -41,10 +41,11 @@ def test_check_resolves_the_mapping_against_the_databases(tmp_path: Path) -> Non
     spec = tmp_path / "spec.yaml"
     spec.write_text(
         f"name: m\nsource: {{url: '{old}', table: orders}}\ntarget: {{url: '{new}', table: orders}}\n"
-        "key: id\ncolumns: [id, {name: amount, target: amount}]\n"
+        "key: id\ncolumns: [id, {name: amount, target: amount}, customer_id, status, created_at, updated_at]\n"
     )
     ok = runner.invoke(app, ["check", str(spec)])
     assert ok.exit_code == 0 and "ok: orders -> orders, key ['id']" in ok.output
+    assert "rehearsal: 3 sample rows written and rolled back" in ok.output
     spec.write_text(spec.read_text().replace("table: orders}\nkey", "table: ordrs}\nkey"))
     bad = runner.invoke(app, ["check", str(spec)])
     assert bad.exit_code == 2 and "spec field 'target.table': no table 'ordrs'" in bad.output
