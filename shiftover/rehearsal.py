@@ -369,7 +369,33 @@ class _Rehearsal:
         return errors
 
     def _read_back(self, conn: sa.Connection, keys: list[Key], rules: dict[str, ColumnRule]) -> list[Row]:
+        """The written rows as the compare reads them; a column whose values the target's type cannot
+        read back (SQLite text in a DATE column) is a finding, and is left out of the compare."""
+        try:
+            return self._select_back(conn, keys, rules, set())
+        except (ValueError, TypeError, ArithmeticError):
+            pass  # a result processor refused a value: find the column
+        unreadable: set[str] = set()
+        for col in self.mapping.target_columns:
+            try:
+                self._select_back(conn, keys, rules, set(self.mapping.target_columns) - {col})
+            except (ValueError, TypeError, ArithmeticError) as exc:
+                unreadable.add(col)
+                rules.pop(col, None)
+                self.add(
+                    field_of(self.spec, col),
+                    f"column {col!r}: the rehearsed values cannot be read back as the target's type "
+                    f"({describe_error(exc)}): convert them in the mapping, or change the target column's type",
+                )
+        return self._select_back(conn, keys, rules, unreadable)
+
+    def _select_back(
+        self, conn: sa.Connection, keys: list[Key], rules: dict[str, ColumnRule], skip: set[str]
+    ) -> list[Row]:
         query = compare_select(self.tgt, self.mapping, list(rules.values()), is_source=False)
+        if skip:
+            cols = [sa.null().label(c) if c in skip else query.selected_columns[c] for c in self.mapping.target_columns]
+            query = sa.select(*cols)
         out: list[Row] = []
         for i in range(0, len(keys), 500):
             where = key_in(self.tgt, self.mapping.target_key, keys[i : i + 500])
@@ -389,11 +415,12 @@ class _Rehearsal:
                 "overwrite, so the validate stage's repair replaces them with the source's rows"
             )
             return
-        clash = f"{len(existing)} of the {sampled} sampled source keys (first {sorted(existing, key=repr)[0]})"
+        first = min(existing, key=repr, default=None)
         self.add(
             "on_existing",
             f"the target table {self.mapping.target_table!r} already holds rows"
-            + (f", {clash}" if existing else ", none under the sampled source keys")
+            + (f", {len(existing)} of the {sampled} sampled source keys (first {first})" if existing else "")
+            + ("" if existing else ", none under the sampled source keys")
             + ": empty it, or set on_existing: overwrite to have the source's rows replace them",
         )
 
