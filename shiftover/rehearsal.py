@@ -25,8 +25,7 @@ from __future__ import annotations
 import dataclasses
 import time
 import uuid
-from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,30 +37,28 @@ from shiftover.backfill.keyset import Key, KeyRange, count_null_keys, key_column
 from shiftover.backfill.session import BorrowedConnection
 from shiftover.backfill.typemap import row_converter, target_table_for
 from shiftover.decommission import archive_table
-from shiftover.diff.equality import compare_select, values_equal
+from shiftover.diff.equality import compare_select
 from shiftover.diff.normalize import ColumnRule
 from shiftover.diff.rows import key_token
 from shiftover.engines import dialect_for
-from shiftover.errors import DiffError, RehearsalError, describe_error
+from shiftover.errors import RehearsalError, describe_error
 from shiftover.mapping import TableMapping
-from shiftover.rehearsal_sample import column_rules, field_of, named_columns, source_sample
+from shiftover.rehearsal_sample import column_rules, source_sample
+from shiftover.rehearsal_verdicts import (
+    Finding,
+    error_text,
+    field_of,
+    judge_existing,
+    judge_refusals,
+    judge_values,
+    named_columns,
+)
 from shiftover.rowsync import key_in
 from shiftover.spec import MigrationSpec
 
 Row = tuple[Any, ...]
 SAMPLE_ROWS = 1_000
 RETRY_BATCH = 32  # after a refused write: batches this size, then the refused batches row by row
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One problem a run would meet, and the spec field to change."""
-
-    field: str
-    problem: str
-
-    def __str__(self) -> str:
-        return f"{self.field}: {self.problem}"
 
 
 @dataclass(frozen=True)
@@ -281,8 +278,6 @@ class _Rehearsal:
         return [c for c in self.mapping.target_columns if c not in out.columns]
 
     def _write_and_compare(self, written: list[Row], expected: list[Row], rules: dict[str, ColumnRule]) -> None:
-        key_rules = [rules.get(k) for k in self.mapping.target_key]
-        token_rules = [r for r in key_rules if r is not None]
         with self.target.connect() as conn:
             try:
                 dialect_for(conn).begin_undoable(conn)
@@ -297,10 +292,25 @@ class _Rehearsal:
             finally:
                 conn.rollback()
                 conn.invalidate()  # session settings of the writer (time zone, strict mode) go with it
-        self._judge_existing(has_rows, existing, len(keys))
-        self._judge_failures(failures, len(to_write))
-        skip = {key_token(token_rules, k) for k in existing | failed} if len(token_rules) == len(key_rules) else set()
-        self._compare(expected, back, rules, token_rules, skip)
+        found, notes = judge_existing(self.spec, has_rows, existing, len(keys), restarted=self.restarted)
+        self.findings += found
+        self.notes += notes
+        self.findings += judge_refusals(self.spec, self.mapping, failures, len(to_write), self._key)
+        token = self._token_of(rules)
+        skip = {token(k) for k in existing | failed}
+        by_token = {token(self._key(r)): r for r in back}
+        compared = [r for r in expected if token(self._key(r)) not in skip]
+        self.findings += judge_values(
+            self.spec, self.mapping, compared, by_token, rules, lambda r: token(self._key(r)), self._key
+        )
+
+    def _token_of(self, rules: dict[str, ColumnRule]) -> Callable[[Key], Any]:
+        """A key's identity on both sides (``diff.rows.key_token``; its values' reprs without key rules)."""
+        key_rules = [rules.get(k) for k in self.mapping.target_key]
+        complete = [r for r in key_rules if r is not None]
+        if len(complete) < len(key_rules):
+            return lambda key: tuple(repr(v) for v in key)
+        return lambda key: key_token(complete, key)
 
     def _existing(self, conn: sa.Connection, keys: list[Key]) -> tuple[bool, set[Key]]:
         """Whether the target holds any row, and which of ``keys`` it holds."""
@@ -358,7 +368,7 @@ class _Rehearsal:
                     writer.write_rows([tuple(values)], KeyRange(None, None))
                 return errors
             except Exception as exc:  # the driver's own error: each engine raises its own family
-                named = named_columns(_error_text(exc), cols)
+                named = named_columns(error_text(exc), cols)
                 if named and named[0] in blanked:
                     return errors  # the NULL put in for discovery was refused, not the row's own value
                 errors.append(exc)
@@ -401,100 +411,3 @@ class _Rehearsal:
             where = key_in(self.tgt, self.mapping.target_key, keys[i : i + 500])
             out.extend(tuple(r) for r in conn.execute(query.where(where)))
         return out
-
-    # -- verdicts --------------------------------------------------------------------------
-    def _judge_existing(self, has_rows: bool, existing: set[Key], sampled: int) -> None:
-        if not has_rows:
-            return
-        if self.restarted:
-            self.notes.append("the target holds the rows of the run before the rollback: they are kept and topped up")
-            return
-        if self.spec.on_existing == "overwrite":
-            self.notes.append(
-                f"the target already holds rows ({len(existing)} of {sampled} sampled keys); on_existing: "
-                "overwrite, so the validate stage's repair replaces them with the source's rows"
-            )
-            return
-        first = min(existing, key=repr, default=None)
-        self.add(
-            "on_existing",
-            f"the target table {self.mapping.target_table!r} already holds rows"
-            + (f", {len(existing)} of the {sampled} sampled source keys (first {first})" if existing else "")
-            + ("" if existing else ", none under the sampled source keys")
-            + ": empty it, or set on_existing: overwrite to have the source's rows replace them",
-        )
-
-    def _judge_failures(self, failures: list[tuple[Row, BaseException]], attempted: int) -> None:
-        groups: dict[tuple[str, str], list[tuple[Row, BaseException]]] = defaultdict(list)
-        for row, exc in failures:
-            named = named_columns(_error_text(exc), list(self.mapping.target_columns))
-            column = named[0] if named else ""
-            groups[(column, type(getattr(exc, "orig", None) or exc).__name__)].append((row, exc))
-        for (column, _), items in groups.items():
-            row, exc = items[0]
-            self.add(
-                field_of(self.spec, column) if column else "target.table",
-                (f"column {column!r}: " if column else "")
-                + f"the target refused {len(items)} of {attempted} rehearsed row(s), first key {self._key(row)}: "
-                + _error_text(exc).splitlines()[0],
-            )
-
-    def _compare(
-        self,
-        expected: list[Row],
-        back: list[Row],
-        rules: dict[str, ColumnRule],
-        token_rules: list[ColumnRule],
-        skip: set[Any],
-    ) -> None:
-        cols = self.mapping.target_columns
-        strict = {t: (dataclasses.replace(r, scale=None) if r.kind == "decimal" else r) for t, r in rules.items()}
-        read = {key_token(token_rules, self._key(r)): dict(zip(cols, r, strict=True)) for r in back}
-        diffs: dict[str, list[tuple[Key, Any, Any]]] = defaultdict(list)
-        missing: list[Key] = []
-        for row in expected:
-            token = key_token(token_rules, self._key(row))
-            if token in skip:
-                continue
-            actual = read.get(token)
-            if actual is None:
-                missing.append(self._key(row))
-                continue
-            for col, value in zip(cols, row, strict=True):
-                rule = strict.get(col)
-                if rule is not None and not _equal(rule, value, actual[col], self.spec):
-                    diffs[col].append((self._key(row), value, actual[col]))
-        if missing:
-            self.add(
-                "key",
-                f"{len(missing)} rehearsed row(s) were not found under their key after the write (first {missing[0]}): "
-                "two source keys are equal in the target (its collation or key type)",
-            )
-        for col, items in diffs.items():
-            key, was, became = items[0]
-            self.add(
-                field_of(self.spec, col),
-                f"column {col!r} changes on the way in {len(items)} of {len(expected)} rehearsed row(s), first key "
-                f"{key}: {_shown(was)} came back as {_shown(became)} (truncated, rounded or re-formatted by the "
-                "target's type): widen the target column or convert the value in the mapping",
-            )
-
-
-def _equal(rule: ColumnRule, a: Any, b: Any, spec: MigrationSpec) -> bool:
-    try:
-        return values_equal(rule, a, b, spec.validation)
-    except (ValueError, TypeError, ArithmeticError, DiffError):
-        return False  # a value the rule cannot read (text in an integer column of SQLite): not equal
-
-
-def _error_text(exc: BaseException) -> str:
-    orig = getattr(exc, "orig", None) or exc
-    text = describe_error(orig)
-    diag = getattr(orig, "diag", None)
-    context = getattr(diag, "context", None) if diag is not None else None
-    return f"{text} ({context.splitlines()[0]})" if context else text
-
-
-def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."

@@ -1,5 +1,4 @@
-"""What the rehearsal rehearses: a bounded sample of source keys, the compare rules, and which
-spec field a target column or a database error points at.
+"""What the rehearsal rehearses: a bounded sample of source keys, and the compare rules.
 
 The sample: the first and last key ranges, random keys (the engine's own sampler, as segment
 planning uses), rows holding NULLs in mapped columns, and per column its smallest and largest
@@ -10,8 +9,6 @@ value (the longest text) while the table is small enough for a sort per column. 
 from __future__ import annotations
 
 import random
-import re
-from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -23,7 +20,7 @@ from shiftover.diff.normalize import ColumnRule
 from shiftover.engines import run_sample
 from shiftover.errors import DiffError
 from shiftover.mapping import TableMapping
-from shiftover.spec import MigrationSpec, ValidationSpec
+from shiftover.spec import ValidationSpec
 
 EDGE_ROWS = 100  # first and last keys
 RANDOM_ROWS = 500
@@ -88,26 +85,3 @@ def column_rules(
         except DiffError as exc:
             unusable[col.target] = exc
     return rules, unusable
-
-
-def field_of(spec: MigrationSpec, target_column: str) -> str:
-    """The spec field that decides a target column: ``columns.<i>.target`` (or ``.name``), or
-    ``columns`` when the spec copies every column by its own name."""
-    for i, col in enumerate(spec.columns):
-        if col.target_name == target_column:
-            if col.sql is not None:
-                return f"columns.{i}.sql"
-            return f"columns.{i}.target" if col.target else f"columns.{i}.name"
-    return "columns"
-
-
-def named_columns(text: str, columns: Sequence[str]) -> list[str]:
-    """The columns a database error names, as the engines quote them: PostgreSQL ``column "x"`` and
-    ``column x:`` (COPY), MariaDB ``'x'`` and `` `x` ``, SQLite ``table.x``."""
-    found = []
-    for name in columns:
-        n = re.escape(name)
-        patterns = (rf'column "?{n}"?\b', rf"'{n}'", rf"`{n}`", rf"\.{n}\b", rf'"{n}"')
-        if any(re.search(p, text) for p in patterns):
-            found.append(name)
-    return found
