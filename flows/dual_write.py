@@ -41,7 +41,8 @@ def rehearse_first(ctx: RunContext, stage: DualWriteStage) -> None:
     stops the run before the new table is created or dual-write is switched on."""
     if ctx.state().phase is not Phase.PLANNED:
         return
-    restarted = any(h.phase == Phase.ROLLED_BACK for h in ctx.store.history(ctx.name))
+    # planned again after a rollback: rows an earlier run copied (dual-write was on) are its own, not a clash
+    restarted = any(h.phase == Phase.DUAL_WRITING for h in ctx.store.history(ctx.name))
     report = rehearse_copy(ctx.migration, restarted)
     ctx.store.audit(
         ctx.name,

@@ -63,12 +63,14 @@ class Pair:
             rows = sorted(repr(tuple(r)) for r in conn.execute(sa.text("SELECT * FROM t")))
         return len(rows), rows
 
-    def rehearse(self, spec: MigrationSpec, mapping: TableMapping | None = None) -> RehearsalReport:
+    def rehearse(
+        self, spec: MigrationSpec, mapping: TableMapping | None = None, *, restarted: bool = False
+    ) -> RehearsalReport:
         """``check``'s two steps: the mapping resolves (as before the rehearsal), then the rehearsal,
         which must leave the target untouched."""
         mapping = mapping or resolve_mapping(spec, require_target=not will_create_target(spec))
         before = self.snapshot()
-        report = rehearse(spec, mapping, get_engine(self.src), get_engine(self.dst))
+        report = rehearse(spec, mapping, get_engine(self.src), get_engine(self.dst), restarted=restarted)
         assert self.snapshot() == before, "the rehearsal changed the target"
         print(f"{self.src_kind}->{self.dst_kind}: {report.rows} rows in {report.seconds:.3f} s")
         return report
@@ -225,6 +227,8 @@ def test_rows_already_in_the_target(pair: Pair) -> None:
     assert fields(failed) == ["on_existing"]  # the row under key 3 is not compared: it is not the copy's
     overwrite = pair.rehearse(pair.spec(on_existing="overwrite"))
     assert overwrite.ok and any("repair replaces them" in n for n in overwrite.notes)
+    restarted = pair.rehearse(pair.spec(), restarted=True)  # planned again after a rollback: its own copy
+    assert restarted.ok and any("kept and topped up" in n for n in restarted.notes)
 
 
 def test_rows_under_other_keys_in_the_target(pair: Pair) -> None:
