@@ -9,9 +9,9 @@ unmapped NOT NULL column, names past the engine's identifier limit, rows already
 
 What is exercised is the backfill's rows path (``select_source``, ``transform_rows``,
 ``row_converter``, the target engine's insert-if-absent writer, on a borrowed session that never
-commits). A PostgreSQL target fed from PostgreSQL or MariaDB without a transform is copied by
-streamed COPY data in a real run; the rehearsal writes the same values as rows through the same
-writer's COPY, so the target's input functions judge them alike. Before the target exists
+commits) for every sampled row. A PostgreSQL target fed from PostgreSQL or MariaDB without a
+transform is copied by streamed COPY data in a real run: there the first key range goes that way
+first (``backfill.sources``), so what is read back for it is what the stream wrote. Before the target exists
 (``backfill.create_target``) rows go into a TEMPORARY table built from the DDL the run would
 create. Only DML runs inside the transaction (MariaDB commits any DDL but a temporary table's).
 
@@ -35,6 +35,7 @@ from sqlalchemy.engine import Engine
 from shiftover.backfill.copy import transform_rows
 from shiftover.backfill.keyset import Key, KeyRange, count_null_keys, key_columns
 from shiftover.backfill.session import BorrowedConnection
+from shiftover.backfill.sources import stream_for
 from shiftover.backfill.typemap import row_converter, target_table_for
 from shiftover.decommission import archive_table
 from shiftover.diff.equality import compare_select
@@ -43,7 +44,7 @@ from shiftover.diff.rows import key_token
 from shiftover.engines import dialect_for
 from shiftover.errors import RehearsalError, describe_error
 from shiftover.mapping import TableMapping
-from shiftover.rehearsal_sample import column_rules, source_sample
+from shiftover.rehearsal_sample import Sample, column_rules, source_sample
 from shiftover.rehearsal_verdicts import (
     Finding,
     error_text,
@@ -108,9 +109,9 @@ def rehearse(
     run.check_names()
     run.check_null_keys()
     run.prepare_target()
-    keys = source_sample(source, run.src, mapping, sample_rows)
-    run.rehearse_rows(keys)
-    return RehearsalReport(tuple(run.findings), len(keys), time.monotonic() - started, tuple(run.notes))
+    sample = source_sample(source, run.src, mapping, sample_rows)
+    run.rehearse_rows(sample)
+    return RehearsalReport(tuple(run.findings), len(sample.keys), time.monotonic() - started, tuple(run.notes))
 
 
 @dataclass
@@ -203,7 +204,8 @@ class _Rehearsal:
                 )
 
     # -- the rows --------------------------------------------------------------------------
-    def rehearse_rows(self, keys: list[Key]) -> None:
+    def rehearse_rows(self, sample: Sample) -> None:
+        keys = sample.keys
         if not keys:
             self.notes.append("the source table is empty: no rows to rehearse")
         rules, unusable = column_rules(self.mapping, self.src, self.tgt, self.spec.validation)
@@ -216,7 +218,7 @@ class _Rehearsal:
         expected = rows if self.mapping.transform else self._read(self._compare_source(rules), keys)
         convert = row_converter(self.mapping, self.src, self.tgt, self.target.dialect)
         written = convert(rows) if convert else list(rows)
-        self._write_and_compare(written, expected or [], rules)
+        self._write_and_compare(written, expected or [], rules, sample.first_range)
 
     def _compare_source(self, rules: dict[str, ColumnRule]) -> sa.Select[Any]:
         return compare_select(self.src, self.mapping, list(rules.values()), is_source=True)
@@ -277,7 +279,9 @@ class _Rehearsal:
             return []
         return [c for c in self.mapping.target_columns if c not in out.columns]
 
-    def _write_and_compare(self, written: list[Row], expected: list[Row], rules: dict[str, ColumnRule]) -> None:
+    def _write_and_compare(
+        self, written: list[Row], expected: list[Row], rules: dict[str, ColumnRule], first_range: KeyRange
+    ) -> None:
         with self.target.connect() as conn:
             try:
                 dialect_for(conn).begin_undoable(conn)
@@ -286,7 +290,7 @@ class _Rehearsal:
                 keys = [self._key(r) for r in written]
                 has_rows, existing = self._existing(conn, keys)
                 to_write = [r for r, k in zip(written, keys, strict=True) if k not in existing]
-                failures = self._write(conn, to_write)
+                failures, streamed = self._write(conn, to_write, first_range)
                 failed = {self._key(r) for r, _ in failures}  # written with NULLs for discovery: not compared
                 back = self._read_back(conn, [k for k in keys if k not in existing and k not in failed], rules)
             finally:
@@ -295,7 +299,10 @@ class _Rehearsal:
         found, notes = judge_existing(self.spec, has_rows, existing, len(keys), restarted=self.restarted)
         self.findings += found
         self.notes += notes
-        self.findings += judge_refusals(self.spec, self.mapping, failures, len(to_write), self._key)
+        refusals = judge_refusals(self.spec, self.mapping, failures, len(to_write), self._key)
+        self.findings += refusals
+        if streamed is not None and not any(f.field == streamed.field for f in refusals):
+            self.findings.append(streamed)  # refused as COPY data only: the rows path took the same values
         token = self._token_of(rules)
         skip = {token(k) for k in existing | failed}
         by_token = {token(self._key(r)): r for r in back}
@@ -325,17 +332,43 @@ class _Rehearsal:
             found |= {tuple(r) for r in conn.execute(query)}
         return True, {k for k in keys if k in found}
 
-    def _write(self, conn: sa.Connection, rows: list[Row]) -> list[tuple[Row, BaseException]]:
-        """Write through the engine's backfill writer in savepoints; on a refusal, row by row."""
+    def _write(
+        self, conn: sa.Connection, rows: list[Row], first_range: KeyRange
+    ) -> tuple[list[tuple[Row, BaseException]], Finding | None]:
+        """Write through the engine's backfill writer in savepoints (refused rows are looked at one by
+        one), after the first key range as COPY data where a run streams it; returns the refusals."""
         if not rows:
-            return []
+            return [], None
         writer = dialect_for(self.target).bulk_writer(
             self.target, self.write_mapping, self.tgt, BorrowedConnection(conn)
         )
         try:
-            return self._write_batches(conn, writer, rows)
+            streamed = self._stream(conn, writer, first_range)
+            return self._write_batches(conn, writer, rows), streamed
         finally:
             writer.close()
+
+    def _stream(self, conn: sa.Connection, writer: Any, chunk: KeyRange) -> Finding | None:
+        """The first key range copied as a run copies into PostgreSQL from PostgreSQL or MariaDB without
+        a transform: COPY data from the source, never decoded in Python; the refusal, if any."""
+        stream_class = stream_for(self.source, self.target, self.mapping)
+        if stream_class is None or chunk.hi is None:
+            return None
+        stream = None
+        try:
+            with conn.begin_nested():
+                stream = stream_class(self.source, self.mapping, writer)
+                stream.copy_chunk(writer, chunk)
+            return None
+        except Exception as exc:  # the driver's own error
+            named = named_columns(error_text(exc), list(self.mapping.target_columns))
+            return Finding(
+                field_of(self.spec, named[0]) if named else "target.table",
+                f"the COPY stream a run uses refused {chunk.describe()}: {error_text(exc).splitlines()[0]}",
+            )
+        finally:
+            if stream is not None:
+                stream.close()
 
     def _write_batches(self, conn: sa.Connection, writer: Any, rows: list[Row]) -> list[tuple[Row, BaseException]]:
         """All rows at once; if refused, in batches of ``RETRY_BATCH``, and a refused batch row by row."""

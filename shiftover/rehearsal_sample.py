@@ -3,18 +3,20 @@
 The sample: the first and last key ranges, random keys (the engine's own sampler, as segment
 planning uses), rows holding NULLs in mapped columns, and per column its smallest and largest
 value (the longest text) while the table is small enough for a sort per column. At most
-``wanted`` keys, NULL keys left out (they are a finding of their own).
+``wanted`` keys, NULL keys left out (they are a finding of their own). Where a run streams COPY
+data (into PostgreSQL, without a transform), the first key range is also copied that way.
 """
 
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from shiftover.backfill.keyset import Key, estimate_rows, key_columns, sample_keys
+from shiftover.backfill.keyset import Key, KeyRange, estimate_rows, key_columns, sample_keys
 from shiftover.diff.equality import column_rule
 from shiftover.diff.normalize import ColumnRule
 from shiftover.engines import run_sample
@@ -28,12 +30,19 @@ NULL_ROWS = 50
 EXTREMES_UP_TO_ROWS = 1_000_000  # one sort per column past this would cost more than seconds
 
 
-def source_sample(engine: Engine, table: sa.Table, mapping: TableMapping, wanted: int) -> list[Key]:
+@dataclass(frozen=True)
+class Sample:
+    keys: list[Key]
+    first_range: KeyRange  # (start, last of the first keys]: copied whole as a run's COPY stream would
+
+
+def source_sample(engine: Engine, table: sa.Table, mapping: TableMapping, wanted: int) -> Sample:
     """About ``wanted`` distinct source keys worth rehearsing (see the module docstring)."""
     cols = key_columns(table, mapping.key)
     has_key = sa.and_(*(c.is_not(None) for c in cols))
     edges = min(EDGE_ROWS, max(wanted // 4, 1))
     keys = run_sample(engine, sa.select(*cols).where(has_key).order_by(*cols).limit(edges))
+    first_range = KeyRange(None, keys[-1] if keys else None)
     keys += run_sample(engine, sa.select(*cols).where(has_key).order_by(*(c.desc() for c in cols)).limit(edges))
     total = estimate_rows(engine, table)
     if total > 2 * edges:
@@ -45,7 +54,7 @@ def source_sample(engine: Engine, table: sa.Table, mapping: TableMapping, wanted
     if total <= EXTREMES_UP_TO_ROWS:
         keys += _extremes(engine, table, mapping, has_key)
     keys = [k for k in dict.fromkeys(tuple(k) for k in keys) if all(v is not None for v in k)]
-    return keys[:wanted]
+    return Sample(keys[:wanted], first_range)
 
 
 def _extremes(engine: Engine, table: sa.Table, mapping: TableMapping, has_key: Any) -> list[Key]:

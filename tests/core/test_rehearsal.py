@@ -9,7 +9,7 @@ import dataclasses
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -256,6 +256,22 @@ def test_a_column_the_diff_cannot_compare(pair: Pair) -> None:
     pair.table("dst", key_col(), sa.Column("wait", postgresql.INTERVAL))
     report = pair.rehearse(pair.spec(columns=["id", "wait"]))
     assert "column 'wait' has type INTERVAL(), which has no normalisation rule" in problem(report, "columns.1.name")
+
+
+@pytest.mark.parametrize("pair", [("mariadb", "postgres")], ids=["mariadb-postgres"], indirect=True)
+def test_a_mariadb_zero_date_into_postgresql(pair: Pair) -> None:
+    """A zero date reaches PostgreSQL as '0000-00-00' (through the rows path and the COPY stream a
+    run uses alike), which it refuses; one finding for the column, not one per path."""
+    pair.table("src", key_col(), sa.Column("due", sa.Date), rows=rows(3, due=lambda i: date(2024, 1, i)))
+    with get_engine(pair.src).begin() as conn:
+        conn.exec_driver_sql("SET SESSION sql_mode = ''")
+        conn.exec_driver_sql("UPDATE t SET due = '0000-00-00' WHERE id = 2")
+    pair.table("dst", key_col(), sa.Column("due", sa.Date))
+    report = pair.rehearse(pair.spec())
+    assert fields(report) == ["columns"]
+    found = problem(report, "columns")
+    assert "column 'due': the target refused 1 of 3 rehearsed row(s), first key (2,)" in found
+    assert '"0000-00-00"' in found
 
 
 def test_an_archive_name_past_the_identifier_limit(pair: Pair) -> None:
