@@ -38,7 +38,7 @@ from shiftover.backfill.session import BorrowedConnection
 from shiftover.backfill.sources import stream_for
 from shiftover.backfill.typemap import row_converter, target_table_for
 from shiftover.decommission import archive_table
-from shiftover.diff.equality import compare_select
+from shiftover.diff.equality import comparable, compare_select, read_apart
 from shiftover.diff.normalize import ColumnRule
 from shiftover.diff.rows import key_token
 from shiftover.engines import dialect_for
@@ -211,17 +211,36 @@ class _Rehearsal:
         rules, unusable = column_rules(self.mapping, self.src, self.tgt, self.spec.validation)
         for target_col, error in unusable.items():
             self.add(field_of(self.spec, target_col), str(error))
-        rows = self._read(self.mapping.select_source(self.src), keys)
-        if rows is None:
+        # one read (one snapshot under live writes): the values as the backfill reads them, and beside
+        # them the columns the compare reads apart (JSON as text, floats as doubles)
+        apart = [] if self.mapping.transform else self._read_apart(rules)
+        width = len(self.mapping.columns)
+        query = self.mapping.select_source(self.src).add_columns(*(expr for _, expr in apart))
+        read = self._read(query, keys)
+        if read is None:
             return
-        rows = self._transform(rows)
-        expected = rows if self.mapping.transform else self._read(self._compare_source(rules), keys)
+        rows = self._transform([r[:width] for r in read])
+        expected = rows if self.mapping.transform else [self._as_compared(r, apart, width) for r in read]
         convert = row_converter(self.mapping, self.src, self.tgt, self.target.dialect)
         written = convert(rows) if convert else list(rows)
-        self._write_and_compare(written, expected or [], rules, sample.first_range)
+        self._write_and_compare(written, expected, rules, sample.first_range)
 
-    def _compare_source(self, rules: dict[str, ColumnRule]) -> sa.Select[Any]:
-        return compare_select(self.src, self.mapping, list(rules.values()), is_source=True)
+    def _read_apart(self, rules: dict[str, ColumnRule]) -> list[tuple[int, sa.ColumnElement[Any]]]:
+        """(position, expression) of each column the compare reads otherwise than the copy does."""
+        out = []
+        for i, col in enumerate(self.mapping.columns):
+            rule = rules.get(col.target)
+            if rule is not None and read_apart(rule):
+                raw = self.src.c[col.source] if col.sql is None else sa.literal_column(f"({col.sql})")
+                out.append((i, comparable(raw, rule, f"so_compared_{i}")))
+        return out
+
+    @staticmethod
+    def _as_compared(row: Row, apart: list[tuple[int, Any]], width: int) -> Row:
+        values = list(row[:width])
+        for j, (i, _) in enumerate(apart):
+            values[i] = row[width + j]
+        return tuple(values)
 
     def _read(self, query: sa.Select[Any], keys: Sequence[Key]) -> list[Row] | None:
         out: list[Row] = []

@@ -118,6 +118,17 @@ def test_a_clean_spec_rehearses_into_the_planned_table_before_it_exists(pair: Pa
     assert pair.snapshot() is None  # still not created
 
 
+def test_floats_and_json_pass_exactly(pair: Pair) -> None:
+    """Columns the compare reads apart from the copy (floats as doubles, JSON as text): no false finding."""
+    floats = [0.1 + 0.2, 13.809359999999998, 2.5e-10, 1e300, -7.25]
+    columns = (sa.Column("x", sa.Double), sa.Column("doc", sa.JSON))
+    pair.table("src", key_col(), *columns, rows=rows(5, x=lambda i: floats[i - 1], doc=lambda i: {"n": i, "s": "é"}))
+    pair.table("dst", key_col(), *(c._copy() for c in columns))
+    report = pair.rehearse(pair.spec())
+    assert report.ok, report.findings
+    assert report.rows == 5
+
+
 # -- the problem classes -------------------------------------------------------------------
 def test_null_keys_in_the_source(pair: Pair) -> None:
     key = sa.Column("id", sa.Integer, nullable=True, unique=True)
