@@ -1,4 +1,5 @@
-"""Data gates: row parity, the checksum diff (with repair), and Great Expectations suites.
+"""Data gates: row parity, the checksum diff (with repair), and the expectations (the default
+suite in plain SQL, the spec's declared expectations through Great Expectations).
 
 Each gate is a plain function of ``(GateContext, GateSpec)``; the checksum gate compares
 ``ctx.scope`` (everything, rows changed since a time, or given keys) and the expectations
@@ -8,6 +9,7 @@ differences (or rows of count difference) tolerated; default zero.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -19,6 +21,7 @@ from shiftover.checks.live import CountBand, around_source_counts
 from shiftover.checks.report import markdown_table
 from shiftover.control import schema
 from shiftover.control.store import key_from_json
+from shiftover.default_checks import is_default, run_default_checks
 from shiftover.diff import (
     Difference,
     DiffProgress,
@@ -33,7 +36,7 @@ from shiftover.diff import (
 from shiftover.diff.failures import save_differences
 from shiftover.diff.report import Key
 from shiftover.errors import DiffError
-from shiftover.expectations import ExpectationOutcome
+from shiftover.expectations import ExpectationOutcome, default_suite
 from shiftover.migration import Migration
 from shiftover.rowsync import count_rows
 from shiftover.spec import Expectation, GateSpec
@@ -103,12 +106,17 @@ def checksum_gate(ctx: GateContext, spec: GateSpec) -> GateResult:
         remaining = repaired.remaining
     tolerated = int(spec.threshold or 0)
     passed = len(remaining) <= tolerated and not report.truncated
+    summary = _checksum_summary(report, remaining, repaired, tolerated)
+    markdown = _checksum_markdown(report, remaining, repaired)
+    if ctx.scope.since is not None:  # a canary step's check: say what "rows" means here
+        scoped = f"rows written during this step (since {ctx.scope.since:%H:%M:%S} UTC): {report.source_rows}"
+        summary, markdown = f"{scoped}; {summary}", f"- {scoped}, compared with the new store\n{markdown}"
     return GateResult(
         gate="checksum",
         passed=passed,
-        summary=_checksum_summary(report, remaining, repaired, tolerated),
+        summary=summary,
         rows=_evidence(report, remaining),
-        markdown=_checksum_markdown(report, remaining, repaired),
+        markdown=markdown,
         metrics=_checksum_metrics(report, remaining, repaired, tolerated),
     )
 
@@ -202,29 +210,25 @@ def queued_keys(migration: Migration) -> tuple[Key, ...]:
 
 
 def expectations_gate(ctx: GateContext, spec: GateSpec) -> GateResult:
-    """The spec's expectations for this stage plus the default suite, on the target; warnings never block."""
-    from shiftover.expectations import default_suite, run_expectations
+    """The spec's expectations for this stage plus the default suite, on the target; warnings never block.
 
+    The default suite (key unique, key not null, row count) runs as plain SQL; Great Expectations
+    runs only the expectations the spec declares, and is not imported when it declares none."""
     migration, m = ctx.migration, ctx.migration.mapping
     suite = merge_suites(default_suite(m.target_key), stage_expectations(migration, ctx.stage))
+    started = time.perf_counter()
     try:
-        outcomes, band = around_source_counts(
-            migration,
-            lambda source_rows: run_expectations(
-                migration.target, m.target_table, suite, schema=m.target_schema, parameters={"source_rows": source_rows}
-            ),
-        )
+        outcomes, band = around_source_counts(migration, lambda source_rows: _run_suite(migration, suite, source_rows))
     except DiffError as exc:
         return GateResult(gate="expectations", passed=False, summary=str(exc), markdown=str(exc))
     outcomes = [settle_row_count(o, band) for o in outcomes]
-    source_rows = band.source_after
     blocking = [o for o in outcomes if not o.success and o.severity == "blocking"]
     warnings = [o for o in outcomes if not o.success and o.severity == "warning"]
     summary = f"{len(outcomes) - len(blocking) - len(warnings)}/{len(outcomes)} expectations met"
     if blocking:
-        summary += f"; failed: {', '.join(o.type for o in blocking)}"
+        summary += f"; failed: {', '.join(_named(o) for o in blocking)}"
     if warnings:
-        summary += f"; warnings: {', '.join(o.type for o in warnings)}"
+        summary += f"; warnings: {', '.join(_named(o) for o in warnings)}"
     rows = [o.as_row() for o in outcomes]
     return GateResult(
         gate="expectations",
@@ -232,8 +236,45 @@ def expectations_gate(ctx: GateContext, spec: GateSpec) -> GateResult:
         summary=summary,
         rows=rows,
         markdown=markdown_table(rows),
-        metrics={"failed": len(blocking), "warnings": len(warnings), "source_rows": source_rows},
+        metrics={
+            "failed": len(blocking),
+            "warnings": len(warnings),
+            "source_rows": band.source_after,
+            "checked_by_sql": sum(o.checked_by == "sql" for o in outcomes),
+            "checked_by_great_expectations": sum(o.checked_by != "sql" for o in outcomes),
+            "seconds": round(time.perf_counter() - started, 3),
+        },
     )
+
+
+def _run_suite(migration: Migration, suite: Sequence[Expectation], source_rows: int) -> list[ExpectationOutcome]:
+    """The default checks in SQL and the declared ones through GX, back in the suite's order."""
+    m = migration.mapping
+    in_sql = [is_default(e, m.target_key) for e in suite]
+    declared = [e for e, sql in zip(suite, in_sql, strict=True) if not sql]
+    gx: list[ExpectationOutcome] = []
+    if declared:  # first: GX builds every expectation before any query, so a misspelt one fails at once
+        from shiftover.expectations import run_expectations
+
+        params = {"source_rows": source_rows}
+        gx = run_expectations(migration.target, m.target_table, declared, schema=m.target_schema, parameters=params)
+    checks = [e for e, sql in zip(suite, in_sql, strict=True) if sql]
+    table = m.target_table_obj(migration.target)
+    by_sql = iter(run_default_checks(migration.target, table, m.target_key, checks, source_rows))
+    by_gx = iter(gx)
+    return [next(by_sql) if sql else next(by_gx) for sql in in_sql]
+
+
+def _named(outcome: ExpectationOutcome) -> str:
+    """The expectation and what failed: its column, the failing rows or the observed count, a few examples."""
+    column = outcome.kwargs.get("column") or outcome.kwargs.get("column_list")
+    named = outcome.type + (f" on {column}" if column else "")
+    if outcome.error or not outcome.observed:
+        return named
+    if outcome.type == "expect_table_row_count_to_equal":
+        return f"{named} (target {outcome.observed} rows, expected {outcome.kwargs.get('value')})"
+    examples = [v for v in outcome.sample if v != "None"][:3]  # GX lists NULLs as None: no example
+    return f"{named} ({outcome.observed} rows" + (f", e.g. {', '.join(examples)})" if examples else ")")
 
 
 def stage_expectations(migration: Migration, stage: str | None) -> list[Expectation]:

@@ -12,8 +12,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
+from shiftover.connect import redact
 from shiftover.control.lease import Lease, acquire_lease
 from shiftover.control.store import ControlStore, open_store
+from shiftover.errors import ControlStoreError
 from shiftover.migration import Migration, resume_migration
 from shiftover.phases import Phase
 from shiftover.plan import MigrationState, Plan, build_plan, read_state
@@ -78,10 +80,22 @@ class Opened:
     state: MigrationState
 
 
-def open_plan(spec: MigrationSpec | str, control_url: str) -> Opened:
-    """Open the control store, register the migration, read its state (``spec``: loaded or a path)."""
+def open_plan(spec: MigrationSpec | str, control_url: str, *, register: bool = True) -> Opened:
+    """Open the control store, read the migration's state (``spec``: loaded or a path).
+
+    Only a run that starts with the plan's first stage registers a migration the store does not
+    know (``register``); any other (a later stage's flow, a rollback) is refused: pointed at
+    another store than the migration's earlier runs used, it would otherwise start a new
+    migration there, silently."""
     spec = load_spec(spec) if isinstance(spec, str) else spec
     store = open_store(control_url)
+    if not register and not store.has_migration(spec.name):
+        first = build_plan(spec).stages[0]
+        raise ControlStoreError(
+            f"no migration {spec.name!r} in the control store {redact(control_url)}: its first stage "
+            f"({first.name}, run by the '{first.flow}' or 'migrate' flow) registers it. Check that control_url "
+            "is the store its earlier runs used"
+        )
     store.register(spec.name, stored_form(spec))
     return Opened(spec, store, build_plan(spec), read_state(store, spec.name))
 

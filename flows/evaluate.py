@@ -19,6 +19,7 @@ from shiftover.errors import StageOrderError
 from shiftover.flags.routing import WriteMode
 from shiftover.flows.approval import obtain_approval, require_auto_permission
 from shiftover.flows.context import RunContext, RunOptions, hold, open_plan
+from shiftover.flows.credentials import admit_control_url
 from shiftover.flows.runtime import actor
 from shiftover.flows.story import publish_story_quietly
 from shiftover.phases import Phase
@@ -54,10 +55,12 @@ def run_plan(
     restart: bool = False,
 ) -> dict[str, Any]:
     """Open the migration once, take its lease, and evaluate its plan (or the stages of ``flows``)."""
+    admit_control_url(control_url)
     spec = load_spec(spec_path)
     build_plan(spec).check_stop_after(stop_after)  # refused before the control store is opened
     require_auto_permission(spec, options.auto_approve)
-    opened = open_plan(spec, control_url)
+    plan = build_plan(spec)
+    opened = open_plan(spec, control_url, register=flows is None or plan.stages[0].flow in flows)
     state = opened.state
     if state.phase is Phase.ROLLED_BACK and not restart:
         return {"phase": state.phase, "note": rolled_back_note(opened.store, opened.spec.name)}
@@ -111,9 +114,24 @@ def evaluate(ctx: RunContext, *, flows: Collection[str] | None = None, stop_afte
     return report
 
 
+def preload_expectations(ctx: RunContext, stage: Stage) -> None:
+    """Start importing Great Expectations (3 s or more) in the background when the stage has an
+    expectations gate with expectations the spec declares (the default suite needs no GX), so the
+    import overlaps the stage's work and earlier gates. Not earlier: on SQLite a backfill or diff
+    that calls Python per row competes with the import for the GIL."""
+    from shiftover.checks.data import stage_expectations
+    from shiftover.expectations import preload_great_expectations
+
+    if stage.gate_section is None or all(g.name != "expectations" for g in stage.gates):
+        return
+    if stage_expectations(ctx.migration, stage.gate_section):
+        preload_great_expectations()
+
+
 def run_stage(ctx: RunContext, stage: Stage, runner: StageRunner) -> Outcome:
     """Gates where the stage declares them, its approval, its work, and its completion (fenced)."""
     gate_lines: list[str] = []
+    preload_expectations(ctx, stage)
     if runner.precheck is not None:
         runner.precheck(ctx, stage)
     if stage.gates_run == "before":

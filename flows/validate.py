@@ -1,6 +1,7 @@
 """Stage 3, validate: prove the copy equal before any read moves: the checksum diff with repair
-from the old store, row parity and the Great Expectations suite. A failing blocking gate fails
-the flow with its report (artifacts) and the migration stays ``backfilled``: no later stage runs.
+from the old store, row parity and the expectations (the default ones in SQL, the spec's own in
+Great Expectations). A failing blocking gate fails the flow with its report (artifacts) and the
+migration stays ``backfilled``: no later stage runs.
 Undo: nothing (repairs only made the new store equal to the old one)."""
 
 from __future__ import annotations

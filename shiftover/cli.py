@@ -2,11 +2,17 @@
 
 Configuration is read here, once: the control store URL comes from ``--control-url`` or
 ``SHIFTOVER_CONTROL_URL``; everything below receives typed objects.
+
+Any URL may be a reference (``${NAME}``, ``file:...``, ``block:secret/...``): commands pass it on
+as written and it is resolved only where a connection is made. A control store URL with an inline
+password never becomes a flow parameter: from ``SHIFTOVER_CONTROL_URL`` the flow is handed the
+reference ``${SHIFTOVER_CONTROL_URL}`` (it runs in this process), from ``--control-url`` it is refused.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Annotated, Any
@@ -20,22 +26,124 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 from shiftover.control.store import DEFAULT_URL
-from shiftover.errors import ShiftoverError
+from shiftover.credentials import inline_password_problem, is_reference, register_resolver
+from shiftover.errors import CredentialError, ShiftoverError
 
 app = typer.Typer(
     help="Zero-downtime database migrations as Prefect workflows.", no_args_is_help=True, pretty_exceptions_enable=False
 )
 
+
+def _absolute(url: str) -> str:
+    from shiftover.control.store import absolute_url
+
+    return url if is_reference(url) else absolute_url(url)
+
+
 ControlUrl = Annotated[
     str,
-    typer.Option("--control-url", envvar="SHIFTOVER_CONTROL_URL", help="Control store URL (SQLite file by default)."),
+    typer.Option(
+        "--control-url",
+        envvar="SHIFTOVER_CONTROL_URL",
+        help="Control store URL (SQLite file by default; a relative path is taken from here).",
+        callback=_absolute,
+    ),
 ]
 SpecPath = Annotated[Path, typer.Argument(help="The migration's YAML spec.")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of text.")]
+
+
+def _echo_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str))
+
+
+_DEBUG = False
+CONTROL_URL_VARIABLE = "SHIFTOVER_CONTROL_URL"
+
+
+@app.callback()
+def _options(
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on the terminal.")] = False,
+) -> None:
+    global _DEBUG
+    _DEBUG = debug
+    # block: references resolve through Prefect, imported only when one is used (check, status...
+    # stay fast); a callback, so every command has it without a registration by import.
+    register_resolver("block", _resolve_block)
+
+
+def _resolve_block(name: str) -> str:
+    from shiftover.flows.credentials import resolve_block
+
+    return resolve_block(name)
+
+
+def _flow_control_url(control_url: str) -> str:
+    """What a flow run is given as ``control_url``: never a URL with an inline password."""
+    if control_url == os.environ.get(CONTROL_URL_VARIABLE) and inline_password_problem(control_url, ""):
+        return f"${{{CONTROL_URL_VARIABLE}}}"  # the flow runs in this process and resolves it here
+    problem = inline_password_problem(control_url, "the flow run's parameters (served by the Prefect API)")
+    if problem is not None:
+        hint = f"; or export the URL as {CONTROL_URL_VARIABLE}, which the CLI hands to the flow by reference"
+        raise CredentialError("--control-url", problem + hint)
+    return control_url
 
 
 def _fail(exc: Exception) -> None:
+    if _DEBUG:
+        import traceback
+
+        traceback.print_exception(exc)
     typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code=2)
+
+
+class _NoTraceback(logging.Formatter):
+    """Formats like the formatter it wraps, without the traceback: the terminal gets one line per
+    failure and the command's own ``error:`` line; Prefect's API logs keep the whole traceback."""
+
+    def __init__(self, inner: logging.Formatter | None) -> None:
+        super().__init__()
+        self.inner = inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        saved = record.exc_info, record.exc_text, record.stack_info
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        try:
+            return self.inner.format(record)
+        finally:
+            record.exc_info, record.exc_text, record.stack_info = saved
+
+
+def _quiet_tracebacks() -> None:
+    """After Prefect has set up logging: its console handler prints no tracebacks (``--debug`` does)."""
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    if _DEBUG:
+        return
+    loggers = [logging.getLogger(), *(logging.getLogger(n) for n in list(logging.root.manager.loggerDict))]
+    for logger in loggers:
+        for handler in getattr(logger, "handlers", ()):
+            if isinstance(handler, PrefectConsoleHandler) and not isinstance(handler.formatter, _NoTraceback):
+                handler.setFormatter(_NoTraceback(handler.formatter))
+
+
+def _choose_prefect_server() -> None:
+    """Before Prefect is imported: use the configured server, else the project's long-lived one
+    (``shiftover server start``), else say that this run starts a temporary one."""
+    from shiftover.localserver import configured_api_url, use_running_server
+
+    if configured_api_url():
+        return
+    server = use_running_server()
+    if server is not None:
+        typer.echo(f"Prefect server: {server.url} (shiftover server)", err=True)
+    else:
+        typer.echo(
+            "Prefect server: a temporary one for this run only (its UI and pending approvals end with it); "
+            "`shiftover server start` keeps one for the project, so runs start in seconds",
+            err=True,
+        )
 
 
 @app.command()
@@ -49,8 +157,8 @@ def demo(
     from shiftover.demo.run import prepare, run_demo
 
     if prepare_only:
-        spec_path, _control = prepare(workdir, rows)
-        typer.echo(f"demo databases ready; spec: {spec_path}")
+        spec_path, control = prepare(workdir, rows)
+        typer.echo(f"demo databases ready; spec: {spec_path}; control store: {control} (reset)")
         return
     try:
         report = run_demo(rows=rows, workdir=workdir, requests_per_second=requests_per_second)
@@ -65,13 +173,17 @@ def demo(
 def plan(
     spec: SpecPath,
     ddl: Annotated[bool, typer.Option("--ddl", help="Also print the DDL Shiftover would run (reads schemas).")] = False,
+    as_json: AsJson = False,
 ) -> None:
     """Print the stages, gates and approvals of a migration without touching any data."""
-    from shiftover.plan import explain, explain_ddl
+    from shiftover.plan import explain, explain_ddl, plan_data
     from shiftover.spec import load_spec
 
     try:
         loaded = load_spec(spec)
+        if as_json:
+            _echo_json({**plan_data(loaded), **({"ddl": explain_ddl(loaded)} if ddl else {})})
+            return
         typer.echo(explain(loaded))
         if ddl:
             typer.echo(explain_ddl(loaded))
@@ -134,18 +246,22 @@ def run(
     try:
         loaded = load_spec(spec)
         build_plan(loaded).check_stop_after(stop_after)  # refuse bad input before a flow run starts
+        flow_control_url = _flow_control_url(control_url)
         note = None if restart else nothing_left(loaded, open_store(control_url))
     except (ShiftoverError, ValueError) as exc:
         _fail(exc)
     if note:  # answered from the control store alone: no Prefect run is started
         typer.echo(note)
         return
+    _choose_prefect_server()
     from shiftover.flows.migrate import migrate
+
+    _quiet_tracebacks()
 
     try:
         result = migrate(
             str(spec),
-            control_url,
+            flow_control_url,
             auto_approve=auto_approve,
             stop_after=stop_after,
             restart=restart,
@@ -160,12 +276,17 @@ def run(
 def status(
     name: Annotated[str | None, typer.Argument(help="Migration name; all migrations when omitted.")] = None,
     control_url: ControlUrl = DEFAULT_URL,
+    history: Annotated[bool, typer.Option("--history", help="The whole audit log, not the last phases.")] = False,
+    as_json: AsJson = False,
 ) -> None:
-    """Phase, progress and last gate results of a migration."""
-    from shiftover.status import render_status
+    """Phase, routing, who holds it, pending approvals, progress and last gate results of a migration."""
+    from shiftover.status import render_status, status_data
 
     try:
-        typer.echo(render_status(control_url, name))
+        if as_json:
+            _echo_json(status_data(control_url, name, history=history))
+        else:
+            typer.echo(render_status(control_url, name, history=history))
     except ShiftoverError as exc:
         _fail(exc)
 
@@ -181,15 +302,18 @@ def approve(
     """Answer a paused run's approval from the terminal (needs PREFECT_API_URL)."""
     from uuid import UUID
 
+    from shiftover.localserver import use_running_server
+
+    use_running_server()
     from prefect.settings import PREFECT_API_URL
 
     if not PREFECT_API_URL.value():
         _fail(
             ShiftoverError(
-                "no Prefect server to answer: set PREFECT_API_URL to the server the paused run uses "
-                "(e.g. http://127.0.0.1:4200/api). A run started by `shiftover run` without it uses a "
-                "temporary server that only lives inside that run: answer in its process, or rerun it against "
-                "a long-lived server (`prefect server start`)"
+                "no Prefect server to answer: start the project's with `shiftover server start` and run the "
+                "migration against it, or set PREFECT_API_URL to the server the paused run uses (e.g. "
+                "http://127.0.0.1:4200/api). A run started by `shiftover run` with neither uses a temporary "
+                "server that only lives inside that run"
             )
         )
     from prefect.flow_runs import resume_flow_run
@@ -214,13 +338,57 @@ def rollback(
     control_url: ControlUrl = DEFAULT_URL,
 ) -> None:
     """Return reads and writes to the old store now (any phase before the old store stops being written)."""
+    _choose_prefect_server()
     from shiftover.flows.rollback import rollback as rollback_flow
 
+    _quiet_tracebacks()
+
     try:
-        result = rollback_flow(str(spec), control_url, reason=reason)
+        result = rollback_flow(str(spec), _flow_control_url(control_url), reason=reason)
     except ShiftoverError as exc:
         _fail(exc)
     typer.echo(json.dumps(result, default=str))
+
+
+server_app = typer.Typer(help="The project's long-lived local Prefect server (UI included).", no_args_is_help=True)
+app.add_typer(server_app, name="server")
+
+
+@server_app.command("start")
+def server_start(
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 4200,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+) -> None:
+    """Start a Prefect server for this project (or find the running one); later commands use it."""
+    from shiftover.localserver import start
+
+    try:
+        server, started = start(host=host, port=port)
+    except ShiftoverError as exc:
+        _fail(exc)
+    typer.echo(f"{'started' if started else 'already running'}: {server.url} (UI), pid {server.pid}, log {server.log}")
+    typer.echo(f"shiftover run/approve use it from here; other tools: export PREFECT_API_URL={server.api_url}")
+
+
+@server_app.command("status")
+def server_status() -> None:
+    """Whether the project's Prefect server runs, and where."""
+    from shiftover.localserver import find_running
+
+    server = find_running()
+    if server is None:
+        typer.echo("not running (start it with `shiftover server start`)")
+        raise typer.Exit(code=1)
+    typer.echo(f"running: {server.url} (UI), pid {server.pid}, log {server.log}")
+
+
+@server_app.command("stop")
+def server_stop() -> None:
+    """Stop the project's Prefect server."""
+    from shiftover.localserver import stop
+
+    server = stop()
+    typer.echo(f"stopped: {server.url}" if server else "not running")
 
 
 control_app = typer.Typer(help="The control store itself.", no_args_is_help=True)
@@ -233,8 +401,8 @@ def control_upgrade(control_url: ControlUrl = DEFAULT_URL) -> None:
     from shiftover.connect import get_engine
     from shiftover.control.store import ControlStore, head_revision
 
-    store = ControlStore(get_engine(control_url))
     try:
+        store = ControlStore(get_engine(control_url))
         before = store.revision()
         store.upgrade()
     except ShiftoverError as exc:
@@ -275,10 +443,13 @@ def throttle(
 @app.command()
 def reconcile(spec: SpecPath, control_url: ControlUrl = DEFAULT_URL) -> None:
     """Drain the reconciliation queue now (keys the secondary store missed)."""
+    _choose_prefect_server()
     from shiftover.flows.reconcile import reconcile as reconcile_flow
 
+    _quiet_tracebacks()
+
     try:
-        result = reconcile_flow(str(spec), control_url)
+        result = reconcile_flow(str(spec), _flow_control_url(control_url))
     except ShiftoverError as exc:
         _fail(exc)
     typer.echo(json.dumps(result, default=str))

@@ -3,6 +3,8 @@
 ShiftoverError
 ├── SpecError                 the spec file or its databases disagree (field, problem)
 │   └── RehearsalError        the rehearsal found problems a run would meet (every finding)
+├── CredentialError           a password inline where it would be kept, or a reference that does
+│                             not resolve (the field or the reference, never the secret; problem)
 ├── ControlStoreError         the control store is unreachable or at an unknown version
 ├── LeaseError                who may act on a migration
 │   ├── LeaseHeldError        another run holds the migration (its run id, until when)
@@ -51,6 +53,16 @@ class RehearsalError(SpecError):
         ShiftoverError.__init__(
             self, f"the rehearsal found {len(self.findings)} problem(s); nothing was written:\n{self.problem}"
         )
+
+
+class CredentialError(ShiftoverError):
+    """A credential Shiftover will not keep or cannot find: ``field`` is the parameter at fault
+    (``control_url``) or the reference that failed (``${ORDERS_OLD_URL}``), never a secret."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field = field
+        self.problem = problem
+        super().__init__(f"{field}: {problem}")
 
 
 class ControlStoreError(ShiftoverError):

@@ -4,12 +4,15 @@ GX costs about 3 s and 240 MB to import, so it is imported inside ``run_expectat
 only: flows that run no GX gate never pay for it. Each run uses a fresh ephemeral context
 (no files, no Data Docs). The default suite, which the expectations gate adds to the declared
 ones, checks the key (unique, not null) and the row count against the source's (a run-time
-``$PARAMETER``).
+``$PARAMETER``); the gate answers it in plain SQL (``shiftover.default_checks``) and hands GX
+only the declared expectations.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +35,7 @@ class ExpectationOutcome:
     observed: str = ""  # observed value or unexpected count
     sample: list[str] = field(default_factory=list)  # a few unexpected values
     error: str = ""  # an exception GX caught (e.g. a missing column)
+    checked_by: str = "great_expectations"  # or "sql": the default suite (shiftover.default_checks)
 
     def as_row(self) -> dict[str, Any]:
         return {
@@ -42,6 +46,7 @@ class ExpectationOutcome:
             "observed": self.observed,
             "sample": ", ".join(self.sample[:5]),
             "error": self.error[:200],
+            "checked_by": self.checked_by,
         }
 
 
@@ -61,8 +66,34 @@ def default_suite(key: Sequence[str]) -> list[Expectation]:
     return suite
 
 
+_preloading: threading.Thread | None = None
+
+
+def preload_great_expectations() -> None:
+    """Import GX in a background thread (once per process), so that a stage whose gates run declared
+    expectations does not wait the 3 s import at its expectations gate: it overlaps the stage's work
+    and the gates before it. ``run_expectations`` waits for it to finish."""
+    global _preloading
+    if _preloading is None and "great_expectations" not in sys.modules:
+        _preloading = threading.Thread(target=_import_quietly, name="shiftover-gx-preload", daemon=True)
+        _preloading.start()
+
+
+def _import_quietly() -> None:
+    try:
+        import great_expectations  # noqa: F401
+    except Exception:  # the gate imports it again, in its own thread, and reports the error there
+        pass
+
+
+def _await_preload() -> None:
+    if _preloading is not None:
+        _preloading.join()
+
+
 def expectation_class(name: str) -> Any:
     """The GX class for a snake_case name, or DiffError listing how to spell it."""
+    _await_preload()
     import great_expectations as gx
 
     camel = "".join(part.capitalize() for part in name.split("_"))
@@ -97,6 +128,7 @@ def run_expectations(
     parameters: dict[str, Any] | None = None,
 ) -> list[ExpectationOutcome]:
     """Run the expectations against ``table`` inside its database; one outcome per expectation."""
+    _await_preload()
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 

@@ -1,6 +1,6 @@
 """A small orders HTTP service that writes through Shiftover's dual-writer.
 
-    python examples/app/service.py --spec examples/orders.yaml --control-url sqlite:///.shiftover/control.db
+    python examples/app/service.py --spec examples/orders.yaml --control-url sqlite:///.shiftover/demo/control.db
 
 Routes (JSON): ``PUT /orders/<id>`` upsert the full row, ``PATCH /orders/<id>`` update columns,
 ``DELETE /orders/<id>``, ``GET /orders/<id>`` (routed and shadowed by the migration's flags),
@@ -155,7 +155,7 @@ def make_server(service: OrdersService, host: str = "127.0.0.1", port: int = 0) 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spec", required=True)
-    parser.add_argument("--control-url", default="sqlite:///.shiftover/control.db")
+    parser.add_argument("--control-url", default="sqlite:///.shiftover/demo/control.db")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--async-secondary", action="store_true", help="secondary writes off the request path")

@@ -105,6 +105,9 @@ def test_plan_ddl_shows_the_target_table_and_capture_triggers_before_creating_an
     assert result.exit_code == 0, result.output
     assert "CREATE TABLE orders (" in result.output and "DATETIME(6) NOT NULL" in result.output
     assert "CREATE TRIGGER so_capture_orders" in result.output
+    # the control store's least privilege (tests/app/test_least_privilege.py runs the app under it)
+    assert 'GRANT SELECT ON "public"."so_flags", "public"."so_alembic_version" TO "shiftover_app";' in result.output
+    assert "GRANT SELECT ON `shiftover`.`so_flags` TO 'shiftover_app'@'%';" in result.output
     assert not sa.inspect(get_engine(dst)).has_table("orders")  # shown, not created
     assert "-- target table: created by the dual-write stage" in result.output
     check = runner.invoke(app, ["check", str(spec)])  # passes before the first run: the table will be created
@@ -138,3 +141,65 @@ def test_run_refuses_an_unknown_stop_after(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "stop_after='nope' is no stage or stage flow" in result.output
     assert not (tmp_path / "control.db").exists()
+
+
+def test_a_failed_run_ends_in_one_error_line_without_tracebacks(tmp_path: Path) -> None:
+    """Prefect's console logs a failed flow's traceback (80-110 lines); the CLI keeps it for the
+    API logs and --debug, so the terminal shows what failed and the last line says it."""
+    import os
+    import subprocess
+    import sys
+
+    create_orders(get_engine(f"sqlite:///{tmp_path}/old.db"), rows=3)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        "name: m\nsource: {url: 'sqlite:///old.db', table: ordrs}\ntarget: {url: 'sqlite:///new.db', table: orders}\n"
+        "key: id\nbackfill: {create_target: true}\n"
+    )
+    shiftover = str(Path(sys.executable).parent / "shiftover")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
+    run = subprocess.run(
+        [shiftover, "run", "spec.yaml"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    error = "error: spec field 'source.table': no table 'ordrs' in sqlite:///old.db"
+    assert run.returncode == 2, run.stderr[-2000:]
+    assert "Traceback" not in run.stderr and error in run.stderr
+    assert "Encountered exception during execution" in run.stderr  # Prefect's own line stays, shortened
+    debug = subprocess.run(
+        [shiftover, "--debug", "check", "spec.yaml"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert debug.returncode == 2 and "Traceback" in debug.stderr and error in debug.stderr
+
+
+def test_a_relative_control_url_is_taken_from_here_and_shown(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.chdir(tmp_path)
+    store = open_store(f"sqlite:///{tmp_path}/.shiftover/control.db")
+    store.register("orders-v2", {"name": "orders-v2"})
+    result = runner.invoke(app, ["status", "--control-url", "sqlite:///.shiftover/control.db"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(f"control store: sqlite:///{tmp_path}/.shiftover/control.db\n")
+    assert "orders-v2: planned" in result.output
+
+
+def test_plan_and_status_speak_json_for_scripts(tmp_path: Path) -> None:
+    import json
+
+    plan = runner.invoke(app, ["plan", EXAMPLE, "--json"])
+    assert plan.exit_code == 0, plan.output
+    data = json.loads(plan.output)
+    stages = {s["name"]: s for s in data["stages"]}
+    assert stages["switch_writes"]["approval"] and stages["drop"]["reversible"] is False
+    assert stages["dual_write"]["undo"] == "writes flag -> old_only"
+
+    control = f"sqlite:///{tmp_path}/control.db"
+    store = open_store(control)
+    store.register("orders-v2", {"name": "orders-v2"})
+    store.transition("orders-v2", Phase.DUAL_WRITING, "alice", "go")
+    status = runner.invoke(app, ["status", "orders-v2", "--control-url", control, "--json", "--history"])
+    assert status.exit_code == 0, status.output
+    [m] = json.loads(status.output)["migrations"]
+    assert m["phase"] == "dual_writing" and m["routing"]["writes"] == "old_only" and m["held_by"] is None
+    assert [e["action"] for e in m["audit"]] == ["phase", "phase"]  # registered, then dual-write
+    text = runner.invoke(app, ["status", "orders-v2", "--control-url", control, "--history"])
+    assert "audit log:" in text.output and "phase=dual_writing" in text.output

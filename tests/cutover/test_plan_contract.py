@@ -323,3 +323,26 @@ def test_a_rollback_racing_a_stage_wins_and_the_run_changes_nothing_after_it(
     assert setup.store.phase(setup.name) is Phase.ROLLED_BACK
     routing = read_routing(setup.store.engine, setup.name)
     assert (routing.writes, routing.reads_percent) == (WriteMode.DUAL_OLD_PRIMARY, 0)
+
+
+def test_a_later_stage_or_a_rollback_never_starts_a_migration_in_another_store(
+    prefect_harness: None, make_migration, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    """A stage flow or a rollback pointed at a store the migration never ran against is refused,
+    naming the first stage; it used to register a new `planned` migration there, silently."""
+    from shiftover.control.store import open_store
+    from shiftover.errors import ControlStoreError
+    from shiftover.flows.rollback import rollback
+    from shiftover.flows.validate import validate
+
+    setup = make_migration(Phase.BACKFILLED)
+    other = f"sqlite:///{tmp_path}/other-control.db"
+    for run in (lambda: validate(setup.spec_path, other), lambda: rollback(setup.spec_path, other)):
+        with pytest.raises(
+            ControlStoreError,
+            match="no migration 'orders-cut' in the control store .*first stage "
+            r"\(dual_write, run by the 'dual-write' or 'migrate' flow\)",
+        ):
+            run()
+    assert not open_store(other).has_migration("orders-cut")
+    assert setup.store.phase("orders-cut") is Phase.BACKFILLED  # its own store untouched
