@@ -198,23 +198,37 @@ def plan(
 
 @app.command()
 def check(spec: SpecPath) -> None:
-    """Check a spec against its live databases (tables, columns, keys) and print the mapping."""
+    """Check a spec against its live databases (tables, columns, keys), print the mapping, and rehearse
+    the copy of a sample of rows (rolled back: nothing is written); every problem found is printed."""
+    from shiftover.connect import get_engine
     from shiftover.preflight import resolve_mapping, will_create_target
+    from shiftover.rehearsal import rehearse
     from shiftover.spec import load_spec
 
     try:
         loaded = load_spec(spec)
         created = will_create_target(loaded)
         mapping = resolve_mapping(loaded, require_target=not created)
+        report = rehearse(loaded, mapping, get_engine(loaded.source.url), get_engine(loaded.target.url))
     except ShiftoverError as exc:
         _fail(exc)
-    typer.echo(f"ok: {mapping.source_table} -> {mapping.target_table}, key {list(mapping.key)}")
+    typer.echo(
+        f"{'ok' if report.ok else 'FAILED'}: {mapping.source_table} -> {mapping.target_table}, key {list(mapping.key)}"
+    )
     if created:
         typer.echo(
             f"  {mapping.target_table} does not exist yet: the dual-write stage creates it (`plan --ddl` shows it)"
         )
     for col in mapping.columns:
         typer.echo(f"  {col.sql or col.source} -> {col.target}")
+    typer.echo(f"rehearsal: {report.rows} sample rows written and rolled back in {report.seconds:.2f} s")
+    for note in report.notes:
+        typer.echo(f"  note: {note}")
+    for finding in report.findings:
+        typer.secho(f"  {finding}", fg=typer.colors.RED, err=True)
+    if not report.ok:
+        typer.secho(f"{len(report.findings)} problem(s): a run stops before dual-write until they are fixed", err=True)
+        raise typer.Exit(code=1)
 
 
 @app.command()

@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from shiftover.credentials import inline_password_problem, is_reference
 from shiftover.errors import SpecError
@@ -176,6 +184,9 @@ class MigrationSpec(_Model):
     transform: str | None = None  # "package.module:function" over a pandas DataFrame chunk
     backfill: BackfillSpec = BackfillSpec()
     validation: ValidationSpec = ValidationSpec()
+    # Rows the target holds under source keys before the run: refuse them (the rehearsal), or let
+    # the source's rows replace them (the backfill skips them; the validate stage's repair rewrites them).
+    on_existing: Literal["fail", "overwrite", "keep"] = "fail"
     expectations: tuple[Expectation, ...] = ()
     gates: dict[str, tuple[GateSpec, ...]] = Field(default_factory=_default_gates)
     canary: CanarySpec = CanarySpec()
@@ -214,6 +225,23 @@ class MigrationSpec(_Model):
                 raise ValueError(f"unknown stage {stage!r}; stages with gates: {', '.join(STAGES)}")
             merged[stage] = [{"name": g} if isinstance(g, str) else g for g in (gates or [])]
         return merged
+
+    @field_validator("on_existing")
+    @classmethod
+    def _existing_rows(cls, value: str, info: ValidationInfo) -> str:
+        if value == "keep":
+            raise ValueError(
+                "'keep' is not supported yet: the backfill would keep the target's rows, but the validate "
+                "stage compares every key and its repair replaces them with the source's rows; use 'overwrite' "
+                "(what a run does) or empty the target"
+            )
+        validation = info.data.get("validation")
+        if value == "overwrite" and validation is not None and not validation.repair:
+            raise ValueError(
+                "'overwrite' needs validation.repair: the backfill never replaces a row already in the target, "
+                "the validate stage's repair does"
+            )
+        return value
 
     @field_validator("transform")
     @classmethod

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from shiftover.cli import app
@@ -41,13 +42,35 @@ def test_check_resolves_the_mapping_against_the_databases(tmp_path: Path) -> Non
     spec = tmp_path / "spec.yaml"
     spec.write_text(
         f"name: m\nsource: {{url: '{old}', table: orders}}\ntarget: {{url: '{new}', table: orders}}\n"
-        "key: id\ncolumns: [id, {name: amount, target: amount}]\n"
+        "key: id\ncolumns: [id, {name: amount, target: amount}, customer_id, status, created_at, updated_at]\n"
     )
     ok = runner.invoke(app, ["check", str(spec)])
     assert ok.exit_code == 0 and "ok: orders -> orders, key ['id']" in ok.output
+    assert "rehearsal: 3 sample rows written and rolled back" in ok.output
     spec.write_text(spec.read_text().replace("table: orders}\nkey", "table: ordrs}\nkey"))
     bad = runner.invoke(app, ["check", str(spec)])
     assert bad.exit_code == 2 and "spec field 'target.table': no table 'ordrs'" in bad.output
+
+
+def test_check_prints_every_problem_the_rehearsal_finds_and_writes_nothing(tmp_path: Path) -> None:
+    """Two problems that ``check`` passed before the rehearsal: an unmapped NOT NULL column and a row
+    already under a source key. Both are printed; the exit code is 1; the target keeps its one row."""
+    old, new = f"sqlite:///{tmp_path}/old.db", f"sqlite:///{tmp_path}/new.db"
+    create_orders(get_engine(old), rows=20)
+    create_orders(get_engine(new), rows=1)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        f"name: m\nsource: {{url: '{old}', table: orders}}\ntarget: {{url: '{new}', table: orders}}\n"
+        "key: id\ncolumns: [id, amount, customer_id, status, created_at]\n"
+    )
+    result = runner.invoke(app, ["check", str(spec)])
+    assert result.exit_code == 1
+    assert "FAILED: orders -> orders" in result.output
+    assert "columns: target column 'updated_at' is NOT NULL without a default" in result.output
+    assert "on_existing: the target table 'orders' already holds rows, 1 of the 20 sampled" in result.output
+    assert "2 problem(s)" in result.output
+    with get_engine(new).connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM orders")).scalar_one() == 1
 
 
 def test_status_shows_phase_routing_and_history(tmp_path: Path) -> None:
