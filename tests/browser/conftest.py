@@ -135,6 +135,16 @@ class Stack:
             time.sleep(0.5)
         raise AssertionError(f"run {run_id} still paused {timeout}s after the answer\n{self.diagnostics()}")
 
+    def wait_for_final(self, run_id: str, timeout: float = 120) -> dict[str, Any]:
+        """The run once it has ended, whatever the ending."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            run = self.call("GET", f"/flow_runs/{run_id}")
+            if run["state_type"] in ("COMPLETED", "FAILED", "CANCELLED", "CRASHED"):
+                return dict(run)
+            time.sleep(0.5)
+        raise AssertionError(f"run {run_id} has not ended within {timeout}s\n{self.diagnostics()}")
+
     def diagnostics(self) -> str:
         """What a failure message needs: every run's state and the worker's last log lines."""
         runs = [(r["name"], r["state_name"]) for r in self.flow_runs()]

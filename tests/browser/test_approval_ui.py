@@ -157,3 +157,37 @@ def _validated(params: dict[str, str], name: str) -> None:
     for phase in ORDER[1 : ORDER.index(Phase.READS_SWITCHED) + 1]:
         if phase not in (Phase.SHADOW_READING, Phase.READS_CANARY):
             m.store.transition(name, phase, "test", "setup")
+
+
+def test_a_rollback_from_the_ui_leaves_the_pending_approval_unusable(
+    stack: Stack, page: Any, demo_spec: Callable[..., dict[str, str]]
+) -> None:
+    """An operator rolls back from the UI (the rollback deployment's Quick run) while the write
+    switch waits for its approval: the waiting run is answered by the rollback and stops, its
+    Resume is gone, and a late approval through the API is refused; writes never switch."""
+    params = demo_spec("ui-back")
+    cutover_deployment = stack.deploy("cutover", {**params, "poll_interval_seconds": 1})
+    rollback_deployment = stack.deploy("rollback", {**params, "reason": "rolled back from the UI"})
+    store = open_store(params["control_url"])
+    _validated(params, "ui-back")
+    quick_run(page, stack, cutover_deployment)
+    paused = stack.wait_for_run("PAUSED", timeout=180, flow_name="cutover")
+
+    quick_run(page, stack, rollback_deployment)
+    stack.wait_for_run("COMPLETED", timeout=180, flow_name="rollback")
+    assert store.phase("ui-back") is Phase.ROLLED_BACK
+    stack.wait_for_final(paused["id"], timeout=180)  # answered by the rollback: it ran again and stopped
+
+    page.goto(f"{stack.url}/v2/runs/flow-run/{paused['id']}")
+    page.get_by_role("button", name="Open menu").click()
+    page.get_by_role("menu").wait_for()
+    shot(page, "ui-rollback-no-resume")
+    assert page.get_by_role("menuitem", name="Resume").count() == 0
+    page.keyboard.press("Escape")
+
+    late = {"approver": APPROVER, "confirm_name": "ui-back", "reason": "too late", "decision": "approve"}
+    answer = stack.call("POST", f"/flow_runs/{paused['id']}/resume", {"run_input": late})
+    assert answer["status"] != "ACCEPT", answer
+    assert read_routing(store.engine, "ui-back").writes is not WriteMode.DUAL_NEW_PRIMARY
+    assert store.phase("ui-back") is Phase.ROLLED_BACK
+    assert store.audit_entries("ui-back", action="approval") == []
