@@ -78,7 +78,7 @@ def lease_and_approval_lines(store: ControlStore, name: str) -> list[str]:
     lines = [f"held by: {lease.holder} (epoch {lease.epoch})" if live else f"held by: no run (epoch {lease.epoch})"]
     for r in pending_requests(store.engine, name):
         run_id = r.holder.partition("/")[2]
-        lines.append(f"approval pending: {r.step} (asked at epoch {r.epoch} by {r.holder})")
+        lines.append(f"approval pending: {r.step} (asked at epoch {r.epoch}, attempt {r.attempt}, by {r.holder})")
         lines.append(f"  shiftover approve {run_id} --approver NAME --confirm-name {name} --reason '...'")
     return lines
 
