@@ -321,7 +321,8 @@ def _sign_pending(run_id: str, approver: str, confirm_name: str, decision: str, 
     from shiftover.signing import fingerprint, load_private_key, public_key_text, sign_approval
 
     private = load_private_key(key)
-    request = pending_request_of(open_store(control_url, create=False).engine, f"flow-run/{run_id}")
+    store = open_store(control_url, create=False)  # an empty store stays empty: it holds no request
+    request = pending_request_of(store.engine, f"flow-run/{run_id}") if store.revision() is not None else None
     if request is None:
         raise ApprovalError(
             f"no pending approval for flow run {run_id} in the control store {control_url}: pass the store the "
