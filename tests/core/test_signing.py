@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from shiftover.approvals import ROLLBACK_ANSWERER, ApprovalRequest, check_approval
 from shiftover.cli import app
 from shiftover.errors import ApprovalError, SignatureError, SpecError
+from shiftover.plan.explain import explain
 from shiftover.signing import (
     Challenge,
     approval_message,
@@ -24,7 +25,7 @@ from shiftover.signing import (
     verify_approval,
     write_private_key,
 )
-from shiftover.spec import parse_spec
+from shiftover.spec import parse_spec, stored_form
 
 CHALLENGE = Challenge("orders-v2", "switch_writes", 3, 0)
 
@@ -117,6 +118,8 @@ def test_a_spec_with_keys_needs_one_for_every_listed_approver(tmp_path: Path) ->
     _, alice = new_key(tmp_path, "alice")
     spec = parse_spec(spec_with({"approvers": ["alice"], "keys": {"alice": alice}}))
     assert spec.approvals.public_keys == {"alice": alice}
+    assert "Approvals by alice (each signed with their key" in explain(spec)
+    assert stored_form(spec)["approvals"]["keys"] == {"alice": alice}  # the spec's own spelling
     with pytest.raises(SpecError, match=r"no key for approver\(s\) bob") as missing:
         parse_spec(spec_with({"approvers": ["alice", "bob"], "keys": {"alice": alice}}))
     assert missing.value.field == "approvals.keys"
