@@ -273,7 +273,7 @@ def approve(
     key_path = key if key is not None else _found_key(key_dir, approver)
     if signature is None and key_path is not None:
         try:
-            signature = _sign_pending(flow_run_id, approver, confirm_name, decision, key_path, control_url)
+            signature = _sign_pending(flow_run_id, approver, confirm_name, decision, key_path, control_url, key)
         except ShiftoverError as exc:
             _fail(exc)
     use_running_server()
@@ -312,9 +312,13 @@ def _found_key(key_dir: Path, approver: str) -> Path | None:
     return path if approver.strip() and path.is_file() else None
 
 
-def _sign_pending(run_id: str, approver: str, confirm_name: str, decision: str, key: Path, control_url: str) -> str:
+def _sign_pending(
+    run_id: str, approver: str, confirm_name: str, decision: str, key: Path, control_url: str, asked: Path | None
+) -> str | None:
     """Sign the question the run waits on, as the control store holds it (the flow verifies against
-    the same request), after checking that it is the migration the approver typed."""
+    the same request), after checking that it is the migration the approver typed. A key found in
+    the key directory (not ``asked`` for) signs only when the store holds the question: otherwise
+    the answer goes unsigned, as it did before keys (a spec with keys has the server refuse it)."""
     from shiftover.approvals import challenge_of, pending_request_of
     from shiftover.control.store import open_store
     from shiftover.errors import ApprovalError
@@ -323,6 +327,9 @@ def _sign_pending(run_id: str, approver: str, confirm_name: str, decision: str, 
     private = load_private_key(key)
     store = open_store(control_url, create=False)  # an empty store stays empty: it holds no request
     request = pending_request_of(store.engine, f"flow-run/{run_id}") if store.revision() is not None else None
+    if request is None and asked is None:
+        typer.echo(f"not signed: no pending approval for flow run {run_id} in {control_url}", err=True)
+        return None
     if request is None:
         raise ApprovalError(
             f"no pending approval for flow run {run_id} in the control store {control_url}: pass the store the "

@@ -216,6 +216,9 @@ def test_shiftover_approve_signs_with_the_approvers_key(
     assert unsigned.exit_code == 2 and "signature" in unsigned.output  # refused by the server
     wrong_store = runner.invoke(app, [*base, "--key", str(keys["alice"][0]), "--control-url", "sqlite:///"])
     assert wrong_store.exit_code == 2 and "no pending approval" in wrong_store.output
+    key_dir = str(keys["alice"][0].parent)
+    found = runner.invoke(app, [*base, "--key-dir", key_dir, "--control-url", "sqlite:///"])  # a key not asked for
+    assert found.exit_code == 2 and "not signed: no pending approval" in found.output and "signature" in found.output
     wrong_name = runner.invoke(
         app, [*base[:5], "orders", "--key", str(keys["alice"][0]), "--control-url", setup.control_url]
     )
@@ -226,7 +229,7 @@ def test_shiftover_approve_signs_with_the_approvers_key(
     assert run_state(run_id) == "PAUSED"
 
     # the key found in the key dir (NAME.pem), the question read from the control store
-    right = runner.invoke(app, [*base, "--key-dir", str(keys["alice"][0].parent), "--control-url", setup.control_url])
+    right = runner.invoke(app, [*base, "--key-dir", key_dir, "--control-url", setup.control_url])
     assert right.exit_code == 0, right.output
     assert "signed: approve of switch_writes in orders-cut at epoch" in right.output and "attempt 1" in right.output
     run.join(30)
