@@ -106,12 +106,17 @@ def checksum_gate(ctx: GateContext, spec: GateSpec) -> GateResult:
         remaining = repaired.remaining
     tolerated = int(spec.threshold or 0)
     passed = len(remaining) <= tolerated and not report.truncated
+    summary = _checksum_summary(report, remaining, repaired, tolerated)
+    markdown = _checksum_markdown(report, remaining, repaired)
+    if ctx.scope.since is not None:  # a canary step's check: say what "rows" means here
+        scoped = f"rows written during this step (since {ctx.scope.since:%H:%M:%S} UTC): {report.source_rows}"
+        summary, markdown = f"{scoped}; {summary}", f"- {scoped}, compared with the new store\n{markdown}"
     return GateResult(
         gate="checksum",
         passed=passed,
-        summary=_checksum_summary(report, remaining, repaired, tolerated),
+        summary=summary,
         rows=_evidence(report, remaining),
-        markdown=_checksum_markdown(report, remaining, repaired),
+        markdown=markdown,
         metrics=_checksum_metrics(report, remaining, repaired, tolerated),
     )
 

@@ -34,13 +34,14 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def render_overview(results: Sequence[GateResult], stage: str, migration: str) -> str:
+def render_overview(results: Sequence[GateResult], stage: str, migration: str, heading: str = "") -> str:
     """Markdown: one line per gate with its verdict, then each gate's own report."""
     failed = [r for r in results if not r.passed and r.blocking]
     verdict = "**blocked**" if failed else "passed"
     lines = [
         f"# Gates of stage `{stage}` for `{migration}`: {verdict}",
         "",
+        *([heading, ""] if heading else []),
         "| gate | verdict | blocking | summary |",
         "|---|---|---|---|",
     ]
@@ -78,7 +79,7 @@ def _cell(value: Any) -> str:
     return str(_plain(value)).replace("|", "\\|").replace("\n", " ")
 
 
-def publish_gate_results(results: list[GateResult], stage: str, migration: str) -> None:
+def publish_gate_results(results: list[GateResult], stage: str, migration: str, heading: str = "") -> None:
     """Publish the stage overview (markdown) and one evidence table per gate that has rows."""
     from prefect.context import FlowRunContext, TaskRunContext
 
@@ -87,9 +88,9 @@ def publish_gate_results(results: list[GateResult], stage: str, migration: str) 
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
     create_markdown_artifact(
-        markdown=render_overview(results, stage, migration),
+        markdown=render_overview(results, stage, migration, heading),
         key=artifact_key(migration, stage, "gates"),
-        description=f"gates of {stage} for {migration}",
+        description=f"gates of {stage} for {migration}" + (f": {heading}" if heading else ""),
     )
     for result in results:
         if result.rows:

@@ -9,6 +9,7 @@ import time
 from prefect import flow, get_run_logger
 
 from shiftover.control.store import DEFAULT_URL
+from shiftover.flows.credentials import admit_control_url
 from shiftover.migration import load_migration
 from shiftover.tasks import reconcile as steps
 
@@ -23,6 +24,7 @@ def capture_replay(
     install: bool = True,
 ) -> dict:
     """Replay the changelog until it is empty; with ``follow_seconds`` keep replaying that long."""
+    admit_control_url(control_url)
     migration = load_migration(spec_path, control_url)
     audit_actor = "prefect:capture-replay"
     if install:
@@ -45,6 +47,7 @@ def capture_replay(
 @flow(name="capture-remove")
 def capture_remove(spec_path: str, control_url: str = DEFAULT_URL, keep_changelog: bool = False) -> dict:
     """Replay what is left, then drop the triggers (and the changelog unless kept)."""
+    admit_control_url(control_url)
     migration = load_migration(spec_path, control_url)
     left = steps.replay(migration, 1_000)
     steps.remove_capture(migration, keep_changelog)

@@ -72,7 +72,16 @@ def run_canary_step(ctx: RunContext, stage: CanaryStep) -> Outcome:
     soak = stage.soak_seconds if ctx.options.soak_seconds is None else ctx.options.soak_seconds
     try:
         watch_soak(ctx, stage, soak)
-        check_gates(ctx.migration, stage.gate_section or "canary", stage.gates, changed_since=started, actor=ctx.actor)
+        check_gates(
+            ctx.migration,
+            stage.gate_section or "canary",
+            stage.gates,
+            changed_since=started,
+            actor=ctx.actor,
+            step=stage.name,
+            heading=f"Canary step `{stage.name}`: {stage.percent:g}% of reads on the new store, soaked {soak:g} s "
+            f"while the traffic gates watched; the checksum compares the rows written during the step.",
+        )
     except GateError as exc:
         roll_back_canary(ctx, stage, exc)
         raise

@@ -1,7 +1,8 @@
 """Stage 1, dual-write: the writes flag to dual-write (old, then new), after creating the new
 table when the spec asks; then a wait of two flag TTLs, so every application instance writes
 both stores before the backfill starts and no write is missed. Undo: the writes flag back to
-old-only (the rollback flow)."""
+old-only (the rollback flow). Its precheck is the rehearsal: the first step of every run that
+finds the migration still ``planned``, before anything is written or any flag flips."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ from prefect import flow, get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from shiftover.control.store import DEFAULT_URL
+from shiftover.errors import RehearsalError
 from shiftover.flows.context import RunContext, RunOptions
 from shiftover.flows.evaluate import Outcome, run_plan
 from shiftover.phases import Phase
 from shiftover.plan import DualWriteStage
+from shiftover.tasks.rehearsal import rehearse_copy
 from shiftover.tasks.routing import enable_dual_write
 
 
@@ -31,6 +34,24 @@ def run_dual_write(ctx: RunContext, stage: DualWriteStage) -> Outcome:
     time.sleep(2 * ctx.options.flag_ttl_seconds)  # every app instance's flag cache has refreshed by now
     get_run_logger().info("dual-write is on for %s", ctx.name)
     return Outcome(True, "dual-write on", {"phase": Phase.DUAL_WRITING})
+
+
+def rehearse_first(ctx: RunContext, stage: DualWriteStage) -> None:
+    """The rehearsal, while the migration is still ``planned``: ``RehearsalError`` with every finding
+    stops the run before the new table is created or dual-write is switched on."""
+    if ctx.state().phase is not Phase.PLANNED:
+        return
+    # planned again after a rollback: rows an earlier run copied (dual-write was on) are its own, not a clash
+    restarted = any(h.phase == Phase.DUAL_WRITING for h in ctx.store.history(ctx.name))
+    report = rehearse_copy(ctx.migration, restarted)
+    ctx.store.audit(
+        ctx.name,
+        ctx.actor,
+        "rehearsal",
+        {"rows": report.rows, "seconds": round(report.seconds, 3), "findings": [str(f) for f in report.findings]},
+    )
+    if report.findings:
+        raise RehearsalError(report.findings)
 
 
 def create_target(ctx: RunContext) -> None:

@@ -19,6 +19,7 @@ from shiftover.errors import StageOrderError
 from shiftover.flags.routing import WriteMode
 from shiftover.flows.approval import obtain_approval, require_auto_permission
 from shiftover.flows.context import RunContext, RunOptions, hold, open_plan
+from shiftover.flows.credentials import admit_control_url
 from shiftover.flows.runtime import actor
 from shiftover.flows.story import publish_story_quietly
 from shiftover.phases import Phase
@@ -54,6 +55,7 @@ def run_plan(
     restart: bool = False,
 ) -> dict[str, Any]:
     """Open the migration once, take its lease, and evaluate its plan (or the stages of ``flows``)."""
+    admit_control_url(control_url)
     spec = load_spec(spec_path)
     build_plan(spec).check_stop_after(stop_after)  # refused before the control store is opened
     require_auto_permission(spec, options.auto_approve)

@@ -11,6 +11,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from shiftover.control.store import DEFAULT_URL, open_store
+from shiftover.flows.credentials import admit_control_url
 from shiftover.migration import load_migration
 from shiftover.phases import Phase, is_at_least
 from shiftover.reconcile import DrainResult, dead_entries
@@ -25,6 +26,7 @@ def reconcile(spec_path: str, control_url: str = DEFAULT_URL, max_keys: int = 10
 
     A migration whose old table is archived has nothing left to reconcile (the schedule keeps firing
     for it): it says so instead of failing on the renamed table."""
+    admit_control_url(control_url)
     spec = load_spec(spec_path)
     store = open_store(control_url)
     if store.has_migration(spec.name) and is_at_least(store.phase(spec.name), Phase.ARCHIVED):

@@ -18,6 +18,7 @@ from shiftover.approvals import ROLLBACK_ANSWERER, ApprovalRequest
 from shiftover.control.store import DEFAULT_URL
 from shiftover.flags.routing import WriteMode
 from shiftover.flows.context import open_plan
+from shiftover.flows.credentials import admit_control_url
 from shiftover.flows.runtime import actor
 from shiftover.flows.story import publish_story_quietly
 from shiftover.migration import resume_migration
@@ -30,6 +31,7 @@ def rollback(
     spec_path: str, control_url: str = DEFAULT_URL, reason: str = "manual rollback", keep_dual_write: bool = True
 ) -> dict[str, object]:
     """Flip reads to 0% and writes to the old store; audited. Refused once the old store stopped being written."""
+    admit_control_url(control_url)
     opened = open_plan(spec_path, control_url, register=False)
     state, name = opened.state, opened.spec.name
     if state.phase is Phase.ROLLED_BACK:

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from shiftover.flows.backfill import run_backfill
 from shiftover.flows.cutover import check_switchable, run_canary_step, run_shadow_reads, run_switch_writes
 from shiftover.flows.decommission import drop_due, run_archive, run_drop, run_stop_old_writes
-from shiftover.flows.dual_write import run_dual_write
+from shiftover.flows.dual_write import rehearse_first, run_dual_write
 from shiftover.flows.evaluate import StageRunner
 from shiftover.flows.validate import run_validate
 from shiftover.plan import (
@@ -27,7 +27,7 @@ from shiftover.plan import (
 )
 
 RUNNERS: Mapping[type[Stage], StageRunner] = {
-    DualWriteStage: StageRunner(run_dual_write),
+    DualWriteStage: StageRunner(run_dual_write, precheck=rehearse_first),
     BackfillStage: StageRunner(run_backfill),
     ValidateStage: StageRunner(run_validate),
     ShadowReadsStage: StageRunner(run_shadow_reads),

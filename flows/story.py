@@ -8,7 +8,7 @@ from prefect.context import FlowRunContext
 
 from shiftover.control.store import ControlStore
 from shiftover.spec import MigrationSpec
-from shiftover.story import artifact_key, render_picture, render_story, validation_failures
+from shiftover.story import artifact_key, render_picture, render_story, routing_history, validation_failures
 
 
 def publish_story(store: ControlStore, spec: MigrationSpec) -> None:
@@ -25,6 +25,18 @@ def publish_story(store: ControlStore, spec: MigrationSpec) -> None:
             description=f"rows the diff found different for {spec.name} (latest {len(failures)})",
         )
         story += f"\n\n**Validation failures:** {len(failures)} latest in the artifact `{key}-validation-failures`."
+    routing = routing_history(store, spec.name)
+    if routing:
+        create_table_artifact(
+            key=f"{key}-routing",
+            table=routing,
+            description=f"routing of {spec.name} after every flag change: writes, % of reads on the new store",
+        )
+        now = routing[-1]
+        story += (
+            f"\n\n**Routing now:** writes `{now['writes']}`, {now['reads_new_percent']:g}% of reads on the new "
+            f"store; every change in the artifact `{key}-routing`."
+        )
     story = story.replace("## Timeline", "## Timeline\n\n" + render_picture(store, spec), 1)
     create_markdown_artifact(key=key, markdown=story, description=f"story of {spec.name}")
 

@@ -2,6 +2,11 @@
 
 Configuration is read here, once: the control store URL comes from ``--control-url`` or
 ``SHIFTOVER_CONTROL_URL``; everything below receives typed objects.
+
+Any URL may be a reference (``${NAME}``, ``file:...``, ``block:secret/...``): commands pass it on
+as written and it is resolved only where a connection is made. A control store URL with an inline
+password never becomes a flow parameter: from ``SHIFTOVER_CONTROL_URL`` the flow is handed the
+reference ``${SHIFTOVER_CONTROL_URL}`` (it runs in this process), from ``--control-url`` it is refused.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 from shiftover.control.store import DEFAULT_URL
-from shiftover.errors import ShiftoverError
+from shiftover.credentials import inline_password_problem, is_reference, register_resolver
+from shiftover.errors import CredentialError, ShiftoverError
 
 app = typer.Typer(
     help="Zero-downtime database migrations as Prefect workflows.", no_args_is_help=True, pretty_exceptions_enable=False
@@ -31,7 +37,12 @@ app = typer.Typer(
 def _absolute(url: str) -> str:
     from shiftover.control.store import absolute_url
 
-    return absolute_url(url)
+    if is_reference(url):
+        return url
+    try:
+        return absolute_url(url)
+    except (ShiftoverError, ValueError):  # not a URL Shiftover can open: the command says so when it opens it
+        return url
 
 
 ControlUrl = Annotated[
@@ -44,9 +55,15 @@ ControlUrl = Annotated[
     ),
 ]
 SpecPath = Annotated[Path, typer.Argument(help="The migration's YAML spec.")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of text.")]
+
+
+def _echo_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str))
 
 
 _DEBUG = False
+CONTROL_URL_VARIABLE = "SHIFTOVER_CONTROL_URL"
 
 
 @app.callback()
@@ -55,6 +72,26 @@ def _options(
 ) -> None:
     global _DEBUG
     _DEBUG = debug
+    # block: references resolve through Prefect, imported only when one is used (check, status...
+    # stay fast); a callback, so every command has it without a registration by import.
+    register_resolver("block", _resolve_block)
+
+
+def _resolve_block(name: str) -> str:
+    from shiftover.flows.credentials import resolve_block
+
+    return resolve_block(name)
+
+
+def _flow_control_url(control_url: str) -> str:
+    """What a flow run is given as ``control_url``: never a URL with an inline password."""
+    if control_url == os.environ.get(CONTROL_URL_VARIABLE) and inline_password_problem(control_url, ""):
+        return f"${{{CONTROL_URL_VARIABLE}}}"  # the flow runs in this process and resolves it here
+    problem = inline_password_problem(control_url, "the flow run's parameters (served by the Prefect API)")
+    if problem is not None:
+        hint = f"; or export the URL as {CONTROL_URL_VARIABLE}, which the CLI hands to the flow by reference"
+        raise CredentialError("--control-url", problem + hint)
+    return control_url
 
 
 def _fail(exc: Exception) -> None:
@@ -141,13 +178,17 @@ def demo(
 def plan(
     spec: SpecPath,
     ddl: Annotated[bool, typer.Option("--ddl", help="Also print the DDL Shiftover would run (reads schemas).")] = False,
+    as_json: AsJson = False,
 ) -> None:
     """Print the stages, gates and approvals of a migration without touching any data."""
-    from shiftover.plan import explain, explain_ddl
+    from shiftover.plan import explain, explain_ddl, plan_data
     from shiftover.spec import load_spec
 
     try:
         loaded = load_spec(spec)
+        if as_json:
+            _echo_json({**plan_data(loaded), **({"ddl": explain_ddl(loaded)} if ddl else {})})
+            return
         typer.echo(explain(loaded))
         if ddl:
             typer.echo(explain_ddl(loaded))
@@ -157,23 +198,37 @@ def plan(
 
 @app.command()
 def check(spec: SpecPath) -> None:
-    """Check a spec against its live databases (tables, columns, keys) and print the mapping."""
+    """Check a spec against its live databases (tables, columns, keys), print the mapping, and rehearse
+    the copy of a sample of rows (rolled back: nothing is written); every problem found is printed."""
+    from shiftover.connect import get_engine
     from shiftover.preflight import resolve_mapping, will_create_target
+    from shiftover.rehearsal import rehearse
     from shiftover.spec import load_spec
 
     try:
         loaded = load_spec(spec)
         created = will_create_target(loaded)
         mapping = resolve_mapping(loaded, require_target=not created)
+        report = rehearse(loaded, mapping, get_engine(loaded.source.url), get_engine(loaded.target.url))
     except ShiftoverError as exc:
         _fail(exc)
-    typer.echo(f"ok: {mapping.source_table} -> {mapping.target_table}, key {list(mapping.key)}")
+    typer.echo(
+        f"{'ok' if report.ok else 'FAILED'}: {mapping.source_table} -> {mapping.target_table}, key {list(mapping.key)}"
+    )
     if created:
         typer.echo(
             f"  {mapping.target_table} does not exist yet: the dual-write stage creates it (`plan --ddl` shows it)"
         )
     for col in mapping.columns:
         typer.echo(f"  {col.sql or col.source} -> {col.target}")
+    typer.echo(f"rehearsal: {report.rows} sample rows written and rolled back in {report.seconds:.2f} s")
+    for note in report.notes:
+        typer.echo(f"  note: {note}")
+    for finding in report.findings:
+        typer.secho(f"  {finding}", fg=typer.colors.RED, err=True)
+    if not report.ok:
+        typer.secho(f"{len(report.findings)} problem(s): a run stops before dual-write until they are fixed", err=True)
+        raise typer.Exit(code=1)
 
 
 @app.command()
@@ -196,6 +251,7 @@ def run(
     try:
         loaded = load_spec(spec)
         build_plan(loaded).check_stop_after(stop_after)  # refuse bad input before a flow run starts
+        flow_control_url = _flow_control_url(control_url)
         note = None if restart else nothing_left(loaded, open_store(control_url))
     except (ShiftoverError, ValueError) as exc:
         _fail(exc)
@@ -210,7 +266,7 @@ def run(
     try:
         result = migrate(
             str(spec),
-            control_url,
+            flow_control_url,
             auto_approve=auto_approve,
             stop_after=stop_after,
             restart=restart,
@@ -225,12 +281,17 @@ def run(
 def status(
     name: Annotated[str | None, typer.Argument(help="Migration name; all migrations when omitted.")] = None,
     control_url: ControlUrl = DEFAULT_URL,
+    history: Annotated[bool, typer.Option("--history", help="The whole audit log, not the last phases.")] = False,
+    as_json: AsJson = False,
 ) -> None:
-    """Phase, progress and last gate results of a migration."""
-    from shiftover.status import render_status
+    """Phase, routing, who holds it, pending approvals, progress and last gate results of a migration."""
+    from shiftover.status import render_status, status_data
 
     try:
-        typer.echo(render_status(control_url, name))
+        if as_json:
+            _echo_json(status_data(control_url, name, history=history))
+        else:
+            typer.echo(render_status(control_url, name, history=history))
     except ShiftoverError as exc:
         _fail(exc)
 
@@ -325,14 +386,16 @@ def _sign_pending(
     from shiftover.signing import fingerprint, load_private_key, public_key_text, sign_approval
 
     private = load_private_key(key)
+    from shiftover.connect import redact
+
     store = open_store(control_url, create=False)  # an empty store stays empty: it holds no request
     request = pending_request_of(store.engine, f"flow-run/{run_id}") if store.revision() is not None else None
     if request is None and asked is None:
-        typer.echo(f"not signed: no pending approval for flow run {run_id} in {control_url}", err=True)
+        typer.echo(f"not signed: no pending approval for flow run {run_id} in {redact(control_url)}", err=True)
         return None
     if request is None:
         raise ApprovalError(
-            f"no pending approval for flow run {run_id} in the control store {control_url}: pass the store the "
+            f"no pending approval for flow run {run_id} in the control store {redact(control_url)}: pass the store the "
             "run uses (--control-url or SHIFTOVER_CONTROL_URL), or sign with `shiftover sign` and pass --signature"
         )
     if confirm_name.strip() != request.migration:
@@ -411,7 +474,7 @@ def rollback(
     _quiet_tracebacks()
 
     try:
-        result = rollback_flow(str(spec), control_url, reason=reason)
+        result = rollback_flow(str(spec), _flow_control_url(control_url), reason=reason)
     except ShiftoverError as exc:
         _fail(exc)
     typer.echo(json.dumps(result, default=str))
@@ -468,8 +531,8 @@ def control_upgrade(control_url: ControlUrl = DEFAULT_URL) -> None:
     from shiftover.connect import get_engine
     from shiftover.control.store import ControlStore, head_revision
 
-    store = ControlStore(get_engine(control_url))
     try:
+        store = ControlStore(get_engine(control_url))
         before = store.revision()
         store.upgrade()
     except ShiftoverError as exc:
@@ -516,7 +579,7 @@ def reconcile(spec: SpecPath, control_url: ControlUrl = DEFAULT_URL) -> None:
     _quiet_tracebacks()
 
     try:
-        result = reconcile_flow(str(spec), control_url)
+        result = reconcile_flow(str(spec), _flow_control_url(control_url))
     except ShiftoverError as exc:
         _fail(exc)
     typer.echo(json.dumps(result, default=str))

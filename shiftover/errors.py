@@ -2,6 +2,9 @@
 
 ShiftoverError
 ├── SpecError                 the spec file or its databases disagree (field, problem)
+│   └── RehearsalError        the rehearsal found problems a run would meet (every finding)
+├── CredentialError           a password inline where it would be kept, or a reference that does
+│                             not resolve (the field or the reference, never the secret; problem)
 ├── ControlStoreError         the control store is unreachable or at an unknown version
 ├── LeaseError                who may act on a migration
 │   ├── LeaseHeldError        another run holds the migration (its run id, until when)
@@ -23,6 +26,7 @@ ShiftoverError
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -37,6 +41,29 @@ class SpecError(ShiftoverError):
         self.field = field
         self.problem = problem
         super().__init__(f"spec field {field!r}: {problem}")
+
+
+class RehearsalError(SpecError):
+    """Sample rows pushed through the real mapping, transform and writer (then rolled back) met
+    problems a run would meet; ``findings`` holds every one, each naming its spec field."""
+
+    def __init__(self, findings: Sequence[Any]) -> None:
+        self.findings = tuple(findings)
+        self.field = ", ".join(dict.fromkeys(f.field for f in self.findings))
+        self.problem = "\n".join(f"- {f}" for f in self.findings)
+        ShiftoverError.__init__(
+            self, f"the rehearsal found {len(self.findings)} problem(s); nothing was written:\n{self.problem}"
+        )
+
+
+class CredentialError(ShiftoverError):
+    """A credential Shiftover will not keep or cannot find: ``field`` is the parameter at fault
+    (``control_url``) or the reference that failed (``${ORDERS_OLD_URL}``), never a secret."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field = field
+        self.problem = problem
+        super().__init__(f"{field}: {problem}")
 
 
 class ControlStoreError(ShiftoverError):

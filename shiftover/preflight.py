@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from shiftover.connect import get_engine, redact
-from shiftover.errors import SpecError
+from shiftover.errors import CredentialError, SpecError
 from shiftover.mapping import ColumnMap, TableMapping
 from shiftover.spec import Endpoint, MigrationSpec
 
@@ -135,6 +135,8 @@ def _inspect(endpoint: Endpoint, side: str) -> sa.Inspector:
         with engine.connect():
             pass
         return sa.inspect(engine)
+    except CredentialError as exc:
+        raise SpecError(field, str(exc)) from None
     except sa.exc.ArgumentError as exc:
         raise SpecError(field, f"not a database URL: {exc}") from None
     except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:

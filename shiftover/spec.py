@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from shiftover.credentials import inline_password_problem, is_reference
 from shiftover.errors import SpecError
 from shiftover.gates import GATE_NAMES
 
@@ -36,11 +37,21 @@ class _Model(BaseModel):
 
 
 class Endpoint(_Model):
-    """One side of the migration: a database URL and a table in it."""
+    """One side of the migration: a database URL (or a reference to one, ``shiftover.credentials``)
+    and a table in it."""
 
     url: str
     table: str
     schema_name: str | None = Field(default=None, alias="schema")
+
+    @field_validator("url")
+    @classmethod
+    def _no_inline_password(cls, value: str) -> str:
+        # The control store keeps the spec, and every application instance can read the control store.
+        problem = inline_password_problem(value, "the control store (readable by every application instance)")
+        if problem is not None:
+            raise ValueError(problem)
+        return value
 
 
 class ColumnSpec(_Model):
@@ -205,6 +216,9 @@ class MigrationSpec(_Model):
     transform: str | None = None  # "package.module:function" over a pandas DataFrame chunk
     backfill: BackfillSpec = BackfillSpec()
     validation: ValidationSpec = ValidationSpec()
+    # Rows the target holds under source keys before the run: refuse them (the rehearsal), or let
+    # the source's rows replace them (the backfill skips them; the validate stage's repair rewrites them).
+    on_existing: Literal["fail", "overwrite", "keep"] = "fail"
     expectations: tuple[Expectation, ...] = ()
     gates: dict[str, tuple[GateSpec, ...]] = Field(default_factory=_default_gates)
     canary: CanarySpec = CanarySpec()
@@ -243,6 +257,23 @@ class MigrationSpec(_Model):
                 raise ValueError(f"unknown stage {stage!r}; stages with gates: {', '.join(STAGES)}")
             merged[stage] = [{"name": g} if isinstance(g, str) else g for g in (gates or [])]
         return merged
+
+    @field_validator("on_existing")
+    @classmethod
+    def _existing_rows(cls, value: str, info: ValidationInfo) -> str:
+        if value == "keep":
+            raise ValueError(
+                "'keep' is not supported yet: the backfill would keep the target's rows, but the validate "
+                "stage compares every key and its repair replaces them with the source's rows; use 'overwrite' "
+                "(what a run does) or empty the target"
+            )
+        validation = info.data.get("validation")
+        if value == "overwrite" and validation is not None and not validation.repair:
+            raise ValueError(
+                "'overwrite' needs validation.repair: the backfill never replaces a row already in the target, "
+                "the validate stage's repair does"
+            )
+        return value
 
     @field_validator("transform")
     @classmethod
@@ -285,8 +316,9 @@ class MigrationSpec(_Model):
 
 
 def stored_form(spec: MigrationSpec) -> dict[str, Any]:
-    """The spec as the control store keeps it: URLs with their passwords hidden (anyone who can read
-    the control store, every application instance included, must not learn a database password)."""
+    """The spec as the control store keeps it: references as written, any other password hidden
+    (anyone who can read the control store, every application instance included, must not learn a
+    database password; a spec with an inline password is refused when it is parsed)."""
     from shiftover.connect import redact
 
     data = spec.model_dump(mode="json", by_alias=True)
@@ -296,8 +328,12 @@ def stored_form(spec: MigrationSpec) -> dict[str, Any]:
 
 
 def _same_place(a: Endpoint, b: Endpoint) -> bool:
+    """Same database and table, judged without resolving references (``preflight`` checks the
+    resolved servers when it connects)."""
     from shiftover.connect import normalise_url
 
+    if is_reference(a.url) or is_reference(b.url):
+        return a.url == b.url and a.table == b.table and a.schema_name == b.schema_name
     same_db = normalise_url(a.url).render_as_string(False) == normalise_url(b.url).render_as_string(False)
     return same_db and a.table == b.table and a.schema_name == b.schema_name
 

@@ -93,6 +93,36 @@ def validation_failures(store: ControlStore, migration: str, limit: int = 50) ->
         ]
 
 
+def routing_history(store: ControlStore, migration: str) -> list[dict[str, Any]]:
+    """Where reads and writes went after every flag change (a table artifact): the audit log's flag
+    entries replayed in order, each row the whole routing after that change."""
+    writes, reads, shadow = "old_only", 0.0, False
+    rows = []
+    for entry in store.audit_entries(migration, action="flag"):
+        detail = entry["detail"] or {}
+        flag, value = str(detail.get("flag", "")), detail.get("value")
+        if flag.endswith(":writes"):
+            writes = str(value)
+        elif flag.endswith(":reads_percent"):
+            reads = float(value or 0)
+        elif flag.endswith(":shadow"):
+            shadow = bool(value)
+        else:
+            continue
+        rows.append(
+            {
+                "at": f"{entry['at']:%Y-%m-%d %H:%M:%S}",
+                "changed": flag.partition(":")[2],
+                "writes": writes,
+                "reads_new_percent": 100.0 if writes == "new_only" else reads,
+                "shadow": shadow,
+                "by": entry["actor"],
+                "why": detail.get("reason", ""),
+            }
+        )
+    return rows
+
+
 def artifact_key(*parts: str) -> str:
     """A Prefect artifact or pause key from ``parts``: lowercase letters, digits and single dashes only."""
     return re.sub(r"-+", "-", re.sub(r"[^a-z0-9-]", "-", "-".join(parts).lower())).strip("-")[:100]

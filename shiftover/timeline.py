@@ -25,12 +25,34 @@ class Timeline:
     phases: list[tuple[datetime, str]] = field(default_factory=list)  # (entered at, phase)
     rows_copied: list[tuple[datetime, int]] = field(default_factory=list)  # cumulative, by checkpoint time
     mismatch_rate: list[tuple[datetime, float, int]] = field(default_factory=list)  # (at, rate, reads)
+    approval_waits: list[tuple[datetime, datetime | None, str]] = field(default_factory=list)  # (asked, answered, step)
+    rollbacks: list[datetime] = field(default_factory=list)
+
+
+# Sizes at the UI's width (the story is about 900 px wide there): at 8-9 pt and 80 dpi the labels
+# were unreadable. tests/cutover/test_story.py holds every text at FONT_PT or more.
+FONT_PT = 12
+DPI = 100
 
 
 def read_timeline(store: ControlStore, migration: str) -> Timeline:
-    """Phase changes, checkpointed copy progress and shadow-read counters of one migration."""
+    """Phase changes, copy progress, shadow-read counters, approval waits and rollbacks of one migration."""
     phases = [(h.at, h.phase) for h in store.history(migration)]
-    return Timeline(migration, phases, _rows_copied(store, migration), _mismatch_rate(store, migration))
+    return Timeline(
+        migration,
+        phases,
+        _rows_copied(store, migration),
+        _mismatch_rate(store, migration),
+        _approval_waits(store, migration),
+        [e["at"] for e in store.audit_entries(migration, action="rollback")],
+    )
+
+
+def _approval_waits(store: ControlStore, migration: str) -> list[tuple[datetime, datetime | None, str]]:
+    t = schema.approval_requests
+    query = sa.select(t.c.requested_at, t.c.answered_at, t.c.step).where(t.c.migration == migration).order_by(t.c.id)
+    with store.engine.connect() as conn:
+        return [(r.requested_at, r.answered_at, r.step) for r in conn.execute(query)]
 
 
 def _rows_copied(store: ControlStore, migration: str) -> list[tuple[datetime, int]]:
@@ -64,31 +86,64 @@ def _mismatch_rate(store: ControlStore, migration: str) -> list[tuple[datetime, 
     ]
 
 
-def render_png(timeline: Timeline, width_inches: float = 9.0, dpi: int = 80) -> bytes:
+def render_png(timeline: Timeline, width_inches: float = 9.0, dpi: int = DPI) -> bytes:
     """Three stacked panels sharing the time axis; PNG bytes."""
+    from matplotlib import pyplot as plt
+
+    fig = draw(timeline, width_inches)
+    try:
+        out = io.BytesIO()
+        fig.savefig(out, format="png", dpi=dpi)
+        return out.getvalue()
+    finally:
+        plt.close(fig)
+
+
+def draw(timeline: Timeline, width_inches: float = 9.0):  # type: ignore[no-untyped-def]
+    """The figure: phases (approval waits shaded, rollbacks marked), rows copied, shadow mismatch %."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    fig, (top, mid, low) = plt.subplots(
-        3, 1, sharex=True, figsize=(width_inches, 6.0), gridspec_kw={"height_ratios": [1.4, 1, 1]}
-    )
-    try:
+    with plt.rc_context(
+        {
+            "font.size": FONT_PT,
+            "axes.titlesize": FONT_PT,
+            "xtick.labelsize": FONT_PT,
+            "ytick.labelsize": FONT_PT,
+            "legend.fontsize": FONT_PT,
+            "figure.titlesize": FONT_PT + 2,
+        }
+    ):
+        fig, (top, mid, low) = plt.subplots(
+            3, 1, sharex=True, figsize=(width_inches, 7.5), gridspec_kw={"height_ratios": [1.6, 1, 1]}
+        )
         _draw_phases(top, timeline)
         copied: list[tuple[datetime, float]] = [(a, float(r)) for a, r in timeline.rows_copied]
         if copied:  # the total holds until now
             copied.append((max(datetime.now(UTC), copied[-1][0]), copied[-1][1]))
         _draw_series(mid, copied, "rows copied", "tab:blue", fill=True)
         _draw_series(low, [(a, r * 100) for a, r, _ in timeline.mismatch_rate], "shadow mismatch %", "tab:red")
+        for ax in (top, mid, low):
+            _draw_marks(ax, timeline, legend=ax is top)
         fig.suptitle(f"Migration {timeline.migration}")
         fig.autofmt_xdate()
         fig.tight_layout()
-        out = io.BytesIO()
-        fig.savefig(out, format="png", dpi=dpi)
-        return out.getvalue()
-    finally:
-        plt.close(fig)
+    return fig
+
+
+def _draw_marks(ax, timeline: Timeline, legend: bool) -> None:  # type: ignore[no-untyped-def]
+    """Approval waits as shaded spans (until answered, or now), rollbacks as red lines."""
+    now = datetime.now(UTC)
+    for i, (asked, answered, _step) in enumerate(timeline.approval_waits):
+        ax.axvspan(
+            asked, answered or now, color="tab:orange", alpha=0.25, label="waiting for approval" if i == 0 else None
+        )
+    for i, at in enumerate(timeline.rollbacks):
+        ax.axvline(at, color="tab:red", linewidth=2, label="rollback" if i == 0 else None)
+    if legend and (timeline.approval_waits or timeline.rollbacks):
+        ax.legend(loc="lower right")
 
 
 def _draw_phases(ax, timeline: Timeline) -> None:  # type: ignore[no-untyped-def]
@@ -98,9 +153,9 @@ def _draw_phases(ax, timeline: Timeline) -> None:  # type: ignore[no-untyped-def
     for (start, phase), nxt in zip(timeline.phases, [*timeline.phases[1:], (end, "")], strict=True):
         color = "tab:red" if phase == "rolled_back" else "tab:green"
         ax.barh(names.index(phase), (nxt[0] - start).total_seconds() / 86_400, left=start, height=0.6, color=color)
-    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.set_yticks(range(len(names)), names)
     ax.invert_yaxis()
-    ax.set_title("phases", fontsize=9, loc="left")
+    ax.set_title("phases", loc="left")
 
 
 def _draw_series(
@@ -110,7 +165,7 @@ def _draw_series(
     color: str,  # type: ignore[no-untyped-def]
     fill: bool = False,
 ) -> None:
-    ax.set_title(label, fontsize=9, loc="left")
+    ax.set_title(label, loc="left")
     if not points:
         ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center", va="center", color="grey")
         return

@@ -21,22 +21,31 @@ def check_gates(
     *,
     changed_since: datetime | None = None,
     actor: str = "shiftover",
+    step: str | None = None,
+    heading: str = "",
 ) -> list[GateResult]:
     """Run the gates; publish every result (passed or not) before a blocking failure stops the flow.
 
     ``changed_since`` narrows the checksum gate to rows changed since then (when the table
-    has an ``updated_at`` column; otherwise the whole table is compared).
+    has an ``updated_at`` column; otherwise the whole table is compared). ``step`` names the
+    report when one stage section runs several times (each canary step keeps its own), and
+    ``heading`` says what the step was.
     """
     from shiftover.checks.report import publish_gate_results
 
     since = changed_since if changed_since is not None and _has_updated_at(migration) else None
+    if changed_since is not None and since is None:
+        heading += (
+            " The checksum compared the whole table: the mapping has no `updated_at` column to find the rows "
+            "written during the step."
+        )
     ctx = GateContext(migration, stage, DiffScope(since=since), actor)
     try:
         results = run_gates(ctx, gates)
     except GateError as exc:
-        publish_gate_results(list(exc.report or []), stage, migration.name)
+        publish_gate_results(list(exc.report or []), step or stage, migration.name, heading)
         raise
-    publish_gate_results(results, stage, migration.name)
+    publish_gate_results(results, step or stage, migration.name, heading)
     return results
 
 

@@ -109,13 +109,18 @@ def estimate_rows(engine: Engine, table: sa.Table) -> int:
     return table_stats(engine, table).rows or count_rows(engine, table)
 
 
-def check_key_not_null(engine: Engine, table: sa.Table, key: tuple[str, ...]) -> None:
-    """A key with NULLs cannot be paged by keyset: refuse before anything is copied."""
+def count_null_keys(engine: Engine, table: sa.Table, key: tuple[str, ...]) -> int:
+    """Rows with NULL in a key column (0 without a scan when the key columns are NOT NULL)."""
     if all(not c.nullable for c in key_columns(table, key)):
-        return  # NOT NULL (a primary key): nothing to scan for
+        return 0  # NOT NULL (a primary key): nothing to scan for
     nulls = sa.or_(*(c.is_(None) for c in key_columns(table, key)))
     with engine.connect() as conn:
-        count = conn.execute(sa.select(sa.func.count()).select_from(table).where(nulls)).scalar_one()
+        return int(conn.execute(sa.select(sa.func.count()).select_from(table).where(nulls)).scalar_one())
+
+
+def check_key_not_null(engine: Engine, table: sa.Table, key: tuple[str, ...]) -> None:
+    """A key with NULLs cannot be paged by keyset: refuse before anything is copied."""
+    count = count_null_keys(engine, table, key)
     if count:
         raise CopyError(table.name, "all keys", f"{count} row(s) have NULL in key column(s) {list(key)}")
 

@@ -15,13 +15,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from shiftover.backfill.keyset import KeyRange
-from shiftover.backfill.session import dedicated_connection, quoted_names
+from shiftover.backfill.session import BorrowedConnection, Session, dedicated_connection, quoted_names
 from shiftover.mapping import TableMapping
 
 
 class MySQLWriter:
-    def __init__(self, engine: Engine, mapping: TableMapping, target: sa.Table) -> None:
-        self.raw = dedicated_connection(engine)
+    def __init__(self, engine: Engine, mapping: TableMapping, target: sa.Table, session: Session | None = None) -> None:
+        self.raw = session or dedicated_connection(engine)
+        self.borrowed = isinstance(self.raw, BorrowedConnection)  # the owner commits or rolls back
         self.conn = self.raw.driver
         with self.conn.cursor() as cur:  # type: ignore[union-attr]
             cur.execute("SET SESSION sql_mode = CONCAT(@@sql_mode, ',STRICT_ALL_TABLES')")
@@ -37,7 +38,8 @@ class MySQLWriter:
         with self.conn.cursor() as cur:  # type: ignore[union-attr]
             cur.executemany(self.insert, rows)
             inserted = cur.rowcount
-        self.conn.commit()  # type: ignore[union-attr]
+        if not self.borrowed:
+            self.conn.commit()  # type: ignore[union-attr]
         return max(int(inserted), 0)
 
     def close(self) -> None:

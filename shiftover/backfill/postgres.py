@@ -4,7 +4,8 @@ When the chunk's key range holds no row in the target yet (the common case of a 
 copy), rows are COPYed straight into the target: if a dual-written row lands in the range
 meanwhile, the COPY fails on the key, rolls back whole, and the chunk goes through staging,
 so a row already in the target is never overwritten. ``write_blocks`` takes COPY data
-from the streams in ``sources`` (rows never decoded in Python).
+from the streams in ``sources`` (rows never decoded in Python). On a borrowed session (the
+rehearsal) every chunk goes through staging and nothing is committed.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from psycopg.copy import QueuedLibpqWriter
 from sqlalchemy.engine import Engine
 
 from shiftover.backfill.keyset import KeyRange, range_clause
-from shiftover.backfill.session import compile_query, dedicated_connection
+from shiftover.backfill.session import BorrowedConnection, Session, compile_query, dedicated_connection
 from shiftover.engines import dialect_for
 from shiftover.mapping import TableMapping
 
@@ -28,11 +29,12 @@ from shiftover.mapping import TableMapping
 class PostgresWriter:
     """Holds one target session for a segment: its staging table lives as long as the writer."""
 
-    def __init__(self, engine: Engine, mapping: TableMapping, target: sa.Table) -> None:
+    def __init__(self, engine: Engine, mapping: TableMapping, target: sa.Table, session: Session | None = None) -> None:
         self.engine = engine
         self.mapping = mapping
         self.target = target
-        self.raw = dedicated_connection(engine)
+        self.raw = session or dedicated_connection(engine)
+        self.borrowed = isinstance(self.raw, BorrowedConnection)
         self.conn: psycopg.Connection[Any] = self.raw.driver  # type: ignore[assignment]
         self.conn.execute("SET TIME ZONE 'UTC'")
         self.columns = sql.SQL(", ").join(sql.Identifier(c) for c in mapping.target_columns)
@@ -43,7 +45,8 @@ class PostgresWriter:
                 self.stage, self.columns, self.table
             )
         )
-        self.conn.commit()
+        if not self.borrowed:
+            self.conn.commit()
         self._insert = sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT ({}) DO NOTHING").format(
             self.table,
             self.columns,
@@ -85,6 +88,8 @@ class PostgresWriter:
     # -- the two ways in -----------------------------------------------------------------
     def _write(self, copy_into: Any, key_range: KeyRange) -> tuple[int, int]:
         """Run ``copy_into(destination)`` straight into the target when safe, else via staging."""
+        if self.borrowed:
+            return self._staged(copy_into)
         if self._range_empty(key_range):
             try:
                 copied = int(copy_into(self.table))
@@ -104,6 +109,15 @@ class PostgresWriter:
         except BaseException:
             self.conn.rollback()
             raise
+        return copied, inserted
+
+    def _staged(self, copy_into: Any) -> tuple[int, int]:
+        """Staging and insert-if-absent inside the owner's transaction (the stage emptied after)."""
+        copied = int(copy_into(self.stage))
+        with self.conn.cursor() as cur:
+            cur.execute(self._insert)
+            inserted = cur.rowcount
+            cur.execute(sql.SQL("DELETE FROM {}").format(self.stage))
         return copied, inserted
 
     def _range_empty(self, key_range: KeyRange) -> bool:

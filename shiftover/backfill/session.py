@@ -26,6 +26,20 @@ def dedicated_connection(engine: Engine) -> DedicatedConnection:
     return DedicatedConnection(engine)
 
 
+class BorrowedConnection:
+    """The driver connection under an open SQLAlchemy connection: a writer built on it leaves the
+    transaction to its owner (never commits or rolls back), so the rehearsal can undo every write."""
+
+    def __init__(self, conn: sa.Connection) -> None:
+        self.driver: Any = conn.connection.driver_connection
+
+    def close(self) -> None:
+        """The owner closes it."""
+
+
+Session = DedicatedConnection | BorrowedConnection
+
+
 def quoted_names(engine: Engine, table: sa.Table, columns: Sequence[str]) -> tuple[str, str]:
     """The (schema-qualified) table and a column list, quoted for raw SQL on this engine's driver."""
     preparer = engine.dialect.identifier_preparer

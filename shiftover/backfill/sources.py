@@ -70,7 +70,8 @@ class PostgresStream(_KeysetStream):
         same = column_type_oids(self.conn, select, params) == column_type_oids(
             writer.conn, *compile_query(target_cols, writer.engine)
         )
-        writer.conn.commit()
+        if not writer.borrowed:  # a borrowed session's transaction is its owner's (the rehearsal's)
+            writer.conn.commit()
         return same
 
     def copy_chunk(self, writer: PostgresWriter, chunk: KeyRange) -> tuple[int, int]:

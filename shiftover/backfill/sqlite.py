@@ -13,13 +13,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from shiftover.backfill.keyset import KeyRange
-from shiftover.backfill.session import dedicated_connection, quoted_names
+from shiftover.backfill.session import BorrowedConnection, Session, dedicated_connection, quoted_names
 from shiftover.mapping import TableMapping
 
 
 class SQLiteWriter:
-    def __init__(self, engine: Engine, mapping: TableMapping, target: sa.Table) -> None:
-        self.raw = dedicated_connection(engine)
+    def __init__(self, engine: Engine, mapping: TableMapping, target: sa.Table, session: Session | None = None) -> None:
+        self.raw = session or dedicated_connection(engine)
+        self.borrowed = isinstance(self.raw, BorrowedConnection)  # the owner commits or rolls back
         self.conn = self.raw.driver
         table, columns = quoted_names(engine, target, mapping.target_columns)
         marks = ", ".join(["?"] * len(mapping.target_columns))
@@ -31,9 +32,11 @@ class SQLiteWriter:
         try:
             cur.executemany(self.insert, rows)
             inserted = cur.rowcount
-            self.conn.commit()  # type: ignore[union-attr]
+            if not self.borrowed:
+                self.conn.commit()  # type: ignore[union-attr]
         except BaseException:
-            self.conn.rollback()  # type: ignore[union-attr]
+            if not self.borrowed:
+                self.conn.rollback()  # type: ignore[union-attr]
             raise
         finally:
             cur.close()

@@ -28,13 +28,10 @@ DEFAULT_URL = "sqlite:///.shiftover/control.db"
 def absolute_url(url: str) -> str:
     """``url`` with a relative SQLite path made absolute against the working directory, so the
     CLI, the deployments and the operator all name the same file (and see which one)."""
+    from shiftover.engines import dialect_for
+
     parsed = sa.make_url(url)
-    path = parsed.database
-    if not parsed.drivername.startswith("sqlite") or not path or path == ":memory:" or path.startswith("file:"):
-        return url
-    if Path(path).is_absolute():
-        return url
-    return parsed.set(database=str(Path(path).resolve())).render_as_string(hide_password=False)
+    return dialect_for(parsed).absolute_url(parsed).render_as_string(hide_password=False)
 
 
 VERSION_TABLE = "so_alembic_version"

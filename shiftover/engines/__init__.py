@@ -53,6 +53,11 @@ class EngineDialect:
     native_text = "{}"  # the engine's own text of a value (a same-engine, same-type pair)
     native_kinds: frozenset[str] = frozenset()  # kinds whose own text is canonical enough
     renders_by_declared_type = False  # canonical_sql trusts the declared type (DATETIME(0): no fraction)
+    max_identifier: int | None = None  # the longest table or column name the engine keeps whole
+
+    def identifier_length(self, name: str) -> int:
+        """A name's length as the engine counts it against ``max_identifier``."""
+        return len(name.encode())
 
     def __repr__(self) -> str:
         return f"<EngineDialect {self.name}>"
@@ -61,6 +66,10 @@ class EngineDialect:
     def normalise_url(self, url: URL) -> URL:
         """Pin the driver Shiftover ships with when the URL names none."""
         return url.set(drivername=self.bare_driver) if self.bare_driver and "+" not in url.drivername else url
+
+    def absolute_url(self, url: URL) -> URL:
+        """``url`` naming the same database from any working directory (a server's URL already does)."""
+        return url
 
     def create_engine(self, url: URL) -> Engine:
         """A pooled engine for a server database."""
@@ -73,6 +82,9 @@ class EngineDialect:
 
     def prepare_hash_session(self, conn: sa.Connection) -> None:
         """Ready ``conn`` for the diff's hashing SQL (functions, time zone, limits)."""
+
+    def begin_undoable(self, conn: sa.Connection) -> None:
+        """Open a transaction on ``conn`` that driver-level writes and savepoints stay inside (the rehearsal)."""
 
     # -- rows -------------------------------------------------------------------------------
     def upsert(self, table: sa.Table, rows: list[dict[str, Any]], key: list[str]) -> sa.Executable:
@@ -88,8 +100,9 @@ class EngineDialect:
         raise NotImplementedError
 
     # -- backfill ---------------------------------------------------------------------------
-    def bulk_writer(self, engine: Engine, mapping: TableMapping, table: sa.Table) -> Any:
-        """The insert-if-absent writer of this engine (``backfill/<engine>.py``)."""
+    def bulk_writer(self, engine: Engine, mapping: TableMapping, table: sa.Table, session: Any = None) -> Any:
+        """The insert-if-absent writer of this engine (``backfill/<engine>.py``); on a borrowed
+        ``session`` it writes inside its owner's transaction and never commits (the rehearsal)."""
         raise NotImplementedError
 
     def copy_stream(self) -> type[Any] | None:

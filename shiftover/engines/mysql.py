@@ -32,6 +32,10 @@ class MySQL(EngineDialect):
     renders_by_declared_type = True
     native_text = "{}"
     native_kinds = frozenset({"integer", "decimal", "text", "date", "timestamp", "float"})
+    max_identifier = 64  # characters
+
+    def identifier_length(self, name: str) -> int:
+        return len(name)
 
     def normalise_url(self, url: URL) -> URL:
         url = super().normalise_url(url)
@@ -70,10 +74,10 @@ class MySQL(EngineDialect):
         fraction = min(1.0, wanted / max(total, 1))
         return run_sample(engine, sa.select(*cols).where(sa.func.rand() < fraction).order_by(*cols))
 
-    def bulk_writer(self, engine: Engine, mapping: TableMapping, table: sa.Table) -> Any:
+    def bulk_writer(self, engine: Engine, mapping: TableMapping, table: sa.Table, session: Any = None) -> Any:
         from shiftover.backfill.mysql import MySQLWriter
 
-        return MySQLWriter(engine, mapping, table)
+        return MySQLWriter(engine, mapping, table, session)
 
     def copy_stream(self) -> type[Any] | None:
         from shiftover.backfill.sources import MySQLStream

@@ -41,6 +41,7 @@ class PostgreSQL(EngineDialect):
     # formatting (to_char alone costs a third of a PostgreSQL scan).
     native_text = "({})::text"
     native_kinds = frozenset({"integer", "decimal", "text", "date", "timestamp", "uuid", "float"})
+    max_identifier = 63  # bytes (NAMEDATALEN - 1): a longer name is cut with only a NOTICE
 
     def upsert(self, table: sa.Table, rows: list[dict[str, Any]], key: list[str]) -> Any:
         return upsert_on_conflict(postgresql.insert, table, rows, key)
@@ -64,10 +65,10 @@ class PostgreSQL(EngineDialect):
                 return sample
         return run_sample(engine, _sample(table, key, sa.func.bernoulli, fraction * 100))
 
-    def bulk_writer(self, engine: Engine, mapping: TableMapping, table: sa.Table) -> Any:
+    def bulk_writer(self, engine: Engine, mapping: TableMapping, table: sa.Table, session: Any = None) -> Any:
         from shiftover.backfill.postgres import PostgresWriter
 
-        return PostgresWriter(engine, mapping, table)
+        return PostgresWriter(engine, mapping, table, session)
 
     def copy_stream(self) -> type[Any] | None:
         from shiftover.backfill.sources import PostgresStream

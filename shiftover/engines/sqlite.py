@@ -30,6 +30,13 @@ class SQLite(EngineDialect):
     native_text = "CAST({} AS TEXT)"
     native_kinds = frozenset({"integer", "text"})
 
+    def absolute_url(self, url: URL) -> URL:
+        """A relative file path made absolute against the working directory."""
+        path = url.database
+        if not path or path == ":memory:" or path.startswith("file:") or Path(path).is_absolute():
+            return url
+        return url.set(database=str(Path(path).resolve()))
+
     def create_engine(self, url: URL) -> Engine:
         """WAL and a busy timeout, so the flows and a live application can share the file."""
         if url.database and url.database != ":memory:":
@@ -49,6 +56,11 @@ class SQLite(EngineDialect):
     def prepare_hash_session(self, conn: sa.Connection) -> None:
         register_sqlite_functions(conn.connection.driver_connection)
 
+    def begin_undoable(self, conn: sa.Connection) -> None:
+        # pysqlite begins only before DML: a SAVEPOINT would otherwise open the transaction itself,
+        # and its RELEASE would commit it
+        conn.exec_driver_sql("BEGIN")
+
     def upsert(self, table: sa.Table, rows: list[dict[str, Any]], key: list[str]) -> Any:
         return upsert_on_conflict(sqlite.insert, table, rows, key)
 
@@ -58,10 +70,10 @@ class SQLite(EngineDialect):
         query = sa.select(*cols).where(sa.func.abs(sa.func.random()) % 1_000_000 < threshold).order_by(*cols)
         return run_sample(engine, query)
 
-    def bulk_writer(self, engine: Engine, mapping: TableMapping, table: sa.Table) -> Any:
+    def bulk_writer(self, engine: Engine, mapping: TableMapping, table: sa.Table, session: Any = None) -> Any:
         from shiftover.backfill.sqlite import SQLiteWriter
 
-        return SQLiteWriter(engine, mapping, table)
+        return SQLiteWriter(engine, mapping, table, session)
 
     def storage_step(self, target_type: sa.types.TypeEngine[Any], dialect: sa.Dialect) -> Convert | None:
         """SQLite's storage conventions (dates as text...), JSON excepted (it arrives as text)."""

@@ -4,7 +4,7 @@ control store holds (``state``)."""
 
 from shiftover.plan.build import build_plan
 from shiftover.plan.ddl import explain_ddl
-from shiftover.plan.explain import explain
+from shiftover.plan.explain import explain, plan_data
 from shiftover.plan.stages import (
     STAGE_TYPES,
     ApprovalPolicy,
@@ -45,6 +45,7 @@ __all__ = [
     "build_plan",
     "explain",
     "explain_ddl",
+    "plan_data",
     "nothing_left",
     "read_state",
 ]

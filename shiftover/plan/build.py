@@ -32,6 +32,7 @@ def build_plan(spec: MigrationSpec) -> Plan:
         DualWriteStage(
             "dual_write",
             Phase.DUAL_WRITING,
+            "first a rehearsal (sample rows copied and rolled back; any problem stops the run), then "
             f"writes go to {src} (source of truth) then {dst}; failures queue for reconciliation"
             + ("; the new table is created first if absent" if spec.backfill.create_target else ""),
             RoutingFlip(writes=WriteMode.OLD_ONLY),

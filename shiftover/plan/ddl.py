@@ -7,7 +7,8 @@ from shiftover.spec import MigrationSpec
 
 def explain_ddl(spec: MigrationSpec) -> str:
     """The DDL Shiftover would run for ``spec``, as text: the target table (when it would be
-    created from the source schema) and the change-capture triggers. Reads schemas, writes nothing."""
+    created from the source schema), the change-capture triggers and the control store's GRANTs.
+    Reads schemas, writes nothing."""
     from shiftover.backfill.typemap import target_ddl
     from shiftover.capture.changelog import capture_ddl
     from shiftover.connect import get_engine
@@ -26,4 +27,7 @@ def explain_ddl(spec: MigrationSpec) -> str:
         "-- trigger capture on the old table (for applications that cannot use the dual-writer)",
         capture_ddl(spec),
     ]
+    from shiftover.control.grants import explain_grants
+
+    parts.append(explain_grants())
     return "\n".join(parts)

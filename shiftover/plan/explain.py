@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from shiftover.connect import redact
 from shiftover.plan.build import build_plan
 from shiftover.plan.stages import Plan, Stage
@@ -23,6 +25,32 @@ def explain(spec: MigrationSpec, plan: Plan | None = None) -> str:
     signed = " (each signed with their key in approvals.keys)" if spec.approvals.public_keys is not None else ""
     lines.append(f"Approvals by {approvers}{signed}; time-out {spec.approvals.timeout_seconds:g}s fails safe.")
     return "\n".join(lines)
+
+
+def plan_data(spec: MigrationSpec, plan: Plan | None = None) -> dict[str, Any]:
+    """The plan as data (``shiftover plan --json``): the same fields ``explain`` prints."""
+    plan = plan or build_plan(spec)
+    return {
+        "name": spec.name,
+        "source": {"url": redact(spec.source.url), "table": spec.source.table},
+        "target": {"url": redact(spec.target.url), "table": spec.target.table},
+        "stages": [
+            {
+                "name": stage.name,
+                "flow": stage.flow,
+                "reaches": str(stage.reaches),
+                "does": stage.does,
+                "gates": [{"name": g.name, "blocking": g.blocking} for g in stage.gates],
+                "gates_run": stage.gates_run,
+                "approval": stage.approval.why if stage.approval is not None else None,
+                "reversible": stage.reversible,
+                "undo": stage.inverse.describe() if stage.inverse else None,
+            }
+            for stage in plan
+        ],
+        "approvers": list(spec.approvals.approvers),
+        "approval_timeout_seconds": spec.approvals.timeout_seconds,
+    }
 
 
 def explain_stage(i: int, stage: Stage) -> list[str]:

@@ -100,9 +100,9 @@ def test_approval_in_the_ui_lets_the_migration_switch_writes(
     assert approval["actor"] == APPROVER and approval["detail"]["reason"] == "gates green, clicked in the UI"
     parent = stack.wait_for_run("COMPLETED", timeout=120, run_id=paused["id"])
     page.goto(f"{stack.url}/v2/runs/flow-run/{parent['id']}?tab=Artifacts")
-    page.get_by_text("ui-orders-story").first.wait_for()
+    page.get_by_text("ui-orders-story", exact=True).first.wait_for()
     shot(page, "ui-approval-artifacts")
-    page.get_by_text("ui-orders-story").first.click()
+    page.get_by_text("ui-orders-story", exact=True).first.click()
     picture = page.locator("img[alt='timeline of ui-orders']")
     picture.wait_for()
     assert picture.evaluate("img => img.complete && img.naturalWidth") > 100  # the UI renders the data URI

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from shiftover.cli import app
@@ -41,13 +42,35 @@ def test_check_resolves_the_mapping_against_the_databases(tmp_path: Path) -> Non
     spec = tmp_path / "spec.yaml"
     spec.write_text(
         f"name: m\nsource: {{url: '{old}', table: orders}}\ntarget: {{url: '{new}', table: orders}}\n"
-        "key: id\ncolumns: [id, {name: amount, target: amount}]\n"
+        "key: id\ncolumns: [id, {name: amount, target: amount}, customer_id, status, created_at, updated_at]\n"
     )
     ok = runner.invoke(app, ["check", str(spec)])
     assert ok.exit_code == 0 and "ok: orders -> orders, key ['id']" in ok.output
+    assert "rehearsal: 3 sample rows written and rolled back" in ok.output
     spec.write_text(spec.read_text().replace("table: orders}\nkey", "table: ordrs}\nkey"))
     bad = runner.invoke(app, ["check", str(spec)])
     assert bad.exit_code == 2 and "spec field 'target.table': no table 'ordrs'" in bad.output
+
+
+def test_check_prints_every_problem_the_rehearsal_finds_and_writes_nothing(tmp_path: Path) -> None:
+    """Two problems that ``check`` passed before the rehearsal: an unmapped NOT NULL column and a row
+    already under a source key. Both are printed; the exit code is 1; the target keeps its one row."""
+    old, new = f"sqlite:///{tmp_path}/old.db", f"sqlite:///{tmp_path}/new.db"
+    create_orders(get_engine(old), rows=20)
+    create_orders(get_engine(new), rows=1)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        f"name: m\nsource: {{url: '{old}', table: orders}}\ntarget: {{url: '{new}', table: orders}}\n"
+        "key: id\ncolumns: [id, amount, customer_id, status, created_at]\n"
+    )
+    result = runner.invoke(app, ["check", str(spec)])
+    assert result.exit_code == 1
+    assert "FAILED: orders -> orders" in result.output
+    assert "columns: target column 'updated_at' is NOT NULL without a default" in result.output
+    assert "on_existing: the target table 'orders' already holds rows, 1 of the 20 sampled" in result.output
+    assert "2 problem(s)" in result.output
+    with get_engine(new).connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM orders")).scalar_one() == 1
 
 
 def test_status_shows_phase_routing_and_history(tmp_path: Path) -> None:
@@ -82,6 +105,9 @@ def test_plan_ddl_shows_the_target_table_and_capture_triggers_before_creating_an
     assert result.exit_code == 0, result.output
     assert "CREATE TABLE orders (" in result.output and "DATETIME(6) NOT NULL" in result.output
     assert "CREATE TRIGGER so_capture_orders" in result.output
+    # the control store's least privilege (tests/app/test_least_privilege.py runs the app under it)
+    assert 'GRANT SELECT ON "public"."so_flags", "public"."so_alembic_version" TO "shiftover_app";' in result.output
+    assert "GRANT SELECT ON `shiftover`.`so_flags` TO 'shiftover_app'@'%';" in result.output
     assert not sa.inspect(get_engine(dst)).has_table("orders")  # shown, not created
     assert "-- target table: created by the dual-write stage" in result.output
     check = runner.invoke(app, ["check", str(spec)])  # passes before the first run: the table will be created
@@ -154,3 +180,26 @@ def test_a_relative_control_url_is_taken_from_here_and_shown(tmp_path: Path, mon
     assert result.exit_code == 0, result.output
     assert result.output.startswith(f"control store: sqlite:///{tmp_path}/.shiftover/control.db\n")
     assert "orders-v2: planned" in result.output
+
+
+def test_plan_and_status_speak_json_for_scripts(tmp_path: Path) -> None:
+    import json
+
+    plan = runner.invoke(app, ["plan", EXAMPLE, "--json"])
+    assert plan.exit_code == 0, plan.output
+    data = json.loads(plan.output)
+    stages = {s["name"]: s for s in data["stages"]}
+    assert stages["switch_writes"]["approval"] and stages["drop"]["reversible"] is False
+    assert stages["dual_write"]["undo"] == "writes flag -> old_only"
+
+    control = f"sqlite:///{tmp_path}/control.db"
+    store = open_store(control)
+    store.register("orders-v2", {"name": "orders-v2"})
+    store.transition("orders-v2", Phase.DUAL_WRITING, "alice", "go")
+    status = runner.invoke(app, ["status", "orders-v2", "--control-url", control, "--json", "--history"])
+    assert status.exit_code == 0, status.output
+    [m] = json.loads(status.output)["migrations"]
+    assert m["phase"] == "dual_writing" and m["routing"]["writes"] == "old_only" and m["held_by"] is None
+    assert [e["action"] for e in m["audit"]] == ["phase", "phase"]  # registered, then dual-write
+    text = runner.invoke(app, ["status", "orders-v2", "--control-url", control, "--history"])
+    assert "audit log:" in text.output and "phase=dual_writing" in text.output

@@ -44,17 +44,19 @@ def test_an_application_never_creates_the_store(tmp_path: Path) -> None:
     assert open_store(url).revision() == head_revision()  # the orchestrator's first run creates it
 
 
-def test_the_stored_spec_keeps_no_password(tmp_path: Path) -> None:
+def test_the_stored_spec_keeps_references_never_their_values(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import sqlalchemy as sa
 
     from shiftover.control import schema
     from shiftover.spec import parse_spec, stored_form
 
+    monkeypatch.setenv("SO_TEST_OLD_URL", "postgresql://app:s3cret-old@db1/shop")
+    monkeypatch.setenv("SO_TEST_NEW_PASSWORD", "s3cret-new")
     spec = parse_spec(
         {
             "name": "m",
-            "source": {"url": "postgresql://app:s3cret-old@db1/shop", "table": "orders"},
-            "target": {"url": "mysql+pymysql://app:s3cret-new@db2/shop", "table": "orders"},
+            "source": {"url": "${SO_TEST_OLD_URL}", "table": "orders"},
+            "target": {"url": "mysql+pymysql://app:${SO_TEST_NEW_PASSWORD}@db2/shop", "table": "orders"},
             "key": "id",
         }
     )
@@ -62,4 +64,5 @@ def test_the_stored_spec_keeps_no_password(tmp_path: Path) -> None:
     store.register(spec.name, stored_form(spec))
     with store.engine.connect() as conn:
         kept = str(conn.execute(sa.select(schema.migrations.c.spec)).scalar())
-    assert "s3cret" not in kept and "app:***@db1" in kept
+    assert "s3cret" not in kept
+    assert "${SO_TEST_OLD_URL}" in kept and "app:${SO_TEST_NEW_PASSWORD}@db2" in kept

@@ -78,15 +78,26 @@ def test_table_without_any_key(sqlite_database: Callable[[], str]) -> None:
 
 
 @pytest.mark.parametrize(
-    "url",
+    ("url", "environment"),
     [
-        "postgresql://postgres:s3cret-pw@127.0.0.1:1/nowhere",
-        "mysql://root:s3cret-pw@127.0.0.1:1/nowhere",
+        ("${SO_TEST_OLD_URL}", {"SO_TEST_OLD_URL": "postgresql://postgres:s3cret-pw@127.0.0.1:1/nowhere"}),
+        ("mysql://root:${SO_TEST_PASSWORD}@127.0.0.1:1/nowhere", {"SO_TEST_PASSWORD": "s3cret-pw"}),
     ],
 )
-def test_unreachable_database_hides_password(url: str, sqlite_database: Callable[[], str]) -> None:
+def test_unreachable_database_hides_password(
+    url: str, environment: dict[str, str], sqlite_database: Callable[[], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
     with pytest.raises(SpecError) as err:
         resolve_mapping(spec_for(url, sqlite_database()))
     assert err.value.field == "source.url"
     assert "cannot reach" in err.value.problem
-    assert "s3cret-pw" not in str(err.value) and "***" in str(err.value)
+    assert "s3cret-pw" not in str(err.value) and url in str(err.value)  # the reference, never its value
+
+
+def test_an_unset_reference_is_named_by_its_field(sqlite_database: Callable[[], str]) -> None:
+    with pytest.raises(SpecError) as err:
+        resolve_mapping(spec_for("${SO_TEST_NEVER_SET}", sqlite_database()))
+    assert err.value.field == "source.url"
+    assert "environment variable SO_TEST_NEVER_SET is not set" in err.value.problem

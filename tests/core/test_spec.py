@@ -52,6 +52,9 @@ def test_key_shorthand_and_column_shorthand() -> None:
         ({"transform": "nocolon"}, "transform", "package.module:function"),
         ({"colour": "blue"}, "colour", "unknown field"),
         ({"name": "has space"}, "name", "pattern"),
+        ({"on_existing": "replace"}, "on_existing", "'fail', 'overwrite' or 'keep'"),
+        ({"on_existing": "keep"}, "on_existing", "'keep' is not supported yet"),
+        ({"on_existing": "overwrite", "validation": {"repair": False}}, "on_existing", "needs validation.repair"),
     ],
 )
 def test_bad_specs_name_field_and_problem(over: dict[str, object], field: str, words: str) -> None:
@@ -59,6 +62,11 @@ def test_bad_specs_name_field_and_problem(over: dict[str, object], field: str, w
         parse_spec(base(**over))
     assert err.value.field == field
     assert words in err.value.problem
+
+
+def test_on_existing_defaults_to_fail_and_takes_overwrite() -> None:
+    assert parse_spec(base()).on_existing == "fail"
+    assert parse_spec(base(on_existing="overwrite")).on_existing == "overwrite"
 
 
 def test_same_database_other_table_is_allowed() -> None:

@@ -145,6 +145,18 @@ def test_a_clean_canary_soaks_and_reaches_reads_switched(prefect_harness: None, 
     gates = {(g["gate"], g["passed"]) for g in _gate_rows(setup)}
     assert gates == {("reconcile_drained", True), ("shadow_mismatch", True), ("error_rate", True), ("checksum", True)}
     assert read_routing(setup.store.engine, setup.name).writes is WriteMode.DUAL_NEW_PRIMARY
+    # each step keeps its own report in the UI, saying which step, its share and its soak
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from shiftover.story import artifact_key
+
+    for step, percent in (("reads_50pct", 50), ("reads_100pct", 100)):
+        key = artifact_key(setup.name, step, "gates")
+        with get_client(sync_client=True) as client:
+            [report] = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+        assert f"Canary step `{step}`: {percent}% of reads on the new store, soaked 1 s" in str(report.data)
+        assert "rows written during this step" in str(report.data)
 
 
 def _gate_rows(setup: Setup) -> list[dict]:

@@ -78,3 +78,53 @@ def test_the_picture_is_a_png_embedded_in_the_story(told: ControlStore) -> None:
     story = render_story(told, SPEC)
     for section in ("## Timeline", "## Approvals", "## Plan", "| shadow_reading |", "alice"):
         assert section in story
+
+
+def test_the_routing_history_replays_every_flag_change(control_store: ControlStore) -> None:
+    from shiftover import cutover as flips
+    from shiftover.story import routing_history
+
+    control_store.register("story", {})
+    flips.enable_dual_write(control_store.engine, "story", "alice")
+    flips.move_reads(control_store.engine, "story", 10, "alice")
+    flips.move_reads(control_store.engine, "story", 100, "bob")
+    rows = routing_history(control_store, "story")
+    assert [(r["changed"], r["writes"], r["reads_new_percent"], r["by"]) for r in rows] == [
+        ("writes", "dual_old_primary", 0.0, "alice"),
+        ("reads_percent", "dual_old_primary", 10.0, "alice"),
+        ("reads_percent", "dual_old_primary", 100.0, "bob"),
+    ]
+
+
+def test_the_picture_is_legible_and_marks_approval_waits_and_rollbacks(told: ControlStore) -> None:
+    from matplotlib import pyplot as plt
+    from matplotlib.text import Text
+
+    from shiftover.timeline import FONT_PT, draw
+
+    now = utcnow()
+    with told.engine.begin() as conn:
+        conn.execute(
+            schema.approval_requests.insert().values(
+                migration="story",
+                step="switch_writes",
+                epoch=1,
+                holder="flow-run/x",
+                state="approved",
+                requested_at=now - timedelta(seconds=20),
+                answered_at=now - timedelta(seconds=10),
+                answered_by="alice",
+            )
+        )
+    told.audit("story", "bob", "rollback", {"reason": "drill"})
+    timeline = read_timeline(told, "story")
+    assert [step for _, _, step in timeline.approval_waits] == ["switch_writes"] and len(timeline.rollbacks) == 1
+    fig = draw(timeline)
+    try:
+        texts = [t for t in fig.findobj(Text) if t.get_text().strip()]
+        labels = {t.get_text() for t in texts}
+        assert {"waiting for approval", "rollback", "phases", "rows copied"} <= labels
+        small = sorted({(t.get_text(), t.get_fontsize()) for t in texts if t.get_fontsize() < FONT_PT})
+        assert not small, f"text below {FONT_PT} pt: {small[:5]}"
+    finally:
+        plt.close(fig)

@@ -135,6 +135,10 @@ def test_since_limits_the_diff_to_recently_updated_rows(open_orders, orders_urls
         (7,): ("changed", ("note", "updated_at")),
     }
     assert scoped.metrics["differences"] == 2
+    # a canary step's report says what its rows are: the rows written during the step
+    said = f"rows written during this step (since 00:00:00 UTC): {report.source_rows}"
+    assert scoped.summary.startswith(said + ";") and scoped.markdown.startswith(f"- {said}")
+    print(scoped.summary)
 
 
 def test_key_scope_compares_only_the_given_keys(open_orders, orders_urls) -> None:  # type: ignore[no-untyped-def]
