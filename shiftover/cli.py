@@ -458,6 +458,11 @@ def sign(
         )
     except (ShiftoverError, ValueError) as exc:
         _fail(exc)
+    # said on stderr so the approver reads what they sign (a form's text is not proof of what is asked)
+    decision = "a rejection" if reject else "an approval"
+    typer.echo(
+        f"signed {decision} of {step} in {migration} at epoch {epoch}, attempt {attempt}, as {approver}", err=True
+    )
     typer.echo(signature)
 
 

@@ -98,6 +98,7 @@ def test_sign_prints_the_signature_the_flow_verifies(tmp_path: Path) -> None:
     out = CliRunner().invoke(app, [*args, "--epoch", "3", "--attempt", "0", "--key-dir", str(key_dir)])
     assert out.exit_code == 0, out.output
     verify_approval(public, out.stdout.strip(), CHALLENGE, "approve", "alice")
+    assert "signed an approval of switch_writes in orders-v2 at epoch 3, attempt 0, as alice" in out.stderr
     reject = CliRunner().invoke(app, [*args, "--epoch", "3", "--attempt", "0", "--reject", "--key-dir", str(key_dir)])
     verify_approval(public, reject.stdout.strip(), CHALLENGE, "reject", "alice")
     missing = CliRunner().invoke(app, [*args, "--epoch", "3", "--attempt", "0", "--key-dir", str(tmp_path / "none")])
