@@ -3,7 +3,9 @@ the control store holds at the migration's epoch (``shiftover.approvals``).
 
 The form is built per migration so the *server* refuses bad input and the run stays paused:
 the approver may not be empty (and must be on the allow-list when the spec has one), and the
-confirmation must be the migration's exact name. The flow checks the answer again, then counts
+confirmation must be the migration's exact name; when the spec lists approvers' keys, a signature
+too (all but a rollback's rejection). The flow checks the answer again (the signature against the
+named approver's key, for this request's epoch and attempt and the answer's decision), then counts
 it only if its request is still pending at the same epoch (a rollback cancels it).
 """
 
@@ -15,7 +17,7 @@ from typing import Any, Literal
 
 from prefect import get_run_logger
 from prefect.input import RunInput
-from pydantic import Field, create_model
+from pydantic import ConfigDict, Field, create_model
 
 from shiftover.approvals import (
     REFUSED,
@@ -23,13 +25,15 @@ from shiftover.approvals import (
     TIMED_OUT,
     ApprovalRecord,
     accept_request,
+    challenge_of,
     check_approval,
     close_request,
     open_request,
     refuse_answer,
     require_pending,
 )
-from shiftover.errors import ApprovalError
+from shiftover.errors import ApprovalError, SignatureError
+from shiftover.signing import SIGNATURE_PATTERN, Challenge
 from shiftover.story import artifact_key
 
 
@@ -40,11 +44,18 @@ class Approval(RunInput):
     confirm_name: str = Field(min_length=1, description="Type the migration's name to confirm")
     reason: str = Field(default="", description="Why it is safe to go ahead")
     decision: Literal["approve", "reject"] = Field(default="approve", description="Reject stops the run here")
+    signature: str = Field(default="", description="The approver's signature (when the spec lists keys)")
 
 
-def approval_form(migration: str, approvers: tuple[str, ...] = ()) -> type[Approval]:
+def approval_form(
+    migration: str, approvers: tuple[str, ...] = (), signed_for: Challenge | None = None
+) -> type[Approval]:
     """An ``Approval`` subclass whose JSON schema pins the confirmation (and the approvers);
-    surrounding whitespace is allowed by the patterns and trimmed by ``check_approval``."""
+    surrounding whitespace is allowed by the patterns and trimmed by ``check_approval``.
+
+    ``signed_for`` (the request's challenge, when the spec lists keys) makes the schema require a
+    signature from every answerer but a rollback's rejection (a JSON Schema if/then/else the server
+    evaluates), and its description gives the exact command that produces it."""
     fields: dict[str, Any] = {
         "confirm_name": (
             str,
@@ -59,7 +70,33 @@ def approval_form(migration: str, approvers: tuple[str, ...] = ()) -> type[Appro
         )
     else:
         fields["approver"] = (str, Field(pattern=r"\S", description="Who approves (must not be blank)"))
-    return create_model("Approval", __base__=Approval, **fields)  # type: ignore[call-overload, no-any-return]
+    config = None
+    if signed_for is not None:
+        fields["signature"] = (
+            str,
+            Field(default="", pattern=SIGNATURE_PATTERN, description=signature_help(signed_for)),
+        )
+        config = ConfigDict(json_schema_extra=_signature_required)
+    return create_model(  # type: ignore[call-overload, no-any-return]
+        "Approval", __base__=Approval, __config__=config, **fields
+    )
+
+
+def _signature_required(schema: dict[str, Any]) -> None:
+    """Every answer needs a signature except a rollback's rejection, which may go without one."""
+    rollback = {"properties": {"approver": {"pattern": rf"^\s*{ROLLBACK_ANSWERER}\s*$"}}, "required": ["approver"]}
+    schema["if"] = rollback
+    schema["then"] = {"properties": {"decision": {"const": "reject"}}, "required": ["decision"]}
+    schema["else"] = {"required": ["signature"]}
+
+
+def signature_help(challenge: Challenge) -> str:
+    """The exact question and the command that signs an answer to it."""
+    return (
+        f"Required: sign step {challenge.step!r} of {challenge.migration!r} at epoch {challenge.epoch}, "
+        f"attempt {challenge.attempt}, then paste the output here: `{challenge.sign_command()}` "
+        "(NAME: the approver above; add --reject to reject)"
+    )
 
 
 def auto_approval(step: str, actor: str, permission: str) -> ApprovalRecord:
@@ -96,9 +133,11 @@ def obtain_approval(ctx: Any, step: str, summary: str) -> ApprovalRecord:
     """Pause the calling flow run until a valid approval of ``step`` arrives; count it against the lease.
 
     ``ctx`` is the run's ``shiftover.flows.context.RunContext``. Must be called from a flow (never a task).
-    An answer the server let through but ``check_approval`` refuses (an approver off the list, say) is
-    recorded and the question asked again; a rejection or a time-out raises ``ApprovalError`` and the
-    migration stays in its last safe phase; an answer to a stale request raises ``StaleApprovalError``.
+    An answer the server let through but ``check_approval`` refuses (an approver off the list, say, or,
+    when the spec lists keys, an answer whose signature is missing or does not verify for this
+    request and decision) is recorded and the question asked again; a rejection or a time-out raises
+    ``ApprovalError`` and the migration stays in its last safe phase; an answer to a stale request
+    raises ``StaleApprovalError``.
     """
     store, name = ctx.migration.store, ctx.migration.name
     permission = require_auto_permission(ctx.migration.spec, ctx.options.auto_approve)
@@ -112,16 +151,18 @@ def obtain_approval(ctx: Any, step: str, summary: str) -> ApprovalRecord:
     create_markdown_artifact(
         key=artifact_key(name, "approve", step), markdown=summary, description=f"approval requested: {step}"
     )
-    approvers = ctx.migration.spec.approvals.approvers
-    announce(name, step, approvers)
+    approvers, keys = ctx.migration.spec.approvals.approvers, ctx.migration.spec.approvals.public_keys
+    announce(name, step, approvers, signed=keys is not None)
     while True:
         answer = wait_for_answer(ctx, request, summary)
         require_pending(store.engine, request)
         try:
-            record = check_approval(answer, name, approvers, step)
+            record = check_approval(answer, name, approvers, step, keys=keys, request=request)
         except ApprovalError as exc:
             who = answer.approver.strip() or "(empty)"
-            if answer.decision == "reject":
+            if isinstance(exc, SignatureError):  # a claim, not a proven name: neither approve nor reject
+                who = f"{who} (unverified)"
+            elif answer.decision == "reject":
                 close_request(store.engine, request, REFUSED, who, str(exc))
                 raise
             request = refuse_answer(store.engine, request, who, str(exc))  # asked again, under a new key
@@ -138,7 +179,10 @@ def wait_for_answer(ctx: Any, request: Any, summary: str) -> Approval:
 
     spec = ctx.migration.spec
     timeout = int(ctx.options.approval_timeout_seconds or spec.approvals.timeout_seconds)
-    form = approval_form(spec.name, spec.approvals.approvers).with_initial_data(description=summary)
+    challenge = challenge_of(request) if spec.approvals.public_keys is not None else None
+    if challenge is not None:
+        summary = f"{summary}\n\n{signature_help(challenge)}"
+    form = approval_form(spec.name, spec.approvals.approvers, challenge).with_initial_data(description=summary)
     key = pause_key(request.step, request.epoch, request.attempt)
     try:
         if ctx.options.suspend if ctx.options.suspend is not None else suspendable_run():
@@ -153,8 +197,9 @@ def wait_for_answer(ctx: Any, request: Any, summary: str) -> Approval:
     return answer
 
 
-def announce(migration: str, step: str, approvers: tuple[str, ...]) -> None:
-    """Say where the run waits and how to answer: the run id, its page in the UI, the CLI command."""
+def announce(migration: str, step: str, approvers: tuple[str, ...], signed: bool = False) -> None:
+    """Say where the run waits and how to answer: the run id, its page in the UI, the CLI command
+    (which signs the answer with the approver's key when the spec lists keys)."""
     from prefect.runtime import flow_run
     from prefect.settings import PREFECT_UI_URL
 
@@ -163,7 +208,7 @@ def announce(migration: str, step: str, approvers: tuple[str, ...]) -> None:
     who = "|".join(approvers) or "NAME"
     get_run_logger().warning(
         "waiting for approval of %s (%s): flow run %s%s; from a terminal: "
-        "shiftover approve %s --approver %s --confirm-name %s --reason '...'",
+        "shiftover approve %s --approver %s --confirm-name %s --reason '...'%s",
         step,
         migration,
         run_id,
@@ -171,6 +216,7 @@ def announce(migration: str, step: str, approvers: tuple[str, ...]) -> None:
         run_id,
         who,
         migration,
+        " --control-url URL [--key FILE] (signed: the spec lists approvers' keys)" if signed else "",
     )
 
 

@@ -4,11 +4,14 @@ Each request is recorded with the step and the migration's epoch at the time it 
 answer counts only while its request is still pending, the migration is still at that epoch and
 the asking run still holds the lease, all checked in one transaction with the acceptance; a
 rollback cancels every pending request. So an answer given before a rollback (or for another
-run) can never move the migration. The form itself (a Prefect ``RunInput``) lives with the flows.
+run) can never move the migration. When the spec lists approvers' keys, an answer counts only with
+the named approver's signature of that request and decision (``shiftover.signing``). The form
+itself (a Prefect ``RunInput``) lives with the flows.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -17,7 +20,8 @@ from sqlalchemy.engine import Connection, Engine
 
 from shiftover.control import schema
 from shiftover.control.store import Fence, _audit, utcnow
-from shiftover.errors import ApprovalError, LeaseLostError, StaleApprovalError
+from shiftover.errors import ApprovalError, LeaseLostError, SignatureError, StaleApprovalError
+from shiftover.signing import Challenge, verify_approval
 
 PENDING, APPROVED, REFUSED, CANCELLED, TIMED_OUT = "pending", "approved", "refused", "cancelled", "timed_out"
 # The name a rollback answers a pending pause with (always a rejection): the form accepts it so the
@@ -43,9 +47,13 @@ class ApprovalRecord:
     approver: str
     reason: str
     automatic: bool
+    key_fingerprint: str | None = None  # set when the answer's signature was verified
 
     def as_detail(self) -> dict[str, Any]:
-        return {"step": self.step, "approver": self.approver, "reason": self.reason, "automatic": self.automatic}
+        detail = {"step": self.step, "approver": self.approver, "reason": self.reason, "automatic": self.automatic}
+        if self.key_fingerprint is not None:  # the reason is not signed, only recorded
+            detail |= {"signature_verified": True, "key_fingerprint": self.key_fingerprint}
+        return detail
 
 
 @dataclass(frozen=True)
@@ -59,11 +67,30 @@ class ApprovalRequest:
     attempt: int = 0  # answers refused so far; each new question has its own pause key
 
 
-def check_approval(answer: Answer, migration: str, approvers: tuple[str, ...], step: str) -> ApprovalRecord:
-    """Re-check a submitted form (whitespace trimmed); raises ``ApprovalError`` naming what is wrong."""
+def check_approval(
+    answer: Answer,
+    migration: str,
+    approvers: tuple[str, ...],
+    step: str,
+    keys: Mapping[str, str] | None = None,
+    request: ApprovalRequest | None = None,
+) -> ApprovalRecord:
+    """Re-check a submitted form (whitespace trimmed); raises ``ApprovalError`` naming what is wrong.
+
+    With ``keys`` (the spec's ``approvals.keys``) the answer must also carry the named approver's
+    signature of this ``request`` (its migration, step, epoch, attempt) and its decision, else
+    ``SignatureError``. Only a rollback's rejection goes unsigned: a rejection can only stop a run."""
     approver, reason, confirm = answer.approver.strip(), answer.reason.strip(), answer.confirm_name.strip()
+    fingerprint = None
+    if keys is not None and not (approver == ROLLBACK_ANSWERER and answer.decision == "reject"):
+        if request is None:
+            raise ValueError("a signed approval is checked against its request")
+        fingerprint = verify_answer(answer, keys, request)
     if answer.decision == "reject":
-        raise ApprovalError(f"{step!r} rejected by {approver or 'an empty approver'}: {reason or 'no reason given'}")
+        signed = f" (signature verified, key {fingerprint})" if fingerprint else ""
+        raise ApprovalError(
+            f"{step!r} rejected by {approver or 'an empty approver'}{signed}: {reason or 'no reason given'}"
+        )
     if not approver:
         raise ApprovalError(f"approval of {step!r} refused: the approver is empty")
     if approver == ROLLBACK_ANSWERER:
@@ -76,7 +103,27 @@ def check_approval(answer: Answer, migration: str, approvers: tuple[str, ...], s
         raise ApprovalError(
             f"approval of {step!r} refused: confirmation {confirm!r} is not the migration's name {migration!r}"
         )
-    return ApprovalRecord(step=step, approver=approver, reason=reason, automatic=False)
+    return ApprovalRecord(step=step, approver=approver, reason=reason, automatic=False, key_fingerprint=fingerprint)
+
+
+def verify_answer(answer: Answer, keys: Mapping[str, str], request: ApprovalRequest) -> str:
+    """The fingerprint of the key that signed ``answer`` for ``request``; ``SignatureError`` when the
+    answer is unsigned, names an approver without a key, or its signature does not verify."""
+    approver = answer.approver.strip()
+    public = keys.get(approver)
+    if public is None:
+        raise SignatureError(approver, f"no key in the spec for {approver!r} (keys: {', '.join(keys)})")
+    signature = (getattr(answer, "signature", None) or "").strip()
+    if not signature:
+        raise SignatureError(
+            approver, f"the answer is unsigned; sign it with: {challenge_of(request).sign_command(approver)}"
+        )
+    return verify_approval(public, signature, challenge_of(request), answer.decision, approver)
+
+
+def challenge_of(request: ApprovalRequest) -> Challenge:
+    """What a signature for ``request`` must cover."""
+    return Challenge(request.migration, request.step, request.epoch, request.attempt)
 
 
 def open_request(engine: Engine, migration: str, step: str, lease: Fence, holder: str) -> ApprovalRequest:
@@ -180,6 +227,14 @@ def pending_requests(engine: Engine, migration: str | None = None) -> list[Appro
         query = query.where(_r.c.migration == migration)
     with engine.connect() as conn:
         return [_request(r) for r in conn.execute(query)]
+
+
+def pending_request_of(engine: Engine, holder: str) -> ApprovalRequest | None:
+    """The request a run (``flow-run/<id>``) is waiting on, if any: what its answer must sign."""
+    query = sa.select(_r).where(_r.c.holder == holder, _r.c.state == PENDING).order_by(_r.c.id.desc())
+    with engine.connect() as conn:
+        row = conn.execute(query).first()
+    return None if row is None else _request(row)
 
 
 def _answer(conn: Connection, request_id: int, state: str, who: str) -> None:

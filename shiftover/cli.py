@@ -296,19 +296,47 @@ def status(
         _fail(exc)
 
 
+KeyDir = Annotated[
+    Path,
+    typer.Option(
+        "--key-dir",
+        envvar="SHIFTOVER_KEY_DIR",
+        help="Where approvers' private keys live (NAME.pem).",
+    ),
+]
+KeyFile = Annotated[Path | None, typer.Option("--key", help="The approver's private key file (else KEY_DIR/NAME.pem).")]
+_DEFAULT_KEY_DIR = Path("~/.config/shiftover/approvers")
+
+
 @app.command()
 def approve(
     flow_run_id: Annotated[str, typer.Argument(help="The paused flow run's id (shown in the Prefect UI).")],
     approver: Annotated[str, typer.Option(help="Who approves.")],
     confirm_name: Annotated[str, typer.Option("--confirm-name", help="The migration's name, typed to confirm.")],
-    reason: Annotated[str, typer.Option(help="Why it is safe.")] = "",
+    reason: Annotated[str, typer.Option(help="Why it is safe (recorded, not signed).")] = "",
     reject: Annotated[bool, typer.Option(help="Reject instead: the run stops in its last safe phase.")] = False,
+    key: KeyFile = None,
+    key_dir: KeyDir = _DEFAULT_KEY_DIR,
+    signature: Annotated[
+        str | None, typer.Option(help="A signature made elsewhere with `shiftover sign` (no key needed here).")
+    ] = None,
+    control_url: ControlUrl = DEFAULT_URL,
 ) -> None:
-    """Answer a paused run's approval from the terminal (needs PREFECT_API_URL)."""
+    """Answer a paused run's approval from the terminal (needs PREFECT_API_URL).
+
+    With a key (--key, or NAME.pem in the key dir) the answer is signed: the question it answers
+    (migration, step, epoch, attempt) is read from the control store's pending request of that run."""
     from uuid import UUID
 
     from shiftover.localserver import use_running_server
 
+    decision = "reject" if reject else "approve"
+    key_path = key if key is not None else _found_key(key_dir, approver)
+    if signature is None and key_path is not None:
+        try:
+            signature = _sign_pending(flow_run_id, approver, confirm_name, decision, key_path, control_url, key)
+        except ShiftoverError as exc:
+            _fail(exc)
     use_running_server()
     from prefect.settings import PREFECT_API_URL
 
@@ -327,13 +355,115 @@ def approve(
         "approver": approver,
         "confirm_name": confirm_name,
         "reason": reason,
-        "decision": "reject" if reject else "approve",
+        "decision": decision,
     }
+    if signature is not None:
+        payload["signature"] = signature
     try:
         resume_flow_run(UUID(flow_run_id), run_input=payload)
     except Exception as exc:
         _fail(ShiftoverError(f"{type(exc).__name__}: {exc}" if str(exc) not in ("", "None") else type(exc).__name__))
     typer.echo(f"{'rejected' if reject else 'approved'}: flow run {flow_run_id}")
+
+
+def _found_key(key_dir: Path, approver: str) -> Path | None:
+    from shiftover.signing import key_file
+
+    path = key_file(key_dir, approver.strip())
+    return path if approver.strip() and path.is_file() else None
+
+
+def _sign_pending(
+    run_id: str, approver: str, confirm_name: str, decision: str, key: Path, control_url: str, asked: Path | None
+) -> str | None:
+    """Sign the question the run waits on, as the control store holds it (the flow verifies against
+    the same request), after checking that it is the migration the approver typed. A key found in
+    the key directory (not ``asked`` for) signs only when the store holds the question: otherwise
+    the answer goes unsigned, as it did before keys (a spec with keys has the server refuse it)."""
+    from shiftover.approvals import challenge_of, pending_request_of
+    from shiftover.control.store import open_store
+    from shiftover.errors import ApprovalError
+    from shiftover.signing import fingerprint, load_private_key, public_key_text, sign_approval
+
+    private = load_private_key(key)
+    from shiftover.connect import redact
+
+    store = open_store(control_url, create=False)  # an empty store stays empty: it holds no request
+    request = pending_request_of(store.engine, f"flow-run/{run_id}") if store.revision() is not None else None
+    if request is None and asked is None:
+        typer.echo(f"not signed: no pending approval for flow run {run_id} in {redact(control_url)}", err=True)
+        return None
+    if request is None:
+        raise ApprovalError(
+            f"no pending approval for flow run {run_id} in the control store {redact(control_url)}: pass the store the "
+            "run uses (--control-url or SHIFTOVER_CONTROL_URL), or sign with `shiftover sign` and pass --signature"
+        )
+    if confirm_name.strip() != request.migration:
+        raise ApprovalError(
+            f"flow run {run_id} waits for approval of {request.step!r} in {request.migration!r}, "
+            f"not {confirm_name.strip()!r}; nothing was signed"
+        )
+    challenge = challenge_of(request)
+    signed = sign_approval(private, challenge, decision, approver.strip())
+    fp = fingerprint(public_key_text(private.public_key()))
+    typer.echo(
+        f"signed: {decision} of {challenge.step} in {challenge.migration} at epoch {challenge.epoch}, "
+        f"attempt {challenge.attempt}, as {approver.strip()} (key {fp})",
+        err=True,
+    )
+    return signed
+
+
+@app.command()
+def keygen(
+    name: Annotated[str, typer.Argument(help="The approver's name, as listed in the spec's approvals.approvers.")],
+    key_dir: KeyDir = _DEFAULT_KEY_DIR,
+) -> None:
+    """Create NAME's signing key (KEY_DIR/NAME.pem, mode 0600) and print the public key for the spec."""
+    import re
+
+    from shiftover.signing import NAME_PATTERN, generate_key, key_file, write_private_key
+
+    if not re.match(NAME_PATTERN, name):
+        _fail(ShiftoverError(f"approver name {name!r} must be letters, digits and . _ @ - (it names the key file)"))
+    path = key_file(key_dir, name)
+    pem, public = generate_key()
+    try:
+        write_private_key(path, pem)
+    except FileExistsError:
+        _fail(ShiftoverError(f"{path} exists: a key is never overwritten (move it away first to replace it)"))
+    typer.echo(f"private key: {path} (keep it to yourself; mode 0600)", err=True)
+    typer.echo("add to the spec's approvals.keys:", err=True)
+    typer.echo(f'{name}: "{public}"')
+
+
+@app.command()
+def sign(
+    approver: Annotated[str, typer.Option(help="Who signs (the name submitted in the form).")],
+    migration: Annotated[str, typer.Option(help="The migration's name.")],
+    step: Annotated[str, typer.Option(help="The step waiting for approval (in the form's description).")],
+    epoch: Annotated[int, typer.Option(help="The request's epoch (in the form's description).")],
+    attempt: Annotated[int, typer.Option(help="The request's attempt (in the form's description).")],
+    reject: Annotated[bool, typer.Option(help="Sign a rejection instead of an approval.")] = False,
+    key: KeyFile = None,
+    key_dir: KeyDir = _DEFAULT_KEY_DIR,
+) -> None:
+    """Print the signature of an answer, to paste into the Resume form's Signature field."""
+    from shiftover.signing import Challenge, key_file, load_private_key, sign_approval
+
+    try:
+        private = load_private_key(key if key is not None else key_file(key_dir, approver))
+        signature = sign_approval(
+            private, Challenge(migration, step, epoch, attempt), "reject" if reject else "approve", approver
+        )
+    except (ShiftoverError, ValueError) as exc:
+        _fail(exc)
+    # said on stderr so the approver reads what they sign (a form's text is not proof of what is asked)
+    decision = "a rejection" if reject else "an approval"
+    typer.echo(
+        f"signed {decision} of {step} in {migration} at epoch {epoch}, attempt {attempt}, as {approver}", err=True
+    )
+    typer.echo(signature)
 
 
 @app.command()

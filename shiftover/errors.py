@@ -17,7 +17,8 @@ ShiftoverError
 ├── DiffError                 the diff cannot run as declared (column, fix)
 ├── GateError                 a blocking gate failed (the report)
 ├── ApprovalError             an approval was refused, malformed or timed out
-│   └── StaleApprovalError    the answer was given for an older state of the migration
+│   ├── StaleApprovalError    the answer was given for an older state of the migration
+│   └── SignatureError        an answer's signature is missing or does not verify (approver, problem)
 ├── RollbackRefusedError      a rollback would lose writes: names what is pending
 ├── CaptureError              trigger capture could not be installed or replayed
 └── UnsupportedEngineError    a database other than PostgreSQL, MySQL/MariaDB or SQLite (name)
@@ -159,6 +160,16 @@ class ApprovalError(ShiftoverError):
 
 class StaleApprovalError(ApprovalError):
     """An answer for a request made at an older state (a rollback or another run came between)."""
+
+
+class SignatureError(ApprovalError):
+    """An answer whose signature is missing or does not prove the approver it names (or a key that
+    cannot sign); the run asks again and nothing moves."""
+
+    def __init__(self, approver: str, problem: str) -> None:
+        self.approver = approver
+        self.problem = problem
+        super().__init__(f"unverified answer from {approver or 'an empty approver'}: {problem}")
 
 
 class RollbackRefusedError(ShiftoverError):

@@ -8,6 +8,7 @@ databases (tables, columns, keys). Both run before anything is written.
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Callable
 from itertools import pairwise
 from pathlib import Path
@@ -159,6 +160,37 @@ class ApprovalSpec(_Model):
     # A run may answer this spec's approvals itself (--auto-approve) even though it names approvers:
     # the spec's author, not whoever starts a run, decides that approvals can be waived (demos, drills).
     auto: bool = False
+    # Each approver's public key (`shiftover keygen` prints it): with keys, every human answer must be
+    # signed by the named approver's key for this migration, step, epoch and attempt (shiftover.signing).
+    # (Named ``public_keys`` here: a model attribute called ``keys`` makes ``dict(model)`` take it for
+    # a mapping, which breaks Prefect's walk over task arguments.)
+    public_keys: dict[str, str] | None = Field(default=None, alias="keys")
+
+    @field_validator("public_keys")
+    @classmethod
+    def _keys_cover_approvers(cls, keys: dict[str, str] | None, info: ValidationInfo) -> dict[str, str] | None:
+        if keys is None:
+            return None
+        from shiftover.signing import NAME_PATTERN, parse_public_key
+
+        approvers = info.data.get("approvers", ())
+        if not approvers:
+            raise ValueError("keys need approvers: list the approvers they belong to in approvals.approvers")
+        unsignable = [a for a in approvers if not re.match(NAME_PATTERN, a)]
+        if unsignable:  # a signed name is one line of the signed text and names the key's file
+            raise ValueError(f"approver name(s) {unsignable} must be letters, digits and . _ @ - to sign")
+        missing = [a for a in approvers if a not in keys]
+        if missing:
+            raise ValueError(f"no key for approver(s) {', '.join(missing)}: every listed approver needs one")
+        unlisted = [k for k in keys if k not in approvers]
+        if unlisted:
+            raise ValueError(f"key(s) for {', '.join(unlisted)}, who are not in approvals.approvers")
+        for name, text in keys.items():
+            try:
+                parse_public_key(text)
+            except ValueError as exc:
+                raise ValueError(f"the key of {name!r}: {exc}") from None
+        return keys
 
     def auto_permission(self) -> str | None:
         """Why a run may answer approvals itself, or None when only a person may."""

@@ -49,6 +49,7 @@ def one_migration(store: ControlStore, name: str, *, history: bool = False) -> d
             {
                 "step": r.step,
                 "epoch": r.epoch,
+                "attempt": r.attempt,  # with approvals.keys, a signature covers the epoch and attempt
                 "asked_by": r.holder,
                 "command": f"shiftover approve {r.holder.partition('/')[2]} --approver NAME "
                 f"--confirm-name {name} --reason '...'",
@@ -95,7 +96,8 @@ def render_one(m: dict[str, Any]) -> str:
         f"  held by: {m['held_by'] or 'no run'} (epoch {m['epoch']})",
     ]
     for a in m["pending_approvals"]:
-        lines.append(f"  approval pending: {a['step']} (asked at epoch {a['epoch']} by {a['asked_by']})")
+        asked = f"asked at epoch {a['epoch']}, attempt {a['attempt']}, by {a['asked_by']}"
+        lines.append(f"  approval pending: {a['step']} ({asked})")
         lines.append(f"    {a['command']}")
     if not backfill["segments"]:
         lines.append("  backfill: not started")

@@ -22,7 +22,8 @@ def explain(spec: MigrationSpec, plan: Plan | None = None) -> str:
     for i, stage in enumerate(plan, 1):
         lines += explain_stage(i, stage)
     approvers = ", ".join(spec.approvals.approvers) or "anyone"
-    lines.append(f"Approvals by {approvers}; time-out {spec.approvals.timeout_seconds:g}s fails safe.")
+    signed = " (each signed with their key in approvals.keys)" if spec.approvals.public_keys is not None else ""
+    lines.append(f"Approvals by {approvers}{signed}; time-out {spec.approvals.timeout_seconds:g}s fails safe.")
     return "\n".join(lines)
 
 
