@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -110,9 +111,16 @@ def test_approval_in_the_ui_lets_the_migration_switch_writes(
 
 
 def test_a_wrong_confirmation_in_the_ui_keeps_the_suspended_run_paused(
-    stack: Stack, page: Any, demo_spec: Callable[..., dict[str, str]]
+    stack: Stack, page: Any, demo_spec: Callable[..., dict[str, str]], tmp_path: Path
 ) -> None:
-    params = demo_spec("ui-wrong")
+    """With approvers' keys in the spec (issue 16), alice pastes the signature `shiftover sign` made
+    for the question the run asks; a wrong confirmation is still refused by the server first."""
+    from shiftover.approvals import challenge_of, pending_request_of
+    from shiftover.signing import generate_key, load_private_key, sign_approval, write_private_key
+
+    pem, public = generate_key()
+    write_private_key(tmp_path / "alice.pem", pem)
+    params = demo_spec("ui-wrong", keys={APPROVER: public})
     # A top-level deployed run waits with suspend_flow_run: its process exits (no worker slot
     # held) and, once resumed, the worker runs it again from the top, which resumes from the
     # control store and finds the answer under the pause key.
@@ -123,7 +131,11 @@ def test_a_wrong_confirmation_in_the_ui_keeps_the_suspended_run_paused(
     paused = stack.wait_for_run("PAUSED", timeout=180, flow_name="cutover")
     assert paused["state_name"] == "Suspended"
 
+    request = pending_request_of(store.engine, f"flow-run/{paused['id']}")
+    assert request is not None and request.step == "switch_writes"
+    signature = sign_approval(load_private_key(tmp_path / "alice.pem"), challenge_of(request), "approve", APPROVER)
     dialog = open_resume_form(page, stack, paused["id"])
+    dialog.get_by_role("textbox", name=re.compile(r"^Signature")).fill(signature)
     submit(dialog, APPROVER, "ui-orders", "wrong migration typed")
     time.sleep(2)  # the server answers with an error toast; give the run every chance to move
     shot(page, "ui-wrong-confirmation-refused")
@@ -137,7 +149,8 @@ def test_a_wrong_confirmation_in_the_ui_keeps_the_suspended_run_paused(
     stack.wait_until_resumed(paused["id"])
     wait_phase(stack, params["control_url"], "ui-wrong", Phase.WRITES_SWITCHED)
     stack.wait_for_run("COMPLETED", timeout=120, run_id=paused["id"])
-    assert [a["actor"] for a in store.audit_entries("ui-wrong", action="approval")] == [APPROVER]
+    [approval] = store.audit_entries("ui-wrong", action="approval")
+    assert approval["actor"] == APPROVER and approval["detail"]["signature_verified"] is True
 
 
 def _validated(params: dict[str, str], name: str) -> None:
