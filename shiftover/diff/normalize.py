@@ -20,9 +20,10 @@ text joins those with a separator and a NULL marker, so NULL and '' hash differe
     uuid        32 lowercase hex digits
     binary      lowercase hex
 
-SQLite has no md5 or formatting functions of the kind needed: ``register_sqlite_functions``
-adds Python ones to each connection (``so_norm``, ``so_hash60``, ``so_sum``, ``so_md5``,
-``so_digest``).
+SQLite has no md5 and few formatting functions: ``register_sqlite_functions`` adds Python ones
+to each connection (``so_norm``, ``so_hash60``, ``so_sum``, ``so_md5``, ``so_digest``). Its
+decimals and timestamps are rendered in SQL where that text is provably the twin's, and by
+``so_norm`` otherwise (``engines/sqlite.py``); a range digest is one ``so_md5`` call.
 """
 
 from __future__ import annotations
@@ -317,5 +318,8 @@ def register_sqlite_functions(dbapi_connection: Any) -> None:
     dbapi_connection.create_aggregate("so_digest", 1, _Digest)
 
 
-def _md5(text: str | None) -> str | None:
-    return None if text is None else hashlib.md5(text.encode()).hexdigest()
+def _md5(text: str | bytes | None) -> str | None:
+    """md5 of a row text, or of a range's joined texts (bytes: they hold the 0xFF separator)."""
+    if text is None:
+        return None
+    return hashlib.md5(text if isinstance(text, bytes) else text.encode()).hexdigest()

@@ -12,7 +12,7 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import URL, Engine
 
 from shiftover.capture.triggers import CaptureNames, quote
-from shiftover.diff.normalize import SEP, ColumnRule, register_sqlite_functions, rule_code
+from shiftover.diff.normalize import ROW_SEP, SEP, ColumnRule, register_sqlite_functions, rule_code
 from shiftover.engines import Convert, EngineDialect, Key, ordered_row_texts, run_sample, upsert_on_conflict
 from shiftover.spec import ValidationSpec
 
@@ -67,7 +67,7 @@ class SQLite(EngineDialect):
         """SQLite's storage conventions (dates as text...), JSON excepted (it arrives as text)."""
         return None if isinstance(target_type, sa.JSON) else target_type.bind_processor(dialect)
 
-    # -- diff: the rules run in Python (register_sqlite_functions) -------------------------
+    # -- diff: SQL where it renders the Python twin's text exactly, else the twin itself ------
     def canonical_sql(self, rule: ColumnRule, own: str, x: str, col_type: Any, o: ValidationSpec) -> str:
         if rule.kind == "integer":
             return f"CAST({x} AS TEXT)"
@@ -75,10 +75,15 @@ class SQLite(EngineDialect):
             return f"CAST({x} AS TEXT)"
         if rule.kind == "binary":
             return f"lower(hex({x}))"
-        return f"so_norm('{rule_code(rule, o)}', {x})"
+        twin = f"so_norm('{rule_code(rule, o)}', {x})"
+        if rule.kind == "decimal" and rule.scale is not None and 0 <= rule.scale <= MAX_SQL_SCALE:
+            return decimal_sql(x, rule.scale, twin)
+        if rule.kind == "timestamp":
+            return timestamp_sql(x, o.timestamp_precision, twin)
+        return twin
 
     def may_null_text(self, kind: str) -> bool:
-        return True  # every value goes through Python, which may answer None
+        return True  # a value may go through Python (so_norm), which may answer None
 
     def row_text(self, texts: list[str]) -> str:
         return f" || '{SEP}' || ".join(texts)
@@ -88,9 +93,18 @@ class SQLite(EngineDialect):
         return row_hash, f"so_sum({row_hash})"
 
     def digest_query(self, side: Side, where: Sequence[Any]) -> sa.Select[Any]:
+        """The joined texts built by ``group_concat`` (fed in the subquery's order; the separator
+        X'FF' passes through as the byte itself), hashed by one Python call per range: the scan runs
+        no Python per row (save values only the twin renders), so it does not hold the GIL the
+        other side's scan needs."""
         rows = ordered_row_texts(side, where)
-        digest = sa.func.so_digest(rows.c.t)  # a Python aggregate, fed in the subquery's order
-        return sa.select(sa.func.count(), digest).select_from(rows)
+        joined: sa.ColumnClause[Any] = sa.literal_column(
+            f"CAST(group_concat({rows.c.t.name}, X'{ROW_SEP.hex().upper()}') AS BLOB)"
+        )
+        return sa.select(sa.func.count(), sa.func.so_md5(joined)).select_from(rows)
+
+    def digest_refused(self, error: sa.exc.DBAPIError) -> bool:
+        return "too big" in str(error.orig)  # SQLITE_TOOBIG: the joined texts passed SQLite's length cap
 
     def key_hash_list(self, key: str, text: str) -> str:
         return f"group_concat(CAST({key} AS TEXT) || ':' || so_md5({text}), ',')"
@@ -134,6 +148,55 @@ class SQLite(EngineDialect):
 
     def gx_datasource(self, ctx: Any, url: str) -> Any:
         return ctx.data_sources.add_sqlite(name="target", connection_string=url)
+
+
+# -- canonical text in SQL ----------------------------------------------------------------
+# Each expression takes its SQL path only where that path's text is provably the Python twin's
+# (``normalize.canonical_text``) and hands every other value to the twin (``so_norm``): odd
+# values cost a Python call, never a different text. Measured on the demo's 100k orders (one
+# decimal, two timestamps): one side's digest 3.7 s with every value in Python, 0.6 s here.
+
+MAX_SQL_SCALE = 9  # an integer's 19 digits and the scale stay within Decimal's 28 digits (no rounding)
+_D = "[0-9]"
+ISO_MICROS = f"{_D * 4}-{_D * 2}-{_D * 2} {_D * 2}:{_D * 2}:{_D * 2}.{_D * 6}"  # SQLAlchemy's DateTime text
+
+
+def decimal_sql(x: str, scale: int, twin: str) -> str:
+    """A decimal at a fixed ``scale``: integers and the reals that already have at most ``scale``
+    decimals in SQL, everything else (zeros, so -0.0 keeps its sign; text; rounding) by ``twin``.
+
+    A real takes the SQL path only when its ``printf('%.Nf')`` text reads back as the same double
+    and has at most 15 significant digits: such a decimal is the only one of 15 digits that maps
+    to that double (DBL_DIG), so Python's shortest repr is that same number and quantizing it
+    rounds nothing.
+    """
+    fixed = f"printf('%.{scale}f', {x})"
+    zeros = f" || '.{'0' * scale}'" if scale else ""
+    return (
+        f"CASE WHEN typeof({x}) = 'integer' THEN CAST({x} AS TEXT){zeros} "
+        f"WHEN typeof({x}) = 'real' AND {x} <> 0 AND abs({x}) < 1e{15 - scale} "
+        f"AND CAST({fixed} AS REAL) = {x} THEN {fixed} ELSE {twin} END"
+    )
+
+
+def timestamp_sql(x: str, precision: str, twin: str) -> str:
+    """Seconds since 1970 with six decimals, for SQLAlchemy's own text 'YYYY-MM-DD HH:MM:SS.ffffff'
+    from 1970 on (then the whole seconds come from ``unixepoch`` and the fraction is the text's own
+    digits, truncated to ``precision``); any other value (another shape, an invalid date SQLite
+    would roll over, before 1970) by ``twin``.
+
+    ``unixepoch`` reads the text without its fraction: SQLite rounds fractions to milliseconds,
+    which would carry .9999996 into the next second. The year is compared as ``substr`` text: a
+    DATETIME column has numeric affinity, which would turn a bare '1970' into a number (and any
+    text sorts above every number). ``datetime`` needs a modifier to roll a 2023-02-29 or a 24:00
+    over (without one it echoes the fields), so the text must survive that round trip.
+    """
+    whole = f"substr({x}, 1, 19)"
+    fraction = {"us": f"substr({x}, 20)", "ms": f"substr({x}, 20, 4) || '000'", "s": "'.000000'"}[precision]
+    return (
+        f"CASE WHEN typeof({x}) = 'text' AND {x} GLOB '{ISO_MICROS}' AND substr({x}, 1, 4) >= '1970' "
+        f"AND datetime({whole}, '+0 days') = {whole} THEN unixepoch({whole}) || {fraction} ELSE {twin} END"
+    )
 
 
 def _file_id(conn: sa.Connection) -> tuple[int, int] | str:
