@@ -157,8 +157,9 @@ class SQLite(EngineDialect):
 # decimal, two timestamps): one side's digest 3.7 s with every value in Python, 0.6 s here.
 
 MAX_SQL_SCALE = 9  # an integer's 19 digits and the scale stay within Decimal's 28 digits (no rounding)
-_D = "[0-9]"
-ISO_MICROS = f"{_D * 4}-{_D * 2}-{_D * 2} {_D * 2}:{_D * 2}:{_D * 2}.{_D * 6}"  # SQLAlchemy's DateTime text
+# SQLAlchemy's DateTime text is 'YYYY-MM-DD HH:MM:SS.ffffff'; the ``datetime`` round trip checks
+# the first 19 characters exactly, so the pattern only checks the length and the fraction.
+FRACTION = "?" * 19 + "." + "[0-9]" * 6
 
 
 def decimal_sql(x: str, scale: int, twin: str) -> str:
@@ -194,7 +195,7 @@ def timestamp_sql(x: str, precision: str, twin: str) -> str:
     whole = f"substr({x}, 1, 19)"
     fraction = {"us": f"substr({x}, 20)", "ms": f"substr({x}, 20, 4) || '000'", "s": "'.000000'"}[precision]
     return (
-        f"CASE WHEN typeof({x}) = 'text' AND {x} GLOB '{ISO_MICROS}' AND substr({x}, 1, 4) >= '1970' "
+        f"CASE WHEN typeof({x}) = 'text' AND {x} GLOB '{FRACTION}' AND substr({x}, 1, 4) >= '1970' "
         f"AND datetime({whole}, '+0 days') = {whole} THEN unixepoch({whole}) || {fraction} ELSE {twin} END"
     )
 
