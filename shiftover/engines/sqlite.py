@@ -28,7 +28,7 @@ class SQLite(EngineDialect):
     client_side_autocommit = True
     update_returning = True
     native_text = "CAST({} AS TEXT)"
-    native_kinds = frozenset({"integer", "text"})
+    native_kinds = frozenset({"integer", "text", "timestamp"})
 
     def create_engine(self, url: URL) -> Engine:
         """WAL and a busy timeout, so the flows and a live application can share the file."""
@@ -81,6 +81,17 @@ class SQLite(EngineDialect):
         if rule.kind == "timestamp":
             return timestamp_sql(x, o.timestamp_precision, twin)
         return twin
+
+    def native_sql(self, kind: str, expr: str) -> str:
+        """A timestamp between two SQLite tables is compared as its stored text (SQLAlchemy's
+        'YYYY-MM-DD HH:MM:SS.ffffff'): equal text is the same instant, and the rare pair of texts
+        that differ but name one instant (another spelling) is settled by the row compare. Only
+        text: a number's text has 15 digits (two values could share one), so the twin renders
+        anything else (and refuses it, as it always has). 0.02 s per 100k values against 0.25 s
+        for the epoch text the other engines need (``timestamp_sql``)."""
+        if kind == "timestamp":
+            return f"CASE WHEN typeof({expr}) = 'text' THEN {expr} ELSE so_norm('timestamp:us', {expr}) END"
+        return super().native_sql(kind, expr)
 
     def may_null_text(self, kind: str) -> bool:
         return True  # a value may go through Python (so_norm), which may answer None

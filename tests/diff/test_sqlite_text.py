@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from shiftover.connect import get_engine
 from shiftover.diff import diff_tables
 from shiftover.diff.normalize import ROW_SEP, SEP, register_sqlite_functions
+from shiftover.diff.tables import plan_diff
 from shiftover.engines.sqlite import decimal_sql, timestamp_sql
 from shiftover.mapping import ColumnMap, TableMapping
 from shiftover.spec import ValidationSpec
@@ -260,3 +261,21 @@ def test_sqlite_and_postgres_agree_through_the_sql_paths(sqlite_database, pg_dat
     # a tolerance this small hashes every float as its own text, so 1 ulp is a difference here too
     expected = _change(b)
     assert _diff(a, b, float_tolerance=1e-300) == expected
+
+
+def test_sqlite_pair_timestamps_by_stored_text_report_only_other_instants(sqlite_database) -> None:  # type: ignore[no-untyped-def]
+    """Two spellings of one instant differ as text but not as values: narrowed, never reported;
+    a value the twin cannot read is refused, as before."""
+    a, b = _make(sqlite_database()), _make(sqlite_database())
+    cols = tuple(ColumnMap(c.name, c.name) for c in _items().columns)
+    plan = plan_diff(a, b, TableMapping("items", "items", ("id",), cols), ValidationSpec())
+    assert "so_norm('timestamp" in plan.source.row_text and "unixepoch" not in plan.source.row_text
+    with b.begin() as c:
+        c.execute(sa.text("UPDATE items SET at = at || '0' WHERE id = 10"))  # a seventh digit
+        c.execute(sa.text("UPDATE items SET at = replace(at, ' ', 'T') WHERE id = 11"))
+        c.execute(sa.text("UPDATE items SET at = substr(at, 1, 25) || '8' WHERE id = 12"))  # 1 us later
+    assert _diff(a, b) == {12: ("at",)}
+    with b.begin() as c:
+        c.execute(sa.text("UPDATE items SET at = julianday(at) WHERE id = 13"))
+    with pytest.raises(sa.exc.OperationalError):
+        _diff(a, b)
