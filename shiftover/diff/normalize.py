@@ -269,7 +269,7 @@ _TEXT = {
 
 def hash60(text: str | None) -> int:
     """The first 60 bits of md5(row text) as an integer: what every engine sums."""
-    return int(hashlib.md5((text or "").encode()).hexdigest()[:15], 16)
+    return int.from_bytes(hashlib.md5((text or "").encode()).digest()[:8], "big") >> 4  # 15 hex digits
 
 
 def _so_norm(code: str, value: Any) -> str | None:
@@ -309,11 +309,20 @@ class _ExactSum:
         return str(self.total)
 
 
+class _HashSum(_ExactSum):
+    """so_sum(so_hash60(text)) in one Python call per row."""
+
+    def step(self, value: str | None) -> None:  # type: ignore[override]
+        self.total += hash60(value)
+
+
 def register_sqlite_functions(dbapi_connection: Any) -> None:
-    """Add so_norm, so_hash60, so_sum, so_md5 and so_digest to a sqlite3 connection (idempotent)."""
+    """Add so_norm, so_hash60, so_sum, so_hash_sum, so_md5 and so_digest to a sqlite3 connection
+    (idempotent)."""
     dbapi_connection.create_function("so_norm", 2, _so_norm, deterministic=True)
     dbapi_connection.create_function("so_hash60", 1, hash60, deterministic=True)
     dbapi_connection.create_aggregate("so_sum", 1, _ExactSum)
+    dbapi_connection.create_aggregate("so_hash_sum", 1, _HashSum)
     dbapi_connection.create_function("so_md5", 1, _md5, deterministic=True)
     dbapi_connection.create_aggregate("so_digest", 1, _Digest)
 

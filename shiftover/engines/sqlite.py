@@ -29,6 +29,10 @@ class SQLite(EngineDialect):
     update_returning = True
     native_text = "CAST({} AS TEXT)"
     native_kinds = frozenset({"integer", "text", "timestamp"})
+    # In-process queries cost next to nothing each, while a differing segment is hashed again row
+    # by row in Python (so_hash_sum): smaller segments narrow less. The demo's 100k orders with
+    # 10 changed rows: 2.7 s CPU in 16 segments, 2.1 s in 64.
+    segment_rows = 2_048
 
     def create_engine(self, url: URL) -> Engine:
         """WAL and a busy timeout, so the flows and a live application can share the file."""
@@ -100,8 +104,7 @@ class SQLite(EngineDialect):
         return f" || '{SEP}' || ".join(texts)
 
     def row_hash(self, text: str, fast_hash: bool) -> tuple[str, str]:
-        row_hash = f"so_hash60({text})"
-        return row_hash, f"so_sum({row_hash})"
+        return f"so_hash60({text})", f"so_hash_sum({text})"  # one Python call per row, not two
 
     def digest_query(self, side: Side, where: Sequence[Any]) -> sa.Select[Any]:
         """The joined texts built by ``group_concat`` (fed in the subquery's order; the separator
