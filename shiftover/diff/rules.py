@@ -78,8 +78,8 @@ def _rule(
     src_kind = classify(col.source, src_type) if col.sql is None else None
     src_expr = f"({col.sql})" if col.sql is not None else _quoted(source, col.source)
     if same_engine and col.sql is None and _native_ok(rule, src_type, tgt_type, source, o):
-        native = dialect_for(source).native_sql
-        return replace(rule, source_sql=native(kind, src_expr), target_sql=native(kind, _quoted(target, col.target)))
+        cast = dialect_for(source).native_text
+        return replace(rule, source_sql=cast.format(src_expr), target_sql=cast.format(_quoted(target, col.target)))
     # An expression's declared type is unknown; the target's stands in for it (a PostgreSQL time
     # zone, say), but not for what MariaDB renders from the type alone: DATETIME(0)'s lack of a
     # fraction, a DECIMAL's scale. There the expression is rendered in full (col_type None).
@@ -93,7 +93,7 @@ def _rule(
 
 
 def _native_ok(rule: ColumnRule, src_type: Any, tgt_type: Any, engine: Engine, o: ValidationSpec) -> bool:
-    """Same engine, same declared type: the engine's own text of the value (``native_sql``) is
+    """Same engine, same declared type: the engine's own text of the value (``native_text``) is
     already canonical, and much cheaper than formatting."""
     if rule.kind not in dialect_for(engine).native_kinds:
         return False

@@ -114,10 +114,6 @@ class EngineDialect:
         """SQL rendering ``expr`` as the rule's canonical text (``diff.normalize``), NULL kept."""
         raise NotImplementedError
 
-    def native_sql(self, kind: str, expr: str) -> str:
-        """The engine's own text of ``expr`` (a same-engine pair of one declared type, ``native_kinds``)."""
-        return self.native_text.format(expr)
-
     def may_null_text(self, kind: str) -> bool:
         """Whether the canonical-text SQL of ``kind`` can turn a value into NULL."""
         return False

@@ -28,7 +28,7 @@ class SQLite(EngineDialect):
     client_side_autocommit = True
     update_returning = True
     native_text = "CAST({} AS TEXT)"
-    native_kinds = frozenset({"integer", "text", "timestamp"})
+    native_kinds = frozenset({"integer", "text"})
     # In-process queries cost next to nothing each, while a differing segment is hashed again row
     # by row in Python (so_hash_sum): smaller segments narrow less. The demo's 100k orders with
     # 10 changed rows: 2.7 s CPU in 16 segments, 2.1 s in 64.
@@ -85,17 +85,6 @@ class SQLite(EngineDialect):
         if rule.kind == "timestamp":
             return timestamp_sql(x, o.timestamp_precision, twin)
         return twin
-
-    def native_sql(self, kind: str, expr: str) -> str:
-        """A timestamp between two SQLite tables is compared as its stored text (SQLAlchemy's
-        'YYYY-MM-DD HH:MM:SS.ffffff'): equal text is the same instant, and the rare pair of texts
-        that differ but name one instant (another spelling) is settled by the row compare. Only
-        text: a number's text has 15 digits (two values could share one), so the twin renders
-        anything else (and refuses it, as it always has). 0.02 s per 100k values against 0.25 s
-        for the epoch text the other engines need (``timestamp_sql``)."""
-        if kind == "timestamp":
-            return f"CASE WHEN typeof({expr}) = 'text' THEN {expr} ELSE so_norm('timestamp:us', {expr}) END"
-        return super().native_sql(kind, expr)
 
     def may_null_text(self, kind: str) -> bool:
         return True  # a value may go through Python (so_norm), which may answer None
@@ -195,22 +184,26 @@ def decimal_sql(x: str, scale: int, twin: str) -> str:
 
 
 def timestamp_sql(x: str, precision: str, twin: str) -> str:
-    """Seconds since 1970 with six decimals, for SQLAlchemy's own text 'YYYY-MM-DD HH:MM:SS.ffffff'
-    from 1970 on (then the whole seconds come from ``unixepoch`` and the fraction is the text's own
-    digits, truncated to ``precision``); any other value (another shape, an invalid date SQLite
-    would roll over, before 1970) by ``twin``.
+    """Seconds since 1970 with six decimals, for the texts SQLAlchemy and the backfill store from
+    1970 on: 'YYYY-MM-DD HH:MM:SS.ffffff', or 'YYYY-MM-DD HH:MM:SS' when a copy wrote a whole
+    second (then the seconds come from ``unixepoch`` and the fraction is the text's own digits,
+    truncated to ``precision``); any other value (another shape, an invalid date SQLite would roll
+    over, before 1970) by ``twin``.
 
     ``unixepoch`` reads the text without its fraction: SQLite rounds fractions to milliseconds,
     which would carry .9999996 into the next second. The year is compared as ``substr`` text: a
     DATETIME column has numeric affinity, which would turn a bare '1970' into a number (and any
     text sorts above every number). ``datetime`` needs a modifier to roll a 2023-02-29 or a 24:00
-    over (without one it echoes the fields), so the text must survive that round trip.
+    over (without one it echoes the fields), so the first 19 characters must survive that round
+    trip exactly; the pattern then checks only the fraction.
     """
     whole = f"substr({x}, 1, 19)"
     fraction = {"us": f"substr({x}, 20)", "ms": f"substr({x}, 20, 4) || '000'", "s": "'.000000'"}[precision]
+    if precision != "s":
+        fraction = f"CASE WHEN length({x}) = 19 THEN '.000000' ELSE {fraction} END"
     return (
-        f"CASE WHEN typeof({x}) = 'text' AND {x} GLOB '{FRACTION}' AND substr({x}, 1, 4) >= '1970' "
-        f"AND datetime({whole}, '+0 days') = {whole} THEN unixepoch({whole}) || {fraction} ELSE {twin} END"
+        f"CASE WHEN typeof({x}) = 'text' AND substr({x}, 1, 4) >= '1970' AND datetime({whole}, '+0 days') = {whole} "
+        f"AND (length({x}) = 19 OR {x} GLOB '{FRACTION}') THEN unixepoch({whole}) || {fraction} ELSE {twin} END"
     )
 
 

@@ -62,7 +62,7 @@ STAMP_TEXTS = [
     "2038-01-19 03:14:08.000001",
     "9999-12-31 23:59:59.999999",
     "2024-01-01T00:00:07.000000",  # another separator: the twin's job
-    "2024-01-01 00:00:07",  # no fraction
+    "2024-01-01 00:00:07",  # no fraction: what a copy writes for a whole second
     "2024-01-01 00:00:07.5",
     "2024-01-01 00:00:07.1234567",  # seven digits
     "2024-01-01 00:00:07.000000+02:00",  # an offset
@@ -156,7 +156,7 @@ def test_decimal_sql_equals_the_twin_for_any_stored_number(
 
 @pytest.mark.parametrize("precision", ["us", "ms", "s"])
 def test_timestamp_sql_is_the_twins_text_for_odd_values(conn: sqlite3.Connection, precision: str) -> None:
-    assert _timestamp(conn, STAMP_TEXTS, precision) == 5  # the 1970-on values of SQLAlchemy's own shape
+    assert _timestamp(conn, STAMP_TEXTS, precision) == 6  # the 1970-on values of SQLAlchemy's and the copy's shapes
 
 
 def test_timestamps_the_twin_refuses_never_take_the_sql_path(conn: sqlite3.Connection) -> None:
@@ -263,18 +263,23 @@ def test_sqlite_and_postgres_agree_through_the_sql_paths(sqlite_database, pg_dat
     assert _diff(a, b, float_tolerance=1e-300) == expected
 
 
-def test_sqlite_pair_timestamps_by_stored_text_report_only_other_instants(sqlite_database) -> None:  # type: ignore[no-untyped-def]
-    """Two spellings of one instant differ as text but not as values: narrowed, never reported;
-    a value the twin cannot read is refused, as before."""
+def test_sqlite_pair_timestamp_spellings_of_one_instant_screen_equal(sqlite_database) -> None:  # type: ignore[no-untyped-def]
+    """A whole second stored with '.000000' on one side and without a fraction on the other (as
+    the backfill writes it) is one instant: the segment screens equal, only 1 us differs; a
+    value the twin cannot read is refused, as before."""
     a, b = _make(sqlite_database()), _make(sqlite_database())
-    cols = tuple(ColumnMap(c.name, c.name) for c in _items().columns)
-    plan = plan_diff(a, b, TableMapping("items", "items", ("id",), cols), ValidationSpec())
-    assert "so_norm('timestamp" in plan.source.row_text and "unixepoch" not in plan.source.row_text
+    with a.begin() as c:
+        c.execute(sa.text("UPDATE items SET at = substr(at, 1, 19) || '.000000'"))
     with b.begin() as c:
-        c.execute(sa.text("UPDATE items SET at = at || '0' WHERE id = 10"))  # a seventh digit
-        c.execute(sa.text("UPDATE items SET at = replace(at, ' ', 'T') WHERE id = 11"))
-        c.execute(sa.text("UPDATE items SET at = substr(at, 1, 25) || '8' WHERE id = 12"))  # 1 us later
-    assert _diff(a, b) == {12: ("at",)}
+        c.execute(sa.text("UPDATE items SET at = substr(at, 1, 19)"))
+        c.execute(sa.text("UPDATE items SET at = replace(at, ' ', 'T') WHERE id = 11"))  # the twin's path
+        c.execute(sa.text("UPDATE items SET at = at || '.000001' WHERE id = 12"))  # 1 us later
+    cols = tuple(ColumnMap(c.name, c.name) for c in _items().columns)
+    mapping = TableMapping("items", "items", ("id",), cols)
+    assert "unixepoch" in plan_diff(a, b, mapping, ValidationSpec()).target.row_text
+    report = diff_tables(a, b, mapping, ValidationSpec(segments=4, row_threshold=8))
+    assert {int(d.key[0]): tuple(d.columns) for d in report.differences} == {12: ("at",)}
+    assert report.segments_differing == 1
     with b.begin() as c:
         c.execute(sa.text("UPDATE items SET at = julianday(at) WHERE id = 13"))
     with pytest.raises(sa.exc.OperationalError):
