@@ -20,9 +20,10 @@ text joins those with a separator and a NULL marker, so NULL and '' hash differe
     uuid        32 lowercase hex digits
     binary      lowercase hex
 
-SQLite has no md5 or formatting functions of the kind needed: ``register_sqlite_functions``
-adds Python ones to each connection (``so_norm``, ``so_hash60``, ``so_sum``, ``so_md5``,
-``so_digest``).
+SQLite has no md5 and few formatting functions: ``register_sqlite_functions`` adds Python ones
+to each connection (``so_norm``, ``so_hash60``, ``so_sum``, ``so_md5``, ``so_digest``). Its
+decimals and timestamps are rendered in SQL where that text is provably the twin's, and by
+``so_norm`` otherwise (``engines/sqlite.py``); a range digest is one ``so_md5`` call.
 """
 
 from __future__ import annotations
@@ -268,7 +269,7 @@ _TEXT = {
 
 def hash60(text: str | None) -> int:
     """The first 60 bits of md5(row text) as an integer: what every engine sums."""
-    return int(hashlib.md5((text or "").encode()).hexdigest()[:15], 16)
+    return int.from_bytes(hashlib.md5((text or "").encode()).digest()[:8], "big") >> 4  # 15 hex digits
 
 
 def _so_norm(code: str, value: Any) -> str | None:
@@ -308,14 +309,26 @@ class _ExactSum:
         return str(self.total)
 
 
+class _HashSum(_ExactSum):
+    """so_sum(so_hash60(text)) in one Python call per row."""
+
+    def step(self, value: str | None) -> None:  # type: ignore[override]
+        self.total += hash60(value)
+
+
 def register_sqlite_functions(dbapi_connection: Any) -> None:
-    """Add so_norm, so_hash60, so_sum, so_md5 and so_digest to a sqlite3 connection (idempotent)."""
+    """Add so_norm, so_hash60, so_sum, so_hash_sum, so_md5 and so_digest to a sqlite3 connection
+    (idempotent)."""
     dbapi_connection.create_function("so_norm", 2, _so_norm, deterministic=True)
     dbapi_connection.create_function("so_hash60", 1, hash60, deterministic=True)
     dbapi_connection.create_aggregate("so_sum", 1, _ExactSum)
+    dbapi_connection.create_aggregate("so_hash_sum", 1, _HashSum)
     dbapi_connection.create_function("so_md5", 1, _md5, deterministic=True)
     dbapi_connection.create_aggregate("so_digest", 1, _Digest)
 
 
-def _md5(text: str | None) -> str | None:
-    return None if text is None else hashlib.md5(text.encode()).hexdigest()
+def _md5(text: str | bytes | None) -> str | None:
+    """md5 of a row text, or of a range's joined texts (bytes: they hold the 0xFF separator)."""
+    if text is None:
+        return None
+    return hashlib.md5(text if isinstance(text, bytes) else text.encode()).hexdigest()

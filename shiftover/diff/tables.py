@@ -179,9 +179,10 @@ def _segments(plan: DiffPlan, n: Narrowing, progress: DiffProgress | None) -> li
     # group_concat_max_len says. Half of it in stored bytes: a text-heavy row renders to about its
     # stored size; where it renders larger (binary as hex), a segment falls back to the sums.
     per_segment = min([SEGMENT_BYTES] + [s.max_packet // 2 for s in n.stats if s.max_packet])
+    per_rows = min(dialect_for(side.engine).segment_rows or SEGMENT_ROWS for side in (plan.source, plan.target))
     parts = max(
         plan.options.segments,
-        -(-max(n.source_rows, n.target_rows) // SEGMENT_ROWS),
+        -(-max(n.source_rows, n.target_rows) // per_rows),
         -(-stored // per_segment),
     )
     if n.integer_span is not None:

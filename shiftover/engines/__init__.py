@@ -52,6 +52,7 @@ class EngineDialect:
     int_div = "/"  # integer division in SQL
     native_text = "{}"  # the engine's own text of a value (a same-engine, same-type pair)
     native_kinds: frozenset[str] = frozenset()  # kinds whose own text is canonical enough
+    segment_rows: int | None = None  # rows per diff segment, if not diff.tables.SEGMENT_ROWS
     renders_by_declared_type = False  # canonical_sql trusts the declared type (DATETIME(0): no fraction)
     max_identifier: int | None = None  # the longest table or column name the engine keeps whole
 

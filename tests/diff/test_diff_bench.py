@@ -1,4 +1,4 @@
-"""bench/validate.py at a tiny size: it builds, measures and finds exactly the changed keys."""
+"""bench/validate.py and bench/sqlite_diff.py at a tiny size: they build, measure and find exactly the changed keys."""
 
 from __future__ import annotations
 
@@ -25,3 +25,20 @@ def test_validate_bench_runs_tiny(pg_database, mariadb_database) -> None:  # typ
     ]
     assert all(r["exact"] for r in rows), rows
     assert [r["found"] for r in rows] == [0, 10, 30] * 2
+
+
+def test_sqlite_bench_runs_tiny(tmp_path: Path) -> None:
+    """bench/sqlite_diff.py: both implementations (the previous one re-created) find exactly the changed keys."""
+    path = BENCH.with_name("sqlite_diff.py")
+    spec = importlib.util.spec_from_file_location("bench_sqlite_diff", path)
+    assert spec and spec.loader
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench
+    spec.loader.exec_module(bench)
+    from shiftover.engines.sqlite import SQLite
+
+    before = dict(SQLite.__dict__)
+    rows = bench.main(["--rows", "2000", "--repeat", "1", "--workdir", str(tmp_path)])
+
+    assert [(r["case"], r["found"], r["exact"]) for r in rows] == [("a equal", 0, True), ("b 10 changed", 10, True)]
+    assert dict(SQLite.__dict__) == before  # the previous implementation is put back
