@@ -85,6 +85,20 @@ def advance(migration: Migration, phase: Phase) -> None:
         store.transition(name, step, ACTOR, "test setup")
 
 
+class Background(threading.Thread):
+    """A flow called in another thread; keeps its return value or the exception it raised."""
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        super().__init__(daemon=True)
+        self.fn, self.result, self.error = fn, None, None
+
+    def run(self) -> None:
+        try:
+            self.result = self.fn()
+        except BaseException as exc:
+            self.error = exc
+
+
 @pytest.fixture
 def make_migration(tmp_path: Path) -> Iterator[Callable[..., Setup]]:
     """``make_migration(phase, **spec_overrides)``: old and new orders tables in sync, at ``phase``

@@ -6,7 +6,6 @@ Races are ordered by events (a paused run, a flag that moved), never by sleeping
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -23,7 +22,7 @@ from shiftover.migration import load_migration
 from shiftover.phases import ORDER, Phase
 from shiftover.plan import build_plan
 
-from .conftest import Approver, Setup, paused_run, run_state
+from .conftest import Approver, Background, Setup, paused_run, run_state
 
 pytestmark = pytest.mark.flows
 
@@ -35,20 +34,6 @@ ALL_GATES = {
     "switch_writes": ["reconcile_drained", "checksum"],
     "decommission": ["reconcile_drained"],
 }
-
-
-class Background(threading.Thread):
-    """A flow called in another thread; keeps its return value or the exception it raised."""
-
-    def __init__(self, fn: Callable[[], Any]) -> None:
-        super().__init__(daemon=True)
-        self.fn, self.result, self.error = fn, None, None
-
-    def run(self) -> None:
-        try:
-            self.result = self.fn()
-        except BaseException as exc:
-            self.error = exc
 
 
 def migrate(setup: Setup, **kw: Any) -> dict[str, Any]:

@@ -5,11 +5,8 @@ with nothing moved; a rollback's unsigned rejection still closes the pause."""
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 from uuid import UUID
 
 import pytest
@@ -21,25 +18,11 @@ from shiftover.flags.routing import WriteMode, read_routing
 from shiftover.phases import Phase
 from shiftover.signing import Challenge, fingerprint, generate_key, load_private_key, sign_approval, write_private_key
 
-from .conftest import Setup, paused_run, run_state
+from .conftest import Background, Setup, paused_run, run_state
 
 pytestmark = pytest.mark.flows
 
 GOOD = {"approver": "alice", "confirm_name": "orders-cut", "reason": "gates green"}
-
-
-class Background(threading.Thread):
-    """A flow called in another thread; keeps its return value or the exception it raised."""
-
-    def __init__(self, fn: Callable[[], Any]) -> None:
-        super().__init__(daemon=True)
-        self.fn, self.result, self.error = fn, None, None
-
-    def run(self) -> None:
-        try:
-            self.result = self.fn()
-        except BaseException as exc:
-            self.error = exc
 
 
 @pytest.fixture
