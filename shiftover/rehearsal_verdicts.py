@@ -158,11 +158,24 @@ def judge_values(
             Finding(
                 field_of(spec, col),
                 f"column {col!r} changes on the way in {len(items)} of {len(expected)} rehearsed row(s), first key "
-                f"{key}: {_shown(was)} came back as {_shown(became)} (truncated, rounded or re-formatted by the "
-                "target's type): widen the target column or convert the value in the mapping",
+                f"{key}: {_shown(was)} came back as {_shown(became)} {_why(was, became)}",
             )
         )
     return findings
+
+
+def _why(was: Any, became: Any) -> str:
+    """What the change looks like, and what to do about it."""
+    if became is None and isinstance(was, str) and was.strip() == "null":
+        return (
+            "(a JSON null written as SQL NULL: this engine pair's copy reads a JSON null as NULL and cannot keep "
+            "it yet, so the run stops here instead of altering it; PostgreSQL and MariaDB sources into "
+            "PostgreSQL keep it)"
+        )
+    return (
+        "(truncated, rounded or re-formatted by the target's type): widen the target column or convert the "
+        "value in the mapping"
+    )
 
 
 def _equal(rule: ColumnRule, a: Any, b: Any, spec: MigrationSpec) -> bool:

@@ -59,6 +59,7 @@ def test_a_json_null_turned_into_sql_null_is_refused_or_found(  # type: ignore[n
     else:  # the copy wrote SQL NULL for row 1: told before, and found after
         assert stored == [1, 2]
         assert len(findings) == 1 and "column 'doc' changes on the way in" in findings[0] and "(1,)" in findings[0]
+        assert "a JSON null written as SQL NULL" in findings[0]
         assert differing == [((1,), "changed")]
     # and whatever the copy did, the diff tells a JSON null from SQL NULL in the target
     run_sql(target, "UPDATE items SET doc = NULL WHERE id = 1")
