@@ -29,6 +29,7 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -38,29 +39,41 @@ SPEC = (
 )
 
 
+def shiftover(args: list[str], cwd: Path | str, env: dict[str, str], timeout: float = 600) -> float:
+    """Run the ``shiftover`` command; its wall seconds (exits naming the command when it fails)."""
+    began = time.monotonic()
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "shiftover"), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"shiftover {' '.join(args)} failed:\n{done.stderr[-3000:]}")
+    return time.monotonic() - began
+
+
+def audit_rows(control_db: Path | str, query: str) -> list[Any]:
+    engine = sa.create_engine(f"sqlite:///{control_db}")
+    try:
+        with engine.connect() as conn:
+            return list(conn.execute(sa.text(query)).all())
+    finally:
+        engine.dispose()
+
+
 def one_run(workdir: Path, env: dict[str, str]) -> tuple[float, float]:
     """(seconds to first stage, seconds in all) for one ``shiftover run`` in ``workdir``."""
     for stale in ("new.db", ".shiftover/control.db"):
         (workdir / stale).unlink(missing_ok=True)
-    shiftover = Path(sys.executable).parent / "shiftover"
     began_wall = datetime.now(UTC).replace(tzinfo=None)
-    began = time.monotonic()
-    done = subprocess.run(
-        [str(shiftover), "run", "spec.yaml", "--stop-after", "dual_write"],
-        cwd=workdir,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
+    total = shiftover(["run", "spec.yaml", "--stop-after", "dual_write"], workdir, env)
+    [(registered,)] = audit_rows(
+        workdir / ".shiftover/control.db", "SELECT min(at) FROM so_audit_log WHERE migration = 'bench'"
     )
-    total = time.monotonic() - began
-    if done.returncode != 0:
-        raise SystemExit(f"shiftover run failed:\n{done.stderr[-3000:]}")
-    engine = sa.create_engine(f"sqlite:///{workdir}/.shiftover/control.db")
-    with engine.connect() as conn:
-        registered = conn.execute(sa.text("SELECT min(at) FROM so_audit_log WHERE migration = 'bench'")).scalar_one()
-    engine.dispose()
     first = (datetime.fromisoformat(str(registered)) - began_wall).total_seconds()
     return first, total
 
@@ -74,26 +87,11 @@ def demo_stage_seconds(rows: int, env: dict[str, str]) -> dict[str, float]:
     """``shiftover demo`` (the README's first command) once: seconds spent reaching each phase,
     from the demo's control store, and the whole command's."""
     with tempfile.TemporaryDirectory() as tmp:
-        shiftover = Path(sys.executable).parent / "shiftover"
-        began = time.monotonic()
-        done = subprocess.run(
-            [str(shiftover), "demo", "--rows", str(rows), "--workdir", f"{tmp}/demo"],
-            cwd=tmp,
-            env=env | {"PREFECT_HOME": f"{tmp}/prefect-home"},
-            capture_output=True,
-            text=True,
-            timeout=1200,
-            check=False,
+        demo = ["demo", "--rows", str(rows), "--workdir", f"{tmp}/demo"]
+        total = shiftover(demo, tmp, env | {"PREFECT_HOME": f"{tmp}/prefect-home"}, timeout=1200)
+        rows_ = audit_rows(
+            f"{tmp}/demo/control.db", "SELECT at, detail FROM so_audit_log WHERE action = 'phase' ORDER BY id"
         )
-        total = time.monotonic() - began
-        if done.returncode != 0:
-            raise SystemExit(f"shiftover demo failed:\n{done.stderr[-3000:]}")
-        engine = sa.create_engine(f"sqlite:///{tmp}/demo/control.db")
-        with engine.connect() as conn:
-            rows_ = conn.execute(
-                sa.text("SELECT at, detail FROM so_audit_log WHERE action = 'phase' ORDER BY id")
-            ).all()
-        engine.dispose()
     seconds: dict[str, float] = {}
     for (before, _), (after, detail) in itertools.pairwise(rows_):
         phase = json.loads(detail)["phase"] if isinstance(detail, str) else detail["phase"]
@@ -122,24 +120,13 @@ def main(argv: list[str] | None = None) -> int:
             create_orders(get_engine(f"sqlite:///{workdir}/old.db"), rows=1_000)
             (workdir / "spec.yaml").write_text(SPEC)
             env = base | {"PREFECT_HOME": str(workdir / "prefect-home")}
-            shiftover = Path(sys.executable).parent / "shiftover"
             if mode == "project server":
-                started = subprocess.run(
-                    [str(shiftover), "server", "start", "--port", str(args.port)],
-                    cwd=workdir,
-                    env=env,
-                    capture_output=True,
-                    text=True,
-                    timeout=300,
-                    check=False,
-                )
-                if started.returncode != 0:
-                    raise SystemExit(f"shiftover server start failed:\n{started.stderr}")
+                shiftover(["server", "start", "--port", str(args.port)], workdir, env, timeout=300)
             try:
                 results[mode] = measure(workdir, env, args.runs)
             finally:
                 if mode == "project server":
-                    subprocess.run([str(shiftover), "server", "stop"], cwd=workdir, env=env, timeout=60, check=False)
+                    shiftover(["server", "stop"], workdir, env, timeout=60)
     print(f"{'mode':<18} {'to first stage (median)':>24} {'total (median)':>16}   runs")
     medians = {}
     for mode, rows in results.items():

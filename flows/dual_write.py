@@ -12,7 +12,6 @@ from prefect import flow, get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from shiftover.control.store import DEFAULT_URL
-from shiftover.errors import RehearsalError
 from shiftover.flows.context import RunContext, RunOptions
 from shiftover.flows.evaluate import Outcome, run_plan
 from shiftover.phases import Phase
@@ -50,8 +49,7 @@ def rehearse_first(ctx: RunContext, stage: DualWriteStage) -> None:
         "rehearsal",
         {"rows": report.rows, "seconds": round(report.seconds, 3), "findings": [str(f) for f in report.findings]},
     )
-    if report.findings:
-        raise RehearsalError(report.findings)
+    report.require()
 
 
 def create_target(ctx: RunContext) -> None:

@@ -73,21 +73,11 @@ class RehearsalReport:
     def ok(self) -> bool:
         return not self.findings
 
-
-def require_rehearsal(
-    spec: MigrationSpec,
-    mapping: TableMapping,
-    source: Engine,
-    target: Engine,
-    *,
-    sample_rows: int = SAMPLE_ROWS,
-    restarted: bool = False,
-) -> RehearsalReport:
-    """``rehearse``, raising ``RehearsalError`` with every finding when there is any."""
-    report = rehearse(spec, mapping, source, target, sample_rows=sample_rows, restarted=restarted)
-    if report.findings:
-        raise RehearsalError(report.findings)
-    return report
+    def require(self) -> RehearsalReport:
+        """This report, or ``RehearsalError`` with every finding when there is any."""
+        if self.findings:
+            raise RehearsalError(self.findings)
+        return self
 
 
 def rehearse(

@@ -22,7 +22,7 @@ from shiftover.demo import create_orders
 from shiftover.errors import RehearsalError, SpecError
 from shiftover.mapping import TableMapping
 from shiftover.preflight import resolve_mapping, will_create_target
-from shiftover.rehearsal import RehearsalReport, rehearse, require_rehearsal
+from shiftover.rehearsal import RehearsalReport, rehearse
 from shiftover.spec import MigrationSpec, parse_spec
 
 PAIRS = [("postgres", "postgres"), ("postgres", "mariadb"), ("mariadb", "postgres"), ("sqlite", "sqlite")]
@@ -308,7 +308,7 @@ def test_every_problem_at_once(pair: Pair) -> None:
     pair.table("dst", key_col(), sa.Column("at", sa.Date), rows=[{"id": 2, "at": None}])
     spec = pair.spec(archive={"suffix": "_" + "s" * 80})
     with pytest.raises(RehearsalError) as err:
-        require_rehearsal(spec, resolve_mapping(spec), get_engine(pair.src), get_engine(pair.dst))
+        rehearse(spec, resolve_mapping(spec), get_engine(pair.src), get_engine(pair.dst)).require()
     expected = {"key", "on_existing", "columns"} | ({"archive.suffix"} if pair.src_kind != "sqlite" else set())
     assert set(fields_of(err.value)) == expected
     assert isinstance(err.value, SpecError) and "nothing was written" in str(err.value)
