@@ -64,9 +64,9 @@ def find_running(state_file: Path = STATE_FILE) -> LocalServer | None:
         server = LocalServer(url=str(data["url"]), pid=int(data["pid"]), log=str(data["log"]))
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if _alive(server.pid) and healthy(server.url):
+    if _alive(server.pid) and _is_prefect_server(server.pid) and healthy(server.url):
         return server
-    if not _alive(server.pid):
+    if not (_alive(server.pid) and _is_prefect_server(server.pid)):
         state_file.unlink(missing_ok=True)
     return None
 
@@ -122,16 +122,29 @@ def start(
 
 
 def stop(state_file: Path = STATE_FILE) -> LocalServer | None:
-    """Stop the project's server (its whole process group); ``None`` when none was running."""
+    """Stop the project's server (its whole process group); ``None`` when none was running.
+
+    Only a process that still is that server is signalled: after a reboot the recorded pid may
+    belong to anything, and its process group must not be killed on a stale file's word."""
     try:
         data = json.loads(state_file.read_text())
         server = LocalServer(url=str(data["url"]), pid=int(data["pid"]), log=str(data["log"]))
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if _alive(server.pid):
+    running = _alive(server.pid) and _is_prefect_server(server.pid)
+    if running:
         _terminate(server.pid)
     state_file.unlink(missing_ok=True)
-    return server
+    return server if running else None
+
+
+def _is_prefect_server(pid: int) -> bool:
+    """Whether ``pid`` runs ``prefect server start`` (its command line, where the OS shows it)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False  # no /proc: never signal a process we cannot name
+    return b"prefect" in argv and b"server" in argv and b"start" in argv
 
 
 def _terminate(pid: int, grace: float = 15.0) -> None:

@@ -99,6 +99,22 @@ def test_a_stale_state_file_is_not_a_server(tmp_path: Path) -> None:
     assert stop(state) is None
 
 
+def test_a_stale_state_file_naming_another_live_process_never_signals_it(tmp_path: Path) -> None:
+    """After a reboot the recorded pid can belong to anything: stop must not kill its process group."""
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+    try:
+        state = tmp_path / "server.json"
+        state.write_text(json.dumps({"url": "http://127.0.0.1:9", "pid": other.pid, "log": "x"}))
+        assert find_running(state) is None
+        state.write_text(json.dumps({"url": "http://127.0.0.1:9", "pid": other.pid, "log": "x"}))
+        assert stop(state) is None and not state.exists()
+        time.sleep(0.5)
+        assert other.poll() is None  # still running: never signalled
+    finally:
+        other.kill()
+        other.wait()
+
+
 def test_start_refuses_a_port_another_program_holds(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
