@@ -138,12 +138,14 @@ def range_digest(side: Side, rng: KeyRange) -> Digest:
 def bucket_checksums(side: Side, rng: KeyRange, base: int, width: int) -> dict[int, Checksum]:
     """Checksums of integer-key buckets ``(key - base) // width`` inside ``rng``, in one scan."""
     key = side.quoted(side.key[0])
-    bucket: sa.Label[Any] = sa.literal_column(f"(({key} - {int(base)}) {side.dialect.int_div} {int(width)})").label("b")
+    # Grouped by the expression, not by its label: a table's own column of that name would win
+    # (PostgreSQL resolves GROUP BY b to a column b first).
+    bucket = sa.literal_column(f"(({key} - {int(base)}) {side.dialect.int_div} {int(width)})")
     query = (
         sa.select(bucket, sa.func.count(), sa.literal_column(side.row_sum))
         .select_from(side.table)
         .where(*_where(side, rng))
-        .group_by(sa.literal_column("b"))
+        .group_by(bucket)
     )
     with side_connection(side) as conn:
         return {int(b): (int(c), int(s or 0)) for b, c, s in conn.execute(query)}

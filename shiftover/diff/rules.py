@@ -64,11 +64,6 @@ def _rule(
     col: ColumnMap, src: sa.Table, tgt: sa.Table, source: Engine, target: Engine, o: ValidationSpec, same_engine: bool
 ) -> ColumnRule:
     rule = column_rule(col, src, tgt)
-    if rule.kind == "float" and not o.float_tolerance and not same_engine:
-        raise DiffError(
-            f"column {col.target!r} holds floats compared across engines; declare "
-            "validation.float_tolerance (e.g. 1e-9) or exclude the column"
-        )
     if rule.kind == "json" and not same_engine:
         return replace(rule, in_sql=False)  # the engines' canonical JSON texts differ: compared in Python
     kind = rule.kind

@@ -118,7 +118,15 @@ class MySQL(EngineDialect):
                     f"CASE WHEN ABS({x}) < {float_cutoff(o)} THEN CAST(CAST(ROUND({x} / {o.float_tolerance!r}) "
                     f"AS DECIMAL(65, 0)) AS CHAR) ELSE CAST({x} AS CHAR) END"
                 )
-            return f"CAST({x} AS CHAR)"
+            # Exact: MariaDB's text has the same shortest round-trip digits as Python's repr, but
+            # writes 3.0 as '3' and 1e300 as '1e300'; both are mended here. It also writes some
+            # magnitudes positionally that repr writes with an exponent (2.5e-10, 1e15): those are
+            # narrowed and settled bit for bit by the row compare.
+            text = f"CAST({x} AS CHAR)"
+            return (
+                f"CASE WHEN {x} = TRUNCATE({x}, 0) AND ABS({x}) < 1e15 THEN CONCAT({text}, '.0') "
+                f"ELSE REPLACE(REPLACE({text}, 'e', 'e+'), 'e+-', 'e-') END"
+            )
         if kind == "text":
             return f"TRIM(TRAILING ' ' FROM {x})" if rule.pad else f"{x}"
         if kind == "boolean":

@@ -91,7 +91,13 @@ class PostgreSQL(EngineDialect):
                     f"CASE WHEN abs({x}) < {float_cutoff(o)} THEN "
                     f"round((({x})::float8 / {o.float_tolerance!r})::numeric)::text ELSE ({x})::float8::text END"
                 )
-            return f"({x})::float8::text"
+            # Exact: PostgreSQL's shortest round-trip text is Python's repr but for whole numbers
+            # below 1e15 ('3' for 3.0) and [1e15, 1e16) ('1e+15'); the first is mended here, the
+            # second (and inf/NaN spellings) narrowed and settled bit for bit by the row compare.
+            return (
+                f"CASE WHEN ({x})::float8 = trunc(({x})::float8) AND abs(({x})::float8) < 1e15 "
+                f"THEN ({x})::float8::text || '.0' ELSE ({x})::float8::text END"
+            )
         if kind == "text":
             return f"rtrim(({x})::text, ' ')" if rule.pad else f"({x})::text"
         if kind == "boolean":

@@ -70,14 +70,6 @@ def test_a_key_with_nulls_or_duplicates_is_refused(pg_database) -> None:  # type
         diff_tables(*dups, _mapping("id", "v"), ValidationSpec())
 
 
-def test_floats_across_engines_need_a_tolerance(pg_database, sqlite_database) -> None:  # type: ignore[no-untyped-def]
-    ddl = "CREATE TABLE t (id integer PRIMARY KEY, ratio double precision)"
-    src, tgt = _tables([sqlite_database(), pg_database()], ddl, "INSERT INTO t VALUES (1, 0.1), (2, 1e300)")
-    with pytest.raises(DiffError, match=r"column 'ratio' holds floats.*validation\.float_tolerance"):
-        diff_tables(src, tgt, _mapping("id", "ratio"), ValidationSpec())
-    assert diff_tables(src, tgt, _mapping("id", "ratio"), ValidationSpec(float_tolerance=1e-9)).equal
-
-
 def test_a_python_transform_needs_its_columns_excluded(pg_database) -> None:  # type: ignore[no-untyped-def]
     src, tgt = _tables(
         [pg_database(), pg_database()], "CREATE TABLE t (id int PRIMARY KEY, v text)", "INSERT INTO t VALUES (1, 'a')"
