@@ -7,6 +7,7 @@ The spec names columns loosely (all columns, renames, SQL expressions, a Python 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,11 +23,19 @@ class ColumnMap:
     target: str
     sql: str | None = None
 
-    def select_expr(self, table: sa.Table) -> sa.ColumnElement[Any]:
-        """The expression that reads this column's value from the source table."""
+    def select_expr(self, table: sa.Table, *, json_text: bool = True) -> sa.ColumnElement[Any]:
+        """The expression that reads this column's value from the source table.
+
+        A JSON column is read as its text (``json_text``): the drivers' JSON loaders hand a JSON
+        null over as None, like SQL NULL, and a JSON string as a bare str; the text carries both
+        exactly to any target. Only a Python transform gets parsed values (it was written for them).
+        """
         if self.sql is not None:
             return sa.literal_column(f"({self.sql})").label(self.target)
-        return table.c[self.source].label(self.target)
+        column = table.c[self.source]
+        if json_text and isinstance(column.type, sa.JSON):
+            return sa.cast(column, sa.Text).label(self.target)
+        return column.label(self.target)
 
 
 @dataclass(frozen=True)
@@ -78,7 +87,10 @@ class TableMapping:
 
     def select_source(self, table: sa.Table) -> sa.Select[Any]:
         """SELECT of every mapped column, labelled with target names, in key order."""
-        return sa.select(*(c.select_expr(table) for c in self.columns)).order_by(*(table.c[k] for k in self.key))
+        json_text = self.transform is None
+        return sa.select(*(c.select_expr(table, json_text=json_text) for c in self.columns)).order_by(
+            *(table.c[k] for k in self.key)
+        )
 
 
 _reflected: dict[tuple[str, str | None, str], sa.Table] = {}
@@ -102,6 +114,40 @@ def exact_floats(table: sa.Table) -> None:
     for column in table.columns:
         if isinstance(column.type, sa.Float):
             column.type.asdecimal = False
+
+
+class JsonText(sa.types.TypeDecorator[Any]):
+    """A JSON column written from its text: the text is bound as it is (cast to the column's JSON
+    type where the engine types binds), so JSON null stays JSON null, None stays SQL NULL and a
+    JSON string is not encoded a second time. Parsed values (a transform's dicts) are encoded once."""
+
+    impl = sa.Text
+    cache_ok = True
+
+    def __init__(self, json_type: sa.types.TypeEngine[Any], cast: bool) -> None:
+        super().__init__()
+        self.json_type = json_type
+        self.cast = cast  # SQLite has no JSON type to cast to (CAST(x AS JSON) is numeric affinity there)
+
+    def process_bind_param(self, value: Any, dialect: sa.Dialect) -> Any:
+        if value is None or isinstance(value, str):
+            return value
+        return json.dumps(value, default=str)
+
+    def bind_expression(self, bindvalue: Any) -> Any:
+        return sa.cast(bindvalue, self.json_type) if self.cast else bindvalue
+
+
+def json_as_text(table: sa.Table, dialect: sa.Dialect) -> sa.Table:
+    """``table`` with its JSON columns written from text (``JsonText``); itself when it has none."""
+    if not any(isinstance(c.type, sa.JSON) for c in table.columns):
+        return table
+    cast = dialect.name != "sqlite"
+    columns = [
+        sa.Column(c.name, JsonText(c.type, cast) if isinstance(c.type, sa.JSON) else c.type, primary_key=c.primary_key)
+        for c in table.columns
+    ]
+    return sa.Table(table.name, sa.MetaData(), *columns, schema=table.schema)
 
 
 def forget_reflections() -> None:

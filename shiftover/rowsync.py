@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from shiftover.engines import dialect_for
-from shiftover.mapping import TableMapping
+from shiftover.mapping import TableMapping, json_as_text
 
 Key = tuple[Any, ...]
 
@@ -100,6 +100,7 @@ def key_in(table: sa.Table, key: Sequence[str], keys: Sequence[Key]) -> sa.Colum
 def upsert_rows(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]], key: Sequence[str]) -> None:
     """Insert rows, overwriting any row with the same key (the engine's own upsert)."""
     dialect = dialect_for(conn)
+    table = json_as_text(table, conn.dialect)  # JSON arrives as its text (select_source): written as it is
     for batch in _batches(rows, 500):
         conn.execute(dialect.upsert(table, list(batch), list(key)))
 

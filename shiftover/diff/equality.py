@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import struct
+from decimal import Decimal
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -117,13 +118,28 @@ def _bits(value: Any) -> bytes:
 
 
 def _json_value(value: Any) -> Any:
-    """Canonical JSON text of a value: parsed when text (bad JSON stays the text itself)."""
+    """A JSON value as compared: parsed when text (bad JSON stays the text itself), numbers by
+    their exact value (PostgreSQL's jsonb stores -12.5e3 as -12500: the same JSON number), object
+    keys unordered, strings byte for byte."""
     if isinstance(value, str | bytes | bytearray):
         try:
-            value = json.loads(value)
+            value = json.loads(value, parse_float=Decimal, parse_int=Decimal)
         except ValueError:
             return ("not json", value if isinstance(value, str) else bytes(value))
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return _json_canonical(value)
+
+
+def _json_canonical(value: Any) -> Any:
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int | float | Decimal):
+        number = Decimal(value) if not isinstance(value, float) else Decimal(repr(value))
+        return ("number", number.normalize() if number.is_finite() else str(number))
+    if isinstance(value, Mapping):
+        return ("object", tuple(sorted((str(k), _json_canonical(v)) for k, v in value.items())))
+    if isinstance(value, list | tuple):
+        return ("array", tuple(_json_canonical(v) for v in value))
+    return ("other", str(value))
 
 
 def _plain(value: Any) -> Any:
