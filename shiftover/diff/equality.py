@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import json
 import struct
-from decimal import Decimal
 from collections.abc import Mapping, Sequence
+from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa

@@ -72,7 +72,11 @@ PAIRS = [("postgresql", "mysql"), ("mysql", "postgresql"), ("sqlite", "postgresq
 def test_floats_compare_bit_for_bit_across_engines(  # type: ignore[no-untyped-def]
     source_kind, target_kind, pg_database, mariadb_database, sqlite_database
 ) -> None:
-    make: dict[str, Callable[[], str]] = {"postgresql": pg_database, "mysql": mariadb_database, "sqlite": sqlite_database}
+    make: dict[str, Callable[[], str]] = {
+        "postgresql": pg_database,
+        "mysql": mariadb_database,
+        "sqlite": sqlite_database,
+    }
     values = doubles(3000, seed=11)
     rows = [(i, v, values[-1 - i]) for i, v in enumerate(values)]
     changed = {  # key -> the target's value: one ulp, below 1e-9, a subnormal step, a sign
