@@ -140,7 +140,7 @@ def bucket_checksums(side: Side, rng: KeyRange, base: int, width: int) -> dict[i
     key = side.quoted(side.key[0])
     # Grouped by the expression, not by its label: a table's own column of that name would win
     # (PostgreSQL resolves GROUP BY b to a column b first).
-    bucket = sa.literal_column(f"(({key} - {int(base)}) {side.dialect.int_div} {int(width)})")
+    bucket: sa.ColumnClause[Any] = sa.literal_column(f"(({key} - {int(base)}) {side.dialect.int_div} {int(width)})")
     query = (
         sa.select(bucket, sa.func.count(), sa.literal_column(side.row_sum))
         .select_from(side.table)
