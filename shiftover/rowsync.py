@@ -97,6 +97,31 @@ def key_in(table: sa.Table, key: Sequence[str], keys: Sequence[Key]) -> sa.Colum
     return sa.tuple_(*(table.c[k] for k in key)).in_([tuple(k) for k in keys])
 
 
+def key_compare(
+    cols: Sequence[sa.ColumnElement[Any]], values: Sequence[Any], *, strict: bool, greater: bool, tuples: bool
+) -> sa.ColumnElement[bool]:
+    """``key > values`` (``strict``/``greater`` choose the operator) over one or more key columns:
+    a row comparison where the engine indexes it (``EngineDialect.row_value_compare``), else
+    spelt out as ``a > x OR (a = x AND b > y)``, which MySQL/MariaDB turn into index ranges (a row
+    comparison scanned the whole table there: 0.6-0.8 s per 10k-row sub-range of a 300k-row table)."""
+    if len(cols) == 1:
+        return _op(cols[0], values[0], strict=strict, greater=greater)
+    if tuples:
+        return _op(sa.tuple_(*cols), sa.tuple_(*values), strict=strict, greater=greater)
+    terms: list[sa.ColumnElement[bool]] = []
+    for i in range(len(cols)):
+        equal = [cols[j] == values[j] for j in range(i)]
+        last = i == len(cols) - 1
+        terms.append(sa.and_(*equal, _op(cols[i], values[i], strict=strict or not last, greater=greater)))
+    return sa.or_(*terms)
+
+
+def _op(left: Any, right: Any, *, strict: bool, greater: bool) -> sa.ColumnElement[bool]:
+    if greater:
+        return left > right if strict else left >= right  # type: ignore[no-any-return]
+    return left < right if strict else left <= right  # type: ignore[no-any-return]
+
+
 def upsert_rows(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]], key: Sequence[str]) -> None:
     """Insert rows, overwriting any row with the same key (the engine's own upsert)."""
     dialect = dialect_for(conn)

@@ -20,7 +20,7 @@ from shiftover.control.store import key_to_json
 from shiftover.engines import EngineDialect, dialect_for, run_sample
 from shiftover.errors import CopyError
 from shiftover.mapping import TableMapping
-from shiftover.rowsync import count_rows, table_stats
+from shiftover.rowsync import count_rows, key_compare, table_stats
 
 Key = tuple[Any, ...]
 
@@ -65,24 +65,8 @@ def range_clause(
 def _compare(
     cols: list[sa.Column[Any]], values: Key, *, strict: bool, greater: bool, tuples: bool
 ) -> sa.ColumnElement[bool]:
-    """Row comparison: a tuple where the engine indexes it, else spelt out as OR/AND."""
     binds = [sa.bindparam(None, coerce_key_value(c, v), type_=c.type) for c, v in zip(cols, values, strict=True)]
-    if len(cols) == 1:
-        return _op(cols[0], binds[0], strict=strict, greater=greater)
-    if tuples:
-        return _op(sa.tuple_(*cols), sa.tuple_(*binds), strict=strict, greater=greater)
-    terms: list[sa.ColumnElement[bool]] = []
-    for i in range(len(cols)):
-        equal = [cols[j] == binds[j] for j in range(i)]
-        last = i == len(cols) - 1
-        terms.append(sa.and_(*equal, _op(cols[i], binds[i], strict=strict or not last, greater=greater)))
-    return sa.or_(*terms)
-
-
-def _op(left: Any, right: Any, *, strict: bool, greater: bool) -> sa.ColumnElement[bool]:
-    if greater:
-        return left > right if strict else left >= right  # type: ignore[no-any-return]
-    return left < right if strict else left <= right  # type: ignore[no-any-return]
+    return key_compare(cols, binds, strict=strict, greater=greater, tuples=tuples)
 
 
 def coerce_key_value(column: sa.Column[Any], value: Any) -> Any:

@@ -139,7 +139,7 @@ def _range_values(
         comparable(by_target[r.target].select_expr(side.table) if is_source else side.table.c[r.target], r, r.target)
         for r in py_rules
     ]
-    query = sa.select(*side.key_columns, *cols).where(range_clause(side.key_columns, rng))
+    query = sa.select(*side.key_columns, *cols).where(range_clause(side.key_columns, rng, tuples=side.dialect.row_value_compare))
     n = len(side.key)
     out: dict[tuple[str | None, ...], tuple[Key, list[Any]]] = {}
     with side_connection(side) as conn:

@@ -18,6 +18,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from shiftover.diff.report import Key
+from shiftover.engines import dialect_for
+from shiftover.rowsync import key_compare
 
 
 @dataclass(frozen=True)
@@ -50,14 +52,14 @@ def _load(text: str | None) -> Key | None:
     return None if text is None else tuple(json.loads(text))
 
 
-def range_clause(cols: Sequence[sa.ColumnElement[Any]], rng: KeyRange) -> sa.ColumnElement[bool]:
-    """``lo < key <= hi`` over the key columns."""
-    key: Any = cols[0] if len(cols) == 1 else sa.tuple_(*cols)
+def range_clause(cols: Sequence[sa.ColumnElement[Any]], rng: KeyRange, *, tuples: bool = True) -> sa.ColumnElement[bool]:
+    """``lo < key <= hi`` over the key columns (``tuples``: the engine indexes row comparisons;
+    otherwise spelt out, see ``rowsync.key_compare``)."""
     clauses = []
     if rng.lo is not None:
-        clauses.append(key > (rng.lo[0] if len(cols) == 1 else sa.tuple_(*map(sa.literal, rng.lo))))
+        clauses.append(key_compare(cols, rng.lo, strict=True, greater=True, tuples=tuples))
     if rng.hi is not None:
-        clauses.append(key <= (rng.hi[0] if len(cols) == 1 else sa.tuple_(*map(sa.literal, rng.hi))))
+        clauses.append(key_compare(cols, rng.hi, strict=False, greater=False, tuples=tuples))
     return sa.and_(sa.true(), *clauses)
 
 
@@ -86,7 +88,7 @@ def sampled_ranges(
     cols = [table.c[k] for k in key]
     numbered = (
         sa.select(*cols, sa.func.row_number().over(order_by=cols).label("so_rn"))
-        .where(range_clause(cols, rng))
+        .where(range_clause(cols, rng, tuples=dialect_for(engine).row_value_compare))
         .subquery()
     )
     query = (
