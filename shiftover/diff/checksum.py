@@ -59,6 +59,10 @@ class Side:
     def key_columns(self) -> list[sa.ColumnElement[Any]]:
         return [self.table.c[k] for k in self.key]
 
+    def in_range(self, rng: KeyRange) -> sa.ColumnElement[bool]:
+        """``lo < key <= hi`` as this engine indexes it."""
+        return range_clause(self.key_columns, rng, tuples=self.dialect.row_value_compare)
+
 
 def build_side(
     engine: Engine,
@@ -98,7 +102,9 @@ def side_connection(side: Side) -> Iterator[sa.Connection]:
 
 
 def _where(side: Side, rng: KeyRange) -> list[sa.ColumnElement[bool] | sa.TextClause]:
-    clauses: list[sa.ColumnElement[bool] | sa.TextClause] = [range_clause(side.key_columns, rng, tuples=side.dialect.row_value_compare)]
+    clauses: list[sa.ColumnElement[bool] | sa.TextClause] = [
+        range_clause(side.key_columns, rng, tuples=side.dialect.row_value_compare)
+    ]
     if side.filter_sql:
         clauses.append(sa.text(side.filter_sql).bindparams(**dict(side.filter_params)))
     return clauses

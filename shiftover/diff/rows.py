@@ -16,7 +16,7 @@ from shiftover.diff.checksum import Side, side_connection
 from shiftover.diff.equality import comparable, compare_select, differing_columns, values_equal
 from shiftover.diff.normalize import ColumnRule, canonical_text
 from shiftover.diff.report import CHANGED, EXTRA, MISSING, Difference, Key
-from shiftover.diff.segments import KeyRange, range_clause
+from shiftover.diff.segments import KeyRange
 from shiftover.mapping import TableMapping
 from shiftover.rowsync import key_in
 from shiftover.spec import ValidationSpec
@@ -139,7 +139,7 @@ def _range_values(
         comparable(by_target[r.target].select_expr(side.table) if is_source else side.table.c[r.target], r, r.target)
         for r in py_rules
     ]
-    query = sa.select(*side.key_columns, *cols).where(range_clause(side.key_columns, rng, tuples=side.dialect.row_value_compare))
+    query = sa.select(*side.key_columns, *cols).where(side.in_range(rng))
     n = len(side.key)
     out: dict[tuple[str | None, ...], tuple[Key, list[Any]]] = {}
     with side_connection(side) as conn:

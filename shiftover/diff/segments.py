@@ -52,7 +52,9 @@ def _load(text: str | None) -> Key | None:
     return None if text is None else tuple(json.loads(text))
 
 
-def range_clause(cols: Sequence[sa.ColumnElement[Any]], rng: KeyRange, *, tuples: bool = True) -> sa.ColumnElement[bool]:
+def range_clause(
+    cols: Sequence[sa.ColumnElement[Any]], rng: KeyRange, *, tuples: bool = True
+) -> sa.ColumnElement[bool]:
     """``lo < key <= hi`` over the key columns (``tuples``: the engine indexes row comparisons;
     otherwise spelt out, see ``rowsync.key_compare``)."""
     clauses = []
