@@ -22,6 +22,7 @@ from shiftover.diff.checksum import (
     Side,
     bucket_checksums,
     int_key_hashes,
+    keyed_hashes,
     range_checksum,
     range_digest,
     row_hashes,
@@ -34,6 +35,9 @@ from shiftover.rowsync import TableStats
 
 FANOUT = 32
 DENSE_ROWS = 250_000  # above this, a range with many differing buckets is narrowed further
+# A differing segment of a text, UUID or composite key up to this many rows is settled by one
+# (key, row hash) fetch per side: cheaper than sampling it and screening 32 sub-ranges on each side.
+SAMPLED_DIRECT_ROWS = 12_000
 _count_lock = threading.Lock()
 T = TypeVar("T")
 
@@ -142,7 +146,7 @@ def _sampled_candidates(n: Narrowing, rng: KeyRange, *, top: bool = False) -> li
         return []
     if top:
         _count_differing(n)
-    if max(src[0], tgt[0]) <= n.row_threshold:
+    if max(src[0], tgt[0]) <= (SAMPLED_DIRECT_ROWS if top else n.row_threshold):
         return _row_candidates(n, rng)
     subs = sampled_ranges(n.source.engine, n.source.table, n.source.key, rng, FANOUT, src[0])
     if len(subs) == 1:
@@ -153,6 +157,17 @@ def _sampled_candidates(n: Narrowing, rng: KeyRange, *, top: bool = False) -> li
         if n.stop.is_set():
             break
     return out
+
+
+def _texts_are_keys(n: Narrowing) -> bool:
+    """Every key column is text (no trimming) or an integer: its SQL text is the key itself."""
+    return all(r.kind == "integer" or (r.kind == "text" and not r.pad) for r in n.key_rules)
+
+
+def _text_key_differences(n: Narrowing, a: dict[tuple[str, ...], str], b: dict[tuple[str, ...], str]) -> list[Key]:
+    texts = [k for k, h in a.items() if b.get(k) != h] + [k for k in b.keys() - a.keys()]
+    kinds = [r.kind for r in n.key_rules]
+    return [tuple(int(v) if kind == "integer" else v for v, kind in zip(t, kinds, strict=True)) for t in texts]
 
 
 def _int_key_differences(a: dict[int, Any], b: dict[int, Any]) -> list[Key]:
@@ -175,8 +190,11 @@ def _row_candidates(n: Narrowing, rng: KeyRange) -> list[Key]:
     """Compare (key, row hash) pairs of a range; return keys that differ or are one-sided."""
     integer = len(n.key_rules) == 1 and n.key_rules[0].kind == "integer"
     maps = n.both(int_key_hashes, rng) if integer else None  # the hot path: one string per side
+    keyed = n.both(keyed_hashes, rng) if not integer and _texts_are_keys(n) else None
     if maps is not None and maps[0] is not None and maps[1] is not None:
         out = _int_key_differences(maps[0], maps[1])
+    elif keyed is not None and keyed[0] is not None and keyed[1] is not None:
+        out = _text_key_differences(n, keyed[0], keyed[1])
     else:
         src, tgt = n.both(row_hashes, rng)
         out = _int_key_differences(dict(src), dict(tgt)) if integer else _keyed_differences(n, src, tgt)

@@ -178,6 +178,40 @@ def int_key_hashes(side: Side, rng: KeyRange) -> dict[int, str] | None:
     return {int(k): digest for k, _, digest in pairs}
 
 
+def keyed_hashes(side: Side, rng: KeyRange) -> dict[tuple[str, ...], str] | None:
+    """``{key texts: md5 of the row text}`` for a text or integer key of any width, shipped as one
+    length-prefixed string (``keyed_hash_list``): a segment's 8k rows cost one value to split
+    instead of 8k result rows through the driver (0.2-0.6 s per side under load, GIL-bound).
+    None where the engine cannot, or MariaDB/MySQL warned (a cut GROUP_CONCAT)."""
+    joined = side.dialect.keyed_hash_list([side.quoted(k) for k in side.key], side.row_text)
+    if joined is None:
+        return None
+    query: Any = sa.select(sa.literal_column(joined)).select_from(side.table).where(*_where(side, rng))
+    with side_connection(side) as conn:
+        text = conn.execute(query).scalar()
+        if side.dialect.warned(conn):
+            return None
+    if isinstance(text, bytes):
+        text = text.decode()
+    return parse_keyed_hashes(text or "", len(side.key))
+
+
+def parse_keyed_hashes(text: str, width: int) -> dict[tuple[str, ...], str]:
+    """The inverse of ``keyed_hash_list``: each key field is ``<chars>:<text>``, then 32 hex digits."""
+    out: dict[tuple[str, ...], str] = {}
+    i, end = 0, len(text)
+    while i < end:
+        fields = []
+        for _ in range(width):
+            colon = text.index(":", i)
+            start = colon + 1
+            i = start + int(text[i:colon])
+            fields.append(text[start:i])
+        out[tuple(fields)] = text[i : i + 32]
+        i += 32
+    return out
+
+
 def row_hashes(side: Side, rng: KeyRange) -> list[Any]:
     """Rows of (key columns..., row hash) in ``rng``: the row-level compare without the row data."""
     query = (

@@ -28,6 +28,8 @@ def key_token(rules: Sequence[ColumnRule], key: Key) -> tuple[str | None, ...]:
     """A key's engine-independent identity (a UUID object and its text form match)."""
     if all(r.kind == "integer" for r in rules):
         return tuple(str(int(v)) for v in key)
+    if all(r.kind == "text" and not r.pad for r in rules) and all(type(v) is str for v in key):
+        return tuple(key)  # the canonical text of a str is itself: skip the per-value dispatch
     return tuple(
         canonical_text(r.kind, v, None if r.kind != "decimal" else r.scale) for r, v in zip(rules, key, strict=False)
     )

@@ -30,6 +30,9 @@ from shiftover.mapping import TableMapping
 from shiftover.spec import ValidationSpec
 
 SEGMENT_ROWS = 32_768  # large tables get more segments: a differing row costs a narrowing scan of its segment
+# Text, UUID and composite keys: smaller segments, since a differing one is settled by fetching its
+# (key, row hash) pairs (bisect.SAMPLED_DIRECT_ROWS), and their screens are sums, not digests.
+SAMPLED_SEGMENT_ROWS = 8_192
 SEGMENT_BYTES = 64 * 2**20  # and wide rows more again: a segment's joined text stays far below 1 GB
 
 
@@ -180,6 +183,8 @@ def _segments(plan: DiffPlan, n: Narrowing, progress: DiffProgress | None) -> li
     # stored size; where it renders larger (binary as hex), a segment falls back to the sums.
     per_segment = min([SEGMENT_BYTES] + [s.max_packet // 2 for s in n.stats if s.max_packet])
     per_rows = min(dialect_for(side.engine).segment_rows or SEGMENT_ROWS for side in (plan.source, plan.target))
+    if n.integer_span is None:
+        per_rows = min(per_rows, SAMPLED_SEGMENT_ROWS)
     parts = max(
         plan.options.segments,
         -(-max(n.source_rows, n.target_rows) // per_rows),

@@ -147,6 +147,12 @@ class EngineDialect:
         """SQL aggregating "key:md5(row text)" pairs joined by commas."""
         raise NotImplementedError
 
+    def keyed_hash_list(self, keys: Sequence[str], text: str) -> str | None:
+        """SQL aggregating, per row, each key column's text with its length in characters before
+        it (``5:abcde``), then md5(row text): self-delimiting whatever a key holds. None where the
+        engine has no such aggregate worth using (the caller fetches rows)."""
+        return None
+
     def warned(self, conn: sa.Connection) -> bool:
         """The last statement on ``conn`` warned (a result the engine silently cut)."""
         return False

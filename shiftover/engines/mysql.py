@@ -168,6 +168,10 @@ class MySQL(EngineDialect):
     def key_hash_list(self, key: str, text: str) -> str:
         return f"GROUP_CONCAT(CONCAT({key}, ':', MD5({text})) SEPARATOR ',')"
 
+    def keyed_hash_list(self, keys: Sequence[str], text: str) -> str | None:
+        parts = ", ".join(f"CHAR_LENGTH({k}), ':', {k}" for k in keys)
+        return f"GROUP_CONCAT(CONCAT({parts}, MD5({text})) SEPARATOR '')"
+
     def warned(self, conn: sa.Connection) -> bool:
         """A GROUP_CONCAT cut at max_allowed_packet, a value the server could not convert, ..."""
         return bool(conn.exec_driver_sql("SELECT @@warning_count").scalar())

@@ -144,6 +144,10 @@ class PostgreSQL(EngineDialect):
     def key_hash_list(self, key: str, text: str) -> str:
         return f"string_agg(({key})::text || ':' || md5({text}), ',')"
 
+    def keyed_hash_list(self, keys: Sequence[str], text: str) -> str | None:
+        parts = ", ".join(f"char_length(({k})::text), ':', ({k})::text" for k in keys)
+        return f"string_agg(concat({parts}, md5({text})), '')"
+
     def digest_refused(self, error: sa.exc.DBAPIError) -> bool:
         return getattr(error.orig, "sqlstate", None) in _NO_DIGEST
 

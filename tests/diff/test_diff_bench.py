@@ -18,13 +18,23 @@ def test_validate_bench_runs_tiny(pg_database, mariadb_database) -> None:  # typ
     sys.modules[spec.name] = bench  # dataclasses look their module up
     spec.loader.exec_module(bench)
 
-    rows = bench.main(["--rows", "3000", "--skip-reladiff", "--drop", "--prefix", f"so_bt_{uuid.uuid4().hex[:8]}"])
+    prefix = f"so_bt_{uuid.uuid4().hex[:8]}"
+    sizes = ["--rows", "3000", "--composite-rows", "3000", "--float-rows", "2000"]
+    rows = bench.main([*sizes, "--skip-reladiff", "--drop", "--prefix", prefix])
 
-    assert [(r["pair"], r["case"]) for r in rows] == [
+    orders = [r for r in rows if "table" not in r]
+    assert [(r["pair"], r["case"]) for r in orders] == [
         (p, c) for p in ("pg-pg", "pg-mariadb") for c in ("a equal", "b 10 changed", "c 1% changed")
     ]
-    assert all(r["exact"] for r in rows), rows
-    assert [r["found"] for r in rows] == [0, 10, 30] * 2
+    assert [r["found"] for r in orders] == [0, 10, 30] * 2
+    composite = [r for r in rows if r.get("table") == "composite"]
+    assert [(r["pair"], r["case"], r["found"]) for r in composite] == [
+        (p, c, n) for p in ("pg-pg", "pg-mariadb") for c, n in (("equal", 0), ("10 changed", 10), ("1% changed", 30))
+    ]
+    assert all(r.get("exact", True) for r in rows), rows
+    figures = bench.figures(rows)
+    assert figures["exact"] and figures["exact_float_false_diffs"] == 0
+    assert {"pg_mariadb_equal_vs_floor", "composite_pg_mariadb_10_changed_vs_equal"} <= figures.keys()
 
 
 def test_sqlite_bench_runs_tiny(tmp_path: Path) -> None:
