@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -60,6 +61,17 @@ AsJson = Annotated[bool, typer.Option("--json", help="Print JSON for scripts ins
 
 def _echo_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2, default=str))
+
+
+def _terminal() -> bool:
+    """Standard output is a terminal: people get rich trees and tables, pipes get plain text."""
+    return sys.stdout.isatty()
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console()
 
 
 _DEBUG = False
@@ -189,7 +201,12 @@ def plan(
         if as_json:
             _echo_json({**plan_data(loaded), **({"ddl": explain_ddl(loaded)} if ddl else {})})
             return
-        typer.echo(explain(loaded))
+        if _terminal():
+            from shiftover.render import plan_tree
+
+            _console().print(plan_tree(plan_data(loaded)))
+        else:
+            typer.echo(explain(loaded))
         if ddl:
             typer.echo(explain_ddl(loaded))
     except ShiftoverError as exc:
@@ -290,6 +307,10 @@ def status(
     try:
         if as_json:
             _echo_json(status_data(control_url, name, history=history))
+        elif _terminal():
+            from shiftover.render import status_view
+
+            _console().print(status_view(status_data(control_url, name, history=history)))
         else:
             typer.echo(render_status(control_url, name, history=history))
     except ShiftoverError as exc:
