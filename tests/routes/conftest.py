@@ -1,0 +1,148 @@
+"""Real gateway fixtures: HAProxy from scripts/install-gateway, two tiny upstream HTTP servers.
+
+Without haproxy on PATH the tests skip with the reason, except under CI=true, where it fails.
+Every process and thread started here is stopped at the end of its test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shiftover.routes.haproxy import HAProxyGateway, start_haproxy
+from shiftover.routes.spec import RouteMoveSpec, parse_route_spec
+from shiftover.routes.traffic import AccessLog
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+@dataclass
+class Behaviour:
+    """What an upstream does; tests change it while the server runs."""
+
+    side: str
+    error_fraction: float = 0.0  # share of requests answered 500
+    wrong_fraction: float = 0.0  # share of responses with a wrong ``total``
+    delay_s: float = 0.0
+
+
+class Upstream:
+    """A threaded HTTP server answering JSON: its side, the path, the user, a fresh request id
+    (noise that differs on every call) and a ``total`` derived from the path (the payload)."""
+
+    def __init__(self, side: str) -> None:
+        self.behaviour = Behaviour(side)
+        self.requests = 0
+        behaviour = lambda: self.behaviour  # noqa: E731
+        upstream = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                upstream.requests += 1
+                b = behaviour()
+                if b.delay_s:
+                    time.sleep(b.delay_s)
+                if random.random() < b.error_fraction:
+                    self._send(500, {"error": "boom"})
+                    return
+                total = sum(map(ord, self.path)) % 1000
+                if random.random() < b.wrong_fraction:
+                    total += 1
+                self._send(200, {"side": b.side, "path": self.path, "user": self.headers.get("X-User"),
+                                 "request_id": uuid.uuid4().hex, "total": total})
+
+            do_POST = do_GET
+
+            def _send(self, status: int, body: dict[str, Any]) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                pass  # a client (the gateway) closing a kept-alive connection is no failure here
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def require_haproxy() -> str:
+    path = shutil.which("haproxy")
+    if path is None:
+        message = "haproxy is not installed: run scripts/install-gateway"
+        if IN_CI:
+            pytest.fail(f"{message} (CI=true: a missing gateway is a failure)")
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture
+def upstreams() -> Iterator[tuple[Upstream, Upstream]]:
+    old, new = Upstream("old"), Upstream("new")
+    yield old, new
+    old.close()
+    new.close()
+
+
+def route_spec(old: Upstream, new: Upstream, **extra: Any) -> RouteMoveSpec:
+    data: dict[str, Any] = {
+        "kind": "route",
+        "name": "orders-routes",
+        "old": {"address": old.address},
+        "new": {"address": new.address},
+        "routes": [{"name": "orders_reads", "prefix": "/orders", "methods": ["GET", "HEAD"]}],
+        "canary": {"steps": [10, 50, 100], "soak_seconds": 1.0, "watch_seconds": 0.25, "min_requests": 5},
+        "dark_launch_samples": 20,
+    }
+    data.update(extra)
+    return parse_route_spec(data)
+
+
+@pytest.fixture
+def gateway_factory(tmp_path: Path) -> Iterator[Any]:
+    """Start HAProxy (with its access log) for a spec; everything is stopped after the test."""
+    require_haproxy()
+    started: list[tuple[HAProxyGateway, AccessLog]] = []
+
+    def start(spec: RouteMoveSpec) -> tuple[HAProxyGateway, AccessLog]:
+        workdir = tmp_path / f"gw{len(started)}"
+        workdir.mkdir()
+        log = AccessLog(workdir / "log.sock")
+        gw = start_haproxy(spec, workdir=workdir, log_socket=log.path)
+        started.append((gw, log))
+        return gw, log
+
+    yield start
+    for gw, log in started:
+        gw.stop()
+        log.close()
