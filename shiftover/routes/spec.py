@@ -122,6 +122,8 @@ class RouteMoveSpec(_Model):
     canary: RouteCanarySpec = RouteCanarySpec()
     gates: tuple[RouteGateSpec, ...] = Field(default_factory=_default_gates)
     dark_launch_samples: Annotated[int, Field(ge=1)] = 50
+    # Fields known to differ by design (a version or server name): never a mismatch (dotted paths).
+    ignore_fields: tuple[str, ...] = ()
     approvers: tuple[str, ...] = ()
 
     @model_validator(mode="after")

@@ -32,7 +32,7 @@ class Behaviour:
     """What an upstream does; tests change it while the server runs."""
 
     side: str
-    error_fraction: float = 0.0  # share of requests answered 500
+    error_fraction: float = 0.0  # share of user requests (with an X-User header) answered 500
     wrong_fraction: float = 0.0  # share of responses with a wrong ``total``
     delay_s: float = 0.0
 
@@ -49,13 +49,14 @@ class Upstream:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms delayed-ACK stall
 
             def do_GET(self) -> None:
                 upstream.requests += 1
                 b = behaviour()
                 if b.delay_s:
                     time.sleep(b.delay_s)
-                if random.random() < b.error_fraction:
+                if self.headers.get("X-User") and random.random() < b.error_fraction:
                     self._send(500, {"error": "boom"})
                     return
                 total = sum(map(ord, self.path)) % 1000
@@ -123,6 +124,7 @@ def route_spec(old: Upstream, new: Upstream, **extra: Any) -> RouteMoveSpec:
         "routes": [{"name": "orders_reads", "prefix": "/orders", "methods": ["GET", "HEAD"]}],
         "canary": {"steps": [10, 50, 100], "soak_seconds": 1.0, "watch_seconds": 0.25, "min_requests": 5},
         "dark_launch_samples": 20,
+        "ignore_fields": ["side"],  # which upstream answered: differs by design
     }
     data.update(extra)
     return parse_route_spec(data)
@@ -146,3 +148,48 @@ def gateway_factory(tmp_path: Path) -> Iterator[Any]:
     for gw, log in started:
         gw.stop()
         log.close()
+
+
+class Load:
+    """Requests through the gateway from a thread (random users, a few paths) until stopped;
+    counts every failure (connection error or 5xx) and which side answered."""
+
+    def __init__(self, port: int, paths: tuple[str, ...] = ("/orders/1", "/orders/2", "/orders/3"),
+                 users: int = 200) -> None:
+        self.port, self.paths, self.users = port, paths, users
+        self.sent = 0
+        self.failures: list[str] = []
+        self.sides: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Load:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        import http.client
+
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+        while not self._stop.is_set():
+            path = random.choice(self.paths)
+            try:
+                conn.request("GET", path, headers={"X-User": f"user-{random.randrange(self.users)}"})
+                resp = conn.getresponse()
+                body = resp.read()
+                self.sent += 1
+                if resp.status >= 500:
+                    self.failures.append(f"{resp.status} {path}")
+                else:
+                    side = json.loads(body)["side"]
+                    self.sides[side] = self.sides.get(side, 0) + 1
+            except Exception as exc:  # noqa: BLE001 - every failure is counted
+                self.failures.append(f"{exc.__class__.__name__} {path}")
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+            time.sleep(0.002)
+        conn.close()

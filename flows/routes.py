@@ -1,0 +1,255 @@
+"""The route move's evaluator: walks a route plan (``shiftover.routes``) stage by stage, as
+``flows/evaluate.py`` walks a table move's: skip what is done, ask for the approval a stage
+declares, do its work against the gateway, judge its gates, and record it done in the control
+store (audit ``route_stage``), so a re-run resumes. A failing canary gate flips the route back
+to the old upstream at once (the stage's inverse: a weight change over the runtime API) and
+records ``route_rollback``; the next run starts that route again from pass-through.
+
+Plain functions taking the gateway, access log, control store and approver as arguments;
+``route_move`` at the bottom is the thin Prefect flow.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from shiftover.checks.context import GateResult
+from shiftover.checks.report import publish_gate_results
+from shiftover.checks.routes import RouteWindow, judge
+from shiftover.control.store import ControlStore
+from shiftover.errors import ApprovalError, GateError, StageOrderError
+from shiftover.phases import is_at_least
+from shiftover.routes.compare import DarkLaunchReport, compare_answers, dark_launch, fetch
+from shiftover.routes.gateway import Gateway
+from shiftover.routes.plan import build_route_plan
+from shiftover.routes.spec import RouteMoveSpec, backend_name
+from shiftover.routes.stages import (
+    DarkLaunchStage,
+    PassThroughStage,
+    RetireOldStage,
+    RouteCanaryStep,
+    RoutePlan,
+    RouteStage,
+    WaitForTableStage,
+)
+from shiftover.routes.traffic import AccessLog, side_stats
+
+# (stage, summary shown to the approver) -> who approved; raises ApprovalError to refuse.
+Approver = Callable[[RouteStage, str], str]
+
+
+@dataclass
+class RouteRun:
+    """One run of a route move: what every stage runner is given."""
+
+    spec: RouteMoveSpec
+    plan: RoutePlan
+    gateway: Gateway
+    log: AccessLog
+    store: ControlStore
+    approver: Approver
+    actor: str = "shiftover"
+    baseline_old_p99_ms: dict[str, float] = field(default_factory=dict)
+
+
+def open_route_move(spec: RouteMoveSpec, store: ControlStore, gateway: Gateway, log: AccessLog, approver: Approver,
+                    actor: str = "shiftover") -> RouteRun:
+    """Register the move in the control store (kept as a migration row holding its spec)."""
+    store.register(spec.name, spec.model_dump(mode="json"), actor)
+    return RouteRun(spec, build_route_plan(spec), gateway, log, store, approver, actor)
+
+
+def completed(store: ControlStore, move: str, route: str) -> set[str]:
+    """The route's stages recorded done since its last rollback."""
+    done: set[str] = set()
+    for entry in store.audit_entries(move):
+        detail = entry["detail"] or {}
+        if detail.get("route") != route:
+            continue
+        if entry["action"] == "route_rollback":
+            done.clear()
+        elif entry["action"] == "route_stage":
+            done.add(str(detail["stage"]))
+    return done
+
+
+def evaluate_routes(run: RouteRun, routes: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Run every route's stages that are not done, route after route; a gate failure raises
+    ``GateError`` after the route was rolled back."""
+    report: dict[str, Any] = {"move": run.spec.name, "ran": [], "skipped": [], "stages": {}}
+    for route in routes or tuple(r.name for r in run.spec.routes):
+        done = completed(run.store, run.spec.name, route)
+        restore_split(run, route, done)
+        for stage in run.plan.for_route(route):
+            if stage.name in done:
+                report["skipped"].append(stage.name)
+                continue
+            if stage.approval is not None:
+                approver = run.approver(stage, approval_summary(run, stage))
+                run.store.audit(run.spec.name, approver, "route_approval", {"route": route, "stage": stage.name})
+            detail = RUNNERS[type(stage)](run, stage)
+            run.store.audit(run.spec.name, run.actor, "route_stage", {"route": route, "stage": stage.name, **detail})
+            report["ran"].append(stage.name)
+            report["stages"][stage.name] = detail
+    return report
+
+
+def restore_split(run: RouteRun, route: str, done: set[str]) -> None:
+    """A re-run puts the route back where its last completed canary step left it."""
+    steps = [s for s in run.plan.for_route(route) if isinstance(s, RouteCanaryStep) and s.name in done]
+    retired = any(isinstance(s, RetireOldStage) and s.name in done for s in run.plan.for_route(route))
+    if steps and not retired:
+        run.gateway.set_split(route, max(s.percent for s in steps))
+
+
+def run_wait_for_table(run: RouteRun, stage: RouteStage) -> dict[str, Any]:
+    assert isinstance(stage, WaitForTableStage) and stage.requires is not None
+    req = stage.requires
+    phase = run.store.phase(req.migration)
+    if not is_at_least(phase, req.phase):
+        raise StageOrderError(req.migration, phase, str(req.phase), "migrate")
+    return {"table_phase": str(phase)}
+
+
+def run_pass_through(run: RouteRun, stage: RouteStage) -> dict[str, Any]:
+    """Every request of the route on the old upstream; each sample answers through the gateway as
+    the old upstream answers directly (fields differing between two direct answers are noise)."""
+    split = run.gateway.set_split(stage.route, 0)
+    decl = run.spec.route(stage.route)
+    paths = list(decl.samples) or [decl.prefix]
+    gw = gateway_upstream(run)
+    differing = []
+    for path in paths if decl.safe else []:
+        c = compare_answers(path, fetch(run.spec.old, path, {}), fetch(run.spec.old, path, {}), fetch(gw, path, {}))
+        if not c.matches:
+            differing.append({"path": path, "fields": sorted(c.mismatched)})
+    result = GateResult(
+        "pass_through",
+        not differing,
+        f"{len(paths) - len(differing)} of {len(paths)} sample(s) answer through the gateway as directly",
+        rows=differing,
+    )
+    publish_gate_results([result], stage.name, run.spec.name)
+    if differing:
+        raise GateError("pass_through", result.summary, result)
+    return {"percent_new": split.percent_new, "samples": len(paths)}
+
+
+def gateway_upstream(run: RouteRun) -> Any:
+    from shiftover.routes.spec import Upstream
+
+    url = getattr(run.gateway, "url", "")
+    return Upstream(address=url.removeprefix("http://"))
+
+
+def run_dark_launch(run: RouteRun, stage: RouteStage) -> dict[str, Any]:
+    assert isinstance(stage, DarkLaunchStage)
+    paths = dark_launch_paths(run, stage)
+    dark = dark_launch(
+        run.spec.old, run.spec.new, paths, run.spec.gateway.key_header, ignore=frozenset(run.spec.ignore_fields)
+    )
+    results = judge(RouteWindow(stage.route, dark=dark), stage.gates)
+    finish_gates(run, stage, results, rollback=False)
+    return {"compared": dark.compared, "mismatches": len(dark.mismatches)}
+
+
+def dark_launch_paths(run: RouteRun, stage: DarkLaunchStage) -> list[str]:
+    """The route's declared samples, else the GET paths the gateway logged for it, up to ``samples``."""
+    decl = run.spec.route(stage.route)
+    seen = list(decl.samples) or list(
+        dict.fromkeys(h.path for h in run.log.since(0.0, backend_name(stage.route)) if h.method == "GET")
+    )
+    if not seen:
+        raise GateError("mismatch_rate", f"no sample to replay for {stage.route}: declare samples or send traffic")
+    return [seen[i % len(seen)] for i in range(stage.samples)]
+
+
+def run_canary_step(run: RouteRun, stage: RouteStage) -> dict[str, Any]:
+    """Set the share, then watch the gates for the soak; any blocking failure rolls back at once."""
+    assert isinstance(stage, RouteCanaryStep)
+    backend = backend_name(stage.route)
+    before = run.log.since(time.monotonic() - 60, backend)
+    old_p99 = side_stats(before, "old").p99_ms
+    if old_p99 is not None:
+        run.baseline_old_p99_ms[stage.route] = old_p99
+    started = time.monotonic()
+    split = run.gateway.set_split(stage.route, stage.percent)
+    deadline = started + stage.soak_seconds
+    watch = run.spec.canary.watch_seconds
+    while True:
+        time.sleep(max(0.0, min(watch, deadline - time.monotonic())))
+        window = RouteWindow(
+            stage.route,
+            tuple(run.log.since(started, backend)),
+            min_requests=run.spec.canary.min_requests,
+            baseline_old_p99_ms=run.baseline_old_p99_ms.get(stage.route),
+        )
+        results = judge(window, stage.gates)
+        final = time.monotonic() >= deadline
+        failed = [r for r in results if r.blocking and not r.passed and (final or r.metrics.get("judged"))]
+        if failed or final:
+            finish_gates(run, stage, results, rollback=True)
+            return {"percent_new": split.percent_new, "requests": len(window.hits)}
+
+
+def finish_gates(run: RouteRun, stage: RouteStage, results: list[GateResult], *, rollback: bool) -> None:
+    """Publish the results; on a blocking failure, roll the route back first (when asked), then raise."""
+    publish_gate_results(results, stage.name, run.spec.name)
+    failed = [r for r in results if r.blocking and not r.passed]
+    if not failed:
+        return
+    if rollback:
+        seconds = rollback_route(run, stage.route, f"gate {failed[0].gate} failed at {stage.name}: {failed[0].summary}")
+        failed[0].metrics["rollback_seconds"] = seconds
+    raise GateError(failed[0].gate, failed[0].summary, failed[0])
+
+
+def rollback_route(run: RouteRun, route: str, reason: str) -> float:
+    """Every request of the route back on the old upstream (one runtime command), audited;
+    returns how long the flip took."""
+    started = time.perf_counter()
+    split = run.gateway.set_split(route, 0)
+    seconds = time.perf_counter() - started
+    run.store.audit(
+        run.spec.name, run.actor, "route_rollback",
+        {"route": route, "reason": reason, "seconds": seconds, "percent_new": split.percent_new},
+    )
+    return seconds
+
+
+def run_retire_old(run: RouteRun, stage: RouteStage) -> dict[str, Any]:
+    split = run.gateway.retire_old(stage.route)
+    return {"old_present": split.old_present, "percent_new": split.percent_new}
+
+
+def approval_summary(run: RouteRun, stage: RouteStage) -> str:
+    split = run.gateway.split(stage.route)
+    return "\n".join(
+        [
+            f"## Approve `{stage.name}` for route move `{run.spec.name}`",
+            "",
+            f"- **What happens:** {stage.does}.",
+            f"- **Why a person approves:** {stage.approval.why if stage.approval else '-'}.",
+            f"- **Undo:** {stage.inverse.describe() if stage.inverse else 'this step cannot be undone'}.",
+            f"- **Now:** {split.percent_new:g}% of the route on the new upstream.",
+            "",
+            f"Type **{run.spec.name}** in *Confirm Name* to approve.",
+        ]
+    )
+
+
+def refuse(stage: RouteStage, summary: str) -> str:
+    """An approver that refuses everything (the default outside a Prefect run)."""
+    raise ApprovalError(f"{stage.name} needs an approval and no approver was given")
+
+
+RUNNERS: dict[type[RouteStage], Callable[[RouteRun, RouteStage], dict[str, Any]]] = {
+    WaitForTableStage: run_wait_for_table,
+    PassThroughStage: run_pass_through,
+    DarkLaunchStage: run_dark_launch,
+    RouteCanaryStep: run_canary_step,
+    RetireOldStage: run_retire_old,
+}
