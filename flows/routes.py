@@ -22,7 +22,7 @@ from shiftover.checks.routes import RouteWindow, judge
 from shiftover.control.store import ControlStore
 from shiftover.errors import ApprovalError, GateError, StageOrderError
 from shiftover.phases import is_at_least
-from shiftover.routes.compare import DarkLaunchReport, compare_answers, dark_launch, fetch
+from shiftover.routes.compare import compare_answers, dark_launch, fetch
 from shiftover.routes.gateway import Gateway
 from shiftover.routes.plan import build_route_plan
 from shiftover.routes.spec import RouteMoveSpec, backend_name
@@ -55,8 +55,14 @@ class RouteRun:
     baseline_old_p99_ms: dict[str, float] = field(default_factory=dict)
 
 
-def open_route_move(spec: RouteMoveSpec, store: ControlStore, gateway: Gateway, log: AccessLog, approver: Approver,
-                    actor: str = "shiftover") -> RouteRun:
+def open_route_move(
+    spec: RouteMoveSpec,
+    store: ControlStore,
+    gateway: Gateway,
+    log: AccessLog,
+    approver: Approver,
+    actor: str = "shiftover",
+) -> RouteRun:
     """Register the move in the control store (kept as a migration row holding its spec)."""
     store.register(spec.name, spec.model_dump(mode="json"), actor)
     return RouteRun(spec, build_route_plan(spec), gateway, log, store, approver, actor)
@@ -214,7 +220,9 @@ def rollback_route(run: RouteRun, route: str, reason: str) -> float:
     split = run.gateway.set_split(route, 0)
     seconds = time.perf_counter() - started
     run.store.audit(
-        run.spec.name, run.actor, "route_rollback",
+        run.spec.name,
+        run.actor,
+        "route_rollback",
         {"route": route, "reason": reason, "seconds": seconds, "percent_new": split.percent_new},
     )
     return seconds

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from shiftover.plan.stages import ApprovalPolicy, NothingToUndo
-from shiftover.routes.spec import RouteGateSpec, Requires
+from shiftover.routes.spec import Requires, RouteGateSpec
 
 
 @dataclass(frozen=True)

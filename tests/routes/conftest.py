@@ -24,6 +24,7 @@ import pytest
 from shiftover.routes.haproxy import HAProxyGateway, start_haproxy
 from shiftover.routes.spec import RouteMoveSpec, parse_route_spec
 from shiftover.routes.traffic import AccessLog
+
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
@@ -62,8 +63,16 @@ class Upstream:
                 total = sum(map(ord, self.path)) % 1000
                 if random.random() < b.wrong_fraction:
                     total += 1
-                self._send(200, {"side": b.side, "path": self.path, "user": self.headers.get("X-User"),
-                                 "request_id": uuid.uuid4().hex, "total": total})
+                self._send(
+                    200,
+                    {
+                        "side": b.side,
+                        "path": self.path,
+                        "user": self.headers.get("X-User"),
+                        "request_id": uuid.uuid4().hex,
+                        "total": total,
+                    },
+                )
 
             do_POST = do_GET
 
@@ -154,8 +163,9 @@ class Load:
     """Requests through the gateway from a thread (random users, a few paths) until stopped;
     counts every failure (connection error or 5xx) and which side answered."""
 
-    def __init__(self, port: int, paths: tuple[str, ...] = ("/orders/1", "/orders/2", "/orders/3"),
-                 users: int = 200) -> None:
+    def __init__(
+        self, port: int, paths: tuple[str, ...] = ("/orders/1", "/orders/2", "/orders/3"), users: int = 200
+    ) -> None:
         self.port, self.paths, self.users = port, paths, users
         self.sent = 0
         self.failures: list[str] = []
@@ -187,7 +197,7 @@ class Load:
                 else:
                     side = json.loads(body)["side"]
                     self.sides[side] = self.sides.get(side, 0) + 1
-            except Exception as exc:  # noqa: BLE001 - every failure is counted
+            except Exception as exc:
                 self.failures.append(f"{exc.__class__.__name__} {path}")
                 conn.close()
                 conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)

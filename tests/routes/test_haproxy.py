@@ -7,6 +7,7 @@ import json
 import time
 
 from shiftover.routes.haproxy import HAProxyGateway
+
 from .conftest import Upstream, route_spec
 
 

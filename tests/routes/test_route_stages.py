@@ -140,9 +140,15 @@ def test_a_route_waits_for_its_table_migration(upstreams, gateway_factory, contr
     old, new = upstreams
     control_store.register("orders", {"name": "orders"})
     spec = route_spec(
-        old, new,
-        routes=[{"name": "orders_reads", "prefix": "/orders",
-                 "requires": {"migration": "orders", "phase": "reads_switched"}}],
+        old,
+        new,
+        routes=[
+            {
+                "name": "orders_reads",
+                "prefix": "/orders",
+                "requires": {"migration": "orders", "phase": "reads_switched"},
+            }
+        ],
     )
     gw, log = gateway_factory(spec)
     with pytest.raises(StageOrderError, match="reads_switched"):
