@@ -25,6 +25,7 @@ class RouteWindow:
     dark: DarkLaunchReport | None = None
     min_requests: int = 1
     baseline_old_p99_ms: float | None = None  # the old side's p99 before the step (100 % leaves old idle)
+    latency_floor_ms: float = 1.0
 
 
 def error_rate(window: RouteWindow, gate: RouteGateSpec) -> GateResult:
@@ -47,7 +48,7 @@ def error_rate(window: RouteWindow, gate: RouteGateSpec) -> GateResult:
 
 
 def latency_ratio(window: RouteWindow, gate: RouteGateSpec) -> GateResult:
-    """p99 of the new side over p99 of the old (each floored at 1 ms: HAProxy logs whole ms)."""
+    """p99 of the new side over p99 of the old, each floored at the spec's ``latency_floor_ms``."""
     hits = list(window.hits)
     new, old = side_stats(hits, "new"), side_stats(hits, "old")
     old_p99 = old.p99_ms if old.requests >= window.min_requests else window.baseline_old_p99_ms
@@ -60,11 +61,13 @@ def latency_ratio(window: RouteWindow, gate: RouteGateSpec) -> GateResult:
             gate.blocking,
             metrics={"judged": False},
         )
-    ratio = max(new.p99_ms, 1.0) / max(old_p99, 1.0)
+    floor = window.latency_floor_ms
+    ratio = max(new.p99_ms, floor) / max(old_p99, floor)
     return GateResult(
         "latency_ratio",
         ratio <= gate.threshold,
-        f"p99 new {new.p99_ms:g} ms / old {old_p99:g} ms = {ratio:.2f}, limit {gate.threshold:g}",
+        f"p99 new {new.p99_ms:g} ms / old {old_p99:g} ms (each at least {floor:g}) = {ratio:.2f}, "
+        f"limit {gate.threshold:g}",
         gate.blocking,
         metrics={"judged": True, "ratio": ratio, "p99_new_ms": new.p99_ms, "p99_old_ms": old_p99},
     )

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from prefect import flow
+
 from shiftover.checks.context import GateResult
 from shiftover.checks.report import publish_gate_results
 from shiftover.checks.routes import RouteWindow, judge
@@ -192,6 +194,7 @@ def run_canary_step(run: RouteRun, stage: RouteStage) -> dict[str, Any]:
             tuple(run.log.since(started, backend)),
             min_requests=run.spec.canary.min_requests,
             baseline_old_p99_ms=run.baseline_old_p99_ms.get(stage.route),
+            latency_floor_ms=run.spec.canary.latency_floor_ms,
         )
         results = judge(window, stage.gates)
         final = time.monotonic() >= deadline
@@ -261,3 +264,60 @@ RUNNERS: dict[type[RouteStage], Callable[[RouteRun, RouteStage], dict[str, Any]]
     RouteCanaryStep: run_canary_step,
     RetireOldStage: run_retire_old,
 }
+
+
+def pause_approver(spec: RouteMoveSpec, timeout_seconds: float, poll_interval_seconds: int) -> Approver:
+    """Approvals as the table stages ask them: the same typed form (name to confirm, approver from
+    the spec's list), a Prefect pause on the calling flow run, the answer checked again after."""
+
+    def approve(stage: RouteStage, summary: str) -> str:
+        from prefect.exceptions import FlowPauseTimeout
+        from prefect.flow_runs import pause_flow_run
+
+        from shiftover.approvals import check_approval
+        from shiftover.flows.approval import approval_form, pause_key
+
+        form = approval_form(spec.name, spec.approvers).with_initial_data(description=summary)
+        try:
+            answer = pause_flow_run(
+                wait_for_input=form,
+                timeout=int(timeout_seconds),
+                poll_interval=poll_interval_seconds,
+                key=pause_key(stage.name, 0),
+            )
+        except FlowPauseTimeout:
+            raise ApprovalError(
+                f"no approval for {stage.name!r} within {timeout_seconds:g}s; nothing changed"
+            ) from None
+        return check_approval(answer, spec.name, spec.approvers, stage.name).approver
+
+    return approve
+
+
+@flow(name="route-move")
+def route_move(
+    spec_path: str,
+    control_url: str,
+    gateway_dir: str,
+    approval_timeout_seconds: float = 3600,
+    poll_interval_seconds: int = 10,
+) -> dict[str, Any]:
+    """Move the spec's routes through the HAProxy running from ``gateway_dir``."""
+    from pathlib import Path
+
+    from shiftover.control.store import open_store
+    from shiftover.routes.haproxy import attach_haproxy
+    from shiftover.routes.spec import load_route_spec
+
+    spec = load_route_spec(spec_path)
+    workdir = Path(gateway_dir)
+    log_path = workdir / "log.sock"
+    log_path.unlink(missing_ok=True)  # the gateway logs to this path; this run reads it
+    log = AccessLog(log_path)
+    try:
+        gateway = attach_haproxy(spec, workdir, log_socket=log_path)
+        approver = pause_approver(spec, approval_timeout_seconds, poll_interval_seconds)
+        run = open_route_move(spec, open_store(control_url), gateway, log, approver, actor="route-move")
+        return evaluate_routes(run)
+    finally:
+        log.close()

@@ -267,3 +267,18 @@ def start_haproxy(
             gw.stop()
             raise GatewayError("haproxy start", f"no runtime socket after {ready_timeout:g}s")
         time.sleep(0.05)
+
+
+def attach_haproxy(spec: RouteMoveSpec, workdir: Path, *, log_socket: Path | None = None) -> HAProxyGateway:
+    """The gateway already running from ``workdir`` (its config and admin socket), its routes' weights
+    read back from the runtime API: a flow run drives a long-lived gateway it did not start."""
+    text = (workdir / "haproxy.cfg").read_text()
+    port = int(text.split("bind 127.0.0.1:", 1)[1].split()[0])
+    gw = HAProxyGateway(spec, workdir, port, {r.name: RouteConfig(r) for r in spec.routes}, log_socket)
+    present = set(gw.servers())
+    for name, cfg in gw.routes.items():
+        b = backend_name(name)
+        cfg.old_present = f"{b}/old" in present
+        cfg.new_weight = gw._weight(f"{b}/new")
+        cfg.old_weight = gw._weight(f"{b}/old") if cfg.old_present else 0
+    return gw

@@ -92,6 +92,9 @@ class RouteCanarySpec(_Model):
     soak_seconds: Annotated[float, Field(ge=0)] = 30
     watch_seconds: Annotated[float, Field(gt=0)] = 1  # how often the gates are judged during a soak
     min_requests: Annotated[int, Field(ge=0)] = 20  # fewer new-side requests in a soak: the gates wait
+    # p99s below this count as this in the latency ratio: HAProxy logs whole milliseconds, and 5 ms
+    # against 2 ms on a busy machine is noise, not a slower service.
+    latency_floor_ms: Annotated[float, Field(ge=1)] = 10
 
     @field_validator("steps")
     @classmethod

@@ -203,3 +203,57 @@ class Load:
                 conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
             time.sleep(0.002)
         conn.close()
+
+
+class Background(threading.Thread):
+    """A flow called in another thread; keeps its return value or the exception it raised.
+    (tests/cutover/conftest.py has the same helper; test folders here are not importable packages
+    of one another.)"""
+
+    def __init__(self, fn: Any) -> None:
+        super().__init__(daemon=True)
+        self.fn, self.result, self.error = fn, None, None
+
+    def run(self) -> None:
+        try:
+            self.result = self.fn()
+        except BaseException as exc:
+            self.error = exc
+
+
+def run_state(run_id: Any) -> str:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(run_id).state
+    return state.type.value if state else "NONE"
+
+
+def paused_run(flow_name: str, timeout: float = 20.0) -> Any:
+    """The newest PAUSED run of ``flow_name`` (as a person would wait for the UI to show it)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowFilter,
+        FlowFilterName,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            runs = client.read_flow_runs(
+                flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])),
+                flow_run_filter=FlowRunFilter(
+                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
+                ),
+                sort=FlowRunSort.START_TIME_DESC,
+                limit=1,
+            )
+            if runs:
+                return runs[0].id
+            time.sleep(0.2)
+    raise AssertionError(f"no paused {flow_name} run within {timeout}s")

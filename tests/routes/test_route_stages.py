@@ -154,3 +154,21 @@ def test_a_route_waits_for_its_table_migration(upstreams, gateway_factory, contr
     with pytest.raises(StageOrderError, match="reads_switched"):
         evaluate_routes(open_route_move(spec, control_store, gw, log, Approvals()))
     assert gw.split("orders_reads").percent_new == 0
+
+
+def test_a_slow_new_service_fails_the_latency_gate_and_is_rolled_back(
+    upstreams, gateway_factory, control_store: ControlStore
+) -> None:
+    old, new = upstreams
+    new.behaviour.delay_s = 0.06  # 60 ms against about 1 ms: six times the 10 ms floor
+    spec = route_spec(
+        old, new, canary={"steps": [50, 100], "soak_seconds": 3, "watch_seconds": 0.25, "min_requests": 5}
+    )
+    gw, log = gateway_factory(spec)
+    with Load(gw.port) as load, pytest.raises(GateError) as caught:
+        time.sleep(0.3)
+        evaluate_routes(open_route_move(spec, control_store, gw, log, Approvals()))
+    assert caught.value.gate == "latency_ratio"
+    assert caught.value.report.metrics["ratio"] > 2
+    assert gw.split("orders_reads").percent_new == 0
+    assert load.failures == []
