@@ -24,8 +24,9 @@ from shiftover.checks.routes import RouteWindow, judge
 from shiftover.control.store import ControlStore
 from shiftover.errors import ApprovalError, GateError, StageOrderError
 from shiftover.phases import is_at_least
+from shiftover.routes.asgi import set_route_flag
 from shiftover.routes.compare import compare_answers, dark_launch, fetch
-from shiftover.routes.gateway import Gateway
+from shiftover.routes.gateway import Gateway, Split
 from shiftover.routes.plan import build_route_plan
 from shiftover.routes.spec import RouteMoveSpec, backend_name
 from shiftover.routes.stages import (
@@ -105,12 +106,19 @@ def evaluate_routes(run: RouteRun, routes: tuple[str, ...] | None = None) -> dic
     return report
 
 
+def shift(run: RouteRun, route: str, percent_new: float, reason: str) -> Split:
+    """The gateway's weights, then the route's flag (read by in-process routers, ``routes/asgi.py``)."""
+    split = run.gateway.set_split(route, percent_new)
+    set_route_flag(run.store.engine, run.spec.name, route, split.percent_new, run.actor, reason)
+    return split
+
+
 def restore_split(run: RouteRun, route: str, done: set[str]) -> None:
     """A re-run puts the route back where its last completed canary step left it."""
     steps = [s for s in run.plan.for_route(route) if isinstance(s, RouteCanaryStep) and s.name in done]
     retired = any(isinstance(s, RetireOldStage) and s.name in done for s in run.plan.for_route(route))
     if steps and not retired:
-        run.gateway.set_split(route, max(s.percent for s in steps))
+        shift(run, route, max(s.percent for s in steps), "a re-run resumes at its last completed step")
 
 
 def run_wait_for_table(run: RouteRun, stage: RouteStage) -> dict[str, Any]:
@@ -125,7 +133,7 @@ def run_wait_for_table(run: RouteRun, stage: RouteStage) -> dict[str, Any]:
 def run_pass_through(run: RouteRun, stage: RouteStage) -> dict[str, Any]:
     """Every request of the route on the old upstream; each sample answers through the gateway as
     the old upstream answers directly (fields differing between two direct answers are noise)."""
-    split = run.gateway.set_split(stage.route, 0)
+    split = shift(run, stage.route, 0, stage.name)
     decl = run.spec.route(stage.route)
     paths = list(decl.samples) or [decl.prefix]
     gw = gateway_upstream(run)
@@ -184,7 +192,7 @@ def run_canary_step(run: RouteRun, stage: RouteStage) -> dict[str, Any]:
     if old_p99 is not None:
         run.baseline_old_p99_ms[stage.route] = old_p99
     started = time.monotonic()
-    split = run.gateway.set_split(stage.route, stage.percent)
+    split = shift(run, stage.route, stage.percent, stage.name)
     deadline = started + stage.soak_seconds
     watch = run.spec.canary.watch_seconds
     while True:
@@ -221,7 +229,8 @@ def rollback_route(run: RouteRun, route: str, reason: str) -> float:
     returns how long the flip took."""
     started = time.perf_counter()
     split = run.gateway.set_split(route, 0)
-    seconds = time.perf_counter() - started
+    seconds = time.perf_counter() - started  # the gateway's flip; the flag follows
+    set_route_flag(run.store.engine, run.spec.name, route, 0, run.actor, reason)
     run.store.audit(
         run.spec.name,
         run.actor,

@@ -9,7 +9,9 @@ import pytest
 
 from shiftover.control.store import ControlStore
 from shiftover.errors import ApprovalError, GateError, StageOrderError
+from shiftover.flags.store import get_flag
 from shiftover.flows.routes import completed, evaluate_routes, open_route_move
+from shiftover.routes.asgi import route_flag_key
 from shiftover.routes.plan import build_route_plan
 from shiftover.routes.stages import RouteStage
 
@@ -67,6 +69,7 @@ def test_a_route_moves_from_old_to_new_under_load_with_zero_failures(
     split = gw.split("orders_reads")
     assert not split.old_present and split.percent_new == 100
     assert completed(control_store, MOVE, "orders_reads") == set(report["ran"])
+    assert get_flag(control_store.engine, route_flag_key(MOVE, "orders_reads")).value == 100  # type: ignore[union-attr]
     # a re-run has nothing left to do
     again = evaluate_routes(open_route_move(spec, control_store, gw, log, approvals))
     assert again["ran"] == [] and len(again["skipped"]) == 6
@@ -122,6 +125,7 @@ def test_a_new_service_erroring_under_load_is_rolled_back_within_one_gate_interv
     assert load.sides.get("new", 0) == new_at_flip  # after the flip, every request on old
     assert caught_at
     assert completed(control_store, MOVE, "orders_reads") == set()  # the next run starts the route again
+    assert get_flag(control_store.engine, route_flag_key(MOVE, "orders_reads")).value == 0  # type: ignore[union-attr]
 
 
 def test_a_refused_switch_leaves_the_route_at_its_last_canary_step(
