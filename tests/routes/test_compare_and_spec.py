@@ -78,3 +78,15 @@ def test_unsafe_routes_get_no_dark_launch() -> None:
     spec = parse_route_spec({**BASE, "routes": [{"name": "orders_w", "prefix": "/orders", "methods": ["POST"]}]})
     kinds = [s.kind for s in build_route_plan(spec).stages]
     assert "dark_launch" not in kinds and kinds[0] == "pass_through"
+
+
+def test_the_example_route_spec_parses_and_waits_on_the_table() -> None:
+    from pathlib import Path
+
+    from shiftover.routes.plan import build_route_plan
+    from shiftover.routes.spec import load_route_spec
+
+    spec = load_route_spec(Path(__file__).parents[2] / "examples" / "orders-routes.yaml")
+    plan = build_route_plan(spec)
+    assert plan.stages[0].kind == "wait_for_table" and plan.stages[0].route == "orders_reads"
+    assert [s.kind for s in plan.for_route("orders_writes")][:2] == ["wait_for_table", "pass_through"]
