@@ -110,7 +110,37 @@ def shift(run: RouteRun, route: str, percent_new: float, reason: str) -> Split:
     """The gateway's weights, then the route's flag (read by in-process routers, ``routes/asgi.py``)."""
     split = run.gateway.set_split(route, percent_new)
     set_route_flag(run.store.engine, run.spec.name, route, split.percent_new, run.actor, reason)
+    publish_split(run, reason)
     return split
+
+
+def publish_split(run: RouteRun, why: str) -> None:
+    """The traffic split of every route as a Prefect table artifact (inside a flow run only)."""
+    from prefect.context import FlowRunContext
+
+    if FlowRunContext.get() is None:
+        return
+    from prefect.artifacts import create_table_artifact
+
+    from shiftover.story import artifact_key
+
+    rows = []
+    for r in run.spec.routes:
+        split = run.gateway.split(r.name)
+        rows.append(
+            {
+                "route": r.name,
+                "prefix": r.prefix,
+                "methods": " ".join(r.methods),
+                "percent_new": split.percent_new,
+                "old_weight": split.old_weight,
+                "new_weight": split.new_weight,
+                "old_upstream": "present" if split.old_present else "retired",
+            }
+        )
+    create_table_artifact(
+        table=rows, key=artifact_key(run.spec.name, "traffic-split"), description=f"traffic split after {why}"
+    )
 
 
 def restore_split(run: RouteRun, route: str, done: set[str]) -> None:
@@ -242,6 +272,7 @@ def rollback_route(run: RouteRun, route: str, reason: str) -> float:
 
 def run_retire_old(run: RouteRun, stage: RouteStage) -> dict[str, Any]:
     split = run.gateway.retire_old(stage.route)
+    publish_split(run, stage.name)
     return {"old_present": split.old_present, "percent_new": split.percent_new}
 
 
@@ -314,11 +345,17 @@ def route_move(
     """Move the spec's routes through the HAProxy running from ``gateway_dir``."""
     from pathlib import Path
 
+    from shiftover.control.lease import acquire_lease
     from shiftover.control.store import open_store
+    from shiftover.flows.context import run_holder
     from shiftover.routes.haproxy import attach_haproxy
     from shiftover.routes.spec import load_route_spec
 
     spec = load_route_spec(spec_path)
+    store = open_store(control_url)
+    store.register(spec.name, spec.model_dump(mode="json"), "route-move")
+    lease = acquire_lease(store.engine, spec.name, run_holder())  # one run moves these routes at a time
+    lease.start_heartbeat()
     workdir = Path(gateway_dir)
     log_path = workdir / "log.sock"
     log_path.unlink(missing_ok=True)  # the gateway logs to this path; this run reads it
@@ -326,7 +363,8 @@ def route_move(
     try:
         gateway = attach_haproxy(spec, workdir, log_socket=log_path)
         approver = pause_approver(spec, approval_timeout_seconds, poll_interval_seconds)
-        run = open_route_move(spec, open_store(control_url), gateway, log, approver, actor="route-move")
+        run = open_route_move(spec, store, gateway, log, approver, actor="route-move")
         return evaluate_routes(run)
     finally:
         log.close()
+        lease.release()

@@ -3,6 +3,7 @@ switch and retire approvals answered through Prefect's resume, with the same typ
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -52,8 +53,44 @@ def test_the_flow_pauses_for_each_approval_and_finishes_the_move(
     # the test's own handle on the gateway is stale (the flow changed it): read it back afresh
     now = attach_haproxy(spec, gw.workdir).split("orders_reads")
     assert not now.old_present and now.percent_new == 100
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        splits = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["orders-routes-traffic-split"]))
+        )
+    tables = [json.loads(str(a.data))[0] for a in splits]  # one per change (sorted by time, ties unordered)
+    assert sorted(t["percent_new"] for t in tables) == [0, 10, 50, 100, 100]
+    assert [t["old_upstream"] for t in tables].count("retired") == 1
     approvals = open_store(control_url).audit_entries(spec.name, "route_approval")
     assert [(a["actor"], a["detail"]["stage"]) for a in approvals] == [
         ("alice", "orders_reads.switch"),
         ("alice", "orders_reads.retire_old"),
     ]
+
+
+def test_a_second_run_is_refused_while_one_holds_the_route_move(
+    prefect_harness, upstreams, gateway_factory, tmp_path: Path
+) -> None:
+    import pytest
+
+    from shiftover.control.lease import acquire_lease
+    from shiftover.errors import LeaseHeldError
+    from shiftover.flows.routes import route_move
+
+    old, new = upstreams
+    spec = route_spec(old, new)
+    spec_path = tmp_path / "routes.yaml"
+    spec_path.write_text(yaml.safe_dump(spec.model_dump(mode="json")))
+    gw, log = gateway_factory(spec)
+    log.close()
+    store = open_store(f"sqlite:///{tmp_path}/control.db")
+    store.register(spec.name, {})
+    held = acquire_lease(store.engine, spec.name, "process/someone-else")
+    try:
+        with pytest.raises(LeaseHeldError):
+            route_move(str(spec_path), f"sqlite:///{tmp_path}/control.db", str(gw.workdir))
+    finally:
+        held.release()
+    assert gw.split("orders_reads").percent_new == 0

@@ -176,3 +176,22 @@ def test_a_slow_new_service_fails_the_latency_gate_and_is_rolled_back(
     assert caught.value.report.metrics["ratio"] > 2
     assert gw.split("orders_reads").percent_new == 0
     assert load.failures == []
+
+
+def test_a_wrong_field_in_2_percent_of_answers_never_reaches_a_1_percent_canary(
+    upstreams, gateway_factory, control_store: ControlStore
+) -> None:
+    old, new = upstreams
+    new.behaviour.wrong_fraction = 0.02
+    # 400 replays miss a 2 % fault with probability 0.98**400 (about 3e-4)
+    spec = route_spec(
+        old, new, dark_launch_samples=400, canary={"steps": [1, 100], "soak_seconds": 1, "min_requests": 1}
+    )
+    gw, log = gateway_factory(spec)
+    with Load(gw.port) as load, pytest.raises(GateError) as caught:
+        time.sleep(0.3)
+        evaluate_routes(open_route_move(spec, control_store, gw, log, Approvals()))
+    assert caught.value.gate == "mismatch_rate"
+    assert 0 < caught.value.report.metrics["mismatches"] < 40
+    assert load.sides.get("new", 0) == 0 and load.failures == []  # no user ever reached new
+    assert gw.split("orders_reads").percent_new == 0
