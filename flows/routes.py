@@ -21,8 +21,9 @@ from prefect import flow
 from shiftover.checks.context import GateResult
 from shiftover.checks.report import publish_gate_results
 from shiftover.checks.routes import RouteWindow, judge
+from shiftover.control.lease import Lease, revoke_lease
 from shiftover.control.store import ControlStore
-from shiftover.errors import ApprovalError, GateError, StageOrderError
+from shiftover.errors import ApprovalError, GateError, LeaseLostError, StageOrderError
 from shiftover.phases import is_at_least
 from shiftover.routes.asgi import set_route_flag
 from shiftover.routes.compare import compare_answers, dark_launch, fetch
@@ -56,6 +57,7 @@ class RouteRun:
     approver: Approver
     actor: str = "shiftover"
     baseline_old_p99_ms: dict[str, float] = field(default_factory=dict)
+    lease: Lease | None = None  # the run's hold on the move: an operator's rollback revokes it
 
 
 def open_route_move(
@@ -65,10 +67,11 @@ def open_route_move(
     log: AccessLog,
     approver: Approver,
     actor: str = "shiftover",
+    lease: Lease | None = None,
 ) -> RouteRun:
     """Register the move in the control store (kept as a migration row holding its spec)."""
     store.register(spec.name, spec.model_dump(mode="json"), actor)
-    return RouteRun(spec, build_route_plan(spec), gateway, log, store, approver, actor)
+    return RouteRun(spec, build_route_plan(spec), gateway, log, store, approver, actor, lease=lease)
 
 
 def completed(store: ControlStore, move: str, route: str) -> set[str]:
@@ -107,8 +110,19 @@ def evaluate_routes(run: RouteRun, routes: tuple[str, ...] | None = None) -> dic
 
 
 def shift(run: RouteRun, route: str, percent_new: float, reason: str) -> Split:
-    """The gateway's weights, then the route's flag (read by in-process routers, ``routes/asgi.py``)."""
+    """The gateway's weights, then the route's flag (read by in-process routers, ``routes/asgi.py``).
+
+    Fenced by the run's lease: checked before the flip, and again after it, undoing the flip when
+    an operator's rollback revoked the lease in between (the gateway has no transaction to share)."""
+    if run.lease is not None:
+        run.lease.ensure()
     split = run.gateway.set_split(route, percent_new)
+    if run.lease is not None:
+        try:
+            run.lease.ensure()
+        except LeaseLostError:
+            run.gateway.set_split(route, 0)
+            raise
     set_route_flag(run.store.engine, run.spec.name, route, split.percent_new, run.actor, reason)
     publish_split(run, reason)
     return split
@@ -227,6 +241,8 @@ def run_canary_step(run: RouteRun, stage: RouteStage) -> dict[str, Any]:
     watch = run.spec.canary.watch_seconds
     while True:
         time.sleep(max(0.0, min(watch, deadline - time.monotonic())))
+        if run.lease is not None:
+            run.lease.ensure()  # an operator's rollback stops the soak at the next interval
         window = RouteWindow(
             stage.route,
             tuple(run.log.since(started, backend)),
@@ -249,25 +265,43 @@ def finish_gates(run: RouteRun, stage: RouteStage, results: list[GateResult], *,
     if not failed:
         return
     if rollback:
-        seconds = rollback_route(run, stage.route, f"gate {failed[0].gate} failed at {stage.name}: {failed[0].summary}")
+        why = f"gate {failed[0].gate} failed at {stage.name}: {failed[0].summary}"
+        seconds = rollback_route(run.spec.name, run.store, run.gateway, stage.route, why, run.actor)
         failed[0].metrics["rollback_seconds"] = seconds
     raise GateError(failed[0].gate, failed[0].summary, failed[0])
 
 
-def rollback_route(run: RouteRun, route: str, reason: str) -> float:
+def rollback_route(move: str, store: ControlStore, gateway: Gateway, route: str, reason: str, actor: str) -> float:
     """Every request of the route back on the old upstream (one runtime command), audited;
     returns how long the flip took."""
     started = time.perf_counter()
-    split = run.gateway.set_split(route, 0)
+    split = gateway.set_split(route, 0)
     seconds = time.perf_counter() - started  # the gateway's flip; the flag follows
-    set_route_flag(run.store.engine, run.spec.name, route, 0, run.actor, reason)
-    run.store.audit(
-        run.spec.name,
-        run.actor,
+    set_route_flag(store.engine, move, route, 0, actor, reason)
+    store.audit(
+        move,
+        actor,
         "route_rollback",
         {"route": route, "reason": reason, "seconds": seconds, "percent_new": split.percent_new},
     )
     return seconds
+
+
+def rollback_routes(
+    spec: RouteMoveSpec, store: ControlStore, gateway: Gateway, reason: str, actor: str = "operator"
+) -> dict[str, float]:
+    """The operator's rollback: revoke the move's lease (a running move stops before its next flip,
+    and undoes a flip it raced), then every route not yet retired back on the old upstream.
+    Returns each route's flip time in seconds; a retired route is named and left as it is."""
+    with store.engine.begin() as conn:
+        revoke_lease(conn, spec.name)
+    flipped: dict[str, float] = {}
+    for r in spec.routes:
+        if gateway.split(r.name).old_present:
+            flipped[r.name] = rollback_route(spec.name, store, gateway, r.name, reason, actor)
+        else:
+            store.audit(spec.name, actor, "route_rollback_refused", {"route": r.name, "why": "old upstream retired"})
+    return flipped
 
 
 def run_retire_old(run: RouteRun, stage: RouteStage) -> dict[str, Any]:
@@ -363,8 +397,24 @@ def route_move(
     try:
         gateway = attach_haproxy(spec, workdir, log_socket=log_path)
         approver = pause_approver(spec, approval_timeout_seconds, poll_interval_seconds)
-        run = open_route_move(spec, store, gateway, log, approver, actor="route-move")
+        run = open_route_move(spec, store, gateway, log, approver, actor="route-move", lease=lease)
         return evaluate_routes(run)
     finally:
         log.close()
         lease.release()
+
+
+@flow(name="route-rollback")
+def route_rollback(
+    spec_path: str, control_url: str, gateway_dir: str, reason: str = "operator rollback"
+) -> dict[str, float]:
+    """Every route of the move back on the old upstream, now; never waits for the move's lease."""
+    from pathlib import Path
+
+    from shiftover.control.store import open_store
+    from shiftover.routes.haproxy import attach_haproxy
+    from shiftover.routes.spec import load_route_spec
+
+    spec = load_route_spec(spec_path)
+    gateway = attach_haproxy(spec, Path(gateway_dir))
+    return rollback_routes(spec, open_store(control_url), gateway, reason, actor="route-rollback")

@@ -70,14 +70,14 @@ def test_the_flow_pauses_for_each_approval_and_finishes_the_move(
     ]
 
 
-def test_a_second_run_is_refused_while_one_holds_the_route_move(
+def test_a_second_run_is_refused_while_one_holds_the_move_and_a_rollback_revokes_it(
     prefect_harness, upstreams, gateway_factory, tmp_path: Path
 ) -> None:
     import pytest
 
     from shiftover.control.lease import acquire_lease
-    from shiftover.errors import LeaseHeldError
-    from shiftover.flows.routes import route_move
+    from shiftover.errors import LeaseHeldError, LeaseLostError
+    from shiftover.flows.routes import route_move, route_rollback
 
     old, new = upstreams
     spec = route_spec(old, new)
@@ -91,6 +91,12 @@ def test_a_second_run_is_refused_while_one_holds_the_route_move(
     try:
         with pytest.raises(LeaseHeldError):
             route_move(str(spec_path), f"sqlite:///{tmp_path}/control.db", str(gw.workdir))
+        gw.set_split("orders_reads", 50)  # as if that other run were canarying
+        # a rollback never waits for the lease: it revokes it
+        flipped = route_rollback(str(spec_path), f"sqlite:///{tmp_path}/control.db", str(gw.workdir))
     finally:
         held.release()
+    assert set(flipped) == {"orders_reads"} and flipped["orders_reads"] < 1.0
     assert gw.split("orders_reads").percent_new == 0
+    with pytest.raises(LeaseLostError):
+        held.ensure()  # the other run's next fenced step stops it

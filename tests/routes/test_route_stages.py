@@ -195,3 +195,48 @@ def test_a_wrong_field_in_2_percent_of_answers_never_reaches_a_1_percent_canary(
     assert 0 < caught.value.report.metrics["mismatches"] < 40
     assert load.sides.get("new", 0) == 0 and load.failures == []  # no user ever reached new
     assert gw.split("orders_reads").percent_new == 0
+
+
+def test_an_operator_rollback_stops_a_running_move_and_flips_the_route_back_at_once(
+    upstreams, gateway_factory, control_store: ControlStore
+) -> None:
+    import threading
+
+    from shiftover.control.lease import acquire_lease
+    from shiftover.errors import LeaseLostError
+    from shiftover.flows.routes import rollback_routes
+
+    old, new = upstreams
+    spec = route_spec(
+        old, new, canary={"steps": [50, 100], "soak_seconds": 30, "watch_seconds": 0.25, "min_requests": 5}
+    )
+    gw, log = gateway_factory(spec)
+    control_store.register(MOVE, {})
+    lease = acquire_lease(control_store.engine, MOVE, "process/the-move")
+    run = open_route_move(spec, control_store, gw, log, Approvals(), lease=lease)
+    outcome: list[BaseException] = []
+
+    def move() -> None:
+        try:
+            evaluate_routes(run)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    with Load(gw.port) as load:
+        thread = threading.Thread(target=move, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 20
+        while gw.split("orders_reads").percent_new != 50:  # the move is soaking at 50 %
+            assert time.monotonic() < deadline and thread.is_alive(), outcome
+            time.sleep(0.05)
+        time.sleep(0.5)
+        flipped = rollback_routes(spec, control_store, gw, "pager: checkout errors")
+        new_at_flip = load.sides.get("new", 0)
+        thread.join(5)
+        time.sleep(0.5)
+    assert not thread.is_alive() and isinstance(outcome[0], LeaseLostError)
+    assert flipped["orders_reads"] < 1.0
+    assert gw.split("orders_reads").percent_new == 0
+    assert new_at_flip > 0 and load.sides.get("new", 0) <= new_at_flip + 2  # at most requests in flight
+    assert load.failures == []
+    assert completed(control_store, MOVE, "orders_reads") == set()
