@@ -217,13 +217,11 @@ def run_dark_launch(run: RouteRun, stage: RouteStage) -> dict[str, Any]:
 
 
 def dark_launch_paths(run: RouteRun, stage: DarkLaunchStage) -> list[str]:
-    """The route's declared samples, else the GET paths the gateway logged for it, up to ``samples``."""
+    """The route's declared samples, else the GET paths the gateway logged for it, else its prefix
+    (the pass-through's own sample), cycled up to ``samples``."""
     decl = run.spec.route(stage.route)
-    seen = list(decl.samples) or list(
-        dict.fromkeys(h.path for h in run.log.since(0.0, backend_name(stage.route)) if h.method == "GET")
-    )
-    if not seen:
-        raise GateError("mismatch_rate", f"no sample to replay for {stage.route}: declare samples or send traffic")
+    logged = dict.fromkeys(h.path for h in run.log.since(0.0, backend_name(stage.route)) if h.method == "GET")
+    seen = list(decl.samples) or list(logged) or [decl.prefix]
     return [seen[i % len(seen)] for i in range(stage.samples)]
 
 
