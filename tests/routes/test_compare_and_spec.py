@@ -90,3 +90,17 @@ def test_the_example_route_spec_parses_and_waits_on_the_table() -> None:
     plan = build_route_plan(spec)
     assert plan.stages[0].kind == "wait_for_table" and plan.stages[0].route == "orders_reads"
     assert [s.kind for s in plan.for_route("orders_writes")][:2] == ["wait_for_table", "pass_through"]
+
+
+def test_shiftover_plan_prints_a_route_spec_s_stages() -> None:
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from shiftover.cli import app
+
+    example = str(Path(__file__).parents[2] / "examples" / "orders-routes.yaml")
+    result = CliRunner().invoke(app, ["plan", example])
+    assert result.exit_code == 0, result.output
+    assert "route move orders-routes" in result.output and "orders_reads.dark_launch" in result.output
+    assert result.output.count("IRREVERSIBLE") == 2  # one retire per route
