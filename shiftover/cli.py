@@ -202,7 +202,7 @@ def plan(
         _fail(exc)
 
 
-def _is_route_spec(path: str) -> bool:
+def _is_route_spec(path: str | Path) -> bool:
     import yaml
 
     try:
