@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from prefect import flow
@@ -26,10 +26,10 @@ from shiftover.control.store import ControlStore
 from shiftover.errors import ApprovalError, GateError, LeaseLostError, StageOrderError
 from shiftover.phases import is_at_least
 from shiftover.routes.asgi import set_route_flag
-from shiftover.routes.compare import compare_answers, dark_launch, fetch
+from shiftover.routes.compare import DarkLaunchReport, compare_answers, dark_launch, fetch
 from shiftover.routes.gateway import Gateway, Split
 from shiftover.routes.plan import build_route_plan
-from shiftover.routes.spec import RouteMoveSpec, backend_name
+from shiftover.routes.spec import RouteMoveSpec, Upstream, backend_name
 from shiftover.routes.stages import (
     DarkLaunchStage,
     PassThroughStage,
@@ -198,11 +198,9 @@ def run_pass_through(run: RouteRun, stage: RouteStage) -> dict[str, Any]:
     return {"percent_new": split.percent_new, "samples": len(paths)}
 
 
-def gateway_upstream(run: RouteRun) -> Any:
-    from shiftover.routes.spec import Upstream
-
-    url = getattr(run.gateway, "url", "")
-    return Upstream(address=url.removeprefix("http://"))
+def gateway_upstream(run: RouteRun) -> Upstream:
+    """The gateway as the comparator's fetch sees an upstream."""
+    return Upstream(address=run.gateway.url.removeprefix("http://"))
 
 
 def run_dark_launch(run: RouteRun, stage: RouteStage) -> dict[str, Any]:
@@ -248,12 +246,26 @@ def run_canary_step(run: RouteRun, stage: RouteStage) -> dict[str, Any]:
             baseline_old_p99_ms=run.baseline_old_p99_ms.get(stage.route),
             latency_floor_ms=run.spec.canary.latency_floor_ms,
         )
-        results = judge(window, stage.gates)
         final = time.monotonic() >= deadline
+        if final:
+            window = replace(window, dark=replay_step(run, window))
+        results = judge(window, stage.gates)
         failed = [r for r in results if r.blocking and not r.passed and (final or r.metrics.get("judged"))]
         if failed or final:
             finish_gates(run, stage, results, rollback=True)
-            return {"percent_new": split.percent_new, "requests": len(window.hits)}
+            replayed = window.dark.compared if window.dark else 0
+            return {"percent_new": split.percent_new, "requests": len(window.hits), "replayed": replayed}
+
+
+def replay_step(run: RouteRun, window: RouteWindow) -> DarkLaunchReport | None:
+    """At a canary step's end, for a safe route with a mismatch gate: the GETs users sent during the
+    step, replayed Diffy-style (old twice, new once), up to ``canary.replays``."""
+    decl = run.spec.route(window.route)
+    if not decl.safe or all(g.name != "mismatch_rate" for g in run.spec.gates):
+        return None
+    paths = list(dict.fromkeys(h.path for h in window.hits if h.method == "GET"))[: run.spec.canary.replays]
+    ignore = frozenset(run.spec.ignore_fields)
+    return dark_launch(run.spec.old, run.spec.new, paths, run.spec.gateway.key_header, ignore=ignore)
 
 
 def finish_gates(run: RouteRun, stage: RouteStage, results: list[GateResult], *, rollback: bool) -> None:

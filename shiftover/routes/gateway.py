@@ -26,6 +26,11 @@ class Split:
 
 
 class Gateway(Protocol):
+    @property
+    def url(self) -> str:
+        """Where clients reach the gateway (``http://host:port``)."""
+        ...
+
     def set_split(self, route: str, percent_new: float) -> Split:
         """Send ``percent_new`` % of the route's users (by their stable key) to the new upstream,
         without a reload; returns the split read back from the gateway."""

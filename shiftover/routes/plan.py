@@ -54,7 +54,8 @@ def route_stages(spec: RouteMoveSpec, route: RouteDecl) -> list[RouteStage]:
                 samples=spec.dark_launch_samples,
             )
         )
-    live_gates = tuple(g for g in spec.gates if g.name != "mismatch_rate")
+    # unsafe routes: nothing is replayed, so no mismatch gate
+    live_gates = spec.gates if route.safe else tuple(g for g in spec.gates if g.name != "mismatch_rate")
     for pct in spec.canary.steps:
         full = pct == 100
         stages.append(

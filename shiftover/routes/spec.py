@@ -95,6 +95,7 @@ class RouteCanarySpec(_Model):
     # p99s below this count as this in the latency ratio: HAProxy logs whole milliseconds, and 5 ms
     # against 2 ms on a busy machine is noise, not a slower service.
     latency_floor_ms: Annotated[float, Field(ge=1)] = 10
+    replays: Annotated[int, Field(ge=0)] = 20  # distinct GET paths of a step replayed for the mismatch gate
 
     @field_validator("steps")
     @classmethod

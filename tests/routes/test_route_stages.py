@@ -66,6 +66,7 @@ def test_a_route_moves_from_old_to_new_under_load_with_zero_failures(
     assert approvals.asked == ["orders_reads.switch", "orders_reads.retire_old"]
     assert load.failures == [] and load.sent > 100
     assert report["stages"]["orders_reads.dark_launch"] == {"compared": 20, "mismatches": 0}
+    assert report["stages"]["orders_reads.canary_10pct"]["replayed"] == 3  # the Load's three paths
     split = gw.split("orders_reads")
     assert not split.old_present and split.percent_new == 100
     assert completed(control_store, MOVE, "orders_reads") == set(report["ran"])
@@ -239,4 +240,33 @@ def test_an_operator_rollback_stops_a_running_move_and_flips_the_route_back_at_o
     assert gw.split("orders_reads").percent_new == 0
     assert new_at_flip > 0 and load.sides.get("new", 0) <= new_at_flip + 2  # at most requests in flight
     assert load.failures == []
+    assert completed(control_store, MOVE, "orders_reads") == set()
+
+
+def test_a_new_service_going_wrong_during_a_canary_step_is_caught_by_its_replays(
+    upstreams, gateway_factory, control_store: ControlStore
+) -> None:
+    import threading
+
+    old, new = upstreams
+    spec = route_spec(old, new, canary={"steps": [50, 100], "soak_seconds": 1, "min_requests": 5})
+    gw, log = gateway_factory(spec)
+    stop = threading.Event()
+
+    def break_new_at_50() -> None:  # the dark launch passed; users at 50 % then get wrong totals
+        while not stop.is_set():
+            if gw.split("orders_reads").percent_new == 50:
+                new.behaviour.wrong_fraction = 1.0
+                return
+            time.sleep(0.02)
+
+    breaker = threading.Thread(target=break_new_at_50, daemon=True)
+    breaker.start()
+    with Load(gw.port, paths=tuple(f"/orders/{i}" for i in range(30))), pytest.raises(GateError) as caught:
+        time.sleep(0.3)
+        evaluate_routes(open_route_move(spec, control_store, gw, log, Approvals()))
+    stop.set()
+    assert caught.value.gate == "mismatch_rate"
+    assert {r["field"] for r in caught.value.report.rows} == {"total"}
+    assert gw.split("orders_reads").percent_new == 0
     assert completed(control_store, MOVE, "orders_reads") == set()
