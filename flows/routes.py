@@ -298,13 +298,25 @@ def rollback_route(move: str, store: ControlStore, gateway: Gateway, route: str,
 
 
 def rollback_routes(
-    spec: RouteMoveSpec, store: ControlStore, gateway: Gateway, reason: str, actor: str = "operator"
+    spec: RouteMoveSpec,
+    store: ControlStore,
+    gateway: Gateway,
+    reason: str,
+    actor: str = "operator",
+    on_cancelled: Callable[[list[Any]], None] | None = None,
 ) -> dict[str, float]:
-    """The operator's rollback: revoke the move's lease (a running move stops before its next flip,
-    and undoes a flip it raced), then every route not yet retired back on the old upstream.
+    """The operator's rollback: revoke the move's lease and cancel its pending approvals in one
+    transaction (a running move stops before its next flip, and undoes a flip it raced;
+    ``on_cancelled`` gets the cancelled requests, to wake their pauses), then every route not yet
+    retired back on the old upstream.
     Returns each route's flip time in seconds; a retired route is named and left as it is."""
+    from shiftover.approvals import cancel_pending
+
     with store.engine.begin() as conn:
         revoke_lease(conn, spec.name)
+        cancelled = cancel_pending(conn, spec.name, actor)
+    if cancelled and on_cancelled is not None:
+        on_cancelled(cancelled)
     flipped: dict[str, float] = {}
     for r in spec.routes:
         if gateway.split(r.name).old_present:
@@ -350,30 +362,55 @@ RUNNERS: dict[type[RouteStage], Callable[[RouteRun, RouteStage], dict[str, Any]]
 }
 
 
-def pause_approver(spec: RouteMoveSpec, timeout_seconds: float, poll_interval_seconds: int) -> Approver:
-    """Approvals as the table stages ask them: the same typed form (name to confirm, approver from
-    the spec's list), a Prefect pause on the calling flow run, the answer checked again after."""
+def pause_approver(
+    spec: RouteMoveSpec, store: ControlStore, lease: Lease, timeout_seconds: float, poll_interval_seconds: int
+) -> Approver:
+    """Approvals as the table stages ask them: a request in the control store at the lease's epoch
+    (a rollback cancels it), the same typed form (name to confirm, approver from the spec's list) on
+    a Prefect pause of the calling flow run, the answer checked again; a refused answer asks again."""
 
     def approve(stage: RouteStage, summary: str) -> str:
         from prefect.exceptions import FlowPauseTimeout
         from prefect.flow_runs import pause_flow_run
 
-        from shiftover.approvals import check_approval
+        from shiftover.approvals import (
+            REFUSED,
+            TIMED_OUT,
+            accept_request,
+            check_approval,
+            close_request,
+            open_request,
+            refuse_answer,
+            require_pending,
+        )
         from shiftover.flows.approval import approval_form, pause_key
 
+        request = open_request(store.engine, spec.name, stage.name, lease, lease.holder)
         form = approval_form(spec.name, spec.approvers).with_initial_data(description=summary)
-        try:
-            answer = pause_flow_run(
-                wait_for_input=form,
-                timeout=int(timeout_seconds),
-                poll_interval=poll_interval_seconds,
-                key=pause_key(stage.name, 0),
-            )
-        except FlowPauseTimeout:
-            raise ApprovalError(
-                f"no approval for {stage.name!r} within {timeout_seconds:g}s; nothing changed"
-            ) from None
-        return check_approval(answer, spec.name, spec.approvers, stage.name).approver
+        while True:
+            try:
+                answer = pause_flow_run(
+                    wait_for_input=form,
+                    timeout=int(timeout_seconds),
+                    poll_interval=poll_interval_seconds,
+                    key=pause_key(stage.name, request.epoch, request.attempt),
+                )
+            except FlowPauseTimeout:
+                close_request(store.engine, request, TIMED_OUT, "shiftover", f"no answer within {timeout_seconds:g}s")
+                raise ApprovalError(
+                    f"no approval for {stage.name!r} within {timeout_seconds:g}s; nothing changed"
+                ) from None
+            require_pending(store.engine, request)  # a rollback cancelled it: stop
+            try:
+                record = check_approval(answer, spec.name, spec.approvers, stage.name, request=request)
+            except ApprovalError as exc:
+                if answer.decision == "reject":
+                    close_request(store.engine, request, REFUSED, answer.approver.strip() or "(empty)", str(exc))
+                    raise
+                request = refuse_answer(store.engine, request, answer.approver.strip() or "(empty)", str(exc))
+                continue
+            accept_request(store.engine, request, record, lease)
+            return record.approver
 
     return approve
 
@@ -406,7 +443,7 @@ def route_move(
     log = AccessLog(log_path)
     try:
         gateway = attach_haproxy(spec, workdir, log_socket=log_path)
-        approver = pause_approver(spec, approval_timeout_seconds, poll_interval_seconds)
+        approver = pause_approver(spec, store, lease, approval_timeout_seconds, poll_interval_seconds)
         run = open_route_move(spec, store, gateway, log, approver, actor="route-move", lease=lease)
         return evaluate_routes(run)
     finally:
@@ -426,5 +463,8 @@ def route_rollback(
     from shiftover.routes.spec import load_route_spec
 
     spec = load_route_spec(spec_path)
+    from shiftover.flows.rollback import cancel_paused_runs
+
     gateway = attach_haproxy(spec, Path(gateway_dir))
-    return rollback_routes(spec, open_store(control_url), gateway, reason, actor="route-rollback")
+    wake = lambda requests: cancel_paused_runs(requests, spec.name, reason)  # noqa: E731
+    return rollback_routes(spec, open_store(control_url), gateway, reason, "route-rollback", wake)

@@ -100,3 +100,35 @@ def test_a_second_run_is_refused_while_one_holds_the_move_and_a_rollback_revokes
     assert gw.split("orders_reads").percent_new == 0
     with pytest.raises(LeaseLostError):
         held.ensure()  # the other run's next fenced step stops it
+
+
+def test_a_rollback_while_the_switch_waits_for_approval_wakes_the_run_and_stops_it(
+    prefect_harness, upstreams, gateway_factory, tmp_path: Path
+) -> None:
+    from shiftover.approvals import pending_requests
+    from shiftover.errors import StaleApprovalError
+    from shiftover.flows.routes import route_move, route_rollback
+
+    old, new = upstreams
+    spec = route_spec(old, new, approvers=["alice"])
+    spec_path = tmp_path / "routes.yaml"
+    spec_path.write_text(yaml.safe_dump(spec.model_dump(mode="json")))
+    gw, log = gateway_factory(spec)
+    log.close()
+    control_url = f"sqlite:///{tmp_path}/control.db"
+    with Load(gw.port) as load:
+        run = Background(lambda: route_move(str(spec_path), control_url, str(gw.workdir), poll_interval_seconds=1))
+        run.start()
+        run_id = paused_run("route-move", timeout=60)
+        store = open_store(control_url)
+        [request] = pending_requests(store.engine, spec.name)
+        assert request.step == "orders_reads.switch"
+        assert attach_haproxy(spec, gw.workdir).split("orders_reads").percent_new == 50
+        flipped = route_rollback(str(spec_path), control_url, str(gw.workdir), reason="pager")
+        run.join(30)
+    assert flipped["orders_reads"] < 1.0
+    assert isinstance(run.error, StaleApprovalError), run.error
+    assert run_state(run_id) == "FAILED"
+    assert attach_haproxy(spec, gw.workdir).split("orders_reads").percent_new == 0
+    assert pending_requests(store.engine, spec.name) == []
+    assert load.failures == []
