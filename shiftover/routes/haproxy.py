@@ -222,6 +222,12 @@ class HAProxyGateway:
         tmp.write_text(text)
         os.replace(tmp, self.config_path)
 
+    def restart(self, binary: str = "haproxy") -> None:
+        """Stop and start again from the config file, which every runtime change rewrote: the
+        splits and retired servers survive (a machine reboot, an upgrade)."""
+        self.stop()
+        launch(self, binary)
+
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
@@ -247,10 +253,16 @@ def start_haproxy(
     port = free_port()
     gw = HAProxyGateway(spec, workdir, port, routes, log_socket)
     gw.write_config()
+    launch(gw, binary, ready_timeout)
+    return gw
+
+
+def launch(gw: HAProxyGateway, binary: str = "haproxy", ready_timeout: float = 5.0) -> None:
+    """Check the config file as written and run it; returns once the runtime socket answers."""
     check = subprocess.run([binary, "-c", "-q", "-f", str(gw.config_path)], capture_output=True, text=True)
     if check.returncode != 0:
         raise GatewayError(f"haproxy -c -f {gw.config_path}", check.stdout + check.stderr)
-    errors = workdir / "haproxy.stderr"
+    errors = gw.workdir / "haproxy.stderr"
     with errors.open("wb") as err_file:  # a file, not a pipe nobody reads
         process = subprocess.Popen([binary, "-db", "-f", str(gw.config_path)], stdout=err_file, stderr=err_file)
     gw.process = process
@@ -260,7 +272,7 @@ def start_haproxy(
             raise GatewayError("haproxy start", errors.read_text())
         try:
             if "Name: HAProxy" in runtime_command(gw.admin_socket, "show info", timeout=0.5):
-                return gw
+                return
         except OSError:
             pass
         if time.monotonic() > deadline:

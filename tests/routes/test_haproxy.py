@@ -114,3 +114,25 @@ def test_access_log_records_each_side(upstreams, gateway_factory) -> None:
 def test_upstream_helper_counts(upstreams: tuple[Upstream, Upstream]) -> None:
     old, _ = upstreams
     assert old.requests == 0
+
+
+def test_a_restart_keeps_the_splits_and_the_retired_server(upstreams, gateway_factory) -> None:
+    old, new = upstreams
+    spec = route_spec(
+        old,
+        new,
+        routes=[
+            {"name": "orders_reads", "prefix": "/orders"},
+            {"name": "customers", "prefix": "/customers"},
+        ],
+    )
+    gw, _ = gateway_factory(spec)
+    gw.set_split("orders_reads", 100)
+    gw.retire_old("orders_reads")
+    gw.set_split("customers", 30)
+    first = gw.process.pid if gw.process else None
+    gw.restart()
+    assert gw.process is not None and gw.process.pid != first
+    assert gw.split("customers").percent_new == 30
+    assert "route_orders_reads/old" not in gw.servers()
+    assert {side_of(gw, f"u{i}") for i in range(20)} == {"new"}

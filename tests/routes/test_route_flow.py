@@ -20,7 +20,7 @@ def test_the_flow_pauses_for_each_approval_and_finishes_the_move(
 ) -> None:
     from prefect.flow_runs import resume_flow_run
 
-    from shiftover.flows.routes import route_move
+    from shiftover.flows.route_move import route_move
 
     old, new = upstreams
     spec = route_spec(old, new, approvers=["alice"])
@@ -77,7 +77,7 @@ def test_a_second_run_is_refused_while_one_holds_the_move_and_a_rollback_revokes
 
     from shiftover.control.lease import acquire_lease
     from shiftover.errors import LeaseHeldError, LeaseLostError
-    from shiftover.flows.routes import route_move, route_rollback
+    from shiftover.flows.route_move import route_move, route_rollback
 
     old, new = upstreams
     spec = route_spec(old, new)
@@ -107,7 +107,7 @@ def test_a_rollback_while_the_switch_waits_for_approval_wakes_the_run_and_stops_
 ) -> None:
     from shiftover.approvals import pending_requests
     from shiftover.errors import StaleApprovalError
-    from shiftover.flows.routes import route_move, route_rollback
+    from shiftover.flows.route_move import route_move, route_rollback
 
     old, new = upstreams
     spec = route_spec(old, new, approvers=["alice"])
