@@ -15,6 +15,7 @@ import http.client
 import json
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -71,7 +72,8 @@ def main() -> None:
     parser.add_argument("--switches", type=int, default=20)
     args = parser.parse_args()
     old, new = Upstream("old"), Upstream("new")
-    gw = start_haproxy(route_spec(old, new))
+    workdir = tempfile.TemporaryDirectory(prefix="shiftover-bench-gateway-")
+    gw = start_haproxy(route_spec(old, new), workdir=Path(workdir.name))
     try:
         timed_requests(old.server.server_address[1], 200)  # warm up
         timed_requests(gw.port, 200)
@@ -111,6 +113,7 @@ def main() -> None:
         gw.stop()
         old.close()
         new.close()
+        workdir.cleanup()
 
 
 if __name__ == "__main__":
