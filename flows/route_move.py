@@ -12,6 +12,7 @@ from prefect import flow
 from shiftover.control.lease import Lease
 from shiftover.control.store import ControlStore
 from shiftover.errors import ApprovalError
+from shiftover.flows.credentials import admit_control_url
 from shiftover.flows.routes import Approver, evaluate_routes, open_route_move, rollback_routes
 from shiftover.routes.spec import RouteMoveSpec
 from shiftover.routes.stages import RouteStage
@@ -87,6 +88,7 @@ def route_move(
     from shiftover.routes.haproxy import attach_haproxy
     from shiftover.routes.spec import load_route_spec
 
+    admit_control_url(control_url)
     spec = load_route_spec(spec_path)
     store = open_store(control_url)
     store.register(spec.name, spec.model_dump(mode="json"), "route-move")
@@ -111,14 +113,13 @@ def route_rollback(
     spec_path: str, control_url: str, gateway_dir: str, reason: str = "operator rollback"
 ) -> dict[str, float]:
     """Every route of the move back on the old upstream, now; never waits for the move's lease."""
-
     from shiftover.control.store import open_store
+    from shiftover.flows.rollback import cancel_paused_runs
     from shiftover.routes.haproxy import attach_haproxy
     from shiftover.routes.spec import load_route_spec
 
+    admit_control_url(control_url)
     spec = load_route_spec(spec_path)
-    from shiftover.flows.rollback import cancel_paused_runs
-
     gateway = attach_haproxy(spec, Path(gateway_dir))
     wake = lambda requests: cancel_paused_runs(requests, spec.name, reason)  # noqa: E731
     return rollback_routes(spec, open_store(control_url), gateway, reason, "route-rollback", wake)

@@ -104,3 +104,23 @@ def test_shiftover_plan_prints_a_route_spec_s_stages() -> None:
     assert result.exit_code == 0, result.output
     assert "route move orders-routes" in result.output and "orders_reads.dark_launch" in result.output
     assert result.output.count("IRREVERSIBLE") == 2  # one retire per route
+
+
+def test_the_route_deployments_name_real_flows_and_their_parameters() -> None:
+    import importlib
+    import inspect
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).parents[2]
+    deployments = yaml.safe_load((root / "prefect.yaml").read_text())["deployments"]
+    routes = {d["name"]: d for d in deployments if "routes" in d.get("tags", [])}
+    assert set(routes) == {"route-move", "route-rollback"}
+    for d in routes.values():
+        path, _, name = d["entrypoint"].partition(":")
+        module = importlib.import_module("shiftover." + path.removesuffix(".py").replace("/", "."))
+        flow = getattr(module, name)
+        accepted = set(inspect.signature(flow.fn).parameters)
+        assert set(d["parameters"]) <= accepted, (d["name"], set(d["parameters"]) - accepted)
+        assert (root / d["parameters"]["spec_path"]).exists()
