@@ -197,6 +197,12 @@ def plan(
     from shiftover.spec import load_spec
 
     try:
+        if _is_route_spec(spec):  # kind: route: the route move's stages
+            from shiftover.routes.plan import build_route_plan
+            from shiftover.routes.spec import load_route_spec
+
+            typer.echo(build_route_plan(load_route_spec(spec)).explain())
+            return
         loaded = load_spec(spec)
         if as_json:
             _echo_json({**plan_data(loaded), **({"ddl": explain_ddl(loaded)} if ddl else {})})
@@ -211,6 +217,16 @@ def plan(
             typer.echo(explain_ddl(loaded))
     except ShiftoverError as exc:
         _fail(exc)
+
+
+def _is_route_spec(path: str | Path) -> bool:
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError):
+        return False  # load_spec reports it
+    return isinstance(data, dict) and data.get("kind") == "route"
 
 
 @app.command()

@@ -21,6 +21,7 @@ ShiftoverError
 │   └── SignatureError        an answer's signature is missing or does not verify (approver, problem)
 ├── RollbackRefusedError      a rollback would lose writes: names what is pending
 ├── CaptureError              trigger capture could not be installed or replayed
+├── GatewayError              the gateway refused a command or would not start (command, reply)
 └── UnsupportedEngineError    a database other than PostgreSQL, MySQL/MariaDB or SQLite (name)
 """
 
@@ -186,6 +187,15 @@ class RollbackRefusedError(ShiftoverError):
 
 class CaptureError(ShiftoverError):
     """Trigger-based change capture failed."""
+
+
+class GatewayError(ShiftoverError):
+    """The gateway (HAProxy) would not start or refused a runtime command; ``reply`` is its answer."""
+
+    def __init__(self, command: str, reply: str) -> None:
+        self.command = command
+        self.reply = reply
+        super().__init__(f"gateway refused {command!r}: {reply.strip() or '(no reply)'}")
 
 
 class UnsupportedEngineError(ShiftoverError):

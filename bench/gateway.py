@@ -1,0 +1,120 @@
+"""Gateway benchmark on a real HAProxy (scripts/install-gateway): p50/p99 overhead against calling
+the upstream directly, rollback propagation (flip -> every following request on the old upstream),
+and failed requests across 20 switches under load. Ends with one JSON line.
+
+    .venv/bin/python bench/gateway.py --requests 2000 --switches 20
+
+Goals (issue 14): p99 overhead <= 1 ms, rollback <= 1 s, 0 failed requests. Upstreams are the
+tests' tiny threaded HTTP servers (tests/routes/conftest.py), so absolute times are Python's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from shiftover.routes.haproxy import start_haproxy  # noqa: E402
+from tests.routes.conftest import Load, Upstream, route_spec  # noqa: E402
+
+
+def timed_requests(port: int, n: int) -> list[float]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    times = []
+    for i in range(n):
+        t = time.perf_counter()
+        conn.request("GET", f"/orders/{i % 50}", headers={"X-User": f"u{i % 500}"})
+        conn.getresponse().read()
+        times.append((time.perf_counter() - t) * 1000)
+    conn.close()
+    return times
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def side(port: int, user: str) -> str:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", "/orders/1", headers={"X-User": user})
+        return str(json.loads(conn.getresponse().read())["side"])
+    finally:
+        conn.close()
+
+
+def rollback_propagation(gw, following: int = 30) -> float:  # type: ignore[no-untyped-def]
+    """Seconds from the flip command until a request is on old, with every following one on old too."""
+    gw.set_split("orders_reads", 100)
+    assert side(gw.port, "probe") == "new"
+    t = time.perf_counter()
+    gw.set_split("orders_reads", 0)
+    while side(gw.port, "probe") != "old":
+        pass
+    seconds = time.perf_counter() - t
+    stray = [u for u in range(following) if side(gw.port, f"after-{u}") != "old"]
+    assert not stray, f"{len(stray)} request(s) on new after the flip"
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--switches", type=int, default=20)
+    args = parser.parse_args()
+    old, new = Upstream("old"), Upstream("new")
+    workdir = tempfile.TemporaryDirectory(prefix="shiftover-bench-gateway-")
+    gw = start_haproxy(route_spec(old, new), workdir=Path(workdir.name))
+    try:
+        timed_requests(old.server.server_address[1], 200)  # warm up
+        timed_requests(gw.port, 200)
+        direct, via = [], []
+        for _ in range(5):  # interleaved rounds: a busy machine hurts both alike
+            direct += timed_requests(old.server.server_address[1], args.requests // 5)
+            via += timed_requests(gw.port, args.requests // 5)
+        rollbacks = [rollback_propagation(gw) for _ in range(10)]
+        with Load(gw.port) as load:
+            time.sleep(0.3)
+            for i in range(args.switches):
+                gw.set_split("orders_reads", 100 if i % 2 == 0 else 0)
+                time.sleep(0.15)
+            time.sleep(0.3)
+        result = {
+            "direct_p50_ms": round(statistics.median(direct), 3),
+            "direct_p99_ms": round(pct(direct, 0.99), 3),
+            "gateway_p50_ms": round(statistics.median(via), 3),
+            "gateway_p99_ms": round(pct(via, 0.99), 3),
+            "overhead_p50_ms": round(statistics.median(via) - statistics.median(direct), 3),
+            "overhead_p99_ms": round(pct(via, 0.99) - pct(direct, 0.99), 3),
+            "rollback_max_s": round(max(rollbacks), 4),
+            "rollback_p50_s": round(statistics.median(rollbacks), 4),
+            "switches": args.switches,
+            "requests_during_switches": load.sent,
+            "failed_requests": len(load.failures),
+            "sides_during_switches": load.sides,
+        }
+        print(
+            f"overhead p50 {result['overhead_p50_ms']} ms, p99 {result['overhead_p99_ms']} ms "
+            f"(direct p99 {result['direct_p99_ms']}, gateway p99 {result['gateway_p99_ms']}); "
+            f"rollback max {result['rollback_max_s'] * 1000:.1f} ms; "
+            f"{result['failed_requests']} failed of {load.sent} across {args.switches} switches"
+        )
+        print(json.dumps(result))
+    finally:
+        gw.stop()
+        old.close()
+        new.close()
+        workdir.cleanup()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,360 @@
+"""The route move's evaluator: walks a route plan (``shiftover.routes``) stage by stage, as
+``flows/evaluate.py`` walks a table move's: skip what is done, ask for the approval a stage
+declares, do its work against the gateway, judge its gates, and record it done in the control
+store (audit ``route_stage``), so a re-run resumes. A failing canary gate flips the route back
+to the old upstream at once (the stage's inverse: a weight change over the runtime API) and
+records ``route_rollback``; the next run starts that route again from pass-through.
+
+Plain functions taking the gateway, access log, control store and approver as arguments; the
+Prefect flows ``route-move`` and ``route-rollback`` wrap them (``flows/route_move.py``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from shiftover.checks.context import GateResult
+from shiftover.checks.report import publish_gate_results
+from shiftover.checks.routes import RouteWindow, judge
+from shiftover.control.lease import Lease, revoke_lease
+from shiftover.control.store import ControlStore
+from shiftover.errors import ApprovalError, GateError, LeaseLostError, StageOrderError
+from shiftover.phases import is_at_least
+from shiftover.routes.asgi import set_route_flag
+from shiftover.routes.compare import DarkLaunchReport, compare_answers, dark_launch, fetch
+from shiftover.routes.gateway import Gateway, Split
+from shiftover.routes.plan import build_route_plan
+from shiftover.routes.spec import RouteMoveSpec, Upstream, backend_name
+from shiftover.routes.stages import (
+    DarkLaunchStage,
+    PassThroughStage,
+    RetireOldStage,
+    RouteCanaryStep,
+    RoutePlan,
+    RouteStage,
+    WaitForTableStage,
+)
+from shiftover.routes.traffic import AccessLog, side_stats
+
+# (stage, summary shown to the approver) -> who approved; raises ApprovalError to refuse.
+Approver = Callable[[RouteStage, str], str]
+
+
+@dataclass
+class RouteRun:
+    """One run of a route move: what every stage runner is given."""
+
+    spec: RouteMoveSpec
+    plan: RoutePlan
+    gateway: Gateway
+    log: AccessLog
+    store: ControlStore
+    approver: Approver
+    actor: str = "shiftover"
+    baseline_old_p99_ms: dict[str, float] = field(default_factory=dict)
+    lease: Lease | None = None  # the run's hold on the move: an operator's rollback revokes it
+
+
+def open_route_move(
+    spec: RouteMoveSpec,
+    store: ControlStore,
+    gateway: Gateway,
+    log: AccessLog,
+    approver: Approver,
+    actor: str = "shiftover",
+    lease: Lease | None = None,
+) -> RouteRun:
+    """Register the move in the control store (kept as a migration row holding its spec)."""
+    store.register(spec.name, spec.model_dump(mode="json"), actor)
+    return RouteRun(spec, build_route_plan(spec), gateway, log, store, approver, actor, lease=lease)
+
+
+def completed(store: ControlStore, move: str, route: str) -> set[str]:
+    """The route's stages recorded done since its last rollback."""
+    done: set[str] = set()
+    for entry in store.audit_entries(move):
+        detail = entry["detail"] or {}
+        if detail.get("route") != route:
+            continue
+        if entry["action"] == "route_rollback":
+            done.clear()
+        elif entry["action"] == "route_stage":
+            done.add(str(detail["stage"]))
+    return done
+
+
+def evaluate_routes(run: RouteRun, routes: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Run every route's stages that are not done, route after route; a gate failure raises
+    ``GateError`` after the route was rolled back."""
+    report: dict[str, Any] = {"move": run.spec.name, "ran": [], "skipped": [], "stages": {}}
+    for route in routes or tuple(r.name for r in run.spec.routes):
+        done = completed(run.store, run.spec.name, route)
+        restore_split(run, route, done)
+        for stage in run.plan.for_route(route):
+            if stage.name in done:
+                report["skipped"].append(stage.name)
+                continue
+            if stage.approval is not None:
+                approver = run.approver(stage, approval_summary(run, stage))
+                run.store.audit(run.spec.name, approver, "route_approval", {"route": route, "stage": stage.name})
+            detail = RUNNERS[type(stage)](run, stage)
+            run.store.audit(run.spec.name, run.actor, "route_stage", {"route": route, "stage": stage.name, **detail})
+            report["ran"].append(stage.name)
+            report["stages"][stage.name] = detail
+    return report
+
+
+def shift(run: RouteRun, route: str, percent_new: float, reason: str) -> Split:
+    """The gateway's weights, then the route's flag (read by in-process routers, ``routes/asgi.py``).
+
+    Fenced by the run's lease: checked before the flip, and again after it, undoing the flip when
+    an operator's rollback revoked the lease in between (the gateway has no transaction to share)."""
+    if run.lease is not None:
+        run.lease.ensure()
+    split = run.gateway.set_split(route, percent_new)
+    if run.lease is not None:
+        try:
+            run.lease.ensure()
+        except LeaseLostError:
+            run.gateway.set_split(route, 0)
+            raise
+    set_route_flag(run.store.engine, run.spec.name, route, split.percent_new, run.actor, reason)
+    publish_split(run, reason)
+    return split
+
+
+def publish_split(run: RouteRun, why: str) -> None:
+    """The traffic split of every route as a Prefect table artifact (inside a flow run only)."""
+    from prefect.context import FlowRunContext
+
+    if FlowRunContext.get() is None:
+        return
+    from prefect.artifacts import create_table_artifact
+
+    from shiftover.story import artifact_key
+
+    rows = []
+    for r in run.spec.routes:
+        split = run.gateway.split(r.name)
+        rows.append(
+            {
+                "route": r.name,
+                "prefix": r.prefix,
+                "methods": " ".join(r.methods),
+                "percent_new": split.percent_new,
+                "old_weight": split.old_weight,
+                "new_weight": split.new_weight,
+                "old_upstream": "present" if split.old_present else "retired",
+            }
+        )
+    create_table_artifact(
+        table=rows, key=artifact_key(run.spec.name, "traffic-split"), description=f"traffic split after {why}"
+    )
+
+
+def restore_split(run: RouteRun, route: str, done: set[str]) -> None:
+    """A re-run puts the route back where its last completed canary step left it."""
+    steps = [s for s in run.plan.for_route(route) if isinstance(s, RouteCanaryStep) and s.name in done]
+    retired = any(isinstance(s, RetireOldStage) and s.name in done for s in run.plan.for_route(route))
+    if steps and not retired:
+        shift(run, route, max(s.percent for s in steps), "a re-run resumes at its last completed step")
+
+
+def run_wait_for_table(run: RouteRun, stage: RouteStage) -> dict[str, Any]:
+    assert isinstance(stage, WaitForTableStage) and stage.requires is not None
+    req = stage.requires
+    phase = run.store.phase(req.migration)
+    if not is_at_least(phase, req.phase):
+        raise StageOrderError(req.migration, phase, str(req.phase), "migrate")
+    return {"table_phase": str(phase)}
+
+
+def run_pass_through(run: RouteRun, stage: RouteStage) -> dict[str, Any]:
+    """Every request of the route on the old upstream; each sample answers through the gateway as
+    the old upstream answers directly (fields differing between two direct answers are noise)."""
+    split = shift(run, stage.route, 0, stage.name)
+    decl = run.spec.route(stage.route)
+    paths = list(decl.samples) or [decl.prefix]
+    gw = gateway_upstream(run)
+    differing = []
+    for path in paths if decl.safe else []:
+        c = compare_answers(path, fetch(run.spec.old, path, {}), fetch(run.spec.old, path, {}), fetch(gw, path, {}))
+        if not c.matches:
+            differing.append({"path": path, "fields": sorted(c.mismatched)})
+    result = GateResult(
+        "pass_through",
+        not differing,
+        f"{len(paths) - len(differing)} of {len(paths)} sample(s) answer through the gateway as directly",
+        rows=differing,
+    )
+    publish_gate_results([result], stage.name, run.spec.name)
+    if differing:
+        raise GateError("pass_through", result.summary, result)
+    return {"percent_new": split.percent_new, "samples": len(paths)}
+
+
+def gateway_upstream(run: RouteRun) -> Upstream:
+    """The gateway as the comparator's fetch sees an upstream."""
+    return Upstream(address=run.gateway.url.removeprefix("http://"))
+
+
+def run_dark_launch(run: RouteRun, stage: RouteStage) -> dict[str, Any]:
+    assert isinstance(stage, DarkLaunchStage)
+    paths = dark_launch_paths(run, stage)
+    dark = dark_launch(
+        run.spec.old, run.spec.new, paths, run.spec.gateway.key_header, ignore=frozenset(run.spec.ignore_fields)
+    )
+    results = judge(RouteWindow(stage.route, dark=dark), stage.gates)
+    finish_gates(run, stage, results, rollback=False)
+    return {"compared": dark.compared, "mismatches": len(dark.mismatches)}
+
+
+def dark_launch_paths(run: RouteRun, stage: DarkLaunchStage) -> list[str]:
+    """The route's declared samples, else the GET paths the gateway logged for it, else its prefix
+    (the pass-through's own sample), cycled up to ``samples``."""
+    decl = run.spec.route(stage.route)
+    logged = dict.fromkeys(h.path for h in run.log.since(0.0, backend_name(stage.route)) if h.method == "GET")
+    seen = list(decl.samples) or list(logged) or [decl.prefix]
+    return [seen[i % len(seen)] for i in range(stage.samples)]
+
+
+def run_canary_step(run: RouteRun, stage: RouteStage) -> dict[str, Any]:
+    """Set the share, then watch the gates for the soak; any blocking failure rolls back at once."""
+    assert isinstance(stage, RouteCanaryStep)
+    backend = backend_name(stage.route)
+    before = run.log.since(time.monotonic() - 60, backend)
+    old_p99 = side_stats(before, "old").p99_ms
+    if old_p99 is not None:
+        run.baseline_old_p99_ms[stage.route] = old_p99
+    started = time.monotonic()
+    split = shift(run, stage.route, stage.percent, stage.name)
+    deadline = started + stage.soak_seconds
+    watch = run.spec.canary.watch_seconds
+    while True:
+        time.sleep(max(0.0, min(watch, deadline - time.monotonic())))
+        if run.lease is not None:
+            run.lease.ensure()  # an operator's rollback stops the soak at the next interval
+        window = RouteWindow(
+            stage.route,
+            tuple(run.log.since(started, backend)),
+            min_requests=run.spec.canary.min_requests,
+            baseline_old_p99_ms=run.baseline_old_p99_ms.get(stage.route),
+            latency_floor_ms=run.spec.canary.latency_floor_ms,
+        )
+        final = time.monotonic() >= deadline
+        if final:
+            window = replace(window, dark=replay_step(run, window))
+        results = judge(window, stage.gates)
+        failed = [r for r in results if r.blocking and not r.passed and (final or r.metrics.get("judged"))]
+        if failed or final:
+            finish_gates(run, stage, results, rollback=True)
+            replayed = window.dark.compared if window.dark else 0
+            return {"percent_new": split.percent_new, "requests": len(window.hits), "replayed": replayed}
+
+
+def replay_step(run: RouteRun, window: RouteWindow) -> DarkLaunchReport | None:
+    """At a canary step's end, for a safe route with a mismatch gate: the GETs users sent during the
+    step, replayed Diffy-style (old twice, new once), up to ``canary.replays``."""
+    decl = run.spec.route(window.route)
+    if not decl.safe or all(g.name != "mismatch_rate" for g in run.spec.gates):
+        return None
+    paths = list(dict.fromkeys(h.path for h in window.hits if h.method == "GET"))[: run.spec.canary.replays]
+    ignore = frozenset(run.spec.ignore_fields)
+    return dark_launch(run.spec.old, run.spec.new, paths, run.spec.gateway.key_header, ignore=ignore)
+
+
+def finish_gates(run: RouteRun, stage: RouteStage, results: list[GateResult], *, rollback: bool) -> None:
+    """Publish the results; on a blocking failure, roll the route back first (when asked), then raise."""
+    publish_gate_results(results, stage.name, run.spec.name)
+    failed = [r for r in results if r.blocking and not r.passed]
+    if not failed:
+        return
+    if rollback:
+        why = f"gate {failed[0].gate} failed at {stage.name}: {failed[0].summary}"
+        seconds = rollback_route(run.spec.name, run.store, run.gateway, stage.route, why, run.actor)
+        failed[0].metrics["rollback_seconds"] = seconds
+    raise GateError(failed[0].gate, failed[0].summary, failed[0])
+
+
+def rollback_route(move: str, store: ControlStore, gateway: Gateway, route: str, reason: str, actor: str) -> float:
+    """Every request of the route back on the old upstream (one runtime command), audited;
+    returns how long the flip took."""
+    started = time.perf_counter()
+    split = gateway.set_split(route, 0)
+    seconds = time.perf_counter() - started  # the gateway's flip; the flag follows
+    set_route_flag(store.engine, move, route, 0, actor, reason)
+    store.audit(
+        move,
+        actor,
+        "route_rollback",
+        {"route": route, "reason": reason, "seconds": seconds, "percent_new": split.percent_new},
+    )
+    return seconds
+
+
+def rollback_routes(
+    spec: RouteMoveSpec,
+    store: ControlStore,
+    gateway: Gateway,
+    reason: str,
+    actor: str = "operator",
+    on_cancelled: Callable[[list[Any]], None] | None = None,
+) -> dict[str, float]:
+    """The operator's rollback: revoke the move's lease and cancel its pending approvals in one
+    transaction (a running move stops before its next flip, and undoes a flip it raced;
+    ``on_cancelled`` gets the cancelled requests, to wake their pauses), then every route not yet
+    retired back on the old upstream.
+    Returns each route's flip time in seconds; a retired route is named and left as it is."""
+    from shiftover.approvals import cancel_pending
+
+    with store.engine.begin() as conn:
+        revoke_lease(conn, spec.name)
+        cancelled = cancel_pending(conn, spec.name, actor)
+    if cancelled and on_cancelled is not None:
+        on_cancelled(cancelled)
+    flipped: dict[str, float] = {}
+    for r in spec.routes:
+        if gateway.split(r.name).old_present:
+            flipped[r.name] = rollback_route(spec.name, store, gateway, r.name, reason, actor)
+        else:
+            store.audit(spec.name, actor, "route_rollback_refused", {"route": r.name, "why": "old upstream retired"})
+    return flipped
+
+
+def run_retire_old(run: RouteRun, stage: RouteStage) -> dict[str, Any]:
+    split = run.gateway.retire_old(stage.route)
+    publish_split(run, stage.name)
+    return {"old_present": split.old_present, "percent_new": split.percent_new}
+
+
+def approval_summary(run: RouteRun, stage: RouteStage) -> str:
+    split = run.gateway.split(stage.route)
+    return "\n".join(
+        [
+            f"## Approve `{stage.name}` for route move `{run.spec.name}`",
+            "",
+            f"- **What happens:** {stage.does}.",
+            f"- **Why a person approves:** {stage.approval.why if stage.approval else '-'}.",
+            f"- **Undo:** {stage.inverse.describe() if stage.inverse else 'this step cannot be undone'}.",
+            f"- **Now:** {split.percent_new:g}% of the route on the new upstream.",
+            "",
+            f"Type **{run.spec.name}** in *Confirm Name* to approve.",
+        ]
+    )
+
+
+def refuse(stage: RouteStage, summary: str) -> str:
+    """An approver that refuses everything (the default outside a Prefect run)."""
+    raise ApprovalError(f"{stage.name} needs an approval and no approver was given")
+
+
+RUNNERS: dict[type[RouteStage], Callable[[RouteRun, RouteStage], dict[str, Any]]] = {
+    WaitForTableStage: run_wait_for_table,
+    PassThroughStage: run_pass_through,
+    DarkLaunchStage: run_dark_launch,
+    RouteCanaryStep: run_canary_step,
+    RetireOldStage: run_retire_old,
+}

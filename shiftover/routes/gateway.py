@@ -1,0 +1,45 @@
+"""The gateway driver interface: what a route move asks of any gateway.
+
+HAProxy (``haproxy.py``) is the one driver that is run and supported; Envoy, the Kubernetes Gateway
+API or Traefik would implement the same four calls.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Split:
+    """Where a route's traffic goes now: relative weights of the old and new upstreams."""
+
+    route: str
+    old_weight: int
+    new_weight: int
+    old_present: bool = True  # False once the old upstream is removed from the route
+
+    @property
+    def percent_new(self) -> float:
+        total = self.old_weight + self.new_weight
+        return 100.0 * self.new_weight / total if total else 0.0
+
+
+class Gateway(Protocol):
+    @property
+    def url(self) -> str:
+        """Where clients reach the gateway (``http://host:port``)."""
+        ...
+
+    def set_split(self, route: str, percent_new: float) -> Split:
+        """Send ``percent_new`` % of the route's users (by their stable key) to the new upstream,
+        without a reload; returns the split read back from the gateway."""
+        ...
+
+    def split(self, route: str) -> Split:
+        """The split the running gateway applies now."""
+        ...
+
+    def retire_old(self, route: str) -> Split:
+        """Remove the old upstream from the route: the gateway answers from the new one only."""
+        ...

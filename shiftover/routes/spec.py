@@ -1,0 +1,173 @@
+"""A route move declared as data: the ``kind: route`` YAML spec and its pydantic model."""
+
+from __future__ import annotations
+
+import re
+from itertools import pairwise
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from shiftover.errors import SpecError
+from shiftover.phases import Phase
+
+ROUTE_GATES = ("error_rate", "latency_ratio", "mismatch_rate")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Upstream(_Model):
+    """An HTTP service the gateway forwards to: ``host:port``."""
+
+    address: Annotated[str, Field(pattern=r"^[A-Za-z0-9.-]+:\d{1,5}$")]
+
+    @property
+    def host(self) -> str:
+        return self.address.rsplit(":", 1)[0]
+
+    @property
+    def port(self) -> int:
+        return int(self.address.rsplit(":", 1)[1])
+
+
+class Requires(_Model):
+    """A table migration whose phase the route must wait for (``/orders`` reads after the table's reads)."""
+
+    migration: str
+    phase: Phase
+
+
+class RouteDecl(_Model):
+    """One route: a path prefix and the methods that move with it (the rest stay on the old upstream)."""
+
+    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,40}$")]
+    prefix: Annotated[str, Field(pattern=r"^/[A-Za-z0-9/_.-]*$")]
+    methods: tuple[str, ...] = ("GET", "HEAD")
+    # Paths the comparator may replay (safe GETs): with none, it replays the GETs the gateway logged.
+    samples: tuple[str, ...] = ()
+    requires: Requires | None = None
+
+    @field_validator("methods")
+    @classmethod
+    def _methods(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        known = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
+        bad = [m for m in value if m not in known]
+        if bad or not value:
+            raise ValueError(f"methods must be some of {sorted(known)}, not {bad or 'none'}")
+        return value
+
+    @property
+    def safe(self) -> bool:
+        """Only safe methods: the comparator may replay its requests."""
+        return set(self.methods) <= {"GET", "HEAD"}
+
+
+class RouteGateSpec(_Model):
+    name: str
+    threshold: float
+    blocking: bool = True
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in ROUTE_GATES:
+            raise ValueError(f"unknown route gate {value!r}; known: {', '.join(ROUTE_GATES)}")
+        return value
+
+
+def _default_gates() -> tuple[RouteGateSpec, ...]:
+    return (
+        RouteGateSpec(name="error_rate", threshold=0.01),
+        RouteGateSpec(name="latency_ratio", threshold=2.0),
+        RouteGateSpec(name="mismatch_rate", threshold=0.0),
+    )
+
+
+class RouteCanarySpec(_Model):
+    steps: tuple[Annotated[float, Field(gt=0, le=100)], ...] = (1, 10, 50, 100)
+    soak_seconds: Annotated[float, Field(ge=0)] = 30
+    watch_seconds: Annotated[float, Field(gt=0)] = 1  # how often the gates are judged during a soak
+    min_requests: Annotated[int, Field(ge=0)] = 20  # fewer new-side requests in a soak: the gates wait
+    # p99s below this count as this in the latency ratio: HAProxy logs whole milliseconds, and 5 ms
+    # against 2 ms on a busy machine is noise, not a slower service.
+    latency_floor_ms: Annotated[float, Field(ge=1)] = 10
+    replays: Annotated[int, Field(ge=0)] = 20  # distinct GET paths of a step replayed for the mismatch gate
+
+    @field_validator("steps")
+    @classmethod
+    def _increasing(cls, steps: tuple[float, ...]) -> tuple[float, ...]:
+        for before, after in pairwise(steps):
+            if after <= before:
+                raise ValueError(f"canary steps must increase: {before:g} is followed by {after:g}")
+        if not steps or steps[-1] != 100:
+            raise ValueError("canary steps must end with 100")
+        return steps
+
+
+class GatewaySpec(_Model):
+    driver: Literal["haproxy"] = "haproxy"
+    # The request header whose value buckets a user (stable: a user does not flip between versions).
+    key_header: Annotated[str, Field(pattern=r"^[A-Za-z0-9-]+$")] = "X-User"
+
+
+class RouteMoveSpec(_Model):
+    """The whole declaration of one route move."""
+
+    kind: Literal["route"]
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")]
+    gateway: GatewaySpec = GatewaySpec()
+    old: Upstream
+    new: Upstream
+    routes: tuple[RouteDecl, ...]
+    canary: RouteCanarySpec = RouteCanarySpec()
+    gates: tuple[RouteGateSpec, ...] = Field(default_factory=_default_gates)
+    dark_launch_samples: Annotated[int, Field(ge=1)] = 50
+    # Fields known to differ by design (a version or server name): never a mismatch (dotted paths).
+    ignore_fields: tuple[str, ...] = ()
+    approvers: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _coherent(self) -> RouteMoveSpec:
+        if self.old.address == self.new.address:
+            raise ValueError("old and new upstreams are the same address")
+        names = [r.name for r in self.routes]
+        if not names or len(set(names)) != len(names):
+            raise ValueError("routes must be listed, each name once")
+        return self
+
+    def route(self, name: str) -> RouteDecl:
+        for r in self.routes:
+            if r.name == name:
+                return r
+        raise KeyError(name)
+
+
+def parse_route_spec(data: dict[str, Any]) -> RouteMoveSpec:
+    """Validate a route spec dict; the first problem becomes a ``SpecError`` naming its field."""
+    try:
+        return RouteMoveSpec.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or "(spec)"
+        message = "unknown field" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
+        raise SpecError(field, message) from None
+
+
+def load_route_spec(path: str | Path) -> RouteMoveSpec:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise SpecError("(file)", f"no spec file at {path}") from None
+    if not isinstance(data, dict) or data.get("kind") != "route":
+        raise SpecError("kind", f"{path} is no route spec (kind: route)")
+    return parse_route_spec(data)
+
+
+def backend_name(route: str) -> str:
+    """The gateway backend of a route (its servers are ``old`` and ``new``)."""
+    return f"route_{re.sub(r'[^a-z0-9_]', '_', route)}"

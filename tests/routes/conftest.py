@@ -1,0 +1,259 @@
+"""Real gateway fixtures: HAProxy from scripts/install-gateway, two tiny upstream HTTP servers.
+
+Without haproxy on PATH the tests skip with the reason, except under CI=true, where it fails.
+Every process and thread started here is stopped at the end of its test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shiftover.routes.haproxy import HAProxyGateway, start_haproxy
+from shiftover.routes.spec import RouteMoveSpec, parse_route_spec
+from shiftover.routes.traffic import AccessLog
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+@dataclass
+class Behaviour:
+    """What an upstream does; tests change it while the server runs."""
+
+    side: str
+    error_fraction: float = 0.0  # share of user requests (with an X-User header) answered 500
+    wrong_fraction: float = 0.0  # share of responses with a wrong ``total``
+    delay_s: float = 0.0
+
+
+class Upstream:
+    """A threaded HTTP server answering JSON: its side, the path, the user, a fresh request id
+    (noise that differs on every call) and a ``total`` derived from the path (the payload)."""
+
+    def __init__(self, side: str) -> None:
+        self.behaviour = Behaviour(side)
+        self.requests = 0
+        behaviour = lambda: self.behaviour  # noqa: E731
+        upstream = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms delayed-ACK stall
+
+            def do_GET(self) -> None:
+                upstream.requests += 1
+                b = behaviour()
+                if b.delay_s:
+                    time.sleep(b.delay_s)
+                if self.headers.get("X-User") and random.random() < b.error_fraction:
+                    self._send(500, {"error": "boom"})
+                    return
+                total = sum(map(ord, self.path)) % 1000
+                if random.random() < b.wrong_fraction:
+                    total += 1
+                self._send(
+                    200,
+                    {
+                        "side": b.side,
+                        "path": self.path,
+                        "user": self.headers.get("X-User"),
+                        "request_id": uuid.uuid4().hex,
+                        "total": total,
+                    },
+                )
+
+            do_POST = do_GET
+
+            def _send(self, status: int, body: dict[str, Any]) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                pass  # a client (the gateway) closing a kept-alive connection is no failure here
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def require_haproxy() -> str:
+    path = shutil.which("haproxy")
+    if path is None:
+        message = "haproxy is not installed: run scripts/install-gateway"
+        if IN_CI:
+            pytest.fail(f"{message} (CI=true: a missing gateway is a failure)")
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture
+def upstreams() -> Iterator[tuple[Upstream, Upstream]]:
+    old, new = Upstream("old"), Upstream("new")
+    yield old, new
+    old.close()
+    new.close()
+
+
+def route_spec(old: Upstream, new: Upstream, **extra: Any) -> RouteMoveSpec:
+    data: dict[str, Any] = {
+        "kind": "route",
+        "name": "orders-routes",
+        "old": {"address": old.address},
+        "new": {"address": new.address},
+        "routes": [{"name": "orders_reads", "prefix": "/orders", "methods": ["GET", "HEAD"]}],
+        "canary": {"steps": [10, 50, 100], "soak_seconds": 1.0, "watch_seconds": 0.25, "min_requests": 5},
+        "dark_launch_samples": 20,
+        "ignore_fields": ["side"],  # which upstream answered: differs by design
+    }
+    data.update(extra)
+    return parse_route_spec(data)
+
+
+@pytest.fixture
+def gateway_factory(tmp_path: Path) -> Iterator[Any]:
+    """Start HAProxy (with its access log) for a spec; everything is stopped after the test."""
+    require_haproxy()
+    started: list[tuple[HAProxyGateway, AccessLog]] = []
+
+    def start(spec: RouteMoveSpec) -> tuple[HAProxyGateway, AccessLog]:
+        workdir = tmp_path / f"gw{len(started)}"
+        workdir.mkdir()
+        log = AccessLog(workdir / "log.sock")
+        gw = start_haproxy(spec, workdir=workdir, log_socket=log.path)
+        started.append((gw, log))
+        return gw, log
+
+    yield start
+    for gw, log in started:
+        gw.stop()
+        log.close()
+
+
+class Load:
+    """Requests through the gateway from a thread (random users, a few paths) until stopped;
+    counts every failure (connection error or 5xx) and which side answered."""
+
+    def __init__(
+        self, port: int, paths: tuple[str, ...] = ("/orders/1", "/orders/2", "/orders/3"), users: int = 200
+    ) -> None:
+        self.port, self.paths, self.users = port, paths, users
+        self.sent = 0
+        self.failures: list[str] = []
+        self.sides: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Load:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        import http.client
+
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+        while not self._stop.is_set():
+            path = random.choice(self.paths)
+            try:
+                conn.request("GET", path, headers={"X-User": f"user-{random.randrange(self.users)}"})
+                resp = conn.getresponse()
+                body = resp.read()
+                self.sent += 1
+                if resp.status >= 500:
+                    self.failures.append(f"{resp.status} {path}")
+                else:
+                    side = json.loads(body)["side"]
+                    self.sides[side] = self.sides.get(side, 0) + 1
+            except Exception as exc:
+                self.failures.append(f"{exc.__class__.__name__} {path}")
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+            time.sleep(0.002)
+        conn.close()
+
+
+class Background(threading.Thread):
+    """A flow called in another thread; keeps its return value or the exception it raised.
+    (tests/cutover/conftest.py has the same helper; test folders here are not importable packages
+    of one another.)"""
+
+    def __init__(self, fn: Any) -> None:
+        super().__init__(daemon=True)
+        self.fn, self.result, self.error = fn, None, None
+
+    def run(self) -> None:
+        try:
+            self.result = self.fn()
+        except BaseException as exc:
+            self.error = exc
+
+
+def run_state(run_id: Any) -> str:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(run_id).state
+    return state.type.value if state else "NONE"
+
+
+def paused_run(flow_name: str, timeout: float = 20.0) -> Any:
+    """The newest PAUSED run of ``flow_name`` (as a person would wait for the UI to show it)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowFilter,
+        FlowFilterName,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            runs = client.read_flow_runs(
+                flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])),
+                flow_run_filter=FlowRunFilter(
+                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
+                ),
+                sort=FlowRunSort.START_TIME_DESC,
+                limit=1,
+            )
+            if runs:
+                return runs[0].id
+            time.sleep(0.2)
+    raise AssertionError(f"no paused {flow_name} run within {timeout}s")

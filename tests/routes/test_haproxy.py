@@ -1,0 +1,133 @@
+"""The HAProxy driver on a real haproxy: weights without reload, stickiness, rollback time, retire."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import time
+
+from shiftover.routes.haproxy import HAProxyGateway
+
+from .conftest import route_spec
+
+
+def get(gw: HAProxyGateway, path: str, user: str | None = None, method: str = "GET") -> tuple[int, dict]:
+    conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=5)
+    try:
+        conn.request(method, path, headers={"X-User": user} if user else {})
+        resp = conn.getresponse()
+        body = resp.read()
+        return resp.status, json.loads(body) if body else {}
+    finally:
+        conn.close()
+
+
+def side_of(gw: HAProxyGateway, user: str, path: str = "/orders/1") -> str:
+    status, body = get(gw, path, user)
+    assert status == 200, body
+    return str(body["side"])
+
+
+def test_pass_through_routes_everything_to_old(upstreams, gateway_factory) -> None:
+    old, new = upstreams
+    gw, _ = gateway_factory(route_spec(old, new))
+    assert {side_of(gw, f"u{i}") for i in range(30)} == {"old"}
+    assert side_of(gw, "u1", "/customers/1") == "old"
+    split = gw.split("orders_reads")
+    assert (split.old_weight, split.new_weight) == (100, 0)
+
+
+def test_weights_change_without_reload_and_only_the_route_moves(upstreams, gateway_factory) -> None:
+    old, new = upstreams
+    gw, _ = gateway_factory(route_spec(old, new))
+    pid = gw.process.pid if gw.process else None
+    split = gw.set_split("orders_reads", 100)
+    assert split.percent_new == 100
+    assert gw.process is not None and gw.process.pid == pid and gw.process.poll() is None  # same process
+    assert {side_of(gw, f"u{i}") for i in range(30)} == {"new"}
+    assert side_of(gw, "u1", "/customers/1") == "old"  # another path stays on the monolith
+    assert get(gw, "/orders/1", "u1", method="POST")[1]["side"] == "old"  # a method not moved
+    assert "weight 0" in gw.config_path.read_text()  # a restart would keep the split
+
+
+def test_a_user_keeps_its_side_as_the_share_rises(upstreams, gateway_factory) -> None:
+    old, new = upstreams
+    gw, _ = gateway_factory(route_spec(old, new))
+    users = [f"user-{i}" for i in range(300)]
+    on_new: set[str] = set()
+    for pct in (10, 20, 50, 90):
+        gw.set_split("orders_reads", pct)
+        sides = {u: side_of(gw, u) for u in users}
+        assert {u: side_of(gw, u) for u in users} == sides  # stable: asked twice, same answer
+        now_new = {u for u, s in sides.items() if s == "new"}
+        assert on_new <= now_new, f"{len(on_new - now_new)} user(s) flipped back to old at {pct}%"
+        share = len(now_new) / len(users)
+        assert abs(share - pct / 100) < 0.15, (pct, share)
+        on_new = now_new
+
+
+def test_rollback_takes_effect_in_under_a_second(upstreams, gateway_factory) -> None:
+    old, new = upstreams
+    gw, _ = gateway_factory(route_spec(old, new))
+    gw.set_split("orders_reads", 100)
+    assert side_of(gw, "u1") == "new"
+    flipped = time.perf_counter()
+    gw.set_split("orders_reads", 0)
+    users = [f"r{i}" for i in range(50)]
+    while any(side_of(gw, u) != "old" for u in users):
+        assert time.perf_counter() - flipped < 1.0
+    elapsed = time.perf_counter() - flipped
+    print(f"rollback: every following request on old after {elapsed * 1000:.1f} ms (incl. 50 requests)")
+    assert elapsed < 1.0
+
+
+def test_retire_old_removes_the_server_from_the_running_gateway_and_the_config(upstreams, gateway_factory) -> None:
+    old, new = upstreams
+    gw, _ = gateway_factory(route_spec(old, new))
+    gw.set_split("orders_reads", 100)
+    split = gw.retire_old("orders_reads")
+    assert not split.old_present and split.new_weight == 100
+    assert "route_orders_reads/old" not in gw.servers()
+    assert "route_orders_reads/new" in gw.servers()
+    backend = gw.config_path.read_text().split("\nbackend route_orders_reads\n")[1]
+    assert "server old" not in backend
+    assert {side_of(gw, f"u{i}") for i in range(20)} == {"new"}
+    assert side_of(gw, "u1", "/customers/1") == "old"  # the monolith still serves the rest
+
+
+def test_access_log_records_each_side(upstreams, gateway_factory) -> None:
+    old, new = upstreams
+    gw, log = gateway_factory(route_spec(old, new))
+    start = time.monotonic()
+    gw.set_split("orders_reads", 50)
+    for i in range(40):
+        side_of(gw, f"u{i}")
+    deadline = time.monotonic() + 2
+    while len(log.since(start, "route_orders_reads")) < 40 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    hits = log.since(start, "route_orders_reads")
+    assert len(hits) == 40
+    assert {h.server for h in hits} == {"old", "new"}
+    assert all(h.status == 200 and h.method == "GET" and h.path.startswith("/orders/") for h in hits)
+
+
+def test_a_restart_keeps_the_splits_and_the_retired_server(upstreams, gateway_factory) -> None:
+    old, new = upstreams
+    spec = route_spec(
+        old,
+        new,
+        routes=[
+            {"name": "orders_reads", "prefix": "/orders"},
+            {"name": "customers", "prefix": "/customers"},
+        ],
+    )
+    gw, _ = gateway_factory(spec)
+    gw.set_split("orders_reads", 100)
+    gw.retire_old("orders_reads")
+    gw.set_split("customers", 30)
+    first = gw.process.pid if gw.process else None
+    gw.restart()
+    assert gw.process is not None and gw.process.pid != first
+    assert gw.split("customers").percent_new == 30
+    assert "route_orders_reads/old" not in gw.servers()
+    assert {side_of(gw, f"u{i}") for i in range(20)} == {"new"}
