@@ -138,11 +138,11 @@ class JsonText(sa.types.TypeDecorator[Any]):
         return sa.cast(bindvalue, self.json_type) if self.cast else bindvalue
 
 
-def json_as_text(table: sa.Table, dialect: sa.Dialect) -> sa.Table:
-    """``table`` with its JSON columns written from text (``JsonText``); itself when it has none."""
+def json_as_text(table: sa.Table, cast: bool) -> sa.Table:
+    """``table`` with its JSON columns written from text (``JsonText``; ``cast``: the engine's binds
+    are cast to the JSON type, ``EngineDialect.casts_json_binds``); itself when it has none."""
     if not any(isinstance(c.type, sa.JSON) for c in table.columns):
         return table
-    cast = dialect.name != "sqlite"
     columns = [
         sa.Column(c.name, JsonText(c.type, cast) if isinstance(c.type, sa.JSON) else c.type, primary_key=c.primary_key)
         for c in table.columns

@@ -130,7 +130,7 @@ def _op(left: Any, right: Any, *, strict: bool, greater: bool) -> sa.ColumnEleme
 def upsert_rows(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]], key: Sequence[str]) -> None:
     """Insert rows, overwriting any row with the same key (the engine's own upsert)."""
     dialect = dialect_for(conn)
-    table = json_as_text(table, conn.dialect)  # JSON arrives as its text (select_source): written as it is
+    table = json_as_text(table, dialect.casts_json_binds)  # JSON arrives as its text (select_source): written as it is
     for batch in _batches(rows, 500):
         conn.execute(dialect.upsert(table, list(batch), list(key)))
 

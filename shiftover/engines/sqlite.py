@@ -25,6 +25,7 @@ class SQLite(EngineDialect):
     name = "sqlite"
     names = frozenset({"sqlite"})
     row_value_compare = True
+    casts_json_binds = False  # CAST(x AS JSON) is numeric affinity here: JSON text is bound as it is
     client_side_autocommit = True
     update_returning = True
     native_text = "CAST({} AS TEXT)"
@@ -80,8 +81,14 @@ class SQLite(EngineDialect):
         return SQLiteWriter(engine, mapping, table, session)
 
     def storage_step(self, target_type: sa.types.TypeEngine[Any], dialect: sa.Dialect) -> Convert | None:
-        """SQLite's storage conventions (dates as text...), JSON excepted (it arrives as text)."""
-        return None if isinstance(target_type, sa.JSON) else target_type.bind_processor(dialect)
+        """SQLite's storage conventions (dates as text...), JSON excepted (it arrives as text).
+
+        The dialect's own type does the work: a reflected column's generic ``DATETIME`` has no bind
+        processor, so values fell to sqlite3's adapter, which writes 09:43:24 where SQLAlchemy (and so
+        every application and dual-written row) writes 09:43:24.000000."""
+        if isinstance(target_type, sa.JSON):
+            return None
+        return target_type.dialect_impl(dialect).bind_processor(dialect)  # type: ignore[no-any-return]
 
     # -- diff: SQL where it renders the Python twin's text exactly, else the twin itself ------
     def canonical_sql(self, rule: ColumnRule, own: str, x: str, col_type: Any, o: ValidationSpec) -> str:
