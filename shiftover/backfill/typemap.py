@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Engine
 from sqlalchemy.schema import CreateTable
 
@@ -29,6 +30,12 @@ Row = tuple[Any, ...]
 # -- values ---------------------------------------------------------------------------
 def _json_text(value: Any) -> Any:
     return json.dumps(value, default=str) if isinstance(value, dict | list) else value
+
+
+def _json_document(value: Any) -> Any:
+    """A value a JSON column's reader parsed, as its JSON text: a string scalar ("text") too, which
+    ``_json_text`` would write bare (a MariaDB JSON column's CHECK refuses it, PostgreSQL's input too)."""
+    return json.dumps(value, ensure_ascii=False, default=str)
 
 
 def _to_bool(value: Any) -> Any:
@@ -71,8 +78,10 @@ def _target_steps(
     if isinstance(target_type, sa.DateTime) and _timezone(source_type) != _timezone(target_type):
         steps.append(_aware_utc if target_type.timezone and dialect.timezone_aware else _naive_utc)
     json_in = isinstance(source_type, sa.JSON) or source_type is None
-    if isinstance(target_type, sa.JSON) or (json_in and not isinstance(target_type, sa.Uuid)):
-        steps.append(_json_text)  # text already is JSON (MySQL and SQLite hand JSON over as text)
+    if isinstance(source_type, sa.JSON) and not isinstance(target_type, sa.Uuid):
+        steps.append(_json_document)  # SQLAlchemy's JSON type parsed it: every value back to its text
+    elif isinstance(target_type, sa.JSON) or (json_in and not isinstance(target_type, sa.Uuid)):
+        steps.append(_json_text)  # text already is JSON (MariaDB's JSON is LONGTEXT to SQLAlchemy)
     if isinstance(target_type, sa.Boolean) and dialect.strict_booleans:
         steps.append(_to_bool)
     elif isinstance(target_type, sa.Integer) and dialect.strict_booleans and isinstance(source_type, sa.Boolean):
@@ -138,28 +147,62 @@ def row_converter(
 
 
 # -- tables ---------------------------------------------------------------------------
-def _portable_type(type_: sa.types.TypeEngine[Any], dialect: EngineDialect, is_key: bool) -> sa.types.TypeEngine[Any]:
+def _portable_type(
+    type_: sa.types.TypeEngine[Any], dialect: EngineDialect, is_key: bool, *, is_json: bool = False
+) -> sa.types.TypeEngine[Any]:
+    if is_json:
+        return dialect.portable_type(sa.JSON(), is_key)
+    if isinstance(type_, mysql.TIMESTAMP):
+        return dialect.portable_type(sa.DateTime(timezone=True), is_key)  # an instant, stored in UTC
     try:
         generic = type_.as_generic()
     except NotImplementedError:
         generic = sa.Text() if not isinstance(type_, sa.LargeBinary) else sa.LargeBinary()
+    if isinstance(generic, sa.String) and generic.collation:  # another engine's collation name
+        generic = type(generic)(length=generic.length)
     return dialect.portable_type(generic, is_key)
 
 
+def _column_type(
+    source_engine: Engine, target_dialect: EngineDialect, src: sa.Column[Any], is_key: bool, json_columns: set[str]
+) -> sa.types.TypeEngine[Any]:
+    """The created column's type: the source's own on the same engine (arrays, intervals, bits, a named
+    enum, a decimal's NaN and zero dates stay what they are), a portable one across engines."""
+    if dialect_for(source_engine) is target_dialect and not isinstance(src.type, sa.types.NullType):
+        return src.type.copy()
+    return _portable_type(src.type, target_dialect, is_key, is_json=src.name in json_columns)
+
+
 def target_table_for(source_engine: Engine, target_dialect: EngineDialect, mapping: TableMapping) -> sa.Table:
-    """The target table implied by the source schema: mapped columns, portable types, the key as primary key."""
+    """The target table implied by the source schema: mapped columns, the source's types on the same engine
+    and portable ones across engines, the key as primary key in the declared key order."""
     source = mapping.source_table_obj(source_engine)
+    json_columns = dialect_for(source_engine).json_columns(source_engine, source)
     target_key = set(mapping.target_key)
     columns = []
     for col in mapping.columns:
         is_key = col.target in target_key
         if col.sql is None:
             src = source.c[col.source]
-            type_, nullable = _portable_type(src.type, target_dialect, is_key), src.nullable and not is_key
+            type_ = _column_type(source_engine, target_dialect, src, is_key, json_columns)
+            nullable = src.nullable and not is_key
         else:
             type_, nullable = target_dialect.expression_type(), True
-        columns.append(sa.Column(col.target, type_, primary_key=is_key, nullable=nullable, autoincrement=False))
-    return sa.Table(mapping.target_table, sa.MetaData(), *columns, schema=mapping.target_schema)
+        columns.append(sa.Column(col.target, type_, nullable=nullable, autoincrement=False))
+    key = sa.PrimaryKeyConstraint(*mapping.target_key)
+    return sa.Table(mapping.target_table, sa.MetaData(), *columns, key, schema=mapping.target_schema)
+
+
+def uncreatable_columns(source_engine: Engine, target_engine: Engine, mapping: TableMapping) -> dict[str, str]:
+    """Columns whose planned type the target engine cannot create (a PostgreSQL array on MariaDB), and why."""
+    table = target_table_for(source_engine, dialect_for(target_engine), mapping)
+    out = {}
+    for column in table.columns:
+        try:
+            column.type.compile(dialect=target_engine.dialect)
+        except sa.exc.CompileError as exc:
+            out[column.name] = str(exc).splitlines()[0]
+    return out
 
 
 def target_ddl(source_engine: Engine, target_engine: Engine, mapping: TableMapping) -> str:
