@@ -168,7 +168,8 @@ class _Rehearsal:
                 self.add(
                     field_of(self.spec, column),
                     f"column {column!r}: its source type has no counterpart the target can create ({why}): "
-                    "convert it in the mapping (columns[].sql, e.g. to text or JSON) or create the target table yourself",
+                    "convert it in the mapping (columns[].sql, e.g. to text or JSON) or create the target table "
+                    "yourself",
                 )
             if self.blocked:
                 return

@@ -103,7 +103,11 @@ def judge_refusals(
     """Rows the target refused, one finding per column named and kind of error."""
     groups: dict[tuple[str, str], list[tuple[Row, BaseException]]] = defaultdict(list)
     for row, exc in failures:
-        named = [exc.so_column] if hasattr(exc, "so_column") else named_columns(error_text(exc), list(mapping.target_columns))
+        named = (
+            [exc.so_column]
+            if hasattr(exc, "so_column")
+            else named_columns(error_text(exc), list(mapping.target_columns))
+        )
         column = named[0] if named else ""
         groups[(column, type(getattr(exc, "orig", None) or exc).__name__)].append((row, exc))
     findings = []

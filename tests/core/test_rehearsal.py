@@ -9,7 +9,7 @@ import dataclasses
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -263,7 +263,8 @@ def test_keys_that_collide_under_the_target_collation(pair: Pair) -> None:
 
 @pytest.mark.parametrize("pair", [("postgres", "postgres")], ids=["postgres-postgres"], indirect=True)
 def test_a_column_the_diff_cannot_compare(pair: Pair) -> None:
-    """(An interval or array is compared by PostgreSQL's own text between equal types: tests/backfill/test_type_matrix.py.)"""
+    """(An interval or array is compared by PostgreSQL's own text between equal types: see
+    tests/backfill/test_type_matrix.py.)"""
     from sqlalchemy.dialects import postgresql
 
     pair.table("src", key_col(), sa.Column("words", postgresql.TSVECTOR), rows=rows(3, words=lambda i: f"w{i}"))
