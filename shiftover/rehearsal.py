@@ -167,9 +167,9 @@ class _Rehearsal:
                 self.blocked = True
                 self.add(
                     field_of(self.spec, column),
-                    f"column {column!r}: its source type has no counterpart the target can create ({why}): "
-                    "convert it in the mapping (columns[].sql, e.g. to text or JSON) or create the target table "
-                    "yourself",
+                    f"column {column!r}: its source type {why} has no {dialect_for(self.target).name} type to "
+                    "create it as: convert it in the mapping (columns[].sql, e.g. to text or JSON) or create the "
+                    "target table yourself",
                 )
             if self.blocked:
                 return

@@ -194,14 +194,17 @@ def target_table_for(source_engine: Engine, target_dialect: EngineDialect, mappi
 
 
 def uncreatable_columns(source_engine: Engine, target_engine: Engine, mapping: TableMapping) -> dict[str, str]:
-    """Columns whose planned type the target engine cannot create (a PostgreSQL array on MariaDB), and why."""
+    """Columns whose source type has no type the target engine can create (a PostgreSQL array on MariaDB):
+    target column -> the source type."""
+    source = mapping.source_table_obj(source_engine)
     table = target_table_for(source_engine, dialect_for(target_engine), mapping)
     out = {}
-    for column in table.columns:
+    for col in mapping.columns:
         try:
-            column.type.compile(dialect=target_engine.dialect)
-        except sa.exc.CompileError as exc:
-            out[column.name] = str(exc).splitlines()[0]
+            table.c[col.target].type.compile(dialect=target_engine.dialect)
+        except sa.exc.CompileError:
+            src_type = source.c[col.source].type if col.sql is None else None
+            out[col.target] = "?" if src_type is None else str(src_type.compile(dialect=source_engine.dialect))
     return out
 
 
