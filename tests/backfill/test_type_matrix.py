@@ -829,3 +829,23 @@ def test_created_primary_key_follows_the_declared_key_order(  # type: ignore[no-
     forget_reflections()
     assert sa.inspect(get_engine(target)).get_pk_constraint("t")["constrained_columns"] == ["a", "b"]
     assert diff_tables(m.source, m.target, m.mapping, m.spec.validation).equal
+
+
+# -- the engine's own text, not the driver's value: '1 mon' is not '30 days' -----------------------------
+def test_an_interval_changed_to_an_equal_timedelta_is_a_difference(pg_database, make_migration) -> None:  # type: ignore[no-untyped-def]
+    """psycopg reads both '1 mon' and '30 days' as timedelta(days=30); PostgreSQL keeps them apart
+    ('2024-01-31' + '1 mon' is 2024-02-29, + '30 days' is 2024-03-01)."""
+    source, target = pg_database(), pg_database()
+    for url in (source, target):
+        run_sql(url, "CREATE TABLE t (id bigint PRIMARY KEY, v interval, w int[])")
+    run_sql(source, "INSERT INTO t VALUES (1, '1 mon', '{1,2}'), (2, '1 day', '{3}')")
+    m = make_migration(source, target, table="t")
+    assert rehearse(m.spec, m.mapping, m.source, m.target).findings == ()
+    run_backfill(m)
+    assert diff_tables(m.source, m.target, m.mapping, m.spec.validation).equal
+    run_sql(target, "UPDATE t SET v = '30 days' WHERE id = 1", "UPDATE t SET w = '{3,NULL}' WHERE id = 2")
+    diff = diff_tables(m.source, m.target, m.mapping, m.spec.validation)
+    assert [(d.key, d.kind, tuple(d.columns)) for d in diff.differences] == [
+        ((1,), "changed", ("v",)),
+        ((2,), "changed", ("w",)),
+    ]
