@@ -32,12 +32,6 @@ def _json_text(value: Any) -> Any:
     return json.dumps(value, default=str) if isinstance(value, dict | list) else value
 
 
-def _json_document(value: Any) -> Any:
-    """A value a JSON column's reader parsed, as its JSON text: a string scalar ("text") too, which
-    ``_json_text`` would write bare (a MariaDB JSON column's CHECK refuses it, PostgreSQL's input too)."""
-    return json.dumps(value, ensure_ascii=False, default=str)
-
-
 def _to_bool(value: Any) -> Any:
     return bool(value) if isinstance(value, int) else value
 
@@ -78,10 +72,8 @@ def _target_steps(
     if isinstance(target_type, sa.DateTime) and _timezone(source_type) != _timezone(target_type):
         steps.append(_aware_utc if target_type.timezone and dialect.timezone_aware else _naive_utc)
     json_in = isinstance(source_type, sa.JSON) or source_type is None
-    if isinstance(source_type, sa.JSON) and not isinstance(target_type, sa.Uuid):
-        steps.append(_json_document)  # SQLAlchemy's JSON type parsed it: every value back to its text
-    elif isinstance(target_type, sa.JSON) or (json_in and not isinstance(target_type, sa.Uuid)):
-        steps.append(_json_text)  # text already is JSON (MariaDB's JSON is LONGTEXT to SQLAlchemy)
+    if isinstance(target_type, sa.JSON) or (json_in and not isinstance(target_type, sa.Uuid)):
+        steps.append(_json_text)  # text already is JSON (MySQL and SQLite hand JSON over as text)
     if isinstance(target_type, sa.Boolean) and dialect.strict_booleans:
         steps.append(_to_bool)
     elif isinstance(target_type, sa.Integer) and dialect.strict_booleans and isinstance(source_type, sa.Boolean):

@@ -219,16 +219,8 @@ CASES += [
         norm=_json,
         cast={PG: "{}::text"},
     ),
-    # jsonb keeps a number as numeric, which has no -0.0: refused into jsonb, kept by a created (json) target
-    Case(
-        "json-negative-zero-mysql-pg",
-        MY,
-        PG,
-        JSON_DDL[MY],
-        "INSERT INTO t VALUES (1, '[-0.0]')",
-        dst_ddl=JSON_DDL[PG],
-        refused="column 'v' changes on the way",
-    ),
+    # jsonb keeps a number as numeric, which has no -0.0 (main's JSON compare calls -0.0 and 0.0 the same
+    # number); a created target is json, which keeps the document's text
     Case(
         "json-negative-zero-mysql-pg-created",
         MY,
