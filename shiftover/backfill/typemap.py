@@ -160,6 +160,8 @@ def _column_type(
 ) -> sa.types.TypeEngine[Any]:
     """The created column's type: the source's own on the same engine (arrays, intervals, bits, a named
     enum, a decimal's NaN and zero dates stay what they are), a portable one across engines."""
+    if src.name in json_columns:  # MariaDB's JSON (LONGTEXT to SQLAlchemy): JSON again, with its CHECK
+        return _portable_type(src.type, target_dialect, is_key, is_json=True)
     if dialect_for(source_engine) is target_dialect and not isinstance(src.type, sa.types.NullType):
         return src.type.copy()
     return _portable_type(src.type, target_dialect, is_key, is_json=src.name in json_columns)
@@ -201,7 +203,14 @@ def uncreatable_columns(source_engine: Engine, target_engine: Engine, mapping: T
 
 
 def target_ddl(source_engine: Engine, target_engine: Engine, mapping: TableMapping) -> str:
-    """The CREATE TABLE that ``create_target_table`` would run, for plans and dry runs."""
+    """The CREATE TABLE that ``create_target_table`` would run, for plans and dry runs (or, when a column's
+    type has no counterpart on the target, which columns and why: the rehearsal refuses them)."""
+    missing = uncreatable_columns(source_engine, target_engine, mapping)
+    if missing:
+        name = dialect_for(target_engine).name
+        return "\n".join(
+            f"-- column {c!r}: {t} has no {name} type; convert it in the mapping" for c, t in missing.items()
+        )
     table = target_table_for(source_engine, dialect_for(target_engine), mapping)
     return str(CreateTable(table).compile(dialect=target_engine.dialect)).strip()
 
