@@ -12,7 +12,7 @@ import sqlite3
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -853,3 +853,34 @@ def test_an_interval_changed_to_an_equal_timedelta_is_a_difference(pg_database, 
         ((1,), "changed", ("v",)),
         ((2,), "changed", ("w",)),
     ]
+
+
+# -- a MariaDB zero date mapped per spec: the fix the refusal gives, followed ---------------------------
+@pytest.mark.parametrize("column_type", ["date", "datetime(6)"])
+def test_a_zero_date_mapped_per_spec_reaches_postgresql_as_null(  # type: ignore[no-untyped-def]
+    column_type, pg_database, mariadb_database, make_migration
+) -> None:
+    source, target = mariadb_database(), pg_database()
+    conn = _raw_connect(source)
+    try:
+        cur = conn.cursor()
+        cur.execute("SET SESSION sql_mode = ''")
+        cur.execute(f"CREATE TABLE t (id bigint PRIMARY KEY, v {column_type})")
+        cur.execute("INSERT INTO t VALUES (1, '0000-00-00'), (2, '2024-01-02'), (3, NULL)")
+        conn.commit()
+    finally:
+        conn.close()
+    pg_type = "date" if column_type == "date" else "timestamp(6)"
+    run_sql(target, f"CREATE TABLE t (id bigint PRIMARY KEY, v {pg_type})")
+    plain = make_migration(source, target, table="t")
+    refused = [str(f) for f in rehearse(plain.spec, plain.mapping, plain.source, plain.target).findings]
+    assert len(refused) == 1 and "NULLIF(v, '0000-00-00')" in refused[0]
+
+    m = make_migration(
+        source, target, table="t", name="m2", columns=[{"name": "id"}, {"name": "v", "sql": "NULLIF(v, '0000-00-00')"}]
+    )
+    assert rehearse(m.spec, m.mapping, m.source, m.target).findings == ()
+    run_backfill(m)
+    assert diff_tables(m.source, m.target, m.mapping, m.spec.validation).equal
+    case = Case("zero", MY, PG, "", "", cast={PG: "{}::date"})
+    assert raw_values(target, PG, case) == [None, date(2024, 1, 2), None]
