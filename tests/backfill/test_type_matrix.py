@@ -195,6 +195,7 @@ for _s, _d in CROSS:
         )
     )
     CASES.append(Case(f"uuid-{_s}-{_d}-created", _s, _d, UUID_DDL[_s], UUID_ROWS, UUIDS, norm=_uuid))
+    CASES.append(Case(f"uuid-{_s}-{_d}", _s, _d, UUID_DDL[_s], UUID_ROWS, UUIDS, UUID_DDL[_d], norm=_uuid))
     CASES.append(Case(f"timestamp-{_s}-{_d}-created", _s, _d, TS_DDL[_s], TS_ROWS, TS_VALUES, norm=_instant))
 
 CASES += [
