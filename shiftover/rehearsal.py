@@ -123,6 +123,7 @@ class _Rehearsal:
         self.real: sa.Table | None = None  # the target table when it exists (where rows may already be)
         self.unmapped_not_null: set[str] = set()
         self.blocked = False  # the target cannot even be planned: no rows are rehearsed
+        self.located: dict[str, list[str]] = {}  # error text -> the column found refusing it
 
     def add(self, field_name: str, problem: str) -> None:
         self.findings.append(Finding(field_name, problem))
@@ -448,7 +449,12 @@ class _Rehearsal:
                 if named and named[0] in blanked:
                     return errors  # the NULL put in for discovery was refused, not the row's own value
                 if not named:  # the error names no column (a driver's "nan can not be used"): find it
-                    named = self._refused_column(conn, writer, values, blanked)
+                    text = error_text(exc)
+                    known = [c for c in self.located.get(text, []) if c not in blanked]
+                    named = self._refused_column(conn, writer, values, blanked, known) if known else []
+                    if not named:  # the column this error text was found on before (one write), else each
+                        named = self._refused_column(conn, writer, values, blanked)
+                    self.located[text] = named
                     if named:
                         exc.so_column = named[0]  # type: ignore[attr-defined]
                 errors.append(exc)
@@ -458,11 +464,14 @@ class _Rehearsal:
                 blanked.add(named[0])
         return errors
 
-    def _refused_column(self, conn: sa.Connection, writer: Any, values: list[Any], blanked: set[str]) -> list[str]:
-        """The one column whose value, written as NULL instead, lets the row in; [] when none does."""
+    def _refused_column(
+        self, conn: sa.Connection, writer: Any, values: list[Any], blanked: set[str], only: list[str] | None = None
+    ) -> list[str]:
+        """The one column (of ``only``, or any) whose value, written as NULL instead, lets the row in; [] when
+        none does."""
         cols = list(self.mapping.target_columns)
         for i, col in enumerate(cols):
-            if col in blanked or values[i] is None:
+            if col in blanked or values[i] is None or (only is not None and col not in only):
                 continue
             trial = [None if j == i else v for j, v in enumerate(values)]
             try:

@@ -885,3 +885,17 @@ def test_a_zero_date_mapped_per_spec_reaches_postgresql_as_null(  # type: ignore
     assert diff_tables(m.source, m.target, m.mapping, m.spec.validation).equal
     case = Case("zero", MY, PG, "", "", cast={PG: "{}::date"})
     assert raw_values(target, PG, case) == [None, date(2024, 1, 2), None]
+
+
+def test_nan_in_two_columns_is_named_on_each(pg_database, mariadb_database, make_migration) -> None:  # type: ignore[no-untyped-def]
+    """MariaDB's driver refuses a NaN without naming a column: the rehearsal finds the column per row."""
+    source, target = pg_database(), mariadb_database()
+    run_sql(source, "CREATE TABLE t (id bigint PRIMARY KEY, a numeric(10,2), b numeric(10,2))")
+    run_sql(source, "INSERT INTO t VALUES (1, 'NaN', 1), (2, 1, 'NaN'), (3, 'NaN', 2), (4, 1, 1)")
+    run_sql(target, "CREATE TABLE t (id bigint PRIMARY KEY, a decimal(10,2), b decimal(10,2))")
+    m = make_migration(source, target, table="t")
+    findings = sorted(str(f) for f in rehearse(m.spec, m.mapping, m.source, m.target).findings)
+    assert len(findings) == 2, findings
+    assert "column 'a': the target refused 2 of 4 rehearsed row(s), first key (1,)" in findings[0]
+    assert "column 'b': the target refused 1 of 4 rehearsed row(s), first key (2,)" in findings[1]
+    assert all("holds no NaN" in f for f in findings)
