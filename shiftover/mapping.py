@@ -101,10 +101,20 @@ def reflect_table(engine: sa.Engine, name: str, schema: str | None = None) -> sa
     cache_key = (name, schema, engine.url.render_as_string(hide_password=False))
     table = _reflected.get(cache_key)
     if table is None:
-        table = sa.Table(name, sa.MetaData(), schema=schema, autoload_with=engine)
+        table = sa.Table(
+            name, sa.MetaData(), schema=schema, autoload_with=engine, listeners=[("column_reflect", _engine_names)]
+        )
         exact_floats(table)
         _reflected[cache_key] = table
     return table
+
+
+def _engine_names(inspector: Any, table: sa.Table, column_info: dict[str, Any]) -> None:
+    """Column names as the engine spells them (SQLAlchemy keeps a MariaDB name's backtick doubled)."""
+    from shiftover.engines import dialect_for
+
+    name = dialect_for(inspector.dialect).reflected_name(column_info["name"])
+    column_info["name"] = column_info["key"] = name
 
 
 def exact_floats(table: sa.Table) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from shiftover.connect import get_engine, redact
+from shiftover.engines import dialect_for
 from shiftover.errors import CredentialError, SpecError
 from shiftover.mapping import ColumnMap, TableMapping
 from shiftover.spec import Endpoint, MigrationSpec
@@ -104,7 +105,8 @@ def _mapped_columns(spec: MigrationSpec, source_cols: list[str]) -> tuple[Column
 def _table_columns(inspector: sa.Inspector, endpoint: Endpoint, field: str) -> list[str]:
     if not inspector.has_table(endpoint.table, schema=endpoint.schema_name):
         raise SpecError(f"{field}.table", f"no table {endpoint.table!r} in {redact(endpoint.url)}")
-    return [c["name"] for c in inspector.get_columns(endpoint.table, schema=endpoint.schema_name)]
+    named = dialect_for(inspector.dialect).reflected_name
+    return [named(c["name"]) for c in inspector.get_columns(endpoint.table, schema=endpoint.schema_name)]
 
 
 def _check_unique_key(inspector: sa.Inspector, endpoint: Endpoint, key: tuple[str, ...], field: str) -> None:

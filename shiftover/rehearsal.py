@@ -36,12 +36,12 @@ from shiftover.backfill.copy import transform_rows
 from shiftover.backfill.keyset import Key, KeyRange, count_null_keys, key_columns
 from shiftover.backfill.session import BorrowedConnection
 from shiftover.backfill.sources import stream_for
-from shiftover.backfill.typemap import row_converter, target_table_for
+from shiftover.backfill.typemap import row_converter, target_table_for, uncreatable_columns
 from shiftover.decommission import archive_table
 from shiftover.diff.equality import comparable, compare_select, read_apart
-from shiftover.diff.normalize import ColumnRule
+from shiftover.diff.normalize import NATIVE, ColumnRule
 from shiftover.diff.rows import key_token
-from shiftover.engines import dialect_for
+from shiftover.engines import dialect_for, same_dialect
 from shiftover.errors import RehearsalError, describe_error
 from shiftover.mapping import TableMapping
 from shiftover.rehearsal_sample import Sample, column_rules, source_sample
@@ -99,6 +99,8 @@ def rehearse(
     run.check_names()
     run.check_null_keys()
     run.prepare_target()
+    if run.blocked:
+        return RehearsalReport(tuple(run.findings), 0, time.monotonic() - started, tuple(run.notes))
     sample = source_sample(source, run.src, mapping, sample_rows)
     run.rehearse_rows(sample)
     return RehearsalReport(tuple(run.findings), len(sample.keys), time.monotonic() - started, tuple(run.notes))
@@ -120,6 +122,8 @@ class _Rehearsal:
         self.temp: sa.Table | None = None
         self.real: sa.Table | None = None  # the target table when it exists (where rows may already be)
         self.unmapped_not_null: set[str] = set()
+        self.blocked = False  # the target cannot even be planned: no rows are rehearsed
+        self.located: dict[str, list[str]] = {}  # error text -> the column found refusing it
 
     def add(self, field_name: str, problem: str) -> None:
         self.findings.append(Finding(field_name, problem))
@@ -160,13 +164,26 @@ class _Rehearsal:
         m = self.mapping
         inspector = sa.inspect(self.target)
         if not inspector.has_table(m.target_table, schema=m.target_schema):
+            for column, why in uncreatable_columns(self.source, self.target, m).items():
+                self.blocked = True
+                self.add(
+                    field_of(self.spec, column),
+                    f"column {column!r}: its source type {why} has no {dialect_for(self.target).name} type to "
+                    "create it as: convert it in the mapping (columns[].sql, e.g. to text or JSON) or create the "
+                    "target table yourself",
+                )
+            if self.blocked:
+                return
             self._use_temporary(target_table_for(self.source, dialect_for(self.target), m).columns)
             self.notes.append(
                 f"{m.target_table} does not exist yet: rehearsed into a temporary table of the planned DDL"
             )
             return
         self.real = self.tgt = m.target_table_obj(self.target)
-        self._check_unmapped(inspector.get_columns(m.target_table, schema=m.target_schema))
+        named = dialect_for(self.target).reflected_name
+        self._check_unmapped(
+            [{**c, "name": named(c["name"])} for c in inspector.get_columns(m.target_table, schema=m.target_schema)]
+        )
         if self.unmapped_not_null:
             key = set(m.target_key)
             self._use_temporary(
@@ -201,6 +218,13 @@ class _Rehearsal:
         rules, unusable = column_rules(self.mapping, self.src, self.tgt, self.spec.validation)
         for target_col, error in unusable.items():
             self.add(field_of(self.spec, target_col), str(error))
+        for target_col in [t for t, r in rules.items() if r.kind == NATIVE and not self._same_native(t)]:
+            rules.pop(target_col)
+            self.add(
+                field_of(self.spec, target_col),
+                f"column {target_col!r} is an array, interval or bit string compared only with the same declared "
+                "type on the same engine: convert it in the mapping (columns[].sql, e.g. to text) or exclude it",
+            )
         # one read (one snapshot under live writes): the values as the backfill reads them, and beside
         # them the columns the compare reads apart (JSON as text, floats as doubles)
         apart = [] if self.mapping.transform else self._read_apart(rules)
@@ -214,6 +238,17 @@ class _Rehearsal:
         convert = row_converter(self.mapping, self.src, self.tgt, self.target.dialect)
         written = convert(rows) if convert else list(rows)
         self._write_and_compare(written, expected, rules, sample.first_range)
+
+    def _same_native(self, target_col: str) -> bool:
+        """The diff compares an array, interval or bit column by the engine's own text: same engine, same type."""
+        col = next(c for c in self.mapping.columns if c.target == target_col)
+        if col.sql is not None or not same_dialect(self.source, self.target):
+            return False
+        compile_ = self.source.dialect.type_compiler_instance.process
+        try:
+            return bool(compile_(self.src.c[col.source].type) == compile_(self.tgt.c[target_col].type))
+        except sa.exc.CompileError:
+            return False
 
     def _read_apart(self, rules: dict[str, ColumnRule]) -> list[tuple[int, sa.ColumnElement[Any]]]:
         """(position, expression) of each column the compare reads otherwise than the copy does."""
@@ -413,12 +448,39 @@ class _Rehearsal:
                 named = named_columns(error_text(exc), cols)
                 if named and named[0] in blanked:
                     return errors  # the NULL put in for discovery was refused, not the row's own value
+                if not named:  # the error names no column (a driver's "nan can not be used"): find it
+                    text = error_text(exc)
+                    known = [c for c in self.located.get(text, []) if c not in blanked]
+                    named = self._refused_column(conn, writer, values, blanked, known) if known else []
+                    if not named:  # the column this error text was found on before (one write), else each
+                        named = self._refused_column(conn, writer, values, blanked)
+                    self.located[text] = named
+                    if named:
+                        exc.so_column = named[0]  # type: ignore[attr-defined]
                 errors.append(exc)
                 if not named:
                     return errors
                 values[cols.index(named[0])] = None
                 blanked.add(named[0])
         return errors
+
+    def _refused_column(
+        self, conn: sa.Connection, writer: Any, values: list[Any], blanked: set[str], only: list[str] | None = None
+    ) -> list[str]:
+        """The one column (of ``only``, or any) whose value, written as NULL instead, lets the row in; [] when
+        none does."""
+        cols = list(self.mapping.target_columns)
+        for i, col in enumerate(cols):
+            if col in blanked or values[i] is None or (only is not None and col not in only):
+                continue
+            trial = [None if j == i else v for j, v in enumerate(values)]
+            try:
+                with conn.begin_nested():
+                    writer.write_rows([tuple(trial)], KeyRange(None, None))
+                return [col]
+            except Exception:
+                continue
+        return []
 
     def _read_back(self, conn: sa.Connection, keys: list[Key], rules: dict[str, ColumnRule]) -> list[Row]:
         """The written rows as the compare reads them; a column whose values the target's type cannot

@@ -103,7 +103,11 @@ def judge_refusals(
     """Rows the target refused, one finding per column named and kind of error."""
     groups: dict[tuple[str, str], list[tuple[Row, BaseException]]] = defaultdict(list)
     for row, exc in failures:
-        named = named_columns(error_text(exc), list(mapping.target_columns))
+        named = (
+            [exc.so_column]
+            if hasattr(exc, "so_column")
+            else named_columns(error_text(exc), list(mapping.target_columns))
+        )
         column = named[0] if named else ""
         groups[(column, type(getattr(exc, "orig", None) or exc).__name__)].append((row, exc))
     findings = []
@@ -114,10 +118,27 @@ def judge_refusals(
                 field_of(spec, column) if column else "target.table",
                 (f"column {column!r}: " if column else "")
                 + f"the target refused {len(items)} of {attempted} rehearsed row(s), first key {key_of(row)}: "
-                + error_text(exc).splitlines()[0],
+                + error_text(exc).splitlines()[0]
+                + _refusal_fix(error_text(exc), column),
             )
         )
     return findings
+
+
+def _refusal_fix(text: str, column: str) -> str:
+    """What to do about a refusal whose cause the error names."""
+    lowered = text.lower()
+    if "nan" in lowered.split() or "'nan'" in lowered or "infinity" in lowered:
+        return (
+            f"; the target's type holds no NaN or infinity (MariaDB DECIMAL, say): map {column or 'the column'} "
+            "through columns[].sql (e.g. NULLIF(v, 'NaN')) if NULL may stand for it, or keep it in a PostgreSQL target"
+        )
+    if "0000-00-00" in text:
+        return (
+            "; a MariaDB zero date has no equivalent here: map it through columns[].sql (e.g. "
+            "NULLIF(v, '0000-00-00')) if NULL may stand for it, or keep a MariaDB target"
+        )
+    return ""
 
 
 def judge_values(
@@ -182,7 +203,9 @@ def _equal(rule: ColumnRule, a: Any, b: Any, spec: MigrationSpec) -> bool:
     try:
         return values_equal(rule, a, b, spec.validation)
     except (ValueError, TypeError, ArithmeticError, DiffError):
-        return False  # a value the rule cannot read (text in an integer column of SQLite): not equal
+        # a value the rule cannot read (text in an integer column of SQLite): not equal, save a MariaDB
+        # zero date ('0000-00-00', as PyMySQL hands it over) that came back the same
+        return isinstance(a, str) and a == b and a.startswith("0000-00-00")
 
 
 def _shown(value: Any) -> str:

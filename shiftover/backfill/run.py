@@ -15,6 +15,7 @@ from shiftover.backfill.copy import SegmentReport, copy_segment
 from shiftover.backfill.keyset import plan_segments
 from shiftover.backfill.throttle import Throttle
 from shiftover.backfill.typemap import create_target_table
+from shiftover.engines import dialect_for
 from shiftover.errors import CopyError
 from shiftover.mapping import forget_reflections
 from shiftover.migration import Migration
@@ -27,7 +28,8 @@ def check_column_set(migration: Migration) -> None:
     inspector = sa.inspect(migration.target)
     if not inspector.has_table(m.target_table, schema=m.target_schema):
         raise CopyError(m.target_table, "all keys", "the target table does not exist (set backfill.create_target?)")
-    present = {c["name"] for c in inspector.get_columns(m.target_table, schema=m.target_schema)}
+    named = dialect_for(migration.target).reflected_name
+    present = {named(c["name"]) for c in inspector.get_columns(m.target_table, schema=m.target_schema)}
     missing = [c for c in m.target_columns if c not in present]
     if missing:
         raise CopyError(m.target_table, "all keys", f"target table lacks column(s) {missing} of the mapping")

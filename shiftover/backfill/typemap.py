@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Engine
 from sqlalchemy.schema import CreateTable
 
@@ -138,32 +139,78 @@ def row_converter(
 
 
 # -- tables ---------------------------------------------------------------------------
-def _portable_type(type_: sa.types.TypeEngine[Any], dialect: EngineDialect, is_key: bool) -> sa.types.TypeEngine[Any]:
+def _portable_type(
+    type_: sa.types.TypeEngine[Any], dialect: EngineDialect, is_key: bool, *, is_json: bool = False
+) -> sa.types.TypeEngine[Any]:
+    if is_json:
+        return dialect.portable_type(sa.JSON(), is_key)
+    if isinstance(type_, mysql.TIMESTAMP):
+        return dialect.portable_type(sa.DateTime(timezone=True), is_key)  # an instant, stored in UTC
     try:
         generic = type_.as_generic()
     except NotImplementedError:
         generic = sa.Text() if not isinstance(type_, sa.LargeBinary) else sa.LargeBinary()
+    if isinstance(generic, sa.String) and generic.collation:  # another engine's collation name
+        generic = type(generic)(length=generic.length)
     return dialect.portable_type(generic, is_key)
 
 
+def _column_type(
+    source_engine: Engine, target_dialect: EngineDialect, src: sa.Column[Any], is_key: bool, json_columns: set[str]
+) -> sa.types.TypeEngine[Any]:
+    """The created column's type: the source's own on the same engine (arrays, intervals, bits, a named
+    enum, a decimal's NaN and zero dates stay what they are), a portable one across engines."""
+    if src.name in json_columns:  # MariaDB's JSON (LONGTEXT to SQLAlchemy): JSON again, with its CHECK
+        return _portable_type(src.type, target_dialect, is_key, is_json=True)
+    if dialect_for(source_engine) is target_dialect and not isinstance(src.type, sa.types.NullType):
+        return src.type.copy()
+    return _portable_type(src.type, target_dialect, is_key, is_json=src.name in json_columns)
+
+
 def target_table_for(source_engine: Engine, target_dialect: EngineDialect, mapping: TableMapping) -> sa.Table:
-    """The target table implied by the source schema: mapped columns, portable types, the key as primary key."""
+    """The target table implied by the source schema: mapped columns, the source's types on the same engine
+    and portable ones across engines, the key as primary key in the declared key order."""
     source = mapping.source_table_obj(source_engine)
+    json_columns = dialect_for(source_engine).json_columns(source_engine, source)
     target_key = set(mapping.target_key)
     columns = []
     for col in mapping.columns:
         is_key = col.target in target_key
         if col.sql is None:
             src = source.c[col.source]
-            type_, nullable = _portable_type(src.type, target_dialect, is_key), src.nullable and not is_key
+            type_ = _column_type(source_engine, target_dialect, src, is_key, json_columns)
+            nullable = src.nullable and not is_key
         else:
             type_, nullable = target_dialect.expression_type(), True
-        columns.append(sa.Column(col.target, type_, primary_key=is_key, nullable=nullable, autoincrement=False))
-    return sa.Table(mapping.target_table, sa.MetaData(), *columns, schema=mapping.target_schema)
+        columns.append(sa.Column(col.target, type_, nullable=nullable, autoincrement=False))
+    key = sa.PrimaryKeyConstraint(*mapping.target_key)
+    return sa.Table(mapping.target_table, sa.MetaData(), *columns, key, schema=mapping.target_schema)
+
+
+def uncreatable_columns(source_engine: Engine, target_engine: Engine, mapping: TableMapping) -> dict[str, str]:
+    """Columns whose source type has no type the target engine can create (a PostgreSQL array on MariaDB):
+    target column -> the source type."""
+    source = mapping.source_table_obj(source_engine)
+    table = target_table_for(source_engine, dialect_for(target_engine), mapping)
+    out = {}
+    for col in mapping.columns:
+        try:
+            table.c[col.target].type.compile(dialect=target_engine.dialect)
+        except sa.exc.CompileError:
+            src_type = source.c[col.source].type if col.sql is None else None
+            out[col.target] = "?" if src_type is None else str(src_type.compile(dialect=source_engine.dialect))
+    return out
 
 
 def target_ddl(source_engine: Engine, target_engine: Engine, mapping: TableMapping) -> str:
-    """The CREATE TABLE that ``create_target_table`` would run, for plans and dry runs."""
+    """The CREATE TABLE that ``create_target_table`` would run, for plans and dry runs (or, when a column's
+    type has no counterpart on the target, which columns and why: the rehearsal refuses them)."""
+    missing = uncreatable_columns(source_engine, target_engine, mapping)
+    if missing:
+        name = dialect_for(target_engine).name
+        return "\n".join(
+            f"-- column {c!r}: {t} has no {name} type; convert it in the mapping" for c, t in missing.items()
+        )
     table = target_table_for(source_engine, dialect_for(target_engine), mapping)
     return str(CreateTable(table).compile(dialect=target_engine.dialect)).strip()
 

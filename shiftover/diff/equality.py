@@ -19,7 +19,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from shiftover.diff.normalize import ColumnRule, canonical_text, classify, decimal_scale, pair_kind, rule_code
+from shiftover.diff.normalize import NATIVE, ColumnRule, canonical_text, classify, decimal_scale, pair_kind, rule_code
 from shiftover.errors import DiffError
 from shiftover.mapping import ColumnMap, TableMapping
 from shiftover.spec import ValidationSpec
@@ -67,6 +67,8 @@ def comparable(expr: sa.ColumnElement[Any], rule: ColumnRule, name: str) -> sa.C
         return sa.cast(expr, sa.Text).label(name)
     if rule.kind == "float":
         return sa.type_coerce(expr, sa.Double()).label(name)
+    if rule.kind == NATIVE:  # the engine's own text: psycopg reads '1 mon' and '30 days' as one timedelta
+        return sa.func.concat(expr, sa.literal_column("''")).label(name)
     return expr
 
 
@@ -74,7 +76,7 @@ def read_apart(rule: ColumnRule) -> bool:
     """Whether the application's own read of a column loses what the compare needs: psycopg and
     SQLAlchemy's JSON type hand JSON null over as None, like SQL NULL; SQLAlchemy turns a
     reflected MariaDB DOUBLE into a Decimal of ten places."""
-    return rule.kind in ("json", "float")
+    return rule.kind in ("json", "float", NATIVE)
 
 
 def compare_select(

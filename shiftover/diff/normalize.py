@@ -19,6 +19,7 @@ text joins those with a separator and a NULL marker, so NULL and '' hash differe
     json        canonical JSON (same-engine pairs in SQL; cross-engine pairs compared in Python)
     uuid        32 lowercase hex digits
     binary      lowercase hex
+    native      the engine's own text (arrays, intervals, bit strings: same engine and declared type only)
 
 SQLite has no md5 and few formatting functions: ``register_sqlite_functions`` adds Python ones
 to each connection (``so_norm``, ``so_hash60``, ``so_sum``, ``so_md5``, ``so_digest``). Its
@@ -33,7 +34,7 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal, localcontext
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -53,6 +54,8 @@ ROW_SEP = b"\xff"
 PRECISION_UNIT = {"s": "second", "ms": "milliseconds", "us": "microseconds"}
 PRECISION_DIVISOR = {"s": 1_000_000, "ms": 1_000, "us": 1}
 _EPOCH = datetime(1970, 1, 1)
+DECIMAL_DIGITS = 140_000  # PostgreSQL's numeric: up to 131072 digits before the point, 16383 after
+NATIVE = "native"  # a type compared by the engine's own text: same engine, same declared type only
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,8 @@ def classify(column: str, col_type: sa.types.TypeEngine[Any]) -> str:
         return "char"
     if isinstance(t, sa.String | sa.Enum):
         return "text"
+    if isinstance(t, sa.ARRAY | sa.Interval | postgresql.INTERVAL | postgresql.BIT | mysql.BIT):
+        return NATIVE
     raise DiffError(
         f"column {column!r} has type {t!r}, which has no normalisation rule; "
         "exclude it (validation.exclude), or map it through a transform to a supported type "
@@ -117,6 +122,12 @@ def classify(column: str, col_type: sa.types.TypeEngine[Any]) -> str:
 def pair_kind(column: str, source_kind: str | None, target_kind: str) -> str:
     """The kind both sides are compared as (``source_kind`` None: a SQL-expression column)."""
     kinds = {target_kind} if source_kind is None else {source_kind, target_kind}
+    if NATIVE in kinds and (len(kinds) > 1 or source_kind is None):
+        raise DiffError(
+            f"column {column!r} is an array, interval or bit string compared only with the same type on the "
+            "same engine; convert it in the mapping (columns[].sql, e.g. to text or JSON) or exclude it "
+            "(validation.exclude)"
+        )
     if len(kinds) == 1:
         kind = kinds.pop()
         return "text" if kind == "char" else kind
@@ -180,9 +191,10 @@ def canonical_text(kind: str, value: Any, arg: Any = None) -> str | None:
 
 def _dec(value: Any, scale: Any) -> str:
     d = value if isinstance(value, Decimal) else Decimal(str(value))
-    if scale in (None, ""):
-        return f"{d.normalize():f}"
-    return f"{d.quantize(Decimal(1).scaleb(-int(scale)), rounding=ROUND_HALF_UP):f}"  # as round() in SQL
+    with localcontext(prec=DECIMAL_DIGITS):  # the default context (28 digits) would round both sides alike
+        if scale in (None, ""):
+            return f"{d.normalize():f}"
+        return f"{d.quantize(Decimal(1).scaleb(-int(scale)), rounding=ROUND_HALF_UP):f}"  # as round() in SQL
 
 
 def _float(value: Any, tol: Any) -> str:
@@ -249,6 +261,10 @@ def _binary(value: Any, _: Any) -> str:
     return bytes(value).hex()
 
 
+def _native(value: Any, _: Any) -> str:
+    return repr(bytes(value) if isinstance(value, memoryview | bytearray) else value)
+
+
 _TEXT = {
     "integer": lambda v, _: str(int(v)),
     "decimal": _dec,
@@ -261,6 +277,7 @@ _TEXT = {
     "json": _json,
     "uuid": _uuid,
     "binary": _binary,
+    NATIVE: _native,
 }
 
 

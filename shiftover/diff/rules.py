@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from shiftover.diff.equality import column_rule
-from shiftover.diff.normalize import ColumnRule, classify
+from shiftover.diff.normalize import NATIVE, ColumnRule, classify
 from shiftover.engines import dialect_for, same_dialect
 from shiftover.errors import DiffError
 from shiftover.mapping import ColumnMap, TableMapping
@@ -72,6 +72,14 @@ def _rule(
     src_type: Any = src.c[col.source].type if col.sql is None else tgt_type
     src_kind = classify(col.source, src_type) if col.sql is None else None
     src_expr = f"({col.sql})" if col.sql is not None else _quoted(source, col.source)
+    if kind == NATIVE:
+        if not (same_engine and col.sql is None and _same_type(src_type, tgt_type, source)):
+            raise DiffError(
+                f"column {col.target!r} ({tgt_type}) is compared only with the same declared type on the same "
+                "engine; convert it in the mapping (columns[].sql, e.g. to text) or exclude it (validation.exclude)"
+            )
+        cast = dialect_for(source).native_text
+        return replace(rule, source_sql=cast.format(src_expr), target_sql=cast.format(_quoted(target, col.target)))
     if same_engine and col.sql is None and _native_ok(rule, src_type, tgt_type, source, o):
         cast = dialect_for(source).native_text
         return replace(rule, source_sql=cast.format(src_expr), target_sql=cast.format(_quoted(target, col.target)))
@@ -96,6 +104,10 @@ def _native_ok(rule: ColumnRule, src_type: Any, tgt_type: Any, engine: Engine, o
         return False
     if rule.kind == "float" and o.float_tolerance:
         return False
+    return _same_type(src_type, tgt_type, engine)
+
+
+def _same_type(src_type: Any, tgt_type: Any, engine: Engine) -> bool:
     try:
         return str(src_type.compile(engine.dialect)) == str(tgt_type.compile(engine.dialect))
     except Exception:

@@ -115,6 +115,14 @@ class EngineDialect:
         """A source column's generic type as this engine should create it."""
         return generic
 
+    def json_columns(self, engine: Engine, table: sa.Table) -> set[str]:
+        """Columns holding JSON that SQLAlchemy reflects as another type (MariaDB's JSON is LONGTEXT)."""
+        return set()
+
+    def reflected_name(self, name: str) -> str:
+        """A column name as the engine spells it, from SQLAlchemy's reflection of it."""
+        return name
+
     def expression_type(self) -> sa.types.TypeEngine[Any]:
         """The type of a target column computed by a SQL expression (its type is unknown)."""
         return sa.Text()

@@ -85,6 +85,12 @@ class MySQL(EngineDialect):
         return MySQLStream
 
     def portable_type(self, generic: sa.types.TypeEngine[Any], is_key: bool) -> sa.types.TypeEngine[Any]:
+        if isinstance(generic, sa.Interval | sa.ARRAY):
+            return sa.types.NullType()  # no such type here: the rehearsal refuses the column
+        if isinstance(generic, sa.Numeric) and not isinstance(generic, sa.Float) and generic.precision is None:
+            # an unconstrained decimal (PostgreSQL numeric): the widest MariaDB keeps, not DECIMAL(10,0);
+            # a value past it is refused or found changed by the rehearsal
+            return mysql.DECIMAL(65, 30)
         if isinstance(generic, sa.DateTime):
             return mysql.DATETIME(fsp=6)
         if isinstance(generic, sa.String) and (is_key or isinstance(generic, sa.Text)) and not generic.length:
@@ -95,6 +101,24 @@ class MySQL(EngineDialect):
 
     def expression_type(self) -> sa.types.TypeEngine[Any]:
         return sa.String(255)
+
+    def json_columns(self, engine: Engine, table: sa.Table) -> set[str]:
+        """MariaDB's JSON columns: LONGTEXT with the column CHECK ``json_valid(`name`)``."""
+        query = sa.text(
+            "SELECT CONSTRAINT_NAME, CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS "
+            "WHERE CONSTRAINT_SCHEMA = COALESCE(:s, DATABASE()) AND TABLE_NAME = :t"
+        )
+        with engine.connect() as conn:
+            try:
+                rows = conn.execute(query, {"s": table.schema, "t": table.name}).all()
+            except sa.exc.DBAPIError:  # MySQL before 8.0.16 has no such view (and its JSON reflects as JSON)
+                return set()
+        quoted = {"json_valid(`" + c.name.replace("`", "``") + "`)": c.name for c in table.columns}
+        return {quoted[clause] for _, clause in rows if clause in quoted}
+
+    def reflected_name(self, name: str) -> str:
+        """SQLAlchemy reads a backtick in a column name from SHOW CREATE TABLE still doubled."""
+        return name.replace("``", "`")
 
     # -- diff -------------------------------------------------------------------------------
     def canonical_sql(self, rule: ColumnRule, own: str, x: str, col_type: Any, o: ValidationSpec) -> str:

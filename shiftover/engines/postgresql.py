@@ -43,6 +43,13 @@ class PostgreSQL(EngineDialect):
     native_kinds = frozenset({"integer", "decimal", "text", "date", "timestamp", "uuid", "float"})
     max_identifier = 63  # bytes (NAMEDATALEN - 1): a longer name is cut with only a NOTICE
 
+    def portable_type(self, generic: sa.types.TypeEngine[Any], is_key: bool) -> sa.types.TypeEngine[Any]:
+        if isinstance(generic, sa.JSON):
+            return postgresql.JSON()  # the document's text as written: jsonb would turn -0.0 into 0.0
+        if isinstance(generic, sa.Enum) and not generic.name:  # MariaDB's ENUM has no type name: its labels as text
+            return sa.Enum(*generic.enums, native_enum=False, length=max((len(e) for e in generic.enums), default=1))
+        return generic
+
     def upsert(self, table: sa.Table, rows: list[dict[str, Any]], key: list[str]) -> Any:
         return upsert_on_conflict(postgresql.insert, table, rows, key)
 
