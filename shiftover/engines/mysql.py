@@ -93,8 +93,13 @@ class MySQL(EngineDialect):
             return mysql.DECIMAL(65, 30)
         if isinstance(generic, sa.DateTime):
             return mysql.DATETIME(fsp=6)
-        if isinstance(generic, sa.String) and (is_key or isinstance(generic, sa.Text)) and not generic.length:
-            return sa.String(255) if is_key else mysql.LONGTEXT()
+        if isinstance(generic, sa.String) and is_key:
+            # a key keeps the source's case and accents apart: the server's default collation is
+            # case- and accent-insensitive, so 'abc' and 'Abc' would collide (binary still pads
+            # trailing spaces: the rehearsal finds such keys)
+            return mysql.VARCHAR(generic.length or 255, charset="utf8mb4", collation="utf8mb4_bin")
+        if isinstance(generic, sa.String) and isinstance(generic, sa.Text) and not generic.length:
+            return mysql.LONGTEXT()
         if isinstance(generic, sa.LargeBinary):
             return mysql.LONGBLOB()
         return generic

@@ -250,12 +250,22 @@ def test_rows_under_other_keys_in_the_target(pair: Pair) -> None:
 
 @pytest.mark.parametrize("pair", [("postgres", "mariadb")], ids=["postgres-mariadb"], indirect=True)
 def test_keys_that_collide_under_the_target_collation(pair: Pair) -> None:
-    """MariaDB's default collation ignores case: 'abc' and 'Abc' are one key there, so one row is lost."""
-    code = sa.Column("code", sa.String(20), primary_key=True)
-    keys = ["abc", "Abc", "xyz"]
-    pair.table("src", code, sa.Column("n", sa.Integer), rows=[{"code": k, "n": i} for i, k in enumerate(keys)])
-    report = pair.rehearse(pair.spec(key=["code"], backfill={"create_target": True}))
-    assert "1 rehearsed row(s) were not found under their key after the write" in problem(report, "key")
+    """MariaDB's default collation ignores case and accents: 'abc' and 'Abc' are one key in an existing
+    table of that collation, so a row would be lost. A created target's key column is binary: only
+    the trailing space, which binary collations still pad, collides there."""
+    keys = ["abc", "Abc", "résumé", "resume", "xyz"]
+    pair.table(
+        "src",
+        sa.Column("code", sa.String(20), primary_key=True),
+        sa.Column("n", sa.Integer),
+        rows=[{"code": k, "n": i} for i, k in enumerate([*keys, "abc "])],
+    )
+    created = pair.rehearse(pair.spec(key=["code"], backfill={"create_target": True}))
+    assert "1 rehearsed row(s) were not found under their key after the write" in problem(created, "key")
+
+    pair.table("dst", sa.Column("code", sa.String(20), primary_key=True), sa.Column("n", sa.Integer))
+    existing = pair.rehearse(pair.spec(key=["code"]))
+    assert "3 rehearsed row(s) were not found under their key after the write" in problem(existing, "key")
 
 
 @pytest.mark.parametrize("pair", [("postgres", "postgres")], ids=["postgres-postgres"], indirect=True)
