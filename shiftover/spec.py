@@ -343,16 +343,19 @@ def parse_spec(data: dict[str, Any]) -> MigrationSpec:
     try:
         return MigrationSpec.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"]) or "(spec)"
-        message = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            message = "unknown field"
-        raise SpecError(field, message) from None
+        raise spec_error(exc) from None
 
 
-def load_spec(path: str | Path) -> MigrationSpec:
-    """Read and validate a YAML spec file."""
+def spec_error(exc: ValidationError) -> SpecError:
+    """A spec model's first validation error as a ``SpecError`` naming its field (every spec kind)."""
+    err = exc.errors()[0]
+    field = ".".join(str(p) for p in err["loc"]) or "(spec)"
+    message = "unknown field" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
+    return SpecError(field, message)
+
+
+def read_spec_file(path: str | Path) -> dict[str, Any]:
+    """A YAML spec file's top-level mapping (every spec kind), or ``SpecError`` naming the file's problem."""
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text())
@@ -362,4 +365,9 @@ def load_spec(path: str | Path) -> MigrationSpec:
         raise SpecError("(file)", f"{path} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise SpecError("(file)", f"{path} must hold a mapping at the top level")
-    return parse_spec(data)
+    return data
+
+
+def load_spec(path: str | Path) -> MigrationSpec:
+    """Read and validate a YAML spec file."""
+    return parse_spec(read_spec_file(path))

@@ -7,11 +7,11 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from shiftover.errors import SpecError
 from shiftover.phases import Phase
+from shiftover.spec import read_spec_file, spec_error
 
 ROUTE_GATES = ("error_rate", "latency_ratio", "mismatch_rate")
 
@@ -151,19 +151,12 @@ def parse_route_spec(data: dict[str, Any]) -> RouteMoveSpec:
     try:
         return RouteMoveSpec.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"]) or "(spec)"
-        message = "unknown field" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
-        raise SpecError(field, message) from None
+        raise spec_error(exc) from None
 
 
 def load_route_spec(path: str | Path) -> RouteMoveSpec:
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise SpecError("(file)", f"no spec file at {path}") from None
-    if not isinstance(data, dict) or data.get("kind") != "route":
+    data = read_spec_file(path)
+    if data.get("kind") != "route":
         raise SpecError("kind", f"{path} is no route spec (kind: route)")
     return parse_route_spec(data)
 
