@@ -290,7 +290,9 @@ def demo_spec(tmp_path: Path) -> Callable[[str], dict[str, str]]:
     from shiftover.connect import get_engine
     from shiftover.demo import create_orders, orders_table
 
-    def make(name: str, rows: int = 3_000, keys: dict[str, str] | None = None) -> dict[str, str]:
+    def make(
+        name: str, rows: int = 3_000, keys: dict[str, str] | None = None, retention_days: float | None = None
+    ) -> dict[str, str]:
         old_url, new_url = f"sqlite:///{tmp_path}/{name}-old.db", f"sqlite:///{tmp_path}/{name}-new.db"
         create_orders(get_engine(old_url), rows=rows)
         orders_table().create(get_engine(new_url))
@@ -308,6 +310,7 @@ def demo_spec(tmp_path: Path) -> Callable[[str], dict[str, str]]:
                 "switch_writes": ["reconcile_drained", "checksum"],
             },
             "approvals": {"approvers": ["alice"], "timeout_seconds": 300, **({"keys": keys} if keys else {})},
+            **({"archive": {"retention_days": retention_days}} if retention_days is not None else {}),
         }
         path = tmp_path / f"{name}.yaml"
         path.write_text(yaml.safe_dump(spec))

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from shiftover.approvals import pending_requests
 from shiftover.control.store import open_store
 from shiftover.flags.routing import WriteMode, read_routing
 from shiftover.phases import Phase
@@ -76,29 +77,40 @@ def wait_phase(stack: Stack, control_url: str, name: str, phase: Phase, timeout:
     assert store.phase(name) is phase, f"{name} at {store.phase(name)}, not {phase}\n{stack.diagnostics()}"
 
 
-def test_approval_in_the_ui_lets_the_migration_switch_writes(
+def test_every_approval_in_the_ui_walks_the_migration_to_decommissioned(
     stack: Stack, page: Any, demo_spec: Callable[..., dict[str, str]]
 ) -> None:
-    params = demo_spec("ui-orders")
-    deployment = stack.deploy(
-        "migrate", {**params, "poll_interval_seconds": 1, "stop_after": "cutover", "flag_ttl_seconds": 0.2}
-    )
+    """Quick run, then each of the plan's three approvals (switch writes, stop old writes, drop)
+    answered in the Resume form of the run the operator started, to the end of the migration."""
+    params = demo_spec("ui-orders", retention_days=0)
+    deployment = stack.deploy("migrate", {**params, "poll_interval_seconds": 1, "flag_ttl_seconds": 0.2})
     quick_run(page, stack, deployment)
     # The approval pauses the migrate run itself (stages are not subflows): its Resume is on the run
     # the operator started, and being deployed it suspends (no worker slot held while it waits).
     paused = stack.wait_for_run("PAUSED", timeout=180, flow_name="migrate")
-    assert open_store(params["control_url"]).phase("ui-orders") is Phase.READS_SWITCHED
-
-    dialog = open_resume_form(page, stack, paused["id"])
-    shot(page, "ui-approval-paused-run")
-    submit(dialog, APPROVER, "ui-orders", "gates green, clicked in the UI")
-    stack.wait_until_resumed(paused["id"])
-
-    wait_phase(stack, params["control_url"], "ui-orders", Phase.WRITES_SWITCHED)
     store = open_store(params["control_url"])
-    assert read_routing(store.engine, "ui-orders").writes is WriteMode.DUAL_NEW_PRIMARY
-    [approval] = store.audit_entries("ui-orders", action="approval")
-    assert approval["actor"] == APPROVER and approval["detail"]["reason"] == "gates green, clicked in the UI"
+    steps = [
+        ("switch_writes", Phase.READS_SWITCHED, Phase.WRITES_SWITCHED),
+        ("stop_old_writes", Phase.WRITES_SWITCHED, Phase.ARCHIVED),  # archive follows without a question
+        ("drop", Phase.ARCHIVED, Phase.DECOMMISSIONED),
+    ]
+    for i, (step, waiting_at, reached) in enumerate(steps):
+        if i:  # the same top-level run pauses again at the next approval
+            stack.wait_for_run("PAUSED", timeout=180, run_id=paused["id"])
+        assert store.phase("ui-orders") is waiting_at, f"{step}: at {store.phase('ui-orders')}\n{stack.diagnostics()}"
+        assert [r.step for r in pending_requests(store.engine, "ui-orders")] == [step]
+        dialog = open_resume_form(page, stack, paused["id"])
+        shot(page, f"ui-approval-{step}")
+        submit(dialog, APPROVER, "ui-orders", f"{step}: gates green, clicked in the UI")
+        stack.wait_until_resumed(paused["id"])
+        wait_phase(stack, params["control_url"], "ui-orders", reached)
+        if step == "switch_writes":
+            assert read_routing(store.engine, "ui-orders").writes is WriteMode.DUAL_NEW_PRIMARY
+
+    approvals = store.audit_entries("ui-orders", action="approval")
+    assert [(a["actor"], a["detail"]["reason"]) for a in approvals] == [
+        (APPROVER, f"{step}: gates green, clicked in the UI") for step, _, _ in steps
+    ]
     parent = stack.wait_for_run("COMPLETED", timeout=120, run_id=paused["id"])
     page.goto(f"{stack.url}/v2/runs/flow-run/{parent['id']}?tab=Artifacts")
     page.get_by_text("ui-orders-story", exact=True).first.wait_for()
