@@ -94,8 +94,11 @@ def clear_plan(engine: Engine, migration: str) -> int:
         return conn.execute(t.delete().where(t.c.migration == migration)).rowcount or 0
 
 
-def record_chunk(engine: Engine, migration: str, segment: int, last_key: Key | None, rows: int, *, done: bool) -> None:
-    """Advance a segment's checkpoint past a chunk already committed in the target."""
+def record_chunk(
+    engine: Engine, migration: str, segment: int, last_key: Key | None, rows: int, *, done: bool, to_end: bool = False
+) -> None:
+    """Advance a segment's checkpoint past a chunk already committed in the target (``to_end``: the
+    segment is copied to its open end, which has no key: its last key is cleared)."""
     t = schema.checkpoints
     values: dict[str, Any] = {
         "rows_copied": t.c.rows_copied + rows,
@@ -104,6 +107,8 @@ def record_chunk(engine: Engine, migration: str, segment: int, last_key: Key | N
     }
     if last_key is not None:
         values["last_key"] = key_to_json(last_key)
+    elif to_end:
+        values["last_key"] = None
     with engine.begin() as conn:
         conn.execute(t.update().where(t.c.migration == migration, t.c.segment == segment).values(**values))
 
@@ -147,7 +152,8 @@ def backfill_status(engine: Engine, migration: str) -> BackfillStatus:
                 "range": s.segment.range.describe(),
                 "state": s.state,
                 "rows_copied": s.rows_copied,
-                "last_key": _json_or_none(s.last_key),
+                # a finished segment is copied to its end: the open last segment's end has no key
+                "last_key": "end" if s.done and s.last_key is None else _json_or_none(s.last_key),
                 "updated_at": s.updated_at.isoformat() if s.updated_at else None,
             }
             for s in states

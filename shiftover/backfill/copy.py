@@ -112,7 +112,9 @@ def _copy_segment_once(
         return True
 
     def checkpoint(key: Key | None, rows: int, final: bool) -> None:
-        checkpoints.record_chunk(store_engine, migration, segment, key, rows, done=final)
+        if final:  # everything up to the segment's end is copied (None: its open end, "end")
+            key = state.segment.range.hi
+        checkpoints.record_chunk(store_engine, migration, segment, key, rows, done=final, to_end=final and key is None)
 
     stream_class = stream_for(source, target, mapping)
     if stream_class is not None:

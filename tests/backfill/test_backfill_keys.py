@@ -86,6 +86,9 @@ def test_every_key_copies_every_row_once(
     assert summary.complete and summary.rows_copied == N
     status = backfill_status(migration.store.engine, migration.name)
     assert status.segments > 1 and status.complete and status.rows_copied == N
+    # each finished segment's checkpoint is its range's end (the last one's is open: "end")
+    ends = [seg["range"].removesuffix("]").split(", ")[-1] for seg in status.per_segment]
+    assert [seg["last_key"] for seg in status.per_segment] == ends and ends[-1] == "end"
 
 
 @pytest.mark.parametrize("engine_name", ["postgresql", "mysql", "sqlite"])
