@@ -46,7 +46,7 @@ def test_a_target_column_nobody_maps_is_refused_before_any_work(open_orders, ord
 
 
 def test_a_type_without_a_rule_names_the_column_and_the_fixes(pg_database) -> None:  # type: ignore[no-untyped-def]
-    # (an interval or array between equal PostgreSQL types is compared by its own text: tests/backfill/test_type_matrix.py)
+    # (an interval or array between equal PostgreSQL types compares by its own text: see test_type_matrix)
     src, tgt = _tables([pg_database(), pg_database()], "CREATE TABLE t (id int PRIMARY KEY, words tsvector)")
     with pytest.raises(DiffError, match=r"column 'words' has type TSVECTOR.*exclude it \(validation\.exclude\)"):
         diff_tables(src, tgt, _mapping("id", "words"), ValidationSpec())
