@@ -53,6 +53,10 @@ def approval_form(
     """An ``Approval`` subclass whose JSON schema pins the confirmation (and the approvers);
     surrounding whitespace is allowed by the patterns and trimmed by ``check_approval``.
 
+    Patterns, although the server's refusal then quotes the regex: tried in Prefect 3's UI, a
+    ``const`` confirmation is not shown at all (the form fills it in, so nobody types the name) and
+    an ``enum`` approver becomes a drop-down that offers the rollback's answerer too.
+
     ``signed_for`` (the request's challenge, when the spec lists keys) makes the schema require a
     signature from every answerer but a rollback's rejection (a JSON Schema if/then/else the server
     evaluates), and its description gives the exact command that produces it."""
