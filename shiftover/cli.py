@@ -201,7 +201,11 @@ def plan(
             from shiftover.routes.plan import build_route_plan
             from shiftover.routes.spec import load_route_spec
 
-            typer.echo(build_route_plan(load_route_spec(spec)).explain())
+            route_plan = build_route_plan(load_route_spec(spec))
+            if as_json:
+                _echo_json(route_plan.data())
+            else:
+                typer.echo(route_plan.explain())
             return
         loaded = load_spec(spec)
         if as_json:

@@ -8,7 +8,7 @@ when it cannot be undone. The evaluator (``flows/routes.py``) walks the list; ``
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from shiftover.plan.stages import ApprovalPolicy, NothingToUndo
 from shiftover.routes.spec import Requires, RouteGateSpec
@@ -92,6 +92,26 @@ class RoutePlan:
 
     def for_route(self, route: str) -> tuple[RouteStage, ...]:
         return tuple(s for s in self.stages if s.route == route)
+
+    def data(self) -> dict[str, Any]:
+        """The plan as data (``shiftover plan --json``): the same fields ``explain`` prints."""
+        return {
+            "kind": "route",
+            "name": self.move,
+            "stages": [
+                {
+                    "name": s.name,
+                    "route": s.route,
+                    "type": s.kind,
+                    "does": s.does,
+                    "gates": [{"name": g.name, "threshold": g.threshold, "blocking": g.blocking} for g in s.gates],
+                    "approval": s.approval.why if s.approval else None,
+                    "reversible": s.reversible,
+                    "undo": s.inverse.describe() if s.inverse else None,
+                }
+                for s in self.stages
+            ],
+        }
 
     def explain(self) -> str:
         """What ``shiftover plan`` would print for a route move: every stage, its gates, approval and undo."""

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -61,3 +62,16 @@ def test_the_cli_draws_for_a_terminal_and_prints_plain_text_for_a_pipe(terminal:
     assert result.exit_code == 0, result.output
     assert ("├── " in result.output) is terminal
     assert "switch_writes" in result.output
+
+
+def test_plan_of_a_route_spec_prints_its_stages_and_json() -> None:
+    spec = str(EXAMPLE.with_name("orders-routes.yaml"))
+    text = CliRunner().invoke(app, ["plan", spec])
+    assert text.exit_code == 0, text.output
+    data = CliRunner().invoke(app, ["plan", spec, "--json"])
+    assert data.exit_code == 0, data.output
+    plan = json.loads(data.output)
+    assert plan["kind"] == "route" and plan["stages"]
+    for i, stage in enumerate(plan["stages"], 1):
+        assert f"{i:>2}. {stage['name']} [{stage['type']}]" in text.output
+    assert any(s["approval"] for s in plan["stages"]) and any(not s["reversible"] for s in plan["stages"])
