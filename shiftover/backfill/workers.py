@@ -60,6 +60,7 @@ class WorkerReport:
             "segments": [r.segment for r in self.segments],
             "rows_read": self.rows_read,
             "rows_inserted": sum(r.rows_inserted for r in self.segments),
+            "copy_seconds": round(sum(r.seconds for r in self.segments), 3),
             "taken_over": self.taken_over,
             "lost": self.lost,
             "seconds": round(self.seconds, 3),
