@@ -21,8 +21,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 _spec = importlib.util.spec_from_file_location("bench_backfill", ROOT / "bench" / "backfill.py")

@@ -17,14 +17,17 @@ from shiftover.errors import ControlStoreError, SegmentLeaseLostError
 
 @pytest.fixture(params=["postgres", "mariadb"])
 def shared_store(request: pytest.FixtureRequest) -> ControlStore:
-    factory: Callable[[], str] = request.getfixturevalue("pg_database" if request.param == "postgres" else "mariadb_database")
+    fixture = "pg_database" if request.param == "postgres" else "mariadb_database"
+    factory: Callable[[], str] = request.getfixturevalue(fixture)
     store = open_store(factory())
     store.register("m1", {"name": "m1"})
     return store
 
 
 def _plan(store: ControlStore, n: int) -> None:
-    segments = [Segment(i, KeyRange((i * 100,) if i else None, ((i + 1) * 100,) if i < n - 1 else None)) for i in range(n)]
+    segments = [
+        Segment(i, KeyRange((i * 100,) if i else None, ((i + 1) * 100,) if i < n - 1 else None)) for i in range(n)
+    ]
     checkpoints.save_plan(store.engine, "m1", segments)
 
 
