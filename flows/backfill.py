@@ -9,6 +9,7 @@ stays incomplete; the next run resumes from the checkpoints.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Callable
@@ -29,7 +30,8 @@ from shiftover.backfill import (
 )
 from shiftover.backfill.copy import SegmentReport
 from shiftover.backfill.keyset import estimate_rows
-from shiftover.backfill.run import summarise
+from shiftover.backfill.run import BackfillSummary, summarise
+from shiftover.backfill.workers import distributed_progress, plan_distributed, start_worker_processes
 from shiftover.control.store import DEFAULT_URL
 from shiftover.flows.context import RunContext, RunOptions
 from shiftover.flows.evaluate import Outcome, run_plan
@@ -48,10 +50,12 @@ def backfill(
     control_url: str = DEFAULT_URL,
     time_budget_seconds: float | None = None,
     concurrency: int | None = None,
+    distributed: int | None = None,
 ) -> dict[str, Any]:
     """Copy every row absent from the new table; stops starting chunks when the budget runs out
-    (the next run resumes from the checkpoints)."""
-    options = RunOptions(time_budget_seconds=time_budget_seconds, concurrency=concurrency)
+    (the next run resumes from the checkpoints). ``distributed``: plan once, then copy with that
+    many worker processes claiming segments by lease (PostgreSQL or MariaDB control store)."""
+    options = RunOptions(time_budget_seconds=time_budget_seconds, concurrency=concurrency, distributed=distributed)
     return run_plan(spec_path, control_url, options, flows={"backfill"})
 
 
@@ -64,11 +68,18 @@ def run_backfill(ctx: RunContext, stage: BackfillStage) -> Outcome:
     if ctx.state().phase is Phase.DUAL_WRITING and _plan_finished(migration):
         clear_plan(migration.store.engine, migration.name)  # a restart after rollback: copy rows added since
     ctx.advance(Phase.BACKFILLING, "backfill started")
-    workers = min(ctx.options.concurrency or migration.spec.backfill.concurrency, MAX_CONCURRENCY)
-    plan, planned_total = prepare_backfill(migration, workers)
-    total = _source_rows(migration) if planned_total is None else planned_total  # estimated once
-    reports = _run_segments(migration, [s.segment.index for s in plan if not s.done], workers, deadline, total)
-    summary = summarise(reports, time.monotonic() - started, len(plan))
+    if ctx.options.distributed:
+        if budget:
+            raise ValueError("a distributed backfill takes no time budget (workers run to the end)")
+        plan = plan_distributed(migration, ctx.options.distributed * 2)
+        total = _source_rows(migration)
+        summary = _run_distributed(migration, ctx.options.distributed, total, started, len(plan))
+    else:
+        workers = min(ctx.options.concurrency or migration.spec.backfill.concurrency, MAX_CONCURRENCY)
+        plan, planned_total = prepare_backfill(migration, workers)
+        total = _source_rows(migration) if planned_total is None else planned_total  # estimated once
+        reports = _run_segments(migration, [s.segment.index for s in plan if not s.done], workers, deadline, total)
+        summary = summarise(reports, time.monotonic() - started, len(plan))
     status = backfill_status(migration.store.engine, migration.name)
     summary.complete = status.complete
     publish_table(status, summary.as_dict(), total)
@@ -101,6 +112,42 @@ def _run_segments(
         finished.extend(done)
         _update_progress(progress, migration, total, time.monotonic() - began)
     return [f.result() for f in finished]  # raises the first CopyError
+
+
+def _run_distributed(migration: Migration, workers: int, total: int, started: float, segments: int) -> BackfillSummary:
+    """Start ``workers`` local worker processes over the saved plan, wait, refresh the progress
+    artifact from the checkpoints; a worker that dies leaves its segments to the others."""
+    progress = create_progress_artifact(
+        0.0, key=artifact_key("backfill", migration.name, "progress"), description=f"backfill of {migration.name}"
+    )
+    procs = start_worker_processes(migration, workers)
+    began = time.monotonic()
+    try:
+        while any(p.poll() is None for p in procs):
+            time.sleep(1.0)
+            _update_progress(progress, migration, total, time.monotonic() - began)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    _update_progress(progress, migration, total, time.monotonic() - began)
+    logger = get_run_logger()
+    reports = []
+    for p in procs:
+        out, err = p.communicate()
+        if p.returncode == 0:
+            reports.append(json.loads(out.decode().strip().splitlines()[-1]))
+        else:
+            logger.warning("backfill worker exited %s: %s", p.returncode, err.decode()[-2000:])
+    logger.info("distributed backfill workers: %s", reports)
+    return BackfillSummary(
+        rows_copied=sum(r["rows_read"] for r in reports),
+        rows_inserted=sum(r["rows_inserted"] for r in reports),
+        seconds=time.monotonic() - started,
+        segments=segments,
+        complete=distributed_progress(migration.name, migration.store.engine).complete,
+    )
 
 
 def throttle_variable_name(migration: str) -> str:

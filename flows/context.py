@@ -40,6 +40,7 @@ class RunOptions:
     since: datetime | None = None  # validate: only rows changed since then
     keys_from_queue: bool = False  # validate: only keys the reconciliation queue touched
     lease_wait_seconds: float = 0.0
+    distributed: int | None = None  # backfill: this many worker processes claiming segments by lease
 
 
 @dataclass

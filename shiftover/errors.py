@@ -111,6 +111,10 @@ class LeaseLostError(LeaseError):
     """This run no longer holds the migration (a rollback or another run took over)."""
 
 
+class SegmentLeaseLostError(LeaseError):
+    """A backfill worker no longer holds its segment (its lease expired and another worker took it)."""
+
+
 class StageOrderError(PhaseError):
     """A stage flow started before the stages it builds on are done (nothing was run)."""
 

@@ -13,6 +13,7 @@ from sqlalchemy.engine import Engine
 from shiftover.backfill.keyset import Key, KeyRange, Segment
 from shiftover.control import schema
 from shiftover.control.store import key_from_json, key_to_json, utcnow
+from shiftover.errors import SegmentLeaseLostError
 
 PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
 
@@ -95,10 +96,22 @@ def clear_plan(engine: Engine, migration: str) -> int:
 
 
 def record_chunk(
-    engine: Engine, migration: str, segment: int, last_key: Key | None, rows: int, *, done: bool, to_end: bool = False
+    engine: Engine,
+    migration: str,
+    segment: int,
+    last_key: Key | None,
+    rows: int,
+    *,
+    done: bool,
+    to_end: bool = False,
+    holder: str | None = None,
 ) -> None:
     """Advance a segment's checkpoint past a chunk already committed in the target (``to_end``: the
-    segment is copied to its open end, which has no key: its last key is cleared)."""
+    segment is copied to its open end, which has no key: its last key is cleared).
+
+    ``holder``: a distributed worker's id; the checkpoint moves only while that worker still holds
+    the segment's lease, else ``SegmentLeaseLostError`` (the new holder resumes from this checkpoint).
+    """
     t = schema.checkpoints
     values: dict[str, Any] = {
         "rows_copied": t.c.rows_copied + rows,
@@ -109,8 +122,15 @@ def record_chunk(
         values["last_key"] = key_to_json(last_key)
     elif to_end:
         values["last_key"] = None
+    where = [t.c.migration == migration, t.c.segment == segment]
+    if holder is not None:
+        where.append(t.c.lease_holder == holder)
     with engine.begin() as conn:
-        conn.execute(t.update().where(t.c.migration == migration, t.c.segment == segment).values(**values))
+        done_rows = conn.execute(t.update().where(*where).values(**values)).rowcount
+    if holder is not None and done_rows != 1:
+        raise SegmentLeaseLostError(
+            migration, f"worker {holder} lost its lease on segment {segment}; its last chunk is left to the new holder"
+        )
 
 
 def mark_segment(engine: Engine, migration: str, segment: int, state: str) -> None:

@@ -66,11 +66,14 @@ def copy_segment(
     *,
     deadline: float | None = None,
     attempts: int = 5,
+    holder: str | None = None,
 ) -> SegmentReport:
     """Copy what remains of one planned segment; lost connections are retried from the checkpoint.
 
     ``deadline`` is a ``time.time()`` after which no new chunk starts (committed chunks stay).
     Data errors raise ``CopyError`` at once and mark the segment failed; the next run retries it.
+    ``holder``: a distributed worker's id; every checkpoint is fenced by its segment lease
+    (``SegmentLeaseLostError`` once another worker has taken the segment over).
     """
     retrying = Retrying(
         retry=retry_if_exception_type(TransientCopyError),
@@ -84,7 +87,7 @@ def copy_segment(
         for attempt in retrying:
             with attempt:
                 complete = _copy_segment_once(
-                    source, target, store_engine, mapping, migration, segment, throttle, deadline, tally
+                    source, target, store_engine, mapping, migration, segment, throttle, deadline, tally, holder
                 )
                 return SegmentReport(
                     segment, tally.read, tally.inserted, tally.chunks, time.monotonic() - started, complete
@@ -105,6 +108,7 @@ def _copy_segment_once(
     throttle: Throttle,
     deadline: float | None,
     tally: _Tally,
+    holder: str | None = None,
 ) -> bool:
     """One attempt from the segment's last checkpoint; True when the segment is done."""
     state = next(s for s in checkpoints.load_plan(store_engine, migration) if s.segment.index == segment)
@@ -114,7 +118,9 @@ def _copy_segment_once(
     def checkpoint(key: Key | None, rows: int, final: bool) -> None:
         if final:  # everything up to the segment's end is copied (None: its open end, "end")
             key = state.segment.range.hi
-        checkpoints.record_chunk(store_engine, migration, segment, key, rows, done=final, to_end=final and key is None)
+        checkpoints.record_chunk(
+            store_engine, migration, segment, key, rows, done=final, to_end=final and key is None, holder=holder
+        )
 
     stream_class = stream_for(source, target, mapping)
     if stream_class is not None:

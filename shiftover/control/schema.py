@@ -92,6 +92,11 @@ checkpoints = sa.Table(
     sa.Column("rows_copied", sa.BigInteger, nullable=False, default=0),
     sa.Column("state", sa.String(20), nullable=False),  # pending | running | done | failed
     sa.Column("updated_at", UTCDateTime(), nullable=False),
+    # A distributed backfill's worker holding the segment (``backfill.leases``), until when, and
+    # its last heartbeat; NULL holder: free. An expired lease may be taken by another worker.
+    sa.Column("lease_holder", sa.String(200)),
+    sa.Column("lease_expires_at", UTCDateTime()),
+    sa.Column("heartbeat_at", UTCDateTime()),
 )
 
 flags = sa.Table(

@@ -1,0 +1,180 @@
+"""Scale-out benchmark: a PG -> PG backfill in one process (``run_backfill``, threads) against the
+distributed backfill with 1, 2 and 4 worker OS processes claiming segments by lease from a
+PostgreSQL control store; control-store writes per second read from PostgreSQL's statistics.
+
+    .venv/bin/python bench/scaleout.py --rows 400000
+
+Builds the same 7-column ``orders`` table as bench/backfill.py in throwaway databases (dropped
+on exit). Every run copies into a fresh, empty target and plans the same number of segments.
+Worker processes are local (``python -m shiftover.backfill.workers``), not Prefect child runs:
+their wall time includes each process's start (imports, connections). Ends with one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+_spec = importlib.util.spec_from_file_location("bench_backfill", ROOT / "bench" / "backfill.py")
+assert _spec is not None and _spec.loader is not None
+bb = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bb)
+
+
+def open_migration_for(name: str, source: str, target: str, control: str, chunk_rows: int) -> Any:
+    from shiftover.migration import open_migration
+    from shiftover.spec import parse_spec
+
+    spec = parse_spec(
+        {
+            "name": name,
+            "source": {"url": source, "table": "orders"},
+            "target": {"url": target, "table": "orders"},
+            "key": "id",
+            "backfill": {"chunk_rows": chunk_rows, "concurrency": 2},
+        }
+    )
+    return open_migration(spec, control)
+
+
+def control_writes(control: str) -> int:
+    """Rows written to so_checkpoints so far (updates + inserts), from PostgreSQL's statistics."""
+    return int(
+        bb.scalar(
+            control,
+            "SELECT coalesce(sum(n_tup_upd + n_tup_ins), 0) FROM pg_stat_user_tables WHERE relname = 'so_checkpoints'",
+        )
+    )
+
+
+def settle_stats() -> None:
+    """Close this process's pooled connections (an idle backend keeps its table statistics up to
+    10 s before flushing them; a closing one flushes at once), then let the flush land."""
+    from shiftover.connect import dispose_engines
+
+    dispose_engines()
+    time.sleep(1.5)
+
+
+def in_process(dbs: Any, source: str, control: str, segments: int, chunk_rows: int, rows: int) -> dict[str, Any]:
+    from shiftover.backfill import run_backfill
+
+    target = dbs.pg()
+    bb.run(target, bb.PG_DDL.format(name="orders"))
+    migration = open_migration_for("inproc", source, target, control, chunk_rows)
+    settle_stats()
+    migration = open_migration_for("inproc", source, target, control, chunk_rows)
+    before = control_writes(control)
+    started = time.monotonic()
+    summary = run_backfill(migration, concurrency=segments // 2)
+    seconds = time.monotonic() - started
+    assert summary.complete and bb.pg_fingerprint(target) == bb.pg_fingerprint(source), "in-process copy differs"
+    settle_stats()
+    writes = control_writes(control) - before  # with the plan's inserts (planned inside run_backfill)
+    return {
+        "workers": f"in-process ({segments // 2} threads)",
+        "seconds": round(seconds, 2),
+        "rows_per_second": round(rows / seconds),
+        "segments": summary.segments,
+        "control_writes": writes,
+        "control_writes_per_second": round(writes / seconds, 1),
+    }
+
+
+def distributed(
+    dbs: Any, source: str, control: str, workers: int, segments: int, chunk_rows: int, rows: int
+) -> dict[str, Any]:
+    from shiftover.backfill.workers import distributed_progress, plan_distributed, start_worker_processes
+
+    target = dbs.pg()
+    bb.run(target, bb.PG_DDL.format(name="orders"))
+    name = f"dist{workers}"
+    migration = open_migration_for(name, source, target, control, chunk_rows)
+    plan = plan_distributed(migration, segments)
+    settle_stats()
+    migration = open_migration_for(name, source, target, control, chunk_rows)
+    before = control_writes(control)
+    started = time.monotonic()
+    procs = start_worker_processes(migration, workers, ttl=30)
+    reports = []
+    for proc in procs:
+        out, err = proc.communicate()
+        if proc.returncode != 0:
+            raise RuntimeError(err.decode()[-2000:])
+        reports.append(json.loads(out.decode().strip().splitlines()[-1]))
+    seconds = time.monotonic() - started
+    settle_stats()
+    writes = control_writes(control) - before
+    progress = distributed_progress(name, migration.store.engine)
+    assert progress.complete and progress.rows_copied == rows, progress
+    assert bb.pg_fingerprint(target) == bb.pg_fingerprint(source), "distributed copy differs"
+    copying = max(r["seconds"] for r in reports)
+    idle = max(r["seconds"] - r["copy_seconds"] for r in reports)
+    return {
+        "workers": workers,
+        "seconds": round(seconds, 2),
+        "rows_per_second": round(rows / seconds),
+        "worker_loop_seconds_max": round(copying, 2),  # inside the processes: without start-up
+        "process_start_seconds": round(seconds - copying, 2),
+        "idle_wait_seconds_max": round(idle, 2),  # a worker with nothing to claim polls for expired leases
+        "segments": len(plan),
+        "segments_per_worker": [len(r["segments"]) for r in reports],
+        "control_writes": writes,
+        "control_writes_per_second": round(writes / seconds, 1),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=400_000)
+    parser.add_argument("--chunk-rows", type=int, default=20_000)
+    parser.add_argument("--segments", type=int, default=8)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
+    args = parser.parse_args()
+
+    dbs = bb.Databases()
+    try:
+        source, control = dbs.pg(), dbs.pg()
+        bb.run(source, bb.PG_DDL.format(name="orders"), bb.PG_FILL.format(name="orders", rows=args.rows))
+        bb.vacuum(source)
+        results = [in_process(dbs, source, control, args.segments, args.chunk_rows, args.rows)]
+        print(json.dumps(results[-1]), flush=True)
+        for workers in args.workers:
+            results.append(distributed(dbs, source, control, workers, args.segments, args.chunk_rows, args.rows))
+            print(json.dumps(results[-1]), flush=True)
+    finally:
+        dbs.drop_all()
+    base = results[0]["rows_per_second"]
+    figures = {
+        "bench": "scaleout",
+        "rows": args.rows,
+        "chunk_rows": args.chunk_rows,
+        "segments": args.segments,
+        "cores": os.cpu_count(),
+        "in_process_rows_per_second": base,
+        "distributed": {
+            str(r["workers"]): {
+                "rows_per_second": r["rows_per_second"],
+                "vs_in_process": round(r["rows_per_second"] / base, 2),
+                "process_start_seconds": r["process_start_seconds"],
+                "idle_wait_seconds_max": r["idle_wait_seconds_max"],
+                "control_writes_per_second": r["control_writes_per_second"],
+            }
+            for r in results[1:]
+        },
+        "in_process_control_writes_per_second": results[0]["control_writes_per_second"],
+    }
+    print(json.dumps(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

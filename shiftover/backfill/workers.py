@@ -1,0 +1,205 @@
+"""A distributed backfill: plan segments once, then any number of workers (processes, machines,
+Prefect child runs) claim segments by lease and copy them until none is left.
+
+``plan_distributed`` runs once (the parent); ``copy_claimed_segments`` is one worker's loop;
+``run_worker_processes`` starts N local OS processes of that loop (``python -m
+shiftover.backfill.workers``) and waits for them; ``distributed_progress`` aggregates the
+checkpoints. A worker with nothing to claim while other workers still hold unfinished segments
+keeps polling (unless told not to wait), so the survivors take over a dead worker's segment once
+its lease expires.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from shiftover.backfill import checkpoints, leases
+from shiftover.backfill.copy import SegmentReport, copy_segment
+from shiftover.backfill.keyset import plan_segments
+from shiftover.backfill.run import check_column_set, make_throttle
+from shiftover.backfill.throttle import Throttle
+from shiftover.backfill.typemap import create_target_table
+from shiftover.errors import SegmentLeaseLostError
+from shiftover.migration import Migration
+
+
+def plan_distributed(migration: Migration, segments: int) -> list[checkpoints.SegmentState]:
+    """Create/check the target and save a plan of up to ``segments`` segments (kept if one exists)."""
+    leases.require_distributed_store(migration.store.engine)
+    if migration.spec.backfill.create_target:
+        create_target_table(migration.source, migration.target, migration.mapping)
+    check_column_set(migration)
+    saved = checkpoints.load_plan(migration.store.engine, migration.name)
+    if saved:
+        return saved
+    planned, _ = plan_segments(migration.source, migration.mapping, segments)
+    return checkpoints.save_plan(migration.store.engine, migration.name, planned)
+
+
+@dataclass
+class WorkerReport:
+    worker: str
+    segments: list[SegmentReport] = field(default_factory=list)
+    taken_over: list[int] = field(default_factory=list)  # segments claimed from an expired lease
+    lost: list[int] = field(default_factory=list)  # segments this worker lost to another
+    seconds: float = 0.0
+
+    @property
+    def rows_read(self) -> int:
+        return sum(r.rows_read for r in self.segments)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "worker": self.worker,
+            "segments": [r.segment for r in self.segments],
+            "rows_read": self.rows_read,
+            "rows_inserted": sum(r.rows_inserted for r in self.segments),
+            "copy_seconds": round(sum(r.seconds for r in self.segments), 3),
+            "taken_over": self.taken_over,
+            "lost": self.lost,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def copy_claimed_segments(
+    migration: Migration,
+    worker_id: str,
+    *,
+    ttl: float = leases.DEFAULT_SEGMENT_TTL_SECONDS,
+    throttle: Throttle | None = None,
+    wait_for_others: bool = True,
+    poll_seconds: float = 1.0,
+    max_seconds: float | None = None,
+) -> WorkerReport:
+    """Claim, copy and release segments until every segment is done (or failed), or ``max_seconds``.
+
+    A data error (``CopyError``) marks the segment failed (``copy_segment``) and is raised: the
+    other workers skip failed segments, a re-plan or an in-process run retries them.
+    """
+    engine = migration.store.engine
+    leases.require_distributed_store(engine)
+    throttle = throttle or make_throttle(migration)
+    report = WorkerReport(worker_id)
+    started = time.monotonic()
+    while max_seconds is None or time.monotonic() - started < max_seconds:
+        lease = leases.claim_segment(engine, migration.name, worker_id, ttl=ttl)
+        if lease is None:
+            if not wait_for_others or not leases.unfinished_segments(engine, migration.name):
+                break
+            time.sleep(poll_seconds)  # held by live workers: take over any whose lease expires
+            continue
+        if lease.previous_holder is not None:
+            report.taken_over.append(lease.segment)
+        beat = leases.Heartbeat(engine, lease, ttl).start()
+        try:
+            report.segments.append(
+                copy_segment(
+                    migration.source,
+                    migration.target,
+                    engine,
+                    migration.mapping,
+                    migration.name,
+                    lease.segment,
+                    throttle,
+                    holder=worker_id,
+                )
+            )
+        except SegmentLeaseLostError:
+            report.lost.append(lease.segment)
+        finally:
+            beat.stop()
+            leases.release_segment(engine, lease)
+    report.seconds = time.monotonic() - started
+    return report
+
+
+@dataclass(frozen=True)
+class DistributedProgress:
+    rows_copied: int
+    segments: int
+    segments_done: int
+    segments_failed: int
+    held: dict[int, str]  # segment -> worker holding a live or expired lease
+
+    @property
+    def complete(self) -> bool:
+        return self.segments > 0 and self.segments_done == self.segments
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "rows_copied": self.rows_copied,
+            "segments": self.segments,
+            "segments_done": self.segments_done,
+            "segments_failed": self.segments_failed,
+            "held": {str(k): v for k, v in self.held.items()},
+            "complete": self.complete,
+        }
+
+
+def distributed_progress(migration_name: str, engine: Any) -> DistributedProgress:
+    rows = leases.read_leases(engine, migration_name)
+    return DistributedProgress(
+        rows_copied=sum(r.rows_copied for r in rows),
+        segments=len(rows),
+        segments_done=sum(1 for r in rows if r.state == checkpoints.DONE),
+        segments_failed=sum(1 for r in rows if r.state == checkpoints.FAILED),
+        held={r.segment: r.holder for r in rows if r.holder is not None},
+    )
+
+
+def worker_command(spec_json: str, control_url: str, worker_id: str, ttl: float) -> list[str]:
+    return [sys.executable, "-m", "shiftover.backfill.workers", spec_json, control_url, worker_id, str(ttl)]
+
+
+def start_worker_processes(
+    migration: Migration, workers: int, *, ttl: float = leases.DEFAULT_SEGMENT_TTL_SECONDS, prefix: str = "worker"
+) -> list[subprocess.Popen[bytes]]:
+    """Start ``workers`` OS processes of ``copy_claimed_segments`` over this migration's saved plan."""
+    spec_json = migration.spec.model_dump_json(by_alias=True)
+    url = migration.store.engine.url.render_as_string(hide_password=False)
+    return [
+        subprocess.Popen(
+            worker_command(spec_json, url, f"{prefix}-{i}-{os.getpid()}", ttl),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for i in range(workers)
+    ]
+
+
+def run_worker_processes(
+    migration: Migration, workers: int, *, segments: int | None = None, ttl: float = leases.DEFAULT_SEGMENT_TTL_SECONDS
+) -> tuple[DistributedProgress, list[dict[str, Any]]]:
+    """Plan once, run ``workers`` local worker processes to the end; progress and each worker's report."""
+    plan_distributed(migration, segments or workers * 2)
+    procs = start_worker_processes(migration, workers, ttl=ttl)
+    reports: list[dict[str, Any]] = []
+    for proc in procs:
+        out, err = proc.communicate()
+        if proc.returncode != 0:
+            raise RuntimeError(f"backfill worker exited {proc.returncode}: {err.decode()[-2000:]}")
+        reports.append(json.loads(out.decode().strip().splitlines()[-1]))
+    return distributed_progress(migration.name, migration.store.engine), reports
+
+
+def main(argv: list[str]) -> int:
+    """``python -m shiftover.backfill.workers SPEC_JSON CONTROL_URL WORKER_ID [TTL]``: one worker;
+    prints its report as one JSON line."""
+    from shiftover.migration import open_migration
+    from shiftover.spec import parse_spec
+
+    spec = parse_spec(json.loads(argv[0]))
+    ttl = float(argv[3]) if len(argv) > 3 else leases.DEFAULT_SEGMENT_TTL_SECONDS
+    report = copy_claimed_segments(open_migration(spec, argv[1]), argv[2], ttl=ttl, poll_seconds=min(1.0, ttl / 4))
+    print(json.dumps(report.as_dict()), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

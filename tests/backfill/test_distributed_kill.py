@@ -1,0 +1,126 @@
+"""A distributed backfill over three worker OS processes sharing a PostgreSQL control store: one
+is SIGKILLed mid-segment, the survivors take its segment over once its lease expires; the
+tables end identical (zero diff) and the checkpoints add up to the table's rows."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from shiftover.backfill import checkpoints, leases
+from shiftover.backfill.workers import (
+    copy_claimed_segments,
+    distributed_progress,
+    plan_distributed,
+    start_worker_processes,
+)
+from shiftover.control.store import open_store
+from shiftover.diff import diff_tables
+from shiftover.errors import ControlStoreError
+from shiftover.migration import Migration, open_migration
+from shiftover.spec import parse_spec
+
+from .conftest import ITEMS_DDL, control_url, fill_items, rows_of, run_sql
+
+N, CHUNK, TTL = 200_000, 2_000, 3.0
+
+
+def _migration(source: str, target: str, store_url: str, **backfill: Any) -> Migration:
+    spec = parse_spec(
+        {
+            "name": "m1",
+            "source": {"url": source, "table": "items"},
+            "target": {"url": target, "table": "items"},
+            "key": "id",
+            "backfill": backfill,
+        }
+    )
+    return open_migration(spec, store_url)
+
+
+def test_three_workers_survive_a_sigkill(pg_database: Callable[[], str]) -> None:
+    source, target, store_url = pg_database(), pg_database(), pg_database()
+    fill_items(source, N)
+    run_sql(target, ITEMS_DDL)
+    # per-process rate cap so the copy lasts long enough to kill a worker mid-segment
+    migration = _migration(source, target, store_url, chunk_rows=CHUNK, max_rows_per_second=15_000)
+    engine = migration.store.engine
+    plan = plan_distributed(migration, 6)
+    assert len(plan) == 6
+
+    procs = start_worker_processes(migration, 3, ttl=TTL, prefix="w")
+    victim = procs[0]
+    victim_id = f"w-0-{os.getpid()}"
+    try:
+        killed_segment = _wait_mid_segment(engine, victim_id, victim)
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.wait()
+        at_kill = next(r for r in leases.read_leases(engine, "m1") if r.segment == killed_segment)
+        reports = []
+        for proc in procs[1:]:
+            out, err = proc.communicate(timeout=180)
+            assert proc.returncode == 0, err.decode()[-2000:]
+            reports.append(json.loads(out.decode().strip().splitlines()[-1]))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+    assert victim.returncode == -signal.SIGKILL
+    assert at_kill.state == checkpoints.RUNNING and at_kill.rows_copied > 0
+    taken = [s for r in reports for s in r["taken_over"]]
+    assert killed_segment in taken, reports
+
+    progress = distributed_progress("m1", engine)
+    assert progress.complete and progress.segments_failed == 0 and progress.held == {}
+    assert progress.rows_copied == N  # checkpoints add up: the dead worker's unrecorded chunk counted once
+    assert rows_of(target, "SELECT count(*) FROM items")[0][0] == N
+    diff = diff_tables(migration.source, migration.target, migration.mapping, migration.spec.validation)
+    assert diff.differences == []
+
+
+def _wait_mid_segment(engine: Any, worker: str, proc: subprocess.Popen[bytes]) -> int:
+    """The segment ``worker`` holds once it has committed at least two chunks of it, not yet done."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"worker ended early: {proc.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+        for row in leases.read_leases(engine, "m1"):
+            if row.holder == worker and row.state == checkpoints.RUNNING and row.rows_copied >= 2 * CHUNK:
+                return row.segment
+        time.sleep(0.05)
+    raise AssertionError("the worker never got mid-segment")
+
+
+def test_in_process_worker_loop_copies_everything(pg_database: Callable[[], str]) -> None:
+    source, target, store_url = pg_database(), pg_database(), pg_database()
+    fill_items(source, 20_000)
+    run_sql(target, ITEMS_DDL)
+    migration = _migration(source, target, store_url, chunk_rows=1_000)
+    plan_distributed(migration, 4)
+    first = copy_claimed_segments(migration, "a", ttl=10)
+    second = copy_claimed_segments(migration, "b", ttl=10)
+    assert first.rows_read == 20_000 and len(first.segments) == 4
+    assert second.segments == []  # nothing left to claim
+    query = "SELECT id, n, v FROM items ORDER BY id"
+    assert rows_of(target, query) == rows_of(source, query)
+
+
+def test_sqlite_control_store_refuses_distributed_mode(
+    pg_database: Callable[[], str], tmp_path: Any, control_store: Any
+) -> None:
+    source, target = pg_database(), pg_database()
+    fill_items(source, 100)
+    run_sql(target, ITEMS_DDL)
+    migration = _migration(source, target, control_url(control_store))
+    with pytest.raises(ControlStoreError, match="PostgreSQL or MariaDB"):
+        plan_distributed(migration, 2)
+    assert open_store(control_url(control_store)).has_migration("m1")
