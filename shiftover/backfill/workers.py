@@ -153,24 +153,36 @@ def distributed_progress(migration_name: str, engine: Any) -> DistributedProgres
     )
 
 
-def worker_command(spec_json: str, control_url: str, worker_id: str, ttl: float) -> list[str]:
-    return [sys.executable, "-m", "shiftover.backfill.workers", spec_json, control_url, worker_id, str(ttl)]
+def worker_command(worker_id: str, ttl: float) -> list[str]:
+    """A worker's command line: its id and lease time only. The spec and the control store's URL
+    (password included) reach it on stdin, never in argv, which any local user can read (``ps``)."""
+    return [sys.executable, "-m", "shiftover.backfill.workers", worker_id, str(ttl)]
 
 
 def start_worker_processes(
     migration: Migration, workers: int, *, ttl: float = leases.DEFAULT_SEGMENT_TTL_SECONDS, prefix: str = "worker"
 ) -> list[subprocess.Popen[bytes]]:
     """Start ``workers`` OS processes of ``copy_claimed_segments`` over this migration's saved plan."""
-    spec_json = migration.spec.model_dump_json(by_alias=True)
-    url = migration.store.engine.url.render_as_string(hide_password=False)
-    return [
-        subprocess.Popen(
-            worker_command(spec_json, url, f"{prefix}-{i}-{os.getpid()}", ttl),
+    job = json.dumps(
+        {
+            "spec": json.loads(migration.spec.model_dump_json(by_alias=True)),
+            "control_url": migration.store.engine.url.render_as_string(hide_password=False),
+        }
+    ).encode()
+    procs = []
+    for i in range(workers):
+        proc = subprocess.Popen(
+            worker_command(f"{prefix}-{i}-{os.getpid()}", ttl),
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
-        for i in range(workers)
-    ]
+        assert proc.stdin is not None
+        proc.stdin.write(job + b"\n")
+        proc.stdin.close()
+        proc.stdin = None  # given: communicate() must not flush it again
+        procs.append(proc)
+    return procs
 
 
 def run_worker_processes(
@@ -189,14 +201,16 @@ def run_worker_processes(
 
 
 def main(argv: list[str]) -> int:
-    """``python -m shiftover.backfill.workers SPEC_JSON CONTROL_URL WORKER_ID [TTL]``: one worker;
-    prints its report as one JSON line."""
+    """``python -m shiftover.backfill.workers WORKER_ID [TTL]`` with ``{"spec": ..., "control_url": ...}``
+    as one JSON line on stdin: one worker; prints its report as one JSON line."""
     from shiftover.migration import open_migration
     from shiftover.spec import parse_spec
 
-    spec = parse_spec(json.loads(argv[0]))
-    ttl = float(argv[3]) if len(argv) > 3 else leases.DEFAULT_SEGMENT_TTL_SECONDS
-    report = copy_claimed_segments(open_migration(spec, argv[1]), argv[2], ttl=ttl, poll_seconds=min(1.0, ttl / 4))
+    job = json.loads(sys.stdin.readline())
+    spec = parse_spec(job["spec"])
+    ttl = float(argv[1]) if len(argv) > 1 else leases.DEFAULT_SEGMENT_TTL_SECONDS
+    migration = open_migration(spec, job["control_url"])
+    report = copy_claimed_segments(migration, argv[0], ttl=ttl, poll_seconds=min(1.0, ttl / 4))
     print(json.dumps(report.as_dict()), flush=True)
     return 0
 

@@ -124,3 +124,41 @@ def test_sqlite_control_store_refuses_distributed_mode(
     with pytest.raises(ControlStoreError, match="PostgreSQL or MariaDB"):
         plan_distributed(migration, 2)
     assert open_store(control_url(control_store)).has_migration("m1")
+
+
+def test_no_worker_command_line_holds_the_control_store_password(pg_database: Callable[[], str]) -> None:
+    """Any local user reads a process's argv (``ps``): the spec and the control store's URL reach a
+    worker on stdin. (The local PostgreSQL trusts 127.0.0.1, so a made-up password still connects.)"""
+    source, target, store_db = pg_database(), pg_database(), pg_database()
+    fill_items(source, 2_000)
+    run_sql(target, ITEMS_DDL)
+    store_url = store_db.replace("postgres@", "postgres:planted-Secret-42@", 1)
+    assert "planted-Secret-42" in store_url
+    migration = _migration(source, target, store_url, chunk_rows=500)
+    plan_distributed(migration, 2)
+    procs = start_worker_processes(migration, 2, ttl=TTL, prefix="p")
+    try:
+        for proc in procs:
+            argv = _cmdline(proc.pid)
+            assert "planted-Secret-42" not in argv and "p-" in argv, argv
+        for proc in procs:
+            out, err = proc.communicate(timeout=120)
+            assert proc.returncode == 0, err.decode()[-2000:]
+            assert "planted-Secret-42" not in out.decode() + err.decode()
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert distributed_progress("m1", migration.store.engine).rows_copied == 2_000
+
+
+def _cmdline(pid: int) -> str:
+    """The process's argv as ``ps`` shows it (read again while the kernel is still filling it in)."""
+    deadline = time.monotonic() + 5
+    while True:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            text = f.read().replace(b"\0", b" ").decode()
+        if text or time.monotonic() > deadline:
+            return text
+        time.sleep(0.01)
