@@ -21,7 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from shiftover.backfill.checkpoints import load_plan, record_chunk, save_plan
+from shiftover.backfill.checkpoints import record_chunk, save_plan
 from shiftover.backfill.keyset import Key, KeyRange, Segment, range_clause
 from shiftover.backfill.throttle import Throttle
 from shiftover.engines import dialect_for
@@ -91,9 +91,7 @@ def backfill_columns(
 def update_batch(target: Target, spec: ExpandContractSpec, table: sa.Table, lo: Key | None, hi: Key | None) -> int:
     """One batch, committed: out-of-step rows in ``(lo, hi]`` get ``new = up(old)``."""
     dialect = schema_dialect(target.engine)
-    out_of_step = sa.or_(
-        *(sa.text(dialect.distinct(target.quote(c.to), f"({c.up})")) for c in spec.changes)
-    )
+    out_of_step = sa.or_(*(sa.text(dialect.distinct(target.quote(c.to), f"({c.up})")) for c in spec.changes))
     stmt = (
         sa.update(table)
         .where(range_clause(table, target.key, lo, hi, dialect_for(target.engine)))

@@ -81,7 +81,9 @@ def _run_group(
                 raise
             report.lock_timeouts += 1
             if attempt == lock.attempts:
-                raise LockTimeoutError(group[0].splitlines()[0][:120], attempt, _holders(engine, table, schema)) from None
+                raise LockTimeoutError(
+                    group[0].splitlines()[0][:120], attempt, _holders(engine, table, schema)
+                ) from None
             pause = backoff_seconds(lock, attempt)
             report.backoff_seconds += pause
             sleep(pause)

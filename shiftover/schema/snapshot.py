@@ -27,7 +27,10 @@ def snapshot_table(engine: Engine, table: str, key: tuple[str, ...], schema: str
     )
     pk = tuple(insp.get_pk_constraint(table, schema=schema)["constrained_columns"])
     indexes = tuple(
-        sorted((str(i["name"]), tuple(str(c) for c in i["column_names"]), bool(i["unique"])) for i in insp.get_indexes(table, schema=schema))
+        sorted(
+            (str(i["name"]), tuple(str(c) for c in i["column_names"]), bool(i["unique"]))
+            for i in insp.get_indexes(table, schema=schema)
+        )
     )
     t = sa.Table(table, sa.MetaData(), schema=schema, autoload_with=engine)
     with engine.connect() as conn:

@@ -67,7 +67,12 @@ class RenameColumn(_Model):
 
     def as_change(self) -> ChangeColumn:
         return ChangeColumn(
-            op="change_column", column=self.column, to=self.to, type=self.type, up=self.column, down=self.to,
+            op="change_column",
+            column=self.column,
+            to=self.to,
+            type=self.type,
+            up=self.column,
+            down=self.to,
             reversible=True,
         )
 

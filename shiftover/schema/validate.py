@@ -48,7 +48,9 @@ class ValidationReport:
 def validate_columns(target: Target, spec: ExpandContractSpec, *, sample: int = 10) -> ValidationReport:
     report = ValidationReport()
     for change in spec.changes:
-        report.checks.append(_check(target, f"{change.to} = up({change.column})", change.to, _equal_up(target, change), sample))
+        report.checks.append(
+            _check(target, f"{change.to} = up({change.column})", change.to, _equal_up(target, change), sample)
+        )
         if change.reversible:
             what = f"down(up({change.column})) = {change.column}"
             report.checks.append(_check(target, what, change.column, _round_trip(target, change), sample))

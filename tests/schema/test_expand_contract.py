@@ -13,11 +13,12 @@ import pytest
 import sqlalchemy as sa
 
 from shiftover.schema.backfill import backfill_columns
-from shiftover.schema.columns import Target, expand, install_sync, remove_sync, drop_old_columns, rollback_expansion
+from shiftover.schema.columns import Target, drop_old_columns, expand, install_sync, remove_sync, rollback_expansion
 from shiftover.schema.errors import ColumnMismatchError
 from shiftover.schema.snapshot import snapshot_table
 from shiftover.schema.spec import ExpandContractSpec
 from shiftover.schema.validate import validate_columns
+
 ROWS = 3_000  # the rows conftest.create_orders writes
 
 
@@ -60,10 +61,18 @@ class Writers:
             try:
                 with self.engine.begin() as conn:
                     if side == "old":
-                        conn.execute(sa.text("UPDATE orders SET amount = :a WHERE id = :i"), {"a": f"{rnd.randint(0, 99_999) / 100:.2f}", "i": i})
-                        conn.execute(sa.text("INSERT INTO orders (id, amount) VALUES (:i, :a)"), {"i": next_id, "a": "12.34"})
+                        conn.execute(
+                            sa.text("UPDATE orders SET amount = :a WHERE id = :i"),
+                            {"a": f"{rnd.randint(0, 99_999) / 100:.2f}", "i": i},
+                        )
+                        conn.execute(
+                            sa.text("INSERT INTO orders (id, amount) VALUES (:i, :a)"), {"i": next_id, "a": "12.34"}
+                        )
                     else:
-                        conn.execute(sa.text("UPDATE orders SET amount_cents = :c WHERE id = :i"), {"c": rnd.randint(0, 99_999), "i": i})
+                        conn.execute(
+                            sa.text("UPDATE orders SET amount_cents = :c WHERE id = :i"),
+                            {"c": rnd.randint(0, 99_999), "i": i},
+                        )
                         conn.execute(sa.text("INSERT INTO orders (id, amount_cents) VALUES (:i, 4321)"), {"i": next_id})
                 next_id += 1
                 self.count[side] += 1
@@ -71,7 +80,9 @@ class Writers:
                 self.errors.append(str(error.orig)[:100])
 
 
-def test_writes_through_old_and_new_stay_in_step_while_backfilling(orders: tuple[Target, ExpandContractSpec], control_store) -> None:  # type: ignore[no-untyped-def]
+def test_writes_through_old_and_new_stay_in_step_while_backfilling(
+    orders: tuple[Target, ExpandContractSpec], control_store
+) -> None:  # type: ignore[no-untyped-def]
     target, spec = orders
     expand(target, spec)
     install_sync(target, spec)
@@ -93,7 +104,10 @@ def test_writes_through_old_and_new_stay_in_step_while_backfilling(orders: tuple
         inserted_new = conn.execute(sa.text("SELECT amount, amount_cents FROM orders WHERE id = 200000")).one()
         assert (Decimal(str(inserted_new.amount)), inserted_new.amount_cents) == (Decimal("43.21"), 4321)
         assert conn.execute(sa.text("SELECT amount_cents FROM orders WHERE id = 100000")).scalar() == 1234
-        assert conn.execute(sa.text("SELECT count(*) FROM orders WHERE channel = 'web'")).scalar() == conn.execute(sa.text("SELECT count(*) FROM orders")).scalar()
+        assert (
+            conn.execute(sa.text("SELECT count(*) FROM orders WHERE channel = 'web'")).scalar()
+            == conn.execute(sa.text("SELECT count(*) FROM orders")).scalar()
+        )
 
     remove_sync(target, spec)
     drop_old_columns(target, spec)
@@ -101,7 +115,9 @@ def test_writes_through_old_and_new_stay_in_step_while_backfilling(orders: tuple
     assert snapshot_table(target.engine, "orders", ("id",)).triggers == ()
 
 
-def test_a_resumed_backfill_starts_after_the_last_saved_batch(orders: tuple[Target, ExpandContractSpec], control_store) -> None:  # type: ignore[no-untyped-def]
+def test_a_resumed_backfill_starts_after_the_last_saved_batch(
+    orders: tuple[Target, ExpandContractSpec], control_store
+) -> None:  # type: ignore[no-untyped-def]
     target, spec = orders
     expand(target, spec)
     install_sync(target, spec)
@@ -134,7 +150,9 @@ def test_validation_finds_a_planted_wrong_value(orders: tuple[Target, ExpandCont
 
 def test_a_claim_of_reversibility_is_checked(orders: tuple[Target, ExpandContractSpec], control_store) -> None:  # type: ignore[no-untyped-def]
     target, spec = orders
-    lossy = spec.model_copy(update={"operations": (spec.operations[0].model_copy(update={"down": "amount_cents / 100.0 + 0.01"}),)})
+    lossy = spec.model_copy(
+        update={"operations": (spec.operations[0].model_copy(update={"down": "amount_cents / 100.0 + 0.01"}),)}
+    )
     expand(target, lossy)
     install_sync(target, lossy)
     backfill_columns(target, lossy, control_store.engine)
@@ -142,7 +160,9 @@ def test_a_claim_of_reversibility_is_checked(orders: tuple[Target, ExpandContrac
     assert [c.mismatches for c in report.checks] == [0, ROWS - 1]
 
 
-def test_rollback_before_contract_restores_the_table_exactly(orders: tuple[Target, ExpandContractSpec], control_store) -> None:  # type: ignore[no-untyped-def]
+def test_rollback_before_contract_restores_the_table_exactly(
+    orders: tuple[Target, ExpandContractSpec], control_store
+) -> None:  # type: ignore[no-untyped-def]
     target, spec = orders
     before = snapshot_table(target.engine, "orders", ("id",))
     expand(target, spec)
@@ -153,7 +173,9 @@ def test_rollback_before_contract_restores_the_table_exactly(orders: tuple[Targe
     assert snapshot_table(target.engine, "orders", ("id",)) == before
 
 
-def test_rollback_keeps_writes_made_through_the_new_column(orders: tuple[Target, ExpandContractSpec], control_store) -> None:  # type: ignore[no-untyped-def]
+def test_rollback_keeps_writes_made_through_the_new_column(
+    orders: tuple[Target, ExpandContractSpec], control_store
+) -> None:  # type: ignore[no-untyped-def]
     target, spec = orders
     expand(target, spec)
     install_sync(target, spec)

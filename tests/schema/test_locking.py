@@ -48,7 +48,9 @@ def test_ddl_retries_while_a_lock_is_held_and_reads_do_not_queue(kind: str, data
     report, failure = DdlReport(), []
     latencies: list[float] = []
     stop = threading.Event()
-    reader = threading.Thread(target=app_reads, args=(sa.create_engine(url, poolclass=sa.pool.NullPool), stop, latencies))
+    reader = threading.Thread(
+        target=app_reads, args=(sa.create_engine(url, poolclass=sa.pool.NullPool), stop, latencies)
+    )
     ddl = threading.Thread(target=lambda: _capture(failure, lambda: expand(target, spec, report)))
     reader.start()
     ddl.start()
@@ -64,7 +66,9 @@ def test_ddl_retries_while_a_lock_is_held_and_reads_do_not_queue(kind: str, data
     assert {"amount_cents", "channel"} <= set(target.column_names())
     assert report.lock_timeouts >= 3, report
     worst = max(latencies)
-    print(f"{kind}: {report.lock_timeouts} lock timeouts while held {HOLD_SECONDS}s; {len(latencies)} reads, worst {worst * 1000:.0f} ms")
+    print(
+        f"{kind}: {report.lock_timeouts} lock timeouts while held {HOLD_SECONDS}s; {len(latencies)} reads, worst {worst * 1000:.0f} ms"
+    )
     # Without the timeout a read would wait the whole HOLD_SECONDS behind the queued ALTER.
     assert len(latencies) > 20 and worst < spec.lock.timeout_ms / 1000 + 0.5
 

@@ -49,7 +49,6 @@ END""",
     def trigger_names(self, pair_trigger: str) -> list[str]:
         return [f"{pair_trigger}_ins", f"{pair_trigger}_upd"]
 
-
     def begin_ddl(self, conn: sa.Connection, timeout_ms: int) -> None:
         conn.exec_driver_sql(f"PRAGMA busy_timeout = {int(timeout_ms)}")
 
