@@ -16,6 +16,7 @@ from typing import Any, cast
 
 from prefect import flow
 
+from shiftover.backfill.checkpoints import clear_plan
 from shiftover.control.lease import Lease, acquire_lease
 from shiftover.control.store import DEFAULT_URL, ControlStore, open_store
 from shiftover.flags.store import set_flag
@@ -26,7 +27,6 @@ from shiftover.flows.evaluate import Outcome, StageRunner, evaluate
 from shiftover.flows.runtime import actor
 from shiftover.phases import Phase
 from shiftover.plan import MigrationState, Plan, Stage, read_state
-from shiftover.backfill.checkpoints import clear_plan
 from shiftover.schema.backfill import backfill_columns, checkpoint_name
 from shiftover.schema.change import SchemaChange, open_schema_change, stored_schema_spec
 from shiftover.schema.columns import drop_old_columns, expand, install_sync, remove_sync, rollback_expansion

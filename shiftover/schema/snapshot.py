@@ -46,5 +46,8 @@ def _trigger_names(conn: sa.Connection, table: str) -> list[str]:
     elif name == "sqlite":
         q = "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = :t ORDER BY 1"
     else:
-        q = "SELECT trigger_name FROM information_schema.triggers WHERE event_object_schema = database() AND event_object_table = :t ORDER BY 1"
+        q = (
+            "SELECT trigger_name FROM information_schema.triggers "
+            "WHERE event_object_schema = database() AND event_object_table = :t ORDER BY 1"
+        )
     return [str(r[0]) for r in conn.execute(sa.text(q), {"t": table})]

@@ -67,7 +67,8 @@ def test_ddl_retries_while_a_lock_is_held_and_reads_do_not_queue(kind: str, data
     assert report.lock_timeouts >= 3, report
     worst = max(latencies)
     print(
-        f"{kind}: {report.lock_timeouts} lock timeouts while held {HOLD_SECONDS}s; {len(latencies)} reads, worst {worst * 1000:.0f} ms"
+        f"{kind}: {report.lock_timeouts} lock timeouts while held {HOLD_SECONDS}s; "
+        f"{len(latencies)} reads, worst {worst * 1000:.0f} ms"
     )
     # Without the timeout a read would wait the whole HOLD_SECONDS behind the queued ALTER.
     assert len(latencies) > 20 and worst < spec.lock.timeout_ms / 1000 + 0.5

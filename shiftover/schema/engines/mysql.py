@@ -35,7 +35,8 @@ class MySQLSchema(SchemaDialect):
         )
 
     def drop_column(self, table: str, column: str, timeout_ms: int) -> str:
-        return f"ALTER TABLE {table} WAIT {timeout_ms / 1000:g} DROP COLUMN IF EXISTS {column}, ALGORITHM=INSTANT, LOCK=NONE"
+        wait = f"WAIT {timeout_ms / 1000:g}"
+        return f"ALTER TABLE {table} {wait} DROP COLUMN IF EXISTS {column}, ALGORITHM=INSTANT, LOCK=NONE"
 
     def sync_install(self, pair: SyncPair) -> list[str]:
         new, old, up, down = f"NEW.{pair.new}", f"NEW.{pair.old}", pair.up_row, pair.down_row
@@ -80,8 +81,8 @@ END"""
         conn.exec_driver_sql("SET SESSION lock_wait_timeout = DEFAULT")
 
     def is_lock_timeout(self, error: sa.exc.DBAPIError) -> bool:
-        args = getattr(error.orig, "args", ())
-        return bool(args) and args[0] == LOCK_WAIT_TIMEOUT
+        args: tuple[object, ...] = tuple(getattr(error.orig, "args", ()))
+        return len(args) > 0 and args[0] == LOCK_WAIT_TIMEOUT
 
     def lock_holders(self, conn: sa.Connection, table: str, schema: str | None) -> list[str]:
         rows = conn.execute(
