@@ -187,6 +187,14 @@ def rollback_schema_change(spec: ExpandContractSpec, store: ControlStore, who: s
     return {"phase": Phase.ROLLED_BACK, "from": state.phase, "statements": report.statements}
 
 
+@flow(name="expand-contract-rollback", log_prints=True)
+def expand_contract_rollback(spec_path: str, control_url: str = DEFAULT_URL, reason: str = "") -> dict[str, Any]:
+    """Undo a schema change before contract: the table as it was, every write kept."""
+    admit_control_url(control_url)
+    result = rollback_schema_change(load_expand_contract(spec_path), open_store(control_url), actor())
+    return {**result, "reason": reason}
+
+
 @flow(name="expand-contract", log_prints=True)
 def expand_contract(
     spec_path: str,

@@ -182,8 +182,11 @@ def plan(
 ) -> None:
     """Print the stages, gates and approvals of a migration without touching any data."""
     from shiftover.plan import explain, explain_ddl, plan_data
+    from shiftover.schema.spec import is_expand_contract_file
     from shiftover.spec import load_spec
 
+    if is_expand_contract_file(spec):
+        return _plan_schema_change(spec, as_json)
     try:
         loaded = load_spec(spec)
         if as_json:
@@ -194,6 +197,21 @@ def plan(
             typer.echo(explain_ddl(loaded))
     except ShiftoverError as exc:
         _fail(exc)
+
+
+def _plan_schema_change(spec: Path, as_json: bool) -> None:
+    """``plan`` for a ``kind: expand_contract`` spec: its stages (no --ddl yet)."""
+    from shiftover.schema.plan import explain_schema_change, schema_plan_data
+    from shiftover.schema.spec import load_expand_contract
+
+    try:
+        loaded = load_expand_contract(spec)
+    except ShiftoverError as exc:
+        _fail(exc)
+    if as_json:
+        _echo_json(schema_plan_data(loaded))
+        return
+    typer.echo(explain_schema_change(loaded))
 
 
 @app.command()
@@ -246,8 +264,11 @@ def run(
     (approvals wait in the Prefect UI unless --auto-approve)."""
     from shiftover.control.store import open_store
     from shiftover.plan import build_plan, nothing_left
+    from shiftover.schema.spec import is_expand_contract_file
     from shiftover.spec import load_spec
 
+    if is_expand_contract_file(spec):
+        return _run_schema_change(spec, control_url, auto_approve, stop_after, restart)
     try:
         loaded = load_spec(spec)
         build_plan(loaded).check_stop_after(stop_after)  # refuse bad input before a flow run starts
@@ -271,6 +292,29 @@ def run(
             stop_after=stop_after,
             restart=restart,
             lease_wait_seconds=wait,
+        )
+    except (ShiftoverError, ValueError) as exc:
+        _fail(exc)
+    typer.echo(json.dumps(result, indent=2, default=str))
+
+
+def _run_schema_change(spec: Path, control_url: str, auto_approve: bool, stop_after: str | None, restart: bool) -> None:
+    """``run`` for a ``kind: expand_contract`` spec: the expand-contract flow."""
+    from shiftover.schema.plan import build_schema_plan
+    from shiftover.schema.spec import load_expand_contract
+
+    try:
+        build_schema_plan(load_expand_contract(spec)).check_stop_after(stop_after)
+        flow_control_url = _flow_control_url(control_url)
+    except (ShiftoverError, ValueError) as exc:
+        _fail(exc)
+    _choose_prefect_server()
+    from shiftover.flows.expand import expand_contract
+
+    _quiet_tracebacks()
+    try:
+        result = expand_contract(
+            str(spec), flow_control_url, auto_approve=auto_approve, stop_after=stop_after, restart=restart
         )
     except (ShiftoverError, ValueError) as exc:
         _fail(exc)
@@ -472,8 +516,21 @@ def rollback(
     reason: Annotated[str, typer.Option(help="Why (goes to the audit log).")] = "manual rollback from the CLI",
     control_url: ControlUrl = DEFAULT_URL,
 ) -> None:
-    """Return reads and writes to the old store now (any phase before the old store stops being written)."""
+    """Return reads and writes to the old store now (any phase before the old store stops being written).
+    For an expand/contract spec: drop the sync triggers and new columns (any phase before stop_sync)."""
+    from shiftover.schema.spec import is_expand_contract_file
+
     _choose_prefect_server()
+    if is_expand_contract_file(spec):
+        from shiftover.flows.expand import expand_contract_rollback
+
+        _quiet_tracebacks()
+        try:
+            result = expand_contract_rollback(str(spec), _flow_control_url(control_url), reason=reason)
+        except ShiftoverError as exc:
+            _fail(exc)
+        typer.echo(json.dumps(result, default=str))
+        return
     from shiftover.flows.rollback import rollback as rollback_flow
 
     _quiet_tracebacks()

@@ -147,7 +147,7 @@ def build_schema_plan(spec: ExpandContractSpec) -> Plan:
         StopSyncStage(
             "stop_sync",
             Phase.OLD_WRITES_STOPPED,
-            f"sync triggers dropped: {olds} stop receiving writes",
+            f"sync triggers dropped: from here on, writes no longer reach {olds}",
             None,
             approval=ApprovalPolicy("after this the old columns fall behind: no rollback"),
         ),
@@ -160,6 +160,23 @@ def build_schema_plan(spec: ExpandContractSpec) -> Plan:
         ),
     ]
     return Plan(spec.name, tuple(stages))
+
+
+def schema_plan_data(spec: ExpandContractSpec) -> dict[str, object]:
+    """``shiftover plan --json`` for a schema change: the fields ``explain_schema_change`` prints."""
+    stages = [
+        {
+            "name": s.name,
+            "kind": s.kind,
+            "reaches": str(s.reaches),
+            "does": s.does,
+            "approval": s.approval.why if s.approval is not None else None,
+            "reversible": s.reversible,
+            "undo": s.inverse.describe() if s.inverse else None,
+        }
+        for s in build_schema_plan(spec)
+    ]
+    return {"name": spec.name, "kind": "expand_contract", "table": spec.database.table, "stages": stages}
 
 
 def explain_schema_change(spec: ExpandContractSpec, plan: Plan | None = None) -> str:

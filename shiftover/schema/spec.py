@@ -181,6 +181,14 @@ def parse_expand_contract(data: dict[str, Any]) -> ExpandContractSpec:
         raise SpecError(".".join(loc) or "(spec)", message) from None
 
 
+def is_expand_contract_file(path: str | Path) -> bool:
+    """True when the YAML file at ``path`` declares ``kind: expand_contract`` (the CLI's dispatch)."""
+    try:
+        return is_expand_contract(yaml.safe_load(Path(path).read_text()))
+    except (OSError, yaml.YAMLError):
+        return False  # the table move's loader reports it
+
+
 def load_expand_contract(path: str | Path) -> ExpandContractSpec:
     path = Path(path)
     try:
