@@ -187,3 +187,34 @@ def test_rollback_keeps_writes_made_through_the_new_column(
         rows = conn.execute(sa.text("SELECT id, amount FROM orders WHERE id IN (3, 9001) ORDER BY id")).all()
     assert [(r.id, Decimal(str(r.amount))) for r in rows] == [(3, Decimal("5.55")), (9001, Decimal("10.01"))]
     assert target.column_names() == ["id", "amount", "note"]
+
+
+@pytest.mark.parametrize("kind", ["postgres", "mariadb"])
+def test_new_code_inserting_only_the_new_column_fills_a_not_null_old_one(
+    kind: str, database_url, control_store
+) -> None:  # type: ignore[no-untyped-def]
+    """BEFORE triggers run before the NOT NULL check on PostgreSQL and MariaDB (not on SQLite, whose
+    AFTER triggers fill the old column too late: README lists it)."""
+    from conftest import make_spec
+
+    url = database_url(kind)
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text("CREATE TABLE orders (id int PRIMARY KEY, amount numeric(12,2) NOT NULL, note varchar(40))")
+        )
+        conn.execute(sa.text("INSERT INTO orders VALUES (1, 1.25, 'a')"))
+    spec = make_spec(url)
+    target = Target.of(engine, spec)
+    expand(target, spec)
+    install_sync(target, spec)
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO orders (id, amount_cents) VALUES (2, 250)"))
+    backfill_columns(target, spec, control_store.engine)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT id, amount, amount_cents FROM orders ORDER BY id")).all()
+    assert [(r.id, Decimal(str(r.amount)), r.amount_cents) for r in rows] == [
+        (1, Decimal("1.25"), 125),
+        (2, Decimal("2.50"), 250),
+    ]
+    engine.dispose()

@@ -42,7 +42,7 @@ def write_spec(tmp_path: Path, spec: ExpandContractSpec) -> str:
     return str(path)
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+@pytest.mark.parametrize("kind", ["sqlite", "postgres", "mariadb"])
 def test_run_rollback_restart_and_contract(
     kind: str, database_url: Callable[[str], str], control_store: ControlStore, tmp_path: Path
 ) -> None:
