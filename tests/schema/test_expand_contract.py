@@ -76,7 +76,7 @@ class Writers:
                         conn.execute(sa.text("INSERT INTO orders (id, amount_cents) VALUES (:i, 4321)"), {"i": next_id})
                 next_id += 1
                 self.count[side] += 1
-            except sa.exc.DBAPIError as error:  # a deadlock with the backfill's batch: the app retries
+            except sa.exc.DBAPIError as error:  # none expected: the test asserts there are none
                 self.errors.append(str(error.orig)[:100])
 
 
@@ -96,7 +96,8 @@ def test_writes_through_old_and_new_stay_in_step_while_backfilling(
         during = {k: writers.count[k] - before[k] for k in before}
     assert report.complete and report.batches >= ROWS // spec.backfill.chunk_rows
     assert min(during.values()) > 0, f"no concurrent writes during the backfill: {during}"
-    assert len(writers.errors) <= sum(writers.count.values()) // 10, writers.errors[:3]
+    print(f"writes {writers.count}, during the backfill {during}, failed {len(writers.errors)}")
+    assert writers.errors == []  # no application write failed
     assert rows_out_of_step(target) == []
     validation = validate_columns(target, spec).require()
     assert [c.mismatches for c in validation.checks] == [0, 0]
