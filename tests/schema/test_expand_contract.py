@@ -36,12 +36,13 @@ def rows_out_of_step(target: Target) -> list[tuple[object, ...]]:
 class Writers:
     """Application writes through the old column and through the new one, on two threads."""
 
-    def __init__(self, target: Target) -> None:
+    def __init__(self, target: Target, sides: tuple[str, ...] = ("old", "new"), first_id: int = 100_000) -> None:
         self.engine = target.engine
         self.stop = threading.Event()
-        self.count = {"old": 0, "new": 0}
+        self.count = dict.fromkeys(sides, 0)
         self.errors: list[str] = []
-        self.threads = [threading.Thread(target=self._run, args=(side,)) for side in ("old", "new")]
+        self.first_id = first_id
+        self.threads = [threading.Thread(target=self._run, args=(side,)) for side in sides]
 
     def __enter__(self) -> Writers:
         for t in self.threads:
@@ -55,7 +56,7 @@ class Writers:
 
     def _run(self, side: str) -> None:
         rnd = random.Random(side)
-        next_id = 100_000 if side == "old" else 200_000
+        next_id = self.first_id + (0 if side == "old" else 100_000)
         while not self.stop.is_set():
             i = rnd.randint(1, ROWS)
             try:
@@ -84,8 +85,29 @@ def test_writes_through_old_and_new_stay_in_step_while_backfilling(
     orders: tuple[Target, ExpandContractSpec], control_store
 ) -> None:  # type: ignore[no-untyped-def]
     target, spec = orders
-    expand(target, spec)
-    install_sync(target, spec)
+    with Writers(target, sides=("old",), first_id=500_000) as early:  # live through the DDL too
+        wait_for_writes(early)
+        expand(target, spec)
+        install_sync(target, spec)
+        backfill_and_check(target, spec, control_store)
+        wait_for_writes(early)
+    assert early.errors == [], early.errors[:3]  # no write failed while columns and triggers were added
+    assert rows_out_of_step(target) == [] and validate_columns(target, spec).passed
+
+    remove_sync(target, spec)
+    drop_old_columns(target, spec)
+    assert "amount" not in target.column_names() and "amount_cents" in target.column_names()
+    assert snapshot_table(target.engine, "orders", ("id",)).triggers == ()
+
+
+def wait_for_writes(writers: Writers, count: int = 5) -> None:
+    deadline, start = time.monotonic() + 30, dict(writers.count)
+    while min(writers.count[k] - start[k] for k in start) < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert min(writers.count[k] - start[k] for k in start) >= count, f"writers failing: {writers.errors[:3]}"
+
+
+def backfill_and_check(target: Target, spec: ExpandContractSpec, control_store) -> None:  # type: ignore[no-untyped-def]
     with Writers(target) as writers:
         deadline = time.monotonic() + 30
         while min(writers.count.values()) < 5 and time.monotonic() < deadline:
@@ -109,11 +131,6 @@ def test_writes_through_old_and_new_stay_in_step_while_backfilling(
             conn.execute(sa.text("SELECT count(*) FROM orders WHERE channel = 'web'")).scalar()
             == conn.execute(sa.text("SELECT count(*) FROM orders")).scalar()
         )
-
-    remove_sync(target, spec)
-    drop_old_columns(target, spec)
-    assert "amount" not in target.column_names() and "amount_cents" in target.column_names()
-    assert snapshot_table(target.engine, "orders", ("id",)).triggers == ()
 
 
 def test_a_resumed_backfill_starts_after_the_last_saved_batch(
