@@ -186,7 +186,7 @@ def plan(
     from shiftover.spec import load_spec
 
     if is_expand_contract_file(spec):
-        return _plan_schema_change(spec, as_json)
+        return _plan_schema_change(spec, as_json, ddl)
     try:
         loaded = load_spec(spec)
         if as_json:
@@ -199,19 +199,26 @@ def plan(
         _fail(exc)
 
 
-def _plan_schema_change(spec: Path, as_json: bool) -> None:
-    """``plan`` for a ``kind: expand_contract`` spec: its stages (no --ddl yet)."""
+def _plan_schema_change(spec: Path, as_json: bool, ddl: bool) -> None:
+    """``plan`` for a ``kind: expand_contract`` spec: its stages, and with ``--ddl`` every statement
+    each stage would run (read from the live table, which is not changed)."""
+    from shiftover.connect import get_engine
+    from shiftover.schema.columns import Target, planned_ddl
     from shiftover.schema.plan import explain_schema_change, schema_plan_data
     from shiftover.schema.spec import load_expand_contract
 
     try:
         loaded = load_expand_contract(spec)
+        statements = planned_ddl(Target.of(get_engine(loaded.database.url), loaded), loaded) if ddl else None
     except ShiftoverError as exc:
         _fail(exc)
     if as_json:
-        _echo_json(schema_plan_data(loaded))
+        _echo_json({**schema_plan_data(loaded), **({"ddl": statements} if statements is not None else {})})
         return
     typer.echo(explain_schema_change(loaded))
+    for stage, sqls in (statements or {}).items():
+        typer.echo(f"\n-- {stage}")
+        typer.echo("\n".join(f"{s};" for s in sqls) or "-- (nothing)")
 
 
 @app.command()

@@ -112,3 +112,26 @@ def _drop_columns(target: Target, spec: ExpandContractSpec, names: list[str], re
         dialect.drop_column(target.qualified, target.quote(n), spec.lock.timeout_ms) for n in names if n in present
     ]
     return run_ddl(target.engine, statements, spec.lock, table=target.table, schema=target.schema, report=report)
+
+
+def planned_ddl(target: Target, spec: ExpandContractSpec) -> dict[str, list[str]]:
+    """Every statement the change would run, by stage, read from the live table without changing it
+    (``shiftover plan --ddl``): what the operator reviews before the triggers go live."""
+    dialect = schema_dialect(target.engine)
+    present = target.column_names()
+    wanted = [(c.to, c.type, None) for c in spec.changes] + [(a.column, a.type, a.default) for a in spec.additions]
+    columns = present + [name for name, _, _ in wanted if name not in present]
+    pairs = [sync_pair(target, c, columns) for c in spec.changes]
+
+    def drops(names: list[str]) -> list[str]:
+        return [dialect.drop_column(target.qualified, target.quote(n), spec.lock.timeout_ms) for n in names]
+
+    return {
+        "expand": [
+            dialect.add_column(target.qualified, target.quote(n), t, d, spec.lock.timeout_ms) for n, t, d in wanted
+        ],
+        "sync": [s for p in pairs for s in dialect.sync_install(p)],
+        "stop_sync": [s for p in pairs for s in dialect.sync_remove(p)],
+        "drop_old_columns": drops([c.column for c in spec.changes]),
+        "rollback": [s for p in pairs for s in dialect.sync_remove(p)] + drops([n for n, _, _ in wanted]),
+    }

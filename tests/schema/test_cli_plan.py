@@ -34,3 +34,20 @@ def test_an_unsupported_operation_is_refused_by_its_field(tmp_path: Path) -> Non
     result = runner.invoke(app, ["plan", str(spec)])
     assert result.exit_code != 0
     assert "spec field 'operations.1.op': operation 'set_not_null' is not supported yet" in result.output
+
+
+def test_plan_ddl_prints_each_stage_statements_and_changes_nothing(monkeypatch, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from conftest import create_orders
+
+    from shiftover.schema.snapshot import snapshot_table
+
+    url = f"sqlite:///{tmp_path}/orders.db"
+    engine = create_orders(url, rows=5)
+    before = snapshot_table(engine, "orders", ("id",))
+    monkeypatch.setenv("SHIFTOVER_DATABASE_URL", url)
+    result = runner.invoke(app, ["plan", EXAMPLE, "--ddl"])
+    assert result.exit_code == 0, result.output
+    assert "ALTER TABLE orders ADD COLUMN amount_cents bigint NULL;" in result.output
+    assert "CREATE TRIGGER IF NOT EXISTS so_sync_orders_amount_cents_upd AFTER UPDATE ON orders" in result.output
+    assert "-- rollback" in result.output and "ALTER TABLE orders DROP COLUMN channel;" in result.output
+    assert snapshot_table(engine, "orders", ("id",)) == before
