@@ -12,6 +12,7 @@ from shiftover.flows.cutover import check_switchable, run_canary_step, run_shado
 from shiftover.flows.decommission import drop_due, run_archive, run_drop, run_stop_old_writes
 from shiftover.flows.dual_write import rehearse_first, run_dual_write
 from shiftover.flows.evaluate import StageRunner
+from shiftover.flows.expand import SCHEMA_RUNNERS
 from shiftover.flows.validate import run_validate
 from shiftover.plan import (
     ArchiveStage,
@@ -36,4 +37,5 @@ RUNNERS: Mapping[type[Stage], StageRunner] = {
     StopOldWritesStage: StageRunner(run_stop_old_writes),
     ArchiveStage: StageRunner(run_archive),
     DropStage: StageRunner(run_drop, wait=drop_due),
+    **SCHEMA_RUNNERS,  # expand/contract (shiftover.schema.plan)
 }

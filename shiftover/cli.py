@@ -194,8 +194,11 @@ def plan(
 ) -> None:
     """Print the stages, gates and approvals of a migration without touching any data."""
     from shiftover.plan import explain, explain_ddl, plan_data
+    from shiftover.schema.spec import is_expand_contract_file
     from shiftover.spec import load_spec
 
+    if is_expand_contract_file(spec):
+        return _plan_schema_change(spec, as_json, ddl)
     try:
         if _is_route_spec(spec):  # kind: route: the route move's stages
             from shiftover.routes.plan import build_route_plan
@@ -231,6 +234,28 @@ def _is_route_spec(path: str | Path) -> bool:
     except (OSError, yaml.YAMLError):
         return False  # load_spec reports it
     return isinstance(data, dict) and data.get("kind") == "route"
+
+
+def _plan_schema_change(spec: Path, as_json: bool, ddl: bool) -> None:
+    """``plan`` for a ``kind: expand_contract`` spec: its stages, and with ``--ddl`` every statement
+    each stage would run (read from the live table, which is not changed)."""
+    from shiftover.connect import get_engine
+    from shiftover.schema.columns import Target, planned_ddl
+    from shiftover.schema.plan import explain_schema_change, schema_plan_data
+    from shiftover.schema.spec import load_expand_contract
+
+    try:
+        loaded = load_expand_contract(spec)
+        statements = planned_ddl(Target.of(get_engine(loaded.database.url), loaded), loaded) if ddl else None
+    except ShiftoverError as exc:
+        _fail(exc)
+    if as_json:
+        _echo_json({**schema_plan_data(loaded), **({"ddl": statements} if statements is not None else {})})
+        return
+    typer.echo(explain_schema_change(loaded))
+    for stage, sqls in (statements or {}).items():
+        typer.echo(f"\n-- {stage}")
+        typer.echo("\n".join(f"{s};" for s in sqls) or "-- (nothing)")
 
 
 @app.command()
@@ -283,8 +308,11 @@ def run(
     (approvals wait in the Prefect UI unless --auto-approve)."""
     from shiftover.control.store import open_store
     from shiftover.plan import build_plan, nothing_left
+    from shiftover.schema.spec import is_expand_contract_file
     from shiftover.spec import load_spec
 
+    if is_expand_contract_file(spec):
+        return _run_schema_change(spec, control_url, auto_approve, stop_after, restart)
     try:
         loaded = load_spec(spec)
         build_plan(loaded).check_stop_after(stop_after)  # refuse bad input before a flow run starts
@@ -308,6 +336,29 @@ def run(
             stop_after=stop_after,
             restart=restart,
             lease_wait_seconds=wait,
+        )
+    except (ShiftoverError, ValueError) as exc:
+        _fail(exc)
+    typer.echo(json.dumps(result, indent=2, default=str))
+
+
+def _run_schema_change(spec: Path, control_url: str, auto_approve: bool, stop_after: str | None, restart: bool) -> None:
+    """``run`` for a ``kind: expand_contract`` spec: the expand-contract flow."""
+    from shiftover.schema.plan import build_schema_plan
+    from shiftover.schema.spec import load_expand_contract
+
+    try:
+        build_schema_plan(load_expand_contract(spec)).check_stop_after(stop_after)
+        flow_control_url = _flow_control_url(control_url)
+    except (ShiftoverError, ValueError) as exc:
+        _fail(exc)
+    _choose_prefect_server()
+    from shiftover.flows.expand import expand_contract
+
+    _quiet_tracebacks()
+    try:
+        result = expand_contract(
+            str(spec), flow_control_url, auto_approve=auto_approve, stop_after=stop_after, restart=restart
         )
     except (ShiftoverError, ValueError) as exc:
         _fail(exc)
@@ -513,8 +564,21 @@ def rollback(
     reason: Annotated[str, typer.Option(help="Why (goes to the audit log).")] = "manual rollback from the CLI",
     control_url: ControlUrl = DEFAULT_URL,
 ) -> None:
-    """Return reads and writes to the old store now (any phase before the old store stops being written)."""
+    """Return reads and writes to the old store now (any phase before the old store stops being written).
+    For an expand/contract spec: drop the sync triggers and new columns (any phase before stop_sync)."""
+    from shiftover.schema.spec import is_expand_contract_file
+
     _choose_prefect_server()
+    if is_expand_contract_file(spec):
+        from shiftover.flows.expand import expand_contract_rollback
+
+        _quiet_tracebacks()
+        try:
+            result = expand_contract_rollback(str(spec), _flow_control_url(control_url), reason=reason)
+        except ShiftoverError as exc:
+            _fail(exc)
+        typer.echo(json.dumps(result, default=str))
+        return
     from shiftover.flows.rollback import rollback as rollback_flow
 
     _quiet_tracebacks()

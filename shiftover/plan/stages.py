@@ -64,7 +64,18 @@ class NothingToUndo:
         return f"nothing to undo ({self.why})"
 
 
-Inverse = RoutingFlip | NothingToUndo
+@dataclass(frozen=True)
+class SchemaUndo:
+    """An inverse that changes a table's schema back (an expand/contract change before contract:
+    sync triggers and new columns dropped, read/write flags back to the old columns)."""
+
+    what: str
+
+    def describe(self) -> str:
+        return self.what
+
+
+Inverse = RoutingFlip | NothingToUndo | SchemaUndo
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,216 @@
+"""Expand/contract: a schema change on one live table, run by the one evaluator.
+
+The plan (``shiftover.schema.plan``) is a list of typed stages; ``evaluate`` walks it exactly as it
+walks a table move's: a done stage is skipped, an approval pauses the run (``stop_sync`` and
+``drop_old_columns``, both irreversible), and each stage is recorded done with its phase in one
+transaction fenced by the run's lease. The runners below only call the plain functions of
+``shiftover.schema`` with the run's engines. ``rollback_schema_change`` undoes everything before
+contract: flags back to the old columns, triggers and new columns dropped, ``rolled_back`` entered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, cast
+
+from prefect import flow
+
+from shiftover.backfill.checkpoints import clear_plan
+from shiftover.control.lease import Lease, acquire_lease
+from shiftover.control.store import DEFAULT_URL, ControlStore, open_store
+from shiftover.flags.store import set_flag
+from shiftover.flows.approval import require_auto_permission
+from shiftover.flows.context import RunContext, RunOptions, run_holder
+from shiftover.flows.credentials import admit_control_url
+from shiftover.flows.evaluate import Outcome, StageRunner, evaluate
+from shiftover.flows.runtime import actor
+from shiftover.phases import Phase
+from shiftover.plan import MigrationState, Plan, Stage, read_state
+from shiftover.schema.backfill import backfill_columns, checkpoint_name
+from shiftover.schema.change import SchemaChange, open_schema_change, stored_schema_spec
+from shiftover.schema.columns import drop_old_columns, expand, install_sync, remove_sync, rollback_expansion
+from shiftover.schema.errors import ContractRefusedError
+from shiftover.schema.plan import (
+    BackfillColumnsStage,
+    DropOldColumnsStage,
+    ExpandColumnsStage,
+    StopSyncStage,
+    SwitchColumnsStage,
+    SyncColumnsStage,
+    ValidateColumnsStage,
+    build_schema_plan,
+    flag_key,
+)
+from shiftover.schema.spec import ExpandContractSpec, load_expand_contract
+from shiftover.schema.validate import validate_columns
+
+
+@dataclass
+class SchemaRunContext:
+    """What ``RunContext`` is for a table move: the change, its plan and this run's lease. The
+    evaluator and the approval read only the members both share (name, plan, state, store, lease,
+    holder, actor, options, and ``migration.spec.approvals``)."""
+
+    migration: SchemaChange
+    plan: Plan
+    lease: Lease
+    holder: str
+    actor: str
+    options: RunOptions
+
+    @property
+    def store(self) -> ControlStore:
+        return self.migration.store
+
+    @property
+    def name(self) -> str:
+        return self.migration.name
+
+    def state(self) -> MigrationState:
+        return read_state(self.store, self.name)
+
+    def advance(self, phase: Phase, reason: str) -> None:
+        self.store.advance_to(self.name, phase, self.actor, reason, lease=self.lease)
+
+
+# -- runners: each calls one plain function with the run's engines ---------------------------------
+def run_expand(ctx: SchemaRunContext, stage: Stage) -> Outcome:
+    report = expand(ctx.migration.target, ctx.migration.spec)
+    return Outcome(True, f"{report.statements} column(s) added, {report.lock_timeouts} lock timeout(s)", vars(report))
+
+
+def run_sync(ctx: SchemaRunContext, stage: Stage) -> Outcome:
+    report = install_sync(ctx.migration.target, ctx.migration.spec)
+    return Outcome(True, f"sync triggers installed, {report.lock_timeouts} lock timeout(s)", vars(report))
+
+
+def run_backfill(ctx: SchemaRunContext, stage: Stage) -> Outcome:
+    ctx.advance(Phase.BACKFILLING, "column backfill started")
+    report = backfill_columns(
+        ctx.migration.target, ctx.migration.spec, ctx.store.engine, time_budget_seconds=ctx.options.time_budget_seconds
+    )
+    detail = {"rows_updated": report.rows_updated, "batches": report.batches, "rows_per_second": report.rows_per_second}
+    return Outcome(report.complete, f"{report.rows_updated} row(s) updated in {report.batches} batch(es)", detail)
+
+
+def run_validate(ctx: SchemaRunContext, stage: Stage) -> Outcome:
+    report = validate_columns(ctx.migration.target, ctx.migration.spec)
+    detail = {"checks": [vars(c) | {"keys": [list(k) for k in c.keys]} for c in report.checks]}
+    ctx.store.audit(ctx.name, ctx.actor, "schema_validation", detail)
+    report.require()  # a mismatch stops the run here, with the keys and the query
+    return Outcome(True, "; ".join(f"{c.what}: {c.rows_checked} rows, 0 mismatches" for c in report.checks), detail)
+
+
+def run_switch(ctx: SchemaRunContext, stage: Stage) -> Outcome:
+    flag = cast(SwitchColumnsStage, stage).flag
+    key = flag_key(ctx.name, flag)
+    set_flag(ctx.store.engine, key, {"columns": "new"}, ctx.actor, migration=ctx.name, fence=ctx.lease)
+    return Outcome(True, f"{key} -> new columns")
+
+
+def run_stop_sync(ctx: SchemaRunContext, stage: Stage) -> Outcome:
+    report = remove_sync(ctx.migration.target, ctx.migration.spec)
+    return Outcome(True, "sync triggers dropped", vars(report))
+
+
+def run_drop_old(ctx: SchemaRunContext, stage: Stage) -> Outcome:
+    report = drop_old_columns(ctx.migration.target, ctx.migration.spec)
+    ctx.advance(Phase.ARCHIVED, "expand/contract keeps no archive: the old columns are dropped")
+    return Outcome(True, "old columns dropped", vars(report))
+
+
+def _runner(fn: Any) -> StageRunner:
+    return StageRunner(fn)  # the evaluator passes the run's SchemaRunContext back to it
+
+
+SCHEMA_RUNNERS: Mapping[type[Stage], StageRunner] = {
+    ExpandColumnsStage: _runner(run_expand),
+    SyncColumnsStage: _runner(run_sync),
+    BackfillColumnsStage: _runner(run_backfill),
+    ValidateColumnsStage: _runner(run_validate),
+    SwitchColumnsStage: _runner(run_switch),
+    StopSyncStage: _runner(run_stop_sync),
+    DropOldColumnsStage: _runner(run_drop_old),
+}
+
+
+# -- the edge -------------------------------------------------------------------------------------
+def run_schema_change(
+    spec_path: str, control_url: str, options: RunOptions, *, stop_after: str | None = None, restart: bool = False
+) -> dict[str, Any]:
+    """Open the change once, take its lease, and evaluate its plan."""
+    admit_control_url(control_url)
+    spec = load_expand_contract(spec_path)
+    plan = build_schema_plan(spec)
+    plan.check_stop_after(stop_after)
+    require_auto_permission(spec, options.auto_approve)
+    store = open_store(control_url)
+    store.register(spec.name, stored_schema_spec(spec))
+    state = read_state(store, spec.name)
+    if state.phase is Phase.ROLLED_BACK and not restart:
+        return {"phase": state.phase, "note": f"{spec.name} is rolled back; nothing was run (restart to begin again)"}
+    if plan.finished(state):
+        return {"phase": state.phase, "note": f"nothing left to do: every stage is done (phase {state.phase})"}
+    holder = run_holder()
+    lease = acquire_lease(store.engine, spec.name, holder, wait_seconds=options.lease_wait_seconds)
+    lease.start_heartbeat()
+    try:
+        ctx = SchemaRunContext(open_schema_change(spec, store), plan, lease, holder, actor(), options)
+        if restart and ctx.state().phase is Phase.ROLLED_BACK:
+            ctx.advance(Phase.PLANNED, "restart after rollback: the plan runs again from expand")
+        # The evaluator is typed for a table move's RunContext; it reads only what both contexts share.
+        return evaluate(cast(RunContext, ctx), stop_after=stop_after)
+    finally:
+        lease.release()
+
+
+def rollback_schema_change(spec: ExpandContractSpec, store: ControlStore, who: str) -> dict[str, Any]:
+    """Before contract: flags back to the old columns, triggers and new columns dropped, the table as
+    it was (holding every write made through either column); refused once ``stop_sync`` ran."""
+    plan = build_schema_plan(spec)
+    state = read_state(store, spec.name)
+    done = plan.irreversibly_done(state)
+    if done:
+        names = ", ".join(s.name for s in done)
+        raise ContractRefusedError(
+            f"rollback of {spec.name!r} refused: {names} cannot be undone (the old columns no longer follow the new "
+            "ones); nothing was changed. Write a new expand_contract spec that changes the columns back"
+        )
+    change = open_schema_change(spec, store)
+    for flag in ("writes", "reads"):
+        set_flag(store.engine, flag_key(spec.name, flag), {"columns": "old"}, who, migration=spec.name)
+    report = rollback_expansion(change.target, spec)
+    clear_plan(store.engine, checkpoint_name(spec))  # the new columns are gone: a restart backfills afresh
+    store.audit(spec.name, who, "rollback", {"from": state.phase, "ddl": vars(report)})
+    store.transition(spec.name, Phase.ROLLED_BACK, who, "schema change rolled back before contract")
+    return {"phase": Phase.ROLLED_BACK, "from": state.phase, "statements": report.statements}
+
+
+@flow(name="expand-contract-rollback", log_prints=True)
+def expand_contract_rollback(spec_path: str, control_url: str = DEFAULT_URL, reason: str = "") -> dict[str, Any]:
+    """Undo a schema change before contract: the table as it was, every write kept."""
+    admit_control_url(control_url)
+    result = rollback_schema_change(load_expand_contract(spec_path), open_store(control_url), actor())
+    return {**result, "reason": reason}
+
+
+@flow(name="expand-contract", log_prints=True)
+def expand_contract(
+    spec_path: str,
+    control_url: str = DEFAULT_URL,
+    auto_approve: bool = False,
+    approval_timeout_seconds: float | None = None,
+    poll_interval_seconds: int = 10,
+    time_budget_seconds: float | None = None,
+    stop_after: str | None = None,
+    restart: bool = False,
+) -> dict[str, Any]:
+    """Change a live table's schema in place: expand, sync, backfill, validate, switch, contract."""
+    options = RunOptions(
+        auto_approve=auto_approve,
+        approval_timeout_seconds=approval_timeout_seconds,
+        poll_interval_seconds=poll_interval_seconds,
+        time_budget_seconds=time_budget_seconds,
+    )
+    return run_schema_change(spec_path, control_url, options, stop_after=stop_after, restart=restart)

@@ -1,0 +1,122 @@
+"""The column backfill: ``UPDATE ... SET new = up(old)`` in keyset batches, checkpointed.
+
+Each batch is ``(lo, hi]`` in key order with at most ``chunk_rows`` keys, and writes only rows whose
+new column is out of step (``new IS DISTINCT FROM up(old)``), so a re-run or a row already synced by
+the triggers costs a read, not a write. After each batch commits, its last key is saved in the
+control store (``so_checkpoints``, the table backfill's), so a run killed at any point resumes
+after the last saved batch (a batch committed but not yet saved is run again: it finds its rows in
+step and writes nothing). A time budget stops it after the batch that spends it (every run makes
+progress). The table backfill's ``Throttle`` paces it (rows/s cap, pause and
+resume through ``shiftover throttle``). One plain UPDATE of the whole table would block every
+writer for its whole run (field notes: 14.3 s in PG, 34.8 s in MariaDB on 2M rows); a batch
+holds its row locks for about one batch (PG 136 ms at 10k).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from shiftover.backfill.checkpoints import record_chunk, save_plan
+from shiftover.backfill.keyset import Key, KeyRange, Segment, range_clause
+from shiftover.backfill.throttle import Throttle
+from shiftover.engines import dialect_for
+from shiftover.schema.columns import Target
+from shiftover.schema.engines import schema_dialect
+from shiftover.schema.spec import ExpandContractSpec
+from shiftover.spec import BackfillSpec
+
+
+@dataclass(frozen=True)
+class ColumnBackfillReport:
+    complete: bool
+    rows_updated: int
+    batches: int
+    seconds: float
+    resumed_from: Key | None
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows_updated / self.seconds if self.seconds > 0 else 0.0
+
+
+def checkpoint_name(spec: ExpandContractSpec) -> str:
+    return f"{spec.name}:columns"
+
+
+def make_throttle(spec: ExpandContractSpec, store_engine: Engine) -> Throttle:
+    """The table backfill's throttle over this spec's settings (same run-time flag, same CLI)."""
+    settings = BackfillSpec(chunk_rows=spec.backfill.chunk_rows, max_rows_per_second=spec.backfill.max_rows_per_second)
+    return Throttle(settings, store_engine=store_engine, migration=spec.name)
+
+
+def backfill_columns(
+    target: Target,
+    spec: ExpandContractSpec,
+    store_engine: Engine,
+    *,
+    throttle: Throttle | None = None,
+    time_budget_seconds: float | None = None,
+) -> ColumnBackfillReport:
+    """Bring every row's new columns to ``up(old)``; resumes after the last saved batch."""
+    throttle = throttle or make_throttle(spec, store_engine)
+    table = sa.Table(target.table, sa.MetaData(), schema=target.schema, autoload_with=target.engine)
+    name = checkpoint_name(spec)
+    state = save_plan(store_engine, name, [Segment(0, KeyRange(None, None))])[0]
+    if state.done:
+        return ColumnBackfillReport(True, 0, 0, 0.0, state.last_key)
+    started, lo = time.monotonic(), state.remaining.lo
+    resumed_from, rows, batches = lo, 0, 0
+    while True:
+        throttle.wait_until_allowed()
+        chunk = throttle.chunk_rows()
+        hi = _batch_end(target.engine, table, target.key, lo, chunk)
+        t0 = time.monotonic()
+        updated = update_batch(target, spec, table, lo, hi)
+        throttle.record(chunk, time.monotonic() - t0)
+        throttle.acquire(updated)
+        rows, batches = rows + updated, batches + 1
+        record_chunk(store_engine, name, 0, hi, updated, done=hi is None)
+        if hi is None:
+            return ColumnBackfillReport(True, rows, batches, time.monotonic() - started, resumed_from)
+        if time_budget_seconds is not None and time.monotonic() - started >= time_budget_seconds:
+            return ColumnBackfillReport(False, rows, batches, time.monotonic() - started, resumed_from)
+        lo = hi
+
+
+def update_batch(target: Target, spec: ExpandContractSpec, table: sa.Table, lo: Key | None, hi: Key | None) -> int:
+    """One batch, committed: out-of-step rows in ``(lo, hi]`` get ``new = up(old)``."""
+    dialect = schema_dialect(target.engine)
+    out_of_step = sa.or_(*(sa.text(dialect.distinct(target.quote(c.to), f"({c.up})")) for c in spec.changes))
+    stmt = (
+        sa.update(table)
+        .where(range_clause(table, target.key, lo, hi, dialect_for(target.engine)))
+        .where(out_of_step)
+        .values({table.c[c.to]: sa.literal_column(f"({c.up})") for c in spec.changes})
+    )
+    with target.engine.connect() as conn:
+        try:
+            with conn.begin():
+                dialect.sync_off(conn)  # the batch writes both columns in step itself
+                return int(conn.execute(stmt).rowcount or 0)
+        finally:
+            dialect.sync_on(conn)
+
+
+def _batch_end(engine: Engine, table: sa.Table, key: tuple[str, ...], lo: Key | None, chunk: int) -> Key | None:
+    """The ``chunk``-th key after ``lo``, or None when fewer remain (the batch runs to the end)."""
+    cols = [table.c[k] for k in key]
+    query = (
+        sa.select(*cols)
+        .where(range_clause(table, key, lo, None, dialect_for(engine)))
+        .order_by(*cols)
+        .offset(chunk - 1)
+        .limit(1)
+    )
+    with engine.connect() as conn:
+        row: Any = conn.execute(query).first()
+    return tuple(row) if row is not None else None

@@ -1,0 +1,137 @@
+"""The DDL steps of an expand/contract change, each a plain function over an engine.
+
+expand: new columns added nullable (instant on every engine here) -> sync: two-way triggers per
+old/new pair -> (backfill, validate: ``backfill.py``, ``validate.py``) -> contract: drop the
+triggers, then drop the old columns. Before contract, ``rollback_expansion`` drops the triggers and
+the new columns, leaving the table as it was. Every statement runs under ``locking.run_ddl``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from shiftover.schema.engines import SyncPair, over_row, schema_dialect
+from shiftover.schema.locking import DdlReport, run_ddl
+from shiftover.schema.spec import ChangeColumn, ExpandContractSpec
+
+_MAX_TRIGGER = 55  # leaves room for _ins/_upd under MySQL's 64 and PostgreSQL's 63
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a schema change happens: the engine, the table and how to name things in it."""
+
+    engine: Engine
+    table: str
+    schema: str | None
+    key: tuple[str, ...]
+
+    @classmethod
+    def of(cls, engine: Engine, spec: ExpandContractSpec) -> Target:
+        return cls(engine, spec.database.table, spec.database.schema_name, spec.key)
+
+    def quote(self, name: str) -> str:
+        return str(self.engine.dialect.identifier_preparer.quote(name))
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.quote(self.schema)}.{self.quote(self.table)}" if self.schema else self.quote(self.table)
+
+    def column_names(self) -> list[str]:
+        return [c["name"] for c in sa.inspect(self.engine).get_columns(self.table, schema=self.schema)]
+
+
+def trigger_base(table: str, change: ChangeColumn) -> str:
+    return f"so_sync_{table}_{change.to}"[:_MAX_TRIGGER]
+
+
+def sync_pair(target: Target, change: ChangeColumn, columns: list[str]) -> SyncPair:
+    quoted = [target.quote(c) for c in columns]
+    return SyncPair(
+        table=target.qualified,
+        key=tuple(target.quote(k) for k in target.key),
+        old=target.quote(change.column),
+        new=target.quote(change.to),
+        up_row=over_row(change.up, quoted),
+        down_row=over_row(change.down, quoted),
+        trigger=trigger_base(target.table, change),
+        schema_prefix=f"{target.quote(target.schema)}." if target.schema else "",
+        quote=target.quote,
+    )
+
+
+def expand(target: Target, spec: ExpandContractSpec, report: DdlReport | None = None) -> DdlReport:
+    """Add every new column, nullable; columns already there (a re-run) are skipped."""
+    dialect = schema_dialect(target.engine)
+    present = set(target.column_names())
+    wanted = [(c.to, c.type, None) for c in spec.changes] + [(a.column, a.type, a.default) for a in spec.additions]
+    statements = [
+        dialect.add_column(target.qualified, target.quote(name), type_, default, spec.lock.timeout_ms)
+        for name, type_, default in wanted
+        if name not in present
+    ]
+    return run_ddl(target.engine, statements, spec.lock, table=target.table, schema=target.schema, report=report)
+
+
+def install_sync(target: Target, spec: ExpandContractSpec, report: DdlReport | None = None) -> DdlReport:
+    """Two-way sync triggers for every changed column (idempotent)."""
+    dialect = schema_dialect(target.engine)
+    columns = target.column_names()
+    statements = [s for c in spec.changes for s in dialect.sync_install(sync_pair(target, c, columns))]
+    return run_ddl(target.engine, statements, spec.lock, table=target.table, schema=target.schema, report=report)
+
+
+def remove_sync(target: Target, spec: ExpandContractSpec, report: DdlReport | None = None) -> DdlReport:
+    """Drop the sync triggers (idempotent): from here on, a write to one column no longer reaches the other."""
+    dialect = schema_dialect(target.engine)
+    columns = target.column_names()
+    statements = [s for c in spec.changes for s in dialect.sync_remove(sync_pair(target, c, columns))]
+    return run_ddl(target.engine, statements, spec.lock, table=target.table, schema=target.schema, report=report)
+
+
+def drop_old_columns(target: Target, spec: ExpandContractSpec, report: DdlReport | None = None) -> DdlReport:
+    """Contract's last step: the old columns go (irreversible)."""
+    return _drop_columns(target, spec, [c.column for c in spec.changes], report)
+
+
+def rollback_expansion(target: Target, spec: ExpandContractSpec, report: DdlReport | None = None) -> DdlReport:
+    """Before contract: drop the triggers, then the new columns; the old columns were kept in step
+    throughout, so the table is as it was, holding every write made through either column."""
+    report = remove_sync(target, spec, report)
+    new = [c.to for c in spec.changes] + [a.column for a in spec.additions]
+    return _drop_columns(target, spec, new, report)
+
+
+def _drop_columns(target: Target, spec: ExpandContractSpec, names: list[str], report: DdlReport | None) -> DdlReport:
+    dialect = schema_dialect(target.engine)
+    present = set(target.column_names())
+    statements = [
+        dialect.drop_column(target.qualified, target.quote(n), spec.lock.timeout_ms) for n in names if n in present
+    ]
+    return run_ddl(target.engine, statements, spec.lock, table=target.table, schema=target.schema, report=report)
+
+
+def planned_ddl(target: Target, spec: ExpandContractSpec) -> dict[str, list[str]]:
+    """Every statement the change would run, by stage, read from the live table without changing it
+    (``shiftover plan --ddl``): what the operator reviews before the triggers go live."""
+    dialect = schema_dialect(target.engine)
+    present = target.column_names()
+    wanted = [(c.to, c.type, None) for c in spec.changes] + [(a.column, a.type, a.default) for a in spec.additions]
+    columns = present + [name for name, _, _ in wanted if name not in present]
+    pairs = [sync_pair(target, c, columns) for c in spec.changes]
+
+    def drops(names: list[str]) -> list[str]:
+        return [dialect.drop_column(target.qualified, target.quote(n), spec.lock.timeout_ms) for n in names]
+
+    return {
+        "expand": [
+            dialect.add_column(target.qualified, target.quote(n), t, d, spec.lock.timeout_ms) for n, t, d in wanted
+        ],
+        "sync": [s for p in pairs for s in dialect.sync_install(p)],
+        "stop_sync": [s for p in pairs for s in dialect.sync_remove(p)],
+        "drop_old_columns": drops([c.column for c in spec.changes]),
+        "rollback": [s for p in pairs for s in dialect.sync_remove(p)] + drops([n for n, _, _ in wanted]),
+    }

@@ -1,0 +1,110 @@
+"""What a schema change needs from each engine, one module per engine (as ``shiftover/engines``).
+
+A ``SchemaDialect`` spells the DDL of an expand/contract step (add and drop a column, the two-way
+sync triggers), bounds each statement's wait for its lock, and says whether an error was that
+bound being hit (so the statement is retried after a backoff) and who held the lock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from shiftover.engines import backend_name
+from shiftover.errors import UnsupportedEngineError
+
+
+@dataclass(frozen=True)
+class SyncPair:
+    """One old/new column pair kept in step by triggers; table and column names are quoted already.
+
+    ``up_row`` / ``down_row`` are the spec's expressions evaluated over the row being written
+    (``NEW``); ``trigger`` is the unquoted base name of the engine's trigger(s) (and PostgreSQL's
+    function), ``schema_prefix`` the quoted schema and a dot, or empty."""
+
+    table: str
+    key: tuple[str, ...]
+    old: str
+    new: str
+    up_row: str
+    down_row: str
+    trigger: str
+    schema_prefix: str
+    quote: Callable[[str], str]
+
+    def trigger_name(self, suffix: str = "", *, qualified: bool = False) -> str:
+        name = self.quote(f"{self.trigger}_{suffix}" if suffix else self.trigger)
+        return f"{self.schema_prefix}{name}" if qualified else name
+
+
+class SchemaDialect:
+    name = ""
+    transactional_ddl = False  # PostgreSQL and SQLite: one step's statements commit together
+
+    def distinct(self, a: str, b: str) -> str:
+        """SQL true when ``a`` and ``b`` differ, NULLs compared as values."""
+        raise NotImplementedError
+
+    def add_column(self, table: str, column: str, type_: str, default: str | None, timeout_ms: int) -> str:
+        default_sql = f" DEFAULT {default}" if default is not None else ""
+        return f"ALTER TABLE {table} ADD COLUMN {column} {type_} NULL{default_sql}"
+
+    def drop_column(self, table: str, column: str, timeout_ms: int) -> str:
+        return f"ALTER TABLE {table} DROP COLUMN {column}"
+
+    def sync_install(self, pair: SyncPair) -> list[str]:
+        raise NotImplementedError
+
+    def sync_remove(self, pair: SyncPair) -> list[str]:
+        raise NotImplementedError
+
+    def trigger_names(self, pair_trigger: str) -> list[str]:
+        """The unquoted names of the triggers ``sync_install`` creates."""
+        raise NotImplementedError
+
+    def begin_ddl(self, conn: sa.Connection, timeout_ms: int) -> None:
+        """Bound the lock wait of the DDL this connection runs next."""
+
+    def end_ddl(self, conn: sa.Connection) -> None:
+        """Undo ``begin_ddl`` on a pooled connection."""
+
+    def is_lock_timeout(self, error: sa.exc.DBAPIError) -> bool:
+        raise NotImplementedError
+
+    def lock_holders(self, conn: sa.Connection, table: str, schema: str | None) -> list[str]:
+        """Sessions that may hold a lock on ``table``, one line each (best effort)."""
+        return []
+
+    def sync_off(self, conn: sa.Connection) -> None:
+        """Let this session's writes skip the sync triggers (the column backfill writes both columns
+        in step itself), where the engine has session variables."""
+
+    def sync_on(self, conn: sa.Connection) -> None:
+        """Undo ``sync_off``."""
+
+
+def schema_dialect(x: sa.Engine | sa.Connection | sa.Dialect | str) -> SchemaDialect:
+    name = backend_name(x)
+    if name == "postgresql":
+        from shiftover.schema.engines.postgresql import PostgresSchema
+
+        return PostgresSchema()
+    if name in ("mysql", "mariadb"):
+        from shiftover.schema.engines.mysql import MySQLSchema
+
+        return MySQLSchema()
+    if name == "sqlite":
+        from shiftover.schema.engines.sqlite import SQLiteSchema
+
+        return SQLiteSchema()
+    raise UnsupportedEngineError(name)
+
+
+def over_row(expr: str, columns: Sequence[str], row: str = "NEW") -> str:
+    """``expr`` (written over the table's column names) evaluated over the trigger's row: a
+    one-row derived table names each column after its ``NEW`` value, so the spec's expression is
+    used as written, never rewritten by text substitution. ``columns`` are quoted."""
+    fields = ", ".join(f"{row}.{c} AS {c}" for c in columns)
+    return f"(SELECT {expr} FROM (SELECT {fields}) AS so_row)"

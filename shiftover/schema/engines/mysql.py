@@ -1,0 +1,109 @@
+"""MySQL/MariaDB: online ALTER (``ALGORITHM=INSTANT, LOCK=NONE``) with ``WAIT n``; BEFORE triggers.
+
+An ALTER waiting for the table's metadata lock makes later queries wait behind it
+(``Waiting for table metadata lock``) and ``lock_wait_timeout`` defaults to a day: every ALTER
+carries ``WAIT <seconds>`` (fractions accepted, checked on 10.11), and CREATE/DROP TRIGGER run under
+``SET SESSION lock_wait_timeout`` (whole seconds, at least 1). Both fail with error 1205, which is
+retried. DDL commits by itself here, so each statement is idempotent (IF [NOT] EXISTS). ADD and DROP
+COLUMN are INSTANT on 10.11 (field notes); a refused INSTANT fails rather than copy the table.
+A trigger may not write its own table (1442), so the triggers set ``NEW`` only; the backfill's
+session sets ``@shiftover_sync_off`` to skip their work.
+"""
+
+from __future__ import annotations
+
+import math
+
+import sqlalchemy as sa
+
+from shiftover.schema.engines import SchemaDialect, SyncPair
+
+LOCK_WAIT_TIMEOUT = 1205
+
+
+class MySQLSchema(SchemaDialect):
+    name = "mysql"
+
+    def distinct(self, a: str, b: str) -> str:
+        return f"NOT ({a} <=> {b})"
+
+    def add_column(self, table: str, column: str, type_: str, default: str | None, timeout_ms: int) -> str:
+        default_sql = f" DEFAULT {default}" if default is not None else ""
+        return (
+            f"ALTER TABLE {table} WAIT {timeout_ms / 1000:g} ADD COLUMN IF NOT EXISTS {column} {type_} NULL"
+            f"{default_sql}, ALGORITHM=INSTANT, LOCK=NONE"
+        )
+
+    def drop_column(self, table: str, column: str, timeout_ms: int) -> str:
+        wait = f"WAIT {timeout_ms / 1000:g}"
+        return f"ALTER TABLE {table} {wait} DROP COLUMN IF EXISTS {column}, ALGORITHM=INSTANT, LOCK=NONE"
+
+    def sync_install(self, pair: SyncPair) -> list[str]:
+        new, old, up, down = f"NEW.{pair.new}", f"NEW.{pair.old}", pair.up_row, pair.down_row
+        insert = f"""BEGIN
+  IF @shiftover_sync_off IS NULL THEN
+    IF {new} IS NULL AND {old} IS NOT NULL THEN
+      SET {new} = {up};
+    ELSEIF {new} IS NOT NULL AND {self.distinct(new, up)} THEN
+      SET {old} = {down};
+    END IF;
+  END IF;
+END"""
+        update = f"""BEGIN
+  IF @shiftover_sync_off IS NULL THEN
+    IF {self.distinct(new, f"OLD.{pair.new}")} THEN
+      IF {self.distinct(new, up)} THEN
+        SET {old} = {down};
+      END IF;
+    ELSEIF {self.distinct(old, f"OLD.{pair.old}")} THEN
+      IF {self.distinct(old, down)} THEN
+        SET {new} = {up};
+      END IF;
+    END IF;
+  END IF;
+END"""
+        ins, upd = (pair.trigger_name(s, qualified=True) for s in ("ins", "upd"))
+        return [
+            f"CREATE OR REPLACE TRIGGER {ins} BEFORE INSERT ON {pair.table} FOR EACH ROW {insert}",
+            f"CREATE OR REPLACE TRIGGER {upd} BEFORE UPDATE ON {pair.table} FOR EACH ROW {update}",
+        ]
+
+    def sync_remove(self, pair: SyncPair) -> list[str]:
+        return [f"DROP TRIGGER IF EXISTS {pair.trigger_name(s, qualified=True)}" for s in ("ins", "upd")]
+
+    def trigger_names(self, pair_trigger: str) -> list[str]:
+        return [f"{pair_trigger}_ins", f"{pair_trigger}_upd"]
+
+    def begin_ddl(self, conn: sa.Connection, timeout_ms: int) -> None:
+        conn.exec_driver_sql(f"SET SESSION lock_wait_timeout = {max(1, math.ceil(timeout_ms / 1000))}")
+
+    def end_ddl(self, conn: sa.Connection) -> None:
+        conn.exec_driver_sql("SET SESSION lock_wait_timeout = DEFAULT")
+
+    def is_lock_timeout(self, error: sa.exc.DBAPIError) -> bool:
+        args: tuple[object, ...] = tuple(getattr(error.orig, "args", ()))
+        return len(args) > 0 and args[0] == LOCK_WAIT_TIMEOUT
+
+    def lock_holders(self, conn: sa.Connection, table: str, schema: str | None) -> list[str]:
+        rows = conn.execute(
+            sa.text(
+                "SELECT p.id, p.command, p.time, left(coalesce(p.info, ''), 80) AS info, t.trx_started "
+                "FROM information_schema.processlist p "
+                "LEFT JOIN information_schema.innodb_trx t ON t.trx_mysql_thread_id = p.id "
+                "WHERE p.id <> connection_id() AND p.db = coalesce(:s, database()) "
+                "AND (t.trx_id IS NOT NULL OR p.command <> 'Sleep')"
+            ),
+            {"s": schema},
+        ).all()
+        return [
+            f"connection {r.id} ({r.command} {r.time}s"
+            + (f", transaction open since {r.trx_started}" if r.trx_started else "")
+            + f"): {r.info}"
+            for r in rows
+        ]
+
+    def sync_off(self, conn: sa.Connection) -> None:
+        conn.exec_driver_sql("SET @shiftover_sync_off = 1")
+
+    def sync_on(self, conn: sa.Connection) -> None:
+        conn.exec_driver_sql("SET @shiftover_sync_off = NULL")

@@ -1,0 +1,90 @@
+"""PostgreSQL: DDL under ``SET LOCAL lock_timeout`` in one transaction; one BEFORE ROW trigger.
+
+An ALTER waiting for its AccessExclusiveLock queues every later query on the table, SELECTs too;
+the lock timeout (SQLSTATE 55P03) bounds that stall to one timeout per attempt. A BEFORE trigger
+sets ``NEW`` and never writes the table again, so it cannot recurse; its guards (do nothing when the
+pair is in step already) keep it from rewriting a column that was written in step, e.g. by the
+column backfill. The backfill's session sets ``shiftover.sync_off`` to skip the trigger's work
+(field notes: two-way triggers cost a 50k-batch backfill 21.2 s against 14.3 s without).
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from shiftover.schema.engines import SchemaDialect, SyncPair
+
+LOCK_NOT_AVAILABLE = "55P03"
+
+
+class PostgresSchema(SchemaDialect):
+    name = "postgresql"
+    transactional_ddl = True
+
+    def distinct(self, a: str, b: str) -> str:
+        return f"{a} IS DISTINCT FROM {b}"
+
+    def sync_install(self, pair: SyncPair) -> list[str]:
+        new, old, up, down = f"NEW.{pair.new}", f"NEW.{pair.old}", pair.up_row, pair.down_row
+        fn = self._function(pair)
+        body = f"""
+BEGIN
+  IF current_setting('shiftover.sync_off', true) = 'on' THEN
+    RETURN NEW;
+  END IF;
+  IF TG_OP = 'INSERT' THEN
+    IF {new} IS NULL AND {old} IS NOT NULL THEN
+      {new} := {up};
+    ELSIF {new} IS NOT NULL AND {self.distinct(new, up)} THEN
+      {old} := {down};
+    END IF;
+  ELSIF {self.distinct(new, f"OLD.{pair.new}")} THEN
+    IF {self.distinct(new, up)} THEN
+      {old} := {down};
+    END IF;
+  ELSIF {self.distinct(old, f"OLD.{pair.old}")} THEN
+    IF {self.distinct(old, down)} THEN
+      {new} := {up};
+    END IF;
+  END IF;
+  RETURN NEW;
+END"""
+        return [
+            f"CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql AS $so_sync${body}\n$so_sync$",
+            f"DROP TRIGGER IF EXISTS {pair.trigger_name()} ON {pair.table}",
+            f"CREATE TRIGGER {pair.trigger_name()} BEFORE INSERT OR UPDATE ON {pair.table} "
+            f"FOR EACH ROW EXECUTE FUNCTION {fn}()",
+        ]
+
+    def sync_remove(self, pair: SyncPair) -> list[str]:
+        return [
+            f"DROP TRIGGER IF EXISTS {pair.trigger_name()} ON {pair.table}",
+            f"DROP FUNCTION IF EXISTS {self._function(pair)}()",
+        ]
+
+    def trigger_names(self, pair_trigger: str) -> list[str]:
+        return [pair_trigger]
+
+    def _function(self, pair: SyncPair) -> str:
+        return pair.trigger_name(qualified=True)  # beside the table, named after its trigger
+
+    def begin_ddl(self, conn: sa.Connection, timeout_ms: int) -> None:
+        conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{int(timeout_ms)}ms'")
+
+    def is_lock_timeout(self, error: sa.exc.DBAPIError) -> bool:
+        return getattr(error.orig, "sqlstate", None) == LOCK_NOT_AVAILABLE
+
+    def lock_holders(self, conn: sa.Connection, table: str, schema: str | None) -> list[str]:
+        rows = conn.execute(
+            sa.text(
+                "SELECT DISTINCT a.pid, a.state, l.mode, left(coalesce(a.query, ''), 80) AS query, "
+                "round(extract(epoch FROM now() - a.xact_start)::numeric, 1) AS seconds "
+                "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                "WHERE l.relation = to_regclass(:t) AND a.pid <> pg_backend_pid() AND l.granted"
+            ),
+            {"t": f"{schema}.{table}" if schema else table},
+        ).all()
+        return [f"pid {r.pid} ({r.state}, {r.mode}, transaction open {r.seconds}s): {r.query}" for r in rows]
+
+    def sync_off(self, conn: sa.Connection) -> None:
+        conn.exec_driver_sql("SET LOCAL shiftover.sync_off = 'on'")

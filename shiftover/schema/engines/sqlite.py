@@ -1,0 +1,59 @@
+"""SQLite: plain ALTER (ADD COLUMN with a constant default is schema-only), AFTER triggers.
+
+SQLite triggers cannot set ``NEW``: AFTER triggers update the row by its key. Recursion is
+guarded by the same in-step tests as the other engines (a trigger writes only when the pair is out
+of step), so it stops after one nested update even with ``PRAGMA recursive_triggers`` on. The lock
+bound is ``PRAGMA busy_timeout`` for the statement; "database is locked" is retried.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from shiftover.schema.engines import SchemaDialect, SyncPair
+
+DEFAULT_BUSY_MS = 30_000  # what shiftover.engines.sqlite sets on every connection
+
+
+class SQLiteSchema(SchemaDialect):
+    name = "sqlite"
+    transactional_ddl = False  # pysqlite runs each DDL statement in its own transaction
+
+    def distinct(self, a: str, b: str) -> str:
+        return f"{a} IS NOT {b}"
+
+    def sync_install(self, pair: SyncPair) -> list[str]:
+        new, old, up, down = f"NEW.{pair.new}", f"NEW.{pair.old}", pair.up_row, pair.down_row
+        where = " AND ".join(f"{k} = NEW.{k}" for k in pair.key)
+        ins, upd = (pair.trigger_name(s, qualified=True) for s in ("ins", "upd"))
+        return [
+            f"""CREATE TRIGGER IF NOT EXISTS {ins} AFTER INSERT ON {pair.table} FOR EACH ROW BEGIN
+  UPDATE {pair.table} SET {pair.new} = {up}
+    WHERE {where} AND {new} IS NULL AND {old} IS NOT NULL;
+  UPDATE {pair.table} SET {pair.old} = {down}
+    WHERE {where} AND {new} IS NOT NULL AND {self.distinct(new, up)};
+END""",
+            f"""CREATE TRIGGER IF NOT EXISTS {upd} AFTER UPDATE ON {pair.table} FOR EACH ROW
+WHEN {self.distinct(new, f"OLD.{pair.new}")} OR {self.distinct(old, f"OLD.{pair.old}")} BEGIN
+  UPDATE {pair.table} SET {pair.old} = {down}
+    WHERE {where} AND {self.distinct(new, f"OLD.{pair.new}")} AND {self.distinct(new, up)};
+  UPDATE {pair.table} SET {pair.new} = {up}
+    WHERE {where} AND {new} IS OLD.{pair.new} AND {self.distinct(old, f"OLD.{pair.old}")}
+      AND {self.distinct(old, down)};
+END""",
+        ]
+
+    def sync_remove(self, pair: SyncPair) -> list[str]:
+        return [f"DROP TRIGGER IF EXISTS {pair.trigger_name(s, qualified=True)}" for s in ("ins", "upd")]
+
+    def trigger_names(self, pair_trigger: str) -> list[str]:
+        return [f"{pair_trigger}_ins", f"{pair_trigger}_upd"]
+
+    def begin_ddl(self, conn: sa.Connection, timeout_ms: int) -> None:
+        conn.exec_driver_sql(f"PRAGMA busy_timeout = {int(timeout_ms)}")
+
+    def end_ddl(self, conn: sa.Connection) -> None:
+        conn.exec_driver_sql(f"PRAGMA busy_timeout = {DEFAULT_BUSY_MS}")
+
+    def is_lock_timeout(self, error: sa.exc.DBAPIError) -> bool:
+        return "database is locked" in str(error.orig)

@@ -1,0 +1,46 @@
+"""The errors of a schema change; they join the one tree under ``ShiftoverError``.
+
+ShiftoverError
+└── SchemaChangeError         an expand/contract step could not run (table, step, cause)
+    ├── LockTimeoutError      a DDL statement never got its lock within the retries (statement, attempts,
+    │                         what blocked it): nothing queued behind it for longer than one lock timeout
+    ├── ColumnMismatchError   validation found rows whose new column is not ``up(old)`` (count, keys, query)
+    └── ContractRefusedError  a rollback or contract that would lose data or skip a step (why)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from shiftover.errors import ShiftoverError
+
+
+class SchemaChangeError(ShiftoverError):
+    """A step of an expand/contract schema change failed."""
+
+
+class LockTimeoutError(SchemaChangeError):
+    def __init__(self, statement: str, attempts: int, blockers: Sequence[str]) -> None:
+        self.statement = statement
+        self.attempts = attempts
+        self.blockers = tuple(blockers)
+        held = "; ".join(self.blockers) or "unknown (the engine does not say)"
+        super().__init__(
+            f"no lock for `{statement}` after {attempts} attempt(s), each bounded by the lock timeout so "
+            f"application queries never queued behind it for longer; held by: {held}. Finish or end those "
+            "sessions, then run again (the step resumes)"
+        )
+
+
+class ColumnMismatchError(SchemaChangeError):
+    def __init__(self, what: str, count: int, keys: Sequence[Any], query: str) -> None:
+        self.what = what
+        self.count = count
+        self.keys = tuple(keys)
+        self.query = query
+        super().__init__(f"{what}: {count} row(s), first keys {list(self.keys)}; find them all with: {query}")
+
+
+class ContractRefusedError(SchemaChangeError):
+    """A step refused because it would lose data or skip what must come first."""

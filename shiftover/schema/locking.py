@@ -1,0 +1,103 @@
+"""DDL that never makes application queries queue behind it for longer than one lock timeout.
+
+Each statement runs with its lock wait bounded (``SchemaDialect.begin_ddl``); when the bound is
+hit the statement is abandoned (so whatever queued behind it proceeds), and retried after an
+exponential backoff with jitter. After the last attempt a ``LockTimeoutError`` names who held the
+lock. pgroll does the same on PostgreSQL (500 ms, backoff on 55P03).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from shiftover.schema.engines import schema_dialect
+from shiftover.schema.errors import LockTimeoutError
+from shiftover.schema.spec import LockSpec
+
+
+@dataclass
+class DdlReport:
+    """What running a step's DDL took: statements run, lock timeouts met, seconds spent waiting."""
+
+    statements: int = 0
+    lock_timeouts: int = 0
+    backoff_seconds: float = 0.0
+    attempts: list[int] = field(default_factory=list)  # per statement group
+
+
+def run_ddl(
+    engine: Engine,
+    statements: Sequence[str],
+    lock: LockSpec,
+    *,
+    table: str,
+    schema: str | None = None,
+    report: DdlReport | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> DdlReport:
+    """Run ``statements`` each under the lock timeout, retried with backoff.
+
+    On engines with transactional DDL the statements run together in one transaction (all or
+    none); elsewhere each is retried on its own, which is why every statement is idempotent."""
+    report = report or DdlReport()
+    dialect = schema_dialect(engine)
+    groups = [list(statements)] if dialect.transactional_ddl else [[s] for s in statements]
+    for group in groups:
+        _run_group(engine, group, lock, table, schema, report, sleep)
+    return report
+
+
+def _run_group(
+    engine: Engine,
+    group: list[str],
+    lock: LockSpec,
+    table: str,
+    schema: str | None,
+    report: DdlReport,
+    sleep: Callable[[float], None],
+) -> None:
+    dialect = schema_dialect(engine)
+    for attempt in range(1, lock.attempts + 1):
+        try:
+            with engine.connect() as conn:
+                try:
+                    with conn.begin():
+                        dialect.begin_ddl(conn, lock.timeout_ms)
+                        for statement in group:
+                            conn.exec_driver_sql(statement)
+                finally:
+                    dialect.end_ddl(conn)
+            report.statements += len(group)
+            report.attempts.append(attempt)
+            return
+        except sa.exc.DBAPIError as error:
+            if not dialect.is_lock_timeout(error):
+                raise
+            report.lock_timeouts += 1
+            if attempt == lock.attempts:
+                raise LockTimeoutError(
+                    group[0].splitlines()[0][:120], attempt, _holders(engine, table, schema)
+                ) from None
+            pause = backoff_seconds(lock, attempt)
+            report.backoff_seconds += pause
+            sleep(pause)
+
+
+def backoff_seconds(lock: LockSpec, attempt: int) -> float:
+    """Exponential from ``backoff_ms``, capped at ``max_backoff_ms``, with up to 50% jitter."""
+    base = min(lock.backoff_ms * 2 ** (attempt - 1), lock.max_backoff_ms) / 1000
+    return float(base * (0.5 + random.random() / 2))
+
+
+def _holders(engine: Engine, table: str, schema: str | None) -> list[str]:
+    try:
+        with engine.connect() as conn:
+            return schema_dialect(engine).lock_holders(conn, table, schema)
+    except sa.exc.DBAPIError:
+        return []

@@ -1,0 +1,193 @@
+"""An expand/contract spec becomes a plan: typed stages the one evaluator (``flows/evaluate``) runs.
+
+expand -> sync both ways -> backfill the column -> validate -> switch reads -> switch writes ->
+(approval) stop syncing -> (approval) drop the old columns. The lifecycle's phases are the table
+move's, reached in the same order (expand/contract keeps no archive: the last stage passes through
+``archived`` on its way to ``decommissioned``). Every stage before ``stop_sync`` is undone by the
+schema change's rollback (``SchemaUndo``); the last two cannot be undone and ask a person first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from shiftover.phases import ORDER, Phase
+from shiftover.plan.stages import ApprovalPolicy, MigrationState, Plan, SchemaUndo, Stage
+from shiftover.schema.spec import ExpandContractSpec
+
+FLOW = "expand-contract"
+UNDO_EXPANSION = SchemaUndo("sync triggers and new columns dropped; the old columns hold every write")
+
+
+def is_past(current: Phase, phase: Phase) -> bool:
+    """Strictly later in the forward order (rolled_back never is)."""
+    return current in ORDER and phase in ORDER and ORDER.index(current) > ORDER.index(phase)
+
+
+@dataclass(frozen=True)
+class SchemaStage(Stage):
+    """A stage of a schema change. Done when recorded since the last rollback or when the lifecycle
+    is past its phase: ``expand`` reaches ``planned`` (it only records itself), so reaching a phase
+    is not enough."""
+
+    flow: ClassVar[str] = FLOW
+
+    def done(self, state: MigrationState) -> bool:
+        return self.name in state.completed or is_past(state.phase, self.reaches)
+
+
+@dataclass(frozen=True)
+class ExpandColumnsStage(SchemaStage):
+    kind: ClassVar[str] = "expand_columns"
+
+
+@dataclass(frozen=True)
+class SyncColumnsStage(SchemaStage):
+    kind: ClassVar[str] = "sync_columns"
+
+
+@dataclass(frozen=True)
+class BackfillColumnsStage(SchemaStage):
+    kind: ClassVar[str] = "backfill_columns"
+
+
+@dataclass(frozen=True)
+class ValidateColumnsStage(SchemaStage):
+    kind: ClassVar[str] = "validate_columns"
+
+
+@dataclass(frozen=True)
+class SwitchColumnsStage(SchemaStage):
+    """Flip the flag applications read (``reads``) or write (``writes``) the columns by."""
+
+    kind: ClassVar[str] = "switch_columns"
+    flag: str = "reads"
+
+
+@dataclass(frozen=True)
+class StopSyncStage(SchemaStage):
+    kind: ClassVar[str] = "stop_sync"
+
+
+@dataclass(frozen=True)
+class DropOldColumnsStage(SchemaStage):
+    kind: ClassVar[str] = "drop_old_columns"
+
+
+SCHEMA_STAGE_TYPES: tuple[type[Stage], ...] = (
+    ExpandColumnsStage,
+    SyncColumnsStage,
+    BackfillColumnsStage,
+    ValidateColumnsStage,
+    SwitchColumnsStage,
+    StopSyncStage,
+    DropOldColumnsStage,
+)
+
+
+def flag_key(spec_name: str, flag: str) -> str:
+    """The flag applications read to know which columns to read (``reads``) or write (``writes``):
+    ``{"columns": "old" | "new"}``."""
+    return f"{spec_name}:schema.{flag}"
+
+
+def build_schema_plan(spec: ExpandContractSpec) -> Plan:
+    table = spec.database.table
+    pairs = ", ".join(f"{c.column} -> {c.to} ({c.type})" for c in spec.changes) or "(none)"
+    added = ", ".join(f"{a.column} {a.type}" for a in spec.additions)
+    olds = ", ".join(c.column for c in spec.changes) or "(none)"
+    lock = f"each DDL waits at most {spec.lock.timeout_ms} ms for its lock, {spec.lock.attempts} attempts with backoff"
+    stages: list[Stage] = [
+        ExpandColumnsStage(
+            "expand",
+            Phase.PLANNED,
+            f"add to {table}, nullable: {pairs}" + (f"; add {added}" if added else "") + f"; {lock}",
+            UNDO_EXPANSION,
+        ),
+        SyncColumnsStage(
+            "sync",
+            Phase.DUAL_WRITING,
+            "triggers keep old and new in step both ways: a write to old sets new = up(old), a write to new "
+            "sets old = down(new); a pair already in step is left alone (no recursion)",
+            UNDO_EXPANSION,
+        ),
+        BackfillColumnsStage(
+            "backfill",
+            Phase.BACKFILLED,
+            f"UPDATE {table} SET new = up(old) in key batches of {spec.backfill.chunk_rows}, only rows out of step, "
+            "checkpointed and throttled",
+            UNDO_EXPANSION,
+        ),
+        ValidateColumnsStage(
+            "validate",
+            Phase.VALIDATED,
+            "in the database: new = up(old) on every row"
+            + (
+                ", and down(up(old)) = old where an operation claims to be reversible"
+                if any(c.reversible for c in spec.changes)
+                else ""
+            ),
+            UNDO_EXPANSION,
+        ),
+        SwitchColumnsStage(
+            "switch_reads",
+            Phase.READS_SWITCHED,
+            f"flag {flag_key(spec.name, 'reads')} -> new columns",
+            SchemaUndo("reads flag -> old columns"),
+            flag="reads",
+        ),
+        SwitchColumnsStage(
+            "switch_writes",
+            Phase.WRITES_SWITCHED,
+            f"flag {flag_key(spec.name, 'writes')} -> new columns; the triggers still keep {olds} written",
+            SchemaUndo("writes flag -> old columns"),
+            flag="writes",
+        ),
+        StopSyncStage(
+            "stop_sync",
+            Phase.OLD_WRITES_STOPPED,
+            f"sync triggers dropped: from here on, writes no longer reach {olds}",
+            None,
+            approval=ApprovalPolicy("after this the old columns fall behind: no rollback"),
+        ),
+        DropOldColumnsStage(
+            "drop_old_columns",
+            Phase.DECOMMISSIONED,
+            f"drop {olds} from {table}",
+            None,
+            approval=ApprovalPolicy("the old columns are dropped for good"),
+        ),
+    ]
+    return Plan(spec.name, tuple(stages))
+
+
+def schema_plan_data(spec: ExpandContractSpec) -> dict[str, object]:
+    """``shiftover plan --json`` for a schema change: the fields ``explain_schema_change`` prints."""
+    stages = [
+        {
+            "name": s.name,
+            "kind": s.kind,
+            "reaches": str(s.reaches),
+            "does": s.does,
+            "approval": s.approval.why if s.approval is not None else None,
+            "reversible": s.reversible,
+            "undo": s.inverse.describe() if s.inverse else None,
+        }
+        for s in build_schema_plan(spec)
+    ]
+    return {"name": spec.name, "kind": "expand_contract", "table": spec.database.table, "stages": stages}
+
+
+def explain_schema_change(spec: ExpandContractSpec, plan: Plan | None = None) -> str:
+    """``shiftover plan`` for a schema change: the same stage lines as a table move's."""
+    from shiftover.connect import redact
+    from shiftover.plan.explain import explain_stage
+
+    plan = plan or build_schema_plan(spec)
+    lines = [f"Schema change {spec.name}: table {spec.database.table} in place ({redact(spec.database.url)})"]
+    for i, stage in enumerate(plan, 1):
+        lines += explain_stage(i, stage)
+    approvers = ", ".join(spec.approvals.approvers) or "anyone"
+    lines.append(f"Approvals by {approvers}; time-out {spec.approvals.timeout_seconds:g}s fails safe.")
+    return "\n".join(lines)

@@ -1,0 +1,71 @@
+"""An orders table with an ``amount`` numeric(12,2) column on each engine, and its expand/contract spec."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from decimal import Decimal
+
+import pytest
+import sqlalchemy as sa
+
+from shiftover.connect import get_engine
+from shiftover.schema.columns import Target
+from shiftover.schema.spec import ExpandContractSpec, parse_expand_contract
+
+ROWS = 3_000
+ENGINES = ["postgres", "mariadb", "sqlite"]
+
+
+def amount_of(i: int) -> Decimal:
+    return Decimal(i * 37 % 100_000) / 100
+
+
+def make_spec(url: str, **changes: object) -> ExpandContractSpec:
+    data: dict[str, object] = {
+        "kind": "expand_contract",
+        "name": "orders-cents",
+        "database": {"url": url, "table": "orders"},
+        "key": ["id"],
+        "operations": [
+            {
+                "op": "change_column",
+                "column": "amount",
+                "to": "amount_cents",
+                "type": "bigint",
+                "up": "round(amount * 100)",
+                "down": "amount_cents / 100.0",
+                "reversible": True,
+            },
+            {"op": "add_column", "column": "channel", "type": "varchar(20)", "default": "'web'"},
+        ],
+        "lock": {"timeout_ms": 200, "attempts": 50, "backoff_ms": 20, "max_backoff_ms": 200},
+        "backfill": {"chunk_rows": 250},
+        "approvals": {"auto": True},
+    }
+    data.update(changes)
+    return parse_expand_contract(data)
+
+
+def create_orders(url: str, rows: int = ROWS) -> sa.Engine:
+    engine = get_engine(url)
+    meta = sa.MetaData()
+    orders = sa.Table(
+        "orders",
+        meta,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("amount", sa.Numeric(12, 2), nullable=True),  # SQLite's AFTER triggers fill it after NOT NULL checks
+        sa.Column("note", sa.String(40)),
+    )
+    meta.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(orders.insert(), [{"id": i, "amount": amount_of(i), "note": f"n{i}"} for i in range(1, rows + 1)])
+        conn.execute(orders.update().where(orders.c.id == 7).values(amount=None))  # a NULL goes through too
+    return engine
+
+
+@pytest.fixture(params=ENGINES)
+def orders(request: pytest.FixtureRequest, database_url: Callable[[str], str]) -> tuple[Target, ExpandContractSpec]:
+    url = database_url(request.param)
+    engine = create_orders(url)
+    spec = make_spec(url)
+    return Target.of(engine, spec), spec

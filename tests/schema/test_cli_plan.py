@@ -1,0 +1,53 @@
+"""``shiftover plan`` on an expand/contract spec prints the stages the evaluator runs; an
+operation not supported yet is refused naming its spec field."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from shiftover.cli import app
+from shiftover.schema.plan import build_schema_plan
+from shiftover.schema.spec import load_expand_contract
+
+EXAMPLE = str(Path(__file__).parents[2] / "examples" / "expand_contract.yaml")
+runner = CliRunner()
+
+
+def test_plan_prints_the_stages_that_run(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("SHIFTOVER_DATABASE_URL", "sqlite:///unused.db")
+    result = runner.invoke(app, ["plan", EXAMPLE])
+    assert result.exit_code == 0, result.output
+    names = [s.name for s in build_schema_plan(load_expand_contract(EXAMPLE))]
+    assert [line.split()[1] for line in result.output.splitlines() if line[:3].strip().rstrip(".").isdigit()] == names
+    assert "stop_sync        -> old_writes_stopped [APPROVAL, IRREVERSIBLE]" in result.output
+    data = json.loads(runner.invoke(app, ["plan", EXAMPLE, "--json"]).output)
+    assert [s["name"] for s in data["stages"]] == names and data["kind"] == "expand_contract"
+
+
+def test_an_unsupported_operation_is_refused_by_its_field(tmp_path: Path) -> None:
+    spec = tmp_path / "bad.yaml"
+    text = Path(EXAMPLE).read_text().replace("op: add_column", "op: set_not_null")
+    spec.write_text(text)
+    result = runner.invoke(app, ["plan", str(spec)])
+    assert result.exit_code != 0
+    assert "spec field 'operations.1.op': operation 'set_not_null' is not supported yet" in result.output
+
+
+def test_plan_ddl_prints_each_stage_statements_and_changes_nothing(monkeypatch, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from conftest import create_orders
+
+    from shiftover.schema.snapshot import snapshot_table
+
+    url = f"sqlite:///{tmp_path}/orders.db"
+    engine = create_orders(url, rows=5)
+    before = snapshot_table(engine, "orders", ("id",))
+    monkeypatch.setenv("SHIFTOVER_DATABASE_URL", url)
+    result = runner.invoke(app, ["plan", EXAMPLE, "--ddl"])
+    assert result.exit_code == 0, result.output
+    assert "ALTER TABLE orders ADD COLUMN amount_cents bigint NULL;" in result.output
+    assert "CREATE TRIGGER IF NOT EXISTS so_sync_orders_amount_cents_upd AFTER UPDATE ON orders" in result.output
+    assert "-- rollback" in result.output and "ALTER TABLE orders DROP COLUMN channel;" in result.output
+    assert snapshot_table(engine, "orders", ("id",)) == before

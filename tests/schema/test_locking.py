@@ -1,0 +1,103 @@
+"""A session holding a lock on the table makes the expand DDL time out and retry, and application
+queries never wait behind it for longer than about one lock timeout (PostgreSQL and MariaDB: both
+queue every later query behind a waiting ALTER)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+import sqlalchemy as sa
+
+from shiftover.schema.columns import Target, expand
+from shiftover.schema.errors import LockTimeoutError
+from shiftover.schema.locking import DdlReport
+
+HOLD_SECONDS = 2.0
+
+
+def holding_a_lock(engine: sa.Engine) -> sa.Connection:
+    """An open transaction that read the table: PostgreSQL keeps its AccessShareLock, MariaDB its
+    metadata lock, until it ends; the ALTER needs an exclusive one."""
+    conn = engine.connect()
+    conn.begin()
+    conn.execute(sa.text("SELECT count(*) FROM orders")).scalar()
+    return conn
+
+
+def app_reads(engine: sa.Engine, stop: threading.Event, latencies: list[float]) -> None:
+    while not stop.is_set():
+        t0 = time.monotonic()
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT amount FROM orders WHERE id = 5")).scalar()
+        latencies.append(time.monotonic() - t0)
+        time.sleep(0.005)
+
+
+@pytest.mark.parametrize("kind", ["postgres", "mariadb"])
+def test_ddl_retries_while_a_lock_is_held_and_reads_do_not_queue(kind: str, database_url: Callable[[str], str]) -> None:
+    from conftest import create_orders, make_spec
+
+    url = database_url(kind)
+    engine = create_orders(url, rows=100)
+    spec = make_spec(url)  # lock timeout 200 ms, backoff 20..200 ms, 50 attempts
+    target = Target.of(engine, spec)
+    holder = holding_a_lock(sa.create_engine(url, poolclass=sa.pool.NullPool))
+    report, failure = DdlReport(), []
+    latencies: list[float] = []
+    stop = threading.Event()
+    reader = threading.Thread(
+        target=app_reads, args=(sa.create_engine(url, poolclass=sa.pool.NullPool), stop, latencies)
+    )
+    ddl = threading.Thread(target=lambda: _capture(failure, lambda: expand(target, spec, report)))
+    reader.start()
+    ddl.start()
+    time.sleep(HOLD_SECONDS)
+    assert "amount_cents" not in target.column_names()  # still waiting for its lock
+    holder.rollback()
+    holder.close()
+    ddl.join(timeout=30)
+    time.sleep(0.2)
+    stop.set()
+    reader.join()
+    assert not failure, failure
+    assert {"amount_cents", "channel"} <= set(target.column_names())
+    assert report.lock_timeouts >= 3, report
+    worst = max(latencies)
+    print(
+        f"{kind}: {report.lock_timeouts} lock timeouts while held {HOLD_SECONDS}s; "
+        f"{len(latencies)} reads, worst {worst * 1000:.0f} ms"
+    )
+    # Without the timeout a read would wait the whole HOLD_SECONDS behind the queued ALTER.
+    assert len(latencies) > 20 and worst < spec.lock.timeout_ms / 1000 + 0.5
+
+
+@pytest.mark.parametrize("kind", ["postgres", "mariadb"])
+def test_ddl_gives_up_naming_who_holds_the_lock(kind: str, database_url: Callable[[str], str]) -> None:
+    from conftest import create_orders, make_spec
+
+    url = database_url(kind)
+    engine = create_orders(url, rows=10)
+    spec = make_spec(url, lock={"timeout_ms": 100, "attempts": 3, "backoff_ms": 10})
+    holder = holding_a_lock(sa.create_engine(url, poolclass=sa.pool.NullPool))
+    own_id = "pg_backend_pid()" if kind == "postgres" else "connection_id()"
+    holder_id = holder.execute(sa.text(f"SELECT {own_id}")).scalar()
+    try:
+        with pytest.raises(LockTimeoutError) as caught:
+            expand(Target.of(engine, spec), spec)
+    finally:
+        holder.rollback()
+        holder.close()
+    assert caught.value.attempts == 3 and caught.value.blockers, caught.value
+    named = " ".join(caught.value.blockers)
+    assert (f"pid {holder_id} " if kind == "postgres" else f"connection {holder_id} ") in named, named
+    assert "transaction open" in named
+
+
+def _capture(failures: list[BaseException], work: Callable[[], object]) -> None:
+    try:
+        work()
+    except BaseException as error:  # reported by the test's assertion
+        failures.append(error)
