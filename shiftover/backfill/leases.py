@@ -26,6 +26,7 @@ from sqlalchemy.engine import Engine
 from shiftover.backfill.checkpoints import DONE, FAILED
 from shiftover.control import schema
 from shiftover.control.store import utcnow
+from shiftover.engines import dialect_for
 from shiftover.errors import ControlStoreError
 
 DEFAULT_SEGMENT_TTL_SECONDS = 30.0
@@ -34,7 +35,7 @@ _c = schema.checkpoints
 
 def require_distributed_store(engine: Engine) -> None:
     """Refuse a control store that cannot coordinate workers on several machines."""
-    if engine.dialect.name == "sqlite":
+    if not dialect_for(engine).shared_store:
         raise ControlStoreError(
             "a distributed backfill needs a PostgreSQL or MariaDB/MySQL control store; "
             f"{engine.url.render_as_string(hide_password=True)} is SQLite (one file on one machine): "

@@ -56,6 +56,7 @@ class EngineDialect:
     renders_by_declared_type = False  # canonical_sql trusts the declared type (DATETIME(0): no fraction)
     max_identifier: int | None = None  # the longest table or column name the engine keeps whole
     casts_json_binds = True  # JSON written from text is CAST to the column's JSON type (mapping.JsonText)
+    shared_store = True  # a control store several machines can share (distributed backfill leases)
 
     def identifier_length(self, name: str) -> int:
         """A name's length as the engine counts it against ``max_identifier``."""

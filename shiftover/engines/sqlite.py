@@ -26,6 +26,7 @@ class SQLite(EngineDialect):
     names = frozenset({"sqlite"})
     row_value_compare = True
     casts_json_binds = False  # CAST(x AS JSON) is numeric affinity here: JSON text is bound as it is
+    shared_store = False  # one file on one machine
     client_side_autocommit = True
     update_returning = True
     native_text = "CAST({} AS TEXT)"

@@ -40,14 +40,6 @@ def snapshot_table(engine: Engine, table: str, key: tuple[str, ...], schema: str
 
 
 def _trigger_names(conn: sa.Connection, table: str) -> list[str]:
-    name = conn.dialect.name
-    if name == "postgresql":
-        q = "SELECT tgname FROM pg_trigger WHERE tgrelid = to_regclass(:t) AND NOT tgisinternal ORDER BY 1"
-    elif name == "sqlite":
-        q = "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = :t ORDER BY 1"
-    else:
-        q = (
-            "SELECT trigger_name FROM information_schema.triggers "
-            "WHERE event_object_schema = database() AND event_object_table = :t ORDER BY 1"
-        )
-    return [str(r[0]) for r in conn.execute(sa.text(q), {"t": table})]
+    from shiftover.schema.engines import schema_dialect
+
+    return [str(r[0]) for r in conn.execute(sa.text(schema_dialect(conn).trigger_names_sql), {"t": table})]

@@ -88,16 +88,18 @@ def test_expired_lease_is_taken_over_and_old_holder_is_fenced(shared_store: Cont
 def test_heartbeat_keeps_a_short_lease_alive(shared_store: ControlStore) -> None:
     _plan(shared_store, 1)
     engine = shared_store.engine
-    lease = leases.claim_segment(engine, "m1", "w1", ttl=0.9)
+    # 3 s, not shorter: MariaDB keeps the expiry to the whole second, so a sub-second lease could
+    # read as expired already
+    lease = leases.claim_segment(engine, "m1", "w1", ttl=3.0)
     assert lease is not None
-    beat = leases.Heartbeat(engine, lease, ttl=0.9).start()
+    beat = leases.Heartbeat(engine, lease, ttl=3.0).start()
     try:
-        time.sleep(2.0)
+        time.sleep(4.5)  # past the first expiry: only the beats keep it
         assert leases.claim_segment(engine, "m1", "w2", ttl=30) is None
     finally:
         beat.stop()
     assert beat.beats >= 3 and not beat.lost
-    time.sleep(1.0)
+    time.sleep(4.0)
     assert leases.claim_segment(engine, "m1", "w2", ttl=30) is not None  # stopped beating: expired
 
 

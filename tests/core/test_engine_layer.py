@@ -18,7 +18,9 @@ from shiftover.engines import dialect_for, find_dialect, same_dialect
 from shiftover.errors import UnsupportedEngineError
 
 PACKAGE = Path(__file__).resolve().parents[2] / "shiftover"
-EXEMPT = ("engines", "control/migrations")  # Alembic revisions are frozen history
+# shiftover/schema/engines is the schema-change layer's own one-module-per-engine folder (its
+# dispatch included); Alembic revisions are frozen history
+EXEMPT = ("engines", "schema/engines", "control/migrations")
 ENGINE_NAMES = {"postgresql", "postgres", "mysql", "mariadb", "sqlite"}
 NAME_ATTRIBUTES = {"get_backend_name", "get_driver_name", "is_mariadb"}
 

@@ -42,6 +42,11 @@ class SyncPair:
 class SchemaDialect:
     name = ""
     transactional_ddl = False  # PostgreSQL and SQLite: one step's statements commit together
+    # SQL listing a table's trigger names (bind :t, the table), for the before/after snapshots
+    trigger_names_sql = (
+        "SELECT trigger_name FROM information_schema.triggers "
+        "WHERE event_object_schema = database() AND event_object_table = :t ORDER BY 1"
+    )
 
     def distinct(self, a: str, b: str) -> str:
         """SQL true when ``a`` and ``b`` differ, NULLs compared as values."""

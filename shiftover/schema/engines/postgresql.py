@@ -19,6 +19,7 @@ LOCK_NOT_AVAILABLE = "55P03"
 
 class PostgresSchema(SchemaDialect):
     name = "postgresql"
+    trigger_names_sql = "SELECT tgname FROM pg_trigger WHERE tgrelid = to_regclass(:t) AND NOT tgisinternal ORDER BY 1"
     transactional_ddl = True
 
     def distinct(self, a: str, b: str) -> str:

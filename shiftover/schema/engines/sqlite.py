@@ -17,6 +17,7 @@ DEFAULT_BUSY_MS = 30_000  # what shiftover.engines.sqlite sets on every connecti
 
 class SQLiteSchema(SchemaDialect):
     name = "sqlite"
+    trigger_names_sql = "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = :t ORDER BY 1"
     transactional_ddl = False  # pysqlite runs each DDL statement in its own transaction
 
     def distinct(self, a: str, b: str) -> str:
