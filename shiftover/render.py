@@ -14,6 +14,8 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
+from shiftover.status import asked, detail_text, summary_rows, verdict
+
 _WHEN = {"after": "after the work", "before": "before the approval and the work", "within": "during the work"}
 
 
@@ -52,77 +54,47 @@ def status_view(data: dict[str, Any]) -> RenderableType:
 
 
 def migration_tables(m: dict[str, Any]) -> list[RenderableType]:
-    routing, backfill, validation, queue = m["routing"], m["backfill"], m["validation"], m["reconciliation_queue"]
     summary = Table(title=f"{m['name']}: {m['phase']}", title_justify="left", show_header=False, box=None)
     summary.add_column(style="bold")
     summary.add_column()
-    summary.add_row(
-        "routing",
-        f"writes {routing['writes']}, reads {routing['reads_percent_new']:g}% new, "
-        f"shadow {'on' if routing['shadow'] else 'off'}",
-    )
-    summary.add_row("held by", f"{m['held_by'] or 'no run'} (epoch {m['epoch']})")
-    summary.add_row(
-        "backfill",
-        f"{backfill['rows_copied']} rows copied, {backfill['segments_done']}/{backfill['segments']} segments done"
-        if backfill["segments"]
-        else "not started",
-    )
-    summary.add_row(
-        "validation",
-        f"{validation['segments_done']}/{validation['segments']} segments, {validation['differing_keys']} "
-        f"differing keys ({validation['unrepaired']} unrepaired)"
-        if validation["run_id"] is not None
-        else "not run",
-    )
-    summary.add_row("reconciliation", f"{queue['pending']} pending, {queue['dead']} dead")
+    for label, text in summary_rows(m):
+        summary.add_row(label, text)
     out: list[RenderableType] = [Text(""), summary]
     if m["pending_approvals"]:
-        approvals = Table(title="approvals pending", title_justify="left", title_style="bold yellow")
-        for column in ("step", "asked", "command"):
-            approvals.add_column(column)
-        for a in m["pending_approvals"]:
-            asked = f"epoch {a['epoch']}, attempt {a['attempt']}, by {a['asked_by']}"
-            approvals.add_row(a["step"], asked, a["command"])
-        out.append(approvals)
-    if backfill["unfinished"]:
-        segments = Table(title="unfinished backfill segments", title_justify="left")
-        for column in ("segment", "range", "state", "rows"):
-            segments.add_column(column)
-        for s in backfill["unfinished"]:
-            segments.add_row(str(s["segment"]), str(s["range"]), s["state"], str(s["rows_copied"]))
-        out.append(segments)
+        rows: list[tuple[Any, ...]] = [(a["step"], asked(a), a["command"]) for a in m["pending_approvals"]]
+        out.append(_table("approvals pending", ("step", "asked", "command"), rows, title_style="bold yellow"))
+    if m["backfill"]["unfinished"]:
+        rows = [
+            (str(s["segment"]), str(s["range"]), s["state"], str(s["rows_copied"])) for s in m["backfill"]["unfinished"]
+        ]
+        out.append(_table("unfinished backfill segments", ("segment", "range", "state", "rows"), rows))
     if m["last_gates"]:
-        gates = Table(title="last gates", title_justify="left")
-        for column in ("at", "stage/gate", "verdict", "summary"):
-            gates.add_column(column)
-        for g in m["last_gates"]:
-            verdict = (
-                Text("pass", "green")
-                if g["passed"]
-                else Text("FAIL", "bold red")
-                if g["blocking"]
-                else Text("warn", "yellow")
+        rows = [
+            (
+                f"{g['at']:%H:%M:%S}",
+                f"{g['stage']}/{g['gate']}",
+                Text(verdict(g), _VERDICT_STYLE[verdict(g)]),
+                g["summary"],
             )
-            gates.add_row(f"{g['at']:%H:%M:%S}", f"{g['stage']}/{g['gate']}", verdict, g["summary"])
-        out.append(gates)
-    out.append(_history_table(m))
+            for g in m["last_gates"]
+        ]
+        out.append(_table("last gates", ("at", "stage/gate", "verdict", "summary"), rows))
+    if "audit" in m:
+        rows = [(f"{e['at']:%Y-%m-%d %H:%M:%S}", e["action"], e["actor"], detail_text(e["detail"])) for e in m["audit"]]
+        out.append(_table("audit log", ("at", "action", "actor", "detail"), rows))
+    else:
+        rows = [(f"{h['at']:%Y-%m-%d %H:%M:%S}", h["phase"], h["actor"], h["reason"] or "") for h in m["recent_phases"]]
+        out.append(_table("recent phases", ("at", "phase", "actor", "reason"), rows))
     return out
 
 
-def _history_table(m: dict[str, Any]) -> Table:
-    if "audit" in m:
-        table = Table(title="audit log", title_justify="left")
-        for column in ("at", "action", "actor", "detail"):
-            table.add_column(column)
-        for e in m["audit"]:
-            detail = e["detail"]
-            text = ", ".join(f"{k}={v}" for k, v in detail.items()) if isinstance(detail, dict) else str(detail)
-            table.add_row(f"{e['at']:%Y-%m-%d %H:%M:%S}", e["action"], e["actor"], text)
-        return table
-    table = Table(title="recent phases", title_justify="left")
-    for column in ("at", "phase", "actor", "reason"):
+_VERDICT_STYLE = {"pass": "green", "FAIL": "bold red", "warn": "yellow"}
+
+
+def _table(title: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]], title_style: str | None = None) -> Table:
+    table = Table(title=title, title_justify="left", title_style=title_style)
+    for column in columns:
         table.add_column(column)
-    for h in m["recent_phases"]:
-        table.add_row(f"{h['at']:%Y-%m-%d %H:%M:%S}", h["phase"], h["actor"], h["reason"] or "")
+    for row in rows:
+        table.add_row(*row)
     return table

@@ -87,48 +87,65 @@ def render_status(control_url: str, name: str | None = None, *, history: bool = 
     return f"control store: {data['control_store']}\n\n" + "\n\n".join(render_one(m) for m in data["migrations"])
 
 
-def render_one(m: dict[str, Any]) -> str:
-    routing, backfill, validation = m["routing"], m["backfill"], m["validation"]
-    lines = [
-        f"{m['name']}: {m['phase']}",
-        f"  routing: writes {routing['writes']}, reads {routing['reads_percent_new']:g}% new, "
-        f"shadow {'on' if routing['shadow'] else 'off'}",
-        f"  held by: {m['held_by'] or 'no run'} (epoch {m['epoch']})",
+def summary_rows(m: dict[str, Any]) -> list[tuple[str, str]]:
+    """(label, text) lines every view of a migration's status shows: routing, holder, work, queue."""
+    routing, backfill, validation, queue = m["routing"], m["backfill"], m["validation"], m["reconciliation_queue"]
+    rows = [
+        (
+            "routing",
+            f"writes {routing['writes']}, reads {routing['reads_percent_new']:g}% new, "
+            f"shadow {'on' if routing['shadow'] else 'off'}",
+        ),
+        ("held by", f"{m['held_by'] or 'no run'} (epoch {m['epoch']})"),
     ]
-    for a in m["pending_approvals"]:
-        asked = f"asked at epoch {a['epoch']}, attempt {a['attempt']}, by {a['asked_by']}"
-        lines.append(f"  approval pending: {a['step']} ({asked})")
-        lines.append(f"    {a['command']}")
-    if not backfill["segments"]:
-        lines.append("  backfill: not started")
-    else:
-        lines.append(
-            f"  backfill: {backfill['rows_copied']} rows copied, "
-            f"{backfill['segments_done']}/{backfill['segments']} segments done"
-        )
-        lines += [
-            f"    segment {s['segment']} {s['range']}: {s['state']}, {s['rows_copied']} rows"
-            for s in backfill["unfinished"]
-        ]
+    done = f"{backfill['segments_done']}/{backfill['segments']} segments done"
+    rows.append(
+        ("backfill", f"{backfill['rows_copied']} rows copied, {done}" if backfill["segments"] else "not started")
+    )
     if validation["run_id"] is None:
-        lines.append("  validation: not run")
+        rows.append(("validation", "not run"))
     else:
-        lines.append(
-            f"  validation: last run {validation['run_id']}: {validation['segments_done']}/{validation['segments']} "
-            f"segments, {validation['differing_keys']} differing keys ({validation['unrepaired']} unrepaired)"
-        )
-        lines += [f"    {s['kind']} {s['key']} {s['columns']}".rstrip() for s in validation["sample"]]
-    queue = m["reconciliation_queue"]
-    lines.append(f"  reconciliation queue: {queue['pending']} pending, {queue['dead']} dead")
+        screened = f"{validation['segments_done']}/{validation['segments']} segments"
+        found = f"{validation['differing_keys']} differing keys ({validation['unrepaired']} unrepaired)"
+        rows.append(("validation", f"last run {validation['run_id']}: {screened}, {found}"))
+    rows.append(("reconciliation queue", f"{queue['pending']} pending, {queue['dead']} dead"))
+    return rows
+
+
+def asked(a: dict[str, Any]) -> str:
+    """When and by whom a pending approval was asked."""
+    return f"asked at epoch {a['epoch']}, attempt {a['attempt']}, by {a['asked_by']}"
+
+
+def verdict(g: dict[str, Any]) -> str:
+    """A gate result's verdict: pass, FAIL (blocking) or warn."""
+    return "pass" if g["passed"] else ("FAIL" if g["blocking"] else "warn")
+
+
+def render_one(m: dict[str, Any]) -> str:
+    backfill, validation = m["backfill"], m["validation"]
+    rows = dict(summary_rows(m))
+    lines = [f"{m['name']}: {m['phase']}", *(f"  {label}: {rows[label]}" for label in ("routing", "held by"))]
+    for a in m["pending_approvals"]:
+        lines.append(f"  approval pending: {a['step']} ({asked(a)})")
+        lines.append(f"    {a['command']}")
+    lines.append(f"  backfill: {rows['backfill']}")
+    lines += [
+        f"    segment {s['segment']} {s['range']}: {s['state']}, {s['rows_copied']} rows"
+        for s in backfill["unfinished"]
+    ]
+    lines.append(f"  validation: {rows['validation']}")
+    lines += [f"    {s['kind']} {s['key']} {s['columns']}".rstrip() for s in validation["sample"]]
+    lines.append(f"  reconciliation queue: {rows['reconciliation queue']}")
     if m["last_gates"]:
         lines.append("  last gates:")
         for g in m["last_gates"]:
-            verdict = "pass" if g["passed"] else ("FAIL" if g["blocking"] else "warn")
-            lines.append(f"    {g['at']:%H:%M:%S} {g['stage']}/{g['gate']}: {verdict} - {g['summary']}")
+            lines.append(f"    {g['at']:%H:%M:%S} {g['stage']}/{g['gate']}: {verdict(g)} - {g['summary']}")
     if "audit" in m:
         lines.append("  audit log:")
         lines += [
-            f"    {e['at']:%Y-%m-%d %H:%M:%S} {e['action']} ({e['actor']}) {_detail(e['detail'])}" for e in m["audit"]
+            f"    {e['at']:%Y-%m-%d %H:%M:%S} {e['action']} ({e['actor']}) {detail_text(e['detail'])}"
+            for e in m["audit"]
         ]
     else:
         lines.append("  recent phases:")
@@ -138,7 +155,8 @@ def render_one(m: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _detail(detail: Any) -> str:
+def detail_text(detail: Any) -> str:
+    """An audit entry's detail as one line."""
     if isinstance(detail, dict):
         return ", ".join(f"{k}={v}" for k, v in detail.items())
     return str(detail)
