@@ -8,6 +8,7 @@ The spec names columns loosely (all columns, renames, SQL expressions, a Python 
 from __future__ import annotations
 
 import json
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -148,16 +149,26 @@ class JsonText(sa.types.TypeDecorator[Any]):
         return sa.cast(bindvalue, self.json_type) if self.cast else bindvalue
 
 
+_json_views: weakref.WeakKeyDictionary[sa.Table, sa.Table] = weakref.WeakKeyDictionary()
+
+
 def json_as_text(table: sa.Table, cast: bool) -> sa.Table:
     """``table`` with its JSON columns written from text (``JsonText``; ``cast``: the engine's binds
-    are cast to the JSON type, ``EngineDialect.casts_json_binds``); itself when it has none."""
+    are cast to the JSON type, ``EngineDialect.casts_json_binds``); itself when it has none. Made
+    once per table: every repair and dual-written row goes through it, and a new Table object per
+    call would also miss SQLAlchemy's compiled-statement cache."""
     if not any(isinstance(c.type, sa.JSON) for c in table.columns):
         return table
-    columns = [
-        sa.Column(c.name, JsonText(c.type, cast) if isinstance(c.type, sa.JSON) else c.type, primary_key=c.primary_key)
-        for c in table.columns
-    ]
-    return sa.Table(table.name, sa.MetaData(), *columns, schema=table.schema)
+    view = _json_views.get(table)
+    if view is None:
+        columns = [
+            sa.Column(
+                c.name, JsonText(c.type, cast) if isinstance(c.type, sa.JSON) else c.type, primary_key=c.primary_key
+            )
+            for c in table.columns
+        ]
+        view = _json_views[table] = sa.Table(table.name, sa.MetaData(), *columns, schema=table.schema)
+    return view
 
 
 def forget_reflections() -> None:

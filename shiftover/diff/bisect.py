@@ -35,9 +35,11 @@ from shiftover.rowsync import TableStats
 
 FANOUT = 32
 DENSE_ROWS = 250_000  # above this, a range with many differing buckets is narrowed further
-# A differing segment of a text, UUID or composite key up to this many rows is settled by one
-# (key, row hash) fetch per side: cheaper than sampling it and screening 32 sub-ranges on each side.
-SAMPLED_DIRECT_ROWS = 12_000
+# Text, UUID and composite keys: segments of this many rows (their screens are sums, not digests),
+# and a differing one up to half again as large (the row estimate's slack) settled by one (key, row
+# hash) fetch per side: cheaper than sampling it and screening 32 sub-ranges on each side.
+SAMPLED_SEGMENT_ROWS = 8_192
+SAMPLED_DIRECT_ROWS = SAMPLED_SEGMENT_ROWS * 3 // 2
 _count_lock = threading.Lock()
 T = TypeVar("T")
 

@@ -102,9 +102,7 @@ def side_connection(side: Side) -> Iterator[sa.Connection]:
 
 
 def _where(side: Side, rng: KeyRange) -> list[sa.ColumnElement[bool] | sa.TextClause]:
-    clauses: list[sa.ColumnElement[bool] | sa.TextClause] = [
-        range_clause(side.key_columns, rng, tuples=side.dialect.row_value_compare)
-    ]
+    clauses: list[sa.ColumnElement[bool] | sa.TextClause] = [side.in_range(rng)]
     if side.filter_sql:
         clauses.append(sa.text(side.filter_sql).bindparams(**dict(side.filter_params)))
     return clauses

@@ -16,7 +16,7 @@ from datetime import datetime
 
 from sqlalchemy.engine import Engine
 
-from shiftover.diff.bisect import Narrowing, candidate_keys
+from shiftover.diff.bisect import SAMPLED_SEGMENT_ROWS, Narrowing, candidate_keys
 from shiftover.diff.checksum import Side, build_side, key_bounds, table_stats
 from shiftover.diff.failures import DiffProgress
 from shiftover.diff.normalize import ColumnRule
@@ -30,9 +30,6 @@ from shiftover.mapping import TableMapping
 from shiftover.spec import ValidationSpec
 
 SEGMENT_ROWS = 32_768  # large tables get more segments: a differing row costs a narrowing scan of its segment
-# Text, UUID and composite keys: smaller segments, since a differing one is settled by fetching its
-# (key, row hash) pairs (bisect.SAMPLED_DIRECT_ROWS), and their screens are sums, not digests.
-SAMPLED_SEGMENT_ROWS = 8_192
 SEGMENT_BYTES = 64 * 2**20  # and wide rows more again: a segment's joined text stays far below 1 GB
 
 
