@@ -338,8 +338,22 @@ def _same_place(a: Endpoint, b: Endpoint) -> bool:
     return same_db and a.table == b.table and a.schema_name == b.schema_name
 
 
+# The other kinds of spec, and where each is taken (a table move has no ``kind``, or ``kind: table``).
+OTHER_KINDS = {
+    "route": "`shiftover plan` prints its stages and the route-move flow runs it (prefect.yaml: route-move)",
+    "expand_contract": "`shiftover plan`, `run` and `rollback` take it",
+}
+
+
 def parse_spec(data: dict[str, Any]) -> MigrationSpec:
-    """Validate a spec dict; the first problem becomes a ``SpecError`` naming its field."""
+    """Validate a table move's spec dict; the first problem becomes a ``SpecError`` naming its field
+    (another kind of spec is named as such, not reported as a table move missing its fields)."""
+    kind = data.get("kind", "table")
+    if kind in OTHER_KINDS:
+        raise SpecError("kind", f"this is a kind: {kind} spec, not a table move: {OTHER_KINDS[kind]}")
+    if kind != "table":
+        raise SpecError("kind", f"unknown kind {kind!r}: table (the default), {', '.join(OTHER_KINDS)}")
+    data = {k: v for k, v in data.items() if k != "kind"}
     try:
         return MigrationSpec.model_validate(data)
     except ValidationError as exc:

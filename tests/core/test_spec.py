@@ -91,3 +91,21 @@ def test_transform_that_cannot_import() -> None:
     spec = parse_spec(base(transform="no_such_module_xyz:fn"))
     with pytest.raises(SpecError, match="cannot import"):
         spec.load_transform()
+
+
+def test_another_kind_of_spec_is_named_not_reported_as_a_broken_table_move() -> None:
+    """`shiftover check` or `run` on a route spec said "spec field 'source': Field required"."""
+    with pytest.raises(
+        SpecError, match=r"spec field 'kind': this is a kind: route spec, not a table move: .*route-move"
+    ):
+        parse_spec({"kind": "route", "name": "r"})
+    with pytest.raises(SpecError, match=r"this is a kind: expand_contract spec, not a table move"):
+        parse_spec({"kind": "expand_contract", "name": "e"})
+    with pytest.raises(SpecError, match=r"spec field 'kind': unknown kind 'tabel': table \(the default\), route"):
+        parse_spec({"kind": "tabel", "name": "t"})
+    table = {
+        "name": "m",
+        "source": {"url": "sqlite:///a.db", "table": "t"},
+        "target": {"url": "sqlite:///b.db", "table": "t"},
+    }
+    assert parse_spec({**table, "key": "id", "kind": "table"}) == parse_spec({**table, "key": "id"})
