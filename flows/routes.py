@@ -101,7 +101,9 @@ def evaluate_routes(run: RouteRun, routes: tuple[str, ...] | None = None) -> dic
                 approver = run.approver(stage, approval_summary(run, stage))
                 run.store.audit(run.spec.name, approver, "route_approval", {"route": route, "stage": stage.name})
             detail = RUNNERS[type(stage)](run, stage)
-            run.store.audit(run.spec.name, run.actor, "route_stage", {"route": route, "stage": stage.name, **detail})
+            record = {"route": route, "stage": stage.name, **detail}
+            # fenced: a stage an operator's rollback overtook is not recorded done (a re-run would resume there)
+            run.store.audit(run.spec.name, run.actor, "route_stage", record, lease=run.lease)
             report["ran"].append(stage.name)
             report["stages"][stage.name] = detail
     return report
@@ -110,18 +112,17 @@ def evaluate_routes(run: RouteRun, routes: tuple[str, ...] | None = None) -> dic
 def shift(run: RouteRun, route: str, percent_new: float, reason: str) -> Split:
     """The gateway's weights, then the route's flag (read by in-process routers, ``routes/asgi.py``).
 
-    Fenced by the run's lease: checked before the flip, and again after it, undoing the flip when
-    an operator's rollback revoked the lease in between (the gateway has no transaction to share)."""
+    Fenced by the run's lease: checked before the flip, and again by the flag's write (in its own
+    transaction), undoing the flip when an operator's rollback revoked the lease in between (the
+    gateway has no transaction to share); the flag then keeps the rollback's value."""
     if run.lease is not None:
         run.lease.ensure()
     split = run.gateway.set_split(route, percent_new)
-    if run.lease is not None:
-        try:
-            run.lease.ensure()
-        except LeaseLostError:
-            run.gateway.set_split(route, 0)
-            raise
-    set_route_flag(run.store.engine, run.spec.name, route, split.percent_new, run.actor, reason)
+    try:
+        set_route_flag(run.store.engine, run.spec.name, route, split.percent_new, run.actor, reason, fence=run.lease)
+    except LeaseLostError:
+        run.gateway.set_split(route, 0)
+        raise
     publish_split(run, reason)
     return split
 
