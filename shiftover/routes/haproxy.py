@@ -154,10 +154,7 @@ class HAProxyGateway:
             steps.append(f"set server {b}/old weight {old}")
         if not raise_new_first:
             steps.reverse()
-        # One connection, commands separated by ';': applied back to back, the gaining side first.
-        reply = runtime_command(self.admin_socket, "; ".join(steps))
-        if reply.strip():
-            raise GatewayError("; ".join(steps), reply)
+        self.command("; ".join(steps))  # one connection: applied back to back, the gaining side first
         cfg.old_weight, cfg.new_weight = old, new
         self.write_config()
         return self.split(route)
