@@ -25,6 +25,13 @@ class Upstream(_Model):
 
     address: Annotated[str, Field(pattern=r"^[A-Za-z0-9.-]+:\d{1,5}$")]
 
+    @field_validator("address")
+    @classmethod
+    def _port(cls, value: str) -> str:
+        if not 0 < int(value.rsplit(":", 1)[1]) < 65536:
+            raise ValueError(f"{value}: a port is 1-65535")
+        return value
+
     @property
     def host(self) -> str:
         return self.address.rsplit(":", 1)[0]
@@ -134,16 +141,38 @@ class RouteMoveSpec(_Model):
     def _coherent(self) -> RouteMoveSpec:
         if self.old.address == self.new.address:
             raise ValueError("old and new upstreams are the same address")
-        names = [r.name for r in self.routes]
+        return self
+
+    @field_validator("routes")
+    @classmethod
+    def _distinct(cls, routes: tuple[RouteDecl, ...]) -> tuple[RouteDecl, ...]:
+        """Each name once, and no route the gateway could never reach: the first route whose prefix
+        and method match takes a request, so a later route under an earlier one's prefix, with a
+        method in common, would get no traffic (and its gates nothing to judge)."""
+        names = [r.name for r in routes]
         if not names or len(set(names)) != len(names):
             raise ValueError("routes must be listed, each name once")
-        return self
+        for i, later in enumerate(routes):
+            for earlier in routes[:i]:
+                shared = [m for m in later.methods if m in earlier.methods]
+                if shared and _within(later.prefix, earlier.prefix):
+                    raise ValueError(
+                        f"route {later.name!r} ({later.prefix}) is under route {earlier.name!r} ({earlier.prefix}) "
+                        f"for {', '.join(shared)}: those requests go to {earlier.name!r}; list {later.name!r} first"
+                    )
+        return routes
 
     def route(self, name: str) -> RouteDecl:
         for r in self.routes:
             if r.name == name:
                 return r
         raise KeyError(name)
+
+
+def _within(prefix: str, outer: str) -> bool:
+    """True when every path under ``prefix`` is under ``outer`` too (the gateway's prefix rule)."""
+    prefix, outer = prefix.rstrip("/"), outer.rstrip("/")
+    return prefix == outer or prefix.startswith(outer + "/")
 
 
 def parse_route_spec(data: dict[str, Any]) -> RouteMoveSpec:

@@ -64,12 +64,24 @@ BASE = {
             "routes.0.requires.phase",
         ),
         ({"surprise": 1}, "surprise"),
+        ({"old": {"address": "127.0.0.1:99999"}}, "old.address"),
+        ({"routes": [{"name": "o", "prefix": "/o"}, {"name": "o", "prefix": "/p"}]}, "routes"),
+        # /orders/<id> would always match the first route: the second never gets a request
+        ({"routes": [{"name": "o", "prefix": "/orders"}, {"name": "one", "prefix": "/orders/1"}]}, "routes"),
     ],
 )
 def test_a_bad_route_spec_names_its_field(change: dict, field: str) -> None:  # type: ignore[type-arg]
     with pytest.raises(SpecError) as caught:
         parse_route_spec({**BASE, **change})
     assert caught.value.field == field
+
+
+def test_routes_may_share_a_prefix_by_method_or_nest_most_specific_first() -> None:
+    by_method = [{"name": "r", "prefix": "/orders"}, {"name": "w", "prefix": "/orders", "methods": ["POST"]}]
+    nested = [{"name": "one", "prefix": "/orders/1"}, {"name": "o", "prefix": "/orders"}]
+    sibling = [{"name": "o", "prefix": "/orders"}, {"name": "h", "prefix": "/orders-history"}]
+    for routes in (by_method, nested, sibling):
+        assert [r.name for r in parse_route_spec({**BASE, "routes": routes}).routes] == [r["name"] for r in routes]
 
 
 def test_unsafe_routes_get_no_dark_launch() -> None:
