@@ -8,8 +8,8 @@ rises (consistent hashing moves keys only towards the server whose weight grew),
 accepts any weight only with consistent hashing. Weights are relative (0-256): a step raises the
 gaining side before lowering the other, in one socket command line, so 0/0 (503) never shows.
 Runtime changes are lost on restart, so every change rewrites the config file too (no reload).
-Measured here (FIELD-NOTES.md): a ``set server`` takes about 1.4 ms and the first response from
-the other side follows 3 ms p50 later.
+``bench/gateway.py`` measures what that buys: from the flip to every following request on the
+other side (README: 11-61 ms over four runs on a loaded machine, 0 failed requests across switches).
 """
 
 from __future__ import annotations
