@@ -38,6 +38,13 @@ def test_a_missing_field_a_status_and_declared_fields() -> None:
     assert STATUS in flapping.mismatched
 
 
+def test_every_route_gate_a_spec_may_name_has_a_check_and_every_check_a_name() -> None:
+    from shiftover.checks.routes import ROUTE_GATES as CHECKS
+    from shiftover.routes.spec import ROUTE_GATES
+
+    assert set(CHECKS) == set(ROUTE_GATES)
+
+
 def test_weights_and_split() -> None:
     assert weights_for(0) == (100, 0) and weights_for(100) == (0, 100) and weights_for(12.5) == (88, 12)
     assert Split("r", 90, 10).percent_new == 10 and Split("r", 0, 0).percent_new == 0
