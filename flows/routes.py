@@ -21,7 +21,7 @@ from shiftover.checks.report import publish_gate_results
 from shiftover.checks.routes import RouteWindow, judge
 from shiftover.control.lease import Lease, revoke_lease
 from shiftover.control.store import ControlStore
-from shiftover.errors import ApprovalError, GateError, LeaseLostError, StageOrderError
+from shiftover.errors import GateError, LeaseLostError, StageOrderError
 from shiftover.phases import is_at_least
 from shiftover.routes.asgi import set_route_flag
 from shiftover.routes.compare import DarkLaunchReport, compare_path, dark_launch
@@ -345,11 +345,6 @@ def approval_summary(run: RouteRun, stage: RouteStage) -> str:
             f"Type **{run.spec.name}** in *Confirm Name* to approve.",
         ]
     )
-
-
-def refuse(stage: RouteStage, summary: str) -> str:
-    """An approver that refuses everything (the default outside a Prefect run)."""
-    raise ApprovalError(f"{stage.name} needs an approval and no approver was given")
 
 
 RUNNERS: dict[type[RouteStage], Callable[[RouteRun, RouteStage], dict[str, Any]]] = {
