@@ -298,11 +298,18 @@ def launch(gw: HAProxyGateway, binary: str = "haproxy", ready_timeout: float = 5
 
 def attach_haproxy(spec: RouteMoveSpec, workdir: Path, *, log_socket: Path | None = None) -> HAProxyGateway:
     """The gateway already running from ``workdir`` (its config and admin socket), its routes' weights
-    read back from the runtime API: a flow run drives a long-lived gateway it did not start."""
-    text = (workdir / "haproxy.cfg").read_text()
-    port = int(text.split("bind 127.0.0.1:", 1)[1].split()[0])
+    read back from the runtime API: a flow run drives a long-lived gateway it did not start.
+    ``GatewayError`` naming ``workdir`` when no gateway config is there or no haproxy answers."""
+    try:
+        text = (workdir / "haproxy.cfg").read_text()
+        port = int(text.split("bind 127.0.0.1:", 1)[1].split()[0])
+    except (OSError, IndexError, ValueError) as exc:
+        raise GatewayError(f"attach {workdir}", f"no gateway config there ({exc.__class__.__name__})") from None
     gw = HAProxyGateway(spec, workdir, port, {r.name: RouteConfig(r) for r in spec.routes}, log_socket)
-    present = set(gw.servers())
+    try:
+        present = set(gw.servers())
+    except OSError as exc:
+        raise GatewayError(f"attach {workdir}", f"no haproxy answers on {gw.admin_socket}: {exc}") from None
     for name, cfg in gw.routes.items():
         b = backend_name(name)
         cfg.old_present = f"{b}/old" in present

@@ -11,7 +11,10 @@ import sys
 import time
 from pathlib import Path
 
-from shiftover.routes.haproxy import HAProxyGateway
+import pytest
+
+from shiftover.errors import GatewayError
+from shiftover.routes.haproxy import HAProxyGateway, attach_haproxy
 
 from .conftest import require_haproxy, route_spec
 
@@ -175,3 +178,14 @@ def test_a_killed_starter_leaves_no_haproxy_running(tmp_path: Path) -> None:
     finally:
         if running(pid):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_attaching_where_no_gateway_runs_names_the_directory(upstreams, gateway_factory, tmp_path: Path) -> None:
+    spec = route_spec(*upstreams)
+    with pytest.raises(GatewayError, match="no gateway config") as caught:
+        attach_haproxy(spec, tmp_path)
+    assert str(tmp_path) in str(caught.value)
+    gw, _ = gateway_factory(spec)
+    gw.stop()  # its config stays; nothing answers on the admin socket
+    with pytest.raises(GatewayError, match="no haproxy answers"):
+        attach_haproxy(spec, gw.workdir)
