@@ -175,22 +175,23 @@ def run_wait_for_table(run: RouteRun, stage: RouteStage) -> dict[str, Any]:
 
 def run_pass_through(run: RouteRun, stage: RouteStage) -> dict[str, Any]:
     """Every request of the route on the old upstream; each sample answers through the gateway as
-    the old upstream answers directly (fields differing between two direct answers are noise)."""
+    the old upstream answers directly (fields differing between two direct answers are noise).
+    A route with unsafe methods replays nothing, and says so."""
     split = shift(run, stage.route, 0, stage.name)
     decl = run.spec.route(stage.route)
-    paths = list(decl.samples) or [decl.prefix]
+    paths = (list(decl.samples) or [decl.prefix]) if decl.safe else []
     gw = gateway_upstream(run)
     differing = []
-    for path in paths if decl.safe else []:
+    for path in paths:
         c = compare_path(run.spec.old, gw, path, {})
         if not c.matches:
             differing.append({"path": path, "fields": sorted(c.mismatched)})
-    result = GateResult(
-        "pass_through",
-        not differing,
-        f"{len(paths) - len(differing)} of {len(paths)} sample(s) answer through the gateway as directly",
-        rows=differing,
+    summary = (
+        f"{len(paths) - len(differing)} of {len(paths)} sample(s) answer through the gateway as directly"
+        if paths
+        else f"no sample replayed: {' '.join(decl.methods)} requests are not safe to send twice"
     )
+    result = GateResult("pass_through", not differing, summary, rows=differing)
     publish_gate_results([result], stage.name, run.spec.name)
     if differing:
         raise GateError("pass_through", result.summary, result)

@@ -1,6 +1,6 @@
-"""The move's lease fences what it writes: an operator's rollback landing between a move's gateway
-flip and its bookkeeping wins. The gateway is an in-memory driver (the ``Gateway`` seam), so the
-race is placed exactly, with no haproxy."""
+"""The route evaluator against an in-memory gateway (the ``Gateway`` seam), no haproxy: the move's
+lease fences what it writes (an operator's rollback landing between a move's gateway flip and its
+bookkeeping wins, the race placed exactly), and what a pass-through reports."""
 
 from __future__ import annotations
 
@@ -14,7 +14,15 @@ from shiftover.control.store import ControlStore
 from shiftover.errors import LeaseLostError
 from shiftover.flags.store import get_flag
 from shiftover.flows import routes as evaluator
-from shiftover.flows.routes import RouteRun, completed, evaluate_routes, open_route_move, rollback_routes, shift
+from shiftover.flows.routes import (
+    RouteRun,
+    completed,
+    evaluate_routes,
+    open_route_move,
+    rollback_routes,
+    run_pass_through,
+    shift,
+)
 from shiftover.routes.asgi import route_flag_key
 from shiftover.routes.gateway import Split
 from shiftover.routes.spec import RouteMoveSpec, parse_route_spec
@@ -102,3 +110,18 @@ def test_a_stage_a_rollback_overtook_is_not_recorded_done(
         log.close()
     assert completed(control_store, MOVE, "orders_writes") == set()
     assert control_store.audit_entries(MOVE, "route_stage") == []
+
+
+def test_a_pass_through_of_unsafe_methods_replays_nothing_and_says_so(
+    control_store: ControlStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    published: list[Any] = []
+    monkeypatch.setattr(evaluator, "publish_gate_results", lambda results, *where: published.extend(results))
+    run, _, log = held_run(control_store, tmp_path)
+    try:
+        detail = run_pass_through(run, run.plan.for_route("orders_writes")[0])
+    finally:
+        log.close()
+    assert detail == {"percent_new": 0, "samples": 0}  # a POST is never sent twice
+    [gate] = published
+    assert gate.passed and "not safe to send twice" in gate.summary, gate.summary
