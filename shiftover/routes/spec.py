@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from itertools import pairwise
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -11,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from shiftover.errors import SpecError
 from shiftover.phases import Phase
-from shiftover.spec import read_spec_file, spec_error
+from shiftover.spec import check_canary_steps, read_spec_file, spec_error
 
 ROUTE_GATES = ("error_rate", "latency_ratio", "mismatch_rate")
 
@@ -107,12 +106,7 @@ class RouteCanarySpec(_Model):
     @field_validator("steps")
     @classmethod
     def _increasing(cls, steps: tuple[float, ...]) -> tuple[float, ...]:
-        for before, after in pairwise(steps):
-            if after <= before:
-                raise ValueError(f"canary steps must increase: {before:g} is followed by {after:g}")
-        if not steps or steps[-1] != 100:
-            raise ValueError("canary steps must end with 100")
-        return steps
+        return check_canary_steps(steps)
 
 
 class GatewaySpec(_Model):
