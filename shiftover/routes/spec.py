@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from shiftover.errors import SpecError
 from shiftover.phases import Phase
-from shiftover.spec import check_canary_steps, read_spec_file, spec_error
+from shiftover.spec import ApprovalSpec, check_canary_steps, read_spec_file, spec_error
 
 ROUTE_GATES = ("error_rate", "latency_ratio", "mismatch_rate")
 
@@ -155,6 +155,11 @@ class RouteMoveSpec(_Model):
                         f"for {', '.join(shared)}: those requests go to {earlier.name!r}; list {later.name!r} first"
                     )
         return routes
+
+    @property
+    def approvals(self) -> ApprovalSpec:
+        """What a table spec's ``approvals`` says, for the shared approval form: who may approve."""
+        return ApprovalSpec(approvers=self.approvers)
 
     def route(self, name: str) -> RouteDecl:
         for r in self.routes:
