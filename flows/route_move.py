@@ -4,6 +4,7 @@ to the old upstream at once. Thin: the work is in ``flows/routes.py``."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,65 +12,51 @@ from prefect import flow
 
 from shiftover.control.lease import Lease
 from shiftover.control.store import ControlStore
-from shiftover.errors import ApprovalError
+from shiftover.flows.context import RunOptions
 from shiftover.flows.credentials import admit_control_url
 from shiftover.flows.routes import Approver, evaluate_routes, open_route_move, rollback_routes
 from shiftover.routes.spec import RouteMoveSpec
-from shiftover.routes.stages import RouteStage
 from shiftover.routes.traffic import AccessLog
+
+
+@dataclass(frozen=True)
+class RouteMove:
+    """A route move as the approval reads a migration: its name, control store and spec."""
+
+    spec: RouteMoveSpec
+    store: ControlStore
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+@dataclass(frozen=True)
+class RouteApprovalContext:
+    """The members of a run's context that ``obtain_approval`` reads (as ``SchemaRunContext`` is
+    for a schema change), for a route move."""
+
+    migration: RouteMove
+    lease: Lease
+    holder: str
+    actor: str
+    options: RunOptions
 
 
 def pause_approver(
     spec: RouteMoveSpec, store: ControlStore, lease: Lease, timeout_seconds: float, poll_interval_seconds: int
 ) -> Approver:
-    """Approvals as the table stages ask them: a request in the control store at the lease's epoch
-    (a rollback cancels it), the same typed form (name to confirm, approver from the spec's list) on
-    a Prefect pause of the calling flow run, the answer checked again; a refused answer asks again."""
+    """Approvals exactly as the table stages ask them (``obtain_approval``): a request in the control
+    store at the lease's epoch (a rollback cancels it), the typed form (name to confirm, approver
+    from the spec's list) on a Prefect pause of the calling flow run, the answer checked again; a
+    refused answer asks again. A pause, never a suspension: the move holds the gateway's access log."""
+    from shiftover.flows.approval import obtain_approval
 
-    def approve(stage: RouteStage, summary: str) -> str:
-        from prefect.exceptions import FlowPauseTimeout
-        from prefect.flow_runs import pause_flow_run
-
-        from shiftover.approvals import (
-            REFUSED,
-            TIMED_OUT,
-            accept_request,
-            check_approval,
-            close_request,
-            open_request,
-            refuse_answer,
-            require_pending,
-        )
-        from shiftover.flows.approval import approval_form, pause_key
-
-        request = open_request(store.engine, spec.name, stage.name, lease, lease.holder)
-        form = approval_form(spec.name, spec.approvers).with_initial_data(description=summary)
-        while True:
-            try:
-                answer = pause_flow_run(
-                    wait_for_input=form,
-                    timeout=int(timeout_seconds),
-                    poll_interval=poll_interval_seconds,
-                    key=pause_key(stage.name, request.epoch, request.attempt),
-                )
-            except FlowPauseTimeout:
-                close_request(store.engine, request, TIMED_OUT, "shiftover", f"no answer within {timeout_seconds:g}s")
-                raise ApprovalError(
-                    f"no approval for {stage.name!r} within {timeout_seconds:g}s; nothing changed"
-                ) from None
-            require_pending(store.engine, request)  # a rollback cancelled it: stop
-            try:
-                record = check_approval(answer, spec.name, spec.approvers, stage.name, request=request)
-            except ApprovalError as exc:
-                if answer.decision == "reject":
-                    close_request(store.engine, request, REFUSED, answer.approver.strip() or "(empty)", str(exc))
-                    raise
-                request = refuse_answer(store.engine, request, answer.approver.strip() or "(empty)", str(exc))
-                continue
-            accept_request(store.engine, request, record, lease)
-            return record.approver
-
-    return approve
+    options = RunOptions(
+        approval_timeout_seconds=timeout_seconds, poll_interval_seconds=poll_interval_seconds, suspend=False
+    )
+    ctx = RouteApprovalContext(RouteMove(spec, store), lease, lease.holder, "route-move", options)
+    return lambda stage, summary: obtain_approval(ctx, stage.name, summary).approver
 
 
 @flow(name="route-move")

@@ -21,10 +21,10 @@ from shiftover.checks.report import publish_gate_results
 from shiftover.checks.routes import RouteWindow, judge
 from shiftover.control.lease import Lease, revoke_lease
 from shiftover.control.store import ControlStore
-from shiftover.errors import ApprovalError, GateError, LeaseLostError, StageOrderError
+from shiftover.errors import GateError, LeaseLostError, StageOrderError
 from shiftover.phases import is_at_least
 from shiftover.routes.asgi import set_route_flag
-from shiftover.routes.compare import DarkLaunchReport, compare_answers, dark_launch, fetch
+from shiftover.routes.compare import DarkLaunchReport, compare_path, dark_launch
 from shiftover.routes.gateway import Gateway, Split
 from shiftover.routes.plan import build_route_plan
 from shiftover.routes.spec import RouteMoveSpec, Upstream, backend_name
@@ -101,7 +101,9 @@ def evaluate_routes(run: RouteRun, routes: tuple[str, ...] | None = None) -> dic
                 approver = run.approver(stage, approval_summary(run, stage))
                 run.store.audit(run.spec.name, approver, "route_approval", {"route": route, "stage": stage.name})
             detail = RUNNERS[type(stage)](run, stage)
-            run.store.audit(run.spec.name, run.actor, "route_stage", {"route": route, "stage": stage.name, **detail})
+            record = {"route": route, "stage": stage.name, **detail}
+            # fenced: a stage an operator's rollback overtook is not recorded done (a re-run would resume there)
+            run.store.audit(run.spec.name, run.actor, "route_stage", record, lease=run.lease)
             report["ran"].append(stage.name)
             report["stages"][stage.name] = detail
     return report
@@ -110,18 +112,17 @@ def evaluate_routes(run: RouteRun, routes: tuple[str, ...] | None = None) -> dic
 def shift(run: RouteRun, route: str, percent_new: float, reason: str) -> Split:
     """The gateway's weights, then the route's flag (read by in-process routers, ``routes/asgi.py``).
 
-    Fenced by the run's lease: checked before the flip, and again after it, undoing the flip when
-    an operator's rollback revoked the lease in between (the gateway has no transaction to share)."""
+    Fenced by the run's lease: checked before the flip, and again by the flag's write (in its own
+    transaction), undoing the flip when an operator's rollback revoked the lease in between (the
+    gateway has no transaction to share); the flag then keeps the rollback's value."""
     if run.lease is not None:
         run.lease.ensure()
     split = run.gateway.set_split(route, percent_new)
-    if run.lease is not None:
-        try:
-            run.lease.ensure()
-        except LeaseLostError:
-            run.gateway.set_split(route, 0)
-            raise
-    set_route_flag(run.store.engine, run.spec.name, route, split.percent_new, run.actor, reason)
+    try:
+        set_route_flag(run.store.engine, run.spec.name, route, split.percent_new, run.actor, reason, fence=run.lease)
+    except LeaseLostError:
+        run.gateway.set_split(route, 0)
+        raise
     publish_split(run, reason)
     return split
 
@@ -174,22 +175,23 @@ def run_wait_for_table(run: RouteRun, stage: RouteStage) -> dict[str, Any]:
 
 def run_pass_through(run: RouteRun, stage: RouteStage) -> dict[str, Any]:
     """Every request of the route on the old upstream; each sample answers through the gateway as
-    the old upstream answers directly (fields differing between two direct answers are noise)."""
+    the old upstream answers directly (fields differing between two direct answers are noise).
+    A route with unsafe methods replays nothing, and says so."""
     split = shift(run, stage.route, 0, stage.name)
     decl = run.spec.route(stage.route)
-    paths = list(decl.samples) or [decl.prefix]
+    paths = (list(decl.samples) or [decl.prefix]) if decl.safe else []
     gw = gateway_upstream(run)
     differing = []
-    for path in paths if decl.safe else []:
-        c = compare_answers(path, fetch(run.spec.old, path, {}), fetch(run.spec.old, path, {}), fetch(gw, path, {}))
+    for path in paths:
+        c = compare_path(run.spec.old, gw, path, {})
         if not c.matches:
             differing.append({"path": path, "fields": sorted(c.mismatched)})
-    result = GateResult(
-        "pass_through",
-        not differing,
-        f"{len(paths) - len(differing)} of {len(paths)} sample(s) answer through the gateway as directly",
-        rows=differing,
+    summary = (
+        f"{len(paths) - len(differing)} of {len(paths)} sample(s) answer through the gateway as directly"
+        if paths
+        else f"no sample replayed: {' '.join(decl.methods)} requests are not safe to send twice"
     )
+    result = GateResult("pass_through", not differing, summary, rows=differing)
     publish_gate_results([result], stage.name, run.spec.name)
     if differing:
         raise GateError("pass_through", result.summary, result)
@@ -344,11 +346,6 @@ def approval_summary(run: RouteRun, stage: RouteStage) -> str:
             f"Type **{run.spec.name}** in *Confirm Name* to approve.",
         ]
     )
-
-
-def refuse(stage: RouteStage, summary: str) -> str:
-    """An approver that refuses everything (the default outside a Prefect run)."""
-    raise ApprovalError(f"{stage.name} needs an approval and no approver was given")
 
 
 RUNNERS: dict[type[RouteStage], Callable[[RouteRun, RouteStage], dict[str, Any]]] = {

@@ -144,14 +144,19 @@ class CanarySpec(_Model):
     @field_validator("steps")
     @classmethod
     def _increasing(cls, steps: tuple[float, ...]) -> tuple[float, ...]:
-        if not steps:
-            raise ValueError("at least one canary step is needed (end with 100)")
-        for before, after in pairwise(steps):
-            if after <= before:
-                raise ValueError(f"canary steps must increase: {before:g} is followed by {after:g}")
-        if steps[-1] != 100:
-            raise ValueError(f"the last canary step must be 100, not {steps[-1]:g}")
-        return steps
+        return check_canary_steps(steps)
+
+
+def check_canary_steps(steps: tuple[float, ...]) -> tuple[float, ...]:
+    """Canary percentages (a table's reads, a route's users) rise step by step to 100."""
+    if not steps:
+        raise ValueError("at least one canary step is needed (end with 100)")
+    for before, after in pairwise(steps):
+        if after <= before:
+            raise ValueError(f"canary steps must increase: {before:g} is followed by {after:g}")
+    if steps[-1] != 100:
+        raise ValueError(f"the last canary step must be 100, not {steps[-1]:g}")
+    return steps
 
 
 class ApprovalSpec(_Model):

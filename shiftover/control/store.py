@@ -213,8 +213,11 @@ class ControlStore:
         ]
 
     # -- audit --------------------------------------------------------------------
-    def audit(self, name: str, actor: str, action: str, detail: dict[str, Any]) -> None:
+    def audit(self, name: str, actor: str, action: str, detail: dict[str, Any], *, lease: Fence | None = None) -> None:
+        """Append an audit entry; with a ``lease``, only while it holds (checked in the same transaction)."""
         with self.engine.begin() as conn:
+            if lease is not None:
+                lease.check(conn)
             _audit(conn, name, actor, action, detail)
 
     def audit_entries(self, name: str, action: str | None = None) -> list[dict[str, Any]]:

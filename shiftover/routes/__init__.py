@@ -7,6 +7,9 @@ haproxy.py    the HAProxy driver: rendered config, a child process, weights over
 traffic.py    the gateway's access log read from a unix datagram socket: per-side status and latency
 compare.py    the Diffy-style comparator: old twice, new once; fields differing between the olds are noise
 stages.py     one typed class per route stage, its inverse a weight flip; plan.py: spec -> plan
-gates.py      error rate, p99 latency ratio new/old, mismatch rate
-evaluate.py   walks a route plan: gates, approvals, work, automatic rollback; progress in the control store
+asgi.py       the route's flag, and an in-process router reading it
+
+The gates (error rate, p99 latency ratio new/old, mismatch rate) are ``shiftover.checks.routes``; the
+evaluator that walks a route plan (approvals, work, gates, automatic rollback, progress in the
+control store) is ``shiftover.flows.routes``, its Prefect flows ``shiftover.flows.route_move``.
 """

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
+from shiftover.control.store import Fence
 from shiftover.flags.client import FlagClient
 from shiftover.flags.store import set_flag
 from shiftover.routes.spec import RouteDecl
@@ -28,8 +29,12 @@ def route_flag_key(move: str, route: str) -> str:
     return f"{move}:route:{route}"
 
 
-def set_route_flag(engine: Engine, move: str, route: str, percent_new: float, actor: str, reason: str = "") -> int:
-    return set_flag(engine, route_flag_key(move, route), percent_new, actor, migration=move, reason=reason)
+def set_route_flag(
+    engine: Engine, move: str, route: str, percent_new: float, actor: str, reason: str = "", fence: Fence | None = None
+) -> int:
+    """Write the route's share; with a ``fence`` (the move's lease), only while that lease holds."""
+    key = route_flag_key(move, route)
+    return set_flag(engine, key, percent_new, actor, migration=move, reason=reason, fence=fence)
 
 
 def matching_route(routes: Sequence[RouteDecl], path: str, method: str) -> RouteDecl | None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from itertools import pairwise
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -11,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from shiftover.errors import SpecError
 from shiftover.phases import Phase
-from shiftover.spec import read_spec_file, spec_error
+from shiftover.spec import ApprovalSpec, check_canary_steps, read_spec_file, spec_error
 
 ROUTE_GATES = ("error_rate", "latency_ratio", "mismatch_rate")
 
@@ -24,6 +23,13 @@ class Upstream(_Model):
     """An HTTP service the gateway forwards to: ``host:port``."""
 
     address: Annotated[str, Field(pattern=r"^[A-Za-z0-9.-]+:\d{1,5}$")]
+
+    @field_validator("address")
+    @classmethod
+    def _port(cls, value: str) -> str:
+        if not 0 < int(value.rsplit(":", 1)[1]) < 65536:
+            raise ValueError(f"{value}: a port is 1-65535")
+        return value
 
     @property
     def host(self) -> str:
@@ -100,12 +106,7 @@ class RouteCanarySpec(_Model):
     @field_validator("steps")
     @classmethod
     def _increasing(cls, steps: tuple[float, ...]) -> tuple[float, ...]:
-        for before, after in pairwise(steps):
-            if after <= before:
-                raise ValueError(f"canary steps must increase: {before:g} is followed by {after:g}")
-        if not steps or steps[-1] != 100:
-            raise ValueError("canary steps must end with 100")
-        return steps
+        return check_canary_steps(steps)
 
 
 class GatewaySpec(_Model):
@@ -134,16 +135,43 @@ class RouteMoveSpec(_Model):
     def _coherent(self) -> RouteMoveSpec:
         if self.old.address == self.new.address:
             raise ValueError("old and new upstreams are the same address")
-        names = [r.name for r in self.routes]
+        return self
+
+    @field_validator("routes")
+    @classmethod
+    def _distinct(cls, routes: tuple[RouteDecl, ...]) -> tuple[RouteDecl, ...]:
+        """Each name once, and no route the gateway could never reach: the first route whose prefix
+        and method match takes a request, so a later route under an earlier one's prefix, with a
+        method in common, would get no traffic (and its gates nothing to judge)."""
+        names = [r.name for r in routes]
         if not names or len(set(names)) != len(names):
             raise ValueError("routes must be listed, each name once")
-        return self
+        for i, later in enumerate(routes):
+            for earlier in routes[:i]:
+                shared = [m for m in later.methods if m in earlier.methods]
+                if shared and _within(later.prefix, earlier.prefix):
+                    raise ValueError(
+                        f"route {later.name!r} ({later.prefix}) is under route {earlier.name!r} ({earlier.prefix}) "
+                        f"for {', '.join(shared)}: those requests go to {earlier.name!r}; list {later.name!r} first"
+                    )
+        return routes
+
+    @property
+    def approvals(self) -> ApprovalSpec:
+        """What a table spec's ``approvals`` says, for the shared approval form: who may approve."""
+        return ApprovalSpec(approvers=self.approvers)
 
     def route(self, name: str) -> RouteDecl:
         for r in self.routes:
             if r.name == name:
                 return r
         raise KeyError(name)
+
+
+def _within(prefix: str, outer: str) -> bool:
+    """True when every path under ``prefix`` is under ``outer`` too (the gateway's prefix rule)."""
+    prefix, outer = prefix.rstrip("/"), outer.rstrip("/")
+    return prefix == outer or prefix.startswith(outer + "/")
 
 
 def parse_route_spec(data: dict[str, Any]) -> RouteMoveSpec:

@@ -8,15 +8,14 @@ checksum gate, so the write fence finds a clean last diff.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from uuid import UUID
 
 import pytest
 import yaml
+from flow_runs import Background, paused_run, run_state  # noqa: F401 (the cutover and schema tests import them from here)
 
 from shiftover import cutover as flips
 from shiftover.checks.gate import GateContext, run_gates
@@ -85,20 +84,6 @@ def advance(migration: Migration, phase: Phase) -> None:
         store.transition(name, step, ACTOR, "test setup")
 
 
-class Background(threading.Thread):
-    """A flow called in another thread; keeps its return value or the exception it raised."""
-
-    def __init__(self, fn: Callable[[], Any]) -> None:
-        super().__init__(daemon=True)
-        self.fn, self.result, self.error = fn, None, None
-
-    def run(self) -> None:
-        try:
-            self.result = self.fn()
-        except BaseException as exc:
-            self.error = exc
-
-
 @pytest.fixture
 def make_migration(tmp_path: Path) -> Iterator[Callable[..., Setup]]:
     """``make_migration(phase, **spec_overrides)``: old and new orders tables in sync, at ``phase``
@@ -123,44 +108,6 @@ def make_migration(tmp_path: Path) -> Iterator[Callable[..., Setup]]:
 
     yield make
     forget_reflections()
-
-
-def paused_run(flow_name: str, timeout: float = 20.0) -> UUID:
-    """Wait for a PAUSED run of ``flow_name`` (as a person would wait for the UI to show it)."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (
-        FlowFilter,
-        FlowFilterName,
-        FlowRunFilter,
-        FlowRunFilterState,
-        FlowRunFilterStateType,
-    )
-    from prefect.client.schemas.objects import StateType
-    from prefect.client.schemas.sorting import FlowRunSort
-
-    deadline = time.monotonic() + timeout
-    with get_client(sync_client=True) as client:
-        while time.monotonic() < deadline:
-            runs = client.read_flow_runs(
-                flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])),
-                flow_run_filter=FlowRunFilter(
-                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
-                ),
-                sort=FlowRunSort.START_TIME_DESC,
-                limit=1,
-            )
-            if runs:
-                return runs[0].id
-            time.sleep(0.2)
-    raise AssertionError(f"no paused {flow_name} run within {timeout}s")
-
-
-def run_state(run_id: UUID) -> str:
-    from prefect.client.orchestration import get_client
-
-    with get_client(sync_client=True) as client:
-        state = client.read_flow_run(run_id).state
-    return state.type.value if state else "NONE"
 
 
 class Approver(threading.Thread):

@@ -38,6 +38,13 @@ def test_a_missing_field_a_status_and_declared_fields() -> None:
     assert STATUS in flapping.mismatched
 
 
+def test_every_route_gate_a_spec_may_name_has_a_check_and_every_check_a_name() -> None:
+    from shiftover.checks.routes import ROUTE_GATES as CHECKS
+    from shiftover.routes.spec import ROUTE_GATES
+
+    assert set(CHECKS) == set(ROUTE_GATES)
+
+
 def test_weights_and_split() -> None:
     assert weights_for(0) == (100, 0) and weights_for(100) == (0, 100) and weights_for(12.5) == (88, 12)
     assert Split("r", 90, 10).percent_new == 10 and Split("r", 0, 0).percent_new == 0
@@ -64,12 +71,24 @@ BASE = {
             "routes.0.requires.phase",
         ),
         ({"surprise": 1}, "surprise"),
+        ({"old": {"address": "127.0.0.1:99999"}}, "old.address"),
+        ({"routes": [{"name": "o", "prefix": "/o"}, {"name": "o", "prefix": "/p"}]}, "routes"),
+        # /orders/<id> would always match the first route: the second never gets a request
+        ({"routes": [{"name": "o", "prefix": "/orders"}, {"name": "one", "prefix": "/orders/1"}]}, "routes"),
     ],
 )
 def test_a_bad_route_spec_names_its_field(change: dict, field: str) -> None:  # type: ignore[type-arg]
     with pytest.raises(SpecError) as caught:
         parse_route_spec({**BASE, **change})
     assert caught.value.field == field
+
+
+def test_routes_may_share_a_prefix_by_method_or_nest_most_specific_first() -> None:
+    by_method = [{"name": "r", "prefix": "/orders"}, {"name": "w", "prefix": "/orders", "methods": ["POST"]}]
+    nested = [{"name": "one", "prefix": "/orders/1"}, {"name": "o", "prefix": "/orders"}]
+    sibling = [{"name": "o", "prefix": "/orders"}, {"name": "h", "prefix": "/orders-history"}]
+    for routes in (by_method, nested, sibling):
+        assert [r.name for r in parse_route_spec({**BASE, "routes": routes}).routes] == [r["name"] for r in routes]
 
 
 def test_unsafe_routes_get_no_dark_launch() -> None:

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
-from shiftover.routes.haproxy import HAProxyGateway
+import pytest
 
-from .conftest import route_spec
+from shiftover.errors import GatewayError
+from shiftover.routes.haproxy import HAProxyGateway, attach_haproxy
+
+from .conftest import require_haproxy, route_spec
 
 
 def get(gw: HAProxyGateway, path: str, user: str | None = None, method: str = "GET") -> tuple[int, dict]:
@@ -131,3 +139,53 @@ def test_a_restart_keeps_the_splits_and_the_retired_server(upstreams, gateway_fa
     assert gw.split("customers").percent_new == 30
     assert "route_orders_reads/old" not in gw.servers()
     assert {side_of(gw, f"u{i}") for i in range(20)} == {"new"}
+
+
+STARTER = """
+import sys, time
+from pathlib import Path
+from shiftover.routes.haproxy import start_haproxy
+from shiftover.routes.spec import parse_route_spec
+
+spec = parse_route_spec({"kind": "route", "name": "m", "old": {"address": "127.0.0.1:9"},
+                         "new": {"address": "127.0.0.1:10"}, "routes": [{"name": "o", "prefix": "/o"}]})
+print(start_haproxy(spec, workdir=Path(sys.argv[1])).process.pid, flush=True)
+time.sleep(120)
+"""
+
+
+def running(pid: int) -> bool:
+    """The process exists and is no zombie (a container's init may never reap it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_a_killed_starter_leaves_no_haproxy_running(tmp_path: Path) -> None:
+    require_haproxy()
+    starter = subprocess.Popen([sys.executable, "-c", STARTER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    assert starter.stdout is not None
+    pid = int(starter.stdout.readline())
+    try:
+        assert running(pid)
+        starter.kill()  # kill -9: no finally, no atexit in the starter
+        starter.wait()
+        deadline = time.monotonic() + 5
+        while running(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not running(pid), "haproxy outlived the process that started it"
+    finally:
+        if running(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_attaching_where_no_gateway_runs_names_the_directory(upstreams, gateway_factory, tmp_path: Path) -> None:
+    spec = route_spec(*upstreams)
+    with pytest.raises(GatewayError, match="no gateway config") as caught:
+        attach_haproxy(spec, tmp_path)
+    assert str(tmp_path) in str(caught.value)
+    gw, _ = gateway_factory(spec)
+    gw.stop()  # its config stays; nothing answers on the admin socket
+    with pytest.raises(GatewayError, match="no haproxy answers"):
+        attach_haproxy(spec, gw.workdir)

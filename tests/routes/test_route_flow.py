@@ -6,13 +6,26 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import yaml
+from flow_runs import Background, paused_run, run_state
 
 from shiftover.control.store import open_store
-from shiftover.routes.haproxy import attach_haproxy
+from shiftover.routes.haproxy import HAProxyGateway, attach_haproxy
+from shiftover.routes.spec import RouteMoveSpec
 
-from .conftest import Background, Load, paused_run, route_spec, run_state
+from .conftest import Load, route_spec
+
+
+def flow_setup(spec: RouteMoveSpec, gateway_factory: Any, tmp_path: Path) -> tuple[str, HAProxyGateway, str]:
+    """The spec written where the flow reads it, a running gateway whose log the flow reads itself
+    (the test's own reader closed), and a control store URL: ``(spec_path, gateway, control_url)``."""
+    path = tmp_path / "routes.yaml"
+    path.write_text(yaml.safe_dump(spec.model_dump(mode="json")))
+    gw, log = gateway_factory(spec)
+    log.close()
+    return str(path), gw, f"sqlite:///{tmp_path}/control.db"
 
 
 def test_the_flow_pauses_for_each_approval_and_finishes_the_move(
@@ -24,13 +37,9 @@ def test_the_flow_pauses_for_each_approval_and_finishes_the_move(
 
     old, new = upstreams
     spec = route_spec(old, new, approvers=["alice"])
-    spec_path = tmp_path / "routes.yaml"
-    spec_path.write_text(yaml.safe_dump(spec.model_dump(mode="json")))
-    gw, log = gateway_factory(spec)
-    log.close()  # the flow run reads the gateway's log itself
-    control_url = f"sqlite:///{tmp_path}/control.db"
+    spec_path, gw, control_url = flow_setup(spec, gateway_factory, tmp_path)
     with Load(gw.port) as load:
-        run = Background(lambda: route_move(str(spec_path), control_url, str(gw.workdir), poll_interval_seconds=1))
+        run = Background(lambda: route_move(spec_path, control_url, str(gw.workdir), poll_interval_seconds=1))
         run.start()
         run_id = paused_run("route-move", timeout=60)
         assert gw.split("orders_reads").percent_new == 50  # waiting before the switch
@@ -81,19 +90,16 @@ def test_a_second_run_is_refused_while_one_holds_the_move_and_a_rollback_revokes
 
     old, new = upstreams
     spec = route_spec(old, new)
-    spec_path = tmp_path / "routes.yaml"
-    spec_path.write_text(yaml.safe_dump(spec.model_dump(mode="json")))
-    gw, log = gateway_factory(spec)
-    log.close()
-    store = open_store(f"sqlite:///{tmp_path}/control.db")
+    spec_path, gw, control_url = flow_setup(spec, gateway_factory, tmp_path)
+    store = open_store(control_url)
     store.register(spec.name, {})
     held = acquire_lease(store.engine, spec.name, "process/someone-else")
     try:
         with pytest.raises(LeaseHeldError):
-            route_move(str(spec_path), f"sqlite:///{tmp_path}/control.db", str(gw.workdir))
+            route_move(spec_path, control_url, str(gw.workdir))
         gw.set_split("orders_reads", 50)  # as if that other run were canarying
         # a rollback never waits for the lease: it revokes it
-        flipped = route_rollback(str(spec_path), f"sqlite:///{tmp_path}/control.db", str(gw.workdir))
+        flipped = route_rollback(spec_path, control_url, str(gw.workdir))
     finally:
         held.release()
     assert set(flipped) == {"orders_reads"} and flipped["orders_reads"] < 1.0
@@ -111,20 +117,16 @@ def test_a_rollback_while_the_switch_waits_for_approval_wakes_the_run_and_stops_
 
     old, new = upstreams
     spec = route_spec(old, new, approvers=["alice"])
-    spec_path = tmp_path / "routes.yaml"
-    spec_path.write_text(yaml.safe_dump(spec.model_dump(mode="json")))
-    gw, log = gateway_factory(spec)
-    log.close()
-    control_url = f"sqlite:///{tmp_path}/control.db"
+    spec_path, gw, control_url = flow_setup(spec, gateway_factory, tmp_path)
     with Load(gw.port) as load:
-        run = Background(lambda: route_move(str(spec_path), control_url, str(gw.workdir), poll_interval_seconds=1))
+        run = Background(lambda: route_move(spec_path, control_url, str(gw.workdir), poll_interval_seconds=1))
         run.start()
         run_id = paused_run("route-move", timeout=60)
         store = open_store(control_url)
         [request] = pending_requests(store.engine, spec.name)
         assert request.step == "orders_reads.switch"
         assert attach_haproxy(spec, gw.workdir).split("orders_reads").percent_new == 50
-        flipped = route_rollback(str(spec_path), control_url, str(gw.workdir), reason="pager")
+        flipped = route_rollback(spec_path, control_url, str(gw.workdir), reason="pager")
         run.join(30)
     assert flipped["orders_reads"] < 1.0
     assert isinstance(run.error, StaleApprovalError), run.error

@@ -109,7 +109,6 @@ def test_a_new_service_erroring_under_load_is_rolled_back_within_one_gate_interv
         time.sleep(0.3)
         with pytest.raises(GateError) as caught:
             evaluate_routes(run)
-        caught_at = time.monotonic()
         sent_at_flip = load.sent
         new_at_flip = load.sides.get("new", 0)
         time.sleep(0.5)
@@ -117,14 +116,13 @@ def test_a_new_service_erroring_under_load_is_rolled_back_within_one_gate_interv
     assert gw.split("orders_reads").percent_new == 0
     rollback = control_store.audit_entries(MOVE, "route_rollback")
     assert len(rollback) == 1 and rollback[0]["detail"]["seconds"] < 1.0
-    canary = [e for e in control_store.audit_entries(MOVE, "route_stage")]
+    canary = control_store.audit_entries(MOVE, "route_stage")
     assert [e["detail"]["stage"] for e in canary] == ["orders_reads.pass_through", "orders_reads.dark_launch"]
     step_started = canary[-1]["at"]
     judged_after = (rollback[0]["at"] - step_started).total_seconds()
     assert judged_after < 5 * 0.25 + 1.0, judged_after  # within a few gate intervals, not the 5 s soak
     assert new_at_flip > 0 and load.sent > sent_at_flip + 20
     assert load.sides.get("new", 0) == new_at_flip  # after the flip, every request on old
-    assert caught_at
     assert completed(control_store, MOVE, "orders_reads") == set()  # the next run starts the route again
     assert get_flag(control_store.engine, route_flag_key(MOVE, "orders_reads")).value == 0  # type: ignore[union-attr]
 
