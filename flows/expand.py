@@ -11,22 +11,20 @@ contract: flags back to the old columns, triggers and new columns dropped, ``rol
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, cast
 
 from prefect import flow
 
 from shiftover.backfill.checkpoints import clear_plan
-from shiftover.control.lease import Lease, acquire_lease
 from shiftover.control.store import DEFAULT_URL, ControlStore, open_store
 from shiftover.flags.store import set_flag
 from shiftover.flows.approval import require_auto_permission
-from shiftover.flows.context import RunContext, RunOptions, run_holder
+from shiftover.flows.context import LeasedRun, RunOptions, leased
 from shiftover.flows.credentials import admit_control_url
 from shiftover.flows.evaluate import Outcome, StageRunner, evaluate
 from shiftover.flows.runtime import actor
 from shiftover.phases import Phase
-from shiftover.plan import MigrationState, Plan, Stage, read_state
+from shiftover.plan import Stage, read_state
 from shiftover.schema.backfill import backfill_columns, checkpoint_name
 from shiftover.schema.change import SchemaChange, open_schema_change, stored_schema_spec
 from shiftover.schema.columns import drop_old_columns, expand, install_sync, remove_sync, rollback_expansion
@@ -45,33 +43,7 @@ from shiftover.schema.plan import (
 from shiftover.schema.spec import ExpandContractSpec, load_expand_contract
 from shiftover.schema.validate import validate_columns
 
-
-@dataclass
-class SchemaRunContext:
-    """What ``RunContext`` is for a table move: the change, its plan and this run's lease. The
-    evaluator and the approval read only the members both share (name, plan, state, store, lease,
-    holder, actor, options, and ``migration.spec.approvals``)."""
-
-    migration: SchemaChange
-    plan: Plan
-    lease: Lease
-    holder: str
-    actor: str
-    options: RunOptions
-
-    @property
-    def store(self) -> ControlStore:
-        return self.migration.store
-
-    @property
-    def name(self) -> str:
-        return self.migration.name
-
-    def state(self) -> MigrationState:
-        return read_state(self.store, self.name)
-
-    def advance(self, phase: Phase, reason: str) -> None:
-        self.store.advance_to(self.name, phase, self.actor, reason, lease=self.lease)
+SchemaRunContext = LeasedRun[SchemaChange]
 
 
 # -- runners: each calls one plain function with the run's engines ---------------------------------
@@ -120,18 +92,14 @@ def run_drop_old(ctx: SchemaRunContext, stage: Stage) -> Outcome:
     return Outcome(True, "old columns dropped", vars(report))
 
 
-def _runner(fn: Any) -> StageRunner:
-    return StageRunner(fn)  # the evaluator passes the run's SchemaRunContext back to it
-
-
-SCHEMA_RUNNERS: Mapping[type[Stage], StageRunner] = {
-    ExpandColumnsStage: _runner(run_expand),
-    SyncColumnsStage: _runner(run_sync),
-    BackfillColumnsStage: _runner(run_backfill),
-    ValidateColumnsStage: _runner(run_validate),
-    SwitchColumnsStage: _runner(run_switch),
-    StopSyncStage: _runner(run_stop_sync),
-    DropOldColumnsStage: _runner(run_drop_old),
+SCHEMA_RUNNERS: Mapping[type[Stage], StageRunner[SchemaRunContext]] = {
+    ExpandColumnsStage: StageRunner(run_expand),
+    SyncColumnsStage: StageRunner(run_sync),
+    BackfillColumnsStage: StageRunner(run_backfill),
+    ValidateColumnsStage: StageRunner(run_validate),
+    SwitchColumnsStage: StageRunner(run_switch),
+    StopSyncStage: StageRunner(run_stop_sync),
+    DropOldColumnsStage: StageRunner(run_drop_old),
 }
 
 
@@ -152,17 +120,11 @@ def run_schema_change(
         return {"phase": state.phase, "note": f"{spec.name} is rolled back; nothing was run (restart to begin again)"}
     if plan.finished(state):
         return {"phase": state.phase, "note": f"nothing left to do: every stage is done (phase {state.phase})"}
-    holder = run_holder()
-    lease = acquire_lease(store.engine, spec.name, holder, wait_seconds=options.lease_wait_seconds)
-    lease.start_heartbeat()
-    try:
+    with leased(store, spec.name, options) as (lease, holder):
         ctx = SchemaRunContext(open_schema_change(spec, store), plan, lease, holder, actor(), options)
         if restart and ctx.state().phase is Phase.ROLLED_BACK:
             ctx.advance(Phase.PLANNED, "restart after rollback: the plan runs again from expand")
-        # The evaluator is typed for a table move's RunContext; it reads only what both contexts share.
-        return evaluate(cast(RunContext, ctx), stop_after=stop_after)
-    finally:
-        lease.release()
+        return evaluate(ctx, stop_after=stop_after)
 
 
 def rollback_schema_change(spec: ExpandContractSpec, store: ControlStore, who: str) -> dict[str, Any]:
