@@ -40,6 +40,7 @@ from shiftover.schema.plan import (
     build_schema_plan,
     flag_key,
 )
+from shiftover.schema.preflight import check_change
 from shiftover.schema.spec import ExpandContractSpec, load_expand_contract
 from shiftover.schema.validate import validate_columns
 
@@ -121,6 +122,8 @@ def run_schema_change(
     if plan.finished(state):
         return {"phase": state.phase, "note": f"nothing left to do: every stage is done (phase {state.phase})"}
     with leased(store, spec.name, options) as (lease, holder):
+        if not plan.stages[0].done(read_state(store, spec.name)):
+            check_change(spec)  # before any DDL: a bad column or expression is refused by its spec field
         ctx = SchemaRunContext(open_schema_change(spec, store), plan, lease, holder, actor(), options)
         if restart and ctx.state().phase is Phase.ROLLED_BACK:
             ctx.advance(Phase.PLANNED, "restart after rollback: the plan runs again from expand")
