@@ -24,7 +24,8 @@ from shiftover.flows.credentials import admit_control_url
 from shiftover.flows.evaluate import Outcome, StageRunner, evaluate
 from shiftover.flows.runtime import actor
 from shiftover.phases import Phase
-from shiftover.plan import Stage, read_state
+from shiftover.plan import MigrationState, Plan, Stage, read_state
+from shiftover.rollback import fence_off
 from shiftover.schema.backfill import backfill_columns, checkpoint_name
 from shiftover.schema.change import SchemaChange, open_schema_change, stored_schema_spec
 from shiftover.schema.columns import drop_old_columns, expand, install_sync, remove_sync, rollback_expansion
@@ -83,11 +84,13 @@ def run_switch(ctx: SchemaRunContext, stage: Stage) -> Outcome:
 
 
 def run_stop_sync(ctx: SchemaRunContext, stage: Stage) -> Outcome:
+    ctx.lease.ensure()  # a rollback since the approval revoked the lease: no irreversible DDL then
     report = remove_sync(ctx.migration.target, ctx.migration.spec)
     return Outcome(True, "sync triggers dropped", vars(report))
 
 
 def run_drop_old(ctx: SchemaRunContext, stage: Stage) -> Outcome:
+    ctx.lease.ensure()
     report = drop_old_columns(ctx.migration.target, ctx.migration.spec)
     ctx.advance(Phase.ARCHIVED, "expand/contract keeps no archive: the old columns are dropped")
     return Outcome(True, "old columns dropped", vars(report))
@@ -130,33 +133,48 @@ def run_schema_change(
         return evaluate(ctx, stop_after=stop_after)
 
 
-def rollback_schema_change(spec: ExpandContractSpec, store: ControlStore, who: str) -> dict[str, Any]:
+def rollback_schema_change(
+    spec: ExpandContractSpec, store: ControlStore, who: str, reason: str = "manual rollback"
+) -> dict[str, Any]:
     """Before contract: flags back to the old columns, triggers and new columns dropped, the table as
-    it was (holding every write made through either column); refused once ``stop_sync`` ran."""
+    it was (holding every write made through either column); refused once ``stop_sync`` ran.
+
+    Like a table move's rollback it never waits for the lease: it revokes it and cancels pending
+    approvals (``fence_off``), so a running run stops at its next fenced write, then reads the
+    state again (that run may have finished ``stop_sync`` in between)."""
     plan = build_schema_plan(spec)
+    refuse_after_contract(plan, read_state(store, spec.name))
+    fence_off(store, spec.name, who, reason)
     state = read_state(store, spec.name)
-    done = plan.irreversibly_done(state)
-    if done:
-        names = ", ".join(s.name for s in done)
-        raise ContractRefusedError(
-            f"rollback of {spec.name!r} refused: {names} cannot be undone (the old columns no longer follow the new "
-            "ones); nothing was changed. Write a new expand_contract spec that changes the columns back"
-        )
+    refuse_after_contract(plan, state)
     change = open_schema_change(spec, store)
     for flag in ("writes", "reads"):
         set_flag(store.engine, flag_key(spec.name, flag), {"columns": "old"}, who, migration=spec.name)
     report = rollback_expansion(change.target, spec)
     clear_plan(store.engine, checkpoint_name(spec))  # the new columns are gone: a restart backfills afresh
     store.audit(spec.name, who, "rollback", {"from": state.phase, "ddl": vars(report)})
-    store.transition(spec.name, Phase.ROLLED_BACK, who, "schema change rolled back before contract")
+    store.transition(spec.name, Phase.ROLLED_BACK, who, f"schema change rolled back before contract: {reason}")
     return {"phase": Phase.ROLLED_BACK, "from": state.phase, "statements": report.statements}
 
 
+def refuse_after_contract(plan: Plan, state: MigrationState) -> None:
+    """``ContractRefusedError`` once ``stop_sync`` ran: the old columns no longer follow the new ones."""
+    done = plan.irreversibly_done(state)
+    if done:
+        names = ", ".join(s.name for s in done)
+        raise ContractRefusedError(
+            f"rollback of {plan.migration!r} refused: {names} cannot be undone (the old columns no longer follow "
+            "the new ones); the table was not changed. Write a new expand_contract spec that changes the columns back"
+        )
+
+
 @flow(name="expand-contract-rollback", log_prints=True)
-def expand_contract_rollback(spec_path: str, control_url: str = DEFAULT_URL, reason: str = "") -> dict[str, Any]:
+def expand_contract_rollback(
+    spec_path: str, control_url: str = DEFAULT_URL, reason: str = "manual rollback"
+) -> dict[str, Any]:
     """Undo a schema change before contract: the table as it was, every write kept."""
     admit_control_url(control_url)
-    result = rollback_schema_change(load_expand_contract(spec_path), open_store(control_url), actor())
+    result = rollback_schema_change(load_expand_contract(spec_path), open_store(control_url), actor(), reason)
     return {**result, "reason": reason}
 
 
