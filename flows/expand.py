@@ -27,7 +27,7 @@ from shiftover.phases import Phase
 from shiftover.plan import MigrationState, Plan, Stage, read_state
 from shiftover.rollback import fence_off
 from shiftover.schema.backfill import backfill_columns, checkpoint_name
-from shiftover.schema.change import SchemaChange, open_schema_change, stored_schema_spec
+from shiftover.schema.change import SchemaChange, open_schema_change
 from shiftover.schema.columns import drop_old_columns, expand, install_sync, remove_sync, rollback_expansion
 from shiftover.schema.errors import ContractRefusedError
 from shiftover.schema.plan import (
@@ -44,6 +44,7 @@ from shiftover.schema.plan import (
 from shiftover.schema.preflight import check_change
 from shiftover.schema.spec import ExpandContractSpec, load_expand_contract
 from shiftover.schema.validate import validate_columns
+from shiftover.spec import stored_form
 
 SchemaRunContext = LeasedRun[SchemaChange]
 
@@ -118,7 +119,7 @@ def run_schema_change(
     plan.check_stop_after(stop_after)
     require_auto_permission(spec, options.auto_approve)
     store = open_store(control_url)
-    store.register(spec.name, stored_schema_spec(spec))
+    store.register(spec.name, stored_form(spec))
     state = read_state(store, spec.name)
     if state.phase is Phase.ROLLED_BACK and not restart:
         return {"phase": state.phase, "note": f"{spec.name} is rolled back; nothing was run (restart to begin again)"}
