@@ -144,7 +144,10 @@ def rollback_schema_change(
     approvals (``fence_off``), so a running run stops at its next fenced write, then reads the
     state again (that run may have finished ``stop_sync`` in between)."""
     plan = build_schema_plan(spec)
-    refuse_after_contract(plan, read_state(store, spec.name))
+    first = read_state(store, spec.name)
+    if first.phase is Phase.ROLLED_BACK:
+        return {"phase": first.phase, "note": "already rolled back"}
+    refuse_after_contract(plan, first)
     fence_off(store, spec.name, who, reason)
     state = read_state(store, spec.name)
     refuse_after_contract(plan, state)
