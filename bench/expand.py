@@ -123,7 +123,8 @@ def run(url: str, rows: int, chunk: int) -> dict[str, Any]:
             "backfill": {"chunk_rows": chunk},
         }
     )  # fmt: skip
-    store = open_store(f"sqlite:////tmp/{spec.name}-control.db")
+    control = Path(f"/tmp/{spec.name}-control.db")
+    store = open_store(f"sqlite:///{control}")
     target = Target.of(engine, spec)
     t0 = time.monotonic()
     expand(target, spec)
@@ -137,6 +138,8 @@ def run(url: str, rows: int, chunk: int) -> dict[str, Any]:
     validate_s = time.monotonic() - t0
     writer.stop.set()
     writer.thread.join()
+    store.engine.dispose()
+    control.unlink(missing_ok=True)  # the control store is this run's only
     return {
         "rows": rows,
         "chunk_rows": chunk,

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Generic, Protocol, TypeVar
 
 from shiftover.connect import redact
 from shiftover.control.lease import Lease, acquire_lease
@@ -43,12 +44,25 @@ class RunOptions:
     distributed: int | None = None  # backfill: this many worker processes claiming segments by lease
 
 
-@dataclass
-class RunContext:
-    """The migration, its plan and this run's lease; ``migration`` is replaced when a stage
-    changes what the databases hold (the dual-write stage creating the new table)."""
+class RunSubject(Protocol):
+    """What a run works on: a table move's ``Migration`` or a schema change's ``SchemaChange``."""
 
-    migration: Migration
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def store(self) -> ControlStore: ...
+
+
+S = TypeVar("S", bound=RunSubject)
+
+
+@dataclass
+class LeasedRun(Generic[S]):
+    """What every stage runner gets: the subject, its plan and this run's lease (the evaluator and
+    the approvals read only these members, and ``migration.spec.approvals``)."""
+
+    migration: S
     plan: Plan
     lease: Lease
     holder: str
@@ -69,6 +83,12 @@ class RunContext:
     def advance(self, phase: Phase, reason: str) -> None:
         """Enter ``phase`` (fenced by the lease) unless already there."""
         self.store.advance_to(self.name, phase, self.actor, reason, lease=self.lease)
+
+
+@dataclass
+class RunContext(LeasedRun[Migration]):
+    """A table move's run: ``migration`` is replaced when a stage changes what the databases hold
+    (the dual-write stage creating the new table)."""
 
 
 @dataclass(frozen=True)
@@ -102,17 +122,24 @@ def open_plan(spec: MigrationSpec | str, control_url: str, *, register: bool = T
 
 
 @contextmanager
-def hold(opened: Opened, actor: str, options: RunOptions) -> Iterator[RunContext]:
-    """Take the migration's lease for this run, open the databases, and release it at the end."""
+def leased(store: ControlStore, name: str, options: RunOptions) -> Iterator[tuple[Lease, str]]:
+    """This run's lease on ``name`` and its holder name, the heartbeat running; released at the end."""
     holder = run_holder()
-    lease = acquire_lease(opened.store.engine, opened.spec.name, holder, wait_seconds=options.lease_wait_seconds)
+    lease = acquire_lease(store.engine, name, holder, wait_seconds=options.lease_wait_seconds)
     lease.start_heartbeat()
     try:
+        yield lease, holder
+    finally:
+        lease.release()
+
+
+@contextmanager
+def hold(opened: Opened, actor: str, options: RunOptions) -> Iterator[RunContext]:
+    """Take the migration's lease for this run, open the databases, and release it at the end."""
+    with leased(opened.store, opened.spec.name, options) as (lease, holder):
         phase = read_state(opened.store, opened.spec.name).phase
         migration = resume_migration(opened.spec, opened.store, phase)
         yield RunContext(migration, opened.plan, lease, holder, actor, options)
-    finally:
-        lease.release()
 
 
 def run_holder() -> str:

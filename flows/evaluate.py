@@ -13,12 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from shiftover.errors import StageOrderError
 from shiftover.flags.routing import WriteMode
 from shiftover.flows.approval import obtain_approval, require_auto_permission
-from shiftover.flows.context import RunContext, RunOptions, hold, open_plan
+from shiftover.flows.context import LeasedRun, RunOptions, hold, open_plan
 from shiftover.flows.credentials import admit_control_url
 from shiftover.flows.runtime import actor
 from shiftover.flows.story import publish_story_quietly
@@ -36,13 +36,19 @@ class Outcome:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
+C = TypeVar("C", bound=LeasedRun[Any])
+
+
 @dataclass(frozen=True)
-class StageRunner:
-    run: Callable[[RunContext, Any], Outcome]
+class StageRunner(Generic[C]):
+    """How one stage type runs, over the context its plan's runs carry (a table move's
+    ``RunContext``, a schema change's ``LeasedRun[SchemaChange]``)."""
+
+    run: Callable[[C, Any], Outcome]
     # A reason to stop before the stage (e.g. its retention period has not passed), or None.
-    wait: Callable[[RunContext, Any], str | None] | None = None
+    wait: Callable[[C, Any], str | None] | None = None
     # Raises when the stage cannot run at all, before its gates and approval ask anyone anything.
-    precheck: Callable[[RunContext, Any], None] | None = None
+    precheck: Callable[[C, Any], None] | None = None
 
 
 def run_plan(
@@ -75,7 +81,9 @@ def run_plan(
             publish_story_quietly(ctx.store, ctx.migration.spec)
 
 
-def evaluate(ctx: RunContext, *, flows: Collection[str] | None = None, stop_after: str | None = None) -> dict[str, Any]:
+def evaluate(
+    ctx: LeasedRun[Any], *, flows: Collection[str] | None = None, stop_after: str | None = None
+) -> dict[str, Any]:
     """Run what is not done, in plan order; returns what ran, what was skipped, and where it stopped."""
     from shiftover.flows.runners import RUNNERS
 
@@ -114,7 +122,7 @@ def evaluate(ctx: RunContext, *, flows: Collection[str] | None = None, stop_afte
     return report
 
 
-def preload_expectations(ctx: RunContext, stage: Stage) -> None:
+def preload_expectations(ctx: LeasedRun[Any], stage: Stage) -> None:
     """Start importing Great Expectations (3 s or more) in the background when the stage has an
     expectations gate with expectations the spec declares (the default suite needs no GX), so the
     import overlaps the stage's work and earlier gates. Not earlier: on SQLite a backfill or diff
@@ -128,7 +136,7 @@ def preload_expectations(ctx: RunContext, stage: Stage) -> None:
         preload_great_expectations()
 
 
-def run_stage(ctx: RunContext, stage: Stage, runner: StageRunner) -> Outcome:
+def run_stage(ctx: LeasedRun[Any], stage: Stage, runner: StageRunner[Any]) -> Outcome:
     """Gates where the stage declares them, its approval, its work, and its completion (fenced)."""
     gate_lines: list[str] = []
     preload_expectations(ctx, stage)
@@ -147,7 +155,7 @@ def run_stage(ctx: RunContext, stage: Stage, runner: StageRunner) -> Outcome:
     return outcome
 
 
-def gate_stage(ctx: RunContext, stage: Stage) -> list[str]:
+def gate_stage(ctx: LeasedRun[Any], stage: Stage) -> list[str]:
     """Run the stage's declared gates (a blocking failure raises ``GateError``); one line each."""
     from shiftover.tasks.gates import check_gates
 
@@ -157,7 +165,7 @@ def gate_stage(ctx: RunContext, stage: Stage) -> list[str]:
     return [f"- {r.gate}: {'passed' if r.passed else 'FAILED'} — {r.summary}" for r in results]
 
 
-def approval_summary(ctx: RunContext, stage: Stage, gate_lines: list[str]) -> str:
+def approval_summary(ctx: LeasedRun[Any], stage: Stage, gate_lines: list[str]) -> str:
     """The markdown on the approval form: what will happen, its undo, the state now, the gates."""
     state = ctx.state()
     routing = state.routing

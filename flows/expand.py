@@ -11,24 +11,23 @@ contract: flags back to the old columns, triggers and new columns dropped, ``rol
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, cast
 
 from prefect import flow
 
 from shiftover.backfill.checkpoints import clear_plan
-from shiftover.control.lease import Lease, acquire_lease
 from shiftover.control.store import DEFAULT_URL, ControlStore, open_store
 from shiftover.flags.store import set_flag
 from shiftover.flows.approval import require_auto_permission
-from shiftover.flows.context import RunContext, RunOptions, run_holder
+from shiftover.flows.context import LeasedRun, RunOptions, leased
 from shiftover.flows.credentials import admit_control_url
 from shiftover.flows.evaluate import Outcome, StageRunner, evaluate
 from shiftover.flows.runtime import actor
 from shiftover.phases import Phase
 from shiftover.plan import MigrationState, Plan, Stage, read_state
+from shiftover.rollback import fence_off
 from shiftover.schema.backfill import backfill_columns, checkpoint_name
-from shiftover.schema.change import SchemaChange, open_schema_change, stored_schema_spec
+from shiftover.schema.change import SchemaChange, open_schema_change
 from shiftover.schema.columns import drop_old_columns, expand, install_sync, remove_sync, rollback_expansion
 from shiftover.schema.errors import ContractRefusedError
 from shiftover.schema.plan import (
@@ -42,36 +41,12 @@ from shiftover.schema.plan import (
     build_schema_plan,
     flag_key,
 )
+from shiftover.schema.preflight import check_change
 from shiftover.schema.spec import ExpandContractSpec, load_expand_contract
 from shiftover.schema.validate import validate_columns
+from shiftover.spec import stored_form
 
-
-@dataclass
-class SchemaRunContext:
-    """What ``RunContext`` is for a table move: the change, its plan and this run's lease. The
-    evaluator and the approval read only the members both share (name, plan, state, store, lease,
-    holder, actor, options, and ``migration.spec.approvals``)."""
-
-    migration: SchemaChange
-    plan: Plan
-    lease: Lease
-    holder: str
-    actor: str
-    options: RunOptions
-
-    @property
-    def store(self) -> ControlStore:
-        return self.migration.store
-
-    @property
-    def name(self) -> str:
-        return self.migration.name
-
-    def state(self) -> MigrationState:
-        return read_state(self.store, self.name)
-
-    def advance(self, phase: Phase, reason: str) -> None:
-        self.store.advance_to(self.name, phase, self.actor, reason, lease=self.lease)
+SchemaRunContext = LeasedRun[SchemaChange]
 
 
 # -- runners: each calls one plain function with the run's engines ---------------------------------
@@ -110,28 +85,26 @@ def run_switch(ctx: SchemaRunContext, stage: Stage) -> Outcome:
 
 
 def run_stop_sync(ctx: SchemaRunContext, stage: Stage) -> Outcome:
+    ctx.lease.ensure()  # a rollback since the approval revoked the lease: no irreversible DDL then
     report = remove_sync(ctx.migration.target, ctx.migration.spec)
     return Outcome(True, "sync triggers dropped", vars(report))
 
 
 def run_drop_old(ctx: SchemaRunContext, stage: Stage) -> Outcome:
+    ctx.lease.ensure()
     report = drop_old_columns(ctx.migration.target, ctx.migration.spec)
     ctx.advance(Phase.ARCHIVED, "expand/contract keeps no archive: the old columns are dropped")
     return Outcome(True, "old columns dropped", vars(report))
 
 
-def _runner(fn: Any) -> StageRunner:
-    return StageRunner(fn)  # the evaluator passes the run's SchemaRunContext back to it
-
-
-SCHEMA_RUNNERS: Mapping[type[Stage], StageRunner] = {
-    ExpandColumnsStage: _runner(run_expand),
-    SyncColumnsStage: _runner(run_sync),
-    BackfillColumnsStage: _runner(run_backfill),
-    ValidateColumnsStage: _runner(run_validate),
-    SwitchColumnsStage: _runner(run_switch),
-    StopSyncStage: _runner(run_stop_sync),
-    DropOldColumnsStage: _runner(run_drop_old),
+SCHEMA_RUNNERS: Mapping[type[Stage], StageRunner[SchemaRunContext]] = {
+    ExpandColumnsStage: StageRunner(run_expand),
+    SyncColumnsStage: StageRunner(run_sync),
+    BackfillColumnsStage: StageRunner(run_backfill),
+    ValidateColumnsStage: StageRunner(run_validate),
+    SwitchColumnsStage: StageRunner(run_switch),
+    StopSyncStage: StageRunner(run_stop_sync),
+    DropOldColumnsStage: StageRunner(run_drop_old),
 }
 
 
@@ -146,52 +119,66 @@ def run_schema_change(
     plan.check_stop_after(stop_after)
     require_auto_permission(spec, options.auto_approve)
     store = open_store(control_url)
-    store.register(spec.name, stored_schema_spec(spec))
+    store.register(spec.name, stored_form(spec))
     state = read_state(store, spec.name)
     if state.phase is Phase.ROLLED_BACK and not restart:
         return {"phase": state.phase, "note": f"{spec.name} is rolled back; nothing was run (restart to begin again)"}
     if plan.finished(state):
         return {"phase": state.phase, "note": f"nothing left to do: every stage is done (phase {state.phase})"}
-    holder = run_holder()
-    lease = acquire_lease(store.engine, spec.name, holder, wait_seconds=options.lease_wait_seconds)
-    lease.start_heartbeat()
-    try:
+    with leased(store, spec.name, options) as (lease, holder):
+        if not plan.stages[0].done(read_state(store, spec.name)):
+            check_change(spec)  # before any DDL: a bad column or expression is refused by its spec field
         ctx = SchemaRunContext(open_schema_change(spec, store), plan, lease, holder, actor(), options)
         if restart and ctx.state().phase is Phase.ROLLED_BACK:
             ctx.advance(Phase.PLANNED, "restart after rollback: the plan runs again from expand")
-        # The evaluator is typed for a table move's RunContext; it reads only what both contexts share.
-        return evaluate(cast(RunContext, ctx), stop_after=stop_after)
-    finally:
-        lease.release()
+        return evaluate(ctx, stop_after=stop_after)
 
 
-def rollback_schema_change(spec: ExpandContractSpec, store: ControlStore, who: str) -> dict[str, Any]:
+def rollback_schema_change(
+    spec: ExpandContractSpec, store: ControlStore, who: str, reason: str = "manual rollback"
+) -> dict[str, Any]:
     """Before contract: flags back to the old columns, triggers and new columns dropped, the table as
-    it was (holding every write made through either column); refused once ``stop_sync`` ran."""
+    it was (holding every write made through either column); refused once ``stop_sync`` ran.
+
+    Like a table move's rollback it never waits for the lease: it revokes it and cancels pending
+    approvals (``fence_off``), so a running run stops at its next fenced write, then reads the
+    state again (that run may have finished ``stop_sync`` in between)."""
     plan = build_schema_plan(spec)
+    first = read_state(store, spec.name)
+    if first.phase is Phase.ROLLED_BACK:
+        return {"phase": first.phase, "note": "already rolled back"}
+    refuse_after_contract(plan, first)
+    fence_off(store, spec.name, who, reason)
     state = read_state(store, spec.name)
-    done = plan.irreversibly_done(state)
-    if done:
-        names = ", ".join(s.name for s in done)
-        raise ContractRefusedError(
-            f"rollback of {spec.name!r} refused: {names} cannot be undone (the old columns no longer follow the new "
-            "ones); nothing was changed. Write a new expand_contract spec that changes the columns back"
-        )
+    refuse_after_contract(plan, state)
     change = open_schema_change(spec, store)
     for flag in ("writes", "reads"):
         set_flag(store.engine, flag_key(spec.name, flag), {"columns": "old"}, who, migration=spec.name)
     report = rollback_expansion(change.target, spec)
     clear_plan(store.engine, checkpoint_name(spec))  # the new columns are gone: a restart backfills afresh
     store.audit(spec.name, who, "rollback", {"from": state.phase, "ddl": vars(report)})
-    store.transition(spec.name, Phase.ROLLED_BACK, who, "schema change rolled back before contract")
+    store.transition(spec.name, Phase.ROLLED_BACK, who, f"schema change rolled back before contract: {reason}")
     return {"phase": Phase.ROLLED_BACK, "from": state.phase, "statements": report.statements}
 
 
+def refuse_after_contract(plan: Plan, state: MigrationState) -> None:
+    """``ContractRefusedError`` once ``stop_sync`` ran: the old columns no longer follow the new ones."""
+    done = plan.irreversibly_done(state)
+    if done:
+        names = ", ".join(s.name for s in done)
+        raise ContractRefusedError(
+            f"rollback of {plan.migration!r} refused: {names} cannot be undone (the old columns no longer follow "
+            "the new ones); the table was not changed. Write a new expand_contract spec that changes the columns back"
+        )
+
+
 @flow(name="expand-contract-rollback", log_prints=True)
-def expand_contract_rollback(spec_path: str, control_url: str = DEFAULT_URL, reason: str = "") -> dict[str, Any]:
+def expand_contract_rollback(
+    spec_path: str, control_url: str = DEFAULT_URL, reason: str = "manual rollback"
+) -> dict[str, Any]:
     """Undo a schema change before contract: the table as it was, every write kept."""
     admit_control_url(control_url)
-    result = rollback_schema_change(load_expand_contract(spec_path), open_store(control_url), actor())
+    result = rollback_schema_change(load_expand_contract(spec_path), open_store(control_url), actor(), reason)
     return {**result, "reason": reason}
 
 

@@ -6,6 +6,7 @@ Every stage type of ``shiftover.plan`` has exactly one runner here; ``tests/core
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from shiftover.flows.backfill import run_backfill
 from shiftover.flows.cutover import check_switchable, run_canary_step, run_shadow_reads, run_switch_writes
@@ -27,7 +28,7 @@ from shiftover.plan import (
     ValidateStage,
 )
 
-RUNNERS: Mapping[type[Stage], StageRunner] = {
+RUNNERS: Mapping[type[Stage], StageRunner[Any]] = {
     DualWriteStage: StageRunner(run_dual_write, precheck=rehearse_first),
     BackfillStage: StageRunner(run_backfill),
     ValidateStage: StageRunner(run_validate),

@@ -239,14 +239,14 @@ def _is_route_spec(path: str | Path) -> bool:
 def _plan_schema_change(spec: Path, as_json: bool, ddl: bool) -> None:
     """``plan`` for a ``kind: expand_contract`` spec: its stages, and with ``--ddl`` every statement
     each stage would run (read from the live table, which is not changed)."""
-    from shiftover.connect import get_engine
-    from shiftover.schema.columns import Target, planned_ddl
+    from shiftover.schema.columns import planned_ddl
     from shiftover.schema.plan import explain_schema_change, schema_plan_data
+    from shiftover.schema.preflight import open_checked_table
     from shiftover.schema.spec import load_expand_contract
 
     try:
         loaded = load_expand_contract(spec)
-        statements = planned_ddl(Target.of(get_engine(loaded.database.url), loaded), loaded) if ddl else None
+        statements = planned_ddl(open_checked_table(loaded)[0], loaded) if ddl else None
     except ShiftoverError as exc:
         _fail(exc)
     if as_json:

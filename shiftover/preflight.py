@@ -18,10 +18,10 @@ from shiftover.spec import Endpoint, MigrationSpec
 
 def resolve_mapping(spec: MigrationSpec, *, require_target: bool = True) -> TableMapping:
     """The spec's ``TableMapping``, checked against both databases."""
-    inspector = _inspect(spec.source, "source")
-    source_cols = _table_columns(inspector, spec.source, "source")
+    inspector = inspect_endpoint(spec.source, "source")
+    source_cols = table_columns(inspector, spec.source, "source")
     columns = _mapped_columns(spec, source_cols)
-    _check_unique_key(inspector, spec.source, spec.key, "key")
+    check_unique_key(inspector, spec.source, spec.key, "key")
     mapping = TableMapping(
         source_table=spec.source.table,
         target_table=spec.target.table,
@@ -39,7 +39,7 @@ def resolve_mapping(spec: MigrationSpec, *, require_target: bool = True) -> Tabl
 
 def target_exists(spec: MigrationSpec) -> bool:
     """Whether the new table is there yet (``SpecError`` when its database cannot be reached)."""
-    inspector = _inspect(spec.target, "target")
+    inspector = inspect_endpoint(spec.target, "target")
     return bool(inspector.has_table(spec.target.table, schema=spec.target.schema_name))
 
 
@@ -74,15 +74,15 @@ def refuse_same_table(spec: MigrationSpec) -> None:
 
 def check_target(spec: MigrationSpec, mapping: TableMapping) -> None:
     """The target table exists, holds every mapped column, and has the key as a unique key."""
-    inspector = _inspect(spec.target, "target")
-    target_cols = _table_columns(inspector, spec.target, "target")
+    inspector = inspect_endpoint(spec.target, "target")
+    target_cols = table_columns(inspector, spec.target, "target")
     missing = [c for c in mapping.target_columns if c not in target_cols]
     key_missing = [k for k in mapping.target_key if k in missing]
     if key_missing:
         raise SpecError("key", f"key column(s) {key_missing} missing from target table {spec.target.table!r}")
     if missing:
         raise SpecError("columns", f"column(s) {missing} missing from target table {spec.target.table!r}")
-    _check_unique_key(inspector, spec.target, mapping.target_key, "target.table")
+    check_unique_key(inspector, spec.target, mapping.target_key, "target.table")
 
 
 def _mapped_columns(spec: MigrationSpec, source_cols: list[str]) -> tuple[ColumnMap, ...]:
@@ -102,14 +102,14 @@ def _mapped_columns(spec: MigrationSpec, source_cols: list[str]) -> tuple[Column
     return tuple(mapped)
 
 
-def _table_columns(inspector: sa.Inspector, endpoint: Endpoint, field: str) -> list[str]:
+def table_columns(inspector: sa.Inspector, endpoint: Endpoint, field: str) -> list[str]:
     if not inspector.has_table(endpoint.table, schema=endpoint.schema_name):
         raise SpecError(f"{field}.table", f"no table {endpoint.table!r} in {redact(endpoint.url)}")
     named = dialect_for(inspector.dialect).reflected_name
     return [named(c["name"]) for c in inspector.get_columns(endpoint.table, schema=endpoint.schema_name)]
 
 
-def _check_unique_key(inspector: sa.Inspector, endpoint: Endpoint, key: tuple[str, ...], field: str) -> None:
+def check_unique_key(inspector: sa.Inspector, endpoint: Endpoint, key: tuple[str, ...], field: str) -> None:
     pk = inspector.get_pk_constraint(endpoint.table, schema=endpoint.schema_name)
     candidates = [tuple(pk.get("constrained_columns") or ())]
     candidates += [
@@ -129,7 +129,7 @@ def _check_unique_key(inspector: sa.Inspector, endpoint: Endpoint, key: tuple[st
         )
 
 
-def _inspect(endpoint: Endpoint, side: str) -> sa.Inspector:
+def inspect_endpoint(endpoint: Endpoint, side: str) -> sa.Inspector:
     """An inspector on a reachable database, or a ``SpecError`` on ``<side>.url`` (password hidden)."""
     field = f"{side}.url"
     try:

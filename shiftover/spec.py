@@ -16,7 +16,9 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -52,6 +54,22 @@ class Endpoint(_Model):
         if problem is not None:
             raise ValueError(problem)
         return value
+
+
+def _one_key_as_list(value: Any) -> Any:
+    return (value,) if isinstance(value, str) else value
+
+
+def _distinct_keys(value: tuple[str, ...]) -> tuple[str, ...]:
+    if not value:
+        raise ValueError("at least one key column is needed")
+    if len(set(value)) != len(value):
+        raise ValueError("key columns repeat")
+    return value
+
+
+# A spec's ``key``: one column name or a list of distinct ones (every spec kind).
+KeyColumns = Annotated[tuple[str, ...], BeforeValidator(_one_key_as_list), AfterValidator(_distinct_keys)]
 
 
 class ColumnSpec(_Model):
@@ -216,7 +234,7 @@ class MigrationSpec(_Model):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")]
     source: Endpoint
     target: Endpoint
-    key: tuple[str, ...]
+    key: KeyColumns
     columns: tuple[ColumnSpec, ...] = ()  # empty: every source column, same names
     transform: str | None = None  # "package.module:function" over a pandas DataFrame chunk
     backfill: BackfillSpec = BackfillSpec()
@@ -229,20 +247,6 @@ class MigrationSpec(_Model):
     canary: CanarySpec = CanarySpec()
     approvals: ApprovalSpec = ApprovalSpec()
     archive: ArchiveSpec = ArchiveSpec()
-
-    @field_validator("key", mode="before")
-    @classmethod
-    def _key_list(cls, value: Any) -> Any:
-        return (value,) if isinstance(value, str) else value
-
-    @field_validator("key")
-    @classmethod
-    def _key_nonempty(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        if not value:
-            raise ValueError("at least one key column is needed")
-        if len(set(value)) != len(value):
-            raise ValueError("key columns repeat")
-        return value
 
     @field_validator("columns", mode="before")
     @classmethod
@@ -320,15 +324,17 @@ class MigrationSpec(_Model):
         return self.gates.get(stage, ())
 
 
-def stored_form(spec: MigrationSpec) -> dict[str, Any]:
-    """The spec as the control store keeps it: references as written, any other password hidden
-    (anyone who can read the control store, every application instance included, must not learn a
-    database password; a spec with an inline password is refused when it is parsed)."""
+def stored_form(spec: BaseModel) -> dict[str, Any]:
+    """The spec (any kind) as the control store keeps it: references as written, any other
+    password hidden (anyone who can read the control store, every application instance included,
+    must not learn a database password; a spec with an inline password is refused when it is parsed)."""
     from shiftover.connect import redact
 
     data = spec.model_dump(mode="json", by_alias=True)
-    for side in ("source", "target"):
-        data[side]["url"] = redact(data[side]["url"])
+    for name, value in spec:
+        if isinstance(value, Endpoint):
+            stored = data[type(spec).model_fields[name].alias or name]
+            stored["url"] = redact(stored["url"])
     return data
 
 

@@ -23,12 +23,3 @@ class SchemaChange:
 
 def open_schema_change(spec: ExpandContractSpec, store: ControlStore) -> SchemaChange:
     return SchemaChange(spec, Target.of(get_engine(spec.database.url), spec), store)
-
-
-def stored_schema_spec(spec: ExpandContractSpec) -> dict[str, object]:
-    """The spec as the control store keeps it (the URL's password hidden, as for a table move)."""
-    from shiftover.connect import redact
-
-    data = spec.model_dump(mode="json", by_alias=True)
-    data["database"]["url"] = redact(data["database"]["url"])
-    return data

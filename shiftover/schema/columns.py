@@ -44,6 +44,11 @@ class Target:
         return [c["name"] for c in sa.inspect(self.engine).get_columns(self.table, schema=self.schema)]
 
 
+def new_columns(spec: ExpandContractSpec) -> list[tuple[str, str, str | None]]:
+    """The columns expand adds: (name, SQL type, default), changed columns first."""
+    return [(c.to, c.type, None) for c in spec.changes] + [(a.column, a.type, a.default) for a in spec.additions]
+
+
 def trigger_base(table: str, change: ChangeColumn) -> str:
     return f"so_sync_{table}_{change.to}"[:_MAX_TRIGGER]
 
@@ -67,7 +72,7 @@ def expand(target: Target, spec: ExpandContractSpec, report: DdlReport | None = 
     """Add every new column, nullable; columns already there (a re-run) are skipped."""
     dialect = schema_dialect(target.engine)
     present = set(target.column_names())
-    wanted = [(c.to, c.type, None) for c in spec.changes] + [(a.column, a.type, a.default) for a in spec.additions]
+    wanted = new_columns(spec)
     statements = [
         dialect.add_column(target.qualified, target.quote(name), type_, default, spec.lock.timeout_ms)
         for name, type_, default in wanted
@@ -101,8 +106,7 @@ def rollback_expansion(target: Target, spec: ExpandContractSpec, report: DdlRepo
     """Before contract: drop the triggers, then the new columns; the old columns were kept in step
     throughout, so the table is as it was, holding every write made through either column."""
     report = remove_sync(target, spec, report)
-    new = [c.to for c in spec.changes] + [a.column for a in spec.additions]
-    return _drop_columns(target, spec, new, report)
+    return _drop_columns(target, spec, [name for name, _, _ in new_columns(spec)], report)
 
 
 def _drop_columns(target: Target, spec: ExpandContractSpec, names: list[str], report: DdlReport | None) -> DdlReport:
@@ -119,7 +123,7 @@ def planned_ddl(target: Target, spec: ExpandContractSpec) -> dict[str, list[str]
     (``shiftover plan --ddl``): what the operator reviews before the triggers go live."""
     dialect = schema_dialect(target.engine)
     present = target.column_names()
-    wanted = [(c.to, c.type, None) for c in spec.changes] + [(a.column, a.type, a.default) for a in spec.additions]
+    wanted = new_columns(spec)
     columns = present + [name for name, _, _ in wanted if name not in present]
     pairs = [sync_pair(target, c, columns) for c in spec.changes]
 

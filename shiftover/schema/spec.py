@@ -10,11 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from shiftover.errors import SpecError
-from shiftover.spec import ApprovalSpec, Endpoint
+from shiftover.spec import ApprovalSpec, Endpoint, KeyColumns, read_spec_file, spec_error
 
 KIND = "expand_contract"
 # Operations in the issue that this version refuses, with what to do instead.
@@ -107,36 +106,22 @@ class ExpandContractSpec(_Model):
     kind: Literal["expand_contract"]
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")]
     database: Endpoint
-    key: tuple[str, ...]
+    key: KeyColumns
     operations: tuple[Operation, ...]
     lock: LockSpec = LockSpec()
     backfill: ColumnBackfillSpec = ColumnBackfillSpec()
     approvals: ApprovalSpec = ApprovalSpec()
 
-    @field_validator("key", mode="before")
-    @classmethod
-    def _key_list(cls, value: Any) -> Any:
-        return (value,) if isinstance(value, str) else value
-
-    @field_validator("operations", mode="before")
-    @classmethod
-    def _supported(cls, value: Any) -> Any:
-        for op in value if isinstance(value, list | tuple) else ():
-            name = op.get("op") if isinstance(op, dict) else None
-            if name in NOT_YET:
-                raise ValueError(f"operation {name!r} is not supported yet: {NOT_YET[name]}")
-        return value
-
     @model_validator(mode="after")
     def _coherent(self) -> ExpandContractSpec:
-        if not self.key:
-            raise ValueError("at least one key column is needed")
         if not self.operations:
             raise ValueError("at least one operation is needed")
         added = [op.to if not isinstance(op, AddColumn) else op.column for op in self.operations]
         if len(set(added)) != len(added):
             raise ValueError("two operations create the same column")
         touched = [op.column for op in self.operations if not isinstance(op, AddColumn)]
+        if len(set(touched)) != len(touched):
+            raise ValueError("two operations change the same column (their sync triggers would fight over it)")
         if any(k in touched for k in self.key):
             raise ValueError(f"key column(s) {[k for k in self.key if k in touched]} cannot be changed in place")
         return self
@@ -168,33 +153,31 @@ def parse_expand_contract(data: dict[str, Any]) -> ExpandContractSpec:
     try:
         return ExpandContractSpec.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = [str(p) for p in err["loc"]]
-        if len(loc) > 2 and loc[0] == "operations":
-            loc = loc[:2] + loc[3:]  # drop the union member's tag: operations.0.to, not operations.0.change_column.to
-        message = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            message = "unknown field"
-        elif err["type"] == "union_tag_invalid":
-            message = f"unknown operation; supported: change_column, rename_column, add_column ({message})"
-            loc = [*loc, "op"]
-        raise SpecError(".".join(loc) or "(spec)", message) from None
+        raise _field_error(exc) from None
+
+
+def _field_error(exc: ValidationError) -> SpecError:
+    """``spec_error``, with an operation's fields named without the union member's tag
+    (``operations.0.to``, not ``operations.0.change_column.to``) and an unknown ``op`` listed."""
+    error, loc = spec_error(exc), [str(p) for p in exc.errors()[0]["loc"]]
+    if exc.errors()[0]["type"] == "union_tag_invalid":
+        supported = "change_column, rename_column, add_column"
+        return SpecError(f"{error.field}.op", f"unknown operation; supported: {supported} ({error.problem})")
+    if len(loc) > 2 and loc[0] == "operations":
+        return SpecError(".".join(loc[:2] + loc[3:]), error.problem)
+    return error
 
 
 def is_expand_contract_file(path: str | Path) -> bool:
     """True when the YAML file at ``path`` declares ``kind: expand_contract`` (the CLI's dispatch)."""
     try:
-        return is_expand_contract(yaml.safe_load(Path(path).read_text()))
-    except (OSError, yaml.YAMLError):
+        return is_expand_contract(read_spec_file(path))
+    except (SpecError, OSError):
         return False  # the table move's loader reports it
 
 
 def load_expand_contract(path: str | Path) -> ExpandContractSpec:
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise SpecError("(file)", f"no spec file at {path}") from None
+    data = read_spec_file(path)
     if not is_expand_contract(data):
         raise SpecError("kind", f"{path} is no expand_contract spec (kind: {KIND})")
     return parse_expand_contract(data)

@@ -51,3 +51,12 @@ def test_plan_ddl_prints_each_stage_statements_and_changes_nothing(monkeypatch, 
     assert "CREATE TRIGGER IF NOT EXISTS so_sync_orders_amount_cents_upd AFTER UPDATE ON orders" in result.output
     assert "-- rollback" in result.output and "ALTER TABLE orders DROP COLUMN channel;" in result.output
     assert snapshot_table(engine, "orders", ("id",)) == before
+
+
+def test_plan_ddl_names_a_missing_table_by_its_field(tmp_path: Path) -> None:
+    spec = tmp_path / "missing.yaml"
+    text = Path(EXAMPLE).read_text().replace("${SHIFTOVER_DATABASE_URL}", f"sqlite:///{tmp_path}/empty.db")
+    spec.write_text(text)
+    result = runner.invoke(app, ["plan", str(spec), "--ddl"])
+    assert result.exit_code != 0
+    assert "spec field 'database.table': no table 'orders'" in result.output

@@ -33,6 +33,16 @@ def rows_out_of_step(target: Target) -> list[tuple[object, ...]]:
     return [tuple(r) for r in rows if cents(r.amount) != (None if r.amount_cents is None else int(r.amount_cents))]
 
 
+def expand_and_sync(target: Target, spec: ExpandContractSpec) -> None:
+    expand(target, spec)
+    install_sync(target, spec)
+
+
+def expand_and_backfill(target: Target, spec: ExpandContractSpec, store_engine: sa.Engine) -> None:
+    expand_and_sync(target, spec)
+    assert backfill_columns(target, spec, store_engine).complete
+
+
 class Writers:
     """Application writes through the old column and through the new one, on two threads."""
 
@@ -87,8 +97,7 @@ def test_writes_through_old_and_new_stay_in_step_while_backfilling(
     target, spec = orders
     with Writers(target, sides=("old",), first_id=500_000) as early:  # live through the DDL too
         wait_for_writes(early)
-        expand(target, spec)
-        install_sync(target, spec)
+        expand_and_sync(target, spec)
         backfill_and_check(target, spec, control_store)
         wait_for_writes(early)
     assert early.errors == [], early.errors[:3]  # no write failed while columns and triggers were added
@@ -137,8 +146,7 @@ def test_a_resumed_backfill_starts_after_the_last_saved_batch(
     orders: tuple[Target, ExpandContractSpec], control_store
 ) -> None:  # type: ignore[no-untyped-def]
     target, spec = orders
-    expand(target, spec)
-    install_sync(target, spec)
+    expand_and_sync(target, spec)
     first = backfill_columns(target, spec, control_store.engine, time_budget_seconds=0.0)
     assert not first.complete and first.batches == 1 and first.rows_updated == spec.backfill.chunk_rows - 1
     second = backfill_columns(target, spec, control_store.engine)
@@ -149,9 +157,7 @@ def test_a_resumed_backfill_starts_after_the_last_saved_batch(
 
 def test_validation_finds_a_planted_wrong_value(orders: tuple[Target, ExpandContractSpec], control_store) -> None:  # type: ignore[no-untyped-def]
     target, spec = orders
-    expand(target, spec)
-    install_sync(target, spec)
-    backfill_columns(target, spec, control_store.engine)
+    expand_and_backfill(target, spec, control_store.engine)
     assert validate_columns(target, spec).passed
     with target.engine.begin() as conn:  # through the triggers a write stays in step: plant it behind them
         conn.execute(sa.text("UPDATE orders SET amount_cents = amount_cents + 1 WHERE id = 42"))
@@ -171,9 +177,7 @@ def test_a_claim_of_reversibility_is_checked(orders: tuple[Target, ExpandContrac
     lossy = spec.model_copy(
         update={"operations": (spec.operations[0].model_copy(update={"down": "amount_cents / 100.0 + 0.01"}),)}
     )
-    expand(target, lossy)
-    install_sync(target, lossy)
-    backfill_columns(target, lossy, control_store.engine)
+    expand_and_backfill(target, lossy, control_store.engine)
     report = validate_columns(target, lossy)
     assert [c.mismatches for c in report.checks] == [0, ROWS - 1]
 
@@ -183,9 +187,7 @@ def test_rollback_before_contract_restores_the_table_exactly(
 ) -> None:  # type: ignore[no-untyped-def]
     target, spec = orders
     before = snapshot_table(target.engine, "orders", ("id",))
-    expand(target, spec)
-    install_sync(target, spec)
-    backfill_columns(target, spec, control_store.engine)
+    expand_and_backfill(target, spec, control_store.engine)
     assert snapshot_table(target.engine, "orders", ("id",)) != before
     rollback_expansion(target, spec)
     assert snapshot_table(target.engine, "orders", ("id",)) == before
@@ -195,8 +197,7 @@ def test_rollback_keeps_writes_made_through_the_new_column(
     orders: tuple[Target, ExpandContractSpec], control_store
 ) -> None:  # type: ignore[no-untyped-def]
     target, spec = orders
-    expand(target, spec)
-    install_sync(target, spec)
+    expand_and_sync(target, spec)
     with target.engine.begin() as conn:
         conn.execute(sa.text("UPDATE orders SET amount_cents = 555 WHERE id = 3"))
         conn.execute(sa.text("INSERT INTO orders (id, amount_cents) VALUES (9001, 1001)"))
@@ -224,8 +225,7 @@ def test_new_code_inserting_only_the_new_column_fills_a_not_null_old_one(
         conn.execute(sa.text("INSERT INTO orders VALUES (1, 1.25, 'a')"))
     spec = make_spec(url)
     target = Target.of(engine, spec)
-    expand(target, spec)
-    install_sync(target, spec)
+    expand_and_sync(target, spec)
     with engine.begin() as conn:
         conn.execute(sa.text("INSERT INTO orders (id, amount_cents) VALUES (2, 250)"))
     backfill_columns(target, spec, control_store.engine)

@@ -76,3 +76,44 @@ def test_run_rollback_restart_and_contract(
     with pytest.raises(ContractRefusedError):
         rollback_schema_change(spec, control_store, "test")
     assert run_schema_change(path, control, options)["note"].startswith("nothing left to do")
+
+
+def test_a_rollback_fences_off_a_running_run(
+    sqlite_database: Callable[[], str], control_store: ControlStore, tmp_path: Path
+) -> None:
+    from shiftover.control.lease import acquire_lease, read_lease
+    from shiftover.errors import LeaseLostError
+
+    url = sqlite_database()
+    create_orders(url, rows=50)
+    spec = make_spec(url)
+    run_schema_change(write_spec(tmp_path, spec), str(control_store.engine.url), RunOptions(), stop_after="sync")
+    running = acquire_lease(control_store.engine, spec.name, "flow-run/still-running")
+    rollback_schema_change(spec, control_store, "test", "drill")
+    with pytest.raises(LeaseLostError):
+        running.ensure()  # its next fenced write (a stage recorded, an irreversible step) fails
+    assert read_state(control_store, spec.name).phase is Phase.ROLLED_BACK
+    assert read_lease(control_store.engine, spec.name).holder is None  # revoked, not waited for
+    assert [e["detail"]["reason"] for e in control_store.audit_entries(spec.name, action="rollback_started")] == [
+        "drill"
+    ]
+    assert rollback_schema_change(spec, control_store, "test")["note"] == "already rolled back"
+
+
+def test_a_second_run_at_once_is_refused_before_any_ddl(
+    sqlite_database: Callable[[], str], control_store: ControlStore, tmp_path: Path
+) -> None:
+    from shiftover.control.lease import acquire_lease
+    from shiftover.errors import LeaseHeldError
+
+    url = sqlite_database()
+    engine = create_orders(url, rows=50)
+    spec = make_spec(url)
+    path = write_spec(tmp_path, spec)
+    run_schema_change(path, str(control_store.engine.url), RunOptions(), stop_after="sync")
+    expanded = snapshot_table(engine, "orders", ("id",))
+    acquire_lease(control_store.engine, spec.name, "flow-run/the-first-run")
+    with pytest.raises(LeaseHeldError, match="flow-run/the-first-run"):
+        run_schema_change(path, str(control_store.engine.url), RunOptions())
+    assert snapshot_table(engine, "orders", ("id",)) == expanded
+    assert read_state(control_store, spec.name).completed == {"expand", "sync"}

@@ -52,6 +52,10 @@ class SchemaDialect:
         """SQL true when ``a`` and ``b`` differ, NULLs compared as values."""
         raise NotImplementedError
 
+    def typed(self, value: str, type_: str) -> str:
+        """``value`` as the SQL type ``type_`` (the preflight's stand-in for a column not added yet)."""
+        return f"CAST({value} AS {type_})"
+
     def add_column(self, table: str, column: str, type_: str, default: str | None, timeout_ms: int) -> str:
         default_sql = f" DEFAULT {default}" if default is not None else ""
         return f"ALTER TABLE {table} ADD COLUMN {column} {type_} NULL{default_sql}"

@@ -27,6 +27,11 @@ class MySQLSchema(SchemaDialect):
     def distinct(self, a: str, b: str) -> str:
         return f"NOT ({a} <=> {b})"
 
+    def typed(self, value: str, type_: str) -> str:
+        # CAST takes a few type names only (SIGNED, DECIMAL, CHAR...), not a column's type: the
+        # value stays untyped, and a bad column type is refused by its ADD COLUMN.
+        return value
+
     def add_column(self, table: str, column: str, type_: str, default: str | None, timeout_ms: int) -> str:
         default_sql = f" DEFAULT {default}" if default is not None else ""
         return (

@@ -1,0 +1,82 @@
+"""Check an expand/contract spec against its live table before any DDL.
+
+Every problem is a ``SpecError`` naming the spec field: an unreachable database, a table or key
+that is not there, an old column that is missing, a new column that exists already (expand would
+take it over, the sync overwrite it and a rollback drop it), and ``up``/``down`` SQL the engine
+cannot resolve. The sync triggers evaluate those expressions on every application write, so one
+that fails there fails the application's writes: each is planned here (``WHERE 1 = 0``, never run)
+over the table's columns, the new ones as NULLs of their declared type.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from shiftover.connect import get_engine
+from shiftover.errors import SpecError
+from shiftover.preflight import check_unique_key, inspect_endpoint, table_columns
+from shiftover.schema.columns import Target
+from shiftover.schema.engines import schema_dialect
+from shiftover.schema.spec import AddColumn, ChangeColumn, ExpandContractSpec, Operation
+
+
+def open_checked_table(spec: ExpandContractSpec) -> tuple[Target, list[str]]:
+    """The change's table, reachable and keyed as the spec says, and its columns."""
+    inspector = inspect_endpoint(spec.database, "database")
+    columns = table_columns(inspector, spec.database, "database")
+    missing = [k for k in spec.key if k not in columns]
+    if missing:
+        raise SpecError("key", f"no column(s) {missing} in table {spec.database.table!r} (its columns: {columns})")
+    check_unique_key(inspector, spec.database, spec.key, "key")
+    return Target.of(get_engine(spec.database.url), spec), columns
+
+
+def check_change(spec: ExpandContractSpec) -> Target:
+    """Everything ``open_checked_table`` checks, then each operation's columns, types and SQL."""
+    target, present = open_checked_table(spec)
+    new_columns = [_check_columns(target, i, op, present) for i, op in enumerate(spec.operations)]
+    row = _row_with(target, present, new_columns)
+    for i, op in enumerate(spec.operations):
+        if isinstance(op, ChangeColumn):  # a rename's expressions are its column names, checked above
+            _plan(target, f"operations.{i}.up", f"SELECT ({op.up}) FROM ({row}) so_row WHERE 1 = 0")
+            _plan(target, f"operations.{i}.down", f"SELECT ({op.down}) FROM ({row}) so_row WHERE 1 = 0")
+    return target
+
+
+def _check_columns(target: Target, i: int, op: Operation, present: list[str]) -> tuple[str, str]:
+    """Operation ``i``'s old column is there, its new one is not, its type (and default) parse;
+    returns the new column's name and type."""
+    table, dialect = target.table, schema_dialect(target.engine)
+    new, new_field = (op.column, "column") if isinstance(op, AddColumn) else (op.to, "to")
+    if not isinstance(op, AddColumn) and op.column not in present:
+        missing = f"no column {op.column!r} in table {table!r} (its columns: {present})"
+        raise SpecError(f"operations.{i}.column", missing)
+    if new in present:
+        raise SpecError(
+            f"operations.{i}.{new_field}",
+            f"table {table!r} has a column {new!r} already: expand would take it over and a rollback drop it. "
+            "Name a new column (if an earlier run of this change added it and stopped before its expand stage "
+            "was recorded, `shiftover rollback` on this spec removes it)",
+        )
+    _plan(target, f"operations.{i}.type", f"SELECT {dialect.typed('NULL', op.type)}")
+    if isinstance(op, AddColumn) and op.default is not None:
+        _plan(target, f"operations.{i}.default", f"SELECT {dialect.typed(op.default, op.type)}")
+    return new, op.type
+
+
+def _row_with(target: Target, present: list[str], new_columns: list[tuple[str, str]]) -> str:
+    """The table's rows as they look after expand: every column, the new ones NULL of their type."""
+    dialect = schema_dialect(target.engine)
+    fields = [target.quote(c) for c in present]
+    fields += [f"{dialect.typed('NULL', type_)} AS {target.quote(name)}" for name, type_ in new_columns]
+    return f"SELECT {', '.join(fields)} FROM {target.qualified}"
+
+
+def _plan(target: Target, field: str, sql: str) -> None:
+    """Have the engine parse and plan ``sql`` (nothing is changed); its refusal names ``field``."""
+    try:
+        with target.engine.connect() as conn:
+            conn.exec_driver_sql(sql).all()
+    except sa.exc.DBAPIError as exc:
+        reason = str(exc.orig).splitlines()[0] if exc.orig is not None else type(exc).__name__
+        raise SpecError(field, f"{target.engine.dialect.name} refuses it: {reason}") from None
