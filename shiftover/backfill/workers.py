@@ -2,9 +2,8 @@
 Prefect child runs) claim segments by lease and copy them until none is left.
 
 ``plan_distributed`` runs once (the parent); ``copy_claimed_segments`` is one worker's loop;
-``run_worker_processes`` starts N local OS processes of that loop (``python -m
-shiftover.backfill.workers``) and waits for them; ``distributed_progress`` aggregates the
-checkpoints. A worker with nothing to claim while other workers still hold unfinished segments
+``start_worker_processes`` starts N local OS processes of that loop (``python -m
+shiftover.backfill.workers``); ``distributed_progress`` aggregates the checkpoints. A worker with nothing to claim while other workers still hold unfinished segments
 keeps polling (unless told not to wait), so the survivors take over a dead worker's segment once
 its lease expires.
 """
@@ -21,25 +20,17 @@ from typing import Any
 
 from shiftover.backfill import checkpoints, leases
 from shiftover.backfill.copy import SegmentReport, copy_segment
-from shiftover.backfill.keyset import plan_segments
-from shiftover.backfill.run import check_column_set, make_throttle
+from shiftover.backfill.run import make_throttle, prepare_backfill
 from shiftover.backfill.throttle import Throttle
-from shiftover.backfill.typemap import create_target_table
 from shiftover.errors import SegmentLeaseLostError
 from shiftover.migration import Migration
 
 
 def plan_distributed(migration: Migration, segments: int) -> list[checkpoints.SegmentState]:
-    """Create/check the target and save a plan of up to ``segments`` segments (kept if one exists)."""
+    """``prepare_backfill`` for workers: refuses a SQLite control store, then creates/checks the
+    target and saves a plan of up to ``segments`` segments (kept if one exists)."""
     leases.require_distributed_store(migration.store.engine)
-    if migration.spec.backfill.create_target:
-        create_target_table(migration.source, migration.target, migration.mapping)
-    check_column_set(migration)
-    saved = checkpoints.load_plan(migration.store.engine, migration.name)
-    if saved:
-        return saved
-    planned, _ = plan_segments(migration.source, migration.mapping, segments)
-    return checkpoints.save_plan(migration.store.engine, migration.name, planned)
+    return prepare_backfill(migration, segments=segments)[0]
 
 
 @dataclass
@@ -183,21 +174,6 @@ def start_worker_processes(
         proc.stdin = None  # given: communicate() must not flush it again
         procs.append(proc)
     return procs
-
-
-def run_worker_processes(
-    migration: Migration, workers: int, *, segments: int | None = None, ttl: float = leases.DEFAULT_SEGMENT_TTL_SECONDS
-) -> tuple[DistributedProgress, list[dict[str, Any]]]:
-    """Plan once, run ``workers`` local worker processes to the end; progress and each worker's report."""
-    plan_distributed(migration, segments or workers * 2)
-    procs = start_worker_processes(migration, workers, ttl=ttl)
-    reports: list[dict[str, Any]] = []
-    for proc in procs:
-        out, err = proc.communicate()
-        if proc.returncode != 0:
-            raise RuntimeError(f"backfill worker exited {proc.returncode}: {err.decode()[-2000:]}")
-        reports.append(json.loads(out.decode().strip().splitlines()[-1]))
-    return distributed_progress(migration.name, migration.store.engine), reports
 
 
 def main(argv: list[str]) -> int:
