@@ -79,9 +79,9 @@ def copy_claimed_segments(
     report = WorkerReport(worker_id)
     started = time.monotonic()
     while max_seconds is None or time.monotonic() - started < max_seconds:
-        lease = leases.claim_segment(engine, migration.name, worker_id, ttl=ttl)
+        lease, unfinished = leases.claim_next(engine, migration.name, worker_id, ttl=ttl)
         if lease is None:
-            if not wait_for_others or not leases.unfinished_segments(engine, migration.name):
+            if not wait_for_others or not unfinished:
                 break
             time.sleep(poll_seconds)  # held by live workers: take over any whose lease expires
             continue
