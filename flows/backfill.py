@@ -30,8 +30,8 @@ from shiftover.backfill import (
 )
 from shiftover.backfill.copy import SegmentReport
 from shiftover.backfill.keyset import estimate_rows
-from shiftover.backfill.run import BackfillSummary, summarise
 from shiftover.backfill.leases import require_distributed_store
+from shiftover.backfill.run import BackfillSummary, summarise
 from shiftover.backfill.workers import distributed_progress, start_worker_processes
 from shiftover.control.store import DEFAULT_URL
 from shiftover.flows.context import RunContext, RunOptions

@@ -3,15 +3,16 @@ Prefect child runs) claim segments by lease and copy them until none is left.
 
 ``plan_distributed`` runs once (the parent); ``copy_claimed_segments`` is one worker's loop;
 ``start_worker_processes`` starts N local OS processes of that loop (``python -m
-shiftover.backfill.workers``); ``distributed_progress`` aggregates the checkpoints. A worker with nothing to claim while other workers still hold unfinished segments
-keeps polling (unless told not to wait), so the survivors take over a dead worker's segment once
-its lease expires.
+shiftover.backfill.workers``); ``distributed_progress`` aggregates the checkpoints. A worker
+with nothing to claim while other workers still hold unfinished segments keeps polling (unless
+told not to wait), so the survivors take over a dead worker's segment once its lease expires.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -150,6 +151,13 @@ def worker_command(worker_id: str, ttl: float) -> list[str]:
     return [sys.executable, "-m", "shiftover.backfill.workers", worker_id, str(ttl)]
 
 
+def worker_name(prefix: str, index: int) -> str:
+    """A local worker process's holder id. The host is part of it: a worker re-claims segments held
+    under its own id, so two parents with the same pid on two machines (containers) must not
+    name their workers alike."""
+    return f"{prefix}-{index}-{socket.gethostname()}-{os.getpid()}"
+
+
 def start_worker_processes(
     migration: Migration, workers: int, *, ttl: float = leases.DEFAULT_SEGMENT_TTL_SECONDS, prefix: str = "worker"
 ) -> list[subprocess.Popen[bytes]]:
@@ -163,7 +171,7 @@ def start_worker_processes(
     procs = []
     for i in range(workers):
         proc = subprocess.Popen(
-            worker_command(f"{prefix}-{i}-{os.getpid()}", ttl),
+            worker_command(worker_name(prefix, i), ttl),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -20,6 +20,7 @@ from shiftover.backfill.workers import (
     distributed_progress,
     plan_distributed,
     start_worker_processes,
+    worker_name,
 )
 from shiftover.control.store import open_store
 from shiftover.diff import diff_tables
@@ -27,22 +28,13 @@ from shiftover.errors import ControlStoreError
 from shiftover.migration import Migration, open_migration
 from shiftover.spec import parse_spec
 
-from .conftest import ITEMS_DDL, control_url, fill_items, rows_of, run_sql
+from .conftest import ITEMS_DDL, control_url, fill_items, items_spec, rows_of, run_sql
 
 N, CHUNK, TTL = 200_000, 2_000, 3.0
 
 
 def _migration(source: str, target: str, store_url: str, **backfill: Any) -> Migration:
-    spec = parse_spec(
-        {
-            "name": "m1",
-            "source": {"url": source, "table": "items"},
-            "target": {"url": target, "table": "items"},
-            "key": "id",
-            "backfill": backfill,
-        }
-    )
-    return open_migration(spec, store_url)
+    return open_migration(parse_spec(items_spec(source, target, "m1", **backfill)), store_url)
 
 
 def test_three_workers_survive_a_sigkill(pg_database: Callable[[], str]) -> None:
@@ -57,7 +49,7 @@ def test_three_workers_survive_a_sigkill(pg_database: Callable[[], str]) -> None
 
     procs = start_worker_processes(migration, 3, ttl=TTL, prefix="w")
     victim = procs[0]
-    victim_id = f"w-0-{os.getpid()}"
+    victim_id = worker_name("w", 0)
     try:
         killed_segment = _wait_mid_segment(engine, victim_id, victim)
         os.kill(victim.pid, signal.SIGKILL)
