@@ -9,7 +9,6 @@ stays incomplete; the next run resumes from the checkpoints.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Callable
@@ -32,7 +31,7 @@ from shiftover.backfill.copy import SegmentReport
 from shiftover.backfill.keyset import estimate_rows
 from shiftover.backfill.leases import require_distributed_store
 from shiftover.backfill.run import BackfillSummary, summarise
-from shiftover.backfill.workers import distributed_progress, start_worker_processes
+from shiftover.backfill.workers import distributed_progress, start_worker_processes, wait_for_workers
 from shiftover.control.store import DEFAULT_URL
 from shiftover.flows.context import RunContext, RunOptions
 from shiftover.flows.evaluate import Outcome, run_plan
@@ -125,24 +124,17 @@ def _run_distributed(migration: Migration, workers: int, total: int, started: fl
     )
     procs = start_worker_processes(migration, workers)
     began = time.monotonic()
-    try:
-        while any(p.poll() is None for p in procs):
-            time.sleep(1.0)
-            _update_progress(progress, migration, total, time.monotonic() - began)
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    _update_progress(progress, migration, total, time.monotonic() - began)
+
+    def tick() -> None:
+        _update_progress(progress, migration, total, time.monotonic() - began)
+
+    exits = wait_for_workers(procs, tick=tick)
+    tick()
     logger = get_run_logger()
-    reports = []
-    for p in procs:
-        out, err = p.communicate()
-        if p.returncode == 0:
-            reports.append(json.loads(out.decode().strip().splitlines()[-1]))
-        else:
-            logger.warning("backfill worker exited %s: %s", p.returncode, err.decode()[-2000:])
+    for ended in exits:
+        if ended.report is None:
+            logger.warning("backfill worker exited %s: %s", ended.returncode, ended.stderr[-2000:])
+    reports = [e.report for e in exits if e.report is not None]
     logger.info("distributed backfill workers: %s", reports)
     return BackfillSummary(
         rows_copied=sum(r["rows_read"] for r in reports),

@@ -16,6 +16,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from concurrent import futures
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -182,6 +185,37 @@ def start_worker_processes(
         proc.stdin = None  # given: communicate() must not flush it again
         procs.append(proc)
     return procs
+
+
+@dataclass(frozen=True)
+class WorkerExit:
+    returncode: int
+    report: dict[str, Any] | None  # its one JSON line, when the worker ended normally
+    stderr: str
+
+
+def wait_for_workers(
+    procs: list[subprocess.Popen[bytes]], *, tick: Callable[[], None] | None = None, every: float = 1.0
+) -> list[WorkerExit]:
+    """Wait for every worker process, reading all their pipes meanwhile (a worker blocked on a full
+    stderr pipe would hold its lease, heartbeat alive, and the others would wait for it forever),
+    calling ``tick`` every ``every`` seconds. Any worker still running when this stops early is killed."""
+    pool = ThreadPoolExecutor(max_workers=max(len(procs), 1), thread_name_prefix="worker-pipes")
+    try:
+        outputs = [pool.submit(p.communicate) for p in procs]
+        while futures.wait(outputs, timeout=every).not_done:
+            if tick is not None:
+                tick()
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+        pool.shutdown()
+    exits = []
+    for proc, (out, err) in zip(procs, (f.result() for f in outputs), strict=True):
+        report = json.loads(out.decode().strip().splitlines()[-1]) if proc.returncode == 0 else None
+        exits.append(WorkerExit(proc.returncode, report, err.decode(errors="replace")))
+    return exits
 
 
 def main(argv: list[str]) -> int:

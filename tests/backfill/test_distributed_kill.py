@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,6 +21,7 @@ from shiftover.backfill.workers import (
     distributed_progress,
     plan_distributed,
     start_worker_processes,
+    wait_for_workers,
     worker_name,
 )
 from shiftover.control.store import open_store
@@ -154,3 +156,19 @@ def _cmdline(pid: int) -> str:
         if text or time.monotonic() > deadline:
             return text
         time.sleep(0.01)
+
+
+def test_waiting_reads_every_worker_pipe_meanwhile() -> None:
+    """A worker writing more than a pipe holds (64 KiB) to stderr ends and is read whole, next to
+    another worker; one that fails is reported with its stderr, without a report."""
+    chatty = "import sys; sys.stderr.write('x' * 1_000_000); sys.stderr.flush(); print('{\"worker\": \"c\"}')"
+    scripts = [chatty, chatty, "import sys; sys.exit('boom')"]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", s], stdout=subprocess.PIPE, stderr=subprocess.PIPE) for s in scripts
+    ]
+    ticks: list[float] = []
+    exits = wait_for_workers(procs, tick=lambda: ticks.append(time.monotonic()), every=0.01)
+    assert [e.report for e in exits] == [{"worker": "c"}, {"worker": "c"}, None]
+    assert [len(e.stderr) for e in exits[:2]] == [1_000_000, 1_000_000]
+    assert exits[2].returncode == 1 and "boom" in exits[2].stderr
+    assert ticks  # the progress was refreshed while they ran
