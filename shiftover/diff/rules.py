@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from shiftover.diff.equality import column_rule
-from shiftover.diff.normalize import NATIVE, ColumnRule, classify
+from shiftover.diff.normalize import NATIVE, ColumnRule, classify, native_refused
 from shiftover.engines import dialect_for, same_dialect
 from shiftover.errors import DiffError
 from shiftover.mapping import ColumnMap, TableMapping
@@ -74,10 +74,7 @@ def _rule(
     src_expr = f"({col.sql})" if col.sql is not None else _quoted(source, col.source)
     same_type = same_engine and col.sql is None and _same_type(src_type, tgt_type, source)
     if kind == NATIVE and not same_type:
-        raise DiffError(
-            f"column {col.target!r} ({tgt_type}) is compared only with the same declared type on the same "
-            "engine; convert it in the mapping (columns[].sql, e.g. to text) or exclude it (validation.exclude)"
-        )
+        raise native_refused(col.target, str(tgt_type))
     if same_type and (kind == NATIVE or _native_ok(rule, source, o)):
         cast = dialect_for(source).native_text
         return replace(rule, source_sql=cast.format(src_expr), target_sql=cast.format(_quoted(target, col.target)))
