@@ -29,8 +29,8 @@ def backfill_worker(
     """Copy claimed segments of a planned distributed backfill until every segment is done."""
     admit_control_url(control_url)
     migration = load_migration(spec_path, control_url)
-    # this flow run's id: two runs in one process (a served deployment) or two hosts' equal pids
-    # would otherwise share a holder id, and a worker re-claims segments held under its own
+    # the flow run's id: host-pid repeats across containers, and a worker re-claims segments held
+    # under its own id
     worker = worker_id or run_holder()
     report = copy_claimed_segments(migration, worker, ttl=lease_ttl_seconds, max_seconds=max_seconds)
     get_run_logger().info("backfill worker %s: %s", worker, report.as_dict())

@@ -55,6 +55,8 @@ def test_backfill_worker_flow_copies_a_planned_backfill(prefect_harness, pg_data
     plan_distributed(load_migration(spec, url), 3)
     report = backfill_worker(spec, url, worker_id="w1", lease_ttl_seconds=10)
     assert report["worker"] == "w1" and report["rows_read"] == 10_000 and len(report["segments"]) == 3
+    late = backfill_worker(spec, url, lease_ttl_seconds=10)  # no id given: its flow run's, nothing left to claim
+    assert late["worker"].startswith("flow-run/") and late["segments"] == [] and late["rows_read"] == 0
     assert backfill_status(store.engine, "wk").complete
     query = "SELECT id, n, v FROM items ORDER BY id"
     assert rows_of(target, query) == rows_of(source, query)
