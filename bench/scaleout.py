@@ -92,7 +92,12 @@ def in_process(dbs: Any, source: str, control: str, segments: int, chunk_rows: i
 def distributed(
     dbs: Any, source: str, control: str, workers: int, segments: int, chunk_rows: int, rows: int
 ) -> dict[str, Any]:
-    from shiftover.backfill.workers import distributed_progress, plan_distributed, start_worker_processes
+    from shiftover.backfill.workers import (
+        distributed_progress,
+        plan_distributed,
+        start_worker_processes,
+        wait_for_workers,
+    )
 
     target = dbs.pg()
     bb.run(target, bb.PG_DDL.format(name="orders"))
@@ -103,13 +108,11 @@ def distributed(
     migration = open_migration_for(name, source, target, control, chunk_rows)
     before = control_writes(control)
     started = time.monotonic()
-    procs = start_worker_processes(migration, workers, ttl=30)
-    reports = []
-    for proc in procs:
-        out, err = proc.communicate()
-        if proc.returncode != 0:
-            raise RuntimeError(err.decode()[-2000:])
-        reports.append(json.loads(out.decode().strip().splitlines()[-1]))
+    exits = wait_for_workers(start_worker_processes(migration, workers, ttl=30))
+    failed = [e.stderr[-2000:] for e in exits if e.report is None]
+    if failed:
+        raise RuntimeError(failed[0])
+    reports = [e.report for e in exits if e.report is not None]
     seconds = time.monotonic() - started
     settle_stats()
     writes = control_writes(control) - before

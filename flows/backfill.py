@@ -9,7 +9,6 @@ stays incomplete; the next run resumes from the checkpoints.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Callable
@@ -30,8 +29,9 @@ from shiftover.backfill import (
 )
 from shiftover.backfill.copy import SegmentReport
 from shiftover.backfill.keyset import estimate_rows
+from shiftover.backfill.leases import require_distributed_store
 from shiftover.backfill.run import BackfillSummary, summarise
-from shiftover.backfill.workers import distributed_progress, plan_distributed, start_worker_processes
+from shiftover.backfill.workers import distributed_progress, start_worker_processes, wait_for_workers
 from shiftover.control.store import DEFAULT_URL
 from shiftover.flows.context import RunContext, RunOptions
 from shiftover.flows.evaluate import Outcome, run_plan
@@ -60,24 +60,26 @@ def backfill(
 
 
 def run_backfill(ctx: RunContext, stage: BackfillStage) -> Outcome:
-    """Plan segments once (saved), copy the unfinished ones ``concurrency`` at a time, report progress."""
+    """Plan segments once (saved), copy the unfinished ones ``concurrency`` at a time (or with
+    ``distributed`` worker processes), report progress."""
     started = time.monotonic()
     budget = ctx.options.time_budget_seconds
     deadline = time.time() + budget if budget else None
     migration = ctx.migration
+    distributed = ctx.options.distributed
+    if distributed:  # refused before the phase moves
+        if budget:
+            raise ValueError("a distributed backfill takes no time budget (workers run to the end)")
+        require_distributed_store(migration.store.engine)
     if ctx.state().phase is Phase.DUAL_WRITING and _plan_finished(migration):
         clear_plan(migration.store.engine, migration.name)  # a restart after rollback: copy rows added since
     ctx.advance(Phase.BACKFILLING, "backfill started")
-    if ctx.options.distributed:
-        if budget:
-            raise ValueError("a distributed backfill takes no time budget (workers run to the end)")
-        plan = plan_distributed(migration, ctx.options.distributed * 2)
-        total = _source_rows(migration)
-        summary = _run_distributed(migration, ctx.options.distributed, total, started, len(plan))
+    workers = distributed or min(ctx.options.concurrency or migration.spec.backfill.concurrency, MAX_CONCURRENCY)
+    plan, planned_total = prepare_backfill(migration, workers, segments=workers * 2 if distributed else None)
+    total = _source_rows(migration) if planned_total is None else planned_total  # estimated once
+    if distributed:
+        summary = _run_distributed(migration, workers, total, started, len(plan))
     else:
-        workers = min(ctx.options.concurrency or migration.spec.backfill.concurrency, MAX_CONCURRENCY)
-        plan, planned_total = prepare_backfill(migration, workers)
-        total = _source_rows(migration) if planned_total is None else planned_total  # estimated once
         reports = _run_segments(migration, [s.segment.index for s in plan if not s.done], workers, deadline, total)
         summary = summarise(reports, time.monotonic() - started, len(plan))
     status = backfill_status(migration.store.engine, migration.name)
@@ -122,24 +124,17 @@ def _run_distributed(migration: Migration, workers: int, total: int, started: fl
     )
     procs = start_worker_processes(migration, workers)
     began = time.monotonic()
-    try:
-        while any(p.poll() is None for p in procs):
-            time.sleep(1.0)
-            _update_progress(progress, migration, total, time.monotonic() - began)
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    _update_progress(progress, migration, total, time.monotonic() - began)
+
+    def tick() -> None:
+        _update_progress(progress, migration, total, time.monotonic() - began)
+
+    exits = wait_for_workers(procs, tick=tick)
+    tick()
     logger = get_run_logger()
-    reports = []
-    for p in procs:
-        out, err = p.communicate()
-        if p.returncode == 0:
-            reports.append(json.loads(out.decode().strip().splitlines()[-1]))
-        else:
-            logger.warning("backfill worker exited %s: %s", p.returncode, err.decode()[-2000:])
+    for ended in exits:
+        if ended.report is None:
+            logger.warning("backfill worker exited %s: %s", ended.returncode, ended.stderr[-2000:])
+    reports = [e.report for e in exits if e.report is not None]
     logger.info("distributed backfill workers: %s", reports)
     return BackfillSummary(
         rows_copied=sum(r["rows_read"] for r in reports),

@@ -6,8 +6,6 @@ finish its segments from their checkpoints. Needs a PostgreSQL or MariaDB contro
 
 from __future__ import annotations
 
-import os
-import socket
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -15,6 +13,7 @@ from prefect import flow, get_run_logger
 from shiftover.backfill.leases import DEFAULT_SEGMENT_TTL_SECONDS
 from shiftover.backfill.workers import copy_claimed_segments
 from shiftover.control.store import DEFAULT_URL
+from shiftover.flows.context import run_holder
 from shiftover.flows.credentials import admit_control_url
 from shiftover.migration import load_migration
 
@@ -30,7 +29,9 @@ def backfill_worker(
     """Copy claimed segments of a planned distributed backfill until every segment is done."""
     admit_control_url(control_url)
     migration = load_migration(spec_path, control_url)
-    worker = worker_id or f"{socket.gethostname()}-{os.getpid()}"
+    # the flow run's id: host-pid repeats across containers, and a worker re-claims segments held
+    # under its own id
+    worker = worker_id or run_holder()
     report = copy_claimed_segments(migration, worker, ttl=lease_ttl_seconds, max_seconds=max_seconds)
     get_run_logger().info("backfill worker %s: %s", worker, report.as_dict())
     return report.as_dict()

@@ -39,9 +39,10 @@ from shiftover.backfill.sources import stream_for
 from shiftover.backfill.typemap import row_converter, target_table_for, uncreatable_columns
 from shiftover.decommission import archive_table
 from shiftover.diff.equality import comparable, compare_select, read_apart
-from shiftover.diff.normalize import NATIVE, ColumnRule
+from shiftover.diff.normalize import NATIVE, ColumnRule, native_refused
 from shiftover.diff.rows import key_token
-from shiftover.engines import dialect_for, same_dialect
+from shiftover.diff.rules import same_declared_type
+from shiftover.engines import dialect_for
 from shiftover.errors import RehearsalError, describe_error
 from shiftover.mapping import TableMapping
 from shiftover.rehearsal_sample import Sample, column_rules, source_sample
@@ -220,11 +221,7 @@ class _Rehearsal:
             self.add(field_of(self.spec, target_col), str(error))
         for target_col in [t for t, r in rules.items() if r.kind == NATIVE and not self._same_native(t)]:
             rules.pop(target_col)
-            self.add(
-                field_of(self.spec, target_col),
-                f"column {target_col!r} is an array, interval or bit string compared only with the same declared "
-                "type on the same engine: convert it in the mapping (columns[].sql, e.g. to text) or exclude it",
-            )
+            self.add(field_of(self.spec, target_col), str(native_refused(target_col)))
         # one read (one snapshot under live writes): the values as the backfill reads them, and beside
         # them the columns the compare reads apart (JSON as text, floats as doubles)
         apart = [] if self.mapping.transform else self._read_apart(rules)
@@ -242,13 +239,7 @@ class _Rehearsal:
     def _same_native(self, target_col: str) -> bool:
         """The diff compares an array, interval or bit column by the engine's own text: same engine, same type."""
         col = next(c for c in self.mapping.columns if c.target == target_col)
-        if col.sql is not None or not same_dialect(self.source, self.target):
-            return False
-        compile_ = self.source.dialect.type_compiler_instance.process
-        try:
-            return bool(compile_(self.src.c[col.source].type) == compile_(self.tgt.c[target_col].type))
-        except sa.exc.CompileError:
-            return False
+        return same_declared_type(col, self.src, self.tgt, self.source, self.target)
 
     def _read_apart(self, rules: dict[str, ColumnRule]) -> list[tuple[int, sa.ColumnElement[Any]]]:
         """(position, expression) of each column the compare reads otherwise than the copy does."""

@@ -78,14 +78,19 @@ def read_leases(engine: Engine, migration: str) -> list[LeaseRow]:
 
 
 def _claimable(now: datetime, holder: str) -> sa.ColumnElement[bool]:
-    return sa.and_(
-        _c.c.state.not_in([DONE, FAILED]),
-        sa.or_(
-            _c.c.lease_holder.is_(None),
-            _c.c.lease_holder == holder,
-            _c.c.lease_expires_at.is_(None),
-            _c.c.lease_expires_at < now,
-        ),
+    return sa.and_(_unfinished(), _free(now, holder))
+
+
+def _unfinished() -> sa.ColumnElement[bool]:
+    return _c.c.state.not_in([DONE, FAILED])
+
+
+def _free(now: datetime, holder: str) -> sa.ColumnElement[bool]:
+    return sa.or_(
+        _c.c.lease_holder.is_(None),
+        _c.c.lease_holder == holder,
+        _c.c.lease_expires_at.is_(None),
+        _c.c.lease_expires_at < now,
     )
 
 
@@ -94,15 +99,23 @@ def claim_segment(
 ) -> SegmentLease | None:
     """Take the lowest unfinished segment that is free or whose lease expired; None when there is none
     to take now (every unfinished segment is held by a live worker, failed, or all are done)."""
+    return claim_next(engine, migration, holder, ttl=ttl)[0]
+
+
+def claim_next(
+    engine: Engine, migration: str, holder: str, *, ttl: float = DEFAULT_SEGMENT_TTL_SECONDS
+) -> tuple[SegmentLease | None, int]:
+    """``claim_segment``, and how many segments were unfinished when it looked (0: nothing is left
+    for any worker), from the same read: an idle worker polls the control store once per wait."""
     require_distributed_store(engine)
     now = utcnow()
     with engine.connect() as conn:
-        candidates = conn.execute(
-            sa.select(_c.c.segment, _c.c.lease_holder)
-            .where(_c.c.migration == migration, _claimable(now, holder))
+        rows = conn.execute(
+            sa.select(_c.c.segment, _c.c.lease_holder, sa.case((_free(now, holder), 1), else_=0).label("free"))
+            .where(_c.c.migration == migration, _unfinished())
             .order_by(_c.c.segment)
         ).all()
-    for candidate in candidates:
+    for candidate in (r for r in rows if r.free):
         expires = now + timedelta(seconds=ttl)
         with engine.begin() as conn:
             won = conn.execute(
@@ -112,8 +125,8 @@ def claim_segment(
             ).rowcount
         if won == 1:
             previous = candidate.lease_holder if candidate.lease_holder not in (None, holder) else None
-            return SegmentLease(migration, int(candidate.segment), holder, expires, previous)
-    return None
+            return SegmentLease(migration, int(candidate.segment), holder, expires, previous), len(rows)
+    return None, len(rows)
 
 
 def renew_segment(engine: Engine, lease: SegmentLease, *, ttl: float = DEFAULT_SEGMENT_TTL_SECONDS) -> bool:
@@ -137,11 +150,6 @@ def release_segment(engine: Engine, lease: SegmentLease) -> bool:
             .values(lease_holder=None, lease_expires_at=None)
         ).rowcount
     return done == 1
-
-
-def unfinished_segments(engine: Engine, migration: str) -> list[LeaseRow]:
-    """Segments neither done nor failed (held or not): what workers still have to do."""
-    return [r for r in read_leases(engine, migration) if r.state not in (DONE, FAILED)]
 
 
 @dataclass

@@ -36,9 +36,10 @@ def check_column_set(migration: Migration) -> None:
 
 
 def prepare_backfill(
-    migration: Migration, concurrency: int | None = None
+    migration: Migration, concurrency: int | None = None, *, segments: int | None = None
 ) -> tuple[list[checkpoints.SegmentState], int | None]:
-    """Create the target if the spec asks, check it, and plan segments unless a plan is saved.
+    """Create the target if the spec asks, check it, and plan segments unless a plan is saved:
+    ``segments`` of them, else two per concurrent copy (one when copying serially).
 
     Returns the plan and the source row estimate planning made (None for a saved plan).
     """
@@ -48,9 +49,11 @@ def prepare_backfill(
     saved = checkpoints.load_plan(migration.store.engine, migration.name)
     if saved:
         return saved, None
-    count = concurrency or migration.spec.backfill.concurrency
-    segments, total = plan_segments(migration.source, migration.mapping, count * 2 if count > 1 else 1)
-    return checkpoints.save_plan(migration.store.engine, migration.name, segments), total
+    if segments is None:
+        count = concurrency or migration.spec.backfill.concurrency
+        segments = count * 2 if count > 1 else 1
+    planned, total = plan_segments(migration.source, migration.mapping, segments)
+    return checkpoints.save_plan(migration.store.engine, migration.name, planned), total
 
 
 def make_throttle(migration: Migration, **options: Any) -> Throttle:

@@ -139,11 +139,7 @@ def row_converter(
 
 
 # -- tables ---------------------------------------------------------------------------
-def _portable_type(
-    type_: sa.types.TypeEngine[Any], dialect: EngineDialect, is_key: bool, *, is_json: bool = False
-) -> sa.types.TypeEngine[Any]:
-    if is_json:
-        return dialect.portable_type(sa.JSON(), is_key)
+def _portable_type(type_: sa.types.TypeEngine[Any], dialect: EngineDialect, is_key: bool) -> sa.types.TypeEngine[Any]:
     if isinstance(type_, mysql.TIMESTAMP):
         return dialect.portable_type(sa.DateTime(timezone=True), is_key)  # an instant, stored in UTC
     try:
@@ -161,10 +157,10 @@ def _column_type(
     """The created column's type: the source's own on the same engine (arrays, intervals, bits, a named
     enum, a decimal's NaN and zero dates stay what they are), a portable one across engines."""
     if src.name in json_columns:  # MariaDB's JSON (LONGTEXT to SQLAlchemy): JSON again, with its CHECK
-        return _portable_type(src.type, target_dialect, is_key, is_json=True)
+        return target_dialect.portable_type(sa.JSON(), is_key)
     if dialect_for(source_engine) is target_dialect and not isinstance(src.type, sa.types.NullType):
         return src.type.copy()
-    return _portable_type(src.type, target_dialect, is_key, is_json=src.name in json_columns)
+    return _portable_type(src.type, target_dialect, is_key)
 
 
 def target_table_for(source_engine: Engine, target_dialect: EngineDialect, mapping: TableMapping) -> sa.Table:

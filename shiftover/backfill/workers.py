@@ -2,44 +2,39 @@
 Prefect child runs) claim segments by lease and copy them until none is left.
 
 ``plan_distributed`` runs once (the parent); ``copy_claimed_segments`` is one worker's loop;
-``run_worker_processes`` starts N local OS processes of that loop (``python -m
-shiftover.backfill.workers``) and waits for them; ``distributed_progress`` aggregates the
-checkpoints. A worker with nothing to claim while other workers still hold unfinished segments
-keeps polling (unless told not to wait), so the survivors take over a dead worker's segment once
-its lease expires.
+``start_worker_processes`` starts N local OS processes of that loop (``python -m
+shiftover.backfill.workers``); ``distributed_progress`` aggregates the checkpoints. A worker
+with nothing to claim while other workers still hold unfinished segments keeps polling (unless
+told not to wait), so the survivors take over a dead worker's segment once its lease expires.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from concurrent import futures
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from shiftover.backfill import checkpoints, leases
 from shiftover.backfill.copy import SegmentReport, copy_segment
-from shiftover.backfill.keyset import plan_segments
-from shiftover.backfill.run import check_column_set, make_throttle
+from shiftover.backfill.run import make_throttle, prepare_backfill
 from shiftover.backfill.throttle import Throttle
-from shiftover.backfill.typemap import create_target_table
 from shiftover.errors import SegmentLeaseLostError
 from shiftover.migration import Migration
 
 
 def plan_distributed(migration: Migration, segments: int) -> list[checkpoints.SegmentState]:
-    """Create/check the target and save a plan of up to ``segments`` segments (kept if one exists)."""
+    """``prepare_backfill`` for workers: refuses a SQLite control store, then creates/checks the
+    target and saves a plan of up to ``segments`` segments (kept if one exists)."""
     leases.require_distributed_store(migration.store.engine)
-    if migration.spec.backfill.create_target:
-        create_target_table(migration.source, migration.target, migration.mapping)
-    check_column_set(migration)
-    saved = checkpoints.load_plan(migration.store.engine, migration.name)
-    if saved:
-        return saved
-    planned, _ = plan_segments(migration.source, migration.mapping, segments)
-    return checkpoints.save_plan(migration.store.engine, migration.name, planned)
+    return prepare_backfill(migration, segments=segments)[0]
 
 
 @dataclass
@@ -88,9 +83,9 @@ def copy_claimed_segments(
     report = WorkerReport(worker_id)
     started = time.monotonic()
     while max_seconds is None or time.monotonic() - started < max_seconds:
-        lease = leases.claim_segment(engine, migration.name, worker_id, ttl=ttl)
+        lease, unfinished = leases.claim_next(engine, migration.name, worker_id, ttl=ttl)
         if lease is None:
-            if not wait_for_others or not leases.unfinished_segments(engine, migration.name):
+            if not wait_for_others or not unfinished:
                 break
             time.sleep(poll_seconds)  # held by live workers: take over any whose lease expires
             continue
@@ -159,6 +154,13 @@ def worker_command(worker_id: str, ttl: float) -> list[str]:
     return [sys.executable, "-m", "shiftover.backfill.workers", worker_id, str(ttl)]
 
 
+def worker_name(prefix: str, index: int) -> str:
+    """A local worker process's holder id. The host is part of it: a worker re-claims segments held
+    under its own id, so two parents with the same pid on two machines (containers) must not
+    name their workers alike."""
+    return f"{prefix}-{index}-{socket.gethostname()}-{os.getpid()}"
+
+
 def start_worker_processes(
     migration: Migration, workers: int, *, ttl: float = leases.DEFAULT_SEGMENT_TTL_SECONDS, prefix: str = "worker"
 ) -> list[subprocess.Popen[bytes]]:
@@ -172,7 +174,7 @@ def start_worker_processes(
     procs = []
     for i in range(workers):
         proc = subprocess.Popen(
-            worker_command(f"{prefix}-{i}-{os.getpid()}", ttl),
+            worker_command(worker_name(prefix, i), ttl),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -185,19 +187,35 @@ def start_worker_processes(
     return procs
 
 
-def run_worker_processes(
-    migration: Migration, workers: int, *, segments: int | None = None, ttl: float = leases.DEFAULT_SEGMENT_TTL_SECONDS
-) -> tuple[DistributedProgress, list[dict[str, Any]]]:
-    """Plan once, run ``workers`` local worker processes to the end; progress and each worker's report."""
-    plan_distributed(migration, segments or workers * 2)
-    procs = start_worker_processes(migration, workers, ttl=ttl)
-    reports: list[dict[str, Any]] = []
-    for proc in procs:
-        out, err = proc.communicate()
-        if proc.returncode != 0:
-            raise RuntimeError(f"backfill worker exited {proc.returncode}: {err.decode()[-2000:]}")
-        reports.append(json.loads(out.decode().strip().splitlines()[-1]))
-    return distributed_progress(migration.name, migration.store.engine), reports
+@dataclass(frozen=True)
+class WorkerExit:
+    returncode: int
+    report: dict[str, Any] | None  # its one JSON line, when the worker ended normally
+    stderr: str
+
+
+def wait_for_workers(
+    procs: list[subprocess.Popen[bytes]], *, tick: Callable[[], None] | None = None, every: float = 1.0
+) -> list[WorkerExit]:
+    """Wait for every worker process, reading all their pipes meanwhile (a worker blocked on a full
+    stderr pipe would hold its lease, heartbeat alive, and the others would wait for it forever),
+    calling ``tick`` every ``every`` seconds. Any worker still running when this stops early is killed."""
+    pool = ThreadPoolExecutor(max_workers=max(len(procs), 1), thread_name_prefix="worker-pipes")
+    try:
+        outputs = [pool.submit(p.communicate) for p in procs]
+        while futures.wait(outputs, timeout=every).not_done:
+            if tick is not None:
+                tick()
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+        pool.shutdown()
+    exits = []
+    for proc, (out, err) in zip(procs, (f.result() for f in outputs), strict=True):
+        report = json.loads(out.decode().strip().splitlines()[-1]) if proc.returncode == 0 else None
+        exits.append(WorkerExit(proc.returncode, report, err.decode(errors="replace")))
+    return exits
 
 
 def main(argv: list[str]) -> int:

@@ -119,15 +119,21 @@ def classify(column: str, col_type: sa.types.TypeEngine[Any]) -> str:
     )
 
 
+def native_refused(column: str, declared: str = "") -> DiffError:
+    """Why an array, interval or bit string column cannot be compared (another kind, engine or
+    declared type on the other side, or a SQL expression), and the fix; ``declared``: its type."""
+    what = f"an array, interval or bit string ({declared})" if declared else "an array, interval or bit string"
+    return DiffError(
+        f"column {column!r} is {what} compared only with the same declared type on the same engine; convert "
+        "it in the mapping (columns[].sql, e.g. to text or JSON) or exclude it (validation.exclude)"
+    )
+
+
 def pair_kind(column: str, source_kind: str | None, target_kind: str) -> str:
     """The kind both sides are compared as (``source_kind`` None: a SQL-expression column)."""
     kinds = {target_kind} if source_kind is None else {source_kind, target_kind}
     if NATIVE in kinds and (len(kinds) > 1 or source_kind is None):
-        raise DiffError(
-            f"column {column!r} is an array, interval or bit string compared only with the same type on the "
-            "same engine; convert it in the mapping (columns[].sql, e.g. to text or JSON) or exclude it "
-            "(validation.exclude)"
-        )
+        raise native_refused(column)
     if len(kinds) == 1:
         kind = kinds.pop()
         return "text" if kind == "char" else kind

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from shiftover.diff.equality import column_rule
-from shiftover.diff.normalize import NATIVE, ColumnRule, classify
+from shiftover.diff.normalize import NATIVE, ColumnRule, classify, native_refused
 from shiftover.engines import dialect_for, same_dialect
 from shiftover.errors import DiffError
 from shiftover.mapping import ColumnMap, TableMapping
@@ -72,15 +72,10 @@ def _rule(
     src_type: Any = src.c[col.source].type if col.sql is None else tgt_type
     src_kind = classify(col.source, src_type) if col.sql is None else None
     src_expr = f"({col.sql})" if col.sql is not None else _quoted(source, col.source)
-    if kind == NATIVE:
-        if not (same_engine and col.sql is None and _same_type(src_type, tgt_type, source)):
-            raise DiffError(
-                f"column {col.target!r} ({tgt_type}) is compared only with the same declared type on the same "
-                "engine; convert it in the mapping (columns[].sql, e.g. to text) or exclude it (validation.exclude)"
-            )
-        cast = dialect_for(source).native_text
-        return replace(rule, source_sql=cast.format(src_expr), target_sql=cast.format(_quoted(target, col.target)))
-    if same_engine and col.sql is None and _native_ok(rule, src_type, tgt_type, source, o):
+    same_type = same_engine and col.sql is None and _same_type(src_type, tgt_type, source)
+    if kind == NATIVE and not same_type:
+        raise native_refused(col.target, str(tgt_type))
+    if same_type and (kind == NATIVE or _native_ok(rule, source, o)):
         cast = dialect_for(source).native_text
         return replace(rule, source_sql=cast.format(src_expr), target_sql=cast.format(_quoted(target, col.target)))
     # An expression's declared type is unknown; the target's stands in for it (a PostgreSQL time
@@ -95,16 +90,22 @@ def _rule(
     )
 
 
-def _native_ok(rule: ColumnRule, src_type: Any, tgt_type: Any, engine: Engine, o: ValidationSpec) -> bool:
-    """Same engine, same declared type: the engine's own text of the value (``native_text``) is
-    already canonical, and much cheaper than formatting."""
+def _native_ok(rule: ColumnRule, engine: Engine, o: ValidationSpec) -> bool:
+    """Same engine, same declared type (checked by the caller): the engine's own text of the value
+    (``native_text``) is already canonical, and much cheaper than formatting."""
     if rule.kind not in dialect_for(engine).native_kinds:
         return False
     if rule.kind == "timestamp" and o.timestamp_precision != "us":
         return False
-    if rule.kind == "float" and o.float_tolerance:
+    return not (rule.kind == "float" and o.float_tolerance)
+
+
+def same_declared_type(col: ColumnMap, src: sa.Table, tgt: sa.Table, source: Engine, target: Engine) -> bool:
+    """A plain column of the same declared type on the same engine: what an array, interval or
+    bit string needs to be compared at all (by the engine's own text)."""
+    if col.sql is not None or not same_dialect(source, target):
         return False
-    return _same_type(src_type, tgt_type, engine)
+    return _same_type(src.c[col.source].type, tgt.c[col.target].type, source)
 
 
 def _same_type(src_type: Any, tgt_type: Any, engine: Engine) -> bool:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -37,6 +39,24 @@ ITEMS_DDL = "CREATE TABLE items (id bigint PRIMARY KEY, n integer NOT NULL, v va
 def fill_items(url: str, n: int) -> None:
     """The ``items`` table on PostgreSQL holding rows ``(g, g, 'v<g>')`` for g in 1..n."""
     run_sql(url, ITEMS_DDL, f"INSERT INTO items SELECT g, g, 'v' || g FROM generate_series(1, {n}) g")
+
+
+def items_spec(source: str, target: str, name: str, **backfill: Any) -> dict[str, Any]:
+    """A spec copying ``items`` (key ``id``) from ``source`` to ``target``."""
+    return {
+        "name": name,
+        "source": {"url": source, "table": "items"},
+        "target": {"url": target, "table": "items"},
+        "key": "id",
+        "backfill": backfill,
+    }
+
+
+def write_items_spec(tmp_path: Path, source: str, target: str, name: str, **backfill: Any) -> str:
+    """``items_spec`` as a spec file (JSON is YAML) for the flows, which take a path."""
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(json.dumps(items_spec(source, target, name, **backfill)))
+    return str(path)
 
 
 def start_backfill(migration: Migration, throttle: Throttle | None = None) -> tuple[threading.Thread, dict[str, Any]]:

@@ -9,25 +9,9 @@ import pytest
 from shiftover.errors import PhaseError
 from shiftover.phases import Phase
 
-from .conftest import ITEMS_DDL, control_url, fill_items, rows_of, run_sql
+from .conftest import ITEMS_DDL, control_url, fill_items, rows_of, run_sql, write_items_spec
 
 pytestmark = pytest.mark.flows
-
-
-def _spec(tmp_path, source: str, target: str, name: str, **backfill) -> str:  # type: ignore[no-untyped-def]
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(
-        json.dumps(
-            {
-                "name": name,
-                "source": {"url": source, "table": "items"},
-                "target": {"url": target, "table": "items"},
-                "key": "id",
-                "backfill": backfill,
-            }
-        )
-    )
-    return str(path)
 
 
 def _prepare(pg_database, control_store, tmp_path, name: str, rows: int, **backfill):  # type: ignore[no-untyped-def]
@@ -36,7 +20,7 @@ def _prepare(pg_database, control_store, tmp_path, name: str, rows: int, **backf
     fill_items(source, rows)
     run_sql(target, ITEMS_DDL)
     control_store.register(name, {})
-    return source, target, _spec(tmp_path, source, target, name, **backfill), control_url(control_store)
+    return source, target, write_items_spec(tmp_path, source, target, name, **backfill), control_url(control_store)
 
 
 def test_flow_copies_and_moves_phase(prefect_harness, pg_database, control_store, tmp_path) -> None:  # type: ignore[no-untyped-def]

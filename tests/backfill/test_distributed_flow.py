@@ -3,17 +3,17 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from shiftover.backfill import backfill_status
 from shiftover.backfill.workers import plan_distributed
-from shiftover.control.store import open_store
+from shiftover.control.lease import acquire_lease
+from shiftover.control.store import ControlStore, open_store
+from shiftover.errors import ControlStoreError, LeaseHeldError
 from shiftover.migration import load_migration
 from shiftover.phases import Phase
 
-from .conftest import ITEMS_DDL, fill_items, rows_of, run_sql
+from .conftest import ITEMS_DDL, control_url, fill_items, rows_of, run_sql, write_items_spec
 
 pytestmark = pytest.mark.flows
 
@@ -22,21 +22,10 @@ def _setup(pg_database, tmp_path, name: str, rows: int):  # type: ignore[no-unty
     source, target, store_url = pg_database(), pg_database(), pg_database()
     fill_items(source, rows)
     run_sql(target, ITEMS_DDL)
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(
-        json.dumps(
-            {
-                "name": name,
-                "source": {"url": source, "table": "items"},
-                "target": {"url": target, "table": "items"},
-                "key": "id",
-                "backfill": {"chunk_rows": 1000},
-            }
-        )
-    )
+    spec = write_items_spec(tmp_path, source, target, name, chunk_rows=1000)
     store = open_store(store_url)
     store.register(name, {})
-    return source, target, str(path), store_url, store
+    return source, target, spec, store_url, store
 
 
 def test_backfill_flow_distributed_over_worker_processes(prefect_harness, pg_database, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -66,6 +55,39 @@ def test_backfill_worker_flow_copies_a_planned_backfill(prefect_harness, pg_data
     plan_distributed(load_migration(spec, url), 3)
     report = backfill_worker(spec, url, worker_id="w1", lease_ttl_seconds=10)
     assert report["worker"] == "w1" and report["rows_read"] == 10_000 and len(report["segments"]) == 3
+    late = backfill_worker(spec, url, lease_ttl_seconds=10)  # no id given: its flow run's, nothing left to claim
+    assert late["worker"].startswith("flow-run/") and late["segments"] == [] and late["rows_read"] == 0
     assert backfill_status(store.engine, "wk").complete
     query = "SELECT id, n, v FROM items ORDER BY id"
     assert rows_of(target, query) == rows_of(source, query)
+
+
+def test_a_second_distributed_run_is_refused_while_another_holds_it(prefect_harness, pg_database, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from shiftover.flows.backfill import backfill
+
+    _, target, spec, url, store = _setup(pg_database, tmp_path, "two", 2_000)
+    store.transition("two", Phase.DUAL_WRITING, "test")
+    acquire_lease(store.engine, "two", "flow-run/first")  # the first run, still copying
+    with pytest.raises(LeaseHeldError, match="flow-run/first"):
+        backfill(spec, url, distributed=2)
+    assert store.phase("two") == Phase.DUAL_WRITING
+    assert backfill_status(store.engine, "two").segments == 0  # nothing planned, no worker started
+    assert rows_of(target, "SELECT count(*) FROM items")[0][0] == 0
+
+
+def test_sqlite_control_store_is_refused_before_the_phase_moves(  # type: ignore[no-untyped-def]
+    prefect_harness, pg_database, control_store: ControlStore, tmp_path
+) -> None:
+    from shiftover.flows.backfill import backfill
+
+    source, target = pg_database(), pg_database()
+    fill_items(source, 100)
+    run_sql(target, ITEMS_DDL)
+    spec = write_items_spec(tmp_path, source, target, "lite")
+    control_store.register("lite", {})
+    control_store.transition("lite", Phase.DUAL_WRITING, "test")
+    with pytest.raises(ControlStoreError, match="PostgreSQL or MariaDB"):
+        backfill(spec, control_url(control_store), distributed=2)
+    assert control_store.phase("lite") == Phase.DUAL_WRITING
+    assert backfill_status(control_store.engine, "lite").segments == 0
+    assert rows_of(target, "SELECT count(*) FROM items")[0][0] == 0

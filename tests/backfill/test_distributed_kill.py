@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,6 +21,8 @@ from shiftover.backfill.workers import (
     distributed_progress,
     plan_distributed,
     start_worker_processes,
+    wait_for_workers,
+    worker_name,
 )
 from shiftover.control.store import open_store
 from shiftover.diff import diff_tables
@@ -27,22 +30,13 @@ from shiftover.errors import ControlStoreError
 from shiftover.migration import Migration, open_migration
 from shiftover.spec import parse_spec
 
-from .conftest import ITEMS_DDL, control_url, fill_items, rows_of, run_sql
+from .conftest import ITEMS_DDL, control_url, fill_items, items_spec, rows_of, run_sql
 
 N, CHUNK, TTL = 200_000, 2_000, 3.0
 
 
 def _migration(source: str, target: str, store_url: str, **backfill: Any) -> Migration:
-    spec = parse_spec(
-        {
-            "name": "m1",
-            "source": {"url": source, "table": "items"},
-            "target": {"url": target, "table": "items"},
-            "key": "id",
-            "backfill": backfill,
-        }
-    )
-    return open_migration(spec, store_url)
+    return open_migration(parse_spec(items_spec(source, target, "m1", **backfill)), store_url)
 
 
 def test_three_workers_survive_a_sigkill(pg_database: Callable[[], str]) -> None:
@@ -57,7 +51,7 @@ def test_three_workers_survive_a_sigkill(pg_database: Callable[[], str]) -> None
 
     procs = start_worker_processes(migration, 3, ttl=TTL, prefix="w")
     victim = procs[0]
-    victim_id = f"w-0-{os.getpid()}"
+    victim_id = worker_name("w", 0)
     try:
         killed_segment = _wait_mid_segment(engine, victim_id, victim)
         os.kill(victim.pid, signal.SIGKILL)
@@ -162,3 +156,19 @@ def _cmdline(pid: int) -> str:
         if text or time.monotonic() > deadline:
             return text
         time.sleep(0.01)
+
+
+def test_waiting_reads_every_worker_pipe_meanwhile() -> None:
+    """A worker writing more than a pipe holds (64 KiB) to stderr ends and is read whole, next to
+    another worker; one that fails is reported with its stderr, without a report."""
+    chatty = "import sys; sys.stderr.write('x' * 1_000_000); sys.stderr.flush(); print('{\"worker\": \"c\"}')"
+    scripts = [chatty, chatty, "import sys; sys.exit('boom')"]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", s], stdout=subprocess.PIPE, stderr=subprocess.PIPE) for s in scripts
+    ]
+    ticks: list[float] = []
+    exits = wait_for_workers(procs, tick=lambda: ticks.append(time.monotonic()), every=0.01)
+    assert [e.report for e in exits] == [{"worker": "c"}, {"worker": "c"}, None]
+    assert [len(e.stderr) for e in exits[:2]] == [1_000_000, 1_000_000]
+    assert exits[2].returncode == 1 and "boom" in exits[2].stderr
+    assert ticks  # the progress was refreshed while they ran

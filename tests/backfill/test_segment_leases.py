@@ -35,7 +35,8 @@ def test_claims_take_distinct_segments_then_none(shared_store: ControlStore) -> 
     _plan(shared_store, 3)
     got = [leases.claim_segment(shared_store.engine, "m1", f"w{i}", ttl=30) for i in range(3)]
     assert sorted(g.segment for g in got if g) == [0, 1, 2]
-    assert leases.claim_segment(shared_store.engine, "m1", "w9", ttl=30) is None
+    # none free, three still unfinished: a worker waits for their leases to expire
+    assert leases.claim_next(shared_store.engine, "m1", "w9", ttl=30) == (None, 3)
     held = {r.segment: r.holder for r in leases.read_leases(shared_store.engine, "m1")}
     assert held == {g.segment: g.holder for g in got if g}
 
@@ -81,8 +82,8 @@ def test_expired_lease_is_taken_over_and_old_holder_is_fenced(shared_store: Cont
     assert leases.release_segment(engine, taken)
     row = leases.read_leases(engine, "m1")[0]
     assert row.state == checkpoints.DONE and row.holder is None and row.rows_copied == 100
-    assert leases.claim_segment(engine, "m1", "late", ttl=30) is None  # done segments are never claimed
-    assert leases.unfinished_segments(engine, "m1") == []
+    # done segments are never claimed, and none is left unfinished: a worker stops
+    assert leases.claim_next(engine, "m1", "late", ttl=30) == (None, 0)
 
 
 def test_heartbeat_keeps_a_short_lease_alive(shared_store: ControlStore) -> None:

@@ -153,6 +153,16 @@ TSTZ_DDL = {
     MY: "CREATE TABLE t (id bigint PRIMARY KEY, v timestamp(6) NULL)",
 }
 TSTZ_ROWS = "INSERT INTO t VALUES (1, '2024-07-01 12:00:00.654321'), (2, '2000-01-01 00:00:00'), (3, NULL)"
+TSTZ_VALUES = [datetime(2024, 7, 1, 12, 0, 0, 654321), datetime(2000, 1, 1), None]
+SHORT = {PG: "pg", MY: "mysql", LITE: "sqlite"}
+
+
+def _tstz(src: str, dst: str, created_type: str | None = None) -> Case:
+    """A timestamp with a zone into a created target: the same instants (PostgreSQL's rows say +00)."""
+    rows = TSTZ_ROWS.replace("')", "+00')") if src == PG else TSTZ_ROWS
+    name = f"timestamptz-{SHORT[src]}-{SHORT[dst]}-created"
+    return Case(name, src, dst, TSTZ_DDL[src], rows, TSTZ_VALUES, norm=_instant, created_type=created_type)
+
 
 CASES: list[Case] = []
 for _s, _d in CROSS:
@@ -523,43 +533,10 @@ CASES += [
         src_setup="SET SESSION sql_mode = ''",
     ),
     # timestamps with a zone
-    Case(
-        "timestamptz-pg-pg-created",
-        PG,
-        PG,
-        TSTZ_DDL[PG],
-        TSTZ_ROWS.replace("')", "+00')"),
-        [datetime(2024, 7, 1, 12, 0, 0, 654321), datetime(2000, 1, 1), None],
-        norm=_instant,
-    ),
-    Case(
-        "timestamptz-mysql-pg-created",
-        MY,
-        PG,
-        TSTZ_DDL[MY],
-        TSTZ_ROWS,
-        [datetime(2024, 7, 1, 12, 0, 0, 654321), datetime(2000, 1, 1), None],
-        norm=_instant,
-        created_type="timestamp with time zone",
-    ),
-    Case(
-        "timestamptz-pg-mysql-created",
-        PG,
-        MY,
-        TSTZ_DDL[PG],
-        TSTZ_ROWS.replace("')", "+00')"),
-        [datetime(2024, 7, 1, 12, 0, 0, 654321), datetime(2000, 1, 1), None],
-        norm=_instant,
-    ),
-    Case(
-        "timestamptz-mysql-mysql-created",
-        MY,
-        MY,
-        TSTZ_DDL[MY],
-        TSTZ_ROWS,
-        [datetime(2024, 7, 1, 12, 0, 0, 654321), datetime(2000, 1, 1), None],
-        norm=_instant,
-    ),
+    _tstz(PG, PG),
+    _tstz(MY, PG, created_type="timestamp with time zone"),
+    _tstz(PG, MY),
+    _tstz(MY, MY),
     # SQLite on either side: its NUMERIC affinity keeps a decimal as a double (15-17 digits)
     Case(
         "numeric-pg-sqlite-created",
@@ -604,24 +581,8 @@ CASES += [
         "INSERT INTO t VALUES (1, 'a'), (2, ''), (3, 'b c'), (4, NULL)",
         ["a", "", "b c", None],
     ),
-    Case(
-        "timestamptz-pg-sqlite-created",
-        PG,
-        LITE,
-        TSTZ_DDL[PG],
-        TSTZ_ROWS.replace("')", "+00')"),
-        [datetime(2024, 7, 1, 12, 0, 0, 654321), datetime(2000, 1, 1), None],
-        norm=_instant,
-    ),
-    Case(
-        "timestamptz-mysql-sqlite-created",
-        MY,
-        LITE,
-        TSTZ_DDL[MY],
-        TSTZ_ROWS,
-        [datetime(2024, 7, 1, 12, 0, 0, 654321), datetime(2000, 1, 1), None],
-        norm=_instant,
-    ),
+    _tstz(PG, LITE),
+    _tstz(MY, LITE),
     Case(
         "array-pg-sqlite-created",
         PG,
