@@ -79,4 +79,4 @@ def _plan(target: Target, field: str, sql: str) -> None:
             conn.exec_driver_sql(sql).all()
     except sa.exc.DBAPIError as exc:
         reason = str(exc.orig).splitlines()[0] if exc.orig is not None else type(exc).__name__
-        raise SpecError(field, f"{target.engine.dialect.name} refuses it: {reason}") from None
+        raise SpecError(field, f"{schema_dialect(target.engine).name} refuses it: {reason}") from None
