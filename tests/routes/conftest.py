@@ -136,6 +136,9 @@ def route_spec(old: Upstream, new: Upstream, **extra: Any) -> RouteMoveSpec:
         "ignore_fields": ["side"],  # which upstream answered: differs by design
     }
     data.update(extra)
+    # both test upstreams answer in about 1 ms, but on a loaded CI machine either side's p99 reaches
+    # tens of ms: a 50 ms floor keeps the latency gate to tests that make a side slow on purpose
+    data["canary"] = {"latency_floor_ms": 50, **data["canary"]}
     return parse_route_spec(data)
 
 

@@ -164,9 +164,8 @@ def test_a_slow_new_service_fails_the_latency_gate_and_is_rolled_back(
 ) -> None:
     old, new = upstreams
     new.behaviour.delay_s = 0.06  # 60 ms against about 1 ms: six times the 10 ms floor
-    spec = route_spec(
-        old, new, canary={"steps": [50, 100], "soak_seconds": 3, "watch_seconds": 0.25, "min_requests": 5}
-    )
+    canary = {"steps": [50, 100], "soak_seconds": 3, "watch_seconds": 0.25, "min_requests": 5, "latency_floor_ms": 10}
+    spec = route_spec(old, new, canary=canary)
     gw, log = gateway_factory(spec)
     with Load(gw.port) as load, pytest.raises(GateError) as caught:
         time.sleep(0.3)
