@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shiftover.backfill import checkpoints, leases
+from shiftover.backfill.budget import ensure_budget
 from shiftover.backfill.copy import SegmentReport, copy_segment
 from shiftover.backfill.run import make_throttle, prepare_backfill
 from shiftover.backfill.throttle import Throttle
@@ -34,7 +35,9 @@ def plan_distributed(migration: Migration, segments: int) -> list[checkpoints.Se
     """``prepare_backfill`` for workers: refuses a SQLite control store, then creates/checks the
     target and saves a plan of up to ``segments`` segments (kept if one exists)."""
     leases.require_distributed_store(migration.store.engine)
-    return prepare_backfill(migration, segments=segments)[0]
+    plan = prepare_backfill(migration, segments=segments)[0]
+    ensure_budget(migration.store.engine, migration.name)
+    return plan
 
 
 @dataclass
@@ -73,13 +76,14 @@ def copy_claimed_segments(
     max_seconds: float | None = None,
 ) -> WorkerReport:
     """Claim, copy and release segments until every segment is done (or failed), or ``max_seconds``.
+    The rows/s cap is shared with every other worker (``backfill.budget``) unless ``throttle`` says otherwise.
 
     A data error (``CopyError``) marks the segment failed (``copy_segment``) and is raised: the
     other workers skip failed segments, a re-plan or an in-process run retries them.
     """
     engine = migration.store.engine
     leases.require_distributed_store(engine)
-    throttle = throttle or make_throttle(migration)
+    throttle = throttle or make_throttle(migration, shared=True)  # the cluster's one rows/s budget
     report = WorkerReport(worker_id)
     started = time.monotonic()
     while max_seconds is None or time.monotonic() - started < max_seconds:
