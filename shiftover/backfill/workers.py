@@ -27,8 +27,10 @@ from shiftover.backfill.budget import ensure_budget
 from shiftover.backfill.copy import SegmentReport, copy_segment
 from shiftover.backfill.run import make_throttle, prepare_backfill
 from shiftover.backfill.throttle import Throttle
+from shiftover.control.store import utcnow
 from shiftover.errors import SegmentLeaseLostError
 from shiftover.migration import Migration
+from shiftover.spec import BackfillSpec, DistributedSpec
 
 
 def plan_distributed(migration: Migration, segments: int) -> list[checkpoints.SegmentState]:
@@ -38,6 +40,64 @@ def plan_distributed(migration: Migration, segments: int) -> list[checkpoints.Se
     plan = prepare_backfill(migration, segments=segments)[0]
     ensure_budget(migration.store.engine, migration.name)
     return plan
+
+
+@dataclass(frozen=True)
+class DistributedSettings:
+    """How a distributed backfill runs: the spec's ``backfill.distributed``, or a run's ``distributed=N``
+    (local processes, the spec's other settings or their defaults)."""
+
+    workers: int
+    mode: str  # processes | deployment
+    deployment: str
+    segments_per_worker: int
+    lease_ttl_seconds: float
+    from_spec: bool  # the spec asked (refusals name ``backfill.distributed``)
+
+    @property
+    def segments(self) -> int:
+        return self.workers * self.segments_per_worker
+
+
+def distributed_settings(spec: BackfillSpec, workers: int | None = None) -> DistributedSettings | None:
+    """The run's distribution, or None for an in-process backfill. ``workers`` (a run's parameter)
+    overrides the spec's count and, without ``backfill.distributed``, means local processes."""
+    declared = spec.distributed
+    if declared is None:
+        if not workers:
+            return None
+        defaults = DistributedSpec(workers=workers)
+        return DistributedSettings(
+            workers, "processes", defaults.deployment, defaults.segments_per_worker, defaults.lease_ttl_seconds, False
+        )
+    return DistributedSettings(
+        workers or declared.workers,
+        declared.mode,
+        declared.deployment,
+        declared.segments_per_worker,
+        declared.lease_ttl_seconds,
+        True,
+    )
+
+
+def require_distributed(migration: Migration, settings: DistributedSettings) -> None:
+    """Refuse a SQLite control store, naming ``backfill.distributed`` when the spec asked."""
+    leases.require_distributed_store(migration.store.engine, "backfill.distributed" if settings.from_spec else None)
+
+
+def stalled(migration: str, engine: Any, *, quiet_seconds: float) -> bool:
+    """Whether unfinished segments are left that no worker holds: none is under a live lease and
+    none was renewed or claimed for ``quiet_seconds`` (every worker gone: a parent starts more)."""
+    rows = [r for r in leases.read_leases(engine, migration) if r.state not in (checkpoints.DONE, checkpoints.FAILED)]
+    if not rows:
+        return False
+    now = utcnow()
+    for r in rows:
+        if r.expires_at is not None and r.expires_at > now:
+            return False
+        if r.heartbeat_at is not None and (now - r.heartbeat_at).total_seconds() < quiet_seconds:
+            return False
+    return True
 
 
 @dataclass
