@@ -12,12 +12,14 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.client.schemas.objects import State
 from prefect.futures import PrefectFuture, wait
 from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -192,15 +194,19 @@ def _run_child_runs(
     children = _launch_children(dist, parameters, dist.workers, 1)
     logger.info("backfill of %s: started %d child runs of %s", migration.name, len(children), dist.deployment)
     rounds, launched_at, began = 1, time.monotonic(), time.monotonic()
-    grace = max(4 * dist.lease_ttl_seconds, 20.0)  # a child's process start: about 11 s measured
+    grace = max(4 * dist.lease_ttl_seconds, 10.0)
     while True:
         _update_progress(progress, migration, total, time.monotonic() - began)
         state = distributed_progress(migration.name, engine)
         if state.complete or state.segments_done + state.segments_failed == state.segments:
             break
-        live = [c for c in children if not _final(c)]
+        states = [_state(c) for c in children]
+        live = [s for s in states if s is None or not s.is_final()]
+        # a child is surely up (or dead) once Running for longer than a worker takes to claim
+        settled = all(s is not None and s.is_running() and _age(s.timestamp) > grace for s in live)
         gone = not live or (
-            time.monotonic() - launched_at > grace
+            settled
+            and time.monotonic() - launched_at > grace
             and stalled(migration.name, engine, quiet_seconds=2 * dist.lease_ttl_seconds)
         )
         if gone:
@@ -241,12 +247,20 @@ def _launch_children(dist: DistributedSettings, parameters: dict[str, Any], n: i
     return runs
 
 
-def _final(run_id: UUID) -> bool:
+def _state(run_id: UUID) -> State | None:
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
-        state = client.read_flow_run(run_id).state
+        return client.read_flow_run(run_id).state
+
+
+def _final(run_id: UUID) -> bool:
+    state = _state(run_id)
     return state is not None and state.is_final()
+
+
+def _age(at: datetime) -> float:
+    return (datetime.now(UTC) - at).total_seconds()
 
 
 def _end_children(children: list[UUID], *, grace: float) -> None:
