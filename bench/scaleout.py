@@ -169,6 +169,7 @@ def child_run_overhead(dbs: Any, source: str, control: str, rows: int, chunk_row
     _stack_spec = importlib.util.spec_from_file_location("prefect_stack", ROOT / "tests" / "prefect_stack.py")
     assert _stack_spec is not None and _stack_spec.loader is not None
     ps = importlib.util.module_from_spec(_stack_spec)
+    sys.modules["prefect_stack"] = ps  # its dataclasses look their module up there
     _stack_spec.loader.exec_module(ps)
     from shiftover.backfill.workers import copy_claimed_segments, plan_distributed
 

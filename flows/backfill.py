@@ -35,6 +35,7 @@ from shiftover.backfill.budget import ensure_budget
 from shiftover.backfill.copy import SegmentReport
 from shiftover.backfill.keyset import estimate_rows
 from shiftover.backfill.run import BackfillSummary, summarise
+from shiftover.backfill.throttle import set_throttle
 from shiftover.backfill.workers import (
     DistributedSettings,
     distributed_progress,
@@ -144,7 +145,10 @@ def _run_distributed(
     procs = start_worker_processes(migration, dist.workers, ttl=dist.lease_ttl_seconds)
     began = time.monotonic()
 
+    mirror = VariableMirror(migration)
+
     def tick() -> None:
+        mirror()
         _update_progress(progress, migration, total, time.monotonic() - began)
 
     exits = wait_for_workers(procs, tick=tick)
@@ -195,7 +199,9 @@ def _run_child_runs(
     logger.info("backfill of %s: started %d child runs of %s", migration.name, len(children), dist.deployment)
     rounds, launched_at, began = 1, time.monotonic(), time.monotonic()
     grace = max(4 * dist.lease_ttl_seconds, 10.0)
+    mirror = VariableMirror(migration)
     while True:
+        mirror()
         _update_progress(progress, migration, total, time.monotonic() - began)
         state = distributed_progress(migration.name, engine)
         if state.complete or state.segments_done + state.segments_failed == state.segments:
@@ -283,6 +289,35 @@ def _end_children(children: list[UUID], *, grace: float) -> None:
             )
     if left:
         get_run_logger().warning("backfill: cancelled %d child runs that had not ended: %s", len(left), left)
+
+
+class VariableMirror:
+    """The UI's throttle variable, copied to the throttle flag in the control store when it changes,
+    so distributed workers (which read the flag, not Prefect) follow a pause or retune made in
+    the UI. ``shiftover throttle`` writes the flag itself; a later change of the variable wins."""
+
+    def __init__(self, migration: Migration) -> None:
+        self.migration = migration
+        self.read = prefect_variable_reader(throttle_variable_name(migration.name))
+        self.last: dict[str, Any] | None = None
+
+    def __call__(self) -> dict[str, Any] | None:
+        value = self.read()
+        if not value or value == self.last:
+            return None
+        self.last = value
+        try:
+            return set_throttle(
+                self.migration.store.engine,
+                self.migration.name,
+                paused=value.get("paused"),
+                max_rows_per_second=value.get("max_rows_per_second"),
+                chunk_rows=value.get("chunk_rows"),
+                actor="prefect-variable",
+            )
+        except (ValueError, TypeError) as exc:
+            get_run_logger().warning("throttle variable of %s ignored: %s", self.migration.name, exc)
+            return None
 
 
 def throttle_variable_name(migration: str) -> str:

@@ -132,3 +132,24 @@ def test_the_specs_distributed_key_runs_worker_processes_under_one_budget(  # ty
     assert rows_of(target, query) == rows_of(source, query)
     budget = read_budget(store.engine, "dspec")  # both processes drew from the one budget
     assert budget is not None and 12_000 <= budget.granted_rows <= 12_000 + 6 * 1000
+
+
+def test_the_ui_throttle_variable_reaches_distributed_workers_through_the_flag(  # type: ignore[no-untyped-def]
+    prefect_harness, pg_database, tmp_path
+) -> None:
+    from prefect.variables import Variable
+
+    from shiftover.backfill import make_throttle, set_throttle
+    from shiftover.flows.backfill import VariableMirror, throttle_variable_name
+
+    _, _, spec, url, store = _setup(pg_database, tmp_path, "mirror", 10)
+    migration = load_migration(spec, url)
+    mirror = VariableMirror(migration)
+    assert mirror() is None  # no variable: nothing written
+    Variable.set(throttle_variable_name("mirror"), {"paused": True, "max_rows_per_second": 5000}, overwrite=True)
+    assert mirror() == {"paused": True, "max_rows_per_second": 5000}
+    worker_view = make_throttle(migration, shared=True).settings()  # what each worker process reads
+    assert worker_view.paused and worker_view.max_rows_per_second == 5000
+    set_throttle(store.engine, "mirror", paused=False, actor="cli")  # an operator resumes from the CLI
+    assert mirror() is None  # the variable did not change: the CLI's resume stands
+    assert not make_throttle(migration, shared=True).settings().paused
