@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -107,7 +108,8 @@ class Throttle:
         # a distributed worker: the cap is the cluster's, drawn from the control store's budget
         # row (``backfill.budget``) instead of this process's own schedule
         self.shared = shared and store_engine is not None and bool(migration)
-        self.grants: list[Grant] = []  # this process's draws from the shared budget, in order
+        # this process's last draws from the shared budget, in order (bounded: a worker runs for hours)
+        self.grants: deque[Grant] = deque(maxlen=10_000)
         self._lock = threading.Lock()
         self._next_slot = 0.0
         self._tuned_chunk = spec.chunk_rows
