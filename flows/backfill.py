@@ -84,6 +84,8 @@ def run_backfill(ctx: RunContext, stage: BackfillStage) -> Outcome:
         if budget:
             raise ValueError("a distributed backfill takes no time budget (workers run to the end)")
         require_distributed(migration, dist)
+        if dist.mode == "deployment" and not (ctx.options.spec_path and ctx.options.control_url):
+            raise ValueError("child runs need the run's spec path and control URL (set by run_plan)")
     if ctx.state().phase is Phase.DUAL_WRITING and _plan_finished(migration):
         clear_plan(migration.store.engine, migration.name)  # a restart after rollback: copy rows added since
     ctx.advance(Phase.BACKFILLING, "backfill started")
@@ -191,7 +193,7 @@ def _run_child_runs(
     before = distributed_progress(migration.name, engine).rows_copied
     parameters: dict[str, Any] = {
         # as this run got them: a ${NAME} reference stays one, resolved by each child's environment
-        "spec_path": str(Path(ctx.options.spec_path or "").resolve()),
+        "spec_path": str(Path(str(ctx.options.spec_path)).resolve()),
         "control_url": ctx.options.control_url,
         "lease_ttl_seconds": dist.lease_ttl_seconds,
     }
@@ -230,7 +232,8 @@ def _run_child_runs(
     after = distributed_progress(migration.name, engine)
     return BackfillSummary(
         rows_copied=after.rows_copied - before,
-        rows_inserted=after.rows_copied - before,  # the children's insert counts stay in their own runs
+        # not counted here: each child's own insert count is in its run's log and return value
+        rows_inserted=after.rows_copied - before,
         seconds=time.monotonic() - started,
         segments=segments,
         complete=after.complete,
