@@ -6,8 +6,14 @@ PostgreSQL control store; control-store writes per second read from PostgreSQL's
 
 Builds the same 7-column ``orders`` table as bench/backfill.py in throwaway databases (dropped
 on exit). Every run copies into a fresh, empty target and plans the same number of segments.
-Worker processes are local (``python -m shiftover.backfill.workers``), not Prefect child runs:
-their wall time includes each process's start (imports, connections). Ends with one JSON line.
+Worker processes are local (``python -m shiftover.backfill.workers``): their wall time includes
+each process's start (imports, connections). ``--cap R`` adds runs of the same workers under one
+shared budget of R rows/s (``backfill.budget``): the rows/s they reached against the cap and the
+budget's writes. ``--child-run K`` starts a Prefect server (its own PostgreSQL database), the
+``shiftover`` process pool and one ``prefect worker``, and times one segment copied by a
+``backfill-worker`` child run (``run_deployment``, from the call until the run is final) against
+the same segment copied in-process, K times each: the per-segment overhead of a child run.
+Ends with one JSON line.
 """
 
 from __future__ import annotations
@@ -29,28 +35,33 @@ bb = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bb)
 
 
-def open_migration_for(name: str, source: str, target: str, control: str, chunk_rows: int) -> Any:
+def spec_for(name: str, source: str, target: str, chunk_rows: int, cap: float | None = None) -> dict[str, Any]:
+    return {
+        "name": name,
+        "source": {"url": source, "table": "orders"},
+        "target": {"url": target, "table": "orders"},
+        "key": "id",
+        "backfill": {"chunk_rows": chunk_rows, "concurrency": 2, **({"max_rows_per_second": cap} if cap else {})},
+    }
+
+
+def open_migration_for(
+    name: str, source: str, target: str, control: str, chunk_rows: int, cap: float | None = None
+) -> Any:
     from shiftover.migration import open_migration
     from shiftover.spec import parse_spec
 
-    spec = parse_spec(
-        {
-            "name": name,
-            "source": {"url": source, "table": "orders"},
-            "target": {"url": target, "table": "orders"},
-            "key": "id",
-            "backfill": {"chunk_rows": chunk_rows, "concurrency": 2},
-        }
-    )
-    return open_migration(spec, control)
+    return open_migration(parse_spec(spec_for(name, source, target, chunk_rows, cap)), control)
 
 
 def control_writes(control: str) -> int:
-    """Rows written to so_checkpoints so far (updates + inserts), from PostgreSQL's statistics."""
+    """Rows written to so_checkpoints and so_throttle_budgets so far (updates + inserts), from
+    PostgreSQL's statistics."""
     return int(
         bb.scalar(
             control,
-            "SELECT coalesce(sum(n_tup_upd + n_tup_ins), 0) FROM pg_stat_user_tables WHERE relname = 'so_checkpoints'",
+            "SELECT coalesce(sum(n_tup_upd + n_tup_ins), 0) FROM pg_stat_user_tables "
+            "WHERE relname IN ('so_checkpoints', 'so_throttle_budgets')",
         )
     )
 
@@ -90,7 +101,14 @@ def in_process(dbs: Any, source: str, control: str, segments: int, chunk_rows: i
 
 
 def distributed(
-    dbs: Any, source: str, control: str, workers: int, segments: int, chunk_rows: int, rows: int
+    dbs: Any,
+    source: str,
+    control: str,
+    workers: int,
+    segments: int,
+    chunk_rows: int,
+    rows: int,
+    cap: float | None = None,
 ) -> dict[str, Any]:
     from shiftover.backfill.workers import (
         distributed_progress,
@@ -101,11 +119,11 @@ def distributed(
 
     target = dbs.pg()
     bb.run(target, bb.PG_DDL.format(name="orders"))
-    name = f"dist{workers}"
-    migration = open_migration_for(name, source, target, control, chunk_rows)
+    name = f"dist{workers}" + (f"cap{int(cap)}" if cap else "")
+    migration = open_migration_for(name, source, target, control, chunk_rows, cap)
     plan = plan_distributed(migration, segments)
     settle_stats()
-    migration = open_migration_for(name, source, target, control, chunk_rows)
+    migration = open_migration_for(name, source, target, control, chunk_rows, cap)
     before = control_writes(control)
     started = time.monotonic()
     exits = wait_for_workers(start_worker_processes(migration, workers, ttl=30))
@@ -121,8 +139,15 @@ def distributed(
     assert bb.pg_fingerprint(target) == bb.pg_fingerprint(source), "distributed copy differs"
     copying = max(r["seconds"] for r in reports)
     idle = max(r["seconds"] - r["copy_seconds"] for r in reports)
+    from shiftover.backfill.budget import read_budget
+
+    budget = read_budget(migration.store.engine, name)
+    loop_rate = rows / copying
     return {
         "workers": workers,
+        "cap": cap,
+        "budget_grants": budget.grants if budget else 0,
+        "loop_rows_per_second": round(loop_rate),  # inside the worker loops: the figure a cap bounds
         "seconds": round(seconds, 2),
         "rows_per_second": round(rows / seconds),
         "worker_loop_seconds_max": round(copying, 2),  # inside the processes: without start-up
@@ -135,13 +160,78 @@ def distributed(
     }
 
 
+def child_run_overhead(dbs: Any, source: str, control: str, rows: int, chunk_rows: int, k: int) -> dict[str, Any]:
+    """One segment of ``rows`` rows: in-process ``copy_claimed_segments`` against a ``backfill-worker``
+    child run on a real Prefect server and process worker, ``k`` times each."""
+    import statistics
+    import tempfile
+
+    _stack_spec = importlib.util.spec_from_file_location("prefect_stack", ROOT / "tests" / "prefect_stack.py")
+    assert _stack_spec is not None and _stack_spec.loader is not None
+    ps = importlib.util.module_from_spec(_stack_spec)
+    sys.modules["prefect_stack"] = ps  # its dataclasses look their module up there
+    _stack_spec.loader.exec_module(ps)
+    from shiftover.backfill.workers import copy_claimed_segments, plan_distributed
+
+    home = Path(tempfile.mkdtemp(prefix="so-bench-prefect-"))
+    timings: dict[str, list[float]] = {"in_process": [], "child_run": []}
+    started = time.monotonic()
+    with ps.prefect_stack(home, {"SO_BENCH_CONTROL_URL": control}) as stack:
+        stack.prefect("deploy", "--name", "backfill-worker", "--no-prompt")
+        stack.start_worker("bench", limit=1)
+        setup = time.monotonic() - started
+        os.environ["PREFECT_API_URL"] = stack.api  # before Prefect is first imported here
+        from prefect.deployments import run_deployment
+
+        for i in range(k):
+            for how in ("in_process", "child_run"):
+                target = dbs.pg()
+                bb.run(target, bb.PG_DDL.format(name="orders"))
+                name = f"seg-{how}-{i}"
+                spec = spec_for(name, source, target, chunk_rows)
+                migration = open_migration_for(name, source, target, control, chunk_rows)
+                plan_distributed(migration, 1)
+                began = time.monotonic()
+                if how == "in_process":
+                    report = copy_claimed_segments(migration, f"bench-{i}", ttl=30)
+                    assert report.rows_read == rows, report.as_dict()
+                else:
+                    spec_path = home / f"{name}.json"
+                    spec_path.write_text(json.dumps(spec))
+                    run = run_deployment(
+                        "backfill-worker/backfill-worker",
+                        parameters={"spec_path": str(spec_path), "control_url": "${SO_BENCH_CONTROL_URL}"},
+                        timeout=None,
+                        poll_interval=0.2,
+                    )
+                    assert run.state is not None and run.state.is_completed(), run.state  # type: ignore[union-attr]
+                timings[how].append(time.monotonic() - began)
+                assert bb.pg_fingerprint(target) == bb.pg_fingerprint(source), f"{how} copy differs"
+                print(json.dumps({"segment_run": how, "i": i, "seconds": round(timings[how][-1], 2)}), flush=True)
+    inproc, child = statistics.median(timings["in_process"]), statistics.median(timings["child_run"])
+    return {
+        "segment_rows": rows,
+        "stack_setup_seconds": round(setup, 1),
+        "in_process_seconds": [round(t, 2) for t in timings["in_process"]],
+        "child_run_seconds": [round(t, 2) for t in timings["child_run"]],
+        "in_process_median": round(inproc, 2),
+        "child_run_median": round(child, 2),
+        "child_run_overhead_seconds": round(child - inproc, 2),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=400_000)
     parser.add_argument("--chunk-rows", type=int, default=20_000)
     parser.add_argument("--segments", type=int, default=8)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--cap", type=float, default=None, help="also run the workers under one rows/s budget")
+    parser.add_argument("--child-run", type=int, default=0, metavar="K", help="time K child runs of one segment")
+    parser.add_argument("--segment-rows", type=int, default=200_000, help="rows of the --child-run segment")
     args = parser.parse_args()
+    capped: list[dict[str, Any]] = []
+    child: dict[str, Any] | None = None
 
     dbs = bb.Databases()
     try:
@@ -153,6 +243,17 @@ def main() -> int:
         for workers in args.workers:
             results.append(distributed(dbs, source, control, workers, args.segments, args.chunk_rows, args.rows))
             print(json.dumps(results[-1]), flush=True)
+        if args.cap:
+            for workers in args.workers:
+                run = distributed(dbs, source, control, workers, args.segments, args.chunk_rows, args.rows, args.cap)
+                capped.append(run)
+                print(json.dumps(run), flush=True)
+        if args.child_run:
+            small = dbs.pg()
+            bb.run(small, bb.PG_DDL.format(name="orders"), bb.PG_FILL.format(name="orders", rows=args.segment_rows))
+            bb.vacuum(small)
+            child = child_run_overhead(dbs, small, control, args.segment_rows, args.chunk_rows, args.child_run)
+            print(json.dumps(child), flush=True)
     finally:
         dbs.drop_all()
     base = results[0]["rows_per_second"]
@@ -174,6 +275,17 @@ def main() -> int:
             for r in results[1:]
         },
         "in_process_control_writes_per_second": results[0]["control_writes_per_second"],
+        "capped": {
+            str(r["workers"]): {
+                "cap": r["cap"],
+                "loop_rows_per_second": r["loop_rows_per_second"],
+                "rows_per_second": r["rows_per_second"],
+                "budget_grants": r["budget_grants"],
+                "control_writes_per_second": r["control_writes_per_second"],
+            }
+            for r in capped
+        },
+        "child_run": child,
     }
     print(json.dumps(figures))
     return 0

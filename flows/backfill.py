@@ -12,10 +12,14 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.client.schemas.objects import State
 from prefect.futures import PrefectFuture, wait
 from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -27,11 +31,20 @@ from shiftover.backfill import (
     make_throttle,
     prepare_backfill,
 )
+from shiftover.backfill.budget import ensure_budget
 from shiftover.backfill.copy import SegmentReport
 from shiftover.backfill.keyset import estimate_rows
-from shiftover.backfill.leases import require_distributed_store
 from shiftover.backfill.run import BackfillSummary, summarise
-from shiftover.backfill.workers import distributed_progress, start_worker_processes, wait_for_workers
+from shiftover.backfill.throttle import set_throttle
+from shiftover.backfill.workers import (
+    DistributedSettings,
+    distributed_progress,
+    distributed_settings,
+    require_distributed,
+    stalled,
+    start_worker_processes,
+    wait_for_workers,
+)
 from shiftover.control.store import DEFAULT_URL
 from shiftover.flows.context import RunContext, RunOptions
 from shiftover.flows.evaluate import Outcome, run_plan
@@ -60,25 +73,32 @@ def backfill(
 
 
 def run_backfill(ctx: RunContext, stage: BackfillStage) -> Outcome:
-    """Plan segments once (saved), copy the unfinished ones ``concurrency`` at a time (or with
-    ``distributed`` worker processes), report progress."""
+    """Plan segments once (saved), copy the unfinished ones ``concurrency`` at a time, or with
+    distributed workers (``backfill.distributed`` or ``distributed=N``), report progress."""
     started = time.monotonic()
     budget = ctx.options.time_budget_seconds
     deadline = time.time() + budget if budget else None
     migration = ctx.migration
-    distributed = ctx.options.distributed
-    if distributed:  # refused before the phase moves
+    dist = distributed_settings(migration.spec.backfill, ctx.options.distributed)
+    if dist is not None:  # refused before the phase moves
         if budget:
             raise ValueError("a distributed backfill takes no time budget (workers run to the end)")
-        require_distributed_store(migration.store.engine)
+        require_distributed(migration, dist)
+        if dist.mode == "deployment" and not (ctx.options.spec_path and ctx.options.control_url):
+            raise ValueError("child runs need the run's spec path and control URL (set by run_plan)")
     if ctx.state().phase is Phase.DUAL_WRITING and _plan_finished(migration):
         clear_plan(migration.store.engine, migration.name)  # a restart after rollback: copy rows added since
     ctx.advance(Phase.BACKFILLING, "backfill started")
-    workers = distributed or min(ctx.options.concurrency or migration.spec.backfill.concurrency, MAX_CONCURRENCY)
-    plan, planned_total = prepare_backfill(migration, workers, segments=workers * 2 if distributed else None)
+    concurrency = ctx.options.concurrency or migration.spec.backfill.concurrency
+    workers = dist.workers if dist else min(concurrency, MAX_CONCURRENCY)
+    plan, planned_total = prepare_backfill(migration, workers, segments=dist.segments if dist else None)
     total = _source_rows(migration) if planned_total is None else planned_total  # estimated once
-    if distributed:
-        summary = _run_distributed(migration, workers, total, started, len(plan))
+    if dist is not None:
+        ensure_budget(migration.store.engine, migration.name)
+        if dist.mode == "deployment":
+            summary = _run_child_runs(ctx, dist, total, started, len(plan))
+        else:
+            summary = _run_distributed(migration, dist, total, started, len(plan))
     else:
         reports = _run_segments(migration, [s.segment.index for s in plan if not s.done], workers, deadline, total)
         summary = summarise(reports, time.monotonic() - started, len(plan))
@@ -116,16 +136,21 @@ def _run_segments(
     return [f.result() for f in finished]  # raises the first CopyError
 
 
-def _run_distributed(migration: Migration, workers: int, total: int, started: float, segments: int) -> BackfillSummary:
-    """Start ``workers`` local worker processes over the saved plan, wait, refresh the progress
+def _run_distributed(
+    migration: Migration, dist: DistributedSettings, total: int, started: float, segments: int
+) -> BackfillSummary:
+    """Start ``dist.workers`` local worker processes over the saved plan, wait, refresh the progress
     artifact from the checkpoints; a worker that dies leaves its segments to the others."""
     progress = create_progress_artifact(
         0.0, key=artifact_key("backfill", migration.name, "progress"), description=f"backfill of {migration.name}"
     )
-    procs = start_worker_processes(migration, workers)
+    procs = start_worker_processes(migration, dist.workers, ttl=dist.lease_ttl_seconds)
     began = time.monotonic()
 
+    mirror = VariableMirror(migration)
+
     def tick() -> None:
+        mirror()
         _update_progress(progress, migration, total, time.monotonic() - began)
 
     exits = wait_for_workers(procs, tick=tick)
@@ -143,6 +168,159 @@ def _run_distributed(migration: Migration, workers: int, total: int, started: fl
         segments=segments,
         complete=distributed_progress(migration.name, migration.store.engine).complete,
     )
+
+
+MAX_ROUNDS = 3  # child-run launches in all: the first, and two to resume what every worker left
+
+
+def _run_child_runs(
+    ctx: RunContext, dist: DistributedSettings, total: int, started: float, segments: int
+) -> BackfillSummary:
+    """One Prefect run of the ``dist.deployment`` per worker (subflows of this run, on that
+    deployment's work pool), each claiming segments by lease until none is left.
+
+    This run waits on the control store, not on the children's states: a worker whose machine
+    died leaves its run Running forever, while its leases expire and the survivors finish its
+    segments. Once every segment is done, children still not ended after a grace are cancelled.
+    When unfinished segments are left that no worker holds or renews (every worker gone), it
+    starts another round of child runs, up to ``MAX_ROUNDS`` in all."""
+    migration = ctx.migration
+    engine = migration.store.engine
+    logger = get_run_logger()
+    progress = create_progress_artifact(
+        0.0, key=artifact_key("backfill", migration.name, "progress"), description=f"backfill of {migration.name}"
+    )
+    before = distributed_progress(migration.name, engine).rows_copied
+    parameters: dict[str, Any] = {
+        # as this run got them: a ${NAME} reference stays one, resolved by each child's environment
+        "spec_path": str(Path(str(ctx.options.spec_path)).resolve()),
+        "control_url": ctx.options.control_url,
+        "lease_ttl_seconds": dist.lease_ttl_seconds,
+    }
+    children = _launch_children(dist, parameters, dist.workers, 1)
+    logger.info("backfill of %s: started %d child runs of %s", migration.name, len(children), dist.deployment)
+    rounds, launched_at, began = 1, time.monotonic(), time.monotonic()
+    grace = max(4 * dist.lease_ttl_seconds, 10.0)
+    mirror = VariableMirror(migration)
+    while True:
+        mirror()
+        _update_progress(progress, migration, total, time.monotonic() - began)
+        state = distributed_progress(migration.name, engine)
+        if state.complete or state.segments_done + state.segments_failed == state.segments:
+            break
+        states = [_state(c) for c in children]
+        live = [s for s in states if s is None or not s.is_final()]
+        # a child is surely up (or dead) once Running for longer than a worker takes to claim
+        settled = all(s is not None and s.is_running() and _age(s.timestamp) > grace for s in live)
+        gone = not live or (
+            settled
+            and time.monotonic() - launched_at > grace
+            and stalled(migration.name, engine, quiet_seconds=2 * dist.lease_ttl_seconds)
+        )
+        if gone:
+            if rounds >= MAX_ROUNDS:
+                logger.warning("backfill of %s: every worker is gone after %d rounds; stopping", migration.name, rounds)
+                break
+            rounds += 1
+            left = state.segments - state.segments_done - state.segments_failed
+            children += _launch_children(dist, parameters, min(dist.workers, left), rounds)
+            launched_at = time.monotonic()
+            logger.info("backfill of %s: round %d, %d segments left", migration.name, rounds, left)
+        time.sleep(1.0)
+    _update_progress(progress, migration, total, time.monotonic() - began)
+    _end_children(children, grace=10.0)
+    after = distributed_progress(migration.name, engine)
+    return BackfillSummary(
+        rows_copied=after.rows_copied - before,
+        # not counted here: each child's own insert count is in its run's log and return value
+        rows_inserted=after.rows_copied - before,
+        seconds=time.monotonic() - started,
+        segments=segments,
+        complete=after.complete,
+    )
+
+
+def _launch_children(dist: DistributedSettings, parameters: dict[str, Any], n: int, round_: int) -> list[UUID]:
+    from prefect.deployments import run_deployment
+
+    runs = []
+    for i in range(n):
+        run = run_deployment(
+            dist.deployment,
+            parameters=parameters,
+            timeout=0,  # return at once; this run watches the control store
+            flow_run_name=f"backfill-worker-r{round_}-{i}",
+            tags=["shiftover", "backfill-worker"],
+        )
+        runs.append(run.id)  # type: ignore[union-attr]  # sync context: a FlowRun, not a coroutine
+    return runs
+
+
+def _state(run_id: UUID) -> State | None:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(run_id).state
+
+
+def _final(run_id: UUID) -> bool:
+    state = _state(run_id)
+    return state is not None and state.is_final()
+
+
+def _age(at: datetime) -> float:
+    return (datetime.now(UTC) - at).total_seconds()
+
+
+def _end_children(children: list[UUID], *, grace: float) -> None:
+    """Wait up to ``grace`` for the children to end on their own (nothing is left to claim), then
+    cancel the rest: their process is gone (a dead machine's run stays Running) or hung."""
+    from prefect.client.orchestration import get_client
+    from prefect.states import Cancelled
+
+    deadline = time.monotonic() + grace
+    left = [c for c in children if not _final(c)]
+    while left and time.monotonic() < deadline:
+        time.sleep(1.0)
+        left = [c for c in left if not _final(c)]
+    with get_client(sync_client=True) as client:
+        for run_id in left:
+            client.set_flow_run_state(
+                run_id,
+                Cancelled(message="ended by the parent backfill: every segment is done and this run had not ended"),
+                force=True,
+            )
+    if left:
+        get_run_logger().warning("backfill: cancelled %d child runs that had not ended: %s", len(left), left)
+
+
+class VariableMirror:
+    """The UI's throttle variable, copied to the throttle flag in the control store when it changes,
+    so distributed workers (which read the flag, not Prefect) follow a pause or retune made in
+    the UI. ``shiftover throttle`` writes the flag itself; a later change of the variable wins."""
+
+    def __init__(self, migration: Migration) -> None:
+        self.migration = migration
+        self.read = prefect_variable_reader(throttle_variable_name(migration.name))
+        self.last: dict[str, Any] | None = None
+
+    def __call__(self) -> dict[str, Any] | None:
+        value = self.read()
+        if not value or value == self.last:
+            return None
+        self.last = value
+        try:
+            return set_throttle(
+                self.migration.store.engine,
+                self.migration.name,
+                paused=value.get("paused"),
+                max_rows_per_second=value.get("max_rows_per_second"),
+                chunk_rows=value.get("chunk_rows"),
+                actor="prefect-variable",
+            )
+        except (ValueError, TypeError) as exc:
+            get_run_logger().warning("throttle variable of %s ignored: %s", self.migration.name, exc)
+            return None
 
 
 def throttle_variable_name(migration: str) -> str:

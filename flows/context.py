@@ -41,7 +41,11 @@ class RunOptions:
     since: datetime | None = None  # validate: only rows changed since then
     keys_from_queue: bool = False  # validate: only keys the reconciliation queue touched
     lease_wait_seconds: float = 0.0
-    distributed: int | None = None  # backfill: this many worker processes claiming segments by lease
+    distributed: int | None = None  # backfill: this many workers claiming segments (spec: backfill.distributed)
+    # the run's own spec path and control URL as given (a reference stays one): what a
+    # distributed backfill hands its child runs (set by ``run_plan``)
+    spec_path: str | None = None
+    control_url: str | None = None
 
 
 class RunSubject(Protocol):

@@ -12,7 +12,7 @@ a stage flow runs its own stages only, and refuses when an earlier stage is not 
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
 
 from shiftover.errors import StageOrderError
@@ -63,6 +63,7 @@ def run_plan(
     """Open the migration once, take its lease, and evaluate its plan (or the stages of ``flows``)."""
     admit_control_url(control_url)
     spec = load_spec(spec_path)
+    options = replace(options, spec_path=spec_path, control_url=control_url)
     build_plan(spec).check_stop_after(stop_after)  # refused before the control store is opened
     require_auto_permission(spec, options.auto_approve)
     plan = build_plan(spec)

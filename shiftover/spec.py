@@ -84,6 +84,28 @@ class ColumnSpec(_Model):
         return self.target or self.name
 
 
+class DistributedSpec(_Model):
+    """``backfill.distributed``: copy with ``workers`` workers claiming segments by lease in the
+    control store (PostgreSQL or MariaDB/MySQL), under one shared rows/s budget. ``mode``:
+    ``processes`` starts them as local OS processes of the run; ``deployment`` starts one Prefect
+    run per worker of the ``deployment`` (``flow-name/deployment-name``) on its work pool, so
+    workers run wherever that pool's workers run."""
+
+    workers: Annotated[int, Field(ge=1, le=64)]
+    mode: Literal["processes", "deployment"] = "processes"
+    deployment: str = "backfill-worker/backfill-worker"
+    segments_per_worker: Annotated[int, Field(ge=1, le=64)] = 2
+    lease_ttl_seconds: Annotated[float, Field(ge=2, le=3600)] = 30.0
+
+    @field_validator("deployment")
+    @classmethod
+    def _flow_slash_deployment(cls, value: str) -> str:
+        flow_name, _, name = value.partition("/")
+        if not flow_name or not name or "/" in name:
+            raise ValueError(f"{value!r} is not flow-name/deployment-name (e.g. backfill-worker/backfill-worker)")
+        return value
+
+
 class BackfillSpec(_Model):
     chunk_rows: Annotated[int, Field(gt=0, le=1_000_000)] = 10_000
     concurrency: Annotated[int, Field(ge=1, le=64)] = 2
@@ -92,6 +114,7 @@ class BackfillSpec(_Model):
     lag_query: str | None = None
     lag_threshold: float | None = None
     create_target: bool = False
+    distributed: DistributedSpec | None = None
 
     @model_validator(mode="after")
     def _lag_pair(self) -> BackfillSpec:

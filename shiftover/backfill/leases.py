@@ -27,15 +27,23 @@ from shiftover.backfill.checkpoints import DONE, FAILED
 from shiftover.control import schema
 from shiftover.control.store import utcnow
 from shiftover.engines import dialect_for
-from shiftover.errors import ControlStoreError
+from shiftover.errors import ControlStoreError, SpecError
 
 DEFAULT_SEGMENT_TTL_SECONDS = 30.0
 _c = schema.checkpoints
 
 
-def require_distributed_store(engine: Engine) -> None:
-    """Refuse a control store that cannot coordinate workers on several machines."""
+def require_distributed_store(engine: Engine, field: str | None = None) -> None:
+    """Refuse a control store that cannot coordinate workers on several machines; ``field``: the
+    spec field that asked for workers, named in the refusal (a ``SpecError``)."""
     if not dialect_for(engine).shared_store:
+        if field is not None:
+            raise SpecError(
+                field,
+                "a distributed backfill needs a PostgreSQL or MariaDB/MySQL control store, and "
+                f"{engine.url.render_as_string(hide_password=True)} is SQLite (one file on one machine): "
+                "remove the field to copy in one process, or point --control-store at a shared server",
+            )
         raise ControlStoreError(
             "a distributed backfill needs a PostgreSQL or MariaDB/MySQL control store; "
             f"{engine.url.render_as_string(hide_password=True)} is SQLite (one file on one machine): "

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from shiftover.backfill.budget import Grant, draw
 from shiftover.control.store import ControlStore
 from shiftover.flags.store import get_flag, set_flag
 from shiftover.spec import BackfillSpec
@@ -93,6 +95,7 @@ class Throttle:
         refresh_seconds: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        shared: bool = False,
     ) -> None:
         self.spec = spec
         self.store_engine = store_engine
@@ -102,6 +105,11 @@ class Throttle:
         self.refresh_seconds = refresh_seconds
         self.clock = clock
         self.sleep = sleep
+        # a distributed worker: the cap is the cluster's, drawn from the control store's budget
+        # row (``backfill.budget``) instead of this process's own schedule
+        self.shared = shared and store_engine is not None and bool(migration)
+        # this process's last draws from the shared budget, in order (bounded: a worker runs for hours)
+        self.grants: deque[Grant] = deque(maxlen=10_000)
         self._lock = threading.Lock()
         self._next_slot = 0.0
         self._tuned_chunk = spec.chunk_rows
@@ -167,9 +175,20 @@ class Throttle:
         return value is not None and float(value) > self.spec.lag_threshold
 
     def acquire(self, rows: int) -> None:
-        """Reserve ``rows`` under the global rows/s cap, sleeping until their slot comes."""
+        """Reserve ``rows`` under the global rows/s cap, sleeping until their slot comes: this
+        process's cap, or with ``shared`` the cluster's, drawn from the control store."""
         cap = self.settings().max_rows_per_second
         if not cap or rows <= 0:
+            return
+        if self.shared:
+            assert self.store_engine is not None
+            asked = self.clock()
+            grant = draw(self.store_engine, self.migration, rows, cap)
+            with self._lock:
+                self.grants.append(grant)
+            wait = grant.wait_seconds - (self.clock() - asked)  # the round trip counts as waited
+            if wait > 0:
+                self.sleep(wait)
             return
         with self._lock:
             now = self.clock()

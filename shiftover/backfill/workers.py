@@ -23,18 +23,81 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shiftover.backfill import checkpoints, leases
+from shiftover.backfill.budget import ensure_budget
 from shiftover.backfill.copy import SegmentReport, copy_segment
 from shiftover.backfill.run import make_throttle, prepare_backfill
 from shiftover.backfill.throttle import Throttle
+from shiftover.control.store import utcnow
 from shiftover.errors import SegmentLeaseLostError
 from shiftover.migration import Migration
+from shiftover.spec import BackfillSpec, DistributedSpec
 
 
 def plan_distributed(migration: Migration, segments: int) -> list[checkpoints.SegmentState]:
     """``prepare_backfill`` for workers: refuses a SQLite control store, then creates/checks the
     target and saves a plan of up to ``segments`` segments (kept if one exists)."""
     leases.require_distributed_store(migration.store.engine)
-    return prepare_backfill(migration, segments=segments)[0]
+    plan = prepare_backfill(migration, segments=segments)[0]
+    ensure_budget(migration.store.engine, migration.name)
+    return plan
+
+
+@dataclass(frozen=True)
+class DistributedSettings:
+    """How a distributed backfill runs: the spec's ``backfill.distributed``, or a run's ``distributed=N``
+    (local processes, the spec's other settings or their defaults)."""
+
+    workers: int
+    mode: str  # processes | deployment
+    deployment: str
+    segments_per_worker: int
+    lease_ttl_seconds: float
+    from_spec: bool  # the spec asked (refusals name ``backfill.distributed``)
+
+    @property
+    def segments(self) -> int:
+        return self.workers * self.segments_per_worker
+
+
+def distributed_settings(spec: BackfillSpec, workers: int | None = None) -> DistributedSettings | None:
+    """The run's distribution, or None for an in-process backfill. ``workers`` (a run's parameter)
+    overrides the spec's count and, without ``backfill.distributed``, means local processes."""
+    declared = spec.distributed
+    if declared is None:
+        if not workers:
+            return None
+        defaults = DistributedSpec(workers=workers)
+        return DistributedSettings(
+            workers, "processes", defaults.deployment, defaults.segments_per_worker, defaults.lease_ttl_seconds, False
+        )
+    return DistributedSettings(
+        workers or declared.workers,
+        declared.mode,
+        declared.deployment,
+        declared.segments_per_worker,
+        declared.lease_ttl_seconds,
+        True,
+    )
+
+
+def require_distributed(migration: Migration, settings: DistributedSettings) -> None:
+    """Refuse a SQLite control store, naming ``backfill.distributed`` when the spec asked."""
+    leases.require_distributed_store(migration.store.engine, "backfill.distributed" if settings.from_spec else None)
+
+
+def stalled(migration: str, engine: Any, *, quiet_seconds: float) -> bool:
+    """Whether unfinished segments are left that no worker holds: none is under a live lease and
+    none was renewed or claimed for ``quiet_seconds`` (every worker gone: a parent starts more)."""
+    rows = [r for r in leases.read_leases(engine, migration) if r.state not in (checkpoints.DONE, checkpoints.FAILED)]
+    if not rows:
+        return False
+    now = utcnow()
+    for r in rows:
+        if r.expires_at is not None and r.expires_at > now:
+            return False
+        if r.heartbeat_at is not None and (now - r.heartbeat_at).total_seconds() < quiet_seconds:
+            return False
+    return True
 
 
 @dataclass
@@ -73,13 +136,14 @@ def copy_claimed_segments(
     max_seconds: float | None = None,
 ) -> WorkerReport:
     """Claim, copy and release segments until every segment is done (or failed), or ``max_seconds``.
+    The rows/s cap is shared with every other worker (``backfill.budget``) unless ``throttle`` says otherwise.
 
     A data error (``CopyError``) marks the segment failed (``copy_segment``) and is raised: the
     other workers skip failed segments, a re-plan or an in-process run retries them.
     """
     engine = migration.store.engine
     leases.require_distributed_store(engine)
-    throttle = throttle or make_throttle(migration)
+    throttle = throttle or make_throttle(migration, shared=True)  # the cluster's one rows/s budget
     report = WorkerReport(worker_id)
     started = time.monotonic()
     while max_seconds is None or time.monotonic() - started < max_seconds:

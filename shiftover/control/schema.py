@@ -194,3 +194,19 @@ metrics = sa.Table(
     sa.Column("at", UTCDateTime(), nullable=False),
     sa.Index("ix_so_metrics_window", "migration", "name", "at"),
 )
+
+# A distributed backfill's one rows/s budget (``backfill.budget``): every worker reserves its next
+# chunk's rows here with one UPDATE, so N workers share the cap instead of taking N times it.
+# Times are the control store's own clock (seconds since the epoch), never a worker's.
+throttle_budgets = sa.Table(
+    "so_throttle_budgets",
+    metadata,
+    sa.Column("migration", sa.String(200), primary_key=True),
+    # when the next reservation may start: each grant of r rows at rate c moves it r/c past
+    # max(itself, now), so the grants' slots never overlap (a cluster-wide virtual schedule)
+    sa.Column("next_slot", sa.Double, nullable=False, server_default="0"),
+    sa.Column("drawn_at", sa.Double),  # the store's clock at the last grant
+    sa.Column("granted_rows", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("grants", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+)

@@ -58,6 +58,11 @@ class EngineDialect:
     casts_json_binds = True  # JSON written from text is CAST to the column's JSON type (mapping.JsonText)
     shared_store = True  # a control store several machines can share (distributed backfill leases)
 
+    def store_clock(self) -> sa.ColumnElement[float]:
+        """The server's clock in seconds since the epoch, fixed for one statement: the shared
+        backfill budget (``backfill.budget``) keeps time by it, never by a worker's clock."""
+        raise NotImplementedError
+
     def identifier_length(self, name: str) -> int:
         """A name's length as the engine counts it against ``max_identifier``."""
         return len(name.encode())

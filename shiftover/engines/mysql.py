@@ -34,6 +34,11 @@ class MySQL(EngineDialect):
     native_kinds = frozenset({"integer", "decimal", "text", "date", "timestamp", "float"})
     max_identifier = 64  # characters
 
+    def store_clock(self) -> sa.ColumnElement[float]:
+        # NOW(6) is the statement's start, to the microsecond (a DECIMAL: arithmetic with the
+        # DOUBLE columns is done in DOUBLE)
+        return sa.type_coerce(sa.func.unix_timestamp(sa.func.now(6)), sa.Double())
+
     def identifier_length(self, name: str) -> int:
         return len(name)
 

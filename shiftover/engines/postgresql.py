@@ -43,6 +43,10 @@ class PostgreSQL(EngineDialect):
     native_kinds = frozenset({"integer", "decimal", "text", "date", "timestamp", "uuid", "float"})
     max_identifier = 63  # bytes (NAMEDATALEN - 1): a longer name is cut with only a NOTICE
 
+    def store_clock(self) -> sa.ColumnElement[float]:
+        # statement_timestamp(): one value per statement (clock_timestamp() moves within one)
+        return sa.cast(sa.func.extract("epoch", sa.func.statement_timestamp()), sa.Double())
+
     def portable_type(self, generic: sa.types.TypeEngine[Any], is_key: bool) -> sa.types.TypeEngine[Any]:
         if isinstance(generic, sa.JSON):
             return postgresql.JSON()  # the document's text as written: jsonb would turn -0.0 into 0.0

@@ -6,10 +6,11 @@ from __future__ import annotations
 import pytest
 
 from shiftover.backfill import backfill_status
+from shiftover.backfill.budget import read_budget
 from shiftover.backfill.workers import plan_distributed
 from shiftover.control.lease import acquire_lease
 from shiftover.control.store import ControlStore, open_store
-from shiftover.errors import ControlStoreError, LeaseHeldError
+from shiftover.errors import ControlStoreError, LeaseHeldError, SpecError
 from shiftover.migration import load_migration
 from shiftover.phases import Phase
 
@@ -91,3 +92,64 @@ def test_sqlite_control_store_is_refused_before_the_phase_moves(  # type: ignore
     assert control_store.phase("lite") == Phase.DUAL_WRITING
     assert backfill_status(control_store.engine, "lite").segments == 0
     assert rows_of(target, "SELECT count(*) FROM items")[0][0] == 0
+
+
+def test_the_specs_distributed_key_is_refused_on_sqlite_naming_the_field(  # type: ignore[no-untyped-def]
+    prefect_harness, pg_database, control_store: ControlStore, tmp_path
+) -> None:
+    from shiftover.flows.backfill import backfill
+
+    source, target = pg_database(), pg_database()
+    fill_items(source, 100)
+    run_sql(target, ITEMS_DDL)
+    spec = write_items_spec(tmp_path, source, target, "lite2", distributed={"workers": 2})
+    control_store.register("lite2", {})
+    control_store.transition("lite2", Phase.DUAL_WRITING, "test")
+    with pytest.raises(SpecError, match=r"spec field 'backfill.distributed': .*PostgreSQL or MariaDB.*is SQLite"):
+        backfill(spec, control_url(control_store))
+    assert control_store.phase("lite2") == Phase.DUAL_WRITING
+    assert backfill_status(control_store.engine, "lite2").segments == 0
+
+
+def test_the_specs_distributed_key_runs_worker_processes_under_one_budget(  # type: ignore[no-untyped-def]
+    prefect_harness, pg_database, tmp_path
+) -> None:
+    from shiftover.flows.backfill import backfill
+
+    source, target, store_url = pg_database(), pg_database(), pg_database()
+    fill_items(source, 12_000)
+    run_sql(target, ITEMS_DDL)
+    distributed = {"workers": 2, "mode": "processes", "segments_per_worker": 3, "lease_ttl_seconds": 5}
+    spec = write_items_spec(
+        tmp_path, source, target, "dspec", chunk_rows=1000, max_rows_per_second=50_000, distributed=distributed
+    )
+    store = open_store(store_url)
+    store.register("dspec", {})
+    store.transition("dspec", Phase.DUAL_WRITING, "test")
+    summary = backfill(spec, store_url)  # no parameter: the spec's key decides
+    assert summary["complete"] and summary["rows_copied"] == 12_000 and summary["segments"] == 6
+    query = "SELECT id, n, v FROM items ORDER BY id"
+    assert rows_of(target, query) == rows_of(source, query)
+    budget = read_budget(store.engine, "dspec")  # both processes drew from the one budget
+    assert budget is not None and 12_000 <= budget.granted_rows <= 12_000 + 6 * 1000
+
+
+def test_the_ui_throttle_variable_reaches_distributed_workers_through_the_flag(  # type: ignore[no-untyped-def]
+    prefect_harness, pg_database, tmp_path
+) -> None:
+    from prefect.variables import Variable
+
+    from shiftover.backfill import make_throttle, set_throttle
+    from shiftover.flows.backfill import VariableMirror, throttle_variable_name
+
+    _, _, spec, url, store = _setup(pg_database, tmp_path, "mirror", 10)
+    migration = load_migration(spec, url)
+    mirror = VariableMirror(migration)
+    assert mirror() is None  # no variable: nothing written
+    Variable.set(throttle_variable_name("mirror"), {"paused": True, "max_rows_per_second": 5000}, overwrite=True)
+    assert mirror() == {"paused": True, "max_rows_per_second": 5000}
+    worker_view = make_throttle(migration, shared=True).settings()  # what each worker process reads
+    assert worker_view.paused and worker_view.max_rows_per_second == 5000
+    set_throttle(store.engine, "mirror", paused=False, actor="cli")  # an operator resumes from the CLI
+    assert mirror() is None  # the variable did not change: the CLI's resume stands
+    assert not make_throttle(migration, shared=True).settings().paused

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from shiftover.backfill import checkpoints, leases
+from shiftover.backfill.budget import read_budget
 from shiftover.backfill.workers import (
     copy_claimed_segments,
     distributed_progress,
@@ -43,8 +44,9 @@ def test_three_workers_survive_a_sigkill(pg_database: Callable[[], str]) -> None
     source, target, store_url = pg_database(), pg_database(), pg_database()
     fill_items(source, N)
     run_sql(target, ITEMS_DDL)
-    # per-process rate cap so the copy lasts long enough to kill a worker mid-segment
-    migration = _migration(source, target, store_url, chunk_rows=CHUNK, max_rows_per_second=15_000)
+    # a cap shared by the three workers (the control store's budget) so the copy lasts long enough
+    # to kill a worker mid-segment (45k rows/s: the 15k per worker this test had before the budget)
+    migration = _migration(source, target, store_url, chunk_rows=CHUNK, max_rows_per_second=45_000)
     engine = migration.store.engine
     plan = plan_distributed(migration, 6)
     assert len(plan) == 6
@@ -79,6 +81,11 @@ def test_three_workers_survive_a_sigkill(pg_database: Callable[[], str]) -> None
     assert rows_of(target, "SELECT count(*) FROM items")[0][0] == N
     diff = diff_tables(migration.source, migration.target, migration.mapping, migration.spec.validation)
     assert diff.differences == []
+    # the three processes drew every chunk from the one budget: all rows, plus at most a chunk per
+    # segment (a segment's last chunk reserves a whole one) and the dead worker's chunk in flight
+    # and its next reservation
+    budget = read_budget(engine, "m1")
+    assert budget is not None and N <= budget.granted_rows <= N + (len(plan) + 2) * CHUNK, budget
 
 
 def _wait_mid_segment(engine: Any, worker: str, proc: subprocess.Popen[bytes]) -> int:
