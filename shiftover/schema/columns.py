@@ -2,8 +2,9 @@
 
 expand: new columns added nullable (instant on every engine here) -> sync: two-way triggers per
 old/new pair -> (backfill, validate: ``backfill.py``, ``validate.py``) -> contract: drop the
-triggers, then drop the old columns. Before contract, ``rollback_expansion`` drops the triggers and
-the new columns, leaving the table as it was. Every statement runs under ``locking.run_ddl``.
+triggers, then drop the old columns. Before contract, ``rollback_expansion`` drops the constraints
+and indexes (``constraints.py``), the triggers and the new columns, leaving the table as it was.
+Every statement runs under ``locking.run_ddl``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from shiftover.schema.constraints import drop_indexes, planned_constraint_ddl, remove_constraints
 from shiftover.schema.engines import SyncPair, over_row, schema_dialect
 from shiftover.schema.locking import DdlReport, run_ddl
 from shiftover.schema.spec import ChangeColumn, ExpandContractSpec
@@ -102,9 +104,15 @@ def drop_old_columns(target: Target, spec: ExpandContractSpec, report: DdlReport
     return _drop_columns(target, spec, [c.column for c in spec.changes], report)
 
 
-def rollback_expansion(target: Target, spec: ExpandContractSpec, report: DdlReport | None = None) -> DdlReport:
-    """Before contract: drop the triggers, then the new columns; the old columns were kept in step
-    throughout, so the table is as it was, holding every write made through either column."""
+def rollback_expansion(
+    target: Target, spec: ExpandContractSpec, report: DdlReport | None = None, *, constrained: bool = True
+) -> DdlReport:
+    """Before contract: drop the constraints and indexes, the triggers, then the new columns; the old
+    columns were kept in step throughout, so the table is as it was, holding every write made through
+    either column. ``constrained``: the constrain stage may have run (its NOT NULLs are undone)."""
+    if constrained:
+        report = remove_constraints(target, spec, report)
+    report = drop_indexes(target, spec, report)
     report = remove_sync(target, spec, report)
     return _drop_columns(target, spec, [name for name, _, _ in new_columns(spec)], report)
 
@@ -130,12 +138,20 @@ def planned_ddl(target: Target, spec: ExpandContractSpec) -> dict[str, list[str]
     def drops(names: list[str]) -> list[str]:
         return [dialect.drop_column(target.qualified, target.quote(n), spec.lock.timeout_ms) for n in names]
 
+    extra = planned_constraint_ddl(target, spec)
+    undo_indexes = [
+        dialect.drop_index(target.qualified, target.quote(i.name), spec.lock.timeout_ms) for i in spec.indexes
+    ]
     return {
         "expand": [
             dialect.add_column(target.qualified, target.quote(n), t, d, spec.lock.timeout_ms) for n, t, d in wanted
-        ],
+        ]
+        + extra["indexes"],
         "sync": [s for p in pairs for s in dialect.sync_install(p)],
+        **({"constrain": extra["constrain"]} if spec.constraints else {}),
         "stop_sync": [s for p in pairs for s in dialect.sync_remove(p)],
         "drop_old_columns": drops([c.column for c in spec.changes]),
-        "rollback": [s for p in pairs for s in dialect.sync_remove(p)] + drops([n for n, _, _ in wanted]),
+        "rollback": undo_indexes
+        + [s for p in pairs for s in dialect.sync_remove(p)]
+        + drops([n for n, _, _ in wanted]),
     }

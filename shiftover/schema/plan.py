@@ -1,7 +1,9 @@
 """An expand/contract spec becomes a plan: typed stages the one evaluator (``flows/evaluate``) runs.
 
-expand -> sync both ways -> backfill the column -> validate -> switch reads -> switch writes ->
-(approval) stop syncing -> (approval) drop the old columns. The lifecycle's phases are the table
+expand (new columns, then indexes built online) -> sync both ways -> backfill the column -> validate
+-> constrain (CHECKs and NOT NULLs, only when the spec has any) -> switch reads -> switch writes ->
+(approval) stop syncing -> (approval) drop the old columns. Why indexes go with expand and
+constraints after validate: ``shiftover.schema.constraints``. The lifecycle's phases are the table
 move's, reached in the same order (expand/contract keeps no archive: the last stage passes through
 ``archived`` on its way to ``decommissioned``). Every stage before ``stop_sync`` is undone by the
 schema change's rollback (``SchemaUndo``); the last two cannot be undone and ask a person first.
@@ -14,7 +16,7 @@ from typing import ClassVar
 
 from shiftover.phases import ORDER, Phase
 from shiftover.plan.stages import ApprovalPolicy, MigrationState, Plan, SchemaUndo, Stage
-from shiftover.schema.spec import ExpandContractSpec
+from shiftover.schema.spec import AddCheck, ExpandContractSpec
 
 FLOW = "expand-contract"
 UNDO_EXPANSION = SchemaUndo("sync triggers and new columns dropped; the old columns hold every write")
@@ -58,6 +60,14 @@ class ValidateColumnsStage(SchemaStage):
 
 
 @dataclass(frozen=True)
+class ConstrainStage(SchemaStage):
+    """CHECKs and NOT NULLs, enforced on every write from here on; reaches ``validated`` again (it
+    follows validate), so it is done only once recorded or once reads switched."""
+
+    kind: ClassVar[str] = "constrain"
+
+
+@dataclass(frozen=True)
 class SwitchColumnsStage(SchemaStage):
     """Flip the flag applications read (``reads``) or write (``writes``) the columns by."""
 
@@ -80,6 +90,7 @@ SCHEMA_STAGE_TYPES: tuple[type[Stage], ...] = (
     SyncColumnsStage,
     BackfillColumnsStage,
     ValidateColumnsStage,
+    ConstrainStage,
     SwitchColumnsStage,
     StopSyncStage,
     DropOldColumnsStage,
@@ -97,12 +108,22 @@ def build_schema_plan(spec: ExpandContractSpec) -> Plan:
     pairs = ", ".join(f"{c.column} -> {c.to} ({c.type})" for c in spec.changes) or "(none)"
     added = ", ".join(f"{a.column} {a.type}" for a in spec.additions)
     olds = ", ".join(c.column for c in spec.changes) or "(none)"
+    indexes = "; ".join(
+        f"build {'unique ' if i.unique else ''}index {i.name} ({', '.join(i.columns)}) online" for i in spec.indexes
+    )
+    checks = "; ".join(
+        f"check {op.name}: {op.expression}" if isinstance(op, AddCheck) else f"{op.column} NOT NULL"
+        for op in spec.constraints
+    )
     lock = f"each DDL waits at most {spec.lock.timeout_ms} ms for its lock, {spec.lock.attempts} attempts with backoff"
     stages: list[Stage] = [
         ExpandColumnsStage(
             "expand",
             Phase.PLANNED,
-            f"add to {table}, nullable: {pairs}" + (f"; add {added}" if added else "") + f"; {lock}",
+            f"add to {table}, nullable: {pairs}"
+            + (f"; add {added}" if added else "")
+            + (f"; {indexes}" if indexes else "")
+            + f"; {lock}",
             UNDO_EXPANSION,
         ),
         SyncColumnsStage(
@@ -129,6 +150,19 @@ def build_schema_plan(spec: ExpandContractSpec) -> Plan:
                 else ""
             ),
             UNDO_EXPANSION,
+        ),
+        *(
+            [
+                ConstrainStage(
+                    "constrain",
+                    Phase.VALIDATED,
+                    f"{checks}: violating rows counted first (refused with a sample of keys), then added "
+                    "without a long lock (NOT VALID, then VALIDATE where the engine has it)",
+                    SchemaUndo("constraints dropped, NOT NULL columns nullable again"),
+                )
+            ]
+            if spec.constraints
+            else []
         ),
         SwitchColumnsStage(
             "switch_reads",

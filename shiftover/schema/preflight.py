@@ -6,6 +6,11 @@ take it over, the sync overwrite it and a rollback drop it), and ``up``/``down``
 cannot resolve. The sync triggers evaluate those expressions on every application write, so one
 that fails there fails the application's writes: each is planned here (``WHERE 1 = 0``, never run)
 over the table's columns, the new ones as NULLs of their declared type.
+
+Indexes and constraints: an index's columns must exist (or be added by this change) and its name
+be new; a CHECK's expression is planned the same way and its name must be new; a NOT NULL column
+must exist (or be added) and be nullable now (a rollback makes it nullable again). An operation the
+engine cannot do online (``SchemaDialect.online_refusal``) is refused here, saying what would block.
 """
 
 from __future__ import annotations
@@ -16,8 +21,18 @@ from shiftover.connect import get_engine
 from shiftover.errors import SpecError
 from shiftover.preflight import check_unique_key, inspect_endpoint, table_columns
 from shiftover.schema.columns import Target
+from shiftover.schema.constraints import check_names, index_names, is_nullable
 from shiftover.schema.engines import schema_dialect
-from shiftover.schema.spec import AddColumn, ChangeColumn, ExpandContractSpec, Operation
+from shiftover.schema.spec import (
+    AddCheck,
+    AddColumn,
+    ChangeColumn,
+    ColumnOperation,
+    CreateIndex,
+    ExpandContractSpec,
+    Operation,
+    SetNotNull,
+)
 
 
 def open_checked_table(spec: ExpandContractSpec) -> tuple[Target, list[str]]:
@@ -34,16 +49,59 @@ def open_checked_table(spec: ExpandContractSpec) -> tuple[Target, list[str]]:
 def check_change(spec: ExpandContractSpec) -> Target:
     """Everything ``open_checked_table`` checks, then each operation's columns, types and SQL."""
     target, present = open_checked_table(spec)
-    new_columns = [_check_columns(target, i, op, present) for i, op in enumerate(spec.operations)]
+    new_columns = [
+        _check_columns(target, i, op, present)
+        for i, op in enumerate(spec.operations)
+        if isinstance(op, ColumnOperation)
+    ]
     row = _row_with(target, present, new_columns)
+    after = present + [name for name, _ in new_columns]
     for i, op in enumerate(spec.operations):
         if isinstance(op, ChangeColumn):  # a rename's expressions are its column names, checked above
             _plan(target, f"operations.{i}.up", f"SELECT ({op.up}) FROM ({row}) so_row WHERE 1 = 0")
             _plan(target, f"operations.{i}.down", f"SELECT ({op.down}) FROM ({row}) so_row WHERE 1 = 0")
+        elif not isinstance(op, ColumnOperation):
+            _check_constraint(target, i, op, present, after, row)
     return target
 
 
-def _check_columns(target: Target, i: int, op: Operation, present: list[str]) -> tuple[str, str]:
+def _check_constraint(target: Target, i: int, op: Operation, present: list[str], after: list[str], row: str) -> None:
+    """An index's or constraint's columns, name and expression, and whether the engine can add it online."""
+    refusal = schema_dialect(target.engine).online_refusal(op.op)
+    if refusal:
+        raise SpecError(f"operations.{i}.op", f"{op.op} is refused on this engine: {refusal}")
+    if isinstance(op, CreateIndex):
+        missing = [c for c in op.columns if c not in after]
+        if missing:
+            raise SpecError(
+                f"operations.{i}.columns", f"no column(s) {missing} in table {target.table!r} (its columns: {after})"
+            )
+        if op.name in index_names(target):
+            raise SpecError(
+                f"operations.{i}.name",
+                f"table {target.table!r} has an index {op.name!r} already: a rollback would drop it",
+            )
+    elif isinstance(op, AddCheck):
+        if op.name in check_names(target):
+            raise SpecError(f"operations.{i}.name", f"table {target.table!r} has a constraint {op.name!r} already")
+        _plan(
+            target,
+            f"operations.{i}.expression",
+            f"SELECT count(*) FROM ({row}) so_row WHERE NOT ({op.expression}) AND 1 = 0",
+        )
+    elif isinstance(op, SetNotNull):
+        if op.column not in after:
+            raise SpecError(
+                f"operations.{i}.column", f"no column {op.column!r} in table {target.table!r} (its columns: {after})"
+            )
+        if op.column in present and not is_nullable(target, op.column):
+            raise SpecError(
+                f"operations.{i}.column",
+                f"column {op.column!r} is NOT NULL already (a rollback would make it nullable)",
+            )
+
+
+def _check_columns(target: Target, i: int, op: ColumnOperation, present: list[str]) -> tuple[str, str]:
     """Operation ``i``'s old column is there, its new one is not, its type (and default) parse;
     returns the new column's name and type."""
     table, dialect = target.table, schema_dialect(target.engine)

@@ -3,6 +3,11 @@
 ``kind: expand_contract`` beside the table move's spec. Each operation that moves data has an ``up``
 (old -> new) and a ``down`` (new -> old) SQL expression in the table's own dialect, over the row's
 column names. Operations not supported yet are refused by name, naming the spec field.
+
+Besides the column operations, three operations change no data and move none: ``create_index``
+(built online in the expand stage, beside the new columns), ``add_check`` and ``set_not_null``
+(enforced in the ``constrain`` stage, after the backfill and validation; see ``shiftover.schema.plan``
+for why there). Each is undone by the rollback before contract.
 """
 
 from __future__ import annotations
@@ -20,13 +25,10 @@ KIND = "expand_contract"
 NOT_YET: dict[str, str] = {
     "split_column": "use one change_column per new column (each with its own up; down is not derivable)",
     "merge_columns": "change_column's up may read several columns, but its down cannot write two",
-    "set_not_null": "planned: CHECK (col IS NOT NULL) NOT VALID, VALIDATE, then SET NOT NULL",
-    "add_check": "planned: NOT VALID then VALIDATE (PostgreSQL); MariaDB can only add it with a copy",
-    "add_unique": "planned: a unique index built online first",
+    "add_unique": "use create_index with unique: true (built online; duplicates are counted first)",
     "add_foreign_key": "planned: NOT VALID then VALIDATE",
     "drop_column": "a change_column's contract drops its old column",
     "rename_table": "planned",
-    "create_index": "planned: CREATE INDEX CONCURRENTLY / ALGORITHM=INPLACE, LOCK=NONE",
 }
 
 
@@ -85,7 +87,39 @@ class AddColumn(_Model):
     default: str | None = None  # a constant SQL literal, e.g. 0 or 'new'
 
 
-Operation = Annotated[ChangeColumn | RenameColumn | AddColumn, Field(discriminator="op")]
+class CreateIndex(_Model):
+    """An index over ``columns`` (existing or new ones), built without blocking writers where the
+    engine can (PostgreSQL ``CONCURRENTLY``, MariaDB ``ALGORITHM=INPLACE, LOCK=NONE``). ``unique``:
+    duplicates are counted first and refused with a sample of their values."""
+
+    op: Literal["create_index"]
+    name: Annotated[str, _NAME]
+    columns: Annotated[tuple[Annotated[str, _NAME], ...], Field(min_length=1)]
+    unique: bool = False
+
+
+class AddCheck(_Model):
+    """A CHECK constraint ``name`` with a SQL boolean ``expression`` over the row's columns. Rows that
+    violate it are counted first (the change is refused with their number and a sample of keys)."""
+
+    op: Literal["add_check"]
+    name: Annotated[str, _NAME]
+    expression: str
+
+
+class SetNotNull(_Model):
+    """``column`` (existing, or one this change adds) becomes NOT NULL; NULL rows are counted first."""
+
+    op: Literal["set_not_null"]
+    column: Annotated[str, _NAME]
+
+
+ColumnOperation = ChangeColumn | RenameColumn | AddColumn
+ConstraintOperation = AddCheck | SetNotNull
+Operation = Annotated[
+    ChangeColumn | RenameColumn | AddColumn | CreateIndex | AddCheck | SetNotNull, Field(discriminator="op")
+]
+SUPPORTED = "change_column, rename_column, add_column, create_index, add_check, set_not_null"
 
 
 class LockSpec(_Model):
@@ -116,10 +150,17 @@ class ExpandContractSpec(_Model):
     def _coherent(self) -> ExpandContractSpec:
         if not self.operations:
             raise ValueError("at least one operation is needed")
-        added = [op.to if not isinstance(op, AddColumn) else op.column for op in self.operations]
+        columns = [op for op in self.operations if isinstance(op, ColumnOperation)]
+        added = [op.to if not isinstance(op, AddColumn) else op.column for op in columns]
         if len(set(added)) != len(added):
             raise ValueError("two operations create the same column")
-        touched = [op.column for op in self.operations if not isinstance(op, AddColumn)]
+        named = [op.name for op in self.operations if isinstance(op, CreateIndex | AddCheck)]
+        if len(set(named)) != len(named):
+            raise ValueError("two operations create an index or constraint of the same name")
+        not_null = [op.column for op in self.operations if isinstance(op, SetNotNull)]
+        if len(set(not_null)) != len(not_null):
+            raise ValueError("two set_not_null operations name the same column")
+        touched = [op.column for op in columns if not isinstance(op, AddColumn)]
         if len(set(touched)) != len(touched):
             raise ValueError("two operations change the same column (their sync triggers would fight over it)")
         if any(k in touched for k in self.key):
@@ -132,12 +173,21 @@ class ExpandContractSpec(_Model):
         return tuple(
             op.as_change() if isinstance(op, RenameColumn) else op
             for op in self.operations
-            if not isinstance(op, AddColumn)
+            if isinstance(op, ChangeColumn | RenameColumn)
         )
 
     @property
     def additions(self) -> tuple[AddColumn, ...]:
         return tuple(op for op in self.operations if isinstance(op, AddColumn))
+
+    @property
+    def indexes(self) -> tuple[CreateIndex, ...]:
+        return tuple(op for op in self.operations if isinstance(op, CreateIndex))
+
+    @property
+    def constraints(self) -> tuple[ConstraintOperation, ...]:
+        """The operations the ``constrain`` stage enforces, in spec order."""
+        return tuple(op for op in self.operations if isinstance(op, AddCheck | SetNotNull))
 
 
 def is_expand_contract(data: Any) -> bool:
@@ -161,8 +211,7 @@ def _field_error(exc: ValidationError) -> SpecError:
     (``operations.0.to``, not ``operations.0.change_column.to``) and an unknown ``op`` listed."""
     error, loc = spec_error(exc), [str(p) for p in exc.errors()[0]["loc"]]
     if exc.errors()[0]["type"] == "union_tag_invalid":
-        supported = "change_column, rename_column, add_column"
-        return SpecError(f"{error.field}.op", f"unknown operation; supported: {supported} ({error.problem})")
+        return SpecError(f"{error.field}.op", f"unknown operation; supported: {SUPPORTED} ({error.problem})")
     if len(loc) > 2 and loc[0] == "operations":
         return SpecError(".".join(loc[:2] + loc[3:]), error.problem)
     return error
