@@ -91,9 +91,9 @@ def test_indexes_are_built_while_writes_go_on_and_a_rollback_drops_them(
     assert writes_during > 5 and report.statements == 2, report
     assert indexes_of(engine)["ix_orders_note"] == (("note",), False)
     assert indexes_of(engine)["ux_orders_note_id"] == (("note", "id"), True)
-    print(
-        f"{kind}: 2 indexes on 20k rows in {seconds:.2f}s, {report.lock_timeouts} lock timeouts, writer's worst {max(writer.latencies) * 1000:.0f} ms"
-    )
+    worst = max(writer.latencies) * 1000
+    timeouts = report.lock_timeouts
+    print(f"{kind}: 2 indexes on 20k rows in {seconds:.2f}s, {timeouts} lock timeouts, worst write {worst:.0f} ms")
     assert build_indexes(target, spec).statements == 2  # a re-run keeps them (IF NOT EXISTS)
     assert len([n for n in indexes_of(engine) if n.startswith(("ix_orders", "ux_orders"))]) == 2
 
