@@ -7,13 +7,15 @@ that refuses writes waits until every row and both code paths satisfy it):
   no result and refuses no write (a unique one refuses duplicates: existing ones are counted first
   and the build is refused with a sample). PostgreSQL builds it ``CONCURRENTLY``, MariaDB
   ``INPLACE, LOCK=NONE``; SQLite has no online build and builds it plainly.
-- ``add_check`` and ``set_not_null`` run in the **constrain** stage, after ``validate`` and before
+- ``add_check``, ``set_not_null`` and ``add_foreign_key`` run in the **constrain** stage, after ``validate`` and before
   reads switch: from then on every write is checked, so they wait until the backfill has filled
   new columns (a NOT NULL on a new column only holds then) and the validation has passed. The rows
   that would violate it are counted in the database first and the stage is refused, naming how many
   and a sample of their keys, before any DDL. A row written between the count and the validation
   makes the validation fail (the statement's error, not a lock time-out); a rollback removes the
-  half-added constraint.
+  half-added constraint. A foreign key's orphans (rows whose key, all parts non-NULL, has no
+  referenced row) are counted before and again after it is added: MariaDB adds one online only
+  without checking existing rows.
 
 Rollback before contract removes them all (constraints first, then indexes), so the table is as it
 was. ``set_not_null`` is undone only for a column that was nullable when the change began (the
@@ -32,7 +34,7 @@ import sqlalchemy as sa
 from shiftover.schema.engines import schema_dialect
 from shiftover.schema.errors import ConstraintViolationError
 from shiftover.schema.locking import DdlReport, run_ddl
-from shiftover.schema.spec import AddCheck, CreateIndex, ExpandContractSpec, SetNotNull
+from shiftover.schema.spec import AddCheck, AddForeignKey, CreateIndex, ExpandContractSpec, SetNotNull
 
 if TYPE_CHECKING:
     from shiftover.schema.columns import Target
@@ -80,6 +82,28 @@ def index_names(target: Target) -> set[str]:
 def check_names(target: Target) -> set[str]:
     insp = sa.inspect(target.engine)
     return {str(c["name"]) for c in insp.get_check_constraints(target.table, schema=target.schema)}
+
+
+def foreign_key_names(target: Target) -> set[str]:
+    insp = sa.inspect(target.engine)
+    return {str(f["name"]) for f in insp.get_foreign_keys(target.table, schema=target.schema) if f.get("name")}
+
+
+def referenced(target: Target, op: AddForeignKey) -> str:
+    return (
+        f"{target.quote(target.schema)}.{target.quote(op.ref_table)}" if target.schema else target.quote(op.ref_table)
+    )
+
+
+def orphans_condition(target: Target, op: AddForeignKey) -> str:
+    """True for a row whose key (every part non-NULL) has no row in the referenced table."""
+    ref = referenced(target, op)
+    set_ = " AND ".join(f"{target.qualified}.{target.quote(c)} IS NOT NULL" for c in op.columns)
+    match = " AND ".join(
+        f"so_ref.{target.quote(r)} = {target.qualified}.{target.quote(c)}"
+        for c, r in zip(op.columns, op.ref_columns, strict=True)
+    )
+    return f"{set_} AND NOT EXISTS (SELECT 1 FROM {ref} so_ref WHERE {match})"
 
 
 def is_nullable(target: Target, column: str) -> bool | None:
@@ -142,9 +166,41 @@ def enforce_constraints(target: Target, spec: ExpandContractSpec, report: DdlRep
     for op in spec.constraints:
         if isinstance(op, AddCheck):
             _add_check(target, spec, op, report)
+        elif isinstance(op, AddForeignKey):
+            _add_foreign_key(target, spec, op, report)
         else:
             _set_not_null(target, spec, op, report)
     return report
+
+
+def _add_foreign_key(target: Target, spec: ExpandContractSpec, op: AddForeignKey, report: DdlReport) -> None:
+    what = f"foreign key {op.name}: ({', '.join(op.columns)}) not found in {op.ref_table} ({', '.join(op.ref_columns)})"
+    found = violations(target, orphans_condition(target, op), what)
+    if found is not None:
+        raise found
+    dialect = schema_dialect(target.engine)
+    steps = dialect.add_foreign_key(
+        target.qualified,
+        target.quote(op.name),
+        [target.quote(c) for c in op.columns],
+        referenced(target, op),
+        [target.quote(c) for c in op.ref_columns],
+        spec.lock.timeout_ms,
+    )
+    if op.name in foreign_key_names(target):
+        steps = steps[1:]  # added by an earlier attempt: validate it where the engine has a separate step
+    _steps(target, spec, steps, report)
+    late = violations(target, orphans_condition(target, op), what + " (written while it was being added)")
+    if late is not None:  # only possible where the engine added it unchecked
+        run_ddl(
+            target.engine,
+            [dialect.drop_foreign_key(target.qualified, target.quote(op.name), spec.lock.timeout_ms)],
+            spec.lock,
+            table=target.table,
+            schema=target.schema,
+            report=report,
+        )
+        raise late
 
 
 def _steps(target: Target, spec: ExpandContractSpec, steps: list[list[str]], report: DdlReport) -> None:
@@ -193,6 +249,9 @@ def remove_constraints(target: Target, spec: ExpandContractSpec, report: DdlRepo
         if isinstance(op, AddCheck):
             if op.name in check_names(target):
                 statements = [dialect.drop_check(target.qualified, target.quote(op.name), spec.lock.timeout_ms)]
+        elif isinstance(op, AddForeignKey):
+            if op.name in foreign_key_names(target):
+                statements = [dialect.drop_foreign_key(target.qualified, target.quote(op.name), spec.lock.timeout_ms)]
         elif is_nullable(target, op.column) is False:
             helper = target.quote(helper_check(target.table, op.column))
             with target.engine.connect() as conn:
@@ -220,6 +279,10 @@ def planned_constraint_ddl(target: Target, spec: ExpandContractSpec) -> dict[str
             constrain.append(f"-- {op.op} refused: {dialect.online_refusal(op.op)}")
         elif isinstance(op, AddCheck):
             constrain += [s for step in dialect.add_check(t, target.quote(op.name), op.expression, ms) for s in step]
+        elif isinstance(op, AddForeignKey):
+            cols, refs = [target.quote(c) for c in op.columns], [target.quote(c) for c in op.ref_columns]
+            steps = dialect.add_foreign_key(t, target.quote(op.name), cols, referenced(target, op), refs, ms)
+            constrain += [s for step in steps for s in step]
         elif isinstance(op, SetNotNull) and op.column in target.column_names():
             helper = target.quote(helper_check(target.table, op.column))
             with target.engine.connect() as conn:

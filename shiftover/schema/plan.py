@@ -16,7 +16,7 @@ from typing import ClassVar
 
 from shiftover.phases import ORDER, Phase
 from shiftover.plan.stages import ApprovalPolicy, MigrationState, Plan, SchemaUndo, Stage
-from shiftover.schema.spec import AddCheck, ExpandContractSpec
+from shiftover.schema.spec import AddCheck, AddForeignKey, ConstraintOperation, ExpandContractSpec
 
 FLOW = "expand-contract"
 UNDO_EXPANSION = SchemaUndo("sync triggers and new columns dropped; the old columns hold every write")
@@ -111,10 +111,7 @@ def build_schema_plan(spec: ExpandContractSpec) -> Plan:
     indexes = "; ".join(
         f"build {'unique ' if i.unique else ''}index {i.name} ({', '.join(i.columns)}) online" for i in spec.indexes
     )
-    checks = "; ".join(
-        f"check {op.name}: {op.expression}" if isinstance(op, AddCheck) else f"{op.column} NOT NULL"
-        for op in spec.constraints
-    )
+    checks = "; ".join(_describe(op) for op in spec.constraints)
     lock = f"each DDL waits at most {spec.lock.timeout_ms} ms for its lock, {spec.lock.attempts} attempts with backoff"
     stages: list[Stage] = [
         ExpandColumnsStage(
@@ -194,6 +191,14 @@ def build_schema_plan(spec: ExpandContractSpec) -> Plan:
         ),
     ]
     return Plan(spec.name, tuple(stages))
+
+
+def _describe(op: ConstraintOperation) -> str:
+    if isinstance(op, AddCheck):
+        return f"check {op.name}: {op.expression}"
+    if isinstance(op, AddForeignKey):
+        return f"foreign key {op.name}: ({', '.join(op.columns)}) -> {op.ref_table} ({', '.join(op.ref_columns)})"
+    return f"{op.column} NOT NULL"
 
 
 def schema_plan_data(spec: ExpandContractSpec) -> dict[str, object]:

@@ -21,11 +21,12 @@ from shiftover.connect import get_engine
 from shiftover.errors import SpecError
 from shiftover.preflight import check_unique_key, inspect_endpoint, table_columns
 from shiftover.schema.columns import Target
-from shiftover.schema.constraints import check_names, index_names, is_nullable
+from shiftover.schema.constraints import check_names, foreign_key_names, index_names, is_nullable
 from shiftover.schema.engines import schema_dialect
 from shiftover.schema.spec import (
     AddCheck,
     AddColumn,
+    AddForeignKey,
     ChangeColumn,
     ColumnOperation,
     CreateIndex,
@@ -61,11 +62,19 @@ def check_change(spec: ExpandContractSpec) -> Target:
             _plan(target, f"operations.{i}.up", f"SELECT ({op.up}) FROM ({row}) so_row WHERE 1 = 0")
             _plan(target, f"operations.{i}.down", f"SELECT ({op.down}) FROM ({row}) so_row WHERE 1 = 0")
         elif not isinstance(op, ColumnOperation):
-            _check_constraint(target, i, op, present, after, row)
+            _check_constraint(target, i, op, present, after, row, [ix.columns for ix in spec.indexes])
     return target
 
 
-def _check_constraint(target: Target, i: int, op: Operation, present: list[str], after: list[str], row: str) -> None:
+def _check_constraint(
+    target: Target,
+    i: int,
+    op: Operation,
+    present: list[str],
+    after: list[str],
+    row: str,
+    spec_indexes: list[tuple[str, ...]],
+) -> None:
     """An index's or constraint's columns, name and expression, and whether the engine can add it online."""
     refusal = schema_dialect(target.engine).online_refusal(op.op)
     if refusal:
@@ -89,6 +98,8 @@ def _check_constraint(target: Target, i: int, op: Operation, present: list[str],
             f"operations.{i}.expression",
             f"SELECT count(*) FROM ({row}) so_row WHERE NOT ({op.expression}) AND 1 = 0",
         )
+    elif isinstance(op, AddForeignKey):
+        _check_foreign_key(target, i, op, after, spec_indexes)
     elif isinstance(op, SetNotNull):
         if op.column not in after:
             raise SpecError(
@@ -99,6 +110,35 @@ def _check_constraint(target: Target, i: int, op: Operation, present: list[str],
                 f"operations.{i}.column",
                 f"column {op.column!r} is NOT NULL already (a rollback would make it nullable)",
             )
+
+
+def _check_foreign_key(
+    target: Target, i: int, op: AddForeignKey, after: list[str], spec_indexes: list[tuple[str, ...]]
+) -> None:
+    """Its columns exist (or are added), the referenced table and columns exist, its name is new,
+    and, where the engine needs one, an index leads with its columns (existing or in this spec)."""
+    missing = [c for c in op.columns if c not in after]
+    if missing:
+        raise SpecError(f"operations.{i}.columns", f"no column(s) {missing} in table {target.table!r}")
+    insp = sa.inspect(target.engine)
+    if not insp.has_table(op.ref_table, schema=target.schema):
+        raise SpecError(f"operations.{i}.ref_table", f"no table {op.ref_table!r}")
+    ref_columns = [c["name"] for c in insp.get_columns(op.ref_table, schema=target.schema)]
+    missing = [c for c in op.ref_columns if c not in ref_columns]
+    if missing:
+        raise SpecError(f"operations.{i}.ref_columns", f"no column(s) {missing} in table {op.ref_table!r}")
+    if op.name in foreign_key_names(target) | index_names(target):
+        raise SpecError(f"operations.{i}.name", f"table {target.table!r} has a key or index {op.name!r} already")
+    indexed = [tuple(ix["column_names"]) for ix in insp.get_indexes(target.table, schema=target.schema)]
+    indexed += [tuple(pk) for pk in [insp.get_pk_constraint(target.table, schema=target.schema)["constrained_columns"]]]
+    leads = any(tuple(cols[: len(op.columns)]) == op.columns for cols in indexed + spec_indexes)
+    if schema_dialect(target.engine).foreign_key_needs_index and not leads:
+        raise SpecError(
+            f"operations.{i}.columns",
+            f"no index leads with ({', '.join(op.columns)}): this engine's ALTER would build one as part of the "
+            "foreign key (and keep it after a rollback). Add a create_index on those columns to the spec: it is "
+            "built online in the expand stage, before the constrain stage adds the key",
+        )
 
 
 def _check_columns(target: Target, i: int, op: ColumnOperation, present: list[str]) -> tuple[str, str]:

@@ -4,10 +4,10 @@
 (old -> new) and a ``down`` (new -> old) SQL expression in the table's own dialect, over the row's
 column names. Operations not supported yet are refused by name, naming the spec field.
 
-Besides the column operations, three operations change no data and move none: ``create_index``
-(built online in the expand stage, beside the new columns), ``add_check`` and ``set_not_null``
-(enforced in the ``constrain`` stage, after the backfill and validation; see ``shiftover.schema.plan``
-for why there). Each is undone by the rollback before contract.
+Besides the column operations, four operations change no data and move none: ``create_index``
+(built online in the expand stage, beside the new columns), ``add_check``, ``set_not_null`` and
+``add_foreign_key`` (enforced in the ``constrain`` stage, after the backfill and validation; see
+``shiftover.schema.constraints`` for why there). Each is undone by the rollback before contract.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ NOT_YET: dict[str, str] = {
     "split_column": "use one change_column per new column (each with its own up; down is not derivable)",
     "merge_columns": "change_column's up may read several columns, but its down cannot write two",
     "add_unique": "use create_index with unique: true (built online; duplicates are counted first)",
-    "add_foreign_key": "planned: NOT VALID then VALIDATE",
     "drop_column": "a change_column's contract drops its old column",
     "rename_table": "planned",
 }
@@ -114,12 +113,30 @@ class SetNotNull(_Model):
     column: Annotated[str, _NAME]
 
 
+class AddForeignKey(_Model):
+    """A foreign key ``name`` from ``columns`` to ``ref_columns`` of ``ref_table`` (same database and
+    schema). Rows whose key has no referenced row (orphans) are counted first."""
+
+    op: Literal["add_foreign_key"]
+    name: Annotated[str, _NAME]
+    columns: Annotated[tuple[Annotated[str, _NAME], ...], Field(min_length=1)]
+    ref_table: Annotated[str, _NAME]
+    ref_columns: Annotated[tuple[Annotated[str, _NAME], ...], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _paired(self) -> AddForeignKey:
+        if len(self.columns) != len(self.ref_columns):
+            raise ValueError("`columns` and `ref_columns` must name as many columns")
+        return self
+
+
 ColumnOperation = ChangeColumn | RenameColumn | AddColumn
-ConstraintOperation = AddCheck | SetNotNull
+ConstraintOperation = AddCheck | SetNotNull | AddForeignKey
 Operation = Annotated[
-    ChangeColumn | RenameColumn | AddColumn | CreateIndex | AddCheck | SetNotNull, Field(discriminator="op")
+    ChangeColumn | RenameColumn | AddColumn | CreateIndex | AddCheck | SetNotNull | AddForeignKey,
+    Field(discriminator="op"),
 ]
-SUPPORTED = "change_column, rename_column, add_column, create_index, add_check, set_not_null"
+SUPPORTED = "change_column, rename_column, add_column, create_index, add_check, set_not_null, add_foreign_key"
 
 
 class LockSpec(_Model):
@@ -154,7 +171,7 @@ class ExpandContractSpec(_Model):
         added = [op.to if not isinstance(op, AddColumn) else op.column for op in columns]
         if len(set(added)) != len(added):
             raise ValueError("two operations create the same column")
-        named = [op.name for op in self.operations if isinstance(op, CreateIndex | AddCheck)]
+        named = [op.name for op in self.operations if isinstance(op, CreateIndex | AddCheck | AddForeignKey)]
         if len(set(named)) != len(named):
             raise ValueError("two operations create an index or constraint of the same name")
         not_null = [op.column for op in self.operations if isinstance(op, SetNotNull)]
@@ -187,7 +204,7 @@ class ExpandContractSpec(_Model):
     @property
     def constraints(self) -> tuple[ConstraintOperation, ...]:
         """The operations the ``constrain`` stage enforces, in spec order."""
-        return tuple(op for op in self.operations if isinstance(op, AddCheck | SetNotNull))
+        return tuple(op for op in self.operations if isinstance(op, AddCheck | SetNotNull | AddForeignKey))
 
 
 def is_expand_contract(data: Any) -> bool:

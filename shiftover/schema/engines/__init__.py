@@ -99,6 +99,17 @@ class SchemaDialect:
     def drop_not_null(self, conn: sa.Connection, table: str, column: str, helper: str, timeout_ms: int) -> list[str]:
         raise NotImplementedError
 
+    foreign_key_needs_index = False  # MariaDB: else the ALTER builds one (left behind by a rollback)
+
+    def add_foreign_key(
+        self, table: str, name: str, columns: Sequence[str], ref_table: str, ref_columns: Sequence[str], timeout_ms: int
+    ) -> list[list[str]]:
+        """Steps adding foreign key ``name``; existing rows are checked by the caller too."""
+        raise NotImplementedError
+
+    def drop_foreign_key(self, table: str, name: str, timeout_ms: int) -> str:
+        return f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {name}"
+
     def begin_session_ddl(self, conn: sa.Connection, timeout_ms: int) -> None:
         """``begin_ddl`` for an autocommit connection (no transaction to scope the setting to)."""
         self.begin_ddl(conn, timeout_ms)

@@ -14,7 +14,11 @@ on 2M rows, 121 ms writer wait). NOT NULL: ``MODIFY`` with the column's own defi
 ``SHOW CREATE TABLE``) plus NOT NULL, ``ALGORITHM=INPLACE, LOCK=NONE``: accepted on 10.11 (a table
 rebuild, writers go on; strict ``sql_mode`` makes a NULL row fail it with 1265, so they are counted
 first). CHECK: refused, since MariaDB adds one only with ``ALGORITHM=COPY`` (10.11 answers 1845 to
-INPLACE and to NOCOPY), which blocks every writer while it copies the table.
+INPLACE and to NOCOPY), which blocks every writer while it copies the table. Foreign key: INPLACE
+only with ``foreign_key_checks`` off for the ALTER (10.11 answers 1846 otherwise, "Adding foreign
+keys needs foreign_key_checks=OFF"), so existing rows are not checked by the server: the caller
+counts orphans before and again after (new writes are checked from the ALTER on). Without an index
+on the columns the ALTER builds one that outlives a DROP FOREIGN KEY, so the preflight asks for one.
 """
 
 from __future__ import annotations
@@ -88,6 +92,24 @@ class MySQLSchema(SchemaDialect):
 
     def _modify(self, table: str, definition: str, timeout_ms: int) -> str:
         return f"ALTER TABLE {table} WAIT {timeout_ms / 1000:g} MODIFY {definition}, ALGORITHM=INPLACE, LOCK=NONE"
+
+    foreign_key_needs_index = True
+
+    def add_foreign_key(
+        self, table: str, name: str, columns: Sequence[str], ref_table: str, ref_columns: Sequence[str], timeout_ms: int
+    ) -> list[list[str]]:
+        cols, refs = ", ".join(columns), ", ".join(ref_columns)
+        return [
+            [
+                f"SET STATEMENT foreign_key_checks = 0 FOR ALTER TABLE {table} WAIT {timeout_ms / 1000:g} "
+                f"ADD CONSTRAINT {name} FOREIGN KEY IF NOT EXISTS ({cols}) REFERENCES {ref_table} ({refs}), "
+                "ALGORITHM=INPLACE, LOCK=NONE"
+            ]
+        ]
+
+    def drop_foreign_key(self, table: str, name: str, timeout_ms: int) -> str:
+        wait = f"WAIT {timeout_ms / 1000:g}"
+        return f"ALTER TABLE {table} {wait} DROP FOREIGN KEY IF EXISTS {name}, ALGORITHM=INPLACE, LOCK=NONE"
 
     def sync_install(self, pair: SyncPair) -> list[str]:
         new, old, up, down = f"NEW.{pair.new}", f"NEW.{pair.old}", pair.up_row, pair.down_row

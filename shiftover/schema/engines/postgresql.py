@@ -13,7 +13,9 @@ dropped concurrently and built again on the next attempt). A CHECK is added ``NO
 AccessExclusiveLock for milliseconds, new writes checked from then on) and validated in its own
 transaction (ShareUpdateExclusiveLock: writers go on). NOT NULL is a validated helper
 ``CHECK (col IS NOT NULL)``, then ``SET NOT NULL``, which PostgreSQL 12+ proves from the check
-without scanning the table, then the helper is dropped.
+without scanning the table, then the helper is dropped. A foreign key is added ``NOT VALID``
+(ShareRowExclusiveLock on both tables for milliseconds) and validated apart (ShareUpdateExclusiveLock
+on the table, RowShareLock on the referenced one: writers to both go on).
 """
 
 from __future__ import annotations
@@ -83,6 +85,18 @@ class PostgresSchema(SchemaDialect):
         return [
             f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {helper}",
             f"ALTER TABLE {table} ALTER COLUMN {column} DROP NOT NULL",
+        ]
+
+    def add_foreign_key(
+        self, table: str, name: str, columns: Sequence[str], ref_table: str, ref_columns: Sequence[str], timeout_ms: int
+    ) -> list[list[str]]:
+        cols, refs = ", ".join(columns), ", ".join(ref_columns)
+        return [
+            [
+                f"ALTER TABLE {table} ADD CONSTRAINT {name} FOREIGN KEY ({cols}) "
+                f"REFERENCES {ref_table} ({refs}) NOT VALID"
+            ],
+            [f"ALTER TABLE {table} VALIDATE CONSTRAINT {name}"],
         ]
 
     def begin_session_ddl(self, conn: sa.Connection, timeout_ms: int) -> None:
