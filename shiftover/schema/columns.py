@@ -100,8 +100,13 @@ def remove_sync(target: Target, spec: ExpandContractSpec, report: DdlReport | No
 
 
 def drop_old_columns(target: Target, spec: ExpandContractSpec, report: DdlReport | None = None) -> DdlReport:
-    """Contract's last step: the old columns go (irreversible)."""
-    return _drop_columns(target, spec, [c.column for c in spec.changes], report)
+    """Contract's last step: the old columns go, and every ``drop_column``'s (irreversible)."""
+    return _drop_columns(target, spec, dropped_columns(spec), report)
+
+
+def dropped_columns(spec: ExpandContractSpec) -> list[str]:
+    """What contract drops: each changed column's old one, then each ``drop_column``'s."""
+    return [c.column for c in spec.changes] + [d.column for d in spec.drops]
 
 
 def rollback_expansion(
@@ -150,7 +155,7 @@ def planned_ddl(target: Target, spec: ExpandContractSpec) -> dict[str, list[str]
         "sync": [s for p in pairs for s in dialect.sync_install(p)],
         **({"constrain": extra["constrain"]} if spec.constraints else {}),
         "stop_sync": [s for p in pairs for s in dialect.sync_remove(p)],
-        "drop_old_columns": drops([c.column for c in spec.changes]),
+        "drop_old_columns": drops(dropped_columns(spec)),
         "rollback": undo_indexes
         + [s for p in pairs for s in dialect.sync_remove(p)]
         + drops([n for n, _, _ in wanted]),

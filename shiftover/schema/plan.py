@@ -16,6 +16,7 @@ from typing import ClassVar
 
 from shiftover.phases import ORDER, Phase
 from shiftover.plan.stages import ApprovalPolicy, MigrationState, Plan, SchemaUndo, Stage
+from shiftover.schema.columns import dropped_columns
 from shiftover.schema.spec import AddCheck, AddForeignKey, ConstraintOperation, ExpandContractSpec
 
 FLOW = "expand-contract"
@@ -108,6 +109,7 @@ def build_schema_plan(spec: ExpandContractSpec) -> Plan:
     pairs = ", ".join(f"{c.column} -> {c.to} ({c.type})" for c in spec.changes) or "(none)"
     added = ", ".join(f"{a.column} {a.type}" for a in spec.additions)
     olds = ", ".join(c.column for c in spec.changes) or "(none)"
+    dropped = ", ".join(dropped_columns(spec)) or "(none)"
     indexes = "; ".join(
         f"build {'unique ' if i.unique else ''}index {i.name} ({', '.join(i.columns)}) online" for i in spec.indexes
     )
@@ -185,7 +187,7 @@ def build_schema_plan(spec: ExpandContractSpec) -> Plan:
         DropOldColumnsStage(
             "drop_old_columns",
             Phase.DECOMMISSIONED,
-            f"drop {olds} from {table}",
+            f"drop {dropped} from {table}",
             None,
             approval=ApprovalPolicy("the old columns are dropped for good"),
         ),

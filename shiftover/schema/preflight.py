@@ -30,6 +30,7 @@ from shiftover.schema.spec import (
     ChangeColumn,
     ColumnOperation,
     CreateIndex,
+    DropColumn,
     ExpandContractSpec,
     Operation,
     SetNotNull,
@@ -76,6 +77,9 @@ def _check_constraint(
     spec_indexes: list[tuple[str, ...]],
 ) -> None:
     """An index's or constraint's columns, name and expression, and whether the engine can add it online."""
+    if isinstance(op, DropColumn):
+        _check_drop(target, i, op, present)
+        return
     refusal = schema_dialect(target.engine).online_refusal(op.op)
     if refusal:
         raise SpecError(f"operations.{i}.op", f"{op.op} is refused on this engine: {refusal}")
@@ -110,6 +114,29 @@ def _check_constraint(
                 f"operations.{i}.column",
                 f"column {op.column!r} is NOT NULL already (a rollback would make it nullable)",
             )
+
+
+def _check_drop(target: Target, i: int, op: DropColumn, present: list[str]) -> None:
+    """The column is there and no index or foreign key uses it (dropping it would change those too:
+    PostgreSQL drops them with it, SQLite refuses, MariaDB rebuilds the index)."""
+    if op.column not in present:
+        raise SpecError(f"operations.{i}.column", f"no column {op.column!r} in table {target.table!r}")
+    insp = sa.inspect(target.engine)
+    users = [
+        str(ix["name"])
+        for ix in insp.get_indexes(target.table, schema=target.schema)
+        if op.column in ix["column_names"]
+    ]
+    users += [
+        str(f["name"])
+        for f in insp.get_foreign_keys(target.table, schema=target.schema)
+        if op.column in f["constrained_columns"]
+    ]
+    if users:
+        raise SpecError(
+            f"operations.{i}.column",
+            f"column {op.column!r} is used by {users}: dropping it would drop or rebuild those too; drop them first",
+        )
 
 
 def _check_foreign_key(

@@ -8,6 +8,7 @@ Besides the column operations, four operations change no data and move none: ``c
 (built online in the expand stage, beside the new columns), ``add_check``, ``set_not_null`` and
 ``add_foreign_key`` (enforced in the ``constrain`` stage, after the backfill and validation; see
 ``shiftover.schema.constraints`` for why there). Each is undone by the rollback before contract.
+``drop_column`` runs only in the last contract step, after both approvals (irreversible).
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ NOT_YET: dict[str, str] = {
     "split_column": "use one change_column per new column (each with its own up; down is not derivable)",
     "merge_columns": "change_column's up may read several columns, but its down cannot write two",
     "add_unique": "use create_index with unique: true (built online; duplicates are counted first)",
-    "drop_column": "a change_column's contract drops its old column",
     "rename_table": "planned",
 }
 
@@ -130,13 +130,23 @@ class AddForeignKey(_Model):
         return self
 
 
+class DropColumn(_Model):
+    """``column`` is dropped in the contract stage's last step, after both approvals: irreversible.
+    Until then the column stays, written as before (a rollback leaves it untouched)."""
+
+    op: Literal["drop_column"]
+    column: Annotated[str, _NAME]
+
+
 ColumnOperation = ChangeColumn | RenameColumn | AddColumn
 ConstraintOperation = AddCheck | SetNotNull | AddForeignKey
 Operation = Annotated[
-    ChangeColumn | RenameColumn | AddColumn | CreateIndex | AddCheck | SetNotNull | AddForeignKey,
+    ChangeColumn | RenameColumn | AddColumn | CreateIndex | AddCheck | SetNotNull | AddForeignKey | DropColumn,
     Field(discriminator="op"),
 ]
-SUPPORTED = "change_column, rename_column, add_column, create_index, add_check, set_not_null, add_foreign_key"
+SUPPORTED = (
+    "change_column, rename_column, add_column, create_index, add_check, set_not_null, add_foreign_key, drop_column"
+)
 
 
 class LockSpec(_Model):
@@ -182,6 +192,14 @@ class ExpandContractSpec(_Model):
             raise ValueError("two operations change the same column (their sync triggers would fight over it)")
         if any(k in touched for k in self.key):
             raise ValueError(f"key column(s) {[k for k in self.key if k in touched]} cannot be changed in place")
+        dropped = [op.column for op in self.drops]
+        used = set(touched) | set(added) | set(self.key) | set(not_null)
+        used |= {c for op in self.operations if isinstance(op, CreateIndex | AddForeignKey) for c in op.columns}
+        if len(set(dropped)) != len(dropped) or used & set(dropped):
+            raise ValueError(
+                f"drop_column names {sorted(used & set(dropped)) or 'a column twice'}: a dropped column can be no key, "
+                "changed, added, indexed or constrained by the same change"
+            )
         return self
 
     @property
@@ -196,6 +214,10 @@ class ExpandContractSpec(_Model):
     @property
     def additions(self) -> tuple[AddColumn, ...]:
         return tuple(op for op in self.operations if isinstance(op, AddColumn))
+
+    @property
+    def drops(self) -> tuple[DropColumn, ...]:
+        return tuple(op for op in self.operations if isinstance(op, DropColumn))
 
     @property
     def indexes(self) -> tuple[CreateIndex, ...]:

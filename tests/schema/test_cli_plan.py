@@ -30,11 +30,11 @@ def test_plan_prints_the_stages_that_run(monkeypatch) -> None:  # type: ignore[n
 
 def test_an_unsupported_operation_is_refused_by_its_field(tmp_path: Path) -> None:
     spec = tmp_path / "bad.yaml"
-    text = Path(EXAMPLE).read_text().replace("op: add_column", "op: drop_column")
+    text = Path(EXAMPLE).read_text().replace("op: add_column", "op: rename_table")
     spec.write_text(text)
     result = runner.invoke(app, ["plan", str(spec)])
     assert result.exit_code != 0
-    assert "spec field 'operations.1.op': operation 'drop_column' is not supported yet" in result.output
+    assert "spec field 'operations.1.op': operation 'rename_table' is not supported yet" in result.output
 
 
 def test_plan_ddl_prints_each_stage_statements_and_changes_nothing(monkeypatch, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -65,7 +65,13 @@ def test_plan_ddl_names_a_missing_table_by_its_field(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("example", "constrain"),
-    [("expand_create_index.yaml", False), ("expand_add_check.yaml", True), ("expand_set_not_null.yaml", True)],
+    [
+        ("expand_create_index.yaml", False),
+        ("expand_add_check.yaml", True),
+        ("expand_set_not_null.yaml", True),
+        ("expand_add_foreign_key.yaml", True),
+        ("expand_drop_column.yaml", False),
+    ],
 )
 def test_each_operation_example_plans(example: str, constrain: bool, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     path = str(Path(EXAMPLE).parent / example)

@@ -197,3 +197,29 @@ def test_an_open_write_transaction_makes_the_build_time_out_and_retry(
         with engine.connect() as conn:
             invalid = "SELECT count(*) FROM pg_index WHERE NOT indisvalid"
             assert conn.execute(sa.text(invalid)).scalar() == 0
+
+
+@pytest.mark.parametrize("kind", ENGINES)
+def test_an_index_only_change_runs_through_the_plan_and_rolls_back(
+    kind: str,
+    database_url: Callable[[str], str],
+    control_store,
+    tmp_path,  # type: ignore[no-untyped-def]
+) -> None:
+    import yaml
+
+    from shiftover.flows.context import RunOptions
+    from shiftover.flows.expand import rollback_schema_change, run_schema_change
+
+    url = database_url(kind)
+    engine = create_orders(url, rows=300)
+    spec = index_spec(url)
+    path = tmp_path / "index.yaml"
+    path.write_text(yaml.safe_dump(spec.model_dump(mode="json", by_alias=True)))
+    before = snapshot_table(engine, "orders", ("id",))
+    options = RunOptions(auto_approve=True)
+    report = run_schema_change(str(path), str(control_store.engine.url), options, stop_after="switch_writes")
+    assert report["ran"] == ["expand", "sync", "backfill", "validate", "switch_reads", "switch_writes"]
+    assert {"ix_orders_note", "ux_orders_note_id"} <= set(indexes_of(engine))
+    rollback_schema_change(spec, control_store, "tester")
+    assert snapshot_table(engine, "orders", ("id",)) == before
