@@ -28,7 +28,14 @@ from shiftover.plan import MigrationState, Plan, Stage, read_state
 from shiftover.rollback import fence_off
 from shiftover.schema.backfill import backfill_columns, checkpoint_name
 from shiftover.schema.change import SchemaChange, open_schema_change
-from shiftover.schema.columns import drop_old_columns, expand, install_sync, remove_sync, rollback_expansion
+from shiftover.schema.columns import (
+    drop_old_columns,
+    expand,
+    install_sync,
+    remove_sync,
+    rename_table,
+    rollback_expansion,
+)
 from shiftover.schema.constraints import build_indexes, enforce_constraints
 from shiftover.schema.errors import ContractRefusedError
 from shiftover.schema.plan import (
@@ -53,11 +60,11 @@ SchemaRunContext = LeasedRun[SchemaChange]
 
 # -- runners: each calls one plain function with the run's engines ---------------------------------
 def run_expand(ctx: SchemaRunContext, stage: Stage) -> Outcome:
-    report = expand(ctx.migration.target, ctx.migration.spec)
+    report = rename_table(ctx.migration.target, ctx.migration.spec, expand(ctx.migration.target, ctx.migration.spec))
     added = report.statements
     report = build_indexes(ctx.migration.target, ctx.migration.spec, report)
     built = report.statements - added
-    reason = f"{added} column(s) added, {built} index statement(s), {report.lock_timeouts} lock timeout(s)"
+    reason = f"{added} column/table statement(s), {built} index statement(s), {report.lock_timeouts} lock timeout(s)"
     return Outcome(True, reason, vars(report))
 
 

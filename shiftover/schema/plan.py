@@ -110,6 +110,11 @@ def build_schema_plan(spec: ExpandContractSpec) -> Plan:
     added = ", ".join(f"{a.column} {a.type}" for a in spec.additions)
     olds = ", ".join(c.column for c in spec.changes) or "(none)"
     dropped = ", ".join(dropped_columns(spec)) or "(none)"
+    renamed_to = (
+        f"; rename {table} to {spec.rename.to} and create a view named {table} over it (one transaction)"
+        if spec.rename
+        else ""
+    )
     indexes = "; ".join(
         f"build {'unique ' if i.unique else ''}index {i.name} ({', '.join(i.columns)}) online" for i in spec.indexes
     )
@@ -122,6 +127,7 @@ def build_schema_plan(spec: ExpandContractSpec) -> Plan:
             f"add to {table}, nullable: {pairs}"
             + (f"; add {added}" if added else "")
             + (f"; {indexes}" if indexes else "")
+            + renamed_to
             + f"; {lock}",
             UNDO_EXPANSION,
         ),
@@ -187,7 +193,7 @@ def build_schema_plan(spec: ExpandContractSpec) -> Plan:
         DropOldColumnsStage(
             "drop_old_columns",
             Phase.DECOMMISSIONED,
-            f"drop {dropped} from {table}",
+            f"drop the view {table} (the old name)" if spec.rename else f"drop {dropped} from {table}",
             None,
             approval=ApprovalPolicy("the old columns are dropped for good"),
         ),

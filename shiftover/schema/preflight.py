@@ -33,6 +33,7 @@ from shiftover.schema.spec import (
     DropColumn,
     ExpandContractSpec,
     Operation,
+    RenameTable,
     SetNotNull,
 )
 
@@ -83,7 +84,12 @@ def _check_constraint(
     refusal = schema_dialect(target.engine).online_refusal(op.op)
     if refusal:
         raise SpecError(f"operations.{i}.op", f"{op.op} is refused on this engine: {refusal}")
-    if isinstance(op, CreateIndex):
+    if isinstance(op, RenameTable):
+        insp = sa.inspect(target.engine)
+        names = set(insp.get_table_names(schema=target.schema)) | set(insp.get_view_names(schema=target.schema))
+        if op.to in names:
+            raise SpecError(f"operations.{i}.to", f"a table or view named {op.to!r} exists already")
+    elif isinstance(op, CreateIndex):
         missing = [c for c in op.columns if c not in after]
         if missing:
             raise SpecError(

@@ -8,7 +8,8 @@ Besides the column operations, four operations change no data and move none: ``c
 (built online in the expand stage, beside the new columns), ``add_check``, ``set_not_null`` and
 ``add_foreign_key`` (enforced in the ``constrain`` stage, after the backfill and validation; see
 ``shiftover.schema.constraints`` for why there). Each is undone by the rollback before contract.
-``drop_column`` runs only in the last contract step, after both approvals (irreversible).
+``drop_column`` runs only in the last contract step, after both approvals (irreversible);
+``rename_table`` renames in expand behind a view of the old name, dropped in that same last step.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ NOT_YET: dict[str, str] = {
     "split_column": "use one change_column per new column (each with its own up; down is not derivable)",
     "merge_columns": "change_column's up may read several columns, but its down cannot write two",
     "add_unique": "use create_index with unique: true (built online; duplicates are counted first)",
-    "rename_table": "planned",
 }
 
 
@@ -138,14 +138,33 @@ class DropColumn(_Model):
     column: Annotated[str, _NAME]
 
 
+class RenameTable(_Model):
+    """The table is renamed ``to`` in the expand stage and a view with its old name takes its place,
+    so code using either name reads and writes the same rows; contract drops the view (after both
+    approvals), a rollback before that drops it and renames the table back. The only operation of
+    its spec (the others name the table)."""
+
+    op: Literal["rename_table"]
+    to: Annotated[str, _NAME]
+
+
 ColumnOperation = ChangeColumn | RenameColumn | AddColumn
 ConstraintOperation = AddCheck | SetNotNull | AddForeignKey
 Operation = Annotated[
-    ChangeColumn | RenameColumn | AddColumn | CreateIndex | AddCheck | SetNotNull | AddForeignKey | DropColumn,
+    ChangeColumn
+    | RenameColumn
+    | AddColumn
+    | CreateIndex
+    | AddCheck
+    | SetNotNull
+    | AddForeignKey
+    | DropColumn
+    | RenameTable,
     Field(discriminator="op"),
 ]
 SUPPORTED = (
-    "change_column, rename_column, add_column, create_index, add_check, set_not_null, add_foreign_key, drop_column"
+    "change_column, rename_column, add_column, create_index, add_check, set_not_null, add_foreign_key, "
+    "drop_column, rename_table"
 )
 
 
@@ -177,6 +196,11 @@ class ExpandContractSpec(_Model):
     def _coherent(self) -> ExpandContractSpec:
         if not self.operations:
             raise ValueError("at least one operation is needed")
+        renames = [op for op in self.operations if isinstance(op, RenameTable)]
+        if renames and len(self.operations) > 1:
+            raise ValueError("rename_table must be its spec's only operation (the others name the table)")
+        if renames and renames[0].to == self.database.table:
+            raise ValueError("rename_table's `to` must differ from the table's name")
         columns = [op for op in self.operations if isinstance(op, ColumnOperation)]
         added = [op.to if not isinstance(op, AddColumn) else op.column for op in columns]
         if len(set(added)) != len(added):
@@ -214,6 +238,10 @@ class ExpandContractSpec(_Model):
     @property
     def additions(self) -> tuple[AddColumn, ...]:
         return tuple(op for op in self.operations if isinstance(op, AddColumn))
+
+    @property
+    def rename(self) -> RenameTable | None:
+        return next((op for op in self.operations if isinstance(op, RenameTable)), None)
 
     @property
     def drops(self) -> tuple[DropColumn, ...]:

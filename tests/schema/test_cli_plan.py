@@ -30,11 +30,11 @@ def test_plan_prints_the_stages_that_run(monkeypatch) -> None:  # type: ignore[n
 
 def test_an_unsupported_operation_is_refused_by_its_field(tmp_path: Path) -> None:
     spec = tmp_path / "bad.yaml"
-    text = Path(EXAMPLE).read_text().replace("op: add_column", "op: rename_table")
+    text = Path(EXAMPLE).read_text().replace("op: add_column", "op: split_column")
     spec.write_text(text)
     result = runner.invoke(app, ["plan", str(spec)])
     assert result.exit_code != 0
-    assert "spec field 'operations.1.op': operation 'rename_table' is not supported yet" in result.output
+    assert "spec field 'operations.1.op': operation 'split_column' is not supported yet" in result.output
 
 
 def test_plan_ddl_prints_each_stage_statements_and_changes_nothing(monkeypatch, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -71,6 +71,7 @@ def test_plan_ddl_names_a_missing_table_by_its_field(tmp_path: Path) -> None:
         ("expand_set_not_null.yaml", True),
         ("expand_add_foreign_key.yaml", True),
         ("expand_drop_column.yaml", False),
+        ("expand_rename_table.yaml", False),
     ],
 )
 def test_each_operation_example_plans(example: str, constrain: bool, monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -92,7 +93,12 @@ def test_plan_ddl_shows_the_online_statements_on_postgres(monkeypatch, database_
     create_orders(url, rows=5)
     monkeypatch.setenv("SHIFTOVER_DATABASE_URL", url)
     out = {}
-    for example in ("expand_create_index.yaml", "expand_add_check.yaml", "expand_set_not_null.yaml"):
+    for example in (
+        "expand_create_index.yaml",
+        "expand_add_check.yaml",
+        "expand_set_not_null.yaml",
+        "expand_rename_table.yaml",
+    ):
         result = runner.invoke(app, ["plan", str(Path(EXAMPLE).parent / example), "--ddl"])
         assert result.exit_code == 0, result.output
         out[example] = result.output
@@ -101,3 +107,4 @@ def test_plan_ddl_shows_the_online_statements_on_postgres(monkeypatch, database_
     assert "CHECK (amount >= 0) NOT VALID" in out["expand_add_check.yaml"]
     assert "VALIDATE CONSTRAINT ck_orders_amount_positive" in out["expand_add_check.yaml"]
     assert "ALTER COLUMN amount SET NOT NULL" in out["expand_set_not_null.yaml"]
+    assert "CREATE VIEW orders AS SELECT * FROM purchases" in out["expand_rename_table.yaml"]

@@ -110,6 +110,18 @@ class SchemaDialect:
     def drop_foreign_key(self, table: str, name: str, timeout_ms: int) -> str:
         return f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {name}"
 
+    def rename_table(self, table: str, new_table: str, new_name: str) -> list[str]:
+        """Rename ``table`` (qualified) to ``new_name`` (``new_table`` qualified) and put a view of its
+        old name in its place, at once (one transaction)."""
+        raise NotImplementedError
+
+    def drop_view(self, view: str) -> str:
+        return f"DROP VIEW IF EXISTS {view}"
+
+    def unrename_table(self, table: str, new_table: str, old_name: str) -> list[str]:
+        """Undo ``rename_table``: the view goes, the table gets its old name back (one transaction)."""
+        raise NotImplementedError
+
     def begin_session_ddl(self, conn: sa.Connection, timeout_ms: int) -> None:
         """``begin_ddl`` for an autocommit connection (no transaction to scope the setting to)."""
         self.begin_ddl(conn, timeout_ms)

@@ -32,6 +32,8 @@ from shiftover.schema.engines import SchemaDialect, SyncPair
 
 LOCK_WAIT_TIMEOUT = 1205
 REFUSED = {
+    "rename_table": "MariaDB commits each DDL statement by itself: between RENAME TABLE and CREATE VIEW of "
+    "the old name, the old name does not exist and every application query using it fails",
     "add_check": "MariaDB adds a CHECK constraint only with ALGORITHM=COPY (INPLACE and NOCOPY answer "
     "error 1845): the copy holds a lock that blocks every write to the table until the whole table is "
     "copied. Enforce it in the application, or run it in a maintenance window outside Shiftover",

@@ -15,7 +15,9 @@ transaction (ShareUpdateExclusiveLock: writers go on). NOT NULL is a validated h
 ``CHECK (col IS NOT NULL)``, then ``SET NOT NULL``, which PostgreSQL 12+ proves from the check
 without scanning the table, then the helper is dropped. A foreign key is added ``NOT VALID``
 (ShareRowExclusiveLock on both tables for milliseconds) and validated apart (ShareUpdateExclusiveLock
-on the table, RowShareLock on the referenced one: writers to both go on).
+on the table, RowShareLock on the referenced one: writers to both go on). A table is renamed and
+a simple view of the old name (automatically updatable: reads, inserts with the table's defaults,
+updates and deletes go through) created in the same transaction, so no query finds neither name.
 """
 
 from __future__ import annotations
@@ -98,6 +100,12 @@ class PostgresSchema(SchemaDialect):
             ],
             [f"ALTER TABLE {table} VALIDATE CONSTRAINT {name}"],
         ]
+
+    def rename_table(self, table: str, new_table: str, new_name: str) -> list[str]:
+        return [f"ALTER TABLE {table} RENAME TO {new_name}", f"CREATE VIEW {table} AS SELECT * FROM {new_table}"]
+
+    def unrename_table(self, table: str, new_table: str, old_name: str) -> list[str]:
+        return [self.drop_view(table), f"ALTER TABLE {new_table} RENAME TO {old_name}"]
 
     def begin_session_ddl(self, conn: sa.Connection, timeout_ms: int) -> None:
         conn.exec_driver_sql(f"SET lock_timeout = '{int(timeout_ms)}ms'")
