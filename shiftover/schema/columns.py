@@ -203,7 +203,8 @@ def planned_ddl(target: Target, spec: ExpandContractSpec) -> dict[str, list[str]
         **({"constrain": extra["constrain"]} if spec.constraints else {}),
         "stop_sync": [s for p in pairs for s in dialect.sync_remove(p)],
         "drop_old_columns": drops(dropped_columns(spec)),
-        "rollback": undo_indexes
+        "rollback": extra["undo"]
+        + undo_indexes
         + [s for p in pairs for s in dialect.sync_remove(p)]
         + drops([n for n, _, _ in wanted]),
     }

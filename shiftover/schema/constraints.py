@@ -290,4 +290,14 @@ def planned_constraint_ddl(target: Target, spec: ExpandContractSpec) -> dict[str
             constrain += [s for step in steps for s in step]
         else:
             constrain.append(f"-- set NOT NULL on {op.column} once expand has added it")
-    return {"indexes": indexes, "constrain": constrain}
+    undo: list[str] = []
+    for op in reversed(spec.constraints):
+        if dialect.online_refusal(op.op):
+            continue
+        if isinstance(op, AddCheck):
+            undo.append(dialect.drop_check(t, target.quote(op.name), ms))
+        elif isinstance(op, AddForeignKey):
+            undo.append(dialect.drop_foreign_key(t, target.quote(op.name), ms))
+        else:
+            undo.append(f"-- {op.column} made nullable again, if the constrain stage set it NOT NULL")
+    return {"indexes": indexes, "constrain": constrain, "undo": undo}

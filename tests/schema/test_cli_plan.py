@@ -106,5 +106,6 @@ def test_plan_ddl_shows_the_online_statements_on_postgres(monkeypatch, database_
     assert "DROP INDEX CONCURRENTLY IF EXISTS ix_orders_note" in out["expand_create_index.yaml"]
     assert "CHECK (amount >= 0) NOT VALID" in out["expand_add_check.yaml"]
     assert "VALIDATE CONSTRAINT ck_orders_amount_positive" in out["expand_add_check.yaml"]
+    assert "DROP CONSTRAINT IF EXISTS ck_orders_amount_positive" in out["expand_add_check.yaml"].split("-- rollback")[1]
     assert "ALTER COLUMN amount SET NOT NULL" in out["expand_set_not_null.yaml"]
     assert "CREATE VIEW orders AS SELECT * FROM purchases" in out["expand_rename_table.yaml"]
