@@ -95,10 +95,13 @@ def _check_constraint(
             raise SpecError(
                 f"operations.{i}.columns", f"no column(s) {missing} in table {target.table!r} (its columns: {after})"
             )
-        if op.name in index_names(target):
+        with target.engine.connect() as conn:
+            taken = schema_dialect(target.engine).index_name_taken(conn, target.qualified, target.quote(op.name))
+        if op.name in index_names(target) or taken:
             raise SpecError(
                 f"operations.{i}.name",
-                f"table {target.table!r} has an index {op.name!r} already: a rollback would drop it",
+                f"an index named {op.name!r} exists already (on {target.table!r}, or elsewhere where the engine "
+                "does not scope index names per table): the build would skip it and a rollback drop it",
             )
     elif isinstance(op, AddCheck):
         if op.name in check_names(target):

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 import yaml
-from conftest import create_orders, make_spec
+from conftest import ENGINES, create_orders, make_spec
 
 from shiftover.control.store import ControlStore
 from shiftover.errors import SpecError
@@ -245,15 +245,23 @@ def test_the_preflight_checks_columns_names_and_expressions(
     assert caught.value.field == f"operations.1.{field}" and says in caught.value.problem, caught.value
 
 
-def test_an_existing_index_name_is_refused(database_url: Callable[[str], str]) -> None:
-    url = database_url("postgres")
+@pytest.mark.parametrize("kind", ENGINES)
+@pytest.mark.parametrize("on_table", ["orders", "other"])
+def test_an_existing_index_name_is_refused(kind: str, on_table: str, database_url: Callable[[str], str]) -> None:
+    """Also on another table where the engine's index names are not per table (PostgreSQL: the
+    schema's; SQLite: the database's): IF NOT EXISTS would skip the build and a rollback drop it."""
+    url = database_url(kind)
     engine = create_orders(url, rows=10)
     with engine.begin() as conn:
-        conn.execute(sa.text("CREATE INDEX ix_note ON orders (note)"))
+        conn.execute(sa.text("CREATE TABLE other (id int PRIMARY KEY, note varchar(10))"))
+        conn.execute(sa.text(f"CREATE INDEX ix_note ON {on_table} (note)"))
     spec = make_spec(url, operations=[{"op": "create_index", "name": "ix_note", "columns": ["amount"]}])
+    if kind == "mariadb" and on_table == "other":  # per-table names there: no clash
+        check_change(spec)
+        return
     with pytest.raises(SpecError) as caught:
         check_change(spec)
-    assert caught.value.field == "operations.0.name" and "has an index 'ix_note' already" in caught.value.problem
+    assert caught.value.field == "operations.0.name" and "index named 'ix_note' exists already" in caught.value.problem
 
 
 def test_the_plan_adds_a_constrain_stage_only_for_constraints() -> None:

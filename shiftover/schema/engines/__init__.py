@@ -79,6 +79,11 @@ class SchemaDialect:
     def drop_index(self, table: str, name: str, timeout_ms: int) -> str:
         return f"DROP INDEX IF EXISTS {name}"
 
+    def index_name_taken(self, conn: sa.Connection, table: str, name: str) -> bool:
+        """True when ``name`` is taken where the engine scopes index names beyond the table (then
+        ``CREATE INDEX IF NOT EXISTS`` would skip silently and a rollback drop someone else's)."""
+        return False
+
     def invalid_index_cleanup(self, conn: sa.Connection, table: str, name: str) -> list[str]:
         """Statements that remove a half-built index ``name`` left by a failed online build."""
         return []

@@ -53,6 +53,10 @@ class PostgresSchema(SchemaDialect):
     def drop_index(self, table: str, name: str, timeout_ms: int) -> str:
         return f"DROP INDEX CONCURRENTLY IF EXISTS {_beside(table, name)}"
 
+    def index_name_taken(self, conn: sa.Connection, table: str, name: str) -> bool:
+        found = conn.execute(sa.text("SELECT to_regclass(:i) IS NOT NULL"), {"i": _beside(table, name)}).scalar()
+        return bool(found)  # indexes share the schema's namespace with tables, views and sequences
+
     def invalid_index_cleanup(self, conn: sa.Connection, table: str, name: str) -> list[str]:
         invalid = conn.execute(
             sa.text("SELECT NOT indisvalid FROM pg_index WHERE indexrelid = to_regclass(:i)"),

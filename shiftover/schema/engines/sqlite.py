@@ -44,6 +44,10 @@ class SQLiteSchema(SchemaDialect):
     def online_refusal(self, op: str) -> str | None:
         return REFUSED.get(op)
 
+    def index_name_taken(self, conn: sa.Connection, table: str, name: str) -> bool:
+        found = conn.execute(sa.text("SELECT count(*) FROM sqlite_master WHERE name = :n"), {"n": name.strip('"')})
+        return bool(found.scalar())  # index names are database-wide
+
     def sync_install(self, pair: SyncPair) -> list[str]:
         new, old, up, down = f"NEW.{pair.new}", f"NEW.{pair.old}", pair.up_row, pair.down_row
         where = " AND ".join(f"{k} = NEW.{k}" for k in pair.key)
