@@ -163,7 +163,9 @@ def _check_foreign_key(
     missing = [c for c in op.ref_columns if c not in ref_columns]
     if missing:
         raise SpecError(f"operations.{i}.ref_columns", f"no column(s) {missing} in table {op.ref_table!r}")
-    if op.name in foreign_key_names(target) | index_names(target):
+    with target.engine.connect() as conn:
+        taken = schema_dialect(target.engine).foreign_key_name_taken(conn, op.name)
+    if op.name in foreign_key_names(target) | index_names(target) or taken:
         raise SpecError(f"operations.{i}.name", f"table {target.table!r} has a key or index {op.name!r} already")
     indexed = [tuple(ix["column_names"]) for ix in insp.get_indexes(target.table, schema=target.schema)]
     indexed += [tuple(pk) for pk in [insp.get_pk_constraint(target.table, schema=target.schema)["constrained_columns"]]]

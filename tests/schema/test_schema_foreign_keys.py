@@ -109,3 +109,20 @@ def test_the_preflight_refuses_what_cannot_work(
     with pytest.raises(SpecError) as caught:
         check_change(spec)
     assert caught.value.field == field and says in caught.value.problem, caught.value
+
+
+def test_mariadb_refuses_a_key_name_another_table_uses(database_url: Callable[[str], str]) -> None:
+    """MariaDB's foreign key names are database-wide (10.11 answers 1823 to a second one)."""
+    url = database_url("mariadb")
+    engine = with_customers(url, rows=10)
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE returns (id int PRIMARY KEY, customer_id int, KEY (customer_id))"))
+        conn.execute(
+            sa.text(
+                "ALTER TABLE returns ADD CONSTRAINT fk_orders_customer "
+                "FOREIGN KEY (customer_id) REFERENCES customers (id)"
+            )
+        )
+    with pytest.raises(SpecError) as caught:
+        check_change(make_spec(url, operations=[INDEX, FK]))
+    assert caught.value.field == "operations.1.name" and "already" in caught.value.problem, caught.value

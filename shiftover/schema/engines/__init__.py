@@ -112,6 +112,11 @@ class SchemaDialect:
         """Steps adding foreign key ``name``; existing rows are checked by the caller too."""
         raise NotImplementedError
 
+    def foreign_key_name_taken(self, conn: sa.Connection, name: str) -> bool:
+        """True when ``name`` is taken by a foreign key of another table, where the engine scopes
+        foreign key names beyond the table."""
+        return False
+
     def drop_foreign_key(self, table: str, name: str, timeout_ms: int) -> str:
         return f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {name}"
 

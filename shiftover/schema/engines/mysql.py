@@ -109,6 +109,16 @@ class MySQLSchema(SchemaDialect):
             ]
         ]
 
+    def foreign_key_name_taken(self, conn: sa.Connection, name: str) -> bool:
+        found = conn.execute(
+            sa.text(
+                "SELECT count(*) FROM information_schema.referential_constraints "
+                "WHERE constraint_schema = database() AND constraint_name = :n"
+            ),
+            {"n": name},
+        ).scalar()
+        return bool(found)  # database-wide: 10.11 answers 1823 to a second one
+
     def drop_foreign_key(self, table: str, name: str, timeout_ms: int) -> str:
         wait = f"WAIT {timeout_ms / 1000:g}"
         return f"ALTER TABLE {table} {wait} DROP FOREIGN KEY IF EXISTS {name}, ALGORITHM=INPLACE, LOCK=NONE"
