@@ -15,8 +15,9 @@ on 2M rows, 121 ms writer wait). NOT NULL: ``MODIFY`` with the column's own defi
 rebuild, writers go on; strict ``sql_mode`` makes a NULL row fail it with 1265, so they are counted
 first). Its end needs the exclusive metadata lock while it applies the writes made meanwhile: under
 a steady writer to an indexed column it hit the 500 ms ``WAIT`` again and again (measured at 300k
-rows: 6 time-outs and 7.7 s in one run, 27 time-outs and 102 s in another on a loaded machine; one
-attempt of 1.0 s with a 3 s timeout or without that index), so budget attempts for it. CHECK: refused, since MariaDB adds one only with ``ALGORITHM=COPY`` (10.11 answers 1845 to
+rows on a loaded machine: 6 time-outs and 7.7 s in one run, 27 time-outs and 102 s in another, 288 s
+in a third; one attempt of 1.0 s with a 3 s bound, or without that index), so budget attempts for
+it. CHECK: refused, since MariaDB adds one only with ``ALGORITHM=COPY`` (10.11 answers 1845 to
 INPLACE and to NOCOPY), which blocks every writer while it copies the table. Foreign key: INPLACE
 only with ``foreign_key_checks`` off for the ALTER (10.11 answers 1846 otherwise, "Adding foreign
 keys needs foreign_key_checks=OFF"), so existing rows are not checked by the server: the caller
