@@ -126,3 +126,31 @@ def test_mariadb_refuses_a_key_name_another_table_uses(database_url: Callable[[s
     with pytest.raises(SpecError) as caught:
         check_change(make_spec(url, operations=[INDEX, FK]))
     assert caught.value.field == "operations.1.name" and "already" in caught.value.problem, caught.value
+
+
+def test_mariadb_finds_orphans_written_while_the_key_was_added_and_takes_it_back(
+    database_url: Callable[[str], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MariaDB adds the key with its check of existing rows off: an orphan written between the first
+    count and the ALTER is found by the count after, and the key is dropped again. The race is made
+    certain by letting the first count miss the orphan."""
+    import shiftover.schema.constraints as constraints
+
+    url = database_url("mariadb")
+    engine = with_customers(url, rows=100)
+    spec = make_spec(url, operations=[INDEX, FK])
+    target = Target.of(engine, spec)
+    build_indexes(target, spec)
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE orders SET customer_id = 999 WHERE id = 42"))
+    real, calls = constraints.violations, []
+
+    def first_count_misses(*args: object, **kwargs: object) -> ConstraintViolationError | None:
+        calls.append(args[2])
+        return None if len(calls) == 1 else real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(constraints, "violations", first_count_misses)
+    with pytest.raises(ConstraintViolationError) as caught:
+        enforce_constraints(target, spec)
+    assert len(calls) == 2 and caught.value.keys == ((42,),) and "written while it was being added" in str(caught.value)
+    assert foreign_keys(engine) == []  # taken back
