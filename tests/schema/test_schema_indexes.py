@@ -223,3 +223,46 @@ def test_an_index_only_change_runs_through_the_plan_and_rolls_back(
     assert {"ix_orders_note", "ux_orders_note_id"} <= set(indexes_of(engine))
     rollback_schema_change(spec, control_store, "tester")
     assert snapshot_table(engine, "orders", ("id",)) == before
+
+
+def test_postgres_in_a_named_schema(database_url: Callable[[str], str]) -> None:
+    """The index lives in its table's schema (to find an INVALID one and drop it, the name is
+    qualified by that schema); a CHECK, a NOT NULL and a foreign key there too; rollback exact."""
+    url = database_url("postgres")
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE SCHEMA shop"))
+        conn.execute(sa.text("CREATE TABLE shop.customers (id int PRIMARY KEY)"))
+        conn.execute(sa.text("INSERT INTO shop.customers SELECT generate_series(1, 10)"))
+        conn.execute(sa.text("CREATE TABLE shop.orders (id int PRIMARY KEY, amount numeric(12,2), note text, cid int)"))
+        conn.execute(
+            sa.text("INSERT INTO shop.orders SELECT i, i, 'n' || i, 1 + i % 10 FROM generate_series(1, 500) i")
+        )
+        conn.execute(sa.text("CREATE TABLE public.orders (id int PRIMARY KEY)"))  # same name, other schema
+    ops = [
+        {"op": "create_index", "name": "ix_orders_note", "columns": ["note"]},
+        {"op": "add_check", "name": "ck_amount", "expression": "amount >= 0"},
+        {"op": "set_not_null", "column": "amount"},
+        {
+            "op": "add_foreign_key",
+            "name": "fk_cid",
+            "columns": ["cid"],
+            "ref_table": "customers",
+            "ref_columns": ["id"],
+        },
+    ]
+    spec = make_spec(url, operations=ops, database={"url": url, "table": "orders", "schema": "shop"})
+    from shiftover.schema.constraints import enforce_constraints
+    from shiftover.schema.preflight import check_change
+
+    target = check_change(spec)
+    before = snapshot_table(engine, "orders", ("id",), schema="shop")
+    build_indexes(target, spec)
+    enforce_constraints(target, spec)
+    insp = sa.inspect(engine)
+    assert [i["name"] for i in insp.get_indexes("orders", schema="shop")] == ["ix_orders_note"]
+    assert [f["name"] for f in insp.get_foreign_keys("orders", schema="shop")] == ["fk_cid"]
+    assert insp.get_indexes("orders") == [] and insp.get_foreign_keys("orders") == []  # public.orders untouched
+    rollback_expansion(target, spec)
+    assert snapshot_table(engine, "orders", ("id",), schema="shop") == before
+    engine.dispose()
