@@ -310,3 +310,25 @@ def test_a_run_through_constrain_then_a_rollback_leaves_the_table_as_it_was(
     }
     rollback_schema_change(spec, control_store, "tester")
     assert snapshot_table(engine, "orders", ("id",)) == before
+
+
+def test_a_run_refused_at_constrain_resumes_there_once_the_rows_are_fixed(
+    database_url: Callable[[str], str], control_store: ControlStore, tmp_path: Path
+) -> None:
+    url = database_url("postgres")
+    engine = create_orders(url, rows=500)  # row 7's amount is NULL
+    spec = make_spec(url, operations=[NOT_NULL, CHECK])
+    path = tmp_path / "change.yaml"
+    path.write_text(yaml.safe_dump(spec.model_dump(mode="json", by_alias=True)))
+    control, options = str(control_store.engine.url), RunOptions(auto_approve=True)
+    with pytest.raises(ConstraintViolationError) as caught:
+        run_schema_change(str(path), control, options, stop_after="constrain")
+    assert caught.value.keys == ((7,),)
+    state = read_state(control_store, spec.name)
+    assert state.phase is Phase.VALIDATED and "constrain" not in state.completed
+    assert nullable(engine, "amount") and checks(engine) == set()
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE orders SET amount = 0 WHERE id = 7"))
+    report = run_schema_change(str(path), control, options, stop_after="constrain")
+    assert report["ran"] == ["constrain"]
+    assert not nullable(engine, "amount") and checks(engine) == {"ck_orders_amount"}
