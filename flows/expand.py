@@ -4,8 +4,11 @@ The plan (``shiftover.schema.plan``) is a list of typed stages; ``evaluate`` wal
 walks a table move's: a done stage is skipped, an approval pauses the run (``stop_sync`` and
 ``drop_old_columns``, both irreversible), and each stage is recorded done with its phase in one
 transaction fenced by the run's lease. The runners below only call the plain functions of
-``shiftover.schema`` with the run's engines. ``rollback_schema_change`` undoes everything before
-contract: flags back to the old columns, triggers and new columns dropped, ``rolled_back`` entered.
+``shiftover.schema`` with the run's engines (expand also builds the spec's indexes; ``constrain``,
+present when the spec adds CHECKs, NOT NULLs or foreign keys, enforces them after validate).
+``rollback_schema_change`` undoes everything before contract: flags back to the old columns,
+constraints (once the run reached ``validated``), indexes, triggers and new columns dropped, a
+renamed table renamed back, ``rolled_back`` entered.
 """
 
 from __future__ import annotations
