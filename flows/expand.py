@@ -4,8 +4,11 @@ The plan (``shiftover.schema.plan``) is a list of typed stages; ``evaluate`` wal
 walks a table move's: a done stage is skipped, an approval pauses the run (``stop_sync`` and
 ``drop_old_columns``, both irreversible), and each stage is recorded done with its phase in one
 transaction fenced by the run's lease. The runners below only call the plain functions of
-``shiftover.schema`` with the run's engines. ``rollback_schema_change`` undoes everything before
-contract: flags back to the old columns, triggers and new columns dropped, ``rolled_back`` entered.
+``shiftover.schema`` with the run's engines (expand also builds the spec's indexes; ``constrain``,
+present when the spec adds CHECKs, NOT NULLs or foreign keys, enforces them after validate).
+``rollback_schema_change`` undoes everything before contract: flags back to the old columns,
+constraints (once the run reached ``validated``), indexes, triggers and new columns dropped, a
+renamed table renamed back, ``rolled_back`` entered.
 """
 
 from __future__ import annotations
@@ -23,15 +26,24 @@ from shiftover.flows.context import LeasedRun, RunOptions, leased
 from shiftover.flows.credentials import admit_control_url
 from shiftover.flows.evaluate import Outcome, StageRunner, evaluate
 from shiftover.flows.runtime import actor
-from shiftover.phases import Phase
+from shiftover.phases import Phase, is_at_least
 from shiftover.plan import MigrationState, Plan, Stage, read_state
 from shiftover.rollback import fence_off
 from shiftover.schema.backfill import backfill_columns, checkpoint_name
 from shiftover.schema.change import SchemaChange, open_schema_change
-from shiftover.schema.columns import drop_old_columns, expand, install_sync, remove_sync, rollback_expansion
+from shiftover.schema.columns import (
+    drop_old_columns,
+    expand,
+    install_sync,
+    remove_sync,
+    rename_table,
+    rollback_expansion,
+)
+from shiftover.schema.constraints import build_indexes, enforce_constraints
 from shiftover.schema.errors import ContractRefusedError
 from shiftover.schema.plan import (
     BackfillColumnsStage,
+    ConstrainStage,
     DropOldColumnsStage,
     ExpandColumnsStage,
     StopSyncStage,
@@ -51,8 +63,12 @@ SchemaRunContext = LeasedRun[SchemaChange]
 
 # -- runners: each calls one plain function with the run's engines ---------------------------------
 def run_expand(ctx: SchemaRunContext, stage: Stage) -> Outcome:
-    report = expand(ctx.migration.target, ctx.migration.spec)
-    return Outcome(True, f"{report.statements} column(s) added, {report.lock_timeouts} lock timeout(s)", vars(report))
+    report = rename_table(ctx.migration.target, ctx.migration.spec, expand(ctx.migration.target, ctx.migration.spec))
+    added = report.statements
+    report = build_indexes(ctx.migration.target, ctx.migration.spec, report)
+    built = report.statements - added
+    reason = f"{added} column/table statement(s), {built} index statement(s), {report.lock_timeouts} lock timeout(s)"
+    return Outcome(True, reason, vars(report))
 
 
 def run_sync(ctx: SchemaRunContext, stage: Stage) -> Outcome:
@@ -75,6 +91,12 @@ def run_validate(ctx: SchemaRunContext, stage: Stage) -> Outcome:
     ctx.store.audit(ctx.name, ctx.actor, "schema_validation", detail)
     report.require()  # a mismatch stops the run here, with the keys and the query
     return Outcome(True, "; ".join(f"{c.what}: {c.rows_checked} rows, 0 mismatches" for c in report.checks), detail)
+
+
+def run_constrain(ctx: SchemaRunContext, stage: Stage) -> Outcome:
+    report = enforce_constraints(ctx.migration.target, ctx.migration.spec)
+    done = len(ctx.migration.spec.constraints)
+    return Outcome(True, f"{done} constraint(s) enforced, {report.lock_timeouts} lock timeout(s)", vars(report))
 
 
 def run_switch(ctx: SchemaRunContext, stage: Stage) -> Outcome:
@@ -102,6 +124,7 @@ SCHEMA_RUNNERS: Mapping[type[Stage], StageRunner[SchemaRunContext]] = {
     SyncColumnsStage: StageRunner(run_sync),
     BackfillColumnsStage: StageRunner(run_backfill),
     ValidateColumnsStage: StageRunner(run_validate),
+    ConstrainStage: StageRunner(run_constrain),
     SwitchColumnsStage: StageRunner(run_switch),
     StopSyncStage: StageRunner(run_stop_sync),
     DropOldColumnsStage: StageRunner(run_drop_old),
@@ -154,7 +177,8 @@ def rollback_schema_change(
     change = open_schema_change(spec, store)
     for flag in ("writes", "reads"):
         set_flag(store.engine, flag_key(spec.name, flag), {"columns": "old"}, who, migration=spec.name)
-    report = rollback_expansion(change.target, spec)
+    # the constrain stage runs after validate: before that phase no NOT NULL of this change exists
+    report = rollback_expansion(change.target, spec, constrained=is_at_least(state.phase, Phase.VALIDATED))
     clear_plan(store.engine, checkpoint_name(spec))  # the new columns are gone: a restart backfills afresh
     store.audit(spec.name, who, "rollback", {"from": state.phase, "ddl": vars(report)})
     store.transition(spec.name, Phase.ROLLED_BACK, who, f"schema change rolled back before contract: {reason}")

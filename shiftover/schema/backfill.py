@@ -62,7 +62,10 @@ def backfill_columns(
     throttle: Throttle | None = None,
     time_budget_seconds: float | None = None,
 ) -> ColumnBackfillReport:
-    """Bring every row's new columns to ``up(old)``; resumes after the last saved batch."""
+    """Bring every row's new columns to ``up(old)``; resumes after the last saved batch. A spec with
+    no column to fill (indexes, constraints, drops only) has nothing to do."""
+    if not spec.changes:
+        return ColumnBackfillReport(True, 0, 0, 0.0, None)
     throttle = throttle or make_throttle(spec, store_engine)
     table = sa.Table(target.table, sa.MetaData(), schema=target.schema, autoload_with=target.engine)
     name = checkpoint_name(spec)

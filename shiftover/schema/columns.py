@@ -2,8 +2,9 @@
 
 expand: new columns added nullable (instant on every engine here) -> sync: two-way triggers per
 old/new pair -> (backfill, validate: ``backfill.py``, ``validate.py``) -> contract: drop the
-triggers, then drop the old columns. Before contract, ``rollback_expansion`` drops the triggers and
-the new columns, leaving the table as it was. Every statement runs under ``locking.run_ddl``.
+triggers, then drop the old columns. Before contract, ``rollback_expansion`` drops the constraints
+and indexes (``constraints.py``), the triggers and the new columns, leaving the table as it was.
+Every statement runs under ``locking.run_ddl``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from shiftover.schema.constraints import drop_indexes, planned_constraint_ddl, remove_constraints
 from shiftover.schema.engines import SyncPair, over_row, schema_dialect
 from shiftover.schema.locking import DdlReport, run_ddl
 from shiftover.schema.spec import ChangeColumn, ExpandContractSpec
@@ -81,6 +83,27 @@ def expand(target: Target, spec: ExpandContractSpec, report: DdlReport | None = 
     return run_ddl(target.engine, statements, spec.lock, table=target.table, schema=target.schema, report=report)
 
 
+def tables_and_views(target: Target) -> tuple[set[str], set[str]]:
+    insp = sa.inspect(target.engine)
+    return set(insp.get_table_names(schema=target.schema)), set(insp.get_view_names(schema=target.schema))
+
+
+def renamed(target: Target, name: str) -> str:
+    return f"{target.quote(target.schema)}.{target.quote(name)}" if target.schema else target.quote(name)
+
+
+def rename_table(target: Target, spec: ExpandContractSpec, report: DdlReport | None = None) -> DdlReport:
+    """``rename_table``: the table renamed, a view of the old name in its place (skipped when done)."""
+    report = report or DdlReport()
+    tables, _ = tables_and_views(target)
+    if spec.rename is None or spec.rename.to in tables:
+        return report
+    dialect = schema_dialect(target.engine)
+    to = spec.rename.to
+    statements = dialect.rename_table(target.qualified, renamed(target, to), target.quote(to))
+    return run_ddl(target.engine, statements, spec.lock, table=target.table, schema=target.schema, report=report)
+
+
 def install_sync(target: Target, spec: ExpandContractSpec, report: DdlReport | None = None) -> DdlReport:
     """Two-way sync triggers for every changed column (idempotent)."""
     dialect = schema_dialect(target.engine)
@@ -98,15 +121,42 @@ def remove_sync(target: Target, spec: ExpandContractSpec, report: DdlReport | No
 
 
 def drop_old_columns(target: Target, spec: ExpandContractSpec, report: DdlReport | None = None) -> DdlReport:
-    """Contract's last step: the old columns go (irreversible)."""
-    return _drop_columns(target, spec, [c.column for c in spec.changes], report)
+    """Contract's last step: the old columns go, and every ``drop_column``'s, and a renamed table's
+    view of its old name (irreversible)."""
+    if spec.rename is not None:
+        view = schema_dialect(target.engine).drop_view(target.qualified)
+        return run_ddl(target.engine, [view], spec.lock, table=spec.rename.to, schema=target.schema, report=report)
+    return _drop_columns(target, spec, dropped_columns(spec), report)
 
 
-def rollback_expansion(target: Target, spec: ExpandContractSpec, report: DdlReport | None = None) -> DdlReport:
-    """Before contract: drop the triggers, then the new columns; the old columns were kept in step
-    throughout, so the table is as it was, holding every write made through either column."""
+def dropped_columns(spec: ExpandContractSpec) -> list[str]:
+    """What contract drops: each changed column's old one, then each ``drop_column``'s."""
+    return [c.column for c in spec.changes] + [d.column for d in spec.drops]
+
+
+def rollback_expansion(
+    target: Target, spec: ExpandContractSpec, report: DdlReport | None = None, *, constrained: bool = True
+) -> DdlReport:
+    """Before contract: drop the constraints and indexes, the triggers, then the new columns; the old
+    columns were kept in step throughout, so the table is as it was, holding every write made through
+    either column. ``constrained``: the constrain stage may have run (its NOT NULLs are undone)."""
+    if spec.rename is not None:
+        return _unrename(target, spec, report)
+    if constrained:
+        report = remove_constraints(target, spec, report)
+    report = drop_indexes(target, spec, report)
     report = remove_sync(target, spec, report)
     return _drop_columns(target, spec, [name for name, _, _ in new_columns(spec)], report)
+
+
+def _unrename(target: Target, spec: ExpandContractSpec, report: DdlReport | None) -> DdlReport:
+    assert spec.rename is not None
+    tables, _ = tables_and_views(target)
+    if spec.rename.to not in tables or target.table in tables:
+        return report or DdlReport()  # never renamed (or renamed back already)
+    dialect = schema_dialect(target.engine)
+    statements = dialect.unrename_table(target.qualified, renamed(target, spec.rename.to), target.quote(target.table))
+    return run_ddl(target.engine, statements, spec.lock, table=spec.rename.to, schema=target.schema, report=report)
 
 
 def _drop_columns(target: Target, spec: ExpandContractSpec, names: list[str], report: DdlReport | None) -> DdlReport:
@@ -122,6 +172,16 @@ def planned_ddl(target: Target, spec: ExpandContractSpec) -> dict[str, list[str]
     """Every statement the change would run, by stage, read from the live table without changing it
     (``shiftover plan --ddl``): what the operator reviews before the triggers go live."""
     dialect = schema_dialect(target.engine)
+    if spec.rename is not None:
+        refusal = dialect.online_refusal("rename_table")
+        if refusal:
+            return {"expand": [f"-- rename_table refused: {refusal}"]}
+        to = spec.rename.to
+        return {
+            "expand": dialect.rename_table(target.qualified, renamed(target, to), target.quote(to)),
+            "drop_old_columns": [dialect.drop_view(target.qualified)],
+            "rollback": dialect.unrename_table(target.qualified, renamed(target, to), target.quote(target.table)),
+        }
     present = target.column_names()
     wanted = new_columns(spec)
     columns = present + [name for name, _, _ in wanted if name not in present]
@@ -130,12 +190,21 @@ def planned_ddl(target: Target, spec: ExpandContractSpec) -> dict[str, list[str]
     def drops(names: list[str]) -> list[str]:
         return [dialect.drop_column(target.qualified, target.quote(n), spec.lock.timeout_ms) for n in names]
 
+    extra = planned_constraint_ddl(target, spec)
+    undo_indexes = [
+        dialect.drop_index(target.qualified, target.quote(i.name), spec.lock.timeout_ms) for i in spec.indexes
+    ]
     return {
         "expand": [
             dialect.add_column(target.qualified, target.quote(n), t, d, spec.lock.timeout_ms) for n, t, d in wanted
-        ],
+        ]
+        + extra["indexes"],
         "sync": [s for p in pairs for s in dialect.sync_install(p)],
+        **({"constrain": extra["constrain"]} if spec.constraints else {}),
         "stop_sync": [s for p in pairs for s in dialect.sync_remove(p)],
-        "drop_old_columns": drops([c.column for c in spec.changes]),
-        "rollback": [s for p in pairs for s in dialect.sync_remove(p)] + drops([n for n, _, _ in wanted]),
+        "drop_old_columns": drops(dropped_columns(spec)),
+        "rollback": extra["undo"]
+        + undo_indexes
+        + [s for p in pairs for s in dialect.sync_remove(p)]
+        + drops([n for n, _, _ in wanted]),
     }

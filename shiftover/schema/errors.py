@@ -5,6 +5,8 @@ ShiftoverError
     ├── LockTimeoutError      a DDL statement never got its lock within the retries (statement, attempts,
     │                         what blocked it): nothing queued behind it for longer than one lock timeout
     ├── ColumnMismatchError   validation found rows whose new column is not ``up(old)`` (count, keys, query)
+    ├── ConstraintViolationError  rows that a CHECK, NOT NULL or unique index would refuse, found before
+    │                         any DDL (count, sample of keys or values, query)
     └── ContractRefusedError  a rollback or contract that would lose data or skip a step (why)
 """
 
@@ -40,6 +42,19 @@ class ColumnMismatchError(SchemaChangeError):
         self.keys = tuple(keys)
         self.query = query
         super().__init__(f"{what}: {count} row(s), first keys {list(self.keys)}; find them all with: {query}")
+
+
+class ConstraintViolationError(SchemaChangeError):
+    def __init__(self, what: str, count: int, sample: Sequence[Any], query: str, *, unit: str = "row(s)") -> None:
+        self.what = what
+        self.count = count
+        self.keys = tuple(sample)
+        self.query = query
+        shown = "first values" if unit != "row(s)" else "first keys"
+        super().__init__(
+            f"refused before any DDL: {what}: {count} {unit}, {shown} {list(self.keys)}; fix them and run again "
+            f"(list them all with: {query})"
+        )
 
 
 class ContractRefusedError(SchemaChangeError):

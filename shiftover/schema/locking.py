@@ -4,6 +4,12 @@ Each statement runs with its lock wait bounded (``SchemaDialect.begin_ddl``); wh
 hit the statement is abandoned (so whatever queued behind it proceeds), and retried after an
 exponential backoff with jitter. After the last attempt a ``LockTimeoutError`` names who held the
 lock. pgroll does the same on PostgreSQL (500 ms, backoff on 55P03).
+
+``outside_transaction`` runs each statement on its own autocommit connection with a session-level
+bound (``SchemaDialect.begin_session_ddl``): PostgreSQL's ``CREATE INDEX CONCURRENTLY`` refuses to
+run in a transaction. ``before`` is asked, on each attempt's connection, for statements to run first
+(a concurrent index build that failed or timed out leaves an INVALID index behind: it is dropped and
+built again).
 """
 
 from __future__ import annotations
@@ -40,16 +46,21 @@ def run_ddl(
     schema: str | None = None,
     report: DdlReport | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    outside_transaction: bool = False,
+    before: Callable[[sa.Connection], list[str]] | None = None,
 ) -> DdlReport:
     """Run ``statements`` each under the lock timeout, retried with backoff.
 
     On engines with transactional DDL the statements run together in one transaction (all or
-    none); elsewhere each is retried on its own, which is why every statement is idempotent."""
+    none); elsewhere each is retried on its own, which is why every statement is idempotent.
+    ``outside_transaction``: each statement alone, autocommitted (see the module's docstring)."""
     report = report or DdlReport()
     dialect = schema_dialect(engine)
-    groups = [list(statements)] if dialect.transactional_ddl else [[s] for s in statements]
+    together = dialect.transactional_ddl and not outside_transaction
+    groups = [list(statements)] if together else [[s] for s in statements]
     for group in groups:
-        _run_group(engine, group, lock, table, schema, report, sleep)
+        if group:
+            _run_group(engine, group, lock, table, schema, report, sleep, outside_transaction, before)
     return report
 
 
@@ -61,18 +72,23 @@ def _run_group(
     schema: str | None,
     report: DdlReport,
     sleep: Callable[[float], None],
+    outside_transaction: bool = False,
+    before: Callable[[sa.Connection], list[str]] | None = None,
 ) -> None:
     dialect = schema_dialect(engine)
     for attempt in range(1, lock.attempts + 1):
         try:
-            with engine.connect() as conn:
-                try:
-                    with conn.begin():
-                        dialect.begin_ddl(conn, lock.timeout_ms)
-                        for statement in group:
-                            conn.exec_driver_sql(statement)
-                finally:
-                    dialect.end_ddl(conn)
+            if outside_transaction:
+                _autocommitted(engine, group, lock, before)
+            else:
+                with engine.connect() as conn:
+                    try:
+                        with conn.begin():
+                            dialect.begin_ddl(conn, lock.timeout_ms)
+                            for statement in [*(before(conn) if before else []), *group]:
+                                conn.exec_driver_sql(statement)
+                    finally:
+                        dialect.end_ddl(conn)
             report.statements += len(group)
             report.attempts.append(attempt)
             return
@@ -87,6 +103,19 @@ def _run_group(
             pause = backoff_seconds(lock, attempt)
             report.backoff_seconds += pause
             sleep(pause)
+
+
+def _autocommitted(
+    engine: Engine, group: list[str], lock: LockSpec, before: Callable[[sa.Connection], list[str]] | None
+) -> None:
+    dialect = schema_dialect(engine)
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        try:
+            dialect.begin_session_ddl(conn, lock.timeout_ms)
+            for statement in [*(before(conn) if before else []), *group]:
+                conn.exec_driver_sql(statement)
+        finally:
+            dialect.end_session_ddl(conn)
 
 
 def backoff_seconds(lock: LockSpec, attempt: int) -> float:

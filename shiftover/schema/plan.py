@@ -1,7 +1,9 @@
 """An expand/contract spec becomes a plan: typed stages the one evaluator (``flows/evaluate``) runs.
 
-expand -> sync both ways -> backfill the column -> validate -> switch reads -> switch writes ->
-(approval) stop syncing -> (approval) drop the old columns. The lifecycle's phases are the table
+expand (new columns, then indexes built online) -> sync both ways -> backfill the column -> validate
+-> constrain (CHECKs and NOT NULLs, only when the spec has any) -> switch reads -> switch writes ->
+(approval) stop syncing -> (approval) drop the old columns. Why indexes go with expand and
+constraints after validate: ``shiftover.schema.constraints``. The lifecycle's phases are the table
 move's, reached in the same order (expand/contract keeps no archive: the last stage passes through
 ``archived`` on its way to ``decommissioned``). Every stage before ``stop_sync`` is undone by the
 schema change's rollback (``SchemaUndo``); the last two cannot be undone and ask a person first.
@@ -14,7 +16,8 @@ from typing import ClassVar
 
 from shiftover.phases import ORDER, Phase
 from shiftover.plan.stages import ApprovalPolicy, MigrationState, Plan, SchemaUndo, Stage
-from shiftover.schema.spec import ExpandContractSpec
+from shiftover.schema.columns import dropped_columns
+from shiftover.schema.spec import AddCheck, AddForeignKey, ConstraintOperation, ExpandContractSpec
 
 FLOW = "expand-contract"
 UNDO_EXPANSION = SchemaUndo("sync triggers and new columns dropped; the old columns hold every write")
@@ -58,6 +61,14 @@ class ValidateColumnsStage(SchemaStage):
 
 
 @dataclass(frozen=True)
+class ConstrainStage(SchemaStage):
+    """CHECKs and NOT NULLs, enforced on every write from here on; reaches ``validated`` again (it
+    follows validate), so it is done only once recorded or once reads switched."""
+
+    kind: ClassVar[str] = "constrain"
+
+
+@dataclass(frozen=True)
 class SwitchColumnsStage(SchemaStage):
     """Flip the flag applications read (``reads``) or write (``writes``) the columns by."""
 
@@ -80,6 +91,7 @@ SCHEMA_STAGE_TYPES: tuple[type[Stage], ...] = (
     SyncColumnsStage,
     BackfillColumnsStage,
     ValidateColumnsStage,
+    ConstrainStage,
     SwitchColumnsStage,
     StopSyncStage,
     DropOldColumnsStage,
@@ -97,12 +109,26 @@ def build_schema_plan(spec: ExpandContractSpec) -> Plan:
     pairs = ", ".join(f"{c.column} -> {c.to} ({c.type})" for c in spec.changes) or "(none)"
     added = ", ".join(f"{a.column} {a.type}" for a in spec.additions)
     olds = ", ".join(c.column for c in spec.changes) or "(none)"
+    dropped = ", ".join(dropped_columns(spec)) or "(none)"
+    renamed_to = (
+        f"; rename {table} to {spec.rename.to} and create a view named {table} over it (one transaction)"
+        if spec.rename
+        else ""
+    )
+    indexes = "; ".join(
+        f"build {'unique ' if i.unique else ''}index {i.name} ({', '.join(i.columns)}) online" for i in spec.indexes
+    )
+    checks = "; ".join(_describe(op) for op in spec.constraints)
     lock = f"each DDL waits at most {spec.lock.timeout_ms} ms for its lock, {spec.lock.attempts} attempts with backoff"
     stages: list[Stage] = [
         ExpandColumnsStage(
             "expand",
             Phase.PLANNED,
-            f"add to {table}, nullable: {pairs}" + (f"; add {added}" if added else "") + f"; {lock}",
+            f"add to {table}, nullable: {pairs}"
+            + (f"; add {added}" if added else "")
+            + (f"; {indexes}" if indexes else "")
+            + renamed_to
+            + f"; {lock}",
             UNDO_EXPANSION,
         ),
         SyncColumnsStage(
@@ -130,6 +156,19 @@ def build_schema_plan(spec: ExpandContractSpec) -> Plan:
             ),
             UNDO_EXPANSION,
         ),
+        *(
+            [
+                ConstrainStage(
+                    "constrain",
+                    Phase.VALIDATED,
+                    f"{checks}: violating rows counted first (refused with a sample of keys), then added "
+                    "without a long lock (NOT VALID, then VALIDATE where the engine has it)",
+                    SchemaUndo("constraints dropped, NOT NULL columns nullable again"),
+                )
+            ]
+            if spec.constraints
+            else []
+        ),
         SwitchColumnsStage(
             "switch_reads",
             Phase.READS_SWITCHED,
@@ -154,12 +193,20 @@ def build_schema_plan(spec: ExpandContractSpec) -> Plan:
         DropOldColumnsStage(
             "drop_old_columns",
             Phase.DECOMMISSIONED,
-            f"drop {olds} from {table}",
+            f"drop the view {table} (the old name)" if spec.rename else f"drop {dropped} from {table}",
             None,
             approval=ApprovalPolicy("the old columns are dropped for good"),
         ),
     ]
     return Plan(spec.name, tuple(stages))
+
+
+def _describe(op: ConstraintOperation) -> str:
+    if isinstance(op, AddCheck):
+        return f"check {op.name}: {op.expression}"
+    if isinstance(op, AddForeignKey):
+        return f"foreign key {op.name}: ({', '.join(op.columns)}) -> {op.ref_table} ({', '.join(op.ref_columns)})"
+    return f"{op.column} NOT NULL"
 
 
 def schema_plan_data(spec: ExpandContractSpec) -> dict[str, object]:

@@ -6,6 +6,11 @@ take it over, the sync overwrite it and a rollback drop it), and ``up``/``down``
 cannot resolve. The sync triggers evaluate those expressions on every application write, so one
 that fails there fails the application's writes: each is planned here (``WHERE 1 = 0``, never run)
 over the table's columns, the new ones as NULLs of their declared type.
+
+Indexes and constraints: an index's columns must exist (or be added by this change) and its name
+be new; a CHECK's expression is planned the same way and its name must be new; a NOT NULL column
+must exist (or be added) and be nullable now (a rollback makes it nullable again). An operation the
+engine cannot do online (``SchemaDialect.online_refusal``) is refused here, saying what would block.
 """
 
 from __future__ import annotations
@@ -16,8 +21,21 @@ from shiftover.connect import get_engine
 from shiftover.errors import SpecError
 from shiftover.preflight import check_unique_key, inspect_endpoint, table_columns
 from shiftover.schema.columns import Target
+from shiftover.schema.constraints import check_names, foreign_key_names, index_names, is_nullable
 from shiftover.schema.engines import schema_dialect
-from shiftover.schema.spec import AddColumn, ChangeColumn, ExpandContractSpec, Operation
+from shiftover.schema.spec import (
+    AddCheck,
+    AddColumn,
+    AddForeignKey,
+    ChangeColumn,
+    ColumnOperation,
+    CreateIndex,
+    DropColumn,
+    ExpandContractSpec,
+    Operation,
+    RenameTable,
+    SetNotNull,
+)
 
 
 def open_checked_table(spec: ExpandContractSpec) -> tuple[Target, list[str]]:
@@ -34,16 +52,134 @@ def open_checked_table(spec: ExpandContractSpec) -> tuple[Target, list[str]]:
 def check_change(spec: ExpandContractSpec) -> Target:
     """Everything ``open_checked_table`` checks, then each operation's columns, types and SQL."""
     target, present = open_checked_table(spec)
-    new_columns = [_check_columns(target, i, op, present) for i, op in enumerate(spec.operations)]
+    new_columns = [
+        _check_columns(target, i, op, present)
+        for i, op in enumerate(spec.operations)
+        if isinstance(op, ColumnOperation)
+    ]
     row = _row_with(target, present, new_columns)
+    after = present + [name for name, _ in new_columns]
     for i, op in enumerate(spec.operations):
         if isinstance(op, ChangeColumn):  # a rename's expressions are its column names, checked above
             _plan(target, f"operations.{i}.up", f"SELECT ({op.up}) FROM ({row}) so_row WHERE 1 = 0")
             _plan(target, f"operations.{i}.down", f"SELECT ({op.down}) FROM ({row}) so_row WHERE 1 = 0")
+        elif not isinstance(op, ColumnOperation):
+            _check_constraint(target, i, op, present, after, row, [ix.columns for ix in spec.indexes])
     return target
 
 
-def _check_columns(target: Target, i: int, op: Operation, present: list[str]) -> tuple[str, str]:
+def _check_constraint(
+    target: Target,
+    i: int,
+    op: Operation,
+    present: list[str],
+    after: list[str],
+    row: str,
+    spec_indexes: list[tuple[str, ...]],
+) -> None:
+    """An index's or constraint's columns, name and expression, and whether the engine can add it online."""
+    if isinstance(op, DropColumn):
+        _check_drop(target, i, op, present)
+        return
+    refusal = schema_dialect(target.engine).online_refusal(op.op)
+    if refusal:
+        raise SpecError(f"operations.{i}.op", f"{op.op} is refused on this engine: {refusal}")
+    if isinstance(op, RenameTable):
+        insp = sa.inspect(target.engine)
+        names = set(insp.get_table_names(schema=target.schema)) | set(insp.get_view_names(schema=target.schema))
+        if op.to in names:
+            raise SpecError(f"operations.{i}.to", f"a table or view named {op.to!r} exists already")
+    elif isinstance(op, CreateIndex):
+        missing = [c for c in op.columns if c not in after]
+        if missing:
+            raise SpecError(
+                f"operations.{i}.columns", f"no column(s) {missing} in table {target.table!r} (its columns: {after})"
+            )
+        with target.engine.connect() as conn:
+            taken = schema_dialect(target.engine).index_name_taken(conn, target.qualified, target.quote(op.name))
+        if op.name in index_names(target) or taken:
+            raise SpecError(
+                f"operations.{i}.name",
+                f"an index named {op.name!r} exists already (on {target.table!r}, or elsewhere where the engine "
+                "does not scope index names per table): the build would skip it and a rollback drop it",
+            )
+    elif isinstance(op, AddCheck):
+        if op.name in check_names(target):
+            raise SpecError(f"operations.{i}.name", f"table {target.table!r} has a constraint {op.name!r} already")
+        _plan(
+            target,
+            f"operations.{i}.expression",
+            f"SELECT count(*) FROM ({row}) so_row WHERE NOT ({op.expression}) AND 1 = 0",
+        )
+    elif isinstance(op, AddForeignKey):
+        _check_foreign_key(target, i, op, after, spec_indexes)
+    elif isinstance(op, SetNotNull):
+        if op.column not in after:
+            raise SpecError(
+                f"operations.{i}.column", f"no column {op.column!r} in table {target.table!r} (its columns: {after})"
+            )
+        if op.column in present and not is_nullable(target, op.column):
+            raise SpecError(
+                f"operations.{i}.column",
+                f"column {op.column!r} is NOT NULL already (a rollback would make it nullable)",
+            )
+
+
+def _check_drop(target: Target, i: int, op: DropColumn, present: list[str]) -> None:
+    """The column is there and no index or foreign key uses it (dropping it would change those too:
+    PostgreSQL drops them with it, SQLite refuses, MariaDB rebuilds the index)."""
+    if op.column not in present:
+        raise SpecError(f"operations.{i}.column", f"no column {op.column!r} in table {target.table!r}")
+    insp = sa.inspect(target.engine)
+    users = [
+        str(ix["name"])
+        for ix in insp.get_indexes(target.table, schema=target.schema)
+        if op.column in ix["column_names"]
+    ]
+    users += [
+        str(f["name"])
+        for f in insp.get_foreign_keys(target.table, schema=target.schema)
+        if op.column in f["constrained_columns"]
+    ]
+    if users:
+        raise SpecError(
+            f"operations.{i}.column",
+            f"column {op.column!r} is used by {users}: dropping it would drop or rebuild those too; drop them first",
+        )
+
+
+def _check_foreign_key(
+    target: Target, i: int, op: AddForeignKey, after: list[str], spec_indexes: list[tuple[str, ...]]
+) -> None:
+    """Its columns exist (or are added), the referenced table and columns exist, its name is new,
+    and, where the engine needs one, an index leads with its columns (existing or in this spec)."""
+    missing = [c for c in op.columns if c not in after]
+    if missing:
+        raise SpecError(f"operations.{i}.columns", f"no column(s) {missing} in table {target.table!r}")
+    insp = sa.inspect(target.engine)
+    if not insp.has_table(op.ref_table, schema=target.schema):
+        raise SpecError(f"operations.{i}.ref_table", f"no table {op.ref_table!r}")
+    ref_columns = [c["name"] for c in insp.get_columns(op.ref_table, schema=target.schema)]
+    missing = [c for c in op.ref_columns if c not in ref_columns]
+    if missing:
+        raise SpecError(f"operations.{i}.ref_columns", f"no column(s) {missing} in table {op.ref_table!r}")
+    with target.engine.connect() as conn:
+        taken = schema_dialect(target.engine).foreign_key_name_taken(conn, op.name)
+    if op.name in foreign_key_names(target) | index_names(target) or taken:
+        raise SpecError(f"operations.{i}.name", f"table {target.table!r} has a key or index {op.name!r} already")
+    indexed = [tuple(ix["column_names"]) for ix in insp.get_indexes(target.table, schema=target.schema)]
+    indexed += [tuple(pk) for pk in [insp.get_pk_constraint(target.table, schema=target.schema)["constrained_columns"]]]
+    leads = any(tuple(cols[: len(op.columns)]) == op.columns for cols in indexed + spec_indexes)
+    if schema_dialect(target.engine).foreign_key_needs_index and not leads:
+        raise SpecError(
+            f"operations.{i}.columns",
+            f"no index leads with ({', '.join(op.columns)}): this engine's ALTER would build one as part of the "
+            "foreign key (and keep it after a rollback). Add a create_index on those columns to the spec: it is "
+            "built online in the expand stage, before the constrain stage adds the key",
+        )
+
+
+def _check_columns(target: Target, i: int, op: ColumnOperation, present: list[str]) -> tuple[str, str]:
     """Operation ``i``'s old column is there, its new one is not, its type (and default) parse;
     returns the new column's name and type."""
     table, dialect = target.table, schema_dialect(target.engine)

@@ -16,6 +16,8 @@ class TableSnapshot:
     indexes: tuple[tuple[str, tuple[str, ...], bool], ...]
     triggers: tuple[str, ...]
     rows: tuple[tuple[Any, ...], ...]  # every row, in key order
+    checks: tuple[tuple[str, str], ...] = ()  # CHECK constraints: name, SQL text
+    foreign_keys: tuple[tuple[str, tuple[str, ...], str, tuple[str, ...]], ...] = ()
 
 
 def snapshot_table(engine: Engine, table: str, key: tuple[str, ...], schema: str | None = None) -> TableSnapshot:
@@ -32,11 +34,20 @@ def snapshot_table(engine: Engine, table: str, key: tuple[str, ...], schema: str
             for i in insp.get_indexes(table, schema=schema)
         )
     )
+    checks = tuple(
+        sorted((str(c["name"]), str(c["sqltext"])) for c in insp.get_check_constraints(table, schema=schema))
+    )
+    foreign_keys = tuple(
+        sorted(
+            (str(f["name"]), tuple(f["constrained_columns"]), str(f["referred_table"]), tuple(f["referred_columns"]))
+            for f in insp.get_foreign_keys(table, schema=schema)
+        )
+    )
     t = sa.Table(table, sa.MetaData(), schema=schema, autoload_with=engine)
     with engine.connect() as conn:
         rows = tuple(tuple(r) for r in conn.execute(sa.select(t).order_by(*(t.c[k] for k in key))))
         triggers = tuple(_trigger_names(conn, table))
-    return TableSnapshot(columns, pk, indexes, triggers, rows)
+    return TableSnapshot(columns, pk, indexes, triggers, rows, checks, foreign_keys)
 
 
 def _trigger_names(conn: sa.Connection, table: str) -> list[str]:

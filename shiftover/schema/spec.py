@@ -3,6 +3,13 @@
 ``kind: expand_contract`` beside the table move's spec. Each operation that moves data has an ``up``
 (old -> new) and a ``down`` (new -> old) SQL expression in the table's own dialect, over the row's
 column names. Operations not supported yet are refused by name, naming the spec field.
+
+Besides the column operations, four operations change no data and move none: ``create_index``
+(built online in the expand stage, beside the new columns), ``add_check``, ``set_not_null`` and
+``add_foreign_key`` (enforced in the ``constrain`` stage, after the backfill and validation; see
+``shiftover.schema.constraints`` for why there). Each is undone by the rollback before contract.
+``drop_column`` runs only in the last contract step, after both approvals (irreversible);
+``rename_table`` renames in expand behind a view of the old name, dropped in that same last step.
 """
 
 from __future__ import annotations
@@ -20,13 +27,7 @@ KIND = "expand_contract"
 NOT_YET: dict[str, str] = {
     "split_column": "use one change_column per new column (each with its own up; down is not derivable)",
     "merge_columns": "change_column's up may read several columns, but its down cannot write two",
-    "set_not_null": "planned: CHECK (col IS NOT NULL) NOT VALID, VALIDATE, then SET NOT NULL",
-    "add_check": "planned: NOT VALID then VALIDATE (PostgreSQL); MariaDB can only add it with a copy",
-    "add_unique": "planned: a unique index built online first",
-    "add_foreign_key": "planned: NOT VALID then VALIDATE",
-    "drop_column": "a change_column's contract drops its old column",
-    "rename_table": "planned",
-    "create_index": "planned: CREATE INDEX CONCURRENTLY / ALGORITHM=INPLACE, LOCK=NONE",
+    "add_unique": "use create_index with unique: true (built online; duplicates are counted first)",
 }
 
 
@@ -85,7 +86,86 @@ class AddColumn(_Model):
     default: str | None = None  # a constant SQL literal, e.g. 0 or 'new'
 
 
-Operation = Annotated[ChangeColumn | RenameColumn | AddColumn, Field(discriminator="op")]
+class CreateIndex(_Model):
+    """An index over ``columns`` (existing or new ones), built without blocking writers where the
+    engine can (PostgreSQL ``CONCURRENTLY``, MariaDB ``ALGORITHM=INPLACE, LOCK=NONE``). ``unique``:
+    duplicates are counted first and refused with a sample of their values."""
+
+    op: Literal["create_index"]
+    name: Annotated[str, _NAME]
+    columns: Annotated[tuple[Annotated[str, _NAME], ...], Field(min_length=1)]
+    unique: bool = False
+
+
+class AddCheck(_Model):
+    """A CHECK constraint ``name`` with a SQL boolean ``expression`` over the row's columns. Rows that
+    violate it are counted first (the change is refused with their number and a sample of keys)."""
+
+    op: Literal["add_check"]
+    name: Annotated[str, _NAME]
+    expression: str
+
+
+class SetNotNull(_Model):
+    """``column`` (existing, or one this change adds) becomes NOT NULL; NULL rows are counted first."""
+
+    op: Literal["set_not_null"]
+    column: Annotated[str, _NAME]
+
+
+class AddForeignKey(_Model):
+    """A foreign key ``name`` from ``columns`` to ``ref_columns`` of ``ref_table`` (same database and
+    schema). Rows whose key has no referenced row (orphans) are counted first."""
+
+    op: Literal["add_foreign_key"]
+    name: Annotated[str, _NAME]
+    columns: Annotated[tuple[Annotated[str, _NAME], ...], Field(min_length=1)]
+    ref_table: Annotated[str, _NAME]
+    ref_columns: Annotated[tuple[Annotated[str, _NAME], ...], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _paired(self) -> AddForeignKey:
+        if len(self.columns) != len(self.ref_columns):
+            raise ValueError("`columns` and `ref_columns` must name as many columns")
+        return self
+
+
+class DropColumn(_Model):
+    """``column`` is dropped in the contract stage's last step, after both approvals: irreversible.
+    Until then the column stays, written as before (a rollback leaves it untouched)."""
+
+    op: Literal["drop_column"]
+    column: Annotated[str, _NAME]
+
+
+class RenameTable(_Model):
+    """The table is renamed ``to`` in the expand stage and a view with its old name takes its place,
+    so code using either name reads and writes the same rows; contract drops the view (after both
+    approvals), a rollback before that drops it and renames the table back. The only operation of
+    its spec (the others name the table)."""
+
+    op: Literal["rename_table"]
+    to: Annotated[str, _NAME]
+
+
+ColumnOperation = ChangeColumn | RenameColumn | AddColumn
+ConstraintOperation = AddCheck | SetNotNull | AddForeignKey
+Operation = Annotated[
+    ChangeColumn
+    | RenameColumn
+    | AddColumn
+    | CreateIndex
+    | AddCheck
+    | SetNotNull
+    | AddForeignKey
+    | DropColumn
+    | RenameTable,
+    Field(discriminator="op"),
+]
+SUPPORTED = (
+    "change_column, rename_column, add_column, create_index, add_check, set_not_null, add_foreign_key, "
+    "drop_column, rename_table"
+)
 
 
 class LockSpec(_Model):
@@ -116,14 +196,34 @@ class ExpandContractSpec(_Model):
     def _coherent(self) -> ExpandContractSpec:
         if not self.operations:
             raise ValueError("at least one operation is needed")
-        added = [op.to if not isinstance(op, AddColumn) else op.column for op in self.operations]
+        renames = [op for op in self.operations if isinstance(op, RenameTable)]
+        if renames and len(self.operations) > 1:
+            raise ValueError("rename_table must be its spec's only operation (the others name the table)")
+        if renames and renames[0].to == self.database.table:
+            raise ValueError("rename_table's `to` must differ from the table's name")
+        columns = [op for op in self.operations if isinstance(op, ColumnOperation)]
+        added = [op.to if not isinstance(op, AddColumn) else op.column for op in columns]
         if len(set(added)) != len(added):
             raise ValueError("two operations create the same column")
-        touched = [op.column for op in self.operations if not isinstance(op, AddColumn)]
+        named = [op.name for op in self.operations if isinstance(op, CreateIndex | AddCheck | AddForeignKey)]
+        if len(set(named)) != len(named):
+            raise ValueError("two operations create an index or constraint of the same name")
+        not_null = [op.column for op in self.operations if isinstance(op, SetNotNull)]
+        if len(set(not_null)) != len(not_null):
+            raise ValueError("two set_not_null operations name the same column")
+        touched = [op.column for op in columns if not isinstance(op, AddColumn)]
         if len(set(touched)) != len(touched):
             raise ValueError("two operations change the same column (their sync triggers would fight over it)")
         if any(k in touched for k in self.key):
             raise ValueError(f"key column(s) {[k for k in self.key if k in touched]} cannot be changed in place")
+        dropped = [op.column for op in self.drops]
+        used = set(touched) | set(added) | set(self.key) | set(not_null)
+        used |= {c for op in self.operations if isinstance(op, CreateIndex | AddForeignKey) for c in op.columns}
+        if len(set(dropped)) != len(dropped) or used & set(dropped):
+            raise ValueError(
+                f"drop_column names {sorted(used & set(dropped)) or 'a column twice'}: a dropped column can be no key, "
+                "changed, added, indexed or constrained by the same change"
+            )
         return self
 
     @property
@@ -132,12 +232,29 @@ class ExpandContractSpec(_Model):
         return tuple(
             op.as_change() if isinstance(op, RenameColumn) else op
             for op in self.operations
-            if not isinstance(op, AddColumn)
+            if isinstance(op, ChangeColumn | RenameColumn)
         )
 
     @property
     def additions(self) -> tuple[AddColumn, ...]:
         return tuple(op for op in self.operations if isinstance(op, AddColumn))
+
+    @property
+    def rename(self) -> RenameTable | None:
+        return next((op for op in self.operations if isinstance(op, RenameTable)), None)
+
+    @property
+    def drops(self) -> tuple[DropColumn, ...]:
+        return tuple(op for op in self.operations if isinstance(op, DropColumn))
+
+    @property
+    def indexes(self) -> tuple[CreateIndex, ...]:
+        return tuple(op for op in self.operations if isinstance(op, CreateIndex))
+
+    @property
+    def constraints(self) -> tuple[ConstraintOperation, ...]:
+        """The operations the ``constrain`` stage enforces, in spec order."""
+        return tuple(op for op in self.operations if isinstance(op, AddCheck | SetNotNull | AddForeignKey))
 
 
 def is_expand_contract(data: Any) -> bool:
@@ -161,8 +278,7 @@ def _field_error(exc: ValidationError) -> SpecError:
     (``operations.0.to``, not ``operations.0.change_column.to``) and an unknown ``op`` listed."""
     error, loc = spec_error(exc), [str(p) for p in exc.errors()[0]["loc"]]
     if exc.errors()[0]["type"] == "union_tag_invalid":
-        supported = "change_column, rename_column, add_column"
-        return SpecError(f"{error.field}.op", f"unknown operation; supported: {supported} ({error.problem})")
+        return SpecError(f"{error.field}.op", f"unknown operation; supported: {SUPPORTED} ({error.problem})")
     if len(loc) > 2 and loc[0] == "operations":
         return SpecError(".".join(loc[:2] + loc[3:]), error.problem)
     return error

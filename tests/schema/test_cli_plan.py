@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from shiftover.cli import app
@@ -29,11 +30,11 @@ def test_plan_prints_the_stages_that_run(monkeypatch) -> None:  # type: ignore[n
 
 def test_an_unsupported_operation_is_refused_by_its_field(tmp_path: Path) -> None:
     spec = tmp_path / "bad.yaml"
-    text = Path(EXAMPLE).read_text().replace("op: add_column", "op: set_not_null")
+    text = Path(EXAMPLE).read_text().replace("op: add_column", "op: split_column")
     spec.write_text(text)
     result = runner.invoke(app, ["plan", str(spec)])
     assert result.exit_code != 0
-    assert "spec field 'operations.1.op': operation 'set_not_null' is not supported yet" in result.output
+    assert "spec field 'operations.1.op': operation 'split_column' is not supported yet" in result.output
 
 
 def test_plan_ddl_prints_each_stage_statements_and_changes_nothing(monkeypatch, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -60,3 +61,51 @@ def test_plan_ddl_names_a_missing_table_by_its_field(tmp_path: Path) -> None:
     result = runner.invoke(app, ["plan", str(spec), "--ddl"])
     assert result.exit_code != 0
     assert "spec field 'database.table': no table 'orders'" in result.output
+
+
+@pytest.mark.parametrize(
+    ("example", "constrain"),
+    [
+        ("expand_create_index.yaml", False),
+        ("expand_add_check.yaml", True),
+        ("expand_set_not_null.yaml", True),
+        ("expand_add_foreign_key.yaml", True),
+        ("expand_drop_column.yaml", False),
+        ("expand_rename_table.yaml", False),
+    ],
+)
+def test_each_operation_example_plans(example: str, constrain: bool, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    path = str(Path(EXAMPLE).parent / example)
+    monkeypatch.setenv("SHIFTOVER_DATABASE_URL", "sqlite:///unused.db")
+    result = runner.invoke(app, ["plan", path, "--json"])
+    assert result.exit_code == 0, result.output
+    names = [s["name"] for s in json.loads(result.output)["stages"]]
+    assert ("constrain" in names) is constrain and names[0] == "expand"
+
+
+def test_plan_ddl_shows_the_online_statements_on_postgres(monkeypatch, database_url) -> None:  # type: ignore[no-untyped-def]
+    from conftest import create_orders
+
+    from shiftover.connect import dispose_engines
+
+    dispose_engines()  # engines are cached per ${reference}: an earlier test resolved it to SQLite
+    url = database_url("postgres")
+    create_orders(url, rows=5)
+    monkeypatch.setenv("SHIFTOVER_DATABASE_URL", url)
+    out = {}
+    for example in (
+        "expand_create_index.yaml",
+        "expand_add_check.yaml",
+        "expand_set_not_null.yaml",
+        "expand_rename_table.yaml",
+    ):
+        result = runner.invoke(app, ["plan", str(Path(EXAMPLE).parent / example), "--ddl"])
+        assert result.exit_code == 0, result.output
+        out[example] = result.output
+    assert "CREATE INDEX CONCURRENTLY IF NOT EXISTS ix_orders_note ON orders (note)" in out["expand_create_index.yaml"]
+    assert "DROP INDEX CONCURRENTLY IF EXISTS ix_orders_note" in out["expand_create_index.yaml"]
+    assert "CHECK (amount >= 0) NOT VALID" in out["expand_add_check.yaml"]
+    assert "VALIDATE CONSTRAINT ck_orders_amount_positive" in out["expand_add_check.yaml"]
+    assert "DROP CONSTRAINT IF EXISTS ck_orders_amount_positive" in out["expand_add_check.yaml"].split("-- rollback")[1]
+    assert "ALTER COLUMN amount SET NOT NULL" in out["expand_set_not_null.yaml"]
+    assert "CREATE VIEW orders AS SELECT * FROM purchases" in out["expand_rename_table.yaml"]

@@ -1,8 +1,10 @@
 """What a schema change needs from each engine, one module per engine (as ``shiftover/engines``).
 
 A ``SchemaDialect`` spells the DDL of an expand/contract step (add and drop a column, the two-way
-sync triggers), bounds each statement's wait for its lock, and says whether an error was that
-bound being hit (so the statement is retried after a backoff) and who held the lock.
+sync triggers, an index built online, a CHECK or NOT NULL added without a long lock), bounds each
+statement's wait for its lock, and says whether an error was that bound being hit (so the statement
+is retried after a backoff) and who held the lock. ``online_refusal`` names what an engine cannot
+do online and what would block if it did: the preflight refuses such an operation before any DDL.
 """
 
 from __future__ import annotations
@@ -62,6 +64,80 @@ class SchemaDialect:
 
     def drop_column(self, table: str, column: str, timeout_ms: int) -> str:
         return f"ALTER TABLE {table} DROP COLUMN {column}"
+
+    # -- indexes and constraints (table, column and constraint names quoted by the caller) --------
+    index_outside_transaction = False  # PostgreSQL: CREATE INDEX CONCURRENTLY refuses a transaction
+
+    def online_refusal(self, op: str) -> str | None:
+        """Why this engine cannot run operation ``op`` online (what would block), or None."""
+        return None
+
+    def create_index(self, table: str, name: str, columns: Sequence[str], unique: bool, timeout_ms: int) -> str:
+        unique_sql = "UNIQUE " if unique else ""
+        return f"CREATE {unique_sql}INDEX IF NOT EXISTS {name} ON {table} ({', '.join(columns)})"
+
+    def drop_index(self, table: str, name: str, timeout_ms: int) -> str:
+        return f"DROP INDEX IF EXISTS {name}"
+
+    def index_name_taken(self, conn: sa.Connection, table: str, name: str) -> bool:
+        """True when ``name`` is taken where the engine scopes index names beyond the table (then
+        ``CREATE INDEX IF NOT EXISTS`` would skip silently and a rollback drop someone else's)."""
+        return False
+
+    def invalid_index_cleanup(self, conn: sa.Connection, table: str, name: str) -> list[str]:
+        """Statements that remove a half-built index ``name`` left by a failed online build."""
+        return []
+
+    def add_check(self, table: str, name: str, expression: str, timeout_ms: int) -> list[list[str]]:
+        """Steps (each a list of statements run together) adding CHECK ``name``; the last validates it."""
+        raise NotImplementedError
+
+    def drop_check(self, table: str, name: str, timeout_ms: int) -> str:
+        return f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {name}"
+
+    def set_not_null(
+        self, conn: sa.Connection, table: str, column: str, helper: str, helper_exists: bool, timeout_ms: int
+    ) -> list[list[str]]:
+        """Steps making ``column`` NOT NULL; ``helper``: a CHECK name the engine may use on the way."""
+        raise NotImplementedError
+
+    def drop_not_null(self, conn: sa.Connection, table: str, column: str, helper: str, timeout_ms: int) -> list[str]:
+        raise NotImplementedError
+
+    foreign_key_needs_index = False  # MariaDB: else the ALTER builds one (left behind by a rollback)
+
+    def add_foreign_key(
+        self, table: str, name: str, columns: Sequence[str], ref_table: str, ref_columns: Sequence[str], timeout_ms: int
+    ) -> list[list[str]]:
+        """Steps adding foreign key ``name``; existing rows are checked by the caller too."""
+        raise NotImplementedError
+
+    def foreign_key_name_taken(self, conn: sa.Connection, name: str) -> bool:
+        """True when ``name`` is taken by a foreign key of another table, where the engine scopes
+        foreign key names beyond the table."""
+        return False
+
+    def drop_foreign_key(self, table: str, name: str, timeout_ms: int) -> str:
+        return f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {name}"
+
+    def rename_table(self, table: str, new_table: str, new_name: str) -> list[str]:
+        """Rename ``table`` (qualified) to ``new_name`` (``new_table`` qualified) and put a view of its
+        old name in its place, at once (one transaction)."""
+        raise NotImplementedError
+
+    def drop_view(self, view: str) -> str:
+        return f"DROP VIEW IF EXISTS {view}"
+
+    def unrename_table(self, table: str, new_table: str, old_name: str) -> list[str]:
+        """Undo ``rename_table``: the view goes, the table gets its old name back (one transaction)."""
+        raise NotImplementedError
+
+    def begin_session_ddl(self, conn: sa.Connection, timeout_ms: int) -> None:
+        """``begin_ddl`` for an autocommit connection (no transaction to scope the setting to)."""
+        self.begin_ddl(conn, timeout_ms)
+
+    def end_session_ddl(self, conn: sa.Connection) -> None:
+        self.end_ddl(conn)
 
     def sync_install(self, pair: SyncPair) -> list[str]:
         raise NotImplementedError
