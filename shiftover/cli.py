@@ -16,7 +16,7 @@ import logging
 import os
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -180,7 +180,7 @@ def demo(
         typer.echo(f"demo databases ready; spec: {spec_path}; control store: {control} (reset)")
         return
     try:
-        report = run_demo(rows=rows, workdir=workdir, requests_per_second=requests_per_second)
+        report = run_demo(rows=rows, workdir=workdir, requests_per_second=requests_per_second, watch=_terminal_bars)
     except ShiftoverError as exc:
         _fail(exc)
     typer.echo(report.render())
@@ -330,10 +330,8 @@ def run(
 
     _quiet_tracebacks()
 
-    console = _prefect_log_console()
-    bars = progress_for_run(console, loaded, control_url) if console is not None and console.is_terminal else None
     try:
-        with bars or nullcontext():
+        with _terminal_bars(loaded, control_url):
             result = migrate(
                 str(spec),
                 flow_control_url,
@@ -345,6 +343,14 @@ def run(
     except (ShiftoverError, ValueError) as exc:
         _fail(exc)
     typer.echo(json.dumps(result, indent=2, default=str))
+
+
+def _terminal_bars(spec: Any, control_url: str) -> AbstractContextManager[Any]:
+    """``progress_for_run`` when Prefect's console is a terminal (call it after Prefect is imported)."""
+    console = _prefect_log_console()
+    if console is None or not console.is_terminal:
+        return nullcontext()
+    return progress_for_run(console, spec, control_url)
 
 
 def _console_handlers() -> list[Any]:

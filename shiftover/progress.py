@@ -94,9 +94,10 @@ class _Rate(ProgressColumn):
     """'23,588 rows/s' from rich's own samples of the completed count (blank for the gates)."""
 
     def render(self, task: Task) -> Text:
-        if task.fields.get("unit") != "rows" or not task.speed:
+        speed = task.finished_speed or task.speed
+        if task.fields.get("unit") != "rows" or not speed:
             return Text("")
-        return Text(f"{task.speed:,.0f} rows/s", style="progress.data.speed")
+        return Text(f"{speed:,.0f} rows/s", style="progress.data.speed")
 
 
 class RunBars:
@@ -133,7 +134,9 @@ class RunBars:
             note = f"{p.backfill_segments_done}/{p.backfill_segments} segments"
             self.progress.update(self.backfill, completed=p.rows_copied, total=total, visible=True, note=note)
         if p.validate_gates_done or p.diff_segments:
-            note = f"checksum {p.diff_segments_done}/{p.diff_segments} segments" if p.diff_segments else ""
+            # the checksum's segments while the stage runs (later stages' checksums start diffs of their own)
+            running = p.validate_gates_done < (self.progress.tasks[self.validate].total or 0)
+            note = f"checksum {p.diff_segments_done}/{p.diff_segments} segments" if p.diff_segments and running else ""
             self.progress.update(self.validate, completed=p.validate_gates_done, visible=True, note=note)
 
     def completed(self, task: TaskID) -> tuple[float, float | None]:

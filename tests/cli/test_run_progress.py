@@ -88,3 +88,31 @@ def test_piped_run_prints_no_bars_or_control_characters(tmp_path: Path, prefect_
     for stream in (run.stdout, run.stderr):
         assert not [c for c in stream if ord(c) < 32 and c not in "\n\t"], stream[-2000:]
     assert "rows/s" not in run.stderr and "backfill of bars" in run.stderr  # the logs, without bars
+
+
+def test_the_demo_draws_the_same_bars_around_its_migration(tmp_path: Path, prefect_harness) -> None:  # type: ignore[no-untyped-def]
+    """`shiftover demo` (the README's first command) enters the CLI's bars around its migration run."""
+    from contextlib import contextmanager
+
+    from shiftover.cli import progress_for_run
+    from shiftover.demo.run import run_demo
+
+    console = Console(file=io.StringIO(), force_terminal=True, width=140, record=True)
+    entered: list[tuple[str, str]] = []
+    drawn = []
+
+    @contextmanager
+    def watch(spec, control_url):  # type: ignore[no-untyped-def]
+        entered.append((spec.name, control_url))
+        with progress_for_run(console, spec, control_url) as bars:
+            drawn.append(bars)
+            yield bars
+
+    report = run_demo(rows=300, workdir=tmp_path / "demo", requests_per_second=50, watch=watch)
+
+    assert report.final_differences == 0
+    assert entered == [("orders-v2", f"sqlite:///{(tmp_path / 'demo').resolve()}/control.db")]
+    copied, total = drawn[0].completed(drawn[0].backfill)
+    assert 0 < copied == total  # ends at what the checkpoints say was copied (the application inserts too)
+    assert drawn[0].completed(drawn[0].validate) == (3, 3)  # row_count, checksum, expectations
+    assert f"{int(copied):,} / {int(total):,} rows" in console.export_text()
