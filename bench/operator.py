@@ -13,7 +13,7 @@ story). Issue 12 asks for under 3 s to the first stage on a warm machine.
 
 Then it runs the README's first command's migration, ``shiftover demo`` (``--demo-rows``, 100k by
 default; 0 skips it), with a fresh Prefect home, and prints the seconds spent reaching each phase
-(from the demo's control store) and the whole command's.
+(from the demo's control store), each validate gate's (from its recorded result) and the whole command's.
 """
 
 from __future__ import annotations
@@ -92,11 +92,23 @@ def demo_stage_seconds(rows: int, env: dict[str, str]) -> dict[str, float]:
         rows_ = audit_rows(
             f"{tmp}/demo/control.db", "SELECT at, detail FROM so_audit_log WHERE action = 'phase' ORDER BY id"
         )
+        gates = audit_rows(
+            f"{tmp}/demo/control.db", "SELECT at, gate FROM so_gate_results WHERE stage = 'validate' ORDER BY id"
+        )
     seconds: dict[str, float] = {}
+    validate_began = None
     for (before, _), (after, detail) in itertools.pairwise(rows_):
         phase = json.loads(detail)["phase"] if isinstance(detail, str) else detail["phase"]
         spent = (datetime.fromisoformat(str(after)) - datetime.fromisoformat(str(before))).total_seconds()
         seconds[phase] = seconds.get(phase, 0.0) + spent
+        if phase == "backfilled":
+            validate_began = datetime.fromisoformat(str(after))
+    # the validate stage's gates, each from the end of the one before (the first from the stage's start)
+    for at, gate in gates:
+        ended = datetime.fromisoformat(str(at))
+        if validate_began is not None:
+            seconds[f"validate_gate_{gate}"] = (ended - validate_began).total_seconds()
+        validate_began = ended
     seconds["whole_command"] = total
     return seconds
 
@@ -138,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"project server / temporary server, to first stage: {ratio:.2f}x")
     stages = demo_stage_seconds(args.demo_rows, base) if args.demo_rows else {}
     for phase, seconds in stages.items():
-        print(f"demo ({args.demo_rows:,} rows): {phase:<20} {seconds:7.1f} s")
+        print(f"demo ({args.demo_rows:,} rows): {phase:<27} {seconds:7.1f} s")
     figures = {
         "first_stage_temporary_s": round(medians["temporary server"][0], 2),
         "first_stage_project_server_s": round(medians["project server"][0], 2),

@@ -52,7 +52,7 @@ def row_count_gate(ctx: GateContext, spec: GateSpec) -> GateResult:
     for application writes in flight while the counts are taken (see ``shiftover.checks.live``)."""
     migration, m = ctx.migration, ctx.migration.mapping
     tgt, band = around_source_counts(
-        migration, lambda _src: count_rows(migration.target, m.target_table_obj(migration.target))
+        migration, lambda _src: count_rows(migration.target, m.target_table_obj(migration.target)), lambda n: n
     )
     tolerated = int(spec.threshold or 0)
     passed = band.low - tolerated <= tgt <= band.high + tolerated
@@ -218,7 +218,9 @@ def expectations_gate(ctx: GateContext, spec: GateSpec) -> GateResult:
     suite = merge_suites(default_suite(m.target_key), stage_expectations(migration, ctx.stage))
     started = time.perf_counter()
     try:
-        outcomes, band = around_source_counts(migration, lambda source_rows: _run_suite(migration, suite, source_rows))
+        outcomes, band = around_source_counts(
+            migration, lambda source_rows: _run_suite(migration, suite, source_rows), counted_rows
+        )
     except DiffError as exc:
         return GateResult(gate="expectations", passed=False, summary=str(exc), markdown=str(exc))
     outcomes = [settle_row_count(o, band) for o in outcomes]
@@ -286,6 +288,14 @@ def merge_suites(defaults: Sequence[Expectation], declared: Sequence[Expectation
     """The spec's expectations, then the default suite (key unique, key not null, row count) without repeats."""
     seen = {(e.type, repr(sorted(e.kwargs.items()))) for e in declared}
     return list(declared) + [e for e in defaults if (e.type, repr(sorted(e.kwargs.items()))) not in seen]
+
+
+def counted_rows(outcomes: Sequence[ExpectationOutcome]) -> int | None:
+    """The target's row count as the row-count expectation observed it (None without one)."""
+    for o in outcomes:
+        if o.type == "expect_table_row_count_to_equal" and o.observed.isdigit():
+            return int(o.observed)
+    return None
 
 
 def settle_row_count(outcome: ExpectationOutcome, band: CountBand) -> ExpectationOutcome:

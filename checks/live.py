@@ -27,6 +27,7 @@ from shiftover.rowsync import count_rows
 T = TypeVar("T")
 
 METRICS_FLUSH_SECONDS = 1.0  # the dual-writer's reporting interval (DualWriter.metrics_interval)
+POLL_SECONDS = 0.1  # how often the reported writes are read again while the band does not hold the target
 _LOOKBACK = timedelta(seconds=2)  # writes started shortly before the window may still be in flight
 
 
@@ -60,16 +61,31 @@ def count_source(migration: Migration) -> int:
     return count_rows(migration.source, migration.mapping.source_table_obj(migration.source))
 
 
-def around_source_counts(migration: Migration, measure_target: Callable[[int], T]) -> tuple[T, CountBand]:
-    """Run ``measure_target(source_count)`` between two source counts; return its result and the band."""
+def around_source_counts(
+    migration: Migration,
+    measure_target: Callable[[int], T],
+    target_rows: Callable[[T], int | None] = lambda _result: None,
+) -> tuple[T, CountBand]:
+    """Run ``measure_target(source_count)`` between two source counts; return its result and the band.
+
+    Under dual-write, the writes in the window are known only once every dual-writer has reported
+    them (each flushes every ``METRICS_FLUSH_SECONDS``). The reported writes only ever widen the
+    band, so the wait ends as soon as the band holds the target's count (``target_rows`` of the
+    result): waiting longer could not change the verdict. A target outside the band (or a result
+    with no count) waits the full flush interval for the last reports, then is judged."""
     window_start = utcnow() - _LOOKBACK
     before = count_source(migration)
     result = measure_target(before)
     after = count_source(migration)
-    writes = 0
-    if read_routing(migration.store.engine, migration.name).writes is not WriteMode.OLD_ONLY:
-        time.sleep(METRICS_FLUSH_SECONDS + 0.2)  # let every dual-writer report the window's writes
+    if read_routing(migration.store.engine, migration.name).writes is WriteMode.OLD_ONLY:
+        return result, CountBand(before, after, 0)
+    target = target_rows(result)
+    deadline = time.monotonic() + METRICS_FLUSH_SECONDS + 0.2  # every dual-writer has flushed the window by then
+    while True:
         writes = int(
             sum_metrics(migration.store.engine, migration.name, [ROW_COUNT_CHANGES], window_start)[ROW_COUNT_CHANGES]
         )
-    return result, CountBand(before, after, writes)
+        band = CountBand(before, after, writes)
+        if (target is not None and band.holds(target)) or time.monotonic() >= deadline:
+            return result, band
+        time.sleep(POLL_SECONDS)

@@ -15,6 +15,8 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -178,7 +180,7 @@ def demo(
         typer.echo(f"demo databases ready; spec: {spec_path}; control store: {control} (reset)")
         return
     try:
-        report = run_demo(rows=rows, workdir=workdir, requests_per_second=requests_per_second)
+        report = run_demo(rows=rows, workdir=workdir, requests_per_second=requests_per_second, watch=_terminal_bars)
     except ShiftoverError as exc:
         _fail(exc)
     typer.echo(report.render())
@@ -329,17 +331,81 @@ def run(
     _quiet_tracebacks()
 
     try:
-        result = migrate(
-            str(spec),
-            flow_control_url,
-            auto_approve=auto_approve,
-            stop_after=stop_after,
-            restart=restart,
-            lease_wait_seconds=wait,
-        )
+        with _terminal_bars(loaded, control_url):
+            result = migrate(
+                str(spec),
+                flow_control_url,
+                auto_approve=auto_approve,
+                stop_after=stop_after,
+                restart=restart,
+                lease_wait_seconds=wait,
+            )
     except (ShiftoverError, ValueError) as exc:
         _fail(exc)
     typer.echo(json.dumps(result, indent=2, default=str))
+
+
+def _terminal_bars(spec: Any, control_url: str) -> AbstractContextManager[Any]:
+    """``progress_for_run`` when Prefect's console is a terminal (call it after Prefect is imported)."""
+    console = _prefect_log_console()
+    if console is None or not console.is_terminal:
+        return nullcontext()
+    return progress_for_run(console, spec, control_url)
+
+
+def _console_handlers() -> list[Any]:
+    """Prefect's console log handlers, wherever logging's configuration attached them."""
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    loggers = [logging.getLogger(), *(logging.getLogger(n) for n in list(logging.root.manager.loggerDict))]
+    found: list[Any] = []
+    for logger in loggers:
+        for handler in getattr(logger, "handlers", ()):
+            if isinstance(handler, PrefectConsoleHandler) and handler not in found:
+                found.append(handler)
+    return found
+
+
+def _prefect_log_console() -> Any:
+    """The rich Console Prefect's console log handler prints on (standard error), or None."""
+    handlers = _console_handlers()
+    return handlers[0].console if handlers else None
+
+
+@contextmanager
+def progress_for_run(console: Any, spec: Any, control_url: str) -> Iterator[Any]:
+    """Progress bars for a run of ``spec`` on ``console``, read from its control store, with every
+    Prefect console log handler printing through that same console while they are live: rich draws
+    the log lines above the bars (two consoles writing to one terminal garble each other)."""
+    from shiftover.control.store import open_store, utcnow
+    from shiftover.plan import ValidateStage, build_plan
+    from shiftover.progress import RunBars, read_progress, watch_run
+
+    store = open_store(control_url).engine
+    since = utcnow()
+    gates = sum(len(s.gates) for s in build_plan(spec).stages if isinstance(s, ValidateStage))
+    bars = RunBars(console, source_rows=lambda: _source_estimate(spec), validate_gates=gates)
+    handlers = _console_handlers()
+    kept = [h.console for h in handlers]
+    for handler in handlers:
+        handler.console = console
+    try:
+        with watch_run(bars, lambda: read_progress(store, spec.name, since)):
+            yield bars
+    finally:
+        for handler, own in zip(handlers, kept, strict=True):
+            handler.console = own
+
+
+def _source_estimate(spec: Any) -> int:
+    """The source's row estimate (the engine's statistics where it keeps them, else a count)."""
+    from shiftover.backfill.keyset import estimate_rows
+    from shiftover.connect import get_engine
+    from shiftover.preflight import resolve_mapping
+
+    mapping = resolve_mapping(spec, require_target=False)
+    engine = get_engine(spec.source.url)
+    return estimate_rows(engine, mapping.source_table_obj(engine))
 
 
 def _run_schema_change(spec: Path, control_url: str, auto_approve: bool, stop_after: str | None, restart: bool) -> None:

@@ -11,9 +11,12 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -23,9 +26,10 @@ from shiftover.demo.app import LiveApplication, writes
 from shiftover.demo.orders import create_orders
 from shiftover.dualwrite import DualWriter
 from shiftover.examples.app.loadgen import LoadStats
+from shiftover.expectations import preload_great_expectations
 from shiftover.migration import Migration, load_migration
 from shiftover.rowsync import count_rows
-from shiftover.spec import load_spec
+from shiftover.spec import MigrationSpec, load_spec
 
 EXAMPLE_SPEC = files("shiftover.examples") / "orders.yaml"  # package data (examples/orders.yaml in the checkout)
 
@@ -78,8 +82,13 @@ def prepare(workdir: Path, rows: int) -> tuple[Path, str]:
 
 
 def run_demo(
-    rows: int = 100_000, workdir: Path = Path(".shiftover/demo"), requests_per_second: float = 200.0
+    rows: int = 100_000,
+    workdir: Path = Path(".shiftover/demo"),
+    requests_per_second: float = 200.0,
+    watch: Callable[[MigrationSpec, str], AbstractContextManager[Any]] | None = None,
 ) -> DemoReport:
+    """The whole demo; ``watch(spec, control_url)`` is entered around the migration's run (the CLI's
+    progress bars on a terminal)."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
     from shiftover.flows.decommission import decommission
@@ -90,13 +99,16 @@ def run_demo(
     print(f"Preparing {rows} orders in {workdir}/old.db ...", flush=True)
     spec_path, control_url = prepare(workdir, rows)
     spec = load_spec(spec_path)
+    if spec.expectations:  # the import (3 s or more) overlaps the Prefect server's start, not a stage
+        preload_great_expectations()
     writer = DualWriter.from_spec(spec, control_url)
     keys = range(1, rows + rows // 20 + 1)  # a twentieth of the writes insert new orders
     app = LiveApplication(writer, keys, requests_per_second=requests_per_second).start()
     stage_seconds: dict[str, float] = {}
     try:
         t = time.monotonic()
-        migrate(str(spec_path), control_url, auto_approve=True, soak_seconds=1.0, stop_after="cutover")
+        with watch(spec, control_url) if watch is not None else nullcontext():
+            migrate(str(spec_path), control_url, auto_approve=True, soak_seconds=1.0, stop_after="cutover")
         stage_seconds["dual-write..cutover"] = time.monotonic() - t
     finally:
         stats = app.stop()

@@ -195,3 +195,43 @@ def test_a_preloaded_great_expectations_is_waited_for() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["ExpectColumnValuesToNotBeNull", "False"]
+
+
+def test_a_walk_that_will_reach_declared_expectations_preloads_great_expectations_at_its_start(
+    monkeypatch, open_orders
+) -> None:  # type: ignore[no-untyped-def]
+    """The import starts when the walk begins (it overlaps dual-write and backfill), but only when a
+    stage the walk will reach declares expectations: not for a run stopping before validate, nor
+    for another stage flow."""
+    from types import SimpleNamespace
+
+    import shiftover.expectations
+    from shiftover.flows.evaluate import preload_for_walk
+    from shiftover.plan import build_plan
+    from shiftover.plan.state import read_state
+
+    calls: list[str] = []
+    monkeypatch.setattr(shiftover.expectations, "preload_great_expectations", lambda: calls.append("gx"))
+    declared = [{"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "status"}, "stages": ["validate"]}]
+    migration = open_orders(expectations=declared)
+    ctx = SimpleNamespace(
+        migration=migration, plan=build_plan(migration.spec), state=lambda: read_state(migration.store, migration.name)
+    )
+    walks = {
+        "whole plan": (None, None),
+        "stop after validate": (None, "validate"),
+        "validate flow": ({"validate"}, None),
+        "stop after dual_write": (None, "dual_write"),
+        "stop after backfill": (None, "backfill"),
+        "backfill flow": ({"backfill"}, None),
+    }
+    preloaded = []
+    for name, (flows, stop_after) in walks.items():
+        calls.clear()
+        preload_for_walk(ctx, flows, stop_after)  # type: ignore[arg-type]
+        preloaded += [name] * len(calls)
+    assert preloaded == ["whole plan", "stop after validate", "validate flow"]
+    calls.clear()
+    plain = open_orders()
+    preload_for_walk(SimpleNamespace(migration=plain, plan=build_plan(plain.spec), state=ctx.state), None, None)  # type: ignore[arg-type]
+    assert calls == []  # nothing declared: the default suite runs in SQL
