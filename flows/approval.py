@@ -157,8 +157,9 @@ def obtain_approval(ctx: Any, step: str, summary: str) -> ApprovalRecord:
     )
     approvers, keys = ctx.migration.spec.approvals.approvers, ctx.migration.spec.approvals.public_keys
     announce(name, step, approvers, signed=keys is not None)
+    asking = summary
     while True:
-        answer = wait_for_answer(ctx, request, summary)
+        answer = wait_for_answer(ctx, request, asking)
         require_pending(store.engine, request)
         try:
             record = check_approval(answer, name, approvers, step, keys=keys, request=request)
@@ -171,9 +172,16 @@ def obtain_approval(ctx: Any, step: str, summary: str) -> ApprovalRecord:
                 raise
             request = refuse_answer(store.engine, request, who, str(exc))  # asked again, under a new key
             get_run_logger().warning("%s; asking again", exc)
+            asking = refused_again(str(exc), summary)
             continue
         accept_request(store.engine, request, record, ctx.lease)
         return record
+
+
+def refused_again(why: str, summary: str) -> str:
+    """The form's text when a question is asked again: why the last answer was refused, first, as the
+    sentence the flow wrote (the server's own refusals quote the schema; these are the flow's)."""
+    return f"**Your last answer was refused:** {why}. Nothing was changed; answer again below.\n\n{summary}"
 
 
 def wait_for_answer(ctx: Any, request: Any, summary: str) -> Approval:

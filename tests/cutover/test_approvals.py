@@ -162,9 +162,29 @@ def test_an_answer_the_flow_refuses_is_asked_again(prefect_harness: None, make_m
     while run_state(run_id) != "PAUSED":  # refused, asked again
         assert time.monotonic() < deadline and thread.is_alive(), "the run did not ask again"
         time.sleep(0.2)
+    # the new form opens with the refusal, as a sentence
+    assert "Your last answer was refused:** approval of 'switch_writes' refused: 'rollback' is reserved" in (
+        pause_description(run_id)
+    )
     resume_flow_run(run_id, run_input=GOOD)
     thread.join(30)
     assert result["run"]["phase"] == Phase.WRITES_SWITCHED
     [refused] = setup.store.audit_entries(setup.name, action="approval_refused")
     assert "reserved for rollbacks" in refused["detail"]["why"] and refused["actor"] == "rollback"
     assert [a["actor"] for a in setup.store.audit_entries(setup.name, action="approval")] == ["alice"]
+
+
+def pause_description(run_id: object) -> str:
+    """The text the UI shows above a paused run's form: the flow run input its pause saved."""
+    from prefect import get_client
+    from prefect.input.actions import read_flow_run_input
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    async def read() -> str:
+        async with get_client() as client:
+            run = await client.read_flow_run(run_id)  # type: ignore[arg-type]
+        keyset = run.state.state_details.run_input_keyset  # type: ignore[union-attr]
+        assert keyset is not None, "the run is not waiting for input"
+        return str(await read_flow_run_input(keyset["description"], flow_run_id=run_id))  # type: ignore[arg-type]
+
+    return str(run_coro_as_sync(read()))
