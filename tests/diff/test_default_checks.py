@@ -173,7 +173,7 @@ def test_only_a_stage_with_declared_expectations_preloads_great_expectations(mon
     from types import SimpleNamespace
 
     import shiftover.expectations
-    from shiftover.flows.evaluate import preload_expectations
+    from shiftover.flows.context import preload_expectations
     from shiftover.plan import build_plan
 
     calls: list[str] = []
