@@ -10,6 +10,7 @@ from typing import Any
 
 from prefect import flow
 
+from shiftover.flows.approval import require_auto_permission
 from shiftover.flows.context import RunOptions
 from shiftover.flows.credentials import admit_control_url
 from shiftover.flows.routes import evaluate_routes, open_route_move, rollback_routes
@@ -23,9 +24,11 @@ def route_move(
     gateway_dir: str,
     approval_timeout_seconds: float = 3600,
     poll_interval_seconds: int = 10,
+    auto_approve: bool = False,
 ) -> dict[str, Any]:
     """Move the spec's routes through the HAProxy running from ``gateway_dir``. Approvals pause this
-    run (never suspend it: the move holds the gateway's access log)."""
+    run (never suspend it: the move holds the gateway's access log); ``auto_approve`` answers them
+    itself only where the spec allows it (no approvers, or ``approvals.auto``), as a table run does."""
 
     from shiftover.control.lease import acquire_lease
     from shiftover.control.store import open_store
@@ -35,6 +38,7 @@ def route_move(
 
     admit_control_url(control_url)
     spec = load_route_spec(spec_path)
+    require_auto_permission(spec, auto_approve)  # refused before anything is opened
     store = open_store(control_url)
     store.register(spec.name, spec.model_dump(mode="json", by_alias=True), "route-move")
     lease = acquire_lease(store.engine, spec.name, run_holder())  # one run moves these routes at a time
@@ -48,6 +52,7 @@ def route_move(
         options = RunOptions(
             approval_timeout_seconds=approval_timeout_seconds,
             poll_interval_seconds=poll_interval_seconds,
+            auto_approve=auto_approve,
             suspend=False,
         )
         run = open_route_move(spec, store, gateway, log, actor="route-move", lease=lease, options=options)
