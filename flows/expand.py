@@ -11,7 +11,7 @@ contract: flags back to the old columns, triggers and new columns dropped, ``rol
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any
 
 from prefect import flow
 
@@ -77,8 +77,8 @@ def run_validate(ctx: SchemaRunContext, stage: Stage) -> Outcome:
     return Outcome(True, "; ".join(f"{c.what}: {c.rows_checked} rows, 0 mismatches" for c in report.checks), detail)
 
 
-def run_switch(ctx: SchemaRunContext, stage: Stage) -> Outcome:
-    flag = cast(SwitchColumnsStage, stage).flag
+def run_switch(ctx: SchemaRunContext, stage: SwitchColumnsStage) -> Outcome:
+    flag = stage.flag
     key = flag_key(ctx.name, flag)
     set_flag(ctx.store.engine, key, {"columns": "new"}, ctx.actor, migration=ctx.name, fence=ctx.lease)
     return Outcome(True, f"{key} -> new columns")
