@@ -2,7 +2,8 @@
 route-move flow (on the one evaluator) lets the switch go ahead only on the named approver's
 Ed25519 signature of this move, step, epoch, attempt and decision. An unsigned answer is refused by
 the server's schema, a wrongly signed one by the flow (audited, asked again), and the route stays at
-its last canary step until a good signature arrives."""
+its last canary step until a good signature arrives; ``shiftover approve --key`` signs a route
+run's question as it signs a table run's."""
 
 from __future__ import annotations
 
@@ -56,7 +57,9 @@ def test_a_signed_route_switch_refuses_unsigned_and_wrongly_signed_answers_and_t
     prefect_harness: None, upstreams: Any, gateway_factory: Any, route_keys: dict[str, tuple[Path, str]], tmp_path: Path
 ) -> None:
     from prefect.flow_runs import resume_flow_run
+    from typer.testing import CliRunner
 
+    from shiftover.cli import app
     from shiftover.flows.route_move import route_move
 
     old, new = upstreams
@@ -105,14 +108,31 @@ def test_a_signed_route_switch_refuses_unsigned_and_wrongly_signed_answers_and_t
         assert all("does not verify" in r["detail"]["why"] for r in refused)
         assert store.audit_entries(spec.name, "approval") == []
 
-        # alice's signature of this question: the switch goes ahead, then the retirement asks bob
+        # alice's signature of this question: the switch goes ahead, then the retirement asks again
         now = Challenge(spec.name, SWITCH, request.epoch, 2)
         resume_flow_run(run_id, run_input={**good, "signature": signed(route_keys, "alice", now)})
-        retire = waiting(store, run_id, RETIRE, 0, run)
+        waiting(store, run_id, RETIRE, 0, run)
         assert attach_haproxy(spec, gw.workdir).split("orders_reads").percent_new == 100
-        bob = Challenge(spec.name, RETIRE, retire.epoch, 0)
-        answer = {**good, "approver": "bob", "signature": signed(route_keys, "bob", bob, approver="bob")}
-        resume_flow_run(run_id, run_input=answer)
+        # bob answers from a terminal: `shiftover approve` reads the question from the control store and signs it
+        cli = CliRunner().invoke(
+            app,
+            [
+                "approve",
+                str(run_id),
+                "--approver",
+                "bob",
+                "--confirm-name",
+                spec.name,
+                "--reason",
+                "soaked",
+                "--key",
+                str(route_keys["bob"][0]),
+                "--control-url",
+                control_url,
+            ],
+        )
+        assert cli.exit_code == 0, cli.output
+        assert f"signed: approve of {RETIRE} in {spec.name}" in cli.output
         run.join(60)
     assert run.error is None, run.error
     assert run.result is not None and RETIRE in run.result["ran"]
