@@ -33,6 +33,7 @@ from shiftover.approvals import (
     require_pending,
 )
 from shiftover.errors import ApprovalError, SignatureError
+from shiftover.flows.context import StagedRun
 from shiftover.signing import SIGNATURE_PATTERN, Challenge
 from shiftover.story import artifact_key
 
@@ -133,10 +134,11 @@ def pause_key(step: str, epoch: int, attempt: int = 0) -> str:
     return artifact_key("approve", step, f"e{epoch}", f"a{attempt}")
 
 
-def obtain_approval(ctx: Any, step: str, summary: str) -> ApprovalRecord:
+def obtain_approval(ctx: StagedRun, step: str, summary: str) -> ApprovalRecord:
     """Pause the calling flow run until a valid approval of ``step`` arrives; count it against the lease.
 
-    ``ctx`` is the run's ``shiftover.flows.context.RunContext``. Must be called from a flow (never a task).
+    ``ctx`` is the run's context, of any kind of migration (a table move, a schema change, a route
+    move: ``shiftover.flows.context.StagedRun``). Must be called from a flow (never a task).
     An answer the server let through but ``check_approval`` refuses (an approver off the list, say, or,
     when the spec lists keys, an answer whose signature is missing or does not verify for this
     request and decision) is recorded and the question asked again; a rejection or a time-out raises
@@ -151,7 +153,10 @@ def obtain_approval(ctx: Any, step: str, summary: str) -> ApprovalRecord:
         return record
     from prefect.artifacts import create_markdown_artifact
 
-    request = open_request(store.engine, name, step, ctx.lease, ctx.holder)
+    lease = ctx.lease
+    if lease is None:
+        raise ApprovalError(f"{step!r} of {name!r} needs an approval, which counts only against the run's lease")
+    request = open_request(store.engine, name, step, lease, ctx.holder)
     create_markdown_artifact(
         key=artifact_key(name, "approve", step), markdown=summary, description=f"approval requested: {step}"
     )
@@ -174,7 +179,7 @@ def obtain_approval(ctx: Any, step: str, summary: str) -> ApprovalRecord:
             get_run_logger().warning("%s; asking again", exc)
             asking = refused_again(str(exc), summary)
             continue
-        accept_request(store.engine, request, record, ctx.lease)
+        accept_request(store.engine, request, record, lease)
         return record
 
 
@@ -184,7 +189,7 @@ def refused_again(why: str, summary: str) -> str:
     return f"**Your last answer was refused:** {why}. Nothing was changed; answer again below.\n\n{summary}"
 
 
-def wait_for_answer(ctx: Any, request: Any, summary: str) -> Approval:
+def wait_for_answer(ctx: StagedRun, request: Any, summary: str) -> Approval:
     """One pause (or suspension, for deployed runs) for the request's current attempt."""
     from prefect.exceptions import FlowPauseTimeout
     from prefect.flow_runs import pause_flow_run, suspend_flow_run

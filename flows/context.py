@@ -1,26 +1,30 @@
 """One run's context: the spec loaded, the migration opened and its lease taken once, at the edge.
 
 Every stage runner gets the same ``RunContext``; nothing below it reloads the spec, re-checks the
-databases or re-registers the migration.
+databases or re-registers the migration. ``StagedRun`` is what the one evaluator
+(``flows/evaluate.py``) and the approvals (``flows/approval.py``) read of any run: a table move's
+``RunContext``, a schema change's ``LeasedRun[SchemaChange]`` and a route move's ``RouteRun``
+(``flows/routes.py``) each answer it, so none of them poses as another.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from shiftover.connect import redact
 from shiftover.control.lease import Lease, acquire_lease
 from shiftover.control.store import ControlStore, open_store
 from shiftover.errors import ControlStoreError
+from shiftover.flags.routing import WriteMode
 from shiftover.migration import Migration, resume_migration
 from shiftover.phases import Phase
 from shiftover.plan import MigrationState, Plan, build_plan, read_state
-from shiftover.spec import MigrationSpec, load_spec, stored_form
+from shiftover.spec import ApprovalSpec, MigrationSpec, load_spec, stored_form
 
 
 @dataclass(frozen=True)
@@ -48,14 +52,75 @@ class RunOptions:
     control_url: str | None = None
 
 
+class HasApprovals(Protocol):
+    """A spec as the approvals read it: who may approve, their keys, the time-out."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def approvals(self) -> ApprovalSpec: ...
+
+
 class RunSubject(Protocol):
-    """What a run works on: a table move's ``Migration`` or a schema change's ``SchemaChange``."""
+    """What a run works on: a table move's ``Migration``, a schema change's ``SchemaChange`` or a
+    route move's ``RouteMove``."""
 
     @property
     def name(self) -> str: ...
 
     @property
     def store(self) -> ControlStore: ...
+
+    @property
+    def spec(self) -> HasApprovals: ...
+
+
+class StagedRun(Protocol):
+    """What the one evaluator and the approvals read of a run, whatever it moves.
+
+    The plan's stages answer ``done(state)`` against what ``state()`` returns (a table's phase and
+    recorded stages, a route's audited stages since its last rollback); the run records a stage done
+    (``complete``, fenced by its lease), runs gates the stage declares ``before``/``after`` (``gate``),
+    and writes the approval form's text (``approval_summary``)."""
+
+    @property
+    def migration(self) -> RunSubject: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def store(self) -> ControlStore: ...
+
+    @property
+    def plan(self) -> Any: ...  # iterable stages with ``stops_after(index, name)``
+
+    @property
+    def lease(self) -> Lease | None: ...
+
+    @property
+    def holder(self) -> str: ...
+
+    @property
+    def actor(self) -> str: ...
+
+    @property
+    def options(self) -> RunOptions: ...
+
+    def state(self) -> Any: ...
+
+    def prepare(self, stage: Any) -> None: ...
+
+    def prepare_walk(self, flows: Collection[str] | None, stop_after: str | None) -> None: ...
+
+    def gate(self, stage: Any) -> list[str]: ...
+
+    def approval_summary(self, stage: Any, gate_lines: list[str]) -> str: ...
+
+    def complete(self, stage: Any, reason: str, detail: dict[str, Any]) -> None: ...
+
+    def position(self) -> dict[str, Any]: ...
 
 
 S = TypeVar("S", bound=RunSubject)
@@ -88,11 +153,108 @@ class LeasedRun(Generic[S]):
         """Enter ``phase`` (fenced by the lease) unless already there."""
         self.store.advance_to(self.name, phase, self.actor, reason, lease=self.lease)
 
+    def prepare(self, stage: Any) -> None:
+        """Nothing to get ready before a stage (a table move preloads Great Expectations)."""
+
+    def prepare_walk(self, flows: Collection[str] | None, stop_after: str | None) -> None:
+        """Nothing to get ready before the walk (a table move may start the Great Expectations import)."""
+
+    def gate(self, stage: Any) -> list[str]:
+        """A schema change's stages declare no evaluator gates (its validation is its own stage)."""
+        if stage.gates:
+            raise NotImplementedError(f"stage {stage.name!r} declares gates, which only a table move runs")
+        return []
+
+    def complete(self, stage: Any, reason: str, detail: dict[str, Any]) -> None:
+        """The stage recorded done and its phase entered, in one transaction fenced by the lease."""
+        self.store.complete_stage(self.name, stage.name, stage.reaches, self.actor, reason, lease=self.lease)
+
+    def position(self) -> dict[str, Any]:
+        return {"phase": self.state().phase}
+
+    def approval_summary(self, stage: Any, gate_lines: list[str]) -> str:
+        """The markdown on the approval form: what will happen, its undo, the state now, the gates."""
+        state = self.state()
+        routing = state.routing
+        lines = [
+            f"## Approve `{stage.name}` for migration `{self.name}`",
+            "",
+            f"- **What happens:** {stage.does}.",
+            f"- **Why a person approves:** {stage.approval.why if stage.approval else '-'}.",
+            f"- **Undo:** {stage.inverse.describe() if stage.inverse else 'this step cannot be undone'}.",
+            (
+                f"- **Now:** phase `{state.phase}` (epoch {state.epoch}), writes `{routing.writes}`, "
+                f"reads {routing.reads_percent:g}% on the new store."
+            ),
+            "",
+            "### Gates",
+            *(gate_lines or ["- (no gates at this step)"]),
+            "",
+            f"Type **{self.name}** in *Confirm Name* to approve. A rollback before you answer cancels this request.",
+        ]
+        if not stage.reversible:
+            lines.insert(2, "**This step is IRREVERSIBLE.**\n")
+        if routing.writes is WriteMode.DUAL_NEW_PRIMARY:
+            lines.insert(2, "**Note:** the new store is already the source of truth.\n")
+        return "\n".join(lines)
+
 
 @dataclass
 class RunContext(LeasedRun[Migration]):
     """A table move's run: ``migration`` is replaced when a stage changes what the databases hold
     (the dual-write stage creating the new table)."""
+
+    def prepare(self, stage: Any) -> None:
+        preload_expectations(self, stage)
+
+    def prepare_walk(self, flows: Collection[str] | None, stop_after: str | None) -> None:
+        preload_for_walk(self, flows, stop_after)
+
+    def gate(self, stage: Any) -> list[str]:
+        """Run the stage's declared gates (a blocking failure raises ``GateError``); one line each."""
+        from shiftover.tasks.gates import check_gates
+
+        if not stage.gates or stage.gate_section is None:
+            return []
+        results = check_gates(self.migration, stage.gate_section, stage.gates, actor=self.actor)
+        return [f"- {r.gate}: {'passed' if r.passed else 'FAILED'} — {r.summary}" for r in results]
+
+
+def declares_expectations(ctx: RunContext, stage: Any) -> bool:
+    """Whether the stage has an expectations gate with expectations the spec declares (the default
+    suite runs in SQL and needs no Great Expectations)."""
+    from shiftover.checks.data import stage_expectations
+
+    if stage.gate_section is None or all(g.name != "expectations" for g in stage.gates):
+        return False
+    return bool(stage_expectations(ctx.migration, stage.gate_section))
+
+
+def preload_expectations(ctx: RunContext, stage: Any) -> None:
+    """Start importing Great Expectations (3 s or more) in the background when the stage declares
+    expectations (a no-op when ``preload_for_walk`` started it already)."""
+    from shiftover.expectations import preload_great_expectations
+
+    if declares_expectations(ctx, stage):
+        preload_great_expectations()
+
+
+def preload_for_walk(ctx: RunContext, flows: Collection[str] | None, stop_after: str | None) -> None:
+    """Start the Great Expectations import when the walk begins if a stage it will reach declares
+    expectations, so the import overlaps the earlier stages (the dual-write stage's wait for flag
+    caches, the backfill) instead of the validate stage's own gates: measured in the demo (100k
+    SQLite rows, live application), started at the validate stage it still held the expectations
+    gate about 3 s, its thread slowed by the checksum scan and the application's threads.
+    A run that stops before such a stage (``stop_after``, another stage flow) does not import it."""
+    from shiftover.expectations import preload_great_expectations
+
+    state = ctx.state()
+    for i, stage in enumerate(ctx.plan):
+        if (flows is None or stage.flow in flows) and not stage.done(state) and declares_expectations(ctx, stage):
+            preload_great_expectations()
+            return
+        if stop_after is not None and ctx.plan.stops_after(i, stop_after):
+            return
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ renamed table renamed back, ``rolled_back`` entered.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any
 
 from prefect import flow
 
@@ -99,8 +99,8 @@ def run_constrain(ctx: SchemaRunContext, stage: Stage) -> Outcome:
     return Outcome(True, f"{done} constraint(s) enforced, {report.lock_timeouts} lock timeout(s)", vars(report))
 
 
-def run_switch(ctx: SchemaRunContext, stage: Stage) -> Outcome:
-    flag = cast(SwitchColumnsStage, stage).flag
+def run_switch(ctx: SchemaRunContext, stage: SwitchColumnsStage) -> Outcome:
+    flag = stage.flag
     key = flag_key(ctx.name, flag)
     set_flag(ctx.store.engine, key, {"columns": "new"}, ctx.actor, migration=ctx.name, fence=ctx.lease)
     return Outcome(True, f"{key} -> new columns")

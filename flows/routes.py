@@ -1,18 +1,20 @@
-"""The route move's evaluator: walks a route plan (``shiftover.routes``) stage by stage, as
-``flows/evaluate.py`` walks a table move's: skip what is done, ask for the approval a stage
-declares, do its work against the gateway, judge its gates, and record it done in the control
-store (audit ``route_stage``), so a re-run resumes. A failing canary gate flips the route back
-to the old upstream at once (the stage's inverse: a weight change over the runtime API) and
-records ``route_rollback``; the next run starts that route again from pass-through.
+"""A route move's runs on the one evaluator (``flows/evaluate.py``): the route stages
+(``shiftover.routes``) are walked exactly as a table move's are: skip what is done, ask for the
+approval a stage declares (the same request, typed form and signatures as a table's), do its work
+against the gateway, and record it done in the control store (audit ``route_stage``, fenced by the
+move's lease), so a re-run resumes. ``RouteRun`` is the run's context (``StagedRun``); the runners
+below are plain functions of it, listed in ``flows/runners.py`` with every other stage type's.
 
-Plain functions taking the gateway, access log, control store and approver as arguments; the
-Prefect flows ``route-move`` and ``route-rollback`` wrap them (``flows/route_move.py``).
+A failing canary gate flips the route back to the old upstream at once (the stage's inverse: a
+weight change over the runtime API) and records ``route_rollback``; the next run starts that route
+again from pass-through. The Prefect flows ``route-move`` and ``route-rollback`` wrap these
+functions (``flows/route_move.py``).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -22,6 +24,8 @@ from shiftover.checks.routes import RouteWindow, judge
 from shiftover.control.lease import Lease, revoke_lease
 from shiftover.control.store import ControlStore
 from shiftover.errors import GateError, LeaseLostError, StageOrderError
+from shiftover.flows.context import RunOptions
+from shiftover.flows.evaluate import Outcome, StageRunner, ask_person, evaluate
 from shiftover.phases import is_at_least
 from shiftover.routes.asgi import set_route_flag
 from shiftover.routes.compare import DarkLaunchReport, compare_path, dark_launch
@@ -35,27 +39,97 @@ from shiftover.routes.stages import (
     RouteCanaryStep,
     RoutePlan,
     RouteStage,
+    RouteState,
     WaitForTableStage,
+    read_route_state,
+    route_completed,
 )
 from shiftover.routes.traffic import AccessLog, side_stats
 
-# (stage, summary shown to the approver) -> who approved; raises ApprovalError to refuse.
+# (stage, summary shown to the approver) -> who approved; raises ApprovalError to refuse. A seam for
+# tests without Prefect: a run without one asks a person (``flows/evaluate.ask_person``).
 Approver = Callable[[RouteStage, str], str]
+
+
+@dataclass(frozen=True)
+class RouteMove:
+    """What a route move's run works on (a ``RunSubject``): its spec and control store."""
+
+    spec: RouteMoveSpec
+    store: ControlStore
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
 
 
 @dataclass
 class RouteRun:
-    """One run of a route move: what every stage runner is given."""
+    """One run of a route move: the context every route stage runner gets (a ``StagedRun``)."""
 
-    spec: RouteMoveSpec
+    migration: RouteMove
     plan: RoutePlan
     gateway: Gateway
     log: AccessLog
-    store: ControlStore
-    approver: Approver
-    actor: str = "shiftover"
-    baseline_old_p99_ms: dict[str, float] = field(default_factory=dict)
     lease: Lease | None = None  # the run's hold on the move: an operator's rollback revokes it
+    holder: str = "shiftover"
+    actor: str = "shiftover"
+    options: RunOptions = field(default_factory=lambda: RunOptions(suspend=False))
+    approver: Approver | None = None
+    baseline_old_p99_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def spec(self) -> RouteMoveSpec:
+        return self.migration.spec
+
+    @property
+    def store(self) -> ControlStore:
+        return self.migration.store
+
+    @property
+    def name(self) -> str:
+        return self.migration.name
+
+    def state(self) -> RouteState:
+        return read_route_state(self.store, self.name)
+
+    def prepare(self, stage: RouteStage) -> None:
+        """Nothing: the gateway is put back where the done stages left it once, at the edge."""
+
+    def prepare_walk(self, flows: Collection[str] | None, stop_after: str | None) -> None:
+        """Nothing to get ready before the walk."""
+
+    def gate(self, stage: RouteStage) -> list[str]:
+        """No gates before or after a route stage: each is judged within its work (``gates_run``)."""
+        return []
+
+    def approval_summary(self, stage: RouteStage, gate_lines: list[str]) -> str:
+        split = self.gateway.split(stage.route)
+        return "\n".join(
+            [
+                f"## Approve `{stage.name}` for route move `{self.name}`",
+                "",
+                f"- **What happens:** {stage.does}.",
+                f"- **Why a person approves:** {stage.approval.why if stage.approval else '-'}.",
+                f"- **Undo:** {stage.inverse.describe() if stage.inverse else 'this step cannot be undone'}.",
+                f"- **Now:** {split.percent_new:g}% of the route on the new upstream.",
+                *gate_lines,
+                "",
+                f"Type **{self.name}** in *Confirm Name* to approve.",
+            ]
+        )
+
+    def complete(self, stage: RouteStage, reason: str, detail: dict[str, Any]) -> None:
+        """Recorded done (audit ``route_stage``) only while the lease holds: a stage an operator's
+        rollback overtook is not, so a re-run resumes there."""
+        record = {"route": stage.route, "stage": stage.name, **detail}
+        self.store.audit(self.name, self.actor, "route_stage", record, lease=self.lease)
+
+    def position(self) -> dict[str, Any]:
+        return {
+            "move": self.name,
+            "percent_new": {r.name: self.gateway.split(r.name).percent_new for r in self.spec.routes},
+        }
 
 
 def open_route_move(
@@ -63,50 +137,49 @@ def open_route_move(
     store: ControlStore,
     gateway: Gateway,
     log: AccessLog,
-    approver: Approver,
+    approver: Approver | None = None,
     actor: str = "shiftover",
     lease: Lease | None = None,
+    options: RunOptions | None = None,
 ) -> RouteRun:
     """Register the move in the control store (kept as a migration row holding its spec)."""
-    store.register(spec.name, spec.model_dump(mode="json"), actor)
-    return RouteRun(spec, build_route_plan(spec), gateway, log, store, approver, actor, lease=lease)
+    store.register(spec.name, spec.model_dump(mode="json", by_alias=True), actor)
+    return RouteRun(
+        RouteMove(spec, store),
+        build_route_plan(spec),
+        gateway,
+        log,
+        lease,
+        lease.holder if lease is not None else actor,
+        actor,
+        options or RunOptions(suspend=False),
+        approver,
+    )
 
 
 def completed(store: ControlStore, move: str, route: str) -> set[str]:
     """The route's stages recorded done since its last rollback."""
-    done: set[str] = set()
-    for entry in store.audit_entries(move):
-        detail = entry["detail"] or {}
-        if detail.get("route") != route:
-            continue
-        if entry["action"] == "route_rollback":
-            done.clear()
-        elif entry["action"] == "route_stage":
-            done.add(str(detail["stage"]))
-    return done
+    return route_completed(store, move).get(route, set())
 
 
-def evaluate_routes(run: RouteRun, routes: tuple[str, ...] | None = None) -> dict[str, Any]:
-    """Run every route's stages that are not done, route after route; a gate failure raises
-    ``GateError`` after the route was rolled back."""
-    report: dict[str, Any] = {"move": run.spec.name, "ran": [], "skipped": [], "stages": {}}
-    for route in routes or tuple(r.name for r in run.spec.routes):
-        done = completed(run.store, run.spec.name, route)
-        restore_split(run, route, done)
-        for stage in run.plan.for_route(route):
-            if stage.name in done:
-                report["skipped"].append(stage.name)
-                continue
-            if stage.approval is not None:
-                approver = run.approver(stage, approval_summary(run, stage))
-                run.store.audit(run.spec.name, approver, "route_approval", {"route": route, "stage": stage.name})
-            detail = RUNNERS[type(stage)](run, stage)
-            record = {"route": route, "stage": stage.name, **detail}
-            # fenced: a stage an operator's rollback overtook is not recorded done (a re-run would resume there)
-            run.store.audit(run.spec.name, run.actor, "route_stage", record, lease=run.lease)
-            report["ran"].append(stage.name)
-            report["stages"][stage.name] = detail
-    return report
+def evaluate_routes(run: RouteRun) -> dict[str, Any]:
+    """Put every route back where its done stages left it, then run what is not done on the one
+    evaluator; a gate failure raises ``GateError`` after the route was rolled back."""
+    done = run.state()
+    for route in run.spec.routes:
+        restore_split(run, route.name, done)
+    return evaluate(run, approve=ask_person if run.approver is None else seam(run.approver))
+
+
+def seam(approver: Approver) -> Callable[[RouteRun, RouteStage, str], str]:
+    """A test's approver in the evaluator's place for asking a person, audited as an answer is."""
+
+    def approve(run: RouteRun, stage: RouteStage, summary: str) -> str:
+        who = approver(stage, summary)
+        run.store.audit(run.name, who, "approval", {"step": stage.name, "approver": who})
+        return who
+
+    return approve
 
 
 def shift(run: RouteRun, route: str, percent_new: float, reason: str) -> Split:
@@ -156,10 +229,10 @@ def publish_split(run: RouteRun, why: str) -> None:
     )
 
 
-def restore_split(run: RouteRun, route: str, done: set[str]) -> None:
+def restore_split(run: RouteRun, route: str, state: RouteState) -> None:
     """A re-run puts the route back where its last completed canary step left it."""
-    steps = [s for s in run.plan.for_route(route) if isinstance(s, RouteCanaryStep) and s.name in done]
-    retired = any(isinstance(s, RetireOldStage) and s.name in done for s in run.plan.for_route(route))
+    steps = [s for s in run.plan.for_route(route) if isinstance(s, RouteCanaryStep) and s.done(state)]
+    retired = any(isinstance(s, RetireOldStage) and s.done(state) for s in run.plan.for_route(route))
     if steps and not retired:
         shift(run, route, max(s.percent for s in steps), "a re-run resumes at its last completed step")
 
@@ -332,26 +405,15 @@ def run_retire_old(run: RouteRun, stage: RouteStage) -> dict[str, Any]:
     return {"old_present": split.old_present, "percent_new": split.percent_new}
 
 
-def approval_summary(run: RouteRun, stage: RouteStage) -> str:
-    split = run.gateway.split(stage.route)
-    return "\n".join(
-        [
-            f"## Approve `{stage.name}` for route move `{run.spec.name}`",
-            "",
-            f"- **What happens:** {stage.does}.",
-            f"- **Why a person approves:** {stage.approval.why if stage.approval else '-'}.",
-            f"- **Undo:** {stage.inverse.describe() if stage.inverse else 'this step cannot be undone'}.",
-            f"- **Now:** {split.percent_new:g}% of the route on the new upstream.",
-            "",
-            f"Type **{run.spec.name}** in *Confirm Name* to approve.",
-        ]
-    )
+def finished(work: Callable[[RouteRun, Any], dict[str, Any]]) -> StageRunner[RouteRun]:
+    """A route stage's work as a stage runner: it either finishes (its figures recorded with it) or raises."""
+    return StageRunner(lambda run, stage: Outcome(True, stage.does, work(run, stage)))
 
 
-RUNNERS: dict[type[RouteStage], Callable[[RouteRun, RouteStage], dict[str, Any]]] = {
-    WaitForTableStage: run_wait_for_table,
-    PassThroughStage: run_pass_through,
-    DarkLaunchStage: run_dark_launch,
-    RouteCanaryStep: run_canary_step,
-    RetireOldStage: run_retire_old,
+ROUTE_RUNNERS: Mapping[type[RouteStage], StageRunner[RouteRun]] = {
+    WaitForTableStage: finished(run_wait_for_table),
+    PassThroughStage: finished(run_pass_through),
+    DarkLaunchStage: finished(run_dark_launch),
+    RouteCanaryStep: finished(run_canary_step),
+    RetireOldStage: finished(run_retire_old),
 }

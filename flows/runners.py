@@ -1,6 +1,8 @@
 """How each kind of stage runs: the explicit table the evaluator reads (no registration by import).
 
-Every stage type of ``shiftover.plan`` has exactly one runner here; ``tests/core`` checks it.
+Every stage type of ``shiftover.plan`` (table moves), ``shiftover.schema.plan`` (expand/contract)
+and ``shiftover.routes.stages`` (route moves) has exactly one runner here; ``tests/core`` and
+``tests/routes`` check it.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from shiftover.flows.decommission import drop_due, run_archive, run_drop, run_st
 from shiftover.flows.dual_write import rehearse_first, run_dual_write
 from shiftover.flows.evaluate import StageRunner
 from shiftover.flows.expand import SCHEMA_RUNNERS
+from shiftover.flows.routes import ROUTE_RUNNERS
 from shiftover.flows.validate import run_validate
 from shiftover.plan import (
     ArchiveStage,
@@ -22,13 +25,12 @@ from shiftover.plan import (
     DropStage,
     DualWriteStage,
     ShadowReadsStage,
-    Stage,
     StopOldWritesStage,
     SwitchWritesStage,
     ValidateStage,
 )
 
-RUNNERS: Mapping[type[Stage], StageRunner[Any]] = {
+RUNNERS: Mapping[type[Any], StageRunner[Any]] = {
     DualWriteStage: StageRunner(run_dual_write, precheck=rehearse_first),
     BackfillStage: StageRunner(run_backfill),
     ValidateStage: StageRunner(run_validate),
@@ -39,4 +41,5 @@ RUNNERS: Mapping[type[Stage], StageRunner[Any]] = {
     ArchiveStage: StageRunner(run_archive),
     DropStage: StageRunner(run_drop, wait=drop_due),
     **SCHEMA_RUNNERS,  # expand/contract (shiftover.schema.plan)
+    **ROUTE_RUNNERS,  # route moves (shiftover.routes.stages)
 }

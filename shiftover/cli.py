@@ -171,6 +171,13 @@ def demo(
     workdir: Annotated[Path, typer.Option(help="Where the demo's databases live.")] = Path(".shiftover/demo"),
     requests_per_second: Annotated[float, typer.Option(help="Load on the example service.")] = 200.0,
     prepare_only: Annotated[bool, typer.Option(help="Only create the databases and the spec (for the UI).")] = False,
+    with_routes: Annotated[
+        bool,
+        typer.Option(
+            "--with-routes",
+            help="After the table move, move GET /orders/<id> to the new service through HAProxy (needs haproxy).",
+        ),
+    ] = False,
 ) -> None:
     """Migrate a demo orders table between two SQLite files while the example service keeps serving."""
     from shiftover.demo.run import prepare, run_demo
@@ -180,11 +187,17 @@ def demo(
         typer.echo(f"demo databases ready; spec: {spec_path}; control store: {control} (reset)")
         return
     try:
-        report = run_demo(rows=rows, workdir=workdir, requests_per_second=requests_per_second, watch=_terminal_bars)
+        report = run_demo(
+            rows=rows,
+            workdir=workdir,
+            requests_per_second=requests_per_second,
+            watch=_terminal_bars,
+            with_routes=with_routes,
+        )
     except ShiftoverError as exc:
         _fail(exc)
     typer.echo(report.render())
-    if report.final_differences != 0:
+    if report.final_differences != 0 or (report.routes is not None and report.routes.failures):
         raise typer.Exit(code=1)
 
 

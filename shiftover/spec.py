@@ -201,6 +201,10 @@ def check_canary_steps(steps: tuple[float, ...]) -> tuple[float, ...]:
 
 
 class ApprovalSpec(_Model):
+    # Dumped under the spec's own names (``keys``), so a dumped spec loads again (a route move's flow
+    # reads a spec that was written from its model).
+    model_config = ConfigDict(extra="forbid", frozen=True, serialize_by_alias=True)
+
     approvers: tuple[str, ...] = ()  # empty: anyone may approve
     timeout_seconds: Annotated[float, Field(gt=0)] = 3600
     # A run may answer this spec's approvals itself (--auto-approve) even though it names approvers:

@@ -4,6 +4,8 @@ The example orders service keeps serving HTTP, driven by its load generator, wit
 going through the dual-writer from before dual-write is
 switched on until after writes have moved; approvals are answered automatically and
 recorded as such. It ends with the phase history and a final diff of the two tables.
+With ``with_routes`` (``--with-routes``, needs haproxy) the route move follows the table move,
+before decommission: ``GET /orders/<id>`` from the monolith to the new service (``demo/routes.py``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from shiftover.connect import dispose_engines, get_engine
 from shiftover.control.store import PhaseChange, open_store
 from shiftover.demo.app import LiveApplication, writes
 from shiftover.demo.orders import create_orders
+from shiftover.demo.routes import RouteDemoReport, require_haproxy, run_route_demo
 from shiftover.dualwrite import DualWriter
 from shiftover.examples.app.loadgen import LoadStats
 from shiftover.expectations import preload_great_expectations
@@ -45,6 +48,7 @@ class DemoReport:
     rows_new: int
     stage_seconds: dict[str, float] = field(default_factory=dict)
     queue: dict[str, int] = field(default_factory=dict)
+    routes: RouteDemoReport | None = None
 
     def render(self) -> str:
         lines = ["", "Phase history:"]
@@ -59,8 +63,10 @@ class DemoReport:
             "Stage times: " + ", ".join(f"{k} {v:.1f}s" for k, v in self.stage_seconds.items()),
             f"Rows: old {self.rows_old}, new {self.rows_new} (started with {self.rows})",
             f"Final diff old vs new: {self.final_differences} differing rows",
-            f"Done in {self.seconds:.1f}s.",
         ]
+        if self.routes is not None:
+            lines.append(self.routes.render())
+        lines.append(f"Done in {self.seconds:.1f}s.")
         return "\n".join(lines)
 
 
@@ -86,6 +92,7 @@ def run_demo(
     workdir: Path = Path(".shiftover/demo"),
     requests_per_second: float = 200.0,
     watch: Callable[[MigrationSpec, str], AbstractContextManager[Any]] | None = None,
+    with_routes: bool = False,
 ) -> DemoReport:
     """The whole demo; ``watch(spec, control_url)`` is entered around the migration's run (the CLI's
     progress bars on a terminal)."""
@@ -95,6 +102,8 @@ def run_demo(
     from shiftover.flows.migrate import migrate
     from shiftover.flows.reconcile import reconcile
 
+    if with_routes:
+        require_haproxy()  # before anything is created
     started = time.monotonic()
     print(f"Preparing {rows} orders in {workdir}/old.db ...", flush=True)
     spec_path, control_url = prepare(workdir, rows)
@@ -120,6 +129,11 @@ def run_demo(
     stage_seconds["final diff"] = time.monotonic() - t
     rows_old = count_rows(migration.source, migration.mapping.source_table_obj(migration.source))
     rows_new = count_rows(migration.target, migration.mapping.target_table_obj(migration.target))
+    routes = None
+    if with_routes:  # reads and writes are on the new store now: the route can follow its table
+        t = time.monotonic()
+        routes = run_route_demo(workdir, spec, control_url, keys=rows)
+        stage_seconds["route move"] = time.monotonic() - t
     t = time.monotonic()
     decommission(str(spec_path), control_url, retention_seconds=0, auto_approve=True)
     stage_seconds["decommission"] = time.monotonic() - t
@@ -136,6 +150,7 @@ def run_demo(
         rows_new=rows_new,
         stage_seconds=stage_seconds,
         queue=queue_depth(store.engine, spec.name),
+        routes=routes,
     )
     dispose_engines()
     return report

@@ -129,7 +129,23 @@ class RouteMoveSpec(_Model):
     dark_launch_samples: Annotated[int, Field(ge=1)] = 50
     # Fields known to differ by design (a version or server name): never a mismatch (dotted paths).
     ignore_fields: tuple[str, ...] = ()
-    approvers: tuple[str, ...] = ()
+    # Who approves the switch and the retirement, and (``keys``) their public keys: the table spec's
+    # ``approvals`` section, checked by the same code (signed answers, time-out, ``auto``).
+    approvals: ApprovalSpec = ApprovalSpec()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _approvers_shorthand(cls, data: Any) -> Any:
+        """A top-level ``approvers: [...]`` (the first route specs' form) is ``approvals.approvers``."""
+        if not isinstance(data, dict) or "approvers" not in data:
+            return data
+        data = dict(data)
+        approvers = data.pop("approvers")
+        section = dict(data.get("approvals") or {})
+        if "approvers" in section:
+            raise ValueError("approvers are listed twice: keep approvals.approvers only")
+        data["approvals"] = {**section, "approvers": approvers}
+        return data
 
     @model_validator(mode="after")
     def _coherent(self) -> RouteMoveSpec:
@@ -155,11 +171,6 @@ class RouteMoveSpec(_Model):
                         f"for {', '.join(shared)}: those requests go to {earlier.name!r}; list {later.name!r} first"
                     )
         return routes
-
-    @property
-    def approvals(self) -> ApprovalSpec:
-        """What a table spec's ``approvals`` says, for the shared approval form: who may approve."""
-        return ApprovalSpec(approvers=self.approvers)
 
     def route(self, name: str) -> RouteDecl:
         for r in self.routes:

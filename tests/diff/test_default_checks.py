@@ -173,7 +173,7 @@ def test_only_a_stage_with_declared_expectations_preloads_great_expectations(mon
     from types import SimpleNamespace
 
     import shiftover.expectations
-    from shiftover.flows.evaluate import preload_expectations
+    from shiftover.flows.context import preload_expectations
     from shiftover.plan import build_plan
 
     calls: list[str] = []
@@ -206,7 +206,7 @@ def test_a_walk_that_will_reach_declared_expectations_preloads_great_expectation
     from types import SimpleNamespace
 
     import shiftover.expectations
-    from shiftover.flows.evaluate import preload_for_walk
+    from shiftover.flows.context import preload_for_walk
     from shiftover.plan import build_plan
     from shiftover.plan.state import read_state
 

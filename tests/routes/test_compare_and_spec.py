@@ -75,12 +75,23 @@ BASE = {
         ({"routes": [{"name": "o", "prefix": "/o"}, {"name": "o", "prefix": "/p"}]}, "routes"),
         # /orders/<id> would always match the first route: the second never gets a request
         ({"routes": [{"name": "o", "prefix": "/orders"}, {"name": "one", "prefix": "/orders/1"}]}, "routes"),
+        ({"approvers": ["alice"], "approvals": {"approvers": ["bob"]}}, "(spec)"),
+        ({"approvals": {"keys": {"alice": "not-a-key"}}}, "approvals.keys"),
     ],
 )
 def test_a_bad_route_spec_names_its_field(change: dict, field: str) -> None:  # type: ignore[type-arg]
     with pytest.raises(SpecError) as caught:
         parse_route_spec({**BASE, **change})
     assert caught.value.field == field
+
+
+def test_a_route_spec_takes_the_table_specs_approvals_section_and_the_short_form() -> None:
+    short = parse_route_spec({**BASE, "approvers": ["alice", "bob"]})
+    section = parse_route_spec({**BASE, "approvals": {"approvers": ["alice", "bob"], "timeout_seconds": 30}})
+    assert short.approvals.approvers == section.approvals.approvers == ("alice", "bob")
+    assert (short.approvals.timeout_seconds, section.approvals.timeout_seconds) == (3600, 30)
+    assert short.approvals.public_keys is None
+    assert parse_route_spec(short.model_dump(mode="json")) == short  # a dumped spec loads again (the flow reads one)
 
 
 def test_routes_may_share_a_prefix_by_method_or_nest_most_specific_first() -> None:
@@ -109,6 +120,7 @@ def test_the_example_route_spec_parses_and_waits_on_the_table() -> None:
     plan = build_route_plan(spec)
     assert plan.stages[0].kind == "wait_for_table" and plan.stages[0].route == "orders_reads"
     assert [s.kind for s in plan.for_route("orders_writes")][:2] == ["wait_for_table", "pass_through"]
+    assert spec.approvals.approvers == ("alice", "bob")
 
 
 def test_shiftover_plan_prints_a_route_spec_s_stages() -> None:

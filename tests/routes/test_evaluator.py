@@ -14,6 +14,8 @@ from shiftover.control.store import ControlStore
 from shiftover.errors import LeaseLostError
 from shiftover.flags.store import get_flag
 from shiftover.flows import routes as evaluator
+from shiftover.flows import runners
+from shiftover.flows.evaluate import Outcome, StageRunner
 from shiftover.flows.routes import (
     RouteRun,
     completed,
@@ -95,14 +97,14 @@ def test_a_stage_a_rollback_overtook_is_not_recorded_done(
     control_store: ControlStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     run, gateway, log = held_run(control_store, tmp_path)
-    pass_through = evaluator.RUNNERS[PassThroughStage]
+    pass_through = runners.RUNNERS[PassThroughStage]  # the one evaluator's table of runners
 
-    def overtaken(r: RouteRun, stage: RouteStage) -> dict[str, Any]:
-        detail = pass_through(r, stage)
+    def overtaken(r: RouteRun, stage: RouteStage) -> Outcome:
+        outcome = pass_through.run(r, stage)
         rollback_routes(r.spec, control_store, gateway, "pager")  # lands as the stage's work returns
-        return detail
+        return outcome
 
-    monkeypatch.setitem(evaluator.RUNNERS, PassThroughStage, overtaken)
+    monkeypatch.setitem(runners.RUNNERS, PassThroughStage, StageRunner(overtaken))
     try:
         with pytest.raises(LeaseLostError):
             evaluate_routes(run)
@@ -125,3 +127,29 @@ def test_a_pass_through_of_unsafe_methods_replays_nothing_and_says_so(
     assert detail == {"percent_new": 0, "samples": 0}  # a POST is never sent twice
     [gate] = published
     assert gate.passed and "not safe to send twice" in gate.summary, gate.summary
+
+
+def test_one_runner_table_serves_every_kind_of_stage() -> None:
+    """The evaluator reads one table: every table, schema and route stage type has exactly one runner."""
+    from shiftover.plan import STAGE_TYPES
+    from shiftover.routes.stages import ROUTE_STAGE_TYPES
+    from shiftover.schema.plan import SCHEMA_STAGE_TYPES
+
+    every = (*STAGE_TYPES, *SCHEMA_STAGE_TYPES, *ROUTE_STAGE_TYPES)
+    assert len(set(every)) == len(every)
+    assert set(runners.RUNNERS) == set(every)
+
+
+def test_a_route_stage_is_done_when_audited_since_its_routes_last_rollback(
+    control_store: ControlStore, tmp_path: Path
+) -> None:
+    """The route's ``done`` is the stage's answer against the audited state: a rollback of one route
+    restarts that route only."""
+    run, gateway, log = held_run(control_store, tmp_path)
+    log.close()
+    [pass_through, *_] = run.plan.for_route("orders_writes")
+    run.complete(pass_through, "", {"percent_new": 0})
+    control_store.audit(MOVE, "shiftover", "route_stage", {"route": "other", "stage": "other.pass_through"})
+    assert pass_through.done(run.state()) and "other.pass_through" in run.state().completed
+    rollback_routes(run.spec, control_store, gateway, "pager")
+    assert not pass_through.done(run.state()) and "other.pass_through" in run.state().completed

@@ -72,8 +72,8 @@ def test_the_flow_pauses_for_each_approval_and_finishes_the_move(
     tables = [json.loads(str(a.data))[0] for a in splits]  # one per change (sorted by time, ties unordered)
     assert sorted(t["percent_new"] for t in tables) == [0, 10, 50, 100, 100]
     assert [t["old_upstream"] for t in tables].count("retired") == 1
-    approvals = open_store(control_url).audit_entries(spec.name, "route_approval")
-    assert [(a["actor"], a["detail"]["stage"]) for a in approvals] == [
+    approvals = open_store(control_url).audit_entries(spec.name, "approval")  # as a table move's are
+    assert [(a["actor"], a["detail"]["step"]) for a in approvals] == [
         ("alice", "orders_reads.switch"),
         ("alice", "orders_reads.retire_old"),
     ]
