@@ -167,8 +167,14 @@ def _choose_prefect_server() -> None:
 
 @app.command()
 def demo(
-    rows: Annotated[int, typer.Option(help="Rows in the demo orders table.")] = 100_000,
-    workdir: Annotated[Path, typer.Option(help="Where the demo's databases live.")] = Path(".shiftover/demo"),
+    rows: Annotated[
+        int | None,
+        typer.Option(help="Rows in the demo orders table [default: 100000; 5000 with --kind expand_contract]."),
+    ] = None,
+    workdir: Annotated[
+        Path | None,
+        typer.Option(help="Where the demo's databases live [default: .shiftover/demo; .shiftover/demo-expand]."),
+    ] = None,
     requests_per_second: Annotated[float, typer.Option(help="Load on the example service.")] = 200.0,
     prepare_only: Annotated[bool, typer.Option(help="Only create the databases and the spec (for the UI).")] = False,
     with_routes: Annotated[
@@ -178,8 +184,24 @@ def demo(
             help="After the table move, move GET /orders/<id> to the new service through HAProxy (needs haproxy).",
         ),
     ] = False,
+    kind: Annotated[
+        str,
+        typer.Option(
+            "--kind",
+            help="table_move (default): move the table between two SQLite files; expand_contract: change "
+            "orders.amount to amount_cents in place while an application keeps writing.",
+        ),
+    ] = "table_move",
 ) -> None:
     """Migrate a demo orders table between two SQLite files while the example service keeps serving."""
+    if kind == "expand_contract":
+        if with_routes or prepare_only:
+            _fail(ShiftoverError("--with-routes and --prepare-only go with the table move, not --kind expand_contract"))
+        return _expand_demo(5_000 if rows is None else rows, workdir or Path(".shiftover/demo-expand"))
+    if kind != "table_move":
+        _fail(ShiftoverError(f"--kind must be table_move or expand_contract, not {kind!r}"))
+    rows = 100_000 if rows is None else rows
+    workdir = workdir or Path(".shiftover/demo")
     from shiftover.demo.run import prepare, run_demo
 
     if prepare_only:
@@ -198,6 +220,19 @@ def demo(
         _fail(exc)
     typer.echo(report.render())
     if report.final_differences != 0 or (report.routes is not None and report.routes.failures):
+        raise typer.Exit(code=1)
+
+
+def _expand_demo(rows: int, workdir: Path) -> None:
+    """``shiftover demo --kind expand_contract`` (``shiftover/demo/expand.py``)."""
+    from shiftover.demo.expand import run_expand_demo
+
+    try:
+        report = run_expand_demo(rows=rows, workdir=workdir)
+    except ShiftoverError as exc:
+        _fail(exc)
+    typer.echo(report.render())
+    if not report.ok:
         raise typer.Exit(code=1)
 
 
