@@ -64,7 +64,7 @@ class Stack:
     def start_worker(self, name: str, limit: int | None = None) -> subprocess.Popen[bytes]:
         """A process worker; ``limit``: flow runs it runs at once (else one worker may take them all)."""
         extra = ["--limit", str(limit)] if limit else []
-        worker = _start(
+        worker = start_process(
             [str(BIN / "prefect"), "worker", "start", "--pool", "shiftover", "--name", name, *extra],
             self.env,
             self.home / f"{name}.log",
@@ -83,7 +83,7 @@ class Stack:
         return "\n".join(parts)
 
 
-def _start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+def start_process(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     out = log.open("wb")
     return subprocess.Popen(args, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -131,12 +131,12 @@ def prefect_stack(home: Path, extra_env: dict[str, str] | None = None) -> Iterat
     home.mkdir(parents=True, exist_ok=True)
     server = None
     try:
-        server = _start(
+        server = start_process(
             [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
             env,
             home / "server.out",
         )
-        _wait_healthy(url, server, home / "server.out")
+        wait_healthy(url, server, home / "server.out")
         stack.prefect("work-pool", "create", "shiftover", "--type", "process")
         yield stack
     finally:
@@ -149,7 +149,7 @@ def prefect_stack(home: Path, extra_env: dict[str, str] | None = None) -> Iterat
         admin.dispose()
 
 
-def _wait_healthy(url: str, server: subprocess.Popen[bytes], log: Path, timeout: float = 90) -> None:
+def wait_healthy(url: str, server: subprocess.Popen[bytes], log: Path, timeout: float = 90) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.poll() is not None:

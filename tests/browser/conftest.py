@@ -12,8 +12,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import signal
-import socket
 import subprocess
 import time
 import uuid
@@ -27,6 +25,7 @@ from urllib.request import Request, urlopen
 import pytest
 import sqlalchemy as sa
 import yaml
+from prefect_stack import free_port, start_process, stop, wait_healthy
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = REPO / ".venv" / "bin"
@@ -46,12 +45,6 @@ CHROMIUM_ARGS = [
     # the Run dialog's create-run request stalled 30 s, the Resume form's until the next page call.)
     "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE localhost , EXCLUDE 127.0.0.1",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -156,23 +149,6 @@ class Stack:
         return str(self.call("GET", f"/flows/{flow_id}")["name"])
 
 
-def _start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    out = log.open("wb")
-    return subprocess.Popen(args, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """Stop a process and everything it started (its own session)."""
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(5)
-
-
 @pytest.fixture(scope="module")
 def prefect_database() -> Iterator[str]:
     """The Prefect server's own database, on the PostgreSQL server, as production servers run.
@@ -223,33 +199,22 @@ def stack(tmp_path_factory: pytest.TempPathFactory, prefect_database: str) -> It
         "PREFECT_API_DATABASE_CONNECTION_URL": prefect_database,
     }
     env.pop("PREFECT_PROFILES_PATH", None)
-    server = _start(
+    server = start_process(
         [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)], env, home / "server.log"
     )
     worker = None
     try:
-        _wait_healthy(url, server, home / "server.log")
+        wait_healthy(url, server, home / "server.log")
         stack = Stack(url, env, home)
         stack.prefect("work-pool", "create", "shiftover", "--type", "process")
-        worker = _start([str(BIN / "prefect"), "worker", "start", "--pool", "shiftover"], env, home / "worker.log")
+        worker = start_process(
+            [str(BIN / "prefect"), "worker", "start", "--pool", "shiftover"], env, home / "worker.log"
+        )
         yield stack
     finally:
         if worker is not None:
-            _stop(worker)  # flow processes first: a flow whose server has gone can hang
-        _stop(server)
-
-
-def _wait_healthy(url: str, server: subprocess.Popen[bytes], log: Path, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise AssertionError(f"prefect server exited:\n{log.read_text()[-2000:]}")
-        try:
-            with urlopen(f"{url}/api/health", timeout=2):
-                return
-        except OSError:
-            time.sleep(0.3)
-    raise AssertionError(f"prefect server not healthy after {timeout}s:\n{log.read_text()[-2000:]}")
+            stop(worker)  # flow processes first: a flow whose server has gone can hang
+        stop(server)
 
 
 @pytest.fixture
