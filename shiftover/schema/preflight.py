@@ -64,7 +64,9 @@ def check_change(spec: ExpandContractSpec) -> Target:
             _plan(target, f"operations.{i}.up", f"SELECT ({op.up}) FROM ({row}) so_row WHERE 1 = 0")
             _plan(target, f"operations.{i}.down", f"SELECT ({op.down}) FROM ({row}) so_row WHERE 1 = 0")
         elif not isinstance(op, ColumnOperation):
-            _check_constraint(target, i, op, present, after, row, [ix.columns for ix in spec.indexes])
+            _check_constraint(
+                target, i, op, present, after, row, [ix.columns for ix in spec.indexes], dict(new_columns)
+            )
     return target
 
 
@@ -76,6 +78,7 @@ def _check_constraint(
     after: list[str],
     row: str,
     spec_indexes: list[tuple[str, ...]],
+    new_types: dict[str, str],
 ) -> None:
     """An index's or constraint's columns, name and expression, and whether the engine can add it online."""
     if isinstance(op, DropColumn):
@@ -123,6 +126,17 @@ def _check_constraint(
                 f"operations.{i}.column",
                 f"column {op.column!r} is NOT NULL already (a rollback would make it nullable)",
             )
+        type_ = new_types.get(op.column) or _type_of(target, op.column)
+        refusal = schema_dialect(target.engine).not_null_refusal(type_)
+        if refusal:
+            raise SpecError(f"operations.{i}.column", f"column {op.column!r} ({type_}): {refusal}")
+
+
+def _type_of(target: Target, column: str) -> str:
+    for c in sa.inspect(target.engine).get_columns(target.table, schema=target.schema):
+        if c["name"] == column:
+            return str(c["type"])
+    raise LookupError(column)
 
 
 def _check_drop(target: Target, i: int, op: DropColumn, present: list[str]) -> None:

@@ -104,6 +104,10 @@ class SchemaDialect:
     def drop_not_null(self, conn: sa.Connection, table: str, column: str, helper: str, timeout_ms: int) -> list[str]:
         raise NotImplementedError
 
+    def not_null_refusal(self, type_: str) -> str | None:
+        """Why a column of ``type_`` cannot be made NOT NULL online here, or None."""
+        return None
+
     foreign_key_needs_index = False  # MariaDB: else the ALTER builds one (left behind by a rollback)
 
     def add_foreign_key(

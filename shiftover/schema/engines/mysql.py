@@ -17,8 +17,10 @@ first). Its end needs the exclusive metadata lock while it applies the writes ma
 a steady writer to an indexed column it hit the 500 ms ``WAIT`` again and again (measured at 300k
 rows on a loaded machine: 6 time-outs and 7.7 s in one run, 27 time-outs and 102 s in another, 288 s
 in a third; one attempt of 1.0 s with a 3 s bound, or without that index), so budget attempts for
-it. CHECK: refused, since MariaDB adds one only with ``ALGORITHM=COPY`` (10.11 answers 1845 to
-INPLACE and to NOCOPY), which blocks every writer while it copies the table. Foreign key: INPLACE
+it. The definition is edited outside its quoted text (a COMMENT or DEFAULT may say NOT NULL). A
+TIMESTAMP is refused: 10.11 answers 1846 to INPLACE for it, with or without a DEFAULT. CHECK:
+refused, since MariaDB adds one only with ``ALGORITHM=COPY`` (10.11 answers 1845 to INPLACE and to
+NOCOPY), which blocks every writer while it copies the table. Foreign key: INPLACE
 only with ``foreign_key_checks`` off for the ALTER (10.11 answers 1846 otherwise, "Adding foreign
 keys needs foreign_key_checks=OFF"), so existing rows are not checked by the server: the caller
 counts orphans before and again after (new writes are checked from the ALTER on). Without an index
@@ -28,6 +30,7 @@ on the columns the ALTER builds one that outlives a DROP FOREIGN KEY, so the pre
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 
 import sqlalchemy as sa
@@ -85,16 +88,28 @@ class MySQLSchema(SchemaDialect):
         self, conn: sa.Connection, table: str, column: str, helper: str, helper_exists: bool, timeout_ms: int
     ) -> list[list[str]]:
         definition = _column_definition(conn, table, column)
-        if " NOT NULL" in definition:
+        if _keyword(definition, _NOT_NULL):
             return []
-        definition = definition.replace(" DEFAULT NULL", "") + " NOT NULL"
+        # a nullable column prints DEFAULT NULL (and a TIMESTAMP a bare NULL): both go, NOT NULL comes
+        definition = _drop_keyword(_drop_keyword(definition, _DEFAULT_NULL), _BARE_NULL) + " NOT NULL"
         return [[self._modify(table, definition, timeout_ms)]]
 
     def drop_not_null(self, conn: sa.Connection, table: str, column: str, helper: str, timeout_ms: int) -> list[str]:
         definition = _column_definition(conn, table, column)
-        if " NOT NULL" not in definition:
+        found = _keyword(definition, _NOT_NULL)
+        if found is None:
             return []
-        return [self._modify(table, definition.replace(" NOT NULL", " NULL"), timeout_ms)]
+        return [self._modify(table, definition[: found.start()] + " NULL" + definition[found.end() :], timeout_ms)]
+
+    def not_null_refusal(self, type_: str) -> str | None:
+        if type_.split("(")[0].strip().upper() != "TIMESTAMP":
+            return None
+        return (
+            "MariaDB makes a TIMESTAMP column NOT NULL only with ALGORITHM=COPY (10.11 answers error 1846 "
+            "'cannot convert NULL to non-constant DEFAULT' to INPLACE, with or without a DEFAULT), which "
+            "blocks every write while it copies the table. Change it to DATETIME first, or enforce it in "
+            "the application"
+        )
 
     def _modify(self, table: str, definition: str, timeout_ms: int) -> str:
         return f"ALTER TABLE {table} WAIT {timeout_ms / 1000:g} MODIFY {definition}, ALGORITHM=INPLACE, LOCK=NONE"
@@ -196,6 +211,24 @@ END"""
 
     def sync_on(self, conn: sa.Connection) -> None:
         conn.exec_driver_sql("SET @shiftover_sync_off = NULL")
+
+
+_NOT_NULL = re.compile(r" NOT NULL\b", re.IGNORECASE)
+_DEFAULT_NULL = re.compile(r" DEFAULT NULL\b", re.IGNORECASE)
+_BARE_NULL = re.compile(r"(?<!NOT)(?<!DEFAULT) NULL\b", re.IGNORECASE)
+_QUOTED = re.compile(r"'(?:[^'\\]|\\.|'')*'|\"(?:[^\"\\]|\\.|\"\")*\"|`(?:[^`]|``)*`")
+
+
+def _keyword(definition: str, pattern: re.Pattern[str]) -> re.Match[str] | None:
+    """``pattern``'s first match in ``definition`` outside quoted text: a COMMENT, a string DEFAULT
+    or a backquoted name saying "NOT NULL" is not the column's nullability."""
+    masked = _QUOTED.sub(lambda quoted: " " * len(quoted.group()), definition)
+    return pattern.search(masked)
+
+
+def _drop_keyword(definition: str, pattern: re.Pattern[str]) -> str:
+    found = _keyword(definition, pattern)
+    return definition if found is None else definition[: found.start()] + definition[found.end() :]
 
 
 def _column_definition(conn: sa.Connection, table: str, column: str) -> str:
