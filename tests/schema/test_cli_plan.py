@@ -30,11 +30,11 @@ def test_plan_prints_the_stages_that_run(monkeypatch) -> None:  # type: ignore[n
 
 def test_an_unsupported_operation_is_refused_by_its_field(tmp_path: Path) -> None:
     spec = tmp_path / "bad.yaml"
-    text = Path(EXAMPLE).read_text().replace("op: add_column", "op: split_column")
+    text = Path(EXAMPLE).read_text().replace("op: add_column", "op: add_unique")
     spec.write_text(text)
     result = runner.invoke(app, ["plan", str(spec)])
     assert result.exit_code != 0
-    assert "spec field 'operations.1.op': operation 'split_column' is not supported yet" in result.output
+    assert "spec field 'operations.1.op': operation 'add_unique' is not supported yet" in result.output
 
 
 def test_plan_ddl_prints_each_stage_statements_and_changes_nothing(monkeypatch, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
