@@ -441,3 +441,26 @@ def test_the_plan_runs_rolls_back_and_contracts(
         assert read(case.engine, "first_name, last_name") == {i: split(f) for i, (f,) in originals.items()}
     else:
         assert read(case.engine, "full_name") == {i: (join(a, b),) for i, (a, b) in originals.items()}
+
+
+# -- letter case and trailing spaces: exact on every engine --------------------------------------
+def test_a_write_changing_only_letter_case_reaches_the_other_side(case: Case, control_store: ControlStore) -> None:
+    """MariaDB's default collation holds 'Ada' = 'ada': the triggers and the validation must compare
+    the text exactly, or the change is lost at contract."""
+    expand_sync_backfill(case, control_store)
+    with case.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE people SET full_name = 'f2 l74' WHERE id = 2"))  # was 'F2 L74'
+        conn.execute(sa.text("UPDATE people SET first_name = 'f3' WHERE id = 3"))  # was 'F3'
+        conn.execute(sa.text("UPDATE people SET last_name = 'l148' WHERE id = 4"))  # was 'L148'
+    rows = read(case.engine, "full_name, first_name, last_name")
+    assert [rows[2], rows[3], rows[4]] == [
+        ("f2 l74", "f2", "l74"),
+        ("f3 L111", "f3", "L111"),
+        ("F4 l148", "F4", "l148"),
+    ]
+    assert validate_columns(case.target, case.spec).passed
+    remove_sync(case.target, case.spec)  # plant a case-only difference behind the triggers
+    with case.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE people SET full_name = 'F5 l185' WHERE id = 5"))  # was 'F5 L185'
+    report = validate_columns(case.target, case.spec)
+    assert sum(c.mismatches for c in report.checks) >= 1 and not report.passed

@@ -48,7 +48,14 @@ class MySQLSchema(SchemaDialect):
     name = "mysql"
 
     def distinct(self, a: str, b: str) -> str:
-        return f"NOT ({a} <=> {b})"
+        """``<=>`` follows the collation: under the default ``utf8mb4_general_ci`` it holds 'Ada'
+        equal to 'ada' and to 'Ada ' (checked on 10.11), so a write changing only letter case would
+        not reach the other side and validation would pass it. Two strings are compared by their
+        bytes too (both in utf8mb4); a number or date (``CHARSET()`` 'binary') only by value, so
+        150 and 150.00 stay equal."""
+        both_text = f"CHARSET({a}) <> 'binary' AND CHARSET({b}) <> 'binary'"
+        exact = f"BINARY CONVERT({a} USING utf8mb4) <=> BINARY CONVERT({b} USING utf8mb4)"
+        return f"(NOT ({a} <=> {b}) OR ({a} IS NOT NULL AND {b} IS NOT NULL AND {both_text} AND NOT ({exact})))"
 
     def typed(self, value: str, type_: str) -> str:
         # CAST takes a few type names only (SIGNED, DECIMAL, CHAR...), not a column's type: the
