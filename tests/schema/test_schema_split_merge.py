@@ -464,3 +464,29 @@ def test_a_write_changing_only_letter_case_reaches_the_other_side(case: Case, co
         conn.execute(sa.text("UPDATE people SET full_name = 'F5 l185' WHERE id = 5"))  # was 'F5 L185'
     report = validate_columns(case.target, case.spec)
     assert sum(c.mismatches for c in report.checks) >= 1 and not report.passed
+
+
+@pytest.mark.parametrize("op", ["split", "merge"])
+def test_sqlite_triggers_do_not_loop_with_recursive_triggers_on(
+    op: str, database_url: Callable[[str], str], control_store: ControlStore
+) -> None:
+    """SQLite's AFTER triggers write the row again; with ``recursive_triggers`` on, that write fires
+    them once more, and their in-step guards must end it there (a loop fails the write with 'too many
+    levels of trigger recursion')."""
+    case = make_case(op, "sqlite", database_url("sqlite"))
+    expand_sync_backfill(case, control_store)
+    with case.engine.begin() as conn:
+        conn.exec_driver_sql("PRAGMA recursive_triggers = ON")
+        conn.execute(sa.text("UPDATE people SET full_name = 'Ada Lovelace' WHERE id = 3"))
+        conn.execute(sa.text("UPDATE people SET first_name = 'Grace', last_name = 'Hopper' WHERE id = 4"))
+        conn.execute(sa.text("INSERT INTO people (id, first_name, last_name) VALUES (9001, 'Alan', 'Turing')"))
+        conn.execute(sa.text("INSERT INTO people (id, full_name) VALUES (9002, 'Barbara Liskov')"))
+        conn.exec_driver_sql("PRAGMA recursive_triggers = OFF")
+    rows = read(case.engine, "full_name, first_name, last_name")
+    assert [rows[3], rows[4], rows[9001], rows[9002]] == [
+        ("Ada Lovelace", "Ada", "Lovelace"),
+        ("Grace Hopper", "Grace", "Hopper"),
+        ("Alan Turing", "Alan", "Turing"),
+        ("Barbara Liskov", "Barbara", "Liskov"),
+    ]
+    assert out_of_step(case.engine) == []
