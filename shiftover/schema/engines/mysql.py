@@ -35,7 +35,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 
-from shiftover.schema.engines import SchemaDialect, SyncPair
+from shiftover.schema.engines import SchemaDialect, SyncGroup, all_null, any_not_null, on_row
 
 LOCK_WAIT_TIMEOUT = 1205
 REFUSED = {
@@ -51,7 +51,14 @@ class MySQLSchema(SchemaDialect):
     name = "mysql"
 
     def distinct(self, a: str, b: str) -> str:
-        return f"NOT ({a} <=> {b})"
+        """``<=>`` follows the collation: under the default ``utf8mb4_general_ci`` it holds 'Ada'
+        equal to 'ada' and to 'Ada ' (checked on 10.11), so a write changing only letter case would
+        not reach the other side and validation would pass it. Two strings are compared by their
+        bytes too (both in utf8mb4); a number or date (``CHARSET()`` 'binary') only by value, so
+        150 and 150.00 stay equal."""
+        both_text = f"CHARSET({a}) <> 'binary' AND CHARSET({b}) <> 'binary'"
+        exact = f"BINARY CONVERT({a} USING utf8mb4) <=> BINARY CONVERT({b} USING utf8mb4)"
+        return f"(NOT ({a} <=> {b}) OR ({a} IS NOT NULL AND {b} IS NOT NULL AND {both_text} AND NOT ({exact})))"
 
     def typed(self, value: str, type_: str) -> str:
         # CAST takes a few type names only (SIGNED, DECIMAL, CHAR...), not a column's type: the
@@ -142,38 +149,40 @@ class MySQLSchema(SchemaDialect):
         wait = f"WAIT {timeout_ms / 1000:g}"
         return f"ALTER TABLE {table} {wait} DROP FOREIGN KEY IF EXISTS {name}, ALGORITHM=INPLACE, LOCK=NONE"
 
-    def sync_install(self, pair: SyncPair) -> list[str]:
-        new, old, up, down = f"NEW.{pair.new}", f"NEW.{pair.old}", pair.up_row, pair.down_row
+    def sync_install(self, group: SyncGroup) -> list[str]:
+        new, old = on_row(group.news, "NEW"), on_row(group.olds, "NEW")
+        set_new = " ".join(f"SET {n} = {up};" for n, up in zip(new, group.ups, strict=True))
+        set_old = " ".join(f"SET {o} = {down};" for o, down in zip(old, group.downs, strict=True))
         insert = f"""BEGIN
   IF @shiftover_sync_off IS NULL THEN
-    IF {new} IS NULL AND {old} IS NOT NULL THEN
-      SET {new} = {up};
-    ELSEIF {new} IS NOT NULL AND {self.distinct(new, up)} THEN
-      SET {old} = {down};
+    IF ({all_null(group.news)}) AND ({any_not_null(group.olds)}) THEN
+      {set_new}
+    ELSEIF ({any_not_null(group.news)}) AND ({self.any_distinct(new, group.ups)}) THEN
+      {set_old}
     END IF;
   END IF;
 END"""
         update = f"""BEGIN
   IF @shiftover_sync_off IS NULL THEN
-    IF {self.distinct(new, f"OLD.{pair.new}")} THEN
-      IF {self.distinct(new, up)} THEN
-        SET {old} = {down};
+    IF {self.any_distinct(new, on_row(group.news, "OLD"))} THEN
+      IF {self.any_distinct(new, group.ups)} THEN
+        {set_old}
       END IF;
-    ELSEIF {self.distinct(old, f"OLD.{pair.old}")} THEN
-      IF {self.distinct(old, down)} THEN
-        SET {new} = {up};
+    ELSEIF {self.any_distinct(old, on_row(group.olds, "OLD"))} THEN
+      IF {self.any_distinct(old, group.downs)} THEN
+        {set_new}
       END IF;
     END IF;
   END IF;
 END"""
-        ins, upd = (pair.trigger_name(s, qualified=True) for s in ("ins", "upd"))
+        ins, upd = (group.trigger_name(s, qualified=True) for s in ("ins", "upd"))
         return [
-            f"CREATE OR REPLACE TRIGGER {ins} BEFORE INSERT ON {pair.table} FOR EACH ROW {insert}",
-            f"CREATE OR REPLACE TRIGGER {upd} BEFORE UPDATE ON {pair.table} FOR EACH ROW {update}",
+            f"CREATE OR REPLACE TRIGGER {ins} BEFORE INSERT ON {group.table} FOR EACH ROW {insert}",
+            f"CREATE OR REPLACE TRIGGER {upd} BEFORE UPDATE ON {group.table} FOR EACH ROW {update}",
         ]
 
-    def sync_remove(self, pair: SyncPair) -> list[str]:
-        return [f"DROP TRIGGER IF EXISTS {pair.trigger_name(s, qualified=True)}" for s in ("ins", "upd")]
+    def sync_remove(self, group: SyncGroup) -> list[str]:
+        return [f"DROP TRIGGER IF EXISTS {group.trigger_name(s, qualified=True)}" for s in ("ins", "upd")]
 
     def trigger_names(self, pair_trigger: str) -> list[str]:
         return [f"{pair_trigger}_ins", f"{pair_trigger}_upd"]
