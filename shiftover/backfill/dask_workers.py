@@ -87,8 +87,8 @@ def run_loop_on_dask_worker(job: WorkerJob, prefix: str, ttl: float) -> dict[str
     write under the dead loop's fence). Returns the loop's report."""
     from distributed import get_worker
 
-    holder = f"{prefix}-{get_worker().name}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    return job.run(holder, ttl).as_dict()
+    parts = [prefix, str(get_worker().name)[:60], socket.gethostname()[:64], str(os.getpid()), uuid.uuid4().hex[:6]]
+    return job.run("-".join(parts), ttl).as_dict()  # under the 200 characters of ``lease_holder``
 
 
 @dataclass
@@ -157,7 +157,7 @@ def run_dask_backfill(
         client = connect_scheduler(settings.scheduler)
     engine = migration.store.engine
     job = WorkerJob.of(migration, control_url)
-    prefix = f"dask-{migration.name}-{uuid.uuid4().hex[:8]}"
+    prefix = f"dask-{uuid.uuid4().hex[:8]}"  # this run's loops (the migration is the checkpoint row's key)
     outcome = DaskOutcome(rows_before=distributed_progress(migration.name, engine).rows_copied)
     try:
         loops = submit_loops(client, job, settings, prefix, 1)
