@@ -141,6 +141,38 @@ def test_a_sigkilled_dask_worker_leaves_its_segment_to_the_other(
     print(f"reports {result.reports}, rounds {result.rounds}, loops not ended {result.unfinished_loops}, {budget}")
 
 
+def test_loops_that_fail_are_resubmitted_then_reported(
+    pg_database: Callable[[], str], dask_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The control store reaches the Dask workers as a reference their environment lacks: every loop
+    fails on its worker (the reference is resolved there, not by the parent), the parent submits
+    the remaining rounds, then stops and reports each loop's error; nothing is copied."""
+    from shiftover.backfill.dask_workers import MAX_ROUNDS, run_dask_backfill
+
+    source, target, store_url = pg_database(), pg_database(), pg_database()
+    fill_items(source, 1_000)
+    run_sql(target, ITEMS_DDL)
+    with dask_cluster(dask_home) as cluster:
+        monkeypatch.setenv("SO_TEST_ONLY_IN_THE_PARENT", store_url)
+        data = items_spec(source, target, "dfail", chunk_rows=500)
+        data["backfill"]["distributed"] = {"workers": 2, "mode": "dask", "scheduler": cluster.address}
+        migration = open_migration(parse_spec(data), store_url)
+        settings = distributed_settings(migration.spec.backfill)
+        assert settings is not None
+        plan_distributed(migration, settings.segments)
+        lines: list[str] = []
+        result = run_dask_backfill(
+            migration, settings, control_url="${SO_TEST_ONLY_IN_THE_PARENT}", every=0.2, log=lines.append
+        )
+
+    assert result.rounds == MAX_ROUNDS and result.reports == []
+    assert len(result.errors) == 2 * MAX_ROUNDS, result.errors
+    assert all("SO_TEST_ONLY_IN_THE_PARENT is not set" in e for e in result.errors), result.errors
+    assert any("rounds with segments left; stopping" in line for line in lines), lines
+    assert result.progress is not None and not result.progress.complete and result.rows_copied == 0
+    assert rows_of(target, "SELECT count(*) FROM items")[0][0] == 0
+
+
 def _run(fn: Callable[..., Any], *args: Any) -> Any:
     try:
         return fn(*args, every=0.5)
