@@ -1,9 +1,10 @@
 """A distributed backfill: plan segments once, then any number of workers (processes, machines,
-Prefect child runs) claim segments by lease and copy them until none is left.
+Prefect child runs, Dask workers) claim segments by lease and copy them until none is left.
 
 ``plan_distributed`` runs once (the parent); ``copy_claimed_segments`` is one worker's loop;
 ``start_worker_processes`` starts N local OS processes of that loop (``python -m
-shiftover.backfill.workers``); ``distributed_progress`` aggregates the checkpoints. A worker
+shiftover.backfill.workers``), and ``dask_workers`` runs the same loop on a Dask cluster (both
+through ``WorkerJob``); ``distributed_progress`` aggregates the checkpoints. A worker
 with nothing to claim while other workers still hold unfinished segments keeps polling (unless
 told not to wait), so the survivors take over a dead worker's segment once its lease expires.
 """
@@ -19,7 +20,7 @@ import time
 from collections.abc import Callable
 from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from shiftover.backfill import checkpoints, leases
@@ -48,11 +49,12 @@ class DistributedSettings:
     (local processes, the spec's other settings or their defaults)."""
 
     workers: int
-    mode: str  # processes | deployment
+    mode: str  # processes | deployment | dask
     deployment: str
     segments_per_worker: int
     lease_ttl_seconds: float
     from_spec: bool  # the spec asked (refusals name ``backfill.distributed``)
+    scheduler: str | None = None  # mode dask: the scheduler's address, or a reference to it
 
     @property
     def segments(self) -> int:
@@ -77,6 +79,7 @@ def distributed_settings(spec: BackfillSpec, workers: int | None = None) -> Dist
         declared.segments_per_worker,
         declared.lease_ttl_seconds,
         True,
+        declared.scheduler,
     )
 
 
@@ -225,16 +228,40 @@ def worker_name(prefix: str, index: int) -> str:
     return f"{prefix}-{index}-{socket.gethostname()}-{os.getpid()}"
 
 
+@dataclass(frozen=True)
+class WorkerJob:
+    """What a worker elsewhere (an OS process, a Dask worker) needs to open the migration and run
+    ``copy_claimed_segments``: the spec as data and the control store's URL (or a reference to it,
+    resolved where the worker connects)."""
+
+    spec: dict[str, Any]
+    control_url: str
+
+    @classmethod
+    def of(cls, migration: Migration, control_url: str | None = None) -> WorkerJob:
+        """``control_url``: as the run got it (a ``${NAME}`` stays a reference); else the open store's URL."""
+        url = control_url or migration.store.engine.url.render_as_string(hide_password=False)
+        return cls(json.loads(migration.spec.model_dump_json(by_alias=True)), url)
+
+    def run(self, worker_id: str, ttl: float = leases.DEFAULT_SEGMENT_TTL_SECONDS) -> WorkerReport:
+        """Open the migration and run the one worker loop; its engines' pools are closed after, so a
+        long-lived host process (a Dask worker) keeps no idle connections to the three databases."""
+        from shiftover.migration import open_migration
+        from shiftover.spec import parse_spec
+
+        migration = open_migration(parse_spec(self.spec), self.control_url)
+        try:
+            return copy_claimed_segments(migration, worker_id, ttl=ttl, poll_seconds=min(1.0, ttl / 4))
+        finally:
+            for engine in (migration.source, migration.target, migration.store.engine):
+                engine.dispose()
+
+
 def start_worker_processes(
     migration: Migration, workers: int, *, ttl: float = leases.DEFAULT_SEGMENT_TTL_SECONDS, prefix: str = "worker"
 ) -> list[subprocess.Popen[bytes]]:
     """Start ``workers`` OS processes of ``copy_claimed_segments`` over this migration's saved plan."""
-    job = json.dumps(
-        {
-            "spec": json.loads(migration.spec.model_dump_json(by_alias=True)),
-            "control_url": migration.store.engine.url.render_as_string(hide_password=False),
-        }
-    ).encode()
+    job = json.dumps(asdict(WorkerJob.of(migration))).encode()
     procs = []
     for i in range(workers):
         proc = subprocess.Popen(
@@ -285,14 +312,9 @@ def wait_for_workers(
 def main(argv: list[str]) -> int:
     """``python -m shiftover.backfill.workers WORKER_ID [TTL]`` with ``{"spec": ..., "control_url": ...}``
     as one JSON line on stdin: one worker; prints its report as one JSON line."""
-    from shiftover.migration import open_migration
-    from shiftover.spec import parse_spec
-
-    job = json.loads(sys.stdin.readline())
-    spec = parse_spec(job["spec"])
+    job = WorkerJob(**json.loads(sys.stdin.readline()))
     ttl = float(argv[1]) if len(argv) > 1 else leases.DEFAULT_SEGMENT_TTL_SECONDS
-    migration = open_migration(spec, job["control_url"])
-    report = copy_claimed_segments(migration, argv[0], ttl=ttl, poll_seconds=min(1.0, ttl / 4))
+    report = job.run(argv[0], ttl)
     print(json.dumps(report.as_dict()), flush=True)
     return 0
 
