@@ -1,13 +1,15 @@
 """The gateway driver interface: what a route move asks of any gateway.
 
-HAProxy (``haproxy.py``) is the one driver that is run and supported; Envoy, the Kubernetes Gateway
-API or Traefik would implement the same four calls.
+HAProxy (``haproxy.py``, the default) and nginx (``nginx.py``) are the drivers that are run and
+supported; Envoy, the Kubernetes Gateway API or Traefik would implement the same four calls. A
+driver that can copy live traffic (nginx's ``mirror``) is also a ``MirroringGateway``: the dark
+launch then compares mirrored live requests instead of replaying logged ones.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -42,4 +44,12 @@ class Gateway(Protocol):
 
     def retire_old(self, route: str) -> Split:
         """Remove the old upstream from the route: the gateway answers from the new one only."""
+        ...
+
+
+@runtime_checkable
+class MirroringGateway(Protocol):
+    def mirror(self, route: str, target: str | None) -> None:
+        """Copy the route's safe requests (GET, HEAD) to ``target`` (``host:port``), or stop (None);
+        the copies never delay or fail the client's request."""
         ...
