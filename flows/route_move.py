@@ -26,9 +26,10 @@ def route_move(
     poll_interval_seconds: int = 10,
     auto_approve: bool = False,
 ) -> dict[str, Any]:
-    """Move the spec's routes through the gateway (``gateway.driver``) running from ``gateway_dir``. Approvals pause this
-    run (never suspend it: the move holds the gateway's access log); ``auto_approve`` answers them
-    itself only where the spec allows it (no approvers, or ``approvals.auto``), as a table run does."""
+    """Move the spec's routes through the gateway (``gateway.driver``) running from ``gateway_dir``.
+    Approvals pause this run (never suspend it: the move holds the gateway's access log);
+    ``auto_approve`` answers them itself only where the spec allows it (no approvers, or
+    ``approvals.auto``), as a table run does."""
 
     from shiftover.control.lease import acquire_lease
     from shiftover.control.store import open_store

@@ -12,7 +12,9 @@ from shiftover.routes.spec import RouteMoveSpec
 RunningGateway = HAProxyGateway | NginxGateway
 
 
-def start_gateway(spec: RouteMoveSpec, *, workdir: Path | None = None, log_socket: Path | None = None) -> RunningGateway:
+def start_gateway(
+    spec: RouteMoveSpec, *, workdir: Path | None = None, log_socket: Path | None = None
+) -> RunningGateway:
     if spec.gateway.driver == "nginx":
         return start_nginx(spec, workdir=workdir, log_socket=log_socket)
     return start_haproxy(spec, workdir=workdir, log_socket=log_socket)

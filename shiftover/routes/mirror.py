@@ -79,6 +79,7 @@ class MirrorComparator:
             if len(self.comparisons) >= self.limit:
                 continue  # enough compared: the rest are drained unreplayed
             headers = {self.key_header: item.key} if item.key else {}
+            result: Comparison | None
             try:
                 result = compare_path(self.old, self.new, item.path, headers, self.ignore)
             except OSError:

@@ -122,7 +122,9 @@ def render_config(
         # workers keep the starter's user: they must reach its private workdir (the log socket, temp dirs)
         lines.append(f"user {pwd.getpwuid(os.geteuid()).pw_name};")
     lines += [f"error_log {workdir}/error.log warn;", "events { worker_connections 1024; }", "http {"]
-    lines += [f"    {kind}_temp_path {workdir}/tmp/{kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")]
+    lines += [
+        f"    {kind}_temp_path {workdir}/tmp/{kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    ]
     lines += [
         "    access_log off;",
         "    log_format shiftover '$shiftover_backend $shiftover_side $status $upstream_response_time "
