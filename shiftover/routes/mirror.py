@@ -141,6 +141,7 @@ def _server(comparator: MirrorComparator) -> ThreadingHTTPServer:
 
     class Server(ThreadingHTTPServer):
         daemon_threads = True
+        request_queue_size = 128  # the listen backlog: nginx opens connections in bursts
 
         def handle_error(self, request: Any, client_address: Any) -> None:
             pass  # the gateway closing a kept-alive connection is no failure
