@@ -251,3 +251,28 @@ def test_a_flow_run_attaches_to_the_running_nginx(upstreams, nginx_factory, tmp_
     assert {side_of(gw, f"u{i}") for i in range(30)} == {"old"}
     with pytest.raises(GatewayError, match="no gateway config"):
         attach_gateway(spec, tmp_path)
+
+
+def test_a_new_service_erroring_in_the_canary_is_rolled_back_through_a_reload(
+    upstreams, nginx_factory, control_store: ControlStore
+) -> None:
+    old, new = upstreams
+    new.behaviour.error_fraction = 0.5  # user requests only (those carrying X-User)
+    gates = [{"name": "error_rate", "threshold": 0.01}, {"name": "latency_ratio", "threshold": 2.0}]
+    canary = {"steps": [50, 100], "soak_seconds": 5, "watch_seconds": 0.25, "min_requests": 5}
+    spec = route_spec(old, new, gateway=NGINX, gates=gates, canary=canary)  # no mismatch gate: reach the canary
+    gw, log = nginx_factory(spec)
+    with Load(gw.port) as load:
+        time.sleep(0.3)
+        with pytest.raises(GateError) as caught:
+            evaluate_routes(open_route_move(spec, control_store, gw, log, approve))
+        sent_at_flip, new_at_flip = load.sent, load.sides.get("new", 0)
+        time.sleep(0.5)
+    assert caught.value.gate == "error_rate"
+    assert gw.split("orders_reads").percent_new == 0
+    rollback = control_store.audit_entries(MOVE, "route_rollback")
+    assert len(rollback) == 1 and rollback[0]["detail"]["seconds"] < 1.0  # re-render, nginx -t, reload
+    assert new_at_flip > 0 and load.sent > sent_at_flip + 20
+    assert load.sides.get("new", 0) == new_at_flip  # after the flip, every request on old
+    assert load.failures and all(f.startswith("500 ") for f in load.failures)  # the new service's own 500s
+    assert completed(control_store, MOVE, "orders_reads") == set()
