@@ -21,12 +21,13 @@ from shiftover.routes.spec import Upstream
 
 @dataclass(frozen=True)
 class Mirrored:
-    """One mirrored request: its route, method, path (with query) and the user's key."""
+    """One mirrored request: its route, method, path (with query) and what identifies its user
+    (the key header and cookies), which the replays carry."""
 
     route: str
     method: str
     path: str
-    key: str | None
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 class MirrorComparator:
@@ -78,7 +79,7 @@ class MirrorComparator:
                 continue
             if len(self.comparisons) >= self.limit:
                 continue  # enough compared: the rest are drained unreplayed
-            headers = {self.key_header: item.key} if item.key else {}
+            headers = dict(item.headers)
             result: Comparison | None
             try:
                 result = compare_path(self.old, self.new, item.path, headers, self.ignore)
@@ -129,7 +130,8 @@ def _server(comparator: MirrorComparator) -> ThreadingHTTPServer:
             method = self.headers.get("X-Shiftover-Method", self.command)
             if method in ("GET", "HEAD"):  # the gateway forwards no write; refuse one all the same
                 route = self.headers.get("X-Shiftover-Route", "")
-                comparator.offer(Mirrored(route, method, self.path, self.headers.get(comparator.key_header)))
+                user = ((h, self.headers[h]) for h in (comparator.key_header, "Cookie") if self.headers.get(h))
+                comparator.offer(Mirrored(route, method, self.path, tuple(user)))
             self.send_response(204)
             self.send_header("Content-Length", "0")
             self.end_headers()

@@ -276,3 +276,28 @@ def test_a_new_service_erroring_in_the_canary_is_rolled_back_through_a_reload(
     assert load.sides.get("new", 0) == new_at_flip  # after the flip, every request on old
     assert load.failures and all(f.startswith("500 ") for f in load.failures)  # the new service's own 500s
     assert completed(control_store, MOVE, "orders_reads") == set()
+
+
+def test_the_route_move_flow_attaches_to_nginx_and_mirrors_from_the_flow(
+    prefect_harness, upstreams, nginx_factory, tmp_path
+) -> None:
+    import yaml
+
+    from shiftover.flows.route_move import route_move
+
+    old, new = upstreams
+    spec = route_spec(old, new, gateway=NGINX)
+    spec_path = tmp_path / "routes.yaml"
+    spec_path.write_text(yaml.safe_dump(spec.model_dump(mode="json")))
+    gw, log = nginx_factory(spec)
+    log.close()  # the flow binds the gateway's log socket itself
+    with Load(gw.port) as load:
+        time.sleep(0.3)
+        result = route_move(str(spec_path), f"sqlite:///{tmp_path}/control.db", str(gw.workdir), auto_approve=True)
+        time.sleep(0.3)
+    assert result["ran"] == [s.name for s in build_route_plan(spec).stages]
+    dark = result["stages"]["orders_reads.dark_launch"]
+    assert dark["compared"] == 20 and dark["mismatches"] == 0 and dark["mirrored"] >= 20
+    assert result["stages"]["orders_reads.canary_10pct"]["requests"] > 0  # the flow read nginx's access log
+    assert load.failures == [] and load.sent > 100
+    assert not gw.split("orders_reads").old_present
