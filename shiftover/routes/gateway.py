@@ -34,8 +34,9 @@ class Gateway(Protocol):
         ...
 
     def set_split(self, route: str, percent_new: float) -> Split:
-        """Send ``percent_new`` % of the route's users (by their stable key) to the new upstream,
-        without a reload; returns the split read back from the gateway."""
+        """Send ``percent_new`` % of the route's users (by their stable key) to the new upstream
+        without failing a request (HAProxy: runtime API; nginx: graceful reload), in effect for
+        every request accepted after it returns; returns the split read back from the gateway."""
         ...
 
     def split(self, route: str) -> Split:
