@@ -286,7 +286,8 @@ def test_the_route_move_flow_attaches_to_nginx_and_mirrors_from_the_flow(
     from shiftover.flows.route_move import route_move
 
     old, new = upstreams
-    spec = route_spec(old, new, gateway=NGINX)
+    # its own name: the session's Prefect server keeps artifacts by move name, which other flow tests read
+    spec = route_spec(old, new, gateway=NGINX, name="orders-routes-nginx")
     spec_path = tmp_path / "routes.yaml"
     spec_path.write_text(yaml.safe_dump(spec.model_dump(mode="json")))
     gw, log = nginx_factory(spec)
