@@ -87,6 +87,8 @@ def render_locations(cfg: RouteConfig, mirror: str | None) -> list[str]:
             "            proxy_pass http://shiftover_comparator$request_uri;",
             f"            proxy_set_header X-Shiftover-Route {cfg.decl.name};",
             "            proxy_set_header X-Shiftover-Method $request_method;",
+            # a location's own proxy_set_header drops the server's: keep the comparator connections alive
+            '            proxy_set_header Connection "";',
             "            proxy_pass_request_body off;",
             '            proxy_set_header Content-Length "";',
             "            proxy_connect_timeout 100ms;",
