@@ -22,6 +22,7 @@ import multiprocessing
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -114,6 +115,43 @@ def mirror_overhead(gw, direct: list[float], requests: int, limit: int, name: st
     }
 
 
+def slow_mirror_overhead(gw, direct: list[float], requests: int, delay: float = 0.15) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    """The gateway's latency while its mirror target takes ``delay`` s to answer (under nginx's
+    200 ms mirror read timeout): a mirror that delayed the client would add ``delay`` to each request."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Slow(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            time.sleep(delay)
+            self.send_response(204)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    class Server(ThreadingHTTPServer):
+        daemon_threads = True
+        request_queue_size = 128
+
+    server = Server(("127.0.0.1", 0), Slow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        gw.mirror("orders_reads", f"127.0.0.1:{server.server_address[1]}")
+        via = timed_requests(gw.port, requests)
+        gw.mirror("orders_reads", None)
+    finally:
+        server.shutdown()
+        server.server_close()
+    return {
+        "slow_mirror_delay_ms": delay * 1000,
+        "slow_mirror_overhead_p50_ms": round(statistics.median(via) - statistics.median(direct), 3),
+        "slow_mirror_overhead_p99_ms": round(pct(via, 0.99) - pct(direct, 0.99), 3),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=2000)
@@ -133,9 +171,8 @@ def main() -> None:
         mirrored = {}
         if args.gateway == "nginx":
             n = args.requests // 2
-            mirrored = mirror_overhead(gw, direct, n, 0, "mirror_only") | mirror_overhead(
-                gw, direct, n, n, "mirror_replay"
-            )
+            mirrored = slow_mirror_overhead(gw, direct, n // 2) | mirror_overhead(gw, direct, n, 0, "mirror_only")
+            mirrored |= mirror_overhead(gw, direct, n, n, "mirror_replay")
         rollbacks = [rollback_propagation(gw) for _ in range(10)]
         with Load(gw.port) as load:
             time.sleep(0.3)
@@ -165,6 +202,8 @@ def main() -> None:
             f"rollback max {result['rollback_max_s'] * 1000:.1f} ms; "
             f"{result['failed_requests']} failed of {load.sent} across {args.switches} switches"
             + (
+                f"; mirror to a target answering in {mirrored['slow_mirror_delay_ms']:g} ms: overhead p50 "
+                f"{mirrored['slow_mirror_overhead_p50_ms']} ms"
                 f"; mirror on (no replay / replaying): overhead p50 {mirrored['mirror_only_overhead_p50_ms']} / "
                 f"{mirrored['mirror_replay_overhead_p50_ms']} ms, p99 {mirrored['mirror_only_overhead_p99_ms']} / "
                 f"{mirrored['mirror_replay_overhead_p99_ms']} ms"
