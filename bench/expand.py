@@ -1,13 +1,17 @@
 """Expand/contract benchmark on PostgreSQL: the column backfill against one plain UPDATE (the
 ceiling, which locks), and what a concurrent single-row writer waits meanwhile.
 
-    .venv/bin/python bench/expand.py --rows 500000
+    .venv/bin/python bench/expand.py --rows 2000000
 
 Builds an ``orders`` table (id, amount numeric(12,2), note) with generate_series in a database it
 creates and drops. Phase 1: ``ALTER ADD COLUMN`` + one ``UPDATE orders SET amount_cents =
 round(amount * 100)``. Phase 2 (column dropped, table vacuumed): Shiftover's expand, sync triggers
-and keyset backfill, then validation. A writer thread updates random rows' ``amount`` throughout;
-its p99 and worst latency are reported per phase. Ends with one JSON line.
+and keyset backfill, then validation, then contract (sync triggers dropped, ``amount`` dropped) once
+the writer writes ``amount_cents`` instead, as the new application version does. A writer thread
+updates random rows throughout; its p99 and worst latency are reported per phase, against idle.
+Goals (issue 13): backfill >= 0.5x the plain UPDATE's rows/s, the writer's p99 during expand,
+backfill and contract <= 1.5x idle, and no write waiting longer than the spec's lock timeout.
+Prints those ratios, then one JSON line.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from shiftover.control.store import open_store
 from shiftover.schema.backfill import backfill_columns
-from shiftover.schema.columns import Target, expand, install_sync
+from shiftover.schema.columns import Target, drop_old_columns, expand, install_sync, remove_sync
 from shiftover.schema.spec import parse_expand_contract
 from shiftover.schema.validate import validate_columns
 
@@ -42,6 +46,7 @@ class Writer:
         self.engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
         self.rows, self.stop = rows, threading.Event()
         self.latencies: list[float] = []
+        self.column = "amount"  # amount_cents once the "new version" writes (before contract)
         self.thread = threading.Thread(target=self._run)
 
     def _run(self) -> None:
@@ -49,11 +54,10 @@ class Writer:
         with self.engine.connect() as conn:
             while not self.stop.is_set():
                 t0 = time.monotonic()
+                cents, key = rnd.randint(0, 99_999), rnd.randint(1, self.rows)
+                value = cents if self.column == "amount_cents" else cents / 100
                 with conn.begin():
-                    conn.execute(
-                        sa.text("UPDATE orders SET amount = :a WHERE id = :i"),
-                        {"a": rnd.randint(0, 99_999) / 100, "i": rnd.randint(1, self.rows)},
-                    )
+                    conn.execute(sa.text(f"UPDATE orders SET {self.column} = :v WHERE id = :i"), {"v": value, "i": key})
                 self.latencies.append(time.monotonic() - t0)
                 time.sleep(0.002)
 
@@ -76,7 +80,18 @@ def main() -> None:
         conn.execute(sa.text(f"CREATE DATABASE {db}"))
     url = sa.make_url(ADMIN).set(database=db).render_as_string(hide_password=False)
     try:
-        print(json.dumps(run(url, args.rows, args.chunk)))
+        figures = run(url, args.rows, args.chunk)
+        print(
+            f"backfill {figures['backfill_rows_per_s']:,} rows/s vs one plain UPDATE "
+            f"{figures['plain_update_rows_per_s']:,} rows/s: {figures['backfill_vs_plain']}x (goal >= 0.5x)"
+        )
+        for phase, ratio in figures["p99_vs_idle"].items():
+            print(f"writer p99 during {phase}: {ratio}x idle" + ("" if phase == "plain_update" else " (goal <= 1.5x)"))
+        print(
+            f"longest write during Shiftover's phases: {figures['longest_wait_ms']} ms "
+            f"(lock timeout {figures['lock_timeout_ms']} ms)"
+        )
+        print(json.dumps(figures))
     finally:
         with admin.connect() as conn:
             conn.execute(sa.text(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
@@ -130,12 +145,23 @@ def run(url: str, rows: int, chunk: int) -> dict[str, Any]:
     expand(target, spec)
     install_sync(target, spec)
     expand_s = time.monotonic() - t0
+    time.sleep(0.5)  # enough writes to measure the expand phase by
+    expanding = writer.measure()
     report = backfill_columns(target, spec, store.engine)
     time.sleep(0.3)
     backfill = writer.measure()
     t0 = time.monotonic()
     validation = validate_columns(target, spec)
     validate_s = time.monotonic() - t0
+    writer.column = "amount_cents"
+    time.sleep(0.3)
+    writer.measure()
+    t0 = time.monotonic()
+    remove_sync(target, spec)
+    drop_old_columns(target, spec)
+    contract_s = time.monotonic() - t0
+    time.sleep(0.5)
+    contracting = writer.measure()
     writer.stop.set()
     writer.thread.join()
     store.engine.dispose()
@@ -151,9 +177,23 @@ def run(url: str, rows: int, chunk: int) -> dict[str, Any]:
         "backfill_vs_plain": round(plain_s / report.seconds, 2),
         "validate_s": round(validate_s, 2),
         "validation_passed": validation.passed,
+        "contract_s": round(contract_s, 3),
         "writer_idle": idle,
         "writer_during_plain_update": plain,
+        "writer_during_expand": expanding,
         "writer_during_backfill": backfill,
+        "writer_during_contract": contracting,
+        "p99_vs_idle": {
+            phase: round(m["p99_ms"] / idle["p99_ms"], 2)
+            for phase, m in (
+                ("plain_update", plain),
+                ("expand", expanding),
+                ("backfill", backfill),
+                ("contract", contracting),
+            )
+        },
+        "longest_wait_ms": round(max(m["max_ms"] for m in (expanding, backfill, contracting)), 1),
+        "lock_timeout_ms": spec.lock.timeout_ms,
     }
 
 
