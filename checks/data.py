@@ -33,6 +33,7 @@ from shiftover.diff import (
     repair,
     unfinished_run,
 )
+from shiftover.diff.distributed import diff_distributed
 from shiftover.diff.failures import save_differences
 from shiftover.diff.report import Key
 from shiftover.errors import DiffError
@@ -130,6 +131,9 @@ def _diff(migration: Migration, scope: DiffScope) -> tuple[DiffReport, str]:
         report.run_id = run_id
         return report, run_id
     run_id = (unfinished_run(m.store.engine, m.name) if scope.since is None else None) or new_run_id()
+    if options.distributed is not None:
+        report = diff_distributed(m, options.distributed, run_id, since=scope.since, since_column=scope.since_column)
+        return report, run_id
     progress = DiffProgress(m.store.engine, m.name, run_id)
     report = diff_tables(
         m.source, m.target, m.mapping, options, since=scope.since, since_column=scope.since_column, progress=progress

@@ -84,18 +84,30 @@ class ColumnSpec(_Model):
         return self.target or self.name
 
 
-class DistributedSpec(_Model):
+class _WorkersSpec(_Model):
+    workers: Annotated[int, Field(ge=1, le=64)]
+    segments_per_worker: Annotated[int, Field(ge=1, le=64)] = 2
+    lease_ttl_seconds: Annotated[float, Field(ge=2, le=3600)] = 30.0
+
+
+class DiffDistributedSpec(_WorkersSpec):
+    """``validation.distributed``: the checksum diff's key-range segments screened and narrowed by
+    ``workers`` local worker processes that claim them by lease in the control store (PostgreSQL or
+    MariaDB/MySQL) and record each segment's differences there; the run aggregates them into the
+    report an in-process diff gives. Only ``mode: processes`` exists for the diff so far."""
+
+    mode: Literal["processes"] = "processes"
+
+
+class DistributedSpec(_WorkersSpec):
     """``backfill.distributed``: copy with ``workers`` workers claiming segments by lease in the
     control store (PostgreSQL or MariaDB/MySQL), under one shared rows/s budget. ``mode``:
     ``processes`` starts them as local OS processes of the run; ``deployment`` starts one Prefect
     run per worker of the ``deployment`` (``flow-name/deployment-name``) on its work pool, so
     workers run wherever that pool's workers run."""
 
-    workers: Annotated[int, Field(ge=1, le=64)]
     mode: Literal["processes", "deployment"] = "processes"
     deployment: str = "backfill-worker/backfill-worker"
-    segments_per_worker: Annotated[int, Field(ge=1, le=64)] = 2
-    lease_ttl_seconds: Annotated[float, Field(ge=2, le=3600)] = 30.0
 
     @field_validator("deployment")
     @classmethod
@@ -132,6 +144,7 @@ class ValidationSpec(_Model):
     exclude: tuple[str, ...] = ()
     repair: bool = True
     max_repair_rounds: Annotated[int, Field(ge=0, le=20)] = 3
+    distributed: DiffDistributedSpec | None = None
 
 
 class Expectation(_Model):
