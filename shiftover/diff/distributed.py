@@ -178,7 +178,9 @@ def finish_leased_segment(engine: Engine, lease: SegmentLease, run_id: str, foun
             )
         ).rowcount
         if won != 1:
-            raise SegmentLeaseLostError(f"segment {lease.segment} of diff run {run_id} is no longer {lease.holder}'s")
+            raise SegmentLeaseLostError(
+                lease.migration, f"segment {lease.segment} of diff run {run_id} is no longer {lease.holder}'s"
+            )
         record_differences(conn, lease.migration, run_id, found)
 
 
@@ -228,6 +230,42 @@ def read_segments(engine: Engine, migration: str, run_id: str) -> list[SegmentRo
         ]
 
 
+@dataclass
+class PlannedDiff:
+    """A distributed diff run's plan, saved in the control store, and what its report needs."""
+
+    plan: DiffPlan
+    narrowing: Narrowing
+    job: DiffJob
+    segments: int
+    resumed: int  # segments already finished when this parent looked (a resumed run)
+
+
+def plan_distributed_diff(
+    migration: Migration,
+    settings: DiffDistributedSpec,
+    run_id: str,
+    *,
+    since: datetime | None = None,
+    since_column: str = "updated_at",
+    field: str | None = "validation.distributed",
+) -> PlannedDiff:
+    """Refuse a SQLite control store (naming ``field``), check the pair, plan and save the run's
+    segments (at least ``workers * segments_per_worker``), or load the saved ones of ``run_id``."""
+    engine, m, options = migration.store.engine, migration, migration.spec.validation
+    require_distributed_store(engine, field, what="diff")
+    parts = max(options.segments, settings.workers * settings.segments_per_worker)
+    wide = options.model_copy(update={"segments": parts})
+    plan = plan_diff(m.source, m.target, m.mapping, wide, since=since, since_column=since_column)
+    progress = DiffProgress(engine, m.name, run_id)
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="so-diff-side") as side_pool:
+        saved = progress.load_segments()
+        n = _narrowing(plan, side_pool, count=bool(saved))
+        segments = saved or _segments(plan, n, progress)
+    resumed = sum(1 for _, done in segments if done)
+    return PlannedDiff(plan, n, DiffJob(run_id, n.integer_span, since, since_column), len(segments), resumed)
+
+
 def diff_distributed(
     migration: Migration,
     settings: DiffDistributedSpec,
@@ -243,21 +281,10 @@ def diff_distributed(
     Called again with the run id of a parent that died, it resumes: finished segments stay done.
     """
     started = time.perf_counter()
-    engine, m, options = migration.store.engine, migration, migration.spec.validation
-    require_distributed_store(engine, field, what="diff")
-    parts = max(options.segments, settings.workers * settings.segments_per_worker)
-    wide = options.model_copy(update={"segments": parts})
-    plan = plan_diff(m.source, m.target, m.mapping, wide, since=since, since_column=since_column)
-    progress = DiffProgress(engine, m.name, run_id)
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="so-diff-side") as side_pool:
-        saved = progress.load_segments()
-        n = _narrowing(plan, side_pool, count=bool(saved))
-        segments = saved or _segments(plan, n, progress)
-    resumed = sum(1 for _, done in segments if done)
-    job = DiffJob(run_id, n.integer_span, since, since_column)
-    run_workers(migration, settings, job, prefix=prefix)
-    report = aggregate_report(plan, engine, m.name, run_id, n)
-    report.segments_resumed = resumed
+    planned = plan_distributed_diff(migration, settings, run_id, since=since, since_column=since_column, field=field)
+    run_workers(migration, settings, planned.job, prefix=prefix)
+    report = aggregate_report(planned.plan, migration.store.engine, migration.name, run_id, planned.narrowing)
+    report.segments_resumed = planned.resumed
     report.seconds = time.perf_counter() - started
     return report
 
@@ -267,6 +294,8 @@ def run_workers(migration: Migration, settings: DiffDistributedSpec, job: DiffJo
     passed ``max_differences``); a round whose workers all ended with segments left starts another."""
     engine, options = migration.store.engine, migration.spec.validation
     for round_ in range(MAX_ROUNDS):
+        if not any(r.state == PENDING for r in read_segments(engine, migration.name, job.run_id)):
+            return
         procs = start_diff_workers(
             migration, settings.workers, job, ttl=settings.lease_ttl_seconds, prefix=f"{prefix}{round_}"
         )
