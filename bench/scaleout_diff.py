@@ -8,9 +8,11 @@ Builds the 7-column ``orders`` table of bench/backfill.py in throwaway databases
 exit), copies it to the target and plants ``--differences`` changed rows spread over the key
 span (so some segments are narrowed to rows, as in a real validation). Every run plans the same
 ``--segments`` segments; each distributed run is a new diff run id. A worker's wall time includes
-its process start (imports, connections, reading both tables' catalogs): ``worker_start_seconds``
-is the mean time from the parent's start to a worker's first claim. Every run must find the same
-differences as the in-process diff, or the bench fails. Ends with one JSON line.
+its process start (imports, connections, reading both tables' catalogs): each run reports the
+parent's plan, the slowest worker's claim loop and what is left (process start, aggregation), and
+the workers' summed time screening/narrowing segments and recording results in the control store.
+Every run must find the same differences as the in-process diff, or the bench fails. Ends with
+one JSON line.
 """
 
 from __future__ import annotations
@@ -73,32 +75,35 @@ def in_process(source: str, target: str, control: str, segments: int, rows: int)
 def distributed(
     source: str, target: str, control: str, segments: int, rows: int, workers: int
 ) -> tuple[dict[str, Any], Any]:
+    """``diff_distributed`` in its three steps, to read the workers' own reports."""
     from shiftover.diff import new_run_id
-    from shiftover.diff.distributed import diff_distributed, read_segments
+    from shiftover.diff.distributed import aggregate_report, plan_distributed_diff, run_workers
 
     m = open_migration_for(source, target, control, segments, workers)
     run_id = new_run_id()
-    started_wall = time.time()
     started = time.perf_counter()
-    report = diff_distributed(m, m.spec.validation.distributed, run_id)
+    planned = plan_distributed_diff(m, m.spec.validation.distributed, run_id)
+    planning = time.perf_counter() - started
+    exits = run_workers(m, m.spec.validation.distributed, planned.job)
+    report = aggregate_report(planned.plan, m.store.engine, m.name, run_id, planned.narrowing)
     seconds = time.perf_counter() - started
-    segs = read_segments(m.store.engine, m.name, run_id)
-    by_worker: dict[str, int] = {}
-    for s in segs:
-        by_worker[s.done_by or "?"] = by_worker.get(s.done_by or "?", 0) + 1
+    reports = [e.report for e in exits if e.report]
+    loop = max(r["seconds"] for r in reports)
     return {
         "run": f"{workers} worker process(es)",
         "workers": workers,
         "seconds": round(seconds, 3),
         "rows_per_second": round(rows / seconds),
         "segments": report.segments,
-        "segments_per_worker": sorted(by_worker.values(), reverse=True),
+        "segments_per_worker": sorted((len(r["segments"]) for r in reports), reverse=True),
         "differences": len(report.differences),
-        "first_claim_after_seconds": round(
-            min(s.heartbeat_at.timestamp() for s in segs if s.heartbeat_at) - started_wall, 3
-        )
-        if any(s.heartbeat_at for s in segs)
-        else None,
+        "plan_seconds": round(planning, 3),
+        # the slowest worker's claim loop; the rest of the wall time is process start (interpreter,
+        # imports, connections, the worker's plan) and the parent's aggregation
+        "worker_loop_seconds": round(loop, 3),
+        "outside_loop_seconds": round(seconds - planning - loop, 3),
+        "diff_seconds_all_workers": round(sum(r["diff_seconds"] for r in reports), 3),
+        "record_seconds_all_workers": round(sum(r["record_seconds"] for r in reports), 3),
     }, report
 
 

@@ -94,7 +94,9 @@ class DiffWorkerReport:
     differences: int = 0
     taken_over: list[int] = field(default_factory=list)
     lost: list[int] = field(default_factory=list)
-    seconds: float = 0.0
+    seconds: float = 0.0  # in the claim loop
+    diff_seconds: float = 0.0  # screening and narrowing segments
+    record_seconds: float = 0.0  # recording segments' results in the control store
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -104,6 +106,8 @@ class DiffWorkerReport:
             "taken_over": self.taken_over,
             "lost": self.lost,
             "seconds": round(self.seconds, 3),
+            "diff_seconds": round(self.diff_seconds, 3),
+            "record_seconds": round(self.record_seconds, 3),
         }
 
 
@@ -139,8 +143,12 @@ def diff_claimed_segments(
                 integer_span=job.integer_span,
                 limit=options.max_differences,
             )
+            started = time.perf_counter()
             found = _segment(plan, n, ranges[lease.segment])
+            recording = time.perf_counter()
             finish_leased_segment(engine, lease, job.run_id, found, n)
+            report.diff_seconds += recording - started
+            report.record_seconds += time.perf_counter() - recording
             report.segments.append(lease.segment)
             return len(found)
 
@@ -289,20 +297,24 @@ def diff_distributed(
     return report
 
 
-def run_workers(migration: Migration, settings: DiffDistributedSpec, job: DiffJob, *, prefix: str = "diff") -> None:
+def run_workers(
+    migration: Migration, settings: DiffDistributedSpec, job: DiffJob, *, prefix: str = "diff"
+) -> list[worker_processes.WorkerExit]:
     """Rounds of ``settings.workers`` processes until no segment is pending (or the run's differences
     passed ``max_differences``); a round whose workers all ended with segments left starts another."""
     engine, options = migration.store.engine, migration.spec.validation
+    ended: list[worker_processes.WorkerExit] = []
     for round_ in range(MAX_ROUNDS):
         if not any(r.state == PENDING for r in read_segments(engine, migration.name, job.run_id)):
-            return
+            return ended
         procs = start_diff_workers(
             migration, settings.workers, job, ttl=settings.lease_ttl_seconds, prefix=f"{prefix}{round_}"
         )
         exits = worker_processes.wait_for_workers(procs)
+        ended += exits
         left = [r for r in read_segments(engine, migration.name, job.run_id) if r.state == PENDING]
         if not left or recorded_count(engine, migration.name, job.run_id) > options.max_differences:
-            return
+            return ended
         failed = [e for e in exits if e.returncode != 0 and e.returncode > 0]
         if failed and len(failed) == len(exits):  # each one failed by itself: a new round fails alike
             raise DiffError(f"every diff worker failed; the last said: {failed[-1].stderr.strip()[-1500:]}")
