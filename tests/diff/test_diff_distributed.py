@@ -21,11 +21,13 @@ from shiftover.checks.context import DiffScope, GateContext
 from shiftover.checks.data import checksum_gate
 from shiftover.connect import get_engine
 from shiftover.control import schema
+from shiftover.control.segment_leases import claim_next
 from shiftover.control.worker_processes import wait_for_workers, worker_name
-from shiftover.diff import diff_tables, new_run_id
+from shiftover.diff import diff_tables, new_run_id, unfinished_run
 from shiftover.diff.distributed import (
     aggregate_report,
     diff_distributed,
+    diff_pool,
     plan_distributed_diff,
     read_segments,
     start_diff_workers,
@@ -177,6 +179,31 @@ def test_a_worker_killed_holding_a_segment_loses_it_and_the_result_is_the_same(p
     # the run resumed by a new parent: nothing left to do, the same report
     again = diff_distributed(m, settings, run_id)
     assert again.segments_resumed == again.segments and _found(again) == _expected()
+
+
+def test_a_new_parent_resumes_a_run_whose_worker_vanished_holding_a_segment(pg_database: Callable[[], str]) -> None:
+    """A run planned by a parent that died, one segment still leased by a worker that is gone: the
+    next parent (the gate finds the run by ``unfinished_run``) diffs what is left, and a survivor
+    takes the orphaned segment once its lease expires."""
+    source, target, store = pg_database(), pg_database(), pg_database()
+    _fill_pg(source, 40_000)
+    _fill_pg(target, 40_000)
+    _plant_pg(target)
+    m = _open(source, target, store, workers=2, lease_ttl_seconds=TTL)
+    settings = m.spec.validation.distributed
+    assert settings is not None
+    run_id = new_run_id()
+    plan_distributed_diff(m, settings, run_id)
+    orphan, _ = claim_next(m.store.engine, diff_pool(m.name, run_id), "gone-worker", ttl=TTL)
+    assert orphan is not None and orphan.segment == 0  # the first segment holds planted differences
+    assert unfinished_run(m.store.engine, m.name) == run_id
+
+    report = diff_distributed(m, settings, run_id)
+    assert _found(report) == _plain_diff(_rows_pg(source), _rows_pg(target))
+    first = read_segments(m.store.engine, m.name, run_id)[0]
+    assert first.done_by not in (None, "gone-worker") and first.differences > 0
+    _segments_done_once(m, run_id)
+    assert unfinished_run(m.store.engine, m.name) is None
 
 
 def _wait_holding(m: Migration, run_id: str, worker: str, proc: subprocess.Popen[bytes]) -> int:
