@@ -32,6 +32,7 @@ from shiftover.engines import dialect_for
 from shiftover.errors import ControlStoreError, SegmentLeaseLostError, SpecError
 
 DEFAULT_SEGMENT_TTL_SECONDS = 30.0
+CLAIM_CANDIDATES = 16  # free segments one claim reads; racing claimers take the next when they lose one
 R = TypeVar("R")
 
 
@@ -100,12 +101,17 @@ def claim_next(
     any worker), from the same read: an idle worker polls the control store once per wait."""
     require_distributed_store(engine)
     now, c = utcnow(), pool.table.c
+    free = sa.case((pool.free(now, holder), 1), else_=0)
+    # The free segments first, a few at a time, with the count of all unfinished ones from the same
+    # read: a diff of a billion rows has some 30,000 segments, and a claim must not fetch them all.
     with engine.connect() as conn:
         rows = conn.execute(
-            sa.select(c.segment, c.lease_holder, sa.case((pool.free(now, holder), 1), else_=0).label("free"))
+            sa.select(c.segment, c.lease_holder, free.label("free"), sa.func.count().over().label("unfinished"))
             .where(*pool.plan(), pool.unfinished())
-            .order_by(c.segment)
+            .order_by(free.desc(), c.segment)
+            .limit(CLAIM_CANDIDATES)
         ).all()
+    unfinished = int(rows[0].unfinished) if rows else 0
     for candidate in (r for r in rows if r.free):
         expires = now + timedelta(seconds=ttl)
         with engine.begin() as conn:
@@ -116,8 +122,8 @@ def claim_next(
             ).rowcount
         if won == 1:
             previous = candidate.lease_holder if candidate.lease_holder not in (None, holder) else None
-            return SegmentLease(pool, int(candidate.segment), holder, expires, previous), len(rows)
-    return None, len(rows)
+            return SegmentLease(pool, int(candidate.segment), holder, expires, previous), unfinished
+    return None, unfinished
 
 
 def renew_segment(engine: Engine, lease: SegmentLease, *, ttl: float = DEFAULT_SEGMENT_TTL_SECONDS) -> bool:
