@@ -315,7 +315,7 @@ def run_workers(
         left = [r for r in read_segments(engine, migration.name, job.run_id) if r.state == PENDING]
         if not left or recorded_count(engine, migration.name, job.run_id) > options.max_differences:
             return ended
-        failed = [e for e in exits if e.returncode != 0 and e.returncode > 0]
+        failed = [e for e in exits if e.returncode > 0]  # not killed by a signal: ended on an error
         if failed and len(failed) == len(exits):  # each one failed by itself: a new round fails alike
             raise DiffError(f"every diff worker failed; the last said: {failed[-1].stderr.strip()[-1500:]}")
     raise DiffError(f"diff run {job.run_id}: segments still pending after {MAX_ROUNDS} rounds of workers")
