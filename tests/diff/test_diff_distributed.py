@@ -1,7 +1,8 @@
-"""The validation diff over worker processes (``validation.distributed``) on real servers: the same
-differences as the in-process diff and as a plain comparison of both tables' rows read through the
-raw drivers; a worker SIGKILLed holding a segment loses it to another, and every segment is
-recorded once; a SQLite control store is refused naming the spec field."""
+"""The validation diff over worker processes (``validation.distributed``) on real servers, with
+PostgreSQL and MariaDB control stores: the same differences as the in-process diff and as a plain
+comparison of both tables' rows read through the raw drivers; a worker SIGKILLed holding a segment
+loses it to another, and every segment is recorded once; a SQLite control store is refused naming
+the spec field."""
 
 from __future__ import annotations
 
@@ -247,7 +248,7 @@ def test_the_gate_repairs_what_the_workers_found(pg_database: Callable[[], str])
 def test_pg_to_mariadb_distributed_equals_in_process(
     pg_database: Callable[[], str], mariadb_database: Callable[[], str]
 ) -> None:
-    source, target, store = pg_database(), mariadb_database(), pg_database()
+    source, target, store = pg_database(), mariadb_database(), mariadb_database()  # a MariaDB control store too
     n = 20_000
     _fill_pg(source, n)
     rows = [(g, g * 7 % 1000, f"v{g}") for g in range(1, n + 1) if g not in MISSING]
@@ -266,9 +267,11 @@ def test_pg_to_mariadb_distributed_equals_in_process(
     m = _open(source, target, store, workers=2, lease_ttl_seconds=10)
     assert m.spec.validation.distributed is not None
     local = diff_tables(m.source, m.target, m.mapping, m.spec.validation)
-    spread = diff_distributed(m, m.spec.validation.distributed, new_run_id())
+    run_id = new_run_id()
+    spread = diff_distributed(m, m.spec.validation.distributed, run_id)
     assert _found(local) == _found(spread) == expected
     _same_reports(local, spread)
+    _segments_done_once(m, run_id)
 
 
 def test_a_sqlite_control_store_is_refused_naming_the_field(pg_database: Callable[[], str], tmp_path: Any) -> None:
