@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -31,6 +32,7 @@ from shiftover.diff.distributed import (
     diff_pool,
     plan_distributed_diff,
     read_segments,
+    run_workers,
     start_diff_workers,
 )
 from shiftover.diff.report import DiffReport
@@ -205,6 +207,64 @@ def test_a_new_parent_resumes_a_run_whose_worker_vanished_holding_a_segment(pg_d
     assert first.done_by not in (None, "gone-worker") and first.differences > 0
     _segments_done_once(m, run_id)
     assert unfinished_run(m.store.engine, m.name) is None
+
+
+def test_when_every_worker_dies_the_parent_starts_a_new_round(pg_database: Callable[[], str]) -> None:
+    """Both workers of the parent's first round are SIGKILLed holding segments: the parent sees
+    segments pending and nobody left, starts a second round, and the run ends with the same result."""
+    source, target, store = pg_database(), pg_database(), pg_database()
+    _fill_pg(source, 40_000)
+    _fill_pg(target, 40_000)
+    _plant_pg(target)
+    m = _open(source, target, store, workers=2, lease_ttl_seconds=TTL)
+    settings = m.spec.validation.distributed
+    assert settings is not None
+    run_id = new_run_id()
+    planned = plan_distributed_diff(m, settings, run_id)
+    # the parent's rounds (``diff_distributed`` after its plan, which reads the target) in a thread
+    blocker = psycopg.connect(sa.make_url(target).set(drivername="postgresql").render_as_string(hide_password=False))
+    blocker.execute("LOCK TABLE items IN ACCESS EXCLUSIVE MODE")
+    outcome: dict[str, Any] = {}
+    parent = threading.Thread(target=lambda: outcome.update(exits=run_workers(m, settings, planned.job, prefix="r")))
+    parent.start()
+    try:
+        first_round = [worker_name("r0", i) for i in range(2)]
+        deadline = time.monotonic() + 60
+        while not set(first_round) <= {r.holder for r in read_segments(m.store.engine, m.name, run_id)}:
+            assert time.monotonic() < deadline, "the first round never held two segments"
+            time.sleep(0.05)
+        pids = _worker_pids(first_round)
+        assert len(pids) == 2
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+    finally:
+        blocker.rollback()
+        blocker.close()
+    parent.join(timeout=120)
+    assert not parent.is_alive()
+    rows = read_segments(m.store.engine, m.name, run_id)
+    assert {r.done_by for r in rows}.isdisjoint(first_round)  # the second round did every segment
+    assert all(str(r.done_by).startswith("r1-") for r in rows)
+    assert sorted(e.returncode for e in outcome["exits"]) == [-signal.SIGKILL, -signal.SIGKILL, 0, 0]
+    _segments_done_once(m, run_id)
+    report = aggregate_report(planned.plan, m.store.engine, m.name, run_id, planned.narrowing)
+    assert _found(report) == _plain_diff(_rows_pg(source), _rows_pg(target))
+
+
+def _worker_pids(names: list[str]) -> list[int]:
+    """The pids of this test's worker processes, found by the worker ids on their command lines."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if any(name.encode() in argv for name in names):
+            pids.append(int(entry))
+    return pids
 
 
 def _wait_holding(m: Migration, run_id: str, worker: str, proc: subprocess.Popen[bytes]) -> int:
