@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from prefect.artifacts import Artifact
@@ -42,7 +43,7 @@ def test_a_blocked_distributed_diff_reports_the_same_artifact(  # type: ignore[n
 
     assert state.is_failed()
     assert store.phase("orders-spread") == Phase.BACKFILLED
-    table = Artifact.get(artifact_key("orders-spread", "validate", "checksum"))
+    table: Any = Artifact.get(artifact_key("orders-spread", "validate", "checksum"))  # sync: not a coroutine
     assert table is not None and "6 differing key(s): 2 missing, 1 extra, 3 changed" in (table.description or "")
     rows = json.loads(table.data) if isinstance(table.data, str) else table.data
     assert isinstance(rows, list)
