@@ -18,6 +18,7 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -39,7 +40,7 @@ from shiftover.diff.checksum import key_bounds
 from shiftover.diff.failures import DiffProgress, load_differences, record_differences
 from shiftover.diff.report import DiffReport
 from shiftover.diff.tables import DiffPlan, _narrowing, _segment, _segments, _sorted, _unique, plan_diff
-from shiftover.errors import DiffError, SegmentLeaseLostError
+from shiftover.errors import DiffError, SegmentLeaseLostError, SpecError
 from shiftover.migration import Migration
 from shiftover.spec import DiffDistributedSpec
 
@@ -274,6 +275,11 @@ def plan_distributed_diff(
     return PlannedDiff(plan, n, DiffJob(run_id, n.integer_span, since, since_column), len(segments), resumed)
 
 
+# Runs a planned job's workers to the end (no segment pending): ``run_workers`` (local processes), or
+# the validate flow's Prefect child runs (mode ``deployment``).
+WorkerRunner = Callable[[Migration, DiffDistributedSpec, DiffJob], object]
+
+
 def diff_distributed(
     migration: Migration,
     settings: DiffDistributedSpec,
@@ -283,14 +289,25 @@ def diff_distributed(
     since_column: str = "updated_at",
     prefix: str = "diff",
     field: str | None = "validation.distributed",
+    runner: WorkerRunner | None = None,
 ) -> DiffReport:
-    """``diff_tables`` over ``settings.workers`` local worker processes; the same report.
+    """``diff_tables`` over ``settings.workers`` workers; the same report. ``runner`` starts and
+    waits for them (default: local worker processes; mode ``deployment`` needs one).
 
     Called again with the run id of a parent that died, it resumes: finished segments stay done.
     """
     started = time.perf_counter()
+    if settings.mode == "deployment" and runner is None:
+        raise SpecError(
+            f"{field or 'validation.distributed'}.mode",
+            "mode deployment starts Prefect child runs, which only the validate flow (or migrate) can do: "
+            "run the checksum gate from that flow, or use mode processes",
+        )
     planned = plan_distributed_diff(migration, settings, run_id, since=since, since_column=since_column, field=field)
-    run_workers(migration, settings, planned.job, prefix=prefix)
+    if runner is None:
+        run_workers(migration, settings, planned.job, prefix=prefix)
+    else:
+        runner(migration, settings, planned.job)
     report = aggregate_report(planned.plan, migration.store.engine, migration.name, run_id, planned.narrowing)
     report.segments_resumed = planned.resumed
     report.seconds = time.perf_counter() - started

@@ -346,11 +346,24 @@ def test_a_sqlite_control_store_is_refused_naming_the_field(pg_database: Callabl
         assert conn.execute(sa.select(sa.func.count()).select_from(schema.diff_segments)).scalar_one() == 0
 
 
+def test_mode_deployment_outside_the_validate_flow_is_refused_naming_the_field(pg_database: Callable[[], str]) -> None:
+    source, target, store = pg_database(), pg_database(), pg_database()
+    _fill_pg(source, 100)
+    _fill_pg(target, 100)
+    m = _open(source, target, store, workers=2, mode="deployment")
+    assert m.spec.validation.distributed is not None
+    with pytest.raises(SpecError, match=r"validation\.distributed\.mode.*validate flow"):
+        diff_distributed(m, m.spec.validation.distributed, new_run_id())
+    with m.store.engine.connect() as conn:  # refused before anything was written
+        assert conn.execute(sa.select(sa.func.count()).select_from(schema.diff_segments)).scalar_one() == 0
+
+
 @pytest.mark.parametrize(
     ("distributed", "field"),
     [
         ({"workers": 0}, "workers"),
-        ({"workers": 2, "mode": "deployment"}, "mode"),
+        ({"workers": 2, "mode": "threads"}, "mode"),
+        ({"workers": 2, "mode": "deployment", "deployment": "diff-worker"}, "deployment"),
         ({"workers": 2, "lease_ttl_seconds": 1}, "lease_ttl_seconds"),
     ],
 )
