@@ -13,6 +13,9 @@ budget's writes. ``--child-run K`` starts a Prefect server (its own PostgreSQL d
 ``shiftover`` process pool and one ``prefect worker``, and times one segment copied by a
 ``backfill-worker`` child run (``run_deployment``, from the call until the run is final) against
 the same segment copied in-process, K times each: the per-segment overhead of a child run.
+``--dask-workers W`` (default 2, 0 for none) starts a ``dask scheduler`` and W ``dask worker``
+processes (tests/dask_cluster.py) and copies the same table in mode ``dask``, one worker loop per
+Dask worker, twice: cold (each worker's first task imports Shiftover) and warm.
 Ends with one JSON line.
 """
 
@@ -160,6 +163,79 @@ def distributed(
     }
 
 
+def on_dask(
+    dbs: Any, source: str, control: str, cluster: Any, segments: int, chunk_rows: int, rows: int, label: str
+) -> dict[str, Any]:
+    """The same copy with one worker loop per Dask worker (mode ``dask``: ``run_dask_backfill``) on a
+    running cluster of separate ``dask worker`` processes; timed from submission to the parent's return."""
+    from shiftover.backfill.dask_workers import run_dask_backfill
+    from shiftover.backfill.workers import distributed_settings, plan_distributed
+    from shiftover.migration import open_migration
+    from shiftover.spec import parse_spec
+
+    target = dbs.pg()
+    bb.run(target, bb.PG_DDL.format(name="orders"))
+    name = f"dask{label}"
+    data = spec_for(name, source, target, chunk_rows)
+    workers = len(cluster.workers)
+    distributed = {"workers": workers, "mode": "dask", "scheduler": cluster.address}
+    data["backfill"]["distributed"] = {**distributed, "segments_per_worker": max(segments // workers, 1)}
+    migration = open_migration(parse_spec(data), control)
+    settings = distributed_settings(migration.spec.backfill)
+    assert settings is not None
+    plan = plan_distributed(migration, segments)
+    settle_stats()
+    migration = open_migration(parse_spec(data), control)
+    before = control_writes(control)
+    started = time.monotonic()
+    outcome = run_dask_backfill(migration, settings, control_url=control, every=0.2)
+    seconds = time.monotonic() - started
+    if outcome.errors:
+        raise RuntimeError(outcome.errors[0])
+    settle_stats()
+    writes = control_writes(control) - before
+    progress = distributed_progress_of(name, migration)
+    assert progress.complete and progress.rows_copied == rows, progress
+    assert bb.pg_fingerprint(target) == bb.pg_fingerprint(source), "dask copy differs"
+    copying = max(r["seconds"] for r in outcome.reports)
+    return {
+        "workers": f"dask {workers} ({label})",
+        "seconds": round(seconds, 2),
+        "rows_per_second": round(rows / seconds),
+        "worker_loop_seconds_max": round(copying, 2),  # inside the loops: without the task's start
+        "task_start_seconds": round(seconds - copying, 2),  # submit, unpickle/import, open the migration
+        "segments": len(plan),
+        "segments_per_worker": [len(r["segments"]) for r in outcome.reports],
+        "control_writes": writes,
+        "control_writes_per_second": round(writes / seconds, 1),
+    }
+
+
+def distributed_progress_of(name: str, migration: Any) -> Any:
+    from shiftover.backfill.workers import distributed_progress
+
+    return distributed_progress(name, migration.store.engine)
+
+
+def dask_runs(dbs: Any, source: str, control: str, workers: int, segments: int, chunk_rows: int, rows: int) -> Any:
+    """A scheduler and ``workers`` ``dask worker`` processes (tests/dask_cluster.py), then the copy
+    twice on them: ``cold`` (the workers' first task imports Shiftover) and ``warm``."""
+    import tempfile
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from dask_cluster import dask_cluster
+
+    began = time.monotonic()
+    runs = []
+    with dask_cluster(Path(tempfile.mkdtemp(prefix="so-bench-dask-")), workers=workers) as cluster:
+        setup = time.monotonic() - began
+        for label in ("cold", "warm"):
+            runs.append(on_dask(dbs, source, control, cluster, segments, chunk_rows, rows, label))
+            runs[-1]["cluster_setup_seconds"] = round(setup, 1)
+            print(json.dumps(runs[-1]), flush=True)
+    return runs
+
+
 def child_run_overhead(dbs: Any, source: str, control: str, rows: int, chunk_rows: int, k: int) -> dict[str, Any]:
     """One segment of ``rows`` rows: in-process ``copy_claimed_segments`` against a ``backfill-worker``
     child run on a real Prefect server and process worker, ``k`` times each."""
@@ -229,8 +305,10 @@ def main() -> int:
     parser.add_argument("--cap", type=float, default=None, help="also run the workers under one rows/s budget")
     parser.add_argument("--child-run", type=int, default=0, metavar="K", help="time K child runs of one segment")
     parser.add_argument("--segment-rows", type=int, default=200_000, help="rows of the --child-run segment")
+    parser.add_argument("--dask-workers", type=int, default=2, help="dask worker processes (0: no dask run)")
     args = parser.parse_args()
     capped: list[dict[str, Any]] = []
+    dask: list[dict[str, Any]] = []
     child: dict[str, Any] | None = None
 
     dbs = bb.Databases()
@@ -243,6 +321,8 @@ def main() -> int:
         for workers in args.workers:
             results.append(distributed(dbs, source, control, workers, args.segments, args.chunk_rows, args.rows))
             print(json.dumps(results[-1]), flush=True)
+        if args.dask_workers:
+            dask = dask_runs(dbs, source, control, args.dask_workers, args.segments, args.chunk_rows, args.rows)
         if args.cap:
             for workers in args.workers:
                 run = distributed(dbs, source, control, workers, args.segments, args.chunk_rows, args.rows, args.cap)
@@ -275,6 +355,16 @@ def main() -> int:
             for r in results[1:]
         },
         "in_process_control_writes_per_second": results[0]["control_writes_per_second"],
+        "dask": {
+            r["workers"]: {
+                "rows_per_second": r["rows_per_second"],
+                "vs_in_process": round(r["rows_per_second"] / base, 2),
+                "task_start_seconds": r["task_start_seconds"],
+                "cluster_setup_seconds": r["cluster_setup_seconds"],
+                "control_writes_per_second": r["control_writes_per_second"],
+            }
+            for r in dask
+        },
         "capped": {
             str(r["workers"]): {
                 "cap": r["cap"],

@@ -31,6 +31,7 @@ from shiftover.backfill import (
 )
 from shiftover.backfill.budget import ensure_budget
 from shiftover.backfill.copy import SegmentReport
+from shiftover.backfill.dask_workers import connect_scheduler, run_dask_backfill
 from shiftover.backfill.keyset import estimate_rows
 from shiftover.backfill.run import BackfillSummary, summarise
 from shiftover.backfill.throttle import set_throttle
@@ -66,7 +67,8 @@ def backfill(
 ) -> dict[str, Any]:
     """Copy every row absent from the new table; stops starting chunks when the budget runs out
     (the next run resumes from the checkpoints). ``distributed``: plan once, then copy with that
-    many worker processes claiming segments by lease (PostgreSQL or MariaDB control store)."""
+    many worker processes claiming segments by lease (PostgreSQL or MariaDB control store); the spec's
+    ``backfill.distributed`` may name local processes, child runs of a deployment or a Dask cluster."""
     options = RunOptions(time_budget_seconds=time_budget_seconds, concurrency=concurrency, distributed=distributed)
     return run_plan(spec_path, control_url, options, flows={"backfill"})
 
@@ -85,6 +87,8 @@ def run_backfill(ctx: RunContext, stage: BackfillStage) -> Outcome:
         require_distributed(migration, dist)
         if dist.mode == "deployment" and not (ctx.options.spec_path and ctx.options.control_url):
             raise ValueError("child runs need the run's spec path and control URL (set by run_plan)")
+        if dist.mode == "dask":  # a missing package, bad address or silent scheduler: refused here
+            connect_scheduler(dist.scheduler or "").close()
     if ctx.state().phase is Phase.DUAL_WRITING and _plan_finished(migration):
         clear_plan(migration.store.engine, migration.name)  # a restart after rollback: copy rows added since
     ctx.advance(Phase.BACKFILLING, "backfill started")
@@ -96,6 +100,8 @@ def run_backfill(ctx: RunContext, stage: BackfillStage) -> Outcome:
         ensure_budget(migration.store.engine, migration.name)
         if dist.mode == "deployment":
             summary = _run_child_runs(ctx, dist, total, started, len(plan))
+        elif dist.mode == "dask":
+            summary = _run_dask(ctx, dist, total, started, len(plan))
         else:
             summary = _run_distributed(migration, dist, total, started, len(plan))
     else:
@@ -166,6 +172,43 @@ def _run_distributed(
         seconds=time.monotonic() - started,
         segments=segments,
         complete=distributed_progress(migration.name, migration.store.engine).complete,
+    )
+
+
+def _run_dask(ctx: RunContext, dist: DistributedSettings, total: int, started: float, segments: int) -> BackfillSummary:
+    """One worker loop per Dask worker of the spec's scheduler (``run_dask_backfill``), this run
+    refreshing the progress artifact and mirroring the throttle variable from the control store."""
+    migration = ctx.migration
+    logger = get_run_logger()
+    progress = create_progress_artifact(
+        0.0, key=artifact_key("backfill", migration.name, "progress"), description=f"backfill of {migration.name}"
+    )
+    mirror, began = VariableMirror(migration), time.monotonic()
+
+    def tick() -> None:
+        mirror()
+        _update_progress(progress, migration, total, time.monotonic() - began)
+
+    outcome = run_dask_backfill(
+        migration,
+        dist,
+        control_url=ctx.options.control_url,  # as the run got it: a ${NAME} stays a reference
+        tick=tick,
+        log=lambda line: logger.info("backfill of %s: %s", migration.name, line),
+    )
+    for error in outcome.errors:
+        logger.warning("backfill loop on Dask failed: %s", error)
+    if outcome.unfinished_loops:
+        logger.warning(
+            "backfill of %s: %d Dask loops had not ended (released)", migration.name, outcome.unfinished_loops
+        )
+    logger.info("distributed backfill loops on Dask: %s", outcome.reports)
+    return BackfillSummary(
+        rows_copied=outcome.rows_copied,
+        rows_inserted=outcome.rows_inserted,
+        seconds=time.monotonic() - started,
+        segments=segments,
+        complete=outcome.progress is not None and outcome.progress.complete,
     )
 
 

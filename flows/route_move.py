@@ -26,14 +26,15 @@ def route_move(
     poll_interval_seconds: int = 10,
     auto_approve: bool = False,
 ) -> dict[str, Any]:
-    """Move the spec's routes through the HAProxy running from ``gateway_dir``. Approvals pause this
-    run (never suspend it: the move holds the gateway's access log); ``auto_approve`` answers them
-    itself only where the spec allows it (no approvers, or ``approvals.auto``), as a table run does."""
+    """Move the spec's routes through the gateway (``gateway.driver``) running from ``gateway_dir``.
+    Approvals pause this run (never suspend it: the move holds the gateway's access log);
+    ``auto_approve`` answers them itself only where the spec allows it (no approvers, or
+    ``approvals.auto``), as a table run does."""
 
     from shiftover.control.lease import acquire_lease
     from shiftover.control.store import open_store
     from shiftover.flows.context import run_holder
-    from shiftover.routes.haproxy import attach_haproxy
+    from shiftover.routes.drivers import attach_gateway
     from shiftover.routes.spec import load_route_spec
 
     admit_control_url(control_url)
@@ -48,7 +49,7 @@ def route_move(
     log_path.unlink(missing_ok=True)  # the gateway logs to this path; this run reads it
     log = AccessLog(log_path)
     try:
-        gateway = attach_haproxy(spec, workdir, log_socket=log_path)
+        gateway = attach_gateway(spec, workdir, log_socket=log_path)
         options = RunOptions(
             approval_timeout_seconds=approval_timeout_seconds,
             poll_interval_seconds=poll_interval_seconds,
@@ -69,11 +70,11 @@ def route_rollback(
     """Every route of the move back on the old upstream, now; never waits for the move's lease."""
     from shiftover.control.store import open_store
     from shiftover.flows.rollback import cancel_paused_runs
-    from shiftover.routes.haproxy import attach_haproxy
+    from shiftover.routes.drivers import attach_gateway
     from shiftover.routes.spec import load_route_spec
 
     admit_control_url(control_url)
     spec = load_route_spec(spec_path)
-    gateway = attach_haproxy(spec, Path(gateway_dir))
+    gateway = attach_gateway(spec, Path(gateway_dir))
     wake = lambda requests: cancel_paused_runs(requests, spec.name, reason)  # noqa: E731
     return rollback_routes(spec, open_store(control_url), gateway, reason, "route-rollback", wake)

@@ -29,7 +29,8 @@ from shiftover.flows.evaluate import Outcome, StageRunner, ask_person, evaluate
 from shiftover.phases import is_at_least
 from shiftover.routes.asgi import set_route_flag
 from shiftover.routes.compare import DarkLaunchReport, compare_path, dark_launch
-from shiftover.routes.gateway import Gateway, Split
+from shiftover.routes.gateway import Gateway, MirroringGateway, Split
+from shiftover.routes.mirror import MirrorComparator
 from shiftover.routes.plan import build_route_plan
 from shiftover.routes.spec import RouteMoveSpec, Upstream, backend_name
 from shiftover.routes.stages import (
@@ -277,14 +278,37 @@ def gateway_upstream(run: RouteRun) -> Upstream:
 
 
 def run_dark_launch(run: RouteRun, stage: RouteStage) -> dict[str, Any]:
+    """Live requests mirrored by a gateway that can (nginx), else sampled or logged GETs replayed;
+    either way compared Diffy-style and judged by the stage's mismatch gate."""
     assert isinstance(stage, DarkLaunchStage)
-    paths = dark_launch_paths(run, stage)
-    dark = dark_launch(
-        run.spec.old, run.spec.new, paths, run.spec.gateway.key_header, ignore=frozenset(run.spec.ignore_fields)
-    )
+    if isinstance(run.gateway, MirroringGateway):
+        dark = mirrored_dark_launch(run, run.gateway, stage)
+    else:
+        paths = dark_launch_paths(run, stage)
+        ignore = frozenset(run.spec.ignore_fields)
+        dark = dark_launch(run.spec.old, run.spec.new, paths, run.spec.gateway.key_header, ignore=ignore)
     results = judge(RouteWindow(stage.route, dark=dark), stage.gates)
     finish_gates(run, stage, results, rollback=False)
-    return {"compared": dark.compared, "mismatches": len(dark.mismatches)}
+    figures = {"compared": dark.compared, "mismatches": len(dark.mismatches)}
+    return figures if dark.mirrored is None else {**figures, "mirrored": dark.mirrored}
+
+
+def mirrored_dark_launch(run: RouteRun, gateway: MirroringGateway, stage: DarkLaunchStage) -> DarkLaunchReport:
+    """The gateway mirrors the route's live safe requests to a comparator run for the stage until
+    ``stage.samples`` were compared or ``dark_launch_seconds`` passed; the mirror stops either way."""
+    spec = run.spec
+    comparator = MirrorComparator(
+        spec.old, spec.new, spec.gateway.key_header, limit=stage.samples, ignore=frozenset(spec.ignore_fields)
+    )
+    try:
+        gateway.mirror(stage.route, comparator.address)
+        try:
+            report = comparator.wait(spec.dark_launch_seconds)
+        finally:
+            gateway.mirror(stage.route, None)
+    finally:
+        comparator.close()
+    return replace(report, mirrored=comparator.received)
 
 
 def dark_launch_paths(run: RouteRun, stage: DarkLaunchStage) -> list[str]:

@@ -84,6 +84,19 @@ class ColumnSpec(_Model):
         return self.target or self.name
 
 
+SCHEDULER_ADDRESS = re.compile(r"(tcp|tls)://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})")
+
+
+def scheduler_address_problem(address: str) -> str | None:
+    """Why ``address`` is not a Dask scheduler's address (``tcp://host:port`` or ``tls://host:port``), or None."""
+    match = SCHEDULER_ADDRESS.fullmatch(address)
+    if match is None:
+        return f"{address!r} is not a Dask scheduler address: tcp://host:port (or tls://host:port), e.g. tcp://127.0.0.1:8786"
+    if not 0 < int(match.group(3)) < 65536:
+        return f"{address!r}: the port must be 1-65535"
+    return None
+
+
 class _WorkersSpec(_Model):
     workers: Annotated[int, Field(ge=1, le=64)]
     segments_per_worker: Annotated[int, Field(ge=1, le=64)] = 2
@@ -114,15 +127,40 @@ class DiffDistributedSpec(_WorkersSpec):
         return _flow_slash_deployment(value, "diff-worker/diff-worker")
 
 
-class DistributedSpec(_WorkersSpec):
+class DistributedSpec(_Model):
     """``backfill.distributed``: copy with ``workers`` workers claiming segments by lease in the
     control store (PostgreSQL or MariaDB/MySQL), under one shared rows/s budget. ``mode``:
     ``processes`` starts them as local OS processes of the run; ``deployment`` starts one Prefect
     run per worker of the ``deployment`` (``flow-name/deployment-name``) on its work pool, so
-    workers run wherever that pool's workers run."""
+    workers run wherever that pool's workers run; ``dask`` submits ``workers`` long-running loops to
+    the ``dask.distributed`` cluster whose ``scheduler`` is given (``tcp://host:port``, or a
+    ``${NAME}`` reference), one per Dask worker."""
 
-    mode: Literal["processes", "deployment"] = "processes"
+    workers: Annotated[int, Field(ge=1, le=64)]
+    mode: Literal["processes", "deployment", "dask"] = "processes"
     deployment: str = "backfill-worker/backfill-worker"
+    segments_per_worker: Annotated[int, Field(ge=1, le=64)] = 2
+    lease_ttl_seconds: Annotated[float, Field(ge=2, le=3600)] = 30.0
+    scheduler: Annotated[str | None, Field(validate_default=True)] = None
+
+    @field_validator("scheduler")
+    @classmethod
+    def _scheduler_for_dask(cls, value: str | None, info: ValidationInfo) -> str | None:
+        mode = info.data.get("mode")
+        if mode is None:  # the mode itself was refused: that is the error to report
+            return value
+        if mode != "dask":
+            if value is not None:
+                raise ValueError(f"a scheduler address is only for mode dask (this is mode {mode})")
+            return value
+        if value is None:
+            raise ValueError("mode dask needs the Dask scheduler's address, e.g. tcp://127.0.0.1:8786")
+        if is_reference(value):
+            return value  # checked again once resolved, where the run connects
+        problem = scheduler_address_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
 
     @field_validator("deployment")
     @classmethod

@@ -21,7 +21,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 
@@ -30,6 +30,16 @@ from shiftover.spec import load_spec
 
 log = logging.getLogger("examples.orders")
 _PATH = re.compile(r"^/orders/(-?\d+)$")
+
+
+class Service(Protocol):
+    """What ``make_server`` serves: this module's ``OrdersService``, or ``amounts_service.AmountsService``."""
+
+    def get(self, order_id: int) -> dict[str, Any] | None: ...
+    def put(self, order_id: int, body: dict[str, Any]) -> None: ...
+    def patch(self, order_id: int, body: dict[str, Any]) -> None: ...
+    def delete(self, order_id: int) -> None: ...
+    def health(self) -> dict[str, Any]: ...
 
 
 class OrdersService:
@@ -90,7 +100,7 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-def make_server(service: OrdersService, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
+def make_server(service: Service, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
     """An HTTP server for ``service`` (port 0: any free port; see ``server.server_port``)."""
 
     class Handler(BaseHTTPRequestHandler):

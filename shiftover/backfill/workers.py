@@ -1,11 +1,12 @@
 """A distributed backfill: plan segments once, then any number of workers (processes, machines,
-Prefect child runs) claim segments by lease and copy them until none is left.
+Prefect child runs, Dask workers) claim segments by lease and copy them until none is left.
 
 ``plan_distributed`` runs once (the parent); ``copy_claimed_segments`` is one worker's loop;
 ``start_worker_processes`` starts N local OS processes of that loop (``python -m
-shiftover.backfill.workers``); ``distributed_progress`` aggregates the checkpoints. The claim
-loop, the leases and the processes are ``shiftover.control``'s (``segment_leases``,
-``worker_processes``), shared with the distributed validation diff.
+shiftover.backfill.workers``), and ``dask_workers`` runs the same loop on a Dask cluster (both
+through ``WorkerJob``); ``distributed_progress`` aggregates the checkpoints. The claim loop, the
+leases and the processes are ``shiftover.control``'s (``segment_leases``, ``worker_processes``),
+shared with the distributed validation diff.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from shiftover.backfill import checkpoints, leases
@@ -46,11 +47,12 @@ class DistributedSettings:
     (local processes, the spec's other settings or their defaults)."""
 
     workers: int
-    mode: str  # processes | deployment
+    mode: str  # processes | deployment | dask
     deployment: str
     segments_per_worker: int
     lease_ttl_seconds: float
     from_spec: bool  # the spec asked (refusals name ``backfill.distributed``)
+    scheduler: str | None = None  # mode dask: the scheduler's address, or a reference to it
 
     @property
     def segments(self) -> int:
@@ -75,6 +77,7 @@ def distributed_settings(spec: BackfillSpec, workers: int | None = None) -> Dist
         declared.segments_per_worker,
         declared.lease_ttl_seconds,
         True,
+        declared.scheduler,
     )
 
 
@@ -210,29 +213,49 @@ def worker_command(worker_id: str, ttl: float) -> list[str]:
     return worker_processes.worker_command(WORKER_MODULE, worker_id, ttl)
 
 
+@dataclass(frozen=True)
+class WorkerJob:
+    """What a worker elsewhere (an OS process, a Dask worker) needs to open the migration and run
+    ``copy_claimed_segments``: the spec as data and the control store's URL (or a reference to it,
+    resolved where the worker connects)."""
+
+    spec: dict[str, Any]
+    control_url: str
+
+    @classmethod
+    def of(cls, migration: Migration, control_url: str | None = None) -> WorkerJob:
+        """``control_url``: as the run got it (a ``${NAME}`` stays a reference); else the open store's URL."""
+        url = control_url or migration.store.engine.url.render_as_string(hide_password=False)
+        return cls(json.loads(migration.spec.model_dump_json(by_alias=True)), url)
+
+    def run(self, worker_id: str, ttl: float = leases.DEFAULT_SEGMENT_TTL_SECONDS) -> WorkerReport:
+        """Open the migration and run the one worker loop; its engines' pools are closed after, so a
+        long-lived host process (a Dask worker) keeps no idle connections to the three databases."""
+        from shiftover.migration import open_migration
+        from shiftover.spec import parse_spec
+
+        migration = open_migration(parse_spec(self.spec), self.control_url)
+        try:
+            return copy_claimed_segments(migration, worker_id, ttl=ttl, poll_seconds=min(1.0, ttl / 4))
+        finally:
+            for engine in (migration.source, migration.target, migration.store.engine):
+                engine.dispose()
+
+
 def start_worker_processes(
     migration: Migration, workers: int, *, ttl: float = leases.DEFAULT_SEGMENT_TTL_SECONDS, prefix: str = "worker"
 ) -> list[subprocess.Popen[bytes]]:
     """Start ``workers`` OS processes of ``copy_claimed_segments`` over this migration's saved plan."""
-    job = {
-        "spec": json.loads(migration.spec.model_dump_json(by_alias=True)),
-        "control_url": migration.store.engine.url.render_as_string(hide_password=False),
-    }
     names = [worker_name(prefix, i) for i in range(workers)]
-    return worker_processes.start_processes(WORKER_MODULE, job, names, ttl)
+    return worker_processes.start_processes(WORKER_MODULE, asdict(WorkerJob.of(migration)), names, ttl)
 
 
 def main(argv: list[str]) -> int:
     """``python -m shiftover.backfill.workers WORKER_ID [TTL]`` with ``{"spec": ..., "control_url": ...}``
     as one JSON line on stdin: one worker; prints its report as one JSON line."""
-    from shiftover.migration import open_migration
-    from shiftover.spec import parse_spec
-
-    job = json.loads(sys.stdin.readline())
-    spec = parse_spec(job["spec"])
+    job = WorkerJob(**json.loads(sys.stdin.readline()))
     ttl = float(argv[1]) if len(argv) > 1 else leases.DEFAULT_SEGMENT_TTL_SECONDS
-    migration = open_migration(spec, job["control_url"])
-    report = copy_claimed_segments(migration, argv[0], ttl=ttl, poll_seconds=min(1.0, ttl / 4))
+    report = job.run(argv[0], ttl)
     print(json.dumps(report.as_dict()), flush=True)
     return 0
 

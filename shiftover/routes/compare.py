@@ -95,6 +95,7 @@ class DarkLaunchReport:
     compared: int
     mismatches: tuple[Comparison, ...]
     noise: frozenset[str] = field(default_factory=frozenset)
+    mirrored: int | None = None  # live requests the gateway mirrored (None: replayed, not mirrored)
 
     @property
     def mismatch_rate(self) -> float:

@@ -48,7 +48,7 @@ def route_stages(spec: RouteMoveSpec, route: RouteDecl) -> list[RouteStage]:
             DarkLaunchStage(
                 f"{n}.dark_launch",
                 n,
-                f"{spec.dark_launch_samples} safe requests replayed to old twice and new once (no user served by new)",
+                dark_launch_does(spec),
                 NothingToUndo("no user traffic moved"),
                 mismatch,
                 samples=spec.dark_launch_samples,
@@ -81,3 +81,12 @@ def route_stages(spec: RouteMoveSpec, route: RouteDecl) -> list[RouteStage]:
         )
     )
     return stages
+
+
+def dark_launch_does(spec: RouteMoveSpec) -> str:
+    if spec.gateway.driver == "nginx":  # the one driver that mirrors live traffic
+        return (
+            f"{spec.dark_launch_samples} live safe requests mirrored by the gateway (at most "
+            f"{spec.dark_launch_seconds:g}s), replayed to old twice and new once (no user served by new)"
+        )
+    return f"{spec.dark_launch_samples} safe requests replayed to old twice and new once (no user served by new)"

@@ -109,10 +109,31 @@ class RouteCanarySpec(_Model):
         return check_canary_steps(steps)
 
 
+GATEWAY_DRIVERS = ("haproxy", "nginx")
+
+
 class GatewaySpec(_Model):
-    driver: Literal["haproxy"] = "haproxy"
+    """Which gateway drives the move (``driver``; HAProxy unless the spec says ``nginx``) and how it
+    buckets users."""
+
+    driver: str = "haproxy"
     # The request header whose value buckets a user (stable: a user does not flip between versions).
     key_header: Annotated[str, Field(pattern=r"^[A-Za-z0-9-]+$")] = "X-User"
+    # nginx only: the cookie that buckets a user whose request has no key header.
+    key_cookie: Annotated[str, Field(pattern=r"^[A-Za-z0-9_]+$")] | None = None
+
+    @field_validator("driver")
+    @classmethod
+    def _known_driver(cls, value: str) -> str:
+        if value not in GATEWAY_DRIVERS:
+            raise ValueError(f"unknown gateway driver {value!r}; known: {', '.join(GATEWAY_DRIVERS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _cookie_needs_nginx(self) -> GatewaySpec:
+        if self.key_cookie is not None and self.driver != "nginx":
+            raise ValueError(f"key_cookie needs driver nginx: {self.driver} buckets by key_header only")
+        return self
 
 
 class RouteMoveSpec(_Model):
@@ -127,6 +148,8 @@ class RouteMoveSpec(_Model):
     canary: RouteCanarySpec = RouteCanarySpec()
     gates: tuple[RouteGateSpec, ...] = Field(default_factory=_default_gates)
     dark_launch_samples: Annotated[int, Field(ge=1)] = 50
+    # A gateway that mirrors live traffic (nginx): how long the dark launch waits for its samples.
+    dark_launch_seconds: Annotated[float, Field(gt=0)] = 60
     # Fields known to differ by design (a version or server name): never a mismatch (dotted paths).
     ignore_fields: tuple[str, ...] = ()
     # Who approves the switch and the retirement, and (``keys``) their public keys: the table spec's
@@ -151,6 +174,8 @@ class RouteMoveSpec(_Model):
     def _coherent(self) -> RouteMoveSpec:
         if self.old.address == self.new.address:
             raise ValueError("old and new upstreams are the same address")
+        if self.gateway.driver == "nginx":
+            check_nginx_prefixes(self.routes)
         return self
 
     @field_validator("routes")
@@ -177,6 +202,18 @@ class RouteMoveSpec(_Model):
             if r.name == name:
                 return r
         raise KeyError(name)
+
+
+def check_nginx_prefixes(routes: tuple[RouteDecl, ...]) -> None:
+    """nginx picks the longest matching prefix ``location``, not the first route listed: a route
+    whose prefix lies within another's would take the other's requests for its own methods."""
+    for i, later in enumerate(routes):
+        for earlier in routes[:i]:
+            if _within(later.prefix, earlier.prefix) or _within(earlier.prefix, later.prefix):
+                raise ValueError(
+                    f"gateway.driver nginx: routes {earlier.name!r} ({earlier.prefix}) and {later.name!r} "
+                    f"({later.prefix}) share a prefix; nginx routes each prefix to one route: merge them"
+                )
 
 
 def _within(prefix: str, outer: str) -> bool:

@@ -28,7 +28,7 @@ class WeightFlip:
     percent_new: float = 0.0
 
     def describe(self) -> str:
-        return f"gateway weights -> {self.percent_new:g}% new (runtime API, no reload)"
+        return f"gateway weights -> {self.percent_new:g}% new (HAProxy: runtime API; nginx: graceful reload)"
 
 
 RouteInverse = WeightFlip | NothingToUndo

@@ -1,4 +1,4 @@
-"""The gateway's own record of traffic: HAProxy logs every request (backend, server, status,
+"""The gateway's own record of traffic: HAProxy (or nginx, over syslog) logs every request (backend, server, status,
 server response time, method, path) to a unix datagram socket that ``AccessLog`` reads in a
 thread. The gates judge real traffic per side from it: error rate and p99 latency of the old and
 new upstreams, and the comparator replays the safe GETs it saw.
@@ -26,13 +26,27 @@ class Hit:
 
 
 def parse_line(line: str, at: float) -> Hit | None:
-    parts = line.strip().split(" ")
+    """HAProxy's raw line, or nginx's behind a syslog header (``<190>Dec  1 09:00:00 shiftover: ``)."""
+    line = line.strip()
+    if line.startswith("<") and ": " in line:
+        line = line.split(": ", 1)[1]
+    parts = line.split(" ")
     if len(parts) < 6:
         return None
     try:
-        return Hit(at, parts[0], parts[1], int(parts[2]), int(parts[3]), parts[4], parts[5])
+        return Hit(at, parts[0], parts[1], int(parts[2]), response_millis(parts[3]), parts[4], parts[5])
     except ValueError:
         return None
+
+
+def response_millis(token: str) -> int:
+    """HAProxy's ``%Tr`` (whole ms, -1: no answer) or nginx's ``$upstream_response_time`` (seconds
+    with ms resolution, ``-``: no answer)."""
+    if token == "-":
+        return -1
+    if "." in token:
+        return round(float(token) * 1000)
+    return int(token)
 
 
 class AccessLog:

@@ -64,7 +64,7 @@ def backfill_columns(
 ) -> ColumnBackfillReport:
     """Bring every row's new columns to ``up(old)``; resumes after the last saved batch. A spec with
     no column to fill (indexes, constraints, drops only) has nothing to do."""
-    if not spec.changes:
+    if not spec.moves:
         return ColumnBackfillReport(True, 0, 0, 0.0, None)
     throttle = throttle or make_throttle(spec, store_engine)
     table = sa.Table(target.table, sa.MetaData(), schema=target.schema, autoload_with=target.engine)
@@ -94,12 +94,14 @@ def backfill_columns(
 def update_batch(target: Target, spec: ExpandContractSpec, table: sa.Table, lo: Key | None, hi: Key | None) -> int:
     """One batch, committed: out-of-step rows in ``(lo, hi]`` get ``new = up(old)``."""
     dialect = schema_dialect(target.engine)
-    out_of_step = sa.or_(*(sa.text(dialect.distinct(target.quote(c.to), f"({c.up})")) for c in spec.changes))
+    news = [n for m in spec.moves for n in m.news]
+    out_of_step = sa.or_(*(sa.text(dialect.distinct(target.quote(n.name), f"({n.up})")) for n in news))
+    # no up reads a new column of its move (preflight), so MariaDB's left-to-right SET is safe
     stmt = (
         sa.update(table)
         .where(range_clause(table, target.key, lo, hi, dialect_for(target.engine)))
         .where(out_of_step)
-        .values({table.c[c.to]: sa.literal_column(f"({c.up})") for c in spec.changes})
+        .values({table.c[n.name]: sa.literal_column(f"({n.up})") for n in news})
     )
     with target.engine.connect() as conn:
         try:

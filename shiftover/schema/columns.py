@@ -1,7 +1,8 @@
 """The DDL steps of an expand/contract change, each a plain function over an engine.
 
 expand: new columns added nullable (instant on every engine here) -> sync: two-way triggers per
-old/new pair -> (backfill, validate: ``backfill.py``, ``validate.py``) -> contract: drop the
+move (one old and one new column for a change or rename, one old and several new for a split,
+several old and one new for a merge) -> (backfill, validate: ``backfill.py``, ``validate.py``) -> contract: drop the
 triggers, then drop the old columns. Before contract, ``rollback_expansion`` drops the constraints
 and indexes (``constraints.py``), the triggers and the new columns, leaving the table as it was.
 Every statement runs under ``locking.run_ddl``.
@@ -15,9 +16,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from shiftover.schema.constraints import drop_indexes, planned_constraint_ddl, remove_constraints
-from shiftover.schema.engines import SyncPair, over_row, schema_dialect
+from shiftover.schema.engines import SyncGroup, over_row, schema_dialect
 from shiftover.schema.locking import DdlReport, run_ddl
-from shiftover.schema.spec import ChangeColumn, ExpandContractSpec
+from shiftover.schema.spec import ColumnMove, ExpandContractSpec
 
 _MAX_TRIGGER = 55  # leaves room for _ins/_upd under MySQL's 64 and PostgreSQL's 63
 
@@ -47,24 +48,26 @@ class Target:
 
 
 def new_columns(spec: ExpandContractSpec) -> list[tuple[str, str, str | None]]:
-    """The columns expand adds: (name, SQL type, default), changed columns first."""
-    return [(c.to, c.type, None) for c in spec.changes] + [(a.column, a.type, a.default) for a in spec.additions]
+    """The columns expand adds: (name, SQL type, default), the moves' new columns first."""
+    moved = [(n.name, n.type, None) for m in spec.moves for n in m.news]
+    return moved + [(a.column, a.type, a.default) for a in spec.additions]
 
 
-def trigger_base(table: str, change: ChangeColumn) -> str:
-    return f"so_sync_{table}_{change.to}"[:_MAX_TRIGGER]
+def trigger_base(table: str, move: ColumnMove) -> str:
+    return f"so_sync_{table}_{move.news[0].name}"[:_MAX_TRIGGER]
 
 
-def sync_pair(target: Target, change: ChangeColumn, columns: list[str]) -> SyncPair:
+def sync_group(target: Target, move: ColumnMove, columns: list[str]) -> SyncGroup:
+    """The trigger's view of ``move``: quoted names, each expression over the row being written."""
     quoted = [target.quote(c) for c in columns]
-    return SyncPair(
+    return SyncGroup(
         table=target.qualified,
         key=tuple(target.quote(k) for k in target.key),
-        old=target.quote(change.column),
-        new=target.quote(change.to),
-        up_row=over_row(change.up, quoted),
-        down_row=over_row(change.down, quoted),
-        trigger=trigger_base(target.table, change),
+        olds=tuple(target.quote(c) for c in move.old_names),
+        news=tuple(target.quote(c) for c in move.new_names),
+        ups=tuple(over_row(n.up, quoted) for n in move.news),
+        downs=tuple(over_row(o.down, quoted) for o in move.olds),
+        trigger=trigger_base(target.table, move),
         schema_prefix=f"{target.quote(target.schema)}." if target.schema else "",
         quote=target.quote,
     )
@@ -105,10 +108,10 @@ def rename_table(target: Target, spec: ExpandContractSpec, report: DdlReport | N
 
 
 def install_sync(target: Target, spec: ExpandContractSpec, report: DdlReport | None = None) -> DdlReport:
-    """Two-way sync triggers for every changed column (idempotent)."""
+    """Two-way sync triggers for every move (change, rename, split, merge; idempotent)."""
     dialect = schema_dialect(target.engine)
     columns = target.column_names()
-    statements = [s for c in spec.changes for s in dialect.sync_install(sync_pair(target, c, columns))]
+    statements = [s for m in spec.moves for s in dialect.sync_install(sync_group(target, m, columns))]
     return run_ddl(target.engine, statements, spec.lock, table=target.table, schema=target.schema, report=report)
 
 
@@ -116,7 +119,7 @@ def remove_sync(target: Target, spec: ExpandContractSpec, report: DdlReport | No
     """Drop the sync triggers (idempotent): from here on, a write to one column no longer reaches the other."""
     dialect = schema_dialect(target.engine)
     columns = target.column_names()
-    statements = [s for c in spec.changes for s in dialect.sync_remove(sync_pair(target, c, columns))]
+    statements = [s for m in spec.moves for s in dialect.sync_remove(sync_group(target, m, columns))]
     return run_ddl(target.engine, statements, spec.lock, table=target.table, schema=target.schema, report=report)
 
 
@@ -130,8 +133,8 @@ def drop_old_columns(target: Target, spec: ExpandContractSpec, report: DdlReport
 
 
 def dropped_columns(spec: ExpandContractSpec) -> list[str]:
-    """What contract drops: each changed column's old one, then each ``drop_column``'s."""
-    return [c.column for c in spec.changes] + [d.column for d in spec.drops]
+    """What contract drops: each move's old columns, then each ``drop_column``'s."""
+    return [name for m in spec.moves for name in m.old_names] + [d.column for d in spec.drops]
 
 
 def rollback_expansion(
@@ -185,7 +188,7 @@ def planned_ddl(target: Target, spec: ExpandContractSpec) -> dict[str, list[str]
     present = target.column_names()
     wanted = new_columns(spec)
     columns = present + [name for name, _, _ in wanted if name not in present]
-    pairs = [sync_pair(target, c, columns) for c in spec.changes]
+    pairs = [sync_group(target, m, columns) for m in spec.moves]
 
     def drops(names: list[str]) -> list[str]:
         return [dialect.drop_column(target.qualified, target.quote(n), spec.lock.timeout_ms) for n in names]

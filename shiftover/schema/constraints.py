@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 
 from shiftover.schema.engines import schema_dialect
-from shiftover.schema.errors import ConstraintViolationError
+from shiftover.schema.errors import ConstraintViolationError, LockTimeoutError
 from shiftover.schema.locking import DdlReport, run_ddl
 from shiftover.schema.spec import AddCheck, AddForeignKey, CreateIndex, ExpandContractSpec, SetNotNull
 
@@ -128,16 +128,36 @@ def build_indexes(target: Target, spec: ExpandContractSpec, report: DdlReport | 
         statement = dialect.create_index(
             target.qualified, name, [target.quote(c) for c in index.columns], index.unique, spec.lock.timeout_ms
         )
-        run_ddl(
-            target.engine,
-            [statement],
-            spec.lock,
-            table=target.table,
-            schema=target.schema,
-            report=report,
-            outside_transaction=dialect.index_outside_transaction,
-            before=partial(dialect.invalid_index_cleanup, table=target.qualified, name=name),
-        )
+        cleanup = partial(dialect.invalid_index_cleanup, table=target.qualified, name=name)
+        try:
+            run_ddl(
+                target.engine,
+                [statement],
+                spec.lock,
+                table=target.table,
+                schema=target.schema,
+                report=report,
+                outside_transaction=dialect.index_outside_transaction,
+                before=cleanup,
+            )
+        except (sa.exc.DBAPIError, LockTimeoutError) as error:
+            # A failed online build may leave an INVALID index: once marked ready, every write
+            # updates it (and a unique one refuses duplicates). It goes now, not on a later run.
+            with target.engine.connect() as conn:
+                leftover = cleanup(conn)
+            if leftover:
+                run_ddl(
+                    target.engine,
+                    leftover,
+                    spec.lock,
+                    table=target.table,
+                    schema=target.schema,
+                    outside_transaction=dialect.index_outside_transaction,
+                )
+            found = duplicates(target, index) if index.unique else None
+            if found is not None:  # committed while the build ran: named as the first count names them
+                raise found from error
+            raise
     return report
 
 

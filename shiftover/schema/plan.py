@@ -106,9 +106,14 @@ def flag_key(spec_name: str, flag: str) -> str:
 
 def build_schema_plan(spec: ExpandContractSpec) -> Plan:
     table = spec.database.table
-    pairs = ", ".join(f"{c.column} -> {c.to} ({c.type})" for c in spec.changes) or "(none)"
+    pairs = (
+        ", ".join(
+            f"{', '.join(m.old_names)} -> {', '.join(f'{n.name} ({n.type})' for n in m.news)}" for m in spec.moves
+        )
+        or "(none)"
+    )
     added = ", ".join(f"{a.column} {a.type}" for a in spec.additions)
-    olds = ", ".join(c.column for c in spec.changes) or "(none)"
+    olds = ", ".join(name for m in spec.moves for name in m.old_names) or "(none)"
     dropped = ", ".join(dropped_columns(spec)) or "(none)"
     renamed_to = (
         f"; rename {table} to {spec.rename.to} and create a view named {table} over it (one transaction)"
@@ -151,7 +156,7 @@ def build_schema_plan(spec: ExpandContractSpec) -> Plan:
             "in the database: new = up(old) on every row"
             + (
                 ", and down(up(old)) = old where an operation claims to be reversible"
-                if any(c.reversible for c in spec.changes)
+                if any(m.reversible for m in spec.moves)
                 else ""
             ),
             UNDO_EXPANSION,

@@ -7,6 +7,11 @@ cannot resolve. The sync triggers evaluate those expressions on every applicatio
 that fails there fails the application's writes: each is planned here (``WHERE 1 = 0``, never run)
 over the table's columns, the new ones as NULLs of their declared type.
 
+A ``split_column`` or ``merge_columns`` is held to what its sync triggers need: every ``up`` reads
+every old column of the operation and no new one, every ``down`` every new column and no old one
+(asked of the engine by planning the expression without that column), so no write through either
+side is lost and assigning one side never changes what the other side's expressions read.
+
 Indexes and constraints: an index's columns must exist (or be added by this change) and its name
 be new; a CHECK's expression is planned the same way and its name must be new; a NOT NULL column
 must exist (or be added) and be nullable now (a rollback makes it nullable again). An operation the
@@ -32,9 +37,11 @@ from shiftover.schema.spec import (
     CreateIndex,
     DropColumn,
     ExpandContractSpec,
+    MergeColumns,
     Operation,
     RenameTable,
     SetNotNull,
+    SplitColumn,
 )
 
 
@@ -53,9 +60,10 @@ def check_change(spec: ExpandContractSpec) -> Target:
     """Everything ``open_checked_table`` checks, then each operation's columns, types and SQL."""
     target, present = open_checked_table(spec)
     new_columns = [
-        _check_columns(target, i, op, present)
+        column
         for i, op in enumerate(spec.operations)
         if isinstance(op, ColumnOperation)
+        for column in _check_columns(target, i, op, present)
     ]
     row = _row_with(target, present, new_columns)
     after = present + [name for name, _ in new_columns]
@@ -63,8 +71,12 @@ def check_change(spec: ExpandContractSpec) -> Target:
         if isinstance(op, ChangeColumn):  # a rename's expressions are its column names, checked above
             _plan(target, f"operations.{i}.up", f"SELECT ({op.up}) FROM ({row}) so_row WHERE 1 = 0")
             _plan(target, f"operations.{i}.down", f"SELECT ({op.down}) FROM ({row}) so_row WHERE 1 = 0")
+        elif isinstance(op, SplitColumn | MergeColumns):
+            _check_move(target, i, op, present, new_columns)
         elif not isinstance(op, ColumnOperation):
-            _check_constraint(target, i, op, present, after, row, [ix.columns for ix in spec.indexes])
+            _check_constraint(
+                target, i, op, present, after, row, [ix.columns for ix in spec.indexes], dict(new_columns)
+            )
     return target
 
 
@@ -76,6 +88,7 @@ def _check_constraint(
     after: list[str],
     row: str,
     spec_indexes: list[tuple[str, ...]],
+    new_types: dict[str, str],
 ) -> None:
     """An index's or constraint's columns, name and expression, and whether the engine can add it online."""
     if isinstance(op, DropColumn):
@@ -123,6 +136,17 @@ def _check_constraint(
                 f"operations.{i}.column",
                 f"column {op.column!r} is NOT NULL already (a rollback would make it nullable)",
             )
+        type_ = new_types.get(op.column) or _type_of(target, op.column)
+        refusal = schema_dialect(target.engine).not_null_refusal(type_)
+        if refusal:
+            raise SpecError(f"operations.{i}.column", f"column {op.column!r} ({type_}): {refusal}")
+
+
+def _type_of(target: Target, column: str) -> str:
+    for c in sa.inspect(target.engine).get_columns(target.table, schema=target.schema):
+        if c["name"] == column:
+            return str(c["type"])
+    raise LookupError(column)
 
 
 def _check_drop(target: Target, i: int, op: DropColumn, present: list[str]) -> None:
@@ -179,25 +203,92 @@ def _check_foreign_key(
         )
 
 
-def _check_columns(target: Target, i: int, op: ColumnOperation, present: list[str]) -> tuple[str, str]:
-    """Operation ``i``'s old column is there, its new one is not, its type (and default) parse;
-    returns the new column's name and type."""
+def _check_columns(target: Target, i: int, op: ColumnOperation, present: list[str]) -> list[tuple[str, str]]:
+    """Operation ``i``'s old columns are there, its new ones are not, their types (and default)
+    parse; returns the new columns' names and types."""
     table, dialect = target.table, schema_dialect(target.engine)
-    new, new_field = (op.column, "column") if isinstance(op, AddColumn) else (op.to, "to")
-    if not isinstance(op, AddColumn) and op.column not in present:
-        missing = f"no column {op.column!r} in table {table!r} (its columns: {present})"
-        raise SpecError(f"operations.{i}.column", missing)
-    if new in present:
-        raise SpecError(
-            f"operations.{i}.{new_field}",
-            f"table {table!r} has a column {new!r} already: expand would take it over and a rollback drop it. "
-            "Name a new column (if an earlier run of this change added it and stopped before its expand stage "
-            "was recorded, `shiftover rollback` on this spec removes it)",
-        )
-    _plan(target, f"operations.{i}.type", f"SELECT {dialect.typed('NULL', op.type)}")
+    for j, old in enumerate(op.replaced):
+        if old not in present:
+            field = f"operations.{i}.columns.{j}" if isinstance(op, MergeColumns) else f"operations.{i}.column"
+            raise SpecError(field, f"no column {old!r} in table {table!r} (its columns: {present})")
+    added = []
+    for j, (new, type_) in enumerate(_new_columns_of(op)):
+        new_field = _new_field(i, j, op)
+        if new in present:
+            raise SpecError(
+                new_field,
+                f"table {table!r} has a column {new!r} already: expand would take it over and a rollback drop it. "
+                "Name a new column (if an earlier run of this change added it and stopped before its expand stage "
+                "was recorded, `shiftover rollback` on this spec removes it)",
+            )
+        type_field = f"operations.{i}.into.{j}.type" if isinstance(op, SplitColumn) else f"operations.{i}.type"
+        _plan(target, type_field, f"SELECT {dialect.typed('NULL', type_)}")
+        added.append((new, type_))
     if isinstance(op, AddColumn) and op.default is not None:
         _plan(target, f"operations.{i}.default", f"SELECT {dialect.typed(op.default, op.type)}")
-    return new, op.type
+    return added
+
+
+def _new_columns_of(op: ColumnOperation) -> list[tuple[str, str]]:
+    if isinstance(op, SplitColumn):
+        return [(c.name, c.type) for c in op.into]
+    return [(op.created[0], op.type)]
+
+
+def _new_field(i: int, j: int, op: ColumnOperation) -> str:
+    if isinstance(op, SplitColumn):
+        return f"operations.{i}.into.{j}.name"
+    return f"operations.{i}.column" if isinstance(op, AddColumn) else f"operations.{i}.to"
+
+
+def _check_move(
+    target: Target, i: int, op: SplitColumn | MergeColumns, present: list[str], new_columns: list[tuple[str, str]]
+) -> None:
+    """A split's or merge's expressions plan over the row, and each reads what the sync triggers
+    need it to: every ``up`` reads every old column of the operation and none of its new ones (a
+    write through an old column it ignores would never reach the new side), every ``down`` every
+    new column and none of the old ones. Whether an expression reads a column is asked of the
+    engine: it is planned over the row without that column."""
+    olds, news = list(op.replaced), list(op.created)
+    if isinstance(op, SplitColumn):
+        expressions = [(f"operations.{i}.into.{j}.up", c.up, "up") for j, c in enumerate(op.into)]
+        expressions.append((f"operations.{i}.down", op.down, "down"))
+    else:
+        expressions = [(f"operations.{i}.up", op.up, "up")]
+        expressions += [(f"operations.{i}.down.{c}", op.down[c], "down") for c in op.columns]
+    for field, expr, way in expressions:
+        _plan(target, field, f"SELECT ({expr}) FROM ({_row_with(target, present, new_columns)}) so_row WHERE 1 = 0")
+        reads, never = (olds, news) if way == "up" else (news, olds)
+        for column in reads:
+            if _plans_without(target, expr, present, new_columns, {column}):
+                side = "old" if way == "up" else "new"
+                other = "new columns" if way == "up" else "old column(s)"
+                raise SpecError(
+                    field,
+                    f"{way} does not read the {side} column {column!r}: a write through {column!r} would never "
+                    f"reach the {other}, and contract would lose it",
+                )
+        if not _plans_without(target, expr, present, new_columns, set(never)):
+            side = "new" if way == "up" else "old"
+            raise SpecError(
+                field,
+                f"{way} reads the {side} column(s) {never} of its own operation: {way} computes the "
+                f"{'new' if way == 'up' else 'old'} side from the {'old' if way == 'up' else 'new'} columns only "
+                "(the sync triggers set one side from the other)",
+            )
+
+
+def _plans_without(
+    target: Target, expr: str, present: list[str], new_columns: list[tuple[str, str]], without: set[str]
+) -> bool:
+    """True when the engine plans ``expr`` over the row without the columns ``without`` (so it does
+    not read them)."""
+    row = _row_with(target, [c for c in present if c not in without], [c for c in new_columns if c[0] not in without])
+    try:
+        _plan(target, "", f"SELECT ({expr}) FROM ({row}) so_row WHERE 1 = 0")
+    except SpecError:
+        return False
+    return True
 
 
 def _row_with(target: Target, present: list[str], new_columns: list[tuple[str, str]]) -> str:

@@ -4,6 +4,11 @@
 (old -> new) and a ``down`` (new -> old) SQL expression in the table's own dialect, over the row's
 column names. Operations not supported yet are refused by name, naming the spec field.
 
+``split_column`` (one old column into several new ones, an ``up`` each and one ``down`` rebuilding
+the old one) and ``merge_columns`` (several old columns into one new one, one ``up`` and a ``down``
+per old column) move data the same way: every data-moving operation becomes a ``ColumnMove`` (old
+columns, new columns, their expressions), which the sync triggers, backfill and validation walk.
+
 Besides the column operations, four operations change no data and move none: ``create_index``
 (built online in the expand stage, beside the new columns), ``add_check``, ``set_not_null`` and
 ``add_foreign_key`` (enforced in the ``constrain`` stage, after the backfill and validation; see
@@ -14,6 +19,7 @@ Besides the column operations, four operations change no data and move none: ``c
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -25,8 +31,6 @@ from shiftover.spec import ApprovalSpec, Endpoint, KeyColumns, read_spec_file, s
 KIND = "expand_contract"
 # Operations in the issue that this version refuses, with what to do instead.
 NOT_YET: dict[str, str] = {
-    "split_column": "use one change_column per new column (each with its own up; down is not derivable)",
-    "merge_columns": "change_column's up may read several columns, but its down cannot write two",
     "add_unique": "use create_index with unique: true (built online; duplicates are counted first)",
 }
 
@@ -56,6 +60,22 @@ class ChangeColumn(_Model):
             raise ValueError("`to` must differ from `column`: both columns live side by side until contract")
         return self
 
+    @property
+    def created(self) -> tuple[str, ...]:
+        return (self.to,)
+
+    @property
+    def replaced(self) -> tuple[str, ...]:
+        return (self.column,)
+
+    def as_move(self) -> ColumnMove:
+        return ColumnMove(
+            self.op,
+            (OldColumn(self.column, self.down),),
+            (NewColumn(name=self.to, type=self.type, up=self.up),),
+            self.reversible,
+        )
+
 
 class RenameColumn(_Model):
     """A rename is a change of name only: the new column is the old one, both ways."""
@@ -76,6 +96,123 @@ class RenameColumn(_Model):
             reversible=True,
         )
 
+    @property
+    def created(self) -> tuple[str, ...]:
+        return (self.to,)
+
+    @property
+    def replaced(self) -> tuple[str, ...]:
+        return (self.column,)
+
+    def as_move(self) -> ColumnMove:
+        return self.as_change().as_move()
+
+
+class NewColumn(_Model):
+    """One column ``split_column`` creates: its SQL type and its ``up`` over the old column."""
+
+    name: Annotated[str, _NAME]
+    type: str
+    up: str
+
+
+class SplitColumn(_Model):
+    """Replace ``column`` by the columns ``into`` (e.g. ``full_name`` -> ``first_name``, ``last_name``):
+    each new column's ``up`` reads the old one, and ``down`` rebuilds the old one from every new one."""
+
+    op: Literal["split_column"]
+    column: Annotated[str, _NAME]
+    into: Annotated[tuple[NewColumn, ...], Field(min_length=2)]
+    down: str
+    reversible: bool = False  # claims down(up(x)) == x: validation checks it on every row
+
+    @model_validator(mode="after")
+    def _distinct(self) -> SplitColumn:
+        names = [c.name for c in self.into]
+        if len(set(names)) != len(names):
+            raise ValueError("`into` names a column twice")
+        if self.column in names:
+            raise ValueError("`into` must not name `column`: both sides live side by side until contract")
+        return self
+
+    @property
+    def created(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.into)
+
+    @property
+    def replaced(self) -> tuple[str, ...]:
+        return (self.column,)
+
+    def as_move(self) -> ColumnMove:
+        return ColumnMove(self.op, (OldColumn(self.column, self.down),), self.into, self.reversible)
+
+
+class MergeColumns(_Model):
+    """Replace ``columns`` by one column ``to`` (e.g. ``first_name``, ``last_name`` -> ``full_name``):
+    ``up`` reads the old columns, and ``down`` gives each old column (by name) from the new one."""
+
+    op: Literal["merge_columns"]
+    columns: Annotated[tuple[Annotated[str, _NAME], ...], Field(min_length=2)]
+    to: Annotated[str, _NAME]
+    type: str
+    up: str
+    down: dict[str, str]  # old column -> its expression over the new one
+    reversible: bool = False  # claims down(up(x)) == x: validation checks it on every row
+
+    @model_validator(mode="after")
+    def _distinct(self) -> MergeColumns:
+        if len(set(self.columns)) != len(self.columns):
+            raise ValueError("`columns` names a column twice")
+        if self.to in self.columns:
+            raise ValueError("`to` must differ from `columns`: both sides live side by side until contract")
+        if set(self.down) != set(self.columns):
+            missing, extra = sorted(set(self.columns) - set(self.down)), sorted(set(self.down) - set(self.columns))
+            raise ValueError(
+                f"`down` must give one expression per old column (missing: {missing or 'none'}, "
+                f"not in `columns`: {extra or 'none'})"
+            )
+        return self
+
+    @property
+    def created(self) -> tuple[str, ...]:
+        return (self.to,)
+
+    @property
+    def replaced(self) -> tuple[str, ...]:
+        return self.columns
+
+    def as_move(self) -> ColumnMove:
+        olds = tuple(OldColumn(c, self.down[c]) for c in self.columns)
+        return ColumnMove(self.op, olds, (NewColumn(name=self.to, type=self.type, up=self.up),), self.reversible)
+
+
+@dataclass(frozen=True)
+class OldColumn:
+    """An old column of a move and its ``down``: its value computed from the new columns."""
+
+    name: str
+    down: str
+
+
+@dataclass(frozen=True)
+class ColumnMove:
+    """Old columns replaced by new ones, kept in step both ways until contract (every data-moving
+    operation is one): each new column's ``up`` reads the old ones, each old column's ``down`` the
+    new ones. ``reversible`` claims down(up(old)) == old."""
+
+    op: str
+    olds: tuple[OldColumn, ...]
+    news: tuple[NewColumn, ...]
+    reversible: bool
+
+    @property
+    def old_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.olds)
+
+    @property
+    def new_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.news)
+
 
 class AddColumn(_Model):
     """A new nullable column, with a constant default or none (instant on every engine)."""
@@ -84,6 +221,14 @@ class AddColumn(_Model):
     column: Annotated[str, _NAME]
     type: str
     default: str | None = None  # a constant SQL literal, e.g. 0 or 'new'
+
+    @property
+    def created(self) -> tuple[str, ...]:
+        return (self.column,)
+
+    @property
+    def replaced(self) -> tuple[str, ...]:
+        return ()
 
 
 class CreateIndex(_Model):
@@ -148,11 +293,14 @@ class RenameTable(_Model):
     to: Annotated[str, _NAME]
 
 
-ColumnOperation = ChangeColumn | RenameColumn | AddColumn
+ColumnOperation = ChangeColumn | RenameColumn | SplitColumn | MergeColumns | AddColumn
+MoveOperation = ChangeColumn | RenameColumn | SplitColumn | MergeColumns
 ConstraintOperation = AddCheck | SetNotNull | AddForeignKey
 Operation = Annotated[
     ChangeColumn
     | RenameColumn
+    | SplitColumn
+    | MergeColumns
     | AddColumn
     | CreateIndex
     | AddCheck
@@ -163,8 +311,8 @@ Operation = Annotated[
     Field(discriminator="op"),
 ]
 SUPPORTED = (
-    "change_column, rename_column, add_column, create_index, add_check, set_not_null, add_foreign_key, "
-    "drop_column, rename_table"
+    "change_column, rename_column, split_column, merge_columns, add_column, create_index, add_check, "
+    "set_not_null, add_foreign_key, drop_column, rename_table"
 )
 
 
@@ -202,7 +350,7 @@ class ExpandContractSpec(_Model):
         if renames and renames[0].to == self.database.table:
             raise ValueError("rename_table's `to` must differ from the table's name")
         columns = [op for op in self.operations if isinstance(op, ColumnOperation)]
-        added = [op.to if not isinstance(op, AddColumn) else op.column for op in columns]
+        added = [name for op in columns for name in op.created]
         if len(set(added)) != len(added):
             raise ValueError("two operations create the same column")
         named = [op.name for op in self.operations if isinstance(op, CreateIndex | AddCheck | AddForeignKey)]
@@ -211,9 +359,14 @@ class ExpandContractSpec(_Model):
         not_null = [op.column for op in self.operations if isinstance(op, SetNotNull)]
         if len(set(not_null)) != len(not_null):
             raise ValueError("two set_not_null operations name the same column")
-        touched = [op.column for op in columns if not isinstance(op, AddColumn)]
+        touched = [name for op in columns for name in op.replaced]
         if len(set(touched)) != len(touched):
             raise ValueError("two operations change the same column (their sync triggers would fight over it)")
+        if set(touched) & set(added):
+            raise ValueError(
+                f"column(s) {sorted(set(touched) & set(added))} are both replaced and created by this change: "
+                "old and new columns live side by side until contract"
+            )
         if any(k in touched for k in self.key):
             raise ValueError(f"key column(s) {[k for k in self.key if k in touched]} cannot be changed in place")
         dropped = [op.column for op in self.drops]
@@ -234,6 +387,11 @@ class ExpandContractSpec(_Model):
             for op in self.operations
             if isinstance(op, ChangeColumn | RenameColumn)
         )
+
+    @property
+    def moves(self) -> tuple[ColumnMove, ...]:
+        """Every operation that moves data (change, rename, split, merge), as old and new columns."""
+        return tuple(op.as_move() for op in self.operations if isinstance(op, MoveOperation))
 
     @property
     def additions(self) -> tuple[AddColumn, ...]:

@@ -1,5 +1,6 @@
 """Validation in the database: every row's new column equals ``up(old)`` exactly, and, when an
-operation claims to be reversible, ``down(up(old))`` equals ``old`` on every row.
+operation claims to be reversible, ``down(up(old))`` equals ``old`` on every row (for a split or a
+merge, every new column and every old column of the move).
 
 Exact means the engine's own comparison of the stored value with the expression's value, NULLs
 equal to NULLs (``IS NOT DISTINCT FROM``), never a text rendering: a lossy ``up`` (3 decimals into
@@ -16,7 +17,7 @@ import sqlalchemy as sa
 from shiftover.schema.columns import Target
 from shiftover.schema.engines import schema_dialect
 from shiftover.schema.errors import ColumnMismatchError
-from shiftover.schema.spec import ChangeColumn, ExpandContractSpec
+from shiftover.schema.spec import ColumnMove, ExpandContractSpec, NewColumn, OldColumn
 
 
 @dataclass(frozen=True)
@@ -46,32 +47,38 @@ class ValidationReport:
 
 
 def validate_columns(target: Target, spec: ExpandContractSpec, *, sample: int = 10) -> ValidationReport:
+    """Per move: each new column against its ``up``; when the move claims to be reversible, each old
+    column against its ``down`` over the ``up`` values (a split has one such check, a merge one per
+    old column)."""
     report = ValidationReport()
-    for change in spec.changes:
-        report.checks.append(
-            _check(target, f"{change.to} = up({change.column})", change.to, _equal_up(target, change), sample)
-        )
-        if change.reversible:
-            what = f"down(up({change.column})) = {change.column}"
-            report.checks.append(_check(target, what, change.column, _round_trip(target, change), sample))
+    for move in spec.moves:
+        olds = ", ".join(move.old_names)
+        for new in move.news:
+            what = f"{new.name} = up({olds})"
+            report.checks.append(_check(target, what, new.name, _equal_up(target, new), sample))
+        if move.reversible:
+            for old in move.olds:
+                what = f"down(up({olds})) = {old.name}"
+                report.checks.append(_check(target, what, old.name, _round_trip(target, move, old), sample))
     return report
 
 
-def _equal_up(target: Target, change: ChangeColumn) -> str:
+def _equal_up(target: Target, new: NewColumn) -> str:
     """Keys of rows whose new column is not ``up(old)``."""
     d = schema_dialect(target.engine)
     keys = ", ".join(target.quote(k) for k in target.key)
-    return f"SELECT {keys} FROM {target.qualified} WHERE {d.distinct(target.quote(change.to), f'({change.up})')}"
+    return f"SELECT {keys} FROM {target.qualified} WHERE {d.distinct(target.quote(new.name), f'({new.up})')}"
 
 
-def _round_trip(target: Target, change: ChangeColumn) -> str:
-    """Keys of rows where ``down`` does not give back ``old`` from ``up(old)`` (not from the stored
-    new value: this checks the expressions, the first check the data)."""
+def _round_trip(target: Target, move: ColumnMove, old: OldColumn) -> str:
+    """Keys of rows where ``old``'s ``down`` does not give it back from the ``up`` values (not from
+    the stored new values: this checks the expressions, the first check the data)."""
     d = schema_dialect(target.engine)
-    others = [target.quote(c) for c in target.column_names() if c != change.to]
-    row = f"SELECT {', '.join(others)}, ({change.up}) AS {target.quote(change.to)} FROM {target.qualified}"
+    others = [target.quote(c) for c in target.column_names() if c not in move.new_names]
+    ups = [f"({n.up}) AS {target.quote(n.name)}" for n in move.news]
+    row = f"SELECT {', '.join(others + ups)} FROM {target.qualified}"
     keys = ", ".join(target.quote(k) for k in target.key)
-    return f"SELECT {keys} FROM ({row}) so_row WHERE {d.distinct(target.quote(change.column), f'({change.down})')}"
+    return f"SELECT {keys} FROM ({row}) so_row WHERE {d.distinct(target.quote(old.name), f'({old.down})')}"
 
 
 def _check(target: Target, what: str, column: str, keys_query: str, sample: int) -> ColumnCheck:

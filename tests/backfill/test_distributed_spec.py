@@ -1,4 +1,5 @@
-"""``backfill.distributed`` in the spec: its defaults, and each wrong value refused naming its field."""
+"""``backfill.distributed`` in the spec: its defaults, mode dask's scheduler address, and each wrong value
+refused naming its field."""
 
 from __future__ import annotations
 
@@ -34,6 +35,16 @@ def test_defaults_and_the_run_parameter() -> None:
     assert by_parameter is not None and by_parameter.mode == "processes" and not by_parameter.from_spec
     deployed = parse_spec(_spec({"workers": 2, "mode": "deployment", "deployment": "backfill-worker/nightly"}))
     assert deployed.backfill.distributed is not None and deployed.backfill.distributed.mode == "deployment"
+    assert distributed_settings(deployed.backfill).scheduler is None  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("address", ["tcp://127.0.0.1:8786", "tls://dask-scheduler.internal:8786", "tcp://[::1]:8786"])
+def test_mode_dask_takes_a_scheduler_address_or_a_reference(address: str) -> None:
+    for scheduler in (address, "${DASK_SCHEDULER}"):
+        spec = parse_spec(_spec({"workers": 2, "mode": "dask", "scheduler": scheduler})).backfill
+        settings = distributed_settings(spec)
+        assert settings is not None and settings.mode == "dask" and settings.scheduler == scheduler
+        assert settings.segments == 4  # kept as written: a reference is resolved where the run connects
 
 
 @pytest.mark.parametrize(
@@ -42,7 +53,24 @@ def test_defaults_and_the_run_parameter() -> None:
         ({"mode": "processes"}, "backfill.distributed.workers", "Field required"),
         ({"workers": 0}, "backfill.distributed.workers", "greater than or equal to 1"),
         ({"workers": 65}, "backfill.distributed.workers", "less than or equal to 64"),
-        ({"workers": 2, "mode": "dask"}, "backfill.distributed.mode", "'processes' or 'deployment'"),
+        ({"workers": 2, "mode": "ray"}, "backfill.distributed.mode", "'processes', 'deployment' or 'dask'"),
+        ({"workers": 2, "mode": "dask"}, "backfill.distributed.scheduler", "mode dask needs the Dask scheduler"),
+        (
+            {"workers": 2, "mode": "dask", "scheduler": "127.0.0.1:8786"},
+            "backfill.distributed.scheduler",
+            "not a Dask scheduler address: tcp://host:port",
+        ),
+        (
+            {"workers": 2, "mode": "dask", "scheduler": "tcp://127.0.0.1:0"},
+            "backfill.distributed.scheduler",
+            "the port must be 1-65535",
+        ),
+        (
+            {"workers": 2, "mode": "dask", "scheduler": "http://dask:8787"},
+            "backfill.distributed.scheduler",
+            "not a Dask scheduler address",
+        ),
+        ({"workers": 2, "scheduler": "tcp://dask:8786"}, "backfill.distributed.scheduler", "only for mode dask"),
         ({"workers": 2, "deployment": "backfill-worker"}, "backfill.distributed.deployment", "flow-name/deployment"),
         ({"workers": 2, "lease_ttl_seconds": 1}, "backfill.distributed.lease_ttl_seconds", "greater than or equal"),
         ({"workers": 2, "threads": 4}, "backfill.distributed.threads", "unknown field"),

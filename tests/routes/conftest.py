@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from shiftover.routes.haproxy import HAProxyGateway, start_haproxy
+from shiftover.routes.nginx import NginxGateway, start_nginx
 from shiftover.routes.spec import RouteMoveSpec, parse_route_spec
 from shiftover.routes.traffic import AccessLog
 
@@ -116,6 +117,16 @@ def require_haproxy() -> str:
     return path
 
 
+def require_nginx() -> str:
+    path = shutil.which("nginx")
+    if path is None:
+        message = "nginx is not installed: run scripts/install-gateway"
+        if IN_CI:
+            pytest.fail(f"{message} (CI=true: a missing gateway is a failure)")
+        pytest.skip(message)
+    return path
+
+
 @pytest.fixture
 def upstreams() -> Iterator[tuple[Upstream, Upstream]]:
     old, new = Upstream("old"), Upstream("new")
@@ -153,6 +164,26 @@ def gateway_factory(tmp_path: Path) -> Iterator[Any]:
         workdir.mkdir()
         log = AccessLog(workdir / "log.sock")
         gw = start_haproxy(spec, workdir=workdir, log_socket=log.path)
+        started.append((gw, log))
+        return gw, log
+
+    yield start
+    for gw, log in started:
+        gw.stop()
+        log.close()
+
+
+@pytest.fixture
+def nginx_factory(tmp_path: Path) -> Iterator[Any]:
+    """Start nginx (its own prefix dir, config and access log) for a spec; stopped after the test."""
+    require_nginx()
+    started: list[tuple[NginxGateway, AccessLog]] = []
+
+    def start(spec: RouteMoveSpec) -> tuple[NginxGateway, AccessLog]:
+        workdir = tmp_path / f"nginx{len(started)}"
+        workdir.mkdir()
+        log = AccessLog(workdir / "log.sock")
+        gw = start_nginx(spec, workdir=workdir, log_socket=log.path)
         started.append((gw, log))
         return gw, log
 

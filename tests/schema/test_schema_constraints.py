@@ -334,3 +334,64 @@ def test_a_run_refused_at_constrain_resumes_there_once_the_rows_are_fixed(
     report = run_schema_change(str(path), control, options, stop_after="constrain")
     assert report["ran"] == ["constrain"]
     assert not nullable(engine, "amount") and checks(engine) == {"ck_orders_amount"}
+
+
+@pytest.mark.parametrize(
+    ("column", "definition"),
+    [
+        ("note", "VARCHAR(40) NULL DEFAULT 'x NOT NULL' COMMENT 'must become NOT NULL, it''s \"NULL\" now'"),
+        ("note", "VARCHAR(40) DEFAULT NULL COMMENT 'DEFAULT NULL'"),
+        ("at", "DATETIME NULL DEFAULT NULL COMMENT 'NOT NULL later'"),
+    ],
+)
+def test_mariadb_not_null_keeps_the_columns_own_comment_and_default(
+    column: str, definition: str, database_url: Callable[[str], str]
+) -> None:
+    """MariaDB's NOT NULL rewrites the column's SHOW CREATE TABLE line: a comment or a default that
+    says NOT NULL or NULL is text, not the column's nullability, and comes through both ways unchanged."""
+    url = database_url("mariadb")
+    engine = create_orders(url, rows=100)
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE orders SET amount = 0 WHERE amount IS NULL"))
+        if column == "at":
+            conn.execute(sa.text("ALTER TABLE orders ADD COLUMN at DATETIME NULL"))
+        conn.execute(sa.text(f"ALTER TABLE orders MODIFY {column} {definition}"))
+        conn.execute(sa.text(f"UPDATE orders SET {column} = '2026-01-01 00:00:00' WHERE {column} IS NULL"))
+
+    def described() -> tuple[object, ...]:
+        query = (
+            "SELECT column_type, is_nullable, column_default, column_comment FROM information_schema.columns "
+            "WHERE table_schema = DATABASE() AND table_name = 'orders' AND column_name = :c"
+        )
+        with engine.connect() as conn:
+            return tuple(conn.execute(sa.text(query), {"c": column}).one())
+
+    before = described()
+    assert before[1] == "YES"
+    spec = make_spec(url, operations=[{"op": "set_not_null", "column": column}])
+    target = Target.of(engine, spec)
+    assert enforce_constraints(target, spec).statements == 1
+    after = described()
+    assert after[1] == "NO" and after[3] == before[3] and after[0] == before[0], (before, after)
+    if before[2] not in (None, "NULL"):
+        assert after[2] == before[2]  # a string default stays; DEFAULT NULL cannot stand beside NOT NULL
+    assert enforce_constraints(target, spec).statements == 0  # a re-run finds it done
+
+    rollback_expansion(target, spec)
+    restored = described()
+    assert restored[1] == "YES" and restored[3] == before[3] and restored[0] == before[0], (before, restored)
+
+
+def test_mariadb_timestamp_not_null_is_refused_before_any_ddl(database_url: Callable[[str], str]) -> None:
+    """10.11 answers 1846 to an INPLACE NOT NULL on a TIMESTAMP (checked by hand, with and without a
+    DEFAULT): COPY would block writers, so the preflight refuses it, naming the column."""
+    url = database_url("mariadb")
+    engine = create_orders(url, rows=10)
+    with engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE orders ADD COLUMN at TIMESTAMP NULL DEFAULT NULL"))
+    before = snapshot_table(engine, "orders", ("id",))
+    spec = make_spec(url, operations=[{"op": "set_not_null", "column": "at"}])
+    with pytest.raises(SpecError) as caught:
+        check_change(spec)
+    assert caught.value.field == "operations.0.column" and "ALGORITHM=COPY" in str(caught.value), caught.value
+    assert snapshot_table(engine, "orders", ("id",)) == before

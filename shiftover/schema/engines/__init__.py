@@ -19,19 +19,23 @@ from shiftover.errors import UnsupportedEngineError
 
 
 @dataclass(frozen=True)
-class SyncPair:
-    """One old/new column pair kept in step by triggers; table and column names are quoted already.
+class SyncGroup:
+    """Old columns and the new columns that replace them, kept in step by triggers (one old and one
+    new for a change of type or name, one old and several new for a split, several old and one new
+    for a merge); table and column names are quoted already.
 
-    ``up_row`` / ``down_row`` are the spec's expressions evaluated over the row being written
-    (``NEW``); ``trigger`` is the unquoted base name of the engine's trigger(s) (and PostgreSQL's
-    function), ``schema_prefix`` the quoted schema and a dot, or empty."""
+    ``ups`` (one per new column) and ``downs`` (one per old column) are the spec's expressions
+    evaluated over the row being written (``NEW``); ``trigger`` is the unquoted base name of the
+    engine's trigger(s) (and PostgreSQL's function), ``schema_prefix`` the quoted schema and a dot, or
+    empty. The preflight makes sure no ``up`` reads a new column of its group and no ``down`` an old
+    one, so assigning one side column by column never changes what the next expression reads."""
 
     table: str
     key: tuple[str, ...]
-    old: str
-    new: str
-    up_row: str
-    down_row: str
+    olds: tuple[str, ...]
+    news: tuple[str, ...]
+    ups: tuple[str, ...]
+    downs: tuple[str, ...]
     trigger: str
     schema_prefix: str
     quote: Callable[[str], str]
@@ -53,6 +57,10 @@ class SchemaDialect:
     def distinct(self, a: str, b: str) -> str:
         """SQL true when ``a`` and ``b`` differ, NULLs compared as values."""
         raise NotImplementedError
+
+    def any_distinct(self, a: Sequence[str], b: Sequence[str]) -> str:
+        """SQL true when any ``a[i]`` differs from ``b[i]`` (NULLs compared as values)."""
+        return " OR ".join(f"({self.distinct(x, y)})" for x, y in zip(a, b, strict=True))
 
     def typed(self, value: str, type_: str) -> str:
         """``value`` as the SQL type ``type_`` (the preflight's stand-in for a column not added yet)."""
@@ -104,6 +112,10 @@ class SchemaDialect:
     def drop_not_null(self, conn: sa.Connection, table: str, column: str, helper: str, timeout_ms: int) -> list[str]:
         raise NotImplementedError
 
+    def not_null_refusal(self, type_: str) -> str | None:
+        """Why a column of ``type_`` cannot be made NOT NULL online here, or None."""
+        return None
+
     foreign_key_needs_index = False  # MariaDB: else the ALTER builds one (left behind by a rollback)
 
     def add_foreign_key(
@@ -139,10 +151,10 @@ class SchemaDialect:
     def end_session_ddl(self, conn: sa.Connection) -> None:
         self.end_ddl(conn)
 
-    def sync_install(self, pair: SyncPair) -> list[str]:
+    def sync_install(self, group: SyncGroup) -> list[str]:
         raise NotImplementedError
 
-    def sync_remove(self, pair: SyncPair) -> list[str]:
+    def sync_remove(self, group: SyncGroup) -> list[str]:
         raise NotImplementedError
 
     def trigger_names(self, pair_trigger: str) -> list[str]:
@@ -185,6 +197,18 @@ def schema_dialect(x: sa.Engine | sa.Connection | sa.Dialect | str) -> SchemaDia
 
         return SQLiteSchema()
     raise UnsupportedEngineError(name)
+
+
+def all_null(columns: Sequence[str], row: str = "NEW") -> str:
+    return " AND ".join(f"{row}.{c} IS NULL" for c in columns)
+
+
+def any_not_null(columns: Sequence[str], row: str = "NEW") -> str:
+    return " OR ".join(f"{row}.{c} IS NOT NULL" for c in columns)
+
+
+def on_row(columns: Sequence[str], row: str) -> list[str]:
+    return [f"{row}.{c}" for c in columns]
 
 
 def over_row(expr: str, columns: Sequence[str], row: str = "NEW") -> str:

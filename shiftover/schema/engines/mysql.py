@@ -17,8 +17,10 @@ first). Its end needs the exclusive metadata lock while it applies the writes ma
 a steady writer to an indexed column it hit the 500 ms ``WAIT`` again and again (measured at 300k
 rows on a loaded machine: 6 time-outs and 7.7 s in one run, 27 time-outs and 102 s in another, 288 s
 in a third; one attempt of 1.0 s with a 3 s bound, or without that index), so budget attempts for
-it. CHECK: refused, since MariaDB adds one only with ``ALGORITHM=COPY`` (10.11 answers 1845 to
-INPLACE and to NOCOPY), which blocks every writer while it copies the table. Foreign key: INPLACE
+it. The definition is edited outside its quoted text (a COMMENT or DEFAULT may say NOT NULL). A
+TIMESTAMP is refused: 10.11 answers 1846 to INPLACE for it, with or without a DEFAULT. CHECK:
+refused, since MariaDB adds one only with ``ALGORITHM=COPY`` (10.11 answers 1845 to INPLACE and to
+NOCOPY), which blocks every writer while it copies the table. Foreign key: INPLACE
 only with ``foreign_key_checks`` off for the ALTER (10.11 answers 1846 otherwise, "Adding foreign
 keys needs foreign_key_checks=OFF"), so existing rows are not checked by the server: the caller
 counts orphans before and again after (new writes are checked from the ALTER on). Without an index
@@ -28,11 +30,12 @@ on the columns the ALTER builds one that outlives a DROP FOREIGN KEY, so the pre
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 
 import sqlalchemy as sa
 
-from shiftover.schema.engines import SchemaDialect, SyncPair
+from shiftover.schema.engines import SchemaDialect, SyncGroup, all_null, any_not_null, on_row
 
 LOCK_WAIT_TIMEOUT = 1205
 REFUSED = {
@@ -48,7 +51,14 @@ class MySQLSchema(SchemaDialect):
     name = "mysql"
 
     def distinct(self, a: str, b: str) -> str:
-        return f"NOT ({a} <=> {b})"
+        """``<=>`` follows the collation: under the default ``utf8mb4_general_ci`` it holds 'Ada'
+        equal to 'ada' and to 'Ada ' (checked on 10.11), so a write changing only letter case would
+        not reach the other side and validation would pass it. Two strings are compared by their
+        bytes too (both in utf8mb4); a number or date (``CHARSET()`` 'binary') only by value, so
+        150 and 150.00 stay equal."""
+        both_text = f"CHARSET({a}) <> 'binary' AND CHARSET({b}) <> 'binary'"
+        exact = f"BINARY CONVERT({a} USING utf8mb4) <=> BINARY CONVERT({b} USING utf8mb4)"
+        return f"(NOT ({a} <=> {b}) OR ({a} IS NOT NULL AND {b} IS NOT NULL AND {both_text} AND NOT ({exact})))"
 
     def typed(self, value: str, type_: str) -> str:
         # CAST takes a few type names only (SIGNED, DECIMAL, CHAR...), not a column's type: the
@@ -85,16 +95,28 @@ class MySQLSchema(SchemaDialect):
         self, conn: sa.Connection, table: str, column: str, helper: str, helper_exists: bool, timeout_ms: int
     ) -> list[list[str]]:
         definition = _column_definition(conn, table, column)
-        if " NOT NULL" in definition:
+        if _keyword(definition, _NOT_NULL):
             return []
-        definition = definition.replace(" DEFAULT NULL", "") + " NOT NULL"
+        # a nullable column prints DEFAULT NULL (and a TIMESTAMP a bare NULL): both go, NOT NULL comes
+        definition = _drop_keyword(_drop_keyword(definition, _DEFAULT_NULL), _BARE_NULL) + " NOT NULL"
         return [[self._modify(table, definition, timeout_ms)]]
 
     def drop_not_null(self, conn: sa.Connection, table: str, column: str, helper: str, timeout_ms: int) -> list[str]:
         definition = _column_definition(conn, table, column)
-        if " NOT NULL" not in definition:
+        found = _keyword(definition, _NOT_NULL)
+        if found is None:
             return []
-        return [self._modify(table, definition.replace(" NOT NULL", " NULL"), timeout_ms)]
+        return [self._modify(table, definition[: found.start()] + " NULL" + definition[found.end() :], timeout_ms)]
+
+    def not_null_refusal(self, type_: str) -> str | None:
+        if type_.split("(")[0].strip().upper() != "TIMESTAMP":
+            return None
+        return (
+            "MariaDB makes a TIMESTAMP column NOT NULL only with ALGORITHM=COPY (10.11 answers error 1846 "
+            "'cannot convert NULL to non-constant DEFAULT' to INPLACE, with or without a DEFAULT), which "
+            "blocks every write while it copies the table. Change it to DATETIME first, or enforce it in "
+            "the application"
+        )
 
     def _modify(self, table: str, definition: str, timeout_ms: int) -> str:
         return f"ALTER TABLE {table} WAIT {timeout_ms / 1000:g} MODIFY {definition}, ALGORITHM=INPLACE, LOCK=NONE"
@@ -127,38 +149,40 @@ class MySQLSchema(SchemaDialect):
         wait = f"WAIT {timeout_ms / 1000:g}"
         return f"ALTER TABLE {table} {wait} DROP FOREIGN KEY IF EXISTS {name}, ALGORITHM=INPLACE, LOCK=NONE"
 
-    def sync_install(self, pair: SyncPair) -> list[str]:
-        new, old, up, down = f"NEW.{pair.new}", f"NEW.{pair.old}", pair.up_row, pair.down_row
+    def sync_install(self, group: SyncGroup) -> list[str]:
+        new, old = on_row(group.news, "NEW"), on_row(group.olds, "NEW")
+        set_new = " ".join(f"SET {n} = {up};" for n, up in zip(new, group.ups, strict=True))
+        set_old = " ".join(f"SET {o} = {down};" for o, down in zip(old, group.downs, strict=True))
         insert = f"""BEGIN
   IF @shiftover_sync_off IS NULL THEN
-    IF {new} IS NULL AND {old} IS NOT NULL THEN
-      SET {new} = {up};
-    ELSEIF {new} IS NOT NULL AND {self.distinct(new, up)} THEN
-      SET {old} = {down};
+    IF ({all_null(group.news)}) AND ({any_not_null(group.olds)}) THEN
+      {set_new}
+    ELSEIF ({any_not_null(group.news)}) AND ({self.any_distinct(new, group.ups)}) THEN
+      {set_old}
     END IF;
   END IF;
 END"""
         update = f"""BEGIN
   IF @shiftover_sync_off IS NULL THEN
-    IF {self.distinct(new, f"OLD.{pair.new}")} THEN
-      IF {self.distinct(new, up)} THEN
-        SET {old} = {down};
+    IF {self.any_distinct(new, on_row(group.news, "OLD"))} THEN
+      IF {self.any_distinct(new, group.ups)} THEN
+        {set_old}
       END IF;
-    ELSEIF {self.distinct(old, f"OLD.{pair.old}")} THEN
-      IF {self.distinct(old, down)} THEN
-        SET {new} = {up};
+    ELSEIF {self.any_distinct(old, on_row(group.olds, "OLD"))} THEN
+      IF {self.any_distinct(old, group.downs)} THEN
+        {set_new}
       END IF;
     END IF;
   END IF;
 END"""
-        ins, upd = (pair.trigger_name(s, qualified=True) for s in ("ins", "upd"))
+        ins, upd = (group.trigger_name(s, qualified=True) for s in ("ins", "upd"))
         return [
-            f"CREATE OR REPLACE TRIGGER {ins} BEFORE INSERT ON {pair.table} FOR EACH ROW {insert}",
-            f"CREATE OR REPLACE TRIGGER {upd} BEFORE UPDATE ON {pair.table} FOR EACH ROW {update}",
+            f"CREATE OR REPLACE TRIGGER {ins} BEFORE INSERT ON {group.table} FOR EACH ROW {insert}",
+            f"CREATE OR REPLACE TRIGGER {upd} BEFORE UPDATE ON {group.table} FOR EACH ROW {update}",
         ]
 
-    def sync_remove(self, pair: SyncPair) -> list[str]:
-        return [f"DROP TRIGGER IF EXISTS {pair.trigger_name(s, qualified=True)}" for s in ("ins", "upd")]
+    def sync_remove(self, group: SyncGroup) -> list[str]:
+        return [f"DROP TRIGGER IF EXISTS {group.trigger_name(s, qualified=True)}" for s in ("ins", "upd")]
 
     def trigger_names(self, pair_trigger: str) -> list[str]:
         return [f"{pair_trigger}_ins", f"{pair_trigger}_upd"]
@@ -196,6 +220,24 @@ END"""
 
     def sync_on(self, conn: sa.Connection) -> None:
         conn.exec_driver_sql("SET @shiftover_sync_off = NULL")
+
+
+_NOT_NULL = re.compile(r" NOT NULL\b", re.IGNORECASE)
+_DEFAULT_NULL = re.compile(r" DEFAULT NULL\b", re.IGNORECASE)
+_BARE_NULL = re.compile(r"(?<!NOT)(?<!DEFAULT) NULL\b", re.IGNORECASE)
+_QUOTED = re.compile(r"'(?:[^'\\]|\\.|'')*'|\"(?:[^\"\\]|\\.|\"\")*\"|`(?:[^`]|``)*`")
+
+
+def _keyword(definition: str, pattern: re.Pattern[str]) -> re.Match[str] | None:
+    """``pattern``'s first match in ``definition`` outside quoted text: a COMMENT, a string DEFAULT
+    or a backquoted name saying "NOT NULL" is not the column's nullability."""
+    masked = _QUOTED.sub(lambda quoted: " " * len(quoted.group()), definition)
+    return pattern.search(masked)
+
+
+def _drop_keyword(definition: str, pattern: re.Pattern[str]) -> str:
+    found = _keyword(definition, pattern)
+    return definition if found is None else definition[: found.start()] + definition[found.end() :]
 
 
 def _column_definition(conn: sa.Connection, table: str, column: str) -> str:

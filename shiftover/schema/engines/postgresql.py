@@ -26,7 +26,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 
-from shiftover.schema.engines import SchemaDialect, SyncPair
+from shiftover.schema.engines import SchemaDialect, SyncGroup, all_null, any_not_null, on_row
 
 LOCK_NOT_AVAILABLE = "55P03"
 
@@ -117,49 +117,53 @@ class PostgresSchema(SchemaDialect):
     def end_session_ddl(self, conn: sa.Connection) -> None:
         conn.exec_driver_sql("RESET lock_timeout")
 
-    def sync_install(self, pair: SyncPair) -> list[str]:
-        new, old, up, down = f"NEW.{pair.new}", f"NEW.{pair.old}", pair.up_row, pair.down_row
-        fn = self._function(pair)
+    def sync_install(self, group: SyncGroup) -> list[str]:
+        new, old = on_row(group.news, "NEW"), on_row(group.olds, "NEW")
+        new_changed = self.any_distinct(new, on_row(group.news, "OLD"))
+        old_changed = self.any_distinct(old, on_row(group.olds, "OLD"))
+        set_new = " ".join(f"{n} := {up};" for n, up in zip(new, group.ups, strict=True))
+        set_old = " ".join(f"{o} := {down};" for o, down in zip(old, group.downs, strict=True))
+        fn = self._function(group)
         body = f"""
 BEGIN
   IF current_setting('shiftover.sync_off', true) = 'on' THEN
     RETURN NEW;
   END IF;
   IF TG_OP = 'INSERT' THEN
-    IF {new} IS NULL AND {old} IS NOT NULL THEN
-      {new} := {up};
-    ELSIF {new} IS NOT NULL AND {self.distinct(new, up)} THEN
-      {old} := {down};
+    IF ({all_null(group.news)}) AND ({any_not_null(group.olds)}) THEN
+      {set_new}
+    ELSIF ({any_not_null(group.news)}) AND ({self.any_distinct(new, group.ups)}) THEN
+      {set_old}
     END IF;
-  ELSIF {self.distinct(new, f"OLD.{pair.new}")} THEN
-    IF {self.distinct(new, up)} THEN
-      {old} := {down};
+  ELSIF {new_changed} THEN
+    IF {self.any_distinct(new, group.ups)} THEN
+      {set_old}
     END IF;
-  ELSIF {self.distinct(old, f"OLD.{pair.old}")} THEN
-    IF {self.distinct(old, down)} THEN
-      {new} := {up};
+  ELSIF {old_changed} THEN
+    IF {self.any_distinct(old, group.downs)} THEN
+      {set_new}
     END IF;
   END IF;
   RETURN NEW;
 END"""
         return [
             f"CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql AS $so_sync${body}\n$so_sync$",
-            f"DROP TRIGGER IF EXISTS {pair.trigger_name()} ON {pair.table}",
-            f"CREATE TRIGGER {pair.trigger_name()} BEFORE INSERT OR UPDATE ON {pair.table} "
+            f"DROP TRIGGER IF EXISTS {group.trigger_name()} ON {group.table}",
+            f"CREATE TRIGGER {group.trigger_name()} BEFORE INSERT OR UPDATE ON {group.table} "
             f"FOR EACH ROW EXECUTE FUNCTION {fn}()",
         ]
 
-    def sync_remove(self, pair: SyncPair) -> list[str]:
+    def sync_remove(self, group: SyncGroup) -> list[str]:
         return [
-            f"DROP TRIGGER IF EXISTS {pair.trigger_name()} ON {pair.table}",
-            f"DROP FUNCTION IF EXISTS {self._function(pair)}()",
+            f"DROP TRIGGER IF EXISTS {group.trigger_name()} ON {group.table}",
+            f"DROP FUNCTION IF EXISTS {self._function(group)}()",
         ]
 
     def trigger_names(self, pair_trigger: str) -> list[str]:
         return [pair_trigger]
 
-    def _function(self, pair: SyncPair) -> str:
-        return pair.trigger_name(qualified=True)  # beside the table, named after its trigger
+    def _function(self, group: SyncGroup) -> str:
+        return group.trigger_name(qualified=True)  # beside the table, named after its trigger
 
     def begin_ddl(self, conn: sa.Connection, timeout_ms: int) -> None:
         conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{int(timeout_ms)}ms'")

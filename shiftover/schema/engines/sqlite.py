@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from shiftover.schema.engines import SchemaDialect, SyncPair
+from shiftover.schema.engines import SchemaDialect, SyncGroup, all_null, any_not_null, on_row
 
 DEFAULT_BUSY_MS = 30_000  # what shiftover.engines.sqlite sets on every connection
 _REBUILD = (
@@ -48,29 +48,34 @@ class SQLiteSchema(SchemaDialect):
         found = conn.execute(sa.text("SELECT count(*) FROM sqlite_master WHERE name = :n"), {"n": name.strip('"')})
         return bool(found.scalar())  # index names are database-wide
 
-    def sync_install(self, pair: SyncPair) -> list[str]:
-        new, old, up, down = f"NEW.{pair.new}", f"NEW.{pair.old}", pair.up_row, pair.down_row
-        where = " AND ".join(f"{k} = NEW.{k}" for k in pair.key)
-        ins, upd = (pair.trigger_name(s, qualified=True) for s in ("ins", "upd"))
+    def sync_install(self, group: SyncGroup) -> list[str]:
+        new, old = on_row(group.news, "NEW"), on_row(group.olds, "NEW")
+        set_new = ", ".join(f"{n} = {up}" for n, up in zip(group.news, group.ups, strict=True))
+        set_old = ", ".join(f"{o} = {down}" for o, down in zip(group.olds, group.downs, strict=True))
+        new_changed = self.any_distinct(new, on_row(group.news, "OLD"))
+        old_changed = self.any_distinct(old, on_row(group.olds, "OLD"))
+        new_kept = " AND ".join(f"{n} IS {o}" for n, o in zip(new, on_row(group.news, "OLD"), strict=True))
+        where = " AND ".join(f"{k} = NEW.{k}" for k in group.key)
+        ins, upd = (group.trigger_name(s, qualified=True) for s in ("ins", "upd"))
         return [
-            f"""CREATE TRIGGER IF NOT EXISTS {ins} AFTER INSERT ON {pair.table} FOR EACH ROW BEGIN
-  UPDATE {pair.table} SET {pair.new} = {up}
-    WHERE {where} AND {new} IS NULL AND {old} IS NOT NULL;
-  UPDATE {pair.table} SET {pair.old} = {down}
-    WHERE {where} AND {new} IS NOT NULL AND {self.distinct(new, up)};
+            f"""CREATE TRIGGER IF NOT EXISTS {ins} AFTER INSERT ON {group.table} FOR EACH ROW BEGIN
+  UPDATE {group.table} SET {set_new}
+    WHERE {where} AND ({all_null(group.news)}) AND ({any_not_null(group.olds)});
+  UPDATE {group.table} SET {set_old}
+    WHERE {where} AND ({any_not_null(group.news)}) AND ({self.any_distinct(new, group.ups)});
 END""",
-            f"""CREATE TRIGGER IF NOT EXISTS {upd} AFTER UPDATE ON {pair.table} FOR EACH ROW
-WHEN {self.distinct(new, f"OLD.{pair.new}")} OR {self.distinct(old, f"OLD.{pair.old}")} BEGIN
-  UPDATE {pair.table} SET {pair.old} = {down}
-    WHERE {where} AND {self.distinct(new, f"OLD.{pair.new}")} AND {self.distinct(new, up)};
-  UPDATE {pair.table} SET {pair.new} = {up}
-    WHERE {where} AND {new} IS OLD.{pair.new} AND {self.distinct(old, f"OLD.{pair.old}")}
-      AND {self.distinct(old, down)};
+            f"""CREATE TRIGGER IF NOT EXISTS {upd} AFTER UPDATE ON {group.table} FOR EACH ROW
+WHEN {new_changed} OR {old_changed} BEGIN
+  UPDATE {group.table} SET {set_old}
+    WHERE {where} AND ({new_changed}) AND ({self.any_distinct(new, group.ups)});
+  UPDATE {group.table} SET {set_new}
+    WHERE {where} AND {new_kept} AND ({old_changed})
+      AND ({self.any_distinct(old, group.downs)});
 END""",
         ]
 
-    def sync_remove(self, pair: SyncPair) -> list[str]:
-        return [f"DROP TRIGGER IF EXISTS {pair.trigger_name(s, qualified=True)}" for s in ("ins", "upd")]
+    def sync_remove(self, group: SyncGroup) -> list[str]:
+        return [f"DROP TRIGGER IF EXISTS {group.trigger_name(s, qualified=True)}" for s in ("ins", "upd")]
 
     def trigger_names(self, pair_trigger: str) -> list[str]:
         return [f"{pair_trigger}_ins", f"{pair_trigger}_upd"]
