@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from shiftover.diff.distributed import WorkerRunner
 from shiftover.diff.report import Key
 from shiftover.migration import Migration
 from shiftover.spec import GateSpec
@@ -33,6 +34,9 @@ class GateContext:
     stage: str
     scope: DiffScope = DiffScope()
     actor: str = "shiftover"
+    # starts and waits for a distributed diff's workers when they are Prefect child runs
+    # (``validation.distributed.mode: deployment``); the validate flow sets it
+    diff_workers: WorkerRunner | None = None
 
 
 @dataclass(frozen=True)

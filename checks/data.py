@@ -33,6 +33,7 @@ from shiftover.diff import (
     repair,
     unfinished_run,
 )
+from shiftover.diff.distributed import WorkerRunner, diff_distributed
 from shiftover.diff.failures import save_differences
 from shiftover.diff.report import Key
 from shiftover.errors import DiffError
@@ -87,7 +88,7 @@ def checksum_gate(ctx: GateContext, spec: GateSpec) -> GateResult:
     """Diff ``ctx.scope`` → record failures → repair (if the spec says so) → re-check the repaired keys."""
     migration, options = ctx.migration, ctx.migration.spec.validation
     try:
-        report, run_id = _diff(migration, ctx.scope)
+        report, run_id = _diff(migration, ctx.scope, ctx.diff_workers)
     except DiffError as exc:
         return GateResult(gate="checksum", passed=False, summary=f"diff cannot run: {exc}", markdown=str(exc))
     remaining, repaired = report.differences, None
@@ -121,7 +122,7 @@ def checksum_gate(ctx: GateContext, spec: GateSpec) -> GateResult:
     )
 
 
-def _diff(migration: Migration, scope: DiffScope) -> tuple[DiffReport, str]:
+def _diff(migration: Migration, scope: DiffScope, runner: WorkerRunner | None = None) -> tuple[DiffReport, str]:
     m, options = migration, migration.spec.validation
     if scope.keys is not None:
         run_id = new_run_id()
@@ -130,6 +131,11 @@ def _diff(migration: Migration, scope: DiffScope) -> tuple[DiffReport, str]:
         report.run_id = run_id
         return report, run_id
     run_id = (unfinished_run(m.store.engine, m.name) if scope.since is None else None) or new_run_id()
+    if options.distributed is not None:
+        report = diff_distributed(
+            m, options.distributed, run_id, since=scope.since, since_column=scope.since_column, runner=runner
+        )
+        return report, run_id
     progress = DiffProgress(m.store.engine, m.name, run_id)
     report = diff_tables(
         m.source, m.target, m.mapping, options, since=scope.since, since_column=scope.since_column, progress=progress

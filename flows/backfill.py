@@ -12,14 +12,12 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
-from prefect.client.schemas.objects import State
 from prefect.futures import PrefectFuture, wait
 from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -47,6 +45,7 @@ from shiftover.backfill.workers import (
     wait_for_workers,
 )
 from shiftover.control.store import DEFAULT_URL
+from shiftover.flows.child_runs import all_gone, end_child_runs, launch_child_runs
 from shiftover.flows.context import RunContext, RunOptions
 from shiftover.flows.evaluate import Outcome, run_plan
 from shiftover.migration import Migration
@@ -251,15 +250,8 @@ def _run_child_runs(
         state = distributed_progress(migration.name, engine)
         if state.complete or state.segments_done + state.segments_failed == state.segments:
             break
-        states = [_state(c) for c in children]
-        live = [s for s in states if s is None or not s.is_final()]
-        # a child is surely up (or dead) once Running for longer than a worker takes to claim
-        settled = all(s is not None and s.is_running() and _age(s.timestamp) > grace for s in live)
-        gone = not live or (
-            settled
-            and time.monotonic() - launched_at > grace
-            and stalled(migration.name, engine, quiet_seconds=2 * dist.lease_ttl_seconds)
-        )
+        quiet = stalled(migration.name, engine, quiet_seconds=2 * dist.lease_ttl_seconds)
+        gone = all_gone(children, launched_at, grace, quiet)
         if gone:
             if rounds >= MAX_ROUNDS:
                 logger.warning("backfill of %s: every worker is gone after %d rounds; stopping", migration.name, rounds)
@@ -284,57 +276,11 @@ def _run_child_runs(
 
 
 def _launch_children(dist: DistributedSettings, parameters: dict[str, Any], n: int, round_: int) -> list[UUID]:
-    from prefect.deployments import run_deployment
-
-    runs = []
-    for i in range(n):
-        run = run_deployment(
-            dist.deployment,
-            parameters=parameters,
-            timeout=0,  # return at once; this run watches the control store
-            flow_run_name=f"backfill-worker-r{round_}-{i}",
-            tags=["shiftover", "backfill-worker"],
-        )
-        runs.append(run.id)  # type: ignore[union-attr]  # sync context: a FlowRun, not a coroutine
-    return runs
-
-
-def _state(run_id: UUID) -> State | None:
-    from prefect.client.orchestration import get_client
-
-    with get_client(sync_client=True) as client:
-        return client.read_flow_run(run_id).state
-
-
-def _final(run_id: UUID) -> bool:
-    state = _state(run_id)
-    return state is not None and state.is_final()
-
-
-def _age(at: datetime) -> float:
-    return (datetime.now(UTC) - at).total_seconds()
+    return launch_child_runs(dist.deployment, parameters, n, "backfill-worker", round_)
 
 
 def _end_children(children: list[UUID], *, grace: float) -> None:
-    """Wait up to ``grace`` for the children to end on their own (nothing is left to claim), then
-    cancel the rest: their process is gone (a dead machine's run stays Running) or hung."""
-    from prefect.client.orchestration import get_client
-    from prefect.states import Cancelled
-
-    deadline = time.monotonic() + grace
-    left = [c for c in children if not _final(c)]
-    while left and time.monotonic() < deadline:
-        time.sleep(1.0)
-        left = [c for c in left if not _final(c)]
-    with get_client(sync_client=True) as client:
-        for run_id in left:
-            client.set_flow_run_state(
-                run_id,
-                Cancelled(message="ended by the parent backfill: every segment is done and this run had not ended"),
-                force=True,
-            )
-    if left:
-        get_run_logger().warning("backfill: cancelled %d child runs that had not ended: %s", len(left), left)
+    end_child_runs(children, grace=grace, who="backfill")
 
 
 class VariableMirror:

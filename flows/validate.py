@@ -17,6 +17,7 @@ from shiftover.checks.report import publish_gate_results
 from shiftover.control.store import DEFAULT_URL
 from shiftover.errors import GateError, SpecError
 from shiftover.flows.context import RunContext, RunOptions
+from shiftover.flows.diff_worker import DiffChildRuns
 from shiftover.flows.evaluate import Outcome, run_plan
 from shiftover.plan import ValidateStage
 from shiftover.tasks.validate import run_validation_gate
@@ -43,7 +44,11 @@ def run_validate(ctx: RunContext, stage: ValidateStage) -> Outcome:
     m = ctx.migration
     keys = queued_keys(m) if ctx.options.keys_from_queue else None
     gate_ctx = GateContext(
-        m, stage.gate_section or "validate", DiffScope(since=ctx.options.since, keys=keys), ctx.actor
+        m,
+        stage.gate_section or "validate",
+        DiffScope(since=ctx.options.since, keys=keys),
+        ctx.actor,
+        diff_workers=_diff_child_runs(ctx),
     )
     results: list[GateResult] = []
     for gate_spec in stage.gates:
@@ -57,6 +62,14 @@ def run_validate(ctx: RunContext, stage: ValidateStage) -> Outcome:
     get_run_logger().info("validation of %s: %s", m.name, reason)
     gates = [{"gate": r.gate, "passed": r.passed, "blocking": r.blocking, "summary": r.summary} for r in results]
     return Outcome(True, reason, {"gates": gates})
+
+
+def _diff_child_runs(ctx: RunContext) -> DiffChildRuns | None:
+    """The runner of the diff's workers as Prefect child runs, when the spec asks for them."""
+    dist = ctx.migration.spec.validation.distributed
+    if dist is None or dist.mode != "deployment" or not (ctx.options.spec_path and ctx.options.control_url):
+        return None  # without a runner the diff refuses mode deployment, naming the field
+    return DiffChildRuns(ctx.options.spec_path, ctx.options.control_url)
 
 
 def parse_since(since: str | None) -> datetime | None:

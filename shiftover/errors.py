@@ -112,7 +112,7 @@ class LeaseLostError(LeaseError):
 
 
 class SegmentLeaseLostError(LeaseError):
-    """A backfill worker no longer holds its segment (its lease expired and another worker took it)."""
+    """A backfill or diff worker no longer holds its segment (its lease expired and another worker took it)."""
 
 
 class StageOrderError(PhaseError):

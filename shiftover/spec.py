@@ -97,6 +97,36 @@ def scheduler_address_problem(address: str) -> str | None:
     return None
 
 
+class _WorkersSpec(_Model):
+    workers: Annotated[int, Field(ge=1, le=64)]
+    segments_per_worker: Annotated[int, Field(ge=1, le=64)] = 2
+    lease_ttl_seconds: Annotated[float, Field(ge=2, le=3600)] = 30.0
+
+
+def _flow_slash_deployment(value: str, example: str) -> str:
+    flow_name, _, name = value.partition("/")
+    if not flow_name or not name or "/" in name:
+        raise ValueError(f"{value!r} is not flow-name/deployment-name (e.g. {example})")
+    return value
+
+
+class DiffDistributedSpec(_WorkersSpec):
+    """``validation.distributed``: the checksum diff's key-range segments screened and narrowed by
+    ``workers`` workers that claim them by lease in the control store (PostgreSQL or MariaDB/MySQL)
+    and record each segment's differences there; the run aggregates them into the report an
+    in-process diff gives. ``mode``: ``processes`` starts local OS processes of the run;
+    ``deployment`` one Prefect run per worker of the ``deployment`` on its work pool (the validate
+    flow starts them; a gate run elsewhere refuses it)."""
+
+    mode: Literal["processes", "deployment"] = "processes"
+    deployment: str = "diff-worker/diff-worker"
+
+    @field_validator("deployment")
+    @classmethod
+    def _flow_slash_deployment(cls, value: str) -> str:
+        return _flow_slash_deployment(value, "diff-worker/diff-worker")
+
+
 class DistributedSpec(_Model):
     """``backfill.distributed``: copy with ``workers`` workers claiming segments by lease in the
     control store (PostgreSQL or MariaDB/MySQL), under one shared rows/s budget. ``mode``:
@@ -135,10 +165,7 @@ class DistributedSpec(_Model):
     @field_validator("deployment")
     @classmethod
     def _flow_slash_deployment(cls, value: str) -> str:
-        flow_name, _, name = value.partition("/")
-        if not flow_name or not name or "/" in name:
-            raise ValueError(f"{value!r} is not flow-name/deployment-name (e.g. backfill-worker/backfill-worker)")
-        return value
+        return _flow_slash_deployment(value, "backfill-worker/backfill-worker")
 
 
 class BackfillSpec(_Model):
@@ -167,6 +194,7 @@ class ValidationSpec(_Model):
     exclude: tuple[str, ...] = ()
     repair: bool = True
     max_repair_rounds: Annotated[int, Field(ge=0, le=20)] = 3
+    distributed: DiffDistributedSpec | None = None
 
 
 class Expectation(_Model):

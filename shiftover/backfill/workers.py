@@ -4,22 +4,16 @@ Prefect child runs, Dask workers) claim segments by lease and copy them until no
 ``plan_distributed`` runs once (the parent); ``copy_claimed_segments`` is one worker's loop;
 ``start_worker_processes`` starts N local OS processes of that loop (``python -m
 shiftover.backfill.workers``), and ``dask_workers`` runs the same loop on a Dask cluster (both
-through ``WorkerJob``); ``distributed_progress`` aggregates the checkpoints. A worker
-with nothing to claim while other workers still hold unfinished segments keeps polling (unless
-told not to wait), so the survivors take over a dead worker's segment once its lease expires.
+through ``WorkerJob``); ``distributed_progress`` aggregates the checkpoints. The claim loop, the
+leases and the processes are ``shiftover.control``'s (``segment_leases``, ``worker_processes``),
+shared with the distributed validation diff.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable
-from concurrent import futures
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -28,8 +22,12 @@ from shiftover.backfill.budget import ensure_budget
 from shiftover.backfill.copy import SegmentReport, copy_segment
 from shiftover.backfill.run import make_throttle, prepare_backfill
 from shiftover.backfill.throttle import Throttle
+from shiftover.control import worker_processes
+from shiftover.control.segment_leases import SegmentLease, work_claimed_segments
 from shiftover.control.store import utcnow
-from shiftover.errors import SegmentLeaseLostError
+from shiftover.control.worker_processes import WorkerExit as WorkerExit  # re-exported: their home is control
+from shiftover.control.worker_processes import wait_for_workers as wait_for_workers
+from shiftover.control.worker_processes import worker_name
 from shiftover.migration import Migration
 from shiftover.spec import BackfillSpec, DistributedSpec
 
@@ -147,38 +145,30 @@ def copy_claimed_segments(
     engine = migration.store.engine
     leases.require_distributed_store(engine)
     throttle = throttle or make_throttle(migration, shared=True)  # the cluster's one rows/s budget
-    report = WorkerReport(worker_id)
-    started = time.monotonic()
-    while max_seconds is None or time.monotonic() - started < max_seconds:
-        lease, unfinished = leases.claim_next(engine, migration.name, worker_id, ttl=ttl)
-        if lease is None:
-            if not wait_for_others or not unfinished:
-                break
-            time.sleep(poll_seconds)  # held by live workers: take over any whose lease expires
-            continue
-        if lease.previous_holder is not None:
-            report.taken_over.append(lease.segment)
-        beat = leases.Heartbeat(engine, lease, ttl).start()
-        try:
-            report.segments.append(
-                copy_segment(
-                    migration.source,
-                    migration.target,
-                    engine,
-                    migration.mapping,
-                    migration.name,
-                    lease.segment,
-                    throttle,
-                    holder=worker_id,
-                )
-            )
-        except SegmentLeaseLostError:
-            report.lost.append(lease.segment)
-        finally:
-            beat.stop()
-            leases.release_segment(engine, lease)
-    report.seconds = time.monotonic() - started
-    return report
+
+    def copy(lease: SegmentLease) -> SegmentReport:
+        return copy_segment(
+            migration.source,
+            migration.target,
+            engine,
+            migration.mapping,
+            migration.name,
+            lease.segment,
+            throttle,
+            holder=worker_id,
+        )
+
+    done = work_claimed_segments(
+        engine,
+        leases.backfill_pool(migration.name),
+        worker_id,
+        copy,
+        ttl=ttl,
+        wait_for_others=wait_for_others,
+        poll_seconds=poll_seconds,
+        max_seconds=max_seconds,
+    )
+    return WorkerReport(worker_id, done.results, done.taken_over, done.lost, done.seconds)
 
 
 @dataclass(frozen=True)
@@ -215,17 +205,12 @@ def distributed_progress(migration_name: str, engine: Any) -> DistributedProgres
     )
 
 
+WORKER_MODULE = "shiftover.backfill.workers"
+
+
 def worker_command(worker_id: str, ttl: float) -> list[str]:
-    """A worker's command line: its id and lease time only. The spec and the control store's URL
-    (password included) reach it on stdin, never in argv, which any local user can read (``ps``)."""
-    return [sys.executable, "-m", "shiftover.backfill.workers", worker_id, str(ttl)]
-
-
-def worker_name(prefix: str, index: int) -> str:
-    """A local worker process's holder id. The host is part of it: a worker re-claims segments held
-    under its own id, so two parents with the same pid on two machines (containers) must not
-    name their workers alike."""
-    return f"{prefix}-{index}-{socket.gethostname()}-{os.getpid()}"
+    """A worker's command line: its id and lease time only (the job comes on stdin)."""
+    return worker_processes.worker_command(WORKER_MODULE, worker_id, ttl)
 
 
 @dataclass(frozen=True)
@@ -261,52 +246,8 @@ def start_worker_processes(
     migration: Migration, workers: int, *, ttl: float = leases.DEFAULT_SEGMENT_TTL_SECONDS, prefix: str = "worker"
 ) -> list[subprocess.Popen[bytes]]:
     """Start ``workers`` OS processes of ``copy_claimed_segments`` over this migration's saved plan."""
-    job = json.dumps(asdict(WorkerJob.of(migration))).encode()
-    procs = []
-    for i in range(workers):
-        proc = subprocess.Popen(
-            worker_command(worker_name(prefix, i), ttl),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        assert proc.stdin is not None
-        proc.stdin.write(job + b"\n")
-        proc.stdin.close()
-        proc.stdin = None  # given: communicate() must not flush it again
-        procs.append(proc)
-    return procs
-
-
-@dataclass(frozen=True)
-class WorkerExit:
-    returncode: int
-    report: dict[str, Any] | None  # its one JSON line, when the worker ended normally
-    stderr: str
-
-
-def wait_for_workers(
-    procs: list[subprocess.Popen[bytes]], *, tick: Callable[[], None] | None = None, every: float = 1.0
-) -> list[WorkerExit]:
-    """Wait for every worker process, reading all their pipes meanwhile (a worker blocked on a full
-    stderr pipe would hold its lease, heartbeat alive, and the others would wait for it forever),
-    calling ``tick`` every ``every`` seconds. Any worker still running when this stops early is killed."""
-    pool = ThreadPoolExecutor(max_workers=max(len(procs), 1), thread_name_prefix="worker-pipes")
-    try:
-        outputs = [pool.submit(p.communicate) for p in procs]
-        while futures.wait(outputs, timeout=every).not_done:
-            if tick is not None:
-                tick()
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-        pool.shutdown()
-    exits = []
-    for proc, (out, err) in zip(procs, (f.result() for f in outputs), strict=True):
-        report = json.loads(out.decode().strip().splitlines()[-1]) if proc.returncode == 0 else None
-        exits.append(WorkerExit(proc.returncode, report, err.decode(errors="replace")))
-    return exits
+    names = [worker_name(prefix, i) for i in range(workers)]
+    return worker_processes.start_processes(WORKER_MODULE, asdict(WorkerJob.of(migration)), names, ttl)
 
 
 def main(argv: list[str]) -> int:

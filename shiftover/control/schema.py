@@ -153,6 +153,16 @@ diff_segments = sa.Table(
     sa.Column("state", sa.String(10), nullable=False),  # pending | equal | differ
     sa.Column("differences", sa.Integer, nullable=False, default=0),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
+    # A distributed diff (``diff.distributed``): the worker holding the segment, until when, its
+    # last heartbeat (``control.segment_leases``); the worker that finished it, the rows it screened
+    # on each side and how many of its screens differed (the report's totals add these up).
+    sa.Column("lease_holder", sa.String(200)),
+    sa.Column("lease_expires_at", UTCDateTime()),
+    sa.Column("heartbeat_at", UTCDateTime()),
+    sa.Column("done_by", sa.String(200)),
+    sa.Column("source_rows", sa.BigInteger),
+    sa.Column("target_rows", sa.BigInteger),
+    sa.Column("narrowed", sa.Integer),
 )
 
 gate_results = sa.Table(
