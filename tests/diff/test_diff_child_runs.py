@@ -23,7 +23,7 @@ from backfill.test_child_runs import _kill_worker_machine
 from prefect_stack import REPO, prefect_stack
 
 from shiftover.control import schema
-from shiftover.control.store import open_store
+from shiftover.control.store import ControlStore, open_store
 from shiftover.diff.distributed import read_segments
 from shiftover.phases import Phase
 
@@ -40,28 +40,38 @@ PARENT = (
 )
 
 
-def test_the_validate_flow_diffs_through_child_runs(pg_database: Callable[[], str], tmp_path: Path) -> None:
+def prepared(
+    pg_database: Callable[[], str], tmp_path: Path, name: str, lease_ttl_seconds: float
+) -> tuple[ControlStore, str, Path, set[tuple[int, str]], str]:
+    """Source, target (differences planted) and control store on PostgreSQL; a spec diffing through
+    child runs, registered and at ``backfilled``. Returns the store, its URL, the spec's path, the
+    differences a plain row comparison finds, and the target's URL."""
     source, target, store_url = pg_database(), pg_database(), pg_database()
     _fill_pg(source, ROWS)
     _fill_pg(target, ROWS)
     _plant_pg(target)
     expected = _plain_diff(_rows_pg(source), _rows_pg(target))
     spec = {
-        "name": "kids-diff",
+        "name": name,
         "source": {"url": source, "table": "items"},
         "target": {"url": target, "table": "items"},
         "key": "id",
         "validation": {
             "repair": False,
-            "distributed": {"workers": WORKERS, "mode": "deployment", "lease_ttl_seconds": 5},
+            "distributed": {"workers": WORKERS, "mode": "deployment", "lease_ttl_seconds": lease_ttl_seconds},
         },
         "gates": {"validate": ["checksum"]},
     }
-    spec_path = tmp_path / "kids.yaml"
+    spec_path = tmp_path / f"{name}.yaml"
     spec_path.write_text(json.dumps(spec))
     store = open_store(store_url)
-    store.register("kids-diff", spec)
-    bring_to_backfilled(store, "kids-diff")
+    store.register(name, spec)
+    bring_to_backfilled(store, name)
+    return store, store_url, spec_path, expected, target
+
+
+def test_the_validate_flow_diffs_through_child_runs(pg_database: Callable[[], str], tmp_path: Path) -> None:
+    store, store_url, spec_path, expected, _ = prepared(pg_database, tmp_path, "kids-diff", 5)
 
     with prefect_stack(tmp_path / "prefect-home", {"SO_TEST_CONTROL_URL": store_url}) as stack:
         for i in range(WORKERS):
@@ -93,27 +103,7 @@ def test_the_validate_flow_diffs_through_child_runs(pg_database: Callable[[], st
 
 
 def test_a_dead_child_loses_its_segment_to_the_survivor(pg_database: Callable[[], str], tmp_path: Path) -> None:
-    source, target, store_url = pg_database(), pg_database(), pg_database()
-    _fill_pg(source, ROWS)
-    _fill_pg(target, ROWS)
-    _plant_pg(target)
-    expected = _plain_diff(_rows_pg(source), _rows_pg(target))
-    spec = {
-        "name": "kids-kill",
-        "source": {"url": source, "table": "items"},
-        "target": {"url": target, "table": "items"},
-        "key": "id",
-        "validation": {
-            "repair": False,
-            "distributed": {"workers": WORKERS, "mode": "deployment", "lease_ttl_seconds": 4},
-        },
-        "gates": {"validate": ["checksum"]},
-    }
-    spec_path = tmp_path / "kill.yaml"
-    spec_path.write_text(json.dumps(spec))
-    store = open_store(store_url)
-    store.register("kids-kill", spec)
-    bring_to_backfilled(store, "kids-kill")
+    store, store_url, spec_path, expected, target = prepared(pg_database, tmp_path, "kids-kill", 4)
 
     with prefect_stack(tmp_path / "prefect-home", {"SO_TEST_CONTROL_URL": store_url}) as stack:
         for i in range(WORKERS):

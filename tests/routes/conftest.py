@@ -13,7 +13,7 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from shiftover.routes.haproxy import HAProxyGateway, start_haproxy
-from shiftover.routes.nginx import NginxGateway, start_nginx
+from shiftover.routes.haproxy import start_haproxy
+from shiftover.routes.nginx import start_nginx
 from shiftover.routes.spec import RouteMoveSpec, parse_route_spec
 from shiftover.routes.traffic import AccessLog
 
@@ -153,17 +153,16 @@ def route_spec(old: Upstream, new: Upstream, **extra: Any) -> RouteMoveSpec:
     return parse_route_spec(data)
 
 
-@pytest.fixture
-def gateway_factory(tmp_path: Path) -> Iterator[Any]:
-    """Start HAProxy (with its access log) for a spec; everything is stopped after the test."""
-    require_haproxy()
-    started: list[tuple[HAProxyGateway, AccessLog]] = []
+def started_gateways(tmp_path: Path, start_gateway: Callable[..., Any], name: str) -> Iterator[Any]:
+    """A factory starting a gateway (with its access log) for a spec in its own folder; every one
+    it started is stopped after the test."""
+    started: list[tuple[Any, AccessLog]] = []
 
-    def start(spec: RouteMoveSpec) -> tuple[HAProxyGateway, AccessLog]:
-        workdir = tmp_path / f"gw{len(started)}"
+    def start(spec: RouteMoveSpec) -> tuple[Any, AccessLog]:
+        workdir = tmp_path / f"{name}{len(started)}"
         workdir.mkdir()
         log = AccessLog(workdir / "log.sock")
-        gw = start_haproxy(spec, workdir=workdir, log_socket=log.path)
+        gw = start_gateway(spec, workdir=workdir, log_socket=log.path)
         started.append((gw, log))
         return gw, log
 
@@ -171,26 +170,41 @@ def gateway_factory(tmp_path: Path) -> Iterator[Any]:
     for gw, log in started:
         gw.stop()
         log.close()
+
+
+@pytest.fixture
+def gateway_factory(tmp_path: Path) -> Iterator[Any]:
+    """Start HAProxy (with its access log) for a spec; everything is stopped after the test."""
+    require_haproxy()
+    yield from started_gateways(tmp_path, start_haproxy, "gw")
 
 
 @pytest.fixture
 def nginx_factory(tmp_path: Path) -> Iterator[Any]:
     """Start nginx (its own prefix dir, config and access log) for a spec; stopped after the test."""
     require_nginx()
-    started: list[tuple[NginxGateway, AccessLog]] = []
+    yield from started_gateways(tmp_path, start_nginx, "nginx")
 
-    def start(spec: RouteMoveSpec) -> tuple[NginxGateway, AccessLog]:
-        workdir = tmp_path / f"nginx{len(started)}"
-        workdir.mkdir()
-        log = AccessLog(workdir / "log.sock")
-        gw = start_nginx(spec, workdir=workdir, log_socket=log.path)
-        started.append((gw, log))
-        return gw, log
 
-    yield start
-    for gw, log in started:
-        gw.stop()
-        log.close()
+def get(gw: Any, path: str, user: str | None = None, method: str = "GET") -> tuple[int, dict[str, Any]]:
+    """One request through a running gateway (HAProxy or nginx), as user ``user`` (X-User)."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=5)
+    try:
+        conn.request(method, path, headers={"X-User": user} if user else {})
+        resp = conn.getresponse()
+        body = resp.read()
+        return resp.status, json.loads(body) if body else {}
+    finally:
+        conn.close()
+
+
+def side_of(gw: Any, user: str, path: str = "/orders/1") -> str:
+    """Which upstream (old or new) answered ``user``'s request for ``path``."""
+    status, body = get(gw, path, user)
+    assert status == 200, body
+    return str(body["side"])
 
 
 class Load:

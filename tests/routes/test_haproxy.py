@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import http.client
-import json
 import os
 import signal
 import subprocess
@@ -14,26 +12,9 @@ from pathlib import Path
 import pytest
 
 from shiftover.errors import GatewayError
-from shiftover.routes.haproxy import HAProxyGateway, attach_haproxy
+from shiftover.routes.haproxy import attach_haproxy
 
-from .conftest import require_haproxy, route_spec
-
-
-def get(gw: HAProxyGateway, path: str, user: str | None = None, method: str = "GET") -> tuple[int, dict]:
-    conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=5)
-    try:
-        conn.request(method, path, headers={"X-User": user} if user else {})
-        resp = conn.getresponse()
-        body = resp.read()
-        return resp.status, json.loads(body) if body else {}
-    finally:
-        conn.close()
-
-
-def side_of(gw: HAProxyGateway, user: str, path: str = "/orders/1") -> str:
-    status, body = get(gw, path, user)
-    assert status == 200, body
-    return str(body["side"])
+from .conftest import get, require_haproxy, route_spec, side_of
 
 
 def test_pass_through_routes_everything_to_old(upstreams, gateway_factory) -> None:

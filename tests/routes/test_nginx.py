@@ -7,7 +7,6 @@ from __future__ import annotations
 import http.client
 import json
 import time
-from typing import Any
 
 import pytest
 
@@ -21,27 +20,10 @@ from shiftover.routes.plan import build_route_plan
 from shiftover.routes.spec import parse_route_spec
 from shiftover.routes.stages import RouteStage
 
-from .conftest import Load, route_spec
+from .conftest import Load, get, route_spec, side_of
 
 MOVE = "orders-routes"
 NGINX = {"driver": "nginx"}
-
-
-def get(gw: NginxGateway, path: str, user: str | None = None, method: str = "GET") -> tuple[int, dict[str, Any]]:
-    conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=5)
-    try:
-        conn.request(method, path, headers={"X-User": user} if user else {})
-        resp = conn.getresponse()
-        body = resp.read()
-        return resp.status, json.loads(body) if body else {}
-    finally:
-        conn.close()
-
-
-def side_of(gw: NginxGateway, user: str, path: str = "/orders/1") -> str:
-    status, body = get(gw, path, user)
-    assert status == 200, body
-    return str(body["side"])
 
 
 def approve(stage: RouteStage, summary: str) -> str:
