@@ -18,10 +18,18 @@ on resume the schedule restarts at now, with no burst saved up.
 The rate comes with each draw from the worker's throttle settings: the spec's cap, overridden by
 the throttle flag (``shiftover throttle NAME --max-rows-per-second``), which every worker re-reads
 within its ``refresh_seconds``, so a retune reaches the whole cluster.
+
+The lag probe is the cluster's too (``shared_lag``): the spec's ``lag_query`` runs on the server
+whose lag it reads, and N workers each running it before every chunk would load that server N
+times over. The budget row keeps the last reading and the store's clock when it was taken; a
+worker that finds it older than the throttle's refresh interval claims the next probe with one
+conditional ``UPDATE`` (only one claim wins per interval; a claim whose worker died lapses after
+the same interval), runs the query and records the reading. Every other worker reads the row.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -93,6 +101,36 @@ def draw(engine: Engine, migration: str, rows: int, rate: float) -> Grant:
                 return Grant(rows, float(row.next_slot) - span, float(row.drawn_at))
         ensure_budget(engine, migration)  # first draw of a migration planned before revision 0004
     raise RuntimeError(f"no throttle budget row for {migration}")  # pragma: no cover - created above
+
+
+def shared_lag(engine: Engine, migration: str, probe: Callable[[], float | None], max_age: float) -> float | None:
+    """The cluster's lag: the last reading when it is younger than ``max_age`` seconds (the
+    store's clock), else this worker's own ``probe()``, recorded for the others, when it wins the
+    claim to take it; a worker that loses the claim uses the last reading (None before the first)."""
+    clock = dialect_for(engine).store_clock()
+    stale = sa.or_(_b.c.lag_read_at.is_(None), _b.c.lag_read_at < clock - max_age)
+    free = sa.or_(_b.c.lag_probe_until.is_(None), _b.c.lag_probe_until < clock)
+    for _ in range(2):
+        with engine.begin() as conn:
+            claimed = conn.execute(
+                _b.update()
+                .where(_b.c.migration == migration, stale, free)
+                .values(lag_probe_until=clock + sa.literal(max_age, sa.Double()))
+            ).rowcount
+            row = conn.execute(sa.select(_b.c.lag_value).where(_b.c.migration == migration)).first()
+        if row is not None:
+            break
+        ensure_budget(engine, migration)  # a migration planned before revision 0006's first draw
+    if not claimed:
+        return None if row is None or row.lag_value is None else float(row.lag_value)
+    value = probe()
+    with engine.begin() as conn:
+        conn.execute(
+            _b.update()
+            .where(_b.c.migration == migration)
+            .values(lag_value=value, lag_read_at=clock, lag_probe_until=None)
+        )
+    return value
 
 
 def read_budget(engine: Engine, migration: str) -> BudgetState | None:

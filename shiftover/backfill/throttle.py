@@ -25,7 +25,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from shiftover.backfill.budget import Grant, draw
+from shiftover.backfill.budget import Grant, draw, shared_lag
 from shiftover.control.store import ControlStore
 from shiftover.flags.store import get_flag, set_flag
 from shiftover.spec import BackfillSpec
@@ -168,11 +168,22 @@ class Throttle:
                 self.holding.set()
 
     def lagging(self) -> bool:
+        """The spec's lag query over its threshold: probed here, or with ``shared`` read from the
+        cluster's one probe (``budget.shared_lag``: one worker runs the query per refresh interval)."""
         if self.lag_engine is None or self.spec.lag_query is None or self.spec.lag_threshold is None:
             return False
+        if self.shared and self.store_engine is not None:
+            value = shared_lag(self.store_engine, self.migration, self.probe_lag, self.refresh_seconds)
+        else:
+            value = self.probe_lag()
+        return value is not None and value > self.spec.lag_threshold
+
+    def probe_lag(self) -> float | None:
+        """One run of the spec's lag query on the lagging server."""
+        assert self.lag_engine is not None and self.spec.lag_query is not None
         with self.lag_engine.connect() as conn:
             value = conn.execute(sa.text(self.spec.lag_query)).scalar()
-        return value is not None and float(value) > self.spec.lag_threshold
+        return None if value is None else float(value)
 
     def acquire(self, rows: int) -> None:
         """Reserve ``rows`` under the global rows/s cap, sleeping until their slot comes: this

@@ -219,4 +219,9 @@ throttle_budgets = sa.Table(
     sa.Column("granted_rows", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("grants", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
+    # the cluster's one lag probe (``backfill.budget.shared_lag``): the last reading of the spec's
+    # lag query and when it was taken, and until when a worker holds the claim to take the next
+    sa.Column("lag_value", sa.Double),
+    sa.Column("lag_read_at", sa.Double),
+    sa.Column("lag_probe_until", sa.Double),
 )

@@ -149,3 +149,61 @@ def test_a_pause_stops_every_worker_and_a_resume_restarts_them(budget_store: Con
     assert all(t.held_for is None for t in workers.throttles)
     # resumed at the rate, with no burst saved up during the pause
     assert 0 < after.granted_rows - during.granted_rows <= 10_000 * 1.0 + 3 * GRANT + 10_000 * 0.2
+
+
+def test_one_lag_probe_serves_every_worker(budget_store: ControlStore, pg_database: Callable[[], str]) -> None:
+    """Three workers' throttles asking ``lagging()`` as fast as they can: with the shared probe the
+    lag query runs about once per refresh interval in all (counted by a sequence the query advances
+    on the lagging server), against once per question without it; a lag over the threshold, set
+    on that server, holds every worker within an interval or two."""
+    import sqlalchemy as sa
+
+    from shiftover.connect import get_engine
+
+    lag_url = pg_database()
+    lag_engine = get_engine(lag_url)
+    with lag_engine.begin() as conn:
+        conn.execute(sa.text("CREATE SEQUENCE probes; CREATE TABLE replica (lag double precision)"))
+        conn.execute(sa.text("INSERT INTO replica VALUES (0)"))
+    spec = BackfillSpec(lag_query="SELECT lag + 0 * nextval('probes') FROM replica", lag_threshold=5)
+
+    def probes() -> int:
+        with lag_engine.connect() as conn:
+            return int(conn.execute(sa.text("SELECT last_value FROM probes")).scalar_one())
+
+    def ask(shared: bool, seconds: float) -> tuple[int, list[int], list[Throttle]]:
+        throttles = [
+            Throttle(spec, store_engine=budget_store.engine, migration="m1", lag_engine=lag_engine, shared=shared,
+                     refresh_seconds=0.25)
+            for _ in range(3)
+        ]  # fmt: skip
+        asked, seen = [0, 0, 0], [[], [], []]
+        before, stop = probes(), time.monotonic() + seconds
+
+        def loop(i: int) -> None:
+            while time.monotonic() < stop:
+                seen[i].append(throttles[i].lagging())
+                asked[i] += 1
+
+        threads = [threading.Thread(target=loop, args=(i,)) for i in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return probes() - before, asked, throttles
+
+    ran, asked, _ = ask(shared=True, seconds=2.0)
+    assert sum(asked) > 30, asked  # the workers asked often
+    assert 1 <= ran <= 2.0 / 0.25 + 2, (ran, asked)  # about once per 0.25 s, for all three together
+    alone, asked_alone, _ = ask(shared=False, seconds=1.0)
+    assert alone == sum(asked_alone)  # without it, every question is a query on the lagging server
+
+    with lag_engine.begin() as conn:
+        conn.execute(sa.text("UPDATE replica SET lag = 60"))
+    time.sleep(0.6)  # older than any reading's interval, with the clock of the store
+    _, _, throttles = ask(shared=True, seconds=0.3)
+    assert all(t.lagging() for t in throttles)
+    print(
+        f"shared lag probe: {ran} queries for {sum(asked)} questions in 2 s; "
+        f"unshared {alone} for {sum(asked_alone)} in 1 s"
+    )
