@@ -704,6 +704,61 @@ def rollback(
     typer.echo(json.dumps(result, default=str))
 
 
+@app.command()
+def gateway(
+    spec: Annotated[Path, typer.Argument(help="The route move's spec (kind: route).")],
+    workdir: Annotated[
+        Path,
+        typer.Option(
+            "--dir", help="Where the gateway keeps its config, sockets and logs: the route-move flow's gateway_dir."
+        ),
+    ] = Path(".shiftover/gateway"),
+) -> None:
+    """Run the route move's gateway in the foreground (HAProxy, or nginx with gateway.driver: nginx),
+    on gateway.listen, every route on the old upstream, until Ctrl-C or SIGTERM; the route-move and
+    route-rollback flows drive it through --dir. Run it as a service in front of the monolith."""
+    import signal
+    import threading
+
+    from shiftover.routes.drivers import attach_gateway, start_gateway
+    from shiftover.routes.spec import load_route_spec
+
+    try:
+        loaded = load_route_spec(spec)
+    except ShiftoverError as exc:
+        _fail(exc)
+    workdir = workdir.resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        attach_gateway(loaded, workdir)
+    except ShiftoverError:
+        pass  # nothing runs from there: start one
+    else:
+        _fail(ShiftoverError(f"a gateway already runs from {workdir}: stop it first, or give another --dir"))
+    try:
+        running = start_gateway(loaded, workdir=workdir, log_socket=workdir / "log.sock")
+    except ShiftoverError as exc:
+        _fail(exc)
+    listen = loaded.gateway.listen or f"127.0.0.1:{running.port}"
+    typer.echo(
+        f"{loaded.gateway.driver} for route move {loaded.name} listening on {listen}, every route on the old "
+        f"upstream {loaded.old.address}; the route-move flow drives it with gateway_dir={workdir}. Ctrl-C stops it.",
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    process = running.process
+    try:
+        while not stop.is_set() and (process is None or process.poll() is None):
+            stop.wait(0.5)
+    except KeyboardInterrupt:
+        stop.set()
+    finally:
+        running.stop()
+    if not stop.is_set():
+        _fail(ShiftoverError(f"the gateway ended by itself: see {workdir}"))
+    typer.echo("gateway stopped")
+
+
 server_app = typer.Typer(help="The project's long-lived local Prefect server (UI included).", no_args_is_help=True)
 app.add_typer(server_app, name="server")
 

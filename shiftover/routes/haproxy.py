@@ -49,8 +49,9 @@ def render_config(
     port: int,
     admin_socket: Path,
     log_socket: Path | None,
+    host: str = "127.0.0.1",
 ) -> str:
-    """haproxy.cfg for ``routes``, listening on 127.0.0.1:``port``."""
+    """haproxy.cfg for ``routes``, listening on ``host``:``port``."""
     key = spec.gateway.key_header
     lines = [
         "global",
@@ -72,7 +73,7 @@ def render_config(
     if log_socket is not None:
         # backend, server, status, Tr (server response time, ms), method, path
         lines += ["    log global", '    log-format "%b %s %ST %Tr %HM %HP"']
-    lines += ["", "frontend web", f"    bind 127.0.0.1:{port}"]
+    lines += ["", "frontend web", f"    bind {host}:{port}"]
     for r in routes:
         b = backend_name(r.decl.name)
         prefix = r.decl.prefix.rstrip("/")
@@ -93,6 +94,16 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def listen_on(spec: RouteMoveSpec) -> tuple[str, int]:
+    """Where a started gateway listens: the spec's ``gateway.listen``, else 127.0.0.1 on a free port."""
+    return spec.gateway.listen_address() or ("127.0.0.1", free_port())
+
+
+def reachable(host: str) -> str:
+    """The address this process reaches a gateway listening on ``host`` at (any address: loopback)."""
+    return "127.0.0.1" if host == "0.0.0.0" else host
 
 
 def runtime_command(admin_socket: Path, command: str, *, timeout: float = 2.0) -> str:
@@ -123,6 +134,7 @@ class HAProxyGateway:
     routes: dict[str, RouteConfig] = field(default_factory=dict)
     log_socket: Path | None = None
     process: subprocess.Popen[bytes] | None = None
+    host: str = "127.0.0.1"
 
     @property
     def admin_socket(self) -> Path:
@@ -134,7 +146,7 @@ class HAProxyGateway:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{reachable(self.host)}:{self.port}"
 
     def command(self, line: str) -> str:
         """A state-changing command: any reply but an empty line is an error."""
@@ -215,6 +227,7 @@ class HAProxyGateway:
             port=self.port,
             admin_socket=self.admin_socket,
             log_socket=self.log_socket,
+            host=self.host,
         )
         tmp = self.config_path.with_suffix(".tmp")
         tmp.write_text(text)
@@ -248,8 +261,8 @@ def start_haproxy(
     in the foreground as a child process on a free localhost port and wait for its runtime socket."""
     workdir = workdir or Path(tempfile.mkdtemp(prefix="shiftover-haproxy-"))
     routes = {r.name: RouteConfig(r) for r in spec.routes}
-    port = free_port()
-    gw = HAProxyGateway(spec, workdir, port, routes, log_socket)
+    host, port = listen_on(spec)
+    gw = HAProxyGateway(spec, workdir, port, routes, log_socket, host=host)
     gw.write_config()
     launch(gw, binary, ready_timeout)
     return gw
@@ -302,10 +315,12 @@ def attach_haproxy(spec: RouteMoveSpec, workdir: Path, *, log_socket: Path | Non
     ``GatewayError`` naming ``workdir`` when no gateway config is there or no haproxy answers."""
     try:
         text = (workdir / "haproxy.cfg").read_text()
-        port = int(text.split("bind 127.0.0.1:", 1)[1].split()[0])
+        host, port_text = text.split("\n    bind ", 1)[1].split()[0].rsplit(":", 1)
+        port = int(port_text)
     except (OSError, IndexError, ValueError) as exc:
         raise GatewayError(f"attach {workdir}", f"no gateway config there ({exc.__class__.__name__})") from None
-    gw = HAProxyGateway(spec, workdir, port, {r.name: RouteConfig(r) for r in spec.routes}, log_socket)
+    routes = {r.name: RouteConfig(r) for r in spec.routes}
+    gw = HAProxyGateway(spec, workdir, port, routes, log_socket, host=host)
     try:
         present = set(gw.servers())
     except OSError as exc:

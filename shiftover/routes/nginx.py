@@ -31,7 +31,7 @@ from typing import Any
 
 from shiftover.errors import GatewayError
 from shiftover.routes.gateway import Split
-from shiftover.routes.haproxy import RouteConfig, _end_with_parent, free_port, weights_for
+from shiftover.routes.haproxy import RouteConfig, _end_with_parent, listen_on, reachable, weights_for
 from shiftover.routes.spec import GatewaySpec, RouteMoveSpec, backend_name
 
 STATE_MARK = "# shiftover-state "  # the config's first line: port and splits, read back by attach_nginx
@@ -107,11 +107,13 @@ def render_config(
     workdir: Path,
     log_socket: Path | None,
     mirrors: dict[str, str],
+    host: str = "127.0.0.1",
 ) -> str:
-    """nginx.conf for ``routes`` listening on 127.0.0.1:``port``, everything it writes under ``workdir``.
+    """nginx.conf for ``routes`` listening on ``host``:``port``, everything it writes under ``workdir``.
 
     ``mirrors``: route -> ``host:port`` of the comparator its safe requests are mirrored to."""
     state = {
+        "host": host,
         "port": port,
         "routes": {
             r.decl.name: {"old": r.old_weight, "new": r.new_weight, "old_present": r.old_present} for r in routes
@@ -143,7 +145,7 @@ def render_config(
     lines += render_key(spec.gateway)
     for r in routes:
         lines += render_route_maps(r)
-    lines += ["    server {", f"        listen 127.0.0.1:{port};"]
+    lines += ["    server {", f"        listen {host}:{port};"]
     if log_socket is not None:
         lines.append(f"        access_log syslog:server=unix:{log_socket},nohostname,tag=shiftover shiftover;")
     lines += [
@@ -174,6 +176,7 @@ class NginxGateway:
     binary: str = "nginx"
     process: subprocess.Popen[bytes] | None = None
     reload_timeout: float = 5.0
+    host: str = "127.0.0.1"
 
     @property
     def config_path(self) -> Path:
@@ -185,7 +188,7 @@ class NginxGateway:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{reachable(self.host)}:{self.port}"
 
     def set_split(self, route: str, percent_new: float) -> Split:
         cfg = self.routes[route]
@@ -243,6 +246,7 @@ class NginxGateway:
             workdir=self.workdir,
             log_socket=self.log_socket,
             mirrors=self.mirrors,
+            host=self.host,
         )
 
     def apply(self) -> None:
@@ -349,7 +353,8 @@ def start_nginx(
     for its worker to answer."""
     workdir = workdir or Path(tempfile.mkdtemp(prefix="shiftover-nginx-"))
     routes = {r.name: RouteConfig(r) for r in spec.routes}
-    gw = NginxGateway(spec, workdir, free_port(), routes, log_socket, binary=binary)
+    host, port = listen_on(spec)
+    gw = NginxGateway(spec, workdir, port, routes, log_socket, binary=binary, host=host)
     candidate = gw.write_candidate()
     gw.check(candidate)
     os.replace(candidate, gw.config_path)
@@ -390,7 +395,8 @@ def attach_nginx(spec: RouteMoveSpec, workdir: Path, *, log_socket: Path | None 
     saved_log = state.get("log_socket")
     if log_socket is None and saved_log:
         log_socket = Path(saved_log)  # a rollback's re-render keeps the running move's access log
-    gw = NginxGateway(spec, workdir, int(str(state["port"])), routes, log_socket, dict(mirrors))
+    host = str(state.get("host", "127.0.0.1"))
+    gw = NginxGateway(spec, workdir, int(str(state["port"])), routes, log_socket, dict(mirrors), host=host)
     master = gw.master_pid()
     if not Path(f"/proc/{master}").exists():
         raise GatewayError(f"attach {workdir}", f"no nginx runs as pid {master}")

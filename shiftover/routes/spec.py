@@ -121,6 +121,23 @@ class GatewaySpec(_Model):
     key_header: Annotated[str, Field(pattern=r"^[A-Za-z0-9-]+$")] = "X-User"
     # nginx only: the cookie that buckets a user whose request has no key header.
     key_cookie: Annotated[str, Field(pattern=r"^[A-Za-z0-9_]+$")] | None = None
+    # Where the gateway listens, ``host:port`` (an IPv4 address or a host name, e.g. 0.0.0.0:8080 in
+    # front of the monolith); unset: 127.0.0.1 on a free port (tests, the demo, the benchmark).
+    listen: Annotated[str, Field(pattern=r"^[A-Za-z0-9.-]+:[0-9]{1,5}$")] | None = None
+
+    @field_validator("listen")
+    @classmethod
+    def _port_in_range(cls, value: str | None) -> str | None:
+        if value is not None and not 1 <= int(value.rsplit(":", 1)[1]) <= 65535:
+            raise ValueError(f"listen {value!r}: the port must be 1-65535")
+        return value
+
+    def listen_address(self) -> tuple[str, int] | None:
+        """``listen`` as (host, port), or None when unset."""
+        if self.listen is None:
+            return None
+        host, port = self.listen.rsplit(":", 1)
+        return host, int(port)
 
     @field_validator("driver")
     @classmethod
