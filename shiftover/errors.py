@@ -115,6 +115,24 @@ class SegmentLeaseLostError(LeaseError):
     """A backfill or diff worker no longer holds its segment (its lease expired and another worker took it)."""
 
 
+class SegmentsLeasedError(LeaseError):
+    """Workers of an earlier distributed run still hold segments: an in-process copy would copy them
+    again beside them (rows stay right, counts do not), so it waits for them."""
+
+    def __init__(self, migration: str, held: dict[int, tuple[str, Any]]) -> None:
+        self.held = held
+        latest = max(until for _, until in held.values())
+        until = latest.isoformat(timespec="seconds") if hasattr(latest, "isoformat") else str(latest)
+        holders = sorted({holder for holder, _ in held.values()})
+        super().__init__(
+            migration,
+            f"segment(s) {sorted(held)} of {migration!r} are held by worker(s) {', '.join(holders)} of a "
+            f"distributed backfill (leases until {until} at the latest): let them finish or stop them, and "
+            "run again once their leases lapse; or run the backfill distributed again (backfill.distributed) "
+            "so that its workers share the segments with them",
+        )
+
+
 class StageOrderError(PhaseError):
     """A stage flow started before the stages it builds on are done (nothing was run)."""
 

@@ -26,6 +26,7 @@ from shiftover.control.segment_leases import (
     release_segment,
     renew_segment,
 )
+from shiftover.control.store import utcnow
 
 __all__ = [
     "DEFAULT_SEGMENT_TTL_SECONDS",
@@ -78,6 +79,18 @@ def read_leases(engine: Engine, migration: str) -> list[LeaseRow]:
             LeaseRow(int(r.segment), r.state, r.lease_holder, r.lease_expires_at, r.heartbeat_at, int(r.rows_copied))
             for r in conn.execute(query)
         ]
+
+
+def live_leases(engine: Engine, migration: str) -> dict[int, tuple[str, datetime]]:
+    """Unfinished segments some worker holds now (lease not expired): segment -> (holder, until)."""
+    now = utcnow()
+    held = {}
+    for row in read_leases(engine, migration):
+        if row.holder is not None and row.state not in (DONE, FAILED) and row.expires_at is not None:
+            until = row.expires_at if row.expires_at.tzinfo else row.expires_at.replace(tzinfo=now.tzinfo)
+            if until > now:
+                held[row.segment] = (row.holder, until)
+    return held
 
 
 def claim_segment(

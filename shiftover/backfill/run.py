@@ -13,10 +13,11 @@ import sqlalchemy as sa
 from shiftover.backfill import checkpoints
 from shiftover.backfill.copy import SegmentReport, copy_segment
 from shiftover.backfill.keyset import plan_segments
+from shiftover.backfill.leases import live_leases
 from shiftover.backfill.throttle import Throttle
 from shiftover.backfill.typemap import create_target_table
 from shiftover.engines import dialect_for
-from shiftover.errors import CopyError
+from shiftover.errors import CopyError, SegmentsLeasedError
 from shiftover.mapping import forget_reflections
 from shiftover.migration import Migration
 
@@ -110,7 +111,13 @@ def run_backfill(
     time_budget_seconds: float | None = None,
     throttle: Throttle | None = None,
 ) -> BackfillSummary:
-    """Copy every unfinished segment, ``concurrency`` at a time; resumable after any stop."""
+    """Copy every unfinished segment, ``concurrency`` at a time; resumable after any stop.
+
+    Refused (``SegmentsLeasedError``) while workers of a distributed run still hold segments: this
+    copy is not fenced by segment leases, so it would copy their segments beside them."""
+    held = live_leases(migration.store.engine, migration.name)
+    if held:
+        raise SegmentsLeasedError(migration.name, held)
     started = time.monotonic()
     deadline = time.time() + time_budget_seconds if time_budget_seconds else None
     plan, _ = prepare_backfill(migration, concurrency)

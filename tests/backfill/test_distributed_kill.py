@@ -179,3 +179,30 @@ def test_waiting_reads_every_worker_pipe_meanwhile() -> None:
     assert [len(e.stderr) for e in exits[:2]] == [1_000_000, 1_000_000]
     assert exits[2].returncode == 1 and "boom" in exits[2].stderr
     assert ticks  # the progress was refreshed while they ran
+
+
+def test_an_in_process_backfill_waits_for_workers_still_holding_segments(pg_database: Callable[[], str]) -> None:
+    """A distributed run's workers outlive a crashed parent and keep their segments' leases; an
+    in-process backfill started meanwhile is not fenced by those leases, so it is refused, naming
+    the segment and its holder, before it copies anything. Once the lease lapses it runs, and the
+    checkpoints add up to the table's rows exactly (nothing counted twice)."""
+    from shiftover.backfill.run import run_backfill
+    from shiftover.errors import SegmentsLeasedError
+
+    source, target, store_url = pg_database(), pg_database(), pg_database()
+    fill_items(source, 20_000)
+    run_sql(target, ITEMS_DDL)
+    migration = _migration(source, target, store_url, chunk_rows=1_000)
+    plan_distributed(migration, 4)
+    orphan = leases.claim_segment(migration.store.engine, "m1", "process/orphan", ttl=1.5)
+    assert orphan is not None
+    with pytest.raises(SegmentsLeasedError) as caught:
+        run_backfill(migration)
+    assert caught.value.held.keys() == {orphan.segment} and "process/orphan" in str(caught.value)
+    assert rows_of(target, "SELECT count(*) FROM items") == [(0,)]  # refused before any copy
+    time.sleep(1.6)
+    summary = run_backfill(migration)
+    assert summary.complete and summary.rows_copied == 20_000
+    assert checkpoints.backfill_status(migration.store.engine, "m1").rows_copied == 20_000
+    query = "SELECT id, n, v FROM items ORDER BY id"
+    assert rows_of(target, query) == rows_of(source, query)
