@@ -35,7 +35,8 @@ from .conftest import ITEMS_DDL, fill_items, rows_of, run_sql, write_items_spec
 
 pytestmark = pytest.mark.flows
 
-N, CHUNK, TTL, WORKERS = 200_000, 2_000, 3.0, 3
+# SO_SCALE_ROWS=2000000 runs the 2M-row case by hand (about 70 s of copying at the cap)
+N, CHUNK, TTL, WORKERS, CAP = int(os.environ.get("SO_SCALE_ROWS", 200_000)), 2_000, 3.0, 3, 30_000
 PARENT = (
     "import json, sys; from shiftover.flows.backfill import backfill; "
     "print(json.dumps(backfill(sys.argv[1], sys.argv[2])))"
@@ -48,7 +49,7 @@ def test_child_runs_on_a_process_pool_survive_a_dead_worker(pg_database: Callabl
     run_sql(target, ITEMS_DDL)
     distributed = {"workers": WORKERS, "mode": "deployment", "segments_per_worker": 2, "lease_ttl_seconds": TTL}
     spec_path = write_items_spec(
-        tmp_path, source, target, "kids", chunk_rows=CHUNK, max_rows_per_second=30_000, distributed=distributed
+        tmp_path, source, target, "kids", chunk_rows=CHUNK, max_rows_per_second=CAP, distributed=distributed
     )
     store = open_store(store_url)
     store.register("kids", {})
@@ -72,7 +73,7 @@ def test_child_runs_on_a_process_pool_survive_a_dead_worker(pg_database: Callabl
             victim_run, segment = _wait_mid_segment(store.engine, parent, stack)
             mid = time.monotonic() - began
             killed = _kill_worker_machine(victim_run, stack)
-            out, err = parent.communicate(timeout=150)
+            out, err = parent.communicate(timeout=150 + N / CAP)
             ended = time.monotonic() - began
         finally:
             if parent.poll() is None:

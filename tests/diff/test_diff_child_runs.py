@@ -9,6 +9,7 @@ SIGKILL) and the survivor redoes that segment. The control store's URL reaches t
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -32,7 +33,8 @@ from .test_diff_distributed import _fill_pg, _plain_diff, _plant_pg, _rows_pg
 
 pytestmark = pytest.mark.flows
 
-WORKERS, ROWS = 2, 60_000
+# SO_SCALE_ROWS=2000000 runs the 2M-row case by hand
+WORKERS, ROWS = 2, int(os.environ.get("SO_SCALE_ROWS", 60_000))
 PARENT = (
     "import json, sys; from shiftover.flows.validate import validate; "
     "state = validate(sys.argv[1], sys.argv[2], return_state=True); "
