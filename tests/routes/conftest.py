@@ -107,24 +107,23 @@ class Upstream:
         self.server.server_close()
 
 
-def require_haproxy() -> str:
-    path = shutil.which("haproxy")
+def require_gateway(binary: str) -> str:
+    """The path of a gateway binary (haproxy, nginx); skips without it (fails under CI=true)."""
+    path = shutil.which(binary)
     if path is None:
-        message = "haproxy is not installed: run scripts/install-gateway"
+        message = f"{binary} is not installed: run scripts/install-gateway"
         if IN_CI:
             pytest.fail(f"{message} (CI=true: a missing gateway is a failure)")
         pytest.skip(message)
     return path
+
+
+def require_haproxy() -> str:
+    return require_gateway("haproxy")
 
 
 def require_nginx() -> str:
-    path = shutil.which("nginx")
-    if path is None:
-        message = "nginx is not installed: run scripts/install-gateway"
-        if IN_CI:
-            pytest.fail(f"{message} (CI=true: a missing gateway is a failure)")
-        pytest.skip(message)
-    return path
+    return require_gateway("nginx")
 
 
 @pytest.fixture
