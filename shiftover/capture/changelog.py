@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 from shiftover.capture.triggers import CaptureNames, install_ddl, remove_ddl
 from shiftover.connect import normalise_url
 from shiftover.control.store import key_from_json
-from shiftover.engines import backend_name
+from shiftover.engines import backend_name, run_literal
 from shiftover.errors import CaptureError
 from shiftover.mapping import TableMapping
 from shiftover.rowsync import sync_keys
@@ -104,7 +104,7 @@ def _run(engine: Engine, statements: list[str], what: str) -> None:
     try:
         with engine.begin() as conn:
             for stmt in statements:
-                conn.exec_driver_sql(stmt)
+                run_literal(conn, stmt)
     except sa.exc.DBAPIError as exc:
         reason = str(exc.orig).splitlines()[0] if exc.orig else str(exc)
         raise CaptureError(f"could not {what} trigger capture on {backend_name(engine)}: {reason}") from None

@@ -208,6 +208,16 @@ class EngineDialect:
         raise NotImplementedError
 
 
+def run_literal(conn: sa.Connection, sql: str) -> sa.CursorResult[Any]:
+    """Run ``sql``, which carries no parameters, exactly as written. SQLAlchemy hands the driver an
+    empty parameter set, and psycopg and PyMySQL then read every ``%`` as a placeholder: a spec's
+    ``amount_cents % 100`` would fail (psycopg: "incomplete placeholder") or be mangled. Doubled, it
+    reaches the server as written; sqlite3's ``?`` style leaves ``%`` alone."""
+    if conn.dialect.paramstyle in ("format", "pyformat"):
+        sql = sql.replace("%", "%%")
+    return conn.exec_driver_sql(sql)
+
+
 def bigint_id() -> sa.types.TypeEngine[int]:
     """A 64-bit autoincrement key: SQLite autoincrements only an INTEGER PRIMARY KEY (also 64-bit)."""
     return sa.BigInteger().with_variant(sa.Integer, "sqlite")

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from shiftover.engines import run_literal
 from shiftover.schema.engines import schema_dialect
 from shiftover.schema.errors import LockTimeoutError
 from shiftover.schema.spec import LockSpec
@@ -86,7 +87,7 @@ def _run_group(
                         with conn.begin():
                             dialect.begin_ddl(conn, lock.timeout_ms)
                             for statement in [*(before(conn) if before else []), *group]:
-                                conn.exec_driver_sql(statement)
+                                run_literal(conn, statement)
                     finally:
                         dialect.end_ddl(conn)
             report.statements += len(group)
@@ -113,7 +114,7 @@ def _autocommitted(
         try:
             dialect.begin_session_ddl(conn, lock.timeout_ms)
             for statement in [*(before(conn) if before else []), *group]:
-                conn.exec_driver_sql(statement)
+                run_literal(conn, statement)
         finally:
             dialect.end_session_ddl(conn)
 

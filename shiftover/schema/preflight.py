@@ -23,6 +23,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from shiftover.connect import get_engine
+from shiftover.engines import run_literal
 from shiftover.errors import SpecError
 from shiftover.preflight import check_unique_key, inspect_endpoint, table_columns
 from shiftover.schema.columns import Target
@@ -303,7 +304,7 @@ def _plan(target: Target, field: str, sql: str) -> None:
     """Have the engine parse and plan ``sql`` (nothing is changed); its refusal names ``field``."""
     try:
         with target.engine.connect() as conn:
-            conn.exec_driver_sql(sql).all()
+            run_literal(conn, sql).all()
     except sa.exc.DBAPIError as exc:
         reason = str(exc.orig).splitlines()[0] if exc.orig is not None else type(exc).__name__
         raise SpecError(field, f"{schema_dialect(target.engine).name} refuses it: {reason}") from None

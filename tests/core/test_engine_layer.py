@@ -8,13 +8,14 @@ Alembic's revisions of the control store are left out: they are history, never e
 from __future__ import annotations
 
 import ast
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from shiftover.connect import normalise_url
-from shiftover.engines import dialect_for, find_dialect, same_dialect
+from shiftover.connect import get_engine, normalise_url
+from shiftover.engines import dialect_for, find_dialect, run_literal, same_dialect
 from shiftover.errors import UnsupportedEngineError
 
 PACKAGE = Path(__file__).resolve().parents[2] / "shiftover"
@@ -120,3 +121,13 @@ def test_mysql_and_mariadb_names_share_a_module_but_not_a_dialect() -> None:
     mysql, mariadb = sa.create_engine("mysql+pymysql://u@h/db"), sa.create_engine("mariadb+pymysql://u@h/db")
     assert dialect_for(mysql) is dialect_for(mariadb)
     assert not same_dialect(mysql, mariadb)  # compared as across engines: their servers' texts may differ
+
+
+@pytest.mark.parametrize("kind", ["postgres", "mariadb", "sqlite"])
+def test_literal_sql_reaches_the_server_as_written(kind: str, database_url: Callable[[str], str]) -> None:
+    """A spec's expression with ``%`` (modulo, a LIKE pattern) runs as written: psycopg and PyMySQL
+    would read it as a placeholder (psycopg: "incomplete placeholder") under ``exec_driver_sql``."""
+    engine = get_engine(database_url(kind))
+    with engine.connect() as conn:
+        row = run_literal(conn, "SELECT 17 % 5, '100%', CASE WHEN 'a%b' LIKE 'a%' THEN 1 ELSE 0 END").one()
+    assert tuple(row) == (2, "100%", 1)
