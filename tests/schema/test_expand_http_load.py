@@ -18,117 +18,21 @@ up(old) in Python (``expected_cents``), so none of them asks Shiftover:
 
 from __future__ import annotations
 
-import http.client
-import json
-import random
-import threading
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 import yaml
+from http_versions import VersionLoad, cross_read, read_table
 
 from shiftover.connect import get_engine
 from shiftover.demo.expand import expected_cents
 from shiftover.demo.orders import create_orders
 from shiftover.examples.app.amounts_service import AmountsService
-from shiftover.examples.app.service import make_server
 
 ROWS = 3_000
-
-
-@dataclass
-class VersionLoad:
-    """One application version over HTTP from one thread: PUTs of the keys it owns (updates, and
-    inserts of new keys where ``inserts`` has some), GETs of keys it wrote, compared as it goes."""
-
-    service: AmountsService
-    owned: list[int]
-    inserts: list[int]
-    seed: int
-    expected: dict[int, int] = field(default_factory=dict)  # key -> cents of its last acknowledged write
-    failures: list[str] = field(default_factory=list)
-    mismatches: list[tuple[int, int, Any]] = field(default_factory=list)
-    requests: int = 0
-
-    def __post_init__(self) -> None:
-        self.server = make_server(self.service)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.rng = random.Random(self.seed)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> VersionLoad:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def busy(self, requests: int = 40, timeout: float = 60) -> None:
-        """Wait until this version has served ``requests`` more, so every stage runs under load."""
-        target, deadline = self.requests + requests, time.monotonic() + timeout
-        while self.requests < target and time.monotonic() < deadline and not self.failures:
-            time.sleep(0.02)
-
-    def pause(self) -> None:
-        self._stop.set()
-        assert self._thread is not None
-        self._thread.join(timeout=60)
-
-    def close(self) -> None:
-        self.pause()
-        self.server.shutdown()
-        self.server.server_close()
-
-    def request(self, conn: http.client.HTTPConnection, method: str, key: int, body: Any = None) -> tuple[int, Any]:
-        payload = json.dumps(body).encode() if body is not None else None
-        conn.request(method, f"/orders/{key}", body=payload, headers={"Content-Type": "application/json"})
-        response = conn.getresponse()
-        data = response.read()
-        return response.status, json.loads(data) if data else None
-
-    def body(self, cents: int) -> dict[str, Any]:
-        if self.service.column == "amount":
-            return {"amount": str(Decimal(cents) / 100)}
-        return {"amount_cents": cents}
-
-    def cents(self, answer: dict[str, Any]) -> int | None:
-        return expected_cents(answer["amount"]) if self.service.column == "amount" else answer["amount_cents"]
-
-    def _run(self) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", self.server.server_port, timeout=30)
-        while not self._stop.is_set():
-            roll = self.rng.random()
-            if roll < 0.05 and self.inserts:
-                key, method = self.inserts.pop(), "PUT"
-            elif roll < 0.65:
-                key, method = self.rng.choice(self.owned), self.rng.choice(("PUT", "PATCH"))
-            else:
-                key, method = self.rng.choice(list(self.expected) or self.owned), "GET"
-            cents = self.rng.randrange(100, 10_000_000)
-            try:
-                status, answer = self.request(conn, method, key, None if method == "GET" else self.body(cents))
-            except (OSError, http.client.HTTPException) as error:
-                self.failures.append(f"{method} {key}: {error}")
-                conn.close()
-                conn = http.client.HTTPConnection("127.0.0.1", self.server.server_port, timeout=30)
-                continue
-            self.requests += 1
-            if status >= 300:
-                self.failures.append(f"{method} {key}: {status} {answer}")
-            elif method == "GET":
-                if key in self.expected and self.cents(answer) != self.expected[key]:
-                    self.mismatches.append((key, self.expected[key], answer))
-            else:
-                self.expected[key] = cents
-                if key > ROWS and key not in self.owned:
-                    self.owned.append(key)
-        conn.close()
 
 
 def engine_operations(kind: str) -> list[dict[str, Any]]:
@@ -151,27 +55,6 @@ def engine_operations(kind: str) -> list[dict[str, Any]]:
     if kind != "sqlite":  # SQLite needs a table rebuild for NOT NULL (refused)
         operations.append({"op": "set_not_null", "column": "amount_cents"})
     return operations
-
-
-def read_table(url: str) -> dict[int, tuple[Any, ...]]:
-    with get_engine(url).connect() as conn:
-        columns = [c["name"] for c in sa.inspect(conn).get_columns("orders")]
-        wanted = [c for c in ("amount", "amount_cents") if c in columns]
-        rows = conn.execute(sa.text(f"SELECT id, {', '.join(wanted)} FROM orders")).all()
-    return {row[0]: tuple(row[1:]) for row in rows}
-
-
-def cross_read(loads: list[VersionLoad], expected: dict[int, int]) -> list[tuple[str, int, int, Any]]:
-    """With the load paused: every acknowledged key read through each running version."""
-    wrong = []
-    for load in loads:
-        conn = http.client.HTTPConnection("127.0.0.1", load.server.server_port, timeout=30)
-        for key, cents in expected.items():
-            status, answer = load.request(conn, "GET", key)
-            if status != 200 or load.cents(answer) != cents:
-                wrong.append((load.service.column, key, cents, answer))
-        conn.close()
-    return wrong
 
 
 @pytest.mark.parametrize("kind", ["postgres", "mariadb", "sqlite"])
@@ -200,7 +83,7 @@ def test_every_online_operation_under_two_application_versions_over_http(
         )
     )
     odd, even = list(range(1, ROWS + 1, 2)), list(range(2, ROWS + 1, 2))
-    v1 = VersionLoad(AmountsService(engine, "amount"), odd, list(range(ROWS + 1, ROWS + 200, 2)), seed=1).start()
+    v1 = VersionLoad(AmountsService(engine, "amount"), odd, list(range(ROWS + 1, ROWS + 200, 2)), 1, ROWS).start()
     # v2 inserts too where a BEFORE trigger fills the NOT NULL amount; SQLite's triggers run AFTER it
     v2_inserts = [] if kind == "sqlite" else list(range(ROWS + 2, ROWS + 200, 2))
     v2: VersionLoad | None = None
@@ -208,7 +91,7 @@ def test_every_online_operation_under_two_application_versions_over_http(
         v1.busy()
         first = expand_contract(str(spec_path), control, auto_approve=True, stop_after="validate")
         assert first["ran"][:4] == ["expand", "sync", "backfill", "validate"], first
-        v2 = VersionLoad(AmountsService(engine, "amount_cents"), even, v2_inserts, seed=2).start()
+        v2 = VersionLoad(AmountsService(engine, "amount_cents"), even, v2_inserts, 2, ROWS).start()
         v2.busy()
         second = expand_contract(str(spec_path), control, auto_approve=True, stop_after="switch_writes")
         assert second["ran"][-1] == "switch_writes", second
@@ -230,7 +113,7 @@ def test_every_online_operation_under_two_application_versions_over_http(
         third = expand_contract(str(spec_path), control, auto_approve=True)
         assert third["phase"] == "decommissioned", third
     finally:
-        v1.close() if v1._thread and v1._thread.is_alive() else None
+        v1.close()
         if v2 is not None:
             v2.close()
 
