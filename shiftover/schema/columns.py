@@ -16,11 +16,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from shiftover.schema.constraints import drop_indexes, planned_constraint_ddl, remove_constraints
-from shiftover.schema.engines import SyncGroup, over_row, schema_dialect
+from shiftover.schema.engines import SyncGroup, TableRename, over_row, schema_dialect
 from shiftover.schema.locking import DdlReport, run_ddl
 from shiftover.schema.spec import ColumnMove, ExpandContractSpec
 
 _MAX_TRIGGER = 55  # leaves room for _ins/_upd under MySQL's 64 and PostgreSQL's 63
+_MAX_NAME = 63  # PostgreSQL's limit; MySQL's is 64
 
 
 @dataclass(frozen=True)
@@ -95,15 +96,34 @@ def renamed(target: Target, name: str) -> str:
     return f"{target.quote(target.schema)}.{target.quote(name)}" if target.schema else target.quote(name)
 
 
+def table_rename(target: Target, to: str) -> TableRename:
+    """The names renaming ``target``'s table to ``to`` uses, its staging names included."""
+    return TableRename(
+        table=target.qualified,
+        new_table=renamed(target, to),
+        old_name=target.quote(target.table),
+        new_name=target.quote(to),
+        staging=renamed(target, f"so_view_{target.table}"[:_MAX_NAME]),
+        parked=renamed(target, f"so_parked_{target.table}"[:_MAX_NAME]),
+        to=to,
+        schema=target.schema,
+    )
+
+
 def rename_table(target: Target, spec: ExpandContractSpec, report: DdlReport | None = None) -> DdlReport:
-    """``rename_table``: the table renamed, a view of the old name in its place (skipped when done)."""
+    """``rename_table``: the table renamed, a view of the old name in its place. When that is done
+    already, only what a crash may have left of the staging is dropped."""
     report = report or DdlReport()
-    tables, _ = tables_and_views(target)
-    if spec.rename is None or spec.rename.to in tables:
+    if spec.rename is None:
         return report
     dialect = schema_dialect(target.engine)
-    to = spec.rename.to
-    statements = dialect.rename_table(target.qualified, renamed(target, to), target.quote(to))
+    names = table_rename(target, spec.rename.to)
+    tables, _ = tables_and_views(target)
+    if spec.rename.to in tables:
+        with target.engine.connect() as conn:
+            statements = dialect.rename_leftovers(conn, names)
+    else:
+        statements = dialect.rename_table(names)
     return run_ddl(target.engine, statements, spec.lock, table=target.table, schema=target.schema, report=report)
 
 
@@ -154,11 +174,14 @@ def rollback_expansion(
 
 def _unrename(target: Target, spec: ExpandContractSpec, report: DdlReport | None) -> DdlReport:
     assert spec.rename is not None
-    tables, _ = tables_and_views(target)
-    if spec.rename.to not in tables or target.table in tables:
-        return report or DdlReport()  # never renamed (or renamed back already)
     dialect = schema_dialect(target.engine)
-    statements = dialect.unrename_table(target.qualified, renamed(target, spec.rename.to), target.quote(target.table))
+    names = table_rename(target, spec.rename.to)
+    tables, _ = tables_and_views(target)
+    if spec.rename.to not in tables or target.table in tables:  # never renamed (or renamed back already)
+        with target.engine.connect() as conn:
+            statements = dialect.rename_leftovers(conn, names)
+    else:
+        statements = dialect.unrename_table(names)
     return run_ddl(target.engine, statements, spec.lock, table=spec.rename.to, schema=target.schema, report=report)
 
 
@@ -179,11 +202,11 @@ def planned_ddl(target: Target, spec: ExpandContractSpec) -> dict[str, list[str]
         refusal = dialect.online_refusal("rename_table")
         if refusal:
             return {"expand": [f"-- rename_table refused: {refusal}"]}
-        to = spec.rename.to
+        names = table_rename(target, spec.rename.to)
         return {
-            "expand": dialect.rename_table(target.qualified, renamed(target, to), target.quote(to)),
+            "expand": dialect.rename_table(names),
             "drop_old_columns": [dialect.drop_view(target.qualified)],
-            "rollback": dialect.unrename_table(target.qualified, renamed(target, to), target.quote(target.table)),
+            "rollback": dialect.unrename_table(names),
         }
     present = target.column_names()
     wanted = new_columns(spec)

@@ -116,7 +116,8 @@ def build_schema_plan(spec: ExpandContractSpec) -> Plan:
     olds = ", ".join(name for m in spec.moves for name in m.old_names) or "(none)"
     dropped = ", ".join(dropped_columns(spec)) or "(none)"
     renamed_to = (
-        f"; rename {table} to {spec.rename.to} and create a view named {table} over it (one transaction)"
+        f"; rename {table} to {spec.rename.to} and put a view named {table} over it in its place, never leaving "
+        f"{table} missing"
         if spec.rename
         else ""
     )

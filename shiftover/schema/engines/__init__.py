@@ -45,6 +45,23 @@ class SyncGroup:
         return f"{self.schema_prefix}{name}" if qualified else name
 
 
+@dataclass(frozen=True)
+class TableRename:
+    """The names a ``rename_table`` uses, quoted: ``table`` and ``new_table`` qualified,
+    ``old_name`` and ``new_name`` bare; ``staging`` and ``parked`` qualified names in Shiftover's
+    own ``so_`` namespace for engines that build the view beside the table first. ``to`` and
+    ``schema`` unquoted, for catalog lookups."""
+
+    table: str
+    new_table: str
+    old_name: str
+    new_name: str
+    staging: str
+    parked: str
+    to: str
+    schema: str | None
+
+
 class SchemaDialect:
     name = ""
     transactional_ddl = False  # PostgreSQL and SQLite: one step's statements commit together
@@ -132,17 +149,27 @@ class SchemaDialect:
     def drop_foreign_key(self, table: str, name: str, timeout_ms: int) -> str:
         return f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {name}"
 
-    def rename_table(self, table: str, new_table: str, new_name: str) -> list[str]:
-        """Rename ``table`` (qualified) to ``new_name`` (``new_table`` qualified) and put a view of its
-        old name in its place, at once (one transaction)."""
+    def rename_table(self, names: TableRename) -> list[str]:
+        """Rename the table to ``names.new_name`` and put a view of its old name in its place, with
+        no moment in which the old name is missing."""
         raise NotImplementedError
 
     def drop_view(self, view: str) -> str:
         return f"DROP VIEW IF EXISTS {view}"
 
-    def unrename_table(self, table: str, new_table: str, old_name: str) -> list[str]:
-        """Undo ``rename_table``: the view goes, the table gets its old name back (one transaction)."""
+    def unrename_table(self, names: TableRename) -> list[str]:
+        """Undo ``rename_table``: the view goes, the table gets its old name back (as gapless)."""
         raise NotImplementedError
+
+    def rename_leftovers(self, conn: sa.Connection, names: TableRename) -> list[str]:
+        """Statements dropping what a crash between ``rename_table``'s (or ``unrename_table``'s)
+        statements may have left, where they do not commit together; nothing else."""
+        return []
+
+    def is_rename_placeholder(self, conn: sa.Connection, names: TableRename) -> bool:
+        """True when ``names.to`` is the stand-in ``rename_table`` creates before its swap (a re-run
+        after a crash takes it over; a rollback drops it)."""
+        return False
 
     def begin_session_ddl(self, conn: sa.Connection, timeout_ms: int) -> None:
         """``begin_ddl`` for an autocommit connection (no transaction to scope the setting to)."""

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 
-from shiftover.schema.engines import SchemaDialect, SyncGroup, all_null, any_not_null, on_row
+from shiftover.schema.engines import SchemaDialect, SyncGroup, TableRename, all_null, any_not_null, on_row
 
 LOCK_NOT_AVAILABLE = "55P03"
 
@@ -105,11 +105,14 @@ class PostgresSchema(SchemaDialect):
             [f"ALTER TABLE {table} VALIDATE CONSTRAINT {name}"],
         ]
 
-    def rename_table(self, table: str, new_table: str, new_name: str) -> list[str]:
-        return [f"ALTER TABLE {table} RENAME TO {new_name}", f"CREATE VIEW {table} AS SELECT * FROM {new_table}"]
+    def rename_table(self, names: TableRename) -> list[str]:
+        return [
+            f"ALTER TABLE {names.table} RENAME TO {names.new_name}",
+            f"CREATE VIEW {names.table} AS SELECT * FROM {names.new_table}",
+        ]
 
-    def unrename_table(self, table: str, new_table: str, old_name: str) -> list[str]:
-        return [self.drop_view(table), f"ALTER TABLE {new_table} RENAME TO {old_name}"]
+    def unrename_table(self, names: TableRename) -> list[str]:
+        return [self.drop_view(names.table), f"ALTER TABLE {names.new_table} RENAME TO {names.old_name}"]
 
     def begin_session_ddl(self, conn: sa.Connection, timeout_ms: int) -> None:
         conn.exec_driver_sql(f"SET lock_timeout = '{int(timeout_ms)}ms'")
