@@ -19,6 +19,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
 
+from shiftover.control.segment_leases import require_distributed_store
 from shiftover.errors import StageOrderError
 from shiftover.flows.approval import obtain_approval, require_auto_permission
 from shiftover.flows.context import RunOptions, StagedRun, hold, open_plan
@@ -76,6 +77,8 @@ def run_plan(
         return {"phase": state.phase, "note": rolled_back_note(opened.store, opened.spec.name)}
     if opened.plan.finished(state):
         return {"phase": state.phase, "note": f"nothing left to do: every stage is done (phase {state.phase})"}
+    for field_name, work in spec.distributed_fields():  # refused before any stage flips a flag
+        require_distributed_store(opened.store.engine, field_name, what=work)
     with hold(opened, actor(), options) as ctx:
         try:
             if restart and ctx.state().phase is Phase.ROLLED_BACK:

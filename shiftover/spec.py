@@ -413,6 +413,12 @@ class MigrationSpec(_Model):
     def gates_for(self, stage: str) -> tuple[GateSpec, ...]:
         return self.gates.get(stage, ())
 
+    def distributed_fields(self) -> list[tuple[str, str]]:
+        """(field, work) for each part of the run the spec spreads over workers, which need a
+        control store that machines share."""
+        fields = [("backfill.distributed", "backfill")] if self.backfill.distributed is not None else []
+        return fields + ([("validation.distributed", "diff")] if self.validation.distributed is not None else [])
+
 
 def stored_form(spec: BaseModel) -> dict[str, Any]:
     """The spec (any kind) as the control store keeps it: references as written, any other

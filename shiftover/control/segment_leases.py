@@ -46,11 +46,11 @@ def require_distributed_store(engine: Engine, field: str | None = None, *, what:
         raise SpecError(
             field,
             f"a distributed {what} needs a PostgreSQL or MariaDB/MySQL control store, and {where}: "
-            f"remove the field to run the {what} in one process, or point --control-store at a shared server",
+            f"remove the field to run the {what} in one process, or point --control-url at a shared server",
         )
     raise ControlStoreError(
         f"a distributed {what} needs a PostgreSQL or MariaDB/MySQL control store; {where}: "
-        f"run the {what} in one process, or point --control-store at a shared server"
+        f"run the {what} in one process, or point --control-url at a shared server"
     )
 
 

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from shiftover.backfill import backfill_status
@@ -14,7 +16,7 @@ from shiftover.errors import ControlStoreError, LeaseHeldError, SpecError
 from shiftover.migration import load_migration
 from shiftover.phases import Phase
 
-from .conftest import ITEMS_DDL, control_url, fill_items, rows_of, run_sql, write_items_spec
+from .conftest import ITEMS_DDL, control_url, fill_items, items_spec, rows_of, run_sql, write_items_spec
 
 pytestmark = pytest.mark.flows
 
@@ -153,3 +155,29 @@ def test_the_ui_throttle_variable_reaches_distributed_workers_through_the_flag( 
     set_throttle(store.engine, "mirror", paused=False, actor="cli")  # an operator resumes from the CLI
     assert mirror() is None  # the variable did not change: the CLI's resume stands
     assert not make_throttle(migration, shared=True).settings().paused
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ({"backfill": {"distributed": {"workers": 2}}}, "backfill.distributed"),
+        ({"validation": {"distributed": {"workers": 2}}}, "validation.distributed"),
+    ],
+)
+def test_a_run_is_refused_before_dual_write_when_its_workers_need_a_shared_store(  # type: ignore[no-untyped-def]
+    prefect_harness, pg_database, control_store: ControlStore, tmp_path, extra, field
+) -> None:
+    """The stage flows refuse a SQLite control store for workers; the whole run must refuse it
+    before its first stage, not after dual-write is on and the application writes both stores."""
+    from shiftover.flows.migrate import migrate
+
+    source, target = pg_database(), pg_database()
+    fill_items(source, 100)
+    run_sql(target, ITEMS_DDL)
+    spec = tmp_path / "early.yaml"
+    spec.write_text(json.dumps({**items_spec(source, target, "early"), **extra}))
+    with pytest.raises(SpecError, match=rf"spec field '{field}': .*is SQLite.*--control-url"):
+        migrate(str(spec), control_url(control_store), auto_approve=True)
+    assert control_store.phase("early") == Phase.PLANNED
+    assert [c.phase for c in control_store.history("early")] == [Phase.PLANNED]  # registered, nothing more
+    assert rows_of(target, "SELECT count(*) FROM items")[0][0] == 0
