@@ -40,6 +40,7 @@ from shiftover.schema.columns import (
     rollback_expansion,
 )
 from shiftover.schema.constraints import build_indexes, enforce_constraints
+from shiftover.schema.dry_run import check_ups_on_rows
 from shiftover.schema.errors import ContractRefusedError
 from shiftover.schema.plan import (
     BackfillColumnsStage,
@@ -63,12 +64,18 @@ SchemaRunContext = LeasedRun[SchemaChange]
 
 # -- runners: each calls one plain function with the run's engines ---------------------------------
 def run_expand(ctx: SchemaRunContext, stage: Stage) -> Outcome:
+    # before any DDL: an up that fails on an existing row would fail the application's writes once
+    # the sync triggers run it
+    checked = check_ups_on_rows(ctx.migration.target, ctx.migration.spec)
     report = rename_table(ctx.migration.target, ctx.migration.spec, expand(ctx.migration.target, ctx.migration.spec))
     added = report.statements
     report = build_indexes(ctx.migration.target, ctx.migration.spec, report)
     built = report.statements - added
-    reason = f"{added} column/table statement(s), {built} index statement(s), {report.lock_timeouts} lock timeout(s)"
-    return Outcome(True, reason, vars(report))
+    reason = (
+        f"up computed on {checked.rows} rows; {added} column/table statement(s), {built} index statement(s), "
+        f"{report.lock_timeouts} lock timeout(s)"
+    )
+    return Outcome(True, reason, {**vars(report), "rows_checked": checked.rows})
 
 
 def run_sync(ctx: SchemaRunContext, stage: Stage) -> Outcome:

@@ -172,6 +172,10 @@ class EngineDialect:
         """The last statement on ``conn`` warned (a result the engine silently cut)."""
         return False
 
+    def warning(self, conn: sa.Connection) -> str | None:
+        """The first warning of the last statement on ``conn``, if it warned."""
+        return None
+
     def digest_refused(self, error: sa.exc.DBAPIError) -> bool:
         """The error means "this range cannot be digested" rather than "the diff failed"."""
         return False

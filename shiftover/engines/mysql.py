@@ -210,6 +210,10 @@ class MySQL(EngineDialect):
         """A GROUP_CONCAT cut at max_allowed_packet, a value the server could not convert, ..."""
         return bool(conn.exec_driver_sql("SELECT @@warning_count").scalar())
 
+    def warning(self, conn: sa.Connection) -> str | None:
+        row = conn.exec_driver_sql("SHOW WARNINGS LIMIT 1").first()
+        return None if row is None else f"{row[0]} {row[1]}: {row[2]}"
+
     # -- capture, decommission, expectations -----------------------------------------------
     def capture_install_ddl(self, d: sa.Dialect, n: CaptureNames, key: Sequence[str]) -> list[str]:
         log, table = qualified(d, n.changelog, n.schema), qualified(d, n.table, n.schema)
