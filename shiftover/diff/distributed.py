@@ -29,8 +29,10 @@ from sqlalchemy.engine import Engine
 
 from shiftover.control import schema, worker_processes
 from shiftover.control.segment_leases import (
+    DEFAULT_STALL_SECONDS,
     SegmentLease,
     SegmentPool,
+    WorkProgress,
     require_distributed_store,
     work_claimed_segments,
 )
@@ -95,6 +97,7 @@ class DiffWorkerReport:
     differences: int = 0
     taken_over: list[int] = field(default_factory=list)
     lost: list[int] = field(default_factory=list)
+    stalled: list[int] = field(default_factory=list)  # given up: no progress within the stall limit
     seconds: float = 0.0  # in the claim loop
     diff_seconds: float = 0.0  # screening and narrowing segments
     record_seconds: float = 0.0  # recording segments' results in the control store
@@ -106,6 +109,7 @@ class DiffWorkerReport:
             "differences": self.differences,
             "taken_over": self.taken_over,
             "lost": self.lost,
+            "stalled": self.stalled,
             "seconds": round(self.seconds, 3),
             "diff_seconds": round(self.diff_seconds, 3),
             "record_seconds": round(self.record_seconds, 3),
@@ -121,9 +125,12 @@ def diff_claimed_segments(
     wait_for_others: bool = True,
     poll_seconds: float = 1.0,
     max_seconds: float | None = None,
+    stall_seconds: float | None = None,
 ) -> DiffWorkerReport:
     """One worker: claim segments of ``job``'s run, diff each, record its result; until none is left,
-    or the run's differences passed ``max_differences`` (the parent reports it truncated)."""
+    or the run's differences passed ``max_differences`` (the parent reports it truncated).
+    ``stall_seconds``: give a segment up after that long with no screening or narrowing step
+    returned (default: the spec's ``validation.distributed.stall_seconds``)."""
     engine, options = migration.store.engine, migration.spec.validation
     require_distributed_store(engine, what="diff")
     m = migration
@@ -134,7 +141,14 @@ def diff_claimed_segments(
     report = DiffWorkerReport(worker_id)
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="so-diff-side") as side_pool:
 
-        def diff_one(lease: SegmentLease) -> int:
+        def diff_one(lease: SegmentLease, progress: WorkProgress) -> int:
+            def moved() -> None:
+                if progress.stalled:  # given up while a step was stuck: the new holder diffs the segment
+                    raise SegmentLeaseLostError(
+                        m.name, f"worker {worker_id} gave segment {lease.segment} of diff run {job.run_id} up (stalled)"
+                    )
+                progress.advance()
+
             n = Narrowing(
                 plan.source,
                 plan.target,
@@ -143,6 +157,7 @@ def diff_claimed_segments(
                 side_pool,
                 integer_span=job.integer_span,
                 limit=options.max_differences,
+                progress=moved,
             )
             started = time.perf_counter()
             found = _segment(plan, n, ranges[lease.segment])
@@ -159,13 +174,16 @@ def diff_claimed_segments(
             worker_id,
             diff_one,
             ttl=ttl,
+            stall_seconds=stall_seconds
+            or (options.distributed.stall_seconds if options.distributed else DEFAULT_STALL_SECONDS),
             wait_for_others=wait_for_others,
             poll_seconds=poll_seconds,
             max_seconds=max_seconds,
             stop=lambda: recorded_count(engine, m.name, job.run_id) > options.max_differences,
         )
     report.differences = sum(done.results)
-    report.taken_over, report.lost, report.seconds = done.taken_over, done.lost, done.seconds
+    report.taken_over, report.lost, report.stalled = done.taken_over, done.lost, done.stalled
+    report.seconds = done.seconds
     return report
 
 
