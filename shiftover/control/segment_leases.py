@@ -220,6 +220,41 @@ class WorkProgress:
                 log.warning("could not cancel a stalled segment's statement: %r", exc)
 
 
+@contextmanager
+def pooled_statements(*engines: Engine) -> Iterator[Callable[[], None]]:
+    """A cancel of every statement running on connections checked out of ``engines`` now, for work
+    whose queries take pooled connections it never holds itself (the diff's): a worker process
+    works on one segment at a time, so what is checked out is that segment's."""
+    busy: dict[int, tuple[Engine, Any]] = {}
+    lock = threading.Lock()
+
+    def cancel() -> None:
+        with lock:
+            running = list(busy.values())
+        for engine, driver_conn in running:
+            dialect_for(engine).cancel_statement(engine, driver_conn)
+
+    listeners: list[tuple[Engine, str, Callable[..., None]]] = []
+    for engine in dict.fromkeys(engines):  # one listener per engine, given twice or not
+
+        def out(driver_conn: Any, record: Any, proxy: Any, engine: Engine = engine) -> None:
+            with lock:
+                busy[id(record)] = (engine, driver_conn)
+
+        def back(driver_conn: Any, record: Any) -> None:
+            with lock:
+                busy.pop(id(record), None)
+
+        sa.event.listen(engine, "checkout", out)
+        sa.event.listen(engine, "checkin", back)
+        listeners += [(engine, "checkout", out), (engine, "checkin", back)]
+    try:
+        yield cancel
+    finally:
+        for engine, name, fn in listeners:
+            sa.event.remove(engine, name, fn)
+
+
 @dataclass
 class Heartbeat:
     """Renews a segment lease every third of the TTL from a daemon thread; ``lost`` once it could not.

@@ -33,6 +33,7 @@ from shiftover.control.segment_leases import (
     SegmentLease,
     SegmentPool,
     WorkProgress,
+    pooled_statements,
     require_distributed_store,
     work_claimed_segments,
 )
@@ -41,6 +42,7 @@ from shiftover.diff.bisect import Narrowing
 from shiftover.diff.checksum import key_bounds
 from shiftover.diff.failures import DiffProgress, load_differences, record_differences
 from shiftover.diff.report import DiffReport
+from shiftover.diff.segments import KeyRange
 from shiftover.diff.tables import DiffPlan, _narrowing, _segment, _segments, _sorted, _unique, plan_diff
 from shiftover.errors import DiffError, SegmentLeaseLostError, SpecError
 from shiftover.migration import Migration
@@ -139,16 +141,12 @@ def diff_claimed_segments(
     )
     ranges = [rng for rng, _ in DiffProgress(engine, m.name, job.run_id).load_segments()]
     report = DiffWorkerReport(worker_id)
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="so-diff-side") as side_pool:
+    with (
+        ThreadPoolExecutor(max_workers=2, thread_name_prefix="so-diff-side") as side_pool,
+        pooled_statements(m.source, m.target) as cancel_queries,
+    ):
 
         def diff_one(lease: SegmentLease, progress: WorkProgress) -> int:
-            def moved() -> None:
-                if progress.stalled:  # given up while a step was stuck: the new holder diffs the segment
-                    raise SegmentLeaseLostError(
-                        m.name, f"worker {worker_id} gave segment {lease.segment} of diff run {job.run_id} up (stalled)"
-                    )
-                progress.advance()
-
             n = Narrowing(
                 plan.source,
                 plan.target,
@@ -157,10 +155,9 @@ def diff_claimed_segments(
                 side_pool,
                 integer_span=job.integer_span,
                 limit=options.max_differences,
-                progress=moved,
             )
             started = time.perf_counter()
-            found = _segment(plan, n, ranges[lease.segment])
+            found = screen_leased_segment(plan, n, ranges[lease.segment], lease, progress, cancel_queries)
             recording = time.perf_counter()
             finish_leased_segment(engine, lease, job.run_id, found, n)
             report.diff_seconds += recording - started
@@ -185,6 +182,37 @@ def diff_claimed_segments(
     report.taken_over, report.lost, report.stalled = done.taken_over, done.lost, done.stalled
     report.seconds = done.seconds
     return report
+
+
+def screen_leased_segment(
+    plan: DiffPlan,
+    n: Narrowing,
+    rng: KeyRange,
+    lease: SegmentLease,
+    progress: WorkProgress,
+    cancel_queries: Callable[[], None],
+) -> list[Any]:
+    """``_segment`` reporting each returned step as progress; once the heartbeat declared the work
+    stalled (its queries cancelled), it ends with ``SegmentLeaseLostError`` at its next step or error."""
+
+    def gave_up() -> SegmentLeaseLostError:
+        return SegmentLeaseLostError(
+            lease.migration, f"worker {lease.holder} made no progress on segment {lease.segment} and gave it up"
+        )
+
+    def moved() -> None:
+        if progress.stalled:  # the new holder diffs the segment
+            raise gave_up()
+        progress.advance()
+
+    n.progress = moved
+    try:
+        with progress.on_stall(cancel_queries):
+            return _segment(plan, n, rng)
+    except Exception as exc:
+        if progress.stalled and not isinstance(exc, SegmentLeaseLostError):
+            raise gave_up() from exc
+        raise
 
 
 def finish_leased_segment(engine: Engine, lease: SegmentLease, run_id: str, found: list[Any], n: Narrowing) -> None:

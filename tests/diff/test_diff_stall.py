@@ -2,7 +2,7 @@
 reading one key of the source waits on an advisory lock the test holds (the spec maps the source's
 ``v`` through a function that takes the lock for that key), so the worker screening that segment
 blocks, heartbeat alive. Past ``stall_seconds`` without a returned query it
-gives the segment up and the other worker takes it over; every segment is recorded once and the
+gives the segment up (its query cancelled) and the other worker takes it over; every segment is recorded once and the
 differences are those of a plain comparison of the rows."""
 
 from __future__ import annotations
@@ -71,10 +71,13 @@ def test_a_diff_worker_blocked_in_a_query_loses_its_segment(pg_database: Callabl
     try:
         first = _holder(m, run_id, blocked, other_than=None, within=60)
         second = _holder(m, run_id, blocked, other_than=first, within=STALL + 4 * TTL + 20)
+        # the stuck query was cancelled: only the new holder's query waits on the lock (never two)
+        waiting = _lock_waiters(conninfo, seconds=3.0)
     finally:
         lock.execute("SELECT pg_advisory_unlock(%s)", (LOCK,))
         lock.close()
     exits = wait_for_workers(procs)
+    assert max(waiting) == 1, waiting
     assert all(e.returncode == 0 for e in exits), [e.stderr[-2000:] for e in exits]
     by_worker = {e.report["worker"]: e.report for e in exits if e.report}
     assert blocked in by_worker[first]["stalled"] and blocked in by_worker[first]["lost"], by_worker
@@ -100,3 +103,15 @@ def _holder(m: Any, run_id: str, segment: int, *, other_than: str | None, within
             return row.holder
         time.sleep(0.1)
     raise AssertionError(f"segment {segment} was not taken by a worker other than {other_than} in {within:g} s")
+
+
+def _lock_waiters(conninfo: str, *, seconds: float) -> list[int]:
+    """How many sessions of the database wait on a lock, sampled for ``seconds``."""
+    query = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    seen, deadline = [], time.monotonic() + seconds
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            row = conn.execute(query).fetchone()
+            seen.append(int(row[0]) if row else 0)
+            time.sleep(0.1)
+    return seen
