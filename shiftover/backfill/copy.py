@@ -37,7 +37,7 @@ from shiftover.backfill.sources import MySQLStream, PostgresStream, stream_for
 from shiftover.backfill.sqlite import SQLiteWriter
 from shiftover.backfill.throttle import Throttle
 from shiftover.backfill.typemap import row_converter
-from shiftover.control.segment_leases import WorkProgress
+from shiftover.control.work_progress import WorkProgress
 from shiftover.engines import dialect_for
 from shiftover.errors import CopyError, SegmentLeaseLostError, TransientCopyError
 from shiftover.mapping import TableMapping

@@ -23,8 +23,9 @@ from shiftover.backfill.copy import SegmentReport, copy_segment
 from shiftover.backfill.run import make_throttle, prepare_backfill
 from shiftover.backfill.throttle import Throttle
 from shiftover.control import worker_processes
-from shiftover.control.segment_leases import DEFAULT_STALL_SECONDS, SegmentLease, WorkProgress, work_claimed_segments
+from shiftover.control.segment_leases import DEFAULT_STALL_SECONDS, SegmentLease, work_claimed_segments
 from shiftover.control.store import utcnow
+from shiftover.control.work_progress import WorkProgress
 from shiftover.control.worker_processes import WorkerExit as WorkerExit  # re-exported: their home is control
 from shiftover.control.worker_processes import wait_for_workers as wait_for_workers
 from shiftover.control.worker_processes import worker_name

@@ -32,12 +32,11 @@ from shiftover.control.segment_leases import (
     DEFAULT_STALL_SECONDS,
     SegmentLease,
     SegmentPool,
-    WorkProgress,
-    pooled_statements,
     require_distributed_store,
     work_claimed_segments,
 )
 from shiftover.control.store import utcnow
+from shiftover.control.work_progress import WorkProgress, pooled_statements
 from shiftover.diff.bisect import Narrowing
 from shiftover.diff.checksum import key_bounds
 from shiftover.diff.failures import DiffProgress, load_differences, record_differences

@@ -11,8 +11,8 @@ import pytest
 
 from shiftover.backfill import checkpoints, leases
 from shiftover.backfill.keyset import KeyRange, Segment
-from shiftover.control.segment_leases import WorkProgress
 from shiftover.control.store import ControlStore, open_store
+from shiftover.control.work_progress import WorkProgress
 from shiftover.errors import ControlStoreError, SegmentLeaseLostError
 
 
