@@ -202,10 +202,16 @@ def _run_dask(ctx: RunContext, dist: DistributedSettings, total: int, started: f
         logger.warning(
             "backfill of %s: %d Dask loops had not ended (released)", migration.name, outcome.unfinished_loops
         )
+    if sum(int(r["rows_read"]) for r in outcome.reports) < outcome.rows_copied:  # a loop died unreported
+        logger.warning(
+            "backfill of %s: rows_inserted counts only the loops that returned; rows_copied (%d) is complete",
+            migration.name,
+            outcome.rows_copied,
+        )
     logger.info("distributed backfill loops on Dask: %s", outcome.reports)
     return BackfillSummary(
         rows_copied=outcome.rows_copied,
-        rows_inserted=outcome.rows_inserted,
+        rows_inserted=outcome.rows_inserted_by_returned_loops,
         seconds=time.monotonic() - started,
         segments=segments,
         complete=outcome.progress is not None and outcome.progress.complete,

@@ -97,10 +97,29 @@ def scheduler_address_problem(address: str) -> str | None:
     return None
 
 
+def _stall_above_ttl(value: float, info: ValidationInfo) -> float:
+    ttl = info.data.get("lease_ttl_seconds")
+    if ttl is not None and value <= ttl:
+        raise ValueError(
+            f"{value:g} s must be above lease_ttl_seconds ({ttl:g} s): the stall limit is how long a live "
+            "worker's heartbeat keeps renewing a segment on which its work makes no progress"
+        )
+    return value
+
+
+# ``stall_seconds`` (both ``distributed`` blocks): a worker that makes no progress on a segment
+# for that long (no chunk committed, no checksum query returned), though alive, gives the segment
+# up: its lease lapses, another worker takes it over, and its stuck statement is cancelled. The
+# default, 600 s, is far above one chunk or one screening query of a segment; lower it where work
+# is never blocked that long on purpose, raise it for very large segments on a slow engine.
+StallSeconds = Annotated[float, Field(gt=2, le=86_400, validate_default=True), AfterValidator(_stall_above_ttl)]
+
+
 class _WorkersSpec(_Model):
     workers: Annotated[int, Field(ge=1, le=64)]
     segments_per_worker: Annotated[int, Field(ge=1, le=64)] = 2
     lease_ttl_seconds: Annotated[float, Field(ge=2, le=3600)] = 30.0
+    stall_seconds: StallSeconds = 600.0
 
 
 def _flow_slash_deployment(value: str, example: str) -> str:
@@ -116,7 +135,9 @@ class DiffDistributedSpec(_WorkersSpec):
     and record each segment's differences there; the run aggregates them into the report an
     in-process diff gives. ``mode``: ``processes`` starts local OS processes of the run;
     ``deployment`` one Prefect run per worker of the ``deployment`` on its work pool (the validate
-    flow starts them; a gate run elsewhere refuses it)."""
+    flow starts them; a gate run elsewhere refuses it). ``stall_seconds`` (default 600, above
+    ``lease_ttl_seconds``): a worker whose checksum queries make no progress on a segment that long
+    gives it up to another worker."""
 
     mode: Literal["processes", "deployment"] = "processes"
     deployment: str = "diff-worker/diff-worker"
@@ -134,13 +155,16 @@ class DistributedSpec(_Model):
     run per worker of the ``deployment`` (``flow-name/deployment-name``) on its work pool, so
     workers run wherever that pool's workers run; ``dask`` submits ``workers`` long-running loops to
     the ``dask.distributed`` cluster whose ``scheduler`` is given (``tcp://host:port``, or a
-    ``${NAME}`` reference), one per Dask worker."""
+    ``${NAME}`` reference), one per Dask worker. ``stall_seconds`` (default 600, above
+    ``lease_ttl_seconds``): a worker alive but stuck (no chunk committed that long, e.g. blocked on a
+    row lock) gives its segment up: another worker resumes it from its checkpoint."""
 
     workers: Annotated[int, Field(ge=1, le=64)]
     mode: Literal["processes", "deployment", "dask"] = "processes"
     deployment: str = "backfill-worker/backfill-worker"
     segments_per_worker: Annotated[int, Field(ge=1, le=64)] = 2
     lease_ttl_seconds: Annotated[float, Field(ge=2, le=3600)] = 30.0
+    stall_seconds: StallSeconds = 600.0
     scheduler: Annotated[str | None, Field(validate_default=True)] = None
 
     @field_validator("scheduler")

@@ -6,10 +6,16 @@ reads chunks through SQLAlchemy in a reader thread (the next chunk is read while
 written), passes them through the optional pandas transform and the cross-engine value
 conversion, and hands them to the target dialect's writer. A checkpoint is committed after
 each chunk's target commit, so a crash re-reads at most one chunk per segment.
+
+A distributed worker passes a ``WorkProgress``: each checkpoint is progress, a throttle hold is a
+wait on purpose, and the loop's database connections are cancelled if its heartbeat declares the
+segment stalled (the copy then stops with ``SegmentLeaseLostError``, leaving the segment to the
+worker that takes it over from the last checkpoint).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import queue
 import threading
@@ -31,8 +37,9 @@ from shiftover.backfill.sources import MySQLStream, PostgresStream, stream_for
 from shiftover.backfill.sqlite import SQLiteWriter
 from shiftover.backfill.throttle import Throttle
 from shiftover.backfill.typemap import row_converter
+from shiftover.control.work_progress import WorkProgress
 from shiftover.engines import dialect_for
-from shiftover.errors import CopyError, TransientCopyError
+from shiftover.errors import CopyError, SegmentLeaseLostError, TransientCopyError
 from shiftover.mapping import TableMapping
 
 Row = tuple[Any, ...]
@@ -67,13 +74,15 @@ def copy_segment(
     deadline: float | None = None,
     attempts: int = 5,
     holder: str | None = None,
+    progress: WorkProgress | None = None,
 ) -> SegmentReport:
     """Copy what remains of one planned segment; lost connections are retried from the checkpoint.
 
     ``deadline`` is a ``time.time()`` after which no new chunk starts (committed chunks stay).
     Data errors raise ``CopyError`` at once and mark the segment failed; the next run retries it.
     ``holder``: a distributed worker's id; every checkpoint is fenced by its segment lease
-    (``SegmentLeaseLostError`` once another worker has taken the segment over).
+    (``SegmentLeaseLostError`` once another worker has taken the segment over). ``progress``: its
+    heartbeat's (see the module docstring); a stalled copy stops with ``SegmentLeaseLostError``.
     """
     retrying = Retrying(
         retry=retry_if_exception_type(TransientCopyError),
@@ -83,12 +92,12 @@ def copy_segment(
     )
     tally = _Tally()  # shared by the attempts: rows copied before a lost connection still count
     started = time.monotonic()
+    progress = progress or WorkProgress()  # nobody watches it: never stalled
+    once = functools.partial(_copy_segment_once, source, target, store_engine, mapping, migration, segment)
     try:
         for attempt in retrying:
-            with attempt:
-                complete = _copy_segment_once(
-                    source, target, store_engine, mapping, migration, segment, throttle, deadline, tally, holder
-                )
+            with attempt, _ended_by_stall(progress, migration, segment, holder):
+                complete = once(throttle, deadline, tally, holder, progress)
                 return SegmentReport(
                     segment, tally.read, tally.inserted, tally.chunks, time.monotonic() - started, complete
                 )
@@ -96,6 +105,23 @@ def copy_segment(
         checkpoints.mark_segment(store_engine, migration, segment, checkpoints.FAILED)
         raise
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+@contextlib.contextmanager
+def _ended_by_stall(progress: WorkProgress, migration: str, segment: int, holder: str | None) -> Iterator[None]:
+    """A stalled copy's statement was cancelled: its error is neither retried nor marks the segment failed."""
+    try:
+        yield
+    except CopyError as exc:
+        if progress.stalled:
+            raise _stalled(migration, segment, holder) from exc
+        raise
+
+
+def _stalled(migration: str, segment: int, holder: str | None) -> SegmentLeaseLostError:
+    return SegmentLeaseLostError(
+        migration, f"worker {holder} made no progress on segment {segment} within the stall limit and gave it up"
+    )
 
 
 def _copy_segment_once(
@@ -109,8 +135,10 @@ def _copy_segment_once(
     deadline: float | None,
     tally: _Tally,
     holder: str | None = None,
+    progress: WorkProgress | None = None,
 ) -> bool:
     """One attempt from the segment's last checkpoint; True when the segment is done."""
+    progress = progress or WorkProgress()
     state = next(s for s in checkpoints.load_plan(store_engine, migration) if s.segment.index == segment)
     if state.done:
         return True
@@ -118,16 +146,19 @@ def _copy_segment_once(
     def checkpoint(key: Key | None, rows: int, final: bool) -> None:
         if final:  # everything up to the segment's end is copied (None: its open end, "end")
             key = state.segment.range.hi
+        if progress.stalled:  # given up while this chunk was stuck: its new holder records it
+            raise _stalled(migration, segment, holder)
         checkpoints.record_chunk(
             store_engine, migration, segment, key, rows, done=final, to_end=final and key is None, holder=holder
         )
+        progress.advance()
 
     stream_class = stream_for(source, target, mapping)
     if stream_class is not None:
         return _stream_loop(
-            stream_class, source, target, mapping, state.remaining, throttle, deadline, tally, checkpoint
+            stream_class, source, target, mapping, state.remaining, throttle, deadline, tally, checkpoint, progress
         )
-    return _rows_loop(source, target, mapping, state.remaining, throttle, deadline, tally, checkpoint)
+    return _rows_loop(source, target, mapping, state.remaining, throttle, deadline, tally, checkpoint, progress)
 
 
 @dataclass
@@ -158,14 +189,24 @@ class _Step:
 
 
 def _run_steps(
-    steps: Iterator[_Step], throttle: Throttle, deadline: float | None, tally: _Tally, checkpoint: Checkpoint
+    steps: Iterator[_Step],
+    throttle: Throttle,
+    deadline: float | None,
+    tally: _Tally,
+    checkpoint: Checkpoint,
+    progress: WorkProgress,
 ) -> bool:
-    """The contract both loops share: gate, reserve, write, steer, checkpoint; True when done."""
-    while _may_start_chunk(throttle, deadline):
+    """The contract both loops share: gate, reserve, write, steer, checkpoint; True when done.
+    The throttle's holds and waits are on purpose: they do not count toward a stall."""
+    while True:
+        with progress.holding():
+            if not _may_start_chunk(throttle, deadline):
+                return False
         step = next(steps, None)
         if step is None:
             return True
-        throttle.acquire(step.rows)
+        with progress.holding():
+            throttle.acquire(step.rows)
         began = time.monotonic()
         read, inserted = step.write()
         throttle.record(read, time.monotonic() - began)
@@ -173,7 +214,6 @@ def _run_steps(
         tally.read, tally.inserted, tally.chunks = tally.read + read, tally.inserted + inserted, tally.chunks + 1
         if step.end is None:
             return True
-    return False
 
 
 # -- PostgreSQL or MySQL → PostgreSQL: COPY data, never decoded ---------------------------
@@ -187,14 +227,15 @@ def _stream_loop(
     deadline: float | None,
     tally: _Tally,
     checkpoint: Checkpoint,
+    progress: WorkProgress,
 ) -> bool:
     writer = PostgresWriter(target, mapping, mapping.target_table_obj(target))
     try:
         stream = _guarded(mapping, remaining, stream_class, source, mapping, writer)
         try:
-            return _run_steps(
-                _stream_steps(stream, writer, mapping, remaining, throttle), throttle, deadline, tally, checkpoint
-            )
+            with progress.on_stall(_canceller(target, writer.conn)), progress.on_stall(_canceller(source, stream.conn)):
+                steps = _stream_steps(stream, writer, mapping, remaining, throttle)
+                return _run_steps(steps, throttle, deadline, tally, checkpoint, progress)
         finally:
             stream.close()
     finally:
@@ -230,11 +271,12 @@ def _rows_loop(
     deadline: float | None,
     tally: _Tally,
     checkpoint: Checkpoint,
+    progress: WorkProgress,
 ) -> bool:
     src_table, tgt_table = mapping.source_table_obj(source), mapping.target_table_obj(target)
     convert = row_converter(mapping, src_table, tgt_table, target.dialect)
     writer: PostgresWriter | MySQLWriter | SQLiteWriter = dialect_for(target).bulk_writer(target, mapping, tgt_table)
-    reader = _ChunkReader(source, mapping, src_table, remaining, throttle)
+    reader = _ChunkReader(source, mapping, src_table, remaining, throttle, progress)
     try:
         steps = (
             _Step(
@@ -244,7 +286,8 @@ def _rows_loop(
             )
             for c in reader
         )
-        return _run_steps(steps, throttle, deadline, tally, checkpoint)
+        with progress.on_stall(_canceller(target, writer.conn)):
+            return _run_steps(steps, throttle, deadline, tally, checkpoint, progress)
     finally:
         reader.stop()
         writer.close()
@@ -276,11 +319,22 @@ def transform_rows(mapping: TableMapping, rows: list[Row]) -> list[Row]:
     return list(frame.itertuples(index=False, name=None))
 
 
+def _canceller(engine: Engine, driver_conn: Any) -> Callable[[], None]:
+    """Aborts the statement running on one of the loop's connections (called from the heartbeat)."""
+    return functools.partial(dialect_for(engine).cancel_statement, engine, driver_conn)
+
+
 class _ChunkReader:
     """Reads keyset chunks in a thread, one ahead of the writer (a bounded queue)."""
 
     def __init__(
-        self, engine: Engine, mapping: TableMapping, table: sa.Table, remaining: KeyRange, throttle: Throttle
+        self,
+        engine: Engine,
+        mapping: TableMapping,
+        table: sa.Table,
+        remaining: KeyRange,
+        throttle: Throttle,
+        progress: WorkProgress,
     ) -> None:
         self.engine, self.mapping, self.table, self.remaining, self.throttle = (
             engine,
@@ -289,6 +343,7 @@ class _ChunkReader:
             remaining,
             throttle,
         )
+        self.progress = progress
         self.key_index = [mapping.target_columns.index(mapping.target_key[i]) for i in range(len(mapping.key))]
         self.queue: queue.Queue[Chunk | BaseException | None] = queue.Queue(maxsize=1)
         self.stopped = threading.Event()
@@ -310,15 +365,20 @@ class _ChunkReader:
         try:
             lo, hi = self.remaining.lo, self.remaining.hi
             with self.engine.connect() as conn, dialect_for(self.engine).utc_session(conn):
-                while not self.stopped.is_set():
-                    chunk = self._read(conn, lo, hi)
-                    conn.commit()  # no long transaction held open on the source
-                    self._put(chunk)
-                    if chunk.final:
-                        return
-                    lo = chunk.range.hi
+                cancel = _canceller(self.engine, conn.connection.driver_connection)
+                with self.progress.on_stall(cancel):
+                    self._read_all(conn, lo, hi)
         except BaseException as exc:
             self._put(exc)
+
+    def _read_all(self, conn: sa.Connection, lo: Key | None, hi: Key | None) -> None:
+        while not self.stopped.is_set():
+            chunk = self._read(conn, lo, hi)
+            conn.commit()  # no long transaction held open on the source
+            self._put(chunk)
+            if chunk.final:
+                return
+            lo = chunk.range.hi
 
     def _read(self, conn: sa.Connection, lo: Key | None, hi: Key | None) -> Chunk:
         rows_wanted = self.throttle.chunk_rows()

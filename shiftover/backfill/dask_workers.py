@@ -109,8 +109,10 @@ class DaskOutcome:
         return (self.progress.rows_copied if self.progress else 0) - self.rows_before
 
     @property
-    def rows_inserted(self) -> int:
-        """Rows the loops that returned inserted (a killed loop's inserts are not reported)."""
+    def rows_inserted_by_returned_loops(self) -> int:
+        """Rows inserted, as the loops that returned reported them: a lower bound. A loop that died
+        or failed reports nothing, and no store counts inserts (a checkpoint counts rows copied,
+        which include keys the target already held): ``rows_copied`` is the run's complete count."""
         return sum(int(r["rows_inserted"]) for r in self.reports)
 
 

@@ -23,8 +23,9 @@ from shiftover.backfill.copy import SegmentReport, copy_segment
 from shiftover.backfill.run import make_throttle, prepare_backfill
 from shiftover.backfill.throttle import Throttle
 from shiftover.control import worker_processes
-from shiftover.control.segment_leases import SegmentLease, work_claimed_segments
+from shiftover.control.segment_leases import DEFAULT_STALL_SECONDS, SegmentLease, work_claimed_segments
 from shiftover.control.store import utcnow
+from shiftover.control.work_progress import WorkProgress
 from shiftover.control.worker_processes import WorkerExit as WorkerExit  # re-exported: their home is control
 from shiftover.control.worker_processes import wait_for_workers as wait_for_workers
 from shiftover.control.worker_processes import worker_name
@@ -107,6 +108,7 @@ class WorkerReport:
     segments: list[SegmentReport] = field(default_factory=list)
     taken_over: list[int] = field(default_factory=list)  # segments claimed from an expired lease
     lost: list[int] = field(default_factory=list)  # segments this worker lost to another
+    stalled: list[int] = field(default_factory=list)  # segments it gave up: no progress within the stall limit
     seconds: float = 0.0
 
     @property
@@ -122,6 +124,7 @@ class WorkerReport:
             "copy_seconds": round(sum(r.seconds for r in self.segments), 3),
             "taken_over": self.taken_over,
             "lost": self.lost,
+            "stalled": self.stalled,
             "seconds": round(self.seconds, 3),
         }
 
@@ -135,9 +138,12 @@ def copy_claimed_segments(
     wait_for_others: bool = True,
     poll_seconds: float = 1.0,
     max_seconds: float | None = None,
+    stall_seconds: float | None = None,
 ) -> WorkerReport:
     """Claim, copy and release segments until every segment is done (or failed), or ``max_seconds``.
     The rows/s cap is shared with every other worker (``backfill.budget``) unless ``throttle`` says otherwise.
+    ``stall_seconds``: give a segment up after that long without a committed chunk (default: the
+    spec's ``backfill.distributed.stall_seconds``, every worker reads it from the same spec).
 
     A data error (``CopyError``) marks the segment failed (``copy_segment``) and is raised: the
     other workers skip failed segments, a re-plan or an in-process run retries them.
@@ -146,7 +152,7 @@ def copy_claimed_segments(
     leases.require_distributed_store(engine)
     throttle = throttle or make_throttle(migration, shared=True)  # the cluster's one rows/s budget
 
-    def copy(lease: SegmentLease) -> SegmentReport:
+    def copy(lease: SegmentLease, progress: WorkProgress) -> SegmentReport:
         return copy_segment(
             migration.source,
             migration.target,
@@ -156,6 +162,7 @@ def copy_claimed_segments(
             lease.segment,
             throttle,
             holder=worker_id,
+            progress=progress,
         )
 
     done = work_claimed_segments(
@@ -164,11 +171,17 @@ def copy_claimed_segments(
         worker_id,
         copy,
         ttl=ttl,
+        stall_seconds=stall_seconds or stall_limit(migration.spec.backfill.distributed),
         wait_for_others=wait_for_others,
         poll_seconds=poll_seconds,
         max_seconds=max_seconds,
     )
-    return WorkerReport(worker_id, done.results, done.taken_over, done.lost, done.seconds)
+    return WorkerReport(worker_id, done.results, done.taken_over, done.lost, done.stalled, done.seconds)
+
+
+def stall_limit(declared: DistributedSpec | None) -> float:
+    """The spec's stall limit, or the default when the run asked for workers without declaring them."""
+    return declared.stall_seconds if declared is not None else DEFAULT_STALL_SECONDS
 
 
 @dataclass(frozen=True)

@@ -11,15 +11,22 @@ Two claimers racing for one row: PostgreSQL and InnoDB re-check the UPDATE's WHE
 row as committed by the winner, so the loser matches no row. SQLite is refused (one file, one
 machine: it cannot coordinate workers on several hosts).
 
+A worker alive but stuck (its work blocked in a database call) would renew forever: the work
+reports progress (``WorkProgress``) and the heartbeat renews only while progress was seen within
+``stall_seconds``. Past it, the heartbeat cuts the lease short, records why in the audit log and
+cancels the work's statements where it can; the stuck work, if it ever returns, is fenced as a
+worker whose lease expired.
+
 Times come from each worker's clock (``utcnow``), as for the migration lease: keep the TTL well
 above the clock skew between machines.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
@@ -27,13 +34,16 @@ from typing import Any, Generic, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from shiftover.control.store import utcnow
+from shiftover.control.store import ControlStore, utcnow
+from shiftover.control.work_progress import WorkProgress
 from shiftover.engines import dialect_for
 from shiftover.errors import ControlStoreError, SegmentLeaseLostError, SpecError
 
 DEFAULT_SEGMENT_TTL_SECONDS = 30.0
+DEFAULT_STALL_SECONDS = 600.0  # the spec fields' default: longer than any one chunk or checksum query should take
 CLAIM_CANDIDATES = 16  # free segments one claim reads; racing claimers take the next when they lose one
 R = TypeVar("R")
+log = logging.getLogger(__name__)
 
 
 def require_distributed_store(engine: Engine, field: str | None = None, *, what: str = "backfill") -> None:
@@ -94,11 +104,17 @@ class SegmentLease:
 
 
 def claim_next(
-    engine: Engine, pool: SegmentPool, holder: str, *, ttl: float = DEFAULT_SEGMENT_TTL_SECONDS
+    engine: Engine,
+    pool: SegmentPool,
+    holder: str,
+    *,
+    ttl: float = DEFAULT_SEGMENT_TTL_SECONDS,
+    avoid: Collection[int] = (),
 ) -> tuple[SegmentLease | None, int]:
     """Take the lowest unfinished segment that is free or whose lease expired (None when there is
     none to take now), and how many segments were unfinished when it looked (0: nothing is left for
-    any worker), from the same read: an idle worker polls the control store once per wait."""
+    any worker), from the same read: an idle worker polls the control store once per wait.
+    ``avoid``: segments not to take now (ones this worker just gave up as stalled)."""
     require_distributed_store(engine)
     now, c = utcnow(), pool.table.c
     free = sa.case((pool.free(now, holder), 1), else_=0)
@@ -112,7 +128,7 @@ def claim_next(
             .limit(CLAIM_CANDIDATES)
         ).all()
     unfinished = int(rows[0].unfinished) if rows else 0
-    for candidate in (r for r in rows if r.free):
+    for candidate in (r for r in rows if r.free and r.segment not in avoid):
         expires = now + timedelta(seconds=ttl)
         with engine.begin() as conn:
             won = conn.execute(
@@ -152,12 +168,19 @@ def release_segment(engine: Engine, lease: SegmentLease) -> bool:
 
 @dataclass
 class Heartbeat:
-    """Renews a segment lease every third of the TTL from a daemon thread; ``lost`` once it could not."""
+    """Renews a segment lease every third of the TTL from a daemon thread; ``lost`` once it could not.
+
+    With ``progress`` and ``stall_seconds``, it renews only while the work moved within
+    ``stall_seconds``; past it, ``stalled`` is set, the lease is cut short (expired now, so another
+    worker takes the segment over at once), the stall is audited and the work's statements cancelled."""
 
     engine: Engine
     lease: SegmentLease
     ttl: float = DEFAULT_SEGMENT_TTL_SECONDS
+    progress: WorkProgress | None = None
+    stall_seconds: float | None = None
     lost: bool = False
+    stalled: bool = False
     beats: int = 0
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)
     _thread: threading.Thread | None = field(default=None, repr=False)
@@ -175,12 +198,54 @@ class Heartbeat:
     def _run(self) -> None:
         while not self._stop.wait(self.ttl / 3):
             try:
-                if not renew_segment(self.engine, self.lease, ttl=self.ttl):
-                    self.lost = True
+                if not self.beat():
                     return
-                self.beats += 1
             except Exception:  # a control-store blip: the next beat tries again before expiry
                 continue
+
+    def beat(self) -> bool:
+        """One beat: renew, or give the lease up (lost, or the work stalled); False when it stops."""
+        if self.progress is not None and self.stall_seconds is not None:
+            idle = self.progress.idle_seconds()
+            if idle > self.stall_seconds:
+                self.give_up_stalled(idle)
+                return False
+        if not renew_segment(self.engine, self.lease, ttl=self.ttl):
+            self.lost = True
+            return False
+        self.beats += 1
+        return True
+
+    def give_up_stalled(self, idle: float) -> None:
+        assert self.progress is not None
+        self.stalled = True
+        lease, table = self.lease, self.lease.pool.table.name
+        log.warning(
+            "segment %d of %s (%s): no progress for %.0f s (stall_seconds %g); %s gives its lease up",
+            lease.segment,
+            table,
+            dict(lease.pool.scope),
+            idle,
+            self.stall_seconds,
+            lease.holder,
+        )
+        self.progress.declare_stalled()  # its statement cancelled before another worker can claim the segment
+        expire_segment(self.engine, lease)
+        detail = {"table": table, "segment": lease.segment, "idle_seconds": round(idle, 1)}
+        ControlStore(self.engine).audit(lease.migration, lease.holder, "segment_stalled", detail)
+
+
+def expire_segment(engine: Engine, lease: SegmentLease) -> bool:
+    """End a held lease now but keep its holder: the segment is free to claim, and this holder's
+    checkpoints stay fenced the moment another worker claims it."""
+    t = lease.pool.table
+    with engine.begin() as conn:
+        done = conn.execute(
+            t.update()
+            .where(*lease.pool.row(lease.segment), t.c.lease_holder == lease.holder)
+            .values(lease_expires_at=utcnow() - timedelta(seconds=1))
+        ).rowcount
+    return done == 1
 
 
 @dataclass
@@ -190,6 +255,7 @@ class ClaimedWork(Generic[R]):
     results: list[R] = field(default_factory=list)
     taken_over: list[int] = field(default_factory=list)  # segments claimed from an expired lease
     lost: list[int] = field(default_factory=list)  # segments this worker lost to another
+    stalled: list[int] = field(default_factory=list)  # segments given up: no progress within the stall limit
     seconds: float = 0.0
 
 
@@ -197,9 +263,10 @@ def work_claimed_segments(
     engine: Engine,
     pool: SegmentPool,
     worker_id: str,
-    work: Callable[[SegmentLease], R],
+    work: Callable[[SegmentLease, WorkProgress], R],
     *,
     ttl: float = DEFAULT_SEGMENT_TTL_SECONDS,
+    stall_seconds: float | None = DEFAULT_STALL_SECONDS,
     wait_for_others: bool = True,
     poll_seconds: float = 1.0,
     max_seconds: float | None = None,
@@ -208,13 +275,19 @@ def work_claimed_segments(
     """Claim a segment, ``work`` on it under a heartbeat, release it; until every segment is
     finished, ``max_seconds`` pass or ``stop()`` says so. A worker with nothing to claim while
     others hold unfinished segments keeps polling (unless told not to wait), so the survivors take
-    over a dead worker's segment once its lease expires. ``work`` raising ``SegmentLeaseLostError``
-    counts the segment as lost; any other error ends the loop (the lease released)."""
+    over a dead worker's segment once its lease expires. ``work`` reports its progress on the
+    ``WorkProgress`` it is given; with none for ``stall_seconds`` the lease is given up (see
+    ``Heartbeat``) and this worker leaves the segment to the others for one TTL before it may take
+    it back (alone, it retries it). ``work`` raising ``SegmentLeaseLostError`` counts the segment
+    as lost; any other error ends the loop (the lease released)."""
     require_distributed_store(engine)
     done: ClaimedWork[R] = ClaimedWork()
     started = time.monotonic()
+    gave_up: dict[int, float] = {}  # stalled segment -> when this worker may take it again
     while (max_seconds is None or time.monotonic() - started < max_seconds) and not (stop and stop()):
-        lease, unfinished = claim_next(engine, pool, worker_id, ttl=ttl)
+        now = time.monotonic()
+        avoid = [segment for segment, until in gave_up.items() if until > now]
+        lease, unfinished = claim_next(engine, pool, worker_id, ttl=ttl, avoid=avoid)
         if lease is None:
             if not wait_for_others or not unfinished:
                 break
@@ -222,13 +295,20 @@ def work_claimed_segments(
             continue
         if lease.previous_holder is not None:
             done.taken_over.append(lease.segment)
-        beat = Heartbeat(engine, lease, ttl).start()
+        progress = WorkProgress()
+        beat = Heartbeat(engine, lease, ttl, progress, stall_seconds).start()
+        finished = False
         try:
-            done.results.append(work(lease))
+            done.results.append(work(lease, progress))
+            finished = True
         except SegmentLeaseLostError:
             done.lost.append(lease.segment)
         finally:
             beat.stop()
-            release_segment(engine, lease)
+            if beat.stalled:
+                done.stalled.append(lease.segment)
+                gave_up[lease.segment] = time.monotonic() + ttl  # another worker's turn first
+            if finished or not beat.stalled:  # a stalled lease was cut short: its holder stays, so a takeover shows
+                release_segment(engine, lease)
     done.seconds = time.monotonic() - started
     return done

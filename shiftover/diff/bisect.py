@@ -64,12 +64,16 @@ class Narrowing:
     screened: list[int] = field(default_factory=lambda: [0, 0])  # rows screened: source, target
     stats: tuple[TableStats, TableStats] = (TableStats(None, None), TableStats(None, None))
     stop: threading.Event = field(default_factory=threading.Event)
+    progress: Callable[[], None] | None = None  # a distributed worker's: each step that returned
 
     def both(self, fn: Callable[..., T], *args: Any) -> tuple[T, T]:
         """Run ``fn(side, *args)`` on the source and the target at the same time."""
         s = self.pool.submit(fn, self.source, *args)
         t = self.pool.submit(fn, self.target, *args)
-        return s.result(), t.result()
+        results = s.result(), t.result()
+        if self.progress is not None:
+            self.progress()
+        return results
 
 
 def candidate_keys(n: Narrowing, rng: KeyRange) -> list[Key]:

@@ -29,16 +29,19 @@ from sqlalchemy.engine import Engine
 
 from shiftover.control import schema, worker_processes
 from shiftover.control.segment_leases import (
+    DEFAULT_STALL_SECONDS,
     SegmentLease,
     SegmentPool,
     require_distributed_store,
     work_claimed_segments,
 )
 from shiftover.control.store import utcnow
+from shiftover.control.work_progress import WorkProgress, pooled_statements
 from shiftover.diff.bisect import Narrowing
 from shiftover.diff.checksum import key_bounds
 from shiftover.diff.failures import DiffProgress, load_differences, record_differences
 from shiftover.diff.report import DiffReport
+from shiftover.diff.segments import KeyRange
 from shiftover.diff.tables import DiffPlan, _narrowing, _segment, _segments, _sorted, _unique, plan_diff
 from shiftover.errors import DiffError, SegmentLeaseLostError, SpecError
 from shiftover.migration import Migration
@@ -95,6 +98,7 @@ class DiffWorkerReport:
     differences: int = 0
     taken_over: list[int] = field(default_factory=list)
     lost: list[int] = field(default_factory=list)
+    stalled: list[int] = field(default_factory=list)  # given up: no progress within the stall limit
     seconds: float = 0.0  # in the claim loop
     diff_seconds: float = 0.0  # screening and narrowing segments
     record_seconds: float = 0.0  # recording segments' results in the control store
@@ -106,6 +110,7 @@ class DiffWorkerReport:
             "differences": self.differences,
             "taken_over": self.taken_over,
             "lost": self.lost,
+            "stalled": self.stalled,
             "seconds": round(self.seconds, 3),
             "diff_seconds": round(self.diff_seconds, 3),
             "record_seconds": round(self.record_seconds, 3),
@@ -121,9 +126,12 @@ def diff_claimed_segments(
     wait_for_others: bool = True,
     poll_seconds: float = 1.0,
     max_seconds: float | None = None,
+    stall_seconds: float | None = None,
 ) -> DiffWorkerReport:
     """One worker: claim segments of ``job``'s run, diff each, record its result; until none is left,
-    or the run's differences passed ``max_differences`` (the parent reports it truncated)."""
+    or the run's differences passed ``max_differences`` (the parent reports it truncated).
+    ``stall_seconds``: give a segment up after that long with no screening or narrowing step
+    returned (default: the spec's ``validation.distributed.stall_seconds``)."""
     engine, options = migration.store.engine, migration.spec.validation
     require_distributed_store(engine, what="diff")
     m = migration
@@ -132,9 +140,12 @@ def diff_claimed_segments(
     )
     ranges = [rng for rng, _ in DiffProgress(engine, m.name, job.run_id).load_segments()]
     report = DiffWorkerReport(worker_id)
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="so-diff-side") as side_pool:
+    with (
+        ThreadPoolExecutor(max_workers=2, thread_name_prefix="so-diff-side") as side_pool,
+        pooled_statements(m.source, m.target) as cancel_queries,
+    ):
 
-        def diff_one(lease: SegmentLease) -> int:
+        def diff_one(lease: SegmentLease, progress: WorkProgress) -> int:
             n = Narrowing(
                 plan.source,
                 plan.target,
@@ -145,7 +156,7 @@ def diff_claimed_segments(
                 limit=options.max_differences,
             )
             started = time.perf_counter()
-            found = _segment(plan, n, ranges[lease.segment])
+            found = screen_leased_segment(plan, n, ranges[lease.segment], lease, progress, cancel_queries)
             recording = time.perf_counter()
             finish_leased_segment(engine, lease, job.run_id, found, n)
             report.diff_seconds += recording - started
@@ -159,14 +170,48 @@ def diff_claimed_segments(
             worker_id,
             diff_one,
             ttl=ttl,
+            stall_seconds=stall_seconds
+            or (options.distributed.stall_seconds if options.distributed else DEFAULT_STALL_SECONDS),
             wait_for_others=wait_for_others,
             poll_seconds=poll_seconds,
             max_seconds=max_seconds,
             stop=lambda: recorded_count(engine, m.name, job.run_id) > options.max_differences,
         )
     report.differences = sum(done.results)
-    report.taken_over, report.lost, report.seconds = done.taken_over, done.lost, done.seconds
+    report.taken_over, report.lost, report.stalled = done.taken_over, done.lost, done.stalled
+    report.seconds = done.seconds
     return report
+
+
+def screen_leased_segment(
+    plan: DiffPlan,
+    n: Narrowing,
+    rng: KeyRange,
+    lease: SegmentLease,
+    progress: WorkProgress,
+    cancel_queries: Callable[[], None],
+) -> list[Any]:
+    """``_segment`` reporting each returned step as progress; once the heartbeat declared the work
+    stalled (its queries cancelled), it ends with ``SegmentLeaseLostError`` at its next step or error."""
+
+    def gave_up() -> SegmentLeaseLostError:
+        return SegmentLeaseLostError(
+            lease.migration, f"worker {lease.holder} made no progress on segment {lease.segment} and gave it up"
+        )
+
+    def moved() -> None:
+        if progress.stalled:  # the new holder diffs the segment
+            raise gave_up()
+        progress.advance()
+
+    n.progress = moved
+    try:
+        with progress.on_stall(cancel_queries):
+            return _segment(plan, n, rng)
+    except Exception as exc:
+        if progress.stalled and not isinstance(exc, SegmentLeaseLostError):
+            raise gave_up() from exc
+        raise
 
 
 def finish_leased_segment(engine: Engine, lease: SegmentLease, run_id: str, found: list[Any], n: Narrowing) -> None:

@@ -197,6 +197,12 @@ class EngineDialect:
         """Rename table ``old`` to ``new`` (quoted names; ``schema_prefix`` is '"s".' or '')."""
         return f"ALTER TABLE {schema_prefix}{old} RENAME TO {new}"
 
+    # -- a stuck statement ----------------------------------------------------------------
+    def cancel_statement(self, engine: Engine, driver_conn: Any) -> None:
+        """Abort the statement running on ``driver_conn`` (a driver connection of ``engine``), from
+        another thread: a stalled distributed worker's heartbeat calls it."""
+        raise NotImplementedError
+
     # -- identity: the same table under two spellings ------------------------------------
     def same_server(self, a: sa.Connection, b: sa.Connection, token: str) -> bool:
         """Whether two connections reach one server: a session lock taken on ``a`` is seen from ``b``

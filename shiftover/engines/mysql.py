@@ -244,6 +244,11 @@ END""",
     def rename_ddl(self, schema_prefix: str, old: str, new: str) -> str:
         return f"RENAME TABLE {schema_prefix}{old} TO {schema_prefix}{new}"
 
+    def cancel_statement(self, engine: Engine, driver_conn: Any) -> None:
+        """``KILL QUERY`` from a connection of its own (the statement fails with 1317; the session stays)."""
+        with engine.connect() as conn:
+            conn.execute(sa.text(f"KILL QUERY {int(driver_conn.thread_id())}"))
+
     def same_server(self, a: sa.Connection, b: sa.Connection, token: str) -> bool:
         name = f"shiftover-identity-{token}"[:64]
         a.execute(sa.select(sa.func.get_lock(name, 5)))

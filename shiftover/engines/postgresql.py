@@ -201,6 +201,10 @@ END $$""",
             f"DROP FUNCTION IF EXISTS {qualified(d, n.trigger, n.schema)}()",
         ]
 
+    def cancel_statement(self, engine: Engine, driver_conn: Any) -> None:
+        """psycopg's thread-safe cancel request (the statement fails with 57014; the session stays)."""
+        driver_conn.cancel_safe(timeout=10.0)
+
     def same_server(self, a: sa.Connection, b: sa.Connection, token: str) -> bool:
         key = sa.select(sa.func.hashtextextended(token, 0)).scalar_subquery()
         a.execute(sa.select(sa.func.pg_advisory_lock(key)))

@@ -167,6 +167,9 @@ class SQLite(EngineDialect):
     def capture_remove_ddl(self, d: sa.Dialect, n: CaptureNames) -> list[str]:
         return [f"DROP TRIGGER IF EXISTS {quote(d, f'{n.trigger}_{s}')}" for s in ("ins", "upd", "del")]
 
+    def cancel_statement(self, engine: Engine, driver_conn: Any) -> None:
+        driver_conn.interrupt()  # sqlite3's own cross-thread abort
+
     def same_server(self, a: sa.Connection, b: sa.Connection, token: str) -> bool:
         return _file_id(a) == _file_id(b)
 

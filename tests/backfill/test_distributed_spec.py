@@ -28,6 +28,7 @@ def test_defaults_and_the_run_parameter() -> None:
     assert settings is not None
     assert (settings.workers, settings.mode, settings.segments, settings.from_spec) == (3, "processes", 6, True)
     assert settings.deployment == "backfill-worker/backfill-worker" and settings.lease_ttl_seconds == 30.0
+    assert spec.distributed is not None and spec.distributed.stall_seconds == 600.0
     assert distributed_settings(spec, 5).workers == 5  # type: ignore[union-attr]  # a run's distributed=5 wins
     plain = parse_spec({**_spec(None), "backfill": {}}).backfill
     assert distributed_settings(plain) is None
@@ -73,6 +74,12 @@ def test_mode_dask_takes_a_scheduler_address_or_a_reference(address: str) -> Non
         ({"workers": 2, "scheduler": "tcp://dask:8786"}, "backfill.distributed.scheduler", "only for mode dask"),
         ({"workers": 2, "deployment": "backfill-worker"}, "backfill.distributed.deployment", "flow-name/deployment"),
         ({"workers": 2, "lease_ttl_seconds": 1}, "backfill.distributed.lease_ttl_seconds", "greater than or equal"),
+        ({"workers": 2, "stall_seconds": 30}, "backfill.distributed.stall_seconds", "above lease_ttl_seconds"),
+        (
+            {"workers": 2, "lease_ttl_seconds": 900},  # the default stall limit (600 s) is not above it
+            "backfill.distributed.stall_seconds",
+            r"600 s must be above lease_ttl_seconds \(900 s\)",
+        ),
         ({"workers": 2, "threads": 4}, "backfill.distributed.threads", "unknown field"),
         (4, "backfill.distributed", "valid dictionary"),
     ],
@@ -81,3 +88,13 @@ def test_a_wrong_value_is_refused_naming_its_field(distributed: Any, field: str,
     with pytest.raises(SpecError, match=message) as caught:
         parse_spec(_spec(distributed))
     assert caught.value.field == field
+
+
+def test_the_diff_workers_stall_limit_is_checked_against_their_lease() -> None:
+    validation = {"distributed": {"workers": 2, "lease_ttl_seconds": 20, "stall_seconds": 20}}
+    with pytest.raises(SpecError, match="above lease_ttl_seconds") as caught:
+        parse_spec({**_spec(None), "backfill": {}, "validation": validation})
+    assert caught.value.field == "validation.distributed.stall_seconds"
+    validation["distributed"]["stall_seconds"] = 45
+    spec = parse_spec({**_spec(None), "backfill": {}, "validation": validation})
+    assert spec.validation.distributed is not None and spec.validation.distributed.stall_seconds == 45

@@ -12,6 +12,7 @@ import pytest
 from shiftover.backfill import checkpoints, leases
 from shiftover.backfill.keyset import KeyRange, Segment
 from shiftover.control.store import ControlStore, open_store
+from shiftover.control.work_progress import WorkProgress
 from shiftover.errors import ControlStoreError, SegmentLeaseLostError
 
 
@@ -107,3 +108,41 @@ def test_heartbeat_keeps_a_short_lease_alive(shared_store: ControlStore) -> None
 def test_sqlite_control_store_is_refused(control_store: ControlStore) -> None:
     with pytest.raises(ControlStoreError, match="PostgreSQL or MariaDB"):
         leases.claim_segment(control_store.engine, "m1", "w1")
+
+
+def test_heartbeat_gives_up_a_segment_whose_work_stalls(shared_store: ControlStore) -> None:
+    """A fake clock drives the stall limit: progress and deliberate holds keep the lease, idle time
+    past the limit cuts it short, cancels the work's statement, audits it; another worker takes
+    the segment over and the stalled holder is fenced."""
+    _plan(shared_store, 1)
+    engine = shared_store.engine
+    lease = leases.claim_segment(engine, "m1", "w1", ttl=30)
+    assert lease is not None
+    now = [0.0]
+    progress = WorkProgress(clock=lambda: now[0])
+    beat = leases.Heartbeat(engine, lease, ttl=30, progress=progress, stall_seconds=10)
+    cancelled: list[str] = []
+    with progress.on_stall(lambda: cancelled.append("left")):
+        pass  # no longer running: not cancelled
+    with progress.on_stall(lambda: cancelled.append("write")):
+        now[0] = 9.0
+        assert beat.beat()
+        progress.advance()
+        now[0] = 18.0
+        assert beat.beat()  # 9 s idle
+        with progress.holding():  # a paused throttle is not a stall
+            now[0] = 40.0
+            assert beat.beat()
+        now[0] = 50.0
+        assert beat.beat()  # 10 s since the hold ended: at the limit, not past it
+        assert leases.claim_segment(engine, "m1", "w2", ttl=30) is None  # still renewed
+        now[0] = 50.5
+        assert not beat.beat()
+    assert beat.stalled and progress.stalled and not beat.lost and beat.beats == 4
+    assert cancelled == ["write"]
+    entries = shared_store.audit_entries("m1", "segment_stalled")
+    assert [(e["actor"], e["detail"]["segment"], e["detail"]["idle_seconds"]) for e in entries] == [("w1", 0, 10.5)]
+    taken = leases.claim_segment(engine, "m1", "w2", ttl=30)  # cut short: free at once, not after the TTL
+    assert taken is not None and taken.previous_holder == "w1"
+    with pytest.raises(SegmentLeaseLostError):
+        checkpoints.record_chunk(engine, "m1", 0, (50,), 50, done=False, holder="w1")
