@@ -244,11 +244,11 @@ def _wait(timeout_ms: int) -> str:
 
 
 class MetadataLockWatchdog(LockWaitGuard):
-    """Ends a lock wait of the watched session once it has lasted ``timeout_ms`` (``KILL QUERY``
-    from a second connection): the bound the server cannot express below a second or between
-    whole seconds. Only waits are cut (processlist state ``Waiting for ... lock``): a table rebuild
-    in progress is left alone. A wait begins at most one poll before it is seen, so it is cut one
-    poll early to stay within the bound."""
+    """Ends a lock wait of the watched session once it may have lasted ``timeout_ms`` (``KILL
+    QUERY`` from a second connection, opened before the statement starts): the bound the server
+    cannot express below a second or between whole seconds. Only waits are cut (processlist state
+    ``Waiting for ... lock``): a table rebuild in progress is left alone. A wait is timed from the
+    last poll that saw none, so a poll delayed on a busy machine cuts it early, never late."""
 
     def __init__(self, conn: sa.Connection, timeout_ms: int) -> None:
         self.conn, self.timeout = conn, timeout_ms / 1000
@@ -256,31 +256,38 @@ class MetadataLockWatchdog(LockWaitGuard):
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._watch, daemon=True)
         self.target = 0
+        self.watcher: sa.Connection | None = None
 
     def __enter__(self) -> MetadataLockWatchdog:
         self.target = int(self.conn.exec_driver_sql("SELECT CONNECTION_ID()").scalar_one())
+        try:
+            self.watcher = self.conn.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        except sa.exc.DBAPIError:
+            return self  # the statement's own WAIT still bounds it, at whole seconds
         self.thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop.set()
-        self.thread.join()
+        if self.watcher is not None:
+            if self.thread.is_alive():
+                self.thread.join()
+            self.watcher.close()
 
     def _watch(self) -> None:
+        assert self.watcher is not None
         state_sql = sa.text("SELECT state FROM information_schema.processlist WHERE id = :id")
+        clear = time.monotonic()  # no wait yet: the statement starts after this
         try:
-            with self.conn.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as watcher:
-                since: float | None = None
-                while not self.stop.wait(self.poll):
-                    state = str(watcher.execute(state_sql, {"id": self.target}).scalar() or "")
-                    if not (state.startswith("Waiting for") and state.endswith(" lock")):
-                        since = None
-                        continue
-                    since = since or time.monotonic()
-                    if time.monotonic() - since >= self.timeout - self.poll:
-                        watcher.exec_driver_sql(f"KILL QUERY {self.target}")
-                        self.fired = True
-                        return
+            while not self.stop.wait(self.poll):
+                asked = time.monotonic()
+                state = str(self.watcher.execute(state_sql, {"id": self.target}).scalar() or "")
+                if not (state.startswith("Waiting for") and state.endswith(" lock")):
+                    clear = asked
+                elif time.monotonic() - clear >= self.timeout - self.poll:
+                    self.watcher.exec_driver_sql(f"KILL QUERY {self.target}")
+                    self.fired = True
+                    return
         except sa.exc.DBAPIError:
             return  # the statement's own WAIT still bounds it, at whole seconds
 
