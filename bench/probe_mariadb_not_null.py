@@ -1,10 +1,14 @@
 """Probe (issue 13): MariaDB's ``MODIFY ... NOT NULL, ALGORITHM=INPLACE, LOCK=NONE`` under a constant
-single-row writer. Not a test: it records each attempt's duration and error, what the other sessions
-were doing while the ALTER waited (processlist, innodb_trx), and the writer's worst wait.
+single-row writer. Not a test: it records each attempt's duration and error, the ALTER session's
+stages, what the others were doing while it waited on a metadata lock, InnoDB lock waits
+(processlist, innodb_trx, innodb_lock_waits), and the writer's worst wait.
 
-    .venv/bin/python bench/probe_mariadb_not_null.py --rows 300000 --wait 0.5 --index
+    .venv/bin/python bench/probe_mariadb_not_null.py --rows 300000 --wait 0.5 --index --trace
+    .venv/bin/python bench/probe_mariadb_not_null.py --rows 300000 --wait 0.5 --index --shiftover
 
-Ends with one JSON line.
+The first runs the bare ``ALTER ... WAIT <--wait>`` (``WAIT 0.5`` is NOWAIT on 10.11: the ALTER is
+never seen waiting); the second runs the step as the constrain stage does, ``lock.timeout_ms`` =
+--wait. Ends with one JSON line.
 """
 
 from __future__ import annotations
