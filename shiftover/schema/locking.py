@@ -3,7 +3,9 @@
 Each statement runs with its lock wait bounded (``SchemaDialect.begin_ddl``); when the bound is
 hit the statement is abandoned (so whatever queued behind it proceeds), and retried after an
 exponential backoff with jitter. After the last attempt a ``LockTimeoutError`` names who held the
-lock. pgroll does the same on PostgreSQL (500 ms, backoff on 55P03).
+lock. pgroll does the same on PostgreSQL (500 ms, backoff on 55P03). Where the server's bound is
+coarser than the spec's (MariaDB: whole seconds), ``SchemaDialect.guard_lock_wait`` ends the wait
+at the spec's bound, and an attempt it ended is retried like a lock timeout.
 
 ``outside_transaction`` runs each statement on its own autocommit connection with a session-level
 bound (``SchemaDialect.begin_session_ddl``): PostgreSQL's ``CREATE INDEX CONCURRENTLY`` refuses to
