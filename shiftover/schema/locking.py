@@ -3,7 +3,9 @@
 Each statement runs with its lock wait bounded (``SchemaDialect.begin_ddl``); when the bound is
 hit the statement is abandoned (so whatever queued behind it proceeds), and retried after an
 exponential backoff with jitter. After the last attempt a ``LockTimeoutError`` names who held the
-lock. pgroll does the same on PostgreSQL (500 ms, backoff on 55P03).
+lock. pgroll does the same on PostgreSQL (500 ms, backoff on 55P03). Where the server's bound is
+coarser than the spec's (MariaDB: whole seconds), ``SchemaDialect.guard_lock_wait`` ends the wait
+at the spec's bound, and an attempt it ended is retried like a lock timeout.
 
 ``outside_transaction`` runs each statement on its own autocommit connection with a session-level
 bound (``SchemaDialect.begin_session_ddl``): PostgreSQL's ``CREATE INDEX CONCURRENTLY`` refuses to
@@ -17,13 +19,14 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from shiftover.engines import run_literal
-from shiftover.schema.engines import schema_dialect
+from shiftover.schema.engines import LockWaitGuard, schema_dialect
 from shiftover.schema.errors import LockTimeoutError
 from shiftover.schema.spec import LockSpec
 
@@ -77,24 +80,18 @@ def _run_group(
     before: Callable[[sa.Connection], list[str]] | None = None,
 ) -> None:
     dialect = schema_dialect(engine)
+    autocommit = {"isolation_level": "AUTOCOMMIT"} if outside_transaction else {}
     for attempt in range(1, lock.attempts + 1):
+        guard = LockWaitGuard()
         try:
-            if outside_transaction:
-                _autocommitted(engine, group, lock, before)
-            else:
-                with engine.connect() as conn:
-                    try:
-                        with conn.begin():
-                            dialect.begin_ddl(conn, lock.timeout_ms)
-                            for statement in [*(before(conn) if before else []), *group]:
-                                run_literal(conn, statement)
-                    finally:
-                        dialect.end_ddl(conn)
+            with engine.connect().execution_options(**autocommit) as conn:
+                guard = dialect.guard_lock_wait(conn, lock.timeout_ms)
+                _attempt(conn, group, lock, before, guard, outside_transaction)
             report.statements += len(group)
             report.attempts.append(attempt)
             return
         except sa.exc.DBAPIError as error:
-            if not dialect.is_lock_timeout(error):
+            if not (dialect.is_lock_timeout(error) or guard.fired):
                 raise
             report.lock_timeouts += 1
             if attempt == lock.attempts:
@@ -106,17 +103,27 @@ def _run_group(
             sleep(pause)
 
 
-def _autocommitted(
-    engine: Engine, group: list[str], lock: LockSpec, before: Callable[[sa.Connection], list[str]] | None
+def _attempt(
+    conn: sa.Connection,
+    group: list[str],
+    lock: LockSpec,
+    before: Callable[[sa.Connection], list[str]] | None,
+    guard: LockWaitGuard,
+    autocommit: bool,
 ) -> None:
-    dialect = schema_dialect(engine)
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        try:
-            dialect.begin_session_ddl(conn, lock.timeout_ms)
+    """One try at ``group``: in one transaction, or each statement autocommitted (see the module's
+    docstring), its lock waits bounded by the session setting and by ``guard``."""
+    dialect = schema_dialect(conn)
+    begin, end = (
+        (dialect.begin_session_ddl, dialect.end_session_ddl) if autocommit else (dialect.begin_ddl, dialect.end_ddl)
+    )
+    try:
+        with nullcontext() if autocommit else conn.begin(), guard:
+            begin(conn, lock.timeout_ms)
             for statement in [*(before(conn) if before else []), *group]:
                 run_literal(conn, statement)
-        finally:
-            dialect.end_session_ddl(conn)
+    finally:
+        end(conn)
 
 
 def backoff_seconds(lock: LockSpec, attempt: int) -> float:

@@ -62,6 +62,19 @@ class TableRename:
     schema: str | None
 
 
+class LockWaitGuard:
+    """A context manager around one DDL attempt; ``fired`` once it ended a lock wait itself (the
+    statement then fails with the engine's interruption error, retried like a lock timeout)."""
+
+    fired = False
+
+    def __enter__(self) -> LockWaitGuard:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
 class SchemaDialect:
     name = ""
     transactional_ddl = False  # PostgreSQL and SQLite: one step's statements commit together
@@ -193,6 +206,11 @@ class SchemaDialect:
 
     def end_ddl(self, conn: sa.Connection) -> None:
         """Undo ``begin_ddl`` on a pooled connection."""
+
+    def guard_lock_wait(self, conn: sa.Connection, timeout_ms: int) -> LockWaitGuard:
+        """Cuts the lock waits of what ``conn`` runs inside it at ``timeout_ms`` where the server's
+        own bound cannot say it (MariaDB's is whole seconds); elsewhere it does nothing."""
+        return LockWaitGuard()
 
     def is_lock_timeout(self, error: sa.exc.DBAPIError) -> bool:
         raise NotImplementedError

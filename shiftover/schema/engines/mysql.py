@@ -2,9 +2,13 @@
 
 An ALTER waiting for the table's metadata lock makes later queries wait behind it
 (``Waiting for table metadata lock``) and ``lock_wait_timeout`` defaults to a day: every ALTER
-carries ``WAIT <seconds>`` (fractions accepted, checked on 10.11), and CREATE/DROP TRIGGER run under
-``SET SESSION lock_wait_timeout`` (whole seconds, at least 1). Both fail with error 1205, which is
-retried. DDL commits by itself here, so each statement is idempotent (IF [NOT] EXISTS). ADD and DROP
+carries ``WAIT <seconds>``, and CREATE/DROP TRIGGER run under ``SET SESSION lock_wait_timeout``;
+both fail with error 1205, which is retried. Both take whole seconds only: ``WAIT 0.5`` is accepted
+but read as ``WAIT 0``, that is NOWAIT (10.11: ``WAIT 0.5``/``0.9`` failed in 0.05 s against a held
+lock, ``WAIT 1`` after 1.06 s, ``WAIT 1.5`` after 1.12 s; ``SET lock_wait_timeout = 0.5`` is refused
+with 1232). So the server's bound is the timeout rounded up to whole seconds, and below or between
+them ``MetadataLockWatchdog`` ends the wait at the spec's bound from a second connection.
+DDL commits by itself here, so each statement is idempotent (IF [NOT] EXISTS). ADD and DROP
 COLUMN are INSTANT on 10.11 (field notes); a refused INSTANT fails rather than copy the table.
 A trigger may not write its own table (1442), so the triggers set ``NEW`` only; the backfill's
 session sets ``@shiftover_sync_off`` to skip their work.
@@ -13,18 +17,21 @@ Indexes: ``ADD [UNIQUE] INDEX ... ALGORITHM=INPLACE, LOCK=NONE`` (writers go on;
 on 2M rows, 121 ms writer wait). NOT NULL: ``MODIFY`` with the column's own definition (read from
 ``SHOW CREATE TABLE``) plus NOT NULL, ``ALGORITHM=INPLACE, LOCK=NONE``: accepted on 10.11 (a table
 rebuild, writers go on; strict ``sql_mode`` makes a NULL row fail it with 1265, so they are counted
-first). Its end needs the exclusive metadata lock while it applies the writes made meanwhile: under
-a steady writer to an indexed column it hit the 500 ms ``WAIT`` again and again (measured at 300k
-rows on a loaded machine: 6 time-outs and 7.7 s in one run, 27 time-outs and 102 s in another, 288 s
-in a third; one attempt of 1.0 s with a 3 s bound, or without that index), so budget attempts for
-it. The definition is edited outside its quoted text (a COMMENT or DEFAULT may say NOT NULL). A
-TIMESTAMP is refused: 10.11 answers 1846 to INPLACE for it, with or without a DEFAULT. CHECK:
-refused, since MariaDB adds one only with ``ALGORITHM=COPY`` (10.11 answers 1845 to INPLACE and to
-NOCOPY), which blocks every writer while it copies the table. Foreign key: INPLACE
-only with ``foreign_key_checks`` off for the ALTER (10.11 answers 1846 otherwise, "Adding foreign
-keys needs foreign_key_checks=OFF"), so existing rows are not checked by the server: the caller
-counts orphans before and again after (new writes are checked from the ALTER on). Without an index
-on the columns the ALTER builds one that outlives a DROP FOREIGN KEY, so the preflight asks for one.
+first). It takes the exclusive metadata lock at its start and again at its end, to apply the
+writes made meanwhile. While the 500 ms bound was NOWAIT (above), any write in flight at either
+moment failed the attempt and the whole rebuild was lost: under a steady writer to an indexed column
+at 300k rows, 4 to 14 attempts and 4.0 to 34.8 s, once 12 failed attempts in a row (earlier runs: 27
+time-outs and 102 s, and 288 s). Waiting up to the bound, it took 1 attempt of about 3 s, the
+writer's worst wait 68-78 ms (``bench/probe_mariadb_not_null.py``), so a long rebuild is not
+thrown away for a write of a few milliseconds. The definition is edited outside its quoted text
+(a COMMENT or DEFAULT may say NOT NULL). A TIMESTAMP is refused: 10.11 answers 1846 to INPLACE
+for it, with or without a DEFAULT. CHECK: refused, since MariaDB adds one only with
+``ALGORITHM=COPY`` (10.11 answers 1845 to INPLACE and to NOCOPY), which blocks every writer while
+it copies the table. Foreign key: INPLACE only with ``foreign_key_checks`` off for the ALTER (10.11
+answers 1846 otherwise, "Adding foreign keys needs foreign_key_checks=OFF"), so existing rows are
+not checked by the server: the caller counts orphans before and again after (new writes are checked
+from the ALTER on). Without an index on the columns the ALTER builds one that outlives a DROP
+FOREIGN KEY, so the preflight asks for one.
 
 rename_table: the view cannot follow ``RENAME TABLE`` in one transaction (each DDL commits alone;
 in 30 rename/rollback cycles done that way under two writers through the old name, 220 of 1335
@@ -43,11 +50,21 @@ from __future__ import annotations
 
 import math
 import re
+import threading
+import time
 from collections.abc import Sequence
 
 import sqlalchemy as sa
 
-from shiftover.schema.engines import SchemaDialect, SyncGroup, TableRename, all_null, any_not_null, on_row
+from shiftover.schema.engines import (
+    LockWaitGuard,
+    SchemaDialect,
+    SyncGroup,
+    TableRename,
+    all_null,
+    any_not_null,
+    on_row,
+)
 
 LOCK_WAIT_TIMEOUT = 1205
 PLACEHOLDER = "shiftover rename_table placeholder"
@@ -79,12 +96,12 @@ class MySQLSchema(SchemaDialect):
     def add_column(self, table: str, column: str, type_: str, default: str | None, timeout_ms: int) -> str:
         default_sql = f" DEFAULT {default}" if default is not None else ""
         return (
-            f"ALTER TABLE {table} WAIT {timeout_ms / 1000:g} ADD COLUMN IF NOT EXISTS {column} {type_} NULL"
+            f"ALTER TABLE {table} {_wait(timeout_ms)} ADD COLUMN IF NOT EXISTS {column} {type_} NULL"
             f"{default_sql}, ALGORITHM=INSTANT, LOCK=NONE"
         )
 
     def drop_column(self, table: str, column: str, timeout_ms: int) -> str:
-        wait = f"WAIT {timeout_ms / 1000:g}"
+        wait = _wait(timeout_ms)
         return f"ALTER TABLE {table} {wait} DROP COLUMN IF EXISTS {column}, ALGORITHM=INSTANT, LOCK=NONE"
 
     def online_refusal(self, op: str) -> str | None:
@@ -93,14 +110,12 @@ class MySQLSchema(SchemaDialect):
     def create_index(self, table: str, name: str, columns: Sequence[str], unique: bool, timeout_ms: int) -> str:
         unique_sql = "UNIQUE " if unique else ""
         return (
-            f"ALTER TABLE {table} WAIT {timeout_ms / 1000:g} ADD {unique_sql}INDEX IF NOT EXISTS {name} "
+            f"ALTER TABLE {table} {_wait(timeout_ms)} ADD {unique_sql}INDEX IF NOT EXISTS {name} "
             f"({', '.join(columns)}), ALGORITHM=INPLACE, LOCK=NONE"
         )
 
     def drop_index(self, table: str, name: str, timeout_ms: int) -> str:
-        return (
-            f"ALTER TABLE {table} WAIT {timeout_ms / 1000:g} DROP INDEX IF EXISTS {name}, ALGORITHM=INPLACE, LOCK=NONE"
-        )
+        return f"ALTER TABLE {table} {_wait(timeout_ms)} DROP INDEX IF EXISTS {name}, ALGORITHM=INPLACE, LOCK=NONE"
 
     def set_not_null(
         self, conn: sa.Connection, table: str, column: str, helper: str, helper_exists: bool, timeout_ms: int
@@ -130,7 +145,7 @@ class MySQLSchema(SchemaDialect):
         )
 
     def _modify(self, table: str, definition: str, timeout_ms: int) -> str:
-        return f"ALTER TABLE {table} WAIT {timeout_ms / 1000:g} MODIFY {definition}, ALGORITHM=INPLACE, LOCK=NONE"
+        return f"ALTER TABLE {table} {_wait(timeout_ms)} MODIFY {definition}, ALGORITHM=INPLACE, LOCK=NONE"
 
     foreign_key_needs_index = True
 
@@ -140,7 +155,7 @@ class MySQLSchema(SchemaDialect):
         cols, refs = ", ".join(columns), ", ".join(ref_columns)
         return [
             [
-                f"SET STATEMENT foreign_key_checks = 0 FOR ALTER TABLE {table} WAIT {timeout_ms / 1000:g} "
+                f"SET STATEMENT foreign_key_checks = 0 FOR ALTER TABLE {table} {_wait(timeout_ms)} "
                 f"ADD CONSTRAINT {name} FOREIGN KEY IF NOT EXISTS ({cols}) REFERENCES {ref_table} ({refs}), "
                 "ALGORITHM=INPLACE, LOCK=NONE"
             ]
@@ -157,7 +172,7 @@ class MySQLSchema(SchemaDialect):
         return bool(found)  # database-wide: 10.11 answers 1823 to a second one
 
     def drop_foreign_key(self, table: str, name: str, timeout_ms: int) -> str:
-        wait = f"WAIT {timeout_ms / 1000:g}"
+        wait = _wait(timeout_ms)
         return f"ALTER TABLE {table} {wait} DROP FOREIGN KEY IF EXISTS {name}, ALGORITHM=INPLACE, LOCK=NONE"
 
     def rename_table(self, names: TableRename) -> list[str]:
@@ -230,10 +245,13 @@ END"""
         return [f"{pair_trigger}_ins", f"{pair_trigger}_upd"]
 
     def begin_ddl(self, conn: sa.Connection, timeout_ms: int) -> None:
-        conn.exec_driver_sql(f"SET SESSION lock_wait_timeout = {max(1, math.ceil(timeout_ms / 1000))}")
+        conn.exec_driver_sql(f"SET SESSION lock_wait_timeout = {_whole_seconds(timeout_ms)}")
 
     def end_ddl(self, conn: sa.Connection) -> None:
         conn.exec_driver_sql("SET SESSION lock_wait_timeout = DEFAULT")
+
+    def guard_lock_wait(self, conn: sa.Connection, timeout_ms: int) -> LockWaitGuard:
+        return LockWaitGuard() if timeout_ms % 1000 == 0 else MetadataLockWatchdog(conn, timeout_ms)
 
     def is_lock_timeout(self, error: sa.exc.DBAPIError) -> bool:
         args: tuple[object, ...] = tuple(getattr(error.orig, "args", ()))
@@ -262,6 +280,66 @@ END"""
 
     def sync_on(self, conn: sa.Connection) -> None:
         conn.exec_driver_sql("SET @shiftover_sync_off = NULL")
+
+
+def _whole_seconds(timeout_ms: int) -> int:
+    """The server's bound: ``lock_wait_timeout`` and ``WAIT n`` take whole seconds, and ``WAIT 0.5``
+    is read as ``WAIT 0`` (NOWAIT; checked on 10.11), so round up; ``MetadataLockWatchdog`` cuts at
+    the spec's own bound."""
+    return max(1, math.ceil(timeout_ms / 1000))
+
+
+def _wait(timeout_ms: int) -> str:
+    return f"WAIT {_whole_seconds(timeout_ms)}"
+
+
+class MetadataLockWatchdog(LockWaitGuard):
+    """Ends a lock wait of the watched session once it may have lasted ``timeout_ms`` (``KILL
+    QUERY`` from a second connection, opened before the statement starts): the bound the server
+    cannot express below a second or between whole seconds. Only waits are cut (processlist state
+    ``Waiting for ... lock``): a table rebuild in progress is left alone. A wait is timed from the
+    last poll that saw none, so a poll delayed on a busy machine cuts it early, never late."""
+
+    def __init__(self, conn: sa.Connection, timeout_ms: int) -> None:
+        self.conn, self.timeout = conn, timeout_ms / 1000
+        self.poll = min(0.02, self.timeout / 10)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+        self.target = 0
+        self.watcher: sa.Connection | None = None
+
+    def __enter__(self) -> MetadataLockWatchdog:
+        self.target = int(self.conn.exec_driver_sql("SELECT CONNECTION_ID()").scalar_one())
+        try:
+            self.watcher = self.conn.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        except sa.exc.DBAPIError:
+            return self  # the statement's own WAIT still bounds it, at whole seconds
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        if self.watcher is not None:
+            if self.thread.is_alive():
+                self.thread.join()
+            self.watcher.close()
+
+    def _watch(self) -> None:
+        assert self.watcher is not None
+        state_sql = sa.text("SELECT state FROM information_schema.processlist WHERE id = :id")
+        clear = time.monotonic()  # no wait yet: the statement starts after this
+        try:
+            while not self.stop.wait(self.poll):
+                asked = time.monotonic()
+                state = str(self.watcher.execute(state_sql, {"id": self.target}).scalar() or "")
+                if not (state.startswith("Waiting for") and state.endswith(" lock")):
+                    clear = asked
+                elif time.monotonic() - clear >= self.timeout - self.poll:
+                    self.watcher.exec_driver_sql(f"KILL QUERY {self.target}")
+                    self.fired = True
+                    return
+        except sa.exc.DBAPIError:
+            return  # the statement's own WAIT still bounds it, at whole seconds
 
 
 _NOT_NULL = re.compile(r" NOT NULL\b", re.IGNORECASE)
