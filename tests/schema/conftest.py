@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 import pytest
@@ -69,3 +73,46 @@ def orders(request: pytest.FixtureRequest, database_url: Callable[[str], str]) -
     engine = create_orders(url)
     spec = make_spec(url)
     return Target.of(engine, spec), spec
+
+
+@dataclass
+class WriterLoad:
+    """What ``constant_writer`` saw: each write's latency (seconds) and each refused write's error."""
+
+    latencies: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+@contextmanager
+def constant_writer(url: str, keys: int) -> Iterator[WriterLoad]:
+    """An application updating ``orders.note`` of keys 1..``keys`` in turn, one autocommit transaction
+    each with a 2 ms gap, on its own connection, from before the block (five writes done) to its end."""
+    stop, load = threading.Event(), WriterLoad()
+
+    def write() -> None:
+        writer = sa.create_engine(url, poolclass=sa.pool.NullPool)
+        with writer.connect() as conn:
+            i = 0
+            while not stop.is_set():
+                t0 = time.monotonic()
+                try:
+                    with conn.begin():
+                        conn.execute(
+                            sa.text("UPDATE orders SET note = :n WHERE id = :i"), {"n": f"w{i}", "i": i % keys + 1}
+                        )
+                except sa.exc.DBAPIError as error:
+                    load.errors.append(str(error.orig)[:100])
+                load.latencies.append(time.monotonic() - t0)
+                i += 1
+                time.sleep(0.002)  # an application with gaps between transactions
+        writer.dispose()
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    try:
+        while len(load.latencies) < 5 and thread.is_alive():
+            time.sleep(0.01)
+        yield load
+    finally:
+        stop.set()
+        thread.join()

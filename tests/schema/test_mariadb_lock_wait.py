@@ -14,7 +14,7 @@ from collections.abc import Callable
 import pymysql
 import pytest
 import sqlalchemy as sa
-from conftest import create_orders, make_spec
+from conftest import constant_writer, create_orders, make_spec
 
 from shiftover.schema.columns import Target
 from shiftover.schema.constraints import enforce_constraints
@@ -109,37 +109,11 @@ def test_set_not_null_under_a_constant_writer_finishes_within_the_attempts(
         url, operations=[{"op": "set_not_null", "column": "amount"}], lock={"attempts": 3, "backoff_ms": 50}
     )
     assert spec.lock.timeout_ms == 500
-    stop, latencies, errors = threading.Event(), [], []
-
-    def write() -> None:
-        writer = sa.create_engine(url, poolclass=sa.pool.NullPool)
-        with writer.connect() as conn:
-            i = 0
-            while not stop.is_set():
-                t0 = time.monotonic()
-                try:
-                    with conn.begin():
-                        conn.execute(
-                            sa.text("UPDATE orders SET note = :n WHERE id = :i"), {"n": f"w{i}", "i": i % 50_000 + 1}
-                        )
-                except sa.exc.DBAPIError as error:  # asserted empty below
-                    errors.append(str(error.orig)[:100])
-                latencies.append(time.monotonic() - t0)
-                i += 1
-                time.sleep(0.002)  # an application with gaps between transactions
-        writer.dispose()
-
-    thread = threading.Thread(target=write)
-    thread.start()
-    while len(latencies) < 5:
-        time.sleep(0.01)
-    try:
+    with constant_writer(url, 50_000) as writes:
         report = enforce_constraints(Target.of(engine, spec), spec)
-    finally:
-        stop.set()
-        thread.join()
     assert report.statements == 1 and len(report.attempts) == 1 and report.attempts[0] <= spec.lock.attempts
     assert columns(engine)["amount"] is False
-    assert errors == []
-    assert max(latencies) < spec.lock.timeout_ms / 1000, max(latencies)
-    print(f"set_not_null: attempts {report.attempts}, {len(latencies)} writes, worst {max(latencies) * 1000:.0f} ms")
+    assert writes.errors == []
+    worst = max(writes.latencies)
+    assert worst < spec.lock.timeout_ms / 1000, worst
+    print(f"set_not_null: attempts {report.attempts}, {len(writes.latencies)} writes, worst {worst * 1000:.0f} ms")

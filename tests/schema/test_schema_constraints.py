@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 import yaml
-from conftest import ENGINES, create_orders, make_spec
+from conftest import ENGINES, constant_writer, create_orders, make_spec
 
 from shiftover.control.store import ControlStore
 from shiftover.errors import SpecError
@@ -117,38 +117,15 @@ def test_set_not_null_lets_writers_go_on(kind: str, database_url: Callable[[str]
         conn.execute(sa.text("UPDATE orders SET amount = 0 WHERE amount IS NULL"))
     # MariaDB's INPLACE rebuild ends under an exclusive metadata lock (see engines/mysql.py): room to retry
     spec = make_spec(url, operations=[NOT_NULL], lock={"timeout_ms": 200, "attempts": 200, "backoff_ms": 20})
-    stop, latencies, errors = threading.Event(), [], []
-
-    def write() -> None:
-        writer = sa.create_engine(url, poolclass=sa.pool.NullPool)
-        with writer.connect() as conn:
-            i = 0
-            while not stop.is_set():
-                t0 = time.monotonic()
-                try:
-                    with conn.begin():
-                        conn.execute(sa.text("UPDATE orders SET note = 'w' WHERE id = :i"), {"i": i % 50_000 + 1})
-                except sa.exc.DBAPIError as error:  # asserted empty below
-                    errors.append(str(error.orig)[:100])
-                latencies.append(time.monotonic() - t0)
-                i += 1
-                time.sleep(0.002)  # an application with gaps between transactions
-        writer.dispose()
-
-    thread = threading.Thread(target=write)
-    thread.start()
-    while len(latencies) < 5:
-        time.sleep(0.01)
-    t0 = time.monotonic()
-    report = enforce_constraints(Target.of(engine, spec), spec)
-    seconds = time.monotonic() - t0
-    stop.set()
-    thread.join()
-    assert errors == [] and not nullable(engine, "amount")
+    with constant_writer(url, 50_000) as writes:
+        t0 = time.monotonic()
+        report = enforce_constraints(Target.of(engine, spec), spec)
+        seconds = time.monotonic() - t0
+    assert writes.errors == [] and not nullable(engine, "amount")
     # PostgreSQL: ADD helper NOT VALID | VALIDATE | SET NOT NULL + DROP helper; MariaDB: one MODIFY
     assert report.statements == (4 if kind == "postgres" else 1)
-    worst = max(latencies) * 1000
-    print(f"{kind}: set_not_null on 50k rows {seconds:.2f}s, {len(latencies)} writes, worst {worst:.0f} ms")
+    worst = max(writes.latencies) * 1000
+    print(f"{kind}: set_not_null on 50k rows {seconds:.2f}s, {len(writes.latencies)} writes, worst {worst:.0f} ms")
 
 
 def test_postgres_set_not_null_proves_it_from_the_validated_check(database_url: Callable[[str], str]) -> None:
