@@ -8,7 +8,6 @@ than needed (the shared budget's granted rows)."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
 import threading
@@ -34,17 +33,6 @@ from .conftest import ITEMS_DDL, fill_items, items_spec, rows_of, run_sql, write
 
 N, CHUNK, TTL = 200_000, 2_000, 3.0
 FINGERPRINT = "SELECT count(*), md5(string_agg(id || ':' || n || ':' || coalesce(v, '~'), ',' ORDER BY id)) FROM items"
-
-
-@pytest.fixture
-def dask_home(tmp_path: Path) -> Path:
-    """Where the cluster's logs go; skips (fails under CI=true) when the dask extra is missing."""
-    if importlib.util.find_spec("distributed") is None:
-        message = "the distributed package is not installed (pip install -e '.[dask]'; the dev extra has it)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{message} (CI=true: a missing tool is a failure)")
-        pytest.skip(message)
-    return tmp_path / "dask"
 
 
 def checkpoint_sum(store_url: str, name: str) -> int:
