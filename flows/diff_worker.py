@@ -19,6 +19,7 @@ from shiftover.diff.distributed import (
     MAX_ROUNDS,
     PENDING,
     DiffJob,
+    DiffRun,
     diff_claimed_segments,
     read_segments,
     recorded_count,
@@ -60,15 +61,8 @@ class DiffChildRuns:
         self.spec_path = str(Path(spec_path).resolve())
         self.control_url = control_url
 
-    def __call__(
-        self,
-        migration: Migration,
-        settings: DiffDistributedSpec,
-        job: DiffJob,
-        *,
-        tick: Callable[[], None] | None = None,
-    ) -> None:
-        run_diff_child_runs(migration, settings, job, self.spec_path, self.control_url, tick=tick)
+    def __call__(self, run: DiffRun) -> None:
+        run_diff_child_runs(run.migration, run.settings, run.job, self.spec_path, self.control_url, tick=run.tick)
 
 
 def run_diff_child_runs(

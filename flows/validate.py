@@ -52,7 +52,7 @@ def run_validate(ctx: RunContext, stage: ValidateStage) -> Outcome:
         stage.gate_section or "validate",
         DiffScope(since=ctx.options.since, keys=keys),
         ctx.actor,
-        diff_workers=_diff_runner(ctx),
+        diff_workers=_diff_runner(ctx, stage),
         diff_tick=DiffProgressArtifact(m.name) if m.spec.validation.distributed else None,
     )
     results: list[GateResult] = []
@@ -69,13 +69,16 @@ def run_validate(ctx: RunContext, stage: ValidateStage) -> Outcome:
     return Outcome(True, reason, {"gates": gates})
 
 
-def _diff_runner(ctx: RunContext) -> WorkerRunner | None:
+def _diff_runner(ctx: RunContext, stage: ValidateStage) -> WorkerRunner | None:
     """The runner of the diff's workers: Prefect child runs (mode ``deployment``), or loops on the
-    Dask cluster given the control URL as this run got it (a ``${NAME}`` stays a reference)."""
+    Dask cluster given the control URL as this run got it (a ``${NAME}`` stays a reference).
+    Without one the diff runs local processes, or refuses mode ``deployment`` naming the field."""
     dist, url = ctx.migration.spec.validation.distributed, ctx.options.control_url
-    if dist is not None and dist.mode == "dask":
+    if dist is not None and dist.mode == "dask" and any(g.name == "checksum" for g in stage.gates):
         logger = get_run_logger()
-        return DaskDiffLoops(url, log=lambda line: logger.info("diff of %s: %s", ctx.migration.name, line))
+        loops = DaskDiffLoops(url, log=lambda line: logger.info("diff of %s: %s", ctx.migration.name, line))
+        loops.check(dist)  # a missing package, bad address or silent scheduler: refused before any gate
+        return loops
     if dist is None or dist.mode != "deployment" or not (ctx.options.spec_path and url):
         return None  # without a runner the diff refuses mode deployment, naming the field
     return DiffChildRuns(ctx.options.spec_path, url)

@@ -16,9 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from shiftover.control.dask_loops import DaskLoops, LoopsOutcome, connect_scheduler, scheduler_client
-from shiftover.diff.distributed import PENDING, DiffJob, diff_claimed_segments, read_segments, recorded_count
+from shiftover.diff.distributed import PENDING, DiffJob, DiffRun, diff_claimed_segments, read_segments, recorded_count
 from shiftover.errors import DiffError, SpecError
-from shiftover.migration import Migration
 from shiftover.spec import DiffDistributedSpec
 
 SECTION = "validation.distributed"
@@ -69,16 +68,10 @@ class DaskDiffLoops:
                 raise SpecError(f"{SECTION}.scheduler", "mode dask needs the Dask scheduler's address")
             connect_scheduler(settings.scheduler, SECTION).close()
 
-    def __call__(
-        self,
-        migration: Migration,
-        settings: DiffDistributedSpec,
-        job: DiffJob,
-        *,
-        tick: Callable[[], None] | None = None,
-    ) -> LoopsOutcome:
+    def __call__(self, run: DiffRun) -> LoopsOutcome:
         """Rounds of loops until no segment is pending (or the run passed ``max_differences``);
         ``DiffError`` when every round ended with segments pending."""
+        migration, settings, job = run.migration, run.settings, run.job
         engine, limit = migration.store.engine, migration.spec.validation.max_differences
         spec = json.loads(migration.spec.model_dump_json(by_alias=True))
         url = self.control_url or engine.url.render_as_string(hide_password=False)
@@ -91,7 +84,7 @@ class DaskDiffLoops:
 
         with scheduler_client(self.client, settings.scheduler, SECTION) as client:
             loops = DaskLoops(client, loop, settings.workers, "diff", SECTION)
-            outcome = loops.run(LoopsOutcome(), left, tick=tick, every=self.every, grace=self.grace, log=self.log)
+            outcome = loops.run(LoopsOutcome(), left, tick=run.tick, every=self.every, grace=self.grace, log=self.log)
         self.outcome = outcome
         if left():
             last = outcome.errors[-1] if outcome.errors else "no loop failed"

@@ -22,8 +22,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import partial
-from typing import Any, Protocol
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -327,19 +326,20 @@ class DiffRunProgress:
         )
 
 
-class WorkerRunner(Protocol):
-    """Runs a planned job's workers to the end (no segment pending), calling ``tick`` about every
-    second meanwhile: ``run_workers`` (local processes), ``DaskDiffLoops`` (mode ``dask``), or the
-    validate flow's Prefect child runs (mode ``deployment``)."""
+@dataclass(frozen=True)
+class DiffRun:
+    """A planned run handed to a ``WorkerRunner``; ``tick``: to call about every second while it waits."""
 
-    def __call__(
-        self,
-        migration: Migration,
-        settings: DiffDistributedSpec,
-        job: DiffJob,
-        *,
-        tick: Callable[[], None] | None = None,
-    ) -> object: ...
+    migration: Migration
+    settings: DiffDistributedSpec
+    job: DiffJob
+    tick: Callable[[], None] | None = None
+
+
+# Runs a planned run's workers to the end (no segment pending): local processes (``run_workers``),
+# loops on a Dask cluster (``DaskDiffLoops``, mode ``dask``), or the validate flow's Prefect child
+# runs (mode ``deployment``).
+WorkerRunner = Callable[[DiffRun], object]
 
 
 def diff_distributed(
@@ -371,7 +371,7 @@ def diff_distributed(
         if tick is not None:
             tick(DiffRunProgress.of(run_id, read_segments(engine, migration.name, run_id)))
 
-    runner(migration, settings, planned.job, tick=watch)
+    runner(DiffRun(migration, settings, planned.job, watch))
     watch()
     report = aggregate_report(planned.plan, engine, migration.name, run_id, planned.narrowing)
     report.segments_resumed = planned.resumed
@@ -396,7 +396,7 @@ def default_runner(migration: Migration, settings: DiffDistributedSpec, field: s
         runner = DaskDiffLoops()
         runner.check(settings)
         return runner
-    return partial(run_workers, prefix=prefix)
+    return lambda run: run_workers(run.migration, run.settings, run.job, prefix=prefix, tick=run.tick)
 
 
 def run_workers(

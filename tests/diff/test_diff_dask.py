@@ -8,9 +8,7 @@ anything is written."""
 
 from __future__ import annotations
 
-import os
 import signal
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,13 +17,14 @@ from typing import Any
 import psycopg
 import pytest
 import sqlalchemy as sa
-from dask_cluster import DaskCluster, dask_cluster
+from dask_cluster import DaskCluster, Parent, dask_cluster
 from prefect_stack import free_port
 
 from shiftover.control import schema
 from shiftover.diff import diff_tables, new_run_id
 from shiftover.diff.dask_workers import DaskDiffLoops
 from shiftover.diff.distributed import (
+    DiffRun,
     DiffRunProgress,
     aggregate_report,
     diff_distributed,
@@ -49,6 +48,7 @@ from .test_diff_distributed import (
     _same_reports,
     _segments_done_once,
     _spec,
+    target_locked,
 )
 
 
@@ -72,14 +72,19 @@ def _tables(pg_database: Callable[[], str], rows: int, plant: bool = True) -> tu
     return source, target, store
 
 
-def _plain_segments(store: str, run_id: str) -> tuple[int, int, int]:
-    """(segments, segments recorded as differing, differences) of the run, read with psycopg."""
+def plain_segments(store: str, migration: str) -> tuple[int, int, int]:
+    """(segments, segments recorded as differing, differences) of the migration's one diff run, read
+    with psycopg; segments still pending are not counted."""
     conninfo = sa.make_url(store).set(drivername="postgresql").render_as_string(hide_password=False)
     with psycopg.connect(conninfo) as conn:
+        runs = conn.execute(
+            "SELECT DISTINCT run_id FROM so_diff_segments WHERE migration = %s", (migration,)
+        ).fetchall()
+        assert len(runs) == 1, runs
         row = conn.execute(
             "SELECT count(*), count(*) FILTER (WHERE state = 'differ'), coalesce(sum(differences), 0) "
-            "FROM so_diff_segments WHERE run_id = %s",
-            (run_id,),
+            "FROM so_diff_segments WHERE migration = %s AND state IN ('equal', 'differ')",
+            (migration,),
         ).fetchone()
     assert row is not None
     return int(row[0]), int(row[1]), int(row[2])
@@ -103,7 +108,7 @@ def test_dask_diff_equals_in_process_and_plain_sql(pg_database: Callable[[], str
     rows = read_segments(m.store.engine, m.name, run_id)
     assert {"-dw0-" in str(r.done_by) for r in rows} == {True, False}, [r.done_by for r in rows]  # both loops
     # the last tick: the run's final numbers, against the segments read with psycopg
-    segments, differing, differences = _plain_segments(store, run_id)
+    segments, differing, differences = plain_segments(store, m.name)
     last = ticks[-1]
     assert (last.segments, last.done, last.pending) == (segments, segments, 0)
     assert (last.differing, last.differences) == (differing, differences) and differences == len(plain)
@@ -120,30 +125,15 @@ def test_a_sigkilled_dask_worker_loses_its_segment_and_the_report_is_the_same(
     settings = m.spec.validation.distributed
     assert settings is not None
     local = diff_tables(m.source, m.target, m.mapping, m.spec.validation)
-    run_id = new_run_id()
-    planned = plan_distributed_diff(m, settings, run_id)
+    planned = plan_distributed_diff(m, settings, new_run_id())
+    run_id = planned.job.run_id
 
-    # Hold the target's rows: each loop claims a segment and waits on its first read of the target,
-    # so the victim is killed mid-segment, its lease taken and nothing recorded.
-    blocker = psycopg.connect(sa.make_url(target).set(drivername="postgresql").render_as_string(hide_password=False))
-    blocker.execute("LOCK TABLE items IN ACCESS EXCLUSIVE MODE")
-    runner = DaskDiffLoops(every=0.5)
-    outcome: dict[str, Any] = {}
-    parent = threading.Thread(target=lambda: outcome.update(result=_run(runner, m, settings, planned.job)))
-    parent.start()
-    try:
+    with target_locked(target):  # each loop waits mid-segment: the victim dies holding one
+        parent = Parent(lambda: DaskDiffLoops(every=0.5)(DiffRun(m, settings, planned.job)))
         segment = _wait_holding(m, run_id, cluster, "dw0")
-        victim = cluster.workers["dw0"]
-        os.kill(victim.pid, signal.SIGKILL)
-        victim.wait()
-    finally:
-        blocker.rollback()
-        blocker.close()
-        parent.join(timeout=240)
-    assert not parent.is_alive(), "the parent never returned\n" + cluster.logs()
-
-    result = outcome["result"]
-    assert not isinstance(result, BaseException), result
+        victim = cluster.kill_worker("dw0")
+    parent.join()
+    result = parent.result(cluster)
     assert victim.returncode == -signal.SIGKILL
     # every report came back from the survivor: its own loop, and the dead worker's task Dask re-ran there
     assert result.errors == [] and result.reports, (result.errors, result.reports)
@@ -158,13 +148,6 @@ def test_a_sigkilled_dask_worker_loses_its_segment_and_the_report_is_the_same(
     # the run resumed by a new parent (one Dask worker left): nothing to do, the same report
     again = diff_distributed(m, settings, run_id)
     assert again.segments_resumed == again.segments and _found(again) == _found(local)
-
-
-def _run(runner: DaskDiffLoops, *args: Any) -> Any:
-    try:
-        return runner(*args)
-    except BaseException as exc:  # handed to the test's thread
-        return exc
 
 
 def _wait_holding(m: Migration, run_id: str, cluster: DaskCluster, worker: str) -> int:

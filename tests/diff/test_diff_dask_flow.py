@@ -9,18 +9,21 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 import sqlalchemy as sa
 from dask_cluster import DaskCluster, dask_cluster
 from prefect.artifacts import Artifact
+from prefect_stack import free_port
 
+from shiftover.control import schema
 from shiftover.control.store import open_store
+from shiftover.errors import SpecError
 from shiftover.flows.validate import validate
 from shiftover.phases import Phase
 from shiftover.story import artifact_key
 
 from .conftest import ORDERS, break_target, bring_to_backfilled, spec_dict, write_spec
+from .test_diff_dask import plain_segments
 
 pytestmark = pytest.mark.flows
 
@@ -48,21 +51,6 @@ def _prepared(
     return spec_path, store
 
 
-def _segments_of_last_run(control_url: str, name: str) -> tuple[int, int, int]:
-    """(segments, differing segments, differences) of the migration's diff run, read with psycopg."""
-    conninfo = sa.make_url(control_url).set(drivername="postgresql").render_as_string(hide_password=False)
-    with psycopg.connect(conninfo) as conn:
-        runs = conn.execute("SELECT DISTINCT run_id FROM so_diff_segments WHERE migration = %s", (name,)).fetchall()
-        assert len(runs) == 1, runs
-        row = conn.execute(
-            "SELECT count(*), count(*) FILTER (WHERE state = 'differ'), coalesce(sum(differences), 0) "
-            "FROM so_diff_segments WHERE migration = %s AND state IN ('equal', 'differ')",
-            (name,),
-        ).fetchone()
-    assert row is not None
-    return int(row[0]), int(row[1]), int(row[2])
-
-
 def _progress(name: str) -> tuple[float, str]:
     progress: Any = Artifact.get(artifact_key("diff", name, "progress"))  # sync: not a coroutine
     assert progress is not None
@@ -82,7 +70,7 @@ def test_the_gate_fails_on_planted_differences_and_the_progress_artifact_says_so
     assert store.phase("orders-dask") == Phase.BACKFILLED
     table: Any = Artifact.get(artifact_key("orders-dask", "validate", "checksum"))
     assert table is not None and "6 differing key(s): 2 missing, 1 extra, 3 changed" in (table.description or "")
-    segments, differing, differences = _segments_of_last_run(control_url, "orders-dask")
+    segments, differing, differences = plain_segments(control_url, "orders-dask")
     assert differences == len(expected) and segments >= 4  # 2 workers x 2 segments each
     percent, description = _progress("orders-dask")
     assert percent == 100.0
@@ -104,9 +92,26 @@ def test_the_gate_passes_on_equal_tables(  # type: ignore[no-untyped-def]
     result = validate(spec_path, control_url)
 
     assert result["phase"] == "validated" and store.phase("orders-dask-ok") == Phase.VALIDATED
-    segments, differing, differences = _segments_of_last_run(control_url, "orders-dask-ok")
+    segments, differing, differences = plain_segments(control_url, "orders-dask-ok")
     assert (differing, differences) == (0, 0)
     percent, description = _progress("orders-dask-ok")
     assert percent == 100.0
     assert f"{segments}/{segments} segments done, 0 pending, 0 differing (0 differences)" in description
     assert f"source {ORDERS:,}, target {ORDERS:,}" in description, description
+
+
+def test_a_silent_scheduler_fails_the_flow_naming_the_field_before_the_diff(  # type: ignore[no-untyped-def]
+    prefect_harness, orders_urls, tmp_path, pg_database: Callable[[], str], dask_home: Path
+) -> None:
+    control_url = pg_database()
+    spec_path, store = _prepared(orders_urls, tmp_path, control_url, "orders-silent", f"tcp://127.0.0.1:{free_port()}")
+
+    state = validate(spec_path, control_url, return_state=True)
+
+    assert state.is_failed()
+    error = state.result(raise_on_failure=False)
+    assert isinstance(error, SpecError) and error.field == "validation.distributed.scheduler", error
+    assert "no Dask scheduler answered" in str(error)
+    assert store.phase("orders-silent") == Phase.BACKFILLED
+    with store.engine.connect() as conn:  # nothing planned
+        assert conn.execute(sa.select(sa.func.count()).select_from(schema.diff_segments)).scalar_one() == 0
