@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from shiftover.diff.distributed import WorkerRunner
+from shiftover.diff.distributed import DiffRunProgress, WorkerRunner
 from shiftover.diff.report import Key
 from shiftover.migration import Migration
 from shiftover.spec import GateSpec
@@ -37,6 +37,8 @@ class GateContext:
     # starts and waits for a distributed diff's workers when they are Prefect child runs
     # (``validation.distributed.mode: deployment``); the validate flow sets it
     diff_workers: WorkerRunner | None = None
+    # gets a distributed diff's progress about every second (the validate flow's live artifact)
+    diff_tick: Callable[[DiffRunProgress], None] | None = None
 
 
 @dataclass(frozen=True)

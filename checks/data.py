@@ -16,7 +16,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from shiftover.checks.context import DiffScope, GateContext, GateResult
+from shiftover.checks.context import GateContext, GateResult
 from shiftover.checks.live import CountBand, around_source_counts
 from shiftover.checks.report import markdown_table
 from shiftover.control import schema
@@ -33,7 +33,7 @@ from shiftover.diff import (
     repair,
     unfinished_run,
 )
-from shiftover.diff.distributed import WorkerRunner, diff_distributed
+from shiftover.diff.distributed import diff_distributed
 from shiftover.diff.failures import save_differences
 from shiftover.diff.report import Key
 from shiftover.errors import DiffError
@@ -88,7 +88,7 @@ def checksum_gate(ctx: GateContext, spec: GateSpec) -> GateResult:
     """Diff ``ctx.scope`` → record failures → repair (if the spec says so) → re-check the repaired keys."""
     migration, options = ctx.migration, ctx.migration.spec.validation
     try:
-        report, run_id = _diff(migration, ctx.scope, ctx.diff_workers)
+        report, run_id = _diff(migration, ctx)
     except DiffError as exc:
         return GateResult(gate="checksum", passed=False, summary=f"diff cannot run: {exc}", markdown=str(exc))
     remaining, repaired = report.differences, None
@@ -122,8 +122,8 @@ def checksum_gate(ctx: GateContext, spec: GateSpec) -> GateResult:
     )
 
 
-def _diff(migration: Migration, scope: DiffScope, runner: WorkerRunner | None = None) -> tuple[DiffReport, str]:
-    m, options = migration, migration.spec.validation
+def _diff(migration: Migration, ctx: GateContext) -> tuple[DiffReport, str]:
+    m, options, scope = migration, migration.spec.validation, ctx.scope
     if scope.keys is not None:
         run_id = new_run_id()
         report = diff_keys(m.source, m.target, m.mapping, options, scope.keys)
@@ -133,7 +133,13 @@ def _diff(migration: Migration, scope: DiffScope, runner: WorkerRunner | None = 
     run_id = (unfinished_run(m.store.engine, m.name) if scope.since is None else None) or new_run_id()
     if options.distributed is not None:
         report = diff_distributed(
-            m, options.distributed, run_id, since=scope.since, since_column=scope.since_column, runner=runner
+            m,
+            options.distributed,
+            run_id,
+            since=scope.since,
+            since_column=scope.since_column,
+            runner=ctx.diff_workers,
+            tick=ctx.diff_tick,
         )
         return report, run_id
     progress = DiffProgress(m.store.engine, m.name, run_id)

@@ -8,6 +8,7 @@ segments. Needs a PostgreSQL or MariaDB control store."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from shiftover.diff.distributed import (
     MAX_ROUNDS,
     PENDING,
     DiffJob,
+    DiffRun,
     diff_claimed_segments,
     read_segments,
     recorded_count,
@@ -59,16 +61,22 @@ class DiffChildRuns:
         self.spec_path = str(Path(spec_path).resolve())
         self.control_url = control_url
 
-    def __call__(self, migration: Migration, settings: DiffDistributedSpec, job: DiffJob) -> None:
-        run_diff_child_runs(migration, settings, job, self.spec_path, self.control_url)
+    def __call__(self, run: DiffRun) -> None:
+        run_diff_child_runs(run.migration, run.settings, run.job, self.spec_path, self.control_url, tick=run.tick)
 
 
 def run_diff_child_runs(
-    migration: Migration, settings: DiffDistributedSpec, job: DiffJob, spec_path: str, control_url: str
+    migration: Migration,
+    settings: DiffDistributedSpec,
+    job: DiffJob,
+    spec_path: str,
+    control_url: str,
+    *,
+    tick: Callable[[], None] | None = None,
 ) -> None:
     """Start ``settings.workers`` child runs and watch the control store until no segment is pending
-    (or the run passed ``max_differences``); when every child is gone with segments left, start
-    another round, up to ``MAX_ROUNDS``; end the children still running."""
+    (or the run passed ``max_differences``), calling ``tick`` each second; when every child is gone
+    with segments left, start another round, up to ``MAX_ROUNDS``; end the children still running."""
     engine, limit = migration.store.engine, migration.spec.validation.max_differences
     ttl = settings.lease_ttl_seconds
     parameters = {"spec_path": spec_path, "control_url": control_url, "job": job.as_dict(), "lease_ttl_seconds": ttl}
@@ -76,6 +84,8 @@ def run_diff_child_runs(
     rounds, launched_at, grace = 1, time.monotonic(), max(4 * ttl, 10.0)
     try:
         while True:
+            if tick is not None:
+                tick()
             rows = read_segments(engine, migration.name, job.run_id)
             left = [r for r in rows if r.state == PENDING]
             if not left or recorded_count(engine, migration.name, job.run_id) > limit:

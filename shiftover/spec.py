@@ -115,6 +115,29 @@ def _stall_above_ttl(value: float, info: ValidationInfo) -> float:
 StallSeconds = Annotated[float, Field(gt=2, le=86_400, validate_default=True), AfterValidator(_stall_above_ttl)]
 
 
+def _scheduler_for_dask(value: str | None, info: ValidationInfo) -> str | None:
+    """A ``scheduler`` is given exactly in mode ``dask`` (the field after ``mode``), and is an address."""
+    mode = info.data.get("mode")
+    if mode is None:  # the mode itself was refused: that is the error to report
+        return value
+    if mode != "dask":
+        if value is not None:
+            raise ValueError(f"a scheduler address is only for mode dask (this is mode {mode})")
+        return value
+    if value is None:
+        raise ValueError("mode dask needs the Dask scheduler's address, e.g. tcp://127.0.0.1:8786")
+    if is_reference(value):
+        return value  # checked again once resolved, where the run connects
+    problem = scheduler_address_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+# ``scheduler`` of a ``distributed`` section: declare it after ``mode``, which it is checked against.
+DaskScheduler = Annotated[str | None, Field(validate_default=True), AfterValidator(_scheduler_for_dask)]
+
+
 class _WorkersSpec(_Model):
     workers: Annotated[int, Field(ge=1, le=64)]
     segments_per_worker: Annotated[int, Field(ge=1, le=64)] = 2
@@ -135,12 +158,14 @@ class DiffDistributedSpec(_WorkersSpec):
     and record each segment's differences there; the run aggregates them into the report an
     in-process diff gives. ``mode``: ``processes`` starts local OS processes of the run;
     ``deployment`` one Prefect run per worker of the ``deployment`` on its work pool (the validate
-    flow starts them; a gate run elsewhere refuses it). ``stall_seconds`` (default 600, above
-    ``lease_ttl_seconds``): a worker whose checksum queries make no progress on a segment that long
-    gives it up to another worker."""
+    flow starts them; a gate run elsewhere refuses it); ``dask`` one long-running loop per worker of
+    the ``dask.distributed`` cluster whose ``scheduler`` is given, as the backfill's mode ``dask``.
+    ``stall_seconds`` (default 600, above ``lease_ttl_seconds``): a worker whose checksum queries
+    make no progress on a segment that long gives it up to another worker."""
 
-    mode: Literal["processes", "deployment"] = "processes"
+    mode: Literal["processes", "deployment", "dask"] = "processes"
     deployment: str = "diff-worker/diff-worker"
+    scheduler: DaskScheduler = None
 
     @field_validator("deployment")
     @classmethod
@@ -165,26 +190,7 @@ class DistributedSpec(_Model):
     segments_per_worker: Annotated[int, Field(ge=1, le=64)] = 2
     lease_ttl_seconds: Annotated[float, Field(ge=2, le=3600)] = 30.0
     stall_seconds: StallSeconds = 600.0
-    scheduler: Annotated[str | None, Field(validate_default=True)] = None
-
-    @field_validator("scheduler")
-    @classmethod
-    def _scheduler_for_dask(cls, value: str | None, info: ValidationInfo) -> str | None:
-        mode = info.data.get("mode")
-        if mode is None:  # the mode itself was refused: that is the error to report
-            return value
-        if mode != "dask":
-            if value is not None:
-                raise ValueError(f"a scheduler address is only for mode dask (this is mode {mode})")
-            return value
-        if value is None:
-            raise ValueError("mode dask needs the Dask scheduler's address, e.g. tcp://127.0.0.1:8786")
-        if is_reference(value):
-            return value  # checked again once resolved, where the run connects
-        problem = scheduler_address_problem(value)
-        if problem is not None:
-            raise ValueError(problem)
-        return value
+    scheduler: DaskScheduler = None
 
     @field_validator("deployment")
     @classmethod

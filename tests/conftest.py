@@ -7,12 +7,14 @@ CI=true, where a missing server fails the test.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import uuid
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -106,6 +108,17 @@ def control_store(tmp_path) -> Iterator[ControlStore]:  # type: ignore[no-untype
     yield store
     dispose_engines()
     forget_reflections()
+
+
+@pytest.fixture
+def dask_home(tmp_path: Path) -> Path:
+    """Where a test's Dask cluster keeps its logs; skips (fails under CI=true) when the dask extra is missing."""
+    if importlib.util.find_spec("distributed") is None:
+        message = "the distributed package is not installed (pip install -e '.[dask]'; the dev extra has it)"
+        if IN_CI:
+            pytest.fail(f"{message} (CI=true: a missing tool is a failure)")
+        pytest.skip(message)
+    return tmp_path / "dask"
 
 
 @pytest.fixture(scope="session")

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from prefect_stack import BIN, free_port, start_process, stop
 
@@ -67,11 +70,44 @@ class DaskCluster:
         if pending:
             raise AssertionError(f"dask workers {sorted(pending)} not registered after {timeout}s:\n{self.logs()}")
 
+    def kill_worker(self, name: str) -> subprocess.Popen[bytes]:
+        """SIGKILL the worker process ``name`` (its machine dying) and wait for it."""
+        victim = self.workers[name]
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.wait()
+        return victim
+
     def logs(self) -> str:
         parts = []
         for log in sorted(self.home.glob("*.log")):
             parts.append(f"--- {log.name}\n" + "\n".join(log.read_text(errors="replace").splitlines()[-30:]))
         return "\n".join(parts)
+
+
+class Parent:
+    """A run's parent in a thread of the test, so the test can kill Dask workers under it."""
+
+    def __init__(self, run: Callable[[], Any]) -> None:
+        self.value: Any = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(run,), daemon=True)  # a test that failed exits
+        self.thread.start()
+
+    def _run(self, run: Callable[[], Any]) -> None:
+        try:
+            self.value = run()
+        except BaseException as exc:  # handed to the test's thread by ``result``
+            self.error = exc
+
+    def join(self, timeout: float = 240) -> None:
+        self.thread.join(timeout=timeout)
+
+    def result(self, cluster: DaskCluster) -> Any:
+        """What the parent returned (after ``join``); re-raises what it raised."""
+        assert not self.thread.is_alive(), "the parent never returned\n" + cluster.logs()
+        if self.error is not None:
+            raise self.error
+        return self.value
 
 
 @contextmanager

@@ -320,9 +320,71 @@ def plan_distributed_diff(
     return PlannedDiff(plan, n, DiffJob(run_id, n.integer_span, since, since_column), len(segments), resumed)
 
 
-# Runs a planned job's workers to the end (no segment pending): ``run_workers`` (local processes), or
-# the validate flow's Prefect child runs (mode ``deployment``).
-WorkerRunner = Callable[[Migration, DiffDistributedSpec, DiffJob], object]
+@dataclass(frozen=True)
+class DiffRunProgress:
+    """Where a distributed diff run stands, read from its segments (the live progress artifact)."""
+
+    run_id: str
+    segments: int
+    done: int
+    pending: int
+    differing: int  # segments done with differences
+    differences: int
+    source_rows: int  # screened so far
+    target_rows: int
+    holders: dict[str, tuple[int, int]]  # holder -> (segments done, segments held now)
+
+    @classmethod
+    def of(cls, run_id: str, rows: list[SegmentRow]) -> DiffRunProgress:
+        holders: dict[str, tuple[int, int]] = {}
+        for r in rows:
+            who, held = (r.done_by, 0) if r.state != PENDING else (r.holder, 1)
+            if who is not None:
+                by, now = holders.get(who, (0, 0))
+                holders[who] = (by + 1 - held, now + held)
+        done = [r for r in rows if r.state != PENDING]
+        return cls(
+            run_id,
+            len(rows),
+            len(done),
+            len(rows) - len(done),
+            sum(1 for r in done if r.state == "differ"),
+            sum(r.differences for r in done),
+            sum(r.source_rows for r in done),
+            sum(r.target_rows for r in done),
+            holders,
+        )
+
+    @property
+    def percent(self) -> float:
+        return 100.0 * self.done / self.segments if self.segments else 100.0
+
+    def describe(self) -> str:
+        """'5/8 segments done, 3 pending, 1 differing (4 differences); rows screened: source 500,000,
+        target 499,998; by holder: w1 3 done, w2 2 done 1 held'."""
+        holders = sorted(self.holders.items())
+        by_holder = ", ".join(f"{who} {done} done" + (f" {held} held" if held else "") for who, (done, held) in holders)
+        return (
+            f"{self.done}/{self.segments} segments done, {self.pending} pending, {self.differing} differing "
+            f"({self.differences} differences); rows screened: source {self.source_rows:,}, "
+            f"target {self.target_rows:,}; by holder: {by_holder or 'none yet'}"
+        )
+
+
+@dataclass(frozen=True)
+class DiffRun:
+    """A planned run handed to a ``WorkerRunner``; ``tick``: to call about every second while it waits."""
+
+    migration: Migration
+    settings: DiffDistributedSpec
+    job: DiffJob
+    tick: Callable[[], None] | None = None
+
+
+# Runs a planned run's workers to the end (no segment pending): local processes (``run_workers``),
+# loops on a Dask cluster (``DaskDiffLoops``, mode ``dask``), or the validate flow's Prefect child
+# runs (mode ``deployment``).
+WorkerRunner = Callable[[DiffRun], object]
 
 
 def diff_distributed(
@@ -335,32 +397,60 @@ def diff_distributed(
     prefix: str = "diff",
     field: str | None = "validation.distributed",
     runner: WorkerRunner | None = None,
+    tick: Callable[[DiffRunProgress], None] | None = None,
 ) -> DiffReport:
     """``diff_tables`` over ``settings.workers`` workers; the same report. ``runner`` starts and
-    waits for them (default: local worker processes; mode ``deployment`` needs one).
+    waits for them (default: local worker processes, or loops on the Dask cluster in mode ``dask``;
+    mode ``deployment`` needs one). ``tick`` gets the run's progress about every second, and once
+    at the end.
 
     Called again with the run id of a parent that died, it resumes: finished segments stay done.
     """
     started = time.perf_counter()
-    if settings.mode == "deployment" and runner is None:
-        raise SpecError(
-            f"{field or 'validation.distributed'}.mode",
-            "mode deployment starts Prefect child runs, which only the validate flow (or migrate) can do: "
-            "run the checksum gate from that flow, or use mode processes",
-        )
-    planned = plan_distributed_diff(migration, settings, run_id, since=since, since_column=since_column, field=field)
+    engine = migration.store.engine
     if runner is None:
-        run_workers(migration, settings, planned.job, prefix=prefix)
-    else:
-        runner(migration, settings, planned.job)
-    report = aggregate_report(planned.plan, migration.store.engine, migration.name, run_id, planned.narrowing)
+        runner = default_runner(migration, settings, field, prefix)  # refuses what it cannot run, first
+    planned = plan_distributed_diff(migration, settings, run_id, since=since, since_column=since_column, field=field)
+
+    def watch() -> None:
+        if tick is not None:
+            tick(DiffRunProgress.of(run_id, read_segments(engine, migration.name, run_id)))
+
+    runner(DiffRun(migration, settings, planned.job, watch))
+    watch()
+    report = aggregate_report(planned.plan, engine, migration.name, run_id, planned.narrowing)
     report.segments_resumed = planned.resumed
     report.seconds = time.perf_counter() - started
     return report
 
 
+def default_runner(migration: Migration, settings: DiffDistributedSpec, field: str | None, prefix: str) -> WorkerRunner:
+    """The runner of a diff called without one: local processes, or loops on the Dask cluster (whose
+    scheduler must answer now, before anything is written). Mode ``deployment`` is refused."""
+    section = field or "validation.distributed"
+    if settings.mode == "deployment":
+        raise SpecError(
+            f"{section}.mode",
+            "mode deployment starts Prefect child runs, which only the validate flow (or migrate) can do: "
+            "run the checksum gate from that flow, or use mode processes",
+        )
+    if settings.mode == "dask":
+        from shiftover.diff.dask_workers import DaskDiffLoops  # it imports this module
+
+        require_distributed_store(migration.store.engine, field, what="diff")
+        runner = DaskDiffLoops()
+        runner.check(settings)
+        return runner
+    return lambda run: run_workers(run.migration, run.settings, run.job, prefix=prefix, tick=run.tick)
+
+
 def run_workers(
-    migration: Migration, settings: DiffDistributedSpec, job: DiffJob, *, prefix: str = "diff"
+    migration: Migration,
+    settings: DiffDistributedSpec,
+    job: DiffJob,
+    *,
+    prefix: str = "diff",
+    tick: Callable[[], None] | None = None,
 ) -> list[worker_processes.WorkerExit]:
     """Rounds of ``settings.workers`` processes until no segment is pending (or the run's differences
     passed ``max_differences``); a round whose workers all ended with segments left starts another."""
@@ -372,7 +462,7 @@ def run_workers(
         procs = start_diff_workers(
             migration, settings.workers, job, ttl=settings.lease_ttl_seconds, prefix=f"{prefix}{round_}"
         )
-        exits = worker_processes.wait_for_workers(procs)
+        exits = worker_processes.wait_for_workers(procs, tick=tick)
         ended += exits
         left = [r for r in read_segments(engine, migration.name, job.run_id) if r.state == PENDING]
         if not left or recorded_count(engine, migration.name, job.run_id) > options.max_differences:

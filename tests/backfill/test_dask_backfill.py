@@ -8,17 +8,14 @@ than needed (the shared budget's granted rows)."""
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import signal
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from dask_cluster import DaskCluster, dask_cluster
+from dask_cluster import DaskCluster, Parent, dask_cluster
 
 from shiftover.backfill import checkpoints, leases
 from shiftover.backfill.budget import read_budget
@@ -34,17 +31,6 @@ from .conftest import ITEMS_DDL, fill_items, items_spec, rows_of, run_sql, write
 
 N, CHUNK, TTL = 200_000, 2_000, 3.0
 FINGERPRINT = "SELECT count(*), md5(string_agg(id || ':' || n || ':' || coalesce(v, '~'), ',' ORDER BY id)) FROM items"
-
-
-@pytest.fixture
-def dask_home(tmp_path: Path) -> Path:
-    """Where the cluster's logs go; skips (fails under CI=true) when the dask extra is missing."""
-    if importlib.util.find_spec("distributed") is None:
-        message = "the distributed package is not installed (pip install -e '.[dask]'; the dev extra has it)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{message} (CI=true: a missing tool is a failure)")
-        pytest.skip(message)
-    return tmp_path / "dask"
 
 
 def checkpoint_sum(store_url: str, name: str) -> int:
@@ -104,21 +90,15 @@ def test_a_sigkilled_dask_worker_leaves_its_segment_to_the_other(
         assert settings is not None and settings.mode == "dask"
         plan = plan_distributed(migration, settings.segments)
         assert len(plan) == 6
-        outcome: dict[str, Any] = {}
-        parent = threading.Thread(target=lambda: outcome.update(result=_run(run_dask_backfill, migration, settings)))
-        parent.start()
+        parent = Parent(lambda: run_dask_backfill(migration, settings, every=0.5))
         try:
             segment = _wait_mid_segment(migration.store.engine, "dkill", cluster, "dw0")
-            victim = cluster.workers["dw0"]
-            os.kill(victim.pid, signal.SIGKILL)
-            victim.wait()
+            victim = cluster.kill_worker("dw0")
             at_kill = next(r for r in leases.read_leases(migration.store.engine, "dkill") if r.segment == segment)
         finally:
-            parent.join(timeout=240)
-        assert not parent.is_alive(), "the parent never returned\n" + cluster.logs()
+            parent.join()
+        result = parent.result(cluster)
 
-    result = outcome["result"]
-    assert not isinstance(result, BaseException), result
     assert victim.returncode == -signal.SIGKILL
     assert at_kill.state == checkpoints.RUNNING and at_kill.rows_copied >= 2 * CHUNK
     assert "-dw0-" in str(at_kill.holder)
@@ -171,13 +151,6 @@ def test_loops_that_fail_are_resubmitted_then_reported(
     assert any("rounds with segments left; stopping" in line for line in lines), lines
     assert result.progress is not None and not result.progress.complete and result.rows_copied == 0
     assert rows_of(target, "SELECT count(*) FROM items")[0][0] == 0
-
-
-def _run(fn: Callable[..., Any], *args: Any) -> Any:
-    try:
-        return fn(*args, every=0.5)
-    except BaseException as exc:  # handed to the test's thread
-        return exc
 
 
 def _wait_mid_segment(engine: Any, name: str, cluster: DaskCluster, worker: str) -> int:

@@ -11,7 +11,8 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -159,19 +160,12 @@ def test_a_worker_killed_holding_a_segment_loses_it_and_the_result_is_the_same(p
     run_id = new_run_id()
     planned = plan_distributed_diff(m, settings, run_id)
 
-    # Hold the target's rows: every worker claims a segment and waits on its first read of the target,
-    # so the victim is killed mid-segment, with its lease taken and nothing recorded.
-    blocker = psycopg.connect(sa.make_url(target).set(drivername="postgresql").render_as_string(hide_password=False))
-    blocker.execute("LOCK TABLE items IN ACCESS EXCLUSIVE MODE")
-    procs = start_diff_workers(m, 3, planned.job, ttl=TTL, prefix="k")
-    try:
+    with target_locked(target):
+        procs = start_diff_workers(m, 3, planned.job, ttl=TTL, prefix="k")
         victim_id = worker_name("k", 0)
         segment = _wait_holding(m, run_id, victim_id, procs[0])
         os.kill(procs[0].pid, signal.SIGKILL)
         procs[0].wait()
-    finally:
-        blocker.rollback()
-        blocker.close()
     exits = wait_for_workers(procs[1:])
     assert procs[0].returncode == -signal.SIGKILL
     assert all(e.returncode == 0 for e in exits), [e.stderr[-2000:] for e in exits]
@@ -226,12 +220,10 @@ def test_when_every_worker_dies_the_parent_starts_a_new_round(pg_database: Calla
     run_id = new_run_id()
     planned = plan_distributed_diff(m, settings, run_id)
     # the parent's rounds (``diff_distributed`` after its plan, which reads the target) in a thread
-    blocker = psycopg.connect(sa.make_url(target).set(drivername="postgresql").render_as_string(hide_password=False))
-    blocker.execute("LOCK TABLE items IN ACCESS EXCLUSIVE MODE")
     outcome: dict[str, Any] = {}
     parent = threading.Thread(target=lambda: outcome.update(exits=run_workers(m, settings, planned.job, prefix="r")))
-    parent.start()
-    try:
+    with target_locked(target):
+        parent.start()
         first_round = [worker_name("r0", i) for i in range(2)]
         deadline = time.monotonic() + 60
         while not set(first_round) <= {r.holder for r in read_segments(m.store.engine, m.name, run_id)}:
@@ -241,9 +233,6 @@ def test_when_every_worker_dies_the_parent_starts_a_new_round(pg_database: Calla
         assert len(pids) == 2
         for pid in pids:
             os.kill(pid, signal.SIGKILL)
-    finally:
-        blocker.rollback()
-        blocker.close()
     parent.join(timeout=120)
     assert not parent.is_alive()
     rows = read_segments(m.store.engine, m.name, run_id)
@@ -253,6 +242,19 @@ def test_when_every_worker_dies_the_parent_starts_a_new_round(pg_database: Calla
     _segments_done_once(m, run_id)
     report = aggregate_report(planned.plan, m.store.engine, m.name, run_id, planned.narrowing)
     assert _found(report) == _plain_diff(_rows_pg(source), _rows_pg(target))
+
+
+@contextmanager
+def target_locked(url: str) -> Iterator[None]:
+    """Hold the target's rows: every worker claims a segment and waits on its first read of the
+    target, so one killed meanwhile dies mid-segment, its lease taken and nothing recorded."""
+    blocker = psycopg.connect(sa.make_url(url).set(drivername="postgresql").render_as_string(hide_password=False))
+    blocker.execute("LOCK TABLE items IN ACCESS EXCLUSIVE MODE")
+    try:
+        yield
+    finally:
+        blocker.rollback()
+        blocker.close()
 
 
 def _worker_pids(names: list[str]) -> list[int]:
