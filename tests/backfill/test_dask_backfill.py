@@ -8,6 +8,7 @@ than needed (the shared budget's granted rows)."""
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -29,7 +30,8 @@ from shiftover.spec import parse_spec
 
 from .conftest import ITEMS_DDL, fill_items, items_spec, rows_of, run_sql, write_items_spec
 
-N, CHUNK, TTL = 200_000, 2_000, 3.0
+# SO_SCALE_ROWS=2000000 runs the issue's 2M-row case by hand
+N, CHUNK, TTL = int(os.environ.get("SO_SCALE_ROWS", 200_000)), 2_000, 3.0
 FINGERPRINT = "SELECT count(*), md5(string_agg(id || ':' || n || ':' || coalesce(v, '~'), ',' ORDER BY id)) FROM items"
 
 
