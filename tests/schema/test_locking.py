@@ -11,7 +11,7 @@ from collections.abc import Callable
 import pytest
 import sqlalchemy as sa
 
-from shiftover.schema.columns import Target, expand
+from shiftover.schema.columns import Target, expand, install_sync
 from shiftover.schema.errors import LockTimeoutError
 from shiftover.schema.locking import DdlReport
 
@@ -101,3 +101,27 @@ def _capture(failures: list[BaseException], work: Callable[[], object]) -> None:
         work()
     except BaseException as error:  # reported by the test's assertion
         failures.append(error)
+
+
+def test_reinstalling_the_sync_goes_on_beside_an_open_read(database_url: Callable[[str], str]) -> None:
+    """A re-run of the sync step (after a crash, say) replaces the trigger under ShareRowExclusiveLock,
+    which an open read transaction does not block; a DROP TRIGGER first would need the
+    AccessExclusiveLock that the read holds off, and queue every later read behind it meanwhile."""
+    from conftest import create_orders, make_spec
+
+    url = database_url("postgres")
+    engine = create_orders(url, rows=10)
+    spec = make_spec(url, lock={"timeout_ms": 100, "attempts": 3, "backoff_ms": 10})
+    target = Target.of(engine, spec)
+    expand(target, spec)
+    install_sync(target, spec)
+    holder = holding_a_lock(sa.create_engine(url, poolclass=sa.pool.NullPool))
+    try:
+        report = install_sync(target, spec)
+    finally:
+        holder.rollback()
+        holder.close()
+    assert report.lock_timeouts == 0, report
+    with engine.begin() as conn:  # the replaced trigger still keeps the pair in step
+        conn.execute(sa.text("UPDATE orders SET amount = 1.25 WHERE id = 3"))
+        assert conn.execute(sa.text("SELECT amount_cents FROM orders WHERE id = 3")).scalar() == 125

@@ -148,8 +148,9 @@ BEGIN
 END"""
         return [
             f"CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql AS $so_sync${body}\n$so_sync$",
-            f"DROP TRIGGER IF EXISTS {group.trigger_name()} ON {group.table}",
-            f"CREATE TRIGGER {group.trigger_name()} BEFORE INSERT OR UPDATE ON {group.table} "
+            # OR REPLACE (PostgreSQL 14+): a re-run takes ShareRowExclusiveLock, where DROP TRIGGER
+            # would take AccessExclusiveLock and queue the application's reads too
+            f"CREATE OR REPLACE TRIGGER {group.trigger_name()} BEFORE INSERT OR UPDATE ON {group.table} "
             f"FOR EACH ROW EXECUTE FUNCTION {fn}()",
         ]
 
