@@ -2,8 +2,10 @@
 
 Each statement runs with its lock wait bounded (``SchemaDialect.begin_ddl``); when the bound is
 hit the statement is abandoned (so whatever queued behind it proceeds), and retried after an
-exponential backoff with jitter. After the last attempt a ``LockTimeoutError`` names who held the
-lock. pgroll does the same on PostgreSQL (500 ms, backoff on 55P03).
+exponential backoff with jitter. After the last attempt a ``LockTimeoutError`` names who held
+the lock. pgroll does the same on PostgreSQL (500 ms, backoff on 55P03). A dialect may let the
+commit release the locks before it is durable (``begin_ddl``), then wait for durability with no
+lock held (``flush_ddl``).
 
 ``outside_transaction`` runs each statement on its own autocommit connection with a session-level
 bound (``SchemaDialect.begin_session_ddl``): PostgreSQL's ``CREATE INDEX CONCURRENTLY`` refuses to
@@ -87,6 +89,7 @@ def _run_group(
                             dialect.begin_ddl(conn, lock.timeout_ms)
                             for statement in [*(before(conn) if before else []), *group]:
                                 conn.exec_driver_sql(statement)
+                        dialect.flush_ddl(conn)
                     finally:
                         dialect.end_ddl(conn)
             report.statements += len(group)

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from shiftover.schema.columns import Target, expand, install_sync
 from shiftover.schema.errors import LockTimeoutError
-from shiftover.schema.locking import DdlReport
+from shiftover.schema.locking import DdlReport, run_ddl
 
 HOLD_SECONDS = 2.0
 
@@ -125,3 +125,30 @@ def test_reinstalling_the_sync_goes_on_beside_an_open_read(database_url: Callabl
     with engine.begin() as conn:  # the replaced trigger still keeps the pair in step
         conn.execute(sa.text("UPDATE orders SET amount = 1.25 WHERE id = 3"))
         assert conn.execute(sa.text("SELECT amount_cents FROM orders WHERE id = 3")).scalar() == 125
+
+
+def test_ddl_releases_its_locks_before_the_wal_flush_and_is_flushed_after(database_url: Callable[[str], str]) -> None:
+    """PostgreSQL: the DDL's transaction commits without waiting for the WAL flush (the table lock
+    goes sooner), then run_ddl waits for the flush, and the pooled session is left as it was."""
+    from conftest import make_spec
+
+    url = database_url("postgres")
+    engine = sa.create_engine(url, pool_size=1, max_overflow=0)
+    probe = (
+        "CREATE TABLE probe AS SELECT current_setting('synchronous_commit') AS during, "
+        "pg_current_wal_insert_lsn() AS lsn"
+    )
+    run_ddl(engine, [probe], make_spec(url).lock, table="probe")
+    with engine.connect() as conn:
+        flushed = conn.execute(sa.text("SELECT pg_current_wal_flush_lsn()")).scalar()
+        during, lsn = conn.execute(sa.text("SELECT during, lsn FROM probe")).one()
+        after = conn.execute(sa.text("SHOW synchronous_commit")).scalar()
+    assert during == "off"
+    assert after == "on"
+    # the commit record follows everything the transaction wrote: the flush reached past it
+    assert _lsn(flushed) > _lsn(lsn)
+
+
+def _lsn(text: str) -> int:
+    high, low = text.split("/")
+    return (int(high, 16) << 32) + int(low, 16)
