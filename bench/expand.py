@@ -9,14 +9,14 @@ Builds an ``orders`` table (id, amount numeric(12,2), note) in a database it cre
 temporary file for SQLite). Phase 1: ``ALTER ADD COLUMN`` + one ``UPDATE orders SET amount_cents =
 round(amount * 100)``. Phase 2 (column dropped, table analysed): Shiftover's expand, sync triggers
 and keyset backfill, then validation, then contract (sync triggers dropped, ``amount`` dropped) once
-the writer writes ``amount_cents`` instead, as the new application version does. A writer thread
-(its own connection) updates random rows throughout; its p99 and worst latency are reported per
-phase, against idle, with the writes that failed (MariaDB's lock wait timeout, SQLite's "database
-is locked" after its busy timeout). Goals (issue 13): backfill >= 0.5x the plain UPDATE's rows/s,
-the writer's p99 during expand, backfill and contract <= 1.5x idle, and no write waiting longer
-than the spec's lock timeout. SQLite has one writer at a time per database file: every write
-transaction of Shiftover's (each DDL statement, each backfill batch) makes the application's
-writes wait for it whole, so there the writer's p99 during the backfill is about one batch.
+the writer writes ``amount_cents`` instead, as the new application version does. A writer in its
+own process (and connection) updates random rows throughout; its p99 and worst latency are
+reported per phase, against idle, with the writes that failed (MariaDB's lock wait timeout,
+SQLite's "database is locked" after its busy timeout). Goals (issue 13): backfill >= 0.5x the
+plain UPDATE's rows/s, the writer's p99 during expand, backfill and contract <= 1.5x idle, and no
+write waiting longer than the spec's lock timeout. SQLite has one writer at a time per database
+file: every write transaction of Shiftover's (each DDL statement, each backfill batch) makes the
+application's writes wait for it whole.
 Prints those ratios, then one JSON line.
 """
 
@@ -24,19 +24,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import random
 import shutil
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.pool import NullPool
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -66,45 +68,72 @@ ANALYZE = {"postgresql": "VACUUM ANALYZE orders", "mariadb": "ANALYZE TABLE orde
 
 
 class Writer:
-    """One application writer: single-row updates of ``amount`` in autocommit transactions."""
+    """One application writer in its own process (an application does not share the migration's
+    interpreter: in a thread, Shiftover's Python work held the GIL and the writes measured it):
+    single-row updates of ``amount`` in autocommit transactions, latencies read per phase."""
 
     def __init__(self, url: str, rows: int) -> None:
-        # SQLite: Shiftover's own engine settings (WAL, 30 s busy timeout), as an application sharing the file would
-        sqlite = url.startswith("sqlite")
-        self.engine = (
-            dialect_for(url).create_engine(sa.make_url(url))
-            if sqlite
-            else sa.create_engine(url, poolclass=sa.pool.NullPool)
-        )
-        self.rows, self.stop = rows, threading.Event()
-        self.latencies: list[float] = []
-        self.failed = 0  # writes the server refused (lock wait timeout, database is locked)
-        self.column = "amount"  # amount_cents once the "new version" writes (before contract)
-        self.thread = threading.Thread(target=self._run)
-
-    def _run(self) -> None:
-        rnd = random.Random(1)
-        with self.engine.connect() as conn:
-            while not self.stop.is_set():
-                t0 = time.monotonic()
-                cents, key = rnd.randint(0, 99_999), rnd.randint(1, self.rows)
-                value = cents if self.column == "amount_cents" else cents / 100
-                try:
-                    with conn.begin():
-                        sql = f"UPDATE orders SET {self.column} = :v WHERE id = :i"
-                        conn.execute(sa.text(sql), {"v": value, "i": key})
-                except sa.exc.OperationalError:
-                    self.failed += 1
-                self.latencies.append(time.monotonic() - t0)
-                time.sleep(0.002)
+        self.pipe, child = multiprocessing.Pipe()
+        self.process = multiprocessing.get_context("spawn").Process(target=write_rows, args=(url, rows, child))
+        self.process.start()
+        self.pipe.recv()  # connected
 
     def measure(self) -> dict[str, float]:
-        lat, failed = sorted(self.latencies), self.failed
-        self.latencies, self.failed = [], 0
-        if not lat:
-            return {"writes": 0, "failed": failed}
-        p99 = lat[int(len(lat) * 0.99) - 1] * 1000
-        return {"writes": len(lat), "failed": failed, "p99_ms": p99, "max_ms": lat[-1] * 1000}
+        self.pipe.send("measure")
+        figures: dict[str, float] = self.pipe.recv()
+        return figures
+
+    def write_column(self, column: str) -> None:
+        """``amount_cents`` once the "new version" writes (before contract)."""
+        self.pipe.send(column)
+
+    def stop(self) -> None:
+        self.pipe.send("stop")
+        self.process.join()
+
+
+def write_rows(url: str, rows: int, pipe: Connection) -> None:
+    # SQLite: Shiftover's own engine settings (WAL, 30 s busy timeout), as an application sharing the file would
+    sqlite = url.startswith("sqlite")
+    engine = dialect_for(url).create_engine(sa.make_url(url)) if sqlite else sa.create_engine(url, poolclass=NullPool)
+    rnd = random.Random(1)
+    latencies: list[float] = []
+    failed = 0  # writes the server refused (lock wait timeout, database is locked)
+    column = "amount"
+    with engine.connect() as conn:
+        pipe.send("ready")
+        while True:
+            while pipe.poll():
+                command = pipe.recv()
+                if command == "stop":
+                    return
+                if command == "measure":
+                    pipe.send(summary(latencies, failed))
+                    latencies, failed = [], 0
+                else:
+                    column = command
+            t0 = time.monotonic()
+            cents, key = rnd.randint(0, 99_999), rnd.randint(1, rows)
+            value = cents if column == "amount_cents" else cents / 100
+            try:
+                with conn.begin():
+                    conn.execute(sa.text(f"UPDATE orders SET {column} = :v WHERE id = :i"), {"v": value, "i": key})
+            except sa.exc.OperationalError:
+                failed += 1
+            latencies.append(time.monotonic() - t0)
+            time.sleep(0.002)
+
+
+def summary(latencies: list[float], failed: int) -> dict[str, float]:
+    lat = sorted(latencies)
+    if not lat:
+        return {"writes": 0, "failed": failed}
+    return {
+        "writes": len(lat),
+        "failed": failed,
+        "p99_ms": lat[int(len(lat) * 0.99) - 1] * 1000,
+        "max_ms": lat[-1] * 1000,
+    }
 
 
 def main() -> None:
@@ -158,7 +187,6 @@ def run(url: str, kind: str, rows: int, chunk: int) -> dict[str, Any]:
         conn.execute(sa.text(FILL[kind].format(n=int(rows))))
     analyze(engine, kind)
     writer = Writer(url, rows)
-    writer.thread.start()
     time.sleep(1.0)
     idle = writer.measure()
 
@@ -202,7 +230,7 @@ def run(url: str, kind: str, rows: int, chunk: int) -> dict[str, Any]:
     t0 = time.monotonic()
     validation = validate_columns(target, spec)
     validate_s = time.monotonic() - t0
-    writer.column = "amount_cents"
+    writer.write_column("amount_cents")
     time.sleep(0.3)
     writer.measure()
     t0 = time.monotonic()
@@ -211,8 +239,7 @@ def run(url: str, kind: str, rows: int, chunk: int) -> dict[str, Any]:
     contract_s = time.monotonic() - t0
     time.sleep(0.5)
     contracting = writer.measure()
-    writer.stop.set()
-    writer.thread.join()
+    writer.stop()
     store.engine.dispose()
     control.unlink(missing_ok=True)  # the control store is this run's only
     engine.dispose()
