@@ -74,7 +74,9 @@ class Writer:
 
     def __init__(self, url: str, rows: int) -> None:
         self.pipe, child = multiprocessing.Pipe()
-        self.process = multiprocessing.get_context("spawn").Process(target=write_rows, args=(url, rows, child))
+        self.process = multiprocessing.get_context("spawn").Process(
+            target=write_rows, args=(url, rows, child), daemon=True
+        )
         self.process.start()
         self.pipe.recv()  # connected
 
