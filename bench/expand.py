@@ -221,8 +221,7 @@ def run(url: str, kind: str, rows: int, chunk: int) -> dict[str, Any]:
     store = open_store(f"sqlite:///{control}")
     target = Target.of(engine, spec)
     t0 = time.monotonic()
-    expand(target, spec)
-    install_sync(target, spec)
+    expanded = install_sync(target, spec, expand(target, spec))
     expand_s = time.monotonic() - t0
     time.sleep(0.5)  # enough writes to measure the expand phase by
     expanding = writer.measure()
@@ -236,8 +235,7 @@ def run(url: str, kind: str, rows: int, chunk: int) -> dict[str, Any]:
     time.sleep(0.3)
     writer.measure()
     t0 = time.monotonic()
-    remove_sync(target, spec)
-    drop_old_columns(target, spec)
+    contracted = drop_old_columns(target, spec, remove_sync(target, spec))
     contract_s = time.monotonic() - t0
     time.sleep(0.5)
     contracting = writer.measure()
@@ -258,6 +256,8 @@ def run(url: str, kind: str, rows: int, chunk: int) -> dict[str, Any]:
         "validate_s": round(validate_s, 2),
         "validation_passed": validation.passed,
         "contract_s": round(contract_s, 3),
+        # a DDL statement that met the lock timeout: the writer may have queued behind it until then
+        "lock_timeouts": {"expand": expanded.lock_timeouts, "contract": contracted.lock_timeouts},
         "writer_idle": idle,
         "writer_during_plain_update": plain,
         "writer_during_expand": expanding,
