@@ -6,6 +6,8 @@ exponential backoff with jitter. After the last attempt a ``LockTimeoutError`` n
 lock. pgroll does the same on PostgreSQL (500 ms, backoff on 55P03). Where the server's bound is
 coarser than the spec's (MariaDB: whole seconds), ``SchemaDialect.guard_lock_wait`` ends the wait
 at the spec's bound, and an attempt it ended is retried like a lock timeout.
+A dialect may let the commit release the locks before it is durable (``begin_ddl``), then wait
+for durability with no lock held (``flush_ddl``).
 
 ``outside_transaction`` runs each statement on its own autocommit connection with a session-level
 bound (``SchemaDialect.begin_session_ddl``): PostgreSQL's ``CREATE INDEX CONCURRENTLY`` refuses to
@@ -122,6 +124,8 @@ def _attempt(
             begin(conn, lock.timeout_ms)
             for statement in [*(before(conn) if before else []), *group]:
                 run_literal(conn, statement)
+        if not autocommit:
+            dialect.flush_ddl(conn)  # committed, its locks released: now wait for it to be durable
     finally:
         end(conn)
 

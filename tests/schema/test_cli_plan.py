@@ -151,7 +151,7 @@ def test_the_split_and_merge_examples_run_on_postgres(
     result = runner.invoke(app, ["plan", path, "--ddl"])
     assert result.exit_code == 0, result.output
     assert all(f"ADD COLUMN {n} varchar" in result.output for n in new), result.output
-    assert "CREATE TRIGGER so_sync_customers_" in result.output
+    assert "CREATE OR REPLACE TRIGGER so_sync_customers_" in result.output
 
     report = run_schema_change(path, str(control_store.engine.url), RunOptions(), stop_after="validate")
     assert report["ran"] == ["expand", "sync", "backfill", "validate"]

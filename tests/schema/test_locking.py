@@ -11,9 +11,9 @@ from collections.abc import Callable
 import pytest
 import sqlalchemy as sa
 
-from shiftover.schema.columns import Target, expand
+from shiftover.schema.columns import Target, expand, install_sync
 from shiftover.schema.errors import LockTimeoutError
-from shiftover.schema.locking import DdlReport
+from shiftover.schema.locking import DdlReport, run_ddl
 
 HOLD_SECONDS = 2.0
 
@@ -101,3 +101,54 @@ def _capture(failures: list[BaseException], work: Callable[[], object]) -> None:
         work()
     except BaseException as error:  # reported by the test's assertion
         failures.append(error)
+
+
+def test_reinstalling_the_sync_goes_on_beside_an_open_read(database_url: Callable[[str], str]) -> None:
+    """A re-run of the sync step (after a crash, say) replaces the trigger under ShareRowExclusiveLock,
+    which an open read transaction does not block; a DROP TRIGGER first would need the
+    AccessExclusiveLock that the read holds off, and queue every later read behind it meanwhile."""
+    from conftest import create_orders, make_spec
+
+    url = database_url("postgres")
+    engine = create_orders(url, rows=10)
+    spec = make_spec(url, lock={"timeout_ms": 100, "attempts": 3, "backoff_ms": 10})
+    target = Target.of(engine, spec)
+    expand(target, spec)
+    install_sync(target, spec)
+    holder = holding_a_lock(sa.create_engine(url, poolclass=sa.pool.NullPool))
+    try:
+        report = install_sync(target, spec)
+    finally:
+        holder.rollback()
+        holder.close()
+    assert report.lock_timeouts == 0, report
+    with engine.begin() as conn:  # the replaced trigger still keeps the pair in step
+        conn.execute(sa.text("UPDATE orders SET amount = 1.25 WHERE id = 3"))
+        assert conn.execute(sa.text("SELECT amount_cents FROM orders WHERE id = 3")).scalar() == 125
+
+
+def test_ddl_releases_its_locks_before_the_wal_flush_and_is_flushed_after(database_url: Callable[[str], str]) -> None:
+    """PostgreSQL: the DDL's transaction commits without waiting for the WAL flush (the table lock
+    goes sooner), then run_ddl waits for the flush, and the pooled session is left as it was."""
+    from conftest import make_spec
+
+    url = database_url("postgres")
+    engine = sa.create_engine(url, pool_size=1, max_overflow=0)
+    probe = (
+        "CREATE TABLE probe AS SELECT current_setting('synchronous_commit') AS during, "
+        "pg_current_wal_insert_lsn() AS lsn"
+    )
+    run_ddl(engine, [probe], make_spec(url).lock, table="probe")
+    with engine.connect() as conn:
+        flushed = conn.execute(sa.text("SELECT pg_current_wal_flush_lsn()")).scalar()
+        during, lsn = conn.execute(sa.text("SELECT during, lsn FROM probe")).one()
+        after = conn.execute(sa.text("SHOW synchronous_commit")).scalar()
+    assert during == "off"
+    assert after == "on"
+    # the commit record follows everything the transaction wrote: the flush reached past it
+    assert _lsn(flushed) > _lsn(lsn)
+
+
+def _lsn(text: str) -> int:
+    high, low = text.split("/")
+    return (int(high, 16) << 32) + int(low, 16)

@@ -204,6 +204,10 @@ class SchemaDialect:
     def begin_ddl(self, conn: sa.Connection, timeout_ms: int) -> None:
         """Bound the lock wait of the DDL this connection runs next."""
 
+    def flush_ddl(self, conn: sa.Connection) -> None:
+        """Make the DDL just committed durable, where ``begin_ddl`` let its commit skip that wait
+        (so the table's lock is released sooner)."""
+
     def end_ddl(self, conn: sa.Connection) -> None:
         """Undo ``begin_ddl`` on a pooled connection."""
 
