@@ -1,5 +1,5 @@
 """`shiftover server`: one long-lived Prefect server per project, which later runs reuse instead of
-starting a temporary server each (6-35 s per run measured before; bench/operator.py times both)."""
+starting a temporary server each (6-35 s per run measured before; bench/operator_wait.py times both)."""
 
 from __future__ import annotations
 

@@ -2,8 +2,8 @@
 Prefect server per run (no server configured) against the project's long-lived one
 (``shiftover server start``), measured in the same run.
 
-    .venv/bin/python bench/operator.py             # 3 timed runs per mode, after one warm-up each
-    .venv/bin/python bench/operator.py --runs 1    # quick
+    .venv/bin/python bench/operator_wait.py             # 3 timed runs per mode, after one warm-up each
+    .venv/bin/python bench/operator_wait.py --runs 1    # quick
 
 Each run migrates a fresh 1,000-row SQLite table and stops after its first stage (dual-write);
 "to first stage" is process start to the control store's registration of the migration (the
