@@ -8,9 +8,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+import yaml
 
 from shiftover.connect import get_engine
 from shiftover.schema.columns import Target
@@ -48,6 +50,13 @@ def make_spec(url: str, **changes: object) -> ExpandContractSpec:
     }
     data.update(changes)
     return parse_expand_contract(data)
+
+
+def spec_file(tmp_path: Path, spec: ExpandContractSpec, name: str = "spec") -> Path:
+    """``spec`` as the YAML file the flows and the CLI take."""
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec.model_dump(mode="json", by_alias=True)))
+    return path
 
 
 def create_orders(url: str, rows: int = ROWS) -> sa.Engine:

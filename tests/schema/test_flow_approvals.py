@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-import yaml
-from conftest import create_orders, make_spec
+from conftest import create_orders, make_spec, spec_file
 
 from shiftover.control.store import ControlStore
 from shiftover.errors import ApprovalError
@@ -33,8 +32,7 @@ def start(tmp_path: Path, url: str, control_url: str) -> Background:
     from shiftover.flows.expand import expand_contract
 
     spec = make_spec(url, approvals={"approvers": ["alice"], "timeout_seconds": 60})
-    path = tmp_path / "change.yaml"
-    path.write_text(yaml.safe_dump(spec.model_dump(mode="json", by_alias=True)))
+    path = spec_file(tmp_path, spec, "change")
     run = Background(lambda: expand_contract(str(path), control_url, poll_interval_seconds=1))
     run.start()
     return run

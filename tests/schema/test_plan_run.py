@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-import yaml
-from conftest import create_orders, make_spec
+from conftest import create_orders, make_spec, spec_file
 
 from shiftover.control.store import ControlStore
 from shiftover.flags.store import get_flag
@@ -37,8 +36,7 @@ def test_the_plan_declares_approvals_and_irreversibility_as_data() -> None:
 
 
 def write_spec(tmp_path: Path, spec: ExpandContractSpec) -> str:
-    path = tmp_path / "change.yaml"
-    path.write_text(yaml.safe_dump(spec.model_dump(mode="json", by_alias=True)))
+    path = spec_file(tmp_path, spec, "change")
     return str(path)
 
 

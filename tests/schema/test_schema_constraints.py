@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-import yaml
-from conftest import ENGINES, constant_writer, create_orders, make_spec
+from conftest import ENGINES, constant_writer, create_orders, make_spec, spec_file
 
 from shiftover.control.store import ControlStore
 from shiftover.errors import SpecError
@@ -276,8 +275,7 @@ def test_a_run_through_constrain_then_a_rollback_leaves_the_table_as_it_was(
         *([CHECK] if kind == "postgres" else []),
     ]
     spec = make_spec(url, operations=ops)
-    path = tmp_path / "change.yaml"
-    path.write_text(yaml.safe_dump(spec.model_dump(mode="json", by_alias=True)))
+    path = spec_file(tmp_path, spec, "change")
     before = snapshot_table(engine, "orders", ("id",))
     report = run_schema_change(
         str(path), str(control_store.engine.url), RunOptions(auto_approve=True), stop_after="constrain"
@@ -297,8 +295,7 @@ def test_a_run_refused_at_constrain_resumes_there_once_the_rows_are_fixed(
     url = database_url("postgres")
     engine = create_orders(url, rows=500)  # row 7's amount is NULL
     spec = make_spec(url, operations=[NOT_NULL, CHECK])
-    path = tmp_path / "change.yaml"
-    path.write_text(yaml.safe_dump(spec.model_dump(mode="json", by_alias=True)))
+    path = spec_file(tmp_path, spec, "change")
     control, options = str(control_store.engine.url), RunOptions(auto_approve=True)
     with pytest.raises(ConstraintViolationError) as caught:
         run_schema_change(str(path), control, options, stop_after="constrain")

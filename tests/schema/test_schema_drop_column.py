@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-import yaml
-from conftest import ENGINES, create_orders, make_spec
+from conftest import ENGINES, create_orders, make_spec, spec_file
 
 from shiftover.control.store import ControlStore
 from shiftover.errors import SpecError
@@ -34,8 +33,7 @@ def test_the_column_goes_only_after_both_approvals(
     url = database_url(kind)
     engine = create_orders(url, rows=300)
     spec = make_spec(url, operations=[DROP])
-    path = tmp_path / "drop.yaml"
-    path.write_text(yaml.safe_dump(spec.model_dump(mode="json", by_alias=True)))
+    path = spec_file(tmp_path, spec, "drop")
     control, options = str(control_store.engine.url), RunOptions(auto_approve=True)
     before = snapshot_table(engine, "orders", ("id",))
 

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-import yaml
-from conftest import create_orders, make_spec
+from conftest import create_orders, make_spec, spec_file
 
 from shiftover.errors import SpecError
 from shiftover.schema.columns import Target
@@ -68,8 +67,7 @@ def test_the_flow_refuses_it_before_expand_changes_anything(
     with engine.begin() as conn:
         conn.execute(sa.text("UPDATE orders SET amount = 0 WHERE id = 1234"))
     spec = change_with_up(url, "round(100 / amount)")
-    path = tmp_path / "spec.yaml"
-    path.write_text(yaml.safe_dump(spec.model_dump(mode="json", by_alias=True, exclude_none=True)))  # type: ignore[attr-defined]
+    path = spec_file(tmp_path, spec, "spec")  # type: ignore[arg-type]
     before = snapshot_table(engine, "orders", ("id",))
     with pytest.raises(SpecError, match=r"operations\.0\.up.*key 1234.*division by zero"):
         expand_contract(str(path), f"sqlite:///{tmp_path / 'control.db'}", auto_approve=True)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import pytest
 import sqlalchemy as sa
-from conftest import ENGINES, create_orders, make_spec
+from conftest import ENGINES, create_orders, make_spec, spec_file
 
 from shiftover.schema.columns import Target, expand, rollback_expansion
 from shiftover.schema.constraints import build_indexes
@@ -210,7 +210,6 @@ def test_an_index_only_change_runs_through_the_plan_and_rolls_back(
     control_store,
     tmp_path,  # type: ignore[no-untyped-def]
 ) -> None:
-    import yaml
 
     from shiftover.flows.context import RunOptions
     from shiftover.flows.expand import rollback_schema_change, run_schema_change
@@ -218,8 +217,7 @@ def test_an_index_only_change_runs_through_the_plan_and_rolls_back(
     url = database_url(kind)
     engine = create_orders(url, rows=300)
     spec = index_spec(url)
-    path = tmp_path / "index.yaml"
-    path.write_text(yaml.safe_dump(spec.model_dump(mode="json", by_alias=True)))
+    path = spec_file(tmp_path, spec, "index")
     before = snapshot_table(engine, "orders", ("id",))
     options = RunOptions(auto_approve=True)
     report = run_schema_change(str(path), str(control_store.engine.url), options, stop_after="switch_writes")

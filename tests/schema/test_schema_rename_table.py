@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-import yaml
-from conftest import create_orders, make_spec
+from conftest import create_orders, make_spec, spec_file
 
 from shiftover.connect import get_engine
 from shiftover.control.store import ControlStore
@@ -38,8 +37,7 @@ def test_renames_behind_a_view_rolls_back_exactly_and_contracts(
     url = database_url(kind)
     engine = create_orders(url, rows=300)
     spec = make_spec(url, operations=[RENAME])
-    path = tmp_path / "rename.yaml"
-    path.write_text(yaml.safe_dump(spec.model_dump(mode="json", by_alias=True)))
+    path = spec_file(tmp_path, spec, "rename")
     control, options = str(control_store.engine.url), RunOptions(auto_approve=True)
     before = snapshot_table(engine, "orders", ("id",))
 
@@ -105,8 +103,7 @@ def test_rename_and_its_rollback_under_a_writer_through_the_old_name(
     url = database_url(kind)
     engine = create_orders(url, rows=300)
     spec = make_spec(url, operations=[RENAME], lock={"timeout_ms": 200, "attempts": 100, "backoff_ms": 10})
-    path = tmp_path / "rename.yaml"
-    path.write_text(yaml.safe_dump(spec.model_dump(mode="json", by_alias=True)))
+    path = spec_file(tmp_path, spec, "rename")
     control, options = str(control_store.engine.url), RunOptions(auto_approve=True)
     stop, acked, errors = threading.Event(), [], []
 
@@ -161,8 +158,7 @@ def test_rollback_from_each_stage_before_contract_restores_the_table(
     url = database_url(kind)
     engine = create_orders(url, rows=200)
     spec = make_spec(url, operations=[RENAME])
-    path = tmp_path / "rename.yaml"
-    path.write_text(yaml.safe_dump(spec.model_dump(mode="json", by_alias=True)))
+    path = spec_file(tmp_path, spec, "rename")
     control, options = str(control_store.engine.url), RunOptions(auto_approve=True)
     before = snapshot_table(engine, "orders", ("id",))
     names = [s.name for s in build_schema_plan(spec).stages]

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-import yaml
+from conftest import spec_file as write_spec_file
 
 from shiftover.connect import get_engine
 from shiftover.control.store import ControlStore
@@ -416,8 +416,7 @@ def test_a_lossy_merge_down_is_caught(merge_case: Case, control_store: ControlSt
 @pytest.fixture
 def spec_file(tmp_path: Path) -> Iterator[Callable[[ExpandContractSpec], str]]:
     def write(spec: ExpandContractSpec) -> str:
-        path = tmp_path / "change.yaml"
-        path.write_text(yaml.safe_dump(spec.model_dump(mode="json", by_alias=True)))
+        path = write_spec_file(tmp_path, spec, "change")
         return str(path)
 
     yield write
