@@ -28,6 +28,7 @@ from shiftover.flows.evaluate import Outcome, StageRunner, evaluate
 from shiftover.flows.runtime import actor
 from shiftover.phases import Phase, is_at_least
 from shiftover.plan import MigrationState, Plan, Stage, read_state
+from shiftover.plan.stages import STARTED
 from shiftover.rollback import fence_off
 from shiftover.schema.backfill import backfill_columns, checkpoint_name
 from shiftover.schema.change import SchemaChange, open_schema_change
@@ -35,9 +36,9 @@ from shiftover.schema.columns import (
     drop_old_columns,
     expand,
     install_sync,
-    remove_sync,
     rename_table,
     rollback_expansion,
+    stop_sync,
 )
 from shiftover.schema.constraints import build_indexes, enforce_constraints
 from shiftover.schema.dry_run import check_ups_on_rows
@@ -114,13 +115,20 @@ def run_switch(ctx: SchemaRunContext, stage: SwitchColumnsStage) -> Outcome:
 
 
 def run_stop_sync(ctx: SchemaRunContext, stage: Stage) -> Outcome:
-    ctx.lease.ensure()  # a rollback since the approval revoked the lease: no irreversible DDL then
-    report = remove_sync(ctx.migration.target, ctx.migration.spec)
-    return Outcome(True, "sync triggers dropped", vars(report))
+    begin_irreversible(ctx, stage)
+    report = stop_sync(ctx.migration.target, ctx.migration.spec)
+    return Outcome(True, "old columns no longer required, sync triggers dropped", vars(report))
+
+
+def begin_irreversible(ctx: SchemaRunContext, stage: Stage) -> None:
+    """Record, fenced by the run's lease, that ``stage``'s DDL begins. A rollback fences the run off
+    before it reads the state: either it came first (this write fails, no DDL runs) or it reads this
+    entry and refuses, never dropping the new columns while the triggers that fill the old ones go."""
+    ctx.store.audit(ctx.name, ctx.actor, STARTED, {"stage": stage.name}, lease=ctx.lease)
 
 
 def run_drop_old(ctx: SchemaRunContext, stage: Stage) -> Outcome:
-    ctx.lease.ensure()
+    begin_irreversible(ctx, stage)
     report = drop_old_columns(ctx.migration.target, ctx.migration.spec)
     ctx.advance(Phase.ARCHIVED, "expand/contract keeps no archive: the old columns are dropped")
     return Outcome(True, "old columns dropped", vars(report))
@@ -193,7 +201,7 @@ def rollback_schema_change(
 
 
 def refuse_after_contract(plan: Plan, state: MigrationState) -> None:
-    """``ContractRefusedError`` once ``stop_sync`` ran: the old columns no longer follow the new ones."""
+    """``ContractRefusedError`` once ``stop_sync`` began: the old columns no longer follow the new ones."""
     done = plan.irreversibly_done(state)
     if done:
         names = ", ".join(s.name for s in done)

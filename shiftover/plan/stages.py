@@ -30,6 +30,12 @@ class MigrationState:
     epoch: int
     routing: Routing
     completed: frozenset[str] = frozenset()  # stages recorded done since the last rollback
+    # irreversible stages whose work began since the last rollback (``STARTED``, written fenced by
+    # the run's lease before the work): maybe half done, so no rollback may undo what came before
+    started: frozenset[str] = frozenset()
+
+
+STARTED = "irreversible_started"  # the audit action of ``MigrationState.started``
 
 
 @dataclass(frozen=True)
@@ -254,8 +260,8 @@ class Plan:
         return stage.flow == stop_after and (following is None or following.flow != stop_after)
 
     def irreversibly_done(self, state: MigrationState) -> list[Stage]:
-        """Done stages that cannot be undone: once there is one, rollback is impossible."""
-        return [s for s in self.stages if not s.reversible and s.done(state)]
+        """Stages that cannot be undone, done or begun: once there is one, rollback is impossible."""
+        return [s for s in self.stages if not s.reversible and (s.done(state) or s.name in state.started)]
 
     def rollback_flip(self, *, keep_dual_write: bool = True) -> RoutingFlip:
         """Every reversible stage's inverse folded, newest stage first, into one flip.

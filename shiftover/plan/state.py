@@ -10,7 +10,7 @@ from shiftover.errors import ControlStoreError
 from shiftover.flags.routing import read_routing
 from shiftover.phases import Phase
 from shiftover.plan.build import build_plan
-from shiftover.plan.stages import MigrationState
+from shiftover.plan.stages import STARTED, MigrationState
 from shiftover.spec import MigrationSpec
 
 
@@ -23,10 +23,14 @@ def read_state(store: ControlStore, migration: str) -> MigrationState:
             raise ControlStoreError(f"no migration named {migration!r} in control store {store.url}")
         since = _last_rollback_id(conn, migration)
         entries = conn.execute(
-            sa.select(a.c.detail).where(a.c.migration == migration, a.c.action == "stage", a.c.id > since)
-        )
-        completed = frozenset(str(e.detail["stage"]) for e in entries)
-    return MigrationState(Phase(row.phase), int(row.epoch), read_routing(store.engine, migration), completed)
+            sa.select(a.c.action, a.c.detail).where(
+                a.c.migration == migration, a.c.action.in_(("stage", STARTED)), a.c.id > since
+            )
+        ).all()
+    completed = frozenset(str(e.detail["stage"]) for e in entries if e.action == "stage")
+    started = frozenset(str(e.detail["stage"]) for e in entries if e.action == STARTED)
+    routing = read_routing(store.engine, migration)
+    return MigrationState(Phase(row.phase), int(row.epoch), routing, completed, started)
 
 
 def nothing_left(spec: MigrationSpec, store: ControlStore) -> str | None:

@@ -2,8 +2,9 @@
 
 expand: new columns added nullable (instant on every engine here) -> sync: two-way triggers per
 move (one old and one new column for a change or rename, one old and several new for a split,
-several old and one new for a merge) -> (backfill, validate: ``backfill.py``, ``validate.py``) -> contract: drop the
-triggers, then drop the old columns. Before contract, ``rollback_expansion`` drops the constraints
+several old and one new for a merge) -> (backfill, validate: ``backfill.py``, ``validate.py``) -> contract:
+the old columns made nullable where an insert would have to name them and the triggers dropped,
+then the old columns dropped. Before contract, ``rollback_expansion`` drops the constraints
 and indexes (``constraints.py``), the triggers and the new columns, leaving the table as it was.
 Every statement runs under ``locking.run_ddl``.
 """
@@ -143,6 +144,37 @@ def remove_sync(target: Target, spec: ExpandContractSpec, report: DdlReport | No
     return run_ddl(target.engine, statements, spec.lock, table=target.table, schema=target.schema, report=report)
 
 
+def stop_sync(target: Target, spec: ExpandContractSpec, report: DdlReport | None = None) -> DdlReport:
+    """Contract's first step: the columns contract drops stop being required, then the sync
+    triggers go. From here on nothing fills those columns, yet they stay until the last step: one
+    NOT NULL with no default would refuse every insert made through the new columns alone, so it
+    becomes nullable first (on PostgreSQL in the triggers' transaction; SQLite cannot, see its
+    dialect). Idempotent: a re-run finds both done."""
+    dialect = schema_dialect(target.engine)
+    columns = target.column_names()
+    triggers = [s for m in spec.moves for s in dialect.sync_remove(sync_group(target, m, columns))]
+    statements = release_dropped_columns(target, spec) + triggers
+    return run_ddl(target.engine, statements, spec.lock, table=target.table, schema=target.schema, report=report)
+
+
+def release_dropped_columns(target: Target, spec: ExpandContractSpec) -> list[str]:
+    """The statements making each column contract drops nullable where it is NOT NULL with no
+    default (an insert would have to name it), read from the live table."""
+    dialect = schema_dialect(target.engine)
+    present = {c["name"]: c for c in sa.inspect(target.engine).get_columns(target.table, schema=target.schema)}
+    required = [
+        n
+        for n in dropped_columns(spec)
+        if n in present and not present[n]["nullable"] and present[n]["default"] is None
+    ]
+    with target.engine.connect() as conn:
+        return [
+            s
+            for name in required
+            for s in dialect.make_nullable(conn, target.qualified, target.quote(name), spec.lock.timeout_ms)
+        ]
+
+
 def drop_old_columns(target: Target, spec: ExpandContractSpec, report: DdlReport | None = None) -> DdlReport:
     """Contract's last step: the old columns go, and every ``drop_column``'s, and a renamed table's
     view of its old name (irreversible)."""
@@ -227,7 +259,7 @@ def planned_ddl(target: Target, spec: ExpandContractSpec) -> dict[str, list[str]
         + extra["indexes"],
         "sync": [s for p in pairs for s in dialect.sync_install(p)],
         **({"constrain": extra["constrain"]} if spec.constraints else {}),
-        "stop_sync": [s for p in pairs for s in dialect.sync_remove(p)],
+        "stop_sync": release_dropped_columns(target, spec) + [s for p in pairs for s in dialect.sync_remove(p)],
         "drop_old_columns": drops(dropped_columns(spec)),
         "rollback": extra["undo"]
         + undo_indexes

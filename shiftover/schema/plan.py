@@ -192,7 +192,9 @@ def build_schema_plan(spec: ExpandContractSpec) -> Plan:
         StopSyncStage(
             "stop_sync",
             Phase.OLD_WRITES_STOPPED,
-            f"sync triggers dropped: from here on, writes no longer reach {olds}",
+            f"sync triggers dropped: from here on, writes no longer reach {olds}; first, a NOT NULL among the "
+            "columns contract drops that has no default is made nullable, so inserts through the new columns "
+            "alone are accepted",
             None,
             approval=ApprovalPolicy("after this the old columns fall behind: no rollback"),
         ),

@@ -140,7 +140,13 @@ class SchemaDialect:
         raise NotImplementedError
 
     def drop_not_null(self, conn: sa.Connection, table: str, column: str, helper: str, timeout_ms: int) -> list[str]:
+        """Undo ``set_not_null`` (its helper CHECK too, where the engine uses one)."""
         raise NotImplementedError
+
+    def make_nullable(self, conn: sa.Connection, table: str, column: str, timeout_ms: int) -> list[str]:
+        """Statements letting ``column`` (NOT NULL now) take NULLs; empty where the engine cannot
+        online (SQLite: only by rebuilding the table)."""
+        return []
 
     def not_null_refusal(self, type_: str) -> str | None:
         """Why a column of ``type_`` cannot be made NOT NULL online here, or None."""

@@ -128,6 +128,11 @@ class MySQLSchema(SchemaDialect):
         return [[self._modify(table, definition, timeout_ms)]]
 
     def drop_not_null(self, conn: sa.Connection, table: str, column: str, helper: str, timeout_ms: int) -> list[str]:
+        return self.make_nullable(conn, table, column, timeout_ms)
+
+    def make_nullable(self, conn: sa.Connection, table: str, column: str, timeout_ms: int) -> list[str]:
+        # 10.11 answers 1845 to INSTANT and NOCOPY for NOT NULL -> NULL (instant only for ROW_FORMAT=
+        # REDUNDANT): an online rebuild like set_not_null's, writers going on
         definition = _column_definition(conn, table, column)
         found = _keyword(definition, _NOT_NULL)
         if found is None:

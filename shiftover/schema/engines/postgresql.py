@@ -90,10 +90,11 @@ class PostgresSchema(SchemaDialect):
         ]
 
     def drop_not_null(self, conn: sa.Connection, table: str, column: str, helper: str, timeout_ms: int) -> list[str]:
-        return [
-            f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {helper}",
-            f"ALTER TABLE {table} ALTER COLUMN {column} DROP NOT NULL",
-        ]
+        drop_helper = f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {helper}"
+        return [drop_helper, *self.make_nullable(conn, table, column, timeout_ms)]
+
+    def make_nullable(self, conn: sa.Connection, table: str, column: str, timeout_ms: int) -> list[str]:
+        return [f"ALTER TABLE {table} ALTER COLUMN {column} DROP NOT NULL"]  # catalog only, no scan
 
     def add_foreign_key(
         self, table: str, name: str, columns: Sequence[str], ref_table: str, ref_columns: Sequence[str], timeout_ms: int
