@@ -13,7 +13,8 @@ renamed table renamed back, ``rolled_back`` entered.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from prefect import flow
@@ -68,9 +69,12 @@ def run_expand(ctx: SchemaRunContext, stage: Stage) -> Outcome:
     # before any DDL: an up that fails on an existing row would fail the application's writes once
     # the sync triggers run it
     checked = check_ups_on_rows(ctx.migration.target, ctx.migration.spec)
-    report = rename_table(ctx.migration.target, ctx.migration.spec, expand(ctx.migration.target, ctx.migration.spec))
-    added = report.statements
-    report = build_indexes(ctx.migration.target, ctx.migration.spec, report)
+    with fenced_ddl(ctx):
+        report = rename_table(
+            ctx.migration.target, ctx.migration.spec, expand(ctx.migration.target, ctx.migration.spec)
+        )
+        added = report.statements
+        report = build_indexes(ctx.migration.target, ctx.migration.spec, report)
     built = report.statements - added
     reason = (
         f"up computed on {checked.rows} rows; {added} column/table statement(s), {built} index statement(s), "
@@ -80,14 +84,19 @@ def run_expand(ctx: SchemaRunContext, stage: Stage) -> Outcome:
 
 
 def run_sync(ctx: SchemaRunContext, stage: Stage) -> Outcome:
-    report = install_sync(ctx.migration.target, ctx.migration.spec)
+    with fenced_ddl(ctx):
+        report = install_sync(ctx.migration.target, ctx.migration.spec)
     return Outcome(True, f"sync triggers installed, {report.lock_timeouts} lock timeout(s)", vars(report))
 
 
 def run_backfill(ctx: SchemaRunContext, stage: Stage) -> Outcome:
     ctx.advance(Phase.BACKFILLING, "column backfill started")
     report = backfill_columns(
-        ctx.migration.target, ctx.migration.spec, ctx.store.engine, time_budget_seconds=ctx.options.time_budget_seconds
+        ctx.migration.target,
+        ctx.migration.spec,
+        ctx.store.engine,
+        time_budget_seconds=ctx.options.time_budget_seconds,
+        fence=ctx.lease.ensure,
     )
     detail = {"rows_updated": report.rows_updated, "batches": report.batches, "rows_per_second": report.rows_per_second}
     return Outcome(report.complete, f"{report.rows_updated} row(s) updated in {report.batches} batch(es)", detail)
@@ -102,7 +111,8 @@ def run_validate(ctx: SchemaRunContext, stage: Stage) -> Outcome:
 
 
 def run_constrain(ctx: SchemaRunContext, stage: Stage) -> Outcome:
-    report = enforce_constraints(ctx.migration.target, ctx.migration.spec)
+    with fenced_ddl(ctx):
+        report = enforce_constraints(ctx.migration.target, ctx.migration.spec)
     done = len(ctx.migration.spec.constraints)
     return Outcome(True, f"{done} constraint(s) enforced, {report.lock_timeouts} lock timeout(s)", vars(report))
 
@@ -115,23 +125,31 @@ def run_switch(ctx: SchemaRunContext, stage: SwitchColumnsStage) -> Outcome:
 
 
 def run_stop_sync(ctx: SchemaRunContext, stage: Stage) -> Outcome:
-    begin_irreversible(ctx, stage)
-    report = stop_sync(ctx.migration.target, ctx.migration.spec)
+    with fenced_ddl(ctx, irreversible=stage):
+        report = stop_sync(ctx.migration.target, ctx.migration.spec)
     return Outcome(True, "old columns no longer required, sync triggers dropped", vars(report))
 
 
-def begin_irreversible(ctx: SchemaRunContext, stage: Stage) -> None:
-    """Record, fenced by the run's lease, that ``stage``'s DDL begins. A rollback fences the run off
-    before it reads the state: either it came first (this write fails, no DDL runs) or it reads this
-    entry and refuses, never dropping the new columns while the triggers that fill the old ones go."""
-    ctx.store.audit(ctx.name, ctx.actor, STARTED, {"stage": stage.name}, lease=ctx.lease)
-
-
 def run_drop_old(ctx: SchemaRunContext, stage: Stage) -> Outcome:
-    begin_irreversible(ctx, stage)
-    report = drop_old_columns(ctx.migration.target, ctx.migration.spec)
+    with fenced_ddl(ctx, irreversible=stage):
+        report = drop_old_columns(ctx.migration.target, ctx.migration.spec)
     ctx.advance(Phase.ARCHIVED, "expand/contract keeps no archive: the old columns are dropped")
     return Outcome(True, "old columns dropped", vars(report))
+
+
+@contextmanager
+def fenced_ddl(ctx: SchemaRunContext, *, irreversible: Stage | None = None) -> Iterator[None]:
+    """A stage's DDL under the table's DDL lock (``Target.ddl_mutex``), after the run's fence is
+    checked inside it. A rollback fences the run off, then takes the same lock: the DDL in flight
+    ends before the rollback looks at the table, and none starts after. For an ``irreversible``
+    stage the check is a fenced audit entry saying its DDL begins (``STARTED``): a rollback that
+    finds one (the run killed inside the stage) refuses and changes nothing."""
+    with ctx.migration.target.ddl_mutex():
+        if irreversible is None:
+            ctx.lease.ensure()
+        else:
+            ctx.store.audit(ctx.name, ctx.actor, STARTED, {"stage": irreversible.name}, lease=ctx.lease)
+        yield
 
 
 SCHEMA_RUNNERS: Mapping[type[Stage], StageRunner[SchemaRunContext]] = {
@@ -187,16 +205,17 @@ def rollback_schema_change(
         return {"phase": first.phase, "note": "already rolled back"}
     refuse_after_contract(plan, first)
     fence_off(store, spec.name, who, reason)
-    state = read_state(store, spec.name)
-    refuse_after_contract(plan, state)
     change = open_schema_change(spec, store)
-    for flag in ("writes", "reads"):
-        set_flag(store.engine, flag_key(spec.name, flag), {"columns": "old"}, who, migration=spec.name)
-    # the constrain stage runs after validate: before that phase no NOT NULL of this change exists
-    report = rollback_expansion(change.target, spec, constrained=is_at_least(state.phase, Phase.VALIDATED))
-    clear_plan(store.engine, checkpoint_name(spec))  # the new columns are gone: a restart backfills afresh
-    store.audit(spec.name, who, "rollback", {"from": state.phase, "ddl": vars(report)})
-    store.transition(spec.name, Phase.ROLLED_BACK, who, f"schema change rolled back before contract: {reason}")
+    with change.target.ddl_mutex():  # the run's DDL in flight ends first (``fenced_ddl``)
+        state = read_state(store, spec.name)
+        refuse_after_contract(plan, state)
+        for flag in ("writes", "reads"):
+            set_flag(store.engine, flag_key(spec.name, flag), {"columns": "old"}, who, migration=spec.name)
+        # the constrain stage runs after validate: before that phase no NOT NULL of this change exists
+        report = rollback_expansion(change.target, spec, constrained=is_at_least(state.phase, Phase.VALIDATED))
+        clear_plan(store.engine, checkpoint_name(spec))  # the new columns are gone: a restart backfills afresh
+        store.audit(spec.name, who, "rollback", {"from": state.phase, "ddl": vars(report)})
+        store.transition(spec.name, Phase.ROLLED_BACK, who, f"schema change rolled back before contract: {reason}")
     return {"phase": Phase.ROLLED_BACK, "from": state.phase, "statements": report.statements}
 
 

@@ -15,6 +15,7 @@ holds its row locks for about one batch (PG 136 ms at 10k).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,9 +62,13 @@ def backfill_columns(
     *,
     throttle: Throttle | None = None,
     time_budget_seconds: float | None = None,
+    fence: Callable[[], None] | None = None,
 ) -> ColumnBackfillReport:
     """Bring every row's new columns to ``up(old)``; resumes after the last saved batch. A spec with
-    no column to fill (indexes, constraints, drops only) has nothing to do."""
+    no column to fill (indexes, constraints, drops only) has nothing to do. ``fence`` is called
+    before each batch and raises once the run lost its lease (a rollback, another run): a backfill
+    fenced off stops within a batch instead of writing on, and moving the checkpoint of a run
+    restarted meanwhile."""
     if not spec.moves:
         return ColumnBackfillReport(True, 0, 0, 0.0, None)
     throttle = throttle or make_throttle(spec, store_engine)
@@ -76,6 +81,8 @@ def backfill_columns(
     resumed_from, rows, batches = lo, 0, 0
     while True:
         throttle.wait_until_allowed()
+        if fence is not None:
+            fence()
         chunk = throttle.chunk_rows()
         hi = _batch_end(target.engine, table, target.key, lo, chunk)
         t0 = time.monotonic()

@@ -11,6 +11,7 @@ Every statement runs under ``locking.run_ddl``.
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -44,6 +45,12 @@ class Target:
     @property
     def qualified(self) -> str:
         return f"{self.quote(self.schema)}.{self.quote(self.table)}" if self.schema else self.quote(self.table)
+
+    def ddl_mutex(self) -> AbstractContextManager[None]:
+        """The lock a run's DDL and a rollback's take (``SchemaDialect.ddl_mutex``), named after the
+        table as the spec names it, so a renamed table keeps its lock."""
+        name = f"{self.schema or ''}.{self.table}"
+        return schema_dialect(self.engine).ddl_mutex(self.engine, name)
 
     def column_names(self) -> list[str]:
         return [c["name"] for c in sa.inspect(self.engine).get_columns(self.table, schema=self.schema)]

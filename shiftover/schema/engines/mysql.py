@@ -52,7 +52,8 @@ import math
 import re
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import sqlalchemy as sa
 
@@ -63,10 +64,13 @@ from shiftover.schema.engines import (
     TableRename,
     all_null,
     any_not_null,
+    held,
+    lock_key,
     on_row,
 )
 
 LOCK_WAIT_TIMEOUT = 1205
+_FOREVER_S = 365 * 86_400  # GET_LOCK's wait: as long as the DDL in flight runs
 PLACEHOLDER = "shiftover rename_table placeholder"
 REFUSED = {
     "add_check": "MariaDB adds a CHECK constraint only with ALGORITHM=COPY (INPLACE and NOCOPY answer "
@@ -210,6 +214,13 @@ class MySQLSchema(SchemaDialect):
             {"s": names.schema, "n": names.to, "m": f"%'{PLACEHOLDER}' is not null"},
         ).scalar()
         return bool(found)
+
+    @contextmanager
+    def ddl_mutex(self, engine: sa.Engine, name: str) -> Iterator[None]:
+        # GET_LOCK names are server-wide and at most 64 characters: the database goes into the key
+        key = {"n": f"shiftover-ddl:{lock_key(f'{engine.url.database}/{name}'):x}", "t": _FOREVER_S}
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            yield from held(conn, "SELECT GET_LOCK(%(n)s, %(t)s)", "SELECT RELEASE_LOCK(%(n)s)", key)
 
     def sync_install(self, group: SyncGroup) -> list[str]:
         new, old = on_row(group.news, "NEW"), on_row(group.olds, "NEW")

@@ -24,11 +24,21 @@ updates and deletes go through) created in the same transaction, so no query fin
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import sqlalchemy as sa
 
-from shiftover.schema.engines import SchemaDialect, SyncGroup, TableRename, all_null, any_not_null, on_row
+from shiftover.schema.engines import (
+    SchemaDialect,
+    SyncGroup,
+    TableRename,
+    all_null,
+    any_not_null,
+    held,
+    lock_key,
+    on_row,
+)
 
 LOCK_NOT_AVAILABLE = "55P03"
 
@@ -122,6 +132,14 @@ class PostgresSchema(SchemaDialect):
 
     def end_session_ddl(self, conn: sa.Connection) -> None:
         conn.exec_driver_sql("RESET lock_timeout")
+
+    @contextmanager
+    def ddl_mutex(self, engine: sa.Engine, name: str) -> Iterator[None]:
+        # a session advisory lock (scoped to the database) on a connection of its own, autocommit
+        # so it never holds a transaction open while it waits
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            key = {"k": lock_key(name)}
+            yield from held(conn, "SELECT true FROM pg_advisory_lock(%(k)s)", "SELECT pg_advisory_unlock(%(k)s)", key)
 
     def sync_install(self, group: SyncGroup) -> list[str]:
         new, old = on_row(group.news, "NEW"), on_row(group.olds, "NEW")

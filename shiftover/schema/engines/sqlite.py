@@ -14,6 +14,10 @@ table rebuild (a copy of the whole table under the database's write lock: every 
 
 from __future__ import annotations
 
+import fcntl
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import sqlalchemy as sa
 
 from shiftover.schema.engines import SchemaDialect, SyncGroup, all_null, any_not_null, on_row
@@ -47,6 +51,21 @@ class SQLiteSchema(SchemaDialect):
     def index_name_taken(self, conn: sa.Connection, table: str, name: str) -> bool:
         found = conn.execute(sa.text("SELECT count(*) FROM sqlite_master WHERE name = :n"), {"n": name.strip('"')})
         return bool(found.scalar())  # index names are database-wide
+
+    @contextmanager
+    def ddl_mutex(self, engine: sa.Engine, name: str) -> Iterator[None]:
+        # SQLite has no named locks: an exclusive flock on a file beside the database (processes on
+        # one machine are all that can share a SQLite file); an in-memory database has one user
+        database = engine.url.database
+        if not database or database == ":memory:" or database.startswith("file:"):
+            yield
+            return
+        with open(f"{database}-shiftover-ddl.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
     def sync_install(self, group: SyncGroup) -> list[str]:
         new, old = on_row(group.news, "NEW"), on_row(group.olds, "NEW")
