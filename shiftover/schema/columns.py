@@ -48,9 +48,8 @@ class Target:
 
     def ddl_mutex(self) -> AbstractContextManager[None]:
         """The lock a run's DDL and a rollback's take (``SchemaDialect.ddl_mutex``), named after the
-        table as the spec names it, so a renamed table keeps its lock."""
-        name = f"{self.schema or ''}.{self.table}"
-        return schema_dialect(self.engine).ddl_mutex(self.engine, name)
+        table as the spec names it (a renamed table keeps its lock: a view holds the name)."""
+        return schema_dialect(self.engine).ddl_mutex(self.engine, self.schema, self.table)
 
     def column_names(self) -> list[str]:
         return [c["name"] for c in sa.inspect(self.engine).get_columns(self.table, schema=self.schema)]

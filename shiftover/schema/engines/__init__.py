@@ -9,7 +9,6 @@ do online and what would block if it did: the preflight refuses such an operatio
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -199,8 +198,9 @@ class SchemaDialect:
     def end_session_ddl(self, conn: sa.Connection) -> None:
         self.end_ddl(conn)
 
-    def ddl_mutex(self, engine: sa.Engine, name: str) -> AbstractContextManager[None]:
-        """A lock named ``name`` in ``engine``'s database, held while a run's stage checks its fence
+    def ddl_mutex(self, engine: sa.Engine, schema: str | None, table: str) -> AbstractContextManager[None]:
+        """A lock on ``table`` named as the server resolves it (default schema, case folding, the
+        database file), so two spellings of one table share it, held while a run's stage checks its fence
         and runs its DDL, and while a rollback runs its own. The rollback fences the run off before
         it waits for the lock, so the run's DDL either ends before the rollback looks at the table or
         never starts: a rollback never undoes a stage that then goes on (triggers installed over
@@ -262,11 +262,6 @@ def schema_dialect(x: sa.Engine | sa.Connection | sa.Dialect | str) -> SchemaDia
 
         return SQLiteSchema()
     raise UnsupportedEngineError(name)
-
-
-def lock_key(name: str) -> int:
-    """A stable signed 64-bit key for ``name`` (PostgreSQL's advisory locks take a bigint)."""
-    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
 
 
 def held(conn: sa.Connection, take: str, release: str, params: Mapping[str, object]) -> Iterator[None]:

@@ -65,7 +65,6 @@ from shiftover.schema.engines import (
     all_null,
     any_not_null,
     held,
-    lock_key,
     on_row,
 )
 
@@ -216,11 +215,14 @@ class MySQLSchema(SchemaDialect):
         return bool(found)
 
     @contextmanager
-    def ddl_mutex(self, engine: sa.Engine, name: str) -> Iterator[None]:
-        # GET_LOCK names are server-wide and at most 64 characters: the database goes into the key
-        key = {"n": f"shiftover-ddl:{lock_key(f'{engine.url.database}/{name}'):x}", "t": _FOREVER_S}
+    def ddl_mutex(self, engine: sa.Engine, schema: str | None, table: str) -> Iterator[None]:
+        # GET_LOCK names are server-wide and at most 64 characters: a digest of the database and the
+        # table as the server folds them (lower_case_table_names)
+        name = "CONCAT(COALESCE(%(s)s, DATABASE()), '.', %(t)s)"
+        key = f"CONCAT('shiftover-ddl:', LEFT(SHA2(IF(@@lower_case_table_names, LOWER({name}), {name}), 256), 40))"
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            yield from held(conn, "SELECT GET_LOCK(%(n)s, %(t)s)", "SELECT RELEASE_LOCK(%(n)s)", key)
+            take, release = f"SELECT GET_LOCK({key}, %(w)s)", f"SELECT RELEASE_LOCK({key})"
+            yield from held(conn, take, release, {"s": schema, "t": table, "w": _FOREVER_S})
 
     def sync_install(self, group: SyncGroup) -> list[str]:
         new, old = on_row(group.news, "NEW"), on_row(group.olds, "NEW")

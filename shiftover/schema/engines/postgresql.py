@@ -36,7 +36,6 @@ from shiftover.schema.engines import (
     all_null,
     any_not_null,
     held,
-    lock_key,
     on_row,
 )
 
@@ -134,12 +133,14 @@ class PostgresSchema(SchemaDialect):
         conn.exec_driver_sql("RESET lock_timeout")
 
     @contextmanager
-    def ddl_mutex(self, engine: sa.Engine, name: str) -> Iterator[None]:
-        # a session advisory lock (scoped to the database) on a connection of its own, autocommit
-        # so it never holds a transaction open while it waits
+    def ddl_mutex(self, engine: sa.Engine, schema: str | None, table: str) -> Iterator[None]:
+        # a session advisory lock (advisory locks are per database) keyed by the schema the server
+        # resolves and the exact name, on a connection of its own, autocommit so it never holds a
+        # transaction open while it waits
+        key = "hashtextextended('shiftover-ddl:' || coalesce(%(s)s, current_schema()) || '.' || %(t)s, 0)"
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            key = {"k": lock_key(name)}
-            yield from held(conn, "SELECT true FROM pg_advisory_lock(%(k)s)", "SELECT pg_advisory_unlock(%(k)s)", key)
+            take, release = f"SELECT true FROM pg_advisory_lock({key})", f"SELECT pg_advisory_unlock({key})"
+            yield from held(conn, take, release, {"s": schema, "t": table})
 
     def sync_install(self, group: SyncGroup) -> list[str]:
         new, old = on_row(group.news, "NEW"), on_row(group.olds, "NEW")

@@ -15,6 +15,7 @@ table rebuild (a copy of the whole table under the database's write lock: every 
 from __future__ import annotations
 
 import fcntl
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -53,14 +54,16 @@ class SQLiteSchema(SchemaDialect):
         return bool(found.scalar())  # index names are database-wide
 
     @contextmanager
-    def ddl_mutex(self, engine: sa.Engine, name: str) -> Iterator[None]:
-        # SQLite has no named locks: an exclusive flock on a file beside the database (processes on
-        # one machine are all that can share a SQLite file); an in-memory database has one user
-        database = engine.url.database
-        if not database or database == ":memory:" or database.startswith("file:"):
+    def ddl_mutex(self, engine: sa.Engine, schema: str | None, table: str) -> Iterator[None]:
+        # SQLite has no named locks: an exclusive flock on a file beside the database file as SQLite
+        # opened it, links resolved (only processes on one machine can share a SQLite file); one lock
+        # for the whole file, as SQLite's own write lock. An in-memory database has one user.
+        with engine.connect() as conn:
+            path = conn.exec_driver_sql("SELECT file FROM pragma_database_list WHERE name = 'main'").scalar()
+        if not path:
             yield
             return
-        with open(f"{database}-shiftover-ddl.lock", "a") as lock:
+        with open(f"{os.path.realpath(path)}-shiftover-ddl.lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 yield
