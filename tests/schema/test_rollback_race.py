@@ -6,7 +6,8 @@ DDL went on: new columns left on a table recorded ``rolled_back``, or (PostgreSQ
 over columns already dropped, failing every write of the application. Here the stage's DDL is
 held back until the rollback's fence is up and the rollback had two seconds to finish; it must
 instead wait for that DDL, then leave the table exactly as it was, and the application's writes
-must go through. The rollback's spec spells the table another way (host, schema, a symlink): the lock is the server's name for the table, not the spec's text."""
+must go through. The rollback's spec spells the table another way (host, schema, a symlink): the
+lock is the server's name for the table, not the spec's text."""
 
 from __future__ import annotations
 
