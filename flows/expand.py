@@ -33,6 +33,7 @@ from shiftover.plan.stages import STARTED
 from shiftover.rollback import fence_off
 from shiftover.schema.backfill import backfill_columns, checkpoint_name
 from shiftover.schema.change import SchemaChange, open_schema_change
+from shiftover.schema.claim import claim_table
 from shiftover.schema.columns import (
     drop_old_columns,
     expand,
@@ -185,6 +186,8 @@ def run_schema_change(
         if not plan.stages[0].done(read_state(store, spec.name)):
             check_change(spec)  # before any DDL: a bad column or expression is refused by its spec field
         ctx = SchemaRunContext(open_schema_change(spec, store), plan, lease, holder, actor(), options)
+        if not plan.stages[0].done(ctx.state()):  # one unfinished change per table
+            claim_table(store, spec.name, ctx.actor, ctx.migration.target, lease)
         if restart and ctx.state().phase is Phase.ROLLED_BACK:
             ctx.advance(Phase.PLANNED, "restart after rollback: the plan runs again from expand")
         return evaluate(ctx, stop_after=stop_after)

@@ -7,7 +7,8 @@ ShiftoverError
     ├── ColumnMismatchError   validation found rows whose new column is not ``up(old)`` (count, keys, query)
     ├── ConstraintViolationError  rows that a CHECK, NOT NULL or unique index would refuse, found before
     │                         any DDL (count, sample of keys or values, query)
-    └── ContractRefusedError  a rollback or contract that would lose data or skip a step (why)
+    ├── ContractRefusedError  a rollback or contract that would lose data or skip a step (why)
+    └── ConcurrentChangeError another unfinished change holds the table (its name and phase)
 """
 
 from __future__ import annotations
@@ -59,3 +60,15 @@ class ConstraintViolationError(SchemaChangeError):
 
 class ContractRefusedError(SchemaChangeError):
     """A step refused because it would lose data or skip what must come first."""
+
+
+class ConcurrentChangeError(SchemaChangeError):
+    def __init__(self, table: str, holding: Sequence[tuple[str, Any]]) -> None:
+        self.table = table
+        self.holding = tuple(holding)
+        names = ", ".join(f"{name!r} (phase {phase})" for name, phase in self.holding)
+        super().__init__(
+            f"refused before any DDL: table {table} is being changed by {names}; one unfinished change per "
+            "table (each would install triggers and drop columns the other relies on). Finish that change or "
+            "roll it back (shiftover rollback <its spec>), then run this one again"
+        )
