@@ -83,12 +83,13 @@ def _run_group(
 ) -> None:
     dialect = schema_dialect(engine)
     autocommit = {"isolation_level": "AUTOCOMMIT"} if outside_transaction else {}
+    running = [group[0]]  # the statement in flight: the one a lock timeout names
     for attempt in range(1, lock.attempts + 1):
         guard = LockWaitGuard()
         try:
             with engine.connect().execution_options(**autocommit) as conn:
                 guard = dialect.guard_lock_wait(conn, lock.timeout_ms)
-                _attempt(conn, group, lock, before, guard, outside_transaction)
+                _attempt(conn, group, lock, before, guard, outside_transaction, running)
             report.statements += len(group)
             report.attempts.append(attempt)
             return
@@ -98,7 +99,7 @@ def _run_group(
             report.lock_timeouts += 1
             if attempt == lock.attempts:
                 raise LockTimeoutError(
-                    group[0].splitlines()[0][:120], attempt, _holders(engine, table, schema)
+                    running[0].splitlines()[0][:120], attempt, _holders(engine, table, schema)
                 ) from None
             pause = backoff_seconds(lock, attempt)
             report.backoff_seconds += pause
@@ -112,9 +113,11 @@ def _attempt(
     before: Callable[[sa.Connection], list[str]] | None,
     guard: LockWaitGuard,
     autocommit: bool,
+    running: list[str],
 ) -> None:
     """One try at ``group``: in one transaction, or each statement autocommitted (see the module's
-    docstring), its lock waits bounded by the session setting and by ``guard``."""
+    docstring), its lock waits bounded by the session setting and by ``guard``; ``running[0]`` is
+    set to each statement as it starts."""
     dialect = schema_dialect(conn)
     begin, end = (
         (dialect.begin_session_ddl, dialect.end_session_ddl) if autocommit else (dialect.begin_ddl, dialect.end_ddl)
@@ -123,6 +126,7 @@ def _attempt(
         with nullcontext() if autocommit else conn.begin(), guard:
             begin(conn, lock.timeout_ms)
             for statement in [*(before(conn) if before else []), *group]:
+                running[0] = statement
                 run_literal(conn, statement)
         if not autocommit:
             dialect.flush_ddl(conn)  # committed, its locks released: now wait for it to be durable

@@ -96,6 +96,29 @@ def test_ddl_gives_up_naming_who_holds_the_lock(kind: str, database_url: Callabl
     assert "transaction open" in named
 
 
+def test_a_lock_timeout_names_the_statement_that_waited(database_url: Callable[[str], str]) -> None:
+    """The second of two statements run together waits: the error names it, not the first (it did)."""
+    from conftest import create_orders
+
+    from shiftover.schema.locking import run_ddl
+    from shiftover.schema.spec import LockSpec
+
+    url = database_url("postgres")
+    engine = create_orders(url, rows=10)
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE free_table (id int)"))
+    holder = holding_a_lock(sa.create_engine(url, poolclass=sa.pool.NullPool))
+    statements = ["ALTER TABLE free_table ADD COLUMN x int", "ALTER TABLE orders ADD COLUMN y int"]
+    try:
+        with pytest.raises(LockTimeoutError) as caught:
+            run_ddl(engine, statements, LockSpec(timeout_ms=100, attempts=2, backoff_ms=10), table="orders")
+    finally:
+        holder.rollback()
+        holder.close()
+    assert caught.value.statement == "ALTER TABLE orders ADD COLUMN y int", caught.value
+    assert "free_table" not in str(caught.value)
+
+
 def _capture(failures: list[BaseException], work: Callable[[], object]) -> None:
     try:
         work()
