@@ -211,6 +211,8 @@ def rollback_schema_change(
     change = open_schema_change(spec, store)
     with change.target.ddl_mutex():  # the run's DDL in flight ends first (``fenced_ddl``)
         state = read_state(store, spec.name)
+        if state.phase is Phase.ROLLED_BACK:  # another rollback finished while this one waited
+            return {"phase": state.phase, "note": "already rolled back"}
         refuse_after_contract(plan, state)
         for flag in ("writes", "reads"):
             set_flag(store.engine, flag_key(spec.name, flag), {"columns": "old"}, who, migration=spec.name)

@@ -134,3 +134,33 @@ def test_a_column_backfill_fenced_off_by_a_rollback_writes_no_further_batch(
     assert len(batches) == 2  # the third batch never ran: it would have written the dropped columns
     assert read_state(control_store, spec.name).phase is Phase.ROLLED_BACK
     assert snapshot_table(engine, "orders", ("id",)) == before
+
+
+def test_two_rollbacks_at_once_both_end_rolled_back(
+    database_url: Callable[[str], str], control_store: ControlStore, tmp_path: Path
+) -> None:
+    url = database_url("postgres")
+    engine = create_orders(url, rows=200)
+    spec = make_spec(url)
+    before = snapshot_table(engine, "orders", ("id",))
+    run_schema_change(str(spec_file(tmp_path, spec)), str(control_store.engine.url), RunOptions(), stop_after="sync")
+    results: list[Any] = []
+    start = threading.Barrier(2)
+
+    def operator(who: str) -> None:
+        start.wait()
+        try:
+            results.append(rollback_schema_change(spec, control_store, who, "twice"))
+        except Exception as error:  # reported by the assertion below
+            results.append(error)
+
+    operators = [threading.Thread(target=operator, args=(who,)) for who in ("alice", "bob")]
+    for t in operators:
+        t.start()
+    for t in operators:
+        t.join(timeout=60)
+    assert all(isinstance(r, dict) for r in results), results
+    assert sorted(r.get("note", "") for r in results) == ["", "already rolled back"], results
+    assert read_state(control_store, spec.name).phase is Phase.ROLLED_BACK
+    assert len(control_store.audit_entries(spec.name, action="rollback")) == 1
+    assert snapshot_table(engine, "orders", ("id",)) == before
