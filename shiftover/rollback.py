@@ -22,7 +22,7 @@ from sqlalchemy.engine import Engine
 from shiftover.approvals import ApprovalRequest, cancel_pending
 from shiftover.control.lease import revoke_lease
 from shiftover.control.store import ControlStore, _audit, utcnow
-from shiftover.errors import DiffError, PhaseError, RollbackRefusedError
+from shiftover.errors import DiffError, FlagError, PhaseError, RollbackRefusedError
 from shiftover.flags.routing import Routing, WriteMode, read_routing, set_reads_percent, set_shadow, set_write_mode
 from shiftover.mapping import TableMapping
 from shiftover.phases import Phase, allowed_next
@@ -108,21 +108,40 @@ _WRITES_ORDER = (WriteMode.OLD_ONLY, WriteMode.DUAL_OLD_PRIMARY, WriteMode.DUAL_
 
 def flip_routing(store: ControlStore, migration: str, flip: RoutingFlip, actor: str, reason: str) -> datetime:
     """Step 3: reads first (instant relief), then shadow, then writes. A rollback only moves flags
-    back towards the old store (a migration rolled back before its dual-write began stays old-only)."""
-    now: Routing = read_routing(store.engine, migration)
+    back towards the old store (a migration rolled back before its dual-write began stays old-only).
+    Each flag is compare-and-set: when another writer (a second rollback at the same moment) changed
+    it in between, the routing is read again and the flip decided again from it."""
     why = f"rollback: {reason}"
-    if flip.reads_percent is not None and now.reads_percent > flip.reads_percent:
-        set_reads_percent(store.engine, migration, flip.reads_percent, actor, reason=why)
-    if flip.shadow is False and now.shadow:
-        set_shadow(store.engine, migration, False, actor, reason=why)
-    if flip.writes is not None and _WRITES_ORDER.index(now.writes) > _WRITES_ORDER.index(flip.writes):
-        set_write_mode(store.engine, migration, flip.writes, actor, reason=why)
+    for attempt in range(1, _FLIP_ATTEMPTS + 1):
+        now: Routing = read_routing(store.engine, migration)
+        try:
+            if flip.reads_percent is not None and now.reads_percent > flip.reads_percent:
+                set_reads_percent(store.engine, migration, flip.reads_percent, actor, reason=why)
+            if flip.shadow is False and now.shadow:
+                set_shadow(store.engine, migration, False, actor, reason=why)
+            if flip.writes is not None and _WRITES_ORDER.index(now.writes) > _WRITES_ORDER.index(flip.writes):
+                set_write_mode(store.engine, migration, flip.writes, actor, reason=why)
+            break
+        except FlagError:
+            if attempt == _FLIP_ATTEMPTS:
+                raise
     return utcnow()
 
 
+_FLIP_ATTEMPTS = 5
+
+
 def enter_rolled_back(store: ControlStore, migration: str, actor: str, reason: str, result: RollbackResult) -> None:
-    """The phase and the plan's restart marker (``read_state`` forgets stages done before it)."""
-    store.transition(migration, Phase.ROLLED_BACK, actor, reason)
+    """The phase and the plan's restart marker (``read_state`` forgets stages done before it). A
+    rollback run at the same moment as another made the same flips; the one that comes second
+    finds the phase entered already and says so, rather than fail after its work is done."""
+    try:
+        store.transition(migration, Phase.ROLLED_BACK, actor, reason)
+    except PhaseError:
+        if store.phase(migration) is not Phase.ROLLED_BACK:
+            raise
+        result.note = "; ".join(filter(None, [result.note, "another rollback entered rolled_back first"]))
+        return
     store.audit(migration, actor, "rollback", {k: v for k, v in result.as_dict().items() if k != "phase"})
 
 

@@ -218,3 +218,29 @@ def test_a_mapping_that_cannot_be_reversed_never_switches_writes(prefect_harness
     with pytest.raises(SpecError, match="cannot be written back"):
         cutover(setup.spec_path, setup.control_url, auto_approve=True)
     assert read_routing(setup.store.engine, setup.name).writes is WriteMode.DUAL_OLD_PRIMARY
+
+
+def test_two_rollbacks_at_once_both_end_rolled_back(make_migration) -> None:  # type: ignore[no-untyped-def]
+    from shiftover.plan import build_plan, read_state
+    from shiftover.rollback import roll_back
+
+    setup: Setup = make_migration(Phase.SHADOW_READING)
+    plan, state = build_plan(setup.migration.spec), read_state(setup.store, setup.name)
+    barrier, outcomes = threading.Barrier(2), [None, None]
+
+    def operator(i: int) -> None:
+        barrier.wait()
+        try:
+            outcomes[i] = roll_back(setup.store, plan, state, f"operator-{i}", "twice")  # type: ignore[call-overload]
+        except Exception as error:  # reported by the assertion below
+            outcomes[i] = error  # type: ignore[call-overload]
+
+    threads = [threading.Thread(target=operator, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert all(not isinstance(o, Exception) and o is not None for o in outcomes), outcomes
+    assert setup.store.phase(setup.name) is Phase.ROLLED_BACK
+    routing = read_routing(setup.store.engine, setup.name)
+    assert (routing.writes, routing.reads_percent, routing.shadow) == (WriteMode.DUAL_OLD_PRIMARY, 0, False)
