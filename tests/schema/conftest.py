@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -57,6 +58,19 @@ def spec_file(tmp_path: Path, spec: ExpandContractSpec, name: str = "spec") -> P
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(spec.model_dump(mode="json", by_alias=True)))
     return path
+
+
+def respelt(url: str, tmp_path: Path) -> dict[str, Any]:
+    """A spec's ``database`` naming the table of ``url`` another way: another host name and the schema
+    named, or the SQLite file reached through a symlink."""
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        link = tmp_path / "another-name.db"
+        link.symlink_to(str(parsed.database))
+        return {"url": f"sqlite:///{link}", "table": "orders"}
+    schema = "public" if parsed.get_backend_name() == "postgresql" else parsed.database
+    host = parsed.set(host="localhost").render_as_string(hide_password=False)
+    return {"url": host, "table": "orders", "schema": schema}
 
 
 def create_orders(url: str, rows: int = ROWS) -> sa.Engine:

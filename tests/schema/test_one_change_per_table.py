@@ -5,11 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
-import sqlalchemy as sa
-from conftest import create_orders, make_spec, spec_file
+from conftest import create_orders, make_spec, respelt, spec_file
 
 from shiftover.control.store import ControlStore
 from shiftover.flows.context import RunOptions
@@ -21,17 +19,6 @@ from shiftover.schema.snapshot import snapshot_table
 
 # a second change on the same table: drop note (and nothing the first one touches)
 SECOND = [{"op": "add_column", "column": "source", "type": "varchar(10)"}, {"op": "drop_column", "column": "note"}]
-
-
-def respelt(url: str, tmp_path: Path) -> dict[str, Any]:
-    parsed = sa.engine.make_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        link = tmp_path / "another-name.db"
-        link.symlink_to(str(parsed.database))
-        return {"url": f"sqlite:///{link}", "table": "orders"}
-    schema = "public" if parsed.get_backend_name() == "postgresql" else parsed.database
-    host = parsed.set(host="localhost").render_as_string(hide_password=False)
-    return {"url": host, "table": "orders", "schema": schema}
 
 
 @pytest.mark.parametrize("kind", ["postgres", "mariadb", "sqlite"])

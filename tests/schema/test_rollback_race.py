@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from conftest import create_orders, make_spec, spec_file
+from conftest import create_orders, make_spec, respelt, spec_file
 
 import shiftover.flows.expand as expand_flow
 from shiftover.control.store import ControlStore
@@ -32,22 +32,6 @@ from shiftover.schema.snapshot import snapshot_table
 
 # the stage, the function of shiftover.flows.expand running its DDL, and where the run stops before it
 STAGES = {"expand": ("expand", None), "sync": ("install_sync", "expand")}
-
-
-def respelt(url: str, tmp_path: Path) -> dict[str, Any]:
-    """The same table under another spelling: another host name and the schema named, or the
-    SQLite file reached through a symlink."""
-    parsed = sa.engine.make_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        link = tmp_path / "another-name.db"
-        link.symlink_to(str(parsed.database))
-        return {"url": f"sqlite:///{link}", "table": "orders"}
-    schema = "public" if parsed.get_backend_name() == "postgresql" else parsed.database
-    return {
-        "url": parsed.set(host="localhost").render_as_string(hide_password=False),
-        "table": "orders",
-        "schema": schema,
-    }
 
 
 def wait_for(check: Callable[[], bool], seconds: float = 30) -> None:
