@@ -8,7 +8,8 @@ transaction fenced by the run's lease. The runners below only call the plain fun
 present when the spec adds CHECKs, NOT NULLs or foreign keys, enforces them after validate).
 ``rollback_schema_change`` undoes everything before contract: flags back to the old columns,
 constraints (once the run reached ``validated``), indexes, triggers and new columns dropped, a
-renamed table renamed back, ``rolled_back`` entered.
+renamed table renamed back, ``rolled_back`` entered. A stage's DDL and a rollback's never
+interleave (``fenced_ddl``), and a change first claims its table (``shiftover.schema.claim``).
 """
 
 from __future__ import annotations
@@ -197,11 +198,12 @@ def rollback_schema_change(
     spec: ExpandContractSpec, store: ControlStore, who: str, reason: str = "manual rollback"
 ) -> dict[str, Any]:
     """Before contract: flags back to the old columns, triggers and new columns dropped, the table as
-    it was (holding every write made through either column); refused once ``stop_sync`` ran.
+    it was (holding every write made through either column); refused once ``stop_sync`` began.
 
     Like a table move's rollback it never waits for the lease: it revokes it and cancels pending
-    approvals (``fence_off``), so a running run stops at its next fenced write, then reads the
-    state again (that run may have finished ``stop_sync`` in between)."""
+    approvals (``fence_off``), so a running run stops at its next fenced write. It waits only for
+    the run's DDL in flight (the table's DDL lock, ``fenced_ddl``), then reads the state again
+    (that run may have begun ``stop_sync`` in between, or another rollback finished)."""
     plan = build_schema_plan(spec)
     first = read_state(store, spec.name)
     if first.phase is Phase.ROLLED_BACK:
