@@ -8,8 +8,9 @@ UPDATE (the ceiling, which locks), and what a concurrent single-row writer waits
 Builds an ``orders`` table (id, amount numeric(12,2), note) in a database it creates and drops (a
 temporary file for SQLite). Phase 1: ``ALTER ADD COLUMN`` + one ``UPDATE orders SET amount_cents =
 round(amount * 100)``. Phase 2 (column dropped, table analysed): Shiftover's expand, sync triggers
-and keyset backfill, then validation, then contract (sync triggers dropped, ``amount`` dropped) once
-the writer writes ``amount_cents`` instead, as the new application version does. A writer in its
+and keyset backfill, then validation, then contract (``stop_sync``: sync triggers dropped, with
+``--not-null`` ``amount`` made nullable first; then ``amount`` dropped) once the writer writes
+``amount_cents`` instead, as the new application version does. A writer in its
 own process (and connection) updates random rows throughout; its p99 and worst latency are
 reported per phase, against idle, with the writes that failed (MariaDB's lock wait timeout,
 SQLite's "database is locked" after its busy timeout). Goals (issue 13): backfill >= 0.5x the
@@ -45,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from shiftover.control.store import open_store
 from shiftover.engines import dialect_for
 from shiftover.schema.backfill import backfill_columns
-from shiftover.schema.columns import Target, drop_old_columns, expand, install_sync, remove_sync
+from shiftover.schema.columns import Target, drop_old_columns, expand, install_sync, stop_sync
 from shiftover.schema.spec import parse_expand_contract
 from shiftover.schema.validate import validate_columns
 
@@ -53,10 +54,10 @@ SERVERS = {
     "postgresql": "postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
     "mariadb": "mysql+pymysql://root@127.0.0.1:3306/mysql",
 }
-TABLE = {
-    "postgresql": "CREATE TABLE orders (id bigint PRIMARY KEY, amount numeric(12,2), note text)",
-    "mariadb": "CREATE TABLE orders (id bigint PRIMARY KEY, amount decimal(12,2), note text)",
-    "sqlite": "CREATE TABLE orders (id INTEGER PRIMARY KEY, amount NUMERIC(12,2), note TEXT)",
+TABLE = {  # {null}: NOT NULL with --not-null
+    "postgresql": "CREATE TABLE orders (id bigint PRIMARY KEY, amount numeric(12,2){null}, note text)",
+    "mariadb": "CREATE TABLE orders (id bigint PRIMARY KEY, amount decimal(12,2){null}, note text)",
+    "sqlite": "CREATE TABLE orders (id INTEGER PRIMARY KEY, amount NUMERIC(12,2){null}, note TEXT)",
 }
 FILL = {  # {n}: the row count
     "postgresql": "INSERT INTO orders SELECT g, (g * 37 % 100000) / 100.0, 'note ' || g FROM generate_series(1, {n}) g",
@@ -143,9 +144,12 @@ def main() -> None:
     parser.add_argument("--engine", choices=["postgresql", "mariadb", "sqlite"], default="postgresql")
     parser.add_argument("--rows", type=int, default=500_000)
     parser.add_argument("--chunk", type=int, default=10_000)
+    parser.add_argument(
+        "--not-null", action="store_true", help="amount NOT NULL: contract makes it nullable first (MariaDB: a rebuild)"
+    )
     args = parser.parse_args()
     with bench_database(args.engine) as url:
-        figures = run(url, args.engine, args.rows, args.chunk)
+        figures = run(url, args.engine, args.rows, args.chunk, not_null=args.not_null)
     print(
         f"{args.engine}: backfill {figures['backfill_rows_per_s']:,} rows/s vs one plain UPDATE "
         f"{figures['plain_update_rows_per_s']:,} rows/s: {figures['backfill_vs_plain']}x (goal >= 0.5x)"
@@ -182,10 +186,10 @@ def bench_database(engine: str) -> Iterator[str]:
         admin.dispose()
 
 
-def run(url: str, kind: str, rows: int, chunk: int) -> dict[str, Any]:
+def run(url: str, kind: str, rows: int, chunk: int, *, not_null: bool = False) -> dict[str, Any]:
     engine = dialect_for(url).create_engine(sa.make_url(url))
     with engine.begin() as conn:
-        conn.execute(sa.text(TABLE[kind]))
+        conn.execute(sa.text(TABLE[kind].format(null=" NOT NULL" if not_null else "")))
         conn.execute(sa.text(FILL[kind].format(n=int(rows))))
     analyze(engine, kind)
     writer = Writer(url, rows)
@@ -235,7 +239,7 @@ def run(url: str, kind: str, rows: int, chunk: int) -> dict[str, Any]:
     time.sleep(0.3)
     writer.measure()
     t0 = time.monotonic()
-    contracted = drop_old_columns(target, spec, remove_sync(target, spec))
+    contracted = drop_old_columns(target, spec, stop_sync(target, spec))
     contract_s = time.monotonic() - t0
     time.sleep(0.5)
     contracting = writer.measure()
@@ -247,6 +251,7 @@ def run(url: str, kind: str, rows: int, chunk: int) -> dict[str, Any]:
         "engine": kind,
         "rows": rows,
         "chunk_rows": chunk,
+        "amount_not_null": not_null,
         "plain_update_s": round(plain_s, 2),
         "plain_update_rows_per_s": round(rows / plain_s),
         "expand_and_sync_s": round(expand_s, 3),
