@@ -97,7 +97,7 @@ def describe(outcome: ExpectationOutcome) -> str:
     kwargs = ", ".join(f"{k}={v}" for k, v in outcome.kwargs.items())
     text = f"{outcome.type}({kwargs})"
     if outcome.error:
-        return f"{text}: error {outcome.error}"
+        return f"{text}: error {outcome.error.rstrip('.')}"
     text += f": observed {outcome.observed or 'nothing'}"
     examples = [v for v in outcome.sample if v != "None"][:5]
     return text + (f" (unexpected values e.g. {', '.join(examples)})" if examples else "")
