@@ -182,3 +182,26 @@ def test_the_flow_publishes_the_outcome_as_an_artifact(
         ("expect_column_values_to_be_between", False, str(cents_over(limit)))
     ]
     assert read_state(control_store, spec.name).phase is Phase.BACKFILLED
+
+
+def test_a_failed_warning_is_reported_and_does_not_block(
+    sqlite_database: Callable[[], str], control_store: ControlStore, tmp_path: Path
+) -> None:
+    url = sqlite_database()
+    create_orders(url, rows=ROWS)
+    limit = 11_099
+    between = {"column": "amount_cents", "max_value": limit}
+    report = run(
+        tmp_path,
+        control_store,
+        url,
+        [{"type": "expect_column_values_to_be_between", "kwargs": between, "severity": "warning"}],
+    )
+    assert report["ran"][-1] == "validate"
+    assert read_state(control_store, "orders-cents").phase is Phase.VALIDATED
+    [entry] = audited(control_store)
+    assert entry["passed"] is True and entry["outcomes"][0]["success"] is False
+    assert entry["summary"] == (
+        f"0/1 expectations met; warnings: expect_column_values_to_be_between(column=amount_cents, "
+        f"max_value={limit}): observed {cents_over(limit)} (unexpected values e.g. 11100)"
+    )
