@@ -6,6 +6,8 @@ walks a table move's: a done stage is skipped, an approval pauses the run (``sto
 transaction fenced by the run's lease. The runners below only call the plain functions of
 ``shiftover.schema`` with the run's engines (expand also builds the spec's indexes; ``constrain``,
 present when the spec adds CHECKs, NOT NULLs or foreign keys, enforces them after validate).
+Validate also runs the spec's Great Expectations (``shiftover.schema.expectations``) once its SQL
+checks pass, records them in the audit log and publishes them as a table artifact.
 ``rollback_schema_change`` undoes everything before contract: flags back to the old columns,
 constraints (once the run reached ``validated``), indexes, triggers and new columns dropped, a
 renamed table renamed back, ``rolled_back`` entered. A stage's DDL and a rollback's never
@@ -19,9 +21,12 @@ from contextlib import contextmanager
 from typing import Any
 
 from prefect import flow
+from prefect.artifacts import create_table_artifact
+from prefect.context import FlowRunContext
 
 from shiftover.backfill.checkpoints import clear_plan
 from shiftover.control.store import DEFAULT_URL, ControlStore, open_store
+from shiftover.expectations import preload_great_expectations
 from shiftover.flags.store import set_flag
 from shiftover.flows.approval import require_auto_permission
 from shiftover.flows.context import LeasedRun, RunOptions, leased
@@ -46,6 +51,7 @@ from shiftover.schema.columns import (
 from shiftover.schema.constraints import build_indexes, enforce_constraints
 from shiftover.schema.dry_run import check_ups_on_rows
 from shiftover.schema.errors import ContractRefusedError
+from shiftover.schema.expectations import ExpectationsReport, describe, run_change_expectations
 from shiftover.schema.plan import (
     BackfillColumnsStage,
     ConstrainStage,
@@ -62,6 +68,7 @@ from shiftover.schema.preflight import check_change
 from shiftover.schema.spec import ExpandContractSpec, load_expand_contract
 from shiftover.schema.validate import validate_columns
 from shiftover.spec import stored_form
+from shiftover.story import artifact_key
 
 SchemaRunContext = LeasedRun[SchemaChange]
 
@@ -105,11 +112,36 @@ def run_backfill(ctx: SchemaRunContext, stage: Stage) -> Outcome:
 
 
 def run_validate(ctx: SchemaRunContext, stage: Stage) -> Outcome:
-    report = validate_columns(ctx.migration.target, ctx.migration.spec)
-    detail = {"checks": [vars(c) | {"keys": [list(k) for k in c.keys]} for c in report.checks]}
+    spec = ctx.migration.spec
+    if spec.expectations:
+        preload_great_expectations()  # its import overlaps the checks in SQL
+    report = validate_columns(ctx.migration.target, spec)
+    detail: dict[str, Any] = {"checks": [vars(c) | {"keys": [list(k) for k in c.keys]} for c in report.checks]}
     ctx.store.audit(ctx.name, ctx.actor, "schema_validation", detail)
     report.require()  # a mismatch stops the run here, with the keys and the query
-    return Outcome(True, "; ".join(f"{c.what}: {c.rows_checked} rows, 0 mismatches" for c in report.checks), detail)
+    reason = "; ".join(f"{c.what}: {c.rows_checked} rows, 0 mismatches" for c in report.checks)
+    if spec.expectations:  # after the checks above: the new columns exist and hold up(old)
+        suite = run_change_expectations(ctx.migration.target, spec)
+        outcome = {"passed": suite.passed, "summary": suite.summary(), "outcomes": suite.rows()}
+        ctx.store.audit(ctx.name, ctx.actor, "schema_expectations", outcome)
+        publish_expectations(ctx.name, suite)
+        suite.require()  # a failed blocking expectation stops the run here, each one named
+        detail["expectations"] = outcome
+        reason += f"; {suite.summary()}"
+    return Outcome(True, reason, detail)
+
+
+def publish_expectations(name: str, suite: ExpectationsReport) -> None:
+    """The expectations' outcome as a table artifact of the current flow run (a no-op outside one),
+    under a stable key: ``<change>-expectations``."""
+    if FlowRunContext.get() is None:
+        return
+    verdict = "passed" if suite.passed else "FAILED: " + "; ".join(describe(o) for o in suite.failed)
+    create_table_artifact(
+        key=artifact_key(name, "expectations"),
+        table=suite.rows(),
+        description=f"Great Expectations on the changed table of {name} at validate: {suite.summary()}; {verdict}",
+    )
 
 
 def run_constrain(ctx: SchemaRunContext, stage: Stage) -> Outcome:

@@ -152,7 +152,7 @@ def _datasource(ctx: Any, engine: Engine) -> Any:
 
 def _outcome(exp: Expectation, res: Any) -> ExpectationOutcome:
     body = res.result or {}
-    observed = body.get("observed_value", body.get("unexpected_count", ""))
+    observed = body.get("observed_value", _count(body.get("unexpected_count", "")))
     sample = [str(v) for v in (body.get("partial_unexpected_list") or [])[:10]]
     error = ""
     info = res.exception_info or {}
@@ -171,6 +171,11 @@ def _outcome(exp: Expectation, res: Any) -> ExpectationOutcome:
         sample=sample,
         error=error,
     )
+
+
+def _count(value: Any) -> Any:
+    """A row count as an integer: GX reports MariaDB's counts as floats (``1.0``)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def _plain(kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -7,6 +7,7 @@ ShiftoverError
     ├── ColumnMismatchError   validation found rows whose new column is not ``up(old)`` (count, keys, query)
     ├── ConstraintViolationError  rows that a CHECK, NOT NULL or unique index would refuse, found before
     │                         any DDL (count, sample of keys or values, query)
+    ├── ExpectationsFailedError  the spec's Great Expectations failed at validate (each one, what was observed)
     ├── ContractRefusedError  a rollback or contract that would lose data or skip a step (why)
     └── ConcurrentChangeError another unfinished change holds the table (its name and phase)
 """
@@ -55,6 +56,16 @@ class ConstraintViolationError(SchemaChangeError):
         super().__init__(
             f"refused before any DDL: {what}: {count} {unit}, {shown} {list(self.keys)}; fix them and run again "
             f"(list them all with: {query})"
+        )
+
+
+class ExpectationsFailedError(SchemaChangeError):
+    def __init__(self, failed: Sequence[str]) -> None:
+        self.failed = tuple(failed)
+        super().__init__(
+            f"{len(self.failed)} expectation(s) failed on the changed table: "
+            + "; ".join(self.failed)
+            + ". The run stopped at validate; fix the data or the spec, then run again (or roll back)"
         )
 
 

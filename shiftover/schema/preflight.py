@@ -16,6 +16,8 @@ Indexes and constraints: an index's columns must exist (or be added by this chan
 be new; a CHECK's expression is planned the same way and its name must be new; a NOT NULL column
 must exist (or be added) and be nullable now (a rollback makes it nullable again). An operation the
 engine cannot do online (``SchemaDialect.online_refusal``) is refused here, saying what would block.
+The spec's expectations may name only the table's columns and those the change adds, and must be
+expectations Great Expectations knows (``shiftover.schema.expectations.check_expectations``).
 """
 
 from __future__ import annotations
@@ -25,10 +27,12 @@ import sqlalchemy as sa
 from shiftover.connect import get_engine
 from shiftover.engines import run_literal
 from shiftover.errors import SpecError
+from shiftover.expectations import preload_great_expectations
 from shiftover.preflight import check_unique_key, inspect_endpoint, table_columns
 from shiftover.schema.columns import Target, table_rename
 from shiftover.schema.constraints import check_names, foreign_key_names, index_names, is_nullable
 from shiftover.schema.engines import schema_dialect
+from shiftover.schema.expectations import check_expectations
 from shiftover.schema.spec import (
     AddCheck,
     AddColumn,
@@ -70,6 +74,8 @@ def check_change(spec: ExpandContractSpec) -> Target:
     ]
     row = _row_with(target, present, new_columns)
     after = present + [name for name, _ in new_columns]
+    if spec.expectations:
+        preload_great_expectations()  # its import overlaps the checks below
     for i, op in enumerate(spec.operations):
         if isinstance(op, ChangeColumn):  # a rename's expressions are its column names, checked above
             _plan(target, f"operations.{i}.up", f"SELECT ({op.up}) FROM ({row}) so_row WHERE 1 = 0")
@@ -80,6 +86,7 @@ def check_change(spec: ExpandContractSpec) -> Target:
             _check_constraint(
                 target, i, op, present, after, row, [ix.columns for ix in spec.indexes], dict(new_columns)
             )
+    check_expectations(spec, after)
     return target
 
 

@@ -19,6 +19,7 @@ Besides the column operations, four operations change no data and move none: ``c
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -26,7 +27,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from shiftover.errors import SpecError
-from shiftover.spec import ApprovalSpec, Endpoint, KeyColumns, read_spec_file, spec_error
+from shiftover.spec import ApprovalSpec, Endpoint, Expectation, KeyColumns, read_spec_file, spec_error
 
 KIND = "expand_contract"
 # Operations in the issue that this version refuses, with what to do instead.
@@ -339,6 +340,8 @@ class ExpandContractSpec(_Model):
     lock: LockSpec = LockSpec()
     backfill: ColumnBackfillSpec = ColumnBackfillSpec()
     approvals: ApprovalSpec = ApprovalSpec()
+    # Great Expectations run by the validate stage on the changed table (shiftover.schema.expectations)
+    expectations: tuple[Expectation, ...] = ()
 
     @model_validator(mode="after")
     def _coherent(self) -> ExpandContractSpec:
@@ -426,9 +429,28 @@ def parse_expand_contract(data: dict[str, Any]) -> ExpandContractSpec:
         if name in NOT_YET:
             raise SpecError(f"operations.{i}.op", f"operation {name!r} is not supported yet ({NOT_YET[name]})")
     try:
-        return ExpandContractSpec.model_validate(data)
+        spec = ExpandContractSpec.model_validate(data)
     except ValidationError as exc:
         raise _field_error(exc) from None
+    _check_expectation_shapes(spec)
+    return spec
+
+
+def _check_expectation_shapes(spec: ExpandContractSpec) -> None:
+    """What can be told of ``expectations`` without the table or Great Expectations (its 3 s import):
+    a snake_case ``expect_`` name, and no ``stages`` (only the validate stage runs them). The name
+    against GX and the columns against the table are checked before any DDL (``check_change``)."""
+    for i, exp in enumerate(spec.expectations):
+        if not re.fullmatch(r"expect_[a-z0-9_]+", exp.type):
+            raise SpecError(
+                f"expectations.{i}.type",
+                f"{exp.type!r} is no Great Expectations name (snake_case, e.g. expect_column_values_to_not_be_null)",
+            )
+        if exp.stages:
+            raise SpecError(
+                f"expectations.{i}.stages",
+                "an expand_contract spec runs its expectations in the validate stage only: leave `stages` out",
+            )
 
 
 def _field_error(exc: ValidationError) -> SpecError:
