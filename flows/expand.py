@@ -32,6 +32,7 @@ from shiftover.plan import MigrationState, Plan, Stage, read_state
 from shiftover.plan.stages import STARTED
 from shiftover.rollback import fence_off
 from shiftover.schema.backfill import backfill_columns, checkpoint_name
+from shiftover.schema.canary import canary_reads
 from shiftover.schema.change import SchemaChange, open_schema_change
 from shiftover.schema.claim import claim_table
 from shiftover.schema.columns import (
@@ -121,6 +122,9 @@ def run_constrain(ctx: SchemaRunContext, stage: Stage) -> Outcome:
 def run_switch(ctx: SchemaRunContext, stage: SwitchColumnsStage) -> Outcome:
     flag = stage.flag
     key = flag_key(ctx.name, flag)
+    if flag == "reads" and ctx.migration.spec.reads is not None:
+        passed = canary_reads(ctx.store.engine, ctx.migration.spec, ctx.actor, fence=ctx.lease)
+        return Outcome(True, f"{key} -> new columns through canary steps {passed} %", {"canary_percent": passed})
     set_flag(ctx.store.engine, key, {"columns": "new"}, ctx.actor, migration=ctx.name, fence=ctx.lease)
     return Outcome(True, f"{key} -> new columns")
 

@@ -7,18 +7,25 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
+import time
 from collections.abc import Callable
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from conftest import ENGINES, create_orders, make_spec
+from conftest import ENGINES, create_orders, make_spec, spec_file
 
+from shiftover.control.store import ControlStore
+from shiftover.errors import SpecError
 from shiftover.flags.client import FlagClient
-from shiftover.flags.store import set_flag
+from shiftover.flags.store import get_flag, set_flag
 from shiftover.metrics import Recorder
+from shiftover.plan import read_state
 from shiftover.schema.backfill import backfill_columns
 from shiftover.schema.columns import Target, expand, install_sync, remove_sync
+from shiftover.schema.errors import CanaryStoppedError
 from shiftover.schema.reads import ColumnReads
 from shiftover.schema.spec import ExpandContractSpec
 
@@ -168,3 +175,102 @@ def test_a_shadow_comparison_that_fails_is_counted_and_the_read_served(synced, c
             {"m": spec.name},
         ).scalar()
     assert errors == 1
+
+
+class Application:
+    """An application reading a few keys through ``ColumnReads`` on its own thread, flag client
+    refreshed and recorder flushed every 0.1 s, as a deployed one would."""
+
+    def __init__(self, spec: ExpandContractSpec, engine: sa.Engine, store: sa.Engine, keys: range) -> None:
+        self.client = FlagClient(store, ttl=0.1)
+        self.recorder = Recorder(store, spec.name)
+        self.reads = ColumnReads(self.client, spec, engine, self.recorder)
+        self.keys, self.served, self.stop = keys, 0, threading.Event()
+        self.thread = threading.Thread(target=self._run)
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            for key in self.keys:
+                assert self.reads.read(key) is not None
+                self.served += 1
+            self.recorder.flush()
+            time.sleep(0.1)
+
+    def __enter__(self) -> Application:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+        self.recorder.flush()
+        self.client.close()
+
+
+def reads_flag_values(store: ControlStore, name: str) -> list[object]:
+    return [
+        e["detail"]["value"] for e in store.audit_entries(name) if e["action"] == "flag" and e["detail"]["flag"] == FLAG
+    ]
+
+
+@pytest.mark.parametrize("kind", ENGINES)
+def test_a_shadow_mismatch_stops_the_reads_canary_at_its_step(  # type: ignore[no-untyped-def]
+    kind: str, prefect_harness: None, database_url: Callable[[str], str], control_store: ControlStore, tmp_path: Path
+) -> None:
+    from shiftover.flows.expand import expand_contract
+
+    url = database_url(kind)
+    engine = create_orders(url, rows=200)
+    spec = make_spec(url, reads={"canary_percent": [50, 100], "soak_seconds": 1.0})
+    path, control = str(spec_file(tmp_path, spec)), str(control_store.engine.url)
+    expand_contract(path, control, auto_approve=True, stop_after="validate")
+    target = Target.of(engine, spec)
+    remove_sync(target, spec)  # key 42 out of step after validation, as a bug in a writer would leave it
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE orders SET amount_cents = amount_cents + 1 WHERE id = 42"))
+    install_sync(target, spec)
+
+    with Application(spec, engine, control_store.engine, range(40, 45)) as app:
+        with pytest.raises(CanaryStoppedError) as stopped:
+            expand_contract(path, control, auto_approve=True, stop_after="switch_reads")
+    assert app.served > 0
+    assert "50 % canary step" in str(stopped.value) and "key [42]" in str(stopped.value)
+    assert get_flag(control_store.engine, FLAG).value == {"columns": "old"}  # type: ignore[union-attr]
+    assert reads_flag_values(control_store, spec.name) == [
+        {"columns": "new", "percent": 50, "shadow": True},
+        {"columns": "old"},
+    ]
+    assert "switch_reads" not in read_state(control_store, spec.name).completed
+
+    with engine.begin() as conn:  # the row repaired: the canary runs through
+        conn.execute(sa.text("UPDATE orders SET amount_cents = amount_cents - 1 WHERE id = 42"))
+    with Application(spec, engine, control_store.engine, range(40, 45)):
+        expand_contract(path, control, auto_approve=True, stop_after="switch_reads")
+    assert get_flag(control_store.engine, FLAG).value == {"columns": "new"}  # type: ignore[union-attr]
+    assert reads_flag_values(control_store, spec.name)[2:] == [
+        {"columns": "new", "percent": 50, "shadow": True},
+        {"columns": "new", "percent": 100, "shadow": True},
+        {"columns": "new"},
+    ]
+
+
+def test_without_a_reads_field_switch_reads_flips_once(
+    control_store: ControlStore, database_url, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    from shiftover.flows.context import RunOptions
+    from shiftover.flows.expand import run_schema_change
+
+    url = database_url("sqlite")
+    create_orders(url, rows=50)
+    spec = make_spec(url)
+    run_schema_change(
+        str(spec_file(tmp_path, spec)), str(control_store.engine.url), RunOptions(), stop_after="switch_reads"
+    )
+    assert reads_flag_values(control_store, spec.name) == [{"columns": "new"}]
+
+
+def test_canary_steps_are_checked_by_field() -> None:
+    with pytest.raises(SpecError, match=r"reads\.canary_percent.*rise strictly"):
+        make_spec("sqlite:///unused.db", reads={"canary_percent": [50, 5, 100]})
+    with pytest.raises(SpecError, match=r"reads\.canary_percent.*end at 100"):
+        make_spec("sqlite:///unused.db", reads={"canary_percent": [5, 50]})
