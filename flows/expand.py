@@ -123,8 +123,9 @@ def run_switch(ctx: SchemaRunContext, stage: SwitchColumnsStage) -> Outcome:
     flag = stage.flag
     key = flag_key(ctx.name, flag)
     if flag == "reads" and ctx.migration.spec.reads is not None:
-        passed = canary_reads(ctx.store.engine, ctx.migration.spec, ctx.actor, fence=ctx.lease)
-        return Outcome(True, f"{key} -> new columns through canary steps {passed} %", {"canary_percent": passed})
+        steps = canary_reads(ctx.store.engine, ctx.migration.spec, ctx.actor, fence=ctx.lease)
+        seen = ", ".join(f"{s['percent']:g} % ({s['shadow_reads']:g} shadow reads)" for s in steps)
+        return Outcome(True, f"{key} -> new columns through canary steps {seen}", {"canary": steps})
     set_flag(ctx.store.engine, key, {"columns": "new"}, ctx.actor, migration=ctx.name, fence=ctx.lease)
     return Outcome(True, f"{key} -> new columns")
 

@@ -39,12 +39,14 @@ def canary_reads(
     *,
     fence: Fence | None = None,
     sleep: Callable[[float], None] = time.sleep,
-) -> list[float]:
-    """Walk the canary steps; returns the percentages passed. ``CanaryStoppedError`` at the first
+) -> list[dict[str, float]]:
+    """Walk the canary steps; returns each step passed with the shadow reads its gate saw (a step
+    that saw none passed on no evidence: the stage's detail shows it). ``CanaryStoppedError`` at the first
     step with a shadow mismatch, the flag put back to the previous step's value first."""
     assert spec.reads is not None, "canary_reads needs the spec's reads field"
     key = flag_key(spec.name, "reads")
-    previous, passed = ALL_OLD, []
+    previous: dict[str, Any] = ALL_OLD
+    passed: list[dict[str, float]] = []
     for percent in spec.reads.canary_percent:
         since = utcnow()
         value = step_value(percent)
@@ -55,7 +57,7 @@ def canary_reads(
             sample = recent_mismatches(store, spec.name, since, limit=5)
             set_flag(store, key, previous, actor, migration=spec.name, reason="canary stopped", fence=fence)
             raise CanaryStoppedError(percent, previous, reads, mismatches, sample)
-        passed.append(percent)
+        passed.append({"percent": percent, "shadow_reads": reads})
         previous = value
     set_flag(store, key, ALL_NEW, actor, migration=spec.name, reason="canary done", fence=fence)
     return passed

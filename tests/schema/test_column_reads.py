@@ -221,7 +221,7 @@ def test_a_shadow_mismatch_stops_the_reads_canary_at_its_step(  # type: ignore[n
 
     url = database_url(kind)
     engine = create_orders(url, rows=200)
-    spec = make_spec(url, reads={"canary_percent": [50, 100], "soak_seconds": 1.0})
+    spec = make_spec(url, reads={"canary_percent": [50, 100], "soak_seconds": 2.0})
     path, control = str(spec_file(tmp_path, spec)), str(control_store.engine.url)
     expand_contract(path, control, auto_approve=True, stop_after="validate")
     target = Target.of(engine, spec)
@@ -245,7 +245,9 @@ def test_a_shadow_mismatch_stops_the_reads_canary_at_its_step(  # type: ignore[n
     with engine.begin() as conn:  # the row repaired: the canary runs through
         conn.execute(sa.text("UPDATE orders SET amount_cents = amount_cents - 1 WHERE id = 42"))
     with Application(spec, engine, control_store.engine, range(40, 45)):
-        expand_contract(path, control, auto_approve=True, stop_after="switch_reads")
+        report = expand_contract(path, control, auto_approve=True, stop_after="switch_reads")
+    steps = report["stages"]["switch_reads"]["canary"]
+    assert [s["percent"] for s in steps] == [50, 100] and all(s["shadow_reads"] > 0 for s in steps)
     assert get_flag(control_store.engine, FLAG).value == {"columns": "new"}  # type: ignore[union-attr]
     assert reads_flag_values(control_store, spec.name)[2:] == [
         {"columns": "new", "percent": 50, "shadow": True},
