@@ -38,6 +38,7 @@ from shiftover.plan import MigrationState, Plan, Stage, read_state
 from shiftover.plan.stages import STARTED
 from shiftover.rollback import fence_off
 from shiftover.schema.backfill import backfill_columns, checkpoint_name
+from shiftover.schema.canary import canary_reads
 from shiftover.schema.change import SchemaChange, open_schema_change
 from shiftover.schema.claim import claim_table
 from shiftover.schema.columns import (
@@ -154,6 +155,10 @@ def run_constrain(ctx: SchemaRunContext, stage: Stage) -> Outcome:
 def run_switch(ctx: SchemaRunContext, stage: SwitchColumnsStage) -> Outcome:
     flag = stage.flag
     key = flag_key(ctx.name, flag)
+    if flag == "reads" and ctx.migration.spec.reads is not None:
+        steps = canary_reads(ctx.store.engine, ctx.migration.spec, ctx.actor, fence=ctx.lease)
+        seen = ", ".join(f"{s['percent']:g} % ({s['shadow_reads']:g} shadow reads)" for s in steps)
+        return Outcome(True, f"{key} -> new columns through canary steps {seen}", {"canary": steps})
     set_flag(ctx.store.engine, key, {"columns": "new"}, ctx.actor, migration=ctx.name, fence=ctx.lease)
     return Outcome(True, f"{key} -> new columns")
 

@@ -8,13 +8,15 @@ ShiftoverError
     ├── ConstraintViolationError  rows that a CHECK, NOT NULL or unique index would refuse, found before
     │                         any DDL (count, sample of keys or values, query)
     ├── ExpectationsFailedError  the spec's Great Expectations failed at validate (each one, what was observed)
+    ├── CanaryStoppedError    shadow reads found new columns differing from ``up(old)`` at a canary
+    │                         step of switch_reads (step, count, sample); the reads flag was put back
     ├── ContractRefusedError  a rollback or contract that would lose data or skip a step (why)
     └── ConcurrentChangeError another unfinished change holds the table (its name and phase)
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from shiftover.errors import ShiftoverError
@@ -66,6 +68,25 @@ class ExpectationsFailedError(SchemaChangeError):
             f"{len(self.failed)} expectation(s) failed on the changed table: "
             + "; ".join(self.failed)
             + ". The run stopped at validate; fix the data or the spec, then run again (or roll back)"
+        )
+
+
+class CanaryStoppedError(SchemaChangeError):
+    def __init__(
+        self, percent: float, restored: Any, reads: int, mismatches: int, sample: Sequence[Mapping[str, Any]]
+    ) -> None:
+        self.percent = percent
+        self.restored = restored
+        self.mismatches = mismatches
+        self.sample = tuple(sample)
+        shown = "; ".join(
+            f"key {m['key_json']} {m['columns']}: up(old) {m['old_value']} vs new {m['new_value']}" for m in self.sample
+        )
+        super().__init__(
+            f"switch_reads stopped at its {percent:g} % canary step: {mismatches} shadow mismatch(es) in {reads} "
+            f"shadow read(s) since the step began ({shown or 'no sample kept'}); the reads flag is back to "
+            f"{restored}. Find why those rows' new columns differ from up(old), then run again (the canary "
+            "starts from its first step)"
         )
 
 

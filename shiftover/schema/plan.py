@@ -178,7 +178,7 @@ def build_schema_plan(spec: ExpandContractSpec) -> Plan:
         SwitchColumnsStage(
             "switch_reads",
             Phase.READS_SWITCHED,
-            f"flag {flag_key(spec.name, 'reads')} -> new columns",
+            f"flag {flag_key(spec.name, 'reads')} -> new columns" + _canary(spec),
             SchemaUndo("reads flag -> old columns"),
             flag="reads",
         ),
@@ -207,6 +207,16 @@ def build_schema_plan(spec: ExpandContractSpec) -> Plan:
         ),
     ]
     return Plan(spec.name, tuple(stages))
+
+
+def _canary(spec: ExpandContractSpec) -> str:
+    if spec.reads is None:
+        return ""
+    steps = ", ".join(f"{p:g}" for p in spec.reads.canary_percent)
+    return (
+        f" in canary steps of {steps} % of keys with shadow reads, {spec.reads.soak_seconds:g} s each; a shadow "
+        "mismatch during a step puts the flag back to the previous step and stops"
+    )
 
 
 def _describe(op: ConstraintOperation) -> str:

@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from shiftover.errors import SpecError
 from shiftover.spec import ApprovalSpec, Endpoint, Expectation, KeyColumns, read_spec_file, spec_error
@@ -331,6 +332,25 @@ class ColumnBackfillSpec(_Model):
     max_rows_per_second: Annotated[float, Field(gt=0)] | None = None
 
 
+class ReadsSpec(_Model):
+    """Canary steps for ``switch_reads``: the reads flag goes to each percentage of keys in turn, with
+    shadow reads on, and waits ``soak_seconds`` before the next; a shadow mismatch recorded during a
+    step stops the stage there (``shiftover.schema.canary``). Without this field one flip sends
+    every key to the new columns."""
+
+    canary_percent: Annotated[tuple[Annotated[float, Field(gt=0, le=100)], ...], Field(min_length=1)]
+    soak_seconds: Annotated[float, Field(ge=0, le=86_400)] = 0
+
+    @field_validator("canary_percent")
+    @classmethod
+    def _rising_to_all(cls, steps: tuple[float, ...]) -> tuple[float, ...]:
+        if any(b <= a for a, b in pairwise(steps)):
+            raise ValueError(f"canary_percent must rise strictly, got {list(steps)}")
+        if steps[-1] != 100:
+            raise ValueError(f"canary_percent must end at 100 (every key reads the new columns), got {list(steps)}")
+        return steps
+
+
 class ExpandContractSpec(_Model):
     kind: Literal["expand_contract"]
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")]
@@ -342,6 +362,7 @@ class ExpandContractSpec(_Model):
     approvals: ApprovalSpec = ApprovalSpec()
     # Great Expectations run by the validate stage on the changed table (shiftover.schema.expectations)
     expectations: tuple[Expectation, ...] = ()
+    reads: ReadsSpec | None = None  # canary steps for switch_reads; none: one flip to the new columns
 
     @model_validator(mode="after")
     def _coherent(self) -> ExpandContractSpec:
