@@ -6,7 +6,9 @@ applications' recorders wrote to the control store since the step began: any at 
 back where the previous step left it (the old columns before the first) and fails the stage with
 the count and a sample, so a re-run starts the canary again from its first step. After the last
 step's gate the flag is ``{"columns": "new"}``, the value a spec with no canary gets at once.
-The gate reads only what applications flushed: a soak shorter than their flush interval sees nothing.
+The gate reads only what applications flushed: a soak shorter than their flush interval sees nothing,
+and a step that saw fewer than ``reads.min_shadow_reads`` (default 1) shadow reads is not passed on no
+evidence: the flag goes back the same way and the stage fails saying so.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from sqlalchemy.engine import Engine
 from shiftover.control.store import Fence, utcnow
 from shiftover.flags.store import set_flag
 from shiftover.metrics import mismatch_rate, recent_mismatches
-from shiftover.schema.errors import CanaryStoppedError
+from shiftover.schema.errors import CanaryStoppedError, CanaryUnjudgedError
 from shiftover.schema.plan import flag_key
 from shiftover.schema.spec import ExpandContractSpec
 
@@ -40,9 +42,9 @@ def canary_reads(
     fence: Fence | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> list[dict[str, float]]:
-    """Walk the canary steps; returns each step passed with the shadow reads its gate saw (a step
-    that saw none passed on no evidence: the stage's detail shows it). ``CanaryStoppedError`` at the first
-    step with a shadow mismatch, the flag put back to the previous step's value first."""
+    """Walk the canary steps; returns each step passed with the shadow reads its gate saw.
+    ``CanaryStoppedError`` at the first step with a shadow mismatch, ``CanaryUnjudgedError`` at the
+    first with too few shadow reads, the flag put back to the previous step's value first."""
     assert spec.reads is not None, "canary_reads needs the spec's reads field"
     key = flag_key(spec.name, "reads")
     previous: dict[str, Any] = ALL_OLD
@@ -57,6 +59,9 @@ def canary_reads(
             sample = recent_mismatches(store, spec.name, since, limit=5)
             set_flag(store, key, previous, actor, migration=spec.name, reason="canary stopped", fence=fence)
             raise CanaryStoppedError(percent, previous, reads, mismatches, sample)
+        if reads < spec.reads.min_shadow_reads:
+            set_flag(store, key, previous, actor, migration=spec.name, reason="canary unjudged", fence=fence)
+            raise CanaryUnjudgedError(percent, previous, int(reads), spec.reads.min_shadow_reads)
         passed.append({"percent": percent, "shadow_reads": reads})
         previous = value
     set_flag(store, key, ALL_NEW, actor, migration=spec.name, reason="canary done", fence=fence)

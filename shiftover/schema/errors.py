@@ -10,6 +10,7 @@ ShiftoverError
     ├── ExpectationsFailedError  the spec's Great Expectations failed at validate (each one, what was observed)
     ├── CanaryStoppedError    shadow reads found new columns differing from ``up(old)`` at a canary
     │                         step of switch_reads (step, count, sample); the reads flag was put back
+    ├── CanaryUnjudgedError   too few shadow reads at a canary step to judge it; the flag was put back
     ├── ContractRefusedError  a rollback or contract that would lose data or skip a step (why)
     └── ConcurrentChangeError another unfinished change holds the table (its name and phase)
 """
@@ -87,6 +88,19 @@ class CanaryStoppedError(SchemaChangeError):
             f"shadow read(s) since the step began ({shown or 'no sample kept'}); the reads flag is back to "
             f"{restored}. Find why those rows' new columns differ from up(old), then run again (the canary "
             "starts from its first step)"
+        )
+
+
+class CanaryUnjudgedError(SchemaChangeError):
+    def __init__(self, percent: float, restored: Any, reads: int, needed: int) -> None:
+        self.percent = percent
+        self.restored = restored
+        self.reads = reads
+        super().__init__(
+            f"switch_reads stopped at its {percent:g} % canary step: {reads} shadow read(s) since the step began, "
+            f"fewer than reads.min_shadow_reads ({needed}), so the step cannot be judged; the reads flag is back "
+            f"to {restored}. Read through ColumnReads in the application (or lengthen reads.soak_seconds), "
+            "or set reads.min_shadow_reads: 0 to pass steps without evidence"
         )
 
 

@@ -335,11 +335,15 @@ class ColumnBackfillSpec(_Model):
 class ReadsSpec(_Model):
     """Canary steps for ``switch_reads``: the reads flag goes to each percentage of keys in turn, with
     shadow reads on, and waits ``soak_seconds`` before the next; a shadow mismatch recorded during a
-    step stops the stage there (``shiftover.schema.canary``). Without this field one flip sends
+    step, or fewer than ``min_shadow_reads`` shadow reads, stops the stage there
+    (``shiftover.schema.canary``). Without this field one flip sends
     every key to the new columns."""
 
     canary_percent: Annotated[tuple[Annotated[float, Field(gt=0, le=100)], ...], Field(min_length=1)]
     soak_seconds: Annotated[float, Field(ge=0, le=86_400)] = 0
+    # shadow reads a step's gate must see: with none, no application read through ColumnReads and
+    # the step would pass on no evidence; 0 lets it
+    min_shadow_reads: Annotated[int, Field(ge=0)] = 1
 
     @field_validator("canary_percent")
     @classmethod

@@ -276,3 +276,26 @@ def test_canary_steps_are_checked_by_field() -> None:
         make_spec("sqlite:///unused.db", reads={"canary_percent": [50, 5, 100]})
     with pytest.raises(SpecError, match=r"reads\.canary_percent.*end at 100"):
         make_spec("sqlite:///unused.db", reads={"canary_percent": [5, 50]})
+
+
+def test_a_canary_step_with_no_shadow_reads_is_not_passed_on_no_evidence(
+    control_store: ControlStore, database_url, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    from shiftover.flows.context import RunOptions
+    from shiftover.flows.expand import run_schema_change
+    from shiftover.schema.errors import CanaryUnjudgedError
+
+    url = database_url("sqlite")
+    create_orders(url, rows=50)
+    spec = make_spec(url, reads={"canary_percent": [10, 100], "soak_seconds": 0.2})
+    path, control = str(spec_file(tmp_path, spec)), str(control_store.engine.url)
+    with pytest.raises(CanaryUnjudgedError, match=r"10 % canary step: 0 shadow read\(s\)"):
+        run_schema_change(path, control, RunOptions(auto_approve=True), stop_after="switch_reads")  # nobody reads
+    assert get_flag(control_store.engine, FLAG).value == {"columns": "old"}  # type: ignore[union-attr]
+    assert "switch_reads" not in read_state(control_store, spec.name).completed
+
+    allowed = make_spec(url, reads={"canary_percent": [10, 100], "soak_seconds": 0.2, "min_shadow_reads": 0})
+    path = str(spec_file(tmp_path, allowed, "allowed"))
+    report = run_schema_change(path, control, RunOptions(auto_approve=True), stop_after="switch_reads")
+    assert [s["shadow_reads"] for s in report["stages"]["switch_reads"]["canary"]] == [0, 0]
+    assert get_flag(control_store.engine, FLAG).value == {"columns": "new"}  # type: ignore[union-attr]
