@@ -163,9 +163,10 @@ def stop_sync(target: Target, spec: ExpandContractSpec, report: DdlReport | None
     return run_ddl(target.engine, statements, spec.lock, table=target.table, schema=target.schema, report=report)
 
 
-def release_dropped_columns(target: Target, spec: ExpandContractSpec) -> list[str]:
+def release_dropped_columns(target: Target, spec: ExpandContractSpec, *, planning: bool = False) -> list[str]:
     """The statements making each column contract drops nullable where it is NOT NULL with no
-    default (an insert would have to name it), read from the live table."""
+    default (an insert would have to name it), read from the live table. ``planning``: where the
+    engine cannot (SQLite), a ``--`` line saying what that leaves, for ``shiftover plan --ddl``."""
     dialect = schema_dialect(target.engine)
     present = {c["name"]: c for c in sa.inspect(target.engine).get_columns(target.table, schema=target.schema)}
     required = [
@@ -173,12 +174,17 @@ def release_dropped_columns(target: Target, spec: ExpandContractSpec) -> list[st
         for n in dropped_columns(spec)
         if n in present and not present[n]["nullable"] and present[n]["default"] is None
     ]
+    statements: list[str] = []
     with target.engine.connect() as conn:
-        return [
-            s
-            for name in required
-            for s in dialect.make_nullable(conn, target.qualified, target.quote(name), spec.lock.timeout_ms)
-        ]
+        for name in required:
+            made = dialect.make_nullable(conn, target.qualified, target.quote(name), spec.lock.timeout_ms)
+            if not made and planning:
+                made = [
+                    f"-- {name} stays NOT NULL ({dialect.name} cannot drop NOT NULL online): from here until "
+                    f"drop_old_columns an insert naming only the new columns fails"
+                ]
+            statements += made
+    return statements
 
 
 def drop_old_columns(target: Target, spec: ExpandContractSpec, report: DdlReport | None = None) -> DdlReport:
@@ -265,7 +271,8 @@ def planned_ddl(target: Target, spec: ExpandContractSpec) -> dict[str, list[str]
         + extra["indexes"],
         "sync": [s for p in pairs for s in dialect.sync_install(p)],
         **({"constrain": extra["constrain"]} if spec.constraints else {}),
-        "stop_sync": release_dropped_columns(target, spec) + [s for p in pairs for s in dialect.sync_remove(p)],
+        "stop_sync": release_dropped_columns(target, spec, planning=True)
+        + [s for p in pairs for s in dialect.sync_remove(p)],
         "drop_old_columns": drops(dropped_columns(spec)),
         "rollback": extra["undo"]
         + undo_indexes

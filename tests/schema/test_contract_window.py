@@ -128,3 +128,13 @@ def test_a_rollback_finding_stop_sync_begun_refuses_and_changes_nothing(
     monkeypatch.undo()  # the run resumes: stop_sync again (idempotent), then drop
     report = run_schema_change(path, control, RunOptions(auto_approve=True))
     assert report["ran"] == ["stop_sync", "drop_old_columns"] and report["phase"] == Phase.DECOMMISSIONED
+
+
+def test_the_plan_says_what_sqlite_leaves_not_null(sqlite_database: Callable[[], str]) -> None:
+    url = sqlite_database()
+    engine = create_strict_orders(url)
+    spec = strict_spec(url)
+    planned = planned_ddl(Target.of(engine, spec), spec)["stop_sync"]
+    notes = [s for s in planned if s.startswith("--")]
+    assert [n.split()[1] for n in notes] == ["amount", "note"], planned
+    assert all("an insert naming only the new columns fails" in n for n in notes)
