@@ -135,11 +135,35 @@ def rename_table(target: Target, spec: ExpandContractSpec, report: DdlReport | N
 
 
 def install_sync(target: Target, spec: ExpandContractSpec, report: DdlReport | None = None) -> DdlReport:
-    """Two-way sync triggers for every move (change, rename, split, merge; idempotent)."""
+    """Two-way sync triggers for every move (change, rename, split, merge; idempotent), then the
+    spec's version view, whose writes the triggers carry to the old columns."""
     dialect = schema_dialect(target.engine)
     columns = target.column_names()
     statements = [s for m in spec.moves for s in dialect.sync_install(sync_group(target, m, columns))]
+    statements += version_view(target, spec, columns)
     return run_ddl(target.engine, statements, spec.lock, table=target.table, schema=target.schema, report=report)
+
+
+def version_view(target: Target, spec: ExpandContractSpec, columns: list[str]) -> list[str]:
+    """``version_schema``'s view: the table's ``columns`` (as they are once expanded) but those
+    contract drops, so the new code sees the table as it will be after contract."""
+    if spec.version_schema is None:
+        return []
+    dialect = schema_dialect(target.engine)
+    dropped = set(dropped_columns(spec))
+    shown = [target.quote(c) for c in columns if c not in dropped]
+    with target.engine.connect() as conn:
+        base = target.schema or dialect.current_schema(conn)
+    table = f"{target.quote(base)}.{target.quote(target.table)}"
+    return dialect.version_view(target.quote(spec.version_schema), target.quote(target.table), table, shown)
+
+
+def drop_version_view(target: Target, spec: ExpandContractSpec) -> list[str]:
+    """Drop ``version_schema``'s view, and the schema when nothing else is in it."""
+    if spec.version_schema is None:
+        return []
+    with target.engine.connect() as conn:
+        return schema_dialect(target.engine).drop_version_view(conn, spec.version_schema, target.table, target.quote)
 
 
 def remove_sync(target: Target, spec: ExpandContractSpec, report: DdlReport | None = None) -> DdlReport:
@@ -193,6 +217,15 @@ def drop_old_columns(target: Target, spec: ExpandContractSpec, report: DdlReport
     if spec.rename is not None:
         view = schema_dialect(target.engine).drop_view(target.qualified)
         return run_ddl(target.engine, [view], spec.lock, table=spec.rename.to, schema=target.schema, report=report)
+    # the table is the new version now: code on the version schema's search_path reaches it directly
+    report = run_ddl(
+        target.engine,
+        drop_version_view(target, spec),
+        spec.lock,
+        table=target.table,
+        schema=target.schema,
+        report=report,
+    )
     return _drop_columns(target, spec, dropped_columns(spec), report)
 
 
@@ -212,6 +245,14 @@ def rollback_expansion(
     if constrained:
         report = remove_constraints(target, spec, report)
     report = drop_indexes(target, spec, report)
+    report = run_ddl(
+        target.engine,
+        drop_version_view(target, spec),
+        spec.lock,
+        table=target.table,
+        schema=target.schema,
+        report=report,
+    )  # before the new columns it shows
     report = remove_sync(target, spec, report)
     return _drop_columns(target, spec, [name for name, _, _ in new_columns(spec)], report)
 
@@ -261,6 +302,12 @@ def planned_ddl(target: Target, spec: ExpandContractSpec) -> dict[str, list[str]
         return [dialect.drop_column(target.qualified, target.quote(n), spec.lock.timeout_ms) for n in names]
 
     extra = planned_constraint_ddl(target, spec)
+    vs = spec.version_schema
+    planned_view_drop = (
+        [f"DROP VIEW IF EXISTS {target.quote(vs)}.{target.quote(target.table)}", f"-- then {vs} itself, if empty"]
+        if vs
+        else []
+    )
     undo_indexes = [
         dialect.drop_index(target.qualified, target.quote(i.name), spec.lock.timeout_ms) for i in spec.indexes
     ]
@@ -269,13 +316,14 @@ def planned_ddl(target: Target, spec: ExpandContractSpec) -> dict[str, list[str]
             dialect.add_column(target.qualified, target.quote(n), t, d, spec.lock.timeout_ms) for n, t, d in wanted
         ]
         + extra["indexes"],
-        "sync": [s for p in pairs for s in dialect.sync_install(p)],
+        "sync": [s for p in pairs for s in dialect.sync_install(p)] + version_view(target, spec, columns),
         **({"constrain": extra["constrain"]} if spec.constraints else {}),
         "stop_sync": release_dropped_columns(target, spec, planning=True)
         + [s for p in pairs for s in dialect.sync_remove(p)],
-        "drop_old_columns": drops(dropped_columns(spec)),
+        "drop_old_columns": planned_view_drop + drops(dropped_columns(spec)),
         "rollback": extra["undo"]
         + undo_indexes
+        + planned_view_drop
         + [s for p in pairs for s in dialect.sync_remove(p)]
         + drops([n for n, _, _ in wanted]),
     }

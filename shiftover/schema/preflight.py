@@ -87,7 +87,25 @@ def check_change(spec: ExpandContractSpec) -> Target:
                 target, i, op, present, after, row, [ix.columns for ix in spec.indexes], dict(new_columns)
             )
     check_expectations(spec, after)
+    _check_version_schema(target, spec)
     return target
+
+
+def _check_version_schema(target: Target, spec: ExpandContractSpec) -> None:
+    """An engine that can hold a version view, and a schema Shiftover creates (a rollback drops it)."""
+    if spec.version_schema is None:
+        return
+    dialect = schema_dialect(target.engine)
+    refusal = dialect.online_refusal("version_schema")
+    if refusal:
+        raise SpecError("version_schema", f"refused on {dialect.name}: {refusal}")
+    with target.engine.connect() as conn:
+        if dialect.version_schema_exists(conn, spec.version_schema):
+            raise SpecError(
+                "version_schema",
+                f"{spec.version_schema!r} exists already: the change creates it and a rollback or contract drops "
+                "it; name a new one",
+            )
 
 
 def _renamed_already(spec: ExpandContractSpec) -> bool:

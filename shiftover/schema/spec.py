@@ -367,6 +367,10 @@ class ExpandContractSpec(_Model):
     # Great Expectations run by the validate stage on the changed table (shiftover.schema.expectations)
     expectations: tuple[Expectation, ...] = ()
     reads: ReadsSpec | None = None  # canary steps for switch_reads; none: one flip to the new columns
+    # PostgreSQL: a schema of this name, created by sync and dropped by contract or rollback, holding a
+    # view of the table as the new version sees it (pgroll's version schemas): code that sets
+    # search_path to it (then the table's schema) uses the new columns without reading a flag
+    version_schema: Annotated[str, _NAME] | None = None
 
     @model_validator(mode="after")
     def _coherent(self) -> ExpandContractSpec:
@@ -377,6 +381,10 @@ class ExpandContractSpec(_Model):
             raise ValueError("rename_table must be its spec's only operation (the others name the table)")
         if renames and renames[0].to == self.database.table:
             raise ValueError("rename_table's `to` must differ from the table's name")
+        if renames and self.version_schema:
+            raise ValueError("version_schema does not go with rename_table (its view of the old name is the version)")
+        if self.version_schema is not None and self.version_schema == self.database.schema_name:
+            raise ValueError("version_schema must differ from the table's own schema")
         columns = [op for op in self.operations if isinstance(op, ColumnOperation)]
         added = [name for op in columns for name in op.created]
         if len(set(added)) != len(added):

@@ -198,6 +198,23 @@ class SchemaDialect:
     def end_session_ddl(self, conn: sa.Connection) -> None:
         self.end_ddl(conn)
 
+    # -- a version schema: a view of the table as the new version sees it (``version_schema``) --------
+    def current_schema(self, conn: sa.Connection) -> str:
+        """The schema (MariaDB: database) an unqualified table name resolves to."""
+        raise NotImplementedError
+
+    def version_view(self, schema: str, view: str, table: str, columns: Sequence[str]) -> list[str]:
+        """Create ``schema`` (quoted) if missing and the view ``view`` in it over ``table`` (both
+        qualified), showing ``columns`` (quoted); replaced when it exists."""
+        raise NotImplementedError
+
+    def version_schema_exists(self, conn: sa.Connection, schema: str) -> bool:
+        raise NotImplementedError
+
+    def drop_version_view(self, conn: sa.Connection, schema: str, view: str, quote: Callable[[str], str]) -> list[str]:
+        """Drop the view, then ``schema`` (unquoted) if nothing else is in it (someone's objects are left)."""
+        raise NotImplementedError
+
     def ddl_mutex(self, engine: sa.Engine, schema: str | None, table: str) -> AbstractContextManager[None]:
         """A lock on ``table`` named as the server resolves it (default schema, case folding, the
         database file), so two spellings of one table share it, held while a run's stage checks its fence

@@ -24,7 +24,7 @@ updates and deletes go through) created in the same transaction, so no query fin
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import sqlalchemy as sa
@@ -131,6 +131,30 @@ class PostgresSchema(SchemaDialect):
 
     def end_session_ddl(self, conn: sa.Connection) -> None:
         conn.exec_driver_sql("RESET lock_timeout")
+
+    def current_schema(self, conn: sa.Connection) -> str:
+        return str(conn.exec_driver_sql("SELECT current_schema()").scalar())
+
+    def version_view(self, schema: str, view: str, table: str, columns: Sequence[str]) -> list[str]:
+        # a simple view is automatically updatable: inserts and updates through it reach the table,
+        # whose sync trigger fills the old columns; omitted columns take the table's defaults
+        return [
+            f"CREATE SCHEMA IF NOT EXISTS {schema}",
+            f"CREATE OR REPLACE VIEW {schema}.{view} AS SELECT {', '.join(columns)} FROM {table}",
+        ]
+
+    def version_schema_exists(self, conn: sa.Connection, schema: str) -> bool:
+        query = "SELECT count(*) FROM pg_namespace WHERE nspname = %(s)s"
+        return bool(conn.exec_driver_sql(query, {"s": schema}).scalar())
+
+    def drop_version_view(self, conn: sa.Connection, schema: str, view: str, quote: Callable[[str], str]) -> list[str]:
+        others = conn.exec_driver_sql(
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %(s)s AND c.relname <> %(v)s",
+            {"s": schema, "v": view},
+        ).scalar()
+        drop_view = f"DROP VIEW IF EXISTS {quote(schema)}.{quote(view)}"
+        return [drop_view] if others else [drop_view, f"DROP SCHEMA IF EXISTS {quote(schema)}"]
 
     @contextmanager
     def ddl_mutex(self, engine: sa.Engine, schema: str | None, table: str) -> Iterator[None]:

@@ -33,6 +33,8 @@ REFUSED = {
     "add_check": _REBUILD.format(what="a CHECK constraint"),
     "set_not_null": _REBUILD.format(what="NOT NULL"),
     "add_foreign_key": _REBUILD.format(what="a foreign key"),
+    "version_schema": "SQLite has no schemas to put a version in (an attached database is per connection) "
+    "and its views are read-only, so new code could not write through one",
     "rename_table": "a SQLite view is read-only (writes through the old name would need INSTEAD OF triggers, "
     "which Shiftover does not generate), so code still writing the old name would fail",
 }
