@@ -158,12 +158,15 @@ def version_view(target: Target, spec: ExpandContractSpec, columns: list[str]) -
     return dialect.version_view(target.quote(spec.version_schema), target.quote(target.table), table, shown)
 
 
-def drop_version_view(target: Target, spec: ExpandContractSpec) -> list[str]:
+def remove_version_view(target: Target, spec: ExpandContractSpec, report: DdlReport | None = None) -> DdlReport:
     """Drop ``version_schema``'s view, and the schema when nothing else is in it."""
     if spec.version_schema is None:
-        return []
+        return report or DdlReport()
     with target.engine.connect() as conn:
-        return schema_dialect(target.engine).drop_version_view(conn, spec.version_schema, target.table, target.quote)
+        statements = schema_dialect(target.engine).drop_version_view(
+            conn, spec.version_schema, target.table, target.quote
+        )
+    return run_ddl(target.engine, statements, spec.lock, table=target.table, schema=target.schema, report=report)
 
 
 def remove_sync(target: Target, spec: ExpandContractSpec, report: DdlReport | None = None) -> DdlReport:
@@ -218,14 +221,7 @@ def drop_old_columns(target: Target, spec: ExpandContractSpec, report: DdlReport
         view = schema_dialect(target.engine).drop_view(target.qualified)
         return run_ddl(target.engine, [view], spec.lock, table=spec.rename.to, schema=target.schema, report=report)
     # the table is the new version now: code on the version schema's search_path reaches it directly
-    report = run_ddl(
-        target.engine,
-        drop_version_view(target, spec),
-        spec.lock,
-        table=target.table,
-        schema=target.schema,
-        report=report,
-    )
+    report = remove_version_view(target, spec, report)
     return _drop_columns(target, spec, dropped_columns(spec), report)
 
 
@@ -245,14 +241,7 @@ def rollback_expansion(
     if constrained:
         report = remove_constraints(target, spec, report)
     report = drop_indexes(target, spec, report)
-    report = run_ddl(
-        target.engine,
-        drop_version_view(target, spec),
-        spec.lock,
-        table=target.table,
-        schema=target.schema,
-        report=report,
-    )  # before the new columns it shows
+    report = remove_version_view(target, spec, report)  # before the new columns it shows
     report = remove_sync(target, spec, report)
     return _drop_columns(target, spec, [name for name, _, _ in new_columns(spec)], report)
 
