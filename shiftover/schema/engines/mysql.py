@@ -231,18 +231,14 @@ class MySQLSchema(SchemaDialect):
         return bool(conn.exec_driver_sql(query, {"s": schema}).scalar())
 
     def drop_version_view(self, conn: sa.Connection, schema: str, view: str, quote: Callable[[str], str]) -> list[str]:
-        others = sum(
-            int(
-                conn.exec_driver_sql(
-                    f"SELECT count(*) FROM information_schema.{t} WHERE {c} = %(s)s", {"s": schema}
-                ).scalar()
-                or 0
-            )
-            for t, c in (("TABLES", "TABLE_SCHEMA"), ("ROUTINES", "ROUTINE_SCHEMA"), ("EVENTS", "EVENT_SCHEMA"))
-        )
+        others = conn.exec_driver_sql(
+            "SELECT (SELECT count(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = %(s)s AND TABLE_NAME <> %(v)s)"
+            " + (SELECT count(*) FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = %(s)s)"
+            " + (SELECT count(*) FROM information_schema.EVENTS WHERE EVENT_SCHEMA = %(s)s)",
+            {"s": schema, "v": view},
+        ).scalar()
         drop_view = f"DROP VIEW IF EXISTS {quote(schema)}.{quote(view)}"
-        exists = self.version_schema_exists(conn, schema)
-        return [drop_view] if others > 1 or not exists else [drop_view, f"DROP DATABASE IF EXISTS {quote(schema)}"]
+        return [drop_view] if others else [drop_view, f"DROP DATABASE IF EXISTS {quote(schema)}"]
 
     @contextmanager
     def ddl_mutex(self, engine: sa.Engine, schema: str | None, table: str) -> Iterator[None]:
