@@ -27,6 +27,7 @@ from shiftover.flags.routing import Routing, WriteMode, read_routing, set_reads_
 from shiftover.mapping import TableMapping
 from shiftover.phases import Phase, allowed_next
 from shiftover.plan.stages import MigrationState, Plan, RoutingFlip
+from shiftover.plan.state import read_state
 from shiftover.reconcile import NEW_TO_OLD, drain_queue, pending_by_direction
 from shiftover.rowsync import Key
 from shiftover.spec import ValidationSpec
@@ -163,6 +164,8 @@ def roll_back(
     refuse_if_irreversible(plan, state)
     result = RollbackResult(migration, state.phase)
     result.epoch, result.cancelled = fence_off(store, migration, actor, reason)
+    # the run may have gone past the last reversible stage between ``state`` and the fence
+    refuse_if_irreversible(plan, read_state(store, migration))
     flip = plan.rollback_flip(keep_dual_write=keep_dual_write)
     leads = read_routing(store.engine, migration).writes is WriteMode.DUAL_NEW_PRIMARY
     if leads and flip.drain_to_old_first:
