@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from shiftover.checks.context import GateContext, GateResult
 from shiftover.checks.report import markdown_table
 from shiftover.control.store import utcnow
-from shiftover.metrics import error_rate, mismatch_rate, recent_mismatches
+from shiftover.metrics import error_rate, mismatch_rate, recent_mismatches, shadow_errors
 from shiftover.migration import Migration
 from shiftover.reconcile import dead_entries, queue_depth
 from shiftover.spec import GateSpec
@@ -33,12 +33,21 @@ def shadow_mismatch(ctx: GateContext, spec: GateSpec) -> GateResult:
     threshold = 0.0 if spec.threshold is None else spec.threshold
     since = traffic_window(migration)
     reads, mismatches = mismatch_rate(migration.store.engine, migration.name, since)
-    metrics = {"reads": reads, "mismatches": mismatches, "threshold": threshold, "since": since.isoformat()}
-    if reads == 0:
+    errors = shadow_errors(migration.store.engine, migration.name, since)
+    metrics = {
+        "reads": reads,
+        "mismatches": mismatches,
+        "errors": errors,
+        "threshold": threshold,
+        "since": since.isoformat(),
+    }
+    if reads + errors == 0:
         return GateResult(
             "shadow_mismatch", True, f"no shadow reads since {since:%H:%M:%S}: nothing to compare", metrics=metrics
         )
-    rate = mismatches / reads
+    # A comparison that could not run (the new side failed to read, say) counts against the rate:
+    # a new store that errors on every read must not pass as one with nothing to disagree about.
+    rate = (mismatches + errors) / (reads + errors)
     metrics["rate"] = rate
     samples = recent_mismatches(migration.store.engine, migration.name, since)
     rows = [
@@ -52,6 +61,11 @@ def shadow_mismatch(ctx: GateContext, spec: GateSpec) -> GateResult:
     ]
     passed = rate <= threshold
     summary = f"{mismatches} of {reads} shadow reads differ ({rate:.4%}; allowed {threshold:.4%})"
+    if errors:
+        summary = (
+            f"{mismatches} of {reads} shadow reads differ and {errors} could not be compared (shadow errors: "
+            f"the dual-reader's log says why); {rate:.4%} of {reads + errors} failed, allowed {threshold:.4%}"
+        )
     return GateResult(
         "shadow_mismatch",
         passed,

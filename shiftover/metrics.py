@@ -130,6 +130,12 @@ def mismatch_rate(store_engine: Engine, migration: str, since: datetime) -> tupl
     return int(sums[SHADOW_READS]), int(sums[SHADOW_MISMATCHES])
 
 
+def shadow_errors(store_engine: Engine, migration: str, since: datetime) -> int:
+    """Shadow comparisons that could not run since ``since`` (the other side failed to read, an
+    expression raised): each is a read nobody judged, which a gate must not take for agreement."""
+    return int(sum_metrics(store_engine, migration, [SHADOW_ERRORS], since)[SHADOW_ERRORS])
+
+
 def error_rate(store_engine: Engine, migration: str, since: datetime) -> tuple[int, int]:
     """(secondary writes attempted, secondary writes failed) since ``since``."""
     sums = sum_metrics(store_engine, migration, [SECONDARY_WRITES, SECONDARY_ERRORS], since)

@@ -74,20 +74,33 @@ class ExpectationsFailedError(SchemaChangeError):
 
 class CanaryStoppedError(SchemaChangeError):
     def __init__(
-        self, percent: float, restored: Any, reads: int, mismatches: int, sample: Sequence[Mapping[str, Any]]
+        self,
+        percent: float,
+        restored: Any,
+        reads: int,
+        mismatches: int,
+        sample: Sequence[Mapping[str, Any]],
+        *,
+        errors: int = 0,
     ) -> None:
         self.percent = percent
         self.restored = restored
         self.mismatches = mismatches
+        self.errors = errors
         self.sample = tuple(sample)
         shown = "; ".join(
             f"key {m['key_json']} {m['columns']}: up(old) {m['old_value']} vs new {m['new_value']}" for m in self.sample
         )
+        unjudged = (
+            f" and {errors} shadow error(s), reads whose comparison could not run (the application's log says why)"
+            if errors
+            else ""
+        )
         super().__init__(
             f"switch_reads stopped at its {percent:g} % canary step: {mismatches} shadow mismatch(es) in {reads} "
-            f"shadow read(s) since the step began ({shown or 'no sample kept'}); the reads flag is back to "
-            f"{restored}. Find why those rows' new columns differ from up(old), then run again (the canary "
-            "starts from its first step)"
+            f"shadow read(s){unjudged} since the step began ({shown or 'no sample kept'}); the reads flag is back "
+            f"to {restored}. Find why those rows' new columns differ from up(old) or cannot be compared, then run "
+            "again (the canary starts from its first step)"
         )
 
 

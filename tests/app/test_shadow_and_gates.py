@@ -8,7 +8,7 @@ from shiftover.checks.gate import GateContext
 from shiftover.checks.traffic import lag, reconcile_drained, secondary_error_rate, shadow_mismatch
 from shiftover.control.store import utcnow
 from shiftover.flags.routing import WriteMode, set_reads_percent, set_shadow
-from shiftover.metrics import mismatch_rate
+from shiftover.metrics import mismatch_rate, shadow_errors
 from shiftover.migration import Migration
 from shiftover.spec import GateSpec, parse_spec
 
@@ -47,6 +47,26 @@ def test_shadow_read_returns_old_and_records_mismatch(pg_pair: Pair) -> None:
     assert not failed.passed and failed.metrics["mismatches"] == 1 and failed.rows[0]["key"] == "[3]"
     assert failed.markdown.startswith("### Shadow-read mismatches") and "| [3] | status |" in failed.markdown
     assert shadow_mismatch(GateContext(migration, "canary"), GateSpec(name="shadow_mismatch", threshold=0.1)).passed
+
+
+def test_shadow_reads_that_cannot_reach_the_new_store_fail_the_gate(pg_pair: Pair) -> None:
+    """Every shadow comparison failed (the new store refused the connection): no read was compared,
+    so there is no mismatch, but the gate must not pass as if there were nothing to disagree about."""
+    migration = migration_of(pg_pair)
+    pg_pair.store.register(pg_pair.name, {})
+    set_shadow(pg_pair.store.engine, pg_pair.name, True, "test")
+    pg_pair.flags.refresh()
+    since = utcnow()
+    with pg_pair.writer(new=unreachable(pg_pair.new)) as writer:
+        for k in range(1, 6):
+            assert writer.read((k,)) is not None  # served from the old store all the same
+        writer.flush()
+    assert mismatch_rate(pg_pair.store.engine, pg_pair.name, since) == (0, 0)
+    assert shadow_errors(pg_pair.store.engine, pg_pair.name, since) == 5
+    gate = GateSpec(name="shadow_mismatch", threshold=0.5)
+    failed = shadow_mismatch(GateContext(migration, "canary"), gate)
+    assert not failed.passed and failed.metrics["errors"] == 5
+    assert "5 could not be compared" in failed.summary
 
 
 def test_reads_move_to_new_by_percentage_with_old_as_shadow(pg_pair: Pair) -> None:

@@ -288,10 +288,12 @@ def test_a_rollback_racing_a_stage_wins_and_the_run_changes_nothing_after_it(
 
     if racing == "dual_write":
         setup: Setup = make_migration(Phase.PLANNED)
-        run = Background(lambda: migrate(setup, auto_approve=True, flag_ttl_seconds=3))
+        run = Background(lambda: migrate(setup, auto_approve=True, flag_ttl_seconds=6))
         inside = lambda: read_routing(setup.store.engine, setup.name).writes is WriteMode.DUAL_OLD_PRIMARY  # noqa: E731
     else:
-        setup = make_migration(Phase.DUAL_WRITING, backfill={"chunk_rows": 10, "max_rows_per_second": 40})
+        # 180 rows at 5 rows/s: the backfill lasts 36 s, so the rollback (a second or two) lands inside it
+        # however loaded the machine; the run stops at its next chunk once the fence is up.
+        setup = make_migration(Phase.DUAL_WRITING, backfill={"chunk_rows": 5, "max_rows_per_second": 5})
         with setup.migration.target.begin() as conn:  # history still to copy
             conn.execute(sa.text("DELETE FROM orders WHERE id > 20"))
         run = Background(lambda: migrate(setup, auto_approve=True))

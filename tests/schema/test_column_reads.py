@@ -17,6 +17,7 @@ import pytest
 import sqlalchemy as sa
 from conftest import ENGINES, create_orders, make_spec, spec_file
 
+from shiftover import metrics
 from shiftover.control.store import ControlStore
 from shiftover.errors import SpecError
 from shiftover.flags.client import FlagClient
@@ -299,3 +300,25 @@ def test_a_canary_step_with_no_shadow_reads_is_not_passed_on_no_evidence(
     report = run_schema_change(path, control, RunOptions(auto_approve=True), stop_after="switch_reads")
     assert [s["shadow_reads"] for s in report["stages"]["switch_reads"]["canary"]] == [0, 0]
     assert get_flag(control_store.engine, FLAG).value == {"columns": "new"}  # type: ignore[union-attr]
+
+
+def test_shadow_errors_stop_the_reads_canary_as_mismatches_do(control_store: ControlStore) -> None:
+    """A step whose shadow comparisons could not run (``up`` raising on the application's rows, say)
+    saw no mismatch, but it is not passed: the errors are reads nobody judged."""
+    from shiftover.schema.canary import canary_reads
+
+    spec = make_spec("sqlite:///unused.db", reads={"canary_percent": [50, 100], "soak_seconds": 0})
+    recorder = Recorder(control_store.engine, spec.name)
+
+    def soak(_seconds: float) -> None:  # the application's traffic during the step, flushed as it would be
+        for _ in range(20):
+            recorder.count(metrics.SHADOW_READS)
+        recorder.count(metrics.SHADOW_ERRORS, 3)
+        recorder.flush()
+
+    with pytest.raises(CanaryStoppedError, match=r"0 shadow mismatch\(es\) in 20 shadow read\(s\) and 3 shadow error"):
+        canary_reads(control_store.engine, spec, "test", sleep=soak)
+    assert reads_flag_values(control_store, spec.name) == [
+        {"columns": "new", "percent": 50, "shadow": True},
+        {"columns": "old"},
+    ]
