@@ -309,16 +309,25 @@ def _plan_schema_change(spec: Path, as_json: bool, ddl: bool) -> None:
 
 
 @app.command()
-def check(spec: SpecPath) -> None:
+def check(spec: SpecPath, control_url: ControlUrl = DEFAULT_URL) -> None:
     """Check a spec against its live databases (tables, columns, keys), print the mapping, and rehearse
-    the copy of a sample of rows (rolled back: nothing is written); every problem found is printed."""
+    the copy of a sample of rows (rolled back: nothing is written); every problem found is printed.
+    A distributed backfill or diff with a SQLite control store is refused, as the run would refuse it.
+    For an expand/contract spec: the run's own checks before its first DDL, every row's up computed
+    (read only), and whether another unfinished change holds the table in the control store."""
     from shiftover.connect import get_engine
+    from shiftover.control.segment_leases import require_distributed_store
     from shiftover.preflight import resolve_mapping, will_create_target
     from shiftover.rehearsal import rehearse
+    from shiftover.schema.spec import is_expand_contract_file
     from shiftover.spec import load_spec
 
+    if is_expand_contract_file(spec):
+        return _check_schema_change(spec, control_url)
     try:
         loaded = load_spec(spec)
+        for field_name, work in loaded.distributed_fields():  # the run refuses these before its first stage
+            require_distributed_store(get_engine(control_url), field_name, what=work)
         created = will_create_target(loaded)
         mapping = resolve_mapping(loaded, require_target=not created)
         report = rehearse(loaded, mapping, get_engine(loaded.source.url), get_engine(loaded.target.url))
@@ -340,6 +349,58 @@ def check(spec: SpecPath) -> None:
         typer.secho(f"  {finding}", fg=typer.colors.RED, err=True)
     if not report.ok:
         typer.secho(f"{len(report.findings)} problem(s): a run stops before dual-write until they are fixed", err=True)
+        raise typer.Exit(code=1)
+
+
+def _check_schema_change(spec: Path, control_url: str) -> None:
+    """``check`` for a ``kind: expand_contract`` spec. Nothing is written anywhere: the table is only
+    read, and a control store that does not exist yet is not created (nothing can hold the table there).
+    A change whose expand is done is past the checks that guard its first DDL: it gets its phase and
+    next stage instead."""
+    from shiftover.connect import redact
+    from shiftover.control.store import existing_store
+    from shiftover.plan import read_state
+    from shiftover.schema.claim import changes_holding, table_identity
+    from shiftover.schema.columns import new_columns
+    from shiftover.schema.dry_run import check_ups_on_rows
+    from shiftover.schema.plan import build_schema_plan
+    from shiftover.schema.preflight import check_change, open_checked_table
+    from shiftover.schema.spec import load_expand_contract
+
+    where = f"control store {redact(control_url)}"
+    try:
+        loaded = load_expand_contract(spec)
+        plan = build_schema_plan(loaded)
+        store = existing_store(control_url)
+        state = read_state(store, loaded.name) if store is not None and store.has_migration(loaded.name) else None
+        if state is not None and plan.stages[0].done(state):
+            target = open_checked_table(loaded)[0]
+            pending = plan.pending(state)
+            typer.echo(f"ok: {target.qualified}, key {list(target.key)} ({loaded.name})")
+            typer.echo(
+                f"  this change is at phase {state.phase.value} in the {where}: "
+                + (f"`shiftover run` resumes at {pending[0].name}" if pending else "every stage is done")
+            )
+            return
+        target = check_change(loaded)
+        dry = check_ups_on_rows(target, loaded)
+        holding = [] if store is None else changes_holding(store, table_identity(target), besides=loaded.name)
+    except ShiftoverError as exc:
+        _fail(exc)
+    typer.echo(f"{'FAILED' if holding else 'ok'}: {target.qualified}, key {list(target.key)} ({loaded.name})")
+    added = ", ".join(f"{name} {sql_type}" for name, sql_type, _ in new_columns(loaded))
+    typer.echo(f"  expand adds, nullable: {added or '(no column)'}")
+    typer.echo(f"  every up computed on {dry.rows} row(s) in {dry.batches} batch(es), read only: none failed")
+    if store is None:
+        typer.echo(f"  {where} does not exist yet: no change holds the table there")
+    for name, held_at in holding:
+        typer.secho(
+            f"  table {target.qualified} is held by the unfinished change {name!r} (phase {held_at.value}): "
+            "finish it or roll it back first",
+            fg=typer.colors.RED,
+            err=True,
+        )
+    if holding:
         raise typer.Exit(code=1)
 
 

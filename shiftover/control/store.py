@@ -19,6 +19,7 @@ from sqlalchemy.engine import Engine
 
 from shiftover.connect import get_engine, redact
 from shiftover.control import schema
+from shiftover.credentials import is_reference
 from shiftover.errors import ControlStoreError, PhaseError
 from shiftover.phases import Phase, allowed_next
 
@@ -259,6 +260,21 @@ def head_revision() -> str:
     head = ScriptDirectory.from_config(cfg).get_current_head()
     assert head is not None
     return head
+
+
+def existing_store(url: str = DEFAULT_URL) -> ControlStore | None:
+    """The control store at ``url`` when one exists there (checked as ``open_store`` does), else None,
+    with nothing created: not a SQLite file, not a schema. For read-only commands (``check``)."""
+    parsed = sa.engine.make_url(url) if not is_reference(url) else None
+    if parsed is not None and parsed.get_backend_name() == "sqlite":
+        path = parsed.database or ""
+        if path in ("", ":memory:") or not Path(path).exists():
+            return None
+    store = ControlStore(get_engine(url))
+    if store.revision() is None:
+        return None
+    store.require_current(create=False)
+    return store
 
 
 def open_store(url: str = DEFAULT_URL, *, create: bool = True) -> ControlStore:

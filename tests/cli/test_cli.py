@@ -52,6 +52,23 @@ def test_check_resolves_the_mapping_against_the_databases(tmp_path: Path) -> Non
     assert bad.exit_code == 2 and "spec field 'target.table': no table 'ordrs'" in bad.output
 
 
+def test_check_refuses_a_distributed_backfill_with_a_sqlite_control_store(tmp_path: Path) -> None:
+    """The run would refuse it before its first stage; check says so first, creating no store."""
+    old, new = f"sqlite:///{tmp_path}/old.db", f"sqlite:///{tmp_path}/new.db"
+    create_orders(get_engine(old), rows=3)
+    create_orders(get_engine(new), rows=0)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        f"name: m\nsource: {{url: '{old}', table: orders}}\ntarget: {{url: '{new}', table: orders}}\n"
+        "key: id\nbackfill: {distributed: {workers: 2}}\n"
+    )
+    control = tmp_path / "control.db"
+    refused = runner.invoke(app, ["check", str(spec), "--control-url", f"sqlite:///{control}"])
+    assert refused.exit_code == 2, refused.output
+    assert "spec field 'backfill.distributed': a distributed backfill needs a PostgreSQL" in refused.output
+    assert not control.exists()
+
+
 def test_check_prints_every_problem_the_rehearsal_finds_and_writes_nothing(tmp_path: Path) -> None:
     """Two problems that ``check`` passed before the rehearsal: an unmapped NOT NULL column and a row
     already under a source key. Both are printed; the exit code is 1; the target keeps its one row."""
