@@ -20,6 +20,7 @@ from sqlalchemy.engine import Engine
 from shiftover.connect import get_engine, redact
 from shiftover.control import schema
 from shiftover.credentials import is_reference
+from shiftover.engines import find_dialect
 from shiftover.errors import ControlStoreError, PhaseError
 from shiftover.phases import Phase, allowed_next
 
@@ -265,10 +266,10 @@ def head_revision() -> str:
 def existing_store(url: str = DEFAULT_URL) -> ControlStore | None:
     """The control store at ``url`` when one exists there (checked as ``open_store`` does), else None,
     with nothing created: not a SQLite file, not a schema. For read-only commands (``check``)."""
-    parsed = sa.engine.make_url(url) if not is_reference(url) else None
-    if parsed is not None and parsed.get_backend_name() == "sqlite":
-        path = parsed.database or ""
-        if path in ("", ":memory:") or not Path(path).exists():
+    if not is_reference(url):
+        parsed = sa.engine.make_url(url)
+        dialect = find_dialect(parsed)
+        if dialect is not None and not dialect.may_exist(parsed):
             return None
     store = ControlStore(get_engine(url))
     if store.revision() is None:

@@ -79,6 +79,10 @@ class EngineDialect:
         """``url`` naming the same database from any working directory (a server's URL already does)."""
         return url
 
+    def may_exist(self, url: URL) -> bool:
+        """False only when ``url``'s database certainly does not exist yet (a server's may: ask it)."""
+        return True
+
     def create_engine(self, url: URL) -> Engine:
         """A pooled engine for a server database."""
         return sa.create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=8)

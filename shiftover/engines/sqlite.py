@@ -47,6 +47,13 @@ class SQLite(EngineDialect):
             return url
         return url.set(database=str(Path(path).resolve()))
 
+    def may_exist(self, url: URL) -> bool:
+        """A file database exists when its file does (connecting would create it); memory never."""
+        path = url.database
+        if not path or path == ":memory:":
+            return False
+        return path.startswith("file:") or Path(path).exists()
+
     def create_engine(self, url: URL) -> Engine:
         """WAL and a busy timeout, so the flows and a live application can share the file."""
         if url.database and url.database != ":memory:":
