@@ -5,15 +5,24 @@ for MySQL/MariaDB); SQLite gets WAL and a busy timeout so the flows and a live a
 can share a file. Nothing here ever prints a password: use ``redact`` in messages.
 
 A URL may be a reference (``${ORDERS_OLD_URL}``, ``file:...``, ``block:...``, see
-``shiftover.credentials``): it is resolved here, when its engine is made, and nowhere else. The
-engine is cached under the reference, so the secret is looked up once per process.
+``shiftover.credentials``): it is resolved here and nowhere else. The engine is cached under the
+reference, and the reference is resolved again (at most every ``RESOLVE_EVERY_SECONDS``) whenever
+the pool opens a new connection, so a rotated secret (a mounted file rewritten, a Secret block
+updated) reaches new connections without a restart; the pool's open connections stay as they were
+authenticated. When resolving fails then, the last value that resolved is used and a warning logged
+(a secret store that is briefly down does not take the database with it); a reference that now
+names another kind of database is refused on that connection.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
+from typing import Any
 
-from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Dialect, Engine, make_url
 from sqlalchemy.exc import ArgumentError
 
 from shiftover import credentials
@@ -22,6 +31,8 @@ from shiftover.errors import CredentialError
 
 _engines: dict[str, Engine] = {}
 _lock = threading.Lock()
+log = logging.getLogger(__name__)
+RESOLVE_EVERY_SECONDS = 5.0
 
 
 def normalise_url(url: str | URL) -> URL:
@@ -52,8 +63,50 @@ def get_engine(url: str | URL) -> Engine:
         engine = _engines.get(cache_key)
         if engine is None:
             engine = _create_engine(normalise_url(url))
+            if isinstance(url, str) and credentials.is_reference(url):
+                _RefreshedSecret(url, engine).listen()
             _engines[cache_key] = engine
         return engine
+
+
+class _RefreshedSecret:
+    """Resolves ``reference`` again for each new connection of ``engine`` (``do_connect``), so the
+    arguments the driver gets follow the secret."""
+
+    def __init__(self, reference: str, engine: Engine) -> None:
+        self.reference, self.engine = reference, engine
+        self.driver = engine.url.drivername
+        self._lock = threading.Lock()
+        self._args: list[Any] = []  # the driver's arguments last resolved
+        self._params: dict[str, Any] | None = None  # and its keyword arguments
+        self._at = 0.0
+
+    def listen(self) -> None:
+        event.listen(self.engine, "do_connect", self._connect)
+
+    def _connect(self, dialect: Dialect, _record: Any, cargs: list[Any], cparams: dict[str, Any]) -> None:
+        fresh_args, fresh_params = self._resolved(dialect)
+        cargs[:] = fresh_args
+        cparams.update(fresh_params)  # connect_args the engine was made with stay
+
+    def _resolved(self, dialect: Dialect) -> tuple[list[Any], dict[str, Any]]:
+        with self._lock:
+            if self._params is not None and time.monotonic() - self._at < RESOLVE_EVERY_SECONDS:
+                return self._args, self._params
+            try:
+                url = normalise_url(self.reference)
+            except CredentialError as exc:
+                if self._params is None:
+                    raise
+                log.warning("%s; connecting with the value it last resolved to", exc)
+                return self._args, self._params
+            if url.drivername != self.driver:
+                raise CredentialError(
+                    self.reference, f"now names a {url.drivername} database, this engine connects to {self.driver}"
+                )
+            args, params = dialect.create_connect_args(url)
+            self._args, self._params, self._at = list(args), dict(params), time.monotonic()
+            return self._args, self._params
 
 
 def _parse(url: str | URL) -> URL:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
 from shiftover import credentials
@@ -182,3 +184,60 @@ def test_the_cli_hands_the_flow_its_environment_variable_by_reference(monkeypatc
     monkeypatch.setenv("SHIFTOVER_CONTROL_URL", inline)
     assert _flow_control_url(inline) == "${SHIFTOVER_CONTROL_URL}"
     assert _flow_control_url("sqlite:///control.db") == "sqlite:///control.db"
+
+
+@pytest.fixture
+def mariadb_user(mariadb_database: Callable[[], str]) -> Iterator[tuple[str, Callable[[str], None]]]:
+    """(the URL of a new MariaDB database, ``rotate(password)``) for a login ``so_rotated`` whose
+    password the test sets; the login is dropped after."""
+    import sqlalchemy as sa
+
+    url = mariadb_database()
+    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+
+    def rotate(password: str) -> None:
+        with admin.connect() as conn:
+            conn.execute(sa.text("CREATE USER IF NOT EXISTS 'so_rotated'@'%' IDENTIFIED BY :p"), {"p": password})
+            conn.execute(sa.text("ALTER USER 'so_rotated'@'%' IDENTIFIED BY :p"), {"p": password})
+            conn.execute(sa.text(f"GRANT SELECT ON `{sa.make_url(url).database}`.* TO 'so_rotated'@'%'"))
+
+    yield url, rotate
+    with admin.connect() as conn:
+        conn.execute(sa.text("DROP USER IF EXISTS 'so_rotated'@'%'"))
+    admin.dispose()
+
+
+def test_a_rotated_secret_reaches_new_connections_without_a_restart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mariadb_user: tuple[str, Callable[[str], None]]
+) -> None:
+    """The secret file is rewritten after the password changed on the server: the cached engine's next
+    connection logs in with the new one (it used to keep the first, and every new connection failed);
+    while the file is unreadable, the last password that resolved is used."""
+    import sqlalchemy as sa
+
+    from shiftover import connect
+
+    monkeypatch.setattr(connect, "RESOLVE_EVERY_SECONDS", 0.0)
+    url, rotate = mariadb_user
+    server = make_url(url)
+    secret = tmp_path / "orders-url"
+    rotate("first-pw")
+    secret.write_text(server.set(username="so_rotated", password="first-pw").render_as_string(False))
+    engine = get_engine(f"file:{secret}")
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT current_user()")).scalar() == "so_rotated@%"
+
+    rotate("second-pw")
+    engine.dispose()  # no pooled connection left: the next one logs in again
+    with pytest.raises(sa.exc.OperationalError, match="Access denied"):
+        engine.connect().close()  # the file still says first-pw
+    secret.write_text(server.set(username="so_rotated", password="second-pw").render_as_string(False))
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT current_user()")).scalar() == "so_rotated@%"
+    assert get_engine(f"file:{secret}") is engine
+
+    secret.unlink()  # the secret store is down: the last value that resolved still connects
+    engine.dispose()
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT 1")).scalar() == 1
+    dispose_engines()
