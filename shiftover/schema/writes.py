@@ -86,7 +86,7 @@ class ColumnWrites:
         types = self._types_of(names + [c for c, _ in computed])
         params = {f"v{i}": values[c] for i, c in enumerate(names)}
         row = self._row(names, types)
-        exprs = [v for _, v in row] + [over_values(e, row) for _, e in computed]
+        exprs = [f":v{i}" for i in range(len(names))] + [over_values(e, row) for _, e in computed]
         quoted = [self._target.quote(c) for c in names + [c for c, _ in computed]]
         sql = f"INSERT INTO {self._target.qualified} ({', '.join(quoted)}) VALUES ({', '.join(exprs)})"
         self._run(sql, params, names, types, names + [c for c, _ in computed])
@@ -107,7 +107,7 @@ class ColumnWrites:
         params = {f"v{i}": values[c] for i, c in enumerate(names)}
         params |= {f"k{i}": v for i, v in enumerate(_as_key(key))}
         row = self._row(names, types)
-        sets = [f"{self._target.quote(c)} = {v}" for c, (_, v) in zip(names, row, strict=True)]
+        sets = [f"{self._target.quote(c)} = :v{i}" for i, c in enumerate(names)]
         sets += [f"{self._target.quote(c)} = {over_values(e, row)}" for c, e in computed]
         sql = f"UPDATE {self._target.qualified} SET {', '.join(sets)} WHERE {self._where}"
         return self._run(sql, params, names, types, names + [c for c, _ in computed])
@@ -135,7 +135,9 @@ class ColumnWrites:
         return [(n.name, n.up) for m in self.moves if passed & set(m.old_names) for n in m.news]
 
     def _row(self, names: Sequence[str], types: Mapping[str, sa.types.TypeEngine[Any]]) -> list[tuple[str, str]]:
-        """Each passed column (quoted) and its bound parameter, typed as its column."""
+        """Each passed column (quoted) and its bound parameter typed as its column, for the derived
+        row the expressions read (the columns themselves take the bare parameter: a cast there
+        would, say, cut a string too long for its column where the column refuses it)."""
         compile_type = self.engine.dialect.type_compiler_instance.process
         return [
             (self._target.quote(c), self._dialect.bound(f":v{i}", compile_type(types[c]))) for i, c in enumerate(names)

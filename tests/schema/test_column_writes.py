@@ -3,7 +3,9 @@ with the sync triggers and without them (``sync: application``): inserts and upd
 shape and in the new leave every row with new == up(old), checked by plain SQL reads against values
 computed here in Python; a wrong shape or a side missing from the table writes nothing; in the
 triggerless mode the validate stage's check passes after writes through ``ColumnWrites`` and fails
-after a raw write that bypassed it (the column backfill puts that row back in step)."""
+after a raw write that bypassed it (the column backfill puts that row back in step); a value rounded
+by its column is read by ``up`` as stored; a triggerless change runs, rolls back and contracts through
+the evaluator."""
 
 from __future__ import annotations
 
@@ -11,11 +13,12 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from conftest import ENGINES, create_orders, make_spec
+from conftest import ENGINES, create_orders, make_spec, spec_file
 from test_schema_split_merge import base_spec, create_people, join, merge_operation, split, split_operation
 
 from shiftover.backfill.checkpoints import clear_plan
@@ -23,6 +26,8 @@ from shiftover.control.store import ControlStore
 from shiftover.errors import SpecError
 from shiftover.flags.client import FlagClient
 from shiftover.flags.store import set_flag
+from shiftover.flows.context import RunOptions
+from shiftover.flows.expand import rollback_schema_change, run_schema_change
 from shiftover.schema.backfill import backfill_columns, checkpoint_name
 from shiftover.schema.columns import (
     Target,
@@ -388,3 +393,78 @@ def test_plan_says_triggerless_and_stop_sync_and_rollback_run_without_triggers(
     stop_sync(target, spec)
     drop_old_columns(target, spec)
     assert "amount" not in target.column_names() and "amount_cents" in target.column_names()
+
+
+@pytest.mark.parametrize("kind", ENGINES)
+def test_a_triggerless_change_runs_rolls_back_and_contracts_through_the_evaluator(
+    kind: str, database_url: Callable[[str], str], control_store: ControlStore, tmp_path: Path
+) -> None:
+    """``sync: application`` through the plan's evaluator: no trigger at any stage, the application's
+    writes through ``ColumnWrites`` in the shape the run's writes flag names, a rollback before
+    contract and a restart to the end."""
+    url = database_url(kind)
+    spec = make_spec(url, operations=[CENTS], sync="application")
+    target = Target.of(create_orders(url, 200), spec)
+    path, control = str(spec_file(tmp_path, spec, "change")), str(control_store.engine.url)
+    options = RunOptions(auto_approve=True)
+    client = FlagClient(control_store.engine, start=False)
+    writes = ColumnWrites(client, spec, target.engine)
+
+    assert run_schema_change(path, control, options, stop_after="sync")["ran"] == ["expand", "sync"]
+    assert triggers_on(target) == []
+    writes.insert({"id": 5_000, "amount": Decimal("2.50")})
+    assert run_schema_change(path, control, options, stop_after="validate")["ran"] == ["backfill", "validate"]
+    rollback_schema_change(spec, control_store, "test")
+    assert target.column_names() == ["id", "amount", "note"] and triggers_on(target) == []
+
+    report = run_schema_change(path, control, options, restart=True, stop_after="switch_writes")
+    assert report["ran"][-1] == "switch_writes"
+    assert client.refresh() and writes.writes_new()  # the run flipped the writes flag
+    writes.insert({"id": 5_001, "amount_cents": 999})
+    assert writes.update(5_000, {"amount_cents": 251}) == 1
+    rows = Case(kind, "application", target, spec).rows("amount, amount_cents", "orders")
+    assert {k: r for k, r in rows.items() if r[1] != cents(r[0])} == {}
+    assert same_amount(rows[5_001][0], Decimal("9.99")) and same_amount(rows[5_000][0], Decimal("2.51"))
+
+    assert run_schema_change(path, control, options)["ran"] == ["stop_sync", "drop_old_columns"]
+    assert target.column_names() == ["id", "note", "amount_cents"]
+    with pytest.raises(MissingSideError):
+        writes.insert({"id": 5_002, "amount_cents": 1})
+
+
+@pytest.mark.parametrize("kind", ENGINES)
+def test_the_expressions_read_a_value_as_its_column_stores_it(
+    kind: str, database_url: Callable[[str], str], control_store: ControlStore
+) -> None:
+    """12.345 is stored as 12.35 in a numeric(12,2) (SQLite keeps it): up must read what is stored,
+    or ``amount * 1000`` gives 12345 beside an amount of 12.35. A string too long for its column is
+    refused whole where the engine refuses it, never cut to fit."""
+    url = database_url(kind)
+    mills = CENTS | {"to": "amount_mills", "up": "amount * 1000", "down": "amount_mills / 1000.0"}
+    spec = make_spec(url, operations=[mills], sync="application")
+    target = Target.of(create_orders(url, 20), spec)
+    synced(target, spec, control_store)
+    writes = ColumnWrites(FlagClient(control_store.engine, start=False), spec, target.engine, columns=["note"])
+    writes.insert({"id": 100, "amount": Decimal("12.345"), "note": "x"})
+    assert writes.update(3, {"amount": Decimal("0.125")}) == 1
+    with target.engine.connect() as conn:
+        stored = {r[0]: (r[1], r[2]) for r in conn.execute(sa.text("SELECT id, amount, amount_mills FROM orders"))}
+    expected_amount = {100: Decimal("12.345"), 3: Decimal("0.125")}
+    if kind != "sqlite":
+        expected_amount = {100: Decimal("12.35"), 3: Decimal("0.13")}
+    for key, amount in expected_amount.items():
+        assert same_amount(stored[key][0], amount), key
+        assert Decimal(str(stored[key][1])) == amount * 1000, key
+    assert validate_columns(target, spec).passed
+
+    too_long = "x" * 41  # note is varchar(40)
+    if kind == "sqlite":  # SQLite keeps any length
+        writes.insert({"id": 101, "amount": Decimal("1.00"), "note": too_long})
+    else:
+        with pytest.raises(sa.exc.DBAPIError):
+            writes.insert({"id": 101, "amount": Decimal("1.00"), "note": too_long})
+        with pytest.raises(sa.exc.DBAPIError):
+            writes.update(4, {"amount": Decimal("1.00"), "note": too_long})
+    with target.engine.connect() as conn:
+        notes = dict(conn.execute(sa.text("SELECT id, note FROM orders WHERE id IN (4, 101)")).all())
+    assert notes == ({4: "n4", 101: too_long} if kind == "sqlite" else {4: "n4"})
