@@ -74,7 +74,9 @@ class ColumnWrites:
 
     def insert(self, values: Values) -> None:
         """Insert one row: the key, every column of the flagged side (None for NULL) and any of
-        ``columns``; the other side is computed from them in the same statement."""
+        ``columns``; the other side is computed from them in the same statement (so they must hold
+        every column its expressions read: a column not passed is an error of the database, and the
+        row is not written)."""
         new = self.writes_new()
         side = self.new_columns if new else self.old_columns
         self._check_shape(values, new, allowed=self.key + self.columns + side)

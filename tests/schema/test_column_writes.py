@@ -22,6 +22,7 @@ from conftest import ENGINES, create_orders, make_spec, spec_file
 from test_schema_split_merge import base_spec, create_people, join, merge_operation, split, split_operation
 
 from shiftover.backfill.checkpoints import clear_plan
+from shiftover.connect import get_engine
 from shiftover.control.store import ControlStore
 from shiftover.errors import SpecError
 from shiftover.flags.client import FlagClient
@@ -468,3 +469,39 @@ def test_the_expressions_read_a_value_as_its_column_stores_it(
     with target.engine.connect() as conn:
         notes = dict(conn.execute(sa.text("SELECT id, note FROM orders WHERE id IN (4, 101)")).all())
     assert notes == ({4: "n4", 101: too_long} if kind == "sqlite" else {4: "n4"})
+
+
+@pytest.mark.parametrize("kind", ENGINES)
+def test_a_composite_key_is_passed_as_a_tuple(
+    kind: str, database_url: Callable[[str], str], control_store: ControlStore
+) -> None:
+    url = database_url(kind)
+    engine = get_engine(url)
+    meta = sa.MetaData()
+    sa.Table(
+        "orders",
+        meta,
+        sa.Column("region", sa.String(8), primary_key=True),
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("amount", sa.Numeric(12, 2)),
+    )
+    meta.create_all(engine)
+    spec = make_spec(url, operations=[CENTS], key=["region", "id"], sync="application")
+    target = Target.of(engine, spec)
+    synced(target, spec, control_store)
+    writes = ColumnWrites(FlagClient(control_store.engine, start=False), spec, engine)
+    for region in ("eu", "us"):
+        writes.insert({"region": region, "id": 1, "amount": Decimal("1.00")})
+    assert writes.update(("us", 1), {"amount": Decimal("2.50")}) == 1
+    assert writes.update(["eu", 2], {"amount": Decimal("9.00")}) == 0
+    with pytest.raises(WriteShapeError, match=r"missing column\(s\) \['region'\]"):
+        writes.insert({"id": 2, "amount": Decimal("1.00")})
+    with engine.connect() as conn:
+        rows = {(r[0], r[1]): (r[2], r[3]) for r in conn.execute(sa.text("SELECT * FROM orders"))}
+    assert {k: (Decimal(str(a)), c) for k, (a, c) in rows.items()} == {
+        ("eu", 1): (Decimal("1.00"), 100),
+        ("us", 1): (Decimal("2.50"), 250),
+    }
+    assert writes.delete(("eu", 1)) == 1
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM orders")).scalar() == 1
