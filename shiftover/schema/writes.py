@@ -86,7 +86,7 @@ class ColumnWrites:
         names = list(values)
         computed = self._computed(names, new)
         types = self._types_of(names + [c for c, _ in computed])
-        params = {f"v{i}": values[c] for i, c in enumerate(names)}
+        params = _params(names, values, row=bool(computed))
         row = self._row(names, types)
         exprs = [f":v{i}" for i in range(len(names))] + [over_values(e, row) for _, e in computed]
         quoted = [self._target.quote(c) for c in names + [c for c, _ in computed]]
@@ -106,7 +106,7 @@ class ColumnWrites:
         names = list(values)
         computed = self._computed(names, new)
         types = self._types_of(names + [c for c, _ in computed])
-        params = {f"v{i}": values[c] for i, c in enumerate(names)}
+        params = _params(names, values, row=bool(computed))
         params |= {f"k{i}": v for i, v in enumerate(_as_key(key))}
         row = self._row(names, types)
         sets = [f"{self._target.quote(c)} = :v{i}" for i, c in enumerate(names)]
@@ -138,12 +138,18 @@ class ColumnWrites:
 
     def _row(self, names: Sequence[str], types: Mapping[str, sa.types.TypeEngine[Any]]) -> list[tuple[str, str]]:
         """Each passed column (quoted) and its bound parameter typed as its column, for the derived
-        row the expressions read (the columns themselves take the bare parameter: a cast there
-        would, say, cut a string too long for its column where the column refuses it)."""
-        compile_type = self.engine.dialect.type_compiler_instance.process
-        return [
-            (self._target.quote(c), self._dialect.bound(f":v{i}", compile_type(types[c]))) for i, c in enumerate(names)
-        ]
+        row the expressions read. The columns themselves take the bare parameter (a cast there
+        would, say, cut a string too long for its column where the column refuses it), another
+        parameter of the same value (PostgreSQL deduces one type per parameter, from every use)."""
+        row = []
+        for i, c in enumerate(names):
+            try:
+                sql_type = self.engine.dialect.type_compiler_instance.process(types[c])
+            except sa.exc.CompileError:  # a type SQLAlchemy does not know (reflected as NullType): left bare
+                row.append((self._target.quote(c), f":r{i}"))
+            else:
+                row.append((self._target.quote(c), self._dialect.bound(f":r{i}", sql_type)))
+        return row
 
     def _types_of(self, names: Sequence[str]) -> dict[str, sa.types.TypeEngine[Any]]:
         """The types of ``names`` as the table has them; read again when one is not known, and
@@ -171,7 +177,7 @@ class ColumnWrites:
     ) -> int:
         """Run the one statement, its parameters bound as their columns' types; a failure because
         a written column went (contract ran since the types were read) is ``MissingSideError``."""
-        binds = [sa.bindparam(f"v{i}", type_=types[c]) for i, c in enumerate(names)]
+        binds = [sa.bindparam(p, type_=types[names[int(p[1:])]]) for p in params if p[0] in "vr"]
         try:
             with self.engine.begin() as conn:
                 return int(conn.execute(sa.text(sql).bindparams(*binds), params).rowcount)
@@ -183,6 +189,12 @@ class ColumnWrites:
             if missing:
                 raise MissingSideError(self._target.qualified, missing) from exc
             raise
+
+
+def _params(names: Sequence[str], values: Values, *, row: bool) -> dict[str, Any]:
+    """Each value as ``v<i>`` for its column and, when expressions read a derived row, again as
+    ``r<i>`` there (``_row``)."""
+    return {f"{p}{i}": values[c] for i, c in enumerate(names) for p in ("vr" if row else "v")}
 
 
 def _as_key(key: Any) -> tuple[Any, ...]:

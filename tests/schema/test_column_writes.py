@@ -505,3 +505,22 @@ def test_a_composite_key_is_passed_as_a_tuple(
     assert writes.delete(("eu", 1)) == 1
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM orders")).scalar() == 1
+
+
+@pytest.mark.filterwarnings("ignore:Did not recognize type 'point'")  # expand's and the backfill's reflections
+def test_a_column_of_a_type_sqlalchemy_does_not_know_is_written_as_passed(
+    database_url: Callable[[str], str], control_store: ControlStore
+) -> None:
+    """PostgreSQL's ``point`` reflects as NullType, which has no SQL to cast to: its value goes bare."""
+    url = database_url("postgres")
+    spec = make_spec(url, operations=[CENTS], sync="application")
+    target = Target.of(create_orders(url, 5), spec)
+    with target.engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE orders ADD COLUMN spot point"))
+    synced(target, spec, control_store)
+    writes = ColumnWrites(FlagClient(control_store.engine, start=False), spec, target.engine, columns=["spot"])
+    with pytest.warns(sa.exc.SAWarning, match="point"):
+        writes.insert({"id": 100, "amount": Decimal("1.25"), "spot": "(1,2)"})
+    with target.engine.connect() as conn:
+        row = conn.execute(sa.text("SELECT amount_cents, spot::text FROM orders WHERE id = 100")).one()
+    assert tuple(row) == (125, "(1,2)")
