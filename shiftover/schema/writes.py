@@ -182,9 +182,12 @@ class ColumnWrites:
             with self.engine.begin() as conn:
                 return int(conn.execute(sa.text(sql).bindparams(*binds), params).rowcount)
         except sa.exc.DBAPIError as exc:
-            with self._lock:
-                self._types = self._reflect()
-                present = set(self._types)
+            try:
+                with self._lock:
+                    self._types = self._reflect()
+                    present = set(self._types)
+            except Exception:  # the table cannot be read either (a lost server, say): the write's own error
+                raise exc from None
             missing = [c for c in written if c not in present]
             if missing:
                 raise MissingSideError(self._target.qualified, missing) from exc
