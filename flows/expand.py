@@ -96,7 +96,10 @@ def run_expand(ctx: SchemaRunContext, stage: Stage) -> Outcome:
 def run_sync(ctx: SchemaRunContext, stage: Stage) -> Outcome:
     with fenced_ddl(ctx):
         report = install_sync(ctx.migration.target, ctx.migration.spec)
-    return Outcome(True, f"sync triggers installed, {report.lock_timeouts} lock timeout(s)", vars(report))
+    installed = (
+        "sync triggers installed" if ctx.migration.spec.sync == "triggers" else "no triggers (sync: application)"
+    )
+    return Outcome(True, f"{installed}, {report.lock_timeouts} lock timeout(s)", vars(report))
 
 
 def run_backfill(ctx: SchemaRunContext, stage: Stage) -> Outcome:

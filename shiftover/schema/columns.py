@@ -81,6 +81,13 @@ def sync_group(target: Target, move: ColumnMove, columns: list[str]) -> SyncGrou
     )
 
 
+def sync_groups(target: Target, spec: ExpandContractSpec, columns: list[str]) -> list[SyncGroup]:
+    """The trigger groups ``install_sync`` creates: one per move, none under ``sync: application``."""
+    if spec.sync == "application":
+        return []
+    return [sync_group(target, m, columns) for m in spec.moves]
+
+
 def expand(target: Target, spec: ExpandContractSpec, report: DdlReport | None = None) -> DdlReport:
     """Add every new column, nullable; columns already there (a re-run) are skipped."""
     dialect = schema_dialect(target.engine)
@@ -136,10 +143,11 @@ def rename_table(target: Target, spec: ExpandContractSpec, report: DdlReport | N
 
 def install_sync(target: Target, spec: ExpandContractSpec, report: DdlReport | None = None) -> DdlReport:
     """Two-way sync triggers for every move (change, rename, split, merge; idempotent), then the
-    spec's version view, whose writes the triggers carry to the old columns."""
+    spec's version view, whose writes the triggers carry to the old columns. ``sync: application``
+    installs nothing: ``ColumnWrites`` writes both sides itself."""
     dialect = schema_dialect(target.engine)
     columns = target.column_names()
-    statements = [s for m in spec.moves for s in dialect.sync_install(sync_group(target, m, columns))]
+    statements = [s for g in sync_groups(target, spec, columns) for s in dialect.sync_install(g)]
     statements += version_view(target, spec, columns)
     return run_ddl(target.engine, statements, spec.lock, table=target.table, schema=target.schema, report=report)
 
@@ -170,7 +178,9 @@ def remove_version_view(target: Target, spec: ExpandContractSpec, report: DdlRep
 
 
 def remove_sync(target: Target, spec: ExpandContractSpec, report: DdlReport | None = None) -> DdlReport:
-    """Drop the sync triggers (idempotent): from here on, a write to one column no longer reaches the other."""
+    """Drop the sync triggers (idempotent): from here on, a write to one column no longer reaches the other.
+    Under ``sync: application`` there are none, and the drops (IF EXISTS) only remove any an earlier run
+    with triggers left."""
     dialect = schema_dialect(target.engine)
     columns = target.column_names()
     statements = [s for m in spec.moves for s in dialect.sync_remove(sync_group(target, m, columns))]
@@ -182,7 +192,8 @@ def stop_sync(target: Target, spec: ExpandContractSpec, report: DdlReport | None
     triggers go. From here on nothing fills those columns, yet they stay until the last step: one
     NOT NULL with no default would refuse every insert made through the new columns alone, so it
     becomes nullable first (on PostgreSQL in the triggers' transaction; SQLite cannot, see its
-    dialect). Idempotent: a re-run finds both done."""
+    dialect). Idempotent: a re-run finds both done. Under ``sync: application`` the trigger drops find
+    nothing to drop (``remove_sync``)."""
     dialect = schema_dialect(target.engine)
     columns = target.column_names()
     triggers = [s for m in spec.moves for s in dialect.sync_remove(sync_group(target, m, columns))]
@@ -286,6 +297,17 @@ def planned_ddl(target: Target, spec: ExpandContractSpec) -> dict[str, list[str]
     wanted = new_columns(spec)
     columns = present + [name for name, _, _ in wanted if name not in present]
     pairs = [sync_group(target, m, columns) for m in spec.moves]
+    installed = sync_groups(target, spec, columns)
+    triggerless = (
+        [
+            "-- sync: application: no triggers; only writes through ColumnWrites keep old and new in step. Rows "
+            "other writers change are found by the validate stage and put in step again by re-running the "
+            "column backfill (new = up(old))"
+        ]
+        if spec.sync == "application"
+        else []
+    )
+    leftovers = ["-- sync: application: no triggers to drop; these drop any an earlier run left"] if triggerless else []
 
     def drops(names: list[str]) -> list[str]:
         return [dialect.drop_column(target.qualified, target.quote(n), spec.lock.timeout_ms) for n in names]
@@ -305,14 +327,18 @@ def planned_ddl(target: Target, spec: ExpandContractSpec) -> dict[str, list[str]
             dialect.add_column(target.qualified, target.quote(n), t, d, spec.lock.timeout_ms) for n, t, d in wanted
         ]
         + extra["indexes"],
-        "sync": [s for p in pairs for s in dialect.sync_install(p)] + version_view(target, spec, columns),
+        "sync": triggerless
+        + [s for p in installed for s in dialect.sync_install(p)]
+        + version_view(target, spec, columns),
         **({"constrain": extra["constrain"]} if spec.constraints else {}),
         "stop_sync": release_dropped_columns(target, spec, planning=True)
+        + leftovers
         + [s for p in pairs for s in dialect.sync_remove(p)],
         "drop_old_columns": planned_view_drop + drops(dropped_columns(spec)),
         "rollback": extra["undo"]
         + undo_indexes
         + planned_view_drop
+        + leftovers
         + [s for p in pairs for s in dialect.sync_remove(p)]
         + drops([n for n, _, _ in wanted]),
     }

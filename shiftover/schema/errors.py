@@ -12,6 +12,9 @@ ShiftoverError
     │                         step of switch_reads (step, count, sample); the reads flag was put back
     ├── CanaryUnjudgedError   too few shadow reads at a canary step to judge it; the flag was put back
     ├── ContractRefusedError  a rollback or contract that would lose data or skip a step (why)
+    ├── ColumnWriteError      a write through ``ColumnWrites`` refused, nothing written
+    │   ├── WriteShapeError   the values are not in the shape the writes flag names (which columns)
+    │   └── MissingSideError  the table lacks a side the write must fill (not expanded yet, or contracted)
     └── ConcurrentChangeError another unfinished change holds the table (its name and phase)
 """
 
@@ -130,4 +133,34 @@ class ConcurrentChangeError(SchemaChangeError):
             f"refused before any DDL: table {table} is being changed by {names}; one unfinished change per "
             "table (each would install triggers and drop columns the other relies on). Finish that change or "
             "roll it back (shiftover rollback <its spec>), then run this one again"
+        )
+
+
+class ColumnWriteError(SchemaChangeError):
+    """A write through ``ColumnWrites`` refused before anything was written."""
+
+
+class WriteShapeError(ColumnWriteError):
+    def __init__(self, table: str, writes_new: bool, unexpected: Sequence[str], missing: Sequence[str]) -> None:
+        self.writes_new = writes_new
+        self.unexpected = tuple(unexpected)
+        self.missing = tuple(missing)
+        side = "new" if writes_new else "old"
+        problems = ([f"unexpected column(s) {list(self.unexpected)}"] if self.unexpected else []) + (
+            [f"missing column(s) {list(self.missing)}"] if self.missing else []
+        )
+        super().__init__(
+            f"write to {table} refused, nothing written: the writes flag says the {side} columns, and the values "
+            f"have {' and '.join(problems)}. Pass the shape ColumnWrites.writes_new() names (it can change "
+            "between two writes: read it again and retry)"
+        )
+
+
+class MissingSideError(ColumnWriteError):
+    def __init__(self, table: str, missing: Sequence[str]) -> None:
+        self.missing = tuple(missing)
+        super().__init__(
+            f"write to {table} refused, nothing written: the table has no column(s) {list(self.missing)}, and "
+            "ColumnWrites writes the old and the new columns together. Before expand (or after a rollback) the new "
+            "columns are missing; after contract the old ones are (write the table directly then)"
         )

@@ -141,7 +141,11 @@ def build_schema_plan(spec: ExpandContractSpec) -> Plan:
             "sync",
             Phase.DUAL_WRITING,
             "triggers keep old and new in step both ways: a write to old sets new = up(old), a write to new "
-            "sets old = down(new); a pair already in step is left alone (no recursion)",
+            "sets old = down(new); a pair already in step is left alone (no recursion)"
+            if spec.sync == "triggers"
+            else "sync: application, no triggers: only writes through ColumnWrites keep old and new in step (each "
+            "sets new = up(old) or old = down(new) in its own statement); rows other writers change are found by "
+            "the validate stage and put in step again by re-running the column backfill",
             UNDO_EXPANSION,
         ),
         BackfillColumnsStage(
@@ -185,14 +189,17 @@ def build_schema_plan(spec: ExpandContractSpec) -> Plan:
         SwitchColumnsStage(
             "switch_writes",
             Phase.WRITES_SWITCHED,
-            f"flag {flag_key(spec.name, 'writes')} -> new columns; the triggers still keep {olds} written",
+            f"flag {flag_key(spec.name, 'writes')} -> new columns; "
+            + ("the triggers" if spec.sync == "triggers" else "ColumnWrites")
+            + f" still keep {olds} written",
             SchemaUndo("writes flag -> old columns"),
             flag="writes",
         ),
         StopSyncStage(
             "stop_sync",
             Phase.OLD_WRITES_STOPPED,
-            f"sync triggers dropped: from here on, writes no longer reach {olds}; first, a NOT NULL among the "
+            ("sync triggers dropped" if spec.sync == "triggers" else "no sync triggers to drop (sync: application)")
+            + f": from here on, writes no longer reach {olds}; first, a NOT NULL among the "
             "columns contract drops that has no default is made nullable, so inserts through the new columns "
             "alone are accepted",
             None,

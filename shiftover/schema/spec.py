@@ -371,11 +371,20 @@ class ExpandContractSpec(_Model):
     # view of the table as the new version sees it (pgroll's version schemas): code that sets
     # search_path to it (then the table's schema) uses the new columns without reading a flag
     version_schema: Annotated[str, _NAME] | None = None
+    # how old and new columns are kept in step until contract: ``triggers`` (two-way sync triggers, every
+    # writer) or ``application`` (no triggers: only writes through ColumnWrites; for servers that refuse
+    # CREATE TRIGGER, e.g. MySQL/MariaDB with binary logging to a user without SUPER, error 1419)
+    sync: Literal["triggers", "application"] = "triggers"
 
     @model_validator(mode="after")
     def _coherent(self) -> ExpandContractSpec:
         if not self.operations:
             raise ValueError("at least one operation is needed")
+        if self.version_schema is not None and self.sync == "application":
+            raise ValueError(
+                "version_schema does not go with sync: application (writes through its view reach the new "
+                "columns only, and the sync triggers are what fill the old ones)"
+            )
         renames = [op for op in self.operations if isinstance(op, RenameTable)]
         if renames and len(self.operations) > 1:
             raise ValueError("rename_table must be its spec's only operation (the others name the table)")

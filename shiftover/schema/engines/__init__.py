@@ -97,6 +97,11 @@ class SchemaDialect:
         """``value`` as the SQL type ``type_`` (the preflight's stand-in for a column not added yet)."""
         return f"CAST({value} AS {type_})"
 
+    def bound(self, param: str, type_: str) -> str:
+        """A bound parameter standing for a column of SQL type ``type_`` in a derived row, typed as
+        the column would type it (PostgreSQL would take an untyped parameter there for text)."""
+        return self.typed(param, type_)
+
     def add_column(self, table: str, column: str, type_: str, default: str | None, timeout_ms: int) -> str:
         default_sql = f" DEFAULT {default}" if default is not None else ""
         return f"ALTER TABLE {table} ADD COLUMN {column} {type_} NULL{default_sql}"
@@ -307,5 +312,13 @@ def over_row(expr: str, columns: Sequence[str], row: str = "NEW") -> str:
     """``expr`` (written over the table's column names) evaluated over the trigger's row: a
     one-row derived table names each column after its ``NEW`` value, so the spec's expression is
     used as written, never rewritten by text substitution. ``columns`` are quoted."""
-    fields = ", ".join(f"{row}.{c} AS {c}" for c in columns)
+    return over_values(expr, [(c, f"{row}.{c}") for c in columns])
+
+
+def over_values(expr: str, values: Sequence[tuple[str, str]]) -> str:
+    """``expr`` evaluated over a one-row derived table naming each column (quoted) after its SQL
+    value: ``over_row``'s rewriting, over any values (``ColumnWrites``: bound parameters). A column
+    the row does not name resolves, as SQL scoping does, to the enclosing statement's (an UPDATE's
+    stored row)."""
+    fields = ", ".join(f"{v} AS {c}" for c, v in values)
     return f"(SELECT {expr} FROM (SELECT {fields}) AS so_row)"

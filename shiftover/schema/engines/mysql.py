@@ -96,6 +96,13 @@ class MySQLSchema(SchemaDialect):
         # value stays untyped, and a bad column type is refused by its ADD COLUMN.
         return value
 
+    def bound(self, param: str, type_: str) -> str:
+        # a decimal is rounded to its scale when stored (12.345 into DECIMAL(12,2) is 12.35, a note
+        # even in strict mode), so its expressions read it cast as the column stores it; CAST takes
+        # no other column type
+        decimal = _DECIMAL.fullmatch(type_.strip())
+        return f"CAST({param} AS DECIMAL{decimal.group(1) or ''})" if decimal else param
+
     def add_column(self, table: str, column: str, type_: str, default: str | None, timeout_ms: int) -> str:
         default_sql = f" DEFAULT {default}" if default is not None else ""
         return (
@@ -387,6 +394,8 @@ class MetadataLockWatchdog(LockWaitGuard):
 
 
 _NOT_NULL = re.compile(r" NOT NULL\b", re.IGNORECASE)
+# a decimal column's type as SQLAlchemy spells it (its precision and scale kept for the CAST)
+_DECIMAL = re.compile(r"(?:DECIMAL|NUMERIC)\s*(\(\s*\d+\s*(?:,\s*\d+\s*)?\))?(?:\s+UNSIGNED)?(?:\s+ZEROFILL)?", re.I)
 _DEFAULT_NULL = re.compile(r" DEFAULT NULL\b", re.IGNORECASE)
 _BARE_NULL = re.compile(r"(?<!NOT)(?<!DEFAULT) NULL\b", re.IGNORECASE)
 _QUOTED = re.compile(r"'(?:[^'\\]|\\.|'')*'|\"(?:[^\"\\]|\\.|\"\")*\"|`(?:[^`]|``)*`")

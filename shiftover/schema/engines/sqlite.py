@@ -48,6 +48,11 @@ class SQLiteSchema(SchemaDialect):
     def distinct(self, a: str, b: str) -> str:
         return f"{a} IS NOT {b}"
 
+    def bound(self, param: str, type_: str) -> str:
+        # as bound: a CAST to a type with no affinity of its own is a CAST to NUMERIC, turning
+        # '2024-01-01' into 2024, where a column of that type keeps the text
+        return param
+
     def online_refusal(self, op: str) -> str | None:
         return REFUSED.get(op)
 
