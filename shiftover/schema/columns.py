@@ -218,8 +218,9 @@ def release_dropped_columns(target: Target, spec: ExpandContractSpec, *, plannin
             made = dialect.make_nullable(conn, target.qualified, target.quote(name), spec.lock.timeout_ms)
             if not made and planning:
                 made = [
-                    f"-- {name} stays NOT NULL ({dialect.name} cannot drop NOT NULL online): from here until "
-                    f"drop_old_columns an insert naming only the new columns fails"
+                    f"-- {name} stays NOT NULL ({dialect.name} cannot drop NOT NULL online, and its triggers run "
+                    "after the NOT NULL check): from expand until drop_old_columns an insert that does not name it "
+                    "fails; ColumnWrites names both sides"
                 ]
             statements += made
     return statements
@@ -301,8 +302,8 @@ def planned_ddl(target: Target, spec: ExpandContractSpec) -> dict[str, list[str]
     triggerless = (
         [
             "-- sync: application: no triggers; only writes through ColumnWrites keep old and new in step. Rows "
-            "other writers change are found by the validate stage and put in step again by re-running the "
-            "column backfill (new = up(old))"
+            "other writers change before validate are put in step by the validate stage first (one more backfill "
+            "pass, new = up(old), its row count in the stage's report); after validate nothing catches them"
         ]
         if spec.sync == "application"
         else []

@@ -144,8 +144,8 @@ def build_schema_plan(spec: ExpandContractSpec) -> Plan:
             "sets old = down(new); a pair already in step is left alone (no recursion)"
             if spec.sync == "triggers"
             else "sync: application, no triggers: only writes through ColumnWrites keep old and new in step (each "
-            "sets new = up(old) or old = down(new) in its own statement); rows other writers change are found by "
-            "the validate stage and put in step again by re-running the column backfill",
+            "sets new = up(old) or old = down(new) in its own statement); rows other writers change before validate "
+            "are put in step by the validate stage first (and counted), later ones by nothing",
             UNDO_EXPANSION,
         ),
         BackfillColumnsStage(

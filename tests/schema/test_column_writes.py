@@ -384,7 +384,7 @@ def test_plan_says_triggerless_and_stop_sync_and_rollback_run_without_triggers(
     assert any("CREATE" in s and "TRIGGER" in s for s in with_triggers["sync"])
     explained = explain_schema_change(spec)
     assert "no triggers: only writes through ColumnWrites keep old and new in step" in explained
-    assert "re-running the column backfill" in explained
+    assert "put in step by the validate stage first (and counted)" in explained
 
     synced(target, spec, control_store)
     assert triggers_on(target) == []
@@ -431,6 +431,31 @@ def test_a_triggerless_change_runs_rolls_back_and_contracts_through_the_evaluato
     assert target.column_names() == ["id", "note", "amount_cents"]
     with pytest.raises(MissingSideError):
         writes.insert({"id": 5_002, "amount_cents": 1})
+
+
+@pytest.mark.parametrize("kind", ["postgres", "sqlite"])
+def test_a_triggerless_validate_stage_first_puts_rows_written_around_column_writes_in_step(
+    kind: str, database_url: Callable[[str], str], control_store: ControlStore, tmp_path: Path
+) -> None:
+    """Rows a writer changed outside ColumnWrites after the backfill: no trigger caught them, so the
+    validate stage's own backfill pass does, and its report and audit entry count them."""
+    url = database_url(kind)
+    spec = make_spec(url, operations=[CENTS], sync="application")
+    engine = create_orders(url, 200)
+    path, control = str(spec_file(tmp_path, spec, "change")), str(control_store.engine.url)
+    options = RunOptions(auto_approve=True)
+    run_schema_change(path, control, options, stop_after="backfill")
+    with engine.begin() as conn:  # a batch job that does not know about the change
+        conn.execute(sa.text("UPDATE orders SET amount = 77.77 WHERE id IN (21, 22, 23)"))
+
+    report = run_schema_change(path, control, options, stop_after="validate")
+    assert report["ran"] == ["validate"]
+    assert report["stages"]["validate"]["caught_up_rows"] == 3
+    [audit] = control_store.audit_entries(spec.name, action="schema_validation")
+    assert audit["detail"]["caught_up_rows"] == 3
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT id, amount_cents FROM orders WHERE id IN (21, 22, 23) ORDER BY id")).all()
+    assert [tuple(r) for r in rows] == [(21, 7777), (22, 7777), (23, 7777)]
 
 
 @pytest.mark.parametrize("kind", ENGINES)

@@ -137,4 +137,31 @@ def test_the_plan_says_what_sqlite_leaves_not_null(sqlite_database: Callable[[],
     planned = planned_ddl(Target.of(engine, spec), spec)["stop_sync"]
     notes = [s for s in planned if s.startswith("--")]
     assert [n.split()[1] for n in notes] == ["amount", "note"], planned
-    assert all("an insert naming only the new columns fails" in n for n in notes)
+    assert all("from expand until drop_old_columns an insert that does not name it fails" in n for n in notes)
+
+
+def test_on_sqlite_the_new_version_inserts_through_column_writes(  # type: ignore[no-untyped-def]
+    sqlite_database: Callable[[], str], control_store: ControlStore, tmp_path: Path
+) -> None:
+    """SQLite's triggers run after its NOT NULL check: an insert naming only amount_cents fails on the
+    NOT NULL amount while writes are switched; the same row through ColumnWrites (new shape) names
+    amount too, computed by down(new), and is written."""
+    from shiftover.flags.client import FlagClient
+    from shiftover.schema.writes import ColumnWrites
+
+    url = sqlite_database()
+    engine = create_strict_orders(url)
+    spec = make_spec(url)  # amount -> amount_cents, and channel added
+    path, control = str(spec_file(tmp_path, spec)), str(control_store.engine.url)
+    run_schema_change(path, control, RunOptions(auto_approve=True), stop_after="switch_writes")
+    with pytest.raises(sa.exc.IntegrityError, match=r"NOT NULL constraint failed: orders\.amount"):
+        with engine.begin() as conn:
+            conn.execute(sa.text("INSERT INTO orders (id, note, amount_cents) VALUES (9001, 'raw', 1234)"))
+
+    client = FlagClient(control_store.engine, start=False)
+    writes = ColumnWrites(client, spec, engine, columns=["note"])
+    assert writes.writes_new()
+    writes.insert({"id": 9001, "note": "through shiftover", "amount_cents": 1234})
+    with engine.connect() as conn:
+        amount, cents = conn.execute(sa.text("SELECT amount, amount_cents FROM orders WHERE id = 9001")).one()
+    assert (float(amount), cents) == (12.34, 1234)
