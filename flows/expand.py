@@ -67,7 +67,7 @@ from shiftover.schema.plan import (
 )
 from shiftover.schema.preflight import check_change
 from shiftover.schema.spec import ExpandContractSpec, load_expand_contract
-from shiftover.schema.validate import validate_columns
+from shiftover.schema.validate import ValidationReport, validate_columns
 from shiftover.spec import stored_form
 from shiftover.story import artifact_key
 
@@ -137,6 +137,7 @@ def run_validate(ctx: SchemaRunContext, stage: Stage) -> Outcome:
     if caught_up is not None:
         detail["caught_up_rows"] = caught_up
     ctx.store.audit(ctx.name, ctx.actor, "schema_validation", detail)
+    publish_validation(ctx.name, report, caught_up)
     report.require()  # a mismatch stops the run here, with the keys and the query
     reason = "; ".join(f"{c.what}: {c.rows_checked} rows, 0 mismatches" for c in report.checks)
     if caught_up is not None:
@@ -153,6 +154,31 @@ def run_validate(ctx: SchemaRunContext, stage: Stage) -> Outcome:
         detail["expectations"] = outcome
         reason += f"; {suite.summary()}"
     return Outcome(True, reason, detail)
+
+
+def publish_validation(name: str, report: ValidationReport, caught_up: int | None) -> None:
+    """Each check of the validate stage (new = up(old), down(up(old)) = old) as a table artifact of
+    the current flow run (a no-op outside one), under ``<change>-validation``: passed or failed, the
+    operator reads the same rows, with the first differing keys and the query that finds them all."""
+    if FlowRunContext.get() is None:
+        return
+    rows = [
+        {
+            "check": c.what,
+            "rows checked": c.rows_checked,
+            "mismatches": c.mismatches,
+            "first keys": ", ".join(str(list(k)) for k in c.keys[:10]),
+            "query": c.query if c.mismatches else "",
+        }
+        for c in report.checks
+    ]
+    verdict = "passed" if report.passed else "FAILED: the run stopped before switch_reads"
+    also = f"; {caught_up} row(s) written outside ColumnWrites put in step first" if caught_up else ""
+    create_table_artifact(
+        key=artifact_key(name, "validation"),
+        table=rows,
+        description=f"Column validation of {name}: {verdict}{also}",
+    )
 
 
 def publish_expectations(name: str, suite: ExpectationsReport) -> None:

@@ -195,9 +195,9 @@ def demo(
 ) -> None:
     """Migrate a demo orders table between two SQLite files while the example service keeps serving."""
     if kind == "expand_contract":
-        if with_routes or prepare_only:
-            _fail(ShiftoverError("--with-routes and --prepare-only go with the table move, not --kind expand_contract"))
-        return _expand_demo(5_000 if rows is None else rows, workdir or Path(".shiftover/demo-expand"))
+        if with_routes:
+            _fail(ShiftoverError("--with-routes goes with the table move, not --kind expand_contract"))
+        return _expand_demo(5_000 if rows is None else rows, workdir or Path(".shiftover/demo-expand"), prepare_only)
     if kind != "table_move":
         _fail(ShiftoverError(f"--kind must be table_move or expand_contract, not {kind!r}"))
     rows = 100_000 if rows is None else rows
@@ -223,10 +223,14 @@ def demo(
         raise typer.Exit(code=1)
 
 
-def _expand_demo(rows: int, workdir: Path) -> None:
+def _expand_demo(rows: int, workdir: Path, prepare_only: bool) -> None:
     """``shiftover demo --kind expand_contract`` (``shiftover/demo/expand.py``)."""
-    from shiftover.demo.expand import run_expand_demo
+    from shiftover.demo.expand import prepare_expand, run_expand_demo
 
+    if prepare_only:
+        spec_path, control = prepare_expand(workdir, rows)
+        typer.echo(f"demo table ready; spec: {spec_path}; control store: {control} (reset)")
+        return
     try:
         report = run_expand_demo(rows=rows, workdir=workdir)
     except ShiftoverError as exc:

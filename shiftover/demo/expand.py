@@ -221,6 +221,21 @@ def stage_times(entries: list[dict[str, Any]], starts: list[datetime]) -> dict[s
     return times
 
 
+def prepare_expand(workdir: Path, rows: int, up: str = UP) -> tuple[Path, str]:
+    """A fresh orders table, control store and spec under ``workdir``; returns (spec path, control
+    URL). What the demo starts from, and what the ``expand-contract`` deployment's Quick run takes
+    (``shiftover demo --kind expand_contract --prepare-only``)."""
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True)
+    url, control_url = f"sqlite:///{workdir.resolve()}/app.db", f"sqlite:///{workdir.resolve()}/control.db"
+    create_orders(get_engine(url), rows=rows)
+    spec_path = workdir / "orders-amount-cents.yaml"
+    spec_path.write_text(yaml.safe_dump(spec_data(url, up), sort_keys=False))
+    open_store(control_url)  # the orchestrator creates the control store before the application starts
+    return spec_path, control_url
+
+
 def run_expand_demo(
     rows: int = 5_000, workdir: Path = Path(".shiftover/demo-expand"), up: str = UP
 ) -> ExpandDemoReport:
@@ -230,14 +245,9 @@ def run_expand_demo(
     from shiftover.flows.expand import expand_contract
 
     started = time.monotonic()
-    if workdir.exists():
-        shutil.rmtree(workdir)
-    workdir.mkdir(parents=True)
-    url, control_url = f"sqlite:///{workdir.resolve()}/app.db", f"sqlite:///{workdir.resolve()}/control.db"
     print(f"Preparing {rows} orders in {workdir}/app.db ...", flush=True)
-    create_orders(get_engine(url), rows=rows)
-    spec_path = workdir / "orders-amount-cents.yaml"
-    spec_path.write_text(yaml.safe_dump(spec_data(url, up), sort_keys=False))
+    spec_path, control_url = prepare_expand(workdir, rows, up)
+    url = f"sqlite:///{workdir.resolve()}/app.db"
     store = open_store(control_url)
     writer = ColumnWriter(url, control_url, first_new_key=rows + 1).start()
     ran: list[str] = []

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -216,3 +217,72 @@ def test_a_rollback_from_the_ui_leaves_the_pending_approval_unusable(
     assert read_routing(store.engine, "ui-back").writes is not WriteMode.DUAL_NEW_PRIMARY
     assert store.phase("ui-back") is Phase.ROLLED_BACK
     assert store.audit_entries("ui-back", action="approval") == []
+
+
+def test_an_expand_contract_change_is_approved_in_the_ui_to_its_contract(
+    stack: Stack, page: Any, tmp_path: Path
+) -> None:
+    """The `expand-contract` deployment's Quick run: the change runs to switch_writes, pauses for
+    stop_sync and again for drop_old_columns, each answered in the Resume form; the validate stage's
+    Great Expectations table is on the run's Artifacts tab, and every row's amount_cents equals the
+    amount it had before, times 100, computed here in Python."""
+    import sqlalchemy as sa
+    import yaml
+
+    from shiftover.connect import get_engine
+    from shiftover.demo import create_orders
+    from shiftover.demo.expand import spec_data
+
+    name = "ui-cents"
+    url, control_url = f"sqlite:///{tmp_path}/app.db", f"sqlite:///{tmp_path}/{name}-control.db"
+    engine = get_engine(url)
+    create_orders(engine, rows=2_000)
+    with engine.connect() as conn:
+        before = {i: a for i, a in conn.execute(sa.text("SELECT id, CAST(amount AS TEXT) FROM orders"))}
+    spec = {
+        **spec_data(url),
+        "name": name,
+        "approvals": {"approvers": [APPROVER], "timeout_seconds": 300},
+        "expectations": [
+            {"type": "expect_column_values_to_be_between", "kwargs": {"column": "amount_cents", "min_value": 0}}
+        ],
+    }
+    spec_path = tmp_path / f"{name}.yaml"
+    spec_path.write_text(yaml.safe_dump(spec))
+    params = {"spec_path": str(spec_path), "control_url": control_url}
+    deployment = stack.deploy("expand-contract", {**params, "poll_interval_seconds": 1})
+    quick_run(page, stack, deployment)
+    paused = stack.wait_for_run("PAUSED", timeout=180, flow_name="expand-contract")
+    store = open_store(control_url)
+    for i, (step, waiting_at, reached) in enumerate(
+        [
+            ("stop_sync", Phase.WRITES_SWITCHED, Phase.OLD_WRITES_STOPPED),
+            ("drop_old_columns", Phase.OLD_WRITES_STOPPED, Phase.DECOMMISSIONED),
+        ]
+    ):
+        if i:
+            stack.wait_for_run("PAUSED", timeout=180, run_id=paused["id"])
+        assert store.phase(name) is waiting_at, f"{step}: at {store.phase(name)}\n{stack.diagnostics()}"
+        assert [r.step for r in pending_requests(store.engine, name)] == [step]
+        dialog = open_resume_form(page, stack, paused["id"])
+        shot(page, f"ui-expand-approval-{step}")
+        submit(dialog, APPROVER, name, f"{step}: clicked in the UI")
+        stack.wait_until_resumed(paused["id"])
+        wait_phase(stack, control_url, name, reached)
+
+    stack.wait_for_run("COMPLETED", timeout=120, run_id=paused["id"])
+    approvals = store.audit_entries(name, action="approval")
+    assert [a["actor"] for a in approvals] == [APPROVER, APPROVER]
+    assert [c["name"] for c in sa.inspect(engine).get_columns("orders")][-1] == "amount_cents"
+    assert "amount" not in [c["name"] for c in sa.inspect(engine).get_columns("orders")]
+    with engine.connect() as conn:
+        after = dict(conn.execute(sa.text("SELECT id, amount_cents FROM orders")).all())
+    expected = {
+        i: None if a is None else int((Decimal(a) * 100).to_integral_value(ROUND_HALF_UP)) for i, a in before.items()
+    }
+    assert after == expected
+
+    page.goto(f"{stack.url}/v2/runs/flow-run/{paused['id']}?tab=Artifacts")
+    page.get_by_text(f"{name}-expectations", exact=True).first.wait_for()
+    page.get_by_text(f"{name}-validation", exact=True).first.wait_for()
+    shot(page, "ui-expand-artifacts")
