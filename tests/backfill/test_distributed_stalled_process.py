@@ -1,0 +1,105 @@
+"""A worker process that stalls does not make the parent wait forever. One is SIGSTOPped mid-segment
+(its lease heartbeat stops; an open chunk transaction keeps its row locks, as a worker hung in a
+database call would): ``run_worker_processes`` ends it once its lease lapsed and it renewed none for
+a TTL (SIGTERM, then SIGKILL), its segment goes back to the pool, and the backfill completes: with a
+second worker, that one takes the segment over; alone, a new round's worker does. The tables end
+identical: count and an md5 of every row, computed by PostgreSQL on each side."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shiftover.backfill import checkpoints, leases
+from shiftover.backfill.workers import (
+    ProcessRounds,
+    distributed_progress,
+    plan_distributed,
+    run_worker_processes,
+    worker_name,
+)
+from shiftover.migration import open_migration
+from shiftover.spec import parse_spec
+
+from .conftest import ITEMS_DDL, fill_items, items_spec, rows_of, run_sql
+
+N, CHUNK, TTL = 40_000, 1_000, 2.0
+CHECKSUM = "SELECT count(*), md5(string_agg(id || ':' || n || ':' || coalesce(v, '-'), ',' ORDER BY id)) FROM items"
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_stalled_worker_process_is_ended_and_the_backfill_completes(
+    workers: int, pg_database: Callable[[], str]
+) -> None:
+    source, target, store_url = pg_database(), pg_database(), pg_database()
+    fill_items(source, N)
+    run_sql(target, ITEMS_DDL)
+    # a shared cap slow enough for the test to catch the first worker mid-segment
+    spec = items_spec(source, target, "m1", chunk_rows=CHUNK, max_rows_per_second=5_000)
+    migration = open_migration(parse_spec(spec), store_url)
+    engine = migration.store.engine
+    plan_distributed(migration, 4)
+    victim = worker_name("worker", 0)
+    stopped: dict[str, int] = {}
+
+    def stop_victim_mid_segment() -> None:
+        """The parent's progress tick: SIGSTOP the first worker once it holds a segment half-copied."""
+        if stopped:
+            return
+        for row in leases.read_leases(engine, "m1"):
+            if row.holder == victim and row.state == checkpoints.RUNNING and row.rows_copied >= 2 * CHUNK:
+                pid = _pid_of(victim)
+                os.kill(pid, signal.SIGSTOP)
+                stopped.update(pid=pid, segment=row.segment)
+                return
+
+    outcome: dict[str, Any] = {}
+
+    def parent() -> None:
+        outcome["ran"] = run_worker_processes(migration, workers, ttl=TTL, tick=stop_victim_mid_segment, grace=2.0)
+
+    thread = threading.Thread(target=parent, daemon=True)  # a parent that waits forever fails the test, not the suite
+    thread.start()
+    thread.join(timeout=180)
+    if thread.is_alive() and stopped:
+        os.kill(stopped["pid"], signal.SIGKILL)  # so the waiting parent (and its survivors) can end
+    assert not thread.is_alive(), "the parent still waits 180 s on"
+    ran: ProcessRounds = outcome["ran"]
+
+    assert stopped, "the first worker was never caught mid-segment"
+    assert list(ran.stalled) == [victim], ran
+    assert "lapsed" in ran.stalled[victim]
+    ended = [e for e in ran.exits if e.stalled is not None]
+    assert len(ended) == 1 and ended[0].returncode in (-signal.SIGTERM, -signal.SIGKILL), ended
+    assert not Path(f"/proc/{stopped['pid']}").exists()  # ended and reaped
+    reports = [e.report for e in ran.exits if e.report is not None]
+    assert len(reports) == len(ran.exits) - 1
+    assert stopped["segment"] in [s for r in reports for s in r["taken_over"]], reports
+    assert ran.rounds == (2 if workers == 1 else 1)  # alone, it left its segment to a new round
+
+    progress = distributed_progress("m1", engine)
+    assert progress.complete and progress.segments_failed == 0
+    assert progress.rows_copied == N  # the stopped worker's uncommitted chunk is counted once
+    assert rows_of(target, CHECKSUM) == rows_of(source, CHECKSUM)
+    assert rows_of(target, CHECKSUM)[0][0] == N
+
+
+def _pid_of(worker: str) -> int:
+    """The pid of this process's child running as ``worker`` (its id is in its command line)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == os.getpid() and worker.encode() in argv:
+            return int(entry.name)
+    raise AssertionError(f"no child process runs as {worker}")
