@@ -27,7 +27,7 @@ from shiftover.backfill.workers import (
 from shiftover.migration import open_migration
 from shiftover.spec import parse_spec
 
-from .conftest import ITEMS_DDL, fill_items, items_spec, rows_of, run_sql
+from .conftest import ITEMS_DDL, child_pid, fill_items, items_spec, rows_of, run_sql
 
 N, CHUNK, TTL = 40_000, 1_000, 2.0
 CHECKSUM = "SELECT count(*), md5(string_agg(id || ':' || n || ':' || coalesce(v, '-'), ',' ORDER BY id)) FROM items"
@@ -54,7 +54,7 @@ def test_a_stalled_worker_process_is_ended_and_the_backfill_completes(
             return
         for row in leases.read_leases(engine, "m1"):
             if row.holder == victim and row.state == checkpoints.RUNNING and row.rows_copied >= 2 * CHUNK:
-                pid = _pid_of(victim)
+                pid = child_pid(victim)
                 os.kill(pid, signal.SIGSTOP)
                 stopped.update(pid=pid, segment=row.segment)
                 return
@@ -88,18 +88,3 @@ def test_a_stalled_worker_process_is_ended_and_the_backfill_completes(
     assert progress.rows_copied == N  # the stopped worker's uncommitted chunk is counted once
     assert rows_of(target, CHECKSUM) == rows_of(source, CHECKSUM)
     assert rows_of(target, CHECKSUM)[0][0] == N
-
-
-def _pid_of(worker: str) -> int:
-    """The pid of this process's child running as ``worker`` (its id is in its command line)."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        if ppid == os.getpid() and worker.encode() in argv:
-            return int(entry.name)
-    raise AssertionError(f"no child process runs as {worker}")
