@@ -179,13 +179,6 @@ class StallWatch:
             return {}
         now = utcnow()
         unfinished = [r for r in rows if not r.finished]
-        if not unfinished:
-            self.finished_at = self.finished_at or now
-            waited = (now - self.finished_at).total_seconds()
-            if waited < self.linger:
-                return {}
-            return {i: f"still running {waited:.0f} s after every segment was finished" for i in range(len(self.names))}
-        self.finished_at = None
         renewed = self._read_leases(unfinished, now)
         for name, (since, _) in list(self.lapsed.items()):
             if name in renewed and renewed[name] > since:
@@ -200,6 +193,14 @@ class StallWatch:
                         f"its lease on segment {segment} lapsed (not renewed within the lease TTL, {self.ttl:g} s) "
                         f"and it renewed none in the {waited:.0f} s since"
                     )
+        if not unfinished:
+            self.finished_at = self.finished_at or now
+            waited = (now - self.finished_at).total_seconds()
+            if waited >= self.linger:
+                why = f"still running {waited:.0f} s after every segment was finished"
+                ended.update({i: why for i in range(len(self.names)) if i not in ended})
+            return ended
+        self.finished_at = None
         quiet = (now - self.active).total_seconds()
         if not renewed and quiet >= self.idle:
             why = f"no worker held a live lease for {quiet:.0f} s while {len(unfinished)} segment(s) waited"
