@@ -40,9 +40,8 @@ from shiftover.backfill.workers import (
     distributed_progress,
     distributed_settings,
     require_distributed,
+    run_worker_processes,
     stalled,
-    start_worker_processes,
-    wait_for_workers,
 )
 from shiftover.control.store import DEFAULT_URL
 from shiftover.flows.child_runs import all_gone, end_child_runs, launch_child_runs
@@ -144,12 +143,15 @@ def _run_segments(
 def _run_distributed(
     migration: Migration, dist: DistributedSettings, total: int, started: float, segments: int
 ) -> BackfillSummary:
-    """Start ``dist.workers`` local worker processes over the saved plan, wait, refresh the progress
-    artifact from the checkpoints; a worker that dies leaves its segments to the others."""
+    """Rounds of ``dist.workers`` local worker processes over the saved plan (``run_worker_processes``),
+    refreshing the progress artifact from the checkpoints meanwhile; a worker that dies leaves its
+    segments to the others, one that stalls is ended (and named in the log and the summary) and a
+    new round finishes what it left."""
     progress = create_progress_artifact(
         0.0, key=artifact_key("backfill", migration.name, "progress"), description=f"backfill of {migration.name}"
     )
-    procs = start_worker_processes(migration, dist.workers, ttl=dist.lease_ttl_seconds)
+    engine = migration.store.engine
+    before = distributed_progress(migration.name, engine).rows_copied
     began = time.monotonic()
 
     mirror = VariableMirror(migration)
@@ -158,20 +160,25 @@ def _run_distributed(
         mirror()
         _update_progress(progress, migration, total, time.monotonic() - began)
 
-    exits = wait_for_workers(procs, tick=tick)
+    ran = run_worker_processes(migration, dist.workers, ttl=dist.lease_ttl_seconds, tick=tick)
     tick()
     logger = get_run_logger()
-    for ended in exits:
-        if ended.report is None:
+    for worker, why in ran.stalled.items():
+        logger.warning("backfill of %s: worker %s stalled and was ended: %s", migration.name, worker, why)
+    for ended in ran.exits:
+        if ended.report is None and ended.stalled is None:
             logger.warning("backfill worker exited %s: %s", ended.returncode, ended.stderr[-2000:])
-    reports = [e.report for e in exits if e.report is not None]
-    logger.info("distributed backfill workers: %s", reports)
+    reports = [e.report for e in ran.exits if e.report is not None]
+    logger.info("distributed backfill workers (%d round(s)): %s", ran.rounds, reports)
+    after = distributed_progress(migration.name, engine)
     return BackfillSummary(
-        rows_copied=sum(r["rows_read"] for r in reports),
-        rows_inserted=sum(r["rows_inserted"] for r in reports),
+        # from the checkpoints: an ended worker's committed chunks count, each chunk once
+        rows_copied=after.rows_copied - before,
+        rows_inserted=sum(r["rows_inserted"] for r in reports),  # the workers that reported
         seconds=time.monotonic() - started,
         segments=segments,
-        complete=distributed_progress(migration.name, migration.store.engine).complete,
+        complete=after.complete,
+        stalled_workers=ran.stalled,
     )
 
 

@@ -76,6 +76,7 @@ class BackfillSummary:
     segments: int
     complete: bool
     reports: list[SegmentReport] = field(default_factory=list)
+    stalled_workers: dict[str, str] = field(default_factory=dict)  # worker processes the run ended, and why
 
     @property
     def rows_per_second(self) -> float:
@@ -90,6 +91,7 @@ class BackfillSummary:
             "segments": self.segments,
             "complete": self.complete,
             "state": "complete" if self.complete else "incomplete",
+            **({"stalled_workers": self.stalled_workers} if self.stalled_workers else {}),
         }
 
 

@@ -3,8 +3,9 @@ Prefect child runs, Dask workers) claim segments by lease and copy them until no
 
 ``plan_distributed`` runs once (the parent); ``copy_claimed_segments`` is one worker's loop;
 ``start_worker_processes`` starts N local OS processes of that loop (``python -m
-shiftover.backfill.workers``), and ``dask_workers`` runs the same loop on a Dask cluster (both
-through ``WorkerJob``); ``distributed_progress`` aggregates the checkpoints. The claim loop, the
+shiftover.backfill.workers``), ``run_worker_processes`` runs rounds of them, ending stalled ones,
+and ``dask_workers`` runs the same loop on a Dask cluster (both through ``WorkerJob``);
+``distributed_progress`` aggregates the checkpoints. The claim loop, the
 leases and the processes are ``shiftover.control``'s (``segment_leases``, ``worker_processes``),
 shared with the distributed validation diff.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -26,9 +28,9 @@ from shiftover.control import worker_processes
 from shiftover.control.segment_leases import DEFAULT_STALL_SECONDS, SegmentLease, work_claimed_segments
 from shiftover.control.store import utcnow
 from shiftover.control.work_progress import WorkProgress
+from shiftover.control.worker_processes import SegmentView, StallWatch, worker_name
 from shiftover.control.worker_processes import WorkerExit as WorkerExit  # re-exported: their home is control
 from shiftover.control.worker_processes import wait_for_workers as wait_for_workers
-from shiftover.control.worker_processes import worker_name
 from shiftover.migration import Migration
 from shiftover.spec import BackfillSpec, DistributedSpec
 
@@ -259,8 +261,74 @@ def start_worker_processes(
     migration: Migration, workers: int, *, ttl: float = leases.DEFAULT_SEGMENT_TTL_SECONDS, prefix: str = "worker"
 ) -> list[subprocess.Popen[bytes]]:
     """Start ``workers`` OS processes of ``copy_claimed_segments`` over this migration's saved plan."""
-    names = [worker_name(prefix, i) for i in range(workers)]
+    names = worker_names(prefix, workers)
     return worker_processes.start_processes(WORKER_MODULE, asdict(WorkerJob.of(migration)), names, ttl)
+
+
+def worker_names(prefix: str, workers: int) -> list[str]:
+    return [worker_name(prefix, i) for i in range(workers)]
+
+
+MAX_PROCESS_ROUNDS = 3  # rounds of local worker processes: the first, and two to finish what stalled ones left
+
+
+@dataclass(frozen=True)
+class ProcessRounds:
+    """What ``run_worker_processes`` saw: every process's exit, the ones it ended as stalled (worker
+    id -> why), and how many rounds it started."""
+
+    exits: list[WorkerExit]
+    stalled: dict[str, str]
+    rounds: int
+
+
+def run_worker_processes(
+    migration: Migration,
+    workers: int,
+    *,
+    ttl: float = leases.DEFAULT_SEGMENT_TTL_SECONDS,
+    tick: Callable[[], None] | None = None,
+    grace: float = 5.0,
+    max_rounds: int = MAX_PROCESS_ROUNDS,
+) -> ProcessRounds:
+    """Rounds of up to ``workers`` local worker processes until no segment is left unfinished. The
+    parent ends a worker that stalls (``StallWatch``: its lease lapsed and it renewed none for a
+    TTL, or it outlived the work; SIGTERM, then SIGKILL after ``grace``); its segments go back to the
+    pool as its leases expire. A round that ends with segments left starts another under new worker
+    ids, up to ``max_rounds``, unless every worker of it failed by itself (a new round fails alike)."""
+    engine = migration.store.engine
+    exits: list[WorkerExit] = []
+    ended_stalled: dict[str, str] = {}
+    rounds = 0
+    while rounds < max_rounds:
+        left = sum(1 for r in backfill_segments(engine, migration.name) if not r.finished)
+        if not left:
+            break
+        rounds += 1
+        names = worker_names("worker" if rounds == 1 else f"worker-r{rounds}", min(workers, left))
+        job = asdict(WorkerJob.of(migration))
+        procs = worker_processes.start_processes(WORKER_MODULE, job, names, ttl)
+        watch = StallWatch(lambda: backfill_segments(engine, migration.name), names, ttl=ttl)
+        ended = wait_for_workers(procs, tick=tick, stalled=watch, grace=grace)
+        exits += ended
+        ended_stalled.update({name: e.stalled for name, e in zip(names, ended, strict=True) if e.stalled})
+        failed = [e for e in ended if e.returncode > 0 and e.stalled is None]
+        if failed and len(failed) == len(ended):
+            break
+    return ProcessRounds(exits, ended_stalled, rounds)
+
+
+FINISHED = (checkpoints.DONE, checkpoints.FAILED)  # states no worker claims again
+
+
+def backfill_segments(engine: Any, migration: str) -> list[SegmentView]:
+    """The backfill plan's segments and leases, as ``StallWatch`` reads them."""
+    return [
+        SegmentView(
+            r.segment, r.state in (checkpoints.DONE, checkpoints.FAILED), r.holder, r.expires_at, r.heartbeat_at
+        )
+        for r in leases.read_leases(engine, migration)
+    ]
 
 
 def main(argv: list[str]) -> int:

@@ -5,8 +5,9 @@ one row per segment of the run); workers claim segments by lease with a heartbea
 machinery: ``control.segment_leases``), screen and narrow each as the in-process diff does, and
 record the segment's differences with its state in one transaction fenced by the lease, so a
 segment is recorded once even when a worker that lost its lease finishes it late. The parent
-waits, starts new workers while unfinished segments are left that no live worker holds (every
-worker gone), and builds the same ``DiffReport`` from the control store.
+waits, ends a worker that stalls (``control.worker_processes.StallWatch``), starts new workers
+while unfinished segments are left that no live worker holds (every worker gone), and builds the
+same ``DiffReport`` from the control store.
 
 Run a worker by hand: ``python -m shiftover.diff.distributed WORKER_ID [TTL]`` with
 ``{"spec": ..., "control_url": ..., "diff": {...}}`` (``DiffJob.as_dict``) as one JSON line on stdin.
@@ -15,6 +16,7 @@ Run a worker by hand: ``python -m shiftover.diff.distributed WORKER_ID [TTL]`` w
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 import time
@@ -48,6 +50,7 @@ from shiftover.migration import Migration
 from shiftover.spec import DiffDistributedSpec
 
 WORKER_MODULE = "shiftover.diff.distributed"
+log = logging.getLogger(__name__)
 PENDING, FINISHED = "pending", ("equal", "differ")
 MAX_ROUNDS = 5  # rounds of worker processes a parent starts before it gives up
 _SEG = schema.diff_segments
@@ -453,16 +456,28 @@ def run_workers(
     tick: Callable[[], None] | None = None,
 ) -> list[worker_processes.WorkerExit]:
     """Rounds of ``settings.workers`` processes until no segment is pending (or the run's differences
-    passed ``max_differences``); a round whose workers all ended with segments left starts another."""
+    passed ``max_differences``); a round whose workers all ended with segments left starts another.
+    A worker that stalls (``StallWatch``: its lease lapsed and it renewed none for a TTL, or it
+    outlived the work) is ended, logged, and its exit says why (``WorkerExit.stalled``)."""
     engine, options = migration.store.engine, migration.spec.validation
     ended: list[worker_processes.WorkerExit] = []
+
+    def segments() -> list[worker_processes.SegmentView]:
+        return [
+            worker_processes.SegmentView(r.segment, r.state != PENDING, r.holder, r.expires_at, r.heartbeat_at)
+            for r in read_segments(engine, migration.name, job.run_id)
+        ]
+
     for round_ in range(MAX_ROUNDS):
         if not any(r.state == PENDING for r in read_segments(engine, migration.name, job.run_id)):
             return ended
-        procs = start_diff_workers(
-            migration, settings.workers, job, ttl=settings.lease_ttl_seconds, prefix=f"{prefix}{round_}"
-        )
-        exits = worker_processes.wait_for_workers(procs, tick=tick)
+        ttl, names = settings.lease_ttl_seconds, diff_worker_names(f"{prefix}{round_}", settings.workers)
+        procs = start_diff_workers(migration, settings.workers, job, ttl=ttl, prefix=f"{prefix}{round_}")
+        watch = worker_processes.StallWatch(segments, names, ttl=ttl)
+        exits = worker_processes.wait_for_workers(procs, tick=tick, stalled=watch)
+        for name, e in zip(names, exits, strict=True):
+            if e.stalled is not None:
+                log.warning("diff run %s: worker %s stalled and was ended: %s", job.run_id, name, e.stalled)
         ended += exits
         left = [r for r in read_segments(engine, migration.name, job.run_id) if r.state == PENDING]
         if not left or recorded_count(engine, migration.name, job.run_id) > options.max_differences:
@@ -481,8 +496,11 @@ def start_diff_workers(
         "control_url": migration.store.engine.url.render_as_string(hide_password=False),
         "diff": job.as_dict(),
     }
-    names = [worker_processes.worker_name(prefix, i) for i in range(workers)]
-    return worker_processes.start_processes(WORKER_MODULE, payload, names, ttl)
+    return worker_processes.start_processes(WORKER_MODULE, payload, diff_worker_names(prefix, workers), ttl)
+
+
+def diff_worker_names(prefix: str, workers: int) -> list[str]:
+    return [worker_processes.worker_name(prefix, i) for i in range(workers)]
 
 
 def aggregate_report(plan: DiffPlan, engine: Engine, migration: str, run_id: str, n: Narrowing) -> DiffReport:

@@ -258,7 +258,14 @@ END""",
             a.execute(sa.select(sa.func.release_lock(name)))
 
     def table_identity(self, conn: sa.Connection, schema: str | None, table: str) -> tuple[Any, ...] | None:
-        """Schema and name as the server folds them (``lower_case_table_names``), if the table exists."""
+        """Schema and name as the server folds them (``lower_case_table_names``), if the table exists.
+
+        No server in it: MariaDB keeps no stable id of its own. ``@@server_id`` is 1 unless set,
+        ``@@server_uid`` hashes a MAC address and the port, ``@@hostname`` is a container's id: the
+        last two change when a container is recreated, and an identity that changes under an
+        unfinished change would let a second change on its table through (``schema.claim``). So
+        two servers with the same database and table, sharing one control store, refuse each
+        other's second change instead: the safe side."""
         query = sa.text(
             "SELECT TABLE_SCHEMA, TABLE_NAME, @@lower_case_table_names FROM information_schema.TABLES "
             "WHERE TABLE_SCHEMA = COALESCE(:s, DATABASE()) AND TABLE_NAME = :t"

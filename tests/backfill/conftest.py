@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -120,3 +121,18 @@ def make_migration(control_store: ControlStore) -> Callable[..., Migration]:
 
 def dialect(url: str) -> str:
     return sa.make_url(url).get_backend_name()
+
+
+def child_pid(worker: str) -> int:
+    """The pid of this process's child running as ``worker`` (a worker's id is in its command line)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == os.getpid() and worker.encode() in argv:
+            return int(entry.name)
+    raise AssertionError(f"no child process runs as {worker}")

@@ -4,19 +4,24 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
 
 import pytest
 
-from shiftover.backfill import backfill_status
+from shiftover.backfill import backfill_status, checkpoints, leases
 from shiftover.backfill.budget import read_budget
-from shiftover.backfill.workers import plan_distributed
+from shiftover.backfill.workers import plan_distributed, worker_name
 from shiftover.control.lease import acquire_lease
 from shiftover.control.store import ControlStore, open_store
 from shiftover.errors import ControlStoreError, LeaseHeldError, SpecError
 from shiftover.migration import load_migration
 from shiftover.phases import Phase
 
-from .conftest import ITEMS_DDL, control_url, fill_items, items_spec, rows_of, run_sql, write_items_spec
+from .conftest import ITEMS_DDL, child_pid, control_url, fill_items, items_spec, rows_of, run_sql, write_items_spec
 
 pytestmark = pytest.mark.flows
 
@@ -134,6 +139,49 @@ def test_the_specs_distributed_key_runs_worker_processes_under_one_budget(  # ty
     assert rows_of(target, query) == rows_of(source, query)
     budget = read_budget(store.engine, "dspec")  # both processes drew from the one budget
     assert budget is not None and 12_000 <= budget.granted_rows <= 12_000 + 6 * 1000
+
+
+def test_a_stalled_worker_process_is_ended_and_named_in_the_summary(  # type: ignore[no-untyped-def]
+    prefect_harness, pg_database, tmp_path
+) -> None:
+    """The one worker process is SIGSTOPped mid-segment: the flow ends it (its lease lapsed), a new
+    round's worker finishes its segment, and the summary names it; every row is copied."""
+    from shiftover.flows.backfill import backfill
+
+    source, target, store_url = pg_database(), pg_database(), pg_database()
+    fill_items(source, 40_000)
+    run_sql(target, ITEMS_DDL)
+    distributed = {"workers": 1, "segments_per_worker": 4, "lease_ttl_seconds": 2}
+    spec = write_items_spec(
+        tmp_path, source, target, "stall", chunk_rows=1000, max_rows_per_second=5_000, distributed=distributed
+    )
+    store = open_store(store_url)
+    store.register("stall", {})
+    store.transition("stall", Phase.DUAL_WRITING, "test")
+    victim, stopped = worker_name("worker", 0), {}
+
+    def stop_victim_mid_segment() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            for row in leases.read_leases(store.engine, "stall"):
+                if row.holder == victim and row.state == checkpoints.RUNNING and row.rows_copied >= 2000:
+                    stopped["pid"] = child_pid(victim)
+                    os.kill(stopped["pid"], signal.SIGSTOP)
+                    return
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=stop_victim_mid_segment, daemon=True)
+    watcher.start()
+    summary = backfill(spec, store_url)
+    watcher.join(timeout=5)
+
+    assert stopped, "the worker was never caught mid-segment"
+    assert list(summary["stalled_workers"]) == [victim] and "lapsed" in summary["stalled_workers"][victim]
+    assert not Path(f"/proc/{stopped['pid']}").exists()
+    assert summary["complete"] and summary["rows_copied"] == 40_000
+    checksum = "SELECT count(*), md5(string_agg(id || ':' || n || ':' || v, ',' ORDER BY id)) FROM items"
+    assert rows_of(target, checksum) == rows_of(source, checksum)
+    assert store.phase("stall") == Phase.BACKFILLED
 
 
 def test_the_ui_throttle_variable_reaches_distributed_workers_through_the_flag(  # type: ignore[no-untyped-def]

@@ -244,6 +244,51 @@ def test_when_every_worker_dies_the_parent_starts_a_new_round(pg_database: Calla
     assert _found(report) == _plain_diff(_rows_pg(source), _rows_pg(target))
 
 
+def test_a_stalled_worker_is_ended_and_the_result_is_the_same(pg_database: Callable[[], str]) -> None:
+    """A worker SIGSTOPped holding a segment (as one hung in a query its cancel never reaches): the
+    other worker takes the segment over once its lease expires, the parent ends the stopped one
+    instead of waiting for it forever, and the run ends with the plain comparison's differences,
+    each segment recorded once."""
+    source, target, store = pg_database(), pg_database(), pg_database()
+    _fill_pg(source, 40_000)
+    _fill_pg(target, 40_000)
+    _plant_pg(target)
+    m = _open(source, target, store, workers=2, lease_ttl_seconds=TTL)
+    settings = m.spec.validation.distributed
+    assert settings is not None
+    run_id = new_run_id()
+    planned = plan_distributed_diff(m, settings, run_id)
+    outcome: dict[str, Any] = {}
+    parent = threading.Thread(
+        target=lambda: outcome.update(exits=run_workers(m, settings, planned.job, prefix="s")), daemon=True
+    )
+    victim = worker_name("s0", 0)
+    with target_locked(target):
+        parent.start()
+        deadline = time.monotonic() + 60
+        while victim not in {r.holder for r in read_segments(m.store.engine, m.name, run_id) if r.state == "pending"}:
+            assert time.monotonic() < deadline, "the worker never held a segment"
+            time.sleep(0.05)
+        (pid,) = _worker_pids([victim])
+        os.kill(pid, signal.SIGSTOP)
+    parent.join(timeout=120)
+    if parent.is_alive():
+        os.kill(pid, signal.SIGKILL)  # so the waiting parent can end
+    assert not parent.is_alive(), "the parent still waits for the stopped worker"
+    ended = [e for e in outcome["exits"] if e.stalled is not None]
+    # the other worker may finish every segment before the parent sees the lapse: then the stopped
+    # one is ended for outliving the work
+    assert len(ended) == 1, outcome["exits"]
+    assert "lapsed" in str(ended[0].stalled) or "after every segment was finished" in str(ended[0].stalled)
+    assert ended[0].returncode in (-signal.SIGTERM, -signal.SIGKILL)
+    assert not os.path.exists(f"/proc/{pid}")
+    rows = read_segments(m.store.engine, m.name, run_id)
+    assert victim not in {r.done_by for r in rows}
+    _segments_done_once(m, run_id)
+    report = aggregate_report(planned.plan, m.store.engine, m.name, run_id, planned.narrowing)
+    assert _found(report) == _plain_diff(_rows_pg(source), _rows_pg(target))
+
+
 @contextmanager
 def target_locked(url: str) -> Iterator[None]:
     """Hold the target's rows: every worker claims a segment and waits on its first read of the
