@@ -7,6 +7,8 @@ Alembic revisions beside this module; ``open_store`` upgrades it to head on firs
 from __future__ import annotations
 
 import json
+import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,11 +22,13 @@ from sqlalchemy.engine import Engine
 from shiftover.connect import get_engine, redact
 from shiftover.control import schema
 from shiftover.credentials import is_reference
-from shiftover.engines import find_dialect
+from shiftover.engines import dialect_for, find_dialect
 from shiftover.errors import ControlStoreError, PhaseError
 from shiftover.phases import Phase, allowed_next
 
 DEFAULT_URL = "sqlite:///.shiftover/control.db"
+_UPGRADE_LOCK = threading.Lock()  # Alembic's migration context is process-global
+UPGRADE_LOCK = "shiftover-control-store-upgrade"  # the server-wide one, across processes
 
 
 def absolute_url(url: str) -> str:
@@ -82,15 +86,48 @@ class ControlStore:
 
     # -- schema -------------------------------------------------------------------
     def upgrade(self) -> None:
-        """Bring the control store's schema to the newest revision."""
-        cfg = Config()
-        cfg.set_main_option("script_location", str(_MIGRATIONS_DIR))
-        try:
-            with self.engine.begin() as conn:
-                cfg.attributes["connection"] = conn
-                command.upgrade(cfg, "head")
-        except sa.exc.OperationalError as exc:
-            raise ControlStoreError(f"control store {self.url} is unreachable: {exc.orig}") from None
+        """Bring the control store's schema to the newest revision.
+
+        Two first runs may meet an empty store at once. In one process they take turns (Alembic's
+        ``context`` is one module-wide object); across processes a server's named lock
+        (``EngineDialect.named_lock``) makes them take turns too, and the second finds the work done.
+        On SQLite, where the whole upgrade is one transaction, the loser fails on a table the winner
+        just created, then waits for the store to reach the newest revision and goes on."""
+        with _UPGRADE_LOCK:
+            try:
+                with self.engine.connect() as locker, dialect_for(self.engine).named_lock(locker, UPGRADE_LOCK, 120):
+                    if self.revision() == head_revision():
+                        return
+                    cfg = Config()
+                    cfg.set_main_option("script_location", str(_MIGRATIONS_DIR))
+                    with self.engine.begin() as conn:
+                        cfg.attributes["connection"] = conn
+                        command.upgrade(cfg, "head")
+            except sa.exc.DBAPIError as exc:
+                if self._reaches_head():
+                    return
+                if isinstance(exc, sa.exc.OperationalError):
+                    raise ControlStoreError(f"control store {self.url} is unreachable: {exc.orig}") from None
+                raise
+
+    def _revision_after_upgrades(self) -> str | None:
+        """The revision once no upgrade holds the store's upgrade lock (a server's: SQLite's upgrade is
+        one transaction, so a reader never sees it half-way)."""
+        with self.engine.connect() as locker, dialect_for(self.engine).named_lock(locker, UPGRADE_LOCK, 120):
+            return self.revision()
+
+    def _reaches_head(self, seconds: float = 30.0) -> bool:
+        """Whether another process's upgrade brings the store to the newest revision within ``seconds``."""
+        deadline, wanted = time.monotonic() + seconds, head_revision()
+        while True:
+            try:
+                if self.revision() == wanted:
+                    return True
+            except ControlStoreError:
+                return False
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.2)
 
     def revision(self) -> str | None:
         """The schema revision the store is at; None when it holds no Shiftover schema yet."""
@@ -111,6 +148,10 @@ class ControlStore:
         found, wanted = self.revision(), head_revision()
         if found == wanted:
             return
+        if create and found is not None:  # maybe another first run half-way through creating it (MariaDB)
+            found = self._revision_after_upgrades()
+            if found == wanted:
+                return
         if found is None:
             if create:
                 self.upgrade()

@@ -208,6 +208,13 @@ class EngineDialect:
         raise NotImplementedError
 
     # -- identity: the same table under two spellings ------------------------------------
+    @contextlib.contextmanager
+    def named_lock(self, conn: sa.Connection, name: str, timeout_seconds: int) -> Iterator[None]:
+        """Hold the server-wide lock ``name`` on ``conn`` for the block, waiting up to
+        ``timeout_seconds`` for it (``TimeoutError`` after); none where one file's own locking
+        serialises writers (SQLite)."""
+        yield
+
     def same_server(self, a: sa.Connection, b: sa.Connection, token: str) -> bool:
         """Whether two connections reach one server: a session lock taken on ``a`` is seen from ``b``
         (nothing is written). Engines without server locks compare their own identity instead."""

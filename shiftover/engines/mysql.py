@@ -249,6 +249,16 @@ END""",
         with engine.connect() as conn:
             conn.execute(sa.text(f"KILL QUERY {int(driver_conn.thread_id())}"))
 
+    @contextlib.contextmanager
+    def named_lock(self, conn: sa.Connection, name: str, timeout_seconds: int) -> Iterator[None]:
+        name = name[:64]  # GET_LOCK's limit
+        if conn.execute(sa.select(sa.func.get_lock(name, timeout_seconds))).scalar() != 1:
+            raise TimeoutError(f"lock {name!r} still held by another session after {timeout_seconds} s")
+        try:
+            yield
+        finally:
+            conn.execute(sa.select(sa.func.release_lock(name)))
+
     def same_server(self, a: sa.Connection, b: sa.Connection, token: str) -> bool:
         name = f"shiftover-identity-{token}"[:64]
         a.execute(sa.select(sa.func.get_lock(name, 5)))

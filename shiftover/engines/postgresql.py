@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import time
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -204,6 +206,19 @@ END $$""",
     def cancel_statement(self, engine: Engine, driver_conn: Any) -> None:
         """psycopg's thread-safe cancel request (the statement fails with 57014; the session stays)."""
         driver_conn.cancel_safe(timeout=10.0)
+
+    @contextlib.contextmanager
+    def named_lock(self, conn: sa.Connection, name: str, timeout_seconds: int) -> Iterator[None]:
+        key = sa.select(sa.func.hashtextextended(name, 0)).scalar_subquery()
+        deadline = time.monotonic() + timeout_seconds
+        while not conn.execute(sa.select(sa.func.pg_try_advisory_lock(key))).scalar():
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"lock {name!r} still held by another session after {timeout_seconds} s")
+            time.sleep(0.1)
+        try:
+            yield
+        finally:
+            conn.execute(sa.select(sa.func.pg_advisory_unlock(key)))
 
     def same_server(self, a: sa.Connection, b: sa.Connection, token: str) -> bool:
         key = sa.select(sa.func.hashtextextended(token, 0)).scalar_subquery()

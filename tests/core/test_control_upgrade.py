@@ -4,6 +4,7 @@ application or a flow facing another revision refuses with that command in the m
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic import command
@@ -66,3 +67,39 @@ def test_the_stored_spec_keeps_references_never_their_values(tmp_path: Path, mon
         kept = str(conn.execute(sa.select(schema.migrations.c.spec)).scalar())
     assert "s3cret" not in kept
     assert "${SO_TEST_OLD_URL}" in kept and "app:${SO_TEST_NEW_PASSWORD}@db2" in kept
+
+
+def _first_run(url: str, barrier: Any, results: Any) -> None:
+    """A first run's opening of the control store, in its own process, released with the others."""
+    barrier.wait()
+    try:
+        results.put(("ok", open_store(url).revision()))
+    except Exception as exc:  # the test reports it
+        results.put(("error", f"{type(exc).__name__}: {exc}"))
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres", "mariadb"])
+def test_first_runs_meeting_an_empty_store_at_once_all_open_it(  # type: ignore[no-untyped-def]
+    kind: str, database_url, tmp_path: Path
+) -> None:
+    """Three processes and two threads open one empty control store at the same instant: every one
+    gets a store at the newest revision (one of them used to fail on the table another created, and
+    threads of one process failed inside Alembic's shared context)."""
+    import multiprocessing
+    import threading
+
+    url = database_url(kind)
+    spawn = multiprocessing.get_context("spawn")
+    barrier, results = spawn.Barrier(5), spawn.Queue()
+    processes = [spawn.Process(target=_first_run, args=(url, barrier, results)) for _ in range(3)]
+    for p in processes:
+        p.start()
+    threads = [threading.Thread(target=_first_run, args=(url, barrier, results)) for _ in range(2)]
+    for t in threads:
+        t.start()
+    outcomes = [results.get(timeout=120) for _ in range(5)]
+    for p in processes:
+        p.join(30)
+    for t in threads:
+        t.join(30)
+    assert outcomes == [("ok", head_revision())] * 5
