@@ -27,8 +27,9 @@ def dual_write(spec_path: str, control_url: str = DEFAULT_URL, flag_ttl_seconds:
 
 
 def run_dual_write(ctx: RunContext, stage: DualWriteStage) -> Outcome:
-    if stage.create_target:
-        create_target(ctx)
+    claim_tables_of(ctx)  # refused here, before the new table or a flag: a schema change holds one of them
+    if stage.create_target and create_target(ctx):
+        claim_tables_of(ctx)  # the new table exists now: held from here on too
     enable_dual_write(ctx.store.engine, ctx.name, ctx.actor, ctx.lease)
     time.sleep(2 * ctx.options.flag_ttl_seconds)  # every app instance's flag cache has refreshed by now
     get_run_logger().info("dual-write is on for %s", ctx.name)
@@ -52,14 +53,30 @@ def rehearse_first(ctx: RunContext, stage: DualWriteStage) -> None:
     report.require()
 
 
-def create_target(ctx: RunContext) -> None:
-    """The new table from the old one's schema, if absent; the run's mapping is then checked against it."""
+def claim_tables_of(ctx: RunContext) -> None:
+    """The old and new tables claimed for this move (``shiftover.schema.claim``): one unfinished
+    migration per table, whatever its kind."""
+    from shiftover.schema.claim import claim_tables
+    from shiftover.schema.columns import Target
+
+    m = ctx.migration
+    key = tuple(m.mapping.key)
+    sides = [(m.source, m.spec.source), (m.target, m.spec.target)]
+    targets = [Target(engine, side.table, side.schema_name, key) for engine, side in sides]
+    claim_tables(ctx.store, ctx.name, ctx.actor, targets, ctx.lease)
+
+
+def create_target(ctx: RunContext) -> bool:
+    """The new table from the old one's schema, if absent (True when it was created); the run's
+    mapping is then checked against it."""
     from shiftover.backfill.typemap import create_target_table
     from shiftover.mapping import forget_reflections
     from shiftover.preflight import check_target
 
     m = ctx.migration
-    if create_target_table(m.source, m.target, m.mapping):
+    created = create_target_table(m.source, m.target, m.mapping)
+    if created:
         forget_reflections()
         m.store.audit(m.name, ctx.actor, "create_target", {"table": m.spec.target.table})
     check_target(m.spec, m.mapping)
+    return bool(created)

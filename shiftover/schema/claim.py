@@ -1,17 +1,23 @@
-"""One unfinished schema change per table, as pgroll allows one active migration per schema.
+"""One unfinished migration per table, as pgroll allows one active migration per schema.
 
-Two changes on one table at once undo each other's ground: each installs triggers and drops
+Two schema changes on one table at once undo each other's ground: each installs triggers and drops
 columns, and B's contract dropping a column A's triggers still write fails every write of the
-application. So when a change begins, before any DDL, it claims its table: the table's identity as
-the server names it (``EngineDialect.table_identity``: one table under two URL spellings has one
-identity) goes in the audit log. A change whose table is claimed by another change that is neither
-rolled back nor decommissioned is refused, naming it, with nothing written. The check and the claim
-run under the table's DDL lock, so two changes starting at once cannot both pass.
+application. A schema change and a table move are no better: a column added to the old table after
+the move planned its mapping is never copied, one dropped breaks its dual-writes, and the move's
+decommission drops the table the change works on. So when a migration begins, before it writes
+anything, it claims its tables: each table's identity as the server names it
+(``EngineDialect.table_identity``: one table under two URL spellings has one identity) goes in the
+audit log (a schema change's table; a table move's old and new ones). A migration whose table is
+claimed by another that is neither rolled back nor decommissioned is refused, naming it, with
+nothing written. The check and the claim run under the tables' DDL locks, so two migrations
+starting at once cannot both pass.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from contextlib import ExitStack
 from typing import Any
 
 from shiftover.control.lease import Lease
@@ -32,23 +38,41 @@ def table_identity(target: Target) -> Any:
     return json.loads(json.dumps(found))
 
 
+def claimed(detail: dict[str, Any]) -> list[Any]:
+    """The table identities a claim entry holds: a schema change's one, a table move's two."""
+    return list(detail["identities"]) if "identities" in detail else [detail["identity"]]
+
+
 def changes_holding(store: ControlStore, identity: Any, *, besides: str) -> list[tuple[str, Phase]]:
-    """Unfinished changes other than ``besides`` whose last claim is ``identity``."""
+    """Unfinished migrations (of any kind) other than ``besides`` whose last claim holds ``identity``."""
     holding = []
     for m in store.migrations():
         if m["name"] == besides or Phase(m["phase"]) in ENDED:
             continue
         claims = store.audit_entries(m["name"], action=CLAIM)
-        if claims and claims[-1]["detail"]["identity"] == identity:
+        if claims and identity in claimed(claims[-1]["detail"]):
             holding.append((str(m["name"]), Phase(m["phase"])))
     return holding
 
 
+def claim_tables(store: ControlStore, name: str, actor: str, targets: Sequence[Target], lease: Lease) -> None:
+    """Refuse when another unfinished migration holds any of the tables, else claim them all for
+    ``name``: a schema change claims its table, a table move its old and new ones (each that exists).
+    The tables' DDL locks are taken in one order (by server and name) so two claimers never wait for
+    each other in a cycle."""
+    ordered = sorted(targets, key=lambda t: (str(t.engine.url), t.schema or "", t.table))
+    with ExitStack() as locks:
+        for target in ordered:
+            locks.enter_context(target.ddl_mutex())
+        found = [(t, table_identity(t)) for t in ordered]
+        identities = [identity for _, identity in found if identity is not None]
+        for target, identity in found:
+            holding = [] if identity is None else changes_holding(store, identity, besides=name)
+            if holding:
+                raise ConcurrentChangeError(target.qualified, holding)
+        store.audit(name, actor, CLAIM, {"identities": identities}, lease=lease)
+
+
 def claim_table(store: ControlStore, name: str, actor: str, target: Target, lease: Lease) -> None:
-    """Refuse when another unfinished change holds the table, else claim it for ``name``."""
-    with target.ddl_mutex():
-        identity = table_identity(target)
-        holding = changes_holding(store, identity, besides=name)
-        if holding:
-            raise ConcurrentChangeError(target.qualified, holding)
-        store.audit(name, actor, CLAIM, {"identity": identity}, lease=lease)
+    """Refuse when another unfinished migration holds the table, else claim it for ``name``."""
+    claim_tables(store, name, actor, [target], lease)

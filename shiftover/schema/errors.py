@@ -130,9 +130,11 @@ class ConcurrentChangeError(SchemaChangeError):
         self.holding = tuple(holding)
         names = ", ".join(f"{name!r} (phase {phase})" for name, phase in self.holding)
         super().__init__(
-            f"refused before any DDL: table {table} is being changed by {names}; one unfinished change per "
-            "table (each would install triggers and drop columns the other relies on). Finish that change or "
-            "roll it back (shiftover rollback <its spec>), then run this one again"
+            f"refused before anything was written: table {table} is held by the unfinished migration {names}; "
+            "one unfinished migration per table (a schema change installs triggers and drops columns, a table "
+            "move copies the columns it planned and ends by dropping the old table: either undoes the other's "
+            "ground). Finish that migration or roll it back (shiftover rollback <its spec>), then run this one "
+            "again"
         )
 
 

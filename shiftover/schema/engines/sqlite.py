@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -23,6 +24,7 @@ import sqlalchemy as sa
 
 from shiftover.schema.engines import SchemaDialect, SyncGroup, all_null, any_not_null, on_row
 
+_held = threading.local()  # the DDL lock files this thread holds
 DEFAULT_BUSY_MS = 30_000  # what shiftover.engines.sqlite sets on every connection
 _REBUILD = (
     "SQLite's ALTER TABLE cannot add {what} to an existing table; the only way is the 12-step table "
@@ -65,16 +67,25 @@ class SQLiteSchema(SchemaDialect):
         # SQLite has no named locks: an exclusive flock on a file beside the database file as SQLite
         # opened it, links resolved (only processes on one machine can share a SQLite file); one lock
         # for the whole file, as SQLite's own write lock. An in-memory database has one user.
+        # A thread already holding the file's lock (two tables of one file, claimed together) goes on:
+        # a second flock of its own would wait for itself.
         with engine.connect() as conn:
             path = conn.exec_driver_sql("SELECT file FROM pragma_database_list WHERE name = 'main'").scalar()
         if not path:
             yield
             return
-        with open(f"{os.path.realpath(path)}-shiftover-ddl.lock", "a") as lock:
+        lock_path = f"{os.path.realpath(path)}-shiftover-ddl.lock"
+        held_here: set[str] = _held.__dict__.setdefault("paths", set())
+        if lock_path in held_here:
+            yield
+            return
+        with open(lock_path, "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
+            held_here.add(lock_path)
             try:
                 yield
             finally:
+                held_here.discard(lock_path)
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
     def sync_install(self, group: SyncGroup) -> list[str]:
