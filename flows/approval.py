@@ -157,9 +157,10 @@ def obtain_approval(ctx: StagedRun, step: str, summary: str) -> ApprovalRecord:
     if lease is None:
         raise ApprovalError(f"{step!r} of {name!r} needs an approval, which counts only against the run's lease")
     request = open_request(store.engine, name, step, lease, ctx.holder)
-    create_markdown_artifact(
-        key=artifact_key(name, "approve", step), markdown=summary, description=f"approval requested: {step}"
-    )
+    if request.new:  # a suspended run resumed asks again and finds its request: the artifact is there
+        create_markdown_artifact(
+            key=artifact_key(name, "approve", step), markdown=summary, description=f"approval requested: {step}"
+        )
     approvers, keys = ctx.migration.spec.approvals.approvers, ctx.migration.spec.approvals.public_keys
     announce(name, step, approvers, signed=keys is not None)
     asking = summary

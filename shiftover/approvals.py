@@ -12,7 +12,7 @@ itself (a Prefect ``RunInput``) lives with the flows.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import sqlalchemy as sa
@@ -65,6 +65,7 @@ class ApprovalRequest:
     holder: str
     state: str
     attempt: int = 0  # answers refused so far; each new question has its own pause key
+    new: bool = field(default=False, compare=False)  # opened by this call, not found pending
 
 
 def check_approval(
@@ -151,7 +152,7 @@ def open_request(engine: Engine, migration: str, step: str, lease: Fence, holder
         ).inserted_primary_key
         new_id = int(inserted[0]) if inserted else 0
         _audit(conn, migration, holder, "approval_requested", {"step": step, "epoch": lease.epoch, "request": new_id})
-    return ApprovalRequest(new_id, migration, step, lease.epoch, holder, PENDING)
+    return ApprovalRequest(new_id, migration, step, lease.epoch, holder, PENDING, new=True)
 
 
 def require_pending(engine: Engine, request: ApprovalRequest) -> None:
