@@ -84,6 +84,7 @@ class ColumnReads:
         self.flag = flag_key(spec.name, "reads")
         self.key = tuple(spec.key)
         self.moves: tuple[ColumnMove, ...] = spec.moves
+        self.old_columns, self.new_columns = spec.moved_old_columns, spec.moved_new_columns
         self.columns = tuple(columns)
         self._dialect = schema_dialect(engine)
         quote = engine.dialect.identifier_preparer.quote
@@ -91,14 +92,6 @@ class ColumnReads:
         self._table = f"{quote(schema)}.{quote(spec.database.table)}" if schema else quote(spec.database.table)
         self._where = " AND ".join(f"{quote(k)} = :k{i}" for i, k in enumerate(self.key))
         self._quote = quote
-
-    @property
-    def old_columns(self) -> tuple[str, ...]:
-        return tuple(c for m in self.moves for c in m.old_names)
-
-    @property
-    def new_columns(self) -> tuple[str, ...]:
-        return tuple(c for m in self.moves for c in m.new_names)
 
     def rollout(self) -> ReadsFlag:
         return ReadsFlag.from_value(self.flags.get(self.flag))

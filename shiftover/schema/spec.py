@@ -439,6 +439,16 @@ class ExpandContractSpec(_Model):
         return tuple(op.as_move() for op in self.operations if isinstance(op, MoveOperation))
 
     @property
+    def moved_old_columns(self) -> tuple[str, ...]:
+        """The old columns of every move, in operation order."""
+        return tuple(c for m in self.moves for c in m.old_names)
+
+    @property
+    def moved_new_columns(self) -> tuple[str, ...]:
+        """The new columns of every move, in operation order."""
+        return tuple(c for m in self.moves for c in m.new_names)
+
+    @property
     def additions(self) -> tuple[AddColumn, ...]:
         return tuple(op for op in self.operations if isinstance(op, AddColumn))
 

@@ -52,20 +52,13 @@ class ColumnWrites:
         self.flag = flag_key(spec.name, "writes")
         self.key = tuple(spec.key)
         self.moves: tuple[ColumnMove, ...] = spec.moves
+        self.old_columns, self.new_columns = spec.moved_old_columns, spec.moved_new_columns
         self.columns = tuple(columns)
         self._target = Target.of(engine, spec)
         self._dialect = schema_dialect(engine)
         self._where = " AND ".join(f"{self._target.quote(k)} = :k{i}" for i, k in enumerate(self.key))
         self._lock = threading.Lock()
         self._types: dict[str, sa.types.TypeEngine[Any]] = {}
-
-    @property
-    def old_columns(self) -> tuple[str, ...]:
-        return tuple(c for m in self.moves for c in m.old_names)
-
-    @property
-    def new_columns(self) -> tuple[str, ...]:
-        return tuple(c for m in self.moves for c in m.new_names)
 
     def writes_new(self) -> bool:
         """Whether the application passes new-shape values now (the writes flag is ``{"columns": "new"}``)."""

@@ -35,14 +35,22 @@ def test_plan_of_a_bad_spec_names_the_field(tmp_path: Path) -> None:
     assert not (tmp_path / "a.db").exists()
 
 
-def test_check_resolves_the_mapping_against_the_databases(tmp_path: Path) -> None:
+def orders_move(tmp_path: Path, rest: str) -> Path:
+    """Old orders (3 rows) and an empty new table in two SQLite files; a spec moving one to the other,
+    ``rest`` the spec's lines after its key."""
     old, new = f"sqlite:///{tmp_path}/old.db", f"sqlite:///{tmp_path}/new.db"
     create_orders(get_engine(old), rows=3)
     create_orders(get_engine(new), rows=0)
     spec = tmp_path / "spec.yaml"
     spec.write_text(
-        f"name: m\nsource: {{url: '{old}', table: orders}}\ntarget: {{url: '{new}', table: orders}}\n"
-        "key: id\ncolumns: [id, {name: amount, target: amount}, customer_id, status, created_at, updated_at]\n"
+        f"name: m\nsource: {{url: '{old}', table: orders}}\ntarget: {{url: '{new}', table: orders}}\nkey: id\n{rest}"
+    )
+    return spec
+
+
+def test_check_resolves_the_mapping_against_the_databases(tmp_path: Path) -> None:
+    spec = orders_move(
+        tmp_path, "columns: [id, {name: amount, target: amount}, customer_id, status, created_at, updated_at]\n"
     )
     ok = runner.invoke(app, ["check", str(spec)])
     assert ok.exit_code == 0 and "ok: orders -> orders, key ['id']" in ok.output
@@ -54,14 +62,7 @@ def test_check_resolves_the_mapping_against_the_databases(tmp_path: Path) -> Non
 
 def test_check_refuses_a_distributed_backfill_with_a_sqlite_control_store(tmp_path: Path) -> None:
     """The run would refuse it before its first stage; check says so first, creating no store."""
-    old, new = f"sqlite:///{tmp_path}/old.db", f"sqlite:///{tmp_path}/new.db"
-    create_orders(get_engine(old), rows=3)
-    create_orders(get_engine(new), rows=0)
-    spec = tmp_path / "spec.yaml"
-    spec.write_text(
-        f"name: m\nsource: {{url: '{old}', table: orders}}\ntarget: {{url: '{new}', table: orders}}\n"
-        "key: id\nbackfill: {distributed: {workers: 2}}\n"
-    )
+    spec = orders_move(tmp_path, "backfill: {distributed: {workers: 2}}\n")
     control = tmp_path / "control.db"
     refused = runner.invoke(app, ["check", str(spec), "--control-url", f"sqlite:///{control}"])
     assert refused.exit_code == 2, refused.output
