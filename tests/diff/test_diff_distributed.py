@@ -207,9 +207,9 @@ def test_a_new_parent_resumes_a_run_whose_worker_vanished_holding_a_segment(pg_d
     assert unfinished_run(m.store.engine, m.name) is None
 
 
-def test_when_every_worker_dies_the_parent_starts_a_new_round(pg_database: Callable[[], str]) -> None:
-    """Both workers of the parent's first round are SIGKILLed holding segments: the parent sees
-    segments pending and nobody left, starts a second round, and the run ends with the same result."""
+def _planned_pg_diff(pg_database: Callable[[], str]) -> tuple[str, str, Any, Any, str, Any]:
+    """Two PostgreSQL tables of 40k rows with planted differences, a 2-worker distributed diff of
+    them planned: (source URL, target URL, migration, its distributed settings, run id, the plan)."""
     source, target, store = pg_database(), pg_database(), pg_database()
     _fill_pg(source, 40_000)
     _fill_pg(target, 40_000)
@@ -218,7 +218,13 @@ def test_when_every_worker_dies_the_parent_starts_a_new_round(pg_database: Calla
     settings = m.spec.validation.distributed
     assert settings is not None
     run_id = new_run_id()
-    planned = plan_distributed_diff(m, settings, run_id)
+    return source, target, m, settings, run_id, plan_distributed_diff(m, settings, run_id)
+
+
+def test_when_every_worker_dies_the_parent_starts_a_new_round(pg_database: Callable[[], str]) -> None:
+    """Both workers of the parent's first round are SIGKILLed holding segments: the parent sees
+    segments pending and nobody left, starts a second round, and the run ends with the same result."""
+    source, target, m, settings, run_id, planned = _planned_pg_diff(pg_database)
     # the parent's rounds (``diff_distributed`` after its plan, which reads the target) in a thread
     outcome: dict[str, Any] = {}
     parent = threading.Thread(target=lambda: outcome.update(exits=run_workers(m, settings, planned.job, prefix="r")))
@@ -249,15 +255,7 @@ def test_a_stalled_worker_is_ended_and_the_result_is_the_same(pg_database: Calla
     other worker takes the segment over once its lease expires, the parent ends the stopped one
     instead of waiting for it forever, and the run ends with the plain comparison's differences,
     each segment recorded once."""
-    source, target, store = pg_database(), pg_database(), pg_database()
-    _fill_pg(source, 40_000)
-    _fill_pg(target, 40_000)
-    _plant_pg(target)
-    m = _open(source, target, store, workers=2, lease_ttl_seconds=TTL)
-    settings = m.spec.validation.distributed
-    assert settings is not None
-    run_id = new_run_id()
-    planned = plan_distributed_diff(m, settings, run_id)
+    source, target, m, settings, run_id, planned = _planned_pg_diff(pg_database)
     outcome: dict[str, Any] = {}
     parent = threading.Thread(
         target=lambda: outcome.update(exits=run_workers(m, settings, planned.job, prefix="s")), daemon=True
