@@ -318,6 +318,7 @@ class VariableMirror:
                 paused=value.get("paused"),
                 max_rows_per_second=value.get("max_rows_per_second"),
                 chunk_rows=value.get("chunk_rows"),
+                nice_ratio=value.get("nice_ratio"),
                 actor="prefect-variable",
             )
         except (ValueError, TypeError) as exc:

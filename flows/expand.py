@@ -51,7 +51,7 @@ from shiftover.schema.columns import (
 )
 from shiftover.schema.constraints import build_indexes, enforce_constraints
 from shiftover.schema.dry_run import check_ups_on_rows
-from shiftover.schema.errors import ContractRefusedError
+from shiftover.schema.errors import ContractRefusedError, OutOfStepError
 from shiftover.schema.expectations import ExpectationsReport, describe, run_change_expectations
 from shiftover.schema.plan import (
     BackfillColumnsStage,
@@ -67,7 +67,7 @@ from shiftover.schema.plan import (
 )
 from shiftover.schema.preflight import check_change
 from shiftover.schema.spec import ExpandContractSpec, load_expand_contract
-from shiftover.schema.validate import ValidationReport, validate_columns
+from shiftover.schema.validate import ValidationReport, rows_out_of_step, validate_columns
 from shiftover.spec import stored_form
 from shiftover.story import artifact_key
 
@@ -156,10 +156,11 @@ def run_validate(ctx: SchemaRunContext, stage: Stage) -> Outcome:
     return Outcome(True, reason, detail)
 
 
-def publish_validation(name: str, report: ValidationReport, caught_up: int | None) -> None:
-    """Each check of the validate stage (new = up(old), down(up(old)) = old) as a table artifact of
-    the current flow run (a no-op outside one), under ``<change>-validation``: passed or failed, the
-    operator reads the same rows, with the first differing keys and the query that finds them all."""
+def publish_validation(name: str, report: ValidationReport, caught_up: int | None, *, stage: str = "validate") -> None:
+    """Each check of the validate stage (new = up(old), down(up(old)) = old), or of stop_sync's proof
+    that every row is in step, as a table artifact of the current flow run (a no-op outside one),
+    under ``<change>-validation`` / ``<change>-in-step``: passed or failed, the operator reads the
+    same rows, with the first differing keys and the query that finds them all."""
     if FlowRunContext.get() is None:
         return
     rows = [
@@ -172,13 +173,13 @@ def publish_validation(name: str, report: ValidationReport, caught_up: int | Non
         }
         for c in report.checks
     ]
-    verdict = "passed" if report.passed else "FAILED: the run stopped before switch_reads"
     also = f"; {caught_up} row(s) written outside ColumnWrites put in step first" if caught_up else ""
-    create_table_artifact(
-        key=artifact_key(name, "validation"),
-        table=rows,
-        description=f"Column validation of {name}: {verdict}{also}",
-    )
+    if stage == "validate":
+        key, what, stopped = "validation", "Column validation", "the run stopped before switch_reads"
+    else:
+        key, what, stopped = "in-step", "Rows in step before stop_sync", "stop_sync refused before its DDL"
+    verdict = "passed" if report.passed else f"FAILED: {stopped}"
+    create_table_artifact(key=artifact_key(name, key), table=rows, description=f"{what} of {name}: {verdict}{also}")
 
 
 def publish_expectations(name: str, suite: ExpectationsReport) -> None:
@@ -213,9 +214,23 @@ def run_switch(ctx: SchemaRunContext, stage: SwitchColumnsStage) -> Outcome:
 
 
 def run_stop_sync(ctx: SchemaRunContext, stage: Stage) -> Outcome:
+    proof = prove_in_step(ctx)  # before the stage is recorded as begun: refused, it is still reversible
     with fenced_ddl(ctx, irreversible=stage):
         report = stop_sync(ctx.migration.target, ctx.migration.spec)
-    return Outcome(True, "old columns no longer required, sync triggers dropped", vars(report))
+    return Outcome(True, f"{proof}; old columns no longer required, sync triggers dropped", vars(report))
+
+
+def prove_in_step(ctx: SchemaRunContext) -> str:
+    """The last proof before the old columns stop being kept: every row's two sides connected by
+    ``up`` or ``down`` (``rows_out_of_step``), audited and published beside the validate stage's
+    checks; a row in neither direction refuses the stage, naming its key (``OutOfStepError``)."""
+    spec = ctx.migration.spec
+    report = rows_out_of_step(ctx.migration.target, spec)
+    detail = {"checks": [vars(c) | {"keys": [list(k) for k in c.keys]} for c in report.checks]}
+    ctx.store.audit(ctx.name, ctx.actor, "schema_in_step", detail)
+    publish_validation(ctx.name, report, None, stage="stop_sync")
+    report.require(OutOfStepError)
+    return "; ".join(f"{c.what}: {c.rows_checked} rows, 0 out of step" for c in report.checks) or "no column moves"
 
 
 def run_drop_old(ctx: SchemaRunContext, stage: Stage) -> Outcome:

@@ -891,6 +891,9 @@ def throttle(
     resume: Annotated[bool, typer.Option("--resume", help="Resume a paused backfill.")] = False,
     max_rows_per_second: Annotated[float | None, typer.Option(help="Rows/s cap; 0 removes it.")] = None,
     chunk_rows: Annotated[int | None, typer.Option(help="Rows per chunk.")] = None,
+    nice_ratio: Annotated[
+        float | None, typer.Option(help="Rest after each chunk this many times its duration; 0 removes the rest.")
+    ] = None,
     control_url: ControlUrl = DEFAULT_URL,
 ) -> None:
     """Pause, resume or retune a running backfill without restarting it."""
@@ -907,6 +910,7 @@ def throttle(
             paused=paused,
             max_rows_per_second=max_rows_per_second,
             chunk_rows=chunk_rows,
+            nice_ratio=nice_ratio,
             actor="cli",
         )
     except (ShiftoverError, ValueError) as exc:

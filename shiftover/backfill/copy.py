@@ -209,7 +209,10 @@ def _run_steps(
             throttle.acquire(step.rows)
         began = time.monotonic()
         read, inserted = step.write()
-        throttle.record(read, time.monotonic() - began)
+        spent = time.monotonic() - began
+        throttle.record(read, spent)
+        with progress.holding():
+            throttle.rest_after(spent)
         checkpoint(step.end, read, step.end is None)
         tally.read, tally.inserted, tally.chunks = tally.read + read, tally.inserted + inserted, tally.chunks + 1
         if step.end is None:

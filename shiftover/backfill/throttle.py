@@ -2,10 +2,11 @@
 
 Settings come from the spec and are overridden at run time by the flag
 ``<migration>:backfill.throttle`` (``{"paused": bool, "max_rows_per_second": float,
-"chunk_rows": int}``), which the CLI writes with ``set_throttle``, and then by an optional ``overrides`` callable
-(the flow passes one that reads a Prefect variable, so the UI can do the same): pause,
-resume and retune take effect within ``refresh_seconds`` without a restart. While paused, or while the lag
-probe reads over its threshold, no chunk starts, so nothing is written.
+"chunk_rows": int, "nice_ratio": float}``), which the CLI writes with ``set_throttle``, and then
+by an optional ``overrides`` callable (the flow passes one that reads a Prefect variable, so the
+UI can do the same): pause, resume and retune take effect within ``refresh_seconds`` without a
+restart. While paused, or while the lag probe reads over its threshold, no chunk starts, so nothing
+is written. After each chunk the loop rests ``nice_ratio`` times the chunk's time, if set.
 
 Whether the copy loop is holding, and why, is observable: ``Throttle.holding`` is an event set
 while it holds (``held_for`` says "paused" or "lagging"), and each change is audited in the
@@ -32,6 +33,7 @@ from shiftover.spec import BackfillSpec
 
 MIN_CHUNK_ROWS = 500
 MAX_CHUNK_ROWS = 1_000_000
+MAX_NICE_RATIO = 100.0
 
 
 def throttle_flag_key(migration: str) -> str:
@@ -45,17 +47,27 @@ def set_throttle(
     paused: bool | None = None,
     max_rows_per_second: float | None = None,
     chunk_rows: int | None = None,
+    nice_ratio: float | None = None,
     actor: str = "cli",
 ) -> dict[str, Any]:
-    """Pause, resume or retune a running backfill. ``max_rows_per_second=0`` removes the cap."""
+    """Pause, resume or retune a running backfill. ``max_rows_per_second=0`` removes the cap,
+    ``nice_ratio=0`` the rest after each chunk."""
     if max_rows_per_second is not None and max_rows_per_second < 0:
         raise ValueError("max_rows_per_second must be >= 0 (0 removes the cap)")
+    if nice_ratio is not None and not 0 <= nice_ratio <= MAX_NICE_RATIO:
+        raise ValueError(f"nice_ratio must be between 0 and {MAX_NICE_RATIO} (0 removes the rest)")
     if chunk_rows is not None and not MIN_CHUNK_ROWS <= chunk_rows <= MAX_CHUNK_ROWS:
         raise ValueError(f"chunk_rows must be between {MIN_CHUNK_ROWS} and {MAX_CHUNK_ROWS}")
     key = throttle_flag_key(migration)
     current = get_flag(store_engine, key)
     value = dict(current.value) if current else {}
-    for name, new in (("paused", paused), ("max_rows_per_second", max_rows_per_second), ("chunk_rows", chunk_rows)):
+    changes = {
+        "paused": paused,
+        "max_rows_per_second": max_rows_per_second,
+        "chunk_rows": chunk_rows,
+        "nice_ratio": nice_ratio,
+    }
+    for name, new in changes.items():
         if new is not None:
             value[name] = new
     set_flag(
@@ -75,6 +87,7 @@ class ThrottleSettings:
     paused: bool
     max_rows_per_second: float | None
     chunk_rows: int | None  # set at run time; None: the size steered by ``record``
+    nice_ratio: float | None = None  # rest after each chunk, times the chunk's time
 
 
 class Throttle:
@@ -113,7 +126,7 @@ class Throttle:
         self._lock = threading.Lock()
         self._next_slot = 0.0
         self._tuned_chunk = spec.chunk_rows
-        self._settings = ThrottleSettings(False, spec.max_rows_per_second, None)
+        self._settings = ThrottleSettings(False, spec.max_rows_per_second, None, spec.nice_ratio)
         self._read_at = -1e18
         self._hold_lock = threading.Lock()
         self.holding = threading.Event()
@@ -130,10 +143,12 @@ class Throttle:
         value.update((self.overrides() if self.overrides else None) or {})
         cap = value.get("max_rows_per_second", self.spec.max_rows_per_second)
         chunk = value.get("chunk_rows")
+        nice = value.get("nice_ratio", self.spec.nice_ratio)
         self._settings = ThrottleSettings(
             paused=bool(value.get("paused", False)),
             max_rows_per_second=float(cap) if cap else None,
             chunk_rows=int(chunk) if chunk else None,
+            nice_ratio=float(nice) if nice else None,
         )
         self._read_at = now
         return self._settings
@@ -218,3 +233,11 @@ class Throttle:
         with self._lock:
             bounded = min(max(ideal, self._tuned_chunk / 2), self._tuned_chunk * 2)
             self._tuned_chunk = int(min(max(bounded, MIN_CHUNK_ROWS), MAX_CHUNK_ROWS))
+
+    def rest_after(self, seconds: float) -> None:
+        """Rest ``nice_ratio`` times the chunk's ``seconds`` (gh-ost's nice ratio): the server's other
+        clients get that share of the time without the backfill's writes. A rows/s cap bounds the
+        average; this bounds the share of time the backfill writes, however fast each chunk runs."""
+        nice = self.settings().nice_ratio
+        if nice and seconds > 0:
+            self.sleep(nice * seconds)

@@ -52,6 +52,24 @@ class ColumnMismatchError(SchemaChangeError):
         super().__init__(f"{what}: {count} row(s), first keys {list(self.keys)}; find them all with: {query}")
 
 
+class OutOfStepError(SchemaChangeError):
+    """``stop_sync`` refused before its DDL: rows whose old and new sides neither ``up`` nor ``down``
+    connects (``shiftover.schema.validate.rows_out_of_step``)."""
+
+    def __init__(self, what: str, count: int, keys: Sequence[Any], query: str) -> None:
+        self.what = what
+        self.count = count
+        self.keys = tuple(keys)
+        self.query = query
+        super().__init__(
+            f"stop_sync refused before its DDL, nothing changed (the change can still be rolled back): "
+            f"{count} row(s) fail {what}, first keys {list(self.keys)}. They were written past the sync "
+            "(a session with the sync triggers off, or under sync: application a write outside ColumnWrites); "
+            "put each in step (write its right value to the new columns, through the sync triggers or "
+            f"ColumnWrites, which set the old ones from it), then run again. List them all with: {query}"
+        )
+
+
 class ConstraintViolationError(SchemaChangeError):
     def __init__(self, what: str, count: int, sample: Sequence[Any], query: str, *, unit: str = "row(s)") -> None:
         self.what = what

@@ -328,8 +328,14 @@ class LockSpec(_Model):
 
 
 class ColumnBackfillSpec(_Model):
+    """The column backfill's pace, with the table backfill's meanings (``shiftover.spec.BackfillSpec``):
+    ``target_chunk_seconds`` steers the batch size toward that duration, ``nice_ratio`` rests after
+    each batch that many times its duration; both retunable while it runs (``shiftover throttle``)."""
+
     chunk_rows: Annotated[int, Field(gt=0, le=1_000_000)] = 10_000
     max_rows_per_second: Annotated[float, Field(gt=0)] | None = None
+    target_chunk_seconds: Annotated[float, Field(gt=0)] | None = None
+    nice_ratio: Annotated[float, Field(ge=0, le=100)] | None = None
 
 
 class ReadsSpec(_Model):

@@ -6,6 +6,14 @@ Exact means the engine's own comparison of the stored value with the expression'
 equal to NULLs (``IS NOT DISTINCT FROM``), never a text rendering: a lossy ``up`` (3 decimals into
 cents) is found, not rounded away. One scan per check; the offending keys (first ``sample``) and a
 query that lists them all go into the error.
+
+``rows_out_of_step`` is the last proof before ``stop_sync``, the first irreversible stage: after it
+the old columns are no longer kept, so a row whose two sides disagree then keeps whichever the new
+version reads, with no way back. A row is in step when its new columns are ``up(old)`` (last written
+through the old columns, or backfilled) or its old columns are ``down(new)`` (last written through
+the new ones); for a move that is not reversible the two differ, so either one counts. A row holding
+neither was written past the sync: a session with the triggers off, or under ``sync: application`` a
+write outside ``ColumnWrites``.
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ import sqlalchemy as sa
 
 from shiftover.schema.columns import Target
 from shiftover.schema.engines import schema_dialect
-from shiftover.schema.errors import ColumnMismatchError
+from shiftover.schema.errors import ColumnMismatchError, OutOfStepError
 from shiftover.schema.spec import ColumnMove, ExpandContractSpec, NewColumn, OldColumn
 
 
@@ -38,11 +46,11 @@ class ValidationReport:
     def passed(self) -> bool:
         return all(c.mismatches == 0 for c in self.checks)
 
-    def require(self) -> ValidationReport:
-        """Raise ``ColumnMismatchError`` for the first failed check."""
+    def require(self, error: type[ColumnMismatchError | OutOfStepError] = ColumnMismatchError) -> ValidationReport:
+        """Raise ``error`` for the first failed check."""
         for c in self.checks:
             if c.mismatches:
-                raise ColumnMismatchError(c.what, c.mismatches, c.keys, c.query)
+                raise error(c.what, c.mismatches, c.keys, c.query)
         return self
 
 
@@ -61,6 +69,25 @@ def validate_columns(target: Target, spec: ExpandContractSpec, *, sample: int = 
                 what = f"down(up({olds})) = {old.name}"
                 report.checks.append(_check(target, what, old.name, _round_trip(target, move, old), sample))
     return report
+
+
+def rows_out_of_step(target: Target, spec: ExpandContractSpec, *, sample: int = 10) -> ValidationReport:
+    """Per move: keys of rows in neither direction (new != up(old) and old != down(new));
+    ``require(OutOfStepError)`` refuses with them."""
+    report = ValidationReport()
+    for move in spec.moves:
+        olds, news = ", ".join(move.old_names), ", ".join(move.new_names)
+        what = f"rows in step ({news} = up({olds}) or {olds} = down({news}))"
+        report.checks.append(_check(target, what, news, _in_neither_direction(target, move), sample))
+    return report
+
+
+def _in_neither_direction(target: Target, move: ColumnMove) -> str:
+    d = schema_dialect(target.engine)
+    up_differs = " OR ".join(d.distinct(target.quote(n.name), f"({n.up})") for n in move.news)
+    down_differs = " OR ".join(d.distinct(target.quote(o.name), f"({o.down})") for o in move.olds)
+    keys = ", ".join(target.quote(k) for k in target.key)
+    return f"SELECT {keys} FROM {target.qualified} WHERE ({up_differs}) AND ({down_differs})"
 
 
 def _equal_up(target: Target, new: NewColumn) -> str:

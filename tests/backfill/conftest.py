@@ -106,6 +106,7 @@ def make_migration(control_store: ControlStore) -> Callable[..., Migration]:
                 "concurrency",
                 "max_rows_per_second",
                 "target_chunk_seconds",
+                "nice_ratio",
                 "lag_query",
                 "lag_threshold",
                 "create_target",

@@ -138,3 +138,59 @@ def test_lag_probe_holds_copying(pg_database, make_migration) -> None:  # type: 
     run_sql(source, "UPDATE lag SET seconds = 1")
     thread.join(timeout=60)
     assert result["summary"].complete and rows_of(target, "SELECT count(*) FROM items")[0][0] == 2000
+
+
+def test_nice_ratio_rests_after_each_chunk_and_is_retuned_by_the_flag(control_store) -> None:  # type: ignore[no-untyped-def]
+    clock = FakeClock()
+    throttle = Throttle(
+        BackfillSpec(nice_ratio=0.5), store_engine=control_store.engine, migration="m", clock=clock, sleep=clock.sleep
+    )
+    throttle.rest_after(2.0)
+    throttle.rest_after(0.0)  # a chunk that took no time rests none
+    assert clock.slept == [1.0]
+    set_throttle(control_store.engine, "m", nice_ratio=3)
+    clock.now += 1.0
+    throttle.rest_after(0.5)
+    set_throttle(control_store.engine, "m", nice_ratio=0)
+    clock.now += 1.0
+    throttle.rest_after(2.0)  # 0 removes the rest
+    assert clock.slept == [1.0, 1.5]
+    for wrong in (-0.1, 101):
+        with pytest.raises(ValueError, match="nice_ratio"):
+            set_throttle(control_store.engine, "m", nice_ratio=wrong)
+
+
+class RestingThrottle(Throttle):
+    """Records each chunk's time as the copy loop reports it, and each rest actually slept."""
+
+    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs, sleep=self._sleep)
+        self.chunks: list[float] = []
+        self.rests: list[float] = []
+
+    def record(self, rows: int, seconds: float) -> None:
+        self.chunks.append(seconds)
+        super().record(rows, seconds)
+
+    def _sleep(self, seconds: float) -> None:
+        self.rests.append(seconds)
+        time.sleep(seconds)
+
+
+def test_nice_ratio_paces_a_real_backfill(pg_database, make_migration) -> None:  # type: ignore[no-untyped-def]
+    """One segment, nice ratio 1: a rest after every chunk as long as the chunk, so the run lasts at
+    least twice the chunks' own time; every row arrives."""
+    source, target = pg_database(), pg_database()
+    fill_items(source, 4000)
+    run_sql(target, ITEMS_DDL)
+    migration = make_migration(source, target, chunk_rows=500, concurrency=1, nice_ratio=1.0)
+    throttle = RestingThrottle(migration.spec.backfill, store_engine=migration.store.engine, migration=migration.name)
+    began = time.monotonic()
+    summary = run_backfill(migration, throttle=throttle)
+    took = time.monotonic() - began
+    assert summary.complete and summary.rows_copied == 4000
+    every = "SELECT count(*), sum(id) FROM items"
+    assert rows_of(target, every) == rows_of(source, every)
+    assert len(throttle.chunks) >= 8  # 8 of 500 rows, and the step that finds the end
+    assert throttle.rests == pytest.approx(throttle.chunks)
+    assert took >= 2 * sum(throttle.chunks)

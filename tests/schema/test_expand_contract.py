@@ -12,7 +12,8 @@ from decimal import Decimal
 import pytest
 import sqlalchemy as sa
 
-from shiftover.schema.backfill import backfill_columns
+from shiftover.schema import backfill as backfill_module
+from shiftover.schema.backfill import backfill_columns, make_throttle
 from shiftover.schema.columns import Target, drop_old_columns, expand, install_sync, remove_sync, rollback_expansion
 from shiftover.schema.errors import ColumnMismatchError
 from shiftover.schema.snapshot import snapshot_table
@@ -153,6 +154,35 @@ def test_a_resumed_backfill_starts_after_the_last_saved_batch(
     assert second.complete and second.resumed_from == (spec.backfill.chunk_rows,)
     assert second.rows_updated == ROWS - spec.backfill.chunk_rows  # (row 7, in the first batch, is NULL: up(NULL) too)
     assert validate_columns(target, spec).passed
+
+
+def test_the_backfill_rests_after_each_batch_as_its_spec_asks(
+    orders: tuple[Target, ExpandContractSpec], control_store, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    """``nice_ratio: 2``: after each batch a rest twice the batch's time, timed here around the batch
+    itself; every row comes out in step all the same."""
+    target, spec = orders
+    spec = spec.model_copy(update={"backfill": spec.backfill.model_copy(update={"nice_ratio": 2.0})})
+    expand_and_sync(target, spec)
+    batch_seconds: list[float] = []
+    run_batch = backfill_module.update_batch
+
+    def timed_batch(*args: object) -> int:
+        t0 = time.monotonic()
+        try:
+            return run_batch(*args)  # type: ignore[arg-type]
+        finally:
+            batch_seconds.append(time.monotonic() - t0)
+
+    monkeypatch.setattr(backfill_module, "update_batch", timed_batch)
+    throttle = make_throttle(spec, control_store.engine)
+    rests: list[float] = []
+    throttle.sleep = rests.append
+    report = backfill_columns(target, spec, control_store.engine, throttle=throttle)
+    assert report.complete and len(rests) == report.batches == len(batch_seconds) >= ROWS // spec.backfill.chunk_rows
+    for rest, batch in zip(rests, batch_seconds, strict=True):
+        assert 2 * batch <= rest <= 2 * batch + 0.2  # the one taken here sits inside the loop's own timing
+    assert rows_out_of_step(target) == []
 
 
 def test_validation_finds_a_planted_wrong_value(orders: tuple[Target, ExpandContractSpec], control_store) -> None:  # type: ignore[no-untyped-def]
