@@ -150,6 +150,12 @@ def test_throttle_pauses_and_retunes_through_the_flag_store(tmp_path: Path) -> N
     assert bad.exit_code == 2 and "chunk_rows must be between" in bad.output
     both = runner.invoke(app, ["throttle", "m", "--pause", "--resume", "--control-url", control])
     assert both.exit_code == 2 and "contradict" in both.output
+    nice = runner.invoke(app, ["throttle", "m", "--nice-ratio", "0.5", "--control-url", control])
+    assert nice.exit_code == 0, nice.output
+    flag = get_flag(open_store(control).engine, throttle_flag_key("m"))
+    assert flag is not None and flag.value == {"paused": False, "max_rows_per_second": 500.0, "nice_ratio": 0.5}
+    worse = runner.invoke(app, ["throttle", "m", "--nice-ratio", "-1", "--control-url", control])
+    assert worse.exit_code == 2 and "nice_ratio must be between 0 and 100" in worse.output
 
 
 def test_run_refuses_an_unknown_stop_after(tmp_path: Path) -> None:

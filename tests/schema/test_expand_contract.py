@@ -11,6 +11,7 @@ from decimal import Decimal
 
 import pytest
 import sqlalchemy as sa
+from conftest import make_spec
 
 from shiftover.schema import backfill as backfill_module
 from shiftover.schema.backfill import backfill_columns, make_throttle
@@ -162,7 +163,9 @@ def test_the_backfill_rests_after_each_batch_as_its_spec_asks(
     """``nice_ratio: 2``: after each batch a rest twice the batch's time, timed here around the batch
     itself; every row comes out in step all the same."""
     target, spec = orders
-    spec = spec.model_copy(update={"backfill": spec.backfill.model_copy(update={"nice_ratio": 2.0})})
+    spec = make_spec(
+        target.engine.url.render_as_string(hide_password=False), backfill={"chunk_rows": 250, "nice_ratio": 2.0}
+    )
     expand_and_sync(target, spec)
     batch_seconds: list[float] = []
     run_batch = backfill_module.update_batch
@@ -244,8 +247,6 @@ def test_new_code_inserting_only_the_new_column_fills_a_not_null_old_one(
 ) -> None:  # type: ignore[no-untyped-def]
     """BEFORE triggers run before the NOT NULL check on PostgreSQL and MariaDB (not on SQLite, whose
     AFTER triggers fill the old column too late: README lists it)."""
-    from conftest import make_spec
-
     url = database_url(kind)
     engine = sa.create_engine(url)
     with engine.begin() as conn:
