@@ -30,8 +30,10 @@ import random
 import shutil
 import sys
 import tempfile
+import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from multiprocessing.connection import Connection
@@ -65,6 +67,7 @@ FILL = {  # {n}: the row count
     "sqlite": "WITH RECURSIVE g(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM g WHERE x < {n}) "
     "INSERT INTO orders SELECT x, (x * 37 % 100000) / 100.0, 'note ' || x FROM g",
 }
+BACKEND_PID = {"postgresql": "SELECT pg_backend_pid()", "mysql": "SELECT connection_id()"}
 ANALYZE = {"postgresql": "VACUUM ANALYZE orders", "mariadb": "ANALYZE TABLE orders", "sqlite": "ANALYZE orders"}
 
 
@@ -79,11 +82,14 @@ class Writer:
             target=write_rows, args=(url, rows, child), daemon=True
         )
         self.process.start()
-        self.pipe.recv()  # connected
+        self.backend_pid: int | None = self.pipe.recv()  # connected: its server session's id
+        self.sampler: WaitSampler | None = None
 
-    def measure(self) -> dict[str, float]:
+    def measure(self) -> dict[str, Any]:
         self.pipe.send("measure")
-        figures: dict[str, float] = self.pipe.recv()
+        figures: dict[str, Any] = self.pipe.recv()
+        if self.sampler is not None:
+            figures["wait_samples"] = self.sampler.measure()
         return figures
 
     def write_column(self, column: str) -> None:
@@ -93,6 +99,53 @@ class Writer:
     def stop(self) -> None:
         self.pipe.send("stop")
         self.process.join()
+        if self.sampler is not None:
+            self.sampler.stop()
+
+
+WAIT_QUERY = {  # the writer's session, while it runs a statement: what it waits for
+    "postgresql": "SELECT coalesce(wait_event_type || ':' || wait_event, 'CPU') FROM pg_stat_activity "
+    "WHERE pid = :pid AND state = 'active'",
+    "mysql": "SELECT coalesce(nullif(state, ''), 'CPU') FROM information_schema.processlist "
+    "WHERE id = :pid AND command = 'Query'",
+}
+
+
+class WaitSampler:
+    """``--wait-events``: what the writer's server session is doing, sampled about every 2 ms while it
+    runs a statement (PostgreSQL: ``wait_event_type:wait_event`` from ``pg_stat_activity``, "CPU"
+    when it waits on nothing; MariaDB: the processlist's ``state``), counted per phase. It shows
+    where the slow writes of a phase wait; it adds a session polling the server, so its runs'
+    latencies are not the plain bench's."""
+
+    def __init__(self, url: str, pid: int) -> None:
+        self.engine = sa.create_engine(url, poolclass=NullPool)
+        self.query = sa.text(WAIT_QUERY[dialect_for(url).name])
+        self.pid = pid
+        self.counts: Counter[str] = Counter()
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+
+    def _sample(self) -> None:
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            while not self.stopped.is_set():
+                seen = conn.execute(self.query, {"pid": self.pid}).scalar()
+                if seen is not None:
+                    with self.lock:
+                        self.counts[str(seen)] += 1
+                time.sleep(0.002)
+
+    def measure(self) -> dict[str, int]:
+        with self.lock:
+            counts, self.counts = dict(self.counts.most_common(8)), Counter()
+        return counts
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.thread.join()
+        self.engine.dispose()
 
 
 def write_rows(url: str, rows: int, pipe: Connection) -> None:
@@ -104,7 +157,9 @@ def write_rows(url: str, rows: int, pipe: Connection) -> None:
     failed = 0  # writes the server refused (lock wait timeout, database is locked)
     column = "amount"
     with engine.connect() as conn:
-        pipe.send("ready")
+        pid = None if sqlite else conn.execute(sa.text(BACKEND_PID[dialect_for(url).name])).scalar()
+        conn.commit()  # the query began a transaction: each write begins its own
+        pipe.send(pid)
         while True:
             while pipe.poll():
                 command = pipe.recv()
@@ -127,7 +182,7 @@ def write_rows(url: str, rows: int, pipe: Connection) -> None:
             time.sleep(0.002)
 
 
-def summary(latencies: list[float], failed: int) -> dict[str, float]:
+def summary(latencies: list[float], failed: int) -> dict[str, Any]:
     lat = sorted(latencies)
     if not lat:
         return {"writes": 0, "failed": failed}
@@ -147,6 +202,9 @@ def main() -> None:
     parser.add_argument(
         "--nice-ratio", type=float, default=None, help="the spec's backfill.nice_ratio: rest after each batch"
     )
+    parser.add_argument(
+        "--wait-events", action="store_true", help="sample what the writer's server session waits for, per phase"
+    )
     parser.add_argument("--idle-seconds", type=float, default=5.0, help="how long the idle baseline is measured")
     parser.add_argument(
         "--not-null", action="store_true", help="amount NOT NULL: contract makes it nullable first (MariaDB: a rebuild)"
@@ -161,6 +219,7 @@ def main() -> None:
             not_null=args.not_null,
             idle_seconds=args.idle_seconds,
             nice_ratio=args.nice_ratio,
+            wait_events=args.wait_events,
         )
     print(
         f"{args.engine}: backfill {figures['backfill_rows_per_s']:,} rows/s vs one plain UPDATE "
@@ -208,6 +267,7 @@ def run(
     not_null: bool = False,
     idle_seconds: float = 5.0,
     nice_ratio: float | None = None,
+    wait_events: bool = False,
 ) -> dict[str, Any]:
     engine = dialect_for(url).create_engine(sa.make_url(url))
     with engine.begin() as conn:
@@ -215,6 +275,8 @@ def run(
         conn.execute(sa.text(FILL[kind].format(n=int(rows))))
     analyze(engine, kind)
     writer = Writer(url, rows)
+    if wait_events and writer.backend_pid is not None:
+        writer.sampler = WaitSampler(url, writer.backend_pid)
     writer.measure()  # the connection's first writes warm it up
     time.sleep(idle_seconds)  # a baseline of a few hundred writes at least: its p99 is what the phases are held to
     idle = writer.measure()
