@@ -41,8 +41,7 @@ def test_a_second_change_on_a_table_is_refused_until_the_first_ends(
     with pytest.raises(ConcurrentChangeError, match=r"'orders-cents' \(phase dual_writing\)"):
         run_schema_change(second_path, control, options, stop_after="validate")
     assert snapshot_table(engine, "orders", ("id",)) == expanded
-    assert read_state(control_store, second.name).phase is Phase.PLANNED
-    assert read_state(control_store, second.name).completed == frozenset()
+    assert not control_store.has_migration(second.name)  # a refused first run leaves no migration
 
     rollback_schema_change(first, control_store, "test")
     report = run_schema_change(second_path, control, options, stop_after="validate")
