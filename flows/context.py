@@ -330,8 +330,10 @@ def forgotten_if_refused(
 def hold(opened: Opened, actor: str, options: RunOptions) -> Iterator[RunContext]:
     """Take the migration's lease for this run, open the databases, and release it at the end."""
     with leased(opened.store, opened.spec.name, options) as (lease, holder):
-        phase = read_state(opened.store, opened.spec.name).phase
-        migration = resume_migration(opened.spec, opened.store, phase)
+        # a first run whose spec the databases refute (no such table or key) leaves no migration
+        with forgotten_if_refused(opened.store, opened.spec.name, lease, opened.created):
+            phase = read_state(opened.store, opened.spec.name).phase
+            migration = resume_migration(opened.spec, opened.store, phase)
         yield RunContext(migration, opened.plan, lease, holder, actor, options)
 
 

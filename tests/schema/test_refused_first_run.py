@@ -109,6 +109,26 @@ def test_a_table_move_refused_by_its_first_stage_leaves_no_migration(  # type: i
     assert trail(store, change.name) == held
 
 
+def test_a_table_move_its_databases_refute_leaves_no_migration(  # type: ignore[no-untyped-def]
+    kind: str, prefect_harness: None, database_url, tmp_path: Path
+) -> None:
+    """A key the old table does not have is refused when the run opens the move, under its lease."""
+    from test_one_change_per_table import table_move
+
+    from shiftover.flows.dual_write import dual_write
+
+    url = database_url(kind)
+    create_orders(url, rows=5)
+    store = store_beside(kind, database_url, tmp_path)
+    control = store.engine.url.render_as_string(hide_password=False)
+    move = Path(table_move({"url": url, "table": "orders"}, database_url("sqlite"), tmp_path))
+    move.write_text(move.read_text().replace("key: id", "key: nope"))
+    with pytest.raises(SpecError, match="nope"):
+        dual_write(str(move), control)
+    assert not store.has_migration("orders-move")
+    assert store.audit_entries("orders-move") == []
+
+
 def test_a_refused_rerun_keeps_what_earlier_runs_recorded(
     kind: str, database_url: Callable[[str], str], tmp_path: Path
 ) -> None:
