@@ -9,6 +9,7 @@ databases or re-registers the migration. ``StagedRun`` is what the one evaluator
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
@@ -25,6 +26,11 @@ from shiftover.migration import Migration, resume_migration
 from shiftover.phases import Phase
 from shiftover.plan import MigrationState, Plan, build_plan, read_state
 from shiftover.spec import ApprovalSpec, MigrationSpec, load_spec, stored_form
+
+log = logging.getLogger(__name__)
+# The audit action of a table move's rehearsal (``flows/dual_write.py``): the findings of a refusal
+# before the first stage changed anything, which a refused first run removes with its registration.
+REHEARSAL = "rehearsal"
 
 
 @dataclass(frozen=True)
@@ -265,6 +271,7 @@ class Opened:
     store: ControlStore
     plan: Plan
     state: MigrationState
+    created: bool = False  # this run registered the migration (its first run)
 
 
 def open_plan(spec: MigrationSpec | str, control_url: str, *, register: bool = True) -> Opened:
@@ -283,8 +290,8 @@ def open_plan(spec: MigrationSpec | str, control_url: str, *, register: bool = T
             f"({first.name}, run by the '{first.flow}' or 'migrate' flow) registers it. Check that control_url "
             "is the store its earlier runs used"
         )
-    store.register(spec.name, stored_form(spec))
-    return Opened(spec, store, build_plan(spec), read_state(store, spec.name))
+    registration = store.enroll(spec.name, stored_form(spec))
+    return Opened(spec, store, build_plan(spec), read_state(store, spec.name), registration.created)
 
 
 @contextmanager
@@ -300,11 +307,33 @@ def leased(store: ControlStore, name: str, options: RunOptions) -> Iterator[tupl
 
 
 @contextmanager
+def forgotten_if_refused(
+    store: ControlStore, name: str, lease: Lease, created: bool, *, evidence: Collection[str] = ()
+) -> Iterator[None]:
+    """A first run (``created``: it registered ``name``) that raises before its first stage changed
+    anything removes the migration again, under its lease (``ControlStore.forget_refused`` says what
+    counts as unchanged): bad input leaves no ``planned`` name behind. The refusal is what the caller
+    sees, even when the removal fails (logged)."""
+    try:
+        yield
+    except Exception:
+        if created:
+            try:
+                if store.forget_refused(name, lease, evidence=evidence):
+                    log.info("%s was refused before it changed anything: its registration is removed", name)
+            except Exception as exc:  # the refusal matters more than the tidying up
+                log.warning("could not remove the registration of refused %s: %s", name, exc)
+        raise
+
+
+@contextmanager
 def hold(opened: Opened, actor: str, options: RunOptions) -> Iterator[RunContext]:
     """Take the migration's lease for this run, open the databases, and release it at the end."""
     with leased(opened.store, opened.spec.name, options) as (lease, holder):
-        phase = read_state(opened.store, opened.spec.name).phase
-        migration = resume_migration(opened.spec, opened.store, phase)
+        # a first run whose spec the databases refute (no such table or key) leaves no migration
+        with forgotten_if_refused(opened.store, opened.spec.name, lease, opened.created):
+            phase = read_state(opened.store, opened.spec.name).phase
+            migration = resume_migration(opened.spec, opened.store, phase)
         yield RunContext(migration, opened.plan, lease, holder, actor, options)
 
 

@@ -12,7 +12,7 @@ from prefect import flow, get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from shiftover.control.store import DEFAULT_URL
-from shiftover.flows.context import RunContext, RunOptions
+from shiftover.flows.context import REHEARSAL, RunContext, RunOptions
 from shiftover.flows.evaluate import Outcome, run_plan
 from shiftover.phases import Phase
 from shiftover.plan import DualWriteStage
@@ -47,7 +47,7 @@ def rehearse_first(ctx: RunContext, stage: DualWriteStage) -> None:
     ctx.store.audit(
         ctx.name,
         ctx.actor,
-        "rehearsal",
+        REHEARSAL,
         {"rows": report.rows, "seconds": round(report.seconds, 3), "findings": [str(f) for f in report.findings]},
     )
     report.require()

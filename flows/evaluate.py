@@ -19,10 +19,11 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
 
+from shiftover.connect import get_engine
 from shiftover.control.segment_leases import require_distributed_store
 from shiftover.errors import StageOrderError
 from shiftover.flows.approval import obtain_approval, require_auto_permission
-from shiftover.flows.context import RunOptions, StagedRun, hold, open_plan
+from shiftover.flows.context import REHEARSAL, RunOptions, StagedRun, forgotten_if_refused, hold, open_plan
 from shiftover.flows.credentials import admit_control_url
 from shiftover.flows.runtime import actor
 from shiftover.flows.story import publish_story_quietly
@@ -71,19 +72,21 @@ def run_plan(
     build_plan(spec).check_stop_after(stop_after)  # refused before the control store is opened
     require_auto_permission(spec, options.auto_approve)
     plan = build_plan(spec)
+    for field_name, work in spec.distributed_fields():  # refused before the migration is registered
+        require_distributed_store(get_engine(control_url), field_name, what=work)
     opened = open_plan(spec, control_url, register=flows is None or plan.stages[0].flow in flows)
     state = opened.state
     if state.phase is Phase.ROLLED_BACK and not restart:
         return {"phase": state.phase, "note": rolled_back_note(opened.store, opened.spec.name)}
     if opened.plan.finished(state):
         return {"phase": state.phase, "note": f"nothing left to do: every stage is done (phase {state.phase})"}
-    for field_name, work in spec.distributed_fields():  # refused before any stage flips a flag
-        require_distributed_store(opened.store.engine, field_name, what=work)
     with hold(opened, actor(), options) as ctx:
         try:
-            if restart and ctx.state().phase is Phase.ROLLED_BACK:
-                ctx.advance(Phase.PLANNED, "restart after rollback: the plan runs again from dual-write")
-            return evaluate(ctx, flows=flows, stop_after=stop_after)
+            # a first run refused by its first stage (a claimed table, the rehearsal) leaves no migration
+            with forgotten_if_refused(ctx.store, ctx.name, ctx.lease, opened.created, evidence=(REHEARSAL,)):
+                if restart and ctx.state().phase is Phase.ROLLED_BACK:
+                    ctx.advance(Phase.PLANNED, "restart after rollback: the plan runs again from dual-write")
+                return evaluate(ctx, flows=flows, stop_after=stop_after)
         finally:
             publish_story_quietly(ctx.store, ctx.migration.spec)
 

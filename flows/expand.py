@@ -29,7 +29,7 @@ from shiftover.control.store import DEFAULT_URL, ControlStore, open_store
 from shiftover.expectations import preload_great_expectations
 from shiftover.flags.store import set_flag
 from shiftover.flows.approval import require_auto_permission
-from shiftover.flows.context import LeasedRun, RunOptions, leased
+from shiftover.flows.context import LeasedRun, RunOptions, forgotten_if_refused, leased
 from shiftover.flows.credentials import admit_control_url
 from shiftover.flows.evaluate import Outcome, StageRunner, evaluate
 from shiftover.flows.runtime import actor
@@ -278,13 +278,17 @@ def run_schema_change(
     plan.check_stop_after(stop_after)
     require_auto_permission(spec, options.auto_approve)
     store = open_store(control_url)
-    store.register(spec.name, stored_form(spec))
+    registration = store.enroll(spec.name, stored_form(spec))
     state = read_state(store, spec.name)
     if state.phase is Phase.ROLLED_BACK and not restart:
         return {"phase": state.phase, "note": f"{spec.name} is rolled back; nothing was run (restart to begin again)"}
     if plan.finished(state):
         return {"phase": state.phase, "note": f"nothing left to do: every stage is done (phase {state.phase})"}
-    with leased(store, spec.name, options) as (lease, holder):
+    # a first run refused by the spec checks or the table's claim leaves no migration behind
+    with (
+        leased(store, spec.name, options) as (lease, holder),
+        forgotten_if_refused(store, spec.name, lease, registration.created),
+    ):
         if not plan.stages[0].done(read_state(store, spec.name)):
             check_change(spec)  # before any DDL: a bad column or expression is refused by its spec field
         ctx = SchemaRunContext(open_schema_change(spec, store), plan, lease, holder, actor(), options)

@@ -44,6 +44,7 @@ def publish_story(store: ControlStore, spec: MigrationSpec) -> None:
 def publish_story_quietly(store: ControlStore, spec: MigrationSpec) -> None:
     """``publish_story``; a failure to publish is logged, never raised over the run's own outcome."""
     try:
-        publish_story(store, spec)
+        if store.has_migration(spec.name):  # a first run refused before its first stage removed it
+            publish_story(store, spec)
     except Exception as exc:  # the run's own outcome matters more than its story
         get_run_logger().warning("could not publish the story of %s: %s", spec.name, exc)

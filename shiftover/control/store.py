@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,7 +24,7 @@ from shiftover.connect import get_engine, redact
 from shiftover.control import schema
 from shiftover.credentials import is_reference
 from shiftover.engines import dialect_for, find_dialect
-from shiftover.errors import ControlStoreError, PhaseError
+from shiftover.errors import ControlStoreError, LeaseError, PhaseError
 from shiftover.phases import Phase, allowed_next
 
 DEFAULT_URL = "sqlite:///.shiftover/control.db"
@@ -40,6 +41,7 @@ def absolute_url(url: str) -> str:
     return dialect_for(parsed).absolute_url(parsed).render_as_string(hide_password=False)
 
 
+REGISTERED = "registered"  # the reason of a migration's first audit entry
 VERSION_TABLE = "so_alembic_version"
 _MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -72,6 +74,14 @@ class PhaseChange:
     phase: str
     previous: str | None
     reason: str
+
+
+@dataclass(frozen=True)
+class Registration:
+    """What ``enroll`` found: the migration's phase, and whether this call created it (its first run)."""
+
+    phase: Phase
+    created: bool
 
 
 class ControlStore:
@@ -165,21 +175,48 @@ class ControlStore:
     # -- migrations and phases ----------------------------------------------------
     def register(self, name: str, spec: dict[str, Any], actor: str = "shiftover") -> Phase:
         """Record a migration in ``planned`` (or keep its current phase and refresh its spec)."""
+        return self.enroll(name, spec, actor).phase
+
+    def enroll(self, name: str, spec: dict[str, Any], actor: str = "shiftover") -> Registration:
+        """``register``, saying whether this call created the migration: only the run that did may
+        remove it again when it is refused before its first stage (``forget_refused``)."""
         with self.engine.begin() as conn:
             row = conn.execute(sa.select(schema.migrations.c.phase).where(schema.migrations.c.name == name)).first()
             now = utcnow()
             if row is not None:
-                conn.execute(
+                refreshed = conn.execute(
                     schema.migrations.update().where(schema.migrations.c.name == name).values(spec=spec, updated_at=now)
                 )
-                return Phase(row.phase)
+                if refreshed.rowcount == 1:  # else a refused first run removed it meanwhile: created afresh
+                    return Registration(Phase(row.phase), created=False)
             conn.execute(
                 schema.migrations.insert().values(
                     name=name, phase=Phase.PLANNED, spec=spec, created_at=now, updated_at=now
                 )
             )
-            _audit(conn, name, actor, "phase", {"phase": Phase.PLANNED, "previous": None, "reason": "registered"})
-        return Phase.PLANNED
+            _audit(conn, name, actor, "phase", {"phase": Phase.PLANNED, "previous": None, "reason": REGISTERED})
+        return Registration(Phase.PLANNED, created=True)
+
+    def forget_refused(self, name: str, lease: Fence, *, evidence: Collection[str] = ()) -> bool:
+        """Remove a migration whose first run was refused before it changed anything, in one
+        transaction: bad input leaves the store as it was, not a ``planned`` name in ``status``.
+
+        Only while ``lease`` (the refused run's) still holds at its epoch, so no other run has taken
+        the migration since, and only when it is still ``planned`` with nothing in its audit log but
+        the registration and ``evidence`` entries (what the refusal itself recorded, such as the
+        rehearsal's findings). Any other entry (a table claim, a flag, a stage, a gate) is a change
+        the store must keep. The caller passes only a migration its own run created
+        (``Registration.created``): a re-run never removes what earlier runs recorded. True when removed."""
+        with self.engine.begin() as conn:
+            try:
+                lease.check(conn)  # the row locked until the end: a fenced write of another run waits, then fails
+            except (LeaseError, ControlStoreError):  # another run took it over, or the row is gone
+                return False
+            if _locked_phase(conn, name) is not Phase.PLANNED or not _only_registered(conn, name, evidence):
+                return False
+            conn.execute(schema.audit_log.delete().where(schema.audit_log.c.migration == name))
+            conn.execute(schema.migrations.delete().where(schema.migrations.c.name == name))
+        return True
 
     def has_migration(self, name: str) -> bool:
         with self.engine.connect() as conn:
@@ -283,6 +320,17 @@ def _locked_phase(conn: sa.Connection, name: str) -> Phase | None:
     query = sa.select(schema.migrations.c.phase).where(schema.migrations.c.name == name).with_for_update()
     value = conn.execute(query).scalar()
     return Phase(value) if value is not None else None
+
+
+def _only_registered(conn: sa.Connection, name: str, evidence: Collection[str]) -> bool:
+    """Whether ``name``'s audit log holds its registration and only ``evidence`` besides, and no
+    approval was ever asked for it."""
+    a, r = schema.audit_log, schema.approval_requests
+    entries = conn.execute(sa.select(a.c.action, a.c.detail).where(a.c.migration == name)).all()
+    phases = [e.detail for e in entries if e.action == "phase"]
+    others = [e.action for e in entries if e.action != "phase" and e.action not in evidence]
+    asked = conn.execute(sa.select(r.c.id).where(r.c.migration == name).limit(1)).first()
+    return len(phases) == 1 and phases[0].get("reason") == REGISTERED and not others and asked is None
 
 
 def _audit(conn: sa.Connection, name: str, actor: str, action: str, detail: dict[str, Any]) -> None:
