@@ -14,12 +14,12 @@ import uuid
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Generic, Protocol, TypeVar
 
 from shiftover.connect import redact
 from shiftover.control.lease import Lease, acquire_lease
-from shiftover.control.store import ControlStore, open_store
+from shiftover.control.store import ControlStore, open_store, utcnow
 from shiftover.errors import ControlStoreError
 from shiftover.flags.routing import WriteMode
 from shiftover.migration import Migration, resume_migration
@@ -304,6 +304,22 @@ def leased(store: ControlStore, name: str, options: RunOptions) -> Iterator[tupl
         yield lease, holder
     finally:
         lease.release()
+
+
+def phase_entered(store: ControlStore, name: str, phase: Phase) -> datetime:
+    """When the migration last entered ``phase`` (from the audit log)."""
+    return [h for h in store.history(name) if h.phase == phase][-1].at
+
+
+def retention_wait(run: LeasedRun[Any], since: Phase, seconds: float, kept: str) -> str | None:
+    """Why a drop must wait: what is ``kept`` stays for ``seconds`` after the run entered ``since``.
+    None when the period is over; otherwise the due time is audited (``retention``) and the reason
+    returned, and the evaluator stops there (a later run, scheduled or by hand, drops it)."""
+    due = phase_entered(run.store, run.name, since) + timedelta(seconds=seconds)
+    if utcnow() >= due:
+        return None
+    run.store.audit(run.name, run.actor, "retention", {"drop_due": due.isoformat()})
+    return f"{kept} kept until {due.isoformat(timespec='seconds')}; run again after that to drop it"
 
 
 @contextmanager

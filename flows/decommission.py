@@ -8,15 +8,14 @@ resumes at the first one not done.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
 from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from shiftover import decommission as retire
-from shiftover.control.store import DEFAULT_URL, utcnow
-from shiftover.flows.context import RunContext, RunOptions
+from shiftover.control.store import DEFAULT_URL
+from shiftover.flows.context import RunContext, RunOptions, retention_wait
 from shiftover.flows.evaluate import Outcome, run_plan
 from shiftover.migration import Migration
 from shiftover.phases import Phase
@@ -102,12 +101,10 @@ def run_archive(ctx: RunContext, stage: ArchiveStage) -> Outcome:
 def drop_due(ctx: RunContext, stage: DropStage) -> str | None:
     """Why the drop must wait (its retention period runs until ...), or None when it is due."""
     seconds = stage.retention_seconds if ctx.options.retention_seconds is None else ctx.options.retention_seconds
-    due = phase_entered(ctx, Phase.ARCHIVED) + timedelta(seconds=seconds)
-    if utcnow() >= due:
-        return None
-    ctx.store.audit(ctx.name, ctx.actor, "retention", {"drop_due": due.isoformat()})
-    get_run_logger().info("archive kept until %s; run decommission again after that", due.isoformat())
-    return f"the archive is kept until {due.isoformat(timespec='seconds')}; run again after that to drop it"
+    waiting = retention_wait(ctx, Phase.ARCHIVED, seconds, "the archive is")
+    if waiting:
+        get_run_logger().info("%s", waiting)
+    return waiting
 
 
 def run_drop(ctx: RunContext, stage: DropStage) -> Outcome:
@@ -115,8 +112,3 @@ def run_drop(ctx: RunContext, stage: DropStage) -> Outcome:
     ctx.store.audit(ctx.name, ctx.actor, "drop", {"table": stage.archive_table, "dropped": dropped})
     removed = retire.remove_routing_flags(ctx.store.engine, ctx.name, ctx.actor)
     return Outcome(True, f"archive dropped; flags removed: {', '.join(removed)}", {"flags_removed": removed})
-
-
-def phase_entered(ctx: RunContext, phase: Phase) -> datetime:
-    """When the migration last entered ``phase`` (from the audit log)."""
-    return [h for h in ctx.store.history(ctx.name) if h.phase == phase][-1].at

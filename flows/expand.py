@@ -29,7 +29,7 @@ from shiftover.control.store import DEFAULT_URL, ControlStore, open_store
 from shiftover.expectations import preload_great_expectations
 from shiftover.flags.store import set_flag
 from shiftover.flows.approval import require_auto_permission
-from shiftover.flows.context import LeasedRun, RunOptions, forgotten_if_refused, leased
+from shiftover.flows.context import LeasedRun, RunOptions, forgotten_if_refused, leased, retention_wait
 from shiftover.flows.credentials import admit_control_url
 from shiftover.flows.evaluate import Outcome, StageRunner, evaluate
 from shiftover.flows.runtime import actor
@@ -233,6 +233,13 @@ def prove_in_step(ctx: SchemaRunContext) -> str:
     return "; ".join(f"{c.what}: {c.rows_checked} rows, 0 out of step" for c in report.checks) or "no column moves"
 
 
+def drop_old_due(ctx: SchemaRunContext, stage: DropOldColumnsStage) -> str | None:
+    """Why drop_old_columns must wait (the spec's ``retention_hours`` after stop_sync, or the run's
+    ``retention_seconds``), or None when it is due; its approval is asked only then."""
+    seconds = stage.retention_seconds if ctx.options.retention_seconds is None else ctx.options.retention_seconds
+    return retention_wait(ctx, Phase.OLD_WRITES_STOPPED, seconds, "the old columns (no longer written) are")
+
+
 def run_drop_old(ctx: SchemaRunContext, stage: Stage) -> Outcome:
     with fenced_ddl(ctx, irreversible=stage):
         report = drop_old_columns(ctx.migration.target, ctx.migration.spec)
@@ -263,7 +270,7 @@ SCHEMA_RUNNERS: Mapping[type[Stage], StageRunner[SchemaRunContext]] = {
     ConstrainStage: StageRunner(run_constrain),
     SwitchColumnsStage: StageRunner(run_switch),
     StopSyncStage: StageRunner(run_stop_sync),
-    DropOldColumnsStage: StageRunner(run_drop_old),
+    DropOldColumnsStage: StageRunner(run_drop_old, wait=drop_old_due),
 }
 
 
@@ -362,10 +369,13 @@ def expand_contract(
     time_budget_seconds: float | None = None,
     stop_after: str | None = None,
     restart: bool = False,
+    retention_seconds: float | None = None,
 ) -> dict[str, Any]:
-    """Change a live table's schema in place: expand, sync, backfill, validate, switch, contract."""
+    """Change a live table's schema in place: expand, sync, backfill, validate, switch, contract.
+    ``retention_seconds`` overrides the spec's ``retention_hours`` between stop_sync and the drop."""
     options = RunOptions(
         auto_approve=auto_approve,
+        retention_seconds=retention_seconds,
         approval_timeout_seconds=approval_timeout_seconds,
         poll_interval_seconds=poll_interval_seconds,
         time_budget_seconds=time_budget_seconds,

@@ -195,6 +195,7 @@ def spec_data(url: str, up: str = UP) -> dict[str, Any]:
         "lock": {"timeout_ms": 500, "attempts": 50, "backoff_ms": 20, "max_backoff_ms": 200},
         "backfill": {"chunk_rows": 1000},
         "approvals": {"auto": True},  # the demo answers its own approvals; a real spec names approvers
+        "retention_hours": 0,  # the demo drops the old column at once; a real spec keeps it a while (24 h by default)
     }
 
 

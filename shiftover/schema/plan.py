@@ -84,6 +84,7 @@ class StopSyncStage(SchemaStage):
 @dataclass(frozen=True)
 class DropOldColumnsStage(SchemaStage):
     kind: ClassVar[str] = "drop_old_columns"
+    retention_seconds: float = 0.0  # after stop_sync, before this stage may run
 
 
 SCHEMA_STAGE_TYPES: tuple[type[Stage], ...] = (
@@ -198,7 +199,8 @@ def build_schema_plan(spec: ExpandContractSpec) -> Plan:
         StopSyncStage(
             "stop_sync",
             Phase.OLD_WRITES_STOPPED,
-            ("sync triggers dropped" if spec.sync == "triggers" else "no sync triggers to drop (sync: application)")
+            "first every row proved in step (new = up(old) or old = down(new)), then "
+            + ("sync triggers dropped" if spec.sync == "triggers" else "no sync triggers to drop (sync: application)")
             + f": from here on, writes no longer reach {olds}; first, a NOT NULL among the "
             "columns contract drops that has no default is made nullable, so inserts through the new columns "
             "alone are accepted",
@@ -208,9 +210,11 @@ def build_schema_plan(spec: ExpandContractSpec) -> Plan:
         DropOldColumnsStage(
             "drop_old_columns",
             Phase.DECOMMISSIONED,
-            f"drop the view {table} (the old name)" if spec.rename else f"drop {dropped} from {table}",
+            f"after {spec.retention_hours:g} hour(s) of retention, "
+            + (f"drop the view {table} (the old name)" if spec.rename else f"drop {dropped} from {table}"),
             None,
             approval=ApprovalPolicy("the old columns are dropped for good"),
+            retention_seconds=spec.retention_hours * 3600,
         ),
     ]
     return Plan(spec.name, tuple(stages))

@@ -381,6 +381,10 @@ class ExpandContractSpec(_Model):
     # writer) or ``application`` (no triggers: only writes through ColumnWrites; for servers that refuse
     # CREATE TRIGGER, e.g. MySQL/MariaDB with binary logging to a user without SUPER, error 1419)
     sync: Literal["triggers", "application"] = "triggers"
+    # how long the old columns are kept, no longer written, after stop_sync before drop_old_columns may
+    # run (and ask its approval): a soak in which the new version runs on the new columns alone while
+    # the old values are still there to read back by hand (the table move's archive.retention_days)
+    retention_hours: Annotated[float, Field(ge=0, le=8760)] = 24
 
     @model_validator(mode="after")
     def _coherent(self) -> ExpandContractSpec:

@@ -48,6 +48,7 @@ def make_spec(url: str, **changes: object) -> ExpandContractSpec:
         "lock": {"timeout_ms": 200, "attempts": 50, "backoff_ms": 20, "max_backoff_ms": 200},
         "backfill": {"chunk_rows": 250},
         "approvals": {"auto": True},
+        "retention_hours": 0,  # runs go on to drop_old_columns at once (test_contract_proof tests the wait)
     }
     data.update(changes)
     return parse_expand_contract(data)

@@ -6,6 +6,7 @@ its DDL, naming the key; the change stays reversible, and runs on once the row i
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from shiftover.plan.stages import STARTED
 from shiftover.schema.columns import Target
 from shiftover.schema.engines import schema_dialect
 from shiftover.schema.errors import OutOfStepError
+from shiftover.schema.plan import explain_schema_change
 from shiftover.schema.snapshot import snapshot_table
 
 
@@ -90,3 +92,32 @@ def test_a_refused_stop_sync_leaves_the_change_to_roll_back(
     with engine.connect() as conn:  # the write made past the sync is kept: the old side is the truth
         assert conn.execute(sa.text("SELECT amount FROM orders WHERE id = 5")).scalar() == pytest.approx(12.34)
     assert after.columns == before.columns
+
+
+def test_the_old_columns_are_kept_for_the_retention_period_before_the_drop(
+    sqlite_database: Callable[[], str], control_store: ControlStore, tmp_path: Path
+) -> None:
+    """``retention_hours: 2``: stop_sync runs, then the run stops before drop_old_columns, whose
+    approval is not asked yet; the old column stays, no longer written. A run after the period (here
+    told the period is over, ``retention_seconds=0``) drops it."""
+    url = sqlite_database()
+    engine = create_orders(url, rows=300)
+    spec = make_spec(url, retention_hours=2)
+    path, control = str(spec_file(tmp_path, spec)), str(control_store.engine.url)
+    assert "after 2 hour(s) of retention" in explain_schema_change(spec)
+    report = run_schema_change(path, control, RunOptions(auto_approve=True))
+    assert report["ran"][-1] == "stop_sync" and "drop_old_columns" not in report["ran"]
+    assert report["waiting"].startswith("the old columns (no longer written) are kept until ")
+    assert read_state(control_store, spec.name).phase is Phase.OLD_WRITES_STOPPED
+    assert "amount" in Target.of(engine, spec).column_names()
+    entered = [h.at for h in control_store.history(spec.name) if h.phase == Phase.OLD_WRITES_STOPPED][-1]
+    [due] = [e["detail"]["drop_due"] for e in control_store.audit_entries(spec.name, action="retention")]
+    assert datetime.fromisoformat(due) - entered == timedelta(hours=2)
+    asked = [e["detail"]["step"] for e in control_store.audit_entries(spec.name, action="approval")]
+    assert asked == ["stop_sync"]
+
+    again = run_schema_change(path, control, RunOptions(auto_approve=True))  # still within it: waits again
+    assert again["ran"] == [] and "waiting" in again
+    done = run_schema_change(path, control, RunOptions(auto_approve=True, retention_seconds=0))
+    assert done["ran"] == ["drop_old_columns"] and done["phase"] == Phase.DECOMMISSIONED
+    assert "amount" not in Target.of(engine, spec).column_names()

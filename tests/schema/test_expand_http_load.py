@@ -79,6 +79,7 @@ def test_every_online_operation_under_two_application_versions_over_http(
                 "lock": {"timeout_ms": 500, "attempts": 100, "backoff_ms": 20, "max_backoff_ms": 200},
                 "backfill": {"chunk_rows": 500},
                 "approvals": {"auto": True},
+                "retention_hours": 0,
             }
         )
     )

@@ -80,6 +80,7 @@ def base_spec(url: str, operation: dict[str, Any], name: str) -> ExpandContractS
             "lock": {"timeout_ms": 200, "attempts": 50, "backoff_ms": 20, "max_backoff_ms": 200},
             "backfill": {"chunk_rows": 250},
             "approvals": {"auto": True},
+            "retention_hours": 0,
         }
     )
 

@@ -79,6 +79,7 @@ def write_spec(path: Path, url: str, name: str, operation: dict[str, Any]) -> st
                 "lock": {"timeout_ms": 500, "attempts": 100, "backoff_ms": 20, "max_backoff_ms": 200},
                 "backfill": {"chunk_rows": 400},
                 "approvals": {"auto": True},
+                "retention_hours": 0,
             }
         )
     )
