@@ -76,9 +76,6 @@ SchemaRunContext = LeasedRun[SchemaChange]
 
 # -- runners: each calls one plain function with the run's engines ---------------------------------
 def run_expand(ctx: SchemaRunContext, stage: Stage) -> Outcome:
-    # before any DDL: an up that fails on an existing row would fail the application's writes once
-    # the sync triggers run it
-    checked = check_ups_on_rows(ctx.migration.target, ctx.migration.spec)
     with fenced_ddl(ctx):
         report = rename_table(
             ctx.migration.target, ctx.migration.spec, expand(ctx.migration.target, ctx.migration.spec)
@@ -86,11 +83,8 @@ def run_expand(ctx: SchemaRunContext, stage: Stage) -> Outcome:
         added = report.statements
         report = build_indexes(ctx.migration.target, ctx.migration.spec, report)
     built = report.statements - added
-    reason = (
-        f"up computed on {checked.rows} rows; {added} column/table statement(s), {built} index statement(s), "
-        f"{report.lock_timeouts} lock timeout(s)"
-    )
-    return Outcome(True, reason, {**vars(report), "rows_checked": checked.rows})
+    reason = f"{added} column/table statement(s), {built} index statement(s), {report.lock_timeouts} lock timeout(s)"
+    return Outcome(True, reason, vars(report))
 
 
 def run_sync(ctx: SchemaRunContext, stage: Stage) -> Outcome:
@@ -291,7 +285,9 @@ def run_schema_change(
         return {"phase": state.phase, "note": f"{spec.name} is rolled back; nothing was run (restart to begin again)"}
     if plan.finished(state):
         return {"phase": state.phase, "note": f"nothing left to do: every stage is done (phase {state.phase})"}
-    # a first run refused by the spec checks or the table's claim leaves no migration behind
+    # a first run refused by the spec checks, its rows (every ``up`` computed on every row: one that
+    # fails would fail the application's writes once the sync triggers run it) or the table's claim
+    # leaves no migration behind
     with (
         leased(store, spec.name, options) as (lease, holder),
         forgotten_if_refused(store, spec.name, lease, registration.created),
@@ -299,8 +295,10 @@ def run_schema_change(
         if not plan.stages[0].done(read_state(store, spec.name)):
             check_change(spec)  # before any DDL: a bad column or expression is refused by its spec field
         ctx = SchemaRunContext(open_schema_change(spec, store), plan, lease, holder, actor(), options)
-        if not plan.stages[0].done(ctx.state()):  # one unfinished change per table
-            claim_table(store, spec.name, ctx.actor, ctx.migration.target, lease)
+        if not plan.stages[0].done(ctx.state()):
+            checked = check_ups_on_rows(ctx.migration.target, spec)  # before the claim and any DDL
+            claim_table(store, spec.name, ctx.actor, ctx.migration.target, lease)  # one unfinished change per table
+            store.audit(spec.name, ctx.actor, "rows_checked", vars(checked), lease=lease)
         if restart and ctx.state().phase is Phase.ROLLED_BACK:
             ctx.advance(Phase.PLANNED, "restart after rollback: the plan runs again from expand")
         return evaluate(ctx, stop_after=stop_after)
