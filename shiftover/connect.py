@@ -62,9 +62,10 @@ def get_engine(url: str | URL) -> Engine:
     with _lock:
         engine = _engines.get(cache_key)
         if engine is None:
-            engine = _create_engine(normalise_url(url))
+            resolved = normalise_url(url)
+            engine = _create_engine(resolved)
             if isinstance(url, str) and credentials.is_reference(url):
-                _RefreshedSecret(url, engine).listen()
+                _RefreshedSecret(url, engine, resolved).listen()
             _engines[cache_key] = engine
         return engine
 
@@ -73,13 +74,16 @@ class _RefreshedSecret:
     """Resolves ``reference`` again for each new connection of ``engine`` (``do_connect``), so the
     arguments the driver gets follow the secret."""
 
-    def __init__(self, reference: str, engine: Engine) -> None:
+    def __init__(self, reference: str, engine: Engine, resolved: URL) -> None:
         self.reference, self.engine = reference, engine
         self.driver = engine.url.drivername
         self._lock = threading.Lock()
-        self._args: list[Any] = []  # the driver's arguments last resolved
-        self._params: dict[str, Any] | None = None  # and its keyword arguments
-        self._at = 0.0
+        # seeded with what ``get_engine`` just resolved: its first connections ask the secret store again
+        # only after ``RESOLVE_EVERY_SECONDS`` (a Secret block lookup is an API call)
+        args, params = engine.dialect.create_connect_args(resolved)
+        self._args: list[Any] = list(args)  # the driver's arguments last resolved
+        self._params: dict[str, Any] | None = dict(params)  # and its keyword arguments
+        self._at = time.monotonic()
 
     def listen(self) -> None:
         event.listen(self.engine, "do_connect", self._connect)

@@ -89,6 +89,38 @@ def test_an_engine_is_made_from_the_resolved_url(tmp_path: Path, monkeypatch: py
         dispose_engines()
 
 
+def test_an_engine_from_a_reference_asks_the_secret_store_once_for_its_first_connections(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engine's first connections use the value ``get_engine`` resolved (a Secret block lookup
+    is an API call); the store is asked again only once ``RESOLVE_EVERY_SECONDS`` have passed."""
+    import sqlalchemy as sa
+
+    from shiftover import connect
+
+    asked: list[str] = []
+    resolve = credentials.resolve
+
+    def counted(reference: str) -> str:
+        asked.append(reference)
+        return resolve(reference)
+
+    monkeypatch.setattr(credentials, "resolve", counted)
+    monkeypatch.setenv("SO_TEST_URL", f"sqlite:///{tmp_path}/db.sqlite")
+    try:
+        engine = get_engine("${SO_TEST_URL}")
+        for _ in range(3):
+            with engine.connect() as conn:
+                assert conn.execute(sa.text("SELECT 1")).scalar() == 1
+            engine.dispose()  # the next connection is a new one
+        assert asked == ["${SO_TEST_URL}"]
+        monkeypatch.setattr(connect, "RESOLVE_EVERY_SECONDS", 0.0)
+        engine.connect().close()
+        assert asked == ["${SO_TEST_URL}"] * 2
+    finally:
+        dispose_engines()
+
+
 def test_a_reference_to_something_else_is_refused_without_echoing_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SO_TEST_URL", f"not a url {PLANTED}")
     with pytest.raises(CredentialError) as err:
