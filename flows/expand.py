@@ -208,7 +208,9 @@ def run_switch(ctx: SchemaRunContext, stage: SwitchColumnsStage) -> Outcome:
 
 
 def run_stop_sync(ctx: SchemaRunContext, stage: Stage) -> Outcome:
-    proof = prove_in_step(ctx)  # before the stage is recorded as begun: refused, it is still reversible
+    # proved before the stage is recorded as begun, so a refusal leaves it reversible; a run killed
+    # inside the stage had its proof, and its triggers may be gone: it finishes the DDL
+    proof = "begun by an earlier run" if stage.name in ctx.state().started else prove_in_step(ctx)
     with fenced_ddl(ctx, irreversible=stage):
         report = stop_sync(ctx.migration.target, ctx.migration.spec)
     return Outcome(True, f"{proof}; old columns no longer required, sync triggers dropped", vars(report))

@@ -21,7 +21,7 @@ from shiftover.flows.context import RunOptions
 from shiftover.flows.expand import rollback_schema_change, run_schema_change
 from shiftover.phases import Phase
 from shiftover.plan import read_state
-from shiftover.schema.columns import Target, planned_ddl
+from shiftover.schema.columns import Target, planned_ddl, remove_sync
 from shiftover.schema.errors import ContractRefusedError
 from shiftover.schema.snapshot import snapshot_table
 from shiftover.schema.spec import ExpandContractSpec
@@ -125,9 +125,19 @@ def test_a_rollback_finding_stop_sync_begun_refuses_and_changes_nothing(
     assert snapshot_table(engine, "orders", ("id",)) == expanded
     assert read_state(control_store, spec.name).phase is Phase.WRITES_SWITCHED
 
-    monkeypatch.undo()  # the run resumes: stop_sync again (idempotent), then drop
+    remove_sync(Target.of(engine, spec), spec)  # say the killed DDL had dropped the triggers
+    with engine.begin() as conn:  # and a write reached the old column alone meanwhile
+        conn.execute(sa.text("UPDATE orders SET amount = 1.23 WHERE id = 3"))
+
+    monkeypatch.undo()  # the run resumes: stop_sync again (idempotent; proved before it began), then drop
     report = run_schema_change(path, control, RunOptions(auto_approve=True))
     assert report["ran"] == ["stop_sync", "drop_old_columns"] and report["phase"] == Phase.DECOMMISSIONED
+    [done] = [
+        e["detail"]
+        for e in control_store.audit_entries(spec.name, action="stage")
+        if e["detail"]["stage"] == "stop_sync"
+    ]
+    assert done["reason"].startswith("begun by an earlier run")
 
 
 def test_the_plan_says_what_sqlite_leaves_not_null(sqlite_database: Callable[[], str]) -> None:
