@@ -285,6 +285,7 @@ def test_an_expand_contract_change_is_approved_in_the_ui_to_its_contract(
     page.goto(f"{stack.url}/v2/runs/flow-run/{paused['id']}?tab=Artifacts")
     page.get_by_text(f"{name}-expectations", exact=True).first.wait_for()
     page.get_by_text(f"{name}-validation", exact=True).first.wait_for()
+    page.get_by_text(f"{name}-in-step", exact=True).first.wait_for()  # stop_sync's proof, before its DDL
     made = stack.call("POST", "/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [paused["id"]]}}})
     approvals_asked = sorted(a["key"] for a in made if "-approve-" in (a["key"] or ""))
     # once each: the run resumed after a suspension finds its request, and its artifact, already there
