@@ -5,7 +5,9 @@ under Prefect's test harness, against a real haproxy where the refusal needs one
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -13,7 +15,9 @@ import yaml
 
 from shiftover.control.lease import read_lease
 from shiftover.control.store import ControlStore, open_store
-from shiftover.errors import GatewayError, StageOrderError
+from shiftover.errors import GatewayError, SpecError, StageOrderError
+from shiftover.flags.store import get_flag
+from shiftover.routes.asgi import route_flag_key
 from shiftover.routes.spec import RouteMoveSpec
 
 from .conftest import route_spec
@@ -70,6 +74,33 @@ def test_a_first_route_move_waiting_for_its_table_leaves_no_migration_and_the_ta
     assert store.audit_entries(spec.name) == []
     assert [m["name"] for m in store.migrations()] == ["orders"]
     assert trail(store, "orders") == table
+    assert gw.split("orders_reads").percent_new == 0
+
+
+def nothing_listening() -> SimpleNamespace:
+    """An upstream address no server answers on (a port bound, then let go)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return SimpleNamespace(address=f"127.0.0.1:{s.getsockname()[1]}")
+
+
+def test_a_first_route_move_to_an_upstream_nothing_answers_on_leaves_no_migration(
+    prefect_harness, upstreams, gateway_factory, tmp_path: Path
+) -> None:
+    from shiftover.flows.route_move import route_move
+
+    old, _ = upstreams
+    spec = route_spec(old, nothing_listening())
+    gw, log = gateway_factory(spec)
+    log.close()
+    with pytest.raises(SpecError, match="nothing answers on") as caught:
+        route_move(spec_file(spec, tmp_path), control_url(tmp_path), str(gw.workdir))
+    assert caught.value.field == "new.address"
+    store = open_store(control_url(tmp_path))
+    assert not store.has_migration(spec.name)
+    assert store.audit_entries(spec.name) == []
+    assert store.migrations() == []
+    assert get_flag(store.engine, route_flag_key(spec.name, "orders_reads")) is None  # refused before the flag
     assert gw.split("orders_reads").percent_new == 0
 
 
