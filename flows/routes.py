@@ -144,7 +144,10 @@ def open_route_move(
     lease: Lease | None = None,
     options: RunOptions | None = None,
 ) -> RouteRun:
-    """Register the move in the control store (kept as a migration row holding its spec)."""
+    """Register the move in the control store (kept as a migration row holding its spec), or refresh
+    its spec. A run holding a ``lease`` registered it already (the lease lives on that row): the
+    route-move flow enrolls it first and forgets it if its first run is refused
+    (``flows/route_move.py``); without a lease a refused run cannot remove it."""
     store.register(spec.name, spec.model_dump(mode="json", by_alias=True), actor)
     return RouteRun(
         RouteMove(spec, store),
