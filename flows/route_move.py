@@ -11,7 +11,7 @@ from typing import Any
 from prefect import flow
 
 from shiftover.flows.approval import require_auto_permission
-from shiftover.flows.context import RunOptions
+from shiftover.flows.context import RunOptions, forgotten_if_refused
 from shiftover.flows.credentials import admit_control_url
 from shiftover.flows.routes import evaluate_routes, open_route_move, rollback_routes
 from shiftover.routes.traffic import AccessLog
@@ -41,25 +41,30 @@ def route_move(
     spec = load_route_spec(spec_path)
     require_auto_permission(spec, auto_approve)  # refused before anything is opened
     store = open_store(control_url)
-    store.register(spec.name, spec.model_dump(mode="json", by_alias=True), "route-move")
+    registration = store.enroll(spec.name, spec.model_dump(mode="json", by_alias=True), "route-move")
     lease = acquire_lease(store.engine, spec.name, run_holder())  # one run moves these routes at a time
     lease.start_heartbeat()
     workdir = Path(gateway_dir)
     log_path = workdir / "log.sock"
-    log_path.unlink(missing_ok=True)  # the gateway logs to this path; this run reads it
-    log = AccessLog(log_path)
+    log: AccessLog | None = None
+    options = RunOptions(
+        approval_timeout_seconds=approval_timeout_seconds,
+        poll_interval_seconds=poll_interval_seconds,
+        auto_approve=auto_approve,
+        suspend=False,
+    )
     try:
-        gateway = attach_gateway(spec, workdir, log_socket=log_path)
-        options = RunOptions(
-            approval_timeout_seconds=approval_timeout_seconds,
-            poll_interval_seconds=poll_interval_seconds,
-            auto_approve=auto_approve,
-            suspend=False,
-        )
-        run = open_route_move(spec, store, gateway, log, actor="route-move", lease=lease, options=options)
-        return evaluate_routes(run)
+        # a first run refused before its first stage changed anything (no gateway running from
+        # gateway_dir, a table the route waits for not far enough) leaves no migration behind
+        with forgotten_if_refused(store, spec.name, lease, registration.created):
+            log_path.unlink(missing_ok=True)  # the gateway logs to this path; this run reads it
+            log = AccessLog(log_path)  # bound before attaching: nginx's workers reconnect to it then
+            gateway = attach_gateway(spec, workdir, log_socket=log_path)
+            run = open_route_move(spec, store, gateway, log, actor="route-move", lease=lease, options=options)
+            return evaluate_routes(run)
     finally:
-        log.close()
+        if log is not None:
+            log.close()
         lease.release()
 
 

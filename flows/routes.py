@@ -13,6 +13,7 @@ functions (``flows/route_move.py``).
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
@@ -23,7 +24,7 @@ from shiftover.checks.report import publish_gate_results
 from shiftover.checks.routes import RouteWindow, judge
 from shiftover.control.lease import Lease, revoke_lease
 from shiftover.control.store import ControlStore
-from shiftover.errors import GateError, LeaseLostError, StageOrderError
+from shiftover.errors import GateError, LeaseLostError, SpecError, StageOrderError
 from shiftover.flows.context import RunOptions
 from shiftover.flows.evaluate import Outcome, StageRunner, ask_person, evaluate
 from shiftover.phases import is_at_least
@@ -143,7 +144,10 @@ def open_route_move(
     lease: Lease | None = None,
     options: RunOptions | None = None,
 ) -> RouteRun:
-    """Register the move in the control store (kept as a migration row holding its spec)."""
+    """Register the move in the control store (kept as a migration row holding its spec), or refresh
+    its spec. A run holding a ``lease`` registered it already (the lease lives on that row): the
+    route-move flow enrolls it first and forgets it if its first run is refused
+    (``flows/route_move.py``); without a lease a refused run cannot remove it."""
     store.register(spec.name, spec.model_dump(mode="json", by_alias=True), actor)
     return RouteRun(
         RouteMove(spec, store),
@@ -245,6 +249,18 @@ def run_wait_for_table(run: RouteRun, stage: RouteStage) -> dict[str, Any]:
     if not is_at_least(phase, req.phase):
         raise StageOrderError(req.migration, phase, str(req.phase), "migrate")
     return {"table_phase": str(phase)}
+
+
+def require_upstreams(run: RouteRun, stage: RouteStage) -> None:
+    """Before a route's pass-through shifts anything: both upstreams accept a connection, else the
+    spec's address is refused by its field. A wrong address is then refused before the first stage
+    writes the route's flag, so a first run leaves no migration (``flows/route_move.py``); only a
+    connection, no request: a route with unsafe methods is never sent one twice."""
+    for side, upstream in (("old", run.spec.old), ("new", run.spec.new)):
+        try:
+            socket.create_connection((upstream.host, upstream.port), timeout=5).close()
+        except OSError as exc:
+            raise SpecError(f"{side}.address", f"nothing answers on {upstream.address} ({exc})") from None
 
 
 def run_pass_through(run: RouteRun, stage: RouteStage) -> dict[str, Any]:
@@ -429,14 +445,17 @@ def run_retire_old(run: RouteRun, stage: RouteStage) -> dict[str, Any]:
     return {"old_present": split.old_present, "percent_new": split.percent_new}
 
 
-def finished(work: Callable[[RouteRun, Any], dict[str, Any]]) -> StageRunner[RouteRun]:
-    """A route stage's work as a stage runner: it either finishes (its figures recorded with it) or raises."""
-    return StageRunner(lambda run, stage: Outcome(True, stage.does, work(run, stage)))
+def finished(
+    work: Callable[[RouteRun, Any], dict[str, Any]], precheck: Callable[[RouteRun, Any], None] | None = None
+) -> StageRunner[RouteRun]:
+    """A route stage's work as a stage runner: it either finishes (its figures recorded with it) or
+    raises; ``precheck`` refuses before the stage does anything."""
+    return StageRunner(lambda run, stage: Outcome(True, stage.does, work(run, stage)), precheck=precheck)
 
 
 ROUTE_RUNNERS: Mapping[type[RouteStage], StageRunner[RouteRun]] = {
     WaitForTableStage: finished(run_wait_for_table),
-    PassThroughStage: finished(run_pass_through),
+    PassThroughStage: finished(run_pass_through, require_upstreams),
     DarkLaunchStage: finished(run_dark_launch),
     RouteCanaryStep: finished(run_canary_step),
     RetireOldStage: finished(run_retire_old),
