@@ -73,11 +73,22 @@ def one_migration(store: ControlStore, name: str, *, history: bool = False) -> d
         "reconciliation_queue": {"pending": depth.get("pending", 0), "dead": depth.get("dead", 0)},
         "last_gates": last_gate_results(store, name, limit=8),
     }
+    data["drop_due"] = drop_due(store, name)
     if history:
         data["audit"] = store.audit_entries(name)
     else:
         data["recent_phases"] = [vars(h) for h in store.history(name)[-5:]]
     return data
+
+
+def drop_due(store: ControlStore, name: str) -> str | None:
+    """When the retention period before the drop ends (a table move's archive, a schema change's old
+    columns), as the last run that waited for it audited; None when no run waits for it now."""
+    waits = store.audit_entries(name, action="retention")
+    changes = store.history(name)
+    if not waits or not changes or changes[-1].at > waits[-1]["at"]:  # entered another phase since
+        return None
+    return str(waits[-1]["detail"]["drop_due"])
 
 
 def render_status(control_url: str, name: str | None = None, *, history: bool = False) -> str:
@@ -137,6 +148,8 @@ def render_one(m: dict[str, Any]) -> str:
     lines.append(f"  validation: {rows['validation']}")
     lines += [f"    {s['kind']} {s['key']} {s['columns']}".rstrip() for s in validation["sample"]]
     lines.append(f"  reconciliation queue: {rows['reconciliation queue']}")
+    if m["drop_due"]:
+        lines.append(f"  retention: the drop is due at {m['drop_due']} (run again then)")
     if m["last_gates"]:
         lines.append("  last gates:")
         for g in m["last_gates"]:

@@ -25,6 +25,7 @@ from shiftover.schema.engines import schema_dialect
 from shiftover.schema.errors import OutOfStepError
 from shiftover.schema.plan import explain_schema_change
 from shiftover.schema.snapshot import snapshot_table
+from shiftover.status import render_status, status_data
 
 
 def write_past_the_sync(engine: sa.Engine, sync: str, key: int, amount: str) -> None:
@@ -115,9 +116,11 @@ def test_the_old_columns_are_kept_for_the_retention_period_before_the_drop(
     assert datetime.fromisoformat(due) - entered == timedelta(hours=2)
     asked = [e["detail"]["step"] for e in control_store.audit_entries(spec.name, action="approval")]
     assert asked == ["stop_sync"]
+    assert f"retention: the drop is due at {due}" in render_status(control, spec.name)  # what an operator sees
 
     again = run_schema_change(path, control, RunOptions(auto_approve=True))  # still within it: waits again
     assert again["ran"] == [] and "waiting" in again
     done = run_schema_change(path, control, RunOptions(auto_approve=True, retention_seconds=0))
     assert done["ran"] == ["drop_old_columns"] and done["phase"] == Phase.DECOMMISSIONED
     assert "amount" not in Target.of(engine, spec).column_names()
+    assert status_data(control, spec.name)["migrations"][0]["drop_due"] is None
