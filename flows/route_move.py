@@ -5,6 +5,7 @@ upstream at once. Thin: the work is in ``flows/routes.py``."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,13 @@ from shiftover.flows.context import RunOptions, forgotten_if_refused
 from shiftover.flows.credentials import admit_control_url
 from shiftover.flows.routes import evaluate_routes, open_route_move, rollback_routes
 from shiftover.routes.traffic import AccessLog
+
+
+def gateway_path(gateway_dir: str) -> Path:
+    """The gateway's directory by its real path: a config re-rendered through another spelling
+    would name its files twice (nginx, reloaded with a new spelling of its pid file, writes the new
+    one and deletes the old one: the same file)."""
+    return Path(os.path.realpath(gateway_dir))
 
 
 @flow(name="route-move")
@@ -34,8 +42,10 @@ def route_move(
     from shiftover.control.lease import acquire_lease
     from shiftover.control.store import open_store
     from shiftover.flows.context import run_holder
+    from shiftover.routes.claim import claim_gateway
     from shiftover.routes.drivers import attach_gateway
     from shiftover.routes.spec import load_route_spec
+    from shiftover.schema.claim import CLAIM
 
     admit_control_url(control_url)
     spec = load_route_spec(spec_path)
@@ -44,7 +54,7 @@ def route_move(
     registration = store.enroll(spec.name, spec.model_dump(mode="json", by_alias=True), "route-move")
     lease = acquire_lease(store.engine, spec.name, run_holder())  # one run moves these routes at a time
     lease.start_heartbeat()
-    workdir = Path(gateway_dir)
+    workdir = gateway_path(gateway_dir)
     log_path = workdir / "log.sock"
     log: AccessLog | None = None
     options = RunOptions(
@@ -55,8 +65,10 @@ def route_move(
     )
     try:
         # a first run refused before its first stage changed anything (no gateway running from
-        # gateway_dir, a table the route waits for not far enough) leaves no migration behind
-        with forgotten_if_refused(store, spec.name, lease, registration.created):
+        # gateway_dir, a table the route waits for not far enough, another move holding the
+        # gateway) leaves no migration behind, its own gateway claim included
+        with forgotten_if_refused(store, spec.name, lease, registration.created, evidence=(CLAIM,)):
+            claim_gateway(store, spec, "route-move", workdir, lease)  # before the log, the config, a flag
             log_path.unlink(missing_ok=True)  # the gateway logs to this path; this run reads it
             log = AccessLog(log_path)  # bound before attaching: nginx's workers reconnect to it then
             gateway = attach_gateway(spec, workdir, log_socket=log_path)
@@ -80,6 +92,6 @@ def route_rollback(
 
     admit_control_url(control_url)
     spec = load_route_spec(spec_path)
-    gateway = attach_gateway(spec, Path(gateway_dir))
+    gateway = attach_gateway(spec, gateway_path(gateway_dir))
     wake = lambda requests: cancel_paused_runs(requests, spec.name, reason)  # noqa: E731
     return rollback_routes(spec, open_store(control_url), gateway, reason, "route-rollback", wake)

@@ -22,6 +22,7 @@ ShiftoverError
 ├── RollbackRefusedError      a rollback would lose writes: names what is pending
 ├── CaptureError              trigger capture could not be installed or replayed
 ├── GatewayError              the gateway refused a command or would not start (command, reply)
+│   └── GatewayHeldError      another unfinished route move holds the gateway (the gateway, its name and phase)
 └── UnsupportedEngineError    a database other than PostgreSQL, MySQL/MariaDB or SQLite (name)
 """
 
@@ -218,6 +219,24 @@ class GatewayError(ShiftoverError):
         self.command = command
         self.reply = reply
         super().__init__(f"gateway refused {command!r}: {reply.strip() or '(no reply)'}")
+
+
+class GatewayHeldError(GatewayError):
+    """A route move refused before it changed anything: another unfinished move holds its gateway."""
+
+    def __init__(self, gateway: str, host: str, holding: Sequence[tuple[str, Any]]) -> None:
+        self.gateway = gateway
+        self.host = host
+        self.holding = tuple(holding)
+        names = ", ".join(f"{name!r} (phase {phase})" for name, phase in self.holding)
+        self.command = f"claim {gateway}"
+        self.reply = (
+            f"refused before anything was changed: the gateway in {gateway} on {host} is held by the unfinished "
+            f"route move {names}; one unfinished route move per gateway (its config is rendered from one move's "
+            "routes: this move would rewrite it without that move's, moving or dropping them mid-move). Finish "
+            "that move or roll it back (the route-rollback flow), then run this one again"
+        )
+        ShiftoverError.__init__(self, self.reply)
 
 
 class UnsupportedEngineError(ShiftoverError):

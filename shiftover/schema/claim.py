@@ -16,7 +16,7 @@ starting at once cannot both pass.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from typing import Any
 
@@ -27,8 +27,16 @@ from shiftover.phases import Phase
 from shiftover.schema.columns import Target
 from shiftover.schema.errors import ConcurrentChangeError
 
-CLAIM = "schema_table"  # the audit action holding a change's table identity
+CLAIM = "schema_table"  # the audit action holding a migration's claims (tables; a route move's gateway)
 ENDED = (Phase.ROLLED_BACK, Phase.DECOMMISSIONED)
+
+# (store, a migrations() row) -> whether that migration holds nothing any more
+Ended = Callable[[ControlStore, Mapping[str, Any]], bool]
+
+
+def phase_ended(store: ControlStore, migration: Mapping[str, Any]) -> bool:
+    """A table migration lets its claims go when it is rolled back or decommissioned."""
+    return Phase(migration["phase"]) in ENDED
 
 
 def table_identity(target: Target) -> Any:
@@ -43,11 +51,14 @@ def claimed(detail: dict[str, Any]) -> list[Any]:
     return list(detail["identities"]) if "identities" in detail else [detail["identity"]]
 
 
-def changes_holding(store: ControlStore, identity: Any, *, besides: str) -> list[tuple[str, Phase]]:
-    """Unfinished migrations (of any kind) other than ``besides`` whose last claim holds ``identity``."""
+def changes_holding(
+    store: ControlStore, identity: Any, *, besides: str, ended: Ended = phase_ended
+) -> list[tuple[str, Phase]]:
+    """Unfinished migrations (of any kind) other than ``besides`` whose last claim holds ``identity``;
+    ``ended`` says which migrations hold nothing any more (by default: by phase)."""
     holding = []
     for m in store.migrations():
-        if m["name"] == besides or Phase(m["phase"]) in ENDED:
+        if m["name"] == besides or ended(store, m):
             continue
         claims = store.audit_entries(m["name"], action=CLAIM)
         if claims and identity in claimed(claims[-1]["detail"]):

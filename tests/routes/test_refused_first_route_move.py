@@ -1,7 +1,8 @@
 """A route move's first run refused before its first stage changed anything leaves the control store
 as it found it: no migration row (no ``planned`` name in ``shiftover status``), no audit entries, no
-lease. A refused re-run of a move earlier runs recorded keeps its row and trail. The route-move flow
-under Prefect's test harness, against a real haproxy where the refusal needs one running."""
+lease. A refused re-run of a move earlier runs recorded keeps its row and trail, plus its claim of the
+gateway. The route-move flow under Prefect's test harness, against a real haproxy where the refusal
+needs one running."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from shiftover.errors import GatewayError, SpecError, StageOrderError
 from shiftover.flags.store import get_flag
 from shiftover.routes.asgi import route_flag_key
 from shiftover.routes.spec import RouteMoveSpec
+from shiftover.schema.claim import CLAIM
 
 from .conftest import route_spec
 
@@ -120,5 +122,7 @@ def test_a_refused_rerun_of_a_route_move_keeps_its_row_and_trail(
     with pytest.raises(GatewayError, match="no haproxy answers"):
         route_move(spec_file(spec, tmp_path), control_url(tmp_path), str(gw.workdir))
     phase, lease, entries = trail(store, spec.name)
-    assert phase == before[0] and entries == before[2]
+    assert phase == before[0] and entries[: len(before[2])] == before[2]
+    # all it added is its claim of the gateway directory, taken before it looked for the gateway
+    assert [e["action"] for e in entries[len(before[2]) :]] == [CLAIM]
     assert lease.epoch == before[1].epoch + 1  # only this run's lease came and went

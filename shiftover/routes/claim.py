@@ -1,0 +1,95 @@
+"""One unfinished route move per gateway, as one unfinished migration per table (``schema/claim.py``).
+
+A gateway's config is rendered from one move's routes (``haproxy.render_config``, nginx's the
+same), so a second move attaching the same directory rewrites it with its own routes only: the
+first move's routes fall back to the default backend mid-canary, and the second run re-binds the
+access-log socket the first one reads. So a route move's run claims its gateway first, before it
+touches the log socket, attaches the gateway or writes a flag. The identity is the machine's
+name and the directory's real path (a directory is local; two spellings of one directory are one
+gateway), held in the audit action tables are claimed with (``CLAIM``), found by the same
+``changes_holding``. A move holds its gateway until each of its routes has finished (its last
+stage done) or was rolled back since the move's last claim; another move meanwhile is refused,
+naming it, before it changes anything. The check and the claim run under an exclusive flock on a
+file in the directory, so two moves starting at once cannot both pass.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from shiftover.control.lease import Lease
+from shiftover.control.store import ControlStore
+from shiftover.errors import GatewayError, GatewayHeldError
+from shiftover.routes.plan import build_route_plan
+from shiftover.routes.spec import RouteMoveSpec
+from shiftover.routes.stages import route_completed
+from shiftover.schema.claim import CLAIM, changes_holding, phase_ended
+
+LOCK_FILE = ".shiftover-claim.lock"
+
+
+def gateway_identity(workdir: Path) -> dict[str, str]:
+    """The gateway running from ``workdir``, as a claim names it: this machine and the real path."""
+    return {"host": socket.gethostname(), "gateway": os.path.realpath(workdir)}
+
+
+def final_stages(spec: RouteMoveSpec) -> dict[str, str]:
+    """Each route's last stage: done, the route is finished."""
+    plan = build_route_plan(spec)
+    return {r.name: plan.for_route(r.name)[-1].name for r in spec.routes}
+
+
+def route_move_ended(store: ControlStore, name: str) -> bool:
+    """Whether every route a move's last claim names has finished, or was rolled back since that
+    claim with no stage done after (a rollback restarts a route: a re-run claims again)."""
+    entries = store.audit_entries(name)
+    claims = [i for i, e in enumerate(entries) if e["action"] == CLAIM]
+    routes: Mapping[str, str] = entries[claims[-1]]["detail"].get("routes", {}) if claims else {}
+    if not routes:
+        return False  # not a route move's claim: its phase says
+    rolled_back: dict[str, bool] = {}
+    for entry in entries[claims[-1] + 1 :]:
+        route = (entry["detail"] or {}).get("route")
+        if entry["action"] in ("route_rollback", "route_stage"):
+            rolled_back[str(route)] = entry["action"] == "route_rollback"
+    done = route_completed(store, name)
+    return all(last in done.get(route, set()) or rolled_back.get(route, False) for route, last in routes.items())
+
+
+def gateway_released(store: ControlStore, migration: Mapping[str, Any]) -> bool:
+    return phase_ended(store, migration) or route_move_ended(store, str(migration["name"]))
+
+
+@contextmanager
+def gateway_mutex(workdir: Path) -> Iterator[None]:
+    """An exclusive flock on a file in the gateway's directory (one file for every spelling of it)."""
+    try:
+        lock = open(Path(os.path.realpath(workdir)) / LOCK_FILE, "a")  # noqa: SIM115 (closed below)
+    except OSError as exc:
+        raise GatewayError(f"claim {workdir}", f"no gateway directory there ({exc.strerror})") from None
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+    finally:
+        lock.close()  # closing releases the flock
+
+
+def claim_gateway(
+    store: ControlStore, spec: RouteMoveSpec, actor: str, workdir: Path, lease: Lease | None
+) -> dict[str, str]:
+    """Refuse (``GatewayHeldError``) when another unfinished route move holds the gateway running
+    from ``workdir``, else claim it for ``spec``'s move (fenced by its ``lease``); its identity."""
+    identity = gateway_identity(workdir)
+    with gateway_mutex(workdir):
+        holding = changes_holding(store, identity, besides=spec.name, ended=gateway_released)
+        if holding:
+            raise GatewayHeldError(identity["gateway"], identity["host"], holding)
+        detail = {"identities": [identity], "routes": final_stages(spec)}
+        store.audit(spec.name, actor, CLAIM, detail, lease=lease)
+    return identity
