@@ -222,7 +222,7 @@ class GatewayError(ShiftoverError):
 
 
 class GatewayHeldError(GatewayError):
-    """A route move refused before it changed anything: another unfinished move holds its gateway."""
+    """A route move refused before it changed anything: another route move holds its gateway."""
 
     def __init__(self, gateway: str, host: str, holding: Sequence[tuple[str, Any]]) -> None:
         self.gateway = gateway
@@ -231,10 +231,12 @@ class GatewayHeldError(GatewayError):
         names = ", ".join(f"{name!r} (phase {phase})" for name, phase in self.holding)
         self.command = f"claim {gateway}"
         self.reply = (
-            f"refused before anything was changed: the gateway in {gateway} on {host} is held by the unfinished "
-            f"route move {names}; one unfinished route move per gateway (its config is rendered from one move's "
-            "routes: this move would rewrite it without that move's, moving or dropping them mid-move). Finish "
-            "that move or roll it back (the route-rollback flow), then run this one again"
+            f"refused before anything was changed: the gateway in {gateway} on {host} is held by the route move "
+            f"{names}; one route move per gateway (its config is rendered from one move's routes: this move "
+            "would rewrite it without that move's, sending them back to the old upstream). A move holds its "
+            "gateway until it is rolled back (the route-rollback flow), finished too, since the gateway then "
+            "serves its routes: move more routes on this gateway by listing them in that move's spec, or run "
+            "this move on a gateway of its own"
         )
         ShiftoverError.__init__(self, self.reply)
 

@@ -7,10 +7,13 @@ access-log socket the first one reads. So a route move's run claims its gateway 
 touches the log socket, attaches the gateway or writes a flag. The identity is the machine's
 name and the directory's real path (a directory is local; two spellings of one directory are one
 gateway), held in the audit action tables are claimed with (``CLAIM``), found by the same
-``changes_holding``. A move holds its gateway until each of its routes has finished (its last
-stage done) or was rolled back since the move's last claim; another move meanwhile is refused,
-naming it, before it changes anything. The check and the claim run under an exclusive flock on a
-file in the directory, so two moves starting at once cannot both pass.
+``changes_holding``. A move holds its gateway until each of its routes was rolled back since the
+move's last claim; another move meanwhile is refused, naming it, before it changes anything. A
+finished move keeps it: the gateway's config is then what serves its routes from the new upstream,
+and another move's config, rendered from that move's routes alone, would send them back to the old
+one (more routes are moved on that gateway by the same move, its spec listing them too). The
+check and the claim run under an exclusive flock on a file in the directory, so two moves
+starting at once cannot both pass.
 """
 
 from __future__ import annotations
@@ -28,7 +31,6 @@ from shiftover.control.store import ControlStore
 from shiftover.errors import GatewayError, GatewayHeldError
 from shiftover.routes.plan import build_route_plan
 from shiftover.routes.spec import RouteMoveSpec
-from shiftover.routes.stages import route_completed
 from shiftover.schema.claim import CLAIM, changes_holding, phase_ended
 
 LOCK_FILE = ".shiftover-claim.lock"
@@ -40,14 +42,15 @@ def gateway_identity(workdir: Path) -> dict[str, str]:
 
 
 def final_stages(spec: RouteMoveSpec) -> dict[str, str]:
-    """Each route's last stage: done, the route is finished."""
+    """Each route's last stage (what the claim records of the move's routes)."""
     plan = build_route_plan(spec)
     return {r.name: plan.for_route(r.name)[-1].name for r in spec.routes}
 
 
 def route_move_ended(store: ControlStore, name: str) -> bool:
-    """Whether every route a move's last claim names has finished, or was rolled back since that
-    claim with no stage done after (a rollback restarts a route: a re-run claims again)."""
+    """Whether every route a move's last claim names was rolled back since that claim, with no stage
+    done after (a rollback restarts a route: a re-run claims again). A finished route does not end
+    the hold: the gateway serves it."""
     entries = store.audit_entries(name)
     claims = [i for i, e in enumerate(entries) if e["action"] == CLAIM]
     routes: Mapping[str, str] = entries[claims[-1]]["detail"].get("routes", {}) if claims else {}
@@ -58,8 +61,7 @@ def route_move_ended(store: ControlStore, name: str) -> bool:
         route = (entry["detail"] or {}).get("route")
         if entry["action"] in ("route_rollback", "route_stage"):
             rolled_back[str(route)] = entry["action"] == "route_rollback"
-    done = route_completed(store, name)
-    return all(last in done.get(route, set()) or rolled_back.get(route, False) for route, last in routes.items())
+    return all(rolled_back.get(route, False) for route in routes)
 
 
 def gateway_released(store: ControlStore, migration: Mapping[str, Any]) -> bool:

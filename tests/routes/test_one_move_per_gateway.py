@@ -75,7 +75,7 @@ def test_a_second_move_on_a_held_gateway_is_refused_until_the_first_is_rolled_ba
         flag = get_flag(store.engine, route_flag_key(first.name, "orders_reads"))
         socket_inode = (gw.workdir / "log.sock").stat().st_ino
 
-        held = r"held by the unfinished route move 'orders-routes' \(phase planned\)"
+        held = r"held by the route move 'orders-routes' \(phase planned\)"
         with pytest.raises(GatewayHeldError, match=held):
             route_move(second_path, control, str(there), auto_approve=True)
         assert gw.config_path.read_text() == config
