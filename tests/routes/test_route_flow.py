@@ -63,11 +63,14 @@ def test_the_flow_pauses_for_each_approval_and_finishes_the_move(
     now = attach_haproxy(spec, gw.workdir).split("orders_reads")
     assert not now.old_present and now.percent_new == 100
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
 
-    with get_client(sync_client=True) as client:
+    with get_client(sync_client=True) as client:  # this run's: other tests' moves of these routes publish too
         splits = client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["orders-routes-traffic-split"]))
+            artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=["orders-routes-traffic-split"]),
+                flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]),
+            )
         )
     tables = [json.loads(str(a.data))[0] for a in splits]  # one per change (sorted by time, ties unordered)
     assert sorted(t["percent_new"] for t in tables) == [0, 10, 50, 100, 100]
