@@ -198,6 +198,9 @@ class DistributedSpec(_Model):
         return _flow_slash_deployment(value, "backfill-worker/backfill-worker")
 
 
+MAX_NICE_RATIO = 100.0  # the longest rest after a chunk, in chunk times (spec and run-time throttle)
+
+
 class BackfillSpec(_Model):
     chunk_rows: Annotated[int, Field(gt=0, le=1_000_000)] = 10_000
     concurrency: Annotated[int, Field(ge=1, le=64)] = 2
@@ -205,7 +208,7 @@ class BackfillSpec(_Model):
     target_chunk_seconds: Annotated[float, Field(gt=0)] | None = None
     # after each chunk, rest this many times the chunk's own time (gh-ost's --nice-ratio): 0.5
     # gives the server a third of the time without the backfill's writes, for a third fewer rows/s
-    nice_ratio: Annotated[float, Field(ge=0, le=100)] | None = None
+    nice_ratio: Annotated[float, Field(ge=0, le=MAX_NICE_RATIO)] | None = None
     lag_query: str | None = None
     lag_threshold: float | None = None
     create_target: bool = False

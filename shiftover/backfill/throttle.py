@@ -29,11 +29,10 @@ from sqlalchemy.engine import Engine
 from shiftover.backfill.budget import Grant, draw, shared_lag
 from shiftover.control.store import ControlStore
 from shiftover.flags.store import get_flag, set_flag
-from shiftover.spec import BackfillSpec
+from shiftover.spec import MAX_NICE_RATIO, BackfillSpec
 
 MIN_CHUNK_ROWS = 500
 MAX_CHUNK_ROWS = 1_000_000
-MAX_NICE_RATIO = 100.0
 
 
 def throttle_flag_key(migration: str) -> str:

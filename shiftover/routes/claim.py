@@ -18,7 +18,6 @@ starting at once cannot both pass.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import socket
 from collections.abc import Iterator, Mapping
@@ -26,10 +25,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from shiftover.control.file_lock import exclusive_file_lock
 from shiftover.control.lease import Lease
 from shiftover.control.store import ControlStore
 from shiftover.errors import GatewayError, GatewayHeldError
-from shiftover.routes.plan import build_route_plan
 from shiftover.routes.spec import RouteMoveSpec
 from shiftover.schema.claim import CLAIM, changes_holding, phase_ended
 
@@ -41,19 +40,13 @@ def gateway_identity(workdir: Path) -> dict[str, str]:
     return {"host": socket.gethostname(), "gateway": os.path.realpath(workdir)}
 
 
-def final_stages(spec: RouteMoveSpec) -> dict[str, str]:
-    """Each route's last stage (what the claim records of the move's routes)."""
-    plan = build_route_plan(spec)
-    return {r.name: plan.for_route(r.name)[-1].name for r in spec.routes}
-
-
 def route_move_ended(store: ControlStore, name: str) -> bool:
     """Whether every route a move's last claim names was rolled back since that claim, with no stage
     done after (a rollback restarts a route: a re-run claims again). A finished route does not end
     the hold: the gateway serves it."""
     entries = store.audit_entries(name)
     claims = [i for i, e in enumerate(entries) if e["action"] == CLAIM]
-    routes: Mapping[str, str] = entries[claims[-1]]["detail"].get("routes", {}) if claims else {}
+    routes: list[str] = entries[claims[-1]]["detail"].get("routes", []) if claims else []
     if not routes:
         return False  # not a route move's claim: its phase says
     rolled_back: dict[str, bool] = {}
@@ -70,16 +63,12 @@ def gateway_released(store: ControlStore, migration: Mapping[str, Any]) -> bool:
 
 @contextmanager
 def gateway_mutex(workdir: Path) -> Iterator[None]:
-    """An exclusive flock on a file in the gateway's directory (one file for every spelling of it)."""
-    try:
-        lock = open(Path(os.path.realpath(workdir)) / LOCK_FILE, "a")  # noqa: SIM115 (closed below)
-    except OSError as exc:
-        raise GatewayError(f"claim {workdir}", f"no gateway directory there ({exc.strerror})") from None
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    """An exclusive file lock in the gateway's directory (one file for every spelling of it)."""
+    directory = Path(os.path.realpath(workdir))
+    if not directory.is_dir():
+        raise GatewayError(f"claim {workdir}", "no gateway directory there")
+    with exclusive_file_lock(directory / LOCK_FILE):
         yield
-    finally:
-        lock.close()  # closing releases the flock
 
 
 def claim_gateway(
@@ -92,6 +81,6 @@ def claim_gateway(
         holding = changes_holding(store, identity, besides=spec.name, ended=gateway_released)
         if holding:
             raise GatewayHeldError(identity["gateway"], identity["host"], holding)
-        detail = {"identities": [identity], "routes": final_stages(spec)}
+        detail = {"identities": [identity], "routes": [r.name for r in spec.routes]}
         store.audit(spec.name, actor, CLAIM, detail, lease=lease)
     return identity

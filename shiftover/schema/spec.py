@@ -28,7 +28,15 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from shiftover.errors import SpecError
-from shiftover.spec import ApprovalSpec, Endpoint, Expectation, KeyColumns, read_spec_file, spec_error
+from shiftover.spec import (
+    MAX_NICE_RATIO,
+    ApprovalSpec,
+    Endpoint,
+    Expectation,
+    KeyColumns,
+    read_spec_file,
+    spec_error,
+)
 
 KIND = "expand_contract"
 # Operations in the issue that this version refuses, with what to do instead.
@@ -335,7 +343,7 @@ class ColumnBackfillSpec(_Model):
     chunk_rows: Annotated[int, Field(gt=0, le=1_000_000)] = 10_000
     max_rows_per_second: Annotated[float, Field(gt=0)] | None = None
     target_chunk_seconds: Annotated[float, Field(gt=0)] | None = None
-    nice_ratio: Annotated[float, Field(ge=0, le=100)] | None = None
+    nice_ratio: Annotated[float, Field(ge=0, le=MAX_NICE_RATIO)] | None = None
 
 
 class ReadsSpec(_Model):

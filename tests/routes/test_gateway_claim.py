@@ -14,7 +14,7 @@ def test_a_move_holds_its_gateway_until_every_route_is_rolled_back(tmp_path: Pat
     store = open_store(f"sqlite:///{tmp_path}/control.db")
     store.register("m", {})
     identity = gateway_identity(tmp_path)
-    routes = {"a": "a.retire_old", "b": "b.retire_old"}
+    routes = ["a", "b"]
 
     def stage(route: str, name: str) -> None:
         store.audit("m", "route-move", "route_stage", {"route": route, "stage": f"{route}.{name}"})

@@ -14,17 +14,15 @@ table rebuild (a copy of the whole table under the database's write lock: every 
 
 from __future__ import annotations
 
-import fcntl
 import os
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import sqlalchemy as sa
 
+from shiftover.control.file_lock import exclusive_file_lock
 from shiftover.schema.engines import SchemaDialect, SyncGroup, all_null, any_not_null, on_row
 
-_held = threading.local()  # the DDL lock files this thread holds
 DEFAULT_BUSY_MS = 30_000  # what shiftover.engines.sqlite sets on every connection
 _REBUILD = (
     "SQLite's ALTER TABLE cannot add {what} to an existing table; the only way is the 12-step table "
@@ -66,27 +64,15 @@ class SQLiteSchema(SchemaDialect):
     def ddl_mutex(self, engine: sa.Engine, schema: str | None, table: str) -> Iterator[None]:
         # SQLite has no named locks: an exclusive flock on a file beside the database file as SQLite
         # opened it, links resolved (only processes on one machine can share a SQLite file); one lock
-        # for the whole file, as SQLite's own write lock. An in-memory database has one user.
-        # A thread already holding the file's lock (two tables of one file, claimed together) goes on:
-        # a second flock of its own would wait for itself.
+        # for the whole file, as SQLite's own write lock, re-entrant in its thread (two tables of one
+        # file, claimed together). An in-memory database has one user.
         with engine.connect() as conn:
             path = conn.exec_driver_sql("SELECT file FROM pragma_database_list WHERE name = 'main'").scalar()
         if not path:
             yield
             return
-        lock_path = f"{os.path.realpath(path)}-shiftover-ddl.lock"
-        held_here: set[str] = _held.__dict__.setdefault("paths", set())
-        if lock_path in held_here:
+        with exclusive_file_lock(f"{os.path.realpath(path)}-shiftover-ddl.lock"):
             yield
-            return
-        with open(lock_path, "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            held_here.add(lock_path)
-            try:
-                yield
-            finally:
-                held_here.discard(lock_path)
-                fcntl.flock(lock, fcntl.LOCK_UN)
 
     def sync_install(self, group: SyncGroup) -> list[str]:
         new, old = on_row(group.news, "NEW"), on_row(group.olds, "NEW")
