@@ -34,6 +34,7 @@ FK = {"op": "add_foreign_key", "name": "fk", "columns": ["cid"], "ref_table": "c
         ({"operations": [{"op": "add_check", "name": "ck"}]}, "operations.0.expression", "required"),
         ({"backfill": {"nice_ratio": -0.5}}, "backfill.nice_ratio", "greater than or equal to 0"),
         ({"backfill": {"target_chunk_seconds": 0}}, "backfill.target_chunk_seconds", "greater than 0"),
+        ({"retention_hours": -1}, "retention_hours", "greater than or equal to 0"),
     ],
 )
 def test_a_bad_spec_names_its_field(edit: dict[str, Any], field: str, says: str) -> None:
