@@ -170,7 +170,7 @@ def test_the_backfill_rests_after_each_batch_as_its_spec_asks(
     batch_seconds: list[float] = []
     run_batch = backfill_module.update_batch
 
-    def timed_batch(*args: object) -> int:
+    def timed_batch(*args: object) -> tuple[object, int]:
         t0 = time.monotonic()
         try:
             return run_batch(*args)  # type: ignore[arg-type]
@@ -267,3 +267,48 @@ def test_new_code_inserting_only_the_new_column_fills_a_not_null_old_one(
         (2, Decimal("2.50"), 250),
     ]
     engine.dispose()
+
+
+def test_the_backfills_connections_go_back_to_the_pool_with_the_triggers_on(
+    orders: tuple[Target, ExpandContractSpec], control_store
+) -> None:  # type: ignore[no-untyped-def]
+    """The backfill turns the sync triggers off for its own session only: after a complete run, and
+    after one stopped by its fence mid-way, every pooled connection's write through the old column
+    reaches the new one again."""
+    target, spec = orders
+    spec = make_spec(target.engine.url.render_as_string(hide_password=False), backfill={"chunk_rows": 500})
+    expand_and_sync(target, spec)
+    fenced: list[int] = []
+
+    def fence() -> None:
+        fenced.append(1)
+        if len(fenced) == 3:
+            raise RuntimeError("lease lost")
+
+    with pytest.raises(RuntimeError, match="lease lost"):
+        backfill_columns(target, spec, control_store.engine, fence=fence)
+    assert backfill_columns(target, spec, control_store.engine).complete
+    held = [target.engine.connect() for _ in range(4)]  # every connection the pool holds, and more
+    try:
+        for i, conn in enumerate(held, start=11):
+            with conn.begin():
+                conn.execute(sa.text("UPDATE orders SET amount = :a WHERE id = :i"), {"a": f"{i}.34", "i": i})
+    finally:
+        for conn in held:
+            conn.close()
+    assert rows_out_of_step(target) == []
+    with target.engine.connect() as conn:
+        got = dict(conn.execute(sa.text("SELECT id, amount_cents FROM orders WHERE id BETWEEN 11 AND 14")).all())
+    assert {k: int(v) for k, v in got.items()} == {i: i * 100 + 34 for i in range(11, 15)}
+
+
+def test_a_batch_session_takes_a_fresh_connection_after_an_idle_spell(
+    orders: tuple[Target, ExpandContractSpec],
+) -> None:
+    target, _ = orders
+    with backfill_module.BatchSession(target.engine, idle_seconds=60) as session:
+        assert session.connection() is session.connection()
+    with backfill_module.BatchSession(target.engine, idle_seconds=0.01) as session:
+        first = session.connection()
+        time.sleep(0.05)
+        assert session.connection() is not first and first.closed

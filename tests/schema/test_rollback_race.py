@@ -105,7 +105,7 @@ def test_a_column_backfill_fenced_off_by_a_rollback_writes_no_further_batch(
     run_schema_change(path, control, RunOptions(auto_approve=True), stop_after="sync")
     real, batches = column_backfill.update_batch, []
 
-    def then_rollback(*args: Any) -> int:
+    def then_rollback(*args: Any) -> tuple[Any, int]:
         batches.append(args[3:])
         updated = real(*args)
         if len(batches) == 2:

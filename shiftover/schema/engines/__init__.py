@@ -261,9 +261,10 @@ class SchemaDialect:
         """Sessions that may hold a lock on ``table``, one line each (best effort)."""
         return []
 
-    def sync_off(self, conn: sa.Connection) -> None:
-        """Let this session's writes skip the sync triggers (the column backfill writes both columns
-        in step itself), where the engine has session variables."""
+    def sync_off(self, conn: sa.Connection, *, session: bool = False) -> None:
+        """Let this transaction's writes (with ``session``, the session's until ``sync_on``) skip the
+        sync triggers (the column backfill writes both columns in step itself), where the engine has
+        session variables. MariaDB's user variable lasts for the session either way."""
 
     def sync_on(self, conn: sa.Connection) -> None:
         """Undo ``sync_off``."""

@@ -326,7 +326,7 @@ END"""
             for r in rows
         ]
 
-    def sync_off(self, conn: sa.Connection) -> None:
+    def sync_off(self, conn: sa.Connection, *, session: bool = False) -> None:
         conn.exec_driver_sql("SET @shiftover_sync_off = 1")
 
     def sync_on(self, conn: sa.Connection) -> None:

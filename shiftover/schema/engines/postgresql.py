@@ -243,5 +243,8 @@ END"""
         ).all()
         return [f"pid {r.pid} ({r.state}, {r.mode}, transaction open {r.seconds}s): {r.query}" for r in rows]
 
-    def sync_off(self, conn: sa.Connection) -> None:
-        conn.exec_driver_sql("SET LOCAL shiftover.sync_off = 'on'")
+    def sync_off(self, conn: sa.Connection, *, session: bool = False) -> None:
+        conn.exec_driver_sql(f"SET {'' if session else 'LOCAL '}shiftover.sync_off = 'on'")
+
+    def sync_on(self, conn: sa.Connection) -> None:
+        conn.exec_driver_sql("RESET shiftover.sync_off")
