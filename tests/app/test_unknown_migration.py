@@ -7,7 +7,10 @@ starts it. SQLite databases under Prefect's test harness."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +34,7 @@ NAME = "orders-typo"  # the spec's name; the store knows only OTHER
 
 
 class Setup:
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, control_url: str | None = None) -> None:
         self.old_url, self.new_url = f"sqlite:///{tmp_path}/old.db", f"sqlite:///{tmp_path}/new.db"
         self.old, self.new = get_engine(self.old_url), get_engine(self.new_url)
         create_orders(self.old, rows=20)
@@ -39,18 +42,26 @@ class Setup:
         self.spec_path = str(tmp_path / "spec.yaml")
         Path(self.spec_path).write_text(yaml.safe_dump(orders_spec(NAME, self.old_url, self.new_url)))
         self.control_file = tmp_path / "control.db"
-        self.control_url = f"sqlite:///{self.control_file}"
+        self.control_url = control_url or f"sqlite:///{self.control_file}"
+        self.shown = sa.make_url(self.control_url).render_as_string(hide_password=True)
+        store = open_store(self.control_url)
+        store.register("other", {"name": "other"})
+        store.transition("other", Phase.DUAL_WRITING, "alice", "go")
+        store.audit("other", "alice", "note", {"why": "a row the refused call must leave alone"})
 
 
 @pytest.fixture
-def setup(tmp_path: Path) -> Setup:
-    """A control store that knows another migration (registered, moved on, audited), not this spec's."""
-    s = Setup(tmp_path)
-    store = open_store(s.control_url)
-    store.register("other", {"name": "other"})
-    store.transition("other", Phase.DUAL_WRITING, "alice", "go")
-    store.audit("other", "alice", "note", {"why": "a row the refused call must leave alone"})
-    yield s
+def setup(tmp_path: Path) -> Iterator[Setup]:
+    """A SQLite control store that knows another migration (registered, moved on, audited), not this spec's."""
+    yield Setup(tmp_path)
+    dispose_engines()
+    forget_reflections()
+
+
+@pytest.fixture
+def pg_setup(tmp_path: Path, pg_database: Callable[[], str]) -> Iterator[Setup]:
+    """The same with a PostgreSQL control store: what distributed workers need (a SQLite one they refuse)."""
+    yield Setup(tmp_path, pg_database())
     dispose_engines()
     forget_reflections()
 
@@ -62,7 +73,10 @@ def snapshot(url: str) -> dict[str, list[tuple[Any, ...]]]:
         with engine.connect() as conn:
             names = sorted(sa.inspect(conn).get_table_names())
             found = {n: sorted(map(repr, conn.execute(sa.text(f'SELECT * FROM "{n}"')))) for n in names}
-            found["sqlite_master"] = sorted(map(repr, conn.execute(sa.text("SELECT type, name FROM sqlite_master"))))
+            if engine.dialect.name == "sqlite":  # triggers too
+                found["sqlite_master"] = sorted(
+                    map(repr, conn.execute(sa.text("SELECT type, name FROM sqlite_master")))
+                )
             return found  # type: ignore[return-value]
     finally:
         engine.dispose()
@@ -74,7 +88,7 @@ def refused(call: Callable[[], Any], setup: Setup, flow: str) -> None:
     with pytest.raises(UnknownMigrationError) as caught:
         call()
     message = str(caught.value)
-    assert f"no migration '{NAME}' in the control store sqlite:///{setup.control_file}" in message
+    assert f"no migration '{NAME}' in the control store {setup.shown}" in message
     assert flow in message and "`shiftover run SPEC`" in message and "--stop-after dual_write" in message
     assert "nothing was written" in message
     assert snapshot(setup.control_url) == before
@@ -100,28 +114,49 @@ def test_capture_remove_refuses_an_unknown_migration(prefect_harness: None, setu
     refused(lambda: capture_remove(spec_path=setup.spec_path, control_url=setup.control_url), setup, "capture-remove")
 
 
-def test_backfill_worker_refuses_an_unknown_migration(prefect_harness: None, setup: Setup) -> None:
+def test_backfill_worker_refuses_an_unknown_migration(prefect_harness: None, pg_setup: Setup) -> None:
     from shiftover.flows.backfill_worker import backfill_worker
 
+    setup = pg_setup
     refused(lambda: backfill_worker(setup.spec_path, setup.control_url, worker_id="w1"), setup, "backfill-worker")
 
 
-def test_diff_worker_refuses_an_unknown_migration(prefect_harness: None, setup: Setup) -> None:
+def test_diff_worker_refuses_an_unknown_migration(prefect_harness: None, pg_setup: Setup) -> None:
     from shiftover.flows.diff_worker import diff_worker
 
+    setup = pg_setup
     job = {"run_id": "r1", "integer_span": [1, 20], "since": None, "since_column": "updated_at"}
     refused(lambda: diff_worker(setup.spec_path, job, setup.control_url, worker_id="w1"), setup, "diff-worker")
 
 
-def test_worker_processes_refuse_an_unknown_migration(setup: Setup) -> None:
-    """What a backfill worker process or Dask task runs (``WorkerJob.run``)."""
+def test_worker_processes_refuse_an_unknown_migration(pg_setup: Setup) -> None:
+    """What a backfill worker process or Dask task runs (``WorkerJob.run``), and a diff's Dask task."""
     from shiftover.backfill.workers import WorkerJob
     from shiftover.diff.dask_workers import DiffLoop
 
+    setup = pg_setup
     spec = orders_spec(NAME, setup.old_url, setup.new_url)
     refused(lambda: WorkerJob(spec, setup.control_url).run("w1", 5.0), setup, "a backfill worker")
     job = {"run_id": "r1", "integer_span": None, "since": None, "since_column": "updated_at"}
     refused(lambda: DiffLoop(spec, setup.control_url, job, 5.0)("w1"), setup, "a diff worker")
+
+
+def test_a_diff_worker_process_refuses_an_unknown_migration(pg_setup: Setup) -> None:
+    """``python -m shiftover.diff.distributed``, as ``start_diff_workers`` starts it."""
+    setup = pg_setup
+    before = snapshot(setup.control_url)
+    job = {"run_id": "r1", "integer_span": None, "since": None, "since_column": "updated_at"}
+    payload = {"spec": orders_spec(NAME, setup.old_url, setup.new_url), "control_url": setup.control_url, "diff": job}
+    done = subprocess.run(
+        [sys.executable, "-m", "shiftover.diff.distributed", "w1", "5"],
+        input=json.dumps(payload) + "\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode != 0 and "UnknownMigrationError" in done.stderr, done.stderr[-2000:]
+    assert f"no migration '{NAME}' in the control store {setup.shown}" in done.stderr
+    assert snapshot(setup.control_url) == before
 
 
 def test_reconcile_says_not_started_for_an_unknown_migration_and_writes_nothing(
