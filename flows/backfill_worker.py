@@ -28,7 +28,7 @@ def backfill_worker(
 ) -> dict[str, Any]:
     """Copy claimed segments of a planned distributed backfill until every segment is done."""
     admit_control_url(control_url)
-    migration = load_migration(spec_path, control_url)
+    migration = load_migration(spec_path, control_url, register=False, needed_by="the 'backfill-worker' flow")
     # the flow run's id: host-pid repeats across containers, and a worker re-claims segments held
     # under its own id
     worker = worker_id or run_holder()

@@ -25,7 +25,9 @@ def capture_replay(
 ) -> dict:
     """Replay the changelog until it is empty; with ``follow_seconds`` keep replaying that long."""
     admit_control_url(control_url)
-    migration = load_migration(spec_path, control_url)
+    # capture serves a migration already started (README: "for applications that cannot change", in
+    # place of the dual-writer; a stage flow never starts one): a typo'd name installs no triggers
+    migration = load_migration(spec_path, control_url, register=False, needed_by="the 'capture-replay' flow")
     audit_actor = "prefect:capture-replay"
     if install:
         changelog = steps.install_capture(migration)
@@ -48,7 +50,7 @@ def capture_replay(
 def capture_remove(spec_path: str, control_url: str = DEFAULT_URL, keep_changelog: bool = False) -> dict:
     """Replay what is left, then drop the triggers (and the changelog unless kept)."""
     admit_control_url(control_url)
-    migration = load_migration(spec_path, control_url)
+    migration = load_migration(spec_path, control_url, register=False, needed_by="the 'capture-remove' flow")
     left = steps.replay(migration, 1_000)
     steps.remove_capture(migration, keep_changelog)
     migration.store.audit(migration.name, "prefect:capture-remove", "capture", {"removed": True, "replayed": left})

@@ -43,7 +43,7 @@ def diff_worker(
 ) -> dict[str, Any]:
     """Diff claimed segments of the planned run ``job`` (``DiffJob.as_dict``) until none is left."""
     admit_control_url(control_url)
-    migration = load_migration(spec_path, control_url)
+    migration = load_migration(spec_path, control_url, register=False, needed_by="the 'diff-worker' flow")
     worker = worker_id or run_holder()  # the flow run's id: host-pid repeats across containers
     report = diff_claimed_segments(
         migration, DiffJob.from_dict(job), worker, ttl=lease_ttl_seconds, max_seconds=max_seconds

@@ -10,9 +10,10 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from shiftover.control.store import DEFAULT_URL, open_store
+from shiftover.connect import redact
+from shiftover.control.store import DEFAULT_URL, existing_store
 from shiftover.flows.credentials import admit_control_url
-from shiftover.migration import load_migration
+from shiftover.migration import load_migration, what_starts
 from shiftover.phases import Phase, is_at_least
 from shiftover.reconcile import DrainResult, dead_entries
 from shiftover.spec import load_spec
@@ -25,13 +26,21 @@ def reconcile(spec_path: str, control_url: str = DEFAULT_URL, max_keys: int = 10
     """Drain up to ``max_keys`` queued keys; returns the drain's counts and the queue depth after it.
 
     A migration whose old table is archived has nothing left to reconcile (the schedule keeps firing
-    for it): it says so instead of failing on the renamed table."""
+    for it): it says so instead of failing on the renamed table. So does a migration the control
+    store does not know (not started yet, a typo'd name, another store), writing nothing: the drain
+    only serves a started migration and never starts one, and a schedule failing every interval
+    would be noise."""
     admit_control_url(control_url)
     spec = load_spec(spec_path)
-    store = open_store(control_url)
-    if store.has_migration(spec.name) and is_at_least(store.phase(spec.name), Phase.ARCHIVED):
+    store = existing_store(control_url)  # none there: nothing is created
+    if store is None or not store.has_migration(spec.name):
+        where = f"no migration {spec.name!r} in the control store {redact(control_url)}"
+        note = f"not started: nothing to reconcile ({where})"
+        get_run_logger().info("%s: %s; %s", spec.name, note, what_starts(spec))
+        return {"migration": spec.name, "phase": None, "note": note}
+    if is_at_least(store.phase(spec.name), Phase.ARCHIVED):
         return {"migration": spec.name, "phase": store.phase(spec.name), "note": "archived: nothing to reconcile"}
-    migration = load_migration(spec_path, control_url)
+    migration = load_migration(spec_path, control_url, register=False, needed_by="the 'reconcile' flow")
     before = steps.depth(migration)
     drained = steps.drain(migration, max_keys, max_attempts) if before["pending"] else DrainResult("none").as_dict()
     after = steps.depth(migration)

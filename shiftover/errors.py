@@ -6,6 +6,7 @@ ShiftoverError
 ├── CredentialError           a password inline where it would be kept, or a reference that does
 │                             not resolve (the field or the reference, never the secret; problem)
 ├── ControlStoreError         the control store is unreachable or at an unknown version
+│   └── UnknownMigrationError a flow that serves a started migration found none of that name (migration, store)
 ├── LeaseError                who may act on a migration
 │   ├── LeaseHeldError        another run holds the migration (its run id, until when)
 │   └── LeaseLostError        this run's lease was revoked or taken over: it stops
@@ -70,6 +71,23 @@ class CredentialError(ShiftoverError):
 
 class ControlStoreError(ShiftoverError):
     """The control store cannot be used."""
+
+
+class UnknownMigrationError(ControlStoreError):
+    """A flow that only serves a migration already under way (a worker, a drain, capture) found no
+    migration of that name in the control store; it wrote nothing. ``store`` is the store's URL
+    without its password; ``starts`` says what starts the migration."""
+
+    def __init__(self, migration: str, store: str, needed_by: str, starts: str) -> None:
+        self.migration = migration
+        self.store = store
+        self.needed_by = needed_by
+        self.starts = starts
+        super().__init__(
+            f"no migration {migration!r} in the control store {store}: {needed_by} serves a migration "
+            f"already started and starts none; nothing was written. {starts}. If it was started, check that "
+            "control_url is the store its earlier runs used and that the spec's name is the migration's"
+        )
 
 
 class PhaseError(ShiftoverError):

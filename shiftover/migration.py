@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 from sqlalchemy.engine import Engine
 
-from shiftover.connect import get_engine
-from shiftover.control.store import ControlStore, open_store
+from shiftover.connect import get_engine, redact
+from shiftover.control.store import ControlStore, existing_store, open_store
+from shiftover.errors import UnknownMigrationError
 from shiftover.mapping import TableMapping
 from shiftover.phases import Phase, is_at_least
 from shiftover.preflight import resolve_mapping
@@ -28,11 +29,22 @@ class Migration:
         return self.spec.name
 
 
-def open_migration(spec: MigrationSpec, control_url: str, *, require_target: bool = True) -> Migration:
-    """Check the spec against its databases, open the control store and register the migration."""
-    mapping = resolve_mapping(spec, require_target=require_target)
-    store = open_store(control_url)
-    store.register(spec.name, stored_form(spec))
+def open_migration(
+    spec: MigrationSpec, control_url: str, *, require_target: bool = True, register: bool = True, needed_by: str = ""
+) -> Migration:
+    """Check the spec against its databases, open the control store and register the migration.
+
+    ``register=False`` is for what only serves a migration already under way (a worker, the drain,
+    capture; ``needed_by`` names it in the error: "the 'capture-remove' flow"): a migration the store
+    does not know raises ``UnknownMigrationError`` before anything is written (no row, no audit
+    entry, no store created), and a known one is opened as it is (its stored spec is not refreshed)."""
+    if register:
+        mapping = resolve_mapping(spec, require_target=require_target)
+        store = open_store(control_url)
+        store.register(spec.name, stored_form(spec))
+    else:
+        store = started_store(spec, control_url, needed_by or "this caller")
+        mapping = resolve_mapping(spec, require_target=require_target)
     return Migration(
         spec=spec,
         mapping=mapping,
@@ -42,9 +54,34 @@ def open_migration(spec: MigrationSpec, control_url: str, *, require_target: boo
     )
 
 
-def load_migration(spec_path: str, control_url: str, *, require_target: bool = True) -> Migration:
-    """``open_migration`` for a spec file: what every flow calls at its edge."""
-    return open_migration(load_spec(spec_path), control_url, require_target=require_target)
+def load_migration(
+    spec_path: str, control_url: str, *, require_target: bool = True, register: bool = True, needed_by: str = ""
+) -> Migration:
+    """``open_migration`` for a spec file: what every flow calls at its edge (``register=False`` in
+    flows that serve a started migration and must not start one)."""
+    spec = load_spec(spec_path)
+    return open_migration(spec, control_url, require_target=require_target, register=register, needed_by=needed_by)
+
+
+def started_store(spec: MigrationSpec, control_url: str, needed_by: str) -> ControlStore:
+    """The control store at ``control_url`` when it knows ``spec``'s migration; else
+    ``UnknownMigrationError`` naming the migration, the store (no password) and what starts it.
+    Nothing is created: not a SQLite file, not a schema, not a row."""
+    store = existing_store(control_url)
+    if store is None or not store.has_migration(spec.name):
+        raise UnknownMigrationError(spec.name, redact(control_url), needed_by, what_starts(spec))
+    return store
+
+
+def what_starts(spec: MigrationSpec) -> str:
+    """How an operator starts ``spec``'s migration (its plan's first stage registers it)."""
+    from shiftover.plan import build_plan
+
+    first = build_plan(spec).stages[0]
+    return (
+        f"Start it with `shiftover run SPEC` (the 'migrate' flow), or its first stage alone with "
+        f"`shiftover run SPEC --stop-after {first.name}` (the '{first.flow}' flow): that registers it"
+    )
 
 
 def resume_migration(spec: MigrationSpec, store: ControlStore, phase: Phase) -> Migration:

@@ -249,7 +249,8 @@ class WorkerJob:
         from shiftover.migration import open_migration
         from shiftover.spec import parse_spec
 
-        migration = open_migration(parse_spec(self.spec), self.control_url)
+        spec = parse_spec(self.spec)
+        migration = open_migration(spec, self.control_url, register=False, needed_by="a backfill worker")
         try:
             return copy_claimed_segments(migration, worker_id, ttl=ttl, poll_seconds=min(1.0, ttl / 4))
         finally:

@@ -38,7 +38,7 @@ class DiffLoop:
         from shiftover.migration import open_migration
         from shiftover.spec import parse_spec
 
-        migration = open_migration(parse_spec(self.spec), self.control_url)
+        migration = open_migration(parse_spec(self.spec), self.control_url, register=False, needed_by="a diff worker")
         try:
             job = DiffJob.from_dict(self.job)
             poll = min(1.0, self.ttl / 4)

@@ -529,7 +529,9 @@ def main(argv: list[str]) -> int:
 
     payload = json.loads(sys.stdin.readline())
     ttl = float(argv[1]) if len(argv) > 1 else 30.0
-    migration = open_migration(parse_spec(payload["spec"]), payload["control_url"])
+    migration = open_migration(
+        parse_spec(payload["spec"]), payload["control_url"], register=False, needed_by="a diff worker"
+    )
     job = DiffJob.from_dict(payload["diff"])
     report = diff_claimed_segments(migration, job, argv[0], ttl=ttl, poll_seconds=min(1.0, ttl / 4))
     print(json.dumps(report.as_dict()), flush=True)

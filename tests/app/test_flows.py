@@ -45,6 +45,7 @@ def test_reconcile_flow_drains_the_queue(prefect_harness: None, setup: tuple[str
 
     spec_path, control_url, old, new = setup
     store = open_store(control_url)
+    store.register("flowtest", {"name": "flowtest"})  # started: the drain serves it, never starts it
     sync_keys(old, new, resolve_mapping(load_spec(spec_path)), [(i,) for i in range(1, 101)])
     with old.begin() as conn:
         conn.execute(sa.text("UPDATE orders SET note = 'missed' WHERE id <= 10"))
@@ -63,6 +64,7 @@ def test_capture_flows_install_replay_and_remove(
     from shiftover.flows.capture import capture_remove, capture_replay
 
     spec_path, control_url, old, new = setup
+    open_store(control_url).register("flowtest", {"name": "flowtest"})  # started: capture never starts one
     first = capture_replay(spec_path=spec_path, control_url=control_url)
     assert first["changes"] == 0
     sync_keys(old, new, resolve_mapping(load_spec(spec_path)), [(i,) for i in range(1, 101)])  # the backfill

@@ -140,6 +140,7 @@ def test_throttle_pauses_and_retunes_through_the_flag_store(tmp_path: Path) -> N
     from shiftover.flags.store import get_flag
 
     control = f"sqlite:///{tmp_path}/control.db"
+    open_store(control).register("m", {"name": "m"})  # a started migration (an unknown one is refused)
     paused = runner.invoke(app, ["throttle", "m", "--pause", "--max-rows-per-second", "500", "--control-url", control])
     assert paused.exit_code == 0, paused.output
     flag = get_flag(open_store(control).engine, throttle_flag_key("m"))

@@ -419,3 +419,31 @@ def test_mode_deployment_outside_the_validate_flow_is_refused_naming_the_field(p
 def test_bad_settings_name_their_field(distributed: dict[str, Any], field: str) -> None:
     with pytest.raises(SpecError, match=rf"validation\.distributed\.{field}"):
         parse_spec(_spec("postgresql://h/a", "postgresql://h/b", **distributed))
+
+
+def test_the_diff_worker_flow_diffs_a_planned_run_of_a_started_migration(
+    prefect_harness: None, pg_database: Callable[[], str], tmp_path: Any
+) -> None:
+    """The ``diff-worker`` flow, called as a child run calls it, for a migration its parent registered:
+    it opens the migration without registering it and diffs every segment of the planned run."""
+    import yaml
+
+    from shiftover.flows.diff_worker import diff_worker
+
+    source, target, store = pg_database(), pg_database(), pg_database()
+    _fill_pg(source, N)
+    _fill_pg(target, N)
+    _plant_pg(target)
+    spec = _spec(source, target, workers=2, lease_ttl_seconds=10)
+    m = open_migration(parse_spec(spec), store)  # the parent's run registered it
+    settings = m.spec.validation.distributed
+    assert settings is not None
+    run_id = new_run_id()
+    planned = plan_distributed_diff(m, settings, run_id)
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(yaml.safe_dump(spec))
+    report = diff_worker(str(spec_path), planned.job.as_dict(), store, worker_id="w1", lease_ttl_seconds=10)
+    assert len(report["segments"]) == len(read_segments(m.store.engine, m.name, run_id)) > 0, report
+    _segments_done_once(m, run_id)
+    spread = aggregate_report(planned.plan, m.store.engine, m.name, run_id, planned.narrowing)
+    assert _found(spread) == _plain_diff(_rows_pg(source), _rows_pg(target)) == _expected()
