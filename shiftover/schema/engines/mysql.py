@@ -295,6 +295,42 @@ END"""
     def trigger_names(self, pair_trigger: str) -> list[str]:
         return [f"{pair_trigger}_ins", f"{pair_trigger}_upd"]
 
+    def sync_forward_install(self, group: SyncGroup) -> list[str]:
+        # the default sync_to_forward order (each DDL commits alone here): created before the two-way
+        # triggers are dropped, both BEFORE triggers of an event run for a moment (10.11 allows several
+        # per event), never neither
+        new, old = on_row(group.news, "NEW"), on_row(group.olds, "NEW")
+        set_new = " ".join(f"SET {n} = {up};" for n, up in zip(new, group.ups, strict=True))
+        insert = f"""BEGIN
+  IF @shiftover_sync_off IS NULL THEN
+    IF ({all_null(group.news)}) AND ({any_not_null(group.olds)}) THEN
+      {set_new}
+    END IF;
+  END IF;
+END"""
+        update = f"""BEGIN
+  IF @shiftover_sync_off IS NULL THEN
+    IF NOT ({self.any_distinct(new, on_row(group.news, "OLD"))})
+        AND ({self.any_distinct(old, on_row(group.olds, "OLD"))}) THEN
+      IF {self.any_distinct(new, group.ups)} THEN
+        {set_new}
+      END IF;
+    END IF;
+  END IF;
+END"""
+        ins, upd = (group.trigger_name(f"{self.FORWARD}_{s}", qualified=True) for s in ("ins", "upd"))
+        return [
+            f"CREATE OR REPLACE TRIGGER {ins} BEFORE INSERT ON {group.table} FOR EACH ROW {insert}",
+            f"CREATE OR REPLACE TRIGGER {upd} BEFORE UPDATE ON {group.table} FOR EACH ROW {update}",
+        ]
+
+    def sync_forward_remove(self, group: SyncGroup) -> list[str]:
+        names = (group.trigger_name(f"{self.FORWARD}_{s}", qualified=True) for s in ("ins", "upd"))
+        return [f"DROP TRIGGER IF EXISTS {n}" for n in names]
+
+    def forward_trigger_names(self, pair_trigger: str) -> list[str]:
+        return [f"{pair_trigger}_{self.FORWARD}_ins", f"{pair_trigger}_{self.FORWARD}_upd"]
+
     def begin_ddl(self, conn: sa.Connection, timeout_ms: int) -> None:
         conn.exec_driver_sql(f"SET SESSION lock_wait_timeout = {_whole_seconds(timeout_ms)}")
 
