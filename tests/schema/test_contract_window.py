@@ -1,5 +1,6 @@
-"""Between contract's two steps: once ``stop_sync`` dropped the triggers nothing fills the old
-columns, yet they stay until ``drop_old_columns``. The new version of the application inserts
+"""Between contract's two steps: once ``stop_sync`` swapped the two-way triggers for forward-only
+ones, a write through the new columns no longer fills the old columns, yet they stay until
+``drop_old_columns``. The new version of the application inserts
 through the new columns alone all that time, so an old column that is NOT NULL with no default
 must accept NULL by then (it did not: PostgreSQL refused the insert with a NotNullViolation,
 MariaDB with 1364 "Field 'amount' doesn't have a default value"). And a rollback that finds
@@ -88,7 +89,7 @@ def test_the_new_version_inserts_through_the_new_columns_alone_until_the_old_one
             sa.text("SELECT amount, note, region, amount_cents FROM orders WHERE id = :i"), {"i": ROWS + 1}
         )
         assert tuple(row.one()) == (None, None, "eu", 12345)
-        # the triggers are gone: the old column keeps its last synced value
+        # only forward triggers are left (old -> new): the old column keeps its last synced value
         assert tuple(conn.execute(sa.text("SELECT amount, amount_cents FROM orders WHERE id = 2")).one()) == (
             amount_of(2),
             777,
