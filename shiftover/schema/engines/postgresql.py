@@ -8,6 +8,9 @@ sets ``NEW`` and never writes the table again, so it cannot recurse; its guards 
 pair is in step already) keep it from rewriting a column that was written in step, e.g. by the
 column backfill. The backfill's session sets ``shiftover.sync_off`` to skip the trigger's work
 (field notes: two-way triggers cost a 50k-batch backfill 21.2 s against 14.3 s without).
+stop_sync swaps it for a forward-only trigger and function (``<trigger>_fwd``, old -> new only) in
+one transaction: the two-way one dropped (AccessExclusiveLock, as stop_sync always took) and the
+forward one created, so no session sees neither; drop_old_columns drops it in the columns' transaction.
 
 Indexes are built with ``CREATE INDEX CONCURRENTLY`` (writers go on; it runs outside a transaction
 under a session ``lock_timeout``, and a build that failed or timed out leaves an INVALID index,

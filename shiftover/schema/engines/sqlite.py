@@ -4,6 +4,10 @@ SQLite triggers cannot set ``NEW``: AFTER triggers update the row by its key. Re
 guarded by the same in-step tests as the other engines (a trigger writes only when the pair is out
 of step), so it stops after one nested update even with ``PRAGMA recursive_triggers`` on. The lock
 bound is ``PRAGMA busy_timeout`` for the statement; "database is locked" is retried.
+stop_sync swaps the two-way triggers for forward-only ones (``<trigger>_fwd_ins``/``_fwd_upd``, old ->
+new only) in one ``BEGIN IMMEDIATE`` transaction, and drop_old_columns drops them in the columns'
+(SQLite refuses to drop a column a trigger names). SQLite has no session variables: ``sync_off``
+does nothing here, for these triggers as for the two-way ones.
 
 ``CREATE INDEX`` is plain (SQLite has no concurrent build: writers wait for it, readers in WAL mode
 go on; the statement is one short write transaction per index). A CHECK, a NOT NULL or a foreign key
