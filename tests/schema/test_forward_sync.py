@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from decimal import Decimal
 
 import pytest
 import sqlalchemy as sa
-from conftest import ROWS, amount_of, make_spec
+from conftest import ROWS, amount_of, create_orders, make_spec
 
 from shiftover.control.store import ControlStore
 from shiftover.flags.client import FlagClient
@@ -235,11 +236,9 @@ def test_no_write_to_the_old_column_is_lost_while_stop_sync_swaps_the_triggers(
 
 @pytest.mark.parametrize("kind", ["postgres", "mariadb", "sqlite"])
 def test_sync_application_installs_no_forward_trigger_and_column_writes_still_carry_old_writes(
-    kind: str, database_url, control_store: ControlStore
-) -> None:  # type: ignore[no-untyped-def]
+    kind: str, database_url: Callable[[str], str], control_store: ControlStore
+) -> None:
     url = database_url(kind)
-    from conftest import create_orders
-
     spec = make_spec(url, sync="application")
     target = Target.of(create_orders(url, 50), spec)
     contract_ready(target, spec, control_store)
