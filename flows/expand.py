@@ -209,11 +209,16 @@ def run_switch(ctx: SchemaRunContext, stage: SwitchColumnsStage) -> Outcome:
 
 def run_stop_sync(ctx: SchemaRunContext, stage: Stage) -> Outcome:
     # proved before the stage is recorded as begun, so a refusal leaves it reversible; a run killed
-    # inside the stage had its proof, and its triggers may be gone: it finishes the DDL
+    # inside the stage had its proof, and its triggers may be swapped already: it finishes the DDL
     proof = "begun by an earlier run" if stage.name in ctx.state().started else prove_in_step(ctx)
     with fenced_ddl(ctx, irreversible=stage):
         report = stop_sync(ctx.migration.target, ctx.migration.spec)
-    return Outcome(True, f"{proof}; old columns no longer required, sync triggers dropped", vars(report))
+    swapped = (
+        "two-way sync triggers swapped for forward-only ones (old -> new)"
+        if ctx.migration.spec.sync == "triggers"
+        else "no sync triggers (sync: application)"
+    )
+    return Outcome(True, f"{proof}; old columns no longer required, {swapped}", vars(report))
 
 
 def prove_in_step(ctx: SchemaRunContext) -> str:

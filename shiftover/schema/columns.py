@@ -3,14 +3,18 @@
 expand: new columns added nullable (instant on every engine here) -> sync: two-way triggers per
 move (one old and one new column for a change or rename, one old and several new for a split,
 several old and one new for a merge) -> (backfill, validate: ``backfill.py``, ``validate.py``) -> contract:
-the old columns made nullable where an insert would have to name them and the triggers dropped,
-then the old columns dropped. Before contract, ``rollback_expansion`` drops the constraints
-and indexes (``constraints.py``), the triggers and the new columns, leaving the table as it was.
+``stop_sync`` makes the old columns nullable where an insert would have to name them and swaps the
+two-way triggers for forward-only ones (``<trigger>_fwd``: a write by an application instance still
+on the old version, to the old columns, still reaches the new ones as up(old); a write through the
+new columns no longer touches the old ones), then ``drop_old_columns`` drops the forward triggers
+and the old columns. Before contract, ``rollback_expansion`` drops the constraints and indexes
+(``constraints.py``), the triggers and the new columns, leaving the table as it was.
 Every statement runs under ``locking.run_ddl``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
@@ -22,7 +26,7 @@ from shiftover.schema.engines import SyncGroup, TableRename, over_row, schema_di
 from shiftover.schema.locking import DdlReport, run_ddl
 from shiftover.schema.spec import ColumnMove, ExpandContractSpec
 
-_MAX_TRIGGER = 55  # leaves room for _ins/_upd under MySQL's 64 and PostgreSQL's 63
+_MAX_TRIGGER = 55  # leaves room for _fwd_ins/_fwd_upd under MySQL's 64 and PostgreSQL's 63
 _MAX_NAME = 63  # PostgreSQL's limit; MySQL's is 64
 
 
@@ -177,28 +181,48 @@ def remove_version_view(target: Target, spec: ExpandContractSpec, report: DdlRep
     return run_ddl(target.engine, statements, spec.lock, table=target.table, schema=target.schema, report=report)
 
 
-def remove_sync(target: Target, spec: ExpandContractSpec, report: DdlReport | None = None) -> DdlReport:
-    """Drop the sync triggers (idempotent): from here on, a write to one column no longer reaches the other.
-    Under ``sync: application`` there are none, and the drops (IF EXISTS) only remove any an earlier run
-    with triggers left."""
+def all_sync_removes(target: Target, spec: ExpandContractSpec, columns: list[str]) -> list[str]:
+    """Drops (IF EXISTS) of every sync trigger a move may have, whatever the phase: the two-way
+    ones and the forward ones ``stop_sync`` puts in their place."""
     dialect = schema_dialect(target.engine)
-    columns = target.column_names()
-    statements = [s for m in spec.moves for s in dialect.sync_remove(sync_group(target, m, columns))]
+    groups = [sync_group(target, m, columns) for m in spec.moves]
+    return [s for g in groups for s in dialect.sync_remove(g) + dialect.sync_forward_remove(g)]
+
+
+def remove_sync(target: Target, spec: ExpandContractSpec, report: DdlReport | None = None) -> DdlReport:
+    """Drop the sync triggers, two-way or forward (idempotent): from here on, a write to one column no
+    longer reaches the other. Under ``sync: application`` there are none, and the drops (IF EXISTS)
+    only remove any an earlier run with triggers left."""
+    statements = all_sync_removes(target, spec, target.column_names())
     return run_ddl(target.engine, statements, spec.lock, table=target.table, schema=target.schema, report=report)
+
+
+def stop_sync_triggers(target: Target, spec: ExpandContractSpec, columns: list[str]) -> list[str]:
+    """stop_sync's trigger statements: each move's two-way triggers swapped for forward-only ones
+    (``SchemaDialect.sync_to_forward``); under ``sync: application`` only drops of any an earlier
+    run with triggers left, forward ones included."""
+    if spec.sync == "application":
+        return all_sync_removes(target, spec, columns)
+    dialect = schema_dialect(target.engine)
+    return [s for g in sync_groups(target, spec, columns) for s in dialect.sync_to_forward(g)]
 
 
 def stop_sync(target: Target, spec: ExpandContractSpec, report: DdlReport | None = None) -> DdlReport:
-    """Contract's first step: the columns contract drops stop being required, then the sync
-    triggers go. From here on nothing fills those columns, yet they stay until the last step: one
-    NOT NULL with no default would refuse every insert made through the new columns alone, so it
-    becomes nullable first (on PostgreSQL in the triggers' transaction; SQLite cannot, see its
-    dialect). Idempotent: a re-run finds both done. Under ``sync: application`` the trigger drops find
-    nothing to drop (``remove_sync``)."""
-    dialect = schema_dialect(target.engine)
-    columns = target.column_names()
-    triggers = [s for m in spec.moves for s in dialect.sync_remove(sync_group(target, m, columns))]
-    statements = release_dropped_columns(target, spec) + triggers
-    return run_ddl(target.engine, statements, spec.lock, table=target.table, schema=target.schema, report=report)
+    """Contract's first step: the columns contract drops stop being required, then the two-way sync
+    triggers make way for forward-only ones. From here on the new version writes the new columns
+    alone and nothing fills the old ones, yet they stay until the last step: one NOT NULL with no
+    default would refuse every insert made through the new columns alone, so it becomes nullable
+    first (SQLite cannot, see its dialect). An application instance still on the old version (a pod
+    not yet drained) may still write the old columns: the forward trigger carries such a write to
+    the new columns, as up(old), so it is not lost when the old columns go. All in one transaction on
+    PostgreSQL and SQLite (no moment with neither trigger); on MariaDB, where each DDL statement
+    commits alone, the forward triggers are created before the two-way ones are dropped (both run for
+    a moment, never neither). Idempotent: a re-run installs the same forward triggers. Under ``sync:
+    application`` nothing is installed (``ColumnWrites`` writes both sides)."""
+    statements = release_dropped_columns(target, spec) + stop_sync_triggers(target, spec, target.column_names())
+    return run_ddl(
+        target.engine, statements, spec.lock, table=target.table, schema=target.schema, report=report, together=True
+    )
 
 
 def release_dropped_columns(target: Target, spec: ExpandContractSpec, *, planning: bool = False) -> list[str]:
@@ -227,14 +251,19 @@ def release_dropped_columns(target: Target, spec: ExpandContractSpec, *, plannin
 
 
 def drop_old_columns(target: Target, spec: ExpandContractSpec, report: DdlReport | None = None) -> DdlReport:
-    """Contract's last step: the old columns go, and every ``drop_column``'s, and a renamed table's
-    view of its old name (irreversible)."""
+    """Contract's last step: the forward triggers, then the old columns go, and every
+    ``drop_column``'s, and a renamed table's view of its old name (irreversible). The triggers go
+    first (a trigger reading a dropped column would fail every write; SQLite refuses to drop a
+    column a trigger names): on PostgreSQL and SQLite in the columns' transaction; on MariaDB each
+    statement commits alone, so a write to an old column between the two (milliseconds, INSTANT
+    drops) is not carried forward, and after the drop such a write fails on the missing column."""
     if spec.rename is not None:
         view = schema_dialect(target.engine).drop_view(target.qualified)
         return run_ddl(target.engine, [view], spec.lock, table=spec.rename.to, schema=target.schema, report=report)
     # the table is the new version now: code on the version schema's search_path reaches it directly
     report = remove_version_view(target, spec, report)
-    return _drop_columns(target, spec, dropped_columns(spec), report)
+    triggers = all_sync_removes(target, spec, target.column_names())
+    return _drop_columns(target, spec, dropped_columns(spec), report, first=triggers)
 
 
 def dropped_columns(spec: ExpandContractSpec) -> list[str]:
@@ -254,7 +283,7 @@ def rollback_expansion(
         report = remove_constraints(target, spec, report)
     report = drop_indexes(target, spec, report)
     report = remove_version_view(target, spec, report)  # before the new columns it shows
-    report = remove_sync(target, spec, report)
+    report = remove_sync(target, spec, report)  # two-way or, were it ever run, forward
     return _drop_columns(target, spec, [name for name, _, _ in new_columns(spec)], report)
 
 
@@ -271,13 +300,19 @@ def _unrename(target: Target, spec: ExpandContractSpec, report: DdlReport | None
     return run_ddl(target.engine, statements, spec.lock, table=spec.rename.to, schema=target.schema, report=report)
 
 
-def _drop_columns(target: Target, spec: ExpandContractSpec, names: list[str], report: DdlReport | None) -> DdlReport:
+def _drop_columns(
+    target: Target, spec: ExpandContractSpec, names: list[str], report: DdlReport | None, first: Sequence[str] = ()
+) -> DdlReport:
+    """Drop ``names`` (those present), after the statements ``first``, in one transaction where the
+    engine allows it (``run_ddl``'s ``together``)."""
     dialect = schema_dialect(target.engine)
     present = set(target.column_names())
-    statements = [
+    statements = [*first] + [
         dialect.drop_column(target.qualified, target.quote(n), spec.lock.timeout_ms) for n in names if n in present
     ]
-    return run_ddl(target.engine, statements, spec.lock, table=target.table, schema=target.schema, report=report)
+    return run_ddl(
+        target.engine, statements, spec.lock, table=target.table, schema=target.schema, report=report, together=True
+    )
 
 
 def planned_ddl(target: Target, spec: ExpandContractSpec) -> dict[str, list[str]]:
@@ -297,7 +332,6 @@ def planned_ddl(target: Target, spec: ExpandContractSpec) -> dict[str, list[str]
     present = target.column_names()
     wanted = new_columns(spec)
     columns = present + [name for name, _, _ in wanted if name not in present]
-    pairs = [sync_group(target, m, columns) for m in spec.moves]
     installed = sync_groups(target, spec, columns)
     triggerless = (
         [
@@ -309,6 +343,21 @@ def planned_ddl(target: Target, spec: ExpandContractSpec) -> dict[str, list[str]
         else []
     )
     leftovers = ["-- sync: application: no triggers to drop; these drop any an earlier run left"] if triggerless else []
+    forward_note = (
+        [
+            "-- the two-way triggers make way for forward-only ones (_fwd): until drop_old_columns a write "
+            "to an old column (an instance still on the old version) still sets new = up(old); a write "
+            "through the new columns no longer touches the old ones"
+            + (
+                ""
+                if dialect.transactional_ddl or dialect.begin_transaction_sql
+                else "; created before the "
+                "two-way ones are dropped (each DDL statement commits alone here): both run for a moment, never neither"
+            )
+        ]
+        if installed
+        else []
+    )
 
     def drops(names: list[str]) -> list[str]:
         return [dialect.drop_column(target.qualified, target.quote(n), spec.lock.timeout_ms) for n in names]
@@ -334,12 +383,13 @@ def planned_ddl(target: Target, spec: ExpandContractSpec) -> dict[str, list[str]
         **({"constrain": extra["constrain"]} if spec.constraints else {}),
         "stop_sync": release_dropped_columns(target, spec, planning=True)
         + leftovers
-        + [s for p in pairs for s in dialect.sync_remove(p)],
-        "drop_old_columns": planned_view_drop + drops(dropped_columns(spec)),
+        + forward_note
+        + stop_sync_triggers(target, spec, columns),
+        "drop_old_columns": planned_view_drop + all_sync_removes(target, spec, columns) + drops(dropped_columns(spec)),
         "rollback": extra["undo"]
         + undo_indexes
         + planned_view_drop
         + leftovers
-        + [s for p in pairs for s in dialect.sync_remove(p)]
+        + all_sync_removes(target, spec, columns)
         + drops([n for n, _, _ in wanted]),
     }

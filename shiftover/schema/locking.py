@@ -54,19 +54,25 @@ def run_ddl(
     sleep: Callable[[float], None] = time.sleep,
     outside_transaction: bool = False,
     before: Callable[[sa.Connection], list[str]] | None = None,
+    together: bool = False,
 ) -> DdlReport:
     """Run ``statements`` each under the lock timeout, retried with backoff.
 
     On engines with transactional DDL the statements run together in one transaction (all or
     none); elsewhere each is retried on its own, which is why every statement is idempotent.
+    ``together``: in one transaction also where the driver would commit each DDL statement alone
+    but the server can hold them in one (SQLite: ``begin_transaction_sql``); MariaDB cannot (each
+    DDL statement commits), and runs them one by one as ever.
     ``outside_transaction``: each statement alone, autocommitted (see the module's docstring)."""
     report = report or DdlReport()
     dialect = schema_dialect(engine)
-    together = dialect.transactional_ddl and not outside_transaction
-    groups = [list(statements)] if together else [[s] for s in statements]
+    explicit = together and dialect.begin_transaction_sql is not None
+    one = (dialect.transactional_ddl or explicit) and not outside_transaction
+    groups = [list(statements)] if one else [[s] for s in statements]
+    opening = dialect.begin_transaction_sql if explicit and not dialect.transactional_ddl else None
     for group in groups:
         if group:
-            _run_group(engine, group, lock, table, schema, report, sleep, outside_transaction, before)
+            _run_group(engine, group, lock, table, schema, report, sleep, outside_transaction, before, opening)
     return report
 
 
@@ -80,6 +86,7 @@ def _run_group(
     sleep: Callable[[float], None],
     outside_transaction: bool = False,
     before: Callable[[sa.Connection], list[str]] | None = None,
+    opening: str | None = None,
 ) -> None:
     dialect = schema_dialect(engine)
     autocommit = {"isolation_level": "AUTOCOMMIT"} if outside_transaction else {}
@@ -89,7 +96,7 @@ def _run_group(
         try:
             with engine.connect().execution_options(**autocommit) as conn:
                 guard = dialect.guard_lock_wait(conn, lock.timeout_ms)
-                _attempt(conn, group, lock, before, guard, outside_transaction, running)
+                _attempt(conn, group, lock, before, guard, outside_transaction, running, opening)
             report.statements += len(group)
             report.attempts.append(attempt)
             return
@@ -114,10 +121,12 @@ def _attempt(
     guard: LockWaitGuard,
     autocommit: bool,
     running: list[str],
+    opening: str | None = None,
 ) -> None:
     """One try at ``group``: in one transaction, or each statement autocommitted (see the module's
     docstring), its lock waits bounded by the session setting and by ``guard``; ``running[0]`` is
-    set to each statement as it starts."""
+    set to each statement as it starts. ``opening``: SQL that opens the transaction itself, run
+    after the bound is set (SQLite's ``BEGIN IMMEDIATE`` waits for the write lock under it)."""
     dialect = schema_dialect(conn)
     begin, end = (
         (dialect.begin_session_ddl, dialect.end_session_ddl) if autocommit else (dialect.begin_ddl, dialect.end_ddl)
@@ -125,6 +134,9 @@ def _attempt(
     try:
         with nullcontext() if autocommit else conn.begin(), guard:
             begin(conn, lock.timeout_ms)
+            if opening:
+                running[0] = opening
+                conn.exec_driver_sql(opening)
             for statement in [*(before(conn) if before else []), *group]:
                 running[0] = statement
                 run_literal(conn, statement)

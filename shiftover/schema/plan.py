@@ -200,8 +200,13 @@ def build_schema_plan(spec: ExpandContractSpec) -> Plan:
             "stop_sync",
             Phase.OLD_WRITES_STOPPED,
             "first every row proved in step (new = up(old) or old = down(new)), then "
-            + ("sync triggers dropped" if spec.sync == "triggers" else "no sync triggers to drop (sync: application)")
-            + f": from here on, writes no longer reach {olds}; first, a NOT NULL among the "
+            + (
+                "the two-way sync triggers swapped for forward-only ones (a write to the old columns by an "
+                "instance still on the old version still sets new = up(old), until drop_old_columns)"
+                if spec.sync == "triggers"
+                else "no sync triggers to drop (sync: application)"
+            )
+            + f": from here on, writes through the new columns no longer reach {olds}; first, a NOT NULL among the "
             "columns contract drops that has no default is made nullable, so inserts through the new columns "
             "alone are accepted",
             None,

@@ -25,7 +25,15 @@ from shiftover.flows.expand import rollback_schema_change, run_schema_change
 from shiftover.phases import Phase
 from shiftover.plan import read_state
 from shiftover.schema.backfill import backfill_columns
-from shiftover.schema.columns import Target, drop_old_columns, expand, install_sync, remove_sync, rollback_expansion
+from shiftover.schema.columns import (
+    Target,
+    drop_old_columns,
+    expand,
+    install_sync,
+    remove_sync,
+    rollback_expansion,
+    stop_sync,
+)
 from shiftover.schema.engines import schema_dialect
 from shiftover.schema.errors import ColumnMismatchError
 from shiftover.schema.snapshot import snapshot_table
@@ -201,12 +209,19 @@ def test_split_fills_each_new_column_and_contract_keeps_them(split_case: Case, c
         ("down(up(full_name)) = full_name", 0),
     ]
     assert out_of_step(case.engine) == []
-    remove_sync(case.target, case.spec)
+    stop_sync(case.target, case.spec)
+    with case.engine.begin() as conn:  # an instance still on the old version writes the old column
+        conn.execute(sa.text("UPDATE people SET full_name = 'Ada Lovelace' WHERE id = 3"))
+        conn.execute(sa.text("INSERT INTO people (id, full_name) VALUES (9001, 'Barbara Liskov')"))
+        conn.execute(sa.text("UPDATE people SET first_name = 'Grace' WHERE id = 4"))  # the new side: old kept
+    assert read(case.engine, "full_name")[4] == (full_name_of(4),)
+    assert len(snapshot_table(case.engine, "people", ("id",)).triggers) == (1 if case.kind == "postgres" else 2)
     drop_old_columns(case.target, case.spec)
     assert case.target.column_names() == ["id", "note", "first_name", "last_name"]
     after = read(case.engine, "first_name, last_name")
-    assert after == {i: split(full) for i, (full,) in originals.items()}
-    assert after[7] == (None, None) and after[2] == ("F2", "L74")
+    originals |= {3: ("Ada Lovelace",), 9001: ("Barbara Liskov",)}
+    assert after == {i: split(full) for i, (full,) in originals.items()} | {4: ("Grace", split(full_name_of(4))[1])}
+    assert after[7] == (None, None) and after[2] == ("F2", "L74") and after[3] == ("Ada", "Lovelace")
     assert snapshot_table(case.engine, "people", ("id",)).triggers == ()
 
 
@@ -221,12 +236,19 @@ def test_merge_fills_the_new_column_and_contract_keeps_it(merge_case: Case, cont
         ("down(up(first_name, last_name)) = last_name", 0),
     ]
     assert out_of_step(case.engine) == []
-    remove_sync(case.target, case.spec)
+    stop_sync(case.target, case.spec)
+    with case.engine.begin() as conn:  # an instance still on the old version writes the old columns
+        conn.execute(sa.text("UPDATE people SET first_name = 'Grace' WHERE id = 4"))
+        conn.execute(sa.text("INSERT INTO people (id, first_name, last_name) VALUES (9002, 'Donald', 'Knuth')"))
+        conn.execute(sa.text("UPDATE people SET full_name = 'Alan Turing' WHERE id = 5"))  # the new side: old kept
+    assert read(case.engine, "first_name, last_name")[5] == split(full_name_of(5))
     drop_old_columns(case.target, case.spec)
     assert case.target.column_names() == ["id", "note", "full_name"]
     after = read(case.engine, "full_name")
-    assert after == {i: (join(first, last),) for i, (first, last) in originals.items()}
-    assert after[7] == (None,) and after[2] == ("F2 L74",)
+    originals |= {4: ("Grace", split(full_name_of(4))[1]), 9002: ("Donald", "Knuth")}
+    assert after == {i: (join(first, last),) for i, (first, last) in originals.items()} | {5: ("Alan Turing",)}
+    assert after[7] == (None,) and after[2] == ("F2 L74",) and after[4] == ("Grace L148",)
+    assert snapshot_table(case.engine, "people", ("id",)).triggers == ()
 
 
 # -- writes through either side while both live --------------------------------------------------

@@ -239,6 +239,37 @@ class SchemaDialect:
         """The unquoted names of the triggers ``sync_install`` creates."""
         raise NotImplementedError
 
+    # -- forward-only sync: from stop_sync to drop_old_columns -------------------------------------
+    # An application instance still on the old version (a pod not yet drained) writes the old
+    # columns after stop_sync; a forward trigger (``<trigger>_fwd``) carries those writes to the new
+    # columns (new = up(old)) until the old columns go. A write through the new columns no longer
+    # touches the old ones. It honours the same ``sync_off`` switch as the two-way trigger.
+    FORWARD = "fwd"
+
+    def sync_forward_install(self, group: SyncGroup) -> list[str]:
+        """Forward-only triggers for ``group`` (idempotent): an INSERT with every new column NULL
+        and some old one not NULL sets new = up(old); an UPDATE changing an old column and no new
+        one sets new = up(old); nothing else."""
+        raise NotImplementedError
+
+    def sync_forward_remove(self, group: SyncGroup) -> list[str]:
+        raise NotImplementedError
+
+    def sync_to_forward(self, group: SyncGroup) -> list[str]:
+        """stop_sync's swap of the two-way triggers for the forward ones (idempotent). Here: the
+        forward ones created first, the two-way ones dropped after, so there is no moment with
+        neither; for a moment both run, which is harmless (old -> new they compute the same value,
+        and a write to new still reaching old just keeps old in step)."""
+        return self.sync_forward_install(group) + self.sync_remove(group)
+
+    def forward_trigger_names(self, pair_trigger: str) -> list[str]:
+        """The unquoted names of the triggers ``sync_forward_install`` creates."""
+        raise NotImplementedError
+
+    # SQL opening a transaction that DDL joins, where the driver would otherwise commit each DDL
+    # statement alone (SQLite under pysqlite); ``run_ddl(..., together=True)`` runs it first
+    begin_transaction_sql: str | None = None
+
     def begin_ddl(self, conn: sa.Connection, timeout_ms: int) -> None:
         """Bound the lock wait of the DDL this connection runs next."""
 

@@ -4,6 +4,10 @@ SQLite triggers cannot set ``NEW``: AFTER triggers update the row by its key. Re
 guarded by the same in-step tests as the other engines (a trigger writes only when the pair is out
 of step), so it stops after one nested update even with ``PRAGMA recursive_triggers`` on. The lock
 bound is ``PRAGMA busy_timeout`` for the statement; "database is locked" is retried.
+stop_sync swaps the two-way triggers for forward-only ones (``<trigger>_fwd_ins``/``_fwd_upd``, old ->
+new only) in one ``BEGIN IMMEDIATE`` transaction, and drop_old_columns drops them in the columns'
+(SQLite refuses to drop a column a trigger names). SQLite has no session variables: ``sync_off``
+does nothing here, for these triggers as for the two-way ones.
 
 ``CREATE INDEX`` is plain (SQLite has no concurrent build: writers wait for it, readers in WAL mode
 go on; the statement is one short write transaction per index). A CHECK, a NOT NULL or a foreign key
@@ -105,6 +109,41 @@ END""",
 
     def trigger_names(self, pair_trigger: str) -> list[str]:
         return [f"{pair_trigger}_ins", f"{pair_trigger}_upd"]
+
+    # pysqlite commits each DDL statement alone; after this the statements of a step run with
+    # ``together`` share one transaction (and the write lock from its start, within busy_timeout)
+    begin_transaction_sql = "BEGIN IMMEDIATE"
+
+    def sync_forward_install(self, group: SyncGroup) -> list[str]:
+        new, old = on_row(group.news, "NEW"), on_row(group.olds, "NEW")
+        set_new = ", ".join(f"{n} = {up}" for n, up in zip(group.news, group.ups, strict=True))
+        old_changed = self.any_distinct(old, on_row(group.olds, "OLD"))
+        new_kept = " AND ".join(f"{n} IS {o}" for n, o in zip(new, on_row(group.news, "OLD"), strict=True))
+        where = " AND ".join(f"{k} = NEW.{k}" for k in group.key)
+        ins, upd = (group.trigger_name(f"{self.FORWARD}_{s}", qualified=True) for s in ("ins", "upd"))
+        # dropped and created again (in stop_sync's one transaction): IF NOT EXISTS would keep a body
+        # an earlier version wrote. The nested UPDATE changes new columns only: it fires no forward
+        # work again (its WHEN needs an old column changed)
+        return [
+            f"DROP TRIGGER IF EXISTS {ins}",
+            f"""CREATE TRIGGER {ins} AFTER INSERT ON {group.table} FOR EACH ROW BEGIN
+  UPDATE {group.table} SET {set_new}
+    WHERE {where} AND ({all_null(group.news)}) AND ({any_not_null(group.olds)});
+END""",
+            f"DROP TRIGGER IF EXISTS {upd}",
+            f"""CREATE TRIGGER {upd} AFTER UPDATE ON {group.table} FOR EACH ROW
+WHEN {new_kept} AND ({old_changed}) BEGIN
+  UPDATE {group.table} SET {set_new}
+    WHERE {where} AND ({self.any_distinct(new, group.ups)});
+END""",
+        ]
+
+    def sync_forward_remove(self, group: SyncGroup) -> list[str]:
+        names = (group.trigger_name(f"{self.FORWARD}_{s}", qualified=True) for s in ("ins", "upd"))
+        return [f"DROP TRIGGER IF EXISTS {n}" for n in names]
+
+    def forward_trigger_names(self, pair_trigger: str) -> list[str]:
+        return [f"{pair_trigger}_{self.FORWARD}_ins", f"{pair_trigger}_{self.FORWARD}_upd"]
 
     def begin_ddl(self, conn: sa.Connection, timeout_ms: int) -> None:
         conn.exec_driver_sql(f"PRAGMA busy_timeout = {int(timeout_ms)}")
