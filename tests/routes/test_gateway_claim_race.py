@@ -122,3 +122,94 @@ def test_two_moves_claiming_one_gateway_at_once_exactly_one_wins(
         assert holder == winner
         real = os.path.realpath(gateway)
         assert detail["identities"] == [{"host": socket.gethostname(), "gateway": real}]
+
+
+def test_two_route_move_flows_released_at_their_claim_together_on_one_nginx(
+    prefect_harness: Any,
+    upstreams: Any,
+    nginx_factory: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same race through the route-move flow against a real nginx, once: two moves of different
+    routes (each would render the config from its own routes alone), both held at the claim and let
+    go together, one through a symlink. The winner runs through; the gateway's config, its splits,
+    the flags and the traffic are the winner's alone; the loser leaves no migration."""
+    import yaml
+    from flow_runs import Background
+
+    import shiftover.routes.claim as claim_module
+    from shiftover.flags.store import get_flag
+    from shiftover.flows.route_move import route_move
+    from shiftover.routes.asgi import route_flag_key
+    from shiftover.routes.drivers import attach_gateway
+    from shiftover.routes.nginx import read_state
+
+    from .conftest import Load, side_of
+
+    old, new = upstreams
+    nginx = {"driver": "nginx"}
+    payments = [{"name": "payments_reads", "prefix": "/payments", "methods": ["GET", "HEAD"]}]
+    moves = {
+        "orders-routes": (route_spec(old, new, gateway=nginx), "orders_reads", "/orders/1"),
+        "payments-routes": (
+            route_spec(old, new, name="payments-routes", routes=payments, gateway=nginx),
+            "payments_reads",
+            "/payments/1",
+        ),
+    }
+    paths = {}
+    for name, (spec, _, _) in moves.items():
+        paths[name] = tmp_path / f"{name}.yaml"
+        paths[name].write_text(yaml.safe_dump(spec.model_dump(mode="json")))
+    gw, log = nginx_factory(moves["orders-routes"][0])
+    log.close()  # each flow binds the gateway's log socket itself
+    link = tmp_path / "gateway-link"
+    link.symlink_to(gw.workdir, target_is_directory=True)
+    control = f"sqlite:///{tmp_path}/control.db"
+    open_store(control)
+
+    start = threading.Barrier(2, timeout=120)
+    claim = claim_module.claim_gateway
+
+    def at_once(*args: Any, **kwargs: Any) -> Any:
+        start.wait()  # both runs are at their claim: let them go together
+        return claim(*args, **kwargs)
+
+    monkeypatch.setattr(claim_module, "claim_gateway", at_once)
+    with Load(gw.port, paths=("/orders/1", "/payments/1")) as load:
+        runs = {
+            name: Background(lambda n=name, w=where: route_move(str(paths[n]), control, str(w), auto_approve=True))
+            for name, where in zip(moves, (gw.workdir, link), strict=True)
+        }
+        for run in runs.values():
+            run.start()
+        for run in runs.values():
+            run.join(240)
+    assert not any(run.is_alive() for run in runs.values())
+    assert load.failures == []
+
+    won = [name for name, run in runs.items() if run.error is None]
+    assert len(won) == 1, {name: run.error for name, run in runs.items()}
+    [winner] = won
+    [loser] = [name for name in moves if name != winner]
+    winner_spec, winner_route, winner_path = moves[winner]
+    loser_spec, loser_route, loser_path = moves[loser]
+    refusal = runs[loser].error
+    assert isinstance(refusal, GatewayHeldError), refusal
+    assert f"held by the route move '{winner}'" in str(refusal)
+    report = runs[winner].result
+    assert report is not None and f"{winner_route}.retire_old" in report["ran"]
+
+    store = open_store(control)
+    assert not store.has_migration(loser) and store.audit_entries(loser) == []
+    assert store.has_migration(winner)
+    assert get_flag(store.engine, route_flag_key(loser, loser_route)) is None
+    flag = get_flag(store.engine, route_flag_key(winner, winner_route))
+    assert flag is not None and flag.value == 100
+    state = read_state(gw.config_path)
+    assert set(state["routes"]) == {winner_route}  # rendered from the winner's routes alone
+    split = attach_gateway(winner_spec, gw.workdir).split(winner_route)
+    assert split.percent_new == 100 and not split.old_present
+    assert side_of(gw, "user-1", winner_path) == "new"
+    assert side_of(gw, "user-1", loser_path) == "old"  # the loser's route never moved
