@@ -20,8 +20,8 @@ import pytest
 import sqlalchemy as sa
 
 from shiftover.connect import normalise_url
-from shiftover.control.lease import acquire_lease
 from shiftover.control import schema
+from shiftover.control.lease import acquire_lease
 from shiftover.control.store import ControlStore, open_store
 from shiftover.engines import find_dialect
 from shiftover.errors import GatewayHeldError
@@ -194,7 +194,7 @@ def test_two_route_move_flows_released_at_their_claim_together_on_one_nginx(
     [winner] = won
     [loser] = [name for name in moves if name != winner]
     winner_spec, winner_route, winner_path = moves[winner]
-    loser_spec, loser_route, loser_path = moves[loser]
+    _, loser_route, loser_path = moves[loser]
     refusal = runs[loser].error
     assert isinstance(refusal, GatewayHeldError), refusal
     assert f"held by the route move '{winner}'" in str(refusal)

@@ -131,7 +131,10 @@ def test_a_rollback_through_a_symlinked_directory_restores_the_config_and_lets_t
     def paused_then_rolled_back(spec: RouteMoveSpec, there: Path) -> None:
         run = Background(lambda: route_move(paths[spec.name], control, str(there), poll_interval_seconds=1))
         run.start()
-        paused_run("route-move", timeout=60)
+        try:
+            paused_run("route-move", timeout=60)
+        except AssertionError:
+            raise AssertionError(f"{spec.name} did not reach its approval: {run.error!r}") from None
         store = open_store(control)
         flag = get_flag(store.engine, route_flag_key(spec.name, "orders_reads"))
         assert flag is not None and flag.value == 50  # past its claim, mid-canary
