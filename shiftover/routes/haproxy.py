@@ -309,6 +309,15 @@ def launch(gw: HAProxyGateway, binary: str = "haproxy", ready_timeout: float = 5
         time.sleep(0.05)
 
 
+def logged_to(config: str) -> Path | None:
+    """The access-log socket a rendered config's ``global`` section logs to; None when it logs nowhere."""
+    for line in config.split("\n\n", 1)[0].splitlines():
+        words = line.split()
+        if len(words) > 1 and words[0] == "log":
+            return Path(words[1])
+    return None
+
+
 def attach_haproxy(spec: RouteMoveSpec, workdir: Path, *, log_socket: Path | None = None) -> HAProxyGateway:
     """The gateway already running from ``workdir`` (its config and admin socket), its routes' weights
     read back from the runtime API: a flow run drives a long-lived gateway it did not start.
@@ -319,6 +328,8 @@ def attach_haproxy(spec: RouteMoveSpec, workdir: Path, *, log_socket: Path | Non
         port = int(port_text)
     except (OSError, IndexError, ValueError) as exc:
         raise GatewayError(f"attach {workdir}", f"no gateway config there ({exc.__class__.__name__})") from None
+    if log_socket is None:
+        log_socket = logged_to(text)  # a rollback's rewrite keeps the running move's access log
     routes = {r.name: RouteConfig(r) for r in spec.routes}
     gw = HAProxyGateway(spec, workdir, port, routes, log_socket, host=host)
     try:

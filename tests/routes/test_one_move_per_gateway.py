@@ -11,6 +11,7 @@ whose users all went back to the monolith; on both, the first run's access-log s
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -102,3 +103,55 @@ def first_claim_identity(store: Any, name: str) -> Any:
     [claim] = store.audit_entries(name, action=CLAIM)
     [identity] = claim["detail"]["identities"]
     return identity
+
+
+@pytest.mark.parametrize("driver", ["haproxy", "nginx"])
+def test_a_rollback_through_a_symlinked_directory_restores_the_config_and_lets_the_gateway_go(
+    driver: str, prefect_harness: Any, upstreams: Any, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """A move run and rolled back through a symlink to the gateway's directory: the config is
+    byte for byte what it was before the move, and the claim is let go: another move through the
+    real path takes the gateway (and, rolled back in turn, leaves the same bytes), then a third
+    through the symlink runs to its end."""
+    from shiftover.flows.route_move import route_move, route_rollback
+
+    old, new = upstreams
+    extra = {"gateway": NGINX} if driver == "nginx" else {}
+    first = route_spec(old, new, approvers=["alice"], **extra)  # waits at 50% for the switch's approval
+    second = route_spec(old, new, name="orders-again", approvers=["alice"], **extra)
+    third = route_spec(old, new, name="orders-third", **extra)
+    paths = {spec.name: write_spec(spec, tmp_path) for spec in (first, second, third)}
+    gw, log = request.getfixturevalue("nginx_factory" if driver == "nginx" else "gateway_factory")(first)
+    log.close()  # the flow binds the gateway's log socket itself
+    before = gw.config_path.read_bytes()
+    control = f"sqlite:///{tmp_path}/control.db"
+    link = tmp_path / "gateway-link"
+    link.symlink_to(gw.workdir, target_is_directory=True)
+
+    def paused_then_rolled_back(spec: RouteMoveSpec, there: Path) -> None:
+        run = Background(lambda: route_move(paths[spec.name], control, str(there), poll_interval_seconds=1))
+        run.start()
+        try:
+            paused_run("route-move", timeout=60)
+        except AssertionError:
+            raise AssertionError(f"{spec.name} did not reach its approval: {run.error!r}") from None
+        store = open_store(control)
+        flag = get_flag(store.engine, route_flag_key(spec.name, "orders_reads"))
+        assert flag is not None and flag.value == 50  # past its claim, mid-canary
+        assert gw.config_path.read_bytes() != before  # the move changed the config
+        route_rollback(paths[spec.name], control, str(there), reason="back")
+        run.join(30)
+        assert isinstance(run.error, StaleApprovalError), run.error
+        assert gw.config_path.read_bytes() == before  # restored exactly
+
+    with Load(gw.port) as load:
+        paused_then_rolled_back(first, link)
+        paused_then_rolled_back(second, gw.workdir)  # the first's claim was let go
+        report = route_move(paths[third.name], control, str(link), auto_approve=True)
+    assert "orders_reads.retire_old" in report["ran"]
+    assert load.failures == []
+    now = attach_gateway(third, gw.workdir).split("orders_reads")
+    assert now.percent_new == 100 and not now.old_present
+    store = open_store(control)
+    identities = {first_claim_identity(store, spec.name)["gateway"] for spec in (first, second, third)}
+    assert identities == {os.path.realpath(gw.workdir)}  # one gateway, two spellings
