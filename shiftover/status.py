@@ -8,14 +8,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from shiftover.control.store import ControlStore, open_store
+from shiftover.connect import redact
+from shiftover.control.store import ControlStore, existing_store
+from shiftover.errors import ControlStoreError
 from shiftover.flags.routing import WriteMode, read_routing
 from shiftover.story import last_gate_results
 
 
 def status_data(control_url: str, name: str | None = None, *, history: bool = False) -> dict[str, Any]:
-    """Every migration's (or ``name``'s) state; ``history``: the whole audit log instead of the last phases."""
-    store = open_store(control_url)
+    """Every migration's (or ``name``'s) state; ``history``: the whole audit log instead of the last phases.
+    Reading creates nothing: where no store exists yet there is no migration to show."""
+    store = existing_store(control_url)
+    if store is None:
+        if name:  # worded as when the store exists without it
+            where = redact(control_url)
+            raise ControlStoreError(f"no migration named {name!r} in control store {where} (none there yet)")
+        return {"control_store": redact(control_url), "migrations": []}
     names = [name] if name else [m["name"] for m in store.migrations()]
     return {"control_store": store.url, "migrations": [one_migration(store, n, history=history) for n in names]}
 

@@ -105,6 +105,20 @@ def test_status_shows_phase_routing_and_history(tmp_path: Path) -> None:
     assert unknown.exit_code == 2 and "no migration named 'nope'" in unknown.output
 
 
+def test_status_creates_no_store_where_there_is_none(tmp_path: Path) -> None:
+    """Reading is not writing: a status of a store not created yet (a mistyped path, a first look)
+    lists no migration, refuses a named one as an existing store would, and leaves no file."""
+    import json
+
+    control = f"sqlite:///{tmp_path}/control.db"
+    listing = runner.invoke(app, ["status", "--json", "--control-url", control])
+    assert listing.exit_code == 0, listing.output
+    assert json.loads(listing.output)["migrations"] == []
+    named = runner.invoke(app, ["status", "orders-v2", "--control-url", control])
+    assert named.exit_code == 2 and "no migration named 'orders-v2'" in named.output
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_plan_ddl_shows_the_target_table_and_capture_triggers_before_creating_anything(
     tmp_path: Path,
     pg_database,
