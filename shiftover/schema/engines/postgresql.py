@@ -175,13 +175,10 @@ class PostgresSchema(SchemaDialect):
         old_changed = self.any_distinct(old, on_row(group.olds, "OLD"))
         set_new = " ".join(f"{n} := {up};" for n, up in zip(new, group.ups, strict=True))
         set_old = " ".join(f"{o} := {down};" for o, down in zip(old, group.downs, strict=True))
-        fn = self._function(group)
-        body = f"""
-BEGIN
-  IF current_setting('shiftover.sync_off', true) = 'on' THEN
-    RETURN NEW;
-  END IF;
-  IF TG_OP = 'INSERT' THEN
+        return self._trigger(
+            group,
+            "",
+            f"""IF TG_OP = 'INSERT' THEN
     IF ({all_null(group.news)}) AND ({any_not_null(group.olds)}) THEN
       {set_new}
     ELSIF ({any_not_null(group.news)}) AND ({self.any_distinct(new, group.ups)}) THEN
@@ -195,14 +192,26 @@ BEGIN
     IF {self.any_distinct(old, group.downs)} THEN
       {set_new}
     END IF;
+  END IF;""",
+        )
+
+    def _trigger(self, group: SyncGroup, suffix: str, branches: str) -> list[str]:
+        """A BEFORE ROW trigger named after ``group`` (and ``suffix``) and its function, whose body runs
+        ``branches`` unless the session turned the sync off, then returns ``NEW``."""
+        fn = self._function(group, suffix)
+        body = f"""
+BEGIN
+  IF current_setting('shiftover.sync_off', true) = 'on' THEN
+    RETURN NEW;
   END IF;
+  {branches}
   RETURN NEW;
 END"""
         return [
             f"CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql AS $so_sync${body}\n$so_sync$",
             # OR REPLACE (PostgreSQL 14+): a re-run takes ShareRowExclusiveLock, where DROP TRIGGER
             # would take AccessExclusiveLock and queue the application's reads too
-            f"CREATE OR REPLACE TRIGGER {group.trigger_name()} BEFORE INSERT OR UPDATE ON {group.table} "
+            f"CREATE OR REPLACE TRIGGER {group.trigger_name(suffix)} BEFORE INSERT OR UPDATE ON {group.table} "
             f"FOR EACH ROW EXECUTE FUNCTION {fn}()",
         ]
 
@@ -220,13 +229,10 @@ END"""
         new_changed = self.any_distinct(new, on_row(group.news, "OLD"))
         old_changed = self.any_distinct(old, on_row(group.olds, "OLD"))
         set_new = " ".join(f"{n} := {up};" for n, up in zip(new, group.ups, strict=True))
-        fn = self._function(group, self.FORWARD)
-        body = f"""
-BEGIN
-  IF current_setting('shiftover.sync_off', true) = 'on' THEN
-    RETURN NEW;
-  END IF;
-  IF TG_OP = 'INSERT' THEN
+        return self._trigger(
+            group,
+            self.FORWARD,
+            f"""IF TG_OP = 'INSERT' THEN
     IF ({all_null(group.news)}) AND ({any_not_null(group.olds)}) THEN
       {set_new}
     END IF;
@@ -234,14 +240,8 @@ BEGIN
     IF {self.any_distinct(new, group.ups)} THEN
       {set_new}
     END IF;
-  END IF;
-  RETURN NEW;
-END"""
-        return [
-            f"CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql AS $so_sync${body}\n$so_sync$",
-            f"CREATE OR REPLACE TRIGGER {group.trigger_name(self.FORWARD)} BEFORE INSERT OR UPDATE ON {group.table} "
-            f"FOR EACH ROW EXECUTE FUNCTION {fn}()",
-        ]
+  END IF;""",
+        )
 
     def sync_forward_remove(self, group: SyncGroup) -> list[str]:
         return [
