@@ -201,14 +201,21 @@ class DistributedSpec(_Model):
 MAX_NICE_RATIO = 100.0  # the longest rest after a chunk, in chunk times (spec and run-time throttle)
 
 
-class BackfillSpec(_Model):
+class PaceSpec(_Model):
+    """A backfill's pace, the table's and the column backfill's alike (``backfill.throttle.Throttle``
+    reads it; the rate, the rest and the chunk size are retunable while it runs, ``shiftover
+    throttle``): rows per chunk, a rows/s cap, a chunk duration the size is steered toward."""
+
     chunk_rows: Annotated[int, Field(gt=0, le=1_000_000)] = 10_000
-    concurrency: Annotated[int, Field(ge=1, le=64)] = 2
     max_rows_per_second: Annotated[float, Field(gt=0)] | None = None
     target_chunk_seconds: Annotated[float, Field(gt=0)] | None = None
     # after each chunk, rest this many times the chunk's own time (gh-ost's --nice-ratio): 0.5
     # gives the server a third of the time without the backfill's writes, for a third fewer rows/s
     nice_ratio: Annotated[float, Field(ge=0, le=MAX_NICE_RATIO)] | None = None
+
+
+class BackfillSpec(PaceSpec):
+    concurrency: Annotated[int, Field(ge=1, le=64)] = 2
     lag_query: str | None = None
     lag_threshold: float | None = None
     create_target: bool = False

@@ -50,14 +50,8 @@ def checkpoint_name(spec: ExpandContractSpec) -> str:
 
 
 def make_throttle(spec: ExpandContractSpec, store_engine: Engine) -> Throttle:
-    """The table backfill's throttle over this spec's settings (same run-time flag, same CLI)."""
-    settings = BackfillSpec(
-        chunk_rows=spec.backfill.chunk_rows,
-        max_rows_per_second=spec.backfill.max_rows_per_second,
-        target_chunk_seconds=spec.backfill.target_chunk_seconds,
-        nice_ratio=spec.backfill.nice_ratio,
-    )
-    return Throttle(settings, store_engine=store_engine, migration=spec.name)
+    """The table backfill's throttle over this spec's pace (same fields, same run-time flag, same CLI)."""
+    return Throttle(BackfillSpec(**spec.backfill.model_dump()), store_engine=store_engine, migration=spec.name)
 
 
 def backfill_columns(

@@ -29,11 +29,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from shiftover.errors import SpecError
 from shiftover.spec import (
-    MAX_NICE_RATIO,
     ApprovalSpec,
     Endpoint,
     Expectation,
     KeyColumns,
+    PaceSpec,
     read_spec_file,
     spec_error,
 )
@@ -335,15 +335,10 @@ class LockSpec(_Model):
     max_backoff_ms: Annotated[int, Field(ge=0)] = 5_000
 
 
-class ColumnBackfillSpec(_Model):
-    """The column backfill's pace, with the table backfill's meanings (``shiftover.spec.BackfillSpec``):
+class ColumnBackfillSpec(PaceSpec):
+    """The column backfill's pace, with the table backfill's fields and meanings (``PaceSpec``):
     ``target_chunk_seconds`` steers the batch size toward that duration, ``nice_ratio`` rests after
     each batch that many times its duration; both retunable while it runs (``shiftover throttle``)."""
-
-    chunk_rows: Annotated[int, Field(gt=0, le=1_000_000)] = 10_000
-    max_rows_per_second: Annotated[float, Field(gt=0)] | None = None
-    target_chunk_seconds: Annotated[float, Field(gt=0)] | None = None
-    nice_ratio: Annotated[float, Field(ge=0, le=MAX_NICE_RATIO)] | None = None
 
 
 class ReadsSpec(_Model):
