@@ -254,16 +254,18 @@ def drop_old_columns(target: Target, spec: ExpandContractSpec, report: DdlReport
     """Contract's last step: the forward triggers, then the old columns go, and every
     ``drop_column``'s, and a renamed table's view of its old name (irreversible). The triggers go
     first (a trigger reading a dropped column would fail every write; SQLite refuses to drop a
-    column a trigger names): on PostgreSQL and SQLite in the columns' transaction; on MariaDB each
-    statement commits alone, so a write to an old column between the two (milliseconds, INSTANT
-    drops) is not carried forward, and after the drop such a write fails on the missing column."""
+    column a trigger names): on PostgreSQL and SQLite in the columns' transaction; on MariaDB, where
+    each statement commits alone, under ``LOCK TABLES ... WRITE`` held from before the trigger drops
+    to after the column drops (``run_ddl``'s ``hold_table``), so no write to an old column lands
+    between the two to be lost with the column. After the drop such a write fails on the missing
+    column."""
     if spec.rename is not None:
         view = schema_dialect(target.engine).drop_view(target.qualified)
         return run_ddl(target.engine, [view], spec.lock, table=spec.rename.to, schema=target.schema, report=report)
     # the table is the new version now: code on the version schema's search_path reaches it directly
     report = remove_version_view(target, spec, report)
     triggers = all_sync_removes(target, spec, target.column_names())
-    return _drop_columns(target, spec, dropped_columns(spec), report, first=triggers)
+    return _drop_columns(target, spec, dropped_columns(spec), report, first=triggers, held=True)
 
 
 def dropped_columns(spec: ExpandContractSpec) -> list[str]:
@@ -301,17 +303,31 @@ def _unrename(target: Target, spec: ExpandContractSpec, report: DdlReport | None
 
 
 def _drop_columns(
-    target: Target, spec: ExpandContractSpec, names: list[str], report: DdlReport | None, first: Sequence[str] = ()
+    target: Target,
+    spec: ExpandContractSpec,
+    names: list[str],
+    report: DdlReport | None,
+    first: Sequence[str] = (),
+    *,
+    held: bool = False,
 ) -> DdlReport:
     """Drop ``names`` (those present), after the statements ``first``, in one transaction where the
-    engine allows it (``run_ddl``'s ``together``)."""
+    engine allows it (``run_ddl``'s ``together``); ``held``: elsewhere under a write lock on the
+    table from the first statement to the last (``run_ddl``'s ``hold_table``)."""
     dialect = schema_dialect(target.engine)
     present = set(target.column_names())
     statements = [*first] + [
         dialect.drop_column(target.qualified, target.quote(n), spec.lock.timeout_ms) for n in names if n in present
     ]
     return run_ddl(
-        target.engine, statements, spec.lock, table=target.table, schema=target.schema, report=report, together=True
+        target.engine,
+        statements,
+        spec.lock,
+        table=target.table,
+        schema=target.schema,
+        report=report,
+        together=True,
+        hold_table=target.qualified if held else None,
     )
 
 
@@ -362,6 +378,10 @@ def planned_ddl(target: Target, spec: ExpandContractSpec) -> dict[str, list[str]
     def drops(names: list[str]) -> list[str]:
         return [dialect.drop_column(target.qualified, target.quote(n), spec.lock.timeout_ms) for n in names]
 
+    def held(statements: list[str]) -> list[str]:  # as run_ddl's hold_table runs them
+        pair = dialect.table_write_lock(target.qualified)
+        return [pair[0], *statements, pair[1]] if pair and statements else statements
+
     extra = planned_constraint_ddl(target, spec)
     vs = spec.version_schema
     planned_view_drop = (
@@ -385,7 +405,8 @@ def planned_ddl(target: Target, spec: ExpandContractSpec) -> dict[str, list[str]
         + leftovers
         + forward_note
         + stop_sync_triggers(target, spec, columns),
-        "drop_old_columns": planned_view_drop + all_sync_removes(target, spec, columns) + drops(dropped_columns(spec)),
+        "drop_old_columns": planned_view_drop
+        + held(all_sync_removes(target, spec, columns) + drops(dropped_columns(spec))),
         "rollback": extra["undo"]
         + undo_indexes
         + planned_view_drop

@@ -55,6 +55,7 @@ def run_ddl(
     outside_transaction: bool = False,
     before: Callable[[sa.Connection], list[str]] | None = None,
     together: bool = False,
+    hold_table: str | None = None,
 ) -> DdlReport:
     """Run ``statements`` each under the lock timeout, retried with backoff.
 
@@ -62,13 +63,21 @@ def run_ddl(
     none); elsewhere each is retried on its own, which is why every statement is idempotent.
     ``together``: in one transaction also where the driver would commit each DDL statement alone
     but the server can hold them in one (SQLite: ``begin_transaction_sql``); MariaDB cannot (each
-    DDL statement commits), and runs them one by one as ever.
+    DDL statement commits), and runs them one by one as ever, unless ``hold_table``.
+    ``hold_table`` (a qualified table name): where DDL commits alone, the statements run as one group
+    on one connection between the dialect's ``table_write_lock`` pair (MariaDB: ``LOCK TABLES ...
+    WRITE`` and ``UNLOCK TABLES``), so no other session reads or writes the table between them; the
+    lock's own wait is bounded and retried like any statement's, and a failed attempt releases it
+    (``end_ddl``) before the whole group is retried. Where DDL is transactional it changes nothing.
     ``outside_transaction``: each statement alone, autocommitted (see the module's docstring)."""
     report = report or DdlReport()
     dialect = schema_dialect(engine)
     explicit = together and dialect.begin_transaction_sql is not None
     one = (dialect.transactional_ddl or explicit) and not outside_transaction
     groups = [list(statements)] if one else [[s] for s in statements]
+    held = dialect.table_write_lock(hold_table) if hold_table is not None and not one else None
+    if held is not None and statements:
+        groups = [[held[0], *statements, held[1]]]
     opening = dialect.begin_transaction_sql if explicit and not dialect.transactional_ddl else None
     for group in groups:
         if group:

@@ -270,6 +270,12 @@ class SchemaDialect:
     # statement alone (SQLite under pysqlite); ``run_ddl(..., together=True)`` runs it first
     begin_transaction_sql: str | None = None
 
+    def table_write_lock(self, table: str) -> tuple[str, str] | None:
+        """The statements taking and releasing a write lock on ``table`` that outlives the implicit
+        commit of each DDL statement between them, where DDL is not transactional (``run_ddl``'s
+        ``hold_table``); None where a transaction already holds a step's statements together."""
+        return None
+
     def begin_ddl(self, conn: sa.Connection, timeout_ms: int) -> None:
         """Bound the lock wait of the DDL this connection runs next."""
 

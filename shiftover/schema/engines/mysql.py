@@ -336,10 +336,18 @@ END"""
     def forward_trigger_names(self, pair_trigger: str) -> list[str]:
         return [f"{pair_trigger}_{self.FORWARD}_ins", f"{pair_trigger}_{self.FORWARD}_upd"]
 
+    def table_write_lock(self, table: str) -> tuple[str, str] | None:
+        # taken under the session's lock_wait_timeout and MetadataLockWatchdog like any DDL; DROP
+        # TRIGGER and ALTER TABLE run under it and it survives their implicit commits (10.11)
+        return f"LOCK TABLES {table} WRITE", "UNLOCK TABLES"
+
     def begin_ddl(self, conn: sa.Connection, timeout_ms: int) -> None:
         conn.exec_driver_sql(f"SET SESSION lock_wait_timeout = {_whole_seconds(timeout_ms)}")
 
     def end_ddl(self, conn: sa.Connection) -> None:
+        # a failed attempt under table_write_lock must not go back to the pool holding the table:
+        # a rollback does not release LOCK TABLES, UNLOCK TABLES does (and is a no-op without one)
+        conn.exec_driver_sql("UNLOCK TABLES")
         conn.exec_driver_sql("SET SESSION lock_wait_timeout = DEFAULT")
 
     def guard_lock_wait(self, conn: sa.Connection, timeout_ms: int) -> LockWaitGuard:
