@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+import pymysql
 import pytest
 import sqlalchemy as sa
 from conftest import create_orders, make_spec
@@ -26,6 +27,8 @@ import shiftover.schema.locking as locking
 from shiftover.control.store import ControlStore
 from shiftover.schema.backfill import backfill_columns
 from shiftover.schema.columns import Target, drop_old_columns, expand, install_sync, stop_sync
+from shiftover.schema.errors import LockTimeoutError
+from shiftover.schema.locking import run_ddl
 
 ROWS = 200
 OLD_KEYS = range(1, 101)  # the old pod's rows
@@ -139,3 +142,76 @@ def test_no_old_column_write_is_lost_and_no_new_column_write_fails_while_mariadb
             conn.execute(sa.text("DROP TABLE orders"))
         engine.dispose()
     assert failed_after_drop > 0  # the old pod did write on past the drop, and was refused loudly
+
+
+def holding(url: str) -> pymysql.connections.Connection:
+    """A session in a transaction that has read ``orders``: it holds the table's metadata lock."""
+    parts = sa.make_url(url)
+    conn = pymysql.connect(host=parts.host, port=parts.port or 3306, user=parts.username, database=parts.database)
+    conn.cursor().execute("SELECT count(*) FROM orders")
+    return conn
+
+
+def trigger_names(engine: sa.Engine) -> list[str]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT trigger_name FROM information_schema.triggers WHERE event_object_schema = database() "
+                "AND event_object_table = 'orders' ORDER BY trigger_name"
+            )
+        ).all()
+    return [str(r[0]) for r in rows]
+
+
+def test_the_table_lock_waits_no_longer_than_the_bound_and_a_timed_out_drop_drops_nothing(
+    database_url: Callable[[str], str], control_store: ControlStore
+) -> None:
+    """An open transaction holds the table: ``LOCK TABLES`` waits, the watchdog ends each attempt at
+    300 ms, the step fails naming it, and neither a trigger nor a column has gone (an old-version
+    write is still carried forward). Once the transaction ends the step runs."""
+    url = database_url("mariadb")
+    engine = create_orders(url, ROWS)
+    spec = make_spec(url, lock={"timeout_ms": 300, "attempts": 2, "backoff_ms": 0})
+    target = Target.of(engine, spec)
+    expand(target, spec)
+    install_sync(target, spec)
+    assert backfill_columns(target, spec, control_store.engine).complete
+    stop_sync(target, spec)
+    forward = trigger_names(engine)
+    assert len(forward) == 2
+    holder = holding(url)
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(LockTimeoutError) as caught:
+            drop_old_columns(target, spec)
+    finally:
+        holder.close()
+    assert time.monotonic() - t0 < 1.5  # two attempts of 300 ms; the server's own WAIT 1 would take 2 s
+    assert caught.value.statement.startswith("LOCK TABLES") and caught.value.attempts == 2
+    assert trigger_names(engine) == forward and "amount" in target.column_names()
+    with engine.begin() as conn:  # no session of the pool kept the table locked
+        conn.execute(sa.text("SET STATEMENT lock_wait_timeout = 2 FOR UPDATE orders SET amount = 4.56 WHERE id = 1"))
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT amount_cents FROM orders WHERE id = 1")).scalar() == 456
+
+    drop_old_columns(target, spec)
+    assert trigger_names(engine) == [] and target.column_names() == ["id", "note", "amount_cents", "channel"]
+
+
+def test_an_attempt_failing_under_the_table_lock_leaves_no_pooled_session_holding_it(
+    database_url: Callable[[str], str],
+) -> None:
+    """A statement failing after ``LOCK TABLES``: the connection goes back to the pool, where a
+    rollback would not release the lock; ``end_ddl``'s ``UNLOCK TABLES`` does, so another session's
+    write goes through (bounded here at 2 s, where a kept lock would fail it with 1205)."""
+    url = database_url("mariadb")
+    engine = create_orders(url, 10)
+    lock = make_spec(url).lock
+    with pytest.raises(sa.exc.DBAPIError):
+        run_ddl(engine, ["ALTER TABLE orders DROP COLUMN no_such_column"], lock, table="orders", hold_table="orders")
+    other = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    with other.begin() as conn:
+        conn.execute(sa.text("SET STATEMENT lock_wait_timeout = 2 FOR UPDATE orders SET note = 'w' WHERE id = 1"))
+    with other.connect() as conn:
+        assert conn.execute(sa.text("SELECT note FROM orders WHERE id = 1")).scalar() == "w"
+    other.dispose()
