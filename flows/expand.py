@@ -20,8 +20,8 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from prefect import flow
-from prefect.artifacts import create_table_artifact
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.context import FlowRunContext
 
 from shiftover.backfill.checkpoints import clear_plan
@@ -238,7 +238,31 @@ def drop_old_due(ctx: SchemaRunContext, stage: DropOldColumnsStage) -> str | Non
     """Why drop_old_columns must wait (the spec's ``retention_hours`` after stop_sync, or the run's
     ``retention_seconds``), or None when it is due; its approval is asked only then."""
     seconds = stage.retention_seconds if ctx.options.retention_seconds is None else ctx.options.retention_seconds
-    return retention_wait(ctx, Phase.OLD_WRITES_STOPPED, seconds, "the old columns (no longer written) are")
+    waiting = retention_wait(ctx, Phase.OLD_WRITES_STOPPED, seconds, "the old columns (no longer written) are")
+    if waiting:
+        publish_retention(ctx.name, waiting, seconds)
+    return waiting
+
+
+def publish_retention(name: str, waiting: str, seconds: float) -> None:
+    """Why the run ended before drop_old_columns, and when the drop is due, as a markdown artifact of
+    the current flow run (a no-op outside one) under ``<change>-retention``, and in its log: the run
+    ends Completed, and without this nothing in the UI says the old columns are still there."""
+    if FlowRunContext.get() is None:
+        return
+    get_run_logger().info("drop_old_columns of %s waits: %s", name, waiting)
+    create_markdown_artifact(
+        key=artifact_key(name, "retention"),
+        markdown=(
+            f"# {name}: drop_old_columns waits for its retention period\n\n"
+            f"{waiting}.\n\n"
+            f"The retention period ({seconds:g} s after stop_sync) keeps the old columns so that a write "
+            "by an application instance still on the old version is carried forward to the new columns "
+            "(the forward-only sync triggers) and can be checked before they go. A later run asks the "
+            "drop's approval once the time has passed (or sooner with `retention_seconds=0`)."
+        ),
+        description=f"{name}: the drop of the old columns is not due yet",
+    )
 
 
 def run_drop_old(ctx: SchemaRunContext, stage: Stage) -> Outcome:

@@ -32,7 +32,7 @@ def shot(page: Any, name: str) -> None:
     page.screenshot(path=str(OUTPUT / f"{name}.png"), full_page=True)
 
 
-def quick_run(page: Any, stack: Stack, deployment_id: str) -> None:
+def quick_run(page: Any, stack: Stack, deployment_id: str) -> dict[str, Any]:
     """Deployment page -> "Run" -> "Quick run", as a person starts a migration."""
     page.goto(f"{stack.url}/v2/deployments/deployment/{deployment_id}")
     page.get_by_role("button", name=re.compile(r"^Run$")).click()
@@ -44,7 +44,7 @@ def quick_run(page: Any, stack: Stack, deployment_id: str) -> None:
     shot(page, "ui-run-deployment")
     before = {r["id"] for r in stack.flow_runs()}
     dialog.get_by_role("button", name=re.compile(r"^Run$")).click()
-    stack.wait_for_new_run(deployment_id, before)  # the server is the judge that the click took
+    return stack.wait_for_new_run(deployment_id, before)  # the server is the judge that the click took
 
 
 def open_resume_form(page: Any, stack: Stack, run_id: str) -> Any:
@@ -291,3 +291,103 @@ def test_an_expand_contract_change_is_approved_in_the_ui_to_its_contract(
     # once each: the run resumed after a suspension finds its request, and its artifact, already there
     assert approvals_asked == [f"{name}-approve-drop-old-columns", f"{name}-approve-stop-sync"], approvals_asked
     shot(page, "ui-expand-artifacts")
+
+
+def sync_triggers(engine: Any) -> list[str]:
+    """The triggers on orders, read from SQLite's catalogue."""
+    import sqlalchemy as sa
+
+    with engine.connect() as conn:
+        query = "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'orders' ORDER BY name"
+        return [n for (n,) in conn.execute(sa.text(query))]
+
+
+def test_an_expand_contract_change_waits_its_retention_period_then_drops_from_the_ui(
+    stack: Stack, page: Any, tmp_path: Path
+) -> None:
+    """``retention_hours: 1``: stop_sync is approved in the Resume form and the run ends Completed
+    before drop_old_columns, the old column still there, its Artifacts tab saying when the drop is
+    due. Meanwhile an old-version write to ``amount`` alone reaches ``amount_cents`` through the
+    forward-only trigger. A second Quick run, the deployment now with ``retention_seconds=0``,
+    asks the drop's approval, answered in the browser: the column and every sync trigger are gone,
+    and the row keeps the value carried forward."""
+    from datetime import timedelta
+
+    import sqlalchemy as sa
+    import yaml
+
+    from shiftover.connect import get_engine
+    from shiftover.demo import create_orders
+    from shiftover.demo.expand import spec_data
+
+    name = "ui-keep"
+    url, control_url = f"sqlite:///{tmp_path}/app.db", f"sqlite:///{tmp_path}/{name}-control.db"
+    engine = get_engine(url)
+    create_orders(engine, rows=1_000)
+    spec = {
+        **spec_data(url),
+        "name": name,
+        "approvals": {"approvers": [APPROVER], "timeout_seconds": 300},
+        "retention_hours": 1,
+    }
+    spec_path = tmp_path / f"{name}.yaml"
+    spec_path.write_text(yaml.safe_dump(spec))
+    params = {"spec_path": str(spec_path), "control_url": control_url, "poll_interval_seconds": 1}
+    deployment = stack.deploy("expand-contract", params)
+    store = open_store(control_url)
+
+    # 1. the first run: stop_sync approved in the browser, then it ends before the drop
+    first = quick_run(page, stack, deployment)
+    stack.wait_for_run("PAUSED", timeout=180, run_id=first["id"])
+    assert store.phase(name) is Phase.WRITES_SWITCHED, stack.diagnostics()
+    assert [r.step for r in pending_requests(store.engine, name)] == ["stop_sync"]
+    dialog = open_resume_form(page, stack, first["id"])
+    submit(dialog, APPROVER, name, "stop_sync: clicked in the UI, keep the old column an hour")
+    stack.wait_until_resumed(first["id"])
+    ended = stack.wait_for_final(first["id"], timeout=180)
+    assert ended["state_type"] == "COMPLETED", f"{ended['state_name']}\n{stack.diagnostics()}"
+    assert store.phase(name) is Phase.OLD_WRITES_STOPPED
+    assert pending_requests(store.engine, name) == []
+    columns = [c["name"] for c in sa.inspect(engine).get_columns("orders")]
+    assert "amount" in columns and "amount_cents" in columns
+    assert sync_triggers(engine) and all("_fwd" in t for t in sync_triggers(engine)), sync_triggers(engine)
+    stopped = [h for h in store.history(name) if h.phase == Phase.OLD_WRITES_STOPPED][-1].at
+    [retention] = store.audit_entries(name, action="retention")
+    due = retention["detail"]["drop_due"]
+    assert due == (stopped + timedelta(hours=1)).isoformat(), (due, stopped)
+
+    page.goto(f"{stack.url}/v2/runs/flow-run/{first['id']}?tab=Artifacts")
+    page.get_by_text(f"{name}-in-step", exact=True).first.wait_for()
+    page.get_by_text(f"{name}-retention", exact=True).first.wait_for()
+    shot(page, "ui-expand-retention-artifacts")
+    page.get_by_text(f"{name}-retention", exact=True).first.click()
+    page.get_by_text(re.compile(r"kept until " + re.escape(due[:19]))).first.wait_for()
+    shot(page, "ui-expand-retention")
+
+    # 2. an application instance still on the old version writes the old column only
+    with engine.begin() as conn:
+        row = conn.execute(sa.text("SELECT id, amount_cents FROM orders ORDER BY id LIMIT 1 OFFSET 6")).one()
+        conn.execute(sa.text("UPDATE orders SET amount = 987.65 WHERE id = :id"), {"id": row.id})
+    carried = int((Decimal("987.65") * 100).to_integral_value(ROUND_HALF_UP))
+    assert carried != row.amount_cents
+    with engine.connect() as conn:
+        got = conn.execute(sa.text("SELECT amount_cents FROM orders WHERE id = :id"), {"id": row.id}).scalar_one()
+    assert got == carried
+
+    # 3. a second run from the deployment with retention_seconds=0: the drop, approved in the browser
+    stack.deploy("expand-contract", {**params, "retention_seconds": 0})
+    second = quick_run(page, stack, deployment)
+    stack.wait_for_run("PAUSED", timeout=180, run_id=second["id"])
+    assert [r.step for r in pending_requests(store.engine, name)] == ["drop_old_columns"]
+    dialog = open_resume_form(page, stack, second["id"])
+    shot(page, "ui-expand-retention-drop")
+    submit(dialog, APPROVER, name, "drop_old_columns: retention waived, clicked in the UI")
+    stack.wait_until_resumed(second["id"])
+    wait_phase(stack, control_url, name, Phase.DECOMMISSIONED)
+    stack.wait_for_run("COMPLETED", timeout=120, run_id=second["id"])
+    assert [a["actor"] for a in store.audit_entries(name, action="approval")] == [APPROVER, APPROVER]
+    assert "amount" not in [c["name"] for c in sa.inspect(engine).get_columns("orders")]
+    assert sync_triggers(engine) == []
+    with engine.connect() as conn:
+        kept = conn.execute(sa.text("SELECT amount_cents FROM orders WHERE id = :id"), {"id": row.id}).scalar_one()
+    assert kept == carried
