@@ -256,9 +256,10 @@ def publish_retention(name: str, waiting: str, seconds: float) -> None:
         markdown=(
             f"# {name}: drop_old_columns waits for its retention period\n\n"
             f"{waiting}.\n\n"
-            f"The retention period ({seconds:g} s after stop_sync) keeps the old columns so that a write "
-            "by an application instance still on the old version is carried forward to the new columns "
-            "(the forward-only sync triggers) and can be checked before they go. A later run asks the "
+            f"The retention period ({seconds:g} s after stop_sync) keeps the old columns, and their data, "
+            "until the new version has run long enough to trust; meanwhile a write by an application "
+            "instance still on the old version reaches the new columns (the forward-only sync triggers, "
+            "or ColumnWrites under `sync: application`). A later run asks the "
             "drop's approval once the time has passed (or sooner with `retention_seconds=0`)."
         ),
         description=f"{name}: the drop of the old columns is not due yet",
