@@ -4,7 +4,8 @@
     .venv/bin/python bench/expand_interleaved.py --engine mariadb --rows 500000
 
 ``bench/expand.py`` measures idle first and the backfill minutes later; on a shared machine the
-background load drifts in between (seen here: the idle p99 of one run 2.3 ms, of the next 9.9 ms).
+background load drifts in between (seen here: the idle p99 of one run 2.3 ms, of another a few
+minutes later 9.9 ms).
 Here one writer process (``bench/expand.py``'s: single-row updates of ``amount``, each its own
 transaction) runs throughout while windows of ``--window`` seconds cycle through: idle, then
 Shiftover's column backfill batches (``update_batch`` on one ``BatchSession``, the sync triggers
