@@ -11,7 +11,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from shiftover.connect import redact
-from shiftover.control.store import DEFAULT_URL, existing_store
+from shiftover.control.store import DEFAULT_URL, store_knowing
 from shiftover.flows.credentials import admit_control_url
 from shiftover.migration import load_migration, what_starts
 from shiftover.phases import Phase, is_at_least
@@ -32,8 +32,8 @@ def reconcile(spec_path: str, control_url: str = DEFAULT_URL, max_keys: int = 10
     would be noise."""
     admit_control_url(control_url)
     spec = load_spec(spec_path)
-    store = existing_store(control_url)  # none there: nothing is created
-    if store is None or not store.has_migration(spec.name):
+    store = store_knowing(control_url, spec.name)  # none there: nothing is created
+    if store is None:
         where = f"no migration {spec.name!r} in the control store {redact(control_url)}"
         note = f"not started: nothing to reconcile ({where})"
         get_run_logger().info("%s: %s; %s", spec.name, note, what_starts(spec))

@@ -899,15 +899,15 @@ def throttle(
     """Pause, resume or retune a running backfill without restarting it."""
     from shiftover.backfill.throttle import set_throttle
     from shiftover.connect import redact
-    from shiftover.control.store import existing_store
+    from shiftover.control.store import store_knowing
     from shiftover.errors import UnknownMigrationError
 
     if pause and resume:
         _fail(ValueError("--pause and --resume contradict each other"))
     paused = True if pause else (False if resume else None)
     try:
-        store = existing_store(control_url)  # none there: nothing is created
-        if store is None or not store.has_migration(name):  # a typo'd name would throttle nothing, silently
+        store = store_knowing(control_url, name)  # none there: nothing is created
+        if store is None:  # a typo'd name would throttle nothing, silently
             starts = "Start it with `shiftover run SPEC` (the 'migrate' or 'expand-contract' flow registers it)"
             raise UnknownMigrationError(name, redact(control_url), "`shiftover throttle`", starts)
         value = set_throttle(

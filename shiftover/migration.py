@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy.engine import Engine
 
 from shiftover.connect import get_engine, redact
-from shiftover.control.store import ControlStore, existing_store, open_store
+from shiftover.control.store import ControlStore, open_store, store_knowing
 from shiftover.errors import UnknownMigrationError
 from shiftover.mapping import TableMapping
 from shiftover.phases import Phase, is_at_least
@@ -67,8 +67,8 @@ def started_store(spec: MigrationSpec, control_url: str, needed_by: str) -> Cont
     """The control store at ``control_url`` when it knows ``spec``'s migration; else
     ``UnknownMigrationError`` naming the migration, the store (no password) and what starts it.
     Nothing is created: not a SQLite file, not a schema, not a row."""
-    store = existing_store(control_url)
-    if store is None or not store.has_migration(spec.name):
+    store = store_knowing(control_url, spec.name)
+    if store is None:
         raise UnknownMigrationError(spec.name, redact(control_url), needed_by, what_starts(spec))
     return store
 

@@ -367,6 +367,13 @@ def existing_store(url: str = DEFAULT_URL) -> ControlStore | None:
     return store
 
 
+def store_knowing(url: str, migration: str) -> ControlStore | None:
+    """``existing_store`` when it holds ``migration``, else None, with nothing created: for what only
+    serves a migration already started (a worker, the drain, capture, ``shiftover throttle``)."""
+    store = existing_store(url)
+    return store if store is not None and store.has_migration(migration) else None
+
+
 def open_store(url: str = DEFAULT_URL, *, create: bool = True) -> ControlStore:
     """The control store at ``url``, checked to be at the current schema (a few ms).
 
